@@ -1,0 +1,137 @@
+// The op interface: one class per operation declares its arguments (parsed from a constructor
+// string with PyTorch's defaults), channel and shape inference, parameters, and forward and
+// backward bodies per device. Built-in ops live in ops/, their kernels in kernels/cpu and
+// kernels/cuda; applications add their own through nnx::register_op (registry.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "nnx/tensor.h"
+#include "nnx/value.h"
+
+namespace nnx {
+
+class ThreadPool;
+
+// What an op runs with: the device, and for the CPU a pool to split loops over.
+struct ExecContext {
+  Device device = Device::cpu();
+  ThreadPool* pool = nullptr;  // may be null: run single-threaded
+  void* stream = nullptr;      // cudaStream_t on CUDA
+};
+
+struct TensorSpec {
+  Shape shape;
+  DType dtype = DType::f32;
+  bool operator==(const TensorSpec&) const = default;
+};
+
+// A named tensor of an op's state dict, in PyTorch's order and naming ("weight", "bias",
+// "running_mean", "num_batches_tracked", "pruner_weight", "t").
+struct Param {
+  std::string name;
+  Tensor value;
+  bool trainable = true;  // false for buffers (running stats, counters)
+};
+
+// Channel counts at load time: -1 means "not known without spatial sizes" (e.g. after Flatten).
+inline constexpr int64_t kUnknownChannels = -1;
+
+using RandomEngine = std::mt19937_64;
+
+class Op {
+ public:
+  virtual ~Op() = default;
+
+  // Canonical class name ("Conv2d") and the Python module the original package records for it
+  // ("torch.nn.modules.conv", "nn_executor.models"). User ops return their qualified name.
+  virtual std::string type() const = 0;
+  virtual std::string python_module() const = 0;
+  // PyTorch's repr of the module: "Conv2d(3, 5, kernel_size=(3, 3), stride=(1, 1))".
+  virtual std::string repr() const = 0;
+
+  // Throws Error(shape) if the op cannot have this many inputs and outputs.
+  virtual void check_arity(int num_inputs, int num_outputs) const;
+  // Load-time channel check: given the channel counts arriving at each input (or
+  // kUnknownChannels), returns each output's channel count; throws Error(shape) saying what was
+  // expected and what was found when an input cannot be taken.
+  virtual std::vector<int64_t> infer_channels(std::span<const int64_t> in_channels,
+                                              int num_outputs) const;
+  // Full output shapes for given input shapes; throws Error(shape) on a mismatch.
+  virtual std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                               int num_outputs) const = 0;
+
+  // If output `out` is a view of input k (Identity, Flatten, Dropout in eval), returns k: the
+  // executor does not allocate that output and forward sets it to a view.
+  virtual std::optional<int> output_view_of(int out) const { return std::nullopt; }
+
+  // Forward with outputs already allocated (contiguous, shapes from infer_shapes), except
+  // view outputs, which forward assigns.
+  void forward(const ExecContext& ctx, std::span<const Tensor> inputs,
+               std::span<Tensor> outputs) const;
+  // Backward: gradients of the inputs and of each trainable parameter, given the forward
+  // inputs and outputs and the gradients of the outputs. Bodies come with training.
+  void backward(const ExecContext& ctx, std::span<const Tensor> inputs,
+                std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const;
+
+  // Multiply-adds x2 for one forward, for `nnx info`.
+  virtual int64_t flops(std::span<const TensorSpec> inputs,
+                        std::span<const TensorSpec> outputs) const {
+    return 0;
+  }
+
+  // Parameters and buffers, as in PyTorch's state_dict().
+  const std::vector<Param>& params() const { return params_; }
+  const Param* find_param(std::string_view name) const;
+  // Replaces a parameter's value; throws Error(shape) naming it if shape or dtype differ.
+  void set_param(std::string_view name, const Tensor& value);
+  // Initialises parameters as PyTorch's reset_parameters() does (same distributions).
+  virtual void init_params(RandomEngine& rng) {}
+  // State dict keys this op also accepts on load, mapped to its own (legacy spellings).
+  virtual std::string canonical_param_name(std::string_view key) const { return std::string(key); }
+
+ protected:
+  virtual void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                           std::span<Tensor> outputs) const = 0;
+  virtual void forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                            std::span<Tensor> outputs) const;
+  virtual void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                            std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                            std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const;
+  virtual void backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                             std::span<const Tensor> outputs,
+                             std::span<const Tensor> grad_outputs, std::span<Tensor> grad_inputs,
+                             std::span<Tensor> grad_params) const;
+
+  // Declares a parameter, zero-filled, with its expected shape.
+  void add_param(std::string name, const Shape& shape, bool trainable = true,
+                 DType dtype = DType::f32);
+  Tensor& mutable_param(std::string_view name);
+
+ private:
+  std::vector<Param> params_;
+};
+
+// Helpers shared by op implementations.
+namespace op_util {
+// Throws Error(shape) "expected N inputs, found M" unless num_inputs is in [lo, hi].
+void expect_inputs(int num_inputs, int lo, int hi);
+void expect_outputs(int num_outputs, int lo, int hi);
+// "expected 64 input channels, found 128" unless found is unknown or equal.
+void expect_channels(int64_t expected, int64_t found, std::string_view what = "input channels");
+// Spatial (NCHW) input: rank 4; a rank-3 CHW input is accepted by the executor, not by ops.
+void expect_rank(const TensorSpec& spec, int rank, std::string_view what = "input");
+// Python-like tuple repr of ints: "(3, 3)".
+std::string tuple_repr(std::span<const int64_t> values);
+// PyTorch's float repr inside module reprs: 1e-05, 0.1, 0.01, 1.0
+std::string float_repr(double value);
+}  // namespace op_util
+
+}  // namespace nnx

@@ -1,0 +1,49 @@
+// A fixed pool of worker threads for data-parallel loops inside one op.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace nnx {
+
+class ThreadPool {
+ public:
+  // `threads` counts the calling thread: ThreadPool(1) runs everything inline.
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return int(workers_.size()) + 1; }
+  // Calls fn(begin, end) over disjoint chunks covering [0, n), at most size() chunks of at least
+  // `grain` items, and returns when all are done. Exceptions from fn are rethrown here.
+  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+  static int hardware_threads();
+
+ private:
+  void worker_loop(int index);
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  int64_t job_n_ = 0, chunk_ = 0, chunks_ = 0;
+  int64_t next_chunk_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+// Runs fn over [0, n) on `pool` if given and worthwhile, else inline.
+inline void parallel_for(ThreadPool* pool, int64_t n, int64_t grain,
+                         const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  if (pool == nullptr || pool->size() == 1 || n <= grain) return fn(0, n);
+  pool->parallel_for(n, grain, fn);
+}
+
+}  // namespace nnx

@@ -16,13 +16,25 @@ struct Object;
 using ObjectPtr = std::shared_ptr<const Object>;
 
 struct Object {
-  enum class Kind { none, boolean, integer, real, string, bytes, list, tuple, dict, ordered_dict, tensor };
+  enum class Kind {
+    none,
+    boolean,
+    integer,
+    real,
+    string,
+    bytes,
+    list,
+    tuple,
+    dict,
+    ordered_dict,
+    tensor
+  };
   Kind kind = Kind::none;
   bool b = false;
   int64_t i = 0;
   double d = 0;
-  std::string s;                                     // string / bytes
-  std::vector<ObjectPtr> items;                      // list / tuple
+  std::string s;                                         // string / bytes
+  std::vector<ObjectPtr> items;                          // list / tuple
   std::vector<std::pair<ObjectPtr, ObjectPtr>> entries;  // dict / ordered_dict, in insertion order
   Tensor tensor;
   bool requires_grad = false;  // a torch.nn.Parameter (written back as _rebuild_parameter)

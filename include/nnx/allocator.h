@@ -10,10 +10,10 @@
 namespace nnx {
 
 struct AllocatorStats {
-  size_t current_bytes = 0;   // handed out and not yet returned
-  size_t peak_bytes = 0;      // largest current_bytes seen
-  size_t reserved_bytes = 0;  // held from the system, handed out or cached
-  size_t allocations = 0;     // calls to allocate()
+  size_t current_bytes = 0;       // handed out and not yet returned
+  size_t peak_bytes = 0;          // largest current_bytes seen
+  size_t reserved_bytes = 0;      // held from the system, handed out or cached
+  size_t allocations = 0;         // calls to allocate()
   size_t system_allocations = 0;  // of which went to the system (cache misses)
 };
 

@@ -46,9 +46,9 @@ std::string concat(const Parts&... parts) {
 }  // namespace detail
 
 // NNX_CHECK(cond, kind, "expected ", a, " but found ", b): throws Error(kind, message) if !cond.
-#define NNX_CHECK(cond, kind, ...)                                                   \
-  do {                                                                               \
-    if (!(cond)) throw ::nnx::Error(kind, ::nnx::detail::concat(__VA_ARGS__));       \
+#define NNX_CHECK(cond, kind, ...)                                             \
+  do {                                                                         \
+    if (!(cond)) throw ::nnx::Error(kind, ::nnx::detail::concat(__VA_ARGS__)); \
   } while (0)
 
 template <class... Parts>

@@ -106,9 +106,8 @@ class Op {
                             std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                             std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const;
   virtual void backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
-                             std::span<const Tensor> outputs,
-                             std::span<const Tensor> grad_outputs, std::span<Tensor> grad_inputs,
-                             std::span<Tensor> grad_params) const;
+                             std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                             std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const;
 
   // Declares a parameter, zero-filled, with its expected shape.
   void add_param(std::string name, const Shape& shape, bool trainable = true,

@@ -68,7 +68,8 @@ std::string run_case(const fs::path& folder, ThreadPool* pool) {
 }
 
 TEST(OpParity, EveryCaseMatchesPyTorch) {
-  if (std::string(NNX_PYTHON).empty()) GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
+  if (std::string(NNX_PYTHON).empty())
+    GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
   auto folders = case_folders();
   ASSERT_FALSE(folders.empty()) << "no op cases under " << NNX_FIXTURE_DIR << "/ops";
   ThreadPool pool(2);

@@ -1,0 +1,156 @@
+// The Op base class: device dispatch, parameters, default arity and channel rules.
+#include "nnx/op.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+#include "nnx/error.h"
+
+namespace nnx {
+
+void Op::check_arity(int num_inputs, int num_outputs) const {
+  op_util::expect_inputs(num_inputs, 1, 1);
+  op_util::expect_outputs(num_outputs, 1, 1);
+}
+
+std::vector<int64_t> Op::infer_channels(std::span<const int64_t> in_channels,
+                                        int num_outputs) const {
+  // Default: channels pass through (elementwise ops, activations).
+  int64_t c = in_channels.empty() ? kUnknownChannels : in_channels[0];
+  return std::vector<int64_t>(size_t(num_outputs), c);
+}
+
+void Op::forward(const ExecContext& ctx, std::span<const Tensor> inputs,
+                 std::span<Tensor> outputs) const {
+  if (ctx.device.is_cuda())
+    forward_cuda(ctx, inputs, outputs);
+  else
+    forward_cpu(ctx, inputs, outputs);
+}
+
+void Op::backward(const ExecContext& ctx, std::span<const Tensor> inputs,
+                  std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                  std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+  if (ctx.device.is_cuda())
+    backward_cuda(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+  else
+    backward_cpu(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+}
+
+void Op::forward_cuda(const ExecContext&, std::span<const Tensor>, std::span<Tensor>) const {
+  fail(ErrorKind::unsupported, type(), " has no CUDA kernel");
+}
+
+void Op::backward_cpu(const ExecContext&, std::span<const Tensor>, std::span<const Tensor>,
+                      std::span<const Tensor>, std::span<Tensor>, std::span<Tensor>) const {
+  fail(ErrorKind::unsupported, type(), " has no backward pass on the CPU");
+}
+
+void Op::backward_cuda(const ExecContext&, std::span<const Tensor>, std::span<const Tensor>,
+                       std::span<const Tensor>, std::span<Tensor>, std::span<Tensor>) const {
+  fail(ErrorKind::unsupported, type(), " has no backward pass on CUDA");
+}
+
+const Param* Op::find_param(std::string_view name) const {
+  for (const auto& p : params_)
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+void Op::set_param(std::string_view key, const Tensor& value) {
+  std::string name = canonical_param_name(key);
+  Tensor& slot = mutable_param(name);
+  NNX_CHECK(value.shape() == slot.shape(), ErrorKind::shape, "tensor '", key, "': expected shape ",
+            slot.shape().str(), ", found ", value.shape().str());
+  // Floating parameters are kept in the op's dtype (a float64 state dict still loads);
+  // integer buffers (num_batches_tracked) keep theirs.
+  NNX_CHECK(dtype_is_floating(value.dtype()) == dtype_is_floating(slot.dtype()), ErrorKind::shape,
+            "tensor '", key, "': expected dtype ", dtype_name(slot.dtype()), ", found ",
+            dtype_name(value.dtype()));
+  slot = value.to(Device::cpu()).to(slot.dtype()).contiguous();
+}
+
+void Op::add_param(std::string name, const Shape& shape, bool trainable, DType dtype) {
+  params_.push_back({std::move(name), Tensor::zeros(shape, dtype), trainable});
+}
+
+Tensor& Op::mutable_param(std::string_view name) {
+  for (auto& p : params_)
+    if (p.name == name) return p.value;
+  std::string known;
+  for (auto& p : params_) known += (known.empty() ? "" : ", ") + p.name;
+  fail(ErrorKind::shape, "unexpected tensor '", name, "' for ", type(),
+       known.empty() ? std::string(" (it has no parameters)") : " (expected: " + known + ")");
+}
+
+namespace op_util {
+
+void expect_inputs(int n, int lo, int hi) {
+  if (n >= lo && n <= hi) return;
+  if (lo == hi)
+    fail(ErrorKind::shape, "expected ", lo, lo == 1 ? " input" : " inputs", ", found ", n);
+  if (hi == INT32_MAX) fail(ErrorKind::shape, "expected at least ", lo, " inputs, found ", n);
+  fail(ErrorKind::shape, "expected ", lo, " to ", hi, " inputs, found ", n);
+}
+
+void expect_outputs(int n, int lo, int hi) {
+  if (n >= lo && n <= hi) return;
+  if (lo == hi)
+    fail(ErrorKind::shape, "expected ", lo, lo == 1 ? " output" : " outputs", ", found ", n);
+  if (hi == INT32_MAX) fail(ErrorKind::shape, "expected at least ", lo, " outputs, found ", n);
+  fail(ErrorKind::shape, "expected ", lo, " to ", hi, " outputs, found ", n);
+}
+
+void expect_channels(int64_t expected, int64_t found, std::string_view what) {
+  if (found == kUnknownChannels || expected == kUnknownChannels || found == expected) return;
+  fail(ErrorKind::shape, "expected ", expected, " ", what, ", found ", found);
+}
+
+void expect_rank(const TensorSpec& spec, int rank, std::string_view what) {
+  NNX_CHECK(spec.shape.size() == rank, ErrorKind::shape, "expected a ", rank, "-d ", what,
+            ", found shape ", spec.shape.str());
+}
+
+std::string tuple_repr(std::span<const int64_t> values) {
+  std::ostringstream out;
+  out << '(';
+  for (size_t i = 0; i < values.size(); ++i) out << (i ? ", " : "") << values[i];
+  if (values.size() == 1) out << ',';
+  out << ')';
+  return out.str();
+}
+
+std::string float_repr(double value) {
+  // Python's repr: the shortest text that reads back exactly, with ".0" on integral values
+  // and exponents below 1e-4 or from 1e16.
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  char buf[40];
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, value);
+    if (std::strtod(buf, nullptr) == value) break;
+  }
+  std::string s = buf;
+  double mag = std::fabs(value);
+  if (mag != 0 && (mag < 1e-4 || mag >= 1e16)) {
+    // %g's exponent form "1e-05" is also Python's; make the mantissa match ("1e-05", "1.5e-05").
+    if (s.find('e') == std::string::npos) {
+      std::snprintf(buf, sizeof buf, "%.16e", value);
+      s = buf;
+    }
+    return s;
+  }
+  if (s.find('e') != std::string::npos) {  // %g chose an exponent Python would not use
+    std::snprintf(buf, sizeof buf, "%.17f", value);
+    s = buf;
+    while (s.size() > 1 && s.back() == '0') s.pop_back();
+  }
+  if (s.find('.') == std::string::npos) s += ".0";
+  if (s.back() == '.') s += '0';
+  return s;
+}
+
+}  // namespace op_util
+}  // namespace nnx

@@ -1,0 +1,95 @@
+// ThreadPool: workers wait for a job, take chunks of it from a shared counter, and the caller
+// works on chunks too until all are done.
+#include "nnx/thread_pool.h"
+
+#include <algorithm>
+
+namespace nnx {
+
+ThreadPool::ThreadPool(int threads) {
+  for (int i = 1; i < std::max(threads, 1); ++i)
+    workers_.emplace_back([this, i] { worker_loop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (auto& w : workers_) w.join();
+}
+
+int ThreadPool::hardware_threads() {
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : int(n);
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain,
+                              const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(grain, 1));
+  int64_t chunks = std::min<int64_t>(size(), max_chunks);
+  if (chunks <= 1) return fn(0, n);
+  std::unique_lock<std::mutex> lock(mutex_);
+  job_ = &fn;
+  job_n_ = n;
+  chunks_ = chunks;
+  chunk_ = (n + chunks - 1) / chunks;
+  next_chunk_ = 0;
+  pending_ = chunks;
+  error_ = nullptr;
+  ++generation_;
+  lock.unlock();
+  wake_.notify_all();
+  // The caller takes chunks as well.
+  while (true) {
+    lock.lock();
+    if (next_chunk_ >= chunks_) break;
+    int64_t c = next_chunk_++;
+    lock.unlock();
+    std::exception_ptr err;
+    try {
+      fn(c * chunk_, std::min(n, (c + 1) * chunk_));
+    } catch (...) {
+      err = std::current_exception();
+    }
+    lock.lock();
+    if (err && !error_) error_ = err;
+    --pending_;
+    lock.unlock();
+  }
+  done_.wait(lock, [this] { return pending_ == 0; });
+  job_ = nullptr;
+  std::exception_ptr err = error_;
+  error_ = nullptr;
+  lock.unlock();
+  if (err) std::rethrow_exception(err);
+}
+
+void ThreadPool::worker_loop(int) {
+  uint64_t seen = 0;
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (true) {
+    wake_.wait(lock, [&] { return stop_ || (generation_ != seen && job_ != nullptr); });
+    if (stop_) return;
+    seen = generation_;
+    while (job_ != nullptr && next_chunk_ < chunks_) {
+      int64_t c = next_chunk_++;
+      const auto* fn = job_;
+      int64_t n = job_n_, chunk = chunk_;
+      lock.unlock();
+      std::exception_ptr err;
+      try {
+        (*fn)(c * chunk, std::min(n, (c + 1) * chunk));
+      } catch (...) {
+        err = std::current_exception();
+      }
+      lock.lock();
+      if (err && !error_) error_ = err;
+      if (--pending_ == 0) done_.notify_all();
+    }
+  }
+}
+
+}  // namespace nnx

@@ -1,0 +1,139 @@
+// Shape inference in schedule order, liveness of every activation, and greedy placement of the
+// buffers in one arena, largest first, each at the lowest offset free during its lifetime.
+#include "graph/planner.h"
+
+#include <algorithm>
+#include <climits>
+
+#include "nnx/allocator.h"
+#include "nnx/error.h"
+
+namespace nnx {
+namespace {
+
+size_t aligned(size_t bytes) {
+  constexpr size_t a = Allocator::kAlignment;
+  return (bytes + a - 1) / a * a;
+}
+
+void place_buffers(Plan& plan) {
+  std::vector<size_t> order(plan.buffers.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return plan.buffers[a].bytes > plan.buffers[b].bytes;
+  });
+  std::vector<size_t> placed;
+  for (size_t i : order) {
+    PlannedBuffer& buf = plan.buffers[i];
+    std::vector<std::pair<size_t, size_t>> busy;  // [offset, end) of overlapping lifetimes
+    for (size_t j : placed) {
+      const PlannedBuffer& other = plan.buffers[j];
+      if (other.first_step <= buf.last_step && buf.first_step <= other.last_step)
+        busy.emplace_back(other.offset, other.offset + other.bytes);
+    }
+    std::sort(busy.begin(), busy.end());
+    size_t offset = 0;
+    for (auto& [start, end] : busy) {
+      if (offset + buf.bytes <= start) break;
+      offset = std::max(offset, end);
+    }
+    buf.offset = offset;
+    plan.arena_bytes = std::max(plan.arena_bytes, offset + buf.bytes);
+    placed.push_back(i);
+  }
+}
+
+}  // namespace
+
+Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs) {
+  NNX_CHECK(int(inputs.size()) == graph.num_inputs(), ErrorKind::shape, graph.source, ": expected ",
+            graph.num_inputs(), " input tensor(s) (inputs_channels has ", graph.num_inputs(),
+            " entries), found ", inputs.size());
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const Shape& s = inputs[k].shape;
+    NNX_CHECK(s.size() >= 2, ErrorKind::shape, graph.source, ": input ", k,
+              ": expected an NCHW tensor, found shape ", s.str());
+    NNX_CHECK(s[1] == graph.inputs_channels[k], ErrorKind::shape, graph.source, ": input ", k,
+              ": expected ", graph.inputs_channels[k], " channels, found ", s[1], " (shape ",
+              s.str(), ")");
+  }
+  size_t n = graph.nodes.size();
+  Plan plan;
+  plan.specs.resize(n);
+  plan.buffer.resize(n);
+  plan.node_flops.assign(n, 0);
+  plan.specs[0].assign(inputs.begin(), inputs.end());
+  plan.buffer[0].assign(inputs.size(), -1);
+
+  // Only the nodes the outputs depend on run.
+  std::vector<bool> needed(n, false);
+  std::vector<int> stack;
+  for (const PortRef& o : graph.outputs) stack.push_back(o.node);
+  while (!stack.empty()) {
+    int v = stack.back();
+    stack.pop_back();
+    if (v == 0 || needed[size_t(v)]) continue;
+    needed[size_t(v)] = true;
+    for (const PortRef& in : graph.nodes[size_t(v)].inputs) stack.push_back(in.node);
+  }
+  for (int v : graph.schedule)
+    if (needed[size_t(v)]) plan.steps.push_back(v);
+
+  // Shapes, and which buffer each port's value lives in (a view lives in its source's).
+  std::vector<std::vector<int>> root(n);  // buffer the value is stored in, -1: a network input
+  root[0].assign(inputs.size(), -1);
+  std::vector<int> step_of(n, -1);
+  for (size_t s = 0; s < plan.steps.size(); ++s) {
+    int v = plan.steps[s];
+    step_of[size_t(v)] = int(s);
+    const Node& node = graph.nodes[size_t(v)];
+    const Op& op = *graph.layer_of(v).op;
+    std::vector<TensorSpec> in_specs;
+    for (const PortRef& in : node.inputs)
+      in_specs.push_back(plan.specs[size_t(in.node)][size_t(in.port)]);
+    std::vector<TensorSpec> out_specs;
+    try {
+      out_specs = op.infer_shapes(in_specs, node.num_outputs);
+      NNX_CHECK(int(out_specs.size()) == node.num_outputs, ErrorKind::shape, "the op gave ",
+                out_specs.size(), " output shapes for ", node.num_outputs, " outputs");
+    } catch (const Error& e) {
+      std::string shapes;
+      for (auto& sp : in_specs) shapes += (shapes.empty() ? "" : ", ") + sp.shape.str();
+      throw Error(e.kind(), graph.source + ": " + graph.describe_node(v) + ": " + e.message() +
+                                " (input shapes " + shapes + ")");
+    }
+    plan.specs[size_t(v)] = out_specs;
+    plan.buffer[size_t(v)].assign(out_specs.size(), -1);
+    root[size_t(v)].assign(out_specs.size(), -1);
+    for (size_t p = 0; p < out_specs.size(); ++p) {
+      if (auto src = op.output_view_of(int(p))) {
+        const PortRef& in = node.inputs[size_t(*src)];
+        root[size_t(v)][p] = root[size_t(in.node)][size_t(in.port)];
+        continue;
+      }
+      size_t bytes = size_t(out_specs[p].shape.numel()) * dtype_size(out_specs[p].dtype);
+      plan.buffer[size_t(v)][p] = int(plan.buffers.size());
+      root[size_t(v)][p] = int(plan.buffers.size());
+      plan.buffers.push_back({0, aligned(bytes), int(s), int(s)});
+      plan.unplanned_bytes += aligned(bytes);
+    }
+    plan.node_flops[size_t(v)] = op.flops(in_specs, out_specs);
+    plan.flops += plan.node_flops[size_t(v)];
+  }
+  // Lifetimes: a buffer lives until its last reader; network outputs until the end of the run.
+  for (int v : plan.steps)
+    for (const PortRef& in : graph.nodes[size_t(v)].inputs) {
+      int b = root[size_t(in.node)][size_t(in.port)];
+      if (b >= 0)
+        plan.buffers[size_t(b)].last_step =
+            std::max(plan.buffers[size_t(b)].last_step, step_of[size_t(v)]);
+    }
+  for (const PortRef& o : graph.outputs) {
+    int b = root[size_t(o.node)][size_t(o.port)];
+    if (b >= 0) plan.buffers[size_t(b)].last_step = INT_MAX;
+  }
+  place_buffers(plan);
+  return plan;
+}
+
+}  // namespace nnx

@@ -1,0 +1,35 @@
+// Planning one run for given input shapes: output shapes of every node, the nodes the outputs
+// need, buffer lifetimes, and one arena in which activations whose lifetimes do not overlap
+// share memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "graph/graph.h"
+
+namespace nnx {
+
+struct PlannedBuffer {
+  size_t offset = 0, bytes = 0;
+  int first_step = 0, last_step = 0;  // steps during which the buffer must hold its value
+};
+
+struct Plan {
+  std::vector<int> steps;  // nodes to run, in order (only those the outputs need)
+  std::vector<std::vector<TensorSpec>> specs;  // specs[node][port]; node 0: network inputs
+  std::vector<std::vector<int>> buffer;        // buffer[node][port], -1 for views and inputs
+  std::vector<PlannedBuffer> buffers;
+  std::vector<int64_t> node_flops;  // by node index
+  size_t arena_bytes = 0;
+  size_t unplanned_bytes = 0;
+  int64_t flops = 0;
+};
+
+// Throws Error(shape) naming the layer whose op refuses its input shapes, or the input whose
+// count or channels differ from the description's inputs_channels.
+Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs);
+
+}  // namespace nnx

@@ -1,0 +1,51 @@
+// Running a model: an Executor owns its plan, its activation arena and its threads; it is
+// not thread-safe itself, but any number of Executors can run one Model concurrently.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "nnx/model.h"
+#include "nnx/tensor.h"
+
+namespace nnx {
+
+struct ExecutorOptions {
+  int threads = 0;  // 0: all hardware threads
+};
+
+// Memory of one plan, for `nnx info` and benchmarks.
+struct PlanStats {
+  size_t arena_bytes = 0;      // the planned arena all activations share
+  size_t unplanned_bytes = 0;  // the sum of all activations, as if none shared memory
+  int64_t flops = 0;
+};
+
+class Executor {
+ public:
+  explicit Executor(Model model, ExecutorOptions options = {});
+  ~Executor();
+  Executor(Executor&&) noexcept;
+  Executor& operator=(Executor&&) noexcept;
+
+  // Runs the network. Inputs bind to network inputs in order (NCHW; a CHW input gets a batch
+  // dimension of 1, and the outputs keep it). Outputs are new tensors owned by the caller.
+  std::vector<Tensor> run(std::span<const Tensor> inputs);
+  std::vector<Tensor> operator()(std::span<const Tensor> inputs) { return run(inputs); }
+  std::vector<Tensor> operator()(const Tensor& input) { return run(std::span(&input, 1)); }
+  std::vector<Tensor> operator()(std::initializer_list<Tensor> inputs) {
+    return run(std::span(inputs.begin(), inputs.size()));
+  }
+
+  const Model& model() const;
+  // The plan for the last run's shapes (empty before the first run).
+  PlanStats plan_stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace nnx

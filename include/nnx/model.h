@@ -1,0 +1,64 @@
+// Loading a model: an architecture description plus weights, validated, with immutable,
+// shareable weights. Several Executors (one per thread) may run one Model concurrently.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nnx/tensor.h"
+
+namespace nnx {
+
+struct Graph;
+
+struct LoadOptions {
+  Device device = Device::cpu();
+  // As PyTorch's load_state_dict: strict=false tolerates missing and unexpected keys, never
+  // wrong shapes.
+  bool strict = true;
+  // Seed of the PyTorch-like initialisation used for tensors the weights do not provide.
+  uint64_t seed = 0;
+};
+
+// What a load found worth telling the user (missing/unexpected keys when not strict, no weights).
+struct LoadReport {
+  bool weights_given = false;
+  std::vector<std::string> missing_keys, unexpected_keys;
+};
+
+class Model {
+ public:
+  Model() = default;
+  const Graph& graph() const;
+  const LoadReport& report() const;
+  const std::string& source() const;
+  Device device() const;
+  int num_inputs() const;
+  int num_outputs() const;
+  const std::vector<int64_t>& inputs_channels() const;
+  const std::vector<int64_t>& outputs_channels() const;
+  int64_t num_parameters() const;
+  bool defined() const { return impl_ != nullptr; }
+
+  // Writes the model as `nnx convert` does, chosen by the extension: X.json (+ X.pth),
+  // X.pth (one-file form), X.safetensors (+ X.json). Atomic: nothing partial on failure.
+  void save(const std::string& path) const;
+
+  struct Impl;
+  explicit Model(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+  const std::shared_ptr<const Impl>& impl() const { return impl_; }
+
+ private:
+  std::shared_ptr<const Impl> impl_;
+};
+
+// Loads `arch` (a .json description, or a one-file .pth) with `weights` (a two-file .pth list,
+// a flat state dict .pth, or .safetensors; empty: none, or those inside a one-file .pth).
+// Throws nnx::Error; a validation failure lists every fault, one per line.
+Model load(const std::string& arch, const std::string& weights = "",
+           const LoadOptions& options = {});
+
+}  // namespace nnx

@@ -1,0 +1,111 @@
+// The Executor: plans once per input shapes, keeps one arena for all activations, runs nodes in
+// schedule order and hands out the outputs as tensors of their own.
+#include "nnx/executor.h"
+
+#include "graph/planner.h"
+#include "nnx/error.h"
+#include "nnx/thread_pool.h"
+#include "runtime/model_impl.h"
+
+namespace nnx {
+
+struct Executor::Impl {
+  Model model;
+  std::unique_ptr<ThreadPool> pool;
+  ExecContext ctx;
+  bool planned = false;
+  std::vector<TensorSpec> planned_inputs;
+  Plan plan;
+  std::shared_ptr<Storage> arena;
+  std::vector<std::vector<Tensor>> values;       // values[node][port] for the current run
+  std::vector<std::vector<Tensor>> node_inputs;  // reused argument lists
+
+  void replan(const std::vector<TensorSpec>& specs) {
+    const Graph& graph = model.graph();
+    plan = make_plan(graph, specs);
+    arena = Storage::allocate(std::max<size_t>(plan.arena_bytes, 1), cpu_allocator());
+    values.assign(graph.nodes.size(), {});
+    node_inputs.assign(graph.nodes.size(), {});
+    for (int v : plan.steps) {
+      auto& out = values[size_t(v)];
+      out.resize(plan.specs[size_t(v)].size());
+      for (size_t p = 0; p < out.size(); ++p) {
+        int b = plan.buffer[size_t(v)][p];
+        if (b < 0) continue;  // a view: the op sets it
+        const TensorSpec& spec = plan.specs[size_t(v)][p];
+        size_t offset = plan.buffers[size_t(b)].offset;
+        out[p] = Tensor::from_storage(arena, spec.shape, spec.dtype,
+                                      int64_t(offset / dtype_size(spec.dtype)));
+      }
+      node_inputs[size_t(v)].resize(graph.nodes[size_t(v)].inputs.size());
+    }
+    planned_inputs = specs;
+    planned = true;
+  }
+};
+
+Executor::Executor(Model model, ExecutorOptions options) : impl_(std::make_unique<Impl>()) {
+  NNX_CHECK(model.defined(), ErrorKind::usage, "Executor needs a loaded model");
+  impl_->model = std::move(model);
+  int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
+  impl_->pool = std::make_unique<ThreadPool>(threads);
+  impl_->ctx.device = impl_->model.device();
+  impl_->ctx.pool = impl_->pool.get();
+}
+
+Executor::~Executor() = default;
+Executor::Executor(Executor&&) noexcept = default;
+Executor& Executor::operator=(Executor&&) noexcept = default;
+
+const Model& Executor::model() const {
+  return impl_->model;
+}
+
+PlanStats Executor::plan_stats() const {
+  if (!impl_->planned) return {};
+  return {impl_->plan.arena_bytes, impl_->plan.unplanned_bytes, impl_->plan.flops};
+}
+
+std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) {
+  Impl& m = *impl_;
+  const Graph& graph = m.model.graph();
+  NNX_CHECK(int(inputs.size()) == graph.num_inputs(), ErrorKind::shape, graph.source, ": expected ",
+            graph.num_inputs(), " input tensor(s), found ", inputs.size());
+  std::vector<Tensor> bound(inputs.size());
+  std::vector<TensorSpec> specs(inputs.size());
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    NNX_CHECK(inputs[k].defined(), ErrorKind::usage, "input ", k, " is an undefined tensor");
+    Tensor t = inputs[k];
+    if (t.dim() == 3) t = t.unsqueeze(0);  // CHW: a batch of one
+    NNX_CHECK(t.dim() == 4, ErrorKind::shape, graph.source, ": input ", k,
+              ": expected an NCHW (or CHW) tensor, found shape ", inputs[k].shape().str());
+    t = t.to(m.ctx.device).to(DType::f32).contiguous();
+    specs[k] = {t.shape(), t.dtype()};
+    bound[k] = std::move(t);
+  }
+  if (!m.planned || specs != m.planned_inputs) m.replan(specs);
+  m.values[0] = std::move(bound);
+
+  for (int v : m.plan.steps) {
+    const Node& node = graph.nodes[size_t(v)];
+    auto& args = m.node_inputs[size_t(v)];
+    for (size_t i = 0; i < node.inputs.size(); ++i)
+      args[i] = m.values[size_t(node.inputs[i].node)][size_t(node.inputs[i].port)];
+    try {
+      graph.layer_of(v).op->forward(m.ctx, args, m.values[size_t(v)]);
+    } catch (const Error& e) {
+      throw Error(e.kind(), graph.source + ": " + graph.describe_node(v) + ": " + e.message());
+    }
+  }
+  std::vector<Tensor> outputs;
+  outputs.reserve(graph.outputs.size());
+  for (const PortRef& o : graph.outputs)
+    outputs.push_back(m.values[size_t(o.node)][size_t(o.port)].clone());
+  // Drop references to the caller's inputs so their memory is not held between runs.
+  for (auto& t : m.values[0]) t = Tensor();
+  for (int v : m.plan.steps)
+    for (auto& t : m.node_inputs[size_t(v)]) t = Tensor();
+  return outputs;
+}
+
+}  // namespace nnx

@@ -1,0 +1,110 @@
+// nnx::load: reads the description and the weights in whichever form they come, builds and
+// validates the graph, initialises what the weights do not give, binds the rest.
+#include <filesystem>
+
+#include "importer/description.h"
+#include "importer/json.h"
+#include "importer/pth.h"
+#include "importer/safetensors.h"
+#include "importer/weights.h"
+#include "nnx/error.h"
+#include "runtime/model_impl.h"
+
+namespace nnx {
+namespace {
+
+bool has_extension(const std::string& path, std::string_view ext) {
+  std::string e = std::filesystem::path(path).extension().string();
+  for (auto& c : e) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return e == ext;
+}
+
+void check_readable(const std::string& path, std::string_view what) {
+  std::error_code ec;
+  NNX_CHECK(std::filesystem::is_regular_file(path, ec), ErrorKind::io, path, ": ", what,
+            std::filesystem::exists(path, ec) ? " is not a regular file" : " does not exist");
+}
+
+}  // namespace
+
+const Graph& Model::graph() const {
+  return impl_->graph;
+}
+const LoadReport& Model::report() const {
+  return impl_->report;
+}
+const std::string& Model::source() const {
+  return impl_->source;
+}
+Device Model::device() const {
+  return impl_->device;
+}
+int Model::num_inputs() const {
+  return impl_->graph.num_inputs();
+}
+int Model::num_outputs() const {
+  return impl_->graph.num_outputs();
+}
+const std::vector<int64_t>& Model::inputs_channels() const {
+  return impl_->graph.inputs_channels;
+}
+const std::vector<int64_t>& Model::outputs_channels() const {
+  return impl_->graph.outputs_channels;
+}
+
+int64_t Model::num_parameters() const {
+  int64_t total = 0;
+  for (const Layer& layer : impl_->graph.layers)
+    for (const Param& p : layer.op->params())
+      if (p.trainable) total += p.value.numel();
+  return total;
+}
+
+Model load(const std::string& arch, const std::string& weights, const LoadOptions& options) {
+  auto impl = std::make_shared<Model::Impl>();
+  impl->source = arch;
+  impl->device = options.device;
+  check_readable(arch, "the model description");
+  py::ObjectPtr onefile;
+  json::Value description;
+  if (has_extension(arch, ".pth") || has_extension(arch, ".pt")) {
+    onefile = read_pth(arch);
+    description = description_from_pickle(*onefile, arch);
+  } else {
+    description = json::parse_file(arch);
+  }
+  impl->graph = build_graph(description, arch);
+  Graph& graph = impl->graph;
+
+  // Initialise as PyTorch would, each layer from its own stream so that one layer's
+  // initialisation does not depend on the layers before it.
+  for (size_t d = 0; d < graph.layers.size(); ++d) {
+    RandomEngine rng(options.seed * 1000003u + d);
+    graph.layers[d].op->init_params(rng);
+  }
+
+  std::vector<StateDict> dicts;
+  std::string weights_source = weights;
+  if (!weights.empty()) {
+    check_readable(weights, "the weights file");
+    if (has_extension(weights, ".safetensors")) {
+      dicts = layer_state_dicts(read_safetensors(weights), graph.layers.size(), weights);
+    } else {
+      dicts = layer_state_dicts(*read_pth(weights), graph.layers.size(), weights);
+    }
+  } else if (onefile) {
+    const py::Object* list = onefile->get("layers_state_dicts");
+    if (!list) list = onefile->get("unique_layers_state_dicts");
+    if (list) dicts = layer_state_dicts(*list, graph.layers.size(), arch);
+    weights_source = arch;
+  }
+  impl->report.weights_given = !dicts.empty() || (!weights.empty());
+  if (impl->report.weights_given)
+    bind_state_dicts(graph, dicts, options.strict, weights_source, impl->report);
+
+  NNX_CHECK(options.device.is_cpu(), ErrorKind::unsupported, "device ", options.device.str(),
+            ": running on a GPU comes with the CUDA backend, not yet in this build");
+  return Model(std::move(impl));
+}
+
+}  // namespace nnx

@@ -1,2 +1,68 @@
-// nnx: the command-line tool (run, info, convert).
-int main() { return 0; }
+// nnx: run, inspect, convert and benchmark models from the command line.
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <sstream>
+
+#include "tools/nnx/cli.h"
+
+namespace {
+
+const char* kUsageText =
+    "usage: nnx <command> [options]\n"
+    "commands:\n"
+    "  run ARCH [--weights W] [--input X.npy]... [--shape N,C,H,W]... [--device cpu|cuda|auto]\n"
+    "           [--precision fp32] [--threads N] [--no-strict] [--out DIR]\n"
+    "  info ARCH [--weights W] [--shape N,C,H,W]... [--no-strict] [--json]\n"
+    "  convert ARCH [--weights W] [--no-strict] --out PATH(.json|.pth|.safetensors)\n"
+    "  bench ARCH [--weights W] [--shape N,C,H,W]... [--batch N] [--threads N] [--iters N]\n"
+    "             [--warmup K] [--json]\n";
+
+void print_error_lines(const std::string& message) {
+  std::istringstream lines(message);
+  std::string line;
+  while (std::getline(lines, line)) std::cerr << "nnx: error: " << line << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace nnx::cli;
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    (argc < 2 ? std::cerr : std::cout) << kUsageText;
+    return argc < 2 ? kUsage : kOk;
+  }
+  std::string command = argv[1];
+  const std::vector<std::string> common = {"--weights", "--shape", "--threads", "--device", "--precision"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.end(), common.begin(), common.end());
+    return extra;
+  };
+  try {
+    if (command == "run")
+      return run_command(Args(argc, argv, 2, with({"--input", "--out"}), {"--no-strict"}));
+    if (command == "info") return info_command(Args(argc, argv, 2, with({}), {"--no-strict", "--json"}));
+    if (command == "convert")
+      return convert_command(Args(argc, argv, 2, with({"--out"}), {"--no-strict"}));
+    if (command == "bench")
+      return bench_command(Args(argc, argv, 2, with({"--batch", "--iters", "--warmup", "--cuda-graph"}),
+                                {"--no-strict", "--json", "--profile"}));
+    throw UsageError("unknown command '" + command + "'");
+  } catch (const UsageError& e) {
+    std::cerr << "nnx: error: " << e.what() << "\n" << kUsageText;
+    return kUsage;
+  } catch (const nnx::Error& e) {
+    print_error_lines(e.message());
+    switch (e.kind()) {
+      case nnx::ErrorKind::device:
+      case nnx::ErrorKind::usage: return kFailure;
+      default: return kBadInput;
+    }
+  } catch (const std::bad_alloc&) {
+    std::cerr << "nnx: error: out of memory\n";
+    return kFailure;
+  } catch (const std::exception& e) {
+    std::cerr << "nnx: error: " << e.what() << "\n";
+    return kFailure;
+  }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what building and testing NN-Executor needs on Debian, and nothing that is already
+# there (idempotent; no download at build time). The CUDA toolkit, cuDNN and cuBLAS are used
+# from /usr/local/cuda when present; nothing here installs them.
+set -euo pipefail
+packages=(cmake ninja-build g++ libeigen3-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
+          python3-torch python3-numpy)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+/usr/bin/python3 -c "import torch, numpy" || { echo "setup: /usr/bin/python3 cannot import torch" >&2; exit 1; }
+echo "setup: all dependencies present"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs every test: the main build (release; CUDA compiled for one
+# architecture where nvcc is found), then the same tests under ASan+UBSan (CPU only).
+# NNX_SKIP_ASAN=1 skips the sanitizer pass.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh
+jobs=$(nproc)
+fixtures="$PWD/build/fixtures"
+cmake --preset ci -DNNX_FIXTURE_DIR="$fixtures" >/dev/null
+cmake --build --preset ci -j "$jobs"
+ctest --preset ci -j "$jobs"
+if [ "${NNX_SKIP_ASAN:-0}" != 1 ]; then
+  cmake --preset asan -DNNX_FIXTURE_DIR="$fixtures" >/dev/null
+  cmake --build --preset asan -j "$jobs"
+  ctest --preset asan -j "$jobs"
+fi

@@ -17,6 +17,10 @@ void infer_and_check_channels(Graph& graph, std::vector<std::pair<int, std::stri
   for (int index : graph.schedule) {
     Node& node = graph.nodes[size_t(index)];
     const Layer& layer = graph.layers[size_t(node.layer)];
+    if (layer.op == nullptr) {  // its construction failed and was reported already
+      node.out_channels = layer.declared_out;
+      continue;
+    }
     std::vector<int64_t> arriving;
     for (const PortRef& in : node.inputs) arriving.push_back(channels_at(in));
     std::vector<int64_t> produced;

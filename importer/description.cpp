@@ -291,6 +291,8 @@ Graph build_graph(const json::Value& root, const std::string& source) {
       layer.op = make_op(call);
       layer.op->check_arity(int(layer.declared_in.size()), int(layer.declared_out.size()));
     } catch (const Error& e) {
+      // Keep going without the op, to report the wiring and channel faults as well.
+      layer.op = nullptr;
       faults.add(first_node, name + ": " + e.message());
     }
     if (!layer.declared_out.empty()) previous = layer.declared_out[0];
@@ -304,7 +306,6 @@ Graph build_graph(const json::Value& root, const std::string& source) {
     }
     g.layers.push_back(std::move(layer));
   }
-  faults.throw_if_any();
 
   // ---- wiring: REL, then connections, then auto_connect for what is left.
   auto port_exists = [&](int64_t node, int64_t port) {
@@ -346,7 +347,7 @@ Graph build_graph(const json::Value& root, const std::string& source) {
                         " connections given in REL for " +
                         std::to_string(g.nodes[size_t(n)].inputs.size()) + " declared input(s)");
     }
-    for (size_t i = 0; i < rel.size(); ++i) {
+    for (size_t i = 0; i < std::min(rel.size(), g.nodes[size_t(n)].inputs.size()); ++i) {
       int64_t src = rel[i].first >= 0 ? rel[i].first : n + rel[i].first;
       feed(n, int64_t(i), src, rel[i].second, "REL entry " + std::to_string(i));
     }
@@ -443,9 +444,8 @@ Graph build_graph(const json::Value& root, const std::string& source) {
     faults.add(0, "'outputs' must be a list of [src_node, src_output, network_output]");
   }
   if (g.outputs.empty() && faults.empty()) faults.add(0, "the network has no outputs");
-  faults.throw_if_any();
 
-  // ---- order and channels.
+  // ---- order and channels (also after wiring faults, to report every fault at once).
   try {
     g.schedule = topological_schedule(g);
   } catch (const Error& e) {

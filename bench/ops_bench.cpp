@@ -1,0 +1,51 @@
+// Per-op CPU timings for the shapes that dominate the example networks.
+//   build/release/bench/nnx_bench_ops --benchmark_filter=Conv
+#include <benchmark/benchmark.h>
+
+#include <random>
+
+#include "importer/call_parser.h"
+#include "nnx/nnx.h"
+#include "nnx/thread_pool.h"
+
+namespace {
+
+nnx::Tensor random_tensor(const nnx::Shape& shape) {
+  nnx::Tensor t = nnx::Tensor::empty(shape);
+  std::mt19937 rng(0);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+  return t;
+}
+
+void run_op(benchmark::State& state, const char* call_text, nnx::Shape input, int threads) {
+  auto op = nnx::make_op(nnx::parse_call(call_text));
+  nnx::RandomEngine rng(0);
+  op->init_params(rng);
+  std::vector<nnx::Tensor> inputs = {random_tensor(input)};
+  std::vector<nnx::TensorSpec> specs = {{input, nnx::DType::f32}};
+  auto out_specs = op->infer_shapes(specs, 1);
+  std::vector<nnx::Tensor> outputs = {nnx::Tensor::empty(out_specs[0].shape)};
+  nnx::ThreadPool pool(threads);
+  nnx::ExecContext ctx;
+  ctx.pool = &pool;
+  for (auto _ : state) op->forward(ctx, inputs, outputs);
+  state.counters["GFLOP/s"] = benchmark::Counter(double(op->flops(specs, out_specs)) * double(state.iterations()),
+                                                 benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+void BM_Conv3x3_64(benchmark::State& s) { run_op(s, "Conv2d(64, 64, 3, padding=1)", {1, 64, 56, 56}, int(s.range(0))); }
+void BM_Conv3x3_seed(benchmark::State& s) { run_op(s, "Conv2d(3, 64, 3, padding=1)", {1, 3, 480, 640}, int(s.range(0))); }
+void BM_Conv7x7_seed(benchmark::State& s) { run_op(s, "Conv2d(3, 128, 7, padding=3)", {1, 3, 480, 640}, int(s.range(0))); }
+void BM_Conv1x1_256(benchmark::State& s) { run_op(s, "Conv2d(256, 256, 1)", {1, 256, 28, 28}, int(s.range(0))); }
+void BM_Depthwise(benchmark::State& s) { run_op(s, "Conv2d(96, 96, 3, padding=1, groups=96)", {1, 96, 56, 56}, int(s.range(0))); }
+void BM_MaxPool(benchmark::State& s) { run_op(s, "MaxPool2d(2, 2)", {1, 64, 480, 640}, int(s.range(0))); }
+
+BENCHMARK(BM_Conv3x3_64)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Conv3x3_seed)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Conv7x7_seed)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Conv1x1_256)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Depthwise)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MaxPool)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+
+}  // namespace

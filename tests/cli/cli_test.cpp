@@ -1,0 +1,178 @@
+// The nnx command line as users script it: exit codes, one error line per fault naming the
+// file, nothing partial on failure, and conversions that PyTorch loads back unchanged.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "nnx/nnx.h"
+#include "test_util.h"
+
+namespace nnx {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs a shell command line, capturing stdout and stderr.
+Result sh(const std::string& command) {
+  fs::path dir = fs::temp_directory_path() / ("nnx_cli_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::string out = (dir / "stdout").string(), err = (dir / "stderr").string();
+  int raw = std::system((command + " >" + out + " 2>" + err).c_str());
+  Result r;
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+std::string nnx_cli() { return NNX_CLI_PATH; }
+std::string original(const std::string& name) {
+  return std::string(NNX_SHARED_DIR) + "/fixtures/original-package/" + name;
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("nnx_cli_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+TEST_F(Cli, RunWritesOutputsAndPrintsShapes) {
+  Result r = sh(nnx_cli() + " run " + original("tmp.json") + " --weights " + original("tmp.pth") +
+                " --shape 2,3,32,32 --out " + path("out/nested"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("output 0: [2, 4, 8, 8]"), std::string::npos) << r.out;
+  Tensor out0 = read_npy(path("out/nested/out0.npy"));
+  EXPECT_EQ(out0.shape(), (Shape{2, 4, 8, 8}));
+  EXPECT_EQ(out0.dtype(), DType::f32);
+}
+
+TEST_F(Cli, UsageErrorsExitTwo) {
+  EXPECT_EQ(sh(nnx_cli()).status, 2);
+  EXPECT_EQ(sh(nnx_cli() + " frobnicate x.json").status, 2);
+  Result r = sh(nnx_cli() + " run " + original("tmp.json") + " --bogus");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--bogus"), std::string::npos) << r.err;
+  EXPECT_EQ(sh(nnx_cli() + " run " + original("tmp.json") + " --shape 1,x,3").status, 2);
+  EXPECT_EQ(sh(nnx_cli() + " convert " + original("tmp.json") + " --out " + path("m.txt")).status, 2);
+}
+
+TEST_F(Cli, BadInputExitsOneWithOneLinePerFaultAndNoOutput) {
+  std::string seed = std::string(NNX_SOURCE_DIR) + "/examples/seed/seed_as_written.json";
+  Result r = sh(nnx_cli() + " run " + seed + " --out " + path("out"));
+  EXPECT_EQ(r.status, 1);
+  std::istringstream lines(r.err);
+  std::string line;
+  int count = 0;
+  while (std::getline(lines, line)) {
+    EXPECT_EQ(line.rfind("nnx: error: " + seed + ": ", 0), 0u) << line;
+    ++count;
+  }
+  EXPECT_GE(count, 3) << r.err;
+  EXPECT_FALSE(fs::exists(path("out/out0.npy")));
+  // A named weights file that is missing is an error naming it.
+  r = sh(nnx_cli() + " run " + original("tmp.json") + " --weights " + path("nope.pth"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find(path("nope.pth")), std::string::npos) << r.err;
+  // Wrong input channels.
+  r = sh(nnx_cli() + " run " + original("tmp.json") + " --weights " + original("tmp.pth") + " --shape 1,4,8,8");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("expected 3 channels, found 4"), std::string::npos) << r.err;
+}
+
+TEST_F(Cli, NoWeightsSaysSoOnStderr) {
+  Result r = sh(nnx_cli() + " run " + original("tmp.json") + " --shape 1,3,16,16");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("no weights"), std::string::npos) << r.err;
+}
+
+TEST_F(Cli, InfoPrintsNodesAndTotals) {
+  Result r = sh(nnx_cli() + " info " + original("tmp.json") + " --weights " + original("tmp.pth") +
+                " --shape 1,3,64,64");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("Conv2d"), std::string::npos);
+  EXPECT_NE(r.out.find("parameters:"), std::string::npos);
+  EXPECT_NE(r.out.find("planned"), std::string::npos);
+  r = sh(nnx_cli() + " info " + original("tmp.json") + " --weights " + original("tmp.pth") + " --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.front(), '{');
+  EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "exactly one JSON object on stdout";
+}
+
+// nnx convert to every form; each reloads with the same weights bit for bit and the same
+// outputs; the .pth files load in PyTorch with weights_only=True and give the same outputs
+// through the PyTorch reference executor.
+TEST_F(Cli, ConvertRoundTripsThroughPyTorch) {
+  Model original_model = load(original("tmp.json"), original("tmp.pth"));
+  Tensor input = Tensor::empty({1, 3, 24, 24});
+  for (int64_t i = 0; i < input.numel(); ++i) input.data<float>()[i] = float((i * 7919) % 1000) / 500.0f - 1.0f;
+  write_npy(path("in0.npy"), input);
+  Tensor expected = Executor(original_model, {.threads = 1})(input)[0];
+  for (std::string target : {"two.json", "one.pth", "flat.safetensors"}) {
+    Result r = sh(nnx_cli() + " convert " + original("tmp.json") + " --weights " + original("tmp.pth") +
+                  " --out " + path(target));
+    ASSERT_EQ(r.status, 0) << target << ": " << r.err;
+    std::string arch = target == "one.pth" ? path("one.pth") : path(fs::path(target).stem().string() + ".json");
+    std::string weights = target == "two.json" ? path("two.pth")
+                          : target == "flat.safetensors" ? path("flat.safetensors") : "";
+    Model back = load(arch, weights);
+    ASSERT_EQ(back.graph().layers.size(), original_model.graph().layers.size());
+    for (size_t l = 0; l < back.graph().layers.size(); ++l) {
+      const auto& a = original_model.graph().layers[l].op->params();
+      const auto& b = back.graph().layers[l].op->params();
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t p = 0; p < a.size(); ++p)
+        EXPECT_TRUE(a[p].value.bitwise_equal(b[p].value)) << target << " layer " << l << " " << a[p].name;
+    }
+    Tensor got = Executor(back, {.threads = 1})(input)[0];
+    EXPECT_TRUE(got.bitwise_equal(expected)) << target;
+  }
+  if (std::string(NNX_PYTHON).empty()) GTEST_SKIP() << "no Python with torch: PyTorch side of the round trip not checked";
+  std::string py = std::string(NNX_PYTHON);
+  std::string pythonpath = "PYTHONPATH=" + std::string(NNX_SOURCE_DIR) + "/python ";
+  for (auto [arch, weights] : {std::pair<std::string, std::string>{path("two.json"), path("two.pth")},
+                               {path("one.pth"), ""}}) {
+    std::string check = weights.empty() ? arch : weights;
+    Result r = sh(py + " -c \"import torch; torch.load('" + check + "', weights_only=True)\"");
+    ASSERT_EQ(r.status, 0) << "torch.load(weights_only=True) refused " << check << ": " << r.err;
+    fs::remove_all(path("ref"));
+    r = sh(pythonpath + py + " -m nnx_ref run " + arch + (weights.empty() ? "" : " --weights " + weights) +
+           " --input " + path("in0.npy") + " --out " + path("ref"));
+    ASSERT_EQ(r.status, 0) << r.err;
+    Tensor ref = read_npy(path("ref/out0.npy"));
+    EXPECT_LE(testing_util::relative_error(expected, ref), 1e-4) << arch;
+  }
+}
+
+TEST_F(Cli, BenchPrintsJson) {
+  Result r = sh(nnx_cli() + " bench " + original("tmp.json") + " --weights " + original("tmp.pth") +
+                " --shape 1,3,32,32 --iters 3 --warmup 1 --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* key : {"\"median_ms\"", "\"p90_ms\"", "\"load_ms\"", "\"first_run_ms\"", "\"peak_rss_mb\"", "\"threads\""})
+    EXPECT_NE(r.out.find(key), std::string::npos) << key << " in " << r.out;
+}
+
+}  // namespace
+}  // namespace nnx

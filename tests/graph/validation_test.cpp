@@ -1,0 +1,90 @@
+// Section 9 of the format: every invalid description is refused with one message per fault
+// that names the layer (index and constructor string) and what was expected against found.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "examples/yolo_head.h"
+#include "importer/json.h"
+#include "nnx/nnx.h"
+
+namespace nnx {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string load_error(const std::string& arch, const std::string& weights = "", bool strict = true) {
+  try {
+    LoadOptions options;
+    options.strict = strict;
+    load(arch, weights, options);
+  } catch (const Error& e) {
+    return e.message();
+  }
+  return "";
+}
+
+TEST(Validation, SeedAsWrittenIsRefusedNamingTheContradictingLayers) {
+  example::register_yolo_head();
+  std::string path = std::string(NNX_SOURCE_DIR) + "/examples/seed/seed_as_written.json";
+  std::string msg = load_error(path);
+  ASSERT_FALSE(msg.empty()) << "the seed example as written must be refused";
+  // The convolution declares 128 output channels but makes 256 ...
+  EXPECT_NE(msg.find("'torch.nn.Conv2d(128,256,3,padding=1)'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("declared 128"), std::string::npos) << msg;
+  // ... which BatchNorm2d(128) cannot take ...
+  EXPECT_NE(msg.find("'torch.nn.BatchNorm2d(128)'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("expected 128"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("found 256"), std::string::npos) << msg;
+  // ... and YOLO is given two connections for the one input it declares.
+  EXPECT_NE(msg.find("own_module.YOLO"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("2 connections"), std::string::npos) << msg;
+  // Every line names the file.
+  size_t start = 0;
+  while (start < msg.size()) {
+    size_t end = msg.find('\n', start);
+    if (end == std::string::npos) end = msg.size();
+    EXPECT_EQ(msg.compare(start, path.size(), path), 0) << msg.substr(start, end - start);
+    start = end + 1;
+  }
+}
+
+TEST(Validation, CorrectedSeedLoads) {
+  example::register_yolo_head();
+  Model m = load(std::string(NNX_SOURCE_DIR) + "/examples/seed/seed.json");
+  EXPECT_EQ(m.num_outputs(), 2);
+  EXPECT_FALSE(m.report().weights_given);
+}
+
+TEST(Validation, UnregisteredUserOpIsAnError) {
+  unregister_op("own_module.YOLO");
+  std::string msg = load_error(std::string(NNX_SOURCE_DIR) + "/examples/seed/seed.json");
+  EXPECT_NE(msg.find("own_module.YOLO"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("not registered"), std::string::npos) << msg;
+  example::register_yolo_head();
+}
+
+TEST(Validation, EveryRuleOfSection9) {
+  if (std::string(NNX_PYTHON).empty()) GTEST_SKIP() << "no Python with torch: bad-model fixtures not generated";
+  fs::path root = fs::path(NNX_FIXTURE_DIR) / "bad_models";
+  ASSERT_TRUE(fs::exists(root / "cases.json")) << root;
+  json::Value cases = json::parse_file((root / "cases.json").string());
+  ASSERT_TRUE(cases.is_object());
+  ASSERT_GE(cases.object.size(), 10u);
+  example::register_yolo_head();
+  for (auto& [name, c] : cases.object) {
+    std::string arch = (root / c.find("arch")->str).string();
+    std::string weights;
+    if (const json::Value* w = c.find("weights"); w && w->is_string()) weights = (root / w->str).string();
+    bool strict = true;
+    if (const json::Value* s = c.find("strict"); s && s->kind == json::Value::Kind::boolean) strict = s->b;
+    std::string msg = load_error(arch, weights, strict);
+    EXPECT_FALSE(msg.empty()) << name << ": was accepted";
+    for (auto& expect : c.find("expect")->array)
+      EXPECT_NE(msg.find(expect.str), std::string::npos) << name << ": '" << expect.str << "' not in: " << msg;
+  }
+}
+
+}  // namespace
+}  // namespace nnx

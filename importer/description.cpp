@@ -216,11 +216,26 @@ Graph build_graph(const json::Value& root, const std::string& source) {
   } catch (const Error& e) {
     fatal(e);
   }
+  bool any_indexed = false;
+  for (auto& l : layers_json->array)
+    any_indexed |= l.is_array() && !l.array.empty() && l.array[0].is_array();
   for (size_t i = 0; i < layers_json->array.size(); ++i) {
     try {
       raws.push_back(parse_layer(layers_json->array[i], locals));
     } catch (const Error& e) {
-      faults.add(0, "layer description " + std::to_string(i) + ": " + e.message());
+      // Name the layer as its node would be named, where that can be told without the rest.
+      const json::Value& l = layers_json->array[i];
+      const json::Value* first = l.is_array() && !l.array.empty() ? &l.array[0] : &l;
+      const json::Value* call = first->is_array() && l.array.size() > 1 ? &l.array[1] : first;
+      int node = 0;
+      if (first->is_array() && !first->array.empty() && first->array[0].is_int())
+        node = int(first->array[0].integer);
+      else if (!any_indexed)
+        node = int(i) + 1;
+      std::string name =
+          node > 0 ? "layer " + std::to_string(node) : "layer description " + std::to_string(i);
+      if (call->is_string()) name += " '" + call->str + "'";
+      faults.add(node, name + ": " + e.message());
     }
   }
   faults.throw_if_any();
@@ -235,9 +250,9 @@ Graph build_graph(const json::Value& root, const std::string& source) {
                           "': node index " + std::to_string(idx) +
                           " (layers are nodes 1..N; 0 is the input)");
       } else if (auto it = owner.find(idx); it != owner.end()) {
-        faults.add(int(idx), "node index " + std::to_string(idx) + " is used twice: by '" +
-                                 raws[size_t(it->second)].call_text + "' and '" +
-                                 raws[d].call_text + "'");
+        faults.add(int(idx), "layer " + std::to_string(idx) + " '" + raws[d].call_text +
+                                 "': node index " + std::to_string(idx) + " is already used by '" +
+                                 raws[size_t(it->second)].call_text + "'");
       } else {
         owner[idx] = int(d);
       }

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "graph/graph.h"
 #include "nnx/nnx.h"
 #include "test_util.h"
 

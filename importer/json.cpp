@@ -20,6 +20,14 @@
 #include "nnx/value.h"
 
 namespace nnx::json {
+
+Value::Value() = default;
+Value::~Value() = default;
+Value::Value(const Value&) = default;
+Value::Value(Value&&) noexcept = default;
+Value& Value::operator=(const Value&) = default;
+Value& Value::operator=(Value&&) noexcept = default;
+
 namespace {
 
 // Deep enough for any real description, shallow enough that recursion cannot exhaust the

@@ -25,6 +25,14 @@ struct Value {
   std::vector<std::pair<std::string, Value>> object;  // in document order
   int line = 0, column = 0;                           // 1-based position of the value
 
+  // Defined in json.cpp, where Value is complete (a member vector of pairs holding Value).
+  Value();
+  ~Value();
+  Value(const Value&);
+  Value(Value&&) noexcept;
+  Value& operator=(const Value&);
+  Value& operator=(Value&&) noexcept;
+
   const Value* find(std::string_view key) const;  // object member or nullptr
   bool is_array() const { return kind == Kind::array; }
   bool is_object() const { return kind == Kind::object; }

@@ -1,6 +1,7 @@
 // Shape: inline dimensions, element counts with overflow checks.
 #include "nnx/shape.h"
 
+#include <climits>
 #include <sstream>
 
 namespace nnx {
@@ -66,7 +67,8 @@ Shape contiguous_strides(const Shape& shape) {
   int64_t s = 1;
   for (int i = shape.size() - 1; i >= 0; --i) {
     strides[i] = s;
-    s *= std::max<int64_t>(shape[i], 1);
+    // Saturate: an absurd shape must reach the size checks, not overflow here.
+    if (__builtin_mul_overflow(s, std::max<int64_t>(shape[i], 1), &s)) s = INT64_MAX;
   }
   return strides;
 }

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "nnx/cuda.h"
 #include "nnx/error.h"
 
 namespace nnx {
@@ -116,6 +117,7 @@ void register_device_allocator(Device::Type type, DeviceAllocatorFactory factory
 
 Allocator& allocator_for(Device device) {
   if (device.is_cpu()) return cpu_allocator();
+  if (device.is_cuda()) cuda::init();  // registers the CUDA allocator on first use
   DeviceAllocatorFactory factory;
   {
     std::lock_guard<std::mutex> lock(registry_mutex);

@@ -7,6 +7,7 @@
 #include "importer/pth.h"
 #include "importer/safetensors.h"
 #include "importer/weights.h"
+#include "nnx/cuda.h"
 #include "nnx/error.h"
 #include "runtime/model_impl.h"
 
@@ -102,8 +103,13 @@ Model load(const std::string& arch, const std::string& weights, const LoadOption
   if (impl->report.weights_given)
     bind_state_dicts(graph, dicts, options.strict, weights_source, impl->report);
 
-  NNX_CHECK(options.device.is_cpu(), ErrorKind::unsupported, "device ", options.device.str(),
-            ": running on a GPU comes with the CUDA backend, not yet in this build");
+  if (options.device.is_cuda()) {
+    cuda::init();
+    NNX_CHECK(cuda::available(), ErrorKind::device, "device ", options.device.str(), ": ",
+              cuda::unavailable_reason());
+    fail(ErrorKind::device, "device ", options.device.str(),
+         ": the ops' CUDA bodies are not wired yet; run on the CPU");
+  }
   return Model(std::move(impl));
 }
 

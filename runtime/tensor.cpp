@@ -7,6 +7,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "nnx/cuda.h"
 #include "nnx/error.h"
 
 namespace nnx {
@@ -330,6 +331,7 @@ void Tensor::copy_from(const Tensor& src) {
               ErrorKind::unsupported,
               "copies between devices need contiguous tensors of one dtype");
     Device::Type backend = sd.is_cpu() ? dd.type : sd.type;
+    if (backend == Device::Type::cuda) cuda::init();  // registers the CUDA copies on first use
     DeviceCopyFn fn;
     {
       std::lock_guard<std::mutex> lock(device_copy_mutex);

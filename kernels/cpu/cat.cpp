@@ -1,0 +1,36 @@
+// Concatenation on the CPU: one memcpy per (outer row, input) pair, spread over the pool.
+#include "kernels/cpu/cat.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "nnx/thread_pool.h"
+
+namespace nnx::cpu {
+
+void cat_rows(std::span<const CatPiece> pieces, int64_t outer, void* out, ThreadPool* pool) {
+  const int64_t num = int64_t(pieces.size());
+  if (outer == 0 || num == 0) return;
+  std::vector<int64_t> out_offset(num);
+  int64_t out_row = 0;
+  for (int64_t p = 0; p < num; ++p) {
+    out_offset[p] = out_row;
+    out_row += pieces[p].row_bytes;
+  }
+  if (out_row == 0) return;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) * num / out_row);
+  auto* dst = static_cast<char*>(out);
+  parallel_for(pool, outer * num, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t o = t / num, p = t % num;
+      const CatPiece& piece = pieces[p];
+      if (piece.row_bytes == 0) continue;
+      std::memcpy(dst + o * out_row + out_offset[p],
+                  static_cast<const char*>(piece.data) + o * piece.row_bytes,
+                  size_t(piece.row_bytes));
+    }
+  });
+}
+
+}  // namespace nnx::cpu

@@ -1,0 +1,121 @@
+// Add, Sub, Mul: argument parsing, channel and shape rules, and the CPU forward as a left fold
+// (the first step writes the output, later steps update it in place).
+#include "ops/elementwise.h"
+
+#include <algorithm>
+
+#include "nnx/error.h"
+
+namespace nnx {
+namespace {
+
+const char* kind_name(cpu::BinaryOp kind) {
+  switch (kind) {
+    case cpu::BinaryOp::add:
+      return "Add";
+    case cpu::BinaryOp::sub:
+      return "Sub";
+    case cpu::BinaryOp::mul:
+      return "Mul";
+  }
+  return "?";
+}
+
+// Channels of a broadcast, where an unknown count could still be 1 or match the other.
+int64_t broadcast_channels(int64_t a, int64_t b) {
+  if (a == kUnknownChannels) return b == 1 ? kUnknownChannels : b;
+  if (b == kUnknownChannels) return a == 1 ? kUnknownChannels : a;
+  if (a == b || b == 1) return a;
+  if (a == 1) return b;
+  fail(ErrorKind::shape, "expected inputs with broadcastable channels, found ", a, " and ", b);
+}
+
+}  // namespace
+
+Shape broadcast_shapes(const Shape& a, const Shape& b) {
+  Shape out;
+  const int rank = std::max(a.size(), b.size());
+  out.resize(rank);
+  for (int i = 0; i < rank; ++i) {
+    int ia = i - (rank - a.size()), ib = i - (rank - b.size());
+    int64_t da = ia >= 0 ? a[ia] : 1, db = ib >= 0 ? b[ib] : 1;
+    NNX_CHECK(da == db || da == 1 || db == 1, ErrorKind::shape,
+              "expected broadcastable shapes, found ", a.str(), " and ", b.str(), " (dimension ", i,
+              ": ", da, " against ", db, ")");
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+BroadcastFoldOp::BroadcastFoldOp(const Call& call, cpu::BinaryOp kind) : kind_(kind) {
+  Args args(call, {{"num"}});
+  num_ = args.get_int("num", 1);
+}
+
+std::string BroadcastFoldOp::type() const {
+  return kind_name(kind_);
+}
+
+std::string BroadcastFoldOp::repr() const {
+  return type() + "(num=" + std::to_string(num_) + ")";
+}
+
+void BroadcastFoldOp::check_arity(int num_inputs, int num_outputs) const {
+  op_util::expect_inputs(num_inputs, 1, INT32_MAX);
+  op_util::expect_outputs(num_outputs, 1, 1);
+}
+
+std::vector<int64_t> BroadcastFoldOp::infer_channels(std::span<const int64_t> in_channels,
+                                                     int num_outputs) const {
+  check_arity(int(in_channels.size()), num_outputs);
+  int64_t c = in_channels[0];
+  for (size_t i = 1; i < in_channels.size(); ++i) c = broadcast_channels(c, in_channels[i]);
+  return {c};
+}
+
+std::vector<TensorSpec> BroadcastFoldOp::infer_shapes(std::span<const TensorSpec> inputs,
+                                                      int num_outputs) const {
+  check_arity(int(inputs.size()), num_outputs);
+  Shape shape = inputs[0].shape;
+  for (const TensorSpec& in : inputs) {
+    NNX_CHECK(in.dtype == DType::f32, ErrorKind::unsupported, type(),
+              ": expected float32 inputs, found ", dtype_name(in.dtype));
+    shape = broadcast_shapes(shape, in.shape);
+  }
+  return {{shape, DType::f32}};
+}
+
+int64_t BroadcastFoldOp::flops(std::span<const TensorSpec> inputs,
+                               std::span<const TensorSpec> outputs) const {
+  if (outputs.empty() || inputs.size() < 2) return 0;
+  return outputs[0].shape.numel() * int64_t(inputs.size() - 1);
+}
+
+void BroadcastFoldOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                  std::span<Tensor> outputs) const {
+  Tensor& out = outputs[0];
+  if (inputs.size() == 1) {
+    out.copy_from(inputs[0]);
+    return;
+  }
+  Tensor a = inputs[0].contiguous(), b = inputs[1].contiguous();
+  cpu::binary_broadcast(kind_, a.data<float>(), a.shape(), b.data<float>(), b.shape(),
+                        out.data<float>(), out.shape(), ctx.pool);
+  for (size_t i = 2; i < inputs.size(); ++i) {
+    Tensor next = inputs[i].contiguous();
+    cpu::binary_broadcast_inplace(kind_, out.data<float>(), out.shape(), next.data<float>(),
+                                  next.shape(), ctx.pool);
+  }
+}
+
+std::shared_ptr<Op> make_add(const Call& call) {
+  return std::make_shared<BroadcastFoldOp>(call, cpu::BinaryOp::add);
+}
+std::shared_ptr<Op> make_sub(const Call& call) {
+  return std::make_shared<BroadcastFoldOp>(call, cpu::BinaryOp::sub);
+}
+std::shared_ptr<Op> make_mul(const Call& call) {
+  return std::make_shared<BroadcastFoldOp>(call, cpu::BinaryOp::mul);
+}
+
+}  // namespace nnx

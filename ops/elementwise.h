@@ -1,0 +1,41 @@
+// Add, Sub and Mul of the original package (nn_executor.models): a left fold over all inputs
+// with NumPy/PyTorch broadcasting; `num` is informative only.
+#pragma once
+
+#include <memory>
+
+#include "kernels/cpu/elementwise.h"
+#include "nnx/op.h"
+
+namespace nnx {
+
+// The broadcast of two shapes as NumPy defines it; throws Error(shape) naming both.
+Shape broadcast_shapes(const Shape& a, const Shape& b);
+
+class BroadcastFoldOp : public Op {
+ public:
+  BroadcastFoldOp(const Call& call, cpu::BinaryOp kind);
+
+  std::string type() const override;
+  std::string python_module() const override { return "nn_executor.models"; }
+  std::string repr() const override;
+
+  void check_arity(int num_inputs, int num_outputs) const override;
+  // The broadcast of the inputs' channel counts: equal, or 1 against anything.
+  std::vector<int64_t> infer_channels(std::span<const int64_t> in_channels,
+                                      int num_outputs) const override;
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                       int num_outputs) const override;
+  int64_t flops(std::span<const TensorSpec> inputs,
+                std::span<const TensorSpec> outputs) const override;
+
+ protected:
+  void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                   std::span<Tensor> outputs) const override;
+
+ private:
+  cpu::BinaryOp kind_;
+  int64_t num_;
+};
+
+}  // namespace nnx

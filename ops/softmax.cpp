@@ -1,0 +1,62 @@
+// Softmax and LogSoftmax: the input is viewed as (outer, dim, inner) around the reduced
+// dimension and handed to the kernel.
+#include "ops/softmax.h"
+
+#include "kernels/cpu/softmax.h"
+#include "nnx/error.h"
+
+namespace nnx {
+
+SoftmaxOp::SoftmaxOp(const Call& call, bool log) : log_(log) {
+  Args args(call, {{"dim"}});
+  if (args.has("dim")) dim_ = args.get_int("dim", 0);
+}
+
+std::string SoftmaxOp::repr() const {
+  return type() + "(dim=" + (dim_ ? std::to_string(*dim_) : std::string("None")) + ")";
+}
+
+int SoftmaxOp::reduced_dim(int rank) const {
+  // torch.nn.functional._get_softmax_dim, the rule PyTorch applies when dim is None.
+  if (!dim_) return (rank == 0 || rank == 1 || rank == 3) ? 0 : 1;
+  return wrap_dim(*dim_, rank);
+}
+
+std::vector<TensorSpec> SoftmaxOp::infer_shapes(std::span<const TensorSpec> inputs,
+                                                int num_outputs) const {
+  check_arity(int(inputs.size()), num_outputs);
+  NNX_CHECK(inputs[0].dtype == DType::f32, ErrorKind::unsupported, type(),
+            ": expected a float32 input, found ", dtype_name(inputs[0].dtype));
+  reduced_dim(inputs[0].shape.size());  // throws when dim is out of range
+  return {inputs[0]};
+}
+
+int64_t SoftmaxOp::flops(std::span<const TensorSpec> inputs,
+                         std::span<const TensorSpec> outputs) const {
+  // max, subtract-exp, sum, scale: about four operations per element.
+  return inputs.empty() ? 0 : 4 * inputs[0].shape.numel();
+}
+
+void SoftmaxOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                            std::span<Tensor> outputs) const {
+  Tensor x = inputs[0].contiguous();
+  const Shape& shape = x.shape();
+  int64_t outer = 1, dim = 1, inner = 1;
+  if (shape.size() > 0) {  // a 0-d input is one row of one element
+    const int d = reduced_dim(shape.size());
+    for (int i = 0; i < d; ++i) outer *= shape[i];
+    dim = shape[d];
+    for (int i = d + 1; i < shape.size(); ++i) inner *= shape[i];
+  }
+  cpu::softmax(x.data<float>(), outputs[0].data<float>(), outer, dim, inner, log_, ctx.pool);
+}
+
+std::shared_ptr<Op> make_softmax(const Call& call) {
+  return std::make_shared<SoftmaxOp>(call, false);
+}
+
+std::shared_ptr<Op> make_log_softmax(const Call& call) {
+  return std::make_shared<SoftmaxOp>(call, true);
+}
+
+}  // namespace nnx

@@ -1,0 +1,37 @@
+// torch.nn.Softmax and LogSoftmax, including PyTorch's legacy implicit dim (dim=None); bodies in
+// kernels/cpu/softmax.h.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "nnx/op.h"
+
+namespace nnx {
+
+class SoftmaxOp : public Op {
+ public:
+  SoftmaxOp(const Call& call, bool log);
+
+  std::string type() const override { return log_ ? "LogSoftmax" : "Softmax"; }
+  std::string python_module() const override { return "torch.nn.modules.activation"; }
+  std::string repr() const override;
+
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                       int num_outputs) const override;
+  int64_t flops(std::span<const TensorSpec> inputs,
+                std::span<const TensorSpec> outputs) const override;
+
+  // The dimension reduced for an input of this rank (dim=None: 0 for ranks 0, 1, 3, else 1).
+  int reduced_dim(int rank) const;
+
+ protected:
+  void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                   std::span<Tensor> outputs) const override;
+
+ private:
+  bool log_;
+  std::optional<int64_t> dim_;
+};
+
+}  // namespace nnx

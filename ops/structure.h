@@ -1,0 +1,140 @@
+// Ops that move or pass data without arithmetic: Cat (nn_executor.models), Identity (both
+// torch.nn's and the package's, which passes several inputs through), Flatten and Unflatten,
+// and the Dropout family, which is the identity at inference. All but Cat return views.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "nnx/op.h"
+
+namespace nnx {
+
+class CatOp : public Op {
+ public:
+  explicit CatOp(const Call& call);
+
+  std::string type() const override { return "Cat"; }
+  std::string python_module() const override { return "nn_executor.models"; }
+  std::string repr() const override;
+
+  void check_arity(int num_inputs, int num_outputs) const override;
+  // dim=1 sums the channels; another non-negative dim needs equal channels; a negative dim
+  // cannot be placed without the rank, so the result is unknown.
+  std::vector<int64_t> infer_channels(std::span<const int64_t> in_channels,
+                                      int num_outputs) const override;
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                       int num_outputs) const override;
+
+ protected:
+  void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                   std::span<Tensor> outputs) const override;
+
+ private:
+  int64_t dim_;
+};
+
+// Outputs that are views of an input, whatever the device: forward only assigns them.
+class ViewOp : public Op {
+ protected:
+  void forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<Tensor> outputs) const override {
+    forward_cpu(ctx, inputs, outputs);
+  }
+};
+
+class IdentityOp : public ViewOp {
+ public:
+  explicit IdentityOp(const Call& call);
+
+  std::string type() const override { return "Identity"; }
+  std::string python_module() const override { return module_; }
+  std::string repr() const override { return "Identity()"; }
+
+  // Any positive number of inputs, as many outputs.
+  void check_arity(int num_inputs, int num_outputs) const override;
+  std::vector<int64_t> infer_channels(std::span<const int64_t> in_channels,
+                                      int num_outputs) const override;
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                       int num_outputs) const override;
+  std::optional<int> output_view_of(int out) const override { return out; }
+
+ protected:
+  void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                   std::span<Tensor> outputs) const override;
+
+ private:
+  std::string module_;
+};
+
+class FlattenOp : public ViewOp {
+ public:
+  explicit FlattenOp(const Call& call);
+
+  std::string type() const override { return "Flatten"; }
+  std::string python_module() const override { return "torch.nn.modules.flatten"; }
+  std::string repr() const override;
+
+  std::vector<int64_t> infer_channels(std::span<const int64_t> in_channels,
+                                      int num_outputs) const override;
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                       int num_outputs) const override;
+  std::optional<int> output_view_of(int out) const override { return 0; }
+
+ protected:
+  void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                   std::span<Tensor> outputs) const override;
+
+ private:
+  int64_t start_dim_, end_dim_;
+};
+
+class UnflattenOp : public ViewOp {
+ public:
+  explicit UnflattenOp(const Call& call);
+
+  std::string type() const override { return "Unflatten"; }
+  std::string python_module() const override { return "torch.nn.modules.flatten"; }
+  std::string repr() const override;
+
+  std::vector<int64_t> infer_channels(std::span<const int64_t> in_channels,
+                                      int num_outputs) const override;
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                       int num_outputs) const override;
+  std::optional<int> output_view_of(int out) const override { return 0; }
+
+ protected:
+  void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                   std::span<Tensor> outputs) const override;
+
+ private:
+  int64_t dim_;
+  std::vector<int64_t> sizes_;  // at most one -1, inferred from the input
+  std::string sizes_repr_;      // as given: a tuple or a list
+};
+
+// Dropout, Dropout1d, Dropout2d, Dropout3d: inference only, so the output is the input.
+class DropoutOp : public ViewOp {
+ public:
+  DropoutOp(const Call& call, std::string type);
+
+  std::string type() const override { return type_; }
+  std::string python_module() const override { return "torch.nn.modules.dropout"; }
+  std::string repr() const override;
+
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                       int num_outputs) const override;
+  std::optional<int> output_view_of(int out) const override { return 0; }
+
+ protected:
+  void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                   std::span<Tensor> outputs) const override;
+
+ private:
+  std::string type_;
+  std::string p_repr_;
+  bool inplace_;
+};
+
+}  // namespace nnx

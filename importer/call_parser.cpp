@@ -381,6 +381,15 @@ class CallParser : Reader {
       }
       not_allowed(start, detail::concat("the attribute access '", dotted, "'"));
     }
+    // PyTorch prints enum-like strings unquoted, some with hyphens (mode=nearest-exact): a
+    // hyphen between letters continues the word, as no arithmetic is allowed here anyway.
+    if (peek() == '-' && is_ident_start(peek(1))) {
+      while (peek() == '-' && is_ident_start(peek(1))) {
+        ++pos_;
+        read_ident();
+      }
+      return Value::identifier(std::string(s_.substr(start, pos_ - start)));
+    }
     size_t after = pos_;
     skip_space();
     if (peek() == '(') not_allowed(start, detail::concat("a call of '", word, "'"));

@@ -28,6 +28,16 @@ PrunerOp::PrunerOp(const Call& call, bool all_or_nothing) : all_or_nothing_(all_
   num_of_appearances_ = args.get_int("num_of_appearances", 1);
   add_param("pruner_weight", Shape{1, channels_, 1, 1});
   mutable_param("pruner_weight").fill(kInitialWeight);
+  update_gate();
+}
+
+void PrunerOp::update_gate() {
+  const cpu::PrunerGate kind = all_or_nothing_ ? cpu::PrunerGate::all_or_nothing
+                               : legacy_       ? cpu::PrunerGate::legacy
+                                               : cpu::PrunerGate::thresholded;
+  gate_.resize(size_t(channels_));
+  cpu::pruner_gate(kind, params()[0].value.data<float>(), channels_, float(threshold_),
+                   gate_.data());
 }
 
 std::string PrunerOp::repr() const {
@@ -63,24 +73,31 @@ int64_t PrunerOp::flops(std::span<const TensorSpec> inputs,
 }
 
 void PrunerOp::init_params(RandomEngine& rng) {
-  Tensor& w = mutable_param("pruner_weight");
+  Tensor& w = mutable_param(params()[0].name);
   if (!activated_) {
     w.fill(kInitialWeight);
-    return;
+  } else {
+    // As the package initialised an active gate: just below 1, so every channel starts open.
+    std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+    float* data = w.data<float>();
+    for (int64_t c = 0; c < channels_; ++c) data[c] = 1.0f - uniform(rng) * 0.01f;
   }
-  // As the package initialised an active gate: just below 1, so every channel starts open.
-  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
-  float* data = w.data<float>();
-  for (int64_t c = 0; c < channels_; ++c) data[c] = 1.0f - uniform(rng) * 0.01f;
+  update_gate();
 }
 
 std::string PrunerOp::canonical_param_name(std::string_view key) const {
-  if (key == "weights") {
-    legacy_.store(true, std::memory_order_relaxed);
-    return "pruner_weight";
-  }
-  if (key == "pruner_weight") legacy_.store(false, std::memory_order_relaxed);
+  // Either spelling names the one gate parameter, whichever key it was last loaded under.
+  if (key == "weights" || key == "pruner_weight") return params()[0].name;
   return std::string(key);
+}
+
+void PrunerOp::set_param(std::string_view key, const Tensor& value) {
+  if (key == "weights" || key == "pruner_weight") {
+    rename_param(params()[0].name, std::string(key));
+    legacy_ = key == "weights" && !all_or_nothing_;
+  }
+  Op::set_param(key, value);
+  update_gate();
 }
 
 void PrunerOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
@@ -89,15 +106,9 @@ void PrunerOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> input
     outputs[0] = inputs[0];
     return;
   }
-  const cpu::PrunerGate kind = all_or_nothing_ ? cpu::PrunerGate::all_or_nothing
-                               : legacy()      ? cpu::PrunerGate::legacy
-                                               : cpu::PrunerGate::thresholded;
-  std::vector<float> gate(static_cast<size_t>(channels_));
-  const Tensor& w = params()[0].value;
-  cpu::pruner_gate(kind, w.data<float>(), channels_, float(threshold_), gate.data());
   Tensor x = inputs[0].contiguous();
   const Shape& s = x.shape();
-  cpu::scale_channels(x.data<float>(), gate.data(), outputs[0].data<float>(), s[0], s[1],
+  cpu::scale_channels(x.data<float>(), gate_.data(), outputs[0].data<float>(), s[0], s[1],
                       s[2] * s[3], ctx.pool);
 }
 

@@ -3,8 +3,8 @@
 // an NCHW input; bodies in kernels/cpu/pruner.h.
 #pragma once
 
-#include <atomic>
 #include <memory>
+#include <vector>
 
 #include "kernels/cpu/pruner.h"
 #include "nnx/op.h"
@@ -13,13 +13,10 @@ namespace nnx {
 
 // Two generations of Pruner exist. The current one stores its gate as "pruner_weight" and
 // computes x * sigmoid(100w - 86) * w * (w > threshold); the legacy one stored "weights" and
-// computed x * sigmoid(100w - 86) * w^2. The generation follows the key the state dict gives:
-// set_param("weights", ...) (and the importer's canonical_param_name("weights") that precedes
-// it) switches the op to the legacy formula, "pruner_weight" back to the current one. The
-// parameter itself is always listed as "pruner_weight". Without a state dict the weight starts
-// as the package's did: 1.0000008344650269 everywhere, and init_params draws 1 - U(0, 1) * 0.01
-// for an activated gate; the generation is then the current one. AllOrNothingPruner
-// accepts the "weights" spelling too, with its formula unchanged.
+// computed x * sigmoid(100w - 86) * w^2. The generation follows the key the state dict gives,
+// and the parameter keeps that key, so that a saved model is read back as the same generation.
+// Without a state dict the gate starts just below 1 and the generation is the current one.
+// AllOrNothingPruner has one formula whichever key it is loaded from.
 class PrunerOp : public Op {
  public:
   PrunerOp(const Call& call, bool all_or_nothing);
@@ -44,9 +41,9 @@ class PrunerOp : public Op {
                 std::span<const TensorSpec> outputs) const override;
   void init_params(RandomEngine& rng) override;
   std::string canonical_param_name(std::string_view key) const override;
+  void set_param(std::string_view key, const Tensor& value) override;
 
-  bool legacy() const { return legacy_.load(std::memory_order_relaxed); }
-  void set_legacy(bool legacy) { legacy_.store(legacy, std::memory_order_relaxed); }
+  bool legacy() const { return legacy_; }
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
@@ -58,8 +55,10 @@ class PrunerOp : public Op {
   bool prunable_, activated_;
   double threshold_;
   int64_t num_of_appearances_;
-  // Set by canonical_param_name, which is const because the base class asks it on load.
-  mutable std::atomic<bool> legacy_{false};
+  bool legacy_ = false;
+  std::vector<float> gate_;  // per-channel factor, computed whenever the weights change
+
+  void update_gate();
 };
 
 }  // namespace nnx

@@ -76,6 +76,15 @@ void Op::add_param(std::string name, const Shape& shape, bool trainable, DType d
   params_.push_back({std::move(name), Tensor::zeros(shape, dtype), trainable});
 }
 
+void Op::rename_param(std::string_view from, std::string to) {
+  for (auto& p : params_)
+    if (p.name == from) {
+      p.name = std::move(to);
+      return;
+    }
+  fail(ErrorKind::usage, type(), " has no parameter '", from, "' to rename");
+}
+
 Tensor& Op::mutable_param(std::string_view name) {
   for (auto& p : params_)
     if (p.name == name) return p.value;

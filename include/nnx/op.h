@@ -91,7 +91,8 @@ class Op {
   const std::vector<Param>& params() const { return params_; }
   const Param* find_param(std::string_view name) const;
   // Replaces a parameter's value; throws Error(shape) naming it if shape or dtype differ.
-  void set_param(std::string_view name, const Tensor& value);
+  // Ops whose behaviour depends on which key a file used (the legacy Pruner) override it.
+  virtual void set_param(std::string_view name, const Tensor& value);
   // Initialises parameters as PyTorch's reset_parameters() does (same distributions).
   virtual void init_params(RandomEngine& rng) {}
   // State dict keys this op also accepts on load, mapped to its own (legacy spellings).
@@ -113,6 +114,7 @@ class Op {
   void add_param(std::string name, const Shape& shape, bool trainable = true,
                  DType dtype = DType::f32);
   Tensor& mutable_param(std::string_view name);
+  void rename_param(std::string_view from, std::string to);
 
  private:
   std::vector<Param> params_;

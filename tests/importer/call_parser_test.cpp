@@ -144,6 +144,10 @@ TEST(CallParser, BareIdentifiersAndLocals) {
       "Conv2d(8, 8, kernel_size=(3, 3), stride=(1, 1), padding=same, padding_mode=reflect)");
   EXPECT_EQ(kwarg(c, "padding").as_text(), "same");
   EXPECT_EQ(kwarg(c, "padding_mode").as_text(), "reflect");
+  // torch 1.13 prints Upsample(scale_factor=1.5, mode=nearest-exact) unquoted.
+  c = parse_call("Upsample(scale_factor=1.5, mode=nearest-exact)");
+  EXPECT_EQ(kwarg(c, "mode").as_text(), "nearest-exact");
+  EXPECT_THROW(parse_call("Foo(a=x - 1)"), Error);
 
   Locals locals{{"C", Value::integer(16)},
                 {"k", Value::tuple({Value::integer(3), Value::integer(3)})}};

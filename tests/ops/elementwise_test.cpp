@@ -328,6 +328,7 @@ TEST(ElementwiseOps, PrunerGenerationFollowsTheStateKey) {
   Tensor w = Tensor::full(Shape{1, 4, 1, 1}, 0.9);
   op->set_param("weights", w);
   EXPECT_TRUE(pruner.legacy());
+  EXPECT_EQ(op->params()[0].name, "weights");  // saved back under the key it came with
   EXPECT_EQ(op->repr(), "Pruner(ch=4, prunable=True, activated=True)");
   op->set_param("pruner_weight", w);
   EXPECT_FALSE(pruner.legacy());

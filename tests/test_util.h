@@ -1,9 +1,19 @@
 // Helpers shared by the tests.
 #pragma once
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
 
+#include "nnx/error.h"
 #include "nnx/tensor.h"
 
 namespace nnx::testing_util {
@@ -26,6 +36,57 @@ inline double relative_error(const Tensor& got, const Tensor& ref) {
     max_ref = std::max(max_ref, std::abs(rp[i]));
   }
   return max_diff / std::max(1.0, max_ref);
+}
+
+// A fresh folder per test, removed afterwards.
+class TempDir {
+ public:
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = std::filesystem::temp_directory_path() /
+            ("nnx_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" +
+             std::to_string(::getpid()));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  // The names in the folder, sorted: what a failed write must not have left behind.
+  std::vector<std::string> listing() const {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(path_))
+      names.push_back(e.path().filename());
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+inline void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+// Expects fn to throw nnx::Error of `kind` whose message contains `needle`.
+inline void expect_error(const std::function<void()>& fn, const std::string& needle,
+                         ErrorKind kind = ErrorKind::format) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected one containing \"" << needle << "\"";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find(needle), std::string::npos)
+        << "message: " << e.message() << "\nexpected to contain: " << needle;
+    EXPECT_EQ(e.kind(), kind) << e.message();
+  }
 }
 
 }  // namespace nnx::testing_util

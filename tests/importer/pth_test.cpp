@@ -20,9 +20,15 @@
 #include "importer/zip.h"
 #include "nnx/error.h"
 #include "nnx/npy.h"
+#include "test_util.h"
 
 namespace nnx {
 namespace {
+
+using testing_util::expect_error;
+using testing_util::read_file;
+using testing_util::TempDir;
+using testing_util::write_file;
 
 namespace fs = std::filesystem;
 using namespace std::string_literals;
@@ -34,54 +40,8 @@ const std::string kPython = NNX_PYTHON;
 
 // ---- helpers ------------------------------------------------------------------------------
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), std::streamsize(bytes.size()));
-}
-
 // A fresh folder per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            ("nnx_pth_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::vector<std::string> listing() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path_)) names.push_back(e.path().filename());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-
- private:
-  fs::path path_;
-};
-
 // Runs `fn`, expecting an nnx::Error of `kind` whose message contains `needle`.
-void expect_error(const std::function<void()>& fn, const std::string& needle,
-                  ErrorKind kind = ErrorKind::format) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one containing \"" << needle << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(e.message().find(needle), std::string::npos)
-        << "message: " << e.message() << "\nexpected to contain: " << needle;
-    EXPECT_EQ(e.kind(), kind) << e.message();
-  }
-}
-
 struct ZipEntry {
   std::string name, data;
   zip::Writer::Method method = zip::Writer::Method::stored;

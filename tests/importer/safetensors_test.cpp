@@ -12,54 +12,17 @@
 #include <sstream>
 
 #include "nnx/error.h"
+#include "test_util.h"
 
 namespace nnx {
 namespace {
 
+using testing_util::expect_error;
+using testing_util::read_file;
+using testing_util::TempDir;
+using testing_util::write_file;
+
 namespace fs = std::filesystem;
-
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            ("nnx_st_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  size_t count() const {
-    return size_t(std::distance(fs::directory_iterator(path_), fs::directory_iterator()));
-  }
-
- private:
-  fs::path path_;
-};
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), std::streamsize(bytes.size()));
-}
-
-void expect_error(const std::function<void()>& fn, const std::string& needle,
-                  ErrorKind kind = ErrorKind::format) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one containing \"" << needle << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(e.message().find(needle), std::string::npos)
-        << "message: " << e.message() << "\nexpected to contain: " << needle;
-    EXPECT_EQ(e.kind(), kind) << e.message();
-  }
-}
 
 Tensor patterned(const Shape& shape, DType dtype, int seed = 0) {
   Tensor t = Tensor::empty(shape, dtype);
@@ -103,7 +66,7 @@ TEST(Safetensors, RoundTripsEveryDtype) {
     }
     EXPECT_TRUE(back[k].second.is_contiguous());
   }
-  EXPECT_EQ(dir.count(), 1u);  // no temporary left behind
+  EXPECT_EQ(dir.listing().size(), 1u);  // no temporary left behind
 
   // The layout: 8-byte length, a JSON object padded with spaces to 8-byte alignment.
   std::string bytes = read_file(path);
@@ -218,7 +181,7 @@ TEST(Safetensors, WriteErrors) {
         write_safetensors(dir.file("no/such/dir/x.safetensors"), {{"a", t}});
       },
       "no/such/dir/x.safetensors", ErrorKind::io);
-  EXPECT_EQ(dir.count(), 0u);
+  EXPECT_EQ(dir.listing().size(), 0u);
 }
 
 }  // namespace

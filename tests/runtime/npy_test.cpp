@@ -13,55 +13,18 @@
 #include <sstream>
 
 #include "nnx/error.h"
+#include "test_util.h"
 
 namespace nnx {
 namespace {
 
+using testing_util::expect_error;
+using testing_util::read_file;
+using testing_util::TempDir;
+using testing_util::write_file;
+
 namespace fs = std::filesystem;
 const std::string kPython = NNX_PYTHON;
-
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            ("nnx_npy_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  size_t count() const {
-    return size_t(std::distance(fs::directory_iterator(path_), fs::directory_iterator()));
-  }
-
- private:
-  fs::path path_;
-};
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), std::streamsize(bytes.size()));
-}
-
-void expect_error(const std::function<void()>& fn, const std::string& needle,
-                  ErrorKind kind = ErrorKind::format) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one containing \"" << needle << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(e.message().find(needle), std::string::npos)
-        << "message: " << e.message() << "\nexpected to contain: " << needle;
-    EXPECT_EQ(e.kind(), kind) << e.message();
-  }
-}
 
 // A version-1.0 file with `dict` as its header, padded as numpy pads.
 std::string npy_bytes(std::string dict, const std::string& data, int major = 1) {
@@ -118,7 +81,7 @@ TEST(Npy, RoundTripsEveryDtype) {
   Tensor back = read_npy(dir.file("t.npy"));
   EXPECT_EQ(back.shape(), (Shape{4, 3}));
   EXPECT_EQ(back.at_flat(1), base.at_flat(4));
-  EXPECT_EQ(dir.count(), std::size(kDtypes) + 1);  // no temporaries left
+  EXPECT_EQ(dir.listing().size(), std::size(kDtypes) + 1);  // no temporaries left
 }
 
 TEST(Npy, HeaderMatchesNumpyLayout) {

@@ -1,0 +1,38 @@
+// CPU 2-D convolution over NCHW float32: im2col tiles + GEMM in general, a plain GEMM for 1x1
+// stride-1 convolutions and a direct loop for depthwise ones; plus the non-zero padding modes.
+#pragma once
+
+#include <cstdint>
+
+namespace nnx {
+class ThreadPool;
+}
+
+namespace nnx::cpu {
+
+struct Conv2dShape {
+  int64_t batch = 1;
+  int64_t in_channels = 0, in_h = 0, in_w = 0;
+  int64_t out_channels = 0, out_h = 0, out_w = 0;
+  int64_t kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  // Zero padding before the first row and column; the padding after the last is implied by
+  // out_h and out_w (it may differ, as for padding='same' with an odd total).
+  int64_t pad_top = 0, pad_left = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+  int64_t groups = 1;
+};
+
+// input [batch, in_channels, in_h, in_w]; weight [out_channels, in_channels / groups, kernel_h,
+// kernel_w]; bias [out_channels] or null; output [batch, out_channels, out_h, out_w].
+void conv2d(const Conv2dShape& shape, const float* input, const float* weight, const float* bias,
+            float* output, ThreadPool* pool);
+
+enum class PadMode { zeros, reflect, replicate, circular };
+
+// Pads each of `planes` [h, w] planes into [h + top + bottom, w + left + right] as torch's F.pad
+// does for that mode. The caller checks the sizes (reflect needs pads < size, circular <= size).
+void pad2d(PadMode mode, const float* input, int64_t planes, int64_t h, int64_t w, int64_t top,
+           int64_t bottom, int64_t left, int64_t right, float* output, ThreadPool* pool);
+
+}  // namespace nnx::cpu

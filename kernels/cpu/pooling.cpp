@@ -1,0 +1,150 @@
+// CPU 2-D pooling (see pooling.h): one plane per task of the thread pool.
+#include "kernels/cpu/pooling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "nnx/thread_pool.h"
+
+namespace nnx::cpu {
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// Kernel taps [lo, hi) whose input index start + tap * dilation lies in [0, size).
+struct Taps {
+  int64_t lo, hi;
+};
+Taps valid_taps(int64_t start, int64_t kernel, int64_t dilation, int64_t size) {
+  const int64_t lo = start >= 0 ? 0 : ceil_div(-start, dilation);
+  const int64_t hi = start >= size ? 0 : std::min(kernel, ceil_div(size - start, dilation));
+  return {std::min(lo, hi), hi};
+}
+
+// Enough planes per task that small planes do not drown in scheduling.
+int64_t plane_grain(int64_t plane_work) {
+  return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, plane_work));
+}
+
+}  // namespace
+
+void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadPool* pool) {
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  // The taps inside the input are the same for every plane: worked out once per call.
+  std::vector<Taps> rows(static_cast<size_t>(s.out_h)), cols(static_cast<size_t>(s.out_w));
+  for (int64_t oh = 0; oh < s.out_h; ++oh)
+    rows[oh] = valid_taps(oh * s.stride_h - s.pad_h, s.kernel_h, s.dilation_h, s.in_h);
+  for (int64_t ow = 0; ow < s.out_w; ++ow)
+    cols[ow] = valid_taps(ow * s.stride_w - s.pad_w, s.kernel_w, s.dilation_w, s.in_w);
+  const float lowest = -std::numeric_limits<float>::infinity();
+  // NaN wins, as in PyTorch: a NaN is taken, and nothing replaces it.
+  auto take = [](float best, float v) { return v > best || v != v ? v : best; };
+  auto body = [&](int64_t begin, int64_t end) {
+    // Separably: the window's maximum down each input column of an output row (contiguous,
+    // so it vectorises), then across the taps of each output column.
+    std::vector<float> column_max(static_cast<size_t>(s.in_w));
+    for (int64_t p = begin; p < end; ++p) {
+      const float* in = input + p * in_plane;
+      float* out = output + p * out_plane;
+      for (int64_t oh = 0; oh < s.out_h; ++oh, out += s.out_w) {
+        const int64_t h0 = oh * s.stride_h - s.pad_h;
+        if (rows[oh].lo >= rows[oh].hi) {
+          std::fill(out, out + s.out_w, lowest);
+          continue;
+        }
+        float* m = column_max.data();
+        const float* first = in + (h0 + rows[oh].lo * s.dilation_h) * s.in_w;
+        std::copy(first, first + s.in_w, m);
+        for (int64_t kh = rows[oh].lo + 1; kh < rows[oh].hi; ++kh) {
+          const float* row = in + (h0 + kh * s.dilation_h) * s.in_w;
+          for (int64_t w = 0; w < s.in_w; ++w) m[w] = take(m[w], row[w]);
+        }
+        for (int64_t ow = 0; ow < s.out_w; ++ow) {
+          const int64_t w0 = ow * s.stride_w - s.pad_w;
+          float best = lowest;
+          for (int64_t kw = cols[ow].lo; kw < cols[ow].hi; ++kw)
+            best = take(best, m[w0 + kw * s.dilation_w]);
+          out[ow] = best;
+        }
+      }
+    }
+  };
+  parallel_for(pool, s.planes, plane_grain(out_plane * s.kernel_h * s.kernel_w), body);
+}
+
+namespace {
+
+// A window of avg_pool2d along one axis: [lo, hi) inside the input, and its extent within the
+// padded input, which ceil_mode windows can overrun and which count_include_pad divides by.
+struct AvgWindow {
+  int64_t lo, hi, padded;
+};
+AvgWindow avg_window(int64_t start, int64_t kernel, int64_t pad, int64_t size) {
+  const int64_t end = std::min(start + kernel, size + pad);
+  return {std::max<int64_t>(start, 0), std::min(end, size), end - start};
+}
+
+}  // namespace
+
+void avg_pool2d(const Pool2dShape& s, bool count_include_pad, int64_t divisor_override,
+                const float* input, float* output, ThreadPool* pool) {
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  std::vector<AvgWindow> rows(static_cast<size_t>(s.out_h)), cols(static_cast<size_t>(s.out_w));
+  for (int64_t oh = 0; oh < s.out_h; ++oh)
+    rows[oh] = avg_window(oh * s.stride_h - s.pad_h, s.kernel_h, s.pad_h, s.in_h);
+  for (int64_t ow = 0; ow < s.out_w; ++ow)
+    cols[ow] = avg_window(ow * s.stride_w - s.pad_w, s.kernel_w, s.pad_w, s.in_w);
+  auto body = [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const float* in = input + p * in_plane;
+      float* out = output + p * out_plane;
+      for (int64_t oh = 0; oh < s.out_h; ++oh) {
+        const AvgWindow& r = rows[oh];
+        for (int64_t ow = 0; ow < s.out_w; ++ow) {
+          const AvgWindow& c = cols[ow];
+          float& result = out[oh * s.out_w + ow];
+          if (r.lo >= r.hi || c.lo >= c.hi) {
+            result = 0.f;
+            continue;
+          }
+          float sum = 0.f;
+          for (int64_t h = r.lo; h < r.hi; ++h)
+            for (int64_t w = c.lo; w < c.hi; ++w) sum += in[h * s.in_w + w];
+          const int64_t divisor = divisor_override != 0 ? divisor_override
+                                  : count_include_pad   ? r.padded * c.padded
+                                                        : (r.hi - r.lo) * (c.hi - c.lo);
+          result = sum / float(divisor);
+        }
+      }
+    }
+  };
+  parallel_for(pool, s.planes, plane_grain(out_plane * s.kernel_h * s.kernel_w), body);
+}
+
+void adaptive_avg_pool2d(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
+                         const float* input, float* output, ThreadPool* pool) {
+  const int64_t in_plane = in_h * in_w, out_plane = out_h * out_w;
+  parallel_for(pool, planes, plane_grain(in_plane), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const float* in = input + p * in_plane;
+      float* out = output + p * out_plane;
+      for (int64_t oh = 0; oh < out_h; ++oh) {
+        const int64_t h0 = oh * in_h / out_h, h1 = ceil_div((oh + 1) * in_h, out_h);
+        for (int64_t ow = 0; ow < out_w; ++ow) {
+          const int64_t w0 = ow * in_w / out_w, w1 = ceil_div((ow + 1) * in_w, out_w);
+          float sum = 0.f;
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) sum += in[h * in_w + w];
+          out[oh * out_w + ow] = sum / float((h1 - h0) * (w1 - w0));
+        }
+      }
+    }
+  });
+}
+
+}  // namespace nnx::cpu

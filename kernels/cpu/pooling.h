@@ -1,0 +1,35 @@
+// CPU 2-D pooling over planes of NCHW float32 (batch x channels planes): max, average and
+// adaptive average, with PyTorch's window and divisor rules.
+#pragma once
+
+#include <cstdint>
+
+namespace nnx {
+class ThreadPool;
+}
+
+namespace nnx::cpu {
+
+struct Pool2dShape {
+  int64_t planes = 0;
+  int64_t in_h = 0, in_w = 0, out_h = 0, out_w = 0;
+  int64_t kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+};
+
+// Padding counts as -inf; NaN in a window wins, as in PyTorch.
+void max_pool2d(const Pool2dShape& shape, const float* input, float* output, ThreadPool* pool);
+
+// Window sums divided by `divisor_override` when non-zero, else by the window's size within the
+// padded input (count_include_pad) or within the input itself.
+void avg_pool2d(const Pool2dShape& shape, bool count_include_pad, int64_t divisor_override,
+                const float* input, float* output, ThreadPool* pool);
+
+// Output cell i averages input rows [floor(i * in / out), ceil((i + 1) * in / out)), likewise
+// for columns.
+void adaptive_avg_pool2d(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
+                         const float* input, float* output, ThreadPool* pool);
+
+}  // namespace nnx::cpu

@@ -1,0 +1,160 @@
+// torch.nn.BatchNorm2d (see batchnorm2d.h): folds the statistics and the affine parameters into
+// one scale and shift per channel, then runs kernels/cpu/batchnorm.
+#include "ops/batchnorm2d.h"
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/batchnorm.h"
+#include "nnx/error.h"
+#include "ops/layer_args.h"
+
+namespace nnx {
+
+namespace {
+
+// Whether the call passed None for the argument at this position or keyword (Args::get does not
+// tell None from absent; PyTorch prints momentum=None).
+bool given_none(const Args& args, std::string_view name, size_t position) {
+  const Call& call = args.call();
+  for (const auto& [key, value] : call.kwargs)
+    if (key == name) return value.is_none();
+  return position < call.args.size() && call.args[position].is_none();
+}
+
+// Python's str() of a number argument: ints stay ints ("momentum=1"), floats as Python prints.
+std::string number_repr(const Args& args, std::string_view name, size_t position, double fallback) {
+  if (given_none(args, name, position)) return "None";
+  const Value* value = args.get(name);
+  if (value == nullptr) return op_util::float_repr(fallback);
+  if (value->is_int()) return std::to_string(value->as_int());
+  if (!value->is_number()) args.bad_type(name, "a number");
+  return op_util::float_repr(value->as_double());
+}
+
+}  // namespace
+
+BatchNorm2d::BatchNorm2d(const Call& call) {
+  Args args(call, {{"num_features", true},
+                   {"eps"},
+                   {"momentum"},
+                   {"affine"},
+                   {"track_running_stats"},
+                   {"device"},
+                   {"dtype"}});
+  layer_args::check_factory_kwargs(args, "BatchNorm2d");
+  num_features_ = args.get_int("num_features", 0);
+  eps_ = args.get_double("eps", 1e-5);
+  eps_repr_ = number_repr(args, "eps", 1, 1e-5);
+  momentum_repr_ = number_repr(args, "momentum", 2, 0.1);  // only training reads momentum
+  affine_ = args.get_bool("affine", true);
+  track_running_stats_ = args.get_bool("track_running_stats", true);
+  NNX_CHECK(num_features_ > 0, ErrorKind::format,
+            "BatchNorm2d: num_features must be positive, got ", num_features_);
+  NNX_CHECK(eps_ >= 0, ErrorKind::format, "BatchNorm2d: eps must not be negative, got ", eps_);
+  // PyTorch's state_dict order: parameters first, then buffers.
+  if (affine_) {
+    add_param("weight", Shape{num_features_});
+    add_param("bias", Shape{num_features_});
+  }
+  if (track_running_stats_) {
+    add_param("running_mean", Shape{num_features_}, false);
+    add_param("running_var", Shape{num_features_}, false);
+    add_param("num_batches_tracked", Shape{}, false, DType::i64);
+  }
+  RandomEngine unused;
+  init_params(unused);
+}
+
+std::string BatchNorm2d::repr() const {
+  return "BatchNorm2d(" + std::to_string(num_features_) + ", eps=" + eps_repr_ +
+         ", momentum=" + momentum_repr_ + ", affine=" + (affine_ ? "True" : "False") +
+         ", track_running_stats=" + (track_running_stats_ ? "True" : "False") + ")";
+}
+
+void BatchNorm2d::check_arity(int num_inputs, int num_outputs) const {
+  op_util::expect_inputs(num_inputs, 1, 1);
+  op_util::expect_outputs(num_outputs, 1, 1);
+}
+
+std::vector<int64_t> BatchNorm2d::infer_channels(std::span<const int64_t> in_channels,
+                                                 int num_outputs) const {
+  check_arity(int(in_channels.size()), num_outputs);
+  op_util::expect_channels(num_features_, in_channels[0]);
+  return {num_features_};
+}
+
+std::vector<TensorSpec> BatchNorm2d::infer_shapes(std::span<const TensorSpec> inputs,
+                                                  int num_outputs) const {
+  check_arity(int(inputs.size()), num_outputs);
+  op_util::expect_rank(inputs[0], 4);
+  NNX_CHECK(inputs[0].dtype == DType::f32, ErrorKind::unsupported,
+            "BatchNorm2d takes float32 input, found ", dtype_name(inputs[0].dtype));
+  op_util::expect_channels(num_features_, inputs[0].shape[1]);
+  if (!track_running_stats_) {
+    const Shape& s = inputs[0].shape;
+    NNX_CHECK(s[0] * s[2] * s[3] > 1, ErrorKind::shape,
+              "BatchNorm2d with track_running_stats=False normalises with batch statistics and "
+              "needs more than 1 value per channel, got input size ",
+              s.str());
+  }
+  return {TensorSpec{inputs[0].shape, DType::f32}};
+}
+
+int64_t BatchNorm2d::flops(std::span<const TensorSpec> inputs,
+                           std::span<const TensorSpec> outputs) const {
+  return outputs.empty() ? 0 : 2 * outputs[0].shape.numel();
+}
+
+void BatchNorm2d::init_params(RandomEngine&) {
+  // reset_parameters(): weight 1, bias 0, running_mean 0, running_var 1, counter 0.
+  if (affine_) {
+    mutable_param("weight").fill(1.0);
+    mutable_param("bias").fill(0.0);
+  }
+  if (track_running_stats_) {
+    mutable_param("running_mean").fill(0.0);
+    mutable_param("running_var").fill(1.0);
+    mutable_param("num_batches_tracked").fill(0.0);
+  }
+}
+
+void BatchNorm2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                              std::span<Tensor> outputs) const {
+  const Tensor input = inputs[0].contiguous();
+  const int64_t batch = input.size(0), channels = num_features_;
+  const int64_t plane = input.size(2) * input.size(3);
+  std::vector<double> mean(channels), variance(channels);
+  if (track_running_stats_) {
+    const Tensor running_mean = find_param("running_mean")->value.contiguous();
+    const Tensor running_var = find_param("running_var")->value.contiguous();
+    for (int64_t c = 0; c < channels; ++c) {
+      mean[c] = running_mean.data<float>()[c];
+      variance[c] = running_var.data<float>()[c];
+    }
+  } else {
+    cpu::channel_moments(batch, channels, plane, input.data<float>(), mean.data(), variance.data(),
+                         ctx.pool);
+  }
+  Tensor weight, bias;
+  if (affine_) {
+    weight = params()[0].value.contiguous();
+    bias = params()[1].value.contiguous();
+  }
+  std::vector<float> scale(channels), shift(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    const double inv_std = 1.0 / std::sqrt(variance[c] + eps_);
+    const double gamma = affine_ ? weight.data<float>()[c] : 1.0;
+    const double beta = affine_ ? bias.data<float>()[c] : 0.0;
+    scale[c] = float(inv_std * gamma);
+    shift[c] = float(beta - mean[c] * inv_std * gamma);
+  }
+  cpu::channel_affine(batch, channels, plane, input.data<float>(), scale.data(), shift.data(),
+                      outputs[0].data<float>(), ctx.pool);
+}
+
+std::shared_ptr<Op> make_batchnorm2d(const Call& call) {
+  return std::make_shared<BatchNorm2d>(call);
+}
+
+}  // namespace nnx

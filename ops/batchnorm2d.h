@@ -1,0 +1,41 @@
+// torch.nn.BatchNorm2d in inference: running statistics when tracked, else the batch's own
+// (as PyTorch does in eval mode with track_running_stats=False).
+#pragma once
+
+#include <memory>
+
+#include "nnx/op.h"
+
+namespace nnx {
+
+class BatchNorm2d : public Op {
+ public:
+  explicit BatchNorm2d(const Call& call);
+
+  std::string type() const override { return "BatchNorm2d"; }
+  std::string python_module() const override { return "torch.nn.modules.batchnorm"; }
+  std::string repr() const override;
+
+  void check_arity(int num_inputs, int num_outputs) const override;
+  std::vector<int64_t> infer_channels(std::span<const int64_t> in_channels,
+                                      int num_outputs) const override;
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                       int num_outputs) const override;
+  int64_t flops(std::span<const TensorSpec> inputs,
+                std::span<const TensorSpec> outputs) const override;
+  void init_params(RandomEngine& rng) override;
+
+ protected:
+  void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                   std::span<Tensor> outputs) const override;
+
+ private:
+  int64_t num_features_;
+  double eps_;
+  std::string eps_repr_, momentum_repr_;  // as PyTorch prints what it was given
+  bool affine_, track_running_stats_;
+};
+
+std::shared_ptr<Op> make_batchnorm2d(const Call& call);
+
+}  // namespace nnx

@@ -1,0 +1,242 @@
+// torch.nn.Conv2d (see conv2d.h). Non-zero padding modes pad a copy of the input first, exactly
+// as PyTorch's module does with F.pad before an unpadded convolution.
+#include "ops/conv2d.h"
+
+#include <cmath>
+
+#include "nnx/error.h"
+#include "ops/layer_args.h"
+
+namespace nnx {
+
+namespace {
+
+cpu::PadMode parse_padding_mode(const std::string& mode) {
+  if (mode == "zeros") return cpu::PadMode::zeros;
+  if (mode == "reflect") return cpu::PadMode::reflect;
+  if (mode == "replicate") return cpu::PadMode::replicate;
+  if (mode == "circular") return cpu::PadMode::circular;
+  fail(ErrorKind::format,
+       "padding_mode must be one of {'zeros', 'reflect', 'replicate', 'circular'}, but got "
+       "padding_mode='",
+       mode, "'");
+}
+
+const char* padding_mode_name(cpu::PadMode mode) {
+  switch (mode) {
+    case cpu::PadMode::zeros:
+      return "zeros";
+    case cpu::PadMode::reflect:
+      return "reflect";
+    case cpu::PadMode::replicate:
+      return "replicate";
+    case cpu::PadMode::circular:
+      return "circular";
+  }
+  return "zeros";
+}
+
+void fill_uniform(Tensor& t, float bound, RandomEngine& rng) {
+  std::uniform_real_distribution<float> dist(-bound, bound);
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
+}
+
+}  // namespace
+
+Conv2d::Conv2d(const Call& call) {
+  Args args(call, {{"in_channels", true},
+                   {"out_channels", true},
+                   {"kernel_size", true},
+                   {"stride"},
+                   {"padding"},
+                   {"dilation"},
+                   {"groups"},
+                   {"bias"},
+                   {"padding_mode"},
+                   {"device"},
+                   {"dtype"}});
+  layer_args::check_factory_kwargs(args, "Conv2d");
+  in_channels_ = args.get_int("in_channels", 0);
+  out_channels_ = args.get_int("out_channels", 0);
+  kernel_size_ = layer_args::int_pair(args, "kernel_size", 1);
+  stride_ = layer_args::int_pair(args, "stride", 1);
+  dilation_ = layer_args::int_pair(args, "dilation", 1);
+  groups_ = args.get_int("groups", 1);
+  has_bias_ = args.get_bool("bias", true);
+  padding_mode_ = parse_padding_mode(args.get_text("padding_mode", "zeros"));
+
+  if (const Value* padding = args.get("padding"); padding != nullptr && padding->is_text()) {
+    if (padding->as_text() == "same")
+      padding_kind_ = PaddingKind::same;
+    else if (padding->as_text() == "valid")
+      padding_kind_ = PaddingKind::valid;
+    else
+      fail(ErrorKind::format, "Invalid padding string '", padding->as_text(),
+           "', should be one of {'valid', 'same'}");
+  } else {
+    padding_ = layer_args::int_pair(args, "padding", 0);
+  }
+
+  NNX_CHECK(in_channels_ > 0 && out_channels_ > 0, ErrorKind::format,
+            "Conv2d: in_channels and out_channels must be positive, got ", in_channels_, " and ",
+            out_channels_);
+  layer_args::expect_at_least("Conv2d", "kernel_size", kernel_size_, 1);
+  layer_args::expect_at_least("Conv2d", "stride", stride_, 1);
+  layer_args::expect_at_least("Conv2d", "padding", padding_, 0);
+  layer_args::expect_at_least("Conv2d", "dilation", dilation_, 1);
+  NNX_CHECK(groups_ > 0, ErrorKind::format, "groups must be a positive integer, got ", groups_);
+  NNX_CHECK(in_channels_ % groups_ == 0, ErrorKind::format,
+            "in_channels must be divisible by groups (in_channels=", in_channels_,
+            ", groups=", groups_, ")");
+  NNX_CHECK(out_channels_ % groups_ == 0, ErrorKind::format,
+            "out_channels must be divisible by groups (out_channels=", out_channels_,
+            ", groups=", groups_, ")");
+  NNX_CHECK(padding_kind_ != PaddingKind::same || (stride_[0] == 1 && stride_[1] == 1),
+            ErrorKind::format, "padding='same' is not supported for strided convolutions (stride=",
+            op_util::tuple_repr(stride_), ")");
+
+  add_param("weight",
+            Shape{out_channels_, in_channels_ / groups_, kernel_size_[0], kernel_size_[1]});
+  if (has_bias_) add_param("bias", Shape{out_channels_});
+}
+
+std::string Conv2d::repr() const {
+  std::string s = "Conv2d(" + std::to_string(in_channels_) + ", " + std::to_string(out_channels_) +
+                  ", kernel_size=" + op_util::tuple_repr(kernel_size_) +
+                  ", stride=" + op_util::tuple_repr(stride_);
+  if (padding_kind_ == PaddingKind::same)
+    s += ", padding=same";
+  else if (padding_kind_ == PaddingKind::valid)
+    s += ", padding=valid";
+  else if (padding_[0] != 0 || padding_[1] != 0)
+    s += ", padding=" + op_util::tuple_repr(padding_);
+  if (dilation_[0] != 1 || dilation_[1] != 1) s += ", dilation=" + op_util::tuple_repr(dilation_);
+  if (groups_ != 1) s += ", groups=" + std::to_string(groups_);
+  if (!has_bias_) s += ", bias=False";
+  if (padding_mode_ != cpu::PadMode::zeros)
+    s += std::string(", padding_mode=") + padding_mode_name(padding_mode_);
+  return s + ")";
+}
+
+void Conv2d::check_arity(int num_inputs, int num_outputs) const {
+  op_util::expect_inputs(num_inputs, 1, 1);
+  op_util::expect_outputs(num_outputs, 1, 1);
+}
+
+std::vector<int64_t> Conv2d::infer_channels(std::span<const int64_t> in_channels,
+                                            int num_outputs) const {
+  check_arity(int(in_channels.size()), num_outputs);
+  op_util::expect_channels(in_channels_, in_channels[0]);
+  return {out_channels_};
+}
+
+Conv2d::SidePadding Conv2d::side_padding() const {
+  if (padding_kind_ == PaddingKind::valid) return {0, 0, 0, 0};
+  if (padding_kind_ == PaddingKind::explicit_sizes)
+    return {padding_[0], padding_[0], padding_[1], padding_[1]};
+  // 'same': PyTorch puts the odd extra row/column of the total on the bottom/right.
+  const int64_t total_h = dilation_[0] * (kernel_size_[0] - 1);
+  const int64_t total_w = dilation_[1] * (kernel_size_[1] - 1);
+  return {total_h / 2, total_h - total_h / 2, total_w / 2, total_w - total_w / 2};
+}
+
+cpu::Conv2dShape Conv2d::geometry(const Shape& input) const {
+  const SidePadding pad = side_padding();
+  const int64_t padded_h = input[2] + pad.top + pad.bottom;
+  const int64_t padded_w = input[3] + pad.left + pad.right;
+  const int64_t extent_h = dilation_[0] * (kernel_size_[0] - 1) + 1;
+  const int64_t extent_w = dilation_[1] * (kernel_size_[1] - 1) + 1;
+  NNX_CHECK(padded_h >= extent_h && padded_w >= extent_w, ErrorKind::shape,
+            "Conv2d: padded input size per channel (", padded_h, " x ", padded_w,
+            ") is smaller than the dilated kernel (", extent_h, " x ", extent_w, "), input shape ",
+            input.str());
+  cpu::Conv2dShape s;
+  s.batch = input[0];
+  s.in_channels = in_channels_;
+  s.in_h = input[2];
+  s.in_w = input[3];
+  s.out_channels = out_channels_;
+  s.out_h = (padded_h - extent_h) / stride_[0] + 1;
+  s.out_w = (padded_w - extent_w) / stride_[1] + 1;
+  s.kernel_h = kernel_size_[0];
+  s.kernel_w = kernel_size_[1];
+  s.stride_h = stride_[0];
+  s.stride_w = stride_[1];
+  s.pad_top = pad.top;
+  s.pad_left = pad.left;
+  s.dilation_h = dilation_[0];
+  s.dilation_w = dilation_[1];
+  s.groups = groups_;
+  return s;
+}
+
+std::vector<TensorSpec> Conv2d::infer_shapes(std::span<const TensorSpec> inputs,
+                                             int num_outputs) const {
+  check_arity(int(inputs.size()), num_outputs);
+  op_util::expect_rank(inputs[0], 4);
+  NNX_CHECK(inputs[0].dtype == DType::f32, ErrorKind::unsupported,
+            "Conv2d takes float32 input, found ", dtype_name(inputs[0].dtype));
+  const Shape& in = inputs[0].shape;
+  op_util::expect_channels(in_channels_, in[1]);
+  if (padding_mode_ != cpu::PadMode::zeros) {
+    const SidePadding pad = side_padding();
+    const int64_t most_h = std::max(pad.top, pad.bottom), most_w = std::max(pad.left, pad.right);
+    if (padding_mode_ == cpu::PadMode::reflect)
+      NNX_CHECK(most_h < in[2] && most_w < in[3], ErrorKind::shape, "Conv2d: reflect padding (",
+                most_h, ", ", most_w,
+                ") must be smaller than the input's height and width, input shape ", in.str());
+    if (padding_mode_ == cpu::PadMode::circular)
+      NNX_CHECK(most_h <= in[2] && most_w <= in[3], ErrorKind::shape, "Conv2d: circular padding (",
+                most_h, ", ", most_w,
+                ") must not exceed the input's height and width, input shape ", in.str());
+    if (padding_mode_ == cpu::PadMode::replicate)
+      NNX_CHECK((in[2] > 0 || most_h == 0) && (in[3] > 0 || most_w == 0), ErrorKind::shape,
+                "Conv2d: replicate padding needs a non-empty input, input shape ", in.str());
+  }
+  const cpu::Conv2dShape s = geometry(in);
+  return {TensorSpec{Shape{s.batch, out_channels_, s.out_h, s.out_w}, DType::f32}};
+}
+
+int64_t Conv2d::flops(std::span<const TensorSpec> inputs,
+                      std::span<const TensorSpec> outputs) const {
+  if (outputs.empty()) return 0;
+  const int64_t macs_per_output = (in_channels_ / groups_) * kernel_size_[0] * kernel_size_[1];
+  return 2 * outputs[0].shape.numel() * macs_per_output;
+}
+
+void Conv2d::init_params(RandomEngine& rng) {
+  // kaiming_uniform_(a=sqrt(5)) reduces to U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as does the bias.
+  const int64_t fan_in = (in_channels_ / groups_) * kernel_size_[0] * kernel_size_[1];
+  const float bound = 1.0f / std::sqrt(float(fan_in));
+  fill_uniform(mutable_param("weight"), bound, rng);
+  if (has_bias_) fill_uniform(mutable_param("bias"), bound, rng);
+}
+
+void Conv2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                         std::span<Tensor> outputs) const {
+  Tensor input = inputs[0].contiguous();
+  const Tensor weight = params()[0].value.contiguous();
+  const Tensor bias = has_bias_ ? params()[1].value.contiguous() : Tensor();
+  cpu::Conv2dShape s = geometry(input.shape());
+  const SidePadding pad = side_padding();
+  if (padding_mode_ != cpu::PadMode::zeros &&
+      (pad.top != 0 || pad.bottom != 0 || pad.left != 0 || pad.right != 0)) {
+    Tensor padded = Tensor::empty(Shape{s.batch, s.in_channels, s.in_h + pad.top + pad.bottom,
+                                        s.in_w + pad.left + pad.right});
+    cpu::pad2d(padding_mode_, input.data<float>(), s.batch * s.in_channels, s.in_h, s.in_w, pad.top,
+               pad.bottom, pad.left, pad.right, padded.data<float>(), ctx.pool);
+    input = padded;
+    s.in_h = padded.size(2);
+    s.in_w = padded.size(3);
+    s.pad_top = s.pad_left = 0;
+  }
+  cpu::conv2d(s, input.data<float>(), weight.data<float>(),
+              has_bias_ ? bias.data<float>() : nullptr, outputs[0].data<float>(), ctx.pool);
+}
+
+std::shared_ptr<Op> make_conv2d(const Call& call) {
+  return std::make_shared<Conv2d>(call);
+}
+
+}  // namespace nnx

@@ -1,0 +1,53 @@
+// torch.nn.Conv2d: arguments as PyTorch's signature takes them, shape rules, parameters and the
+// CPU forward (kernels/cpu/conv2d.h).
+#pragma once
+
+#include <array>
+#include <memory>
+
+#include "kernels/cpu/conv2d.h"
+#include "nnx/op.h"
+
+namespace nnx {
+
+class Conv2d : public Op {
+ public:
+  explicit Conv2d(const Call& call);
+
+  std::string type() const override { return "Conv2d"; }
+  std::string python_module() const override { return "torch.nn.modules.conv"; }
+  std::string repr() const override;
+
+  void check_arity(int num_inputs, int num_outputs) const override;
+  std::vector<int64_t> infer_channels(std::span<const int64_t> in_channels,
+                                      int num_outputs) const override;
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                       int num_outputs) const override;
+  int64_t flops(std::span<const TensorSpec> inputs,
+                std::span<const TensorSpec> outputs) const override;
+  void init_params(RandomEngine& rng) override;
+
+ protected:
+  void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                   std::span<Tensor> outputs) const override;
+
+ private:
+  enum class PaddingKind { explicit_sizes, same, valid };
+  // Padding of each side for an input of this height and width, as PyTorch applies it.
+  struct SidePadding {
+    int64_t top, bottom, left, right;
+  };
+  SidePadding side_padding() const;
+  cpu::Conv2dShape geometry(const Shape& input) const;
+
+  int64_t in_channels_, out_channels_;
+  std::array<int64_t, 2> kernel_size_, stride_, padding_{0, 0}, dilation_;
+  PaddingKind padding_kind_ = PaddingKind::explicit_sizes;
+  int64_t groups_;
+  bool has_bias_;
+  cpu::PadMode padding_mode_ = cpu::PadMode::zeros;
+};
+
+std::shared_ptr<Op> make_conv2d(const Call& call);
+
+}  // namespace nnx

@@ -1,0 +1,95 @@
+// torch.nn.Linear (see linear.h); the body is kernels/cpu/linear.
+#include "ops/linear.h"
+
+#include <cmath>
+
+#include "kernels/cpu/linear.h"
+#include "nnx/error.h"
+#include "ops/layer_args.h"
+
+namespace nnx {
+
+Linear::Linear(const Call& call) {
+  Args args(call, {{"in_features", true}, {"out_features", true}, {"bias"}, {"device"}, {"dtype"}});
+  layer_args::check_factory_kwargs(args, "Linear");
+  in_features_ = args.get_int("in_features", 0);
+  out_features_ = args.get_int("out_features", 0);
+  has_bias_ = args.get_bool("bias", true);
+  NNX_CHECK(in_features_ >= 0 && out_features_ >= 0, ErrorKind::format,
+            "Linear: in_features and out_features must not be negative, got ", in_features_,
+            " and ", out_features_);
+  add_param("weight", Shape{out_features_, in_features_});
+  if (has_bias_) add_param("bias", Shape{out_features_});
+}
+
+std::string Linear::repr() const {
+  return "Linear(in_features=" + std::to_string(in_features_) +
+         ", out_features=" + std::to_string(out_features_) +
+         ", bias=" + (has_bias_ ? "True" : "False") + ")";
+}
+
+void Linear::check_arity(int num_inputs, int num_outputs) const {
+  op_util::expect_inputs(num_inputs, 1, 1);
+  op_util::expect_outputs(num_outputs, 1, 1);
+}
+
+// The description format records a Linear's channels as its features (the typical input is
+// [batch, features], or comes after a Flatten whose channels are unknown).
+std::vector<int64_t> Linear::infer_channels(std::span<const int64_t> in_channels,
+                                            int num_outputs) const {
+  check_arity(int(in_channels.size()), num_outputs);
+  op_util::expect_channels(in_features_, in_channels[0], "input features");
+  return {out_features_};
+}
+
+std::vector<TensorSpec> Linear::infer_shapes(std::span<const TensorSpec> inputs,
+                                             int num_outputs) const {
+  check_arity(int(inputs.size()), num_outputs);
+  const Shape& in = inputs[0].shape;
+  NNX_CHECK(inputs[0].dtype == DType::f32, ErrorKind::unsupported,
+            "Linear takes float32 input, found ", dtype_name(inputs[0].dtype));
+  NNX_CHECK(in.size() >= 1, ErrorKind::shape,
+            "Linear: expected an input of rank 1 or more, found a scalar");
+  NNX_CHECK(in.back() == in_features_, ErrorKind::shape, "Linear: expected ", in_features_,
+            " input features in the last dimension, found ", in.back(), " (input shape ", in.str(),
+            ")");
+  Shape out = in;
+  out[out.size() - 1] = out_features_;
+  return {TensorSpec{out, DType::f32}};
+}
+
+int64_t Linear::flops(std::span<const TensorSpec> inputs,
+                      std::span<const TensorSpec> outputs) const {
+  if (outputs.empty()) return 0;
+  return 2 * outputs[0].shape.numel() * in_features_;
+}
+
+void Linear::init_params(RandomEngine& rng) {
+  // kaiming_uniform_(a=sqrt(5)) reduces to U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as does the bias.
+  if (in_features_ == 0) return;
+  const float bound = 1.0f / std::sqrt(float(in_features_));
+  std::uniform_real_distribution<float> dist(-bound, bound);
+  for (const char* name : {"weight", "bias"}) {
+    if (!has_bias_ && std::string_view(name) == "bias") continue;
+    Tensor& t = mutable_param(name);
+    float* p = t.data<float>();
+    for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
+  }
+}
+
+void Linear::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                         std::span<Tensor> outputs) const {
+  const Tensor input = inputs[0].contiguous();
+  const Tensor weight = params()[0].value.contiguous();
+  const Tensor bias = has_bias_ ? params()[1].value.contiguous() : Tensor();
+  const int64_t rows = in_features_ == 0 ? outputs[0].numel() / std::max<int64_t>(1, out_features_)
+                                         : input.numel() / in_features_;
+  cpu::linear(rows, in_features_, out_features_, input.data<float>(), weight.data<float>(),
+              has_bias_ ? bias.data<float>() : nullptr, outputs[0].data<float>(), ctx.pool);
+}
+
+std::shared_ptr<Op> make_linear(const Call& call) {
+  return std::make_shared<Linear>(call);
+}
+
+}  // namespace nnx

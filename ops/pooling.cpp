@@ -1,0 +1,236 @@
+// torch.nn.MaxPool2d, AvgPool2d and AdaptiveAvgPool2d (see pooling.h). Reprs keep each argument
+// as it was written, since PyTorch's modules store and print them unconverted.
+#include "ops/pooling.h"
+
+#include "nnx/error.h"
+#include "ops/layer_args.h"
+
+namespace nnx {
+
+namespace {
+
+// Python's str() of an argument as the module stores it, or `fallback` when absent or None.
+std::string arg_repr(const Args& args, std::string_view name, const std::string& fallback) {
+  const Value* value = args.get(name);
+  return value == nullptr || value->is_none() ? fallback : value->repr();
+}
+
+int64_t floor_div(int64_t a, int64_t b) {
+  return a / b - ((a % b != 0) && ((a < 0) != (b < 0)));
+}
+
+// PyTorch's pooling_output_shape: with ceil_mode, a last window that would start in the right
+// padding is dropped.
+int64_t pooled_size(int64_t in, int64_t kernel, int64_t pad, int64_t stride, int64_t dilation,
+                    bool ceil_mode) {
+  int64_t out =
+      floor_div(in + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0), stride) +
+      1;
+  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
+  return out;
+}
+
+// Kernel, stride (default: the kernel), padding; and PyTorch's checks of them.
+PoolWindow parse_window(const Args& args, std::string_view op) {
+  PoolWindow w;
+  w.kernel = layer_args::int_pair(args, "kernel_size", 1, true);
+  w.stride = args.has("stride") ? layer_args::int_pair(args, "stride", 1, true) : w.kernel;
+  w.padding = layer_args::int_pair(args, "padding", 0, true);
+  w.ceil_mode = args.get_bool("ceil_mode", false);
+  layer_args::expect_at_least(op, "kernel_size", w.kernel, 1);
+  layer_args::expect_at_least(op, "stride", w.stride, 1);
+  layer_args::expect_at_least(op, "padding", w.padding, 0);
+  NNX_CHECK(w.kernel[0] / 2 >= w.padding[0] && w.kernel[1] / 2 >= w.padding[1], ErrorKind::format,
+            op, ": pad should be smaller than or equal to half of kernel size, but got padding=",
+            op_util::tuple_repr(w.padding), ", kernel_size=", op_util::tuple_repr(w.kernel));
+  return w;
+}
+
+}  // namespace
+
+cpu::Pool2dShape PoolWindow::shape(std::string_view op, const Shape& input) const {
+  cpu::Pool2dShape s;
+  s.planes = input[0] * input[1];
+  s.in_h = input[2];
+  s.in_w = input[3];
+  s.kernel_h = kernel[0];
+  s.kernel_w = kernel[1];
+  s.stride_h = stride[0];
+  s.stride_w = stride[1];
+  s.pad_h = padding[0];
+  s.pad_w = padding[1];
+  s.dilation_h = dilation[0];
+  s.dilation_w = dilation[1];
+  s.out_h = pooled_size(s.in_h, s.kernel_h, s.pad_h, s.stride_h, s.dilation_h, ceil_mode);
+  s.out_w = pooled_size(s.in_w, s.kernel_w, s.pad_w, s.stride_w, s.dilation_w, ceil_mode);
+  NNX_CHECK(s.out_h >= 1 && s.out_w >= 1, ErrorKind::shape, op, ": input size ", input.str(),
+            " gives output size (", s.out_h, " x ", s.out_w, "), which is too small");
+  return s;
+}
+
+void Pool2dOp::check_arity(int num_inputs, int num_outputs) const {
+  op_util::expect_inputs(num_inputs, 1, 1);
+  op_util::expect_outputs(num_outputs, 1, 1);
+}
+
+std::vector<int64_t> Pool2dOp::infer_channels(std::span<const int64_t> in_channels,
+                                              int num_outputs) const {
+  check_arity(int(in_channels.size()), num_outputs);
+  return {in_channels[0]};
+}
+
+void Pool2dOp::check_input(std::span<const TensorSpec> inputs, int num_outputs) const {
+  check_arity(int(inputs.size()), num_outputs);
+  op_util::expect_rank(inputs[0], 4);
+  NNX_CHECK(inputs[0].dtype == DType::f32, ErrorKind::unsupported, type(),
+            " takes float32 input, found ", dtype_name(inputs[0].dtype));
+}
+
+// ---- MaxPool2d
+
+MaxPool2d::MaxPool2d(const Call& call) {
+  Args args(call, {{"kernel_size", true},
+                   {"stride"},
+                   {"padding"},
+                   {"dilation"},
+                   {"return_indices"},
+                   {"ceil_mode"}});
+  window_ = parse_window(args, "MaxPool2d");
+  window_.dilation = layer_args::int_pair(args, "dilation", 1, true);
+  layer_args::expect_at_least("MaxPool2d", "dilation", window_.dilation, 1);
+  NNX_CHECK(!args.get_bool("return_indices", false), ErrorKind::unsupported,
+            "MaxPool2d: return_indices=True is not supported: the op has one output, the pooled "
+            "values");
+  const std::string kernel = arg_repr(args, "kernel_size", "");
+  repr_ = "MaxPool2d(kernel_size=" + kernel + ", stride=" + arg_repr(args, "stride", kernel) +
+          ", padding=" + arg_repr(args, "padding", "0") +
+          ", dilation=" + arg_repr(args, "dilation", "1") +
+          ", ceil_mode=" + arg_repr(args, "ceil_mode", "False") + ")";
+}
+
+std::string MaxPool2d::repr() const {
+  return repr_;
+}
+
+std::vector<TensorSpec> MaxPool2d::infer_shapes(std::span<const TensorSpec> inputs,
+                                                int num_outputs) const {
+  check_input(inputs, num_outputs);
+  const Shape& in = inputs[0].shape;
+  const cpu::Pool2dShape s = window_.shape("MaxPool2d", in);
+  return {TensorSpec{Shape{in[0], in[1], s.out_h, s.out_w}, DType::f32}};
+}
+
+int64_t MaxPool2d::flops(std::span<const TensorSpec> inputs,
+                         std::span<const TensorSpec> outputs) const {
+  return outputs.empty() ? 0 : outputs[0].shape.numel() * window_.kernel[0] * window_.kernel[1];
+}
+
+void MaxPool2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                            std::span<Tensor> outputs) const {
+  const Tensor input = inputs[0].contiguous();
+  const cpu::Pool2dShape s = window_.shape("MaxPool2d", input.shape());
+  cpu::max_pool2d(s, input.data<float>(), outputs[0].data<float>(), ctx.pool);
+}
+
+// ---- AvgPool2d
+
+AvgPool2d::AvgPool2d(const Call& call) {
+  Args args(call, {{"kernel_size", true},
+                   {"stride"},
+                   {"padding"},
+                   {"ceil_mode"},
+                   {"count_include_pad"},
+                   {"divisor_override"}});
+  window_ = parse_window(args, "AvgPool2d");
+  count_include_pad_ = args.get_bool("count_include_pad", true);
+  if (args.has("divisor_override")) {
+    divisor_override_ = args.get_int("divisor_override", 0);
+    NNX_CHECK(divisor_override_ != 0, ErrorKind::format,
+              "AvgPool2d: divisor_override must be not zero");
+  }
+  const std::string kernel = arg_repr(args, "kernel_size", "");
+  repr_ = "AvgPool2d(kernel_size=" + kernel + ", stride=" + arg_repr(args, "stride", kernel) +
+          ", padding=" + arg_repr(args, "padding", "0") + ")";
+}
+
+std::vector<TensorSpec> AvgPool2d::infer_shapes(std::span<const TensorSpec> inputs,
+                                                int num_outputs) const {
+  check_input(inputs, num_outputs);
+  const Shape& in = inputs[0].shape;
+  const cpu::Pool2dShape s = window_.shape("AvgPool2d", in);
+  return {TensorSpec{Shape{in[0], in[1], s.out_h, s.out_w}, DType::f32}};
+}
+
+int64_t AvgPool2d::flops(std::span<const TensorSpec> inputs,
+                         std::span<const TensorSpec> outputs) const {
+  return outputs.empty() ? 0 : outputs[0].shape.numel() * window_.kernel[0] * window_.kernel[1];
+}
+
+void AvgPool2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                            std::span<Tensor> outputs) const {
+  const Tensor input = inputs[0].contiguous();
+  const cpu::Pool2dShape s = window_.shape("AvgPool2d", input.shape());
+  cpu::avg_pool2d(s, count_include_pad_, divisor_override_, input.data<float>(),
+                  outputs[0].data<float>(), ctx.pool);
+}
+
+// ---- AdaptiveAvgPool2d
+
+AdaptiveAvgPool2d::AdaptiveAvgPool2d(const Call& call) {
+  Args args(call, {{"output_size", true}});
+  const Value* value = args.get("output_size");
+  NNX_CHECK(value != nullptr, ErrorKind::format,
+            "AdaptiveAvgPool2d: output_size must be an int or a pair of ints, got None");
+  auto entry = [&](const Value& v) -> std::optional<int64_t> {
+    if (v.is_none()) return std::nullopt;
+    if (!v.is_int()) args.bad_type("output_size", "an int or a pair of ints or None");
+    NNX_CHECK(v.as_int() >= 0, ErrorKind::format,
+              "AdaptiveAvgPool2d: output_size must not be negative, got ", value->repr());
+    return v.as_int();
+  };
+  if (value->is_sequence()) {
+    if (value->items().size() != 2) args.bad_type("output_size", "an int or a pair of ints");
+    output_size_ = {entry(value->items()[0]), entry(value->items()[1])};
+  } else {
+    output_size_ = {entry(*value), entry(*value)};
+  }
+  repr_ = "AdaptiveAvgPool2d(output_size=" + value->repr() + ")";
+}
+
+std::vector<TensorSpec> AdaptiveAvgPool2d::infer_shapes(std::span<const TensorSpec> inputs,
+                                                        int num_outputs) const {
+  check_input(inputs, num_outputs);
+  const Shape& in = inputs[0].shape;
+  NNX_CHECK(in[2] > 0 && in[3] > 0, ErrorKind::shape,
+            "AdaptiveAvgPool2d: expected an input with non-zero height and width, found ",
+            in.str());
+  return {TensorSpec{
+      Shape{in[0], in[1], output_size_[0].value_or(in[2]), output_size_[1].value_or(in[3])},
+      DType::f32}};
+}
+
+int64_t AdaptiveAvgPool2d::flops(std::span<const TensorSpec> inputs,
+                                 std::span<const TensorSpec> outputs) const {
+  return inputs.empty() ? 0 : inputs[0].shape.numel();
+}
+
+void AdaptiveAvgPool2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                    std::span<Tensor> outputs) const {
+  const Tensor input = inputs[0].contiguous();
+  const Shape& in = input.shape();
+  const Shape& out = outputs[0].shape();
+  cpu::adaptive_avg_pool2d(in[0] * in[1], in[2], in[3], out[2], out[3], input.data<float>(),
+                           outputs[0].data<float>(), ctx.pool);
+}
+
+std::shared_ptr<Op> make_maxpool2d(const Call& call) {
+  return std::make_shared<MaxPool2d>(call);
+}
+std::shared_ptr<Op> make_avgpool2d(const Call& call) {
+  return std::make_shared<AvgPool2d>(call);
+}
+std::shared_ptr<Op> make_adaptive_avgpool2d(const Call& call) {
+  return std::make_shared<AdaptiveAvgPool2d>(call);
+}
+
+}  // namespace nnx

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "graph/graph.h"
+#include "importer/json.h"
 #include "nnx/nnx.h"
 #include "test_util.h"
 
@@ -41,7 +42,9 @@ Result sh(const std::string& command) {
   return r;
 }
 
-std::string nnx_cli() { return NNX_CLI_PATH; }
+std::string nnx_cli() {
+  return NNX_CLI_PATH;
+}
 std::string original(const std::string& name) {
   return std::string(NNX_SHARED_DIR) + "/fixtures/original-package/" + name;
 }
@@ -70,6 +73,33 @@ TEST_F(Cli, RunWritesOutputsAndPrintsShapes) {
   EXPECT_EQ(out0.dtype(), DType::f32);
 }
 
+// `nnx run` itself on the original package's files (two-file, one-file with two inputs, flat
+// keys, shared weights) against the outputs PyTorch computed for the same inputs.
+TEST_F(Cli, RunMatchesPyTorchOnTheOriginalPackagesFiles) {
+  if (std::string(NNX_PYTHON).empty())
+    GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
+  for (const char* name :
+       {"original_tmp", "original_onefile", "original_onefile_b2", "flat_keys"}) {
+    fs::path folder = fs::path(NNX_FIXTURE_DIR) / "models" / name;
+    ASSERT_TRUE(fs::exists(folder / "case.json")) << folder;
+    json::Value meta = json::parse_file((folder / "case.json").string());
+    std::string command = nnx_cli() + " run " + (folder / meta.find("arch")->str).string();
+    if (const json::Value* w = meta.find("weights"); w && w->is_string())
+      command += " --weights " + (folder / w->str).string();
+    for (auto& in : meta.find("inputs")->array) command += " --input " + (folder / in.str).string();
+    std::string out = path(name);
+    Result r = sh(command + " --out " + out);
+    ASSERT_EQ(r.status, 0) << name << ": " << r.err;
+    const auto& refs = meta.find("refs")->array;
+    for (size_t k = 0; k < refs.size(); ++k) {
+      Tensor got = read_npy(out + "/out" + std::to_string(k) + ".npy");
+      Tensor ref = read_npy((folder / refs[k].str).string());
+      EXPECT_LE(testing_util::relative_error(got, ref), 1e-4) << name << " output " << k;
+    }
+    EXPECT_FALSE(fs::exists(out + "/out" + std::to_string(refs.size()) + ".npy")) << name;
+  }
+}
+
 TEST_F(Cli, UsageErrorsExitTwo) {
   EXPECT_EQ(sh(nnx_cli()).status, 2);
   EXPECT_EQ(sh(nnx_cli() + " frobnicate x.json").status, 2);
@@ -77,7 +107,8 @@ TEST_F(Cli, UsageErrorsExitTwo) {
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("--bogus"), std::string::npos) << r.err;
   EXPECT_EQ(sh(nnx_cli() + " run " + original("tmp.json") + " --shape 1,x,3").status, 2);
-  EXPECT_EQ(sh(nnx_cli() + " convert " + original("tmp.json") + " --out " + path("m.txt")).status, 2);
+  EXPECT_EQ(sh(nnx_cli() + " convert " + original("tmp.json") + " --out " + path("m.txt")).status,
+            2);
 }
 
 TEST_F(Cli, BadInputExitsOneWithOneLinePerFaultAndNoOutput) {
@@ -98,7 +129,8 @@ TEST_F(Cli, BadInputExitsOneWithOneLinePerFaultAndNoOutput) {
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find(path("nope.pth")), std::string::npos) << r.err;
   // Wrong input channels.
-  r = sh(nnx_cli() + " run " + original("tmp.json") + " --weights " + original("tmp.pth") + " --shape 1,4,8,8");
+  r = sh(nnx_cli() + " run " + original("tmp.json") + " --weights " + original("tmp.pth") +
+         " --shape 1,4,8,8");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("expected 3 channels, found 4"), std::string::npos) << r.err;
 }
@@ -116,7 +148,8 @@ TEST_F(Cli, InfoPrintsNodesAndTotals) {
   EXPECT_NE(r.out.find("Conv2d"), std::string::npos);
   EXPECT_NE(r.out.find("parameters:"), std::string::npos);
   EXPECT_NE(r.out.find("planned"), std::string::npos);
-  r = sh(nnx_cli() + " info " + original("tmp.json") + " --weights " + original("tmp.pth") + " --json");
+  r = sh(nnx_cli() + " info " + original("tmp.json") + " --weights " + original("tmp.pth") +
+         " --json");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out.front(), '{');
   EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "exactly one JSON object on stdout";
@@ -128,16 +161,19 @@ TEST_F(Cli, InfoPrintsNodesAndTotals) {
 TEST_F(Cli, ConvertRoundTripsThroughPyTorch) {
   Model original_model = load(original("tmp.json"), original("tmp.pth"));
   Tensor input = Tensor::empty({1, 3, 24, 24});
-  for (int64_t i = 0; i < input.numel(); ++i) input.data<float>()[i] = float((i * 7919) % 1000) / 500.0f - 1.0f;
+  for (int64_t i = 0; i < input.numel(); ++i)
+    input.data<float>()[i] = float((i * 7919) % 1000) / 500.0f - 1.0f;
   write_npy(path("in0.npy"), input);
   Tensor expected = Executor(original_model, {.threads = 1})(input)[0];
   for (std::string target : {"two.json", "one.pth", "flat.safetensors"}) {
-    Result r = sh(nnx_cli() + " convert " + original("tmp.json") + " --weights " + original("tmp.pth") +
-                  " --out " + path(target));
+    Result r = sh(nnx_cli() + " convert " + original("tmp.json") + " --weights " +
+                  original("tmp.pth") + " --out " + path(target));
     ASSERT_EQ(r.status, 0) << target << ": " << r.err;
-    std::string arch = target == "one.pth" ? path("one.pth") : path(fs::path(target).stem().string() + ".json");
-    std::string weights = target == "two.json" ? path("two.pth")
-                          : target == "flat.safetensors" ? path("flat.safetensors") : "";
+    std::string arch =
+        target == "one.pth" ? path("one.pth") : path(fs::path(target).stem().string() + ".json");
+    std::string weights = target == "two.json"           ? path("two.pth")
+                          : target == "flat.safetensors" ? path("flat.safetensors")
+                                                         : "";
     Model back = load(arch, weights);
     ASSERT_EQ(back.graph().layers.size(), original_model.graph().layers.size());
     for (size_t l = 0; l < back.graph().layers.size(); ++l) {
@@ -145,22 +181,26 @@ TEST_F(Cli, ConvertRoundTripsThroughPyTorch) {
       const auto& b = back.graph().layers[l].op->params();
       ASSERT_EQ(a.size(), b.size());
       for (size_t p = 0; p < a.size(); ++p)
-        EXPECT_TRUE(a[p].value.bitwise_equal(b[p].value)) << target << " layer " << l << " " << a[p].name;
+        EXPECT_TRUE(a[p].value.bitwise_equal(b[p].value))
+            << target << " layer " << l << " " << a[p].name;
     }
     Tensor got = Executor(back, {.threads = 1})(input)[0];
     EXPECT_TRUE(got.bitwise_equal(expected)) << target;
   }
-  if (std::string(NNX_PYTHON).empty()) GTEST_SKIP() << "no Python with torch: PyTorch side of the round trip not checked";
+  if (std::string(NNX_PYTHON).empty())
+    GTEST_SKIP() << "no Python with torch: PyTorch side of the round trip not checked";
   std::string py = std::string(NNX_PYTHON);
   std::string pythonpath = "PYTHONPATH=" + std::string(NNX_SOURCE_DIR) + "/python ";
-  for (auto [arch, weights] : {std::pair<std::string, std::string>{path("two.json"), path("two.pth")},
-                               {path("one.pth"), ""}}) {
+  for (auto [arch, weights] :
+       {std::pair<std::string, std::string>{path("two.json"), path("two.pth")},
+        {path("one.pth"), ""}}) {
     std::string check = weights.empty() ? arch : weights;
     Result r = sh(py + " -c \"import torch; torch.load('" + check + "', weights_only=True)\"");
     ASSERT_EQ(r.status, 0) << "torch.load(weights_only=True) refused " << check << ": " << r.err;
     fs::remove_all(path("ref"));
-    r = sh(pythonpath + py + " -m nnx_ref run " + arch + (weights.empty() ? "" : " --weights " + weights) +
-           " --input " + path("in0.npy") + " --out " + path("ref"));
+    r = sh(pythonpath + py + " -m nnx_ref run " + arch +
+           (weights.empty() ? "" : " --weights " + weights) + " --input " + path("in0.npy") +
+           " --out " + path("ref"));
     ASSERT_EQ(r.status, 0) << r.err;
     Tensor ref = read_npy(path("ref/out0.npy"));
     EXPECT_LE(testing_util::relative_error(expected, ref), 1e-4) << arch;
@@ -171,7 +211,8 @@ TEST_F(Cli, BenchPrintsJson) {
   Result r = sh(nnx_cli() + " bench " + original("tmp.json") + " --weights " + original("tmp.pth") +
                 " --shape 1,3,32,32 --iters 3 --warmup 1 --json");
   ASSERT_EQ(r.status, 0) << r.err;
-  for (const char* key : {"\"median_ms\"", "\"p90_ms\"", "\"load_ms\"", "\"first_run_ms\"", "\"peak_rss_mb\"", "\"threads\""})
+  for (const char* key : {"\"median_ms\"", "\"p90_ms\"", "\"load_ms\"", "\"first_run_ms\"",
+                          "\"peak_rss_mb\"", "\"threads\""})
     EXPECT_NE(r.out.find(key), std::string::npos) << key << " in " << r.out;
 }
 

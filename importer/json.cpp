@@ -21,6 +21,53 @@
 
 namespace nnx::json {
 
+Value null() {
+  return Value();
+}
+Value boolean(bool b) {
+  Value v;
+  v.kind = Value::Kind::boolean;
+  v.b = b;
+  return v;
+}
+Value integer(int64_t i) {
+  Value v;
+  v.kind = Value::Kind::number;
+  v.is_integer = true;
+  v.integer = i;
+  v.number = double(i);
+  return v;
+}
+Value number(double d) {
+  Value v;
+  v.kind = Value::Kind::number;
+  v.number = d;
+  return v;
+}
+Value string(std::string s) {
+  Value v;
+  v.kind = Value::Kind::string;
+  v.str = std::move(s);
+  return v;
+}
+Value array(std::vector<Value> items) {
+  Value v;
+  v.kind = Value::Kind::array;
+  v.array = std::move(items);
+  return v;
+}
+Value object(std::vector<std::pair<std::string, Value>> members) {
+  Value v;
+  v.kind = Value::Kind::object;
+  v.object = std::move(members);
+  return v;
+}
+Value integers(const std::vector<int64_t>& items) {
+  std::vector<Value> values;
+  for (int64_t i : items) values.push_back(integer(i));
+  return array(std::move(values));
+}
+
 Value::Value() = default;
 Value::~Value() = default;
 Value::Value(const Value&) = default;

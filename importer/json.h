@@ -41,12 +41,23 @@ struct Value {
   const char* kind_name() const;
 };
 
+// Building values to dump.
+Value null();
+Value boolean(bool b);
+Value integer(int64_t i);
+Value number(double d);
+Value string(std::string s);
+Value array(std::vector<Value> items);
+Value object(std::vector<std::pair<std::string, Value>> members);
+Value integers(const std::vector<int64_t>& items);
+
 // Throws Error(format) "FILE:LINE:COLUMN: message" on a syntax error; `name` is the file name
 // used in messages. Duplicate object keys: the last one wins, as in Python.
 Value parse(std::string_view text, const std::string& name);
 Value parse_file(const std::string& path);
 
-// Writes as Python's json.dump(indent=4) does (", " and ": " separators; NaN as NaN).
+// Writes as Python's json.dump(indent=4) does (one member per line; NaN as NaN); a negative
+// indent writes one line, as json.dumps() does.
 std::string dump(const Value& value, int indent = 4);
 
 }  // namespace nnx::json

@@ -20,66 +20,44 @@ namespace {
 
 namespace fs = std::filesystem;
 
-json::Value jint(int64_t v) {
-  json::Value j;
-  j.kind = json::Value::Kind::number;
-  j.is_integer = true;
-  j.integer = v;
-  j.number = double(v);
-  return j;
-}
-json::Value jstr(std::string s) {
-  json::Value j;
-  j.kind = json::Value::Kind::string;
-  j.str = std::move(s);
-  return j;
-}
-json::Value jarr(std::vector<json::Value> items) {
-  json::Value j;
-  j.kind = json::Value::Kind::array;
-  j.array = std::move(items);
-  return j;
-}
-json::Value jints(const std::vector<int64_t>& v) {
-  std::vector<json::Value> items;
-  for (int64_t x : v) items.push_back(jint(x));
-  return jarr(std::move(items));
-}
-
 json::Value description_json(const Graph& g) {
   std::vector<json::Value> connections, outputs, layers;
   for (size_t n = 1; n < g.nodes.size(); ++n)
     for (size_t i = 0; i < g.nodes[n].inputs.size(); ++i) {
       const PortRef& in = g.nodes[n].inputs[i];
-      connections.push_back(jints({in.node, in.port, int64_t(n), int64_t(i)}));
+      connections.push_back(json::integers({in.node, in.port, int64_t(n), int64_t(i)}));
     }
   for (size_t k = 0; k < g.outputs.size(); ++k)
-    outputs.push_back(jints({g.outputs[k].node, g.outputs[k].port, int64_t(k)}));
+    outputs.push_back(json::integers({g.outputs[k].node, g.outputs[k].port, int64_t(k)}));
   for (const Layer& layer : g.layers) {
     const Node& first = g.nodes[size_t(layer.nodes[0])];
     std::vector<int64_t> in_ch;
-    for (const PortRef& in : first.inputs) in_ch.push_back(g.nodes[size_t(in.node)].out_channels[size_t(in.port)]);
+    for (const PortRef& in : first.inputs)
+      in_ch.push_back(g.nodes[size_t(in.node)].out_channels[size_t(in.port)]);
     std::vector<int64_t> nodes(layer.nodes.begin(), layer.nodes.end());
     std::string module = layer.op->python_module();
-    layers.push_back(jarr({jints(nodes), jstr((module.empty() ? "" : module + ".") + layer.op->repr()),
-                           jarr({jints(in_ch), jints(first.out_channels)})}));
+    layers.push_back(
+        json::array({json::integers(nodes),
+                     json::string((module.empty() ? "" : module + ".") + layer.op->repr()),
+                     json::array({json::integers(in_ch), json::integers(first.out_channels)})}));
   }
-  json::Value root;
-  root.kind = json::Value::Kind::object;
-  root.object.emplace_back("connections", jarr(std::move(connections)));
-  root.object.emplace_back("outputs", jarr(std::move(outputs)));
-  root.object.emplace_back("inputs_channels", jints(g.inputs_channels));
-  root.object.emplace_back("outputs_channels", jints(g.outputs_channels));
-  root.object.emplace_back("layers", jarr(std::move(layers)));
-  return root;
+  return json::object({{"connections", json::array(std::move(connections))},
+                       {"outputs", json::array(std::move(outputs))},
+                       {"inputs_channels", json::integers(g.inputs_channels)},
+                       {"outputs_channels", json::integers(g.outputs_channels)},
+                       {"layers", json::array(std::move(layers))}});
 }
 
 py::ObjectPtr pickle_from_json(const json::Value& v) {
   switch (v.kind) {
-    case json::Value::Kind::null: return py::Object::none();
-    case json::Value::Kind::boolean: return py::Object::boolean(v.b);
-    case json::Value::Kind::number: return v.is_integer ? py::Object::integer(v.integer) : py::Object::real(v.number);
-    case json::Value::Kind::string: return py::Object::string(v.str);
+    case json::Value::Kind::null:
+      return py::Object::none();
+    case json::Value::Kind::boolean:
+      return py::Object::boolean(v.b);
+    case json::Value::Kind::number:
+      return v.is_integer ? py::Object::integer(v.integer) : py::Object::real(v.number);
+    case json::Value::Kind::string:
+      return py::Object::string(v.str);
     case json::Value::Kind::array: {
       std::vector<py::ObjectPtr> items;
       for (auto& x : v.array) items.push_back(pickle_from_json(x));
@@ -87,7 +65,8 @@ py::ObjectPtr pickle_from_json(const json::Value& v) {
     }
     case json::Value::Kind::object: {
       std::vector<std::pair<py::ObjectPtr, py::ObjectPtr>> entries;
-      for (auto& [k, x] : v.object) entries.emplace_back(py::Object::string(k), pickle_from_json(x));
+      for (auto& [k, x] : v.object)
+        entries.emplace_back(py::Object::string(k), pickle_from_json(x));
       return py::Object::dict(std::move(entries));
     }
   }
@@ -127,8 +106,8 @@ void write_text_atomic(const std::string& path, const std::string& text) {
 
 // Writes the description beside a weights file written by `write_weights`; on any failure
 // neither file exists.
-void save_pair(const std::string& json_path, const std::string& weights_path, const std::string& text,
-               const std::function<void()>& write_weights) {
+void save_pair(const std::string& json_path, const std::string& weights_path,
+               const std::string& text, const std::function<void()>& write_weights) {
   std::error_code ec;
   bool json_existed = fs::exists(json_path, ec);
   write_text_atomic(json_path, text);
@@ -152,7 +131,8 @@ void Model::save(const std::string& path) const {
   if (p.has_parent_path() && !p.parent_path().empty()) fs::create_directories(p.parent_path());
   json::Value desc = description_json(g);
   if (ext == ".json") {
-    save_pair(path, stem + ".pth", json::dump(desc), [&] { write_pth(stem + ".pth", *state_dict_list(g)); });
+    save_pair(path, stem + ".pth", json::dump(desc),
+              [&] { write_pth(stem + ".pth", *state_dict_list(g)); });
   } else if (ext == ".pth" || ext == ".pt") {
     auto top = pickle_from_json(desc);
     auto entries = top->entries;
@@ -162,10 +142,12 @@ void Model::save(const std::string& path) const {
     NamedTensors flat;
     for (const Layer& layer : g.layers)
       for (const Param& prm : layer.op->params())
-        flat.emplace_back(flat_key(size_t(layer.description_index), layer.op->type(), prm.name), prm.value);
+        flat.emplace_back(flat_key(size_t(layer.description_index), layer.op->type(), prm.name),
+                          prm.value);
     save_pair(stem + ".json", path, json::dump(desc), [&] { write_safetensors(path, flat); });
   } else {
-    fail(ErrorKind::usage, path, ": unknown output format '", ext, "' (expected .json, .pth or .safetensors)");
+    fail(ErrorKind::usage, path, ": unknown output format '", ext,
+         "' (expected .json, .pth or .safetensors)");
   }
 }
 

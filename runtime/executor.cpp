@@ -2,6 +2,8 @@
 // schedule order and hands out the outputs as tensors of their own.
 #include "nnx/executor.h"
 
+#include <chrono>
+
 #include "graph/planner.h"
 #include "nnx/error.h"
 #include "nnx/thread_pool.h"
@@ -19,6 +21,8 @@ struct Executor::Impl {
   std::shared_ptr<Storage> arena;
   std::vector<std::vector<Tensor>> values;       // values[node][port] for the current run
   std::vector<std::vector<Tensor>> node_inputs;  // reused argument lists
+  bool profile = false;
+  std::vector<NodeTiming> timings;
 
   void replan(const std::vector<TensorSpec>& specs) {
     const Graph& graph = model.graph();
@@ -41,6 +45,9 @@ struct Executor::Impl {
     }
     planned_inputs = specs;
     planned = true;
+    timings.clear();
+    if (profile)
+      for (int v : plan.steps) timings.push_back({v, 0.0});
   }
 };
 
@@ -51,15 +58,16 @@ Executor::Executor(Model model, ExecutorOptions options) : impl_(std::make_uniqu
   impl_->pool = std::make_unique<ThreadPool>(threads);
   impl_->ctx.device = impl_->model.device();
   impl_->ctx.pool = impl_->pool.get();
+  impl_->profile = options.profile;
 }
 
 Executor::~Executor() = default;
 Executor::Executor(Executor&&) noexcept = default;
 Executor& Executor::operator=(Executor&&) noexcept = default;
 
-const Model& Executor::model() const {
-  return impl_->model;
-}
+const Model& Executor::model() const { return impl_->model; }
+
+const std::vector<NodeTiming>& Executor::last_profile() const { return impl_->timings; }
 
 PlanStats Executor::plan_stats() const {
   if (!impl_->planned) return {};
@@ -86,16 +94,22 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) {
   if (!m.planned || specs != m.planned_inputs) m.replan(specs);
   m.values[0] = std::move(bound);
 
-  for (int v : m.plan.steps) {
+  using Clock = std::chrono::steady_clock;
+  for (size_t step = 0; step < m.plan.steps.size(); ++step) {
+    int v = m.plan.steps[step];
     const Node& node = graph.nodes[size_t(v)];
     auto& args = m.node_inputs[size_t(v)];
     for (size_t i = 0; i < node.inputs.size(); ++i)
       args[i] = m.values[size_t(node.inputs[i].node)][size_t(node.inputs[i].port)];
+    Clock::time_point start;
+    if (m.profile) start = Clock::now();
     try {
       graph.layer_of(v).op->forward(m.ctx, args, m.values[size_t(v)]);
     } catch (const Error& e) {
       throw Error(e.kind(), graph.source + ": " + graph.describe_node(v) + ": " + e.message());
     }
+    if (m.profile)
+      m.timings[step].ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   }
   std::vector<Tensor> outputs;
   outputs.reserve(graph.outputs.size());

@@ -13,7 +13,14 @@
 namespace nnx {
 
 struct ExecutorOptions {
-  int threads = 0;  // 0: all hardware threads
+  int threads = 0;       // 0: all hardware threads
+  bool profile = false;  // time every node of every run (see last_profile())
+};
+
+// Time spent in one node during the last run, when profiling.
+struct NodeTiming {
+  int node = 0;
+  double ms = 0;
 };
 
 // Memory of one plan, for `nnx info` and benchmarks.
@@ -42,6 +49,8 @@ class Executor {
   const Model& model() const;
   // The plan for the last run's shapes (empty before the first run).
   PlanStats plan_stats() const;
+  // Per-node times of the last run, in the order the nodes ran (empty unless profiling).
+  const std::vector<NodeTiming>& last_profile() const;
 
  private:
   struct Impl;

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "graph/planner.h"
+#include "importer/json.h"
 #include "runtime/model_impl.h"
 #include "tools/nnx/cli.h"
 
@@ -32,8 +33,10 @@ ExecutorOptions executor_options(const Args& args) {
 std::string human_bytes(double bytes) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(1);
-  if (bytes >= 1 << 20) out << bytes / (1 << 20) << " MiB";
-  else out << bytes / 1024 << " KiB";
+  if (bytes >= 1 << 20)
+    out << bytes / (1 << 20) << " MiB";
+  else
+    out << bytes / 1024 << " KiB";
   return out.str();
 }
 
@@ -51,8 +54,8 @@ int run_command(const Args& args) {
   std::vector<std::string> files = args.values("--input");
   if (!files.empty()) {
     if (int(files.size()) != model.num_inputs())
-      fail(ErrorKind::shape, model.source(), ": the network has ", model.num_inputs(), " input(s), ",
-           files.size(), " --input given");
+      fail(ErrorKind::shape, model.source(), ": the network has ", model.num_inputs(),
+           " input(s), ", files.size(), " --input given");
     for (auto& f : files) inputs.push_back(read_npy(f).to(DType::f32));
   } else {
     inputs = random_inputs(input_shapes(model, args));
@@ -91,45 +94,56 @@ int info_command(const Args& args) {
   std::vector<TensorSpec> specs;
   for (const Shape& s : input_shapes(model, args)) specs.push_back({s, DType::f32});
   Plan plan = make_plan(g, specs);
-  bool json = args.has("--json");
-  std::ostringstream table, js;
-  js << "{\"source\": \"" << model.source() << "\", \"nodes\": [";
+  std::ostringstream table;
   table << std::left << std::setw(6) << "node" << std::setw(22) << "op" << std::setw(24) << "inputs"
-        << std::setw(26) << "output shapes" << std::right << std::setw(12) << "params" << std::setw(14)
-        << "MFLOPs" << "\n";
-  bool first = true;
+        << std::setw(26) << "output shapes" << std::right << std::setw(12) << "params"
+        << std::setw(14) << "MFLOPs"
+        << "\n";
+  std::vector<json::Value> nodes;
   for (int v : g.schedule) {
     const Node& node = g.nodes[size_t(v)];
     const Layer& layer = g.layer_of(v);
     std::string ins, shapes;
+    std::vector<json::Value> in_refs, out_shapes;
     for (auto& in : node.inputs) {
       if (!ins.empty()) ins += ' ';
       ins += std::to_string(in.node) + ":" + std::to_string(in.port);
+      in_refs.push_back(json::string(std::to_string(in.node) + ":" + std::to_string(in.port)));
     }
     for (auto& s : plan.specs[size_t(v)]) {
       if (!shapes.empty()) shapes += ' ';
       shapes += s.shape.str();
+      out_shapes.push_back(json::integers(s.shape.vec()));
     }
+    if (plan.specs[size_t(v)].empty()) shapes = "(unused)";
     int64_t params = 0;
-    if (layer.nodes[0] == v)
+    if (layer.nodes[0] == v)  // a shared layer's weights count once
       for (auto& p : layer.op->params()) params += p.trainable ? p.value.numel() : 0;
-    bool ran = !plan.specs[size_t(v)].empty();
-    if (!ran) shapes = "(unused)";
-    table << std::left << std::setw(6) << v << std::setw(22) << layer.op->type() << std::setw(24) << ins
-          << std::setw(26) << shapes << std::right << std::setw(12) << params << std::setw(14) << std::fixed
-          << std::setprecision(2) << double(plan.node_flops[size_t(v)]) / 1e6 << "\n";
-    js << (first ? "" : ", ") << "{\"index\": " << v << ", \"op\": \"" << layer.op->type()
-       << "\", \"inputs\": \"" << ins << "\", \"shapes\": \"" << shapes << "\", \"params\": " << params
-       << ", \"flops\": " << plan.node_flops[size_t(v)] << "}";
-    first = false;
+    table << std::left << std::setw(6) << v << std::setw(22) << layer.op->type() << std::setw(24)
+          << ins << std::setw(26) << shapes << std::right << std::setw(12) << params
+          << std::setw(14) << std::fixed << std::setprecision(2)
+          << double(plan.node_flops[size_t(v)]) / 1e6 << "\n";
+    nodes.push_back(json::object({{"index", json::integer(v)},
+                                  {"op", json::string(layer.op->type())},
+                                  {"call", json::string(layer.call_text)},
+                                  {"inputs", json::array(std::move(in_refs))},
+                                  {"shapes", json::array(std::move(out_shapes))},
+                                  {"params", json::integer(params)},
+                                  {"flops", json::integer(plan.node_flops[size_t(v)])}}));
   }
   table << "\nparameters: " << model.num_parameters() << "\nFLOPs: " << std::setprecision(3)
-        << double(plan.flops) / 1e9 << " G\nactivation memory: " << human_bytes(double(plan.arena_bytes))
-        << " planned, " << human_bytes(double(plan.unplanned_bytes)) << " unplanned\n";
-  js << "], \"parameters\": " << model.num_parameters() << ", \"flops\": " << plan.flops
-     << ", \"planned_bytes\": " << plan.arena_bytes << ", \"unplanned_bytes\": " << plan.unplanned_bytes << "}\n";
-  if (json) {
-    std::cout << js.str();
+        << double(plan.flops) / 1e9
+        << " G\nactivation memory: " << human_bytes(double(plan.arena_bytes)) << " planned, "
+        << human_bytes(double(plan.unplanned_bytes)) << " unplanned\n";
+  if (args.has("--json")) {
+    json::Value out =
+        json::object({{"source", json::string(model.source())},
+                      {"nodes", json::array(std::move(nodes))},
+                      {"parameters", json::integer(model.num_parameters())},
+                      {"flops", json::integer(plan.flops)},
+                      {"planned_bytes", json::integer(int64_t(plan.arena_bytes))},
+                      {"unplanned_bytes", json::integer(int64_t(plan.unplanned_bytes))}});
+    std::cout << json::dump(out, -1) << "\n";
     std::cerr << table.str();
   } else {
     std::cout << table.str();
@@ -150,6 +164,8 @@ int convert_command(const Args& args) {
 }
 
 int bench_command(const Args& args) {
+  if (args.has("--cuda-graph") && args.value("--device").value_or("cpu") != "cuda")
+    throw UsageError("--cuda-graph applies to --device cuda");
   auto load_start = Clock::now();
   Model model = load_model(args);
   double load_ms = ms_since(load_start);
@@ -157,38 +173,91 @@ int bench_command(const Args& args) {
   std::vector<Tensor> inputs = random_inputs(shapes);
   int64_t iters = args.integer("--iters", 20), warmup = args.integer("--warmup", 3);
   if (iters <= 0) throw UsageError("--iters must be positive");
-  Executor net(model, executor_options(args));
+  bool profile = args.has("--profile");
+  ExecutorOptions options = executor_options(args);
+  options.profile = profile;
+  Executor net(model, options);
   auto t0 = Clock::now();
   net(inputs);
   double first_ms = ms_since(t0);
   for (int64_t i = 0; i < warmup; ++i) net(inputs);
   std::vector<double> times;
+  std::vector<double> node_ms;  // summed over the timed runs, in run order
   for (int64_t i = 0; i < iters; ++i) {
     auto t = Clock::now();
     net(inputs);
     times.push_back(ms_since(t));
+    const auto& timings = net.last_profile();
+    node_ms.resize(timings.size(), 0.0);
+    for (size_t k = 0; k < timings.size(); ++k) node_ms[k] += timings[k].ms;
   }
   std::vector<double> sorted = times;
   std::sort(sorted.begin(), sorted.end());
-  auto pct = [&](double q) { return sorted[size_t(std::min<double>(double(sorted.size() - 1), q * double(sorted.size() - 1) + 0.5))]; };
+  auto pct = [&](double q) { return sorted[size_t(q * double(sorted.size() - 1) + 0.5)]; };
   double mean = 0;
   for (double t : times) mean += t / double(times.size());
   double median = pct(0.5);
-  int threads = args.integer("--threads", 0) > 0 ? int(args.integer("--threads", 0)) : ThreadPool::hardware_threads();
-  std::string shape_list;
-  for (auto& s : shapes) shape_list += (shape_list.empty() ? "\"" : ", \"") + s.str() + "\"";
+  int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
+
+  // Per node: mean time, its share of the summed node time, achieved GFLOP/s.
+  std::vector<int64_t> flops;
+  std::vector<Shape> out_shapes;  // each node's first output
+  if (profile) {
+    std::vector<TensorSpec> specs;
+    for (const Shape& s : shapes) specs.push_back({s, DType::f32});
+    Plan plan = make_plan(model.graph(), specs);
+    for (const NodeTiming& t : net.last_profile()) {
+      flops.push_back(plan.node_flops[size_t(t.node)]);
+      out_shapes.push_back(plan.specs[size_t(t.node)][0].shape);
+    }
+  }
+  double total_node_ms = 0;
+  for (double ms : node_ms) total_node_ms += ms;
+  std::vector<json::Value> nodes;
+  std::ostringstream table;
+  const Graph& g = model.graph();
+  for (size_t k = 0; k < node_ms.size(); ++k) {
+    int v = net.last_profile()[k].node;
+    double ms = node_ms[k] / double(iters);
+    double share = total_node_ms > 0 ? node_ms[k] / total_node_ms : 0;
+    double gflops = ms > 0 ? double(flops[k]) / (ms * 1e6) : 0;
+    nodes.push_back(json::object({{"index", json::integer(v)},
+                                  {"op", json::string(g.layer_of(v).op->type())},
+                                  {"shape", json::integers(out_shapes[k].vec())},
+                                  {"ms", json::number(ms)},
+                                  {"share", json::number(share)},
+                                  {"gflops", json::number(gflops)}}));
+    table << std::left << std::setw(6) << v << std::setw(22) << g.layer_of(v).op->type()
+          << std::right << std::fixed << std::setprecision(3) << std::setw(10) << ms << " ms"
+          << std::setprecision(1) << std::setw(8) << 100 * share << " %" << std::setw(10) << gflops
+          << " GFLOP/s\n";
+  }
+  std::vector<json::Value> shape_list;
+  for (const Shape& s : shapes) shape_list.push_back(json::integers(s.vec()));
   if (args.has("--json")) {
-    std::cout << std::fixed << std::setprecision(3) << "{\"median_ms\": " << median << ", \"p10_ms\": " << pct(0.1)
-              << ", \"p90_ms\": " << pct(0.9) << ", \"mean_ms\": " << mean
-              << ", \"throughput_per_s\": " << 1000.0 * double(shapes[0][0]) / median << ", \"load_ms\": " << load_ms
-              << ", \"first_run_ms\": " << first_ms << ", \"peak_rss_mb\": " << peak_rss_mb()
-              << ", \"peak_device_mb\": null, \"device\": \"cpu\", \"threads\": " << threads
-              << ", \"precision\": \"fp32\", \"shapes\": [" << shape_list << "]}\n";
+    std::vector<std::pair<std::string, json::Value>> out = {
+        {"median_ms", json::number(median)},
+        {"p10_ms", json::number(pct(0.1))},
+        {"p90_ms", json::number(pct(0.9))},
+        {"mean_ms", json::number(mean)},
+        {"throughput_per_s", json::number(1000.0 * double(shapes[0][0]) / median)},
+        {"load_ms", json::number(load_ms)},
+        {"first_run_ms", json::number(first_ms)},
+        {"peak_rss_mb", json::number(peak_rss_mb())},
+        {"peak_device_mb", json::null()},
+        {"device", json::string("cpu")},
+        {"threads", json::integer(threads)},
+        {"precision", json::string("fp32")},
+        {"shapes", json::array(std::move(shape_list))}};
+    if (profile) out.emplace_back("nodes", json::array(std::move(nodes)));
+    std::cout << json::dump(json::object(std::move(out)), -1) << "\n";
+    if (profile) std::cerr << table.str();
   } else {
-    std::cout << std::fixed << std::setprecision(2) << "median " << median << " ms, p10 " << pct(0.1) << " ms, p90 "
-              << pct(0.9) << " ms, mean " << mean << " ms over " << iters << " runs (" << threads
-              << " threads)\nload " << load_ms << " ms, first run " << first_ms << " ms, peak RSS "
-              << peak_rss_mb() << " MB\n";
+    if (profile) std::cout << table.str() << "\n";
+    std::cout << std::fixed << std::setprecision(2) << "median " << median << " ms, p10 "
+              << pct(0.1) << " ms, p90 " << pct(0.9) << " ms, mean " << mean << " ms over " << iters
+              << " runs (" << threads << " threads)\nload " << load_ms << " ms, first run "
+              << first_ms << " ms, peak RSS " << peak_rss_mb() << " MB\n";
   }
   return kOk;
 }

@@ -30,16 +30,29 @@ void run_op(benchmark::State& state, const char* call_text, nnx::Shape input, in
   nnx::ExecContext ctx;
   ctx.pool = &pool;
   for (auto _ : state) op->forward(ctx, inputs, outputs);
-  state.counters["GFLOP/s"] = benchmark::Counter(double(op->flops(specs, out_specs)) * double(state.iterations()),
-                                                 benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(double(op->flops(specs, out_specs)) * double(state.iterations()),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 
-void BM_Conv3x3_64(benchmark::State& s) { run_op(s, "Conv2d(64, 64, 3, padding=1)", {1, 64, 56, 56}, int(s.range(0))); }
-void BM_Conv3x3_seed(benchmark::State& s) { run_op(s, "Conv2d(3, 64, 3, padding=1)", {1, 3, 480, 640}, int(s.range(0))); }
-void BM_Conv7x7_seed(benchmark::State& s) { run_op(s, "Conv2d(3, 128, 7, padding=3)", {1, 3, 480, 640}, int(s.range(0))); }
-void BM_Conv1x1_256(benchmark::State& s) { run_op(s, "Conv2d(256, 256, 1)", {1, 256, 28, 28}, int(s.range(0))); }
-void BM_Depthwise(benchmark::State& s) { run_op(s, "Conv2d(96, 96, 3, padding=1, groups=96)", {1, 96, 56, 56}, int(s.range(0))); }
-void BM_MaxPool(benchmark::State& s) { run_op(s, "MaxPool2d(2, 2)", {1, 64, 480, 640}, int(s.range(0))); }
+void BM_Conv3x3_64(benchmark::State& s) {
+  run_op(s, "Conv2d(64, 64, 3, padding=1)", {1, 64, 56, 56}, int(s.range(0)));
+}
+void BM_Conv3x3_seed(benchmark::State& s) {
+  run_op(s, "Conv2d(3, 64, 3, padding=1)", {1, 3, 480, 640}, int(s.range(0)));
+}
+void BM_Conv7x7_seed(benchmark::State& s) {
+  run_op(s, "Conv2d(3, 128, 7, padding=3)", {1, 3, 480, 640}, int(s.range(0)));
+}
+void BM_Conv1x1_256(benchmark::State& s) {
+  run_op(s, "Conv2d(256, 256, 1)", {1, 256, 28, 28}, int(s.range(0)));
+}
+void BM_Depthwise(benchmark::State& s) {
+  run_op(s, "Conv2d(96, 96, 3, padding=1, groups=96)", {1, 96, 56, 56}, int(s.range(0)));
+}
+void BM_MaxPool(benchmark::State& s) {
+  run_op(s, "MaxPool2d(2, 2)", {1, 64, 480, 640}, int(s.range(0)));
+}
 
 BENCHMARK(BM_Conv3x3_64)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv3x3_seed)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);

@@ -28,7 +28,8 @@ int main(int argc, char** argv) {
     example::register_yolo_head();
     auto model = nnx::load(arch, weights, {.device = nnx::Device::cpu(), .strict = false});
     if (!model.report().weights_given)
-      std::fprintf(stderr, "note: no weights given: layers initialised as PyTorch would (seed 0)\n");
+      std::fprintf(stderr,
+                   "note: no weights given: layers initialised as PyTorch would (seed 0)\n");
     nnx::Executor net(model, {.threads = threads});
 
     nnx::Tensor image = nnx::Tensor::empty({3, 480, 640});  // CHW, as in the seed README
@@ -61,10 +62,11 @@ int main(int argc, char** argv) {
                   out.shape().str().c_str(), sum / double(out.numel()), lo, hi, out.at_flat(0));
     }
     nnx::PlanStats plan = net.plan_stats();
-    std::printf("first run %.1f ms, median of 10 runs %.1f ms (%.2f GFLOP, activations %.1f MiB "
-                "planned vs %.1f MiB unplanned)\n",
-                first, times[times.size() / 2], double(plan.flops) / 1e9,
-                double(plan.arena_bytes) / (1 << 20), double(plan.unplanned_bytes) / (1 << 20));
+    std::printf(
+        "first run %.1f ms, median of 10 runs %.1f ms (%.2f GFLOP, activations %.1f MiB "
+        "planned vs %.1f MiB unplanned)\n",
+        first, times[times.size() / 2], double(plan.flops) / 1e9,
+        double(plan.arena_bytes) / (1 << 20), double(plan.unplanned_bytes) / (1 << 20));
   } catch (const nnx::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

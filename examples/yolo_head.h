@@ -22,7 +22,8 @@ class YoloHead final : public nnx::Op {
       args.bad_type("anchors", "a non-empty list of [w, h] pairs");
     for (const nnx::Value& a : anchors->items()) {
       if (!a.is_sequence() || a.items().size() != 2 || !a.items()[0].is_number() ||
-          !a.items()[1].is_number() || a.items()[0].as_double() <= 0 || a.items()[1].as_double() <= 0)
+          !a.items()[1].is_number() || a.items()[0].as_double() <= 0 ||
+          a.items()[1].as_double() <= 0)
         args.bad_type("anchors", "a non-empty list of positive [w, h] pairs");
       anchors_.push_back({float(a.items()[0].as_double()), float(a.items()[1].as_double())});
     }
@@ -47,7 +48,8 @@ class YoloHead final : public nnx::Op {
                 " anchor(s), found ", in[0]);
     return {in[0]};
   }
-  std::vector<nnx::TensorSpec> infer_shapes(std::span<const nnx::TensorSpec> in, int) const override {
+  std::vector<nnx::TensorSpec> infer_shapes(std::span<const nnx::TensorSpec> in,
+                                            int) const override {
     nnx::op_util::expect_rank(in[0], 4);
     nnx::op_util::expect_rank(in[1], 4, "image");
     infer_channels(std::vector<int64_t>{in[0].shape[1]}, 1);
@@ -86,7 +88,8 @@ class YoloHead final : public nnx::Op {
           if (cls_fcn_ == "softmax") {
             float m = -INFINITY, sum = 0;
             for (int64_t c = 0; c < classes; ++c) m = std::max(m, c_in[c * plane]);
-            for (int64_t c = 0; c < classes; ++c) sum += (c_out[c * plane] = std::exp(c_in[c * plane] - m));
+            for (int64_t c = 0; c < classes; ++c)
+              sum += (c_out[c * plane] = std::exp(c_in[c * plane] - m));
             for (int64_t c = 0; c < classes; ++c) c_out[c * plane] /= sum;
           } else {
             for (int64_t c = 0; c < classes; ++c) c_out[c * plane] = sigmoid(c_in[c * plane]);

@@ -65,9 +65,13 @@ Executor::~Executor() = default;
 Executor::Executor(Executor&&) noexcept = default;
 Executor& Executor::operator=(Executor&&) noexcept = default;
 
-const Model& Executor::model() const { return impl_->model; }
+const Model& Executor::model() const {
+  return impl_->model;
+}
 
-const std::vector<NodeTiming>& Executor::last_profile() const { return impl_->timings; }
+const std::vector<NodeTiming>& Executor::last_profile() const {
+  return impl_->timings;
+}
 
 PlanStats Executor::plan_stats() const {
   if (!impl_->planned) return {};

@@ -4,31 +4,12 @@
 
 #include <cstdint>
 
+#include "kernels/activation_kind.h"
+
 namespace nnx::cuda {
 
-// The same set and meaning as nnx::cpu::Activation, so that an op maps one onto the other.
-enum class Activation {
-  relu,
-  leaky_relu,  // alpha = negative slope
-  hardtanh,    // clamp to [lo, hi] (ReLU6 is hardtanh(0, 6))
-  sigmoid,
-  tanh,
-  silu,
-  hardswish,
-  hardsigmoid,
-  elu,        // alpha
-  gelu,       // exact, through erf
-  gelu_tanh,  // the tanh approximation
-  softplus,   // beta, threshold
-  mish,
-};
-
-struct ActivationArgs {
-  float alpha = 0;
-  float beta = 1;
-  float threshold = 20;
-  float lo = -1, hi = 1;
-};
+using ::nnx::Activation;
+using ::nnx::ActivationArgs;
 
 // y[i] = f(x[i]) for i < n on `stream` (a cudaStream_t; nullptr is the legacy stream), on the
 // current device. y may be x (in place), but no other overlap. Returns once queued; throws

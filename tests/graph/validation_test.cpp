@@ -14,7 +14,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string load_error(const std::string& arch, const std::string& weights = "", bool strict = true) {
+std::string load_error(const std::string& arch, const std::string& weights = "",
+                       bool strict = true) {
   try {
     LoadOptions options;
     options.strict = strict;
@@ -66,7 +67,8 @@ TEST(Validation, UnregisteredUserOpIsAnError) {
 }
 
 TEST(Validation, EveryRuleOfSection9) {
-  if (std::string(NNX_PYTHON).empty()) GTEST_SKIP() << "no Python with torch: bad-model fixtures not generated";
+  if (std::string(NNX_PYTHON).empty())
+    GTEST_SKIP() << "no Python with torch: bad-model fixtures not generated";
   fs::path root = fs::path(NNX_FIXTURE_DIR) / "bad_models";
   ASSERT_TRUE(fs::exists(root / "cases.json")) << root;
   json::Value cases = json::parse_file((root / "cases.json").string());
@@ -76,13 +78,16 @@ TEST(Validation, EveryRuleOfSection9) {
   for (auto& [name, c] : cases.object) {
     std::string arch = (root / c.find("arch")->str).string();
     std::string weights;
-    if (const json::Value* w = c.find("weights"); w && w->is_string()) weights = (root / w->str).string();
+    if (const json::Value* w = c.find("weights"); w && w->is_string())
+      weights = (root / w->str).string();
     bool strict = true;
-    if (const json::Value* s = c.find("strict"); s && s->kind == json::Value::Kind::boolean) strict = s->b;
+    if (const json::Value* s = c.find("strict"); s && s->kind == json::Value::Kind::boolean)
+      strict = s->b;
     std::string msg = load_error(arch, weights, strict);
     EXPECT_FALSE(msg.empty()) << name << ": was accepted";
     for (auto& expect : c.find("expect")->array)
-      EXPECT_NE(msg.find(expect.str), std::string::npos) << name << ": '" << expect.str << "' not in: " << msg;
+      EXPECT_NE(msg.find(expect.str), std::string::npos)
+          << name << ": '" << expect.str << "' not in: " << msg;
   }
 }
 

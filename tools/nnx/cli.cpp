@@ -89,7 +89,8 @@ Shape parse_shape(const std::string& text) {
 
 Model load_model(const Args& args) {
   if (args.positional().size() != 1)
-    throw UsageError("expected one model description (ARCH), found " + std::to_string(args.positional().size()));
+    throw UsageError("expected one model description (ARCH), found " +
+                     std::to_string(args.positional().size()));
   std::string device = args.value("--device").value_or("cpu");
   if (device != "cpu" && device != "cuda" && device != "auto")
     throw UsageError("--device must be cpu, cuda or auto, found '" + device + "'");
@@ -106,8 +107,10 @@ Model load_model(const Args& args) {
   const LoadReport& r = model.report();
   if (!r.weights_given)
     std::cerr << "nnx: note: no weights given: layers initialised as PyTorch would (seed 0)\n";
-  for (auto& k : r.missing_keys) std::cerr << "nnx: warning: missing tensor " << k << " (kept its initial value)\n";
-  for (auto& k : r.unexpected_keys) std::cerr << "nnx: warning: unexpected tensor " << k << " (ignored)\n";
+  for (auto& k : r.missing_keys)
+    std::cerr << "nnx: warning: missing tensor " << k << " (kept its initial value)\n";
+  for (auto& k : r.unexpected_keys)
+    std::cerr << "nnx: warning: unexpected tensor " << k << " (ignored)\n";
   return model;
 }
 
@@ -118,7 +121,8 @@ std::vector<Shape> input_shapes(const Model& model, const Args& args) {
                      std::to_string(given.size()) + " --shape given");
   std::vector<Shape> shapes;
   for (int k = 0; k < model.num_inputs(); ++k)
-    shapes.push_back(given.empty() ? Shape{1, model.inputs_channels()[size_t(k)], 224, 224} : parse_shape(given[size_t(k)]));
+    shapes.push_back(given.empty() ? Shape{1, model.inputs_channels()[size_t(k)], 224, 224}
+                                   : parse_shape(given[size_t(k)]));
   if (auto batch = args.value("--batch")) {
     int64_t n = args.integer("--batch", 1);
     if (n <= 0) throw UsageError("--batch must be positive, found '" + *batch + "'");

@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
     return argc < 2 ? kUsage : kOk;
   }
   std::string command = argv[1];
-  const std::vector<std::string> common = {"--weights", "--shape", "--threads", "--device", "--precision"};
+  const std::vector<std::string> common = {"--weights", "--shape", "--threads", "--device",
+                                           "--precision"};
   auto with = [&](std::vector<std::string> extra) {
     extra.insert(extra.end(), common.begin(), common.end());
     return extra;
@@ -41,11 +42,13 @@ int main(int argc, char** argv) {
   try {
     if (command == "run")
       return run_command(Args(argc, argv, 2, with({"--input", "--out"}), {"--no-strict"}));
-    if (command == "info") return info_command(Args(argc, argv, 2, with({}), {"--no-strict", "--json"}));
+    if (command == "info")
+      return info_command(Args(argc, argv, 2, with({}), {"--no-strict", "--json"}));
     if (command == "convert")
       return convert_command(Args(argc, argv, 2, with({"--out"}), {"--no-strict"}));
     if (command == "bench")
-      return bench_command(Args(argc, argv, 2, with({"--batch", "--iters", "--warmup", "--cuda-graph"}),
+      return bench_command(Args(argc, argv, 2,
+                                with({"--batch", "--iters", "--warmup", "--cuda-graph"}),
                                 {"--no-strict", "--json", "--profile"}));
     throw UsageError("unknown command '" + command + "'");
   } catch (const UsageError& e) {
@@ -55,8 +58,10 @@ int main(int argc, char** argv) {
     print_error_lines(e.message());
     switch (e.kind()) {
       case nnx::ErrorKind::device:
-      case nnx::ErrorKind::usage: return kFailure;
-      default: return kBadInput;
+      case nnx::ErrorKind::usage:
+        return kFailure;
+      default:
+        return kBadInput;
     }
   } catch (const std::bad_alloc&) {
     std::cerr << "nnx: error: out of memory\n";

@@ -3,7 +3,7 @@
 # there (idempotent; no download at build time). The CUDA toolkit, cuDNN and cuBLAS are used
 # from /usr/local/cuda when present; nothing here installs them.
 set -euo pipefail
-packages=(cmake ninja-build g++ libeigen3-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
+packages=(cmake ninja-build g++ libeigen3-dev zlib1g-dev libgtest-dev libbenchmark-dev
           python3-torch python3-numpy)
 missing=()
 for p in "${packages[@]}"; do

@@ -274,10 +274,20 @@ Graph build_graph(const json::Value& root, const std::string& source) {
   if (num_nodes > 1000000)
     fatal(Error(ErrorKind::format,
                 "node index " + std::to_string(num_nodes) + " is implausibly large"));
-  for (int i = 1; i <= num_nodes; ++i)
-    if (!owner.count(i))
+  // A run of missing indices is one fault: [[1000000], ...] must not list a million lines.
+  for (int i = 1; i <= num_nodes; ++i) {
+    if (owner.count(i)) continue;
+    int last = i;
+    while (last < num_nodes && !owner.count(last + 1)) ++last;
+    if (last == i)
       faults.add(i, "node index " + std::to_string(i) +
                         " is missing: no layer stands at it (indices must be 1..N without gaps)");
+    else
+      faults.add(i,
+                 "node indices " + std::to_string(i) + ".." + std::to_string(last) +
+                     " are missing: no layer stands at them (indices must be 1..N without gaps)");
+    i = last;
+  }
   faults.throw_if_any();
 
   // ---- layers: channels, ops.
@@ -486,7 +496,16 @@ Graph build_graph(const json::Value& root, const std::string& source) {
 
 namespace {
 
-json::Value json_from_pickle(const py::Object& o, const std::string& path) {
+// Pickles share objects (memo GETs): a few hundred bytes can reference one list 2^40 times.
+// Converting copies every reference, so the number of values made is bounded.
+constexpr size_t kMaxPickledValues = size_t(1) << 20;
+
+json::Value json_from_pickle(const py::Object& o, const std::string& path, size_t& budget) {
+  if (budget == 0) {
+    fail(ErrorKind::format, path, ": the description holds more than ", kMaxPickledValues,
+         " values (counting each reference to a shared object)");
+  }
+  --budget;
   json::Value v;
   switch (o.kind) {
     case py::Object::Kind::none:
@@ -513,7 +532,8 @@ json::Value json_from_pickle(const py::Object& o, const std::string& path) {
     case py::Object::Kind::tuple:
       v.kind = json::Value::Kind::array;
       for (size_t i = 0; i < o.items.size(); ++i)
-        v.array.push_back(json_from_pickle(*o.items[i], path + "[" + std::to_string(i) + "]"));
+        v.array.push_back(
+            json_from_pickle(*o.items[i], path + "[" + std::to_string(i) + "]", budget));
       break;
     case py::Object::Kind::dict:
     case py::Object::Kind::ordered_dict:
@@ -521,7 +541,7 @@ json::Value json_from_pickle(const py::Object& o, const std::string& path) {
       for (auto& [k, val] : o.entries) {
         NNX_CHECK(k->kind == py::Object::Kind::string, ErrorKind::format, "key of ", path, " is a ",
                   k->kind_name(), ", expected a string");
-        v.object.emplace_back(k->s, json_from_pickle(*val, path + "['" + k->s + "']"));
+        v.object.emplace_back(k->s, json_from_pickle(*val, path + "['" + k->s + "']", budget));
       }
       break;
     default:
@@ -538,11 +558,12 @@ json::Value description_from_pickle(const py::Object& top, const std::string& so
             top.kind_name());
   json::Value v;
   v.kind = json::Value::Kind::object;
+  size_t budget = kMaxPickledValues;
   for (auto& [k, val] : top.entries) {
     if (k->kind != py::Object::Kind::string) continue;
     if (k->s == "layers_state_dicts" || k->s == "unique_layers_state_dicts") continue;
     try {
-      v.object.emplace_back(k->s, json_from_pickle(*val, "'" + k->s + "'"));
+      v.object.emplace_back(k->s, json_from_pickle(*val, "'" + k->s + "'", budget));
     } catch (const Error& e) {
       throw e.with_context(source);
     }

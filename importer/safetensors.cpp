@@ -58,7 +58,12 @@ struct Pending {
   uint64_t begin, end;
 };
 
-NamedTensors parse_safetensors(const uint8_t* data, size_t size, const std::string& path) {
+}  // namespace
+
+NamedTensors parse_safetensors(const void* bytes, size_t size, const std::string& path) {
+  static const uint8_t kEmpty = 0;
+  const uint8_t* data = bytes ? static_cast<const uint8_t*>(bytes) : &kEmpty;
+  if (!bytes) size = 0;
   if (size < 8) {
     fail(ErrorKind::format, path, ": truncated safetensors file: ", size,
          " bytes, fewer than the 8-byte header length");
@@ -181,13 +186,9 @@ NamedTensors parse_safetensors(const uint8_t* data, size_t size, const std::stri
   return out;
 }
 
-}  // namespace
-
 NamedTensors read_safetensors(const std::string& path) {
   zip::MappedFile file(path);
-  static const uint8_t kEmpty = 0;
-  return parse_safetensors(file.data() ? static_cast<const uint8_t*>(file.data()) : &kEmpty,
-                           file.size(), path);
+  return parse_safetensors(file.data(), file.size(), path);
 }
 
 void write_safetensors(const std::string& path, const NamedTensors& tensors) {

@@ -13,6 +13,8 @@ namespace nnx {
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 NamedTensors read_safetensors(const std::string& path);
+// The same from bytes in memory; messages name `name_for_errors`.
+NamedTensors parse_safetensors(const void* data, size_t size, const std::string& name_for_errors);
 // Written atomically (temporary name, then rename); keys in the given order.
 void write_safetensors(const std::string& path, const NamedTensors& tensors);
 

@@ -14,6 +14,14 @@
 #include "nnx/error.h"
 
 namespace nnx {
+
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+// Fuzz builds only (tests/fuzz): a description may legitimately declare layers of any size, so
+// the targets that build ops cap single CPU allocations here, and libFuzzer's malloc limit
+// flags only the allocations that no check of the input bounded.
+size_t fuzz_allocation_limit = SIZE_MAX;
+#endif
+
 namespace {
 
 // Size classes: multiples of 64 bytes up to 4 KiB, then four classes per power of two, which
@@ -28,6 +36,15 @@ size_t size_class(size_t nbytes) {
 class PooledCpuAllocator final : public Allocator {
  public:
   void* allocate(size_t nbytes) override {
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+    // Exact blocks, freed at once (below): ASan then sees every overrun and use after free.
+    NNX_CHECK(nbytes <= fuzz_allocation_limit, ErrorKind::device, "fuzz build: ", nbytes,
+              " bytes asked for, over the limit of ", fuzz_allocation_limit);
+    void* block = nullptr;
+    NNX_CHECK(posix_memalign(&block, kAlignment, std::max<size_t>(nbytes, 1)) == 0,
+              ErrorKind::device, "out of CPU memory: asked for ", nbytes, " bytes");
+    return block;
+#endif
     size_t cls = size_class(nbytes);
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.allocations;
@@ -55,6 +72,10 @@ class PooledCpuAllocator final : public Allocator {
 
   void deallocate(void* ptr, size_t nbytes) noexcept override {
     if (ptr == nullptr) return;
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+    std::free(ptr);
+    return;
+#endif
     size_t cls = size_class(nbytes);
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.current_bytes -= cls;

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 
+#include "importer/description.h"
 #include "importer/pickle_writer.h"
 #include "importer/zip.h"
 #include "nnx/error.h"
@@ -882,6 +883,33 @@ TEST(PthDamage, DeepAndWideStructuresAreSafe) {
   std::string keys = kProto + "}" + str(std::string(100000, 'k')) + "q\x01" + "0(";
   for (int k = 0; k < 100000; ++k) keys += "h\x01N";
   EXPECT_EQ(parse(crafted(keys + "u."))->entries.size(), 1u);
+}
+
+TEST(PthDamage, SharedObjectsInADescriptionDoNotExpand) {
+  // Found by review, confirmed with fuzz_pth (a timeout): a one-file model whose 'layers' holds two
+  // references to one list, which holds two references to the next, 40 levels deep: 2^40 paths in
+  // 419 bytes of pickle, which description_from_pickle copied path by path, forever.
+  std::string dag = kProto + "}" + str("layers") + "]q" + std::string(1, '\0');
+  for (int k = 1; k <= 40; ++k) {
+    std::string prev(1, char(k - 1));
+    dag += "0](h" + prev + "h" + prev + "eq" + std::string(1, char(k));
+  }
+  ObjectPtr top = parse(pth_archive(dag + "s."));
+  std::string msg;
+  try {
+    description_from_pickle(*top, "dag.pth");
+  } catch (const Error& e) {
+    msg = e.message();
+  }
+  EXPECT_EQ(msg.rfind("dag.pth: 'layers'[0][0][0]", 0), 0u) << msg;
+  EXPECT_NE(msg.find(": the description holds more than 1048576 values (counting each reference "
+                     "to a shared object)"),
+            std::string::npos)
+      << msg;
+  // Sharing within the bound converts as copies.
+  std::string small = kProto + "}" + str("layers") + "](" + str("ReLU()") + "q\x01h\x01" + "es.";
+  json::Value d = description_from_pickle(*parse(pth_archive(small)), "small.pth");
+  EXPECT_EQ(json::dump(d, -1), "{\"layers\": [\"ReLU()\", \"ReLU()\"]}");
 }
 
 TEST(PthDamage, ArchiveShapeProblems) {

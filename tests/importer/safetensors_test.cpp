@@ -104,6 +104,14 @@ TEST(Safetensors, ReadsHandWrittenFiles) {
                         std::string("\x00\x05\x01", 3)));
   Tensor m = read_safetensors(dir.file("b.safetensors"))[0].second;
   EXPECT_EQ(static_cast<const uint8_t*>(m.raw_data())[1], 1);
+  // The same from bytes in memory (what tests/fuzz/fuzz_safetensors feeds), named as asked.
+  std::string bytes = file_bytes(header, data);
+  NamedTensors mem = parse_safetensors(bytes.data(), bytes.size(), "mem.safetensors");
+  ASSERT_EQ(mem.size(), 2u);
+  EXPECT_EQ(mem[0].second.at_flat(1), -2.0);
+  EXPECT_EQ(mem[1].second.item(), 77.0);
+  expect_error([] { parse_safetensors(nullptr, 0, "none.safetensors"); },
+               "none.safetensors: truncated safetensors file: 0 bytes");
 }
 
 TEST(Safetensors, DamagedFiles) {

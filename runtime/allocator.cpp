@@ -87,7 +87,9 @@ class PooledCpuAllocator final : public Allocator {
     }
   }
 
-  Device device() const override { return Device::cpu(); }
+  Device device() const override {
+    return Device::cpu();
+  }
   AllocatorStats stats() const override {
     std::lock_guard<std::mutex> lock(mutex_);
     return stats_;
@@ -100,7 +102,9 @@ class PooledCpuAllocator final : public Allocator {
     std::lock_guard<std::mutex> lock(mutex_);
     release_cached_locked();
   }
-  ~PooledCpuAllocator() override { release_cached_locked(); }
+  ~PooledCpuAllocator() override {
+    release_cached_locked();
+  }
 
  private:
   void release_cached_locked() {

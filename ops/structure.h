@@ -37,6 +37,10 @@ class CatOp : public Op {
 
 // Outputs that are views of an input, whatever the device: forward only assigns them.
 class ViewOp : public Op {
+ public:
+  // Output k views input 0 unless an op says otherwise (Identity: output k views input k).
+  std::optional<int> output_view_of(int out) const override { return 0; }
+
  protected:
   void forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<Tensor> outputs) const override {
@@ -80,7 +84,6 @@ class FlattenOp : public ViewOp {
                                       int num_outputs) const override;
   std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
                                        int num_outputs) const override;
-  std::optional<int> output_view_of(int out) const override { return 0; }
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
@@ -102,7 +105,6 @@ class UnflattenOp : public ViewOp {
                                       int num_outputs) const override;
   std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
                                        int num_outputs) const override;
-  std::optional<int> output_view_of(int out) const override { return 0; }
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
@@ -125,7 +127,6 @@ class DropoutOp : public ViewOp {
 
   std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
                                        int num_outputs) const override;
-  std::optional<int> output_view_of(int out) const override { return 0; }
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,

@@ -14,6 +14,7 @@ std::shared_ptr<Op> make_adaptive_avgpool2d(const Call& call);
 std::shared_ptr<Op> make_upsample(const Call& call);
 std::shared_ptr<Op> make_upsampling_nearest2d(const Call& call);
 std::shared_ptr<Op> make_upsampling_bilinear2d(const Call& call);
+std::shared_ptr<Op> make_layer_norm(const Call& call);
 // ---- elementwise, activations, structure, constants, pruners
 std::shared_ptr<Op> make_add(const Call& call);
 std::shared_ptr<Op> make_sub(const Call& call);
@@ -45,6 +46,13 @@ std::shared_ptr<Op> make_constant(const Call& call);
 std::shared_ptr<Op> make_variable(const Call& call);
 std::shared_ptr<Op> make_pruner(const Call& call);
 std::shared_ptr<Op> make_all_or_nothing_pruner(const Call& call);
+// ---- this project's own ops (files write them as nnx.Name; docs/FORMAT_EXTENSIONS.md)
+std::shared_ptr<Op> make_reshape(const Call& call);
+std::shared_ptr<Op> make_permute(const Call& call);
+std::shared_ptr<Op> make_split(const Call& call);
+std::shared_ptr<Op> make_mean(const Call& call);
+std::shared_ptr<Op> make_affine(const Call& call);
+std::shared_ptr<Op> make_stochastic_depth(const Call& call);
 
 const std::vector<BuiltinOp>& builtin_ops() {
   static const std::vector<BuiltinOp> table = {
@@ -58,6 +66,7 @@ const std::vector<BuiltinOp>& builtin_ops() {
       {"Upsample", make_upsample},
       {"UpsamplingNearest2d", make_upsampling_nearest2d},
       {"UpsamplingBilinear2d", make_upsampling_bilinear2d},
+      {"LayerNorm", make_layer_norm},
       // ---- elementwise and the rest
       {"Add", make_add},
       {"Sub", make_sub},
@@ -89,6 +98,13 @@ const std::vector<BuiltinOp>& builtin_ops() {
       {"Variable", make_variable},
       {"Pruner", make_pruner},
       {"AllOrNothingPruner", make_all_or_nothing_pruner},
+      // ---- nnx.
+      {"Reshape", make_reshape},
+      {"Permute", make_permute},
+      {"Split", make_split},
+      {"Mean", make_mean},
+      {"Affine", make_affine},
+      {"StochasticDepth", make_stochastic_depth},
   };
   return table;
 }

@@ -33,11 +33,15 @@ void Linear::check_arity(int num_inputs, int num_outputs) const {
   op_util::expect_outputs(num_outputs, 1, 1);
 }
 
-// The description format records a Linear's channels as its features (the typical input is
-// [batch, features], or comes after a Flatten whose channels are unknown).
+// Channels are dim 1 of a tensor, which for a Linear's usual [batch, features] input are its
+// features: a known count must be in_features. Where dim 1 is not known (a channels-last
+// tensor after a Permute: the validator passes kUnknownChannels), the output's dim 1 is not
+// known either (out_features on rank 2, the input's dim 1 on higher ranks), and infer_shapes
+// makes the check once shapes are known.
 std::vector<int64_t> Linear::infer_channels(std::span<const int64_t> in_channels,
                                             int num_outputs) const {
   check_arity(int(in_channels.size()), num_outputs);
+  if (in_channels[0] == kUnknownChannels) return {kUnknownChannels};
   op_util::expect_channels(in_features_, in_channels[0], "input features");
   return {out_features_};
 }

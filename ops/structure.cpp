@@ -274,6 +274,36 @@ void DropoutOp::forward_cpu(const ExecContext&, std::span<const Tensor> inputs,
   outputs[0] = inputs[0];
 }
 
+// ---- StochasticDepth
+
+StochasticDepthOp::StochasticDepthOp(const Call& call) {
+  Args args(call, {{"p", true}, {"mode", true}});
+  double p = args.get_double("p", 0.5);
+  NNX_CHECK(p >= 0 && p <= 1, ErrorKind::format,
+            "StochasticDepth: drop probability has to be between 0 and 1, but got ",
+            op_util::float_repr(p));
+  p_repr_ = number_text(args, "p", "0.5");
+  mode_ = args.get_text("mode", "row");
+  NNX_CHECK(mode_ == "row" || mode_ == "batch", ErrorKind::format,
+            "StochasticDepth: mode has to be either 'batch' or 'row', but got ", mode_);
+}
+
+std::string StochasticDepthOp::repr() const {
+  // torchvision prints the mode unquoted.
+  return "StochasticDepth(p=" + p_repr_ + ", mode=" + mode_ + ")";
+}
+
+std::vector<TensorSpec> StochasticDepthOp::infer_shapes(std::span<const TensorSpec> inputs,
+                                                        int num_outputs) const {
+  check_arity(int(inputs.size()), num_outputs);
+  return {inputs[0]};
+}
+
+void StochasticDepthOp::forward_cpu(const ExecContext&, std::span<const Tensor> inputs,
+                                    std::span<Tensor> outputs) const {
+  outputs[0] = inputs[0];
+}
+
 // ---- factories
 
 std::shared_ptr<Op> make_cat(const Call& call) {
@@ -299,6 +329,10 @@ std::shared_ptr<Op> make_dropout2d(const Call& call) {
 }
 std::shared_ptr<Op> make_dropout3d(const Call& call) {
   return std::make_shared<DropoutOp>(call, "Dropout3d");
+}
+
+std::shared_ptr<Op> make_stochastic_depth(const Call& call) {
+  return std::make_shared<StochasticDepthOp>(call);
 }
 
 }  // namespace nnx

@@ -1,6 +1,7 @@
 // Ops that move or pass data without arithmetic: Cat (nn_executor.models), Identity (both
 // torch.nn's and the package's, which passes several inputs through), Flatten and Unflatten,
-// and the Dropout family, which is the identity at inference. All but Cat return views.
+// and the Dropout family and StochasticDepth, which are the identity at inference. All but Cat
+// return views.
 #pragma once
 
 #include <memory>
@@ -136,6 +137,27 @@ class DropoutOp : public ViewOp {
   std::string type_;
   std::string p_repr_;
   bool inplace_;
+};
+
+// nnx.StochasticDepth(p=0.1, mode=row): torchvision.ops.StochasticDepth, the identity at
+// inference.
+class StochasticDepthOp : public ViewOp {
+ public:
+  explicit StochasticDepthOp(const Call& call);
+
+  std::string type() const override { return "StochasticDepth"; }
+  std::string python_module() const override { return "nnx"; }
+  std::string repr() const override;
+
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                       int num_outputs) const override;
+
+ protected:
+  void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                   std::span<Tensor> outputs) const override;
+
+ private:
+  std::string p_repr_, mode_;
 };
 
 }  // namespace nnx

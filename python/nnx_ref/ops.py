@@ -4,6 +4,9 @@ These are re-implementations for the oracle, not the package's code: each forwar
 formula of the spec, in the plainest PyTorch, so a reader can check it against the table.
 State-dict keys match the package's (`t`, `pruner_weight`, legacy `weights`), because the
 files it wrote must load unchanged.
+
+At the end: this project's own `nnx.` ops (Reshape, Permute, Split, Mean, Affine,
+StochasticDepth; docs/FORMAT_EXTENSIONS.md), resolved like the package's (PACKAGE_OPS).
 """
 import torch
 from torch import nn
@@ -194,3 +197,155 @@ PACKAGE_OPS = {cls.__name__: cls for cls in
 REFUSED = {"ModuleWithConstArgs", "MultiWithConst", "WithBatchNorm2d", "Parallel",
            "StaticPruner", "ResidualPruner", "YOLO", "YOLOAnchorMul", "ChannelsLogger",
            "InputLayer", "OutputLayer"}
+
+
+# ---------------------------------------------------------------------------------------------
+# This project's own ops (`nnx.` prefix, docs/FORMAT_EXTENSIONS.md): the tensor plumbing that
+# torch.fx traces of real networks need (reshape, permute, split, mean, scalar arithmetic).
+
+
+def _int_sequence(value, what, allow_int=False):
+    """A tuple of ints from a tuple or list of ints (or one int where `allow_int`)."""
+    if allow_int and type(value) is int:
+        return (value,)
+    if not isinstance(value, (tuple, list)) or not all(type(v) is int for v in value):
+        raise TypeError(f"{what} must be a tuple of ints, not {value!r}")
+    return tuple(value)
+
+
+def _number(value, what):
+    if type(value) not in (int, float):
+        raise TypeError(f"{what} must be a number, not {value!r}")
+    return float(value)
+
+
+class Reshape(nn.Module):
+    """Reshape to `shape` (batch dim included): 0 copies the input's dim at that position,
+    one -1 is inferred. `nnx.Reshape(shape=(0, -1))`."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = _int_sequence(shape, "shape")
+        if not 1 <= len(self.shape) <= 8:
+            raise ValueError(f"shape must have 1 to 8 dims, not {len(self.shape)}")
+        if sum(1 for v in self.shape if v == -1) > 1:
+            raise ValueError(f"shape {self.shape} has more than one -1")
+        if any(v < -1 for v in self.shape):
+            raise ValueError(f"shape {self.shape} has a negative size other than -1")
+
+    def extra_repr(self):
+        return f"shape={self.shape}"
+
+    def forward(self, x):
+        target = []
+        for i, v in enumerate(self.shape):
+            if v == 0:
+                if i >= x.dim():
+                    raise ValueError(f"shape {self.shape}: 0 at dim {i} of a rank-{x.dim()} "
+                                     f"input")
+                v = x.shape[i]
+            target.append(v)
+        return x.reshape(target)
+
+
+class Permute(nn.Module):
+    """Dimensions reordered as torch.permute (negative dims allowed), made contiguous.
+    `nnx.Permute(dims=(0, 2, 3, 1))`."""
+
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = _int_sequence(dims, "dims")
+        n = len(self.dims)
+        if not 1 <= n <= 8 or sorted(d % n if -n <= d < n else n for d in self.dims) \
+                != list(range(n)):
+            raise ValueError(f"dims {self.dims} is not a permutation of {n} dims")
+
+    def extra_repr(self):
+        return f"dims={self.dims}"
+
+    def forward(self, x):
+        return x.permute(self.dims).contiguous()
+
+
+class Split(nn.Module):
+    """Splits along `dim` into pieces of the given sizes (as torch.split with a list):
+    one output per size. `nnx.Split(sizes=[58, 58], dim=1)`."""
+
+    def __init__(self, sizes, dim=0):
+        super().__init__()
+        self.sizes = list(_int_sequence(sizes, "sizes"))
+        if not self.sizes or any(s < 0 for s in self.sizes):
+            raise ValueError(f"sizes must be a non-empty list of sizes >= 0, not {sizes!r}")
+        if type(dim) is not int:
+            raise TypeError(f"dim must be an int, not {dim!r}")
+        self.dim = dim
+
+    def extra_repr(self):
+        return f"sizes={self.sizes}, dim={self.dim}"
+
+    def forward(self, x):
+        if sum(self.sizes) != x.shape[self.dim]:
+            raise ValueError(f"sizes {self.sizes} sum to {sum(self.sizes)}, dim {self.dim} "
+                             f"of the input has {x.shape[self.dim]}")
+        outs = torch.split(x, self.sizes, dim=self.dim)
+        return tuple(o.contiguous() for o in outs)
+
+
+class Mean(nn.Module):
+    """Mean over the dims listed (negative allowed). `nnx.Mean(dim=(2, 3), keepdim=False)`."""
+
+    def __init__(self, dim, keepdim=False):
+        super().__init__()
+        self.dim = _int_sequence(dim, "dim", allow_int=True)
+        if not self.dim:
+            raise ValueError("dim must list at least one dim")
+        if type(keepdim) is not bool:
+            raise TypeError(f"keepdim must be True or False, not {keepdim!r}")
+        self.keepdim = keepdim
+
+    def extra_repr(self):
+        return f"dim={self.dim}, keepdim={self.keepdim}"
+
+    def forward(self, x):
+        return x.mean(dim=self.dim, keepdim=self.keepdim)
+
+
+class Affine(nn.Module):
+    """y = x * scale + shift: tensor-scalar arithmetic (x/6 is scale=1/6, 3-x is scale=-1.0,
+    shift=3.0). `nnx.Affine(scale=0.5, shift=3.0)`."""
+
+    def __init__(self, scale=1.0, shift=0.0):
+        super().__init__()
+        self.scale = _number(scale, "scale")
+        self.shift = _number(shift, "shift")
+
+    def extra_repr(self):
+        return f"scale={self.scale!r}, shift={self.shift!r}"
+
+    def forward(self, x):
+        return x * self.scale + self.shift
+
+
+class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth at inference: the identity.
+    `nnx.StochasticDepth(p=0.1, mode=row)`."""
+
+    def __init__(self, p, mode):
+        super().__init__()
+        _number(p, "p")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], not {p!r}")
+        self.p = p  # printed as given, as torchvision does
+        if mode not in ("row", "batch"):
+            raise ValueError(f"mode must be row or batch, not {mode!r}")
+        self.mode = mode
+
+    def __repr__(self):
+        return f"StochasticDepth(p={self.p!r}, mode={self.mode})"
+
+    def forward(self, x):
+        return x
+
+
+NNX_OPS = {cls.__name__: cls for cls in (Reshape, Permute, Split, Mean, Affine, StochasticDepth)}
+PACKAGE_OPS.update(NNX_OPS)

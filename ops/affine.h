@@ -1,0 +1,34 @@
+// nnx.Affine(scale=0.5, shift=3.0): y = x * scale + shift, the form torch.fx traces of
+// tensor-scalar arithmetic take (x * 0.5, x + 3, x / 6, 3 - x).
+#pragma once
+
+#include <memory>
+
+#include "nnx/op.h"
+
+namespace nnx {
+
+class AffineOp : public Op {
+ public:
+  explicit AffineOp(const Call& call);
+
+  std::string type() const override { return "Affine"; }
+  std::string python_module() const override { return "nnx"; }
+  // Both numbers as Python's repr(float) prints them: "Affine(scale=0.16666666666666666,
+  // shift=0.0)".
+  std::string repr() const override;
+
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                       int num_outputs) const override;
+  int64_t flops(std::span<const TensorSpec> inputs,
+                std::span<const TensorSpec> outputs) const override;
+
+ protected:
+  void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                   std::span<Tensor> outputs) const override;
+
+ private:
+  double scale_, shift_;
+};
+
+}  // namespace nnx

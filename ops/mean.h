@@ -1,0 +1,39 @@
+// nnx.Mean(dim=(2, 3), keepdim=False): the mean over the listed dims (negative allowed), as
+// torch.mean; what torch.fx records for x.mean((2, 3)) in global pooling heads.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "nnx/op.h"
+
+namespace nnx {
+
+class MeanOp : public Op {
+ public:
+  explicit MeanOp(const Call& call);
+
+  std::string type() const override { return "Mean"; }
+  std::string python_module() const override { return "nnx"; }
+  std::string repr() const override;
+
+  // Channels pass through when dims 0 and 1 are kept; a reduced dim 1 kept as size 1 gives 1.
+  std::vector<int64_t> infer_channels(std::span<const int64_t> in_channels,
+                                      int num_outputs) const override;
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
+                                       int num_outputs) const override;
+  int64_t flops(std::span<const TensorSpec> inputs,
+                std::span<const TensorSpec> outputs) const override;
+
+ protected:
+  void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                   std::span<Tensor> outputs) const override;
+
+ private:
+  // Which input dims are reduced; throws Error(shape) for a dim out of range or repeated.
+  std::vector<bool> reduced_dims(const Shape& input) const;
+  std::vector<int64_t> dims_;
+  bool keepdim_;
+};
+
+}  // namespace nnx

@@ -133,6 +133,14 @@ def _maxpool_cases():
     x[0, 0, 1, 1] = float("nan")
     x[0, 1, 4, 5] = float("nan")
     yield _case("maxpool_nan", M(2), inputs=[x])
+    # Rows wide enough for the vectorised column step (8 outputs at a time) and its tail, with
+    # NaNs at even and odd columns, in the vector part and in the tail.
+    for k, width in ((2, 40), (4, 76), (8, 136)):
+        x = torch.randn(1, 2, 2 * k, width)
+        for c, col in enumerate((0, 3, 2 * k + 1, width - 2)):
+            x[0, c % 2, c % (2 * k), col] = float("nan")
+        yield _case(f"maxpool_{k}_wide_nan", M(k), inputs=[x])
+    yield _case("maxpool_2_ceil_wide", M(2, ceil_mode=True), (1, 2, 5, 37))
     yield _case("maxpool_negative", M(3, 2, 1), inputs=[-torch.rand(1, 2, 7, 7) - 1])
 
 

@@ -150,7 +150,13 @@ AvgPool2d::AvgPool2d(const Call& call) {
   }
   const std::string kernel = arg_repr(args, "kernel_size", "");
   repr_ = "AvgPool2d(kernel_size=" + kernel + ", stride=" + arg_repr(args, "stride", kernel) +
-          ", padding=" + arg_repr(args, "padding", "0") + ")";
+          ", padding=" + arg_repr(args, "padding", "0");
+  // PyTorch's repr stops there; the settings that change results follow when not the default,
+  // so that a written file loses nothing.
+  if (window_.ceil_mode) repr_ += ", ceil_mode=True";
+  if (!count_include_pad_) repr_ += ", count_include_pad=False";
+  if (divisor_override_ != 0) repr_ += ", divisor_override=" + std::to_string(divisor_override_);
+  repr_ += ")";
 }
 
 std::vector<TensorSpec> AvgPool2d::infer_shapes(std::span<const TensorSpec> inputs,

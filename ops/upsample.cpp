@@ -115,7 +115,12 @@ Upsample::Upsample(const Call& call, std::string type) : type_(std::move(type)) 
   repr_ = type_ + "(" +
           (scale_factor_ ? "scale_factor=" + scale_repr
                          : "size=" + (size != nullptr ? size->repr() : std::string("None"))) +
-          ", mode=" + mode + ")";
+          ", mode=" + mode;
+  // PyTorch's repr stops there; what changes results follows when not the default, so that a
+  // written file loses nothing (the fixed-mode classes imply theirs).
+  if (!fixed_mode && align_corners_) repr_ += ", align_corners=True";
+  if (recompute_scale_factor_) repr_ += ", recompute_scale_factor=True";
+  repr_ += ")";
 }
 
 void Upsample::check_arity(int num_inputs, int num_outputs) const {

@@ -103,8 +103,12 @@ TEST(Layers, ReprsMatchPyTorch) {
        "MaxPool2d(kernel_size=3, stride=1, padding=1, dilation=1, ceil_mode=False)"},
       {"MaxPool2d((2, 3), stride=(1, 2), ceil_mode=True)",
        "MaxPool2d(kernel_size=(2, 3), stride=(1, 2), padding=0, dilation=1, ceil_mode=True)"},
+      // PyTorch's repr omits what follows padding; written files keep it where it is not the
+      // default, or they would compute something else.
       {"AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)",
-       "AvgPool2d(kernel_size=3, stride=2, padding=1)"},
+       "AvgPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)"},
+      {"AvgPool2d(2, divisor_override=3)",
+       "AvgPool2d(kernel_size=2, stride=2, padding=0, divisor_override=3)"},
       {"AvgPool2d(2)", "AvgPool2d(kernel_size=2, stride=2, padding=0)"},
       {"AdaptiveAvgPool2d((1, 1))", "AdaptiveAvgPool2d(output_size=(1, 1))"},
       {"AdaptiveAvgPool2d((None, 7))", "AdaptiveAvgPool2d(output_size=(None, 7))"},
@@ -113,7 +117,10 @@ TEST(Layers, ReprsMatchPyTorch) {
        "Linear(in_features=10, out_features=5, bias=False)"},
       {"Upsample(scale_factor=2)", "Upsample(scale_factor=2.0, mode=nearest)"},
       {"Upsample(size=(4, 5), mode='bilinear', align_corners=True)",
-       "Upsample(size=(4, 5), mode=bilinear)"},
+       "Upsample(size=(4, 5), mode=bilinear, align_corners=True)"},
+      {"Upsample(scale_factor=1.5, mode='bilinear', align_corners=False, "
+       "recompute_scale_factor=True)",
+       "Upsample(scale_factor=1.5, mode=bilinear, recompute_scale_factor=True)"},
       {"Upsample(scale_factor=(2, 3))", "Upsample(scale_factor=(2.0, 3.0), mode=nearest)"},
       {"Upsample(scale_factor=0.5, mode='bicubic')", "Upsample(scale_factor=0.5, mode=bicubic)"},
       {"UpsamplingNearest2d(scale_factor=2)",

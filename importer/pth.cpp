@@ -9,6 +9,7 @@
 #include "importer/pickle_writer.h"
 #include "importer/zip.h"
 #include "nnx/error.h"
+#include "runtime/mapped_file.h"
 
 namespace nnx {
 
@@ -22,7 +23,8 @@ void byteswap_elements(uint8_t* p, size_t nbytes, size_t elem) {
 
 }  // namespace
 
-py::ObjectPtr parse_pth(const void* data, size_t size, const std::string& name) {
+py::ObjectPtr parse_pth(const void* data, size_t size, const std::string& name,
+                        std::shared_ptr<const void> owner) {
   static const uint8_t kEmpty = 0;
   if (!data) data = &kEmpty, size = 0;
   const auto* bytes = static_cast<const uint8_t*>(data);
@@ -78,6 +80,13 @@ py::ObjectPtr parse_pth(const void* data, size_t size, const std::string& name) 
            " bytes, but the pickle declares it as ", numel, " ", dtype_name(dtype), " elements (",
            elem, " bytes each)");
     }
+    // In place: the bytes as they lie in the archive, when nothing has to change in them.
+    const uint8_t* stored = archive.stored_bytes(*e);
+    if (owner && e->method == 0 && (!big_endian || elem == 1) && dtype != DType::boolean &&
+        reinterpret_cast<uintptr_t>(stored) % elem == 0) {
+      archive.check_crc(*e, stored, size_t(expected));
+      return borrowed_storage(stored, size_t(expected), owner);
+    }
     std::shared_ptr<Storage> storage = Storage::allocate(size_t(expected), Device::cpu());
     auto* p = static_cast<uint8_t*>(storage->data());
     archive.extract(*e, p, size_t(expected));
@@ -94,9 +103,10 @@ py::ObjectPtr parse_pth(const void* data, size_t size, const std::string& name) 
                           name + " (" + pkl->name + ")");
 }
 
-py::ObjectPtr read_pth(const std::string& path) {
-  zip::MappedFile file(path);
-  return parse_pth(file.data(), file.size(), path);
+py::ObjectPtr read_pth(const std::string& path, bool in_place) {
+  std::shared_ptr<const MappedFile> file = MappedFile::open(path);
+  return parse_pth(file->data(), file->size(), path,
+                   in_place ? std::shared_ptr<const void>(file) : nullptr);
 }
 
 void write_pth(const std::string& path, const py::Object& top) {

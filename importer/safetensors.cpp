@@ -9,6 +9,7 @@
 #include "importer/json.h"
 #include "importer/zip.h"
 #include "nnx/error.h"
+#include "runtime/mapped_file.h"
 
 namespace nnx {
 
@@ -60,7 +61,8 @@ struct Pending {
 
 }  // namespace
 
-NamedTensors parse_safetensors(const void* bytes, size_t size, const std::string& path) {
+NamedTensors parse_safetensors(const void* bytes, size_t size, const std::string& path,
+                               std::shared_ptr<const void> owner) {
   static const uint8_t kEmpty = 0;
   const uint8_t* data = bytes ? static_cast<const uint8_t*>(bytes) : &kEmpty;
   if (!bytes) size = 0;
@@ -174,9 +176,16 @@ NamedTensors parse_safetensors(const void* bytes, size_t size, const std::string
   out.reserve(pending.size());
   for (const Pending& p : pending) {
     size_t nbytes = size_t(p.end - p.begin);
+    const uint8_t* src = data + data_start + p.begin;
+    if (owner && p.dtype != DType::boolean &&
+        reinterpret_cast<uintptr_t>(src) % dtype_size(p.dtype) == 0) {
+      out.emplace_back(
+          p.name, Tensor::from_storage(borrowed_storage(src, nbytes, owner), p.shape, p.dtype));
+      continue;
+    }
     std::shared_ptr<Storage> storage = Storage::allocate(nbytes, Device::cpu());
     auto* dst = static_cast<uint8_t*>(storage->data());
-    if (nbytes > 0) std::memcpy(dst, data + data_start + p.begin, nbytes);
+    if (nbytes > 0) std::memcpy(dst, src, nbytes);
     // Bytes other than 0 and 1 are not valid C++ bools.
     if (p.dtype == DType::boolean) {
       for (size_t k = 0; k < nbytes; ++k) dst[k] = dst[k] != 0;
@@ -186,9 +195,10 @@ NamedTensors parse_safetensors(const void* bytes, size_t size, const std::string
   return out;
 }
 
-NamedTensors read_safetensors(const std::string& path) {
-  zip::MappedFile file(path);
-  return parse_safetensors(file.data(), file.size(), path);
+NamedTensors read_safetensors(const std::string& path, bool in_place) {
+  std::shared_ptr<const MappedFile> file = MappedFile::open(path);
+  return parse_safetensors(file->data(), file->size(), path,
+                           in_place ? std::shared_ptr<const void>(file) : nullptr);
 }
 
 void write_safetensors(const std::string& path, const NamedTensors& tensors) {

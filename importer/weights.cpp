@@ -1,6 +1,7 @@
 // State dicts onto layers, with the messages of ARCH_FORMAT.md section 9.
 #include "importer/weights.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 
@@ -100,29 +101,51 @@ std::vector<StateDict> layer_state_dicts(const std::vector<std::pair<std::string
 }
 
 void bind_state_dicts(Graph& graph, const std::vector<StateDict>& dicts, bool strict,
-                      const std::string& source, LoadReport& report) {
+                      const std::string& source, LoadReport& report,
+                      const std::function<void(size_t)>& init_layer) {
   std::string faults;
   auto fault = [&](const std::string& text) {
     faults += (faults.empty() ? "" : "\n") + source + ": " + text;
   };
+  for (size_t d = dicts.size(); d < graph.layers.size(); ++d) init_layer(d);
   for (size_t d = 0; d < graph.layers.size() && d < dicts.size(); ++d) {
     Layer& layer = graph.layers[d];
     Op& op = *layer.op;
     std::string name = graph.describe_node(layer.nodes[0]);
-    std::vector<bool> given(op.params().size(), false);
+    // The dict's keys as the file and as the op name them; `skip` where not for this op.
+    std::vector<std::string> keys, canonical_keys;
+    std::vector<bool> skip;
     for (auto& [raw_key, tensor] : dicts[d]) {
       std::string key = raw_key;
       if (!raw_key.empty() && raw_key[0] == '\x01') {  // flat key: check its class
         size_t sep = raw_key.find('\x01', 1);
         std::string cls = raw_key.substr(1, sep - 1);
         key = raw_key.substr(sep + 1);
-        std::string full = flat_key(d, cls, key);
         if (cls != op.type()) {
-          fault(name + ": key '" + full + "' names class " + cls + ", the layer is " + op.type());
+          fault(name + ": key '" + flat_key(d, cls, key) + "' names class " + cls +
+                ", the layer is " + op.type());
+          skip.push_back(true);
+          canonical_keys.emplace_back();
+          keys.push_back(std::move(key));
           continue;
         }
       }
-      std::string canonical = op.canonical_param_name(key);
+      skip.push_back(false);
+      canonical_keys.push_back(op.canonical_param_name(key));
+      keys.push_back(std::move(key));
+    }
+    bool complete = std::all_of(op.params().begin(), op.params().end(), [&](const Param& p) {
+      for (size_t k = 0; k < keys.size(); ++k)
+        if (!skip[k] && canonical_keys[k] == p.name) return true;
+      return false;
+    });
+    if (!complete) init_layer(d);
+    std::vector<bool> given(op.params().size(), false);
+    for (size_t k = 0; k < keys.size(); ++k) {
+      const std::string& key = keys[k];
+      const Tensor& tensor = dicts[d][k].second;
+      if (skip[k]) continue;
+      const std::string& canonical = canonical_keys[k];
       const Param* p = op.find_param(canonical);
       if (p == nullptr) {
         if (strict)

@@ -2,9 +2,6 @@
 // against the buffer before use, so damaged or hostile archives end in an Error, never UB.
 #include "importer/zip.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -371,10 +368,15 @@ void Reader::extract(const Entry& e, void* dst, size_t dst_size) const {
                                  " bytes, expected ", e.uncompressed_size));
     }
   }
+  check_crc(e, out, dst_size);
+}
+
+void Reader::check_crc(const Entry& e, const void* bytes, size_t size) const {
   // torch.save can be told not to compute CRCs (torch.serialization.set_crc32_options), and
   // then records 0: that means "not recorded", not "corrupt".
-  uint32_t crc = crc32(out, dst_size);
-  if (e.crc32 != 0 && crc != e.crc32) {
+  if (e.crc32 == 0) return;
+  uint32_t crc = crc32(bytes, size);
+  if (crc != e.crc32) {
     fail_format(detail::concat("CRC mismatch in '", e.name, "': the archive records ", hex(e.crc32),
                                ", the data has ", hex(crc)));
   }
@@ -562,38 +564,6 @@ void Writer::finish() {
   store<uint32_t>(t, zip64 ? kMax32 : uint32_t(cd_offset));
   store<uint16_t>(t, 0);
   emit(t.data(), t.size());
-}
-
-// ---- files ----------------------------------------------------------------------------------
-
-MappedFile::MappedFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(ErrorKind::io, "cannot open '", path, "': ", std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    fail(ErrorKind::io, "cannot read '", path, "': ", std::strerror(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(ErrorKind::io, "cannot read '", path, "': not a regular file");
-  }
-  size_ = static_cast<size_t>(st.st_size);
-  if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      int err = errno;
-      ::close(fd);
-      fail(ErrorKind::io, "cannot map '", path, "': ", std::strerror(err));
-    }
-    data_ = p;
-  }
-  ::close(fd);
-}
-
-MappedFile::~MappedFile() {
-  if (data_) ::munmap(data_, size_);
 }
 
 // ---- atomic files ----------------------------------------------------------------------------

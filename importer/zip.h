@@ -10,6 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/mapped_file.h"
+
 namespace nnx::zip {
 
 struct Entry {
@@ -35,6 +37,11 @@ class Reader {
   // Decompresses `entry` into dst (exactly entry.uncompressed_size bytes) and checks its CRC.
   void extract(const Entry& entry, void* dst, size_t dst_size) const;
   std::string read(const Entry& entry) const;
+  // The entry's bytes as the archive holds them (compressed if deflated): inside the buffer,
+  // compressed_size of them, checked when the directory was parsed.
+  const uint8_t* stored_bytes(const Entry& entry) const { return data_ + entry.data_offset; }
+  // Checks the CRC of bytes of `entry` held elsewhere (its stored bytes, used in place).
+  void check_crc(const Entry& entry, const void* bytes, size_t size) const;
 
  private:
   [[noreturn]] void fail_format(const std::string& what) const;
@@ -71,21 +78,8 @@ class Writer {
   std::vector<Entry> entries_;
 };
 
-// A whole file mapped read-only (private), for the readers of .pth and safetensors files.
-// Throws Error(io) naming the path if it cannot be opened or mapped.
-class MappedFile {
- public:
-  explicit MappedFile(const std::string& path);
-  ~MappedFile();
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  const void* data() const { return data_; }
-  size_t size() const { return size_; }
-
- private:
-  void* data_ = nullptr;
-  size_t size_ = 0;
-};
+// Files are read through runtime/mapped_file.h; the old name stays for existing callers.
+using MappedFile = nnx::MappedFile;
 
 // CRC-32 as zip uses it (zlib's).
 uint32_t crc32(const void* data, size_t size, uint32_t crc = 0);

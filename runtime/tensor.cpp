@@ -1,6 +1,8 @@
 // Tensor: views over shared storage, and the CPU copies and conversions between dtypes.
 #include "nnx/tensor.h"
 
+#include <sys/mman.h>
+
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -150,11 +152,31 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Allocator& allocator) {
-  size_t bytes = size_t(shape.numel()) * dtype_size(dtype);
+  size_t bytes = 0;
+  NNX_CHECK(!__builtin_mul_overflow(size_t(shape.numel()), dtype_size(dtype), &bytes),
+            ErrorKind::shape, "a tensor of shape ", shape.str(), " and dtype ", dtype_name(dtype),
+            " has more bytes than memory can address");
   return from_storage(Storage::allocate(bytes, allocator), shape, dtype);
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+#if !defined(FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION) && !defined(__SANITIZE_ADDRESS__)
+  // Large zeros (parameters before their weights replace them) are fresh anonymous pages, which
+  // the kernel zeroes on first touch: a tensor replaced unwritten costs no time and no resident
+  // memory. (Sanitizer and fuzz builds keep the allocator, which checks and poisons.)
+  constexpr size_t kLazyZerosBytes = size_t(1) << 20;
+  size_t bytes = 0;
+  if (device.is_cpu() &&
+      !__builtin_mul_overflow(size_t(shape.numel()), dtype_size(dtype), &bytes) &&
+      bytes >= kLazyZerosBytes) {
+    void* pages =
+        ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (pages != MAP_FAILED) {
+      auto unmap = [bytes](void* p) { ::munmap(p, bytes); };
+      return from_storage(Storage::wrap(pages, bytes, Device::cpu(), unmap), shape, dtype);
+    }
+  }
+#endif
   Tensor t = empty(shape, dtype, device);
   NNX_CHECK(device.is_cpu(), ErrorKind::unsupported, "zeros() on ", device.str(),
             ": create on the CPU and copy");

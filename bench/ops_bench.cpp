@@ -5,7 +5,7 @@
 #include <random>
 
 #include "importer/call_parser.h"
-#include "nnx/nnx.h"
+#include "nnx/nnx.hpp"
 #include "nnx/thread_pool.h"
 
 namespace {

@@ -8,8 +8,8 @@
 #include <random>
 #include <string>
 
-#include "nnx/nnx.h"
-#include "yolo_head.h"
+#include "embed/yolo_head.h"
+#include "nnx/nnx.hpp"
 
 int main(int argc, char** argv) {
   if (argc < 2) {

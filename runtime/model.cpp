@@ -61,47 +61,39 @@ int64_t Model::num_parameters() const {
   return total;
 }
 
-Model load(const std::string& arch, const std::string& weights, const LoadOptions& options) {
+Model assemble_model(const json::Value& description, const std::string& source,
+                     const py::Object* onefile, const WeightsReader& read_weights,
+                     const std::string& weights_source, const LoadOptions& options) {
   auto impl = std::make_shared<Model::Impl>();
-  impl->source = arch;
+  impl->source = source;
   impl->device = options.device;
-  check_readable(arch, "the model description");
-  py::ObjectPtr onefile;
-  json::Value description;
-  if (has_extension(arch, ".pth") || has_extension(arch, ".pt")) {
-    onefile = read_pth(arch);
-    description = description_from_pickle(*onefile, arch);
-  } else {
-    description = json::parse_file(arch);
-  }
-  impl->graph = build_graph(description, arch);
+  impl->graph = build_graph(description, source);
   Graph& graph = impl->graph;
 
   // Initialise as PyTorch would, each layer from its own stream so that one layer's
-  // initialisation does not depend on the layers before it.
-  for (size_t d = 0; d < graph.layers.size(); ++d) {
+  // initialisation does not depend on the layers before it (nor on which layers the weights
+  // give in full, and so need none).
+  auto init_layer = [&](size_t d) {
     RandomEngine rng(options.seed * 1000003u + d);
     graph.layers[d].op->init_params(rng);
-  }
+  };
 
   std::vector<StateDict> dicts;
-  std::string weights_source = weights;
-  if (!weights.empty()) {
-    check_readable(weights, "the weights file");
-    if (has_extension(weights, ".safetensors")) {
-      dicts = layer_state_dicts(read_safetensors(weights), graph.layers.size(), weights);
-    } else {
-      dicts = layer_state_dicts(*read_pth(weights), graph.layers.size(), weights);
-    }
+  std::string bound_from = weights_source;
+  if (read_weights) {
+    dicts = read_weights(graph.layers.size());
   } else if (onefile) {
     const py::Object* list = onefile->get("layers_state_dicts");
     if (!list) list = onefile->get("unique_layers_state_dicts");
-    if (list) dicts = layer_state_dicts(*list, graph.layers.size(), arch);
-    weights_source = arch;
+    if (list) dicts = layer_state_dicts(*list, graph.layers.size(), source);
+    bound_from = source;
   }
-  impl->report.weights_given = !dicts.empty() || (!weights.empty());
-  if (impl->report.weights_given)
-    bind_state_dicts(graph, dicts, options.strict, weights_source, impl->report);
+  impl->report.weights_given = !dicts.empty() || bool(read_weights);
+  if (impl->report.weights_given) {
+    bind_state_dicts(graph, dicts, options.strict, bound_from, impl->report, init_layer);
+  } else {
+    for (size_t d = 0; d < graph.layers.size(); ++d) init_layer(d);
+  }
 
   if (options.device.is_cuda()) {
     cuda::init();
@@ -111,6 +103,29 @@ Model load(const std::string& arch, const std::string& weights, const LoadOption
          ": the ops' CUDA bodies are not wired yet; run on the CPU");
   }
   return Model(std::move(impl));
+}
+
+Model load(const std::string& arch, const std::string& weights, const LoadOptions& options) {
+  check_readable(arch, "the model description");
+  py::ObjectPtr onefile;
+  json::Value description;
+  if (has_extension(arch, ".pth") || has_extension(arch, ".pt")) {
+    onefile = read_pth(arch, options.map_weights);
+    description = description_from_pickle(*onefile, arch);
+  } else {
+    description = json::parse_file(arch);
+  }
+  WeightsReader read_weights;
+  if (!weights.empty()) {
+    read_weights = [&](size_t num_layers) {
+      check_readable(weights, "the weights file");
+      if (has_extension(weights, ".safetensors"))
+        return layer_state_dicts(read_safetensors(weights, options.map_weights), num_layers,
+                                 weights);
+      return layer_state_dicts(*read_pth(weights, options.map_weights), num_layers, weights);
+    };
+  }
+  return assemble_model(description, arch, onefile.get(), read_weights, weights, options);
 }
 
 }  // namespace nnx

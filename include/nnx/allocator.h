@@ -17,7 +17,7 @@ struct AllocatorStats {
   size_t system_allocations = 0;  // of which went to the system (cache misses)
 };
 
-class Allocator {
+class NNX_API Allocator {
  public:
   virtual ~Allocator() = default;
   // Returns memory aligned to at least kAlignment bytes; throws Error(device) when exhausted.
@@ -34,11 +34,11 @@ class Allocator {
 
 // The process-wide pooled CPU allocator: 64-byte aligned blocks in size classes, freed blocks
 // kept for reuse so that steady-state inference neither calls malloc nor faults pages in.
-Allocator& cpu_allocator();
-std::unique_ptr<Allocator> make_pooled_cpu_allocator();
+NNX_API Allocator& cpu_allocator();
+NNX_API std::unique_ptr<Allocator> make_pooled_cpu_allocator();
 
 // A block of memory that tensors view. Freed through its deleter when the last tensor goes.
-class Storage {
+class NNX_API Storage {
  public:
   // Memory from an allocator (which must outlive the storage; the global ones do).
   static std::shared_ptr<Storage> allocate(size_t nbytes, Allocator& allocator);
@@ -66,7 +66,7 @@ class Storage {
 
 // Device allocators are provided by backends (the CUDA backend registers one per device).
 using DeviceAllocatorFactory = Allocator& (*)(int device_index);
-void register_device_allocator(Device::Type type, DeviceAllocatorFactory factory);
-Allocator& allocator_for(Device device);
+NNX_API void register_device_allocator(Device::Type type, DeviceAllocatorFactory factory);
+NNX_API Allocator& allocator_for(Device device);
 
 }  // namespace nnx

@@ -13,48 +13,48 @@ namespace nnx::cuda {
 #ifdef NNX_WITH_CUDA
 
 // True when a CUDA device answers. Never throws: a missing driver or no device gives false.
-bool available();
-int device_count();
+NNX_API bool available();
+NNX_API int device_count();
 // Why available() is false, for messages ("cudaGetDeviceCount: no CUDA-capable device is
 // detected"); empty when it is true.
-std::string unavailable_reason();
+NNX_API std::string unavailable_reason();
 // "NVIDIA H100 80GB HBM3"; throws Error(device) for an index with no device.
-std::string device_name(int device);
+NNX_API std::string device_name(int device);
 
 // Registers the CUDA allocator and device copies with the core, so that allocator_for(cuda:N),
 // Tensor::empty(..., cuda) and Tensor::copy_from between devices work. Idempotent, thread-safe
 // and cheap after the first call; touches no driver, so it is safe without a device (allocating
 // then throws Error(device)). Explicit, because a static initialiser in a static library is
 // dropped by the linker when nothing else references its object file.
-void init();
+NNX_API void init();
 
 // The caching allocator of one device (made on first use). Memory it hands out is ordered on
 // this thread's current stream for that device; throws Error(device) if there is no such device.
-Allocator& allocator(int device = 0);
+NNX_API Allocator& allocator(int device = 0);
 // Waits for all work on the device.
-void synchronize(int device = 0);
+NNX_API void synchronize(int device = 0);
 
 // Streams travel as void* (a cudaStream_t), like ExecContext::stream, so that this header needs
 // no CUDA headers. nullptr is the legacy default stream.
-void* create_stream(int device = 0);  // cudaStreamNonBlocking
-void destroy_stream(void* stream);    // waits for the stream's work first
-void synchronize_stream(void* stream);
+NNX_API void* create_stream(int device = 0);  // cudaStreamNonBlocking
+NNX_API void destroy_stream(void* stream);    // waits for the stream's work first
+NNX_API void synchronize_stream(void* stream);
 
 // The stream this thread's allocations and synchronous copies on `device` are ordered on
 // (nullptr until set). The executor sets it to the stream it launches on, so that a block freed
 // by one inference is reused by the next without waiting for the device.
-void* current_stream(int device = 0);
-void set_current_stream(void* stream, int device = 0);
+NNX_API void* current_stream(int device = 0);
+NNX_API void set_current_stream(void* stream, int device = 0);
 
 // Declares that memory from allocator(device) starting at `ptr` is also used on `stream`, so that
 // after it is freed it is reused only once that stream's work on it is done too.
-void record_stream(void* ptr, void* stream, int device = 0);
+NNX_API void record_stream(void* ptr, void* stream, int device = 0);
 
 // Copies nbytes ordered on `stream`, returning before the copy finishes (except from or to
 // pageable host memory, which the driver copies synchronously). Tensor::copy_from uses the
 // synchronous form, on the current stream.
-void copy_async(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes,
-                void* stream);
+NNX_API void copy_async(void* dst, Device dst_device, const void* src, Device src_device,
+                        size_t nbytes, void* stream);
 
 #else  // no CUDA backend in this build
 

@@ -6,14 +6,16 @@
 #include <string>
 #include <string_view>
 
+#include "nnx/export.h"
+
 namespace nnx {
 
 enum class DType : uint8_t { f32, f16, bf16, f64, i64, i32, i16, i8, u8, boolean };
 
-size_t dtype_size(DType dtype);
+NNX_API size_t dtype_size(DType dtype);
 // PyTorch's spelling without the prefix: "float32", "float16", "bfloat16", "int64", ...
-std::string_view dtype_name(DType dtype);
-bool dtype_is_floating(DType dtype);
+NNX_API std::string_view dtype_name(DType dtype);
+NNX_API bool dtype_is_floating(DType dtype);
 
 template <class T>
 constexpr DType dtype_of();
@@ -51,17 +53,17 @@ constexpr DType dtype_of<bool>() {
 }
 
 // IEEE half and bfloat16 conversions (round to nearest even).
-float half_to_float(uint16_t bits);
-uint16_t float_to_half(float value);
+NNX_API float half_to_float(uint16_t bits);
+NNX_API uint16_t float_to_half(float value);
 inline float bf16_to_float(uint16_t bits) {
   uint32_t u = uint32_t(bits) << 16;
   float f;
   __builtin_memcpy(&f, &u, 4);
   return f;
 }
-uint16_t float_to_bf16(float value);
+NNX_API uint16_t float_to_bf16(float value);
 
-struct Device {
+struct NNX_API Device {
   enum class Type : uint8_t { cpu, cuda };
   Type type = Type::cpu;
   int index = 0;

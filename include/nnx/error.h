@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "nnx/export.h"
+
 namespace nnx {
 
 enum class ErrorKind {
@@ -18,9 +20,9 @@ enum class ErrorKind {
   usage,        // API misuse by the caller
 };
 
-const char* error_kind_name(ErrorKind kind);
+NNX_API const char* error_kind_name(ErrorKind kind);
 
-class Error : public std::runtime_error {
+class NNX_API Error : public std::runtime_error {
  public:
   Error(ErrorKind kind, std::string message)
       : std::runtime_error(message), kind_(kind), message_(std::move(message)) {}

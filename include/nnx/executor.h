@@ -30,7 +30,7 @@ struct PlanStats {
   int64_t flops = 0;
 };
 
-class Executor {
+class NNX_API Executor {
  public:
   explicit Executor(Model model, ExecutorOptions options = {});
   ~Executor();

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "nnx/tensor.h"
@@ -21,6 +22,12 @@ struct LoadOptions {
   bool strict = true;
   // Seed of the PyTorch-like initialisation used for tensors the weights do not provide.
   uint64_t seed = 0;
+  // Map weight files and let the weights view them in place (stored .pth entries and
+  // safetensors data aligned for their dtype; the rest is copied): loading copies nothing it
+  // can map, and the mapping lives as long as the model. The weights are then read-only
+  // memory. A file truncated or rewritten in place while mapped makes the next access to a lost
+  // page raise SIGBUS; false copies every tensor and closes the file before load returns.
+  bool map_weights = true;
 };
 
 // What a load found worth telling the user (missing/unexpected keys when not strict, no weights).
@@ -29,7 +36,7 @@ struct LoadReport {
   std::vector<std::string> missing_keys, unexpected_keys;
 };
 
-class Model {
+class NNX_API Model {
  public:
   Model() = default;
   const Graph& graph() const;
@@ -58,7 +65,12 @@ class Model {
 // Loads `arch` (a .json description, or a one-file .pth) with `weights` (a two-file .pth list,
 // a flat state dict .pth, or .safetensors; empty: none, or those inside a one-file .pth).
 // Throws nnx::Error; a validation failure lists every fault, one per line.
-Model load(const std::string& arch, const std::string& weights = "",
-           const LoadOptions& options = {});
+NNX_API Model load(const std::string& arch, const std::string& weights = "",
+                   const LoadOptions& options = {});
+// The same from bytes in memory: `description` holds a .json description or a one-file .pth
+// (told apart by content); `weights` (empty: none) a .pth or .safetensors file's bytes. Both are
+// copied: the caller may free them when load_memory returns. Messages name `name`.
+NNX_API Model load_memory(std::string_view description, std::string_view weights,
+                          const LoadOptions& options = {}, const std::string& name = "<memory>");
 
 }  // namespace nnx

@@ -8,8 +8,8 @@
 
 namespace nnx {
 
-Tensor read_npy(const std::string& path);
-Tensor parse_npy(const void* data, size_t size, const std::string& name_for_errors);
-void write_npy(const std::string& path, const Tensor& tensor);
+NNX_API Tensor read_npy(const std::string& path);
+NNX_API Tensor parse_npy(const void* data, size_t size, const std::string& name_for_errors);
+NNX_API void write_npy(const std::string& path, const Tensor& tensor);
 
 }  // namespace nnx

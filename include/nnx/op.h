@@ -45,7 +45,7 @@ inline constexpr int64_t kUnknownChannels = -1;
 
 using RandomEngine = std::mt19937_64;
 
-class Op {
+class NNX_API Op {
  public:
   virtual ~Op() = default;
 
@@ -69,7 +69,7 @@ class Op {
 
   // If output `out` is a view of input k (Identity, Flatten, Dropout in eval), returns k: the
   // executor does not allocate that output and forward sets it to a view.
-  virtual std::optional<int> output_view_of(int out) const { return std::nullopt; }
+  virtual std::optional<int> output_view_of(int /*out*/) const { return std::nullopt; }
 
   // Forward with outputs already allocated (contiguous, shapes from infer_shapes), except
   // view outputs, which forward assigns.
@@ -82,8 +82,8 @@ class Op {
                 std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const;
 
   // Multiply-adds x2 for one forward, for `nnx info`.
-  virtual int64_t flops(std::span<const TensorSpec> inputs,
-                        std::span<const TensorSpec> outputs) const {
+  virtual int64_t flops(std::span<const TensorSpec> /*inputs*/,
+                        std::span<const TensorSpec> /*outputs*/) const {
     return 0;
   }
 
@@ -94,7 +94,7 @@ class Op {
   // Ops whose behaviour depends on which key a file used (the legacy Pruner) override it.
   virtual void set_param(std::string_view name, const Tensor& value);
   // Initialises parameters as PyTorch's reset_parameters() does (same distributions).
-  virtual void init_params(RandomEngine& rng) {}
+  virtual void init_params(RandomEngine& /*rng*/) {}
   // State dict keys this op also accepts on load, mapped to its own (legacy spellings).
   virtual std::string canonical_param_name(std::string_view key) const { return std::string(key); }
 
@@ -123,16 +123,17 @@ class Op {
 // Helpers shared by op implementations.
 namespace op_util {
 // Throws Error(shape) "expected N inputs, found M" unless num_inputs is in [lo, hi].
-void expect_inputs(int num_inputs, int lo, int hi);
-void expect_outputs(int num_outputs, int lo, int hi);
+NNX_API void expect_inputs(int num_inputs, int lo, int hi);
+NNX_API void expect_outputs(int num_outputs, int lo, int hi);
 // "expected 64 input channels, found 128" unless found is unknown or equal.
-void expect_channels(int64_t expected, int64_t found, std::string_view what = "input channels");
+NNX_API void expect_channels(int64_t expected, int64_t found,
+                             std::string_view what = "input channels");
 // Spatial (NCHW) input: rank 4; a rank-3 CHW input is accepted by the executor, not by ops.
-void expect_rank(const TensorSpec& spec, int rank, std::string_view what = "input");
+NNX_API void expect_rank(const TensorSpec& spec, int rank, std::string_view what = "input");
 // Python-like tuple repr of ints: "(3, 3)".
-std::string tuple_repr(std::span<const int64_t> values);
+NNX_API std::string tuple_repr(std::span<const int64_t> values);
 // PyTorch's float repr inside module reprs: 1e-05, 0.1, 0.01, 1.0
-std::string float_repr(double value);
+NNX_API std::string float_repr(double value);
 }  // namespace op_util
 
 }  // namespace nnx

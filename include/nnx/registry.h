@@ -16,14 +16,21 @@ namespace nnx {
 using OpFactory = std::function<std::shared_ptr<Op>(const Call& call)>;
 
 // Registers a user op under its qualified name ("own_module.YOLO"); replaces an earlier one.
-void register_op(const std::string& qualified_name, OpFactory factory);
-bool unregister_op(const std::string& qualified_name);
+NNX_API void register_op(const std::string& qualified_name, OpFactory factory);
+NNX_API bool unregister_op(const std::string& qualified_name);
 
 // Creates the op a call names. Throws Error(unsupported) for an unknown class, a refused class
 // of the original package, or an unregistered user op; Error(format) for bad arguments.
-std::shared_ptr<Op> make_op(const Call& call);
+NNX_API std::shared_ptr<Op> make_op(const Call& call);
 
 // Names of the built-in ops (canonical class names), for documentation and tests.
-std::vector<std::string> builtin_op_names();
+NNX_API std::vector<std::string> builtin_op_names();
+
+// Loads a user-op plugin: a shared library built against these headers with NNX_PLUGIN
+// (nnx/plugin.h), whose entry point registers its ops here. It stays loaded for the life of the
+// process (its ops' code must outlive every model that uses them). Throws Error(io) if it
+// cannot be loaded, Error(unsupported) if it is not an nnx plugin or was built for another
+// version of the library.
+NNX_API void load_plugin(const std::string& path);
 
 }  // namespace nnx

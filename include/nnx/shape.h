@@ -12,7 +12,7 @@
 
 namespace nnx {
 
-class Shape {
+class NNX_API Shape {
  public:
   static constexpr int kMaxDims = 8;
 
@@ -56,8 +56,8 @@ class Shape {
   int n_ = 0;
 };
 
-Shape contiguous_strides(const Shape& shape);
+NNX_API Shape contiguous_strides(const Shape& shape);
 // Normalizes a Python-style dim index against `ndim`; throws Error(shape) if out of range.
-int wrap_dim(int64_t dim, int ndim);
+NNX_API int wrap_dim(int64_t dim, int ndim);
 
 }  // namespace nnx

@@ -11,7 +11,7 @@
 
 namespace nnx {
 
-class Tensor {
+class NNX_API Tensor {
  public:
   Tensor() = default;  // undefined: defined() is false
 
@@ -86,6 +86,6 @@ class Tensor {
 // Device copies are supplied by backends (CUDA registers cudaMemcpy-based ones).
 using DeviceCopyFn = void (*)(void* dst, Device dst_device, const void* src, Device src_device,
                               size_t nbytes);
-void register_device_copy(Device::Type type, DeviceCopyFn fn);
+NNX_API void register_device_copy(Device::Type type, DeviceCopyFn fn);
 
 }  // namespace nnx

@@ -8,9 +8,11 @@
 #include <thread>
 #include <vector>
 
+#include "nnx/export.h"
+
 namespace nnx {
 
-class ThreadPool {
+class NNX_API ThreadPool {
  public:
   // `threads` counts the calling thread: ThreadPool(1) runs everything inline.
   explicit ThreadPool(int threads);

@@ -15,7 +15,7 @@
 
 namespace nnx {
 
-class Value {
+class NNX_API Value {
  public:
   enum class Kind { none, boolean, integer, real, string, identifier, list, tuple, tensor };
 
@@ -60,7 +60,7 @@ class Value {
 };
 
 // A parsed constructor string.
-struct Call {
+struct NNX_API Call {
   std::string name;  // as written, with its dotted prefix: "torch.nn.Conv2d", "own_module.YOLO"
   std::vector<Value> args;
   std::vector<std::pair<std::string, Value>> kwargs;
@@ -75,7 +75,7 @@ struct Call {
 // A call's arguments bound to a signature, as Python binds them. Throws Error(format) for too
 // many positional arguments, an unknown or repeated keyword, or a missing required argument.
 // Getters throw Error(format) naming the argument on a wrong type.
-class Args {
+class NNX_API Args {
  public:
   struct Param {
     std::string_view name;

@@ -12,7 +12,7 @@
 
 #include "graph/graph.h"
 #include "importer/json.h"
-#include "nnx/nnx.h"
+#include "nnx/nnx.hpp"
 #include "test_util.h"
 
 namespace nnx {

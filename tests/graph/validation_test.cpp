@@ -5,10 +5,10 @@
 #include <filesystem>
 #include <string>
 
-#include "examples/yolo_head.h"
+#include "examples/embed/yolo_head.h"
 #include "importer/description.h"
 #include "importer/json.h"
-#include "nnx/nnx.h"
+#include "nnx/nnx.hpp"
 
 namespace nnx {
 namespace {

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "examples/yolo_head.h"
+#include "examples/embed/yolo_head.h"
 #include "importer/json.h"
-#include "nnx/nnx.h"
+#include "nnx/nnx.hpp"
 #include "test_util.h"
 
 namespace nnx {

@@ -87,7 +87,7 @@ Shape parse_shape(const std::string& text) {
   return shape;
 }
 
-Model load_model(const Args& args) {
+Model load_model(const Args& args, bool lenient) {
   if (args.positional().size() != 1)
     throw UsageError("expected one model description (ARCH), found " +
                      std::to_string(args.positional().size()));
@@ -99,8 +99,9 @@ Model load_model(const Args& args) {
     throw UsageError("--precision must be fp32, tf32, fp16 or bf16, found '" + precision + "'");
   if (precision != "fp32" && device != "cuda")
     fail(ErrorKind::unsupported, "--precision ", precision, " is for CUDA; the CPU runs fp32");
+  for (const std::string& plugin : args.values("--plugin")) load_plugin(plugin);
   LoadOptions options;
-  options.strict = !args.has("--no-strict");
+  options.strict = !args.has("--no-strict") && !lenient;
   // `auto` falls back to the CPU until this build has a CUDA backend that finds a device.
   options.device = device == "cuda" ? Device::cuda() : Device::cpu();
   Model model = load(args.positional()[0], args.value("--weights").value_or(""), options);

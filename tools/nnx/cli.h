@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "nnx/nnx.h"
+#include "nnx/nnx.hpp"
 #include "nnx/thread_pool.h"
 
 namespace nnx::cli {
@@ -38,8 +38,9 @@ class Args {
 
 // "1,3,224,224" -> Shape; throws UsageError.
 Shape parse_shape(const std::string& text);
-// Loads ARCH with --weights and --no-strict, telling stderr when no weights were given.
-Model load_model(const Args& args);
+// Loads ARCH with --weights and --no-strict (after the --plugin libraries), telling stderr
+// when no weights were given; `lenient` loads as --no-strict does.
+Model load_model(const Args& args, bool lenient = false);
 // Shapes of the network inputs from --shape flags (default 1,C,224,224 per input).
 std::vector<Shape> input_shapes(const Model& model, const Args& args);
 // Deterministic pseudo-random inputs in [0, 1), as torch.rand would give in distribution.
@@ -49,5 +50,6 @@ int run_command(const Args& args);
 int info_command(const Args& args);
 int convert_command(const Args& args);
 int bench_command(const Args& args);
+int graph_command(const Args& args);
 
 }  // namespace nnx::cli

@@ -9,14 +9,15 @@
 namespace {
 
 const char* kUsageText =
-    "usage: nnx <command> [options]\n"
+    "usage: nnx <command> [options] [--plugin LIB.so]... (user ops: nnx/plugin.h)\n"
     "commands:\n"
     "  run ARCH [--weights W] [--input X.npy]... [--shape N,C,H,W]... [--device cpu|cuda|auto]\n"
     "           [--precision fp32] [--threads N] [--no-strict] [--out DIR]\n"
     "  info ARCH [--weights W] [--shape N,C,H,W]... [--no-strict] [--json]\n"
     "  convert ARCH [--weights W] [--no-strict] --out PATH(.json|.pth|.safetensors)\n"
     "  bench ARCH [--weights W] [--shape N,C,H,W]... [--batch N] [--threads N] [--iters N]\n"
-    "             [--warmup K] [--json]\n";
+    "             [--warmup K] [--json]\n"
+    "  graph ARCH [--weights W] [--shape N,C,H,W]... [--no-strict] --out FILE(.svg|.png|.dot)\n";
 
 void print_error_lines(const std::string& message) {
   std::istringstream lines(message);
@@ -33,8 +34,8 @@ int main(int argc, char** argv) {
     return argc < 2 ? kUsage : kOk;
   }
   std::string command = argv[1];
-  const std::vector<std::string> common = {"--weights", "--shape", "--threads", "--device",
-                                           "--precision"};
+  const std::vector<std::string> common = {"--weights", "--shape",     "--threads",
+                                           "--device",  "--precision", "--plugin"};
   auto with = [&](std::vector<std::string> extra) {
     extra.insert(extra.end(), common.begin(), common.end());
     return extra;
@@ -50,6 +51,8 @@ int main(int argc, char** argv) {
       return bench_command(Args(argc, argv, 2,
                                 with({"--batch", "--iters", "--warmup", "--cuda-graph"}),
                                 {"--no-strict", "--json", "--profile"}));
+    if (command == "graph")
+      return graph_command(Args(argc, argv, 2, with({"--out"}), {"--no-strict"}));
     throw UsageError("unknown command '" + command + "'");
   } catch (const UsageError& e) {
     std::cerr << "nnx: error: " << e.what() << "\n" << kUsageText;

@@ -3,12 +3,14 @@
 // examples/seed/yolo.py: boxes decoded to input pixels, objectness and classes activated.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "nnx/nnx.h"
+#include "nnx/nnx.hpp"
 #include "nnx/thread_pool.h"
 
 namespace example {

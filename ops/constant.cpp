@@ -36,6 +36,16 @@ Tensor constant_literal(const Tensor& parsed, std::string_view source_text) {
     if (shape.size() == Shape::kMaxDims) return parsed;
     shape.push_back(int64_t(v));
   }
+  // The same cap as a literal's elements (call_parser.cpp): a shape spelt as a tuple must not
+  // let a description ask for more than a literal could hold.
+  constexpr int64_t kMaxElements = int64_t(1) << 24;
+  int64_t numel = 1;
+  for (int64_t d : shape.span()) {
+    NNX_CHECK(d == 0 || numel <= kMaxElements / d, ErrorKind::format, "the constant's shape ",
+              shape.str(), " has more than ", kMaxElements,
+              " elements, the most a literal may describe");
+    numel *= d;
+  }
   return Tensor::zeros(shape, parsed.dtype());
 }
 

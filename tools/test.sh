@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs every test: the main build (release; CUDA compiled for one
-# architecture where nvcc is found), then the same tests under ASan+UBSan (CPU only), then
-# every fuzz target for a fixed, seeded number of inputs (reproducible; longer exploratory runs:
-# tools/fuzz.sh SECONDS). NNX_SKIP_ASAN=1 / NNX_SKIP_FUZZ=1 skip those passes.
+# Sets up, builds and runs every test:
+# 1. the main build (release; CUDA compiled for one architecture where nvcc is found): ctest,
+#    then the installed package and examples/embed against it (tools/embed-check.sh);
+# 2. the same tests under ASan+UBSan (CPU only), with a LeakSanitizer check of `nnx run` on the
+#    example network;
+# 3. the threaded tests under ThreadSanitizer (tools/tsan.sh: 8 threads x 200 runs);
+# 4. every fuzz target for a fixed, seeded number of inputs (longer runs: tools/fuzz.sh SECONDS).
+# NNX_SKIP_ASAN=1 / NNX_SKIP_TSAN=1 / NNX_SKIP_FUZZ=1 skip passes 2 / 3 / 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
@@ -11,10 +15,14 @@ fixtures="$PWD/build/fixtures"
 cmake --preset ci -DNNX_FIXTURE_DIR="$fixtures" >/dev/null
 cmake --build --preset ci -j "$jobs"
 ctest --preset ci -j "$jobs"
+tools/embed-check.sh build/ci  # install, build examples/embed against it, compare outputs
 if [ "${NNX_SKIP_ASAN:-0}" != 1 ]; then
   cmake --preset asan -DNNX_FIXTURE_DIR="$fixtures" >/dev/null
   cmake --build --preset asan -j "$jobs"
   ctest --preset asan -j "$jobs"
+fi
+if [ "${NNX_SKIP_TSAN:-0}" != 1 ]; then
+  NNX_TSAN_JOBS="$jobs" tools/tsan.sh "$fixtures"  # 8 threads x 200 runs under ThreadSanitizer
 fi
 if [ "${NNX_SKIP_FUZZ:-0}" != 1 ]; then
   NNX_FUZZ_ARGS="-seed=1 -runs=30000" tools/fuzz.sh 300

@@ -5,9 +5,12 @@
 #include "kernels/cpu/conv2d.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string_view>
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/winograd.h"
 #include "nnx/thread_pool.h"
 
 namespace nnx::cpu {
@@ -122,6 +125,15 @@ void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight
   });
 }
 
+// NNX_CONV_WINOGRAD=0 in the environment turns the Winograd path off, for measuring against it.
+bool winograd_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("NNX_CONV_WINOGRAD");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  return enabled;
+}
+
 }  // namespace
 
 void conv2d(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
@@ -132,6 +144,8 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
   if (s.batch == 0 || s.out_channels == 0 || out_plane == 0) return;
   if (in_per_group == 1 && out_per_group <= kDirectMaxMultiplier)
     return conv2d_direct(s, input, weight, bias, output, pool);
+  if (winograd_suitable(s) && winograd_enabled())
+    return conv2d_winograd(s, input, weight, bias, output, pool);
 
   const bool pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
                          s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h &&

@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""nnx against PyTorch and ONNX Runtime on the same files, measured in alternation in one run.
+
+usage: /usr/bin/python3 python/bench_compare.py [--models seed,resnet18,mobilenet_v2,resnet50]
+           [--threads 2] [--iters 20] [--warmup 3] [--rounds 3] [--nnx PATH] [--nnx-export PATH]
+           [--work DIR] [--json] [--plot FILE.png] [--markdown FILE.md]
+
+For each model the script prepares one set of files and one input, and every runtime reads
+those:
+- the description + weights: the seed network from examples/seed/seed.json with weights that
+  PyTorch's default initialisation makes (seeded) and saves; torchvision models as `nnx-export`
+  writes them (random seeded weights; nothing is downloaded);
+- PyTorch: the reference module of python/nnx_ref built from those files (eval, no_grad, 2
+  threads, at its best: glibc keeps freed memory (mallopt) so large activations are not
+  page-faulted anew on every run; OpenBLAS where installed);
+- ONNX Runtime: that module exported with torch.onnx.export (opset 13), timed by
+  ../shared/anchors/ort-bench.sh;
+- nnx: `nnx bench --json` and `nnx run` on the files.
+
+Each runtime runs in its own process (so peak RSS is its own: ru_maxrss from wait4), in
+rounds: PyTorch, ONNX Runtime, nnx, PyTorch, ... Each process loads, runs once (the cold
+start: load_ms + first_run_ms), warms up, and times --iters runs; the figure per runtime is the
+median over rounds of each process's median. Outputs are compared on the same input with the
+project's measure max|got - ref| / max(1, max|ref|), PyTorch as the reference.
+
+The table goes to stdout (or one JSON object with --json); --markdown writes it with the
+machine (processor model), date and command; --plot writes a bar chart (needs matplotlib).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+YOLO_SPEC = "own_module.YOLO=" + os.path.join(ROOT, "examples", "seed", "yolo.py") + ":YOLO"
+
+# name -> (input shape, how the files are made)
+MODELS = {
+    "seed": ((1, 3, 480, 640), "seed"),
+    "resnet18": ((1, 3, 224, 224), "torchvision.models:resnet18"),
+    "mobilenet_v2": ((1, 3, 224, 224), "torchvision.models:mobilenet_v2"),
+    "resnet50": ((1, 3, 224, 224), "torchvision.models:resnet50"),
+    "mobilenet_v3_small": ((1, 3, 224, 224), "torchvision.models:mobilenet_v3_small"),
+    "squeezenet1_1": ((1, 3, 224, 224), "torchvision.models:squeezenet1_1"),
+    "vgg11": ((1, 3, 224, 224), "torchvision.models:vgg11"),
+}
+
+
+def log(*args):
+    print("bench_compare:", *args, file=sys.stderr, flush=True)
+
+
+# ---- the PyTorch worker (a subprocess of this script) -----------------------------------------
+
+def torch_worker(args):
+    """Loads the files into the reference module and times it; prints one JSON object."""
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-4, 0)          # M_MMAP_MAX: large blocks from the heap, not fresh mmaps
+    libc.mallopt(-1, 2 ** 30)    # M_TRIM_THRESHOLD: keep freed memory instead of unmapping it
+    t0 = time.perf_counter()
+    import numpy as np
+    import torch
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, HERE)
+    import nnx_ref
+    from nnx_ref.cli import load_user_op
+    import_ms = (time.perf_counter() - t0) * 1e3
+    user_ops = dict(load_user_op(s) for s in args.user_op)
+    x = [torch.from_numpy(np.load(p)) for p in args.input]
+    t0 = time.perf_counter()
+    net = nnx_ref.load(args.arch, weights=args.weights, strict=True, user_ops=user_ops)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    times = []
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        outs = net(*x)
+        first_ms = (time.perf_counter() - t0) * 1e3
+        for _ in range(args.warmup):
+            net(*x)
+        for _ in range(args.iters):
+            t0 = time.perf_counter()
+            net(*x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        for k, o in enumerate(outs):
+            np.save(os.path.join(args.out, f"out{k}.npy"), o.float().numpy())
+    times.sort()
+    print(json.dumps({"median_ms": statistics.median(times), "p10_ms": _pct(times, 10),
+                      "p90_ms": _pct(times, 90), "load_ms": load_ms, "first_run_ms": first_ms,
+                      "import_ms": import_ms, "version": torch.__version__,
+                      "blas": os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3")}))
+
+
+def _pct(sorted_times, p):
+    i = min(len(sorted_times) - 1, max(0, round(p / 100 * (len(sorted_times) - 1))))
+    return sorted_times[i]
+
+
+# ---- running a process and reading its peak RSS -----------------------------------------------
+
+def run_measured(cmd, env=None):
+    """Runs cmd; returns (exit status, stdout text, stderr text, peak RSS in MiB)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return (proc.returncode, out.read().decode(errors="replace"),
+                err.read().decode(errors="replace"), usage.ru_maxrss / 1024.0)
+
+
+def last_json_line(text):
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("no JSON object in the output:\n" + text[-2000:])
+
+
+# ---- preparing the files ----------------------------------------------------------------------
+
+def prepare(name, work, args):
+    """Makes NAME.json + NAME.pth, the input, PyTorch's outputs and the .onnx; returns a dict."""
+    import numpy as np
+    import torch
+    sys.path.insert(0, HERE)
+    import nnx_ref
+    from nnx_ref.cli import load_user_op
+
+    shape, source = MODELS[name]
+    folder = os.path.join(work, name)
+    os.makedirs(folder, exist_ok=True)
+    arch = os.path.join(folder, name + ".json")
+    weights = os.path.join(folder, name + ".pth")
+    user_ops, user_op_specs = {}, []
+    if source == "seed":
+        user_op_specs = [YOLO_SPEC]
+        user_ops = dict(load_user_op(s) for s in user_op_specs)
+        if not os.path.exists(weights):
+            shutil.copyfile(os.path.join(ROOT, "examples", "seed", "seed.json"), arch)
+            net = nnx_ref.load(arch, weights=None, user_ops=user_ops, seed=0)
+            torch.save(net.state_dict(), weights)   # the flat-key form nnx reads
+    elif not os.path.exists(weights):
+        cmd = [args.nnx_export, source, "--shape", ",".join(map(str, shape)),
+               "--out", os.path.join(folder, name), "--no-verify"]
+        log("exporting", name, ":", " ".join(cmd))
+        rc, out, err, _ = run_measured(cmd)
+        if rc != 0:
+            raise RuntimeError(f"nnx-export {source} failed ({rc}):\n{err}")
+    x = os.path.join(folder, "input.npy")
+    if not os.path.exists(x):
+        g = torch.Generator().manual_seed(1234)
+        np.save(x, torch.randn(*shape, generator=g).numpy())
+    onnx = os.path.join(folder, name + ".onnx")
+    if not os.path.exists(onnx):
+        net = nnx_ref.load(arch, weights=weights, user_ops=user_ops).eval()
+        example = torch.from_numpy(np.load(x))
+        with torch.no_grad():
+            torch.onnx.export(net, (example,), onnx, opset_version=13)
+    return {"name": name, "folder": folder, "arch": arch, "weights": weights, "input": x,
+            "onnx": onnx, "shape": shape, "user_ops": user_op_specs}
+
+
+# ---- one measurement per runtime --------------------------------------------------------------
+
+def measure_torch(m, args, out_dir=None):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "torch", "--arch", m["arch"],
+           "--weights", m["weights"], "--input", m["input"], "--threads", str(args.threads),
+           "--iters", str(args.iters), "--warmup", str(args.warmup)]
+    for spec in m["user_ops"]:
+        cmd += ["--user-op", spec]
+    if out_dir:
+        cmd += ["--out", out_dir]
+    rc, out, err, rss = run_measured(cmd)
+    if rc != 0:
+        raise RuntimeError(f"PyTorch worker failed on {m['name']}:\n{err}")
+    r = last_json_line(out)
+    r["peak_rss_mb"] = rss
+    return r
+
+
+def measure_ort(m, args, out_dir=None):
+    cmd = [os.path.join(SHARED, "anchors", "ort-bench.sh"), m["onnx"], "--input", m["input"],
+           "--threads", str(args.threads), "--iters", str(args.iters),
+           "--warmup", str(args.warmup), "--json"]
+    if out_dir:
+        cmd += ["--out", out_dir]
+    rc, out, err, rss = run_measured(cmd)
+    if rc != 0:
+        raise RuntimeError(f"ONNX Runtime failed on {m['name']}:\n{err}")
+    r = last_json_line(out)
+    r["peak_rss_mb"] = rss
+    return r
+
+
+def nnx_model_args(m):
+    """The seed's YOLO head reaches the nnx command as a plugin (examples/embed/yolo_plugin.cpp)."""
+    return ["--plugin", args_global.nnx_plugin] if m["user_ops"] else []
+
+
+def measure_nnx(m, args):
+    shape = ",".join(map(str, m["shape"]))
+    cmd = [args.nnx, "bench", m["arch"], "--weights", m["weights"], "--shape", shape,
+           "--threads", str(args.threads), "--iters", str(args.iters),
+           "--warmup", str(args.warmup), "--json"] + nnx_model_args(m)
+    rc, out, err, rss = run_measured(cmd)
+    if rc != 0:
+        raise RuntimeError(f"nnx bench failed on {m['name']}:\n{err}")
+    r = last_json_line(out)
+    r["peak_rss_mb_wait4"] = rss
+    return r
+
+
+def nnx_outputs(m, args, out_dir):
+    cmd = [args.nnx, "run", m["arch"], "--weights", m["weights"], "--input", m["input"],
+           "--threads", str(args.threads), "--out", out_dir] + nnx_model_args(m)
+    rc, out, err, _ = run_measured(cmd)
+    if rc != 0:
+        raise RuntimeError(f"nnx run failed on {m['name']}:\n{err}")
+
+
+def max_difference(dir_a, dir_ref):
+    import numpy as np
+    worst, k = 0.0, 0
+    while os.path.exists(os.path.join(dir_ref, f"out{k}.npy")):
+        ref = np.load(os.path.join(dir_ref, f"out{k}.npy")).astype(np.float64)
+        path = os.path.join(dir_a, f"out{k}.npy")
+        if not os.path.exists(path):
+            return float("inf")
+        got = np.load(path).astype(np.float64)
+        if got.shape != ref.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(got - ref).max() / max(1.0, np.abs(ref).max())))
+        k += 1
+    return worst
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+def processor_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def compare(args):
+    results = []
+    for name in args.models:
+        m = prepare(name, args.work, args)
+        log(f"{name}: outputs on the same input")
+        dirs = {k: os.path.join(m["folder"], "out_" + k) for k in ("torch", "ort", "nnx")}
+        measure_torch(dict(m), argparse.Namespace(**{**vars(args), "iters": 1, "warmup": 0}),
+                      dirs["torch"])
+        measure_ort(m, argparse.Namespace(**{**vars(args), "iters": 1, "warmup": 0}), dirs["ort"])
+        nnx_outputs(m, args, dirs["nnx"])
+        diff_nnx = max_difference(dirs["nnx"], dirs["torch"])
+        diff_ort = max_difference(dirs["ort"], dirs["torch"])
+        rounds = {"torch": [], "ort": [], "nnx": []}
+        for r in range(args.rounds):
+            log(f"{name}: round {r + 1}/{args.rounds}")
+            rounds["torch"].append(measure_torch(m, args))
+            rounds["ort"].append(measure_ort(m, args))
+            rounds["nnx"].append(measure_nnx(m, args))
+
+        def med(key, runtime):
+            vals = [x[key] for x in rounds[runtime] if x.get(key) is not None]
+            return statistics.median(vals) if vals else None
+
+        row = {"model": name, "shape": list(m["shape"]), "max_diff_nnx": diff_nnx,
+               "max_diff_ort": diff_ort}
+        for rt in rounds:
+            row[rt] = {"median_ms": med("median_ms", rt), "p10_ms": med("p10_ms", rt),
+                       "p90_ms": med("p90_ms", rt), "load_ms": med("load_ms", rt),
+                       "first_run_ms": med("first_run_ms", rt),
+                       "peak_rss_mb": med("peak_rss_mb", rt) if rt != "nnx"
+                       else med("peak_rss_mb_wait4", rt),
+                       "round_medians_ms": [x["median_ms"] for x in rounds[rt]]}
+        row["nnx_over_torch"] = row["nnx"]["median_ms"] / row["torch"]["median_ms"]
+        row["nnx_over_ort"] = row["nnx"]["median_ms"] / row["ort"]["median_ms"]
+        results.append(row)
+        log(f"{name}: nnx {row['nnx']['median_ms']:.1f} ms, PyTorch "
+            f"{row['torch']['median_ms']:.1f} ms, ORT {row['ort']['median_ms']:.1f} ms")
+    return results
+
+
+def table(results):
+    lines = ["| model | nnx ms | PyTorch ms | ORT ms | nnx/PyTorch | nnx/ORT | "
+             "peak RSS MB nnx / PyTorch / ORT | cold start ms (load + first run) nnx / PyTorch "
+             "/ ORT | max diff nnx / ORT |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        def cold(rt):
+            return f"{r[rt]['load_ms']:.0f} + {r[rt]['first_run_ms']:.0f}"
+        lines.append(
+            f"| {r['model']} {'x'.join(map(str, r['shape']))} | {r['nnx']['median_ms']:.2f} | "
+            f"{r['torch']['median_ms']:.2f} | {r['ort']['median_ms']:.2f} | "
+            f"{r['nnx_over_torch']:.2f} | {r['nnx_over_ort']:.2f} | "
+            f"{r['nnx']['peak_rss_mb']:.0f} / {r['torch']['peak_rss_mb']:.0f} / "
+            f"{r['ort']['peak_rss_mb']:.0f} | {cold('nnx')} / {cold('torch')} / {cold('ort')} | "
+            f"{r['max_diff_nnx']:.1e} / {r['max_diff_ort']:.1e} |")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("warning: --plot needs matplotlib (Debian: python3-matplotlib); no plot written")
+        return
+    names = [r["model"] for r in results]
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(names), 4))
+    width = 0.27
+    for i, (rt, label) in enumerate((("nnx", "nnx"), ("torch", "PyTorch"), ("ort", "ONNX Runtime"))):
+        vals = [r[rt]["median_ms"] for r in results]
+        ax.bar([j + (i - 1) * width for j in range(len(names))], vals, width, label=label)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names)
+    ax.set_ylabel("median latency, ms (lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+args_global = None
+
+
+def main(argv=None):
+    global args_global
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--worker", choices=["torch"], help=argparse.SUPPRESS)
+    p.add_argument("--arch", help=argparse.SUPPRESS)
+    p.add_argument("--weights", help=argparse.SUPPRESS)
+    p.add_argument("--input", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--user-op", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--models", default="seed,resnet18,mobilenet_v2,resnet50")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--nnx", default=os.path.join(ROOT, "build", "release", "nnx"))
+    p.add_argument("--nnx-export", default=None)
+    p.add_argument("--nnx-plugin", default=None,
+                   help="shared library registering the seed's YOLO op for the nnx CLI")
+    p.add_argument("--work", default=os.path.join(ROOT, "build", "bench-compare"))
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot")
+    p.add_argument("--markdown")
+    args = p.parse_args(argv)
+    args_global = args
+    if args.worker == "torch":
+        return torch_worker(args)
+    args.models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        p.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+    if args.nnx_export is None:
+        args.nnx_export = os.path.join(os.path.dirname(args.nnx), "nnx-export")
+    if args.nnx_plugin is None:
+        args.nnx_plugin = os.path.join(os.path.dirname(args.nnx), "examples", "embed",
+                                       "nnx_yolo.so")
+    os.makedirs(args.work, exist_ok=True)
+    started = time.time()
+    results = compare(args)
+    machine = {"processor": processor_model(), "cores": os.cpu_count(),
+               "date": datetime.date.today().isoformat(), "threads": args.threads,
+               "iters": args.iters, "warmup": args.warmup, "rounds": args.rounds,
+               "command": " ".join([os.path.relpath(__file__, ROOT)] + (argv or sys.argv[1:])),
+               "seconds": round(time.time() - started)}
+    report = {"machine": machine, "results": results}
+    text = table(results)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(text)
+    if args.markdown:
+        with open(args.markdown + ".tmp", "w") as f:
+            f.write(f"# nnx against PyTorch and ONNX Runtime ({machine['date']})\n\n"
+                    f"Machine: {machine['processor']}, {machine['cores']} cores; "
+                    f"{args.threads} threads each, batch 1, float32; {args.rounds} rounds of "
+                    f"{args.iters} timed runs after {args.warmup} warm-up runs, in alternation."
+                    f"\n\nCommand: `/usr/bin/python3 {machine['command']}`\n\n{text}\n\n"
+                    "```json\n" + json.dumps(report, indent=2) + "\n```\n")
+        os.replace(args.markdown + ".tmp", args.markdown)
+    if args.plot:
+        plot(results, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -77,9 +77,8 @@ void BM_PeakFma(benchmark::State& state) {
   }
   benchmark::DoNotOptimize(sink.load());
   const double flops = double(kIterations) * kChains * kLanes * 2 * threads;
-  state.counters["GFLOP/s"] = benchmark::Counter(flops * double(state.iterations()),
-                                                 benchmark::Counter::kIsRate,
-                                                 benchmark::Counter::kIs1000);
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      flops * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
   state.SetLabel(std::to_string(kLanes * 32) + "-bit FMA");
 }
 BENCHMARK(BM_PeakFma)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -76,8 +76,8 @@ TEST_F(ExportCli, UnsupportedCallsAreListedWithTheirSourceLines) {
   int line_no = 0, marked = 0;
   for (std::string line; std::getline(src, line);) {
     ++line_no;
-    if (line.find("# unsupported") == std::string::npos || line.find("\"\"\"") != std::string::npos ||
-        line.find("`") != std::string::npos)
+    if (line.find("# unsupported") == std::string::npos ||
+        line.find("\"\"\"") != std::string::npos || line.find("`") != std::string::npos)
       continue;
     ++marked;
     EXPECT_NE(r.err.find("unsupported.py:" + std::to_string(line_no) + ": unsupported"),
@@ -102,9 +102,9 @@ TEST_F(ExportCli, UnsupportedCallsAreListedWithTheirSourceLines) {
 
 TEST_F(ExportCli, UsageErrorsExitTwo) {
   std::string model = cases("two_branch.py") + ":TwoBranch";
-  EXPECT_EQ(run(model + " --out " + path("m")).status, 2);                       // no --shape
-  EXPECT_EQ(run(model + " --shape 1,3 --out " + path("m")).status, 2);           // not NCHW
-  EXPECT_EQ(run(model + " --shape 1,3,8,8").status, 2);                          // no --out
+  EXPECT_EQ(run(model + " --out " + path("m")).status, 2);              // no --shape
+  EXPECT_EQ(run(model + " --shape 1,3 --out " + path("m")).status, 2);  // not NCHW
+  EXPECT_EQ(run(model + " --shape 1,3,8,8").status, 2);                 // no --out
   EXPECT_EQ(run(model + " --shape 1,3,8,8 --out " + path("m") + " --frobnicate").status, 2);
   EXPECT_EQ(run("").status, 2);
   EXPECT_FALSE(fs::exists(path("m.json")));
@@ -135,8 +135,8 @@ TEST_F(ExportCli, ExportsVerifiesAndRoundTrips) {
   for (const auto& e : fs::directory_iterator(path("deep/dir")))
     EXPECT_TRUE(e.path().filename() == "tb.json" || e.path().filename() == "tb.pth") << e.path();
   std::string convert = std::string(NNX_CLI_PATH) + " convert " + path("deep/dir/tb.json") +
-                        " --weights " + path("deep/dir/tb.pth") + " --out " + path("again/tb.json") +
-                        " 2>/dev/null";
+                        " --weights " + path("deep/dir/tb.pth") + " --out " +
+                        path("again/tb.json") + " 2>/dev/null";
   ASSERT_EQ(std::system(convert.c_str()), 0);
   EXPECT_EQ(testing_util::read_file(path("again/tb.json")),
             testing_util::read_file(path("deep/dir/tb.json")));
@@ -147,7 +147,8 @@ TEST_F(ExportCli, ExportsAModelSavedWithTorchSave) {
   std::string saved = path("whole.pth");
   std::string make = std::string(NNX_PYTHON) +
                      " -c \"import torch, torchvision; torch.manual_seed(0); "
-                     "torch.save(torchvision.models.squeezenet1_1(), '" + saved + "')\"";
+                     "torch.save(torchvision.models.squeezenet1_1(), '" +
+                     saved + "')\"";
   ASSERT_EQ(std::system(make.c_str()), 0);
   Result r = run(saved + " --shape 2,3,64,64 --out " + path("sq"));
   ASSERT_EQ(r.status, 0) << r.err;

@@ -56,15 +56,16 @@ Case read_case(const fs::path& folder) {
 std::string compare_with_pytorch(const Case& c, int threads) {
   Model model = load(c.arch(), c.weights());
   std::vector<Tensor> inputs;
-  for (auto& in : c.meta.find("inputs")->array) inputs.push_back(read_npy((c.folder / in.str).string()));
+  for (auto& in : c.meta.find("inputs")->array)
+    inputs.push_back(read_npy((c.folder / in.str).string()));
   Executor net(model, {.threads = threads});
   std::vector<Tensor> outputs = net(inputs);
   const auto& refs = c.meta.find("refs")->array;
   double tol = c.meta.find("tol")->number;
   std::string failures;
   if (outputs.size() != refs.size())
-    failures += " " + std::to_string(outputs.size()) + " outputs, PyTorch " +
-                std::to_string(refs.size());
+    failures +=
+        " " + std::to_string(outputs.size()) + " outputs, PyTorch " + std::to_string(refs.size());
   for (size_t k = 0; k < std::min(outputs.size(), refs.size()); ++k) {
     Tensor ref = read_npy((c.folder / refs[k].str).string());
     double err = testing_util::relative_error(outputs[k], ref);

@@ -84,8 +84,8 @@ TEST(ConcurrencyStress, EightExecutorsOverOneModelMatchASingleThreadedRun) {
             same = out[k].bitwise_equal(want[k]);
           }
           if (!same && mismatches.fetch_add(1) == 0)
-            first_error[size_t(t)] = "thread " + std::to_string(t) + " run " +
-                                     std::to_string(r) + " (input " + std::to_string(index) +
+            first_error[size_t(t)] = "thread " + std::to_string(t) + " run " + std::to_string(r) +
+                                     " (input " + std::to_string(index) +
                                      ") differs from the single-threaded run";
           done.fetch_add(1);
         }

@@ -325,9 +325,13 @@ std::string to_dot(const Model& model, const std::vector<std::vector<MaybeSpec>>
     int64_t params = 0;
     for (const Param& p : op.params()) params += p.trainable ? p.value.numel() : 0;
     if (params > 0 && layer.nodes[0] == v) lines.push_back(count_text(params) + " params");
-    if (layer.nodes.size() > 1)
-      lines.push_back(layer.nodes[0] == v ? "weights shared"
-                                          : "weights of #" + std::to_string(layer.nodes[0]));
+    if (layer.nodes.size() > 1) {
+      // One layer (one module, one set of weights) standing at several nodes.
+      std::string others;
+      for (int node : layer.nodes)
+        if (node != v) others += (others.empty() ? "#" : ", #") + std::to_string(node);
+      lines.push_back("same layer as " + others);
+    }
     if (placeholder) lines.push_back("(not registered: shapes unknown)");
     if (!needed[size_t(v)]) lines.push_back("(not needed by the outputs)");
     dot << "  n" << v << " [fillcolor=\"" << fill_for(op) << "\"";

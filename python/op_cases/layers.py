@@ -46,15 +46,16 @@ def _conv_cases():
     yield _case("conv_single_in_channel", C(1, 3, 3, padding=1), (2, 1, 6, 7))
     yield _case("conv_single_in_channel_wide", C(1, 8, 3), (1, 1, 6, 7))
     yield _case("conv_nobias", C(3, 5, 3, bias=False), (1, 3, 6, 6))
-    # 3x3 stride-1 layers with enough channels take the Winograd path: odd and even output
-    # sizes (partial tiles), every padding, batches, no bias, several tile blocks.
-    yield _case("conv_wino_pad1_odd", C(16, 24, 3, padding=1), (1, 16, 9, 11))
-    yield _case("conv_wino_valid", C(20, 16, 3), (2, 20, 8, 7))
-    yield _case("conv_wino_rect_pad", C(16, 16, 3, padding=(2, 0), bias=False), (1, 16, 5, 12))
-    yield _case("conv_wino_same", C(32, 16, 3, padding="same"), (3, 32, 6, 6))
-    yield _case("conv_wino_many_blocks", C(64, 96, 3, padding=1), (1, 64, 40, 52))
+    # 3x3 stride-1 layers with enough channels and 1024+ tiles of 2x2 outputs take the Winograd
+    # path: odd and even output sizes (partial tiles), every padding, batches, no bias, several
+    # tile blocks.
+    yield _case("conv_wino_pad1_odd", C(16, 24, 3, padding=1), (1, 16, 63, 67))
+    yield _case("conv_wino_valid", C(20, 16, 3), (2, 20, 48, 47))
+    yield _case("conv_wino_rect_pad", C(16, 16, 3, padding=(2, 0), bias=False), (1, 16, 61, 70))
+    yield _case("conv_wino_same", C(32, 16, 3, padding="same"), (3, 32, 38, 38))
+    yield _case("conv_wino_many_blocks", C(64, 96, 3, padding=1), (1, 64, 80, 104))
     yield _case("conv_wino_reflect", C(16, 16, 3, padding=1, padding_mode="reflect"),
-                (1, 16, 7, 9))
+                (1, 16, 64, 66))
     yield _case("conv_same_odd_kernel", C(3, 4, 3, padding="same"), (1, 3, 6, 7))
     yield _case("conv_same_even_kernel", C(3, 4, 4, padding="same"), (2, 3, 7, 6))
     yield _case("conv_same_rect", C(3, 4, (2, 5), padding="same", bias=False), (1, 3, 6, 8))

@@ -109,16 +109,42 @@ def _pct(sorted_times, p):
 
 # ---- running a process and reading its peak RSS -----------------------------------------------
 
-def run_measured(cmd, env=None):
-    """Runs cmd; returns (exit status, stdout text, stderr text, peak RSS in MiB)."""
+def _run_here(cmd):
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return (proc.returncode, out.read().decode(errors="replace"),
+        return (os.waitstatus_to_exitcode(status), out.read().decode(errors="replace"),
                 err.read().decode(errors="replace"), usage.ru_maxrss / 1024.0)
+
+
+# Linux keeps a process's peak RSS (ru_maxrss) across fork and exec: a child of this script,
+# once it has imported torch, would start at this script's few hundred MB. Commands therefore
+# run from a launcher started before torch is imported (a plain Python of ~10 MB).
+_launcher = None
+
+
+def start_launcher():
+    global _launcher
+    _launcher = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker",
+                                  "launcher"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+
+
+def launcher_worker():
+    for line in sys.stdin:
+        rc, out, err, rss = _run_here(json.loads(line))
+        print(json.dumps([rc, out, err, rss]), flush=True)
+
+
+def run_measured(cmd, env=None):
+    """Runs cmd; returns (exit status, stdout text, stderr text, peak RSS in MiB)."""
+    if _launcher is None:
+        return _run_here(cmd)
+    _launcher.stdin.write(json.dumps(cmd) + "\n")
+    _launcher.stdin.flush()
+    return tuple(json.loads(_launcher.stdout.readline()))
 
 
 def last_json_line(text):
@@ -348,7 +374,7 @@ args_global = None
 def main(argv=None):
     global args_global
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--worker", choices=["torch"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["torch", "launcher"], help=argparse.SUPPRESS)
     p.add_argument("--arch", help=argparse.SUPPRESS)
     p.add_argument("--weights", help=argparse.SUPPRESS)
     p.add_argument("--input", action="append", default=[], help=argparse.SUPPRESS)
@@ -371,6 +397,9 @@ def main(argv=None):
     args_global = args
     if args.worker == "torch":
         return torch_worker(args)
+    if args.worker == "launcher":
+        return launcher_worker()
+    start_launcher()
     args.models = [m for m in args.models.split(",") if m]
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:

@@ -82,7 +82,9 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
   auto body = [&](int64_t begin, int64_t end) {
     // Separably: the window's maximum down each input column of an output row (contiguous,
     // so it vectorises), then across the taps of each output column.
-    std::vector<float> column_max(static_cast<size_t>(s.in_w));
+    // One row of maxima per thread, grown once: steady-state runs allocate nothing here.
+    thread_local std::vector<float> column_max;
+    if (column_max.size() < static_cast<size_t>(s.in_w)) column_max.resize(size_t(s.in_w));
     for (int64_t p = begin; p < end; ++p) {
       const float* in = input + p * in_plane;
       float* out = output + p * out_plane;

@@ -209,9 +209,8 @@ bool winograd_suitable(const Conv2dShape& s) {
 
 void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weight,
                      const float* bias, float* output, ThreadPool* pool) {
-  const Tiling tiling{ceil_div(s.out_h, 2), ceil_div(s.out_w, 2), 0};
-  Tiling t = tiling;
-  t.per_image = t.rows * t.cols;
+  const int64_t tile_rows = ceil_div(s.out_h, 2), tile_cols = ceil_div(s.out_w, 2);
+  const Tiling t{tile_rows, tile_cols, tile_rows * tile_cols};
   const int64_t tiles = s.batch * t.per_image;
   // V and M of one block together within about 1.5 MiB. Smaller blocks keep them in L2 but make
   // the 16 GEMMs too thin (n = tiles): on the 2-core EPYC this size measured best of

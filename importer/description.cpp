@@ -312,8 +312,9 @@ Graph build_graph(const json::Value& root, const std::string& source) {
     int first_node = layer.nodes.empty() ? 0 : layer.nodes[0];
     std::string name = "layer " + std::to_string(first_node) + " '" + layer.call_text + "'";
     try {
-      Call call = parse_call(layer.call_text, locals);
-      layer.op = make_op(call);
+      auto call = std::make_shared<Call>(parse_call(layer.call_text, locals));
+      layer.op = make_op(*call);
+      layer.call = std::move(call);
       layer.op->check_arity(int(layer.declared_in.size()), int(layer.declared_out.size()));
     } catch (const Error& e) {
       // Keep going without the op, to report the wiring and channel faults as well.

@@ -9,6 +9,7 @@
 #include "importer/weights.h"
 #include "nnx/cuda.h"
 #include "nnx/error.h"
+#include "nnx/registry.h"
 #include "runtime/model_impl.h"
 
 namespace nnx {
@@ -103,6 +104,20 @@ Model assemble_model(const json::Value& description, const std::string& source,
          ": the ops' CUDA bodies are not wired yet; run on the CPU");
   }
   return Model(std::move(impl));
+}
+
+Model Model::clone() const {
+  NNX_CHECK(defined(), ErrorKind::usage, "clone of an empty Model");
+  auto copy = std::make_shared<Model::Impl>(*impl_);
+  for (Layer& layer : copy->graph.layers) {
+    if (!layer.op) continue;
+    std::shared_ptr<Op> fresh = layer.call ? make_op(*layer.call) : nullptr;
+    NNX_CHECK(fresh, ErrorKind::unsupported, source(), ": layer ", layer.description_index,
+              " '", layer.call_text, "' cannot be copied");
+    for (const Param& p : layer.op->params()) fresh->set_param(p.name, p.value.clone());
+    layer.op = std::move(fresh);
+  }
+  return Model(std::move(copy));
 }
 
 Model load(const std::string& arch, const std::string& weights, const LoadOptions& options) {

@@ -4,7 +4,8 @@
 # from /usr/local/cuda when present; nothing here installs them.
 set -euo pipefail
 packages=(cmake ninja-build g++ libeigen3-dev zlib1g-dev libgtest-dev libbenchmark-dev
-          python3-torch python3-torchvision python3-numpy clang libclang-rt-dev)
+          python3-torch python3-torchvision python3-numpy python3-sklearn clang
+          libclang-rt-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -50,6 +50,11 @@ class NNX_API Model {
   int64_t num_parameters() const;
   bool defined() const { return impl_ != nullptr; }
 
+  // A deep copy whose ops and weights are its own, in ordinary writable memory (weights a
+  // mapped file provided are copied): training and pruning change the copy, never this model
+  // nor the Executors running it.
+  Model clone() const;
+
   // Writes the model as `nnx convert` does, chosen by the extension: X.json (+ X.pth),
   // X.pth (one-file form), X.safetensors (+ X.json). Atomic: nothing partial on failure.
   void save(const std::string& path) const;

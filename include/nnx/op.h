@@ -20,10 +20,27 @@ namespace nnx {
 class ThreadPool;
 
 // What an op runs with: the device, and for the CPU a pool to split loops over.
+using RandomEngine = std::mt19937_64;
+
 struct ExecContext {
   Device device = Device::cpu();
   ThreadPool* pool = nullptr;  // may be null: run single-threaded
   void* stream = nullptr;      // cudaStream_t on CUDA
+  // Training (set by nnx::Trainer only). In a training forward BatchNorm normalises with the
+  // batch's statistics and updates its running statistics in place, Dropout and
+  // StochasticDepth drop with `rng`. `saved` is the node's slot for what its forward keeps for
+  // its backward (a mask, batch statistics): the training forward appends, the backward of the
+  // same node reads it in the same order. Null outside training.
+  bool training = false;
+  RandomEngine* rng = nullptr;
+  std::vector<Tensor>* saved = nullptr;
+};
+
+// Which forward tensors an op's backward reads; the Trainer frees the others as soon as the
+// forward no longer needs them. Undefined tensors are passed for what is not needed.
+struct BackwardNeeds {
+  bool inputs = true;
+  bool outputs = true;
 };
 
 struct TensorSpec {
@@ -42,8 +59,6 @@ struct Param {
 
 // Channel counts at load time: -1 means "not known without spatial sizes" (e.g. after Flatten).
 inline constexpr int64_t kUnknownChannels = -1;
-
-using RandomEngine = std::mt19937_64;
 
 class NNX_API Op {
  public:
@@ -75,11 +90,22 @@ class NNX_API Op {
   // view outputs, which forward assigns.
   void forward(const ExecContext& ctx, std::span<const Tensor> inputs,
                std::span<Tensor> outputs) const;
-  // Backward: gradients of the inputs and of each trainable parameter, given the forward
-  // inputs and outputs and the gradients of the outputs. Bodies come with training.
+  // Backward: given the forward's inputs and outputs (those backward_needs() names; the others
+  // are undefined tensors) and the gradient of every output (always defined: zeros where
+  // nothing flows back), writes
+  //  - grad_inputs[i]: the gradient of input i, preallocated contiguous f32 with the input's
+  //    shape, to be overwritten; undefined when input i needs no gradient;
+  //  - grad_params[k]: the gradient of params()[k], preallocated with its shape, overwritten;
+  //    undefined for buffers and frozen parameters (and grad_params may be empty when the op
+  //    has no trainable parameter).
+  // The Trainer sums what several consumers (or several nodes of one layer) contribute. With
+  // ctx.training the forward ran in training mode and ctx.saved holds what it kept.
   void backward(const ExecContext& ctx, std::span<const Tensor> inputs,
                 std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                 std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const;
+
+  // What backward reads of the forward (default: inputs and outputs).
+  virtual BackwardNeeds backward_needs() const { return {}; }
 
   // Multiply-adds x2 for one forward, for `nnx info`.
   virtual int64_t flops(std::span<const TensorSpec> /*inputs*/,

@@ -22,6 +22,7 @@ class OpCase:
     params: Dict[str, torch.Tensor] = field(default_factory=dict)  # state-dict names -> values
     tol: float = 1e-4    # max|got-ref| / max(1, max|ref|)
     num_outputs: int = 1
+    training: bool = False  # run in training mode (gradient cases: BatchNorm batch statistics)
 
 
 def module_params(module):

@@ -1,0 +1,79 @@
+// Training a model: forward in training mode, handwritten backward passes run in reverse
+// schedule order, gradients summed over consumers and over the nodes of a shared layer.
+// Losses, optimizers and learning-rate schedules are in nnx/loss.h and nnx/optim.h.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "nnx/model.h"
+#include "nnx/op.h"
+#include "nnx/tensor.h"
+
+namespace nnx {
+
+// One trainable tensor of the model being trained.
+struct Parameter {
+  std::string name;  // the flat state-dict key: "<layer index>.<param>", e.g. "3.weight"
+  int layer = 0;     // 0-based index in the description's layer list
+  Tensor value;      // the trained model's own tensor: the optimizer updates it in place
+  Tensor grad;       // gradient accumulated by backward() since the last zero_grad()
+};
+
+struct TrainerOptions {
+  int threads = 0;    // 0: all hardware threads
+  uint64_t seed = 0;  // Dropout and StochasticDepth draw from a generator seeded with it
+};
+
+// Memory of training, for reports and benchmarks.
+struct TrainMemory {
+  size_t parameter_bytes = 0;   // weights and buffers
+  size_t gradient_bytes = 0;    // Parameter::grad
+  size_t peak_activation_bytes = 0;  // forward values, saved state and gradients in flight, at
+                                     // their peak since reset_peak()
+};
+
+class NNX_API Trainer {
+ public:
+  // Trains a copy of `model` (Model::clone): the model passed in, and Executors running it, are
+  // never changed. Starts in training mode.
+  explicit Trainer(const Model& model, TrainerOptions options = {});
+  ~Trainer();
+  Trainer(Trainer&&) noexcept;
+  Trainer& operator=(Trainer&&) noexcept;
+
+  // Training mode (BatchNorm batch statistics, Dropout) or evaluation mode.
+  void set_training(bool on);
+  bool training() const;
+
+  // Runs the network (inputs as Executor::run takes them) and keeps what backward needs. The
+  // outputs are the trainer's own tensors: read them, do not write them; they stay valid until
+  // the next forward.
+  std::vector<Tensor> forward(std::span<const Tensor> inputs);
+  std::vector<Tensor> forward(const Tensor& input) { return forward(std::span(&input, 1)); }
+  // Back-propagates the gradients of the last forward's outputs (one per output, same shapes;
+  // an undefined tensor counts as zeros) and adds the result into every Parameter::grad. Frees
+  // what the forward kept as soon as nothing left needs it. Needs a forward since the last
+  // backward.
+  void backward(std::span<const Tensor> grad_outputs);
+  void backward(const Tensor& grad_output) { backward(std::span(&grad_output, 1)); }
+  void zero_grad();
+
+  // The trainable parameters, in layer order, then each layer's parameter order.
+  std::vector<Parameter>& parameters();
+  // The model being trained: its weights are the parameters' current values. Save it with
+  // Model::save; run it with an Executor only while no training step runs.
+  const Model& model() const;
+
+  TrainMemory memory() const;
+  void reset_peak();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace nnx

@@ -1,0 +1,365 @@
+// The Trainer: a training forward that keeps what each node's backward reads (and frees the
+// rest as soon as the forward is past it), then the backward passes in reverse schedule order,
+// with gradients summed where a value feeds several consumers and where one layer stands at
+// several nodes.
+#include "nnx/train.h"
+
+#include <algorithm>
+
+#include "graph/planner.h"
+#include "nnx/error.h"
+#include "nnx/thread_pool.h"
+#include "runtime/model_impl.h"
+
+namespace nnx {
+
+namespace {
+
+size_t bytes_of(const Tensor& t) {
+  return t.defined() ? size_t(t.numel()) * dtype_size(t.dtype()) : 0;
+}
+
+// dst += src, both contiguous f32 of one shape.
+void add_into(ThreadPool* pool, Tensor& dst, const Tensor& src) {
+  float* d = dst.data<float>();
+  const float* s = src.data<float>();
+  parallel_for(pool, dst.numel(), 1 << 15, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) d[i] += s[i];
+  });
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  Model model;
+  std::unique_ptr<ThreadPool> pool;
+  RandomEngine rng;
+  bool training = true;
+
+  std::vector<Parameter> params;
+  // param_index[layer][k]: index into params of the layer's k-th parameter, or -1 (buffers).
+  std::vector<std::vector<int>> param_index;
+
+  std::vector<TensorSpec> planned_inputs;
+  Plan plan;
+  bool planned = false;
+  // Per node: whether its outputs carry a gradient, what its backward reads, how many
+  // forward consumers and backward readers each output port has.
+  std::vector<bool> requires_grad;
+  std::vector<BackwardNeeds> needs;
+  std::vector<std::vector<int>> forward_uses;   // [node][port], consumers still to run forward
+  std::vector<std::vector<bool>> kept;          // [node][port], read by some backward
+
+  std::vector<std::vector<Tensor>> values;  // [node][port] of the last forward
+  std::vector<std::vector<Tensor>> saved;   // [node]: what its training forward kept
+  std::vector<std::vector<Tensor>> grads;   // [node][port] during backward
+  bool have_forward = false;
+
+  size_t live_bytes = 0, peak_bytes = 0;
+  void grow(size_t n) {
+    live_bytes += n;
+    peak_bytes = std::max(peak_bytes, live_bytes);
+  }
+  void shrink(size_t n) { live_bytes -= std::min(live_bytes, n); }
+  // Drops a forward value or gradient this trainer allocated (views count nothing).
+  void drop(Tensor& t, bool owned) {
+    if (owned) shrink(bytes_of(t));
+    t = Tensor();
+  }
+
+  const Graph& graph() const { return model.graph(); }
+  bool is_view(int v, int port) const {
+    return v == 0 || graph().layer_of(v).op->output_view_of(port).has_value();
+  }
+
+  void collect_parameters() {
+    const Graph& g = graph();
+    param_index.assign(g.layers.size(), {});
+    for (size_t l = 0; l < g.layers.size(); ++l) {
+      const Layer& layer = g.layers[l];
+      if (!layer.op) continue;
+      for (const Param& p : layer.op->params()) {
+        int index = -1;
+        if (p.trainable && p.value.dtype() == DType::f32) {
+          index = int(params.size());
+          params.push_back({std::to_string(layer.description_index) + "." + p.name,
+                            layer.description_index, p.value,
+                            Tensor::zeros(p.value.shape(), DType::f32)});
+        }
+        param_index[l].push_back(index);
+      }
+    }
+  }
+
+  void replan(const std::vector<TensorSpec>& specs) {
+    const Graph& g = graph();
+    plan = make_plan(g, specs);
+    size_t n = g.nodes.size();
+    requires_grad.assign(n, false);
+    needs.assign(n, BackwardNeeds{});
+    forward_uses.assign(n, {});
+    kept.assign(n, {});
+    values.assign(n, {});
+    saved.assign(n, {});
+    grads.assign(n, {});
+    forward_uses[0].assign(specs.size(), 0);
+    kept[0].assign(specs.size(), false);
+    for (int v : plan.steps) {
+      const Node& node = g.nodes[size_t(v)];
+      const Layer& layer = g.layer_of(v);
+      bool rg = false;
+      for (int k : param_index[size_t(node.layer)]) rg = rg || k >= 0;
+      for (const PortRef& in : node.inputs) rg = rg || requires_grad[size_t(in.node)];
+      requires_grad[size_t(v)] = rg;
+      needs[size_t(v)] = layer.op->backward_needs();
+      forward_uses[size_t(v)].assign(size_t(node.num_outputs), 0);
+      kept[size_t(v)].assign(size_t(node.num_outputs), false);
+    }
+    for (int v : plan.steps) {
+      const Node& node = g.nodes[size_t(v)];
+      bool back = requires_grad[size_t(v)];
+      for (const PortRef& in : node.inputs) {
+        ++forward_uses[size_t(in.node)][size_t(in.port)];
+        if (back && needs[size_t(v)].inputs) kept[size_t(in.node)][size_t(in.port)] = true;
+      }
+      if (back && needs[size_t(v)].outputs)
+        for (size_t p = 0; p < kept[size_t(v)].size(); ++p) kept[size_t(v)][p] = true;
+    }
+    for (const PortRef& o : g.outputs) kept[size_t(o.node)][size_t(o.port)] = true;
+    planned_inputs = specs;
+    planned = true;
+  }
+
+  void release_all() {
+    for (size_t v = 0; v < values.size(); ++v) {
+      for (size_t p = 0; p < values[v].size(); ++p)
+        drop(values[v][p], v != 0 && !is_view(int(v), int(p)));
+      for (auto& t : saved[v]) drop(t, true);
+      saved[v].clear();
+      for (auto& t : grads[v]) drop(t, true);
+    }
+    have_forward = false;
+  }
+};
+
+Trainer::Trainer(const Model& model, TrainerOptions options) : impl_(std::make_unique<Impl>()) {
+  NNX_CHECK(model.defined(), ErrorKind::usage, "Trainer needs a loaded model");
+  impl_->model = model.clone();
+  int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
+  impl_->pool = std::make_unique<ThreadPool>(threads);
+  impl_->rng.seed(options.seed);
+  impl_->collect_parameters();
+}
+
+Trainer::~Trainer() = default;
+Trainer::Trainer(Trainer&&) noexcept = default;
+Trainer& Trainer::operator=(Trainer&&) noexcept = default;
+
+void Trainer::set_training(bool on) {
+  impl_->training = on;
+}
+bool Trainer::training() const {
+  return impl_->training;
+}
+std::vector<Parameter>& Trainer::parameters() {
+  return impl_->params;
+}
+const Model& Trainer::model() const {
+  return impl_->model;
+}
+
+void Trainer::zero_grad() {
+  for (Parameter& p : impl_->params) p.grad.fill(0.0);
+}
+
+TrainMemory Trainer::memory() const {
+  TrainMemory m;
+  for (const Layer& layer : impl_->graph().layers)
+    if (layer.op)
+      for (const Param& p : layer.op->params()) m.parameter_bytes += bytes_of(p.value);
+  for (const Parameter& p : impl_->params) m.gradient_bytes += bytes_of(p.grad);
+  m.peak_activation_bytes = impl_->peak_bytes;
+  return m;
+}
+
+void Trainer::reset_peak() {
+  impl_->peak_bytes = impl_->live_bytes;
+}
+
+std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
+  Impl& m = *impl_;
+  const Graph& g = m.graph();
+  NNX_CHECK(int(inputs.size()) == g.num_inputs(), ErrorKind::shape, g.source, ": expected ",
+            g.num_inputs(), " input tensor(s), found ", inputs.size());
+  m.release_all();
+  std::vector<Tensor> bound(inputs.size());
+  std::vector<TensorSpec> specs(inputs.size());
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    NNX_CHECK(inputs[k].defined(), ErrorKind::usage, "input ", k, " is an undefined tensor");
+    Tensor t = inputs[k];
+    if (t.dim() == 3) t = t.unsqueeze(0);
+    NNX_CHECK(t.dim() == 4, ErrorKind::shape, g.source, ": input ", k,
+              ": expected an NCHW (or CHW) tensor, found shape ", inputs[k].shape().str());
+    t = t.to(DType::f32).contiguous();
+    specs[k] = {t.shape(), t.dtype()};
+    bound[k] = std::move(t);
+  }
+  if (!m.planned || specs != m.planned_inputs) m.replan(specs);
+  m.values[0] = std::move(bound);
+  auto uses = m.forward_uses;
+
+  ExecContext ctx;
+  ctx.pool = m.pool.get();
+  ctx.training = m.training;
+  ctx.rng = &m.rng;
+  std::vector<Tensor> args;
+  for (int v : m.plan.steps) {
+    const Node& node = g.nodes[size_t(v)];
+    const Op& op = *g.layer_of(v).op;
+    args.assign(node.inputs.size(), Tensor());
+    for (size_t i = 0; i < node.inputs.size(); ++i)
+      args[i] = m.values[size_t(node.inputs[i].node)][size_t(node.inputs[i].port)];
+    auto& out = m.values[size_t(v)];
+    out.assign(size_t(node.num_outputs), Tensor());
+    for (size_t p = 0; p < out.size(); ++p) {
+      if (m.is_view(v, int(p))) continue;
+      const TensorSpec& spec = m.plan.specs[size_t(v)][p];
+      out[p] = Tensor::empty(spec.shape, spec.dtype);
+      m.grow(bytes_of(out[p]));
+    }
+    ctx.saved = &m.saved[size_t(v)];
+    try {
+      op.forward(ctx, args, out);
+    } catch (const Error& e) {
+      throw Error(e.kind(), g.source + ": " + g.describe_node(v) + ": " + e.message());
+    }
+    for (const Tensor& t : m.saved[size_t(v)]) m.grow(bytes_of(t));
+    // Values the forward is done with and no backward reads.
+    for (const PortRef& in : node.inputs) {
+      if (--uses[size_t(in.node)][size_t(in.port)] == 0 && !m.kept[size_t(in.node)][size_t(in.port)])
+        m.drop(m.values[size_t(in.node)][size_t(in.port)],
+               in.node != 0 && !m.is_view(in.node, in.port));
+    }
+  }
+  m.have_forward = true;
+  std::vector<Tensor> outputs;
+  for (const PortRef& o : g.outputs) outputs.push_back(m.values[size_t(o.node)][size_t(o.port)]);
+  return outputs;
+}
+
+void Trainer::backward(std::span<const Tensor> grad_outputs) {
+  Impl& m = *impl_;
+  const Graph& g = m.graph();
+  NNX_CHECK(m.have_forward, ErrorKind::usage, "Trainer::backward needs a forward first");
+  NNX_CHECK(int(grad_outputs.size()) == g.num_outputs(), ErrorKind::shape, g.source,
+            ": expected ", g.num_outputs(), " output gradient(s), found ", grad_outputs.size());
+  for (size_t v = 0; v < m.grads.size(); ++v) m.grads[v].assign(m.values[v].size(), Tensor());
+
+  // Gradient into value (node, port): the first contribution is kept as it is, later ones add.
+  auto accumulate = [&](const PortRef& at, Tensor grad) {
+    Tensor& slot = m.grads[size_t(at.node)][size_t(at.port)];
+    if (!slot.defined()) {
+      slot = std::move(grad);
+    } else {
+      add_into(m.pool.get(), slot, grad);
+      m.drop(grad, true);
+    }
+  };
+  for (size_t k = 0; k < grad_outputs.size(); ++k) {
+    const PortRef& o = g.outputs[k];
+    if (!grad_outputs[k].defined() || !m.requires_grad[size_t(o.node)]) continue;
+    const TensorSpec& spec = m.plan.specs[size_t(o.node)][size_t(o.port)];
+    NNX_CHECK(grad_outputs[k].shape() == spec.shape, ErrorKind::shape, g.source,
+              ": output gradient ", k, ": expected shape ", spec.shape.str(), ", found ",
+              grad_outputs[k].shape().str());
+    Tensor copy = grad_outputs[k].to(DType::f32).contiguous().clone();
+    m.grow(bytes_of(copy));
+    accumulate(o, std::move(copy));
+  }
+
+  // Backward readers still to run, per value: a value is freed after its last one.
+  std::vector<std::vector<int>> readers(g.nodes.size());
+  for (size_t v = 0; v < m.values.size(); ++v) readers[v].assign(m.values[v].size(), 0);
+  for (int v : m.plan.steps) {
+    if (!m.requires_grad[size_t(v)]) continue;
+    const Node& node = g.nodes[size_t(v)];
+    if (m.needs[size_t(v)].inputs)
+      for (const PortRef& in : node.inputs) ++readers[size_t(in.node)][size_t(in.port)];
+    if (m.needs[size_t(v)].outputs)
+      for (size_t p = 0; p < m.values[size_t(v)].size(); ++p) ++readers[size_t(v)][p];
+  }
+  auto done_reading = [&](int node, int port) {
+    if (--readers[size_t(node)][size_t(port)] == 0)
+      m.drop(m.values[size_t(node)][size_t(port)], node != 0 && !m.is_view(node, port));
+  };
+
+  ExecContext ctx;
+  ctx.pool = m.pool.get();
+  ctx.training = m.training;
+  ctx.rng = &m.rng;
+  std::vector<Tensor> ins, outs, gouts, gins, gparams;
+  for (auto it = m.plan.steps.rbegin(); it != m.plan.steps.rend(); ++it) {
+    int v = *it;
+    if (!m.requires_grad[size_t(v)]) continue;
+    const Node& node = g.nodes[size_t(v)];
+    const Layer& layer = g.layer_of(v);
+    const Op& op = *layer.op;
+    const BackwardNeeds need = m.needs[size_t(v)];
+    ins.assign(node.inputs.size(), Tensor());
+    gins.assign(node.inputs.size(), Tensor());
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      const PortRef& in = node.inputs[i];
+      if (need.inputs) ins[i] = m.values[size_t(in.node)][size_t(in.port)];
+      if (m.requires_grad[size_t(in.node)]) {
+        const TensorSpec& spec = m.plan.specs[size_t(in.node)][size_t(in.port)];
+        gins[i] = Tensor::empty(spec.shape, DType::f32);
+        m.grow(bytes_of(gins[i]));
+      }
+    }
+    outs.assign(m.values[size_t(v)].size(), Tensor());
+    gouts.assign(m.values[size_t(v)].size(), Tensor());
+    for (size_t p = 0; p < outs.size(); ++p) {
+      if (need.outputs) outs[p] = m.values[size_t(v)][p];
+      gouts[p] = m.grads[size_t(v)][p];
+      if (!gouts[p].defined()) {
+        gouts[p] = Tensor::zeros(m.plan.specs[size_t(v)][p].shape, DType::f32);
+        m.grow(bytes_of(gouts[p]));
+        m.grads[size_t(v)][p] = gouts[p];
+      }
+    }
+    const auto& index = m.param_index[size_t(node.layer)];
+    gparams.assign(index.size(), Tensor());
+    bool any_param = false;
+    for (size_t k = 0; k < index.size(); ++k) {
+      if (index[k] < 0) continue;
+      gparams[k] = Tensor::empty(m.params[size_t(index[k])].value.shape(), DType::f32);
+      any_param = true;
+    }
+    if (!any_param) gparams.clear();
+    ctx.saved = &m.saved[size_t(v)];
+    try {
+      op.backward(ctx, ins, outs, gouts, gins, gparams);
+    } catch (const Error& e) {
+      throw Error(e.kind(), g.source + ": " + g.describe_node(v) + ": backward: " + e.message());
+    }
+    for (size_t k = 0; k < gparams.size(); ++k)
+      if (index[k] >= 0) add_into(m.pool.get(), m.params[size_t(index[k])].grad, gparams[k]);
+    // This node's outputs, gradients and saved state are no longer needed.
+    for (auto& t : m.grads[size_t(v)]) m.drop(t, true);
+    for (auto& t : m.saved[size_t(v)]) m.drop(t, true);
+    m.saved[size_t(v)].clear();
+    ins.assign(ins.size(), Tensor());
+    outs.assign(outs.size(), Tensor());
+    gouts.assign(gouts.size(), Tensor());
+    if (need.outputs)
+      for (size_t p = 0; p < m.values[size_t(v)].size(); ++p) done_reading(v, int(p));
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      const PortRef& in = node.inputs[i];
+      if (gins[i].defined()) accumulate(in, std::move(gins[i]));
+      if (need.inputs) done_reading(in.node, in.port);
+    }
+  }
+  m.release_all();
+}
+
+}  // namespace nnx

@@ -6,9 +6,11 @@
 
 #include "nnx/error.h"
 #include "nnx/executor.h"
+#include "nnx/loss.h"
 #include "nnx/model.h"
 #include "nnx/npy.h"
 #include "nnx/op.h"
+#include "nnx/optim.h"
 #include "nnx/registry.h"
 #include "nnx/tensor.h"
 #include "nnx/value.h"

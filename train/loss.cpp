@@ -1,0 +1,397 @@
+// Losses and their gradients, following ATen's formulas (Loss.cpp, LossNLL.cpp) in double.
+#include "nnx/loss.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "nnx/error.h"
+
+namespace nnx {
+namespace {
+
+// The tensor as contiguous doubles, checked: CPU, floating point.
+Tensor as_f64(const Tensor& t, const char* loss, const char* what) {
+  NNX_CHECK(t.defined(), ErrorKind::usage, loss, ": the ", what, " is undefined");
+  NNX_CHECK(t.device().is_cpu(), ErrorKind::unsupported, loss, ": the ", what,
+            " must be on the CPU, found ", t.device().str());
+  NNX_CHECK(dtype_is_floating(t.dtype()), ErrorKind::usage, loss, ": expected a floating-point ",
+            what, ", found ", t.str());
+  return t.to(DType::f64).contiguous();
+}
+
+// A tensor of the prediction's shape and dtype holding `values`.
+Tensor grad_tensor(const Tensor& prediction, const std::vector<double>& values) {
+  Tensor g = Tensor::empty(prediction.shape(), prediction.dtype());
+  if (prediction.dtype() == DType::f64) {
+    std::copy(values.begin(), values.end(), g.data<double>());
+  } else if (prediction.dtype() == DType::f32) {
+    float* out = g.data<float>();
+    for (size_t i = 0; i < values.size(); ++i) out[i] = float(values[i]);
+  } else {
+    Tensor d = Tensor::empty(prediction.shape(), DType::f64);
+    std::copy(values.begin(), values.end(), d.data<double>());
+    g.copy_from(d);
+  }
+  return g;
+}
+
+// `w` broadcast (NumPy rules) to `shape`, as doubles; empty if w is undefined.
+std::vector<double> broadcast(const Tensor& w, const Shape& shape, const char* loss,
+                              const char* what) {
+  if (!w.defined()) return {};
+  Tensor wd = as_f64(w, loss, what);
+  int nd = shape.size(), wn = wd.dim();
+  NNX_CHECK(wn <= nd, ErrorKind::shape, loss, ": ", what, " of shape ", wd.shape().str(),
+            " does not broadcast to the prediction's ", shape.str());
+  std::vector<int64_t> strides(size_t(nd), 0);
+  int64_t s = 1;
+  for (int k = wn - 1; k >= 0; --k) {
+    int d = nd - wn + k;
+    NNX_CHECK(wd.size(k) == shape[d] || wd.size(k) == 1, ErrorKind::shape, loss, ": ", what,
+              " of shape ", wd.shape().str(), " does not broadcast to the prediction's ",
+              shape.str());
+    strides[size_t(d)] = wd.size(k) == 1 ? 0 : s;
+    s *= wd.size(k);
+  }
+  std::vector<double> out(size_t(shape.numel()));
+  const double* src = wd.data<double>();
+  std::vector<int64_t> index(size_t(nd), 0);
+  int64_t offset = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = src[offset];
+    for (int d = nd - 1; d >= 0; --d) {  // odometer over the output index
+      offset += strides[size_t(d)];
+      if (++index[size_t(d)] < shape[d]) break;
+      offset -= strides[size_t(d)] * shape[d];
+      index[size_t(d)] = 0;
+    }
+  }
+  return out;
+}
+
+void check_same_shape(const Tensor& prediction, const Tensor& target, const char* loss) {
+  NNX_CHECK(target.defined(), ErrorKind::usage, loss, ": the target is undefined");
+  NNX_CHECK(prediction.shape() == target.shape(), ErrorKind::shape, loss,
+            ": expected a target of the prediction's shape ", prediction.shape().str(), ", found ",
+            target.shape().str());
+}
+
+LossResult reduce(const Tensor& prediction, double total, std::vector<double>& grad,
+                  Reduction reduction) {
+  if (reduction == Reduction::mean) {
+    double n = double(grad.size());
+    total /= n;
+    for (double& g : grad) g /= n;
+  }
+  return {total, grad_tensor(prediction, grad)};
+}
+
+// Elementwise losses of prediction - target: f(d) and f'(d).
+template <class Fn>
+LossResult elementwise(const Tensor& prediction, const Tensor& target, const LossOptions& options,
+                       const char* loss, Fn fn) {
+  Tensor x = as_f64(prediction, loss, "prediction");
+  check_same_shape(prediction, target, loss);
+  Tensor y = as_f64(target, loss, "target");
+  const double* xp = x.data<double>();
+  const double* yp = y.data<double>();
+  std::vector<double> grad(size_t(x.numel()));
+  double total = 0;
+  for (size_t i = 0; i < grad.size(); ++i) total += fn(xp[i] - yp[i], grad[i]);
+  return reduce(prediction, total, grad, options.reduction);
+}
+
+double sign(double d) {
+  return d > 0 ? 1.0 : d < 0 ? -1.0 : 0.0;
+}
+
+// Logits viewed as [N, C, S].
+struct ClassLayout {
+  int64_t n = 1, c = 1, s = 1;
+};
+
+ClassLayout class_layout(const Tensor& logits) {
+  NNX_CHECK(logits.dim() >= 1, ErrorKind::shape,
+            "cross_entropy: expected logits of shape N,C or N,C,d1..dk, found ", logits.str());
+  ClassLayout l;
+  if (logits.dim() == 1) {
+    l.c = logits.size(0);
+  } else {
+    l.n = logits.size(0);
+    l.c = logits.size(1);
+    for (int d = 2; d < logits.dim(); ++d) l.s *= logits.size(d);
+  }
+  return l;
+}
+
+// The shape class indices must have: the logits' without dim 1.
+Shape label_shape(const Tensor& logits) {
+  Shape s = logits.shape();
+  if (s.size() == 1) return Shape{};
+  s.erase(1);
+  return s;
+}
+
+std::vector<int64_t> labels_as_i64(const Tensor& labels, const Tensor& logits, const char* what) {
+  NNX_CHECK(labels.device().is_cpu(), ErrorKind::unsupported, what,
+            ": labels must be on the CPU, found ", labels.device().str());
+  Shape expected = label_shape(logits);
+  NNX_CHECK(labels.shape() == expected, ErrorKind::shape, what,
+            ": expected class indices of shape ", expected.str(), " for logits ",
+            logits.shape().str(), ", found ", labels.shape().str());
+  Tensor l = labels.to(DType::i64).contiguous();
+  const int64_t* p = l.data<int64_t>();
+  return std::vector<int64_t>(p, p + l.numel());
+}
+
+// log(sum(exp)) of the C values at stride s from z, shifted by their maximum.
+double log_sum_exp(const double* z, int64_t c, int64_t s) {
+  double m = -INFINITY;
+  for (int64_t k = 0; k < c; ++k) m = std::max(m, z[k * s]);
+  if (std::isinf(m)) return m;
+  double sum = 0;
+  for (int64_t k = 0; k < c; ++k) sum += std::exp(z[k * s] - m);
+  return m + std::log(sum);
+}
+
+LossResult cross_entropy_indices(const Tensor& prediction, const Tensor& x, const Tensor& target,
+                                 const std::vector<double>& w, const LossOptions& o) {
+  ClassLayout l = class_layout(x);
+  std::vector<int64_t> labels = labels_as_i64(target, x, "cross_entropy");
+  const double* z = x.data<double>();
+  std::vector<double> grad(size_t(x.numel()), 0.0);
+  const double eps = o.label_smoothing;
+  double w_sum = 0;  // sum of all class weights (smoothing term)
+  for (int64_t k = 0; k < l.c; ++k) w_sum += w.empty() ? 1.0 : w[size_t(k)];
+  double nll = 0, smooth = 0, denom = 0;
+  for (int64_t n = 0; n < l.n; ++n) {
+    for (int64_t s = 0; s < l.s; ++s) {
+      int64_t y = labels[size_t(n * l.s + s)];
+      if (y == o.ignore_index) continue;
+      NNX_CHECK(y >= 0 && y < l.c, ErrorKind::usage, "cross_entropy: class index ", y,
+                " at position ", n * l.s + s, " is out of range [0, ", l.c, ") (ignore_index ",
+                o.ignore_index, ")");
+      int64_t base = n * l.c * l.s + s;
+      const double* zs = z + base;
+      double lse = log_sum_exp(zs, l.c, l.s);
+      double wy = w.empty() ? 1.0 : w[size_t(y)];
+      denom += wy;
+      nll -= wy * (zs[y * l.s] - lse);
+      for (int64_t k = 0; k < l.c; ++k) {
+        double logp = zs[k * l.s] - lse, p = std::exp(logp);
+        double wk = w.empty() ? 1.0 : w[size_t(k)];
+        double g = (1 - eps) * wy * (p - (k == y ? 1.0 : 0.0));
+        if (eps != 0) {
+          smooth -= wk * logp;
+          g += eps / double(l.c) * (p * w_sum - wk);
+        }
+        grad[size_t(base + k * l.s)] = g;
+      }
+    }
+  }
+  double total = (1 - eps) * nll + (eps != 0 ? eps / double(l.c) * smooth : 0.0);
+  if (o.reduction == Reduction::mean) {
+    total /= denom;  // NaN when every position is ignored, as in PyTorch
+    if (denom != 0)
+      for (double& g : grad) g /= denom;
+  }
+  return {total, grad_tensor(prediction, grad)};
+}
+
+LossResult cross_entropy_probabilities(const Tensor& prediction, const Tensor& x,
+                                       const Tensor& target, const std::vector<double>& w,
+                                       const LossOptions& o) {
+  ClassLayout l = class_layout(x);
+  NNX_CHECK(target.shape() == x.shape(), ErrorKind::shape,
+            "cross_entropy: expected class probabilities of the logits' shape ", x.shape().str(),
+            " or class indices of shape ", label_shape(x).str(), ", found ", target.str());
+  Tensor q = as_f64(target, "cross_entropy", "target");
+  const double* z = x.data<double>();
+  const double* qp = q.data<double>();
+  std::vector<double> grad(size_t(x.numel()), 0.0);
+  const double eps = o.label_smoothing;
+  double total = 0;
+  for (int64_t n = 0; n < l.n; ++n) {
+    for (int64_t s = 0; s < l.s; ++s) {
+      int64_t base = n * l.c * l.s + s;
+      double lse = log_sum_exp(z + base, l.c, l.s);
+      double wq_sum = 0;
+      for (int64_t k = 0; k < l.c; ++k) {
+        int64_t i = base + k * l.s;
+        double qk = qp[i] * (1 - eps) + eps / double(l.c);
+        double wq = (w.empty() ? 1.0 : w[size_t(k)]) * qk;
+        total -= wq * (z[i] - lse);
+        wq_sum += wq;
+        grad[size_t(i)] = -wq;
+      }
+      for (int64_t k = 0; k < l.c; ++k) {
+        int64_t i = base + k * l.s;
+        grad[size_t(i)] += std::exp(z[i] - lse) * wq_sum;
+      }
+    }
+  }
+  if (o.reduction == Reduction::mean) {
+    double count = double(l.n * l.s);
+    total /= count;
+    for (double& g : grad) g /= count;
+  }
+  return {total, grad_tensor(prediction, grad)};
+}
+
+}  // namespace
+
+LossKind parse_loss_name(std::string_view name) {
+  if (name == "cross_entropy") return LossKind::cross_entropy;
+  if (name == "mse") return LossKind::mse;
+  if (name == "l1") return LossKind::l1;
+  if (name == "smooth_l1") return LossKind::smooth_l1;
+  if (name == "bce_with_logits") return LossKind::bce_with_logits;
+  fail(ErrorKind::usage, "unknown loss '", std::string(name),
+       "' (expected cross_entropy, mse, l1, smooth_l1 or bce_with_logits)");
+}
+
+const char* loss_name(LossKind kind) {
+  switch (kind) {
+    case LossKind::cross_entropy:
+      return "cross_entropy";
+    case LossKind::mse:
+      return "mse";
+    case LossKind::l1:
+      return "l1";
+    case LossKind::smooth_l1:
+      return "smooth_l1";
+    case LossKind::bce_with_logits:
+      return "bce_with_logits";
+  }
+  return "?";
+}
+
+LossResult cross_entropy_loss(const Tensor& logits, const Tensor& target,
+                              const LossOptions& options) {
+  Tensor x = as_f64(logits, "cross_entropy", "logits");
+  NNX_CHECK(target.defined(), ErrorKind::usage, "cross_entropy: the target is undefined");
+  NNX_CHECK(options.label_smoothing >= 0 && options.label_smoothing <= 1, ErrorKind::usage,
+            "cross_entropy: label_smoothing must be in [0, 1], found ", options.label_smoothing);
+  ClassLayout l = class_layout(x);
+  std::vector<double> w;
+  if (options.weight.defined()) {
+    NNX_CHECK(options.weight.numel() == l.c && options.weight.dim() == 1, ErrorKind::shape,
+              "cross_entropy: expected a class weight of shape [", l.c, "], found ",
+              options.weight.str());
+    w = broadcast(options.weight, Shape{l.c}, "cross_entropy", "weight");
+  }
+  if (dtype_is_floating(target.dtype()))
+    return cross_entropy_probabilities(logits, x, target, w, options);
+  return cross_entropy_indices(logits, x, target, w, options);
+}
+
+LossResult mse_loss(const Tensor& prediction, const Tensor& target, const LossOptions& options) {
+  return elementwise(prediction, target, options, "mse", [](double d, double& g) {
+    g = 2 * d;
+    return d * d;
+  });
+}
+
+LossResult l1_loss(const Tensor& prediction, const Tensor& target, const LossOptions& options) {
+  return elementwise(prediction, target, options, "l1", [](double d, double& g) {
+    g = sign(d);
+    return std::abs(d);
+  });
+}
+
+LossResult smooth_l1_loss(const Tensor& prediction, const Tensor& target,
+                          const LossOptions& options) {
+  const double beta = options.beta;
+  NNX_CHECK(beta >= 0, ErrorKind::usage, "smooth_l1: beta must be >= 0, found ", beta);
+  if (beta == 0) return l1_loss(prediction, target, options);
+  return elementwise(prediction, target, options, "smooth_l1", [beta](double d, double& g) {
+    double a = std::abs(d);
+    if (a < beta) {
+      g = d / beta;
+      return 0.5 * d * d / beta;
+    }
+    g = sign(d);
+    return a - 0.5 * beta;
+  });
+}
+
+LossResult bce_with_logits_loss(const Tensor& logits, const Tensor& target,
+                                const LossOptions& options) {
+  const char* loss = "bce_with_logits";
+  Tensor x = as_f64(logits, loss, "logits");
+  check_same_shape(logits, target, loss);
+  Tensor t = as_f64(target, loss, "target");
+  std::vector<double> w = broadcast(options.weight, x.shape(), loss, "weight");
+  std::vector<double> pw = broadcast(options.pos_weight, x.shape(), loss, "pos_weight");
+  const double* xp = x.data<double>();
+  const double* tp = t.data<double>();
+  std::vector<double> grad(size_t(x.numel()));
+  double total = 0;
+  for (size_t i = 0; i < grad.size(); ++i) {
+    double xi = xp[i], ti = tp[i];
+    double lw = pw.empty() ? 1.0 : (pw[i] - 1) * ti + 1;
+    double softplus_neg = std::log1p(std::exp(-std::abs(xi))) + std::max(-xi, 0.0);
+    double sigmoid = xi >= 0 ? 1 / (1 + std::exp(-xi)) : std::exp(xi) / (1 + std::exp(xi));
+    double wi = w.empty() ? 1.0 : w[i];
+    total += wi * ((1 - ti) * xi + lw * softplus_neg);
+    grad[i] = wi * ((1 - ti) + lw * (sigmoid - 1));
+  }
+  return reduce(logits, total, grad, options.reduction);
+}
+
+LossResult compute_loss(const Tensor& prediction, const Tensor& target,
+                        const LossOptions& options) {
+  switch (options.kind) {
+    case LossKind::cross_entropy:
+      return cross_entropy_loss(prediction, target, options);
+    case LossKind::mse:
+      return mse_loss(prediction, target, options);
+    case LossKind::l1:
+      return l1_loss(prediction, target, options);
+    case LossKind::smooth_l1:
+      return smooth_l1_loss(prediction, target, options);
+    case LossKind::bce_with_logits:
+      return bce_with_logits_loss(prediction, target, options);
+  }
+  fail(ErrorKind::usage, "compute_loss: unknown loss kind ", int(options.kind));
+}
+
+int64_t count_correct(const Tensor& logits, const Tensor& labels, int64_t ignore_index) {
+  Tensor x = as_f64(logits, "count_correct", "logits");
+  ClassLayout l = class_layout(x);
+  std::vector<int64_t> y = labels_as_i64(labels, x, "count_correct");
+  const double* z = x.data<double>();
+  int64_t correct = 0;
+  for (int64_t n = 0; n < l.n; ++n) {
+    for (int64_t s = 0; s < l.s; ++s) {
+      int64_t label = y[size_t(n * l.s + s)];
+      if (label == ignore_index) continue;
+      const double* zs = z + n * l.c * l.s + s;
+      int64_t best = 0;
+      for (int64_t k = 1; k < l.c; ++k)
+        if (zs[k * l.s] > zs[best * l.s] ||
+            (std::isnan(zs[k * l.s]) && !std::isnan(zs[best * l.s])))
+          best = k;
+      correct += best == label;
+    }
+  }
+  return correct;
+}
+
+int64_t count_labelled(const Tensor& labels, int64_t ignore_index) {
+  NNX_CHECK(labels.defined() && labels.device().is_cpu(), ErrorKind::unsupported,
+            "count_labelled: labels must be a CPU tensor");
+  Tensor l = labels.to(DType::i64).contiguous();
+  const int64_t* p = l.data<int64_t>();
+  return int64_t(std::count_if(p, p + l.numel(), [&](int64_t v) { return v != ignore_index; }));
+}
+
+double accuracy(const Tensor& logits, const Tensor& labels, int64_t ignore_index) {
+  int64_t correct = count_correct(logits, labels, ignore_index);
+  int64_t counted = count_labelled(labels, ignore_index);
+  return counted == 0 ? 0.0 : double(correct) / double(counted);
+}
+
+}  // namespace nnx

@@ -2,6 +2,7 @@
 // PyTorch would print (numbers as given, so LeakyReLU(negative_slope=1) stays an int).
 #include "ops/activation.h"
 
+#include "kernels/cpu/activation_grad.h"
 #include "nnx/error.h"
 
 namespace nnx {
@@ -44,6 +45,22 @@ void ActivationOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> i
                                std::span<Tensor> outputs) const {
   Tensor x = inputs[0].contiguous();
   cpu::activation(kind_, args_, x.data<float>(), outputs[0].data<float>(), x.numel(), ctx.pool);
+}
+
+BackwardNeeds ActivationOp::backward_needs() const {
+  const bool output = cpu::activation_backward_uses_output(kind_);
+  return {!output, output};
+}
+
+void ActivationOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                std::span<const Tensor> outputs,
+                                std::span<const Tensor> grad_outputs, std::span<Tensor> grad_inputs,
+                                std::span<Tensor>) const {
+  if (!grad_inputs[0].defined()) return;
+  Tensor v = (cpu::activation_backward_uses_output(kind_) ? outputs[0] : inputs[0]).contiguous();
+  Tensor g = grad_outputs[0].contiguous();
+  cpu::activation_backward(kind_, args_, v.data<float>(), g.data<float>(),
+                           grad_inputs[0].data<float>(), v.numel(), ctx.pool);
 }
 
 std::shared_ptr<Op> make_relu(const Call& call) {

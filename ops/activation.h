@@ -26,10 +26,15 @@ class ActivationOp : public Op {
                                        int num_outputs) const override;
   int64_t flops(std::span<const TensorSpec> inputs,
                 std::span<const TensorSpec> outputs) const override;
+  // The output for ReLU, ReLU6, Hardtanh, Sigmoid and Tanh, the input for the others.
+  BackwardNeeds backward_needs() const override;
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   std::string type_;

@@ -36,6 +36,15 @@ void AffineOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> input
               ctx.pool);
 }
 
+void AffineOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor>,
+                            std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                            std::span<Tensor> grad_inputs, std::span<Tensor>) const {
+  if (!grad_inputs[0].defined()) return;
+  const Tensor g = grad_outputs[0].contiguous();
+  cpu::affine(g.data<float>(), g.numel(), float(scale_), 0.0f, grad_inputs[0].data<float>(),
+              ctx.pool);
+}
+
 std::shared_ptr<Op> make_affine(const Call& call) {
   return std::make_shared<AffineOp>(call);
 }

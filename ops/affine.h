@@ -22,10 +22,15 @@ class AffineOp : public Op {
                                        int num_outputs) const override;
   int64_t flops(std::span<const TensorSpec> inputs,
                 std::span<const TensorSpec> outputs) const override;
+  BackwardNeeds backward_needs() const override { return {false, false}; }
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  // grad_input = grad_output * scale.
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   double scale_, shift_;

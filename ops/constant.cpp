@@ -89,6 +89,12 @@ void ConstantOp::forward_cpu(const ExecContext&, std::span<const Tensor>,
   outputs[0].copy_from(params()[0].value);
 }
 
+void ConstantOp::backward_cpu(const ExecContext&, std::span<const Tensor>, std::span<const Tensor>,
+                              std::span<const Tensor> grad_outputs, std::span<Tensor>,
+                              std::span<Tensor> grad_params) const {
+  if (!grad_params.empty() && grad_params[0].defined()) grad_params[0].copy_from(grad_outputs[0]);
+}
+
 std::shared_ptr<Op> make_constant(const Call& call) {
   return std::make_shared<ConstantOp>(call, false);
 }

@@ -26,10 +26,15 @@ class ConstantOp : public Op {
                                       int num_outputs) const override;
   std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
                                        int num_outputs) const override;
+  BackwardNeeds backward_needs() const override { return {false, false}; }
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  // Variable: t's gradient is the output's. Constant: nothing (no input, no parameter).
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   bool trainable_;

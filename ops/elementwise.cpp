@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "kernels/cpu/layernorm.h"
 #include "nnx/error.h"
 
 namespace nnx {
@@ -105,6 +106,42 @@ void BroadcastFoldOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor
     Tensor next = inputs[i].contiguous();
     cpu::binary_broadcast_inplace(kind_, out.data<float>(), out.shape(), next.data<float>(),
                                   next.shape(), ctx.pool);
+  }
+}
+
+BackwardNeeds BroadcastFoldOp::backward_needs() const {
+  const bool mul = kind_ == cpu::BinaryOp::mul;
+  return {mul, false};
+}
+
+void BroadcastFoldOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                   std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                                   std::span<Tensor> grad_inputs, std::span<Tensor>) const {
+  const Tensor g = grad_outputs[0].contiguous();
+  const Shape& out_shape = g.shape();
+  for (size_t i = 0; i < grad_inputs.size(); ++i) {
+    Tensor& gi = grad_inputs[i];
+    if (!gi.defined()) continue;
+    Tensor src = g;
+    if (kind_ == cpu::BinaryOp::mul && inputs.size() > 1) {
+      // gout times every other input, at the output's shape.
+      src = Tensor::empty(out_shape, DType::f32);
+      bool first = true;
+      for (size_t j = 0; j < inputs.size(); ++j) {
+        if (j == i) continue;
+        Tensor x = inputs[j].contiguous();
+        if (first)
+          cpu::binary_broadcast(kind_, g.data<float>(), out_shape, x.data<float>(), x.shape(),
+                                src.data<float>(), out_shape, ctx.pool);
+        else
+          cpu::binary_broadcast_inplace(kind_, src.data<float>(), out_shape, x.data<float>(),
+                                        x.shape(), ctx.pool);
+        first = false;
+      }
+    }
+    cpu::sum_to_shape(src.data<float>(), out_shape, gi.data<float>(), gi.shape(), ctx.pool);
+    if (kind_ == cpu::BinaryOp::sub && i > 0)
+      cpu::affine(gi.data<float>(), gi.numel(), -1.0f, 0.0f, gi.data<float>(), ctx.pool);
   }
 }
 

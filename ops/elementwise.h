@@ -28,10 +28,17 @@ class BroadcastFoldOp : public Op {
                                        int num_outputs) const override;
   int64_t flops(std::span<const TensorSpec> inputs,
                 std::span<const TensorSpec> outputs) const override;
+  // Mul reads its inputs, Add and Sub nothing.
+  BackwardNeeds backward_needs() const override;
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  // Each input's gradient is the output's (times the other factors for Mul, negated for Sub's
+  // later inputs) summed over the dimensions the input was broadcast along.
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   cpu::BinaryOp kind_;

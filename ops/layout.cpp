@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "kernels/cpu/cat.h"
 #include "kernels/cpu/layout.h"
 #include "nnx/error.h"
 
@@ -149,6 +150,19 @@ void PermuteOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inpu
                       outputs[0].raw_data(), ctx.pool);
 }
 
+void PermuteOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor>,
+                             std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                             std::span<Tensor> grad_inputs, std::span<Tensor>) const {
+  Tensor& gin = grad_inputs[0];
+  if (!gin.defined()) return;
+  const Tensor g = grad_outputs[0].contiguous();
+  // Input dim order_[j] is output dim j: read g at its stride j.
+  Shape strides = gin.shape();
+  for (size_t j = 0; j < order_.size(); ++j) strides[order_[j]] = g.strides()[int(j)];
+  cpu::strided_gather(g.raw_data(), gin.shape().span(), strides.span(), g.element_size(),
+                      gin.raw_data(), ctx.pool);
+}
+
 // ---- Split
 
 SplitOp::SplitOp(const Call& call) {
@@ -214,6 +228,26 @@ void SplitOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs
   for (size_t i = 0; i < outputs.size(); ++i)
     pieces.push_back({outputs[i].raw_data(), sizes_[i] * inner * int64_t(in.element_size())});
   cpu::split_rows(in.raw_data(), outer, pieces, ctx.pool);
+}
+
+void SplitOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor>, std::span<const Tensor>,
+                           std::span<const Tensor> grad_outputs, std::span<Tensor> grad_inputs,
+                           std::span<Tensor>) const {
+  Tensor& gin = grad_inputs[0];
+  if (!gin.defined()) return;
+  const Shape& shape = gin.shape();
+  const int d = wrap_dim(dim_, shape.size());
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < d; ++k) outer *= shape[k];
+  for (int k = d + 1; k < shape.size(); ++k) inner *= shape[k];
+  std::vector<Tensor> held;  // contiguous gradients, alive while the kernel reads them
+  std::vector<cpu::CatPiece> pieces;
+  held.reserve(grad_outputs.size());
+  for (size_t i = 0; i < grad_outputs.size(); ++i) {
+    held.push_back(grad_outputs[i].contiguous());
+    pieces.push_back({held.back().raw_data(), sizes_[i] * inner * int64_t(sizeof(float))});
+  }
+  cpu::cat_rows(pieces, outer, gin.raw_data(), ctx.pool);
 }
 
 // ---- factories

@@ -51,10 +51,15 @@ class PermuteOp : public Op {
                                       int num_outputs) const override;
   std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
                                        int num_outputs) const override;
+  BackwardNeeds backward_needs() const override { return {false, false}; }
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  // The inverse permutation of the output's gradient.
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   std::vector<int64_t> dims_;  // as written (negative allowed)
@@ -77,10 +82,15 @@ class SplitOp : public Op {
                                       int num_outputs) const override;
   std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
                                        int num_outputs) const override;
+  BackwardNeeds backward_needs() const override { return {false, false}; }
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  // The outputs' gradients concatenated along dim.
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   std::vector<int64_t> sizes_;

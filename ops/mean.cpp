@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/reduce.h"
 #include "nnx/error.h"
 
@@ -104,6 +105,26 @@ void MeanOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
     x = y;
     shape = next;
   }
+}
+
+void MeanOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor>, std::span<const Tensor>,
+                          std::span<const Tensor> grad_outputs, std::span<Tensor> grad_inputs,
+                          std::span<Tensor>) const {
+  Tensor& gin = grad_inputs[0];
+  if (!gin.defined() || gin.numel() == 0) return;
+  const Shape& in = gin.shape();
+  std::vector<bool> reduced = reduced_dims(in);
+  Shape kept = in;  // the output's shape with the reduced dims kept as 1
+  int64_t count = 1;
+  for (int k = 0; k < in.size(); ++k) {
+    if (!reduced[size_t(k)]) continue;
+    count *= in[k];
+    kept[k] = 1;
+  }
+  const Tensor g = grad_outputs[0].contiguous();
+  const float scale = 1.0f / float(count);
+  cpu::binary_broadcast(cpu::BinaryOp::mul, g.data<float>(), kept, &scale, Shape{},
+                        gin.data<float>(), in, ctx.pool);
 }
 
 std::shared_ptr<Op> make_mean(const Call& call) {

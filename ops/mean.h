@@ -24,10 +24,15 @@ class MeanOp : public Op {
                                        int num_outputs) const override;
   int64_t flops(std::span<const TensorSpec> inputs,
                 std::span<const TensorSpec> outputs) const override;
+  BackwardNeeds backward_needs() const override { return {false, false}; }
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  // The output's gradient spread over the reduced dims, divided by their element count.
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   // Which input dims are reduced; throws Error(shape) for a dim out of range or repeated.

@@ -31,12 +31,15 @@ PrunerOp::PrunerOp(const Call& call, bool all_or_nothing) : all_or_nothing_(all_
   update_gate();
 }
 
+cpu::PrunerGate PrunerOp::gate_kind() const {
+  return all_or_nothing_ ? cpu::PrunerGate::all_or_nothing
+         : legacy_       ? cpu::PrunerGate::legacy
+                         : cpu::PrunerGate::thresholded;
+}
+
 void PrunerOp::update_gate() {
-  const cpu::PrunerGate kind = all_or_nothing_ ? cpu::PrunerGate::all_or_nothing
-                               : legacy_       ? cpu::PrunerGate::legacy
-                                               : cpu::PrunerGate::thresholded;
   gate_.resize(size_t(channels_));
-  cpu::pruner_gate(kind, params()[0].value.data<float>(), channels_, float(threshold_),
+  cpu::pruner_gate(gate_kind(), params()[0].value.data<float>(), channels_, float(threshold_),
                    gate_.data());
 }
 
@@ -110,6 +113,29 @@ void PrunerOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> input
   const Shape& s = x.shape();
   cpu::scale_channels(x.data<float>(), gate_.data(), outputs[0].data<float>(), s[0], s[1],
                       s[2] * s[3], ctx.pool);
+}
+
+void PrunerOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                            std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                            std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+  Tensor* gw = !grad_params.empty() && grad_params[0].defined() ? &grad_params[0] : nullptr;
+  if (!activated_) {
+    if (grad_inputs[0].defined()) grad_inputs[0].copy_from(grad_outputs[0]);
+    if (gw != nullptr) gw->fill(0.0);
+    return;
+  }
+  const Tensor g = grad_outputs[0].contiguous();
+  const Shape& s = g.shape();
+  if (grad_inputs[0].defined())
+    cpu::scale_channels(g.data<float>(), gate_.data(), grad_inputs[0].data<float>(), s[0], s[1],
+                        s[2] * s[3], ctx.pool);
+  if (gw == nullptr) return;
+  const Tensor x = inputs[0].contiguous();
+  std::vector<double> gate_grad(static_cast<size_t>(channels_));
+  cpu::channel_products(x.data<float>(), g.data<float>(), s[0], s[1], s[2] * s[3], gate_grad.data(),
+                        ctx.pool);
+  cpu::pruner_gate_backward(gate_kind(), params()[0].value.data<float>(), channels_,
+                            float(threshold_), gate_grad.data(), gw->data<float>());
 }
 
 std::shared_ptr<Op> make_pruner(const Call& call) {

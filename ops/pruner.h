@@ -44,10 +44,17 @@ class PrunerOp : public Op {
   void set_param(std::string_view key, const Tensor& value) override;
 
   bool legacy() const { return legacy_; }
+  // The input, for the gate's gradient.
+  BackwardNeeds backward_needs() const override { return {true, false}; }
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  // grad_input = grad_output * gate; the gate's weight gets the gradient PyTorch's autograd
+  // gives the formula (zero when not activated: the weight is unused).
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   bool all_or_nothing_;
@@ -58,6 +65,7 @@ class PrunerOp : public Op {
   bool legacy_ = false;
   std::vector<float> gate_;  // per-channel factor, computed whenever the weights change
 
+  cpu::PrunerGate gate_kind() const;
   void update_gate();
 };
 

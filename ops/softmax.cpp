@@ -37,18 +37,40 @@ int64_t SoftmaxOp::flops(std::span<const TensorSpec> inputs,
   return inputs.empty() ? 0 : 4 * inputs[0].shape.numel();
 }
 
+namespace {
+
+struct Rows {
+  int64_t outer = 1, dim = 1, inner = 1;
+};
+
+// The (outer, dim, inner) view around the reduced dimension; a 0-d input is one row of one.
+Rows rows_of(const SoftmaxOp& op, const Shape& shape) {
+  Rows r;
+  if (shape.size() == 0) return r;
+  const int d = op.reduced_dim(shape.size());
+  for (int i = 0; i < d; ++i) r.outer *= shape[i];
+  r.dim = shape[d];
+  for (int i = d + 1; i < shape.size(); ++i) r.inner *= shape[i];
+  return r;
+}
+
+}  // namespace
+
 void SoftmaxOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                             std::span<Tensor> outputs) const {
   Tensor x = inputs[0].contiguous();
-  const Shape& shape = x.shape();
-  int64_t outer = 1, dim = 1, inner = 1;
-  if (shape.size() > 0) {  // a 0-d input is one row of one element
-    const int d = reduced_dim(shape.size());
-    for (int i = 0; i < d; ++i) outer *= shape[i];
-    dim = shape[d];
-    for (int i = d + 1; i < shape.size(); ++i) inner *= shape[i];
-  }
-  cpu::softmax(x.data<float>(), outputs[0].data<float>(), outer, dim, inner, log_, ctx.pool);
+  const Rows r = rows_of(*this, x.shape());
+  cpu::softmax(x.data<float>(), outputs[0].data<float>(), r.outer, r.dim, r.inner, log_, ctx.pool);
+}
+
+void SoftmaxOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor>,
+                             std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                             std::span<Tensor> grad_inputs, std::span<Tensor>) const {
+  if (!grad_inputs[0].defined()) return;
+  Tensor y = outputs[0].contiguous(), g = grad_outputs[0].contiguous();
+  const Rows r = rows_of(*this, y.shape());
+  cpu::softmax_backward(y.data<float>(), g.data<float>(), grad_inputs[0].data<float>(), r.outer,
+                        r.dim, r.inner, log_, ctx.pool);
 }
 
 std::shared_ptr<Op> make_softmax(const Call& call) {

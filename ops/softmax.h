@@ -22,12 +22,18 @@ class SoftmaxOp : public Op {
   int64_t flops(std::span<const TensorSpec> inputs,
                 std::span<const TensorSpec> outputs) const override;
 
+  // Backward reads the output only.
+  BackwardNeeds backward_needs() const override { return {false, true}; }
+
   // The dimension reduced for an input of this rank (dim=None: 0 for ranks 0, 1, 3, else 1).
   int reduced_dim(int rank) const;
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   bool log_;

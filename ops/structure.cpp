@@ -2,10 +2,13 @@
 // (Cat alone copies, through kernels/cpu/cat.h).
 #include "ops/structure.h"
 
+#include <cstring>
 #include <vector>
 
 #include "kernels/cpu/cat.h"
+#include "kernels/cpu/elementwise.h"
 #include "nnx/error.h"
+#include "nnx/thread_pool.h"
 
 namespace nnx {
 namespace {
@@ -18,7 +21,65 @@ std::string number_text(const Args& args, std::string_view name, std::string fal
   return v->repr();
 }
 
+// grad_input = grad_output with the input's shape (same elements in the same order).
+void pass_gradient(Tensor& grad_input, const Tensor& grad_output) {
+  if (grad_input.defined()) grad_input.copy_from(grad_output.reshape(grad_input.shape()));
+}
+
+// One training draw per element of `shape`: 0 with probability p, else `keep`. Bits of the
+// generator are used directly, so the draws are the same with every standard library.
+Tensor draw_mask(const Shape& shape, double p, float keep, RandomEngine& rng) {
+  Tensor mask = Tensor::empty(shape, DType::f32);
+  float* m = mask.data<float>();
+  const double survive = 1.0 - p;
+  for (int64_t i = 0; i < mask.numel(); ++i) {
+    const double u = double(rng() >> 11) * 0x1.0p-53;  // uniform in [0, 1)
+    m[i] = u < survive ? keep : 0.0f;
+  }
+  return mask;
+}
+
+// A training forward: outputs[0] = x * mask (broadcast), the mask saved for the backward.
+void masked_forward(const ExecContext& ctx, std::string_view type, const Tensor& input,
+                    const Shape& mask_shape, double p, Tensor& output) {
+  NNX_CHECK(ctx.rng != nullptr && ctx.saved != nullptr, ErrorKind::usage, type,
+            ": a training forward needs ctx.rng and ctx.saved");
+  NNX_CHECK(input.dtype() == DType::f32, ErrorKind::unsupported, type,
+            ": training needs a float32 input, found ", dtype_name(input.dtype()));
+  // PyTorch divides the draws by (1 - p) in float; with p = 1 nothing is kept.
+  const float keep = p < 1 ? 1.0f / float(1.0 - p) : 0.0f;
+  Tensor mask = draw_mask(mask_shape, p, keep, *ctx.rng);
+  Tensor x = input.contiguous();
+  Tensor y = Tensor::empty(x.shape(), DType::f32);
+  cpu::binary_broadcast(cpu::BinaryOp::mul, x.data<float>(), x.shape(), mask.data<float>(),
+                        mask.shape(), y.data<float>(), y.shape(), ctx.pool);
+  output = y;
+  ctx.saved->push_back(mask);
+}
+
+// The backward of masked_forward (or of the identity when no mask was saved).
+void masked_backward(const ExecContext& ctx, const Tensor& grad_output, Tensor& grad_input) {
+  if (!grad_input.defined()) return;
+  if (ctx.saved == nullptr || ctx.saved->empty()) return pass_gradient(grad_input, grad_output);
+  const Tensor& mask = ctx.saved->front();
+  Tensor g = grad_output.contiguous();
+  cpu::binary_broadcast(cpu::BinaryOp::mul, g.data<float>(), g.shape(), mask.data<float>(),
+                        mask.shape(), grad_input.data<float>(), grad_input.shape(), ctx.pool);
+}
+
 }  // namespace
+
+// ---- views
+
+void ViewOp::backward_cpu(const ExecContext&, std::span<const Tensor>, std::span<const Tensor>,
+                          std::span<const Tensor> grad_outputs, std::span<Tensor> grad_inputs,
+                          std::span<Tensor>) const {
+  for (size_t k = 0; k < grad_outputs.size(); ++k) {
+    const std::optional<int> in = output_view_of(int(k));
+    if (in && size_t(*in) < grad_inputs.size())
+      pass_gradient(grad_inputs[size_t(*in)], grad_outputs[k]);
+  }
+}
 
 // ---- Cat
 
@@ -100,6 +161,65 @@ void CatOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                       held.back().size(d) * inner * int64_t(held.back().element_size())});
   }
   cpu::cat_rows(pieces, outer, out.raw_data(), ctx.pool);
+  if (ctx.saved != nullptr && inputs.size() > 1) {
+    Tensor sizes = Tensor::empty(Shape{int64_t(inputs.size())}, DType::i64);
+    for (size_t i = 0; i < inputs.size(); ++i) sizes.data<int64_t>()[i] = inputs[i].size(d);
+    ctx.saved->push_back(sizes);
+  }
+}
+
+void CatOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                         std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                         std::span<Tensor> grad_inputs, std::span<Tensor>) const {
+  const Tensor g = grad_outputs[0].contiguous();
+  const Shape& shape = g.shape();
+  const int d = wrap_dim(dim_, shape.size());
+  const size_t n = grad_inputs.size();
+  // Each input's size along d: from its gradient or input when given, else saved by the
+  // forward, else (one unknown) what the others leave.
+  std::vector<int64_t> sizes(n, -1);
+  const Tensor* saved = ctx.saved != nullptr && !ctx.saved->empty() ? &ctx.saved->front() : nullptr;
+  int unknown = 0;
+  int64_t known = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (grad_inputs[i].defined())
+      sizes[i] = grad_inputs[i].size(d);
+    else if (i < inputs.size() && inputs[i].defined())
+      sizes[i] = inputs[i].size(d);
+    else if (saved != nullptr && saved->numel() == int64_t(n))
+      sizes[i] = saved->data<int64_t>()[i];
+    if (sizes[i] < 0)
+      ++unknown;
+    else
+      known += sizes[i];
+  }
+  if (unknown == 1) {
+    for (int64_t& s : sizes)
+      if (s < 0) s = shape[d] - known;
+  }
+  NNX_CHECK(unknown <= 1, ErrorKind::usage,
+            "Cat: backward cannot place the gradients without "
+            "the sizes of inputs that need none (the forward saves them in ctx.saved)");
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < d; ++k) outer *= shape[k];
+  for (int k = d + 1; k < shape.size(); ++k) inner *= shape[k];
+  const int64_t row = shape[d] * inner;
+  const char* src = static_cast<const char*>(g.raw_data());
+  parallel_for(ctx.pool, outer,
+               std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, row)),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t o = begin; o < end; ++o) {
+                   int64_t at = o * row;
+                   for (size_t i = 0; i < n; ++i) {
+                     const int64_t len = sizes[i] * inner;
+                     if (grad_inputs[i].defined())
+                       std::memcpy(static_cast<char*>(grad_inputs[i].raw_data()) +
+                                       size_t(o * len) * sizeof(float),
+                                   src + size_t(at) * sizeof(float), size_t(len) * sizeof(float));
+                     at += len;
+                   }
+                 }
+               });
 }
 
 // ---- Identity
@@ -251,6 +371,7 @@ DropoutOp::DropoutOp(const Call& call, std::string type) : type_(std::move(type)
   double p = args.get_double("p", 0.5);
   NNX_CHECK(p >= 0 && p <= 1, ErrorKind::format, type_,
             ": dropout probability has to be between 0 and 1, but got ", op_util::float_repr(p));
+  p_ = p;
   p_repr_ = number_text(args, "p", "0.5");
   inplace_ = args.get_bool("inplace", false);
 }
@@ -269,9 +390,34 @@ std::vector<TensorSpec> DropoutOp::infer_shapes(std::span<const TensorSpec> inpu
   return {inputs[0]};
 }
 
-void DropoutOp::forward_cpu(const ExecContext&, std::span<const Tensor> inputs,
+Shape DropoutOp::mask_shape(const Shape& in) const {
+  if (type_ == "Dropout") return in;
+  // Feature dropout draws per (sample, channel). Dropout1d of a 2-d and Dropout3d of a
+  // non-5-d input are taken as unbatched (one draw per dim-0 slice); Dropout2d is always
+  // batched, as PyTorch 1.13 has them.
+  const bool batched = type_ == "Dropout2d" || (type_ == "Dropout1d" && in.size() == 3) ||
+                       (type_ == "Dropout3d" && in.size() == 5);
+  const int kept = batched ? 2 : 1;
+  NNX_CHECK(in.size() >= kept, ErrorKind::shape, type_,
+            ": feature dropout needs an input with channels, found shape ", in.str());
+  Shape out = in;
+  for (int k = kept; k < in.size(); ++k) out[k] = 1;
+  return out;
+}
+
+void DropoutOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                             std::span<Tensor> outputs) const {
-  outputs[0] = inputs[0];
+  if (!ctx.training || p_ == 0 || inputs[0].numel() == 0) {
+    outputs[0] = inputs[0];
+    return;
+  }
+  masked_forward(ctx, type_, inputs[0], mask_shape(inputs[0].shape()), p_, outputs[0]);
+}
+
+void DropoutOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor>,
+                             std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                             std::span<Tensor> grad_inputs, std::span<Tensor>) const {
+  masked_backward(ctx, grad_outputs[0], grad_inputs[0]);
 }
 
 // ---- StochasticDepth
@@ -282,6 +428,7 @@ StochasticDepthOp::StochasticDepthOp(const Call& call) {
   NNX_CHECK(p >= 0 && p <= 1, ErrorKind::format,
             "StochasticDepth: drop probability has to be between 0 and 1, but got ",
             op_util::float_repr(p));
+  p_ = p;
   p_repr_ = number_text(args, "p", "0.5");
   mode_ = args.get_text("mode", "row");
   NNX_CHECK(mode_ == "row" || mode_ == "batch", ErrorKind::format,
@@ -299,9 +446,23 @@ std::vector<TensorSpec> StochasticDepthOp::infer_shapes(std::span<const TensorSp
   return {inputs[0]};
 }
 
-void StochasticDepthOp::forward_cpu(const ExecContext&, std::span<const Tensor> inputs,
+void StochasticDepthOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                                     std::span<Tensor> outputs) const {
-  outputs[0] = inputs[0];
+  if (!ctx.training || p_ == 0 || inputs[0].numel() == 0) {
+    outputs[0] = inputs[0];
+    return;
+  }
+  // One draw per sample (row) or one for the whole batch.
+  Shape mask = inputs[0].shape();
+  for (int k = 0; k < mask.size(); ++k)
+    if (k > 0 || mode_ == "batch") mask[k] = 1;
+  masked_forward(ctx, "StochasticDepth", inputs[0], mask, p_, outputs[0]);
+}
+
+void StochasticDepthOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor>,
+                                     std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                                     std::span<Tensor> grad_inputs, std::span<Tensor>) const {
+  masked_backward(ctx, grad_outputs[0], grad_inputs[0]);
 }
 
 // ---- factories

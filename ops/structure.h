@@ -27,10 +27,17 @@ class CatOp : public Op {
                                       int num_outputs) const override;
   std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
                                        int num_outputs) const override;
+  // Backward needs only the inputs' sizes along dim: from the gradients asked for, else from
+  // what the forward saved.
+  BackwardNeeds backward_needs() const override { return {false, false}; }
 
  protected:
+  // Saves the inputs' sizes along dim when ctx.saved is given.
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   int64_t dim_;
@@ -41,12 +48,18 @@ class ViewOp : public Op {
  public:
   // Output k views input 0 unless an op says otherwise (Identity: output k views input k).
   std::optional<int> output_view_of(int out) const override { return 0; }
+  // The gradient passes through unchanged, reshaped: nothing of the forward is read.
+  BackwardNeeds backward_needs() const override { return {false, false}; }
 
  protected:
   void forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<Tensor> outputs) const override {
     forward_cpu(ctx, inputs, outputs);
   }
+  // grad_inputs[k] = grad_outputs[k] (for the output that views input k), reshaped.
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 };
 
 class IdentityOp : public ViewOp {
@@ -117,7 +130,9 @@ class UnflattenOp : public ViewOp {
   std::string sizes_repr_;      // as given: a tuple or a list
 };
 
-// Dropout, Dropout1d, Dropout2d, Dropout3d: inference only, so the output is the input.
+// Dropout, Dropout1d, Dropout2d, Dropout3d: the identity at inference (the output is a view);
+// a training forward multiplies by a mask drawn from ctx.rng (per element, or per channel for
+// the feature dropouts, as PyTorch 1.13 shapes it) holding 0 or 1/(1-p), and saves the mask.
 class DropoutOp : public ViewOp {
  public:
   DropoutOp(const Call& call, std::string type);
@@ -132,15 +147,23 @@ class DropoutOp : public ViewOp {
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  // With a saved mask, grad_input = grad_output * mask; without one, grad_output.
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
+  // The shape of one training draw for an input of this shape (size 1 where it broadcasts).
+  Shape mask_shape(const Shape& input) const;
   std::string type_;
+  double p_;
   std::string p_repr_;
   bool inplace_;
 };
 
 // nnx.StochasticDepth(p=0.1, mode=row): torchvision.ops.StochasticDepth, the identity at
-// inference.
+// inference; in training, as torchvision.ops.stochastic_depth: one draw per sample (row) or one
+// for the batch, kept with probability 1-p and scaled by 1/(1-p), the mask saved.
 class StochasticDepthOp : public ViewOp {
  public:
   explicit StochasticDepthOp(const Call& call);
@@ -155,8 +178,12 @@ class StochasticDepthOp : public ViewOp {
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
+  double p_;
   std::string p_repr_, mode_;
 };
 

@@ -5,6 +5,7 @@
 #include "kernels/cpu/elementwise.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "nnx/thread_pool.h"
 
@@ -164,6 +165,79 @@ void run_inplace(F f, float* acc, const Shape& acc_shape, const float* b, const 
 }
 
 }  // namespace
+
+void sum_to_shape(const float* g, const Shape& g_shape, float* out, const Shape& out_shape,
+                  ThreadPool* pool) {
+  const int64_t total = out_shape.numel();
+  if (total == 0) return;
+  if (total == g_shape.numel()) {  // nothing broadcast: the same elements in the same order
+    std::memcpy(out, g, size_t(total) * sizeof(float));
+    return;
+  }
+  // g's dims split into kept ones (out's, in order) and summed ones, each merged with its
+  // inner neighbour where g is contiguous across both; strides are g's.
+  const Shape sa = broadcast_strides(out_shape, g_shape);
+  int64_t kept_size[Shape::kMaxDims], kept_stride[Shape::kMaxDims];
+  int64_t sum_size[Shape::kMaxDims], sum_stride[Shape::kMaxDims];
+  int nk = 0, ns = 0;
+  int64_t step = 1;
+  int64_t g_stride[Shape::kMaxDims];
+  for (int i = g_shape.size() - 1; i >= 0; --i) {
+    g_stride[i] = step;
+    step *= g_shape[i];
+  }
+  for (int i = 0; i < g_shape.size(); ++i) {
+    const int64_t n = g_shape[i];
+    if (n == 1) continue;
+    const bool kept = sa[i] != 0;
+    int64_t* size = kept ? kept_size : sum_size;
+    int64_t* stride = kept ? kept_stride : sum_stride;
+    int& count = kept ? nk : ns;
+    if (count > 0 && stride[count - 1] == g_stride[i] * n) {
+      size[count - 1] *= n;
+      stride[count - 1] = g_stride[i];
+      continue;
+    }
+    size[count] = n;
+    stride[count] = g_stride[i];
+    ++count;
+  }
+  int64_t inner = 1;  // the innermost summed run, contiguous when its stride is 1
+  int64_t inner_stride = 0;
+  if (ns > 0) {
+    inner = sum_size[ns - 1];
+    inner_stride = sum_stride[ns - 1];
+    --ns;
+  }
+  int64_t outer_count = 1;
+  for (int k = 0; k < ns; ++k) outer_count *= sum_size[k];
+  const int64_t grain =
+      std::max<int64_t>(1, kGrain / std::max<int64_t>(1, g_shape.numel() / total));
+  parallel_for(pool, total, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      int64_t base = 0, rest = o;
+      for (int k = nk - 1; k >= 0; --k) {
+        base += (rest % kept_size[k]) * kept_stride[k];
+        rest /= kept_size[k];
+      }
+      double acc = 0;
+      for (int64_t r = 0; r < outer_count; ++r) {
+        int64_t off = base, q = r;
+        for (int k = ns - 1; k >= 0; --k) {
+          off += (q % sum_size[k]) * sum_stride[k];
+          q /= sum_size[k];
+        }
+        const float* p = g + off;
+        if (inner_stride == 1) {
+          for (int64_t i = 0; i < inner; ++i) acc += p[i];
+        } else {
+          for (int64_t i = 0; i < inner; ++i) acc += p[i * inner_stride];
+        }
+      }
+      out[o] = float(acc);
+    }
+  });
+}
 
 void binary_broadcast(BinaryOp op, const float* a, const Shape& a_shape, const float* b,
                       const Shape& b_shape, float* out, const Shape& out_shape, ThreadPool* pool) {

@@ -22,4 +22,9 @@ void binary_broadcast(BinaryOp op, const float* a, const Shape& a_shape, const f
 void binary_broadcast_inplace(BinaryOp op, float* acc, const Shape& acc_shape, const float* b,
                               const Shape& b_shape, ThreadPool* pool);
 
+// out (contiguous, out_shape) = g (contiguous, g_shape) summed over the dimensions where
+// out_shape broadcasts to g_shape: the gradient of a broadcast operand. Sums in double.
+void sum_to_shape(const float* g, const Shape& g_shape, float* out, const Shape& out_shape,
+                  ThreadPool* pool);
+
 }  // namespace nnx::cpu

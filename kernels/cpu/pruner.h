@@ -23,4 +23,13 @@ void pruner_gate(PrunerGate kind, const float* w, int64_t channels, float thresh
 void scale_channels(const float* x, const float* gate, float* y, int64_t outer, int64_t channels,
                     int64_t inner, ThreadPool* pool);
 
+// g[c] = sum over (o, i) of x[o, c, i] * gy[o, c, i] (the gradient of gate[c]), in double.
+void channel_products(const float* x, const float* gy, int64_t outer, int64_t channels,
+                      int64_t inner, double* g, ThreadPool* pool);
+
+// gw[c] = the gradient of w[c] given g[c], the gradient of gate[c]. As in PyTorch, the
+// threshold tests pass no gradient; AllOrNothingPruner's reaches every weight through the mean.
+void pruner_gate_backward(PrunerGate kind, const float* w, int64_t channels, float threshold,
+                          const double* g, float* gw);
+
 }  // namespace nnx::cpu

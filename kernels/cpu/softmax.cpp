@@ -101,4 +101,40 @@ void softmax(const float* x, float* y, int64_t outer, int64_t dim, int64_t inner
   });
 }
 
+void softmax_backward(const float* y, const float* gy, float* gx, int64_t outer, int64_t dim,
+                      int64_t inner, bool log, ThreadPool* pool) {
+  // Work units: one outer index and a block of up to kBlock inner columns.
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = (inner + kBlock - 1) / kBlock;
+  const int64_t units = outer * blocks;
+  const int64_t grain =
+      std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, dim * kBlock));
+  parallel_for(pool, units, grain, [&](int64_t begin, int64_t end) {
+    double sums[kBlock];
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t o = u / blocks, i0 = (u % blocks) * kBlock;
+      const int64_t n = std::min(kBlock, inner - i0);
+      const int64_t base = o * dim * inner + i0;
+      for (int64_t i = 0; i < n; ++i) sums[i] = 0;
+      for (int64_t d = 0; d < dim; ++d) {
+        const float* yr = y + base + d * inner;
+        const float* gr = gy + base + d * inner;
+        if (log)
+          for (int64_t i = 0; i < n; ++i) sums[i] += gr[i];
+        else
+          for (int64_t i = 0; i < n; ++i) sums[i] += double(gr[i]) * yr[i];
+      }
+      for (int64_t d = 0; d < dim; ++d) {
+        const float* yr = y + base + d * inner;
+        const float* gr = gy + base + d * inner;
+        float* out = gx + base + d * inner;
+        if (log)
+          for (int64_t i = 0; i < n; ++i) out[i] = gr[i] - std::exp(yr[i]) * float(sums[i]);
+        else
+          for (int64_t i = 0; i < n; ++i) out[i] = yr[i] * (gr[i] - float(sums[i]));
+      }
+    }
+  });
+}
+
 }  // namespace nnx::cpu

@@ -15,4 +15,10 @@ namespace nnx::cpu {
 void softmax(const float* x, float* y, int64_t outer, int64_t dim, int64_t inner, bool log,
              ThreadPool* pool);
 
+// The gradient from the forward's output y and the output gradient gy, along the middle
+// dimension: softmax gx = y * (gy - sum(gy * y)), log_softmax gx = gy - exp(y) * sum(gy).
+// gx may be gy.
+void softmax_backward(const float* y, const float* gy, float* gx, int64_t outer, int64_t dim,
+                      int64_t inner, bool log, ThreadPool* pool);
+
 }  // namespace nnx::cpu

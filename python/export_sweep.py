@@ -119,16 +119,31 @@ def oracle_difference(result):
     return compare([o.numpy() for o in outs], [r.numpy() for r in result.references])
 
 
-def float64_difference(model, inputs, references):
-    """How far PyTorch's own float32 outputs are from float64 ones: how much float32
-    rounding alone moves this model's outputs (deep, unnormalised nets amplify it)."""
+def float64_difference(model, inputs, references, got):
+    """How far PyTorch's own float32 outputs (`references`) and the runtime's (`got`) are from
+    float64 ones: how much float32 rounding alone moves this model's outputs (deep nets with
+    random weights amplify it)."""
     import torch
     from nnx_export.verify import compare
     with torch.no_grad():
         out = model.double()(*[x.double() for x in inputs])
     model.float()
+    outs = [o.numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
+    return (compare([r.double().numpy() for r in references], outs),
+            compare([g.astype("float64") for g in got], outs))
+
+
+def layout_difference(model, inputs, references):
+    """PyTorch against itself: the same float32 model run channels-last (other summation
+    orders) against the contiguous run that is the reference."""
+    import torch
+    from nnx_export.verify import compare
+    with torch.no_grad():
+        model = model.to(memory_format=torch.channels_last)
+        out = model(*[x.to(memory_format=torch.channels_last) for x in inputs])
+    model.to(memory_format=torch.contiguous_format)
     outs = out if isinstance(out, (tuple, list)) else [out]
-    return compare([o.numpy() for o in outs], [r.double().numpy() for r in references])
+    return compare([o.contiguous().numpy() for o in outs], [r.numpy() for r in references])
 
 
 def run_one(name, max_params):
@@ -172,7 +187,9 @@ def run_one(name, max_params):
         row["seconds"] = time.time() - start        # the export, not the checks below
         if row["status"] == "above 1e-4":
             row["oracle_error"] = oracle_difference(result)
-            row["fp64_error"] = float64_difference(model, result.inputs, result.references)
+            row["layout_error"] = layout_difference(model, result.inputs, result.references)
+            row["fp64_error"], row["nnx_fp64_error"] = float64_difference(
+                model, result.inputs, result.references, got)
     return row
 
 
@@ -209,6 +226,9 @@ def table(rows):
                 notes += (f"; the description run by PyTorch (nnx_ref) differs by "
                           f"{r['oracle_error']:.2g}; PyTorch's own float32 outputs are "
                           f"{r['fp64_error']:.2g} from float64 ones")
+            if r.get("nnx_fp64_error") is not None:
+                notes += (f", nnx's {r['nnx_fp64_error']:.2g}; PyTorch run channels-last "
+                          f"differs from PyTorch by {r['layout_error']:.2g}")
         out.append(f"| {r['model']} | {params} | {r['status']} | {err} | {secs} | "
                    f"{notes.replace('|', '/')} |")
     return "\n".join(out)
@@ -241,8 +261,9 @@ def write_table(path, rows, total, nnx, torch_version, torchvision_version):
         f"{exported} of {len(rows)} exported and within 1e-4 of PyTorch; {above} more "
         f"exported, but with the runtime's outputs more than 1e-4 from PyTorch's (nnx-export "
         f"itself refuses those unless --no-verify; their notes give the description's "
-        f"difference when PyTorch runs it, and how far PyTorch's own float32 outputs are from "
-        f"float64 ones).",
+        f"difference when PyTorch runs it, how far PyTorch's own float32 outputs and nnx's are "
+        f"from float64 ones, and how far PyTorch's channels-last run is from its contiguous "
+        f"one: float32 rounding alone, amplified by these deep random-weight networks).",
         "Time is the whole export of one model: loading, tracing, mapping, writing and the "
         "`nnx run` verification, on 2 cores shared with other work.",
         "",

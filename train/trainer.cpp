@@ -47,8 +47,8 @@ struct Trainer::Impl {
   // forward consumers and backward readers each output port has.
   std::vector<bool> requires_grad;
   std::vector<BackwardNeeds> needs;
-  std::vector<std::vector<int>> forward_uses;   // [node][port], consumers still to run forward
-  std::vector<std::vector<bool>> kept;          // [node][port], read by some backward
+  std::vector<std::vector<int>> forward_uses;  // [node][port], consumers still to run forward
+  std::vector<std::vector<bool>> kept;         // [node][port], read by some backward
 
   std::vector<std::vector<Tensor>> values;  // [node][port] of the last forward
   std::vector<std::vector<Tensor>> saved;   // [node]: what its training forward kept
@@ -158,6 +158,9 @@ Trainer& Trainer::operator=(Trainer&&) noexcept = default;
 void Trainer::set_training(bool on) {
   impl_->training = on;
 }
+void Trainer::set_seed(uint64_t seed) {
+  impl_->rng.seed(seed);
+}
 bool Trainer::training() const {
   return impl_->training;
 }
@@ -236,7 +239,8 @@ std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
     for (const Tensor& t : m.saved[size_t(v)]) m.grow(bytes_of(t));
     // Values the forward is done with and no backward reads.
     for (const PortRef& in : node.inputs) {
-      if (--uses[size_t(in.node)][size_t(in.port)] == 0 && !m.kept[size_t(in.node)][size_t(in.port)])
+      if (--uses[size_t(in.node)][size_t(in.port)] == 0 &&
+          !m.kept[size_t(in.node)][size_t(in.port)])
         m.drop(m.values[size_t(in.node)][size_t(in.port)],
                in.node != 0 && !m.is_view(in.node, in.port));
     }
@@ -251,8 +255,8 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
   Impl& m = *impl_;
   const Graph& g = m.graph();
   NNX_CHECK(m.have_forward, ErrorKind::usage, "Trainer::backward needs a forward first");
-  NNX_CHECK(int(grad_outputs.size()) == g.num_outputs(), ErrorKind::shape, g.source,
-            ": expected ", g.num_outputs(), " output gradient(s), found ", grad_outputs.size());
+  NNX_CHECK(int(grad_outputs.size()) == g.num_outputs(), ErrorKind::shape, g.source, ": expected ",
+            g.num_outputs(), " output gradient(s), found ", grad_outputs.size());
   for (size_t v = 0; v < m.grads.size(); ++v) m.grads[v].assign(m.values[v].size(), Tensor());
 
   // Gradient into value (node, port): the first contribution is kept as it is, later ones add.

@@ -101,6 +101,60 @@ class YoloHead final : public nnx::Op {
     });
   }
 
+  // Every field is a function of its own raw value (the softmax couples the classes of one
+  // anchor and position); the image gets no gradient.
+  nnx::BackwardNeeds backward_needs() const override { return {true, true}; }
+
+  void backward_cpu(const nnx::ExecContext& ctx, std::span<const nnx::Tensor> in,
+                    std::span<const nnx::Tensor> out, std::span<const nnx::Tensor> grad_out,
+                    std::span<nnx::Tensor> grad_in, std::span<nnx::Tensor>) const override {
+    if (!grad_in[0].defined()) return;
+    const nnx::Shape& s = out[0].shape();
+    int64_t n = s[0], channels = s[1], height = s[2], width = s[3];
+    int64_t a = int64_t(anchors_.size()), fields = channels / a, plane = height * width;
+    float stride_x = float(double(in[1].size(3)) / double(width));
+    float stride_y = float(double(in[1].size(2)) / double(height));
+    const float* x = in[0].data<float>();
+    const float* y = out[0].data<float>();
+    const float* gy = grad_out[0].data<float>();
+    auto sigmoid = [](float t) { return 1.0f / (1.0f + std::exp(-t)); };
+    float* gx = grad_in[0].data<float>();
+    nnx::parallel_for(ctx.pool, n * a, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t na = begin; na < end; ++na) {
+        const float* xi = x + na * fields * plane;
+        const float* yo = y + na * fields * plane;
+        const float* g = gy + na * fields * plane;
+        float* d = gx + na * fields * plane;
+        for (int64_t i = 0; i < height; ++i)
+          for (int64_t j = 0; j < width; ++j) {
+            int64_t p = i * width + j;
+            float sx = sigmoid(xi[p]), sy = sigmoid(xi[plane + p]);
+            d[p] = g[p] * stride_x * sx * (1 - sx);
+            d[plane + p] = g[plane + p] * stride_y * sy * (1 - sy);
+            d[2 * plane + p] = g[2 * plane + p] * yo[2 * plane + p];
+            d[3 * plane + p] = g[3 * plane + p] * yo[3 * plane + p];
+            float o = yo[4 * plane + p];
+            d[4 * plane + p] = g[4 * plane + p] * o * (1 - o);
+          }
+        int64_t classes = fields - 5;
+        for (int64_t p = 0; p < plane; ++p) {
+          const float* c_out = yo + 5 * plane + p;
+          const float* c_g = g + 5 * plane + p;
+          float* c_d = d + 5 * plane + p;
+          if (cls_fcn_ == "softmax") {
+            float dot = 0;
+            for (int64_t c = 0; c < classes; ++c) dot += c_g[c * plane] * c_out[c * plane];
+            for (int64_t c = 0; c < classes; ++c)
+              c_d[c * plane] = c_out[c * plane] * (c_g[c * plane] - dot);
+          } else {
+            for (int64_t c = 0; c < classes; ++c)
+              c_d[c * plane] = c_g[c * plane] * c_out[c * plane] * (1 - c_out[c * plane]);
+          }
+        }
+      }
+    });
+  }
+
  private:
   std::vector<std::array<float, 2>> anchors_;
   std::string cls_fcn_;

@@ -30,8 +30,8 @@ struct TrainerOptions {
 
 // Memory of training, for reports and benchmarks.
 struct TrainMemory {
-  size_t parameter_bytes = 0;   // weights and buffers
-  size_t gradient_bytes = 0;    // Parameter::grad
+  size_t parameter_bytes = 0;        // weights and buffers
+  size_t gradient_bytes = 0;         // Parameter::grad
   size_t peak_activation_bytes = 0;  // forward values, saved state and gradients in flight, at
                                      // their peak since reset_peak()
 };
@@ -48,6 +48,9 @@ class NNX_API Trainer {
   // Training mode (BatchNorm batch statistics, Dropout) or evaluation mode.
   void set_training(bool on);
   bool training() const;
+  // Restarts the generator Dropout and StochasticDepth draw from (nnx train reseeds it every
+  // epoch, so a resumed run draws what an uninterrupted one would).
+  void set_seed(uint64_t seed);
 
   // Runs the network (inputs as Executor::run takes them) and keeps what backward needs. The
   // outputs are the trainer's own tensors: read them, do not write them; they stay valid until

@@ -136,7 +136,8 @@ class Executor(nn.Module):
 
         # A faulty input is left unbound: in checking mode its users are skipped.
         values = {(0, k): x for k, x in enumerate(xs) if x is not None}
-        with torch.no_grad():
+        # Eval mode runs without autograd; train mode (training parity fixtures) keeps it.
+        with torch.set_grad_enabled(self.training and torch.is_grad_enabled()):
             for node in g.order:
                 layer = g.node_layer[node]
                 module = self.layer_module(layer.u)

@@ -2,13 +2,14 @@
 #include "tools/nnx/cli.h"
 
 #include <charconv>
+#include <cmath>
 #include <iostream>
 #include <random>
 
 namespace nnx::cli {
 
 Args::Args(int argc, char** argv, int first, const std::vector<std::string>& value_flags,
-           const std::vector<std::string>& switches) {
+           const std::vector<std::string>& switches, const std::vector<std::string>& pair_flags) {
   auto known = [](const std::vector<std::string>& list, const std::string& s) {
     for (auto& x : list)
       if (x == s) return true;
@@ -24,7 +25,13 @@ Args::Args(int argc, char** argv, int first, const std::vector<std::string>& val
         value = a.substr(eq + 1);
         inline_value = true;
       }
-      if (known(switches, name)) {
+      if (known(pair_flags, name)) {
+        if (inline_value || i + 2 >= argc || std::string(argv[i + 1]).rfind("--", 0) == 0 ||
+            std::string(argv[i + 2]).rfind("--", 0) == 0)
+          throw UsageError(name + " needs two values");
+        values_.emplace(name, argv[++i]);
+        values_.emplace(name, argv[++i]);
+      } else if (known(switches, name)) {
         if (inline_value) throw UsageError(name + " takes no value");
         switches_.push_back(name);
       } else if (known(value_flags, name)) {
@@ -71,6 +78,16 @@ int64_t Args::integer(const std::string& flag, int64_t fallback) const {
   return out;
 }
 
+double Args::number(const std::string& flag, double fallback) const {
+  auto v = value(flag);
+  if (!v) return fallback;
+  double out = 0;
+  auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), out);
+  if (ec != std::errc() || ptr != v->data() + v->size() || !std::isfinite(out))
+    throw UsageError(flag + " expects a number, found '" + *v + "'");
+  return out;
+}
+
 Shape parse_shape(const std::string& text) {
   Shape shape;
   size_t start = 0;
@@ -104,10 +121,12 @@ Model load_model(const Args& args, bool lenient) {
   options.strict = !args.has("--no-strict") && !lenient;
   // `auto` falls back to the CPU until this build has a CUDA backend that finds a device.
   options.device = device == "cuda" ? Device::cuda() : Device::cpu();
+  options.seed = uint64_t(args.integer("--seed", 0));
   Model model = load(args.positional()[0], args.value("--weights").value_or(""), options);
   const LoadReport& r = model.report();
   if (!r.weights_given)
-    std::cerr << "nnx: note: no weights given: layers initialised as PyTorch would (seed 0)\n";
+    std::cerr << "nnx: note: no weights given: layers initialised as PyTorch would (seed "
+              << options.seed << ")\n";
   for (auto& k : r.missing_keys)
     std::cerr << "nnx: warning: missing tensor " << k << " (kept its initial value)\n";
   for (auto& k : r.unexpected_keys)

@@ -22,13 +22,15 @@ struct UsageError : std::runtime_error {
 // Flags of one command: --name value pairs (repeatable), bare --switches and positionals.
 class Args {
  public:
+  // `pair_flags` take two values each (--train X.npy Y.npy); values() lists them in order.
   Args(int argc, char** argv, int first, const std::vector<std::string>& value_flags,
-       const std::vector<std::string>& switches);
+       const std::vector<std::string>& switches, const std::vector<std::string>& pair_flags = {});
   const std::vector<std::string>& positional() const { return positional_; }
   std::optional<std::string> value(const std::string& flag) const;
   std::vector<std::string> values(const std::string& flag) const;
   bool has(const std::string& flag) const;
   int64_t integer(const std::string& flag, int64_t fallback) const;
+  double number(const std::string& flag, double fallback) const;
 
  private:
   std::vector<std::string> positional_;
@@ -51,5 +53,6 @@ int info_command(const Args& args);
 int convert_command(const Args& args);
 int bench_command(const Args& args);
 int graph_command(const Args& args);
+int train_command(const Args& args);
 
 }  // namespace nnx::cli

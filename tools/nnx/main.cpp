@@ -17,7 +17,13 @@ const char* kUsageText =
     "  convert ARCH [--weights W] [--no-strict] --out PATH(.json|.pth|.safetensors)\n"
     "  bench ARCH [--weights W] [--shape N,C,H,W]... [--batch N] [--threads N] [--iters N]\n"
     "             [--warmup K] [--json]\n"
-    "  graph ARCH [--weights W] [--shape N,C,H,W]... [--no-strict] --out FILE(.svg|.png|.dot)\n";
+    "  graph ARCH [--weights W] [--shape N,C,H,W]... [--no-strict] --out FILE(.svg|.png|.dot)\n"
+    "  train ARCH [--weights W] --train X.npy Y.npy [--val X.npy Y.npy]\n"
+    "        --loss cross_entropy|mse|l1|smooth_l1|bce_with_logits --optimizer sgd|adam|adamw\n"
+    "        --lr LR [--momentum M] [--nesterov] [--weight-decay D] --epochs E --batch B\n"
+    "        [--schedule constant|step|cosine|loss] [--lr-min L] [--lr-max L] [--step-size S]\n"
+    "        [--gamma G] [--accumulate K] [--clip-grad-norm X] [--label-smoothing S]\n"
+    "        [--no-shuffle] [--seed S] [--resume DIR] [--threads N] [--progress] --out DIR\n";
 
 void print_error_lines(const std::string& message) {
   std::istringstream lines(message);
@@ -53,6 +59,15 @@ int main(int argc, char** argv) {
                                 {"--no-strict", "--json", "--profile"}));
     if (command == "graph")
       return graph_command(Args(argc, argv, 2, with({"--out"}), {"--no-strict"}));
+    if (command == "train")
+      return train_command(
+          Args(argc, argv, 2,
+               with({"--loss", "--optimizer", "--lr", "--momentum", "--weight-decay", "--epochs",
+                     "--batch", "--schedule", "--lr-min", "--lr-max", "--step-size", "--gamma",
+                     "--accumulate", "--clip-grad-norm", "--label-smoothing", "--seed", "--resume",
+                     "--out"}),
+               {"--no-strict", "--no-shuffle", "--nesterov", "--sync-bn", "--progress"},
+               {"--train", "--val"}));
     throw UsageError("unknown command '" + command + "'");
   } catch (const UsageError& e) {
     std::cerr << "nnx: error: " << e.what() << "\n" << kUsageText;

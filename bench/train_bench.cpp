@@ -1,0 +1,130 @@
+// Training step time of a description: forward, backward and optimizer update on a fixed
+// random batch, the loss MSE of every output against fixed random targets. Prints the median,
+// p10 and p90 over --iters steps after --warmup steps, and peak memory, as one JSON object
+// (python/bench_train_compare.py runs it beside PyTorch).
+//
+// usage: nnx_train_bench ARCH [--weights W] --shape N,C,H,W [--optimizer sgd|adam|adamw]
+//          [--lr LR] [--momentum M] [--threads N] [--iters N] [--warmup K] [--plugin LIB.so]
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "examples/embed/yolo_head.h"
+#include "nnx/loss.h"
+#include "nnx/nnx.hpp"
+#include "nnx/optim.h"
+#include "nnx/train.h"
+
+namespace {
+
+nnx::Shape parse_shape(const std::string& text) {
+  nnx::Shape s;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    s.push_back(std::stoll(text.substr(start, end - start)));
+    start = end + 1;
+  }
+  return s;
+}
+
+nnx::Tensor random_tensor(const nnx::Shape& shape, std::mt19937_64& rng, float scale) {
+  nnx::Tensor t = nnx::Tensor::empty(shape);
+  std::normal_distribution<float> normal(0.0f, scale);
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = normal(rng);
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << "usage: nnx_train_bench ARCH [--weights W] --shape N,C,H,W [--optimizer O] "
+                 "[--lr LR] [--momentum M] [--threads N] [--iters N] [--warmup K]\n";
+    return 2;
+  }
+  std::string arch = argv[1], weights, optimizer_name = "sgd", shape_text = "1,3,224,224";
+  double lr = 0.01, momentum = 0.9;
+  int threads = 2, iters = 10, warmup = 2;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    std::string flag = argv[i], value = argv[i + 1];
+    if (flag == "--weights")
+      weights = value;
+    else if (flag == "--shape")
+      shape_text = value;
+    else if (flag == "--optimizer")
+      optimizer_name = value;
+    else if (flag == "--lr")
+      lr = std::stod(value);
+    else if (flag == "--momentum")
+      momentum = std::stod(value);
+    else if (flag == "--threads")
+      threads = std::stoi(value);
+    else if (flag == "--iters")
+      iters = std::stoi(value);
+    else if (flag == "--warmup")
+      warmup = std::stoi(value);
+    else if (flag == "--plugin")
+      nnx::load_plugin(value);
+    else {
+      std::cerr << "nnx_train_bench: unknown option " << flag << "\n";
+      return 2;
+    }
+  }
+  try {
+    example::register_yolo_head();
+    nnx::Model model = nnx::load(arch, weights);
+    nnx::Trainer trainer(model, {.threads = threads});
+    nnx::OptimizerOptions opt;
+    opt.lr = lr;
+    if (optimizer_name == "sgd") opt.momentum = momentum;
+    auto optimizer = nnx::make_optimizer(optimizer_name, opt);
+    std::mt19937_64 rng(1);
+    nnx::Tensor x = random_tensor(parse_shape(shape_text), rng, 1.0f);
+    std::vector<nnx::Tensor> targets;
+    nnx::ThreadPool pool(threads);
+    nnx::LossOptions mse;
+    mse.kind = nnx::LossKind::mse;
+    std::vector<double> times;
+    for (int it = 0; it < warmup + iters; ++it) {
+      auto start = std::chrono::steady_clock::now();
+      trainer.zero_grad();
+      std::vector<nnx::Tensor> out = trainer.forward(x);
+      if (targets.empty())
+        for (const auto& o : out) targets.push_back(random_tensor(o.shape(), rng, 0.1f));
+      std::vector<nnx::Tensor> grads;
+      for (size_t k = 0; k < out.size(); ++k)
+        grads.push_back(nnx::compute_loss(out[k], targets[k], mse).grad);
+      trainer.backward(grads);
+      optimizer->step(trainer.parameters(), &pool);
+      double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
+      if (it >= warmup) times.push_back(ms);
+    }
+    std::sort(times.begin(), times.end());
+    auto at = [&](double q) { return times[size_t(q * double(times.size() - 1) + 0.5)]; };
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    nnx::TrainMemory mem = trainer.memory();
+    std::printf(
+        "{\"median_ms\": %.3f, \"p10_ms\": %.3f, \"p90_ms\": %.3f, \"iters\": %d, "
+        "\"threads\": %d, \"peak_activation_mb\": %.2f, \"parameter_mb\": %.2f, "
+        "\"peak_rss_mb\": %.1f}\n",
+        at(0.5), at(0.1), at(0.9), iters, threads, double(mem.peak_activation_bytes) / 1048576.0,
+        double(mem.parameter_bytes + mem.gradient_bytes) / 1048576.0, double(u.ru_maxrss) / 1024);
+  } catch (const nnx::Error& e) {
+    std::cerr << "nnx_train_bench: error: " << e.message() << "\n";
+    return 1;
+  }
+  return 0;
+}

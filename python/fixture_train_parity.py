@@ -1,0 +1,98 @@
+"""Whole-network training parity: the corrected seed network (examples/seed/seed.json, with
+the YOLO user op) trained five steps by PyTorch from its default initialisation, on fixed
+batches at a small input size; the C++ test (tests/train/network_parity_test.cpp) trains the
+same five steps with nnx::Trainer and compares every weight and BatchNorm statistic.
+
+Cases (OUT/train_parity/<case>/):
+  seed_sgd           SGD, momentum 0.9, weight decay 1e-4
+  seed_adamw_nobias  AdamW on a variant whose convolutions before BatchNorm have bias=False
+  seed_adamw_bias    AdamW on seed.json itself: the biases that feed BatchNorm have a true
+                     gradient of zero, which Adam turns into whole steps of rounding noise, so
+                     the test only checks that they moved less than lr per step, and that the
+                     running means of those BatchNorms (which move with the biases) differ by
+                     no more than the biases do; the rest must match.
+Files: arch.json, init.pth (two-file form), x<k>.npy, t<k>_<j>.npy (target of output j at step
+k), after.pth (the weights and buffers after the last step), case.json. The loss is the sum
+over outputs of MSE(output_j, target_j).
+"""
+import json
+import os
+import re
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import fixture_models as fm
+import nnx_ref
+
+STEPS = 5
+BATCH_SHAPE = (4, 3, 48, 64)
+
+
+def _bias_false_before_bn(arch):
+    """Conv2d layers directly followed by BatchNorm2d get bias=False."""
+    layers = arch["layers"]
+    for i, layer in enumerate(layers[:-1]):
+        call = layer[0]
+        if call.startswith("torch.nn.Conv2d(") and layers[i + 1][0].startswith("torch.nn.BatchNorm2d"):
+            layer[0] = re.sub(r"\)$", ", bias=False)", call)
+    return arch
+
+
+def _one(root, name, arch, make_optimizer, hyper):
+    folder = os.path.join(root, name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "arch.json"), "w") as f:
+        json.dump(arch, f, indent=1)
+    yolo = fm.user_op_classes()
+    ex = fm.build(arch, seed=0, user_ops=yolo)
+    fm.save_list(ex, os.path.join(folder, "init.pth"))
+    ex.train()
+    opt = make_optimizer(ex.parameters())
+    gen = torch.Generator().manual_seed(11)
+    for k in range(STEPS):
+        x = torch.randn(BATCH_SHAPE, generator=gen)
+        np.save(os.path.join(folder, f"x{k}.npy"), x.numpy())
+        opt.zero_grad()
+        outs = ex(x)
+        loss = 0
+        for j, y in enumerate(outs):
+            # Targets near the outputs' scale: the YOLO head's boxes are in input pixels.
+            t = (y.detach() * (1 + 0.1 * torch.randn(y.shape, generator=gen))
+                 + 0.1 * torch.randn(y.shape, generator=gen))
+            np.save(os.path.join(folder, f"t{k}_{j}.npy"), t.numpy())
+            loss = loss + F.mse_loss(y, t)
+        loss.backward()
+        opt.step()
+    fm.save_list(ex, os.path.join(folder, "after.pth"))
+    frozen_check, follows = [], {}
+    if name == "seed_adamw_bias":
+        for i, layer in enumerate(arch["layers"][:-1]):
+            if layer[0].startswith("torch.nn.Conv2d(") and \
+                    arch["layers"][i + 1][0].startswith("torch.nn.BatchNorm2d"):
+                frozen_check.append(f"{i}.bias")
+                # The batch mean, and so the running mean, moves with those biases.
+                follows[f"{i + 1}.running_mean"] = f"{i}.bias"
+    with open(os.path.join(folder, "case.json"), "w") as f:
+        json.dump({"steps": STEPS, "outputs": len(outs), "user_ops": ["own_module.YOLO"],
+                   "noise_only": frozen_check, "follows_noise": follows, "tol": 1e-4, **hyper},
+                  f, indent=1)
+
+
+def generate(root):
+    torch.set_num_threads(1)
+    seed_arch = nnx_ref.jsonc.load(os.path.join(fm.SEED_DIR, "seed.json"))
+    # Learning rates small enough that the five steps stay out of the chaotic regime: at lr
+    # 0.05 (SGD) or 1e-3 (AdamW) rounding differences grow ~20x per step on this network (two
+    # PyTorch summation orders part as fast). AdamW's steps are ~lr per element whatever the
+    # gradient's size, so its lr sets how far the weights move: 5e-4 over five steps, five
+    # times the tolerance.
+    sgd = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4}
+    _one(root, "seed_sgd", json.loads(json.dumps(seed_arch)),
+         lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, weight_decay=1e-4), sgd)
+    adamw = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.01}
+    _one(root, "seed_adamw_nobias", _bias_false_before_bn(json.loads(json.dumps(seed_arch))),
+         lambda p: torch.optim.AdamW(p, lr=1e-4, weight_decay=0.01), adamw)
+    _one(root, "seed_adamw_bias", json.loads(json.dumps(seed_arch)),
+         lambda p: torch.optim.AdamW(p, lr=1e-4, weight_decay=0.01), adamw)

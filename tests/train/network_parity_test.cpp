@@ -1,0 +1,127 @@
+// Whole-network training parity with PyTorch: five optimizer steps on the seed network from
+// the same initial weights, batches and targets (python/fixture_train_parity.py) must leave
+// every weight and BatchNorm statistic within tolerance of PyTorch's.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "examples/embed/yolo_head.h"
+#include "graph/graph.h"
+#include "importer/json.h"
+#include "nnx/loss.h"
+#include "nnx/npy.h"
+#include "nnx/optim.h"
+#include "nnx/train.h"
+#include "test_util.h"
+
+namespace nnx {
+namespace {
+
+namespace fs = std::filesystem;
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  Tensor x = a.to(DType::f64).contiguous(), y = b.to(DType::f64).contiguous();
+  double m = 0;
+  for (int64_t i = 0; i < x.numel(); ++i)
+    m = std::max(m, std::abs(x.data<double>()[i] - y.data<double>()[i]));
+  return m;
+}
+
+fs::path case_dir(const std::string& name) {
+  return fs::path(NNX_FIXTURE_DIR) / "train_parity" / name;
+}
+
+// Trains the case with `threads` threads; returns one line per disagreeing tensor.
+std::string train_case(const std::string& name, int threads) {
+  fs::path dir = case_dir(name);
+  if (!fs::exists(dir / "case.json")) return "missing fixture " + dir.string();
+  example::register_yolo_head();
+  json::Value meta = json::parse_file((dir / "case.json").string());
+  std::string arch = (dir / "arch.json").string();
+  Model model = load(arch, (dir / "init.pth").string());
+  Trainer trainer(model, {.threads = threads});
+  OptimizerOptions opt;
+  opt.lr = meta.find("lr")->number;
+  if (const json::Value* m = meta.find("momentum")) opt.momentum = m->number;
+  if (const json::Value* wd = meta.find("weight_decay")) opt.weight_decay = wd->number;
+  auto optimizer = make_optimizer(meta.find("optimizer")->str, opt);
+  int steps = int(meta.find("steps")->integer);
+  int outputs = int(meta.find("outputs")->integer);
+  LossOptions mse;
+  mse.kind = LossKind::mse;
+  for (int k = 0; k < steps; ++k) {
+    Tensor x = read_npy((dir / ("x" + std::to_string(k) + ".npy")).string());
+    trainer.zero_grad();
+    std::vector<Tensor> out = trainer.forward(x);
+    std::vector<Tensor> grads;
+    for (int j = 0; j < outputs; ++j) {
+      Tensor t =
+          read_npy((dir / ("t" + std::to_string(k) + "_" + std::to_string(j) + ".npy")).string());
+      grads.push_back(compute_loss(out[size_t(j)], t, mse).grad);
+    }
+    trainer.backward(grads);
+    optimizer->step(trainer.parameters());
+  }
+
+  // Compare with PyTorch's weights after the same steps, layer by layer.
+  Model after = load(arch, (dir / "after.pth").string());
+  std::vector<std::string> noise_only;
+  for (auto& v : meta.find("noise_only")->array) noise_only.push_back(v.str);
+  double tol = meta.find("tol")->number;
+  double lr = opt.lr;
+  std::string failures;
+  const Graph& got_graph = trainer.model().graph();
+  const Graph& ref_graph = after.graph();
+  const Graph& init_graph = model.graph();
+  for (size_t l = 0; l < ref_graph.layers.size(); ++l) {
+    const auto& got_params = got_graph.layers[l].op->params();
+    const auto& ref_params = ref_graph.layers[l].op->params();
+    for (size_t p = 0; p < ref_params.size(); ++p) {
+      std::string key = std::to_string(l) + "." + ref_params[p].name;
+      const Tensor& got = got_params[p].value;
+      const Tensor& ref = ref_params[p].value;
+      if (std::find(noise_only.begin(), noise_only.end(), key) != noise_only.end()) {
+        // Moved by Adam's steps on rounding noise: at most lr per step, either way.
+        const Tensor& init = init_graph.layers[l].op->params()[p].value;
+        double moved = max_abs_diff(got, init);
+        if (!(moved <= lr * steps * 1.01))
+          failures += " " + key + " moved " + std::to_string(moved) + " (bound " +
+                      std::to_string(lr * steps) + ")";
+        continue;
+      }
+      double err = testing_util::relative_error(got, ref);
+      if (const json::Value* f = meta.find("follows_noise")->find(key)) {
+        // Shifted by the noise-driven biases before it: by no more than they differ.
+        size_t bias_layer = size_t(std::stoul(f->str));
+        const Param* gb = got_graph.layers[bias_layer].op->find_param("bias");
+        const Param* rb = ref_graph.layers[bias_layer].op->find_param("bias");
+        double bound = tol + max_abs_diff(gb->value, rb->value);
+        if (!(max_abs_diff(got, ref) <= bound))
+          failures += " " + key + ": " + std::to_string(max_abs_diff(got, ref)) + " (bound " +
+                      std::to_string(bound) + ")";
+        continue;
+      }
+      if (!(err <= tol)) failures += " " + key + ": " + std::to_string(err);
+    }
+  }
+  return failures;
+}
+
+class NetworkParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(NetworkParity, FiveStepsMatchPyTorch) {
+  for (int threads : {1, 2}) {
+    std::string failures = train_case(GetParam(), threads);
+    EXPECT_TRUE(failures.empty()) << GetParam() << " (" << threads << " threads):" << failures;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Seed, NetworkParity,
+                         ::testing::Values("seed_sgd", "seed_adamw_nobias", "seed_adamw_bias"));
+
+}  // namespace
+}  // namespace nnx

@@ -21,6 +21,7 @@
 #include "nnx/train.h"
 #include "tools/nnx/cli.h"
 #include "tools/nnx/plot.h"
+#include "tools/nnx/train_loop.h"
 
 namespace nnx::cli {
 namespace {
@@ -219,94 +220,82 @@ auto flag_value(F&& parse) {
 
 }  // namespace
 
-int train_command(const Args& args) {
-  // ---- arguments ----
+TrainConfig parse_train_config(const Args& args) {
   auto required = [&](const char* flag) {
     auto v = args.value(flag);
     if (!v) throw UsageError(std::string(flag) + " is required");
     return *v;
   };
+  TrainConfig c;
   std::vector<std::string> train_files = args.values("--train");
   if (train_files.size() != 2) throw UsageError("--train X.npy Y.npy is required (once)");
+  c.train_x = train_files[0], c.train_y = train_files[1];
   std::vector<std::string> val_files = args.values("--val");
   if (!val_files.empty() && val_files.size() != 2)
     throw UsageError("--val takes X.npy Y.npy (once)");
-  LossOptions loss;
-  loss.kind = flag_value([&] { return parse_loss_name(required("--loss")); });
-  loss.label_smoothing = args.number("--label-smoothing", 0.0);
-  bool classification = loss.kind == LossKind::cross_entropy;
-  OptimizerOptions opt;
-  opt.lr = args.number("--lr", NAN);
+  if (!val_files.empty()) c.val_x = val_files[0], c.val_y = val_files[1];
+  c.loss.kind = flag_value([&] { return parse_loss_name(required("--loss")); });
+  c.loss.label_smoothing = args.number("--label-smoothing", 0.0);
+  c.classification = c.loss.kind == LossKind::cross_entropy;
+  c.opt.lr = args.number("--lr", NAN);
   if (!args.value("--lr")) throw UsageError("--lr is required");
-  if (!(opt.lr > 0)) throw UsageError("--lr must be positive");
-  opt.momentum = args.number("--momentum", 0.0);
-  opt.nesterov = args.has("--nesterov");
-  if (args.value("--weight-decay")) opt.weight_decay = args.number("--weight-decay", 0.0);
-  std::string optimizer_text = required("--optimizer");
-  flag_value([&] { return parse_optimizer_name(optimizer_text); });
-  int epochs = int(args.integer("--epochs", -1));
-  if (epochs <= 0) throw UsageError("--epochs N (N >= 1) is required");
-  int64_t batch = args.integer("--batch", 0);
-  if (batch <= 0) throw UsageError("--batch N (N >= 1) is required");
-  int64_t accumulate = std::max<int64_t>(1, args.integer("--accumulate", 1));
-  double clip = args.number("--clip-grad-norm", 0.0);
-  uint64_t seed = uint64_t(args.integer("--seed", 0));
-  bool shuffle = !args.has("--no-shuffle");
-  std::string out_dir = required("--out");
-  ScheduleOptions sched;
+  if (!(c.opt.lr > 0)) throw UsageError("--lr must be positive");
+  c.opt.momentum = args.number("--momentum", 0.0);
+  c.opt.nesterov = args.has("--nesterov");
+  if (args.value("--weight-decay")) c.opt.weight_decay = args.number("--weight-decay", 0.0);
+  c.optimizer = required("--optimizer");
+  flag_value([&] { return parse_optimizer_name(c.optimizer); });
+  c.epochs = int(args.integer("--epochs", -1));
+  if (c.epochs <= 0) throw UsageError("--epochs N (N >= 1) is required");
+  c.batch = args.integer("--batch", 0);
+  if (c.batch <= 0) throw UsageError("--batch N (N >= 1) is required");
+  c.accumulate = std::max<int64_t>(1, args.integer("--accumulate", 1));
+  c.clip = args.number("--clip-grad-norm", 0.0);
+  c.seed = uint64_t(args.integer("--seed", 0));
+  c.shuffle = !args.has("--no-shuffle");
+  c.out_dir = required("--out");
+  ScheduleOptions& sched = c.schedule;
   sched.kind = flag_value(
       [&] { return parse_schedule_name(args.value("--schedule").value_or("constant")); });
-  sched.lr = opt.lr;
-  sched.lr_min = args.number("--lr-min", sched.kind == ScheduleKind::loss ? opt.lr / 1024 : 0.0);
-  sched.lr_max = args.number("--lr-max", sched.kind == ScheduleKind::loss ? opt.lr * 16 : INFINITY);
-  sched.step_size = int(args.integer("--step-size", std::max(1, epochs / 3)));
+  sched.lr = c.opt.lr;
+  bool loss_rule = sched.kind == ScheduleKind::loss;
+  sched.lr_min = args.number("--lr-min", loss_rule ? c.opt.lr / 1024 : 0.0);
+  sched.lr_max = args.number("--lr-max", loss_rule ? c.opt.lr * 16 : INFINITY);
+  sched.step_size = int(args.integer("--step-size", std::max(1, c.epochs / 3)));
   sched.gamma = args.number("--gamma", 0.1);
-  sched.total_epochs = epochs;
-  bool progress = args.has("--progress") || ::isatty(2);
-  if (args.has("--sync-bn"))
-    std::cerr << "nnx: note: --sync-bn only changes distributed runs; this one has one process\n";
-  std::string device = args.value("--device").value_or("cpu");
-  if (device == "cuda")
-    fail(ErrorKind::device, "--device cuda: training runs on the CPU in this build");
+  sched.total_epochs = c.epochs;
+  c.progress = args.has("--progress") || ::isatty(2);
+  c.threads = int(args.integer("--threads", 0));
+  c.resume = args.value("--resume");
+  return c;
+}
 
-  // ---- model, data, state ----
-  std::optional<std::string> resume = args.value("--resume");
-  Model model;
-  if (resume) {
-    // The description and weights of the checkpoint; ARCH must be the same network.
-    fs::path dir(*resume);
-    for (const char* f : {"last.json", "last.pth", "last.optim.pth", "history.csv"})
-      NNX_CHECK(fs::exists(dir / f), ErrorKind::io, (dir / f).string(),
-                ": not found (--resume needs a checkpoint folder written by nnx train)");
-    for (const std::string& plugin : args.values("--plugin")) load_plugin(plugin);
-    model = load((dir / "last.json").string(), (dir / "last.pth").string());
-  } else {
-    model = load_model(args);
-  }
-  NNX_CHECK(model.num_outputs() == 1, ErrorKind::shape, model.source(),
-            ": nnx train needs a network with one output, found ", model.num_outputs());
-  NNX_CHECK(model.num_inputs() == 1, ErrorKind::shape, model.source(),
-            ": nnx train needs a network with one input, found ", model.num_inputs());
-  Dataset train = load_dataset(train_files[0], train_files[1]);
-  Dataset val;
-  if (!val_files.empty()) val = load_dataset(val_files[0], val_files[1]);
-  if (classification)
-    NNX_CHECK(train.y.dtype() == DType::i64, ErrorKind::format, train_files[1],
+Dataset load_training_data(const TrainConfig& c, Dataset* val) {
+  Dataset train = load_dataset(c.train_x, c.train_y);
+  if (val && !c.val_x.empty()) *val = load_dataset(c.val_x, c.val_y);
+  if (c.classification)
+    NNX_CHECK(train.y.dtype() == DType::i64, ErrorKind::format, c.train_y,
               ": cross_entropy needs integer class labels, found ", dtype_name(train.y.dtype()));
-  NNX_CHECK(train.size() > 0, ErrorKind::shape, train_files[0], ": no samples");
+  NNX_CHECK(train.size() > 0, ErrorKind::shape, c.train_x, ": no samples");
+  return train;
+}
 
-  TrainerOptions topt;
-  topt.threads = int(args.integer("--threads", 0));
-  topt.seed = seed;
-  Trainer trainer(model, topt);
-  std::unique_ptr<Optimizer> optimizer = make_optimizer(optimizer_text, opt);
-  LrSchedule schedule(sched);
+double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
+                    const TrainConfig& c, const TrainHooks& hooks) {
+  const LossOptions& loss = c.loss;
+  const bool classification = c.classification;
+  const int epochs = c.epochs;
+  const int64_t batch = c.batch;
+  const uint64_t seed = c.seed;
+  const std::string& out_dir = c.out_dir;
+  std::unique_ptr<Optimizer> optimizer = make_optimizer(c.optimizer, c.opt);
+  LrSchedule schedule(c.schedule);
   std::vector<EpochRow> history;
   double best = NAN;
   int start_epoch = 0;
   fs::create_directories(out_dir);
-  if (resume) {
-    fs::path dir(*resume);
+  if (c.resume) {
+    fs::path dir(*c.resume);
     optimizer->load_state((dir / "last.optim.pth").string(), trainer.parameters(), &schedule);
     history = parse_history((dir / "history.csv").string());
     start_epoch = int(history.size());
@@ -315,7 +304,7 @@ int train_command(const Args& args) {
                                     : -(std::isnan(r.val_loss) ? r.train_loss : r.val_loss);
       if (std::isnan(best) || score > best) best = score;
     }
-    std::cerr << "nnx: resuming after epoch " << start_epoch << " from " << *resume << "\n";
+    std::cerr << "nnx: resuming after epoch " << start_epoch << " from " << *c.resume << "\n";
   }
   schedule.apply(*optimizer);
 
@@ -323,11 +312,11 @@ int train_command(const Args& args) {
   int64_t batches = (train.size() + batch - 1) / batch;
   std::mt19937_64 order_rng;
   std::vector<int64_t> order(size_t(train.size()));
-  ThreadPool pool(topt.threads > 0 ? topt.threads : ThreadPool::hardware_threads());
+  ThreadPool pool(c.threads > 0 ? c.threads : ThreadPool::hardware_threads());
   for (int epoch = start_epoch; epoch < epochs; ++epoch) {
     auto epoch_start = Clock::now();
     std::iota(order.begin(), order.end(), 0);
-    if (shuffle) {
+    if (c.shuffle) {
       order_rng.seed(seed * 1000003u + uint64_t(epoch));  // resumable: depends on the epoch only
       std::shuffle(order.begin(), order.end(), order_rng);
     }
@@ -335,7 +324,7 @@ int train_command(const Args& args) {
     trainer.set_seed(seed * 1000003u + 7919u * uint64_t(epoch) + 1u);
     trainer.zero_grad();
     Metrics m;
-    Progress bar(progress, epoch + 1, epochs, batches);
+    Progress bar(c.progress, epoch + 1, epochs, batches);
     for (int64_t b = 0; b < batches; ++b) {
       int64_t begin = b * batch, end = std::min(train.size(), begin + batch);
       std::span<const int64_t> index(order.data() + begin, size_t(end - begin));
@@ -345,14 +334,15 @@ int train_command(const Args& args) {
       LossResult r = compute_loss(out[0], y, loss);
       NNX_CHECK(std::isfinite(r.value), ErrorKind::format, "epoch ", epoch + 1, " batch ", b + 1,
                 ": the loss is ", r.value, " (lower --lr?)");
-      if (accumulate > 1) {
+      if (c.accumulate > 1) {
         float* g = r.grad.data<float>();
-        for (int64_t i = 0; i < r.grad.numel(); ++i) g[i] /= float(accumulate);
+        for (int64_t i = 0; i < r.grad.numel(); ++i) g[i] /= float(c.accumulate);
       }
       trainer.backward(r.grad);
-      if ((b + 1) % accumulate == 0 || b + 1 == batches) {
-        if (clip > 0) clip_grad_norm(params, clip, 2.0, &pool);
+      if ((b + 1) % c.accumulate == 0 || b + 1 == batches) {
+        if (c.clip > 0) clip_grad_norm(params, c.clip, 2.0, &pool);
         optimizer->step(params, &pool);
+        if (hooks.after_step) hooks.after_step(trainer);
         trainer.zero_grad();
       }
       m.loss_sum += r.value * double(end - begin);
@@ -416,8 +406,39 @@ int train_command(const Args& args) {
             << " MiB, parameters+gradients "
             << fmt(double(mem.parameter_bytes + mem.gradient_bytes) / 1048576, 4)
             << " MiB, peak RSS " << fmt(peak_rss_mb(), 4) << " MiB\n";
-  std::cout << "wrote " << (fs::path(out_dir) / "last.json").string() << " (+ last.pth), "
-            << (fs::path(out_dir) / "best.json").string()
+  return best;
+}
+
+int train_command(const Args& args) {
+  TrainConfig config = parse_train_config(args);
+  if (args.has("--sync-bn"))
+    std::cerr << "nnx: note: --sync-bn only changes distributed runs; this one has one process\n";
+  std::string device = args.value("--device").value_or("cpu");
+  if (device == "cuda")
+    fail(ErrorKind::device, "--device cuda: training runs on the CPU in this build");
+  Model model;
+  if (config.resume) {
+    // The description and weights of the checkpoint; ARCH must be the same network.
+    fs::path dir(*config.resume);
+    for (const char* f : {"last.json", "last.pth", "last.optim.pth", "history.csv"})
+      NNX_CHECK(fs::exists(dir / f), ErrorKind::io, (dir / f).string(),
+                ": not found (--resume needs a checkpoint folder written by nnx train)");
+    for (const std::string& plugin : args.values("--plugin")) load_plugin(plugin);
+    model = load((dir / "last.json").string(), (dir / "last.pth").string());
+  } else {
+    model = load_model(args);
+  }
+  NNX_CHECK(model.num_outputs() == 1, ErrorKind::shape, model.source(),
+            ": nnx train needs a network with one output, found ", model.num_outputs());
+  NNX_CHECK(model.num_inputs() == 1, ErrorKind::shape, model.source(),
+            ": nnx train needs a network with one input, found ", model.num_inputs());
+  Dataset val;
+  Dataset train = load_training_data(config, &val);
+  Trainer trainer(model, {.threads = config.threads, .seed = config.seed});
+  run_training(trainer, train, val, config);
+  fs::path out(config.out_dir);
+  std::cout << "wrote " << (out / "last.json").string() << " (+ last.pth), "
+            << (out / "best.json").string()
             << " (+ best.pth), last.optim.pth, history.csv, history.png\n";
   return kOk;
 }

@@ -54,6 +54,10 @@ struct Trainer::Impl {
   std::vector<std::vector<Tensor>> saved;   // [node]: what its training forward kept
   std::vector<std::vector<Tensor>> grads;   // [node][port] during backward
   bool have_forward = false;
+  // Data-parallel hooks; final_node[layer]: the layer's last node in backward order, or -1.
+  StatReducer* reducer = nullptr;
+  std::function<void(int)> grad_ready;
+  std::vector<int> final_node;
 
   size_t live_bytes = 0, peak_bytes = 0;
   void grow(size_t n) {
@@ -71,6 +75,10 @@ struct Trainer::Impl {
   bool is_view(int v, int port) const {
     return v == 0 || graph().layer_of(v).op->output_view_of(port).has_value();
   }
+  // Whether values[v][p] is memory this trainer counts: allocated here, or made by an op whose
+  // output is a view in evaluation but a new tensor in training (Dropout).
+  std::vector<std::vector<bool>> owned;
+  bool owns(int v, int port) const { return v != 0 && owned[size_t(v)][size_t(port)]; }
 
   void collect_parameters() {
     const Graph& g = graph();
@@ -102,6 +110,7 @@ struct Trainer::Impl {
     values.assign(n, {});
     saved.assign(n, {});
     grads.assign(n, {});
+    owned.assign(n, {});
     forward_uses[0].assign(specs.size(), 0);
     kept[0].assign(specs.size(), false);
     for (int v : plan.steps) {
@@ -113,6 +122,7 @@ struct Trainer::Impl {
       requires_grad[size_t(v)] = rg;
       needs[size_t(v)] = layer.op->backward_needs();
       forward_uses[size_t(v)].assign(size_t(node.num_outputs), 0);
+      owned[size_t(v)].assign(size_t(node.num_outputs), false);
       kept[size_t(v)].assign(size_t(node.num_outputs), false);
     }
     for (int v : plan.steps) {
@@ -126,6 +136,9 @@ struct Trainer::Impl {
         for (size_t p = 0; p < kept[size_t(v)].size(); ++p) kept[size_t(v)][p] = true;
     }
     for (const PortRef& o : g.outputs) kept[size_t(o.node)][size_t(o.port)] = true;
+    final_node.assign(g.layers.size(), -1);
+    for (auto it = plan.steps.rbegin(); it != plan.steps.rend(); ++it)
+      if (requires_grad[size_t(*it)]) final_node[size_t(g.nodes[size_t(*it)].layer)] = *it;
     planned_inputs = specs;
     planned = true;
   }
@@ -133,7 +146,7 @@ struct Trainer::Impl {
   void release_all() {
     for (size_t v = 0; v < values.size(); ++v) {
       for (size_t p = 0; p < values[v].size(); ++p)
-        drop(values[v][p], v != 0 && !is_view(int(v), int(p)));
+        drop(values[v][p], owns(int(v), int(p)));
       for (auto& t : saved[v]) drop(t, true);
       saved[v].clear();
       for (auto& t : grads[v]) drop(t, true);
@@ -189,6 +202,14 @@ void Trainer::reset_peak() {
   impl_->peak_bytes = impl_->live_bytes;
 }
 
+void Trainer::set_stat_reducer(StatReducer* reducer) {
+  impl_->reducer = reducer;
+}
+
+void Trainer::set_grad_ready_hook(std::function<void(int)> on_grad_ready) {
+  impl_->grad_ready = std::move(on_grad_ready);
+}
+
 std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
   Impl& m = *impl_;
   const Graph& g = m.graph();
@@ -215,6 +236,7 @@ std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
   ctx.pool = m.pool.get();
   ctx.training = m.training;
   ctx.rng = &m.rng;
+  ctx.reducer = m.training ? m.reducer : nullptr;
   std::vector<Tensor> args;
   for (int v : m.plan.steps) {
     const Node& node = g.nodes[size_t(v)];
@@ -237,12 +259,21 @@ std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
       throw Error(e.kind(), g.source + ": " + g.describe_node(v) + ": " + e.message());
     }
     for (const Tensor& t : m.saved[size_t(v)]) m.grow(bytes_of(t));
+    for (size_t p = 0; p < out.size(); ++p) {
+      bool own = !m.is_view(v, int(p));
+      if (!own && out[p].defined()) {
+        const Tensor& of = args[size_t(*op.output_view_of(int(p)))];
+        own = out[p].storage() != of.storage();
+        if (own) m.grow(bytes_of(out[p]));
+      }
+      m.owned[size_t(v)][p] = own;
+    }
     // Values the forward is done with and no backward reads.
     for (const PortRef& in : node.inputs) {
       if (--uses[size_t(in.node)][size_t(in.port)] == 0 &&
           !m.kept[size_t(in.node)][size_t(in.port)])
         m.drop(m.values[size_t(in.node)][size_t(in.port)],
-               in.node != 0 && !m.is_view(in.node, in.port));
+               m.owns(in.node, in.port));
     }
   }
   m.have_forward = true;
@@ -294,13 +325,14 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
   }
   auto done_reading = [&](int node, int port) {
     if (--readers[size_t(node)][size_t(port)] == 0)
-      m.drop(m.values[size_t(node)][size_t(port)], node != 0 && !m.is_view(node, port));
+      m.drop(m.values[size_t(node)][size_t(port)], m.owns(node, port));
   };
 
   ExecContext ctx;
   ctx.pool = m.pool.get();
   ctx.training = m.training;
   ctx.rng = &m.rng;
+  ctx.reducer = m.training ? m.reducer : nullptr;
   std::vector<Tensor> ins, outs, gouts, gins, gparams;
   for (auto it = m.plan.steps.rbegin(); it != m.plan.steps.rend(); ++it) {
     int v = *it;
@@ -348,6 +380,9 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
     }
     for (size_t k = 0; k < gparams.size(); ++k)
       if (index[k] >= 0) add_into(m.pool.get(), m.params[size_t(index[k])].grad, gparams[k]);
+    if (m.grad_ready && m.final_node[size_t(node.layer)] == v)
+      for (int k : index)
+        if (k >= 0) m.grad_ready(k);
     // This node's outputs, gradients and saved state are no longer needed.
     for (auto& t : m.grads[size_t(v)]) m.drop(t, true);
     for (auto& t : m.saved[size_t(v)]) m.drop(t, true);

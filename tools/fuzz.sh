@@ -4,7 +4,7 @@
 #
 #   tools/fuzz.sh [--merge] [SECONDS_PER_TARGET=60] [TARGET...]
 #
-# TARGET: fuzz_json fuzz_call fuzz_zip fuzz_pickle fuzz_pth fuzz_safetensors fuzz_npy (the
+# TARGET: fuzz_json fuzz_call fuzz_zip fuzz_pickle fuzz_pth fuzz_safetensors fuzz_npy fuzz_idx (the
 # default: all; the fuzz_ prefix may be left out). The repository's corpus is copied to a
 # scratch folder first, so it changes only with --merge, which adds the inputs that found new
 # coverage (minimised by libFuzzer's -merge). Findings (crash-*, leak-*, timeout-*, oom-*,
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all_targets=(fuzz_json fuzz_call fuzz_zip fuzz_pickle fuzz_pth fuzz_safetensors fuzz_npy)
+all_targets=(fuzz_json fuzz_call fuzz_zip fuzz_pickle fuzz_pth fuzz_safetensors fuzz_npy fuzz_idx)
 merge=0
 seconds=60
 targets=()

@@ -14,50 +14,59 @@ namespace nnx {
 
 namespace {
 
-// The whole file; gzip-compressed content is inflated (told by its magic), capped at `limit`.
-std::string read_bytes(const std::string& path, size_t limit) {
-  std::ifstream f(path, std::ios::binary);
+constexpr size_t kMaxBytes = size_t(1) << 34;  // 16 GiB: a data set in memory
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   NNX_CHECK(f, ErrorKind::io, path, ": cannot open");
-  unsigned char magic[2] = {0, 0};
-  f.read(reinterpret_cast<char*>(magic), 2);
-  bool gz = f.gcount() == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
-  f.close();
+  auto size = size_t(f.tellg());
+  NNX_CHECK(size <= kMaxBytes, ErrorKind::format, path, ": larger than ", kMaxBytes, " bytes");
+  std::string out(size, '\0');
+  f.seekg(0);
+  f.read(out.data(), std::streamsize(size));
+  NNX_CHECK(size_t(f.gcount()) == size, ErrorKind::io, path, ": read failed");
+  return out;
+}
+
+// Inflates gzip data (every member), capped at `limit` bytes.
+std::string gunzip(const unsigned char* data, size_t size, const std::string& name, size_t limit) {
+  z_stream z{};
+  NNX_CHECK(inflateInit2(&z, 16 + MAX_WBITS) == Z_OK, ErrorKind::device, "zlib: out of memory");
   std::string out;
-  if (!gz) {
-    std::ifstream g(path, std::ios::binary | std::ios::ate);
-    auto size = size_t(g.tellg());
-    NNX_CHECK(size <= limit, ErrorKind::format, path, ": larger than ", limit, " bytes");
-    out.resize(size);
-    g.seekg(0);
-    g.read(out.data(), std::streamsize(size));
-    NNX_CHECK(size_t(g.gcount()) == size, ErrorKind::io, path, ": read failed");
-    return out;
-  }
-  gzFile z = gzopen(path.c_str(), "rb");
-  NNX_CHECK(z, ErrorKind::io, path, ": cannot open");
   char chunk[1 << 16];
+  z.next_in = const_cast<Bytef*>(data);
+  NNX_CHECK(size <= UINT32_MAX, ErrorKind::format, name, ": gzip data over 4 GiB");
+  z.avail_in = uInt(size);
   for (;;) {
-    int n = gzread(z, chunk, sizeof chunk);
-    if (n < 0) {
-      gzclose(z);
-      fail(ErrorKind::format, path, ": damaged gzip data");
-    }
-    if (n == 0) break;
-    out.append(chunk, size_t(n));
+    z.next_out = reinterpret_cast<Bytef*>(chunk);
+    z.avail_out = sizeof chunk;
+    int rc = inflate(&z, Z_NO_FLUSH);
+    out.append(chunk, sizeof chunk - z.avail_out);
     if (out.size() > limit) {
-      gzclose(z);
-      fail(ErrorKind::format, path, ": inflates to more than ", limit, " bytes");
+      inflateEnd(&z);
+      fail(ErrorKind::format, name, ": inflates to more than ", limit, " bytes");
+    }
+    if (rc == Z_STREAM_END) {
+      if (z.avail_in == 0) break;
+      inflateReset(&z);  // a further gzip member
+      continue;
+    }
+    if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      inflateEnd(&z);
+      fail(ErrorKind::format, name, ": damaged gzip data");
+    }
+    if (z.avail_in == 0 && z.avail_out != 0) {
+      inflateEnd(&z);
+      fail(ErrorKind::format, name, ": truncated gzip data");
     }
   }
-  gzclose(z);
+  inflateEnd(&z);
   return out;
 }
 
 uint32_t big_endian32(const unsigned char* p) {
   return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
 }
-
-constexpr size_t kMaxBytes = size_t(1) << 34;  // 16 GiB: a data set in memory
 
 bool looks_like_npy(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -69,7 +78,17 @@ bool looks_like_npy(const std::string& path) {
 }  // namespace
 
 Tensor read_idx(const std::string& path) {
-  std::string bytes = read_bytes(path, kMaxBytes);
+  std::string bytes = read_file(path);
+  return parse_idx(bytes.data(), bytes.size(), path);
+}
+
+Tensor parse_idx(const void* data, size_t size, const std::string& path) {
+  const auto* raw = static_cast<const unsigned char*>(data);
+  std::string bytes;
+  if (size >= 2 && raw[0] == 0x1f && raw[1] == 0x8b)
+    bytes = gunzip(raw, size, path, kMaxBytes);
+  else
+    bytes.assign(reinterpret_cast<const char*>(raw), size);
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   NNX_CHECK(bytes.size() >= 4 && p[0] == 0 && p[1] == 0, ErrorKind::format, path,
             ": not an IDX file (expected magic 00 00 TT NN)");

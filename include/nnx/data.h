@@ -15,6 +15,8 @@ namespace nnx {
 // (u8 data stays u8 where the dtype exists, else widened to i32/i64); throws Error(format)
 // naming the file on a bad magic, a truncated body or trailing bytes.
 NNX_API Tensor read_idx(const std::string& path);
+// The same from bytes in memory (gzip-compressed or not); messages name `name`.
+NNX_API Tensor parse_idx(const void* data, size_t size, const std::string& name);
 
 // A .npy or IDX file, told apart by content.
 NNX_API Tensor read_array(const std::string& path);

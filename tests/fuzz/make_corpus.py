@@ -11,6 +11,7 @@ replaces them instead of adding copies.
 import collections
 import io
 import json
+import gzip
 import os
 import pickle
 import shutil
@@ -276,6 +277,19 @@ put("fuzz_npy", "version-3.npy", npy(a, version=(3, 0)))
 put("fuzz_npy", "scalar.npy", npy(np.float32(1.5)))
 put("fuzz_npy", "empty.npy", npy(np.zeros((0, 3), np.float32)))
 put("fuzz_npy", "image.npy", npy(np.zeros((1, 3, 4, 5), np.float32)))
+
+
+# ---- IDX (MNIST's format) ----------------------------------------------------------------------
+def idx(array, code):
+    head = bytes([0, 0, code, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    return head + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+for code, dt in ((0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32),
+                 (0x0D, np.float32), (0x0E, np.float64)):
+    put("fuzz_idx", "type-%02x.idx" % code, idx(np.arange(24).reshape(2, 3, 4).astype(dt), code))
+put("fuzz_idx", "labels.idx", idx(np.arange(10).astype(np.uint8), 0x08))
+put("fuzz_idx", "images.idx.gz", gzip.compress(idx(np.zeros((2, 4, 4), np.uint8), 0x08)))
 
 total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(CORPUS) for f in fs)
 print("corpus: %d files, %d bytes" % (sum(len(fs) for _, _, fs in os.walk(CORPUS)), total))

@@ -54,11 +54,54 @@ void BM_MaxPool(benchmark::State& s) {
   run_op(s, "MaxPool2d(2, 2)", {1, 64, 480, 640}, int(s.range(0)));
 }
 
+// Backward passes (input, weight and bias gradients) of a training batch of 8; compare with
+// bench/train_ops_torch.py (PyTorch autograd on the same shapes).
+void run_backward(benchmark::State& state, const char* call_text, nnx::Shape input, int threads) {
+  auto op = nnx::make_op(nnx::parse_call(call_text));
+  nnx::RandomEngine rng(0);
+  op->init_params(rng);
+  std::vector<nnx::Tensor> inputs = {random_tensor(input)};
+  std::vector<nnx::TensorSpec> specs = {{input, nnx::DType::f32}};
+  auto out_specs = op->infer_shapes(specs, 1);
+  std::vector<nnx::Tensor> outputs = {nnx::Tensor::empty(out_specs[0].shape)};
+  std::vector<nnx::Tensor> grad_outputs = {random_tensor(out_specs[0].shape)};
+  std::vector<nnx::Tensor> grad_inputs = {nnx::Tensor::empty(input)};
+  std::vector<nnx::Tensor> grad_params;
+  for (const auto& p : op->params())
+    grad_params.push_back(p.trainable ? nnx::Tensor::empty(p.value.shape()) : nnx::Tensor());
+  nnx::ThreadPool pool(threads);
+  nnx::ExecContext ctx;
+  ctx.pool = &pool;
+  op->forward(ctx, inputs, outputs);
+  for (auto _ : state) op->backward(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+  // Input and weight gradients: two products the size of the forward.
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * double(op->flops(specs, out_specs)) * double(state.iterations()),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+void BM_Conv3x3_64_Backward(benchmark::State& s) {
+  run_backward(s, "Conv2d(64, 64, 3, padding=1)", {8, 64, 56, 56}, int(s.range(0)));
+}
+void BM_Conv1x1_64_256_Backward(benchmark::State& s) {
+  run_backward(s, "Conv2d(64, 256, 1)", {8, 64, 56, 56}, int(s.range(0)));
+}
+void BM_Conv3x3_128_s2_Backward(benchmark::State& s) {
+  run_backward(s, "Conv2d(128, 128, 3, stride=2, padding=1)", {8, 128, 28, 28}, int(s.range(0)));
+}
+void BM_Depthwise_Backward(benchmark::State& s) {
+  run_backward(s, "Conv2d(96, 96, 3, padding=1, groups=96)", {8, 96, 56, 56}, int(s.range(0)));
+}
+
 BENCHMARK(BM_Conv3x3_64)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv3x3_seed)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv7x7_seed)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv1x1_256)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Depthwise)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_MaxPool)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Conv3x3_64_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Conv1x1_64_256_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Conv3x3_128_s2_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Depthwise_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -46,7 +46,9 @@ BatchNorm2d::BatchNorm2d(const Call& call) {
   num_features_ = args.get_int("num_features", 0);
   eps_ = args.get_double("eps", 1e-5);
   eps_repr_ = number_repr(args, "eps", 1, 1e-5);
-  momentum_repr_ = number_repr(args, "momentum", 2, 0.1);  // only training reads momentum
+  momentum_repr_ = number_repr(args, "momentum", 2, 0.1);
+  cumulative_average_ = given_none(args, "momentum", 2);
+  if (!cumulative_average_) momentum_ = args.get_double("momentum", 0.1);
   affine_ = args.get_bool("affine", true);
   track_running_stats_ = args.get_bool("track_running_stats", true);
   NNX_CHECK(num_features_ > 0, ErrorKind::format,
@@ -124,17 +126,36 @@ void BatchNorm2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> in
   const Tensor input = inputs[0].contiguous();
   const int64_t batch = input.size(0), channels = num_features_;
   const int64_t plane = input.size(2) * input.size(3);
+  const bool batch_stats = ctx.training || !track_running_stats_;
   std::vector<double> mean(channels), variance(channels);
-  if (track_running_stats_) {
+  if (batch_stats) {
+    NNX_CHECK(batch * plane > 1, ErrorKind::shape,
+              "Expected more than 1 value per channel when training, got input size ",
+              input.shape().str());
+    cpu::channel_moments(batch, channels, plane, input.data<float>(), mean.data(), variance.data(),
+                         ctx.pool);
+  } else {
     const Tensor running_mean = find_param("running_mean")->value.contiguous();
     const Tensor running_var = find_param("running_var")->value.contiguous();
     for (int64_t c = 0; c < channels; ++c) {
       mean[c] = running_mean.data<float>()[c];
       variance[c] = running_var.data<float>()[c];
     }
-  } else {
-    cpu::channel_moments(batch, channels, plane, input.data<float>(), mean.data(), variance.data(),
-                         ctx.pool);
+  }
+  if (ctx.training && track_running_stats_) {
+    // In place, in the op's own buffers (the Trainer trains a copy of the model).
+    const Tensor& counter = find_param("num_batches_tracked")->value;
+    int64_t& batches = counter.data<int64_t>()[0];
+    batches += 1;
+    const double factor = cumulative_average_ ? 1.0 / double(batches) : momentum_;
+    const double count = double(batch * plane);
+    float* running_mean = find_param("running_mean")->value.data<float>();
+    float* running_var = find_param("running_var")->value.data<float>();
+    for (int64_t c = 0; c < channels; ++c) {
+      const double unbiased = variance[c] * count / (count - 1);
+      running_mean[c] = float((1 - factor) * running_mean[c] + factor * mean[c]);
+      running_var[c] = float((1 - factor) * running_var[c] + factor * unbiased);
+    }
   }
   Tensor weight, bias;
   if (affine_) {
@@ -142,15 +163,85 @@ void BatchNorm2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> in
     bias = params()[1].value.contiguous();
   }
   std::vector<float> scale(channels), shift(channels);
+  Tensor saved_mean, saved_inv_std;
+  if (batch_stats && ctx.saved != nullptr) {
+    saved_mean = Tensor::empty(Shape{channels});
+    saved_inv_std = Tensor::empty(Shape{channels});
+  }
   for (int64_t c = 0; c < channels; ++c) {
     const double inv_std = 1.0 / std::sqrt(variance[c] + eps_);
     const double gamma = affine_ ? weight.data<float>()[c] : 1.0;
     const double beta = affine_ ? bias.data<float>()[c] : 0.0;
     scale[c] = float(inv_std * gamma);
     shift[c] = float(beta - mean[c] * inv_std * gamma);
+    if (saved_mean.defined()) {
+      saved_mean.data<float>()[c] = float(mean[c]);
+      saved_inv_std.data<float>()[c] = float(inv_std);
+    }
   }
   cpu::channel_affine(batch, channels, plane, input.data<float>(), scale.data(), shift.data(),
                       outputs[0].data<float>(), ctx.pool);
+  if (saved_mean.defined()) {
+    ctx.saved->push_back(saved_mean);
+    ctx.saved->push_back(saved_inv_std);
+  }
+}
+
+void BatchNorm2d::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                               std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                               std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+  const Tensor input = inputs[0].contiguous();
+  const Tensor grad_output = grad_outputs[0].contiguous();
+  const int64_t batch = input.size(0), channels = num_features_;
+  const int64_t plane = input.size(2) * input.size(3);
+  const bool batch_stats = ctx.training || !track_running_stats_;
+  std::vector<double> mean(channels), inv_std(channels);
+  if (batch_stats && ctx.saved != nullptr && ctx.saved->size() >= 2) {
+    for (int64_t c = 0; c < channels; ++c) {
+      mean[c] = (*ctx.saved)[0].data<float>()[c];
+      inv_std[c] = (*ctx.saved)[1].data<float>()[c];
+    }
+  } else {
+    std::vector<double> variance(channels);
+    if (batch_stats) {
+      cpu::channel_moments(batch, channels, plane, input.data<float>(), mean.data(),
+                           variance.data(), ctx.pool);
+    } else {
+      const Tensor running_mean = find_param("running_mean")->value.contiguous();
+      const Tensor running_var = find_param("running_var")->value.contiguous();
+      for (int64_t c = 0; c < channels; ++c) {
+        mean[c] = running_mean.data<float>()[c];
+        variance[c] = running_var.data<float>()[c];
+      }
+    }
+    for (int64_t c = 0; c < channels; ++c) inv_std[c] = 1.0 / std::sqrt(variance[c] + eps_);
+  }
+  // Per channel: sum(dy) and sum(dy * x_hat).
+  std::vector<double> sum_dy(channels), sum_dy_xhat(channels);
+  cpu::channel_grad_sums(batch, channels, plane, input.data<float>(), grad_output.data<float>(),
+                         mean.data(), inv_std.data(), sum_dy.data(), sum_dy_xhat.data(), ctx.pool);
+  if (affine_ && grad_params.size() >= 2) {
+    if (grad_params[0].defined())
+      for (int64_t c = 0; c < channels; ++c)
+        grad_params[0].data<float>()[c] = float(sum_dy_xhat[c]);
+    if (grad_params[1].defined())
+      for (int64_t c = 0; c < channels; ++c) grad_params[1].data<float>()[c] = float(sum_dy[c]);
+  }
+  if (grad_inputs.empty() || !grad_inputs[0].defined()) return;
+  // dx = dy * a + (x - mean) * b + shift per channel.
+  const Tensor weight = affine_ ? params()[0].value.contiguous() : Tensor();
+  const double count = double(batch * plane);
+  std::vector<float> a(channels), b(channels), center(channels), shift(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    const double k = inv_std[c] * (affine_ ? weight.data<float>()[c] : 1.0);
+    a[c] = float(k);
+    b[c] = float(-k * inv_std[c] * sum_dy_xhat[c] / count);
+    center[c] = float(mean[c]);
+    shift[c] = batch_stats ? float(-k * sum_dy[c] / count) : 0.f;
+  }
+  cpu::channel_affine_grad(batch, channels, plane, grad_output.data<float>(), input.data<float>(),
+                           a.data(), batch_stats ? b.data() : nullptr, center.data(), shift.data(),
+                           grad_inputs[0].data<float>(), ctx.pool);
 }
 
 std::shared_ptr<Op> make_batchnorm2d(const Call& call) {

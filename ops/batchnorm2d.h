@@ -24,15 +24,23 @@ class BatchNorm2d : public Op {
   int64_t flops(std::span<const TensorSpec> inputs,
                 std::span<const TensorSpec> outputs) const override;
   void init_params(RandomEngine& rng) override;
+  BackwardNeeds backward_needs() const override { return {true, false}; }
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  // With batch statistics (training, or no running statistics) the gradient flows through the
+  // batch mean and variance; otherwise batch norm is a per-channel affine map.
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   int64_t num_features_;
   double eps_;
   std::string eps_repr_, momentum_repr_;  // as PyTorch prints what it was given
+  double momentum_ = 0.1;
+  bool cumulative_average_ = false;  // momentum=None: running stats are plain averages
   bool affine_, track_running_stats_;
 };
 

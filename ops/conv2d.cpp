@@ -235,6 +235,48 @@ void Conv2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
               has_bias_ ? bias.data<float>() : nullptr, outputs[0].data<float>(), ctx.pool);
 }
 
+// Non-zero padding modes: the convolution's input gradient is that of the padded copy, folded
+// back onto the elements the padding copied.
+void Conv2d::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                          std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                          std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+  const bool want_input = !grad_inputs.empty() && grad_inputs[0].defined();
+  const bool want_weight = !grad_params.empty() && grad_params[0].defined();
+  const bool want_bias = has_bias_ && grad_params.size() > 1 && grad_params[1].defined();
+  if (!want_input && !want_weight && !want_bias) return;
+  Tensor input = inputs[0].contiguous();
+  const Tensor weight = params()[0].value.contiguous();
+  const Tensor grad_output = grad_outputs[0].contiguous();
+  cpu::Conv2dShape s = geometry(input.shape());
+  const SidePadding pad = side_padding();
+  const bool padded = padding_mode_ != cpu::PadMode::zeros &&
+                      (pad.top != 0 || pad.bottom != 0 || pad.left != 0 || pad.right != 0);
+  const int64_t in_h = s.in_h, in_w = s.in_w;
+  if (padded) {
+    s.in_h += pad.top + pad.bottom;
+    s.in_w += pad.left + pad.right;
+    s.pad_top = s.pad_left = 0;
+    if (want_weight) {
+      Tensor copy = Tensor::empty(Shape{s.batch, s.in_channels, s.in_h, s.in_w});
+      cpu::pad2d(padding_mode_, input.data<float>(), s.batch * s.in_channels, in_h, in_w, pad.top,
+                 pad.bottom, pad.left, pad.right, copy.data<float>(), ctx.pool);
+      input = copy;
+    }
+  }
+  Tensor grad_input;
+  if (want_input)
+    grad_input =
+        padded ? Tensor::empty(Shape{s.batch, s.in_channels, s.in_h, s.in_w}) : grad_inputs[0];
+  cpu::conv2d_backward(s, input.data<float>(), weight.data<float>(), grad_output.data<float>(),
+                       want_input ? grad_input.data<float>() : nullptr,
+                       want_weight ? grad_params[0].data<float>() : nullptr,
+                       want_bias ? grad_params[1].data<float>() : nullptr, ctx.pool);
+  if (want_input && padded)
+    cpu::pad2d_backward(padding_mode_, grad_input.data<float>(), s.batch * s.in_channels, in_h,
+                        in_w, pad.top, pad.bottom, pad.left, pad.right,
+                        grad_inputs[0].data<float>(), ctx.pool);
+}
+
 std::shared_ptr<Op> make_conv2d(const Call& call) {
   return std::make_shared<Conv2d>(call);
 }

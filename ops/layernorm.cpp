@@ -89,6 +89,27 @@ void LayerNormOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> in
       has_bias_ ? bias.data<float>() : nullptr, float(eps_), outputs[0].data<float>(), ctx.pool);
 }
 
+void LayerNormOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                               std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                               std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+  const Tensor x = inputs[0].contiguous();
+  const Tensor grad_output = grad_outputs[0].contiguous();
+  const int64_t n = normalized_shape_.numel();
+  const Tensor weight = elementwise_affine_ ? find_param("weight")->value.contiguous() : Tensor();
+  float* grad_weight = nullptr;
+  float* grad_bias = nullptr;
+  for (size_t k = 0; k < grad_params.size() && k < params().size(); ++k) {
+    if (!grad_params[k].defined()) continue;
+    if (params()[k].name == "weight") grad_weight = grad_params[k].data<float>();
+    if (params()[k].name == "bias") grad_bias = grad_params[k].data<float>();
+  }
+  const bool want_input = !grad_inputs.empty() && grad_inputs[0].defined();
+  cpu::layer_norm_backward(
+      x.data<float>(), n == 0 ? 0 : x.numel() / n, n,
+      elementwise_affine_ ? weight.data<float>() : nullptr, float(eps_), grad_output.data<float>(),
+      want_input ? grad_inputs[0].data<float>() : nullptr, grad_weight, grad_bias, ctx.pool);
+}
+
 std::shared_ptr<Op> make_layer_norm(const Call& call) {
   return std::make_shared<LayerNormOp>(call);
 }

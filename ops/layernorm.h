@@ -27,9 +27,14 @@ class LayerNormOp : public Op {
   // weight = 1, bias = 0, as reset_parameters() leaves them.
   void init_params(RandomEngine& rng) override;
 
+  BackwardNeeds backward_needs() const override { return {true, false}; }
+
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                    std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   Shape normalized_shape_;

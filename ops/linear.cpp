@@ -92,6 +92,24 @@ void Linear::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
               has_bias_ ? bias.data<float>() : nullptr, outputs[0].data<float>(), ctx.pool);
 }
 
+void Linear::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                          std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                          std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+  const bool want_input = !grad_inputs.empty() && grad_inputs[0].defined();
+  const bool want_weight = !grad_params.empty() && grad_params[0].defined();
+  const bool want_bias = has_bias_ && grad_params.size() > 1 && grad_params[1].defined();
+  const Tensor input = inputs[0].contiguous();
+  const Tensor weight = params()[0].value.contiguous();
+  const Tensor grad_output = grad_outputs[0].contiguous();
+  const int64_t rows = in_features_ > 0 ? input.numel() / in_features_
+                                        : grad_output.numel() / std::max<int64_t>(1, out_features_);
+  cpu::linear_backward(rows, in_features_, out_features_, input.data<float>(), weight.data<float>(),
+                       grad_output.data<float>(),
+                       want_input ? grad_inputs[0].data<float>() : nullptr,
+                       want_weight ? grad_params[0].data<float>() : nullptr,
+                       want_bias ? grad_params[1].data<float>() : nullptr, ctx.pool);
+}
+
 std::shared_ptr<Op> make_linear(const Call& call) {
   return std::make_shared<Linear>(call);
 }

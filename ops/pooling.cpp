@@ -229,6 +229,39 @@ void AdaptiveAvgPool2d::forward_cpu(const ExecContext& ctx, std::span<const Tens
                            outputs[0].data<float>(), ctx.pool);
 }
 
+void MaxPool2d::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
+                             std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                             std::span<Tensor> grad_inputs, std::span<Tensor>) const {
+  if (grad_inputs.empty() || !grad_inputs[0].defined()) return;
+  const Tensor input = inputs[0].contiguous();
+  const Tensor grad_output = grad_outputs[0].contiguous();
+  const cpu::Pool2dShape s = window_.shape("MaxPool2d", input.shape());
+  cpu::max_pool2d_backward(s, input.data<float>(), grad_output.data<float>(),
+                           grad_inputs[0].data<float>(), ctx.pool);
+}
+
+void AvgPool2d::backward_cpu(const ExecContext& ctx, std::span<const Tensor>,
+                             std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                             std::span<Tensor> grad_inputs, std::span<Tensor>) const {
+  if (grad_inputs.empty() || !grad_inputs[0].defined()) return;
+  const Tensor grad_output = grad_outputs[0].contiguous();
+  const cpu::Pool2dShape s = window_.shape("AvgPool2d", grad_inputs[0].shape());
+  cpu::avg_pool2d_backward(s, count_include_pad_, divisor_override_, grad_output.data<float>(),
+                           grad_inputs[0].data<float>(), ctx.pool);
+}
+
+void AdaptiveAvgPool2d::backward_cpu(const ExecContext& ctx, std::span<const Tensor>,
+                                     std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                                     std::span<Tensor> grad_inputs, std::span<Tensor>) const {
+  if (grad_inputs.empty() || !grad_inputs[0].defined()) return;
+  const Tensor grad_output = grad_outputs[0].contiguous();
+  const Shape& in = grad_inputs[0].shape();
+  const Shape& out = grad_output.shape();
+  cpu::adaptive_avg_pool2d_backward(in[0] * in[1], in[2], in[3], out[2], out[3],
+                                    grad_output.data<float>(), grad_inputs[0].data<float>(),
+                                    ctx.pool);
+}
+
 std::shared_ptr<Op> make_maxpool2d(const Call& call) {
   return std::make_shared<MaxPool2d>(call);
 }

@@ -198,6 +198,26 @@ void Upsample::forward_cpu(const ExecContext& ctx, std::span<const Tensor> input
   cpu::resample2d(mode, align_corners_, s, input.data<float>(), outputs[0].data<float>(), ctx.pool);
 }
 
+void Upsample::backward_cpu(const ExecContext& ctx, std::span<const Tensor>,
+                            std::span<const Tensor>, std::span<const Tensor> grad_outputs,
+                            std::span<Tensor> grad_inputs, std::span<Tensor>) const {
+  if (grad_inputs.empty() || !grad_inputs[0].defined()) return;
+  const Tensor grad_output = grad_outputs[0].contiguous();
+  const cpu::Resample2dShape s = geometry(grad_inputs[0].shape());
+  if (mode_ == Mode::area) {
+    cpu::adaptive_avg_pool2d_backward(s.planes, s.in_h, s.in_w, s.out_h, s.out_w,
+                                      grad_output.data<float>(), grad_inputs[0].data<float>(),
+                                      ctx.pool);
+    return;
+  }
+  const cpu::ResampleMode mode = mode_ == Mode::nearest         ? cpu::ResampleMode::nearest
+                                 : mode_ == Mode::nearest_exact ? cpu::ResampleMode::nearest_exact
+                                 : mode_ == Mode::bilinear      ? cpu::ResampleMode::bilinear
+                                                                : cpu::ResampleMode::bicubic;
+  cpu::resample2d_backward(mode, align_corners_, s, grad_output.data<float>(),
+                           grad_inputs[0].data<float>(), ctx.pool);
+}
+
 std::shared_ptr<Op> make_upsample(const Call& call) {
   return std::make_shared<Upsample>(call, "Upsample");
 }

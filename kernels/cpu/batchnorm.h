@@ -18,4 +18,15 @@ void channel_affine(int64_t batch, int64_t channels, int64_t plane, const float*
 void channel_moments(int64_t batch, int64_t channels, int64_t plane, const float* x, double* mean,
                      double* variance, ThreadPool* pool);
 
+// Per channel, over the batch and the plane: sum(dy) and sum(dy * (x - mean) * inv_std).
+void channel_grad_sums(int64_t batch, int64_t channels, int64_t plane, const float* x,
+                       const float* dy, const double* mean, const double* inv_std, double* sum_dy,
+                       double* sum_dy_xhat, ThreadPool* pool);
+
+// dx[n, c, i] = dy[n, c, i] * a[c] + (x[n, c, i] - center[c]) * b[c] + shift[c]; x and center
+// are not read when b is null.
+void channel_affine_grad(int64_t batch, int64_t channels, int64_t plane, const float* dy,
+                         const float* x, const float* a, const float* b, const float* center,
+                         const float* shift, float* dx, ThreadPool* pool);
+
 }  // namespace nnx::cpu

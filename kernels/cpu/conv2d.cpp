@@ -2,14 +2,23 @@
 // output rows at a time, to a GEMM: weights [ocg x k] times im2col columns [k x band]. With
 // enough bands each is one task of the thread pool; otherwise the threads share each band. Either
 // way every GEMM call is single-threaded (kernels/cpu/gemm.h).
+// Backward: the weight gradient is grad_output [ocg x band] times the band's columns transposed,
+// summed over images (one partial per thread); the input gradient is a convolution of
+// grad_output with the flipped kernels when the stride is 1, else W^T * grad_output then col2im.
 #include "kernels/cpu/conv2d.h"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string_view>
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/sums.h"
 #include "kernels/cpu/winograd.h"
 #include "nnx/thread_pool.h"
 
@@ -51,6 +60,21 @@ Span valid_columns(int64_t offset, int64_t stride, int64_t width, int64_t out_w)
   return {lo, hi};
 }
 
+// dst[i] = src[2 * i] for i < n, reading nothing past src[2 * (n - 1)].
+inline void gather_even(const float* src, int64_t n, float* dst) {
+  int64_t i = 0;
+#if defined(__AVX2__)
+  for (; i + 9 <= n; i += 8) {
+    const __m256 v0 = _mm256_loadu_ps(src + 2 * i), v1 = _mm256_loadu_ps(src + 2 * i + 8);
+    // Even elements of the 16 in order: shuffle within lanes, then put the lanes in order.
+    const __m256 even = _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(v0, v1, 0x88)), 0xD8));
+    _mm256_storeu_ps(dst + i, even);
+  }
+#endif
+  for (; i < n; ++i) dst[i] = src[2 * i];
+}
+
 // Columns of output rows [oh0, oh1) of one group: row (ic, kh, kw) of `columns` holds, for every
 // output pixel of the band, the input value under that kernel tap (0 in the padding). Writes
 // the rows of input channels [ic0, ic1) only.
@@ -75,6 +99,8 @@ void im2col_band(const Conv2dShape& s, const float* group_input, int64_t oh0, in
           std::fill(out, out + span.lo, 0.f);
           if (s.stride_w == 1) {
             std::copy(row + (span.lo + offset), row + (span.hi + offset), out + span.lo);
+          } else if (s.stride_w == 2) {
+            gather_even(row + (2 * span.lo + offset), span.hi - span.lo, out + span.lo);
           } else {
             for (int64_t ow = span.lo; ow < span.hi; ++ow) out[ow] = row[ow * s.stride_w + offset];
           }
@@ -237,10 +263,363 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
   }
 }
 
-void pad2d(PadMode mode, const float* input, int64_t planes, int64_t h, int64_t w, int64_t top,
-           int64_t bottom, int64_t left, int64_t right, float* output, ThreadPool* pool) {
-  const int64_t out_h = h + top + bottom, out_w = w + left + right;
-  // Source index of each padded row and column; -1 reads as zero.
+namespace {
+
+// The adjoint of im2col_band for input channels [ic0, ic1): adds each column value into the
+// input element it was read from (padding taps are dropped).
+void col2im_band(const Conv2dShape& s, const float* columns, int64_t oh0, int64_t oh1, int64_t ic0,
+                 int64_t ic1, float* group_grad) {
+  const int64_t band = (oh1 - oh0) * s.out_w;
+  const float* src = columns + ic0 * s.kernel_h * s.kernel_w * band;
+  for (int64_t ic = ic0; ic < ic1; ++ic) {
+    float* plane = group_grad + ic * s.in_h * s.in_w;
+    for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < s.kernel_w; ++kw, src += band) {
+        const int64_t offset = kw * s.dilation_w - s.pad_left;
+        const Span span = valid_columns(offset, s.stride_w, s.in_w, s.out_w);
+        const float* in = src;
+        for (int64_t oh = oh0; oh < oh1; ++oh, in += s.out_w) {
+          const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
+          if (ih < 0 || ih >= s.in_h) continue;
+          float* row = plane + ih * s.in_w + offset;
+          if (s.stride_w == 1) {
+            for (int64_t ow = span.lo; ow < span.hi; ++ow) row[ow] += in[ow];
+          } else {
+            for (int64_t ow = span.lo; ow < span.hi; ++ow) row[ow * s.stride_w] += in[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+float* gradient_column_scratch(int64_t floats) {
+  thread_local std::vector<float> columns;
+  if (int64_t(columns.size()) < floats) columns = std::vector<float>(size_t(floats));
+  return columns.data();
+}
+
+// Backward of conv2d_direct (one input plane per group): grad_input plane by plane, grad_weight
+// output channel by output channel, both without reductions across threads.
+void conv2d_direct_backward(const Conv2dShape& s, const float* input, const float* weight,
+                            const float* grad_output, float* grad_input, float* grad_weight,
+                            ThreadPool* pool) {
+  const int64_t out_per_group = s.out_channels / s.groups;
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  const int64_t taps = s.kernel_h * s.kernel_w;
+  if (grad_input != nullptr) {
+    parallel_for(pool, s.batch * s.in_channels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t n = plane / s.in_channels, ic = plane % s.in_channels;
+        float* gin = grad_input + plane * in_plane;
+        std::fill(gin, gin + in_plane, 0.f);
+        for (int64_t oc = ic * out_per_group; oc < (ic + 1) * out_per_group; ++oc) {
+          const float* gout = grad_output + (n * s.out_channels + oc) * out_plane;
+          const float* w = weight + oc * taps;
+          for (int64_t oh = 0; oh < s.out_h; ++oh) {
+            const float* g_row = gout + oh * s.out_w;
+            for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+              const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
+              if (ih < 0 || ih >= s.in_h) continue;
+              float* in_row = gin + ih * s.in_w;
+              for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+                const float tap = w[kh * s.kernel_w + kw];
+                const int64_t offset = kw * s.dilation_w - s.pad_left;
+                const Span span = valid_columns(offset, s.stride_w, s.in_w, s.out_w);
+                float* dst = in_row + offset;
+                if (s.stride_w == 1) {
+                  for (int64_t ow = span.lo; ow < span.hi; ++ow) dst[ow] += tap * g_row[ow];
+                } else {
+                  for (int64_t ow = span.lo; ow < span.hi; ++ow)
+                    dst[ow * s.stride_w] += tap * g_row[ow];
+                }
+              }
+            }
+          }
+        }
+      }
+    });
+  }
+  if (grad_weight != nullptr) {
+    parallel_for(pool, s.out_channels, 1, [&](int64_t begin, int64_t end) {
+      // Per tap, products summed down the output rows column by column (vectorises), then
+      // across the columns once per image.
+      std::vector<float> rows(static_cast<size_t>(taps * s.out_w));
+      std::vector<double> acc(static_cast<size_t>(taps));
+      for (int64_t oc = begin; oc < end; ++oc) {
+        const int64_t ic = oc / out_per_group;
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t n = 0; n < s.batch; ++n) {
+          const float* in = input + (n * s.in_channels + ic) * in_plane;
+          const float* gout = grad_output + (n * s.out_channels + oc) * out_plane;
+          std::fill(rows.begin(), rows.end(), 0.f);
+          for (int64_t oh = 0; oh < s.out_h; ++oh) {
+            const float* g_row = gout + oh * s.out_w;
+            for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+              const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
+              if (ih < 0 || ih >= s.in_h) continue;
+              for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+                const int64_t offset = kw * s.dilation_w - s.pad_left;
+                const Span span = valid_columns(offset, s.stride_w, s.in_w, s.out_w);
+                const float* in_row = in + ih * s.in_w + offset;
+                float* r = rows.data() + (kh * s.kernel_w + kw) * s.out_w;
+                if (s.stride_w == 1) {
+                  for (int64_t ow = span.lo; ow < span.hi; ++ow) r[ow] += in_row[ow] * g_row[ow];
+                } else {
+                  for (int64_t ow = span.lo; ow < span.hi; ++ow)
+                    r[ow] += in_row[ow * s.stride_w] * g_row[ow];
+                }
+              }
+            }
+          }
+          for (int64_t t = 0; t < taps; ++t)
+            acc[size_t(t)] += sum_floats(rows.data() + t * s.out_w, s.out_w);
+        }
+        for (int64_t t = 0; t < taps; ++t) grad_weight[oc * taps + t] = float(acc[size_t(t)]);
+      }
+    });
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// With stride 1 the input gradient is itself a convolution: grad_output (padded by the dilated
+// kernel's extent less the padding) with the kernels flipped and their input and output channels
+// swapped. conv2d then picks its fastest path (Winograd, the direct loop). Returns false when
+// the padding does not allow it.
+bool input_gradient_as_convolution(const Conv2dShape& s, const float* weight,
+                                   const float* grad_output, float* grad_input, ThreadPool* pool) {
+  if (s.stride_h != 1 || s.stride_w != 1) return false;
+  const int64_t extent_h = (s.kernel_h - 1) * s.dilation_h;
+  const int64_t extent_w = (s.kernel_w - 1) * s.dilation_w;
+  const int64_t pad_bottom = s.out_h - 1 + extent_h - s.pad_top - (s.in_h - 1);
+  const int64_t pad_right = s.out_w - 1 + extent_w - s.pad_left - (s.in_w - 1);
+  if (s.pad_top > extent_h || s.pad_left > extent_w || pad_bottom > extent_h ||
+      pad_right > extent_w || pad_bottom < 0 || pad_right < 0)
+    return false;
+  Conv2dShape t = s;
+  t.in_channels = s.out_channels;
+  t.in_h = s.out_h;
+  t.in_w = s.out_w;
+  t.out_channels = s.in_channels;
+  t.out_h = s.in_h;
+  t.out_w = s.in_w;
+  t.pad_top = extent_h - s.pad_top;
+  t.pad_left = extent_w - s.pad_left;
+  const int64_t in_per_group = s.in_channels / s.groups;
+  const int64_t out_per_group = s.out_channels / s.groups;
+  const int64_t taps = s.kernel_h * s.kernel_w;
+  // flipped[g * ipg + i][o][kh][kw] = weight[g * opg + o][i][K - 1 - kh][K - 1 - kw].
+  std::vector<float> flipped(static_cast<size_t>(s.in_channels * out_per_group * taps));
+  for (int64_t g = 0; g < s.groups; ++g)
+    for (int64_t o = 0; o < out_per_group; ++o)
+      for (int64_t i = 0; i < in_per_group; ++i) {
+        const float* src = weight + ((g * out_per_group + o) * in_per_group + i) * taps;
+        float* dst = flipped.data() + ((g * in_per_group + i) * out_per_group + o) * taps;
+        for (int64_t t2 = 0; t2 < taps; ++t2) dst[t2] = src[taps - 1 - t2];
+      }
+  conv2d(t, grad_output, flipped.data(), nullptr, grad_input, pool);
+  return true;
+}
+
+}  // namespace
+
+void conv2d_backward(const Conv2dShape& s, const float* input, const float* weight,
+                     const float* grad_output, float* grad_input, float* grad_weight,
+                     float* grad_bias, ThreadPool* pool) {
+  const int64_t in_per_group = s.in_channels / s.groups;
+  const int64_t out_per_group = s.out_channels / s.groups;
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  const int64_t taps = s.kernel_h * s.kernel_w;
+  const int64_t k = in_per_group * taps;
+  if (grad_bias != nullptr) {
+    parallel_for(pool, s.out_channels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t oc = begin; oc < end; ++oc) {
+        double sum = 0;
+        for (int64_t n = 0; n < s.batch; ++n) {
+          const float* g = grad_output + (n * s.out_channels + oc) * out_plane;
+          for (int64_t i = 0; i < out_plane; i += 4096)
+            sum += sum_floats(g + i, std::min<int64_t>(4096, out_plane - i));
+        }
+        grad_bias[oc] = float(sum);
+      }
+    });
+  }
+  if (grad_input == nullptr && grad_weight == nullptr) return;
+  if (s.batch == 0 || out_plane == 0) {
+    if (grad_input) std::fill(grad_input, grad_input + s.batch * s.in_channels * in_plane, 0.f);
+    if (grad_weight) std::fill(grad_weight, grad_weight + s.out_channels * k, 0.f);
+    return;
+  }
+  const bool direct = in_per_group == 1 && out_per_group <= kDirectMaxMultiplier;
+  if (grad_input != nullptr && (!direct || out_per_group == 1) &&
+      input_gradient_as_convolution(s, weight, grad_output, grad_input, pool))
+    grad_input = nullptr;
+  if (grad_input == nullptr && grad_weight == nullptr) return;
+  if (direct)
+    return conv2d_direct_backward(s, input, weight, grad_output, grad_input, grad_weight, pool);
+
+  const bool pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
+                         s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h &&
+                         s.out_w == s.in_w;
+  const int64_t jobs = s.batch * s.groups;
+  const int64_t threads = pool ? pool->size() : 1;
+  const int64_t band_target = std::max(kMinBandColumns, kColumnTileFloats / k);
+  const int64_t band_rows =
+      pointwise ? s.out_h : std::clamp<int64_t>(ceil_div(band_target, s.out_w), 1, s.out_h);
+  const int64_t bands = ceil_div(s.out_h, band_rows);
+
+  // W^T per group, [k x out_per_group]: the A operand of grad_columns = W^T * grad_output.
+  std::vector<float> weight_t;
+  if (grad_input != nullptr) {
+    weight_t.resize(size_t(s.groups * k * out_per_group));
+    for (int64_t g = 0; g < s.groups; ++g)
+      for (int64_t m = 0; m < out_per_group; ++m)
+        for (int64_t j = 0; j < k; ++j)
+          weight_t[size_t((g * k + j) * out_per_group + m)] =
+              weight[(g * out_per_group + m) * k + j];
+  }
+  auto group_input = [&](int64_t job) {
+    return input + (job / s.groups * s.in_channels + job % s.groups * in_per_group) * in_plane;
+  };
+  auto group_grad_input = [&](int64_t job) {
+    return grad_input + (job / s.groups * s.in_channels + job % s.groups * in_per_group) * in_plane;
+  };
+  auto group_grad_output = [&](int64_t job) {
+    return grad_output +
+           (job / s.groups * s.out_channels + job % s.groups * out_per_group) * out_plane;
+  };
+  const int64_t weight_floats = s.out_channels * k;
+
+  if (threads == 1 || jobs >= 2 * threads || jobs % threads == 0) {
+    // Each thread takes whole (image, group) jobs: its own grad_input planes, and a partial
+    // grad_weight summed after.
+    std::vector<std::vector<float>> partial(size_t(grad_weight ? threads : 0));
+    std::atomic<int64_t> next_slot{0};
+    parallel_for(pool, jobs, 1, [&](int64_t begin, int64_t end) {
+      float* dw = nullptr;
+      if (grad_weight != nullptr) {
+        auto& buffer = partial[size_t(next_slot++)];
+        buffer.assign(size_t(weight_floats), 0.f);
+        dw = buffer.data();
+      }
+      for (int64_t job = begin; job < end; ++job) {
+        const int64_t g = job % s.groups;
+        const float* x = grad_weight ? group_input(job) : nullptr;
+        const float* gy = group_grad_output(job);
+        float* gx = grad_input ? group_grad_input(job) : nullptr;
+        float* dw_g = dw ? dw + g * out_per_group * k : nullptr;
+        const float* wt = grad_input ? weight_t.data() + g * k * out_per_group : nullptr;
+        if (pointwise) {
+          if (dw_g)
+            gemm(out_per_group, k, out_plane, gy, out_plane, x, in_plane, true, dw_g, k, true);
+          if (gx)
+            gemm(k, out_plane, out_per_group, wt, out_per_group, gy, out_plane, false, gx, in_plane,
+                 false);
+          continue;
+        }
+        if (gx) std::fill(gx, gx + in_per_group * in_plane, 0.f);
+        for (int64_t band = 0; band < bands; ++band) {
+          const int64_t oh0 = band * band_rows, oh1 = std::min(s.out_h, oh0 + band_rows);
+          const int64_t cols = (oh1 - oh0) * s.out_w;
+          const float* gy_band = gy + oh0 * s.out_w;
+          if (dw_g) {
+            float* columns = column_scratch(k * cols);
+            im2col_band(s, x, oh0, oh1, 0, in_per_group, columns);
+            gemm(out_per_group, k, cols, gy_band, out_plane, columns, cols, true, dw_g, k, true);
+          }
+          if (gx) {
+            float* grad_columns = gradient_column_scratch(k * cols);
+            gemm(k, cols, out_per_group, wt, out_per_group, gy_band, out_plane, false, grad_columns,
+                 cols, false);
+            col2im_band(s, grad_columns, oh0, oh1, 0, in_per_group, gx);
+          }
+        }
+      }
+    });
+    if (grad_weight != nullptr) {
+      const int64_t used = next_slot.load();
+      parallel_for(pool, weight_floats, 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          float sum = 0.f;
+          for (int64_t t = 0; t < used; ++t) sum += partial[size_t(t)][size_t(i)];
+          grad_weight[i] = sum;
+        }
+      });
+    }
+    return;
+  }
+
+  // Few jobs (batch 1): the threads share each band, splitting grad_weight by output channels
+  // (or columns when few) and grad_input by input channels.
+  if (grad_weight != nullptr) std::fill(grad_weight, grad_weight + weight_floats, 0.f);
+  std::vector<float> columns, grad_columns;
+  for (int64_t job = 0; job < jobs; ++job) {
+    const int64_t g = job % s.groups;
+    const float* x = grad_weight ? group_input(job) : nullptr;
+    const float* gy = group_grad_output(job);
+    float* gx = grad_input ? group_grad_input(job) : nullptr;
+    float* dw_g = grad_weight ? grad_weight + g * out_per_group * k : nullptr;
+    const float* wt = grad_input ? weight_t.data() + g * k * out_per_group : nullptr;
+    if (gx && !pointwise) std::fill(gx, gx + in_per_group * in_plane, 0.f);
+    for (int64_t band = 0; band < bands; ++band) {
+      const int64_t oh0 = band * band_rows, oh1 = std::min(s.out_h, oh0 + band_rows);
+      const int64_t cols = (oh1 - oh0) * s.out_w;
+      const float* gy_band = gy + oh0 * s.out_w;
+      if (dw_g) {
+        const float* b = x;
+        int64_t ldb = in_plane;
+        if (!pointwise) {
+          columns.resize(size_t(k * cols));
+          parallel_for(pool, in_per_group, 1, [&](int64_t ic0, int64_t ic1) {
+            im2col_band(s, x, oh0, oh1, ic0, ic1, columns.data());
+          });
+          b = columns.data();
+          ldb = cols;
+        }
+        if (out_per_group >= kGemmRowBlock * threads) {
+          parallel_for(pool, ceil_div(out_per_group, kGemmRowBlock), 1,
+                       [&](int64_t i0, int64_t i1) {
+                         const int64_t m0 = i0 * kGemmRowBlock,
+                                       m1 = std::min(out_per_group, i1 * kGemmRowBlock);
+                         gemm(m1 - m0, k, cols, gy_band + m0 * out_plane, out_plane, b, ldb, true,
+                              dw_g + m0 * k, k, true);
+                       });
+        } else {
+          parallel_for(pool, ceil_div(k, kGemmColumnBlock), 1, [&](int64_t j0, int64_t j1) {
+            const int64_t c0 = j0 * kGemmColumnBlock, c1 = std::min(k, j1 * kGemmColumnBlock);
+            gemm(out_per_group, c1 - c0, cols, gy_band, out_plane, b + c0 * ldb, ldb, true,
+                 dw_g + c0, k, true);
+          });
+        }
+      }
+      if (gx) {
+        if (pointwise) {
+          parallel_for(pool, in_per_group, 1, [&](int64_t ic0, int64_t ic1) {
+            gemm(ic1 - ic0, cols, out_per_group, wt + ic0 * out_per_group, out_per_group, gy_band,
+                 out_plane, false, gx + ic0 * in_plane, in_plane, false);
+          });
+        } else {
+          grad_columns.resize(size_t(k * cols));
+          parallel_for(pool, in_per_group, 1, [&](int64_t ic0, int64_t ic1) {
+            gemm((ic1 - ic0) * taps, cols, out_per_group, wt + ic0 * taps * out_per_group,
+                 out_per_group, gy_band, out_plane, false, grad_columns.data() + ic0 * taps * cols,
+                 cols, false);
+            col2im_band(s, grad_columns.data(), oh0, oh1, ic0, ic1, gx);
+          });
+        }
+      }
+    }
+  }
+}
+
+namespace {
+
+// Source index of each padded row and column as F.pad picks it; -1 reads as zero.
+void pad_sources(PadMode mode, int64_t h, int64_t w, int64_t top, int64_t left, int64_t out_h,
+                 int64_t out_w, std::vector<int64_t>& rows, std::vector<int64_t>& cols) {
   auto source = [mode](int64_t i, int64_t size) -> int64_t {
     if (i >= 0 && i < size) return i;
     switch (mode) {
@@ -255,9 +634,19 @@ void pad2d(PadMode mode, const float* input, int64_t planes, int64_t h, int64_t 
     }
     return -1;
   };
-  std::vector<int64_t> rows(static_cast<size_t>(out_h)), cols(static_cast<size_t>(out_w));
+  rows.resize(size_t(out_h));
+  cols.resize(size_t(out_w));
   for (int64_t r = 0; r < out_h; ++r) rows[r] = source(r - top, h);
   for (int64_t c = 0; c < out_w; ++c) cols[c] = source(c - left, w);
+}
+
+}  // namespace
+
+void pad2d(PadMode mode, const float* input, int64_t planes, int64_t h, int64_t w, int64_t top,
+           int64_t bottom, int64_t left, int64_t right, float* output, ThreadPool* pool) {
+  const int64_t out_h = h + top + bottom, out_w = w + left + right;
+  std::vector<int64_t> rows, cols;
+  pad_sources(mode, h, w, top, left, out_h, out_w, rows, cols);
   parallel_for(pool, planes, 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const float* in = input + p * h * w;
@@ -269,6 +658,27 @@ void pad2d(PadMode mode, const float* input, int64_t planes, int64_t h, int64_t 
         }
         const float* in_row = in + rows[r] * w;
         for (int64_t c = 0; c < out_w; ++c) out[c] = cols[c] < 0 ? 0.f : in_row[cols[c]];
+      }
+    }
+  });
+}
+
+void pad2d_backward(PadMode mode, const float* grad_output, int64_t planes, int64_t h, int64_t w,
+                    int64_t top, int64_t bottom, int64_t left, int64_t right, float* grad_input,
+                    ThreadPool* pool) {
+  const int64_t out_h = h + top + bottom, out_w = w + left + right;
+  std::vector<int64_t> rows, cols;
+  pad_sources(mode, h, w, top, left, out_h, out_w, rows, cols);
+  parallel_for(pool, planes, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const float* g = grad_output + p * out_h * out_w;
+      float* in = grad_input + p * h * w;
+      std::fill(in, in + h * w, 0.f);
+      for (int64_t r = 0; r < out_h; ++r, g += out_w) {
+        if (rows[r] < 0) continue;
+        float* in_row = in + rows[r] * w;
+        for (int64_t c = 0; c < out_w; ++c)
+          if (cols[c] >= 0) in_row[cols[c]] += g[c];
       }
     }
   });

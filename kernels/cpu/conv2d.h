@@ -28,11 +28,24 @@ struct Conv2dShape {
 void conv2d(const Conv2dShape& shape, const float* input, const float* weight, const float* bias,
             float* output, ThreadPool* pool);
 
+// Gradients of conv2d given grad_output [batch, out_channels, out_h, out_w]: grad_input (the
+// input's shape), grad_weight and grad_bias are overwritten; any of them may be null (not
+// needed). input is read only for grad_weight, weight only for grad_input.
+void conv2d_backward(const Conv2dShape& shape, const float* input, const float* weight,
+                     const float* grad_output, float* grad_input, float* grad_weight,
+                     float* grad_bias, ThreadPool* pool);
+
 enum class PadMode { zeros, reflect, replicate, circular };
 
 // Pads each of `planes` [h, w] planes into [h + top + bottom, w + left + right] as torch's F.pad
 // does for that mode. The caller checks the sizes (reflect needs pads < size, circular <= size).
 void pad2d(PadMode mode, const float* input, int64_t planes, int64_t h, int64_t w, int64_t top,
            int64_t bottom, int64_t left, int64_t right, float* output, ThreadPool* pool);
+
+// The gradient of pad2d: each padded element's gradient is added to the input element it was
+// copied from; grad_input [planes, h, w] is overwritten.
+void pad2d_backward(PadMode mode, const float* grad_output, int64_t planes, int64_t h, int64_t w,
+                    int64_t top, int64_t bottom, int64_t left, int64_t right, float* grad_input,
+                    ThreadPool* pool);
 
 }  // namespace nnx::cpu

@@ -3,6 +3,8 @@
 #include "kernels/cpu/linear.h"
 
 #include <algorithm>
+#include <functional>
+#include <vector>
 
 #include "kernels/cpu/gemm.h"
 #include "nnx/thread_pool.h"
@@ -37,6 +39,62 @@ void linear(int64_t rows, int64_t in_features, int64_t out_features, const float
     parallel_for(pool, chunks, 1, [&](int64_t b, int64_t e) {
       block(0, rows, b * 16, std::min(out_features, e * 16));
     });
+  }
+}
+
+void linear_backward(int64_t rows, int64_t in_features, int64_t out_features, const float* x,
+                     const float* weight, const float* grad_y, float* grad_x, float* grad_weight,
+                     float* grad_bias, ThreadPool* pool) {
+  const int64_t threads = pool ? pool->size() : 1;
+  const bool parallel = threads > 1 && rows * in_features * out_features >= kMinParallelMacs;
+  // Splits [0, n) into blocks of `unit` over the threads when worthwhile.
+  auto split = [&](int64_t n, int64_t unit, const std::function<void(int64_t, int64_t)>& fn) {
+    if (!parallel || n <= unit) return fn(0, n);
+    parallel_for(pool, (n + unit - 1) / unit, 1,
+                 [&](int64_t b, int64_t e) { fn(b * unit, std::min(n, e * unit)); });
+  };
+  if (grad_bias != nullptr) {
+    std::vector<double> sums(size_t(out_features), 0.0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = 0; o < out_features; ++o) sums[size_t(o)] += grad_y[r * out_features + o];
+    for (int64_t o = 0; o < out_features; ++o) grad_bias[o] = float(sums[size_t(o)]);
+  }
+  if (grad_x != nullptr) {
+    if (rows <= 0 || out_features <= 0) {
+      std::fill(grad_x, grad_x + std::max<int64_t>(0, rows) * in_features, 0.f);
+    } else if (rows >= 4 * threads) {
+      split(rows, 1, [&](int64_t r0, int64_t r1) {
+        gemm(r1 - r0, in_features, out_features, grad_y + r0 * out_features, out_features, weight,
+             in_features, false, grad_x + r0 * in_features, in_features, false);
+      });
+    } else {
+      split(in_features, 16, [&](int64_t c0, int64_t c1) {
+        gemm(rows, c1 - c0, out_features, grad_y, out_features, weight + c0, in_features, false,
+             grad_x + c0, in_features, false);
+      });
+    }
+  }
+  if (grad_weight != nullptr) {
+    if (rows <= 0) {
+      std::fill(grad_weight, grad_weight + out_features * in_features, 0.f);
+      return;
+    }
+    // grad_weight = grad_y^T x: grad_y transposed once so that it is the row-major A operand.
+    std::vector<float> grad_y_t(size_t(rows * out_features));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = 0; o < out_features; ++o)
+        grad_y_t[size_t(o * rows + r)] = grad_y[r * out_features + o];
+    if (out_features >= 16 * threads) {
+      split(out_features, 16, [&](int64_t o0, int64_t o1) {
+        gemm(o1 - o0, in_features, rows, grad_y_t.data() + o0 * rows, rows, x, in_features, false,
+             grad_weight + o0 * in_features, in_features, false);
+      });
+    } else {
+      split(in_features, 16, [&](int64_t c0, int64_t c1) {
+        gemm(out_features, c1 - c0, rows, grad_y_t.data(), rows, x + c0, in_features, false,
+             grad_weight + c0, in_features, false);
+      });
+    }
   }
 }
 

@@ -61,6 +61,51 @@ void pairwise_max(const float* m, int64_t n, float* out) {
   for (; i < n; ++i) out[i] = nan_max(m[2 * i], m[2 * i + 1]);
 }
 
+// For each of the `width` columns: the maximum over `count` rows first_row, first_row +
+// step, ... of `plane` (row stride `width`) and the first row reaching it (strictly greater
+// replaces). Returns whether any of those values is NaN (the results are then not used).
+bool column_maxima(const float* plane, int64_t width, int64_t first_row, int64_t step,
+                   int64_t count, float* best, int32_t* row) {
+  const float* src = plane + first_row * width;
+  std::copy(src, src + width, best);
+  std::fill(row, row + width, int32_t(first_row));
+  int64_t w = 0;
+  bool nan = false;
+#if defined(__AVX2__)
+  __m256 unordered = _mm256_setzero_ps();
+  for (; w + 8 <= width; w += 8) {
+    __m256 b = _mm256_loadu_ps(src + w);
+    __m256i r = _mm256_set1_epi32(int32_t(first_row));
+    unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
+    for (int64_t k = 1; k < count; ++k) {
+      const int64_t h = first_row + k * step;
+      const __m256 v = _mm256_loadu_ps(plane + h * width + w);
+      const __m256 take = _mm256_cmp_ps(v, b, _CMP_GT_OQ);
+      unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+      b = _mm256_blendv_ps(b, v, take);
+      r = _mm256_castps_si256(_mm256_blendv_ps(
+          _mm256_castsi256_ps(r), _mm256_castsi256_ps(_mm256_set1_epi32(int32_t(h))), take));
+    }
+    _mm256_storeu_ps(best + w, b);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + w), r);
+  }
+  nan = _mm256_movemask_ps(unordered) != 0;
+#endif
+  for (int64_t c = w; c < width; ++c) nan = nan || best[c] != best[c];
+  for (int64_t k = 1; k < count; ++k) {
+    const int64_t h = first_row + k * step;
+    const float* line = plane + h * width;
+    for (int64_t c = w; c < width; ++c) {
+      if (line[c] > best[c]) {
+        best[c] = line[c];
+        row[c] = int32_t(h);
+      }
+      nan = nan || line[c] != line[c];
+    }
+  }
+  return nan;
+}
+
 }  // namespace
 
 void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadPool* pool) {
@@ -185,6 +230,135 @@ void adaptive_avg_pool2d(int64_t planes, int64_t in_h, int64_t in_w, int64_t out
           for (int64_t h = h0; h < h1; ++h)
             for (int64_t w = w0; w < w1; ++w) sum += in[h * in_w + w];
           out[oh * out_w + ow] = sum / float((h1 - h0) * (w1 - w0));
+        }
+      }
+    }
+  });
+}
+
+void max_pool2d_backward(const Pool2dShape& s, const float* input, const float* grad_output,
+                         float* grad_input, ThreadPool* pool) {
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  std::vector<Taps> rows(static_cast<size_t>(s.out_h)), cols(static_cast<size_t>(s.out_w));
+  for (int64_t oh = 0; oh < s.out_h; ++oh)
+    rows[oh] = valid_taps(oh * s.stride_h - s.pad_h, s.kernel_h, s.dilation_h, s.in_h);
+  for (int64_t ow = 0; ow < s.out_w; ++ow)
+    cols[ow] = valid_taps(ow * s.stride_w - s.pad_w, s.kernel_w, s.dilation_w, s.in_w);
+  const int64_t in_w = s.in_w, out_w = s.out_w;
+  // Exact scan of one output row in PyTorch's order (rows, then columns): strictly greater, or
+  // NaN, takes the index; so ties go to the first maximum and NaN to the last NaN.
+  auto scan_row = [&](const float* in, int64_t oh, int64_t* index) {
+    const int64_t h0 = oh * s.stride_h - s.pad_h;
+    for (int64_t ow = 0; ow < out_w; ++ow) {
+      const int64_t w0 = ow * s.stride_w - s.pad_w;
+      float best = -std::numeric_limits<float>::infinity();
+      index[ow] = (h0 + rows[oh].lo * s.dilation_h) * in_w + w0 + cols[ow].lo * s.dilation_w;
+      for (int64_t kh = rows[oh].lo; kh < rows[oh].hi; ++kh) {
+        for (int64_t kw = cols[ow].lo; kw < cols[ow].hi; ++kw) {
+          const int64_t i = (h0 + kh * s.dilation_h) * in_w + w0 + kw * s.dilation_w;
+          if (in[i] > best || in[i] != in[i]) {
+            best = in[i];
+            index[ow] = i;
+          }
+        }
+      }
+    }
+  };
+  auto body = [&](int64_t begin, int64_t end) {
+    // Separably, as the first maximum in row-major order is the maximum with the smallest
+    // (row, column): down each input column the first maximum over the window's rows
+    // (vectorised), then across each window's columns the largest, ties to the smaller row.
+    // A row of windows that meets a NaN is redone by the exact scan.
+    std::vector<float> column_best(static_cast<size_t>(in_w));
+    std::vector<int32_t> column_row(static_cast<size_t>(in_w));
+    std::vector<int64_t> index(static_cast<size_t>(out_w));
+    for (int64_t p = begin; p < end; ++p) {
+      const float* in = input + p * in_plane;
+      const float* g = grad_output + p * out_plane;
+      float* gin = grad_input + p * in_plane;
+      std::fill(gin, gin + in_plane, 0.f);
+      for (int64_t oh = 0; oh < s.out_h; ++oh) {
+        if (rows[oh].lo >= rows[oh].hi) continue;
+        const int64_t h0 = oh * s.stride_h - s.pad_h;
+        const int64_t first = h0 + rows[oh].lo * s.dilation_h;
+        const bool nan = column_maxima(in, in_w, first, s.dilation_h, rows[oh].hi - rows[oh].lo,
+                                       column_best.data(), column_row.data());
+        if (nan) {
+          scan_row(in, oh, index.data());
+        } else {
+          for (int64_t ow = 0; ow < out_w; ++ow) {
+            const int64_t w0 = ow * s.stride_w - s.pad_w;
+            float best = -std::numeric_limits<float>::infinity();
+            int64_t best_row = first, best_col = w0 + cols[ow].lo * s.dilation_w;
+            for (int64_t kw = cols[ow].lo; kw < cols[ow].hi; ++kw) {
+              const int64_t w = w0 + kw * s.dilation_w;
+              const float v = column_best[size_t(w)];
+              const int64_t r = column_row[size_t(w)];
+              if (v > best || (v == best && r < best_row)) {
+                best = v;
+                best_row = r;
+                best_col = w;
+              }
+            }
+            index[size_t(ow)] = best_row * in_w + best_col;
+          }
+        }
+        const float* g_row = g + oh * out_w;
+        for (int64_t ow = 0; ow < out_w; ++ow)
+          if (cols[ow].lo < cols[ow].hi) gin[index[size_t(ow)]] += g_row[ow];
+      }
+    }
+  };
+  parallel_for(pool, s.planes, plane_grain(out_plane * s.kernel_h * s.kernel_w), body);
+}
+
+void avg_pool2d_backward(const Pool2dShape& s, bool count_include_pad, int64_t divisor_override,
+                         const float* grad_output, float* grad_input, ThreadPool* pool) {
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  std::vector<AvgWindow> rows(static_cast<size_t>(s.out_h)), cols(static_cast<size_t>(s.out_w));
+  for (int64_t oh = 0; oh < s.out_h; ++oh)
+    rows[oh] = avg_window(oh * s.stride_h - s.pad_h, s.kernel_h, s.pad_h, s.in_h);
+  for (int64_t ow = 0; ow < s.out_w; ++ow)
+    cols[ow] = avg_window(ow * s.stride_w - s.pad_w, s.kernel_w, s.pad_w, s.in_w);
+  parallel_for(pool, s.planes, plane_grain(out_plane * s.kernel_h * s.kernel_w),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t p = begin; p < end; ++p) {
+                   const float* g = grad_output + p * out_plane;
+                   float* gin = grad_input + p * in_plane;
+                   std::fill(gin, gin + in_plane, 0.f);
+                   for (int64_t oh = 0; oh < s.out_h; ++oh) {
+                     const AvgWindow& r = rows[oh];
+                     for (int64_t ow = 0; ow < s.out_w; ++ow) {
+                       const AvgWindow& c = cols[ow];
+                       if (r.lo >= r.hi || c.lo >= c.hi) continue;
+                       const int64_t divisor = divisor_override != 0 ? divisor_override
+                                               : count_include_pad   ? r.padded * c.padded
+                                                                   : (r.hi - r.lo) * (c.hi - c.lo);
+                       const float share = g[oh * s.out_w + ow] / float(divisor);
+                       for (int64_t h = r.lo; h < r.hi; ++h)
+                         for (int64_t w = c.lo; w < c.hi; ++w) gin[h * s.in_w + w] += share;
+                     }
+                   }
+                 }
+               });
+}
+
+void adaptive_avg_pool2d_backward(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,
+                                  int64_t out_w, const float* grad_output, float* grad_input,
+                                  ThreadPool* pool) {
+  const int64_t in_plane = in_h * in_w, out_plane = out_h * out_w;
+  parallel_for(pool, planes, plane_grain(in_plane), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const float* g = grad_output + p * out_plane;
+      float* gin = grad_input + p * in_plane;
+      std::fill(gin, gin + in_plane, 0.f);
+      for (int64_t oh = 0; oh < out_h; ++oh) {
+        const int64_t h0 = oh * in_h / out_h, h1 = ceil_div((oh + 1) * in_h, out_h);
+        for (int64_t ow = 0; ow < out_w; ++ow) {
+          const int64_t w0 = ow * in_w / out_w, w1 = ceil_div((ow + 1) * in_w, out_w);
+          const float share = g[oh * out_w + ow] / float((h1 - h0) * (w1 - w0));
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) gin[h * in_w + w] += share;
         }
       }
     }

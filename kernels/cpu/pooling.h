@@ -32,4 +32,15 @@ void avg_pool2d(const Pool2dShape& shape, bool count_include_pad, int64_t diviso
 void adaptive_avg_pool2d(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
                          const float* input, float* output, ThreadPool* pool);
 
+// Gradients of the three: grad_input [planes, in_h, in_w] is overwritten. Max pooling sends each
+// output's gradient to the element PyTorch's CPU kernel picks: the first maximum in window order,
+// or the last NaN.
+void max_pool2d_backward(const Pool2dShape& shape, const float* input, const float* grad_output,
+                         float* grad_input, ThreadPool* pool);
+void avg_pool2d_backward(const Pool2dShape& shape, bool count_include_pad, int64_t divisor_override,
+                         const float* grad_output, float* grad_input, ThreadPool* pool);
+void adaptive_avg_pool2d_backward(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,
+                                  int64_t out_w, const float* grad_output, float* grad_input,
+                                  ThreadPool* pool);
+
 }  // namespace nnx::cpu

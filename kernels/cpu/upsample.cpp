@@ -179,4 +179,44 @@ void resample2d(ResampleMode mode, bool align_corners, const Resample2dShape& s,
   });
 }
 
+void resample2d_backward(ResampleMode mode, bool align_corners, const Resample2dShape& s,
+                         const float* grad_output, float* grad_input, ThreadPool* pool) {
+  // PyTorch's bicubic backward copies when the size is unchanged (its forward interpolates).
+  if (mode == ResampleMode::bicubic && s.in_h == s.out_h && s.in_w == s.out_w) {
+    std::copy(grad_output, grad_output + s.planes * s.in_h * s.in_w, grad_input);
+    return;
+  }
+  const AxisTable rows = axis_table(mode, align_corners, s.in_h, s.out_h, s.scale_factor_h);
+  const AxisTable cols = axis_table(mode, align_corners, s.in_w, s.out_w, s.scale_factor_w);
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, out_plane));
+  parallel_for(pool, s.planes, grain, [&](int64_t begin, int64_t end) {
+    // Separably: output rows onto the input rows they read ([in_h, out_w]), then columns.
+    std::vector<float> scratch(size_t(s.in_h * s.out_w));
+    for (int64_t p = begin; p < end; ++p) {
+      const float* g = grad_output + p * out_plane;
+      float* gin = grad_input + p * in_plane;
+      std::fill(scratch.begin(), scratch.end(), 0.f);
+      for (int64_t oh = 0; oh < s.out_h; ++oh) {
+        const float* g_row = g + oh * s.out_w;
+        for (int i = 0; i < rows.taps; ++i) {
+          const float w = rows.weight[size_t(oh * rows.taps + i)];
+          float* dst = scratch.data() + rows.index[size_t(oh * rows.taps + i)] * s.out_w;
+          for (int64_t ow = 0; ow < s.out_w; ++ow) dst[ow] += w * g_row[ow];
+        }
+      }
+      std::fill(gin, gin + in_plane, 0.f);
+      for (int64_t r = 0; r < s.in_h; ++r) {
+        const float* src = scratch.data() + r * s.out_w;
+        float* dst = gin + r * s.in_w;
+        for (int64_t ow = 0; ow < s.out_w; ++ow) {
+          for (int j = 0; j < cols.taps; ++j)
+            dst[cols.index[size_t(ow * cols.taps + j)]] +=
+                cols.weight[size_t(ow * cols.taps + j)] * src[ow];
+        }
+      }
+    }
+  });
+}
+
 }  // namespace nnx::cpu

@@ -23,4 +23,9 @@ struct Resample2dShape {
 void resample2d(ResampleMode mode, bool align_corners, const Resample2dShape& shape,
                 const float* input, float* output, ThreadPool* pool);
 
+// The gradient of resample2d: every output's gradient goes back to the inputs it read, with the
+// same weights. grad_input [planes, in_h, in_w] is overwritten.
+void resample2d_backward(ResampleMode mode, bool align_corners, const Resample2dShape& shape,
+                         const float* grad_output, float* grad_input, ThreadPool* pool);
+
 }  // namespace nnx::cpu

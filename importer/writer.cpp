@@ -12,6 +12,7 @@
 #include "importer/pth.h"
 #include "importer/safetensors.h"
 #include "importer/weights.h"
+#include "importer/zip.h"
 #include "nnx/error.h"
 #include "runtime/model_impl.h"
 
@@ -84,33 +85,13 @@ py::ObjectPtr state_dict_list(const Graph& g) {
   return py::Object::list(std::move(dicts));
 }
 
-// Writes text to `path` through a temporary file renamed into place.
-void write_text_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) {
-      std::remove(tmp.c_str());
-      fail(ErrorKind::io, path, ": cannot write");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    fail(ErrorKind::io, path, ": cannot write (", ec.message(), ")");
-  }
-}
-
 // Writes the description beside a weights file written by `write_weights`; on any failure
 // neither file exists.
 void save_pair(const std::string& json_path, const std::string& weights_path,
                const std::string& text, const std::function<void()>& write_weights) {
   std::error_code ec;
   bool json_existed = fs::exists(json_path, ec);
-  write_text_atomic(json_path, text);
+  zip::write_file_atomically(json_path, text);
   try {
     write_weights();
   } catch (...) {

@@ -597,4 +597,8 @@ void write_file_atomically(const std::string& path,
   }
 }
 
+void write_file_atomically(const std::string& path, std::string_view bytes) {
+  write_file_atomically(path, [&](const Writer::Sink& sink) { sink(bytes.data(), bytes.size()); });
+}
+
 }  // namespace nnx::zip

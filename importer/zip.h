@@ -88,5 +88,7 @@ uint32_t crc32(const void* data, size_t size, uint32_t crc = 0);
 // "<path>.tmp-<pid>", which is renamed to `path` when complete and removed on any failure.
 void write_file_atomically(const std::string& path,
                            const std::function<void(const Writer::Sink&)>& produce);
+// The same for bytes already in memory.
+void write_file_atomically(const std::string& path, std::string_view bytes);
 
 }  // namespace nnx::zip

@@ -2,10 +2,12 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -74,6 +76,27 @@ inline std::string read_file(const std::string& path) {
 inline void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+// What a command line did: exit status (128 + signal when killed), stdout, stderr.
+struct ShellResult {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs `command` with /bin/sh, capturing stdout and stderr through files in `scratch` (a
+// folder; default: one per process under the temp folder).
+inline ShellResult run_shell(const std::string& command, std::filesystem::path scratch = {}) {
+  if (scratch.empty())
+    scratch = std::filesystem::temp_directory_path() / ("nnx_sh_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(scratch);
+  std::string out = (scratch / "stdout").string(), err = (scratch / "stderr").string();
+  int raw = std::system((command + " >" + out + " 2>" + err).c_str());
+  ShellResult r;
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+  r.out = read_file(out);
+  r.err = read_file(err);
+  return r;
 }
 
 // Expects fn to throw nnx::Error of `kind` whose message contains `needle`.

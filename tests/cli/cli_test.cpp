@@ -20,26 +20,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
+using Result = testing_util::ShellResult;
 
-// Runs a shell command line, capturing stdout and stderr.
 Result sh(const std::string& command) {
-  fs::path dir = fs::temp_directory_path() / ("nnx_cli_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  std::string out = (dir / "stdout").string(), err = (dir / "stderr").string();
-  int raw = std::system((command + " >" + out + " 2>" + err).c_str());
-  Result r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-  auto slurp = [](const std::string& p) {
-    std::ifstream in(p);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+  return testing_util::run_shell(command);
 }
 
 std::string nnx_cli() {

@@ -20,20 +20,13 @@ using testing_util::read_file;
 using testing_util::TempDir;
 using testing_util::write_file;
 
-struct Result {
-  int status = -1;
-  std::string err;
-};
+using Result = testing_util::ShellResult;
 
 // Runs `nnx graph ARGS` through the shell, with `env` before it (e.g. "PATH=/nowhere").
 Result graph(const TempDir& dir, const std::string& args, const std::string& env = "") {
-  std::string err_path = dir.file("stderr.txt");
-  std::string cmd = env + " " + NNX_CLI_PATH + " graph " + args + " 2>" + err_path;
-  int raw = std::system(cmd.c_str());
-  Result r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-  r.err = read_file(err_path);
-  fs::remove(err_path);
+  fs::path scratch = fs::path(dir.file("shell"));
+  Result r = testing_util::run_shell(env + " " + NNX_CLI_PATH + " graph " + args, scratch);
+  fs::remove_all(scratch);
   return r;
 }
 

@@ -17,15 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using Result = testing_util::ShellResult;
 
 class ExportCli : public ::testing::Test {
  protected:
@@ -45,13 +37,7 @@ class ExportCli : public ::testing::Test {
   // Runs nnx-export (the launcher beside nnx in the build tree) with `args`.
   Result run(const std::string& args) const {
     std::string exporter = (fs::path(NNX_CLI_PATH).parent_path() / "nnx-export").string();
-    std::string out = (dir_ / "stdout").string(), err = (dir_ / "stderr").string();
-    int raw = std::system((exporter + " " + args + " >" + out + " 2>" + err).c_str());
-    Result r;
-    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
+    return testing_util::run_shell(exporter + " " + args, dir_);
   }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
   static std::string cases(const std::string& file) {

@@ -4,13 +4,11 @@
 
 #include <zlib.h>
 
-#include <unistd.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 
+#include "importer/zip.h"
 #include "nnx/error.h"
 
 namespace nnx::cli {
@@ -185,22 +183,7 @@ void write_chart_png(const std::string& path, const std::vector<Panel>& panels) 
   for (size_t k = 0; k < panels.size(); ++k)
     draw_panel(img, int(k) * panel_width, panel_width, panels[k]);
   std::string bytes = img.png();
-  std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), std::streamsize(bytes.size()));
-    out.close();
-    if (!out) {
-      std::remove(tmp.c_str());
-      fail(ErrorKind::io, path, ": cannot write");
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    fail(ErrorKind::io, path, ": cannot write (", ec.message(), ")");
-  }
+  zip::write_file_atomically(path, bytes);
 }
 
 }  // namespace nnx::cli

@@ -54,5 +54,6 @@ int convert_command(const Args& args);
 int bench_command(const Args& args);
 int graph_command(const Args& args);
 int train_command(const Args& args);
+int prune_command(const Args& args);
 
 }  // namespace nnx::cli

@@ -23,7 +23,10 @@ const char* kUsageText =
     "        --lr LR [--momentum M] [--nesterov] [--weight-decay D] --epochs E --batch B\n"
     "        [--schedule constant|step|cosine|loss] [--lr-min L] [--lr-max L] [--step-size S]\n"
     "        [--gamma G] [--accumulate K] [--clip-grad-norm X] [--label-smoothing S]\n"
-    "        [--no-shuffle] [--seed S] [--resume DIR] [--threads N] [--progress] --out DIR\n";
+    "        [--no-shuffle] [--seed S] [--resume DIR] [--threads N] [--progress] --out DIR\n"
+    "  prune ARCH [--weights W] --method magnitude|l1|l2|slim|gates [--amount A]\n"
+    "        [--per-layer|--global] [--shape N,C,H,W]... [--iters N] [--json]\n"
+    "        [--finetune [--gradual] --train X.npy Y.npy --epochs E ... (as train)] --out DIR\n";
 
 void print_error_lines(const std::string& message) {
   std::istringstream lines(message);
@@ -68,6 +71,17 @@ int main(int argc, char** argv) {
                      "--out"}),
                {"--no-strict", "--no-shuffle", "--nesterov", "--sync-bn", "--progress"},
                {"--train", "--val"}));
+    if (command == "prune") {
+      std::vector<std::string> values = {
+          "--method",     "--amount",         "--iters",           "--loss",      "--optimizer",
+          "--lr",         "--momentum",       "--weight-decay",    "--epochs",    "--batch",
+          "--schedule",   "--lr-min",         "--lr-max",          "--step-size", "--gamma",
+          "--accumulate", "--clip-grad-norm", "--label-smoothing", "--seed",      "--out"};
+      return prune_command(Args(argc, argv, 2, with(values),
+                                {"--no-strict", "--json", "--per-layer", "--global", "--finetune",
+                                 "--gradual", "--no-shuffle", "--nesterov", "--progress"},
+                                {"--train", "--val"}));
+    }
     throw UsageError("unknown command '" + command + "'");
   } catch (const UsageError& e) {
     std::cerr << "nnx: error: " << e.what() << "\n" << kUsageText;

@@ -2,6 +2,7 @@
 // one scale and shift per channel, then runs kernels/cpu/batchnorm.
 #include "ops/batchnorm2d.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -30,6 +31,26 @@ std::string number_repr(const Args& args, std::string_view name, size_t position
   if (value->is_int()) return std::to_string(value->as_int());
   if (!value->is_number()) args.bad_type(name, "a number");
   return op_util::float_repr(value->as_double());
+}
+
+// --sync-bn: replaces this process's per-channel mean and biased variance over `count` values
+// with those of all processes, from the summed count, sum and sum of squares.
+void sync_moments(StatReducer& reducer, double& count, std::vector<double>& mean,
+                  std::vector<double>& variance) {
+  const size_t channels = mean.size();
+  std::vector<double> sums(1 + 2 * channels);
+  sums[0] = count;
+  for (size_t c = 0; c < channels; ++c) {
+    sums[1 + c] = mean[c] * count;
+    sums[1 + channels + c] = (variance[c] + mean[c] * mean[c]) * count;
+  }
+  reducer.sum(sums);
+  count = sums[0];
+  for (size_t c = 0; c < channels; ++c) {
+    mean[c] = count > 0 ? sums[1 + c] / count : 0.0;
+    variance[c] =
+        count > 0 ? std::max(0.0, sums[1 + channels + c] / count - mean[c] * mean[c]) : 0.0;
+  }
 }
 
 }  // namespace
@@ -128,12 +149,14 @@ void BatchNorm2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> in
   const int64_t plane = input.size(2) * input.size(3);
   const bool batch_stats = ctx.training || !track_running_stats_;
   std::vector<double> mean(channels), variance(channels);
+  double count = double(batch * plane);  // values per channel: all processes' with --sync-bn
   if (batch_stats) {
     NNX_CHECK(batch * plane > 1, ErrorKind::shape,
               "Expected more than 1 value per channel when training, got input size ",
               input.shape().str());
     cpu::channel_moments(batch, channels, plane, input.data<float>(), mean.data(), variance.data(),
                          ctx.pool);
+    if (ctx.training && ctx.reducer != nullptr) sync_moments(*ctx.reducer, count, mean, variance);
   } else {
     const Tensor running_mean = find_param("running_mean")->value.contiguous();
     const Tensor running_var = find_param("running_var")->value.contiguous();
@@ -148,7 +171,6 @@ void BatchNorm2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> in
     int64_t& batches = counter.data<int64_t>()[0];
     batches += 1;
     const double factor = cumulative_average_ ? 1.0 / double(batches) : momentum_;
-    const double count = double(batch * plane);
     float* running_mean = find_param("running_mean")->value.data<float>();
     float* running_var = find_param("running_var")->value.data<float>();
     for (int64_t c = 0; c < channels; ++c) {
@@ -228,9 +250,21 @@ void BatchNorm2d::backward_cpu(const ExecContext& ctx, std::span<const Tensor> i
       for (int64_t c = 0; c < channels; ++c) grad_params[1].data<float>()[c] = float(sum_dy[c]);
   }
   if (grad_inputs.empty() || !grad_inputs[0].defined()) return;
+  double count = double(batch * plane);
+  if (batch_stats && ctx.training && ctx.reducer != nullptr) {
+    // --sync-bn: the statistics were all processes', so are the two sums (the parameter
+    // gradients above stay this process's share: the Trainer's caller sums them).
+    std::vector<double> sums(size_t(1 + 2 * channels));
+    sums[0] = count;
+    std::copy(sum_dy.begin(), sum_dy.end(), sums.begin() + 1);
+    std::copy(sum_dy_xhat.begin(), sum_dy_xhat.end(), sums.begin() + 1 + channels);
+    ctx.reducer->sum(sums);
+    count = sums[0];
+    std::copy(sums.begin() + 1, sums.begin() + 1 + channels, sum_dy.begin());
+    std::copy(sums.begin() + 1 + channels, sums.end(), sum_dy_xhat.begin());
+  }
   // dx = dy * a + (x - mean) * b + shift per channel.
   const Tensor weight = affine_ ? params()[0].value.contiguous() : Tensor();
-  const double count = double(batch * plane);
   std::vector<float> a(channels), b(channels), center(channels), shift(channels);
   for (int64_t c = 0; c < channels; ++c) {
     const double k = inv_std[c] * (affine_ ? weight.data<float>()[c] : 1.0);

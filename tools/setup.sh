@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(cmake ninja-build g++ libeigen3-dev zlib1g-dev libgtest-dev libbenchmark-dev
           python3-torch python3-torchvision python3-numpy python3-sklearn clang
-          libclang-rt-dev)
+          libclang-rt-dev openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

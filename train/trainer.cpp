@@ -145,8 +145,7 @@ struct Trainer::Impl {
 
   void release_all() {
     for (size_t v = 0; v < values.size(); ++v) {
-      for (size_t p = 0; p < values[v].size(); ++p)
-        drop(values[v][p], owns(int(v), int(p)));
+      for (size_t p = 0; p < values[v].size(); ++p) drop(values[v][p], owns(int(v), int(p)));
       for (auto& t : saved[v]) drop(t, true);
       saved[v].clear();
       for (auto& t : grads[v]) drop(t, true);
@@ -272,8 +271,7 @@ std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
     for (const PortRef& in : node.inputs) {
       if (--uses[size_t(in.node)][size_t(in.port)] == 0 &&
           !m.kept[size_t(in.node)][size_t(in.port)])
-        m.drop(m.values[size_t(in.node)][size_t(in.port)],
-               m.owns(in.node, in.port));
+        m.drop(m.values[size_t(in.node)][size_t(in.port)], m.owns(in.node, in.port));
     }
   }
   m.have_forward = true;

@@ -22,6 +22,16 @@ class ThreadPool;
 // What an op runs with: the device, and for the CPU a pool to split loops over.
 using RandomEngine = std::mt19937_64;
 
+// Sums values over the processes of a data-parallel run (nnx/comm.h implements it), so that ops
+// need no communication library: BatchNorm with --sync-bn sums its per-channel statistics.
+class StatReducer {
+ public:
+  virtual ~StatReducer() = default;
+  // Replaces every value with its sum over all processes; every process calls it in the same
+  // order with the same count.
+  virtual void sum(std::span<double> values) = 0;
+};
+
 struct ExecContext {
   Device device = Device::cpu();
   ThreadPool* pool = nullptr;  // may be null: run single-threaded
@@ -34,6 +44,9 @@ struct ExecContext {
   bool training = false;
   RandomEngine* rng = nullptr;
   std::vector<Tensor>* saved = nullptr;
+  // Data-parallel training with synchronised BatchNorm: batch statistics (and their backward
+  // sums) are summed over all processes. Null: this process's batch alone.
+  StatReducer* reducer = nullptr;
 };
 
 // Which forward tensors an op's backward reads; the Trainer frees the others as soon as the

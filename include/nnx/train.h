@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -73,6 +74,15 @@ class NNX_API Trainer {
 
   TrainMemory memory() const;
   void reset_peak();
+
+  // Data-parallel training (nnx/comm.h). `reducer` (null: none) is handed to the ops in
+  // training forwards and backwards (BatchNorm sums its statistics with it). `on_grad_ready`
+  // (empty: none) is called during backward with the index into parameters() of each parameter
+  // whose gradient is final for this backward (after the last node of its layer), so that its
+  // all-reduce can start while the rest of backward runs. Parameters of layers that backward
+  // does not reach are not reported.
+  void set_stat_reducer(StatReducer* reducer);
+  void set_grad_ready_hook(std::function<void(int)> on_grad_ready);
 
  private:
   struct Impl;

@@ -1,5 +1,6 @@
 // nnx train: mini-batch training of a description on .npy / IDX arrays, with validation,
 // checkpoints (two-file form + optimizer state), resumption, history.csv and history.png.
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <random>
 #include <sstream>
 
+#include "graph/graph.h"
 #include "importer/json.h"
 #include "nnx/data.h"
 #include "nnx/loss.h"
@@ -22,6 +24,9 @@
 #include "tools/nnx/cli.h"
 #include "tools/nnx/plot.h"
 #include "tools/nnx/train_loop.h"
+#ifdef NNX_WITH_MPI
+#include "train/dist/comm_mpi.h"
+#endif
 
 namespace nnx::cli {
 namespace {
@@ -183,29 +188,86 @@ class Progress {
   Clock::time_point start_, last_{};
 };
 
+// Sums the figures of every rank.
+void reduce_metrics(Communicator& comm, Metrics& m) {
+  if (comm.size() == 1) return;
+  double sums[4] = {m.loss_sum, double(m.samples), double(m.correct), double(m.counted)};
+  comm.all_reduce(sums, 4);
+  m.loss_sum = sums[0];
+  m.samples = int64_t(sums[1]);
+  m.correct = int64_t(sums[2]);
+  m.counted = int64_t(sums[3]);
+}
+
+// Rank `rank` of `ranks` evaluates samples rank, rank + ranks, ...; the figures are summed.
 Metrics evaluate(Trainer& trainer, const Dataset& data, int64_t batch, const LossOptions& loss,
-                 bool classification) {
+                 bool classification, Communicator& comm) {
   Metrics m;
   bool was_training = trainer.training();
   trainer.set_training(false);
-  std::vector<int64_t> index;
-  for (int64_t begin = 0; begin < data.size(); begin += batch) {
-    int64_t end = std::min(data.size(), begin + batch);
-    index.resize(size_t(end - begin));
-    std::iota(index.begin(), index.end(), begin);
+  std::vector<int64_t> shard;
+  for (int64_t i = comm.rank(); i < data.size(); i += comm.size()) shard.push_back(i);
+  for (size_t begin = 0; begin < shard.size(); begin += size_t(batch)) {
+    size_t end = std::min(shard.size(), begin + size_t(batch));
+    std::span<const int64_t> index(shard.data() + begin, end - begin);
     Tensor x = gather_rows(data.x, index);
     Tensor y = targets_for(loss.kind, gather_rows(data.y, index));
     std::vector<Tensor> out = trainer.forward(x);
     LossResult r = compute_loss(out[0], y, loss);
     m.loss_sum += r.value * double(end - begin);
-    m.samples += end - begin;
+    m.samples += int64_t(end - begin);
     if (classification) {
       m.correct += count_correct(out[0], y, loss.ignore_index);
       m.counted += count_labelled(y, loss.ignore_index);
     }
   }
   trainer.set_training(was_training);
+  reduce_metrics(comm, m);
   return m;
+}
+
+// Copies rank 0's weights and buffers (running statistics, counters) to every rank.
+void broadcast_state(Trainer& trainer, Communicator& comm) {
+  if (comm.size() == 1) return;
+  for (const Layer& layer : trainer.model().graph().layers) {
+    if (!layer.op) continue;
+    for (const Param& p : layer.op->params()) {
+      NNX_CHECK(p.value.is_contiguous(), ErrorKind::usage, "parameter ", p.name,
+                " is not contiguous");
+      comm.broadcast(p.value.raw_data(), p.value.nbytes(), 0);
+    }
+  }
+}
+
+// --sync-bn on a rank without samples in a step: it runs one sample to take part in the
+// BatchNorm reductions, contributing nothing to them.
+class ZeroContribution final : public StatReducer {
+ public:
+  explicit ZeroContribution(Communicator& comm) : comm_(comm) {}
+  void sum(std::span<double> values) override {
+    std::fill(values.begin(), values.end(), 0.0);
+    comm_.sum(values);
+  }
+
+ private:
+  Communicator& comm_;
+};
+
+// NNX_DIST_FAULT=RANK:BATCH[:throw|hang] (for tests): rank RANK dies (SIGKILL), throws, or
+// stops answering, at batch BATCH (1-based) of the first epoch it runs.
+void maybe_inject_fault(int rank, int64_t batch) {
+  const char* spec = std::getenv("NNX_DIST_FAULT");
+  if (spec == nullptr) return;
+  int fault_rank = -1;
+  long long fault_batch = -1;
+  char mode[16] = "kill";
+  if (std::sscanf(spec, "%d:%lld:%15s", &fault_rank, &fault_batch, mode) < 2) return;
+  if (fault_rank != rank || fault_batch != batch) return;
+  if (std::string(mode) == "throw")
+    fail(ErrorKind::device, "injected fault (NNX_DIST_FAULT) at batch ", batch);
+  if (std::string(mode) == "hang")
+    for (;;) ::pause();
+  ::raise(SIGKILL);
 }
 
 // A bad flag value that a library parser refuses is a usage error (exit 2).
@@ -281,7 +343,11 @@ Dataset load_training_data(const TrainConfig& c, Dataset* val) {
 }
 
 double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
-                    const TrainConfig& c, const TrainHooks& hooks) {
+                    const TrainConfig& c, const TrainHooks& hooks, Communicator* comm_in) {
+  LocalCommunicator local;
+  Communicator& comm = comm_in != nullptr ? *comm_in : local;
+  const int rank = comm.rank(), ranks = comm.size();
+  const bool lead = rank == 0;  // prints and writes files
   const LossOptions& loss = c.loss;
   const bool classification = c.classification;
   const int epochs = c.epochs;
@@ -293,7 +359,7 @@ double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
   std::vector<EpochRow> history;
   double best = NAN;
   int start_epoch = 0;
-  fs::create_directories(out_dir);
+  if (lead) fs::create_directories(out_dir);
   if (c.resume) {
     fs::path dir(*c.resume);
     optimizer->load_state((dir / "last.optim.pth").string(), trainer.parameters(), &schedule);
@@ -304,12 +370,20 @@ double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
                                     : -(std::isnan(r.val_loss) ? r.train_loss : r.val_loss);
       if (std::isnan(best) || score > best) best = score;
     }
-    std::cerr << "nnx: resuming after epoch " << start_epoch << " from " << *c.resume << "\n";
+    if (lead)
+      std::cerr << "nnx: resuming after epoch " << start_epoch << " from " << *c.resume << "\n";
   }
   schedule.apply(*optimizer);
 
   auto& params = trainer.parameters();
-  int64_t batches = (train.size() + batch - 1) / batch;
+  // One step takes `global` samples: `batch` per rank.
+  const int64_t global = batch * ranks;
+  int64_t batches = (train.size() + global - 1) / global;
+  broadcast_state(trainer, comm);
+  std::unique_ptr<GradientBuckets> buckets;
+  if (ranks > 1) buckets = std::make_unique<GradientBuckets>(comm, params, c.bucket_bytes);
+  ZeroContribution no_samples(comm);
+  std::vector<int64_t> local_index;
   std::mt19937_64 order_rng;
   std::vector<int64_t> order(size_t(train.size()));
   ThreadPool pool(c.threads > 0 ? c.threads : ThreadPool::hardware_threads());
@@ -321,46 +395,97 @@ double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
       std::shuffle(order.begin(), order.end(), order_rng);
     }
     trainer.set_training(true);
-    trainer.set_seed(seed * 1000003u + 7919u * uint64_t(epoch) + 1u);
+    // Rank 0 draws what a one-process run draws; other ranks their own Dropout masks.
+    trainer.set_seed(seed * 1000003u + 7919u * uint64_t(epoch) + 1u +
+                     uint64_t(rank) * 0x9E3779B97F4A7C15u);
     trainer.zero_grad();
     Metrics m;
-    Progress bar(c.progress, epoch + 1, epochs, batches);
+    Progress bar(c.progress && lead, epoch + 1, epochs, batches);
     for (int64_t b = 0; b < batches; ++b) {
-      int64_t begin = b * batch, end = std::min(train.size(), begin + batch);
-      std::span<const int64_t> index(order.data() + begin, size_t(end - begin));
-      Tensor x = gather_rows(train.x, index);
-      Tensor y = targets_for(loss.kind, gather_rows(train.y, index));
-      std::vector<Tensor> out = trainer.forward(x);
-      LossResult r = compute_loss(out[0], y, loss);
-      NNX_CHECK(std::isfinite(r.value), ErrorKind::format, "epoch ", epoch + 1, " batch ", b + 1,
-                ": the loss is ", r.value, " (lower --lr?)");
-      if (c.accumulate > 1) {
+      if (epoch == start_epoch) maybe_inject_fault(rank, b + 1);
+      int64_t begin = b * global, end = std::min(train.size(), begin + global);
+      // Positions rank, rank + ranks, ... of the global batch.
+      local_index.clear();
+      for (int64_t i = begin + rank; i < end; i += ranks) local_index.push_back(order[size_t(i)]);
+      const int64_t count = int64_t(local_index.size());
+      const bool step_now = (b + 1) % c.accumulate == 0 || b + 1 == batches;
+      trainer.set_grad_ready_hook(step_now && buckets
+                                      ? std::function<void(int)>([&](int k) { buckets->ready(k); })
+                                      : nullptr);
+      // A rank without samples (short last batch) skips the step's compute; with --sync-bn it
+      // runs one sample that adds nothing, to take part in BatchNorm's reductions.
+      const bool compute = count > 0 || c.sync_bn;
+      if (count == 0 && c.sync_bn) local_index.push_back(order[size_t(begin)]);
+      trainer.set_stat_reducer(c.sync_bn && ranks > 1
+                                   ? (count > 0 ? static_cast<StatReducer*>(&comm) : &no_samples)
+                                   : nullptr);
+      if (compute) {
+        Tensor x = gather_rows(train.x, local_index);
+        Tensor y = targets_for(loss.kind, gather_rows(train.y, local_index));
+        std::vector<Tensor> out = trainer.forward(x);
+        LossResult r = compute_loss(out[0], y, loss);
+        NNX_CHECK(std::isfinite(r.value), ErrorKind::format, "epoch ", epoch + 1, " batch ", b + 1,
+                  ": the loss is ", r.value, " (lower --lr?)");
+        // The loss is the mean over the global batch: this rank's mean weighs count / global.
         float* g = r.grad.data<float>();
-        for (int64_t i = 0; i < r.grad.numel(); ++i) g[i] /= float(c.accumulate);
+        if (count == end - begin) {
+          if (c.accumulate > 1)
+            for (int64_t i = 0; i < r.grad.numel(); ++i) g[i] /= float(c.accumulate);
+        } else {
+          const float scale = float(double(count) / double(end - begin) / double(c.accumulate));
+          for (int64_t i = 0; i < r.grad.numel(); ++i) g[i] *= scale;
+        }
+        if (count > 0) {
+          trainer.backward(r.grad);
+        } else {
+          // The stand-in sample takes part in BatchNorm's backward sums, but its input
+          // gradients are not zero (the statistics are other ranks'): every gradient is put
+          // back as it was, as soon as it is final, so that buckets start where other ranks'
+          // do (collectives must come in the same order everywhere).
+          std::vector<Tensor> kept;
+          for (const Parameter& p : params) kept.push_back(p.grad.clone());
+          auto restore = [&](int k) {
+            const Tensor& t = kept[size_t(k)];
+            std::copy_n(t.data<float>(), t.numel(), params[size_t(k)].grad.data<float>());
+          };
+          trainer.set_grad_ready_hook([&](int k) {
+            restore(k);
+            if (step_now && buckets) buckets->ready(k);
+          });
+          trainer.backward(r.grad);
+          for (size_t k = 0; k < params.size(); ++k) restore(int(k));
+        }
+        if (count > 0) {
+          m.loss_sum += r.value * double(count);
+          m.samples += count;
+          if (classification) {
+            m.correct += count_correct(out[0], y, loss.ignore_index);
+            m.counted += count_labelled(y, loss.ignore_index);
+          }
+        }
       }
-      trainer.backward(r.grad);
-      if ((b + 1) % c.accumulate == 0 || b + 1 == batches) {
+      if (step_now) {
+        if (buckets) buckets->finish();
         if (c.clip > 0) clip_grad_norm(params, c.clip, 2.0, &pool);
         optimizer->step(params, &pool);
         if (hooks.after_step) hooks.after_step(trainer);
         trainer.zero_grad();
       }
-      m.loss_sum += r.value * double(end - begin);
-      m.samples += end - begin;
-      if (classification) {
-        m.correct += count_correct(out[0], y, loss.ignore_index);
-        m.counted += count_labelled(y, loss.ignore_index);
-      }
-      bar.update(b + 1, m.samples, m.loss());
+      bar.update(b + 1, m.samples * ranks, m.loss());
     }
     bar.finish();
+    trainer.set_grad_ready_hook(nullptr);
+    trainer.set_stat_reducer(nullptr);
+    // Local BatchNorm statistics differ between ranks: rank 0's are the model's.
+    broadcast_state(trainer, comm);
+    reduce_metrics(comm, m);
     EpochRow row;
     row.epoch = epoch + 1;
     row.lr = optimizer->lr();
     row.train_loss = m.loss();
     row.train_acc = m.acc();
     if (val.size() > 0) {
-      Metrics v = evaluate(trainer, val, batch, loss, classification);
+      Metrics v = evaluate(trainer, val, batch, loss, classification, comm);
       row.val_loss = v.loss();
       row.val_acc = v.acc();
     }
@@ -376,22 +501,22 @@ double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
     }
     line << " (" << fmt(row.seconds, 3) << " s, " << fmt(double(m.samples) / row.seconds, 4)
          << " samples/s)";
-    std::cerr << line.str() << "\n";
+    if (lead) std::cerr << line.str() << "\n";
 
     // The next epoch's lr (the loss rule follows the validation loss when there is one).
     schedule.on_epoch_end(std::isnan(row.val_loss) ? row.train_loss : row.val_loss);
     schedule.apply(*optimizer);
 
     // Checkpoints: every file complete or absent.
+    double score = classification ? (std::isnan(row.val_acc) ? row.train_acc : row.val_acc)
+                                  : -(std::isnan(row.val_loss) ? row.train_loss : row.val_loss);
+    const bool improved = std::isnan(best) || score > best;
+    if (improved) best = score;
+    if (!lead) continue;
     fs::path dir(out_dir);
     trainer.model().save((dir / "last.json").string());
     optimizer->save_state((dir / "last.optim.pth").string(), params, &schedule);
-    double score = classification ? (std::isnan(row.val_acc) ? row.train_acc : row.val_acc)
-                                  : -(std::isnan(row.val_loss) ? row.train_loss : row.val_loss);
-    if (std::isnan(best) || score > best) {
-      best = score;
-      trainer.model().save((dir / "best.json").string());
-    }
+    if (improved) trainer.model().save((dir / "best.json").string());
     write_file_atomic((dir / "history.csv").string(), history_csv(history));
     try {
       write_plot((dir / "history.png").string(), history, classification);
@@ -399,6 +524,7 @@ double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
       std::cerr << "nnx: warning: history.png not drawn: " << e.what() << "\n";
     }
   }
+  if (!lead) return best;
   TrainMemory mem = trainer.memory();
   std::cerr << "nnx: trained " << epochs - start_epoch << " epoch(s); best "
             << (classification ? "accuracy " + fmt(100 * best, 4) + "%" : "loss " + fmt(-best, 5))
@@ -409,10 +535,47 @@ double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
   return best;
 }
 
-int train_command(const Args& args) {
+namespace {
+
+// Ranks the launcher (mpirun, or a PMI launcher) started, from its environment; 0 without one.
+int launcher_world_size() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"})
+    if (const char* v = std::getenv(name)) return std::atoi(v);
+  return 0;
+}
+
+double env_number(const char* name, double fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == 0) return fallback;
+  char* end = nullptr;
+  double x = std::strtod(v, &end);
+  if (*end != 0 || !(x > 0)) throw UsageError(std::string(name) + ": expected a positive number");
+  return x;
+}
+
+// Discards what is written to it: std::cerr of ranks other than 0.
+class NullBuffer : public std::streambuf {
+ protected:
+  int overflow(int c) override { return c == EOF ? 0 : c; }
+};
+
+int train_body(const Args& args, Communicator& comm) {
   TrainConfig config = parse_train_config(args);
-  if (args.has("--sync-bn"))
+  config.sync_bn = args.has("--sync-bn");
+  config.bucket_bytes = size_t(env_number("NNX_BUCKET_MB", 25) * 1048576);
+  if (args.has("--sync-bn") && comm.size() == 1)
     std::cerr << "nnx: note: --sync-bn only changes distributed runs; this one has one process\n";
+  if (comm.size() > 1 && !args.value("--threads")) {
+    // The cores of a node are shared by the ranks on it.
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    int per_node = local != nullptr ? std::max(1, std::atoi(local)) : 1;
+    config.threads = std::max(1, ThreadPool::hardware_threads() / per_node);
+  }
+  if (comm.size() > 1)
+    std::cerr << "nnx: data-parallel training on " << comm.size() << " ranks (" << comm.backend()
+              << "), --batch " << config.batch << " per rank, global batch "
+              << config.batch * comm.size() << (config.sync_bn ? ", synchronised BatchNorm" : "")
+              << "\n";
   std::string device = args.value("--device").value_or("cpu");
   if (device == "cuda")
     fail(ErrorKind::device, "--device cuda: training runs on the CPU in this build");
@@ -435,12 +598,60 @@ int train_command(const Args& args) {
   Dataset val;
   Dataset train = load_training_data(config, &val);
   Trainer trainer(model, {.threads = config.threads, .seed = config.seed});
-  run_training(trainer, train, val, config);
-  fs::path out(config.out_dir);
-  std::cout << "wrote " << (out / "last.json").string() << " (+ last.pth), "
-            << (out / "best.json").string()
-            << " (+ best.pth), last.optim.pth, history.csv, history.png\n";
+  run_training(trainer, train, val, config, {}, &comm);
+  if (comm.rank() == 0) {
+    fs::path out(config.out_dir);
+    std::cout << "wrote " << (out / "last.json").string() << " (+ last.pth), "
+              << (out / "best.json").string()
+              << " (+ best.pth), last.optim.pth, history.csv, history.png\n";
+  }
   return kOk;
+}
+
+}  // namespace
+
+int train_command(const Args& args) {
+  const int launched = launcher_world_size();
+  std::unique_ptr<Communicator> comm;
+#ifdef NNX_WITH_MPI
+  if (launched > 0) comm = dist::make_mpi_communicator(env_number("NNX_COMM_TIMEOUT", 300));
+#else
+  NNX_CHECK(launched <= 1, ErrorKind::usage, "started by mpirun with ", launched,
+            " ranks, but this nnx was built without MPI (NNX_MPI; install libopenmpi-dev and "
+            "rebuild): refusing to train ",
+            launched, " independent copies");
+#endif
+  if (!comm) comm = std::make_unique<LocalCommunicator>();
+  if (comm->size() == 1) return train_body(args, *comm);
+
+  // Only rank 0 prints; any rank's fault ends every rank, naming the rank.
+  NullBuffer null;
+  std::streambuf* cerr_buffer = std::cerr.rdbuf();
+  if (comm->rank() != 0) std::cerr.rdbuf(&null);
+  auto stop = [&](int code, std::string message) {
+    std::cerr.rdbuf(cerr_buffer);
+    const std::string own = "rank " + std::to_string(comm->rank()) + ": ";
+    if (message.rfind(own, 0) == 0) message.erase(0, own.size());  // backends name the rank too
+    std::fprintf(stderr, "nnx: error: rank %d of %d: %s\n", comm->rank(), comm->size(),
+                 message.c_str());
+    std::fflush(stderr);
+    comm->abort(code);
+  };
+  try {
+    int status = train_body(args, *comm);
+    std::cerr.rdbuf(cerr_buffer);
+    return status;
+  } catch (const UsageError& e) {
+    stop(kUsage, e.what());
+  } catch (const Error& e) {
+    stop(e.kind() == ErrorKind::device || e.kind() == ErrorKind::usage ? kFailure : kBadInput,
+         e.message());
+  } catch (const std::bad_alloc&) {
+    stop(kFailure, "out of memory");
+  } catch (const std::exception& e) {
+    stop(kFailure, e.what());
+  }
+  return kFailure;  // not reached: stop() ends the process
 }
 
 }  // namespace nnx::cli

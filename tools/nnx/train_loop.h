@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "nnx/comm.h"
 #include "nnx/data.h"
 #include "nnx/loss.h"
 #include "nnx/optim.h"
@@ -32,6 +33,12 @@ struct TrainConfig {
   int threads = 0;
   std::string out_dir;
   std::optional<std::string> resume;
+  // Data-parallel runs (mpirun): --batch is per rank; BatchNorm statistics over all ranks with
+  // --sync-bn; gradient buckets of NNX_BUCKET_MB (default 25) MiB; collectives fail after
+  // NNX_COMM_TIMEOUT (default 300) seconds.
+  bool sync_bn = false;
+  size_t bucket_bytes = size_t(25) << 20;
+  double comm_timeout = 300;
 };
 
 // Reads the training flags (--train, --val, --loss, --optimizer, --lr, ... --out) of `args`;
@@ -49,7 +56,13 @@ struct TrainHooks {
 // Trains from the config's epoch (after --resume's, else 0) to config.epochs, writing
 // checkpoints, history.csv and history.png into config.out_dir after every epoch. Returns the
 // best score (accuracy for classification, else minus the loss).
+// With a communicator of N > 1 ranks (every rank calls this with the same data and config):
+// weights and buffers start from rank 0's; step t's global batch is the N*B samples a
+// one-process run with batch N*B takes at step t, rank r taking positions r, r+N, ...;
+// gradients and the loss are sums over ranks divided by the global sample count; validation
+// is sharded; only rank 0 prints and writes files.
 double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
-                    const TrainConfig& config, const TrainHooks& hooks = {});
+                    const TrainConfig& config, const TrainHooks& hooks = {},
+                    Communicator* comm = nullptr);
 
 }  // namespace nnx::cli

@@ -162,6 +162,70 @@ bool winograd_enabled() {
 
 }  // namespace
 
+namespace {
+
+// Images per block when output planes are small: enough columns for the GEMM's register tile
+// and to pack the weights once per block rather than once per image.
+int64_t images_per_block(const Conv2dShape& s) {
+  const int64_t out_plane = s.out_h * s.out_w;
+  return std::clamp<int64_t>(ceil_div(kMinBandColumns, out_plane), 1, s.batch);
+}
+
+// Lowers images [n0, n1) of group g side by side: rows of the [k x (n1-n0)*out_plane] matrix
+// `columns` (row stride ld), image i's columns at offset (i - n0) * out_plane.
+void im2col_images(const Conv2dShape& s, const float* input, int64_t g, int64_t n0, int64_t n1,
+                   float* columns, int64_t ld, ThreadPool* pool) {
+  const int64_t in_per_group = s.in_channels / s.groups;
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  const int64_t k = in_per_group * s.kernel_h * s.kernel_w;
+  parallel_for(pool, n1 - n0, 1, [&](int64_t i0, int64_t i1) {
+    float* own = column_scratch(k * out_plane);
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* x = input + ((n0 + i) * s.in_channels + g * in_per_group) * in_plane;
+      im2col_band(s, x, 0, s.out_h, 0, in_per_group, own);
+      for (int64_t r = 0; r < k; ++r)
+        std::copy(own + r * out_plane, own + (r + 1) * out_plane, columns + r * ld + i * out_plane);
+    }
+  });
+}
+
+// Small output planes at batch > 1 (deep layers in training): blocks of images lowered side by
+// side and multiplied together.
+void conv2d_image_blocks(const Conv2dShape& s, const float* input, const float* weight,
+                         const float* bias, float* output, ThreadPool* pool) {
+  const int64_t in_per_group = s.in_channels / s.groups;
+  const int64_t out_per_group = s.out_channels / s.groups;
+  const int64_t out_plane = s.out_h * s.out_w;
+  const int64_t k = in_per_group * s.kernel_h * s.kernel_w;
+  const int64_t per_block = images_per_block(s);
+  std::vector<float> columns, product;
+  for (int64_t g = 0; g < s.groups; ++g) {
+    const float* w = weight + g * out_per_group * k;
+    for (int64_t n0 = 0; n0 < s.batch; n0 += per_block) {
+      const int64_t n1 = std::min(s.batch, n0 + per_block), cols = (n1 - n0) * out_plane;
+      columns.resize(size_t(k * cols));
+      product.resize(size_t(out_per_group * cols));
+      im2col_images(s, input, g, n0, n1, columns.data(), cols, pool);
+      // Rows of output channels per thread: a GEMM, then each image's planes into place.
+      parallel_for(pool, ceil_div(out_per_group, 8), 1, [&](int64_t b0, int64_t b1) {
+        const int64_t m0 = b0 * 8, m1 = std::min(out_per_group, b1 * 8);
+        gemm(m1 - m0, cols, k, w + m0 * k, k, columns.data(), cols, false,
+             product.data() + m0 * cols, cols, false);
+        for (int64_t m = m0; m < m1; ++m) {
+          const float add = bias ? bias[g * out_per_group + m] : 0.f;
+          for (int64_t n = n0; n < n1; ++n) {
+            const float* src = product.data() + m * cols + (n - n0) * out_plane;
+            float* dst = output + (n * s.out_channels + g * out_per_group + m) * out_plane;
+            for (int64_t i = 0; i < out_plane; ++i) dst[i] = src[i] + add;
+          }
+        }
+      });
+    }
+  }
+}
+
+}  // namespace
+
 void conv2d(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
             float* output, ThreadPool* pool) {
   const int64_t in_per_group = s.in_channels / s.groups;
@@ -217,6 +281,9 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     gemm(m1 - m0, c1 - c0, k, b.weight + m0 * k, k, columns + c0, ldb, false, out, out_plane,
          b.bias != nullptr);
   };
+
+  if (s.batch > 1 && out_plane < kMinBandColumns)
+    return conv2d_image_blocks(s, input, weight, bias, output, pool);
 
   const int64_t tasks = jobs * bands;
   if (threads == 1 || tasks >= 4 * threads || tasks % threads == 0) {
@@ -492,6 +559,59 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
            (job / s.groups * s.out_channels + job % s.groups * out_per_group) * out_plane;
   };
   const int64_t weight_floats = s.out_channels * k;
+
+  if (s.batch > 1 && out_plane < kMinBandColumns) {
+    // Small output planes: blocks of images side by side, so that grad_weight is read and
+    // written once per block (not once per image) and the GEMMs get enough columns.
+    const int64_t per_block = images_per_block(s);
+    std::vector<float> columns, gy_block, grad_columns;
+    for (int64_t g = 0; g < s.groups; ++g) {
+      float* dw = grad_weight ? grad_weight + g * out_per_group * k : nullptr;
+      const float* wt = grad_input ? weight_t.data() + g * k * out_per_group : nullptr;
+      for (int64_t n0 = 0; n0 < s.batch; n0 += per_block) {
+        const int64_t n1 = std::min(s.batch, n0 + per_block), cols = (n1 - n0) * out_plane;
+        gy_block.resize(size_t(out_per_group * cols));
+        parallel_for(pool, out_per_group, 16, [&](int64_t m0, int64_t m1) {
+          for (int64_t m = m0; m < m1; ++m)
+            for (int64_t n = n0; n < n1; ++n) {
+              const float* src =
+                  grad_output + (n * s.out_channels + g * out_per_group + m) * out_plane;
+              std::copy(src, src + out_plane, gy_block.data() + m * cols + (n - n0) * out_plane);
+            }
+        });
+        if (dw) {
+          columns.resize(size_t(k * cols));
+          im2col_images(s, input, g, n0, n1, columns.data(), cols, pool);
+          parallel_for(pool, ceil_div(out_per_group, 8), 1, [&](int64_t b0, int64_t b1) {
+            const int64_t m0 = b0 * 8, m1 = std::min(out_per_group, b1 * 8);
+            gemm(m1 - m0, k, cols, gy_block.data() + m0 * cols, cols, columns.data(), cols, true,
+                 dw + m0 * k, k, n0 > 0);
+          });
+        }
+        if (grad_input) {
+          grad_columns.resize(size_t(k * cols));
+          parallel_for(pool, ceil_div(k, 16), 1, [&](int64_t b0, int64_t b1) {
+            const int64_t r0 = b0 * 16, r1 = std::min(k, b1 * 16);
+            gemm(r1 - r0, cols, out_per_group, wt + r0 * out_per_group, out_per_group,
+                 gy_block.data(), cols, false, grad_columns.data() + r0 * cols, cols, false);
+          });
+          parallel_for(pool, n1 - n0, 1, [&](int64_t i0, int64_t i1) {
+            float* own = gradient_column_scratch(k * out_plane);
+            for (int64_t i = i0; i < i1; ++i) {
+              for (int64_t r = 0; r < k; ++r)
+                std::copy(grad_columns.data() + r * cols + i * out_plane,
+                          grad_columns.data() + r * cols + (i + 1) * out_plane,
+                          own + r * out_plane);
+              float* gx = grad_input + ((n0 + i) * s.in_channels + g * in_per_group) * in_plane;
+              std::fill(gx, gx + in_per_group * in_plane, 0.f);
+              col2im_band(s, own, 0, s.out_h, 0, in_per_group, gx);
+            }
+          });
+        }
+      }
+    }
+    return;
+  }
 
   if (threads == 1 || jobs >= 2 * threads || jobs % threads == 0) {
     // Each thread takes whole (image, group) jobs: its own grad_input planes, and a partial

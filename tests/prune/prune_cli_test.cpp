@@ -19,19 +19,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int status = -1;
-  std::string out, err;
-};
+using Result = testing_util::ShellResult;
 
 Result sh(const std::string& command, const fs::path& dir) {
-  std::string out = (dir / "stdout").string(), err = (dir / "stderr").string();
-  int raw = std::system((command + " >" + out + " 2>" + err).c_str());
-  Result r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-  r.out = testing_util::read_file(out);
-  r.err = testing_util::read_file(err);
-  return r;
+  return testing_util::run_shell(command, dir);
 }
 
 std::string digits(const std::string& name) {

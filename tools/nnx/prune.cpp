@@ -157,9 +157,9 @@ int prune_command(const Args& args) {
       int64_t steps = std::max<int64_t>(1, per_epoch * config->epochs / config->accumulate);
       int64_t ramp = std::max<int64_t>(1, steps * 3 / 4);  // the last quarter at full sparsity
       bool gradual = args.has("--gradual");
-      int64_t step = 0;
       if (gradual) masks = magnitude_masks(trainer.parameters(), {0.0, mopt.global});
-      hooks.after_step = [&, gradual](Trainer& t) {
+      // The hook outlives this block: its own step count and ramp, by value.
+      hooks.after_step = [&, gradual, ramp, step = int64_t(0)](Trainer& t) mutable {
         ++step;
         if (gradual && (step % 10 == 0 || step == ramp)) {
           MagnitudeOptions now = mopt;

@@ -20,11 +20,11 @@ struct PortRef {
 
 // One entry of the description's layer list.
 struct Layer {
-  int description_index = 0;  // 0-based position in the layer list
-  std::string call_text;      // the constructor string as written (with its module prefix)
-  std::shared_ptr<Op> op;     // shared by all nodes of this layer
+  int description_index = 0;         // 0-based position in the layer list
+  std::string call_text;             // the constructor string as written (with its module prefix)
+  std::shared_ptr<Op> op;            // shared by all nodes of this layer
   std::shared_ptr<const Call> call;  // what op was made from (Model::clone makes it again)
-  std::vector<int> nodes;     // node indices where the layer stands
+  std::vector<int> nodes;            // node indices where the layer stands
   std::vector<int64_t> declared_in, declared_out;  // CH
 };
 

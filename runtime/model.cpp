@@ -112,8 +112,8 @@ Model Model::clone() const {
   for (Layer& layer : copy->graph.layers) {
     if (!layer.op) continue;
     std::shared_ptr<Op> fresh = layer.call ? make_op(*layer.call) : nullptr;
-    NNX_CHECK(fresh, ErrorKind::unsupported, source(), ": layer ", layer.description_index,
-              " '", layer.call_text, "' cannot be copied");
+    NNX_CHECK(fresh, ErrorKind::unsupported, source(), ": layer ", layer.description_index, " '",
+              layer.call_text, "' cannot be copied");
     for (const Param& p : layer.op->params()) fresh->set_param(p.name, p.value.clone());
     layer.op = std::move(fresh);
   }

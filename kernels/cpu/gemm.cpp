@@ -1,15 +1,27 @@
-// Single-threaded float GEMM (see gemm.h). With AVX2 and FMA: a packed GEMM in the BLIS manner,
-// blocks of A and B copied into panels that a 6x16 register-tiled kernel streams through from
-// L1/L2; otherwise, and for products too thin for that kernel, Eigen's blocked product.
+// Single-threaded float GEMM (see gemm.h): a packed GEMM in the BLIS manner, blocks of A and B
+// copied into panels that a register-tiled kernel streams through from L1/L2 (12x32 or 12x16
+// with AVX-512, 6x16 with AVX2 + FMA); otherwise, and for products too thin for those kernels,
+// Eigen's blocked product.
 #define EIGEN_DONT_PARALLELIZE  // the thread pool splits the work; Eigen must not spawn threads
 #include "kernels/cpu/gemm.h"
 
+// GCC 12 reports -Wmaybe-uninitialized inside its own AVX-512 intrinsics header when Eigen's
+// packet transposes are inlined (GCC bug 105593, fixed in GCC 13): a false positive in system
+// headers, silenced for this file's instantiations only.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <Eigen/Core>
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <memory>
+#include <utility>
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define NNX_GEMM_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define NNX_PACKED_GEMM 1
 #endif
@@ -41,13 +53,6 @@ void eigen_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
   }
 }
 
-#ifdef NNX_PACKED_GEMM
-
-// Register tile (6 rows x 16 columns: 12 accumulators) and cache blocks: a kc x 16 panel of B
-// (16 KiB) stays in L1 while the mc x kc block of A (96 KiB) streams from L2.
-constexpr int64_t kMR = 6, kNR = 16;
-constexpr int64_t kKC = 256, kMC = 96, kNC = 2048;
-
 // 64-byte aligned scratch that grows and is kept, one per thread.
 struct AlignedBuffer {
   std::unique_ptr<float[]> storage;
@@ -61,6 +66,145 @@ struct AlignedBuffer {
     return storage.get() + ((64 - address % 64) % 64) / sizeof(float);
   }
 };
+
+#ifdef NNX_GEMM_AVX512
+
+// AVX-512: register tile of 12 rows x (16 * V) columns, V = 2 for wide products (24 zmm
+// accumulators, 2 for the B row, the A values broadcast from memory inside the FMA) and V = 1
+// for products with few columns, where a 32-wide tile would be mostly padding. Column tails
+// are masked loads and stores, so no tile goes through a temporary.
+namespace avx512 {
+
+constexpr int64_t kMR = 12;
+constexpr int64_t kKC = 256, kMC = 144, kNC = 3072;
+
+// C[Rows x 16V] (+)= A panel [kc x 12] * the first 16V columns of B panel [kc x NR]; `last`
+// masks the columns of the last vector (all 16 set except at the right edge of C).
+template <int Rows, int V, int NR>
+void kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool load_c,
+            __mmask16 last) {
+  __m512 acc[Rows][V];
+  for (int r = 0; r < Rows; ++r)
+    for (int v = 0; v < V; ++v) {
+      const __mmask16 mask = v == V - 1 ? last : __mmask16(0xFFFF);
+      acc[r][v] = load_c ? _mm512_maskz_loadu_ps(mask, c + r * ldc + 16 * v) : _mm512_setzero_ps();
+    }
+  for (int64_t p = 0; p < kc; ++p, a += kMR, b += NR) {
+    __m512 bv[V];
+    for (int v = 0; v < V; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+    for (int r = 0; r < Rows; ++r) {
+      const __m512 x = _mm512_set1_ps(a[r]);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < Rows; ++r)
+    for (int v = 0; v < V; ++v) {
+      const __mmask16 mask = v == V - 1 ? last : __mmask16(0xFFFF);
+      _mm512_mask_storeu_ps(c + r * ldc + 16 * v, mask, acc[r][v]);
+    }
+}
+
+template <int V, int NR, int... Rows>
+constexpr auto make_kernel_table(std::integer_sequence<int, Rows...>) {
+  using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, bool, __mmask16);
+  return std::array<Fn, sizeof...(Rows)>{&kernel<Rows + 1, V, NR>...};
+}
+
+template <int V, int NR>
+void run_kernel(int64_t rows, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                bool load_c, __mmask16 last) {
+  static constexpr auto table =
+      make_kernel_table<V, NR>(std::make_integer_sequence<int, int(kMR)>{});
+  table[size_t(rows - 1)](kc, a, b, c, ldc, load_c, last);
+}
+
+// A block [mc x kc] as panels of kMR rows, k-major within a panel; missing rows are zeros.
+void pack_a(int64_t mc, int64_t kc, const float* a, int64_t lda, float* out) {
+  for (int64_t i = 0; i < mc; i += kMR) {
+    const int64_t rows = std::min(kMR, mc - i);
+    for (int64_t p = 0; p < kc; ++p, out += kMR) {
+      for (int64_t r = 0; r < rows; ++r) out[r] = a[(i + r) * lda + p];
+      for (int64_t r = rows; r < kMR; ++r) out[r] = 0.f;
+    }
+  }
+}
+
+__mmask16 tail_mask(int64_t columns) {
+  return columns >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << columns) - 1);
+}
+
+// B block [kc x nc] as panels of 16V columns, k-major within a panel; missing columns are
+// zeros. With `transposed`, b holds B^T ([nc x kc] rows of stride ldb).
+template <int V>
+void pack_b(int64_t kc, int64_t nc, const float* b, int64_t ldb, bool transposed, float* out) {
+  constexpr int64_t nr = 16 * V;
+  for (int64_t j = 0; j < nc; j += nr, out += kc * nr) {
+    const int64_t cols = std::min(nr, nc - j);
+    if (!transposed) {
+      __mmask16 masks[V];
+      for (int v = 0; v < V; ++v) masks[v] = tail_mask(std::max<int64_t>(0, cols - 16 * v));
+      for (int64_t p = 0; p < kc; ++p) {
+        const float* src = b + p * ldb + j;
+        for (int v = 0; v < V; ++v)
+          _mm512_store_ps(out + p * nr + 16 * v, _mm512_maskz_loadu_ps(masks[v], src + 16 * v));
+      }
+    } else {
+      for (int64_t c = 0; c < cols; ++c) {
+        const float* src = b + (j + c) * ldb;
+        for (int64_t p = 0; p < kc; ++p) out[p * nr + c] = src[p];
+      }
+      for (int64_t c = cols; c < nr; ++c)
+        for (int64_t p = 0; p < kc; ++p) out[p * nr + c] = 0.f;
+    }
+  }
+}
+
+template <int V>
+void packed_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                 int64_t ldb, bool b_transposed, float* c, int64_t ldc, bool accumulate) {
+  constexpr int64_t nr = 16 * V;
+  thread_local AlignedBuffer a_buffer, b_buffer;
+  float* packed_a = a_buffer.get(kMC * kKC);
+  float* packed_b = b_buffer.get(kKC * kNC);
+  for (int64_t jc = 0; jc < n; jc += kNC) {
+    const int64_t nc = std::min(kNC, n - jc);
+    for (int64_t pc = 0; pc < k; pc += kKC) {
+      const int64_t kc = std::min(kKC, k - pc);
+      const bool load_c = accumulate || pc > 0;
+      pack_b<V>(kc, nc, b_transposed ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, b_transposed,
+                packed_b);
+      for (int64_t ic = 0; ic < m; ic += kMC) {
+        const int64_t mc = std::min(kMC, m - ic);
+        pack_a(mc, kc, a + ic * lda + pc, lda, packed_a);
+        for (int64_t jr = 0; jr < nc; jr += nr) {
+          const int64_t cols = std::min(nr, nc - jr);
+          const __mmask16 last = tail_mask(cols - 16 * (V - 1));
+          for (int64_t ir = 0; ir < mc; ir += kMR) {
+            const int64_t mr = std::min(kMR, mc - ir);
+            float* tile = c + (ic + ir) * ldc + jc + jr;
+            if (V == 2 && cols <= 16)  // the last panel's second half is all padding
+              run_kernel<1, nr>(mr, kc, packed_a + ir * kc, packed_b + jr * kc, tile, ldc, load_c,
+                                tail_mask(cols));
+            else
+              run_kernel<V, nr>(mr, kc, packed_a + ir * kc, packed_b + jr * kc, tile, ldc, load_c,
+                                last);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace avx512
+
+#endif  // NNX_GEMM_AVX512
+
+#ifdef NNX_PACKED_GEMM
+
+// Register tile (6 rows x 16 columns: 12 accumulators) and cache blocks: a kc x 16 panel of B
+// (16 KiB) stays in L1 while the mc x kc block of A (96 KiB) streams from L2.
+constexpr int64_t kMR = 6, kNR = 16;
+constexpr int64_t kKC = 256, kMC = 96, kNC = 2048;
 
 // C[Rows x 16] (+)= A panel [kc x 6] * B panel [kc x 16], panels as pack_a / pack_b lay them
 // out; Rows < 6 serves the last rows of A without a detour through a temporary tile.
@@ -192,6 +336,15 @@ void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const fl
     if (!accumulate) RowMap(c, m, n, Eigen::OuterStride<>(ldc)).setZero();
     return;
   }
+#ifdef NNX_GEMM_AVX512
+  // Matrix-vector shapes would leave most of the register tile idle; 16-wide panels serve
+  // products whose columns would mostly pad a 32-wide one.
+  if (m >= 3 && n >= 8) {
+    if (n >= 48)
+      return avx512::packed_gemm<2>(m, n, k, a, lda, b, ldb, b_transposed, c, ldc, accumulate);
+    return avx512::packed_gemm<1>(m, n, k, a, lda, b, ldb, b_transposed, c, ldc, accumulate);
+  }
+#endif
 #ifdef NNX_PACKED_GEMM
   // Matrix-vector shapes would leave most of the register tile idle.
   if (m >= kMR / 2 && n >= kNR / 2)

@@ -1,5 +1,5 @@
-// Single-threaded float GEMM on row-major matrices (a packed AVX2 kernel, else Eigen); callers
-// split the work over the thread pool themselves so that each thread runs one of these.
+// Single-threaded float GEMM on row-major matrices (a packed AVX-512 or AVX2 kernel, else Eigen);
+// callers split the work over the thread pool themselves so that each thread runs one of these.
 #pragma once
 
 #include <cstdint>

@@ -3,8 +3,54 @@
 #include "nnx/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace nnx {
+
+namespace {
+
+std::chrono::microseconds spin_budget() {
+  static const std::chrono::microseconds budget = [] {
+    const char* v = std::getenv("NNX_SPIN_US");
+    long us = 200;
+    if (v != nullptr) {
+      char* end = nullptr;
+      const long parsed = std::strtol(v, &end, 10);
+      if (end != v && *end == '\0' && parsed >= 0) us = std::min(parsed, 1000000L);
+    }
+    return std::chrono::microseconds(us);
+  }();
+  return budget;
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+}  // namespace
+
+template <typename Done>
+bool ThreadPool::spin_until(Done done) {
+  const auto budget = spin_budget();
+  if (budget.count() == 0) return done();
+  const auto deadline = std::chrono::steady_clock::now() + budget;
+  while (true) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
 
 ThreadPool::ThreadPool(int threads) {
   for (int i = 1; i < std::max(threads, 1); ++i)
@@ -14,7 +60,7 @@ ThreadPool::ThreadPool(int threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
+    stop_.store(true);
   }
   wake_.notify_all();
   for (auto& w : workers_) w.join();
@@ -59,7 +105,11 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
     --pending_;
     lock.unlock();
   }
-  done_.wait(lock, [this] { return pending_ == 0; });
+  // The other chunks are finishing: spin for them before sleeping.
+  lock.unlock();
+  spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; });
+  lock.lock();
+  done_.wait(lock, [this] { return pending_.load() == 0; });
   job_ = nullptr;
   std::exception_ptr err = error_;
   error_ = nullptr;
@@ -71,6 +121,10 @@ void ThreadPool::worker_loop(int) {
   uint64_t seen = 0;
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
+    // Spin for the next job a while (a network's next op follows within microseconds).
+    lock.unlock();
+    spin_until([&] { return stop_.load() || generation_.load(std::memory_order_acquire) != seen; });
+    lock.lock();
     wake_.wait(lock, [&] { return stop_ || (generation_ != seen && job_ != nullptr); });
     if (stop_) return;
     seen = generation_;
@@ -87,7 +141,7 @@ void ThreadPool::worker_loop(int) {
       }
       lock.lock();
       if (err && !error_) error_ = err;
-      if (--pending_ == 0) done_.notify_all();
+      if (pending_.fetch_sub(1) == 1) done_.notify_all();
     }
   }
 }

@@ -49,6 +49,8 @@ bool ThreadPool::spin_until(Done done) {
       cpu_relax();
     }
     if (std::chrono::steady_clock::now() >= deadline) return done();
+    // Where threads outnumber cores, let a thread with work run instead of this spin.
+    std::this_thread::yield();
   }
 }
 

@@ -98,6 +98,29 @@ void BM_Gemm(benchmark::State& state) {
       benchmark::Counter(2.0 * double(m * n * k) * double(state.iterations()),
                          benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
+// C = A * B^T with B^T given as rows: the weight gradient of a convolution, grad_output
+// [out channels x pixels] times the im2col columns [(in channels x taps) x pixels] transposed.
+void BM_GemmTransposedB(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  std::vector<float> a(size_t(m * k)), bt(size_t(n * k)), c(size_t(m * n));
+  std::mt19937 rng(0);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (float& v : a) v = u(rng);
+  for (float& v : bt) v = u(rng);
+  for (auto _ : state) {
+    nnx::cpu::gemm(m, n, k, a.data(), k, bt.data(), k, true, c.data(), n, false);
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * double(m * n * k) * double(state.iterations()),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_GemmTransposedB)
+    ->Args({64, 576, 3136})
+    ->Args({128, 1152, 784})
+    ->Args({256, 64, 3136})
+    ->Unit(benchmark::kMillisecond);
+
 // out channels x output pixels x (in channels x taps): 3x3 and 1x1 layers of ResNet-50 and of
 // the seed network, and a square reference.
 BENCHMARK(BM_Gemm)

@@ -118,19 +118,57 @@ void run_kernel(int64_t rows, int64_t kc, const float* a, const float* b, float*
   table[size_t(rows - 1)](kc, a, b, c, ldc, load_c, last);
 }
 
-// A block [mc x kc] as panels of kMR rows, k-major within a panel; missing rows are zeros.
-void pack_a(int64_t mc, int64_t kc, const float* a, int64_t lda, float* out) {
-  for (int64_t i = 0; i < mc; i += kMR) {
-    const int64_t rows = std::min(kMR, mc - i);
-    for (int64_t p = 0; p < kc; ++p, out += kMR) {
-      for (int64_t r = 0; r < rows; ++r) out[r] = a[(i + r) * lda + p];
-      for (int64_t r = rows; r < kMR; ++r) out[r] = 0.f;
-    }
+__mmask16 tail_mask(int64_t columns) {
+  return columns >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << columns) - 1);
+}
+
+// rows[j][i] becomes rows[i][j] (a 16x16 block): pairs of rows interleaved as floats, then as
+// float pairs, then 128-bit lanes gathered across four and then eight registers.
+inline void transpose16(__m512 rows[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(rows[i], rows[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(rows[i], rows[i + 1]);
+  }
+  // u[4q + c], lane L: column 4L + c of rows 4q..4q+3.
+  for (int q = 0; q < 4; ++q) {
+    const __m512d a = _mm512_castps_pd(t[4 * q]), b = _mm512_castps_pd(t[4 * q + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * q + 2]), d = _mm512_castps_pd(t[4 * q + 3]);
+    u[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    u[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    u[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    u[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 v = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
+    const __m512 w = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xdd);
+    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+    const __m512 w2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xdd);
+    rows[c] = _mm512_shuffle_f32x4(v, v2, 0x88);
+    rows[8 + c] = _mm512_shuffle_f32x4(v, v2, 0xdd);
+    rows[4 + c] = _mm512_shuffle_f32x4(w, w2, 0x88);
+    rows[12 + c] = _mm512_shuffle_f32x4(w, w2, 0xdd);
   }
 }
 
-__mmask16 tail_mask(int64_t columns) {
-  return columns >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << columns) - 1);
+// A block [mc x kc] as panels of kMR rows, k-major within a panel; missing rows are zeros.
+// Blocks of 16 depths are transposed in registers (the rows past kMR are padding).
+void pack_a(int64_t mc, int64_t kc, const float* a, int64_t lda, float* out) {
+  const __mmask16 panel = tail_mask(kMR);
+  for (int64_t i = 0; i < mc; i += kMR, out += kMR * kc) {
+    const int64_t rows = std::min(kMR, mc - i);
+    for (int64_t p = 0; p < kc; p += 16) {
+      const int64_t depth = std::min<int64_t>(16, kc - p);
+      const __mmask16 along = tail_mask(depth);
+      __m512 block[16];
+      for (int64_t r = 0; r < 16; ++r)
+        block[r] =
+            r < rows ? _mm512_maskz_loadu_ps(along, a + (i + r) * lda + p) : _mm512_setzero_ps();
+      transpose16(block);
+      for (int64_t q = 0; q < depth; ++q)
+        _mm512_mask_storeu_ps(out + (p + q) * kMR, panel, block[q]);
+    }
+  }
 }
 
 // B block [kc x nc] as panels of 16V columns, k-major within a panel; missing columns are
@@ -149,12 +187,20 @@ void pack_b(int64_t kc, int64_t nc, const float* b, int64_t ldb, bool transposed
           _mm512_store_ps(out + p * nr + 16 * v, _mm512_maskz_loadu_ps(masks[v], src + 16 * v));
       }
     } else {
-      for (int64_t c = 0; c < cols; ++c) {
-        const float* src = b + (j + c) * ldb;
-        for (int64_t p = 0; p < kc; ++p) out[p * nr + c] = src[p];
+      // Rows of B^T are columns of the panel: 16x16 blocks transposed in registers.
+      for (int v = 0; v < V; ++v) {
+        const int64_t c0 = 16 * v;
+        for (int64_t p = 0; p < kc; p += 16) {
+          const int64_t depth = std::min<int64_t>(16, kc - p);
+          const __mmask16 along = tail_mask(depth);
+          __m512 rows[16];
+          for (int64_t i = 0; i < 16; ++i)
+            rows[i] = c0 + i < cols ? _mm512_maskz_loadu_ps(along, b + (j + c0 + i) * ldb + p)
+                                    : _mm512_setzero_ps();
+          transpose16(rows);
+          for (int64_t q = 0; q < depth; ++q) _mm512_store_ps(out + (p + q) * nr + c0, rows[q]);
+        }
       }
-      for (int64_t c = cols; c < nr; ++c)
-        for (int64_t p = 0; p < kc; ++p) out[p * nr + c] = 0.f;
     }
   }
 }

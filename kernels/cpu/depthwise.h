@@ -1,0 +1,16 @@
+// The direct kernel for convolutions whose groups each read one input plane (depthwise and
+// channel-multiplier convolutions): each plane is copied once into a zero-padded scratch, split
+// into `stride_w` column phases, so that every kernel tap is a contiguous, branch-free
+// multiply-add over an output row.
+#pragma once
+
+#include "kernels/cpu/conv2d.h"
+
+namespace nnx::cpu {
+
+// One output plane [out_h, out_w] of `shape` from one input plane [in_h, in_w] and that output
+// channel's kernel [kernel_h, kernel_w]: out = bias + sum of taps.
+void depthwise_plane(const Conv2dShape& shape, const float* input, const float* weight, float bias,
+                     float* output);
+
+}  // namespace nnx::cpu

@@ -1,0 +1,88 @@
+// The depthwise plane kernel (kernels/cpu/depthwise.h) against a double-precision direct sum,
+// over kernel sizes, strides, dilations and paddings (including asymmetric 'same' padding,
+// windows wider than the input and outputs narrower than one vector).
+#include "kernels/cpu/depthwise.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+namespace {
+
+using nnx::cpu::Conv2dShape;
+
+double check(const Conv2dShape& s) {
+  std::mt19937 rng(unsigned(s.in_h * 1000 + s.in_w * 10 + s.kernel_h));
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<float> in(size_t(s.in_h * s.in_w)), w(size_t(s.kernel_h * s.kernel_w));
+  for (float& v : in) v = u(rng);
+  for (float& v : w) v = u(rng);
+  const float bias = u(rng);
+  // One guard element past the plane catches writes beyond it.
+  std::vector<float> out(size_t(s.out_h * s.out_w + 1), 12345.f);
+  nnx::cpu::depthwise_plane(s, in.data(), w.data(), bias, out.data());
+  EXPECT_EQ(out.back(), 12345.f);
+  double worst = 0;
+  for (int64_t oh = 0; oh < s.out_h; ++oh)
+    for (int64_t ow = 0; ow < s.out_w; ++ow) {
+      double want = bias;
+      for (int64_t kh = 0; kh < s.kernel_h; ++kh)
+        for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+          const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
+          const int64_t iw = ow * s.stride_w - s.pad_left + kw * s.dilation_w;
+          if (ih < 0 || ih >= s.in_h || iw < 0 || iw >= s.in_w) continue;
+          want += double(in[size_t(ih * s.in_w + iw)]) * double(w[size_t(kh * s.kernel_w + kw)]);
+        }
+      worst = std::max(worst, std::abs(double(out[size_t(oh * s.out_w + ow)]) - want));
+    }
+  return worst;
+}
+
+// Output size as PyTorch computes it; `extra` adds padding on the bottom/right only.
+Conv2dShape shape(int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, int64_t dilation,
+                  int64_t extra = 0) {
+  Conv2dShape s;
+  s.in_h = h;
+  s.in_w = w;
+  s.kernel_h = s.kernel_w = k;
+  s.stride_h = s.stride_w = stride;
+  s.pad_top = s.pad_left = pad;
+  s.dilation_h = s.dilation_w = dilation;
+  s.out_h = (h + 2 * pad + extra - dilation * (k - 1) - 1) / stride + 1;
+  s.out_w = (w + 2 * pad + extra - dilation * (k - 1) - 1) / stride + 1;
+  s.in_channels = s.out_channels = s.groups = 1;
+  return s;
+}
+
+TEST(Depthwise, MatchesDirectSum) {
+  for (int64_t k : {1, 2, 3, 5, 7})
+    for (int64_t stride : {1, 2, 3})
+      for (int64_t dilation : {1, 2})
+        for (int64_t pad : {0, 1, 3})
+          for (auto [h, w] : {std::pair<int64_t, int64_t>{7, 7}, {14, 9}, {56, 56}, {3, 40}}) {
+            if (h + 2 * pad < dilation * (k - 1) + 1 || w + 2 * pad < dilation * (k - 1) + 1)
+              continue;
+            const Conv2dShape s = shape(h, w, k, stride, pad, dilation);
+            EXPECT_LT(check(s), 1e-5) << "k " << k << " stride " << stride << " dilation "
+                                      << dilation << " pad " << pad << " " << h << "x" << w;
+          }
+}
+
+TEST(Depthwise, AsymmetricPaddingAndRectangularKernels) {
+  Conv2dShape s = shape(10, 13, 3, 1, 0, 1, 1);  // 'same' with an even kernel: extra row/col
+  s.kernel_h = 2;
+  s.kernel_w = 4;
+  s.pad_top = 0;
+  s.pad_left = 1;
+  s.out_h = 10;
+  s.out_w = 13;
+  EXPECT_LT(check(s), 1e-5);
+  Conv2dShape t = shape(9, 17, 3, 2, 1, 1);
+  t.stride_h = 1;
+  t.out_h = 9;
+  EXPECT_LT(check(t), 1e-5);
+}
+
+}  // namespace

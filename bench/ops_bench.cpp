@@ -3,6 +3,7 @@
 #include <benchmark/benchmark.h>
 
 #include <random>
+#include <string>
 
 #include "importer/call_parser.h"
 #include "nnx/nnx.hpp"
@@ -49,6 +50,13 @@ void BM_Conv1x1_256(benchmark::State& s) {
 }
 void BM_Depthwise(benchmark::State& s) {
   run_op(s, "Conv2d(96, 96, 3, padding=1, groups=96)", {1, 96, 56, 56}, int(s.range(0)));
+}
+// ResNet-18's 3x3 layers at batch 1, one per stage (the same FLOPs on shrinking planes).
+void BM_ResNetConv3x3(benchmark::State& s) {
+  const int64_t channels = s.range(0), size = s.range(1);
+  const std::string call = "Conv2d(" + std::to_string(channels) + ", " + std::to_string(channels) +
+                           ", 3, padding=1, bias=False)";
+  run_op(s, call.c_str(), {1, channels, size, size}, int(s.range(2)));
 }
 void BM_MaxPool(benchmark::State& s) {
   run_op(s, "MaxPool2d(2, 2)", {1, 64, 480, 640}, int(s.range(0)));
@@ -98,6 +106,16 @@ BENCHMARK(BM_Conv3x3_seed)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv7x7_seed)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv1x1_256)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Depthwise)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ResNetConv3x3)
+    ->ArgsProduct({{64}, {56}, {1, 2}})
+    ->Args({128, 28, 1})
+    ->Args({128, 28, 2})
+    ->Args({256, 14, 1})
+    ->Args({256, 14, 2})
+    ->Args({512, 7, 1})
+    ->Args({512, 7, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_MaxPool)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv3x3_64_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv1x1_64_256_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);

@@ -14,61 +14,9 @@
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
-
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/peak.h"
 
 namespace {
-
-// FLOPs of one call of fma_chains(iterations): chains x lanes x 2 per iteration.
-#if defined(__AVX512F__)
-constexpr int kLanes = 16;
-#elif defined(__AVX2__) && defined(__FMA__)
-constexpr int kLanes = 8;
-#else
-constexpr int kLanes = 1;
-#endif
-constexpr int kChains = 12;
-
-float fma_chains(int64_t iterations, float seed) {
-#if defined(__AVX512F__)
-  __m512 acc[kChains];
-  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-  for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(seed + float(i));
-  for (int64_t it = 0; it < iterations; ++it)
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
-  __m512 sum = acc[0];
-  for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
-  // Through memory: GCC 12 warns inside _mm512_reduce_add_ps (its bug 105593).
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, sum);
-  float total = 0;
-  for (float v : lanes) total += v;
-  return total;
-#elif defined(__AVX2__) && defined(__FMA__)
-  __m256 acc[kChains];
-  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-  for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_ps(seed + float(i));
-  for (int64_t it = 0; it < iterations; ++it)
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
-  __m256 sum = acc[0];
-  for (int i = 1; i < kChains; ++i) sum = _mm256_add_ps(sum, acc[i]);
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, sum);
-  float total = 0;
-  for (float v : lanes) total += v;
-  return total;
-#else
-  float acc[kChains];
-  for (int i = 0; i < kChains; ++i) acc[i] = seed + float(i);
-  for (int64_t it = 0; it < iterations; ++it)
-    for (int i = 0; i < kChains; ++i) acc[i] = acc[i] * 0.999999f + 1e-7f;
-  float total = 0;
-  for (float v : acc) total += v;
-  return total;
-#endif
-}
 
 void BM_PeakFma(benchmark::State& state) {
   const int threads = int(state.range(0));
@@ -77,14 +25,14 @@ void BM_PeakFma(benchmark::State& state) {
   for (auto _ : state) {
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t)
-      pool.emplace_back([&, t] { sink = sink + fma_chains(kIterations, float(t)); });
+      pool.emplace_back([&, t] { sink = sink + nnx::cpu::fma_chains(kIterations, float(t)); });
     for (auto& th : pool) th.join();
   }
   benchmark::DoNotOptimize(sink.load());
-  const double flops = double(kIterations) * kChains * kLanes * 2 * threads;
+  const double flops = nnx::cpu::fma_chains_flops(kIterations) * threads;
   state.counters["GFLOP/s"] = benchmark::Counter(
       flops * double(state.iterations()), benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-  state.SetLabel(std::to_string(kLanes * 32) + "-bit FMA");
+  state.SetLabel(std::to_string(nnx::cpu::fma_vector_bits()) + "-bit FMA");
 }
 BENCHMARK(BM_PeakFma)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -45,7 +45,7 @@ void place_buffers(Plan& plan) {
 
 }  // namespace
 
-Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs) {
+Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs, const Fusion* fusion) {
   NNX_CHECK(int(inputs.size()) == graph.num_inputs(), ErrorKind::shape, graph.source, ": expected ",
             graph.num_inputs(), " input tensor(s) (inputs_channels has ", graph.num_inputs(),
             " entries), found ", inputs.size());
@@ -76,15 +76,19 @@ Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs) {
     needed[size_t(v)] = true;
     for (const PortRef& in : graph.nodes[size_t(v)].inputs) stack.push_back(in.node);
   }
+  auto absorbed_by = [&](int v) { return fusion != nullptr ? fusion->alias_of[size_t(v)] : -1; };
+  std::vector<int> order;  // the needed nodes, absorbed ones included
   for (int v : graph.schedule)
-    if (needed[size_t(v)]) plan.steps.push_back(v);
+    if (needed[size_t(v)]) order.push_back(v);
 
   // Shapes, and which buffer each port's value lives in (a view lives in its source's).
   std::vector<std::vector<int>> root(n);  // buffer the value is stored in, -1: a network input
   root[0].assign(inputs.size(), -1);
   std::vector<int> step_of(n, -1);
-  for (size_t s = 0; s < plan.steps.size(); ++s) {
-    int v = plan.steps[s];
+  for (int v : order) {
+    const int head = absorbed_by(v);
+    const size_t s = head >= 0 ? size_t(step_of[size_t(head)]) : plan.steps.size();
+    if (head < 0) plan.steps.push_back(v);
     step_of[size_t(v)] = int(s);
     const Node& node = graph.nodes[size_t(v)];
     const Op& op = *graph.layer_of(v).op;
@@ -106,6 +110,10 @@ Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs) {
     plan.buffer[size_t(v)].assign(out_specs.size(), -1);
     root[size_t(v)].assign(out_specs.size(), -1);
     for (size_t p = 0; p < out_specs.size(); ++p) {
+      if (head >= 0) {  // computed by the chain's head, into its buffer
+        root[size_t(v)][p] = root[size_t(head)][p];
+        continue;
+      }
       if (auto src = op.output_view_of(int(p))) {
         const PortRef& in = node.inputs[size_t(*src)];
         root[size_t(v)][p] = root[size_t(in.node)][size_t(in.port)];

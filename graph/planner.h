@@ -8,6 +8,7 @@
 #include <span>
 #include <vector>
 
+#include "graph/fusion.h"
 #include "graph/graph.h"
 
 namespace nnx {
@@ -29,7 +30,10 @@ struct Plan {
 };
 
 // Throws Error(shape) naming the layer whose op refuses its input shapes, or the input whose
-// count or channels differ from the description's inputs_channels.
-Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs);
+// count or channels differ from the description's inputs_channels. With `fusion`, the nodes a
+// chain absorbs are not steps and get no buffer: their values are their chain head's (shapes
+// are still inferred, and flops counted, for every node).
+Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs,
+               const Fusion* fusion = nullptr);
 
 }  // namespace nnx

@@ -29,6 +29,9 @@ class ActivationOp : public Op {
   // The output for ReLU, ReLU6, Hardtanh, Sigmoid and Tanh, the input for the others.
   BackwardNeeds backward_needs() const override;
 
+  cpu::Activation kind() const { return kind_; }
+  const cpu::ActivationArgs& args() const { return args_; }
+
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;

@@ -142,6 +142,27 @@ void BatchNorm2d::init_params(RandomEngine&) {
   }
 }
 
+void BatchNorm2d::inference_affine(std::vector<double>& scale, std::vector<double>& shift) const {
+  NNX_CHECK(track_running_stats_, ErrorKind::usage,
+            "BatchNorm2d without running statistics has no inference affine map");
+  const Tensor mean = find_param("running_mean")->value.contiguous();
+  const Tensor variance = find_param("running_var")->value.contiguous();
+  Tensor weight, bias;
+  if (affine_) {
+    weight = params()[0].value.contiguous();
+    bias = params()[1].value.contiguous();
+  }
+  scale.resize(size_t(num_features_));
+  shift.resize(size_t(num_features_));
+  for (int64_t c = 0; c < num_features_; ++c) {
+    const double inv_std = 1.0 / std::sqrt(double(variance.data<float>()[c]) + eps_);
+    const double gamma = affine_ ? weight.data<float>()[c] : 1.0;
+    const double beta = affine_ ? bias.data<float>()[c] : 0.0;
+    scale[size_t(c)] = gamma * inv_std;
+    shift[size_t(c)] = beta - double(mean.data<float>()[c]) * gamma * inv_std;
+  }
+}
+
 void BatchNorm2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                               std::span<Tensor> outputs) const {
   const Tensor input = inputs[0].contiguous();

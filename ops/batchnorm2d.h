@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "nnx/op.h"
 
@@ -25,6 +26,14 @@ class BatchNorm2d : public Op {
                 std::span<const TensorSpec> outputs) const override;
   void init_params(RandomEngine& rng) override;
   BackwardNeeds backward_needs() const override { return {true, false}; }
+
+  int64_t num_features() const { return num_features_; }
+  // In inference with running statistics batch norm is y = scale * x + shift per channel;
+  // without them (track_running_stats=False) it normalises with the batch's own and is not.
+  bool inference_is_affine() const { return track_running_stats_; }
+  // scale = gamma / sqrt(running_var + eps), shift = beta - running_mean * scale, in double
+  // (graph/fusion.h folds them into a preceding Conv2d). Needs inference_is_affine().
+  void inference_affine(std::vector<double>& scale, std::vector<double>& shift) const;
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,

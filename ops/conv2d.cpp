@@ -215,9 +215,15 @@ void Conv2d::init_params(RandomEngine& rng) {
 
 void Conv2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                          std::span<Tensor> outputs) const {
-  Tensor input = inputs[0].contiguous();
   const Tensor weight = params()[0].value.contiguous();
   const Tensor bias = has_bias_ ? params()[1].value.contiguous() : Tensor();
+  forward_fused(ctx, inputs[0], weight.data<float>(), has_bias_ ? bias.data<float>() : nullptr, {},
+                outputs[0]);
+}
+
+void Conv2d::forward_fused(const ExecContext& ctx, const Tensor& input_tensor, const float* weight,
+                           const float* bias, const cpu::Epilogue& epilogue, Tensor& output) const {
+  Tensor input = input_tensor.contiguous();
   cpu::Conv2dShape s = geometry(input.shape());
   const SidePadding pad = side_padding();
   if (padding_mode_ != cpu::PadMode::zeros &&
@@ -231,8 +237,7 @@ void Conv2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
     s.in_w = padded.size(3);
     s.pad_top = s.pad_left = 0;
   }
-  cpu::conv2d(s, input.data<float>(), weight.data<float>(),
-              has_bias_ ? bias.data<float>() : nullptr, outputs[0].data<float>(), ctx.pool);
+  cpu::conv2d(s, input.data<float>(), weight, bias, output.data<float>(), ctx.pool, epilogue);
 }
 
 // Non-zero padding modes: the convolution's input gradient is that of the padded copy, folded

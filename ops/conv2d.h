@@ -28,6 +28,14 @@ class Conv2d : public Op {
   void init_params(RandomEngine& rng) override;
   BackwardNeeds backward_needs() const override { return {true, false}; }
 
+  int64_t out_channels() const { return out_channels_; }
+  bool has_bias() const { return has_bias_; }
+  // Inference on the CPU with the given weight and bias (null: none) in place of the layer's
+  // own, and `epilogue` applied to each output block: a Conv2d with its BatchNorm folded in and
+  // its activation fused (graph/fusion.h). `output` is allocated as for forward.
+  void forward_fused(const ExecContext& ctx, const Tensor& input, const float* weight,
+                     const float* bias, const cpu::Epilogue& epilogue, Tensor& output) const;
+
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;

@@ -94,18 +94,24 @@ int64_t BroadcastFoldOp::flops(std::span<const TensorSpec> inputs,
 
 void BroadcastFoldOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                                   std::span<Tensor> outputs) const {
-  Tensor& out = outputs[0];
+  forward_fused(ctx, inputs, {}, outputs[0]);
+}
+
+void BroadcastFoldOp::forward_fused(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                    const cpu::Epilogue& epilogue, Tensor& out) const {
   if (inputs.size() == 1) {
     out.copy_from(inputs[0]);
+    cpu::apply_epilogue(epilogue, out.data<float>(), out.numel());
     return;
   }
   Tensor a = inputs[0].contiguous(), b = inputs[1].contiguous();
+  const auto last = [&](size_t i) { return i + 1 == inputs.size() ? epilogue : cpu::Epilogue{}; };
   cpu::binary_broadcast(kind_, a.data<float>(), a.shape(), b.data<float>(), b.shape(),
-                        out.data<float>(), out.shape(), ctx.pool);
+                        out.data<float>(), out.shape(), ctx.pool, last(1));
   for (size_t i = 2; i < inputs.size(); ++i) {
     Tensor next = inputs[i].contiguous();
     cpu::binary_broadcast_inplace(kind_, out.data<float>(), out.shape(), next.data<float>(),
-                                  next.shape(), ctx.pool);
+                                  next.shape(), ctx.pool, last(i));
   }
 }
 

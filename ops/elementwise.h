@@ -31,6 +31,11 @@ class BroadcastFoldOp : public Op {
   // Mul reads its inputs, Add and Sub nothing.
   BackwardNeeds backward_needs() const override;
 
+  // The forward on the CPU with `epilogue` applied to each stretch of the result as the last
+  // input is folded in (Add+ReLU fused, graph/fusion.h).
+  void forward_fused(const ExecContext& ctx, std::span<const Tensor> inputs,
+                     const cpu::Epilogue& epilogue, Tensor& output) const;
+
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;

@@ -1,8 +1,11 @@
 // The Executor: plans once per input shapes, keeps one arena for all activations, runs nodes in
-// schedule order and hands out the outputs as tensors of their own.
+// schedule order (fused chains as one node, graph/fusion.h) and hands out the outputs as
+// tensors of their own.
 #include "nnx/executor.h"
 
 #include <chrono>
+#include <cstdlib>
+#include <string_view>
 
 #include "graph/planner.h"
 #include "nnx/error.h"
@@ -10,6 +13,14 @@
 #include "runtime/model_impl.h"
 
 namespace nnx {
+
+bool fuse_by_default() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("NNX_FUSE");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  return enabled;
+}
 
 struct Executor::Impl {
   Model model;
@@ -23,10 +34,17 @@ struct Executor::Impl {
   std::vector<std::vector<Tensor>> node_inputs;  // reused argument lists
   bool profile = false;
   std::vector<NodeTiming> timings;
+  bool fuse = false;
+  std::shared_ptr<const Fusion> fusion;  // null: every node runs on its own
 
   void replan(const std::vector<TensorSpec>& specs) {
     const Graph& graph = model.graph();
-    plan = make_plan(graph, specs);
+    if (fuse && !fusion) {
+      // Found (and BatchNorm folded) by the model's first plan, shared by all its Executors.
+      const Model::Impl& shared = *model.impl();
+      fusion = shared.fusion.get(shared.graph, !shared.weights_may_change);
+    }
+    plan = make_plan(graph, specs, fusion.get());
     arena = Storage::allocate(std::max<size_t>(plan.arena_bytes, 1), cpu_allocator());
     values.assign(graph.nodes.size(), {});
     node_inputs.assign(graph.nodes.size(), {});
@@ -42,12 +60,19 @@ struct Executor::Impl {
                                       int64_t(offset / dtype_size(spec.dtype)));
       }
       node_inputs[size_t(v)].resize(graph.nodes[size_t(v)].inputs.size());
+      if (fusion && fusion->is_head(v))
+        for (int a : fusion->chains[size_t(fusion->chain_of[size_t(v)])].absorbed)
+          values[size_t(a)] = out;  // the chain's value is in the head's buffer
     }
     planned_inputs = specs;
     planned = true;
     timings.clear();
     if (profile)
-      for (int v : plan.steps) timings.push_back({v, 0.0});
+      for (int v : plan.steps) {
+        timings.push_back({v, 0.0, {}});
+        if (fusion && fusion->is_head(v))
+          timings.back().fused = fusion->chains[size_t(fusion->chain_of[size_t(v)])].absorbed;
+      }
   }
 };
 
@@ -59,6 +84,7 @@ Executor::Executor(Model model, ExecutorOptions options) : impl_(std::make_uniqu
   impl_->ctx.device = impl_->model.device();
   impl_->ctx.pool = impl_->pool.get();
   impl_->profile = options.profile;
+  impl_->fuse = options.fuse && impl_->model.device().is_cpu();  // fusion is CPU inference only
 }
 
 Executor::~Executor() = default;
@@ -108,7 +134,11 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) {
     Clock::time_point start;
     if (m.profile) start = Clock::now();
     try {
-      graph.layer_of(v).op->forward(m.ctx, args, m.values[size_t(v)]);
+      if (m.fusion && m.fusion->is_head(v))
+        m.fusion->chains[size_t(m.fusion->chain_of[size_t(v)])].run(m.ctx, args,
+                                                                    m.values[size_t(v)][0]);
+      else
+        graph.layer_of(v).op->forward(m.ctx, args, m.values[size_t(v)]);
     } catch (const Error& e) {
       throw Error(e.kind(), graph.source + ": " + graph.describe_node(v) + ": " + e.message());
     }

@@ -109,6 +109,7 @@ Model assemble_model(const json::Value& description, const std::string& source,
 Model Model::clone() const {
   NNX_CHECK(defined(), ErrorKind::usage, "clone of an empty Model");
   auto copy = std::make_shared<Model::Impl>(*impl_);
+  copy->weights_may_change = true;
   for (Layer& layer : copy->graph.layers) {
     if (!layer.op) continue;
     std::shared_ptr<Op> fresh = layer.call ? make_op(*layer.call) : nullptr;

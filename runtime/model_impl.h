@@ -2,9 +2,12 @@
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "graph/fusion.h"
 #include "graph/graph.h"
 #include "importer/json.h"
 #include "importer/pyobject.h"
@@ -13,11 +16,35 @@
 
 namespace nnx {
 
+// The model's fusion chains with their folded weights (graph/fusion.h), found by the first
+// Executor that plans with fusion and shared by all. A copy starts empty: Model::clone's ops
+// are new objects.
+class FusionCache {
+ public:
+  FusionCache() = default;
+  FusionCache(const FusionCache&) {}
+  FusionCache& operator=(const FusionCache&) { return *this; }
+
+  std::shared_ptr<const Fusion> get(const Graph& graph, bool fold_batchnorm) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!fusion_) fusion_ = find_fusion(graph, fold_batchnorm);
+    return fusion_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  mutable std::shared_ptr<const Fusion> fusion_;
+};
+
 struct Model::Impl {
   Graph graph;
   LoadReport report;
   std::string source;
   Device device = Device::cpu();
+  // Set by Model::clone: the copy's weights may change in place (training), so BatchNorm is
+  // never folded into weights computed once.
+  bool weights_may_change = false;
+  FusionCache fusion;
 };
 
 // The state dicts of a weights file, one per layer of a graph with `num_layers` layers.

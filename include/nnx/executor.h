@@ -12,15 +12,23 @@
 
 namespace nnx {
 
+// Whether Executors fuse by default: true unless the environment has NNX_FUSE=0 (read once).
+NNX_API bool fuse_by_default();
+
 struct ExecutorOptions {
   int threads = 0;       // 0: all hardware threads
   bool profile = false;  // time every node of every run (see last_profile())
+  // On the CPU, run Conv2d+BatchNorm2d+activation and Add+activation chains as one node each
+  // (BatchNorm folded into the convolution's weights once per model, activations applied to
+  // each output block in cache). Outputs match unfused runs to float rounding (~1e-7).
+  bool fuse = fuse_by_default();
 };
 
 // Time spent in one node during the last run, when profiling.
 struct NodeTiming {
   int node = 0;
   double ms = 0;
+  std::vector<int> fused;  // nodes computed inside this one (fusion), in order; none ran itself
 };
 
 // Memory of one plan, for `nnx info` and benchmarks.

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/sums.h"
 #include "kernels/cpu/winograd.h"
@@ -33,6 +34,9 @@ constexpr int64_t kMinBandColumns = 256;
 // Blocks that threads sharing one band's GEMM split it into: rows are output channels.
 constexpr int64_t kGemmRowBlock = 16;
 constexpr int64_t kGemmColumnBlock = 64;
+// With an epilogue, a GEMM writes at most about this many outputs (256 KiB) before the epilogue
+// reads them back, so that they are still in L2; never fewer columns than kMinBandColumns.
+constexpr int64_t kEpilogueBlockFloats = 64 * 1024;
 // Depthwise-like convolutions (one input channel per group) with at most this many outputs
 // per group run the direct loop: as a GEMM they would have 1..4 rows and waste the kernel.
 constexpr int64_t kDirectMaxMultiplier = 4;
@@ -111,33 +115,8 @@ void im2col_band(const Conv2dShape& s, const float* group_input, int64_t oh0, in
   }
 }
 
-// One output plane of a convolution whose groups each read a single input plane.
-void direct_plane(const Conv2dShape& s, const float* in, const float* w, float bias, float* out) {
-  for (int64_t oh = 0; oh < s.out_h; ++oh) {
-    float* out_row = out + oh * s.out_w;
-    std::fill(out_row, out_row + s.out_w, bias);
-    for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
-      const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
-      if (ih < 0 || ih >= s.in_h) continue;
-      const float* in_row = in + ih * s.in_w;
-      for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
-        const float tap = w[kh * s.kernel_w + kw];
-        const int64_t offset = kw * s.dilation_w - s.pad_left;
-        const Span span = valid_columns(offset, s.stride_w, s.in_w, s.out_w);
-        if (s.stride_w == 1) {
-          const float* src = in_row + (span.lo + offset);
-          for (int64_t ow = span.lo; ow < span.hi; ++ow) out_row[ow] += tap * *src++;
-        } else {
-          for (int64_t ow = span.lo; ow < span.hi; ++ow)
-            out_row[ow] += tap * in_row[ow * s.stride_w + offset];
-        }
-      }
-    }
-  }
-}
-
 void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
-                   float* output, ThreadPool* pool) {
+                   float* output, ThreadPool* pool, const Epilogue& epilogue) {
   const int64_t out_per_group = s.out_channels / s.groups;
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   const int64_t taps = s.kernel_h * s.kernel_w;
@@ -145,8 +124,10 @@ void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight
     for (int64_t plane = begin; plane < end; ++plane) {
       const int64_t n = plane / s.out_channels, oc = plane % s.out_channels;
       const int64_t ic = oc / out_per_group;
-      direct_plane(s, input + (n * s.in_channels + ic) * in_plane, weight + oc * taps,
-                   bias ? bias[oc] : 0.f, output + plane * out_plane);
+      float* out = output + plane * out_plane;
+      depthwise_plane(s, input + (n * s.in_channels + ic) * in_plane, weight + oc * taps,
+                      bias ? bias[oc] : 0.f, out);
+      apply_epilogue(epilogue, out, out_plane);  // the plane just written, still in cache
     }
   });
 }
@@ -192,7 +173,8 @@ void im2col_images(const Conv2dShape& s, const float* input, int64_t g, int64_t 
 // Small output planes at batch > 1 (deep layers in training): blocks of images lowered side by
 // side and multiplied together.
 void conv2d_image_blocks(const Conv2dShape& s, const float* input, const float* weight,
-                         const float* bias, float* output, ThreadPool* pool) {
+                         const float* bias, float* output, ThreadPool* pool,
+                         const Epilogue& epilogue) {
   const int64_t in_per_group = s.in_channels / s.groups;
   const int64_t out_per_group = s.out_channels / s.groups;
   const int64_t out_plane = s.out_h * s.out_w;
@@ -217,6 +199,7 @@ void conv2d_image_blocks(const Conv2dShape& s, const float* input, const float* 
             const float* src = product.data() + m * cols + (n - n0) * out_plane;
             float* dst = output + (n * s.out_channels + g * out_per_group + m) * out_plane;
             for (int64_t i = 0; i < out_plane; ++i) dst[i] = src[i] + add;
+            apply_epilogue(epilogue, dst, out_plane);
           }
         }
       });
@@ -227,15 +210,15 @@ void conv2d_image_blocks(const Conv2dShape& s, const float* input, const float* 
 }  // namespace
 
 void conv2d(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
-            float* output, ThreadPool* pool) {
+            float* output, ThreadPool* pool, const Epilogue& epilogue) {
   const int64_t in_per_group = s.in_channels / s.groups;
   const int64_t out_per_group = s.out_channels / s.groups;
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   if (s.batch == 0 || s.out_channels == 0 || out_plane == 0) return;
   if (in_per_group == 1 && out_per_group <= kDirectMaxMultiplier)
-    return conv2d_direct(s, input, weight, bias, output, pool);
+    return conv2d_direct(s, input, weight, bias, output, pool, epilogue);
   if (winograd_suitable(s) && winograd_enabled())
-    return conv2d_winograd(s, input, weight, bias, output, pool);
+    return conv2d_winograd(s, input, weight, bias, output, pool, epilogue);
 
   const bool pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
                          s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h &&
@@ -271,8 +254,8 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     return b;
   };
   // Output channels [m0, m1) x band columns [c0, c1) of a band whose columns are ready.
-  auto multiply = [&](const Band& b, const float* columns, int64_t ldb, int64_t m0, int64_t m1,
-                      int64_t c0, int64_t c1) {
+  auto multiply_block = [&](const Band& b, const float* columns, int64_t ldb, int64_t m0,
+                            int64_t m1, int64_t c0, int64_t c1) {
     float* out = b.output + m0 * out_plane + c0;
     if (b.bias != nullptr) {
       for (int64_t m = m0; m < m1; ++m)
@@ -280,10 +263,21 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     }
     gemm(m1 - m0, c1 - c0, k, b.weight + m0 * k, k, columns + c0, ldb, false, out, out_plane,
          b.bias != nullptr);
+    if (epilogue.active)
+      for (int64_t m = m0; m < m1; ++m)
+        apply_epilogue(epilogue, out + (m - m0) * out_plane, c1 - c0);
+  };
+  // The same, in column blocks small enough for the epilogue to find them in cache.
+  auto multiply = [&](const Band& b, const float* columns, int64_t ldb, int64_t m0, int64_t m1,
+                      int64_t c0, int64_t c1) {
+    const int64_t step =
+        epilogue.active ? std::max(kMinBandColumns, kEpilogueBlockFloats / (m1 - m0)) : c1 - c0;
+    for (int64_t c = c0; c < c1; c += step)
+      multiply_block(b, columns, ldb, m0, m1, c, std::min(c1, c + step));
   };
 
   if (s.batch > 1 && out_plane < kMinBandColumns)
-    return conv2d_image_blocks(s, input, weight, bias, output, pool);
+    return conv2d_image_blocks(s, input, weight, bias, output, pool, epilogue);
 
   const int64_t tasks = jobs * bands;
   if (threads == 1 || tasks >= 4 * threads || tasks % threads == 0) {

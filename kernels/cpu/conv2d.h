@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/epilogue.h"
+
 namespace nnx {
 class ThreadPool;
 }
@@ -24,9 +26,10 @@ struct Conv2dShape {
 };
 
 // input [batch, in_channels, in_h, in_w]; weight [out_channels, in_channels / groups, kernel_h,
-// kernel_w]; bias [out_channels] or null; output [batch, out_channels, out_h, out_w].
+// kernel_w]; bias [out_channels] or null; output [batch, out_channels, out_h, out_w]. Every path
+// applies `epilogue` to each block of outputs right after adding the bias, while it is in cache.
 void conv2d(const Conv2dShape& shape, const float* input, const float* weight, const float* bias,
-            float* output, ThreadPool* pool);
+            float* output, ThreadPool* pool, const Epilogue& epilogue = {});
 
 // Gradients of conv2d given grad_output [batch, out_channels, out_h, out_w]: grad_input (the
 // input's shape), grad_weight and grad_bias are overwritten; any of them may be null (not

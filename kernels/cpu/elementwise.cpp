@@ -138,7 +138,7 @@ void inplace_row(F f, float* __restrict acc, const float* __restrict b, int64_t 
 
 template <class F>
 void run_binary(F f, const float* a, const Shape& a_shape, const float* b, const Shape& b_shape,
-                float* out, const Shape& out_shape, ThreadPool* pool) {
+                float* out, const Shape& out_shape, ThreadPool* pool, const Epilogue& epilogue) {
   const int64_t total = out_shape.numel();
   if (total == 0) return;
   const Layout l = make_layout(a_shape, b_shape, out_shape);
@@ -146,13 +146,14 @@ void run_binary(F f, const float* a, const Shape& a_shape, const float* b, const
   parallel_for(pool, total, kGrain, [&](int64_t begin, int64_t end) {
     for_each_row(l, begin, end, [&](int64_t o, int64_t ia, int64_t ib, int64_t n) {
       binary_row(f, a + ia, sa, b + ib, sb, out + o, n);
+      apply_epilogue(epilogue, out + o, n);
     });
   });
 }
 
 template <class F>
 void run_inplace(F f, float* acc, const Shape& acc_shape, const float* b, const Shape& b_shape,
-                 ThreadPool* pool) {
+                 ThreadPool* pool, const Epilogue& epilogue) {
   const int64_t total = acc_shape.numel();
   if (total == 0) return;
   const Layout l = make_layout(acc_shape, b_shape, acc_shape);
@@ -160,6 +161,7 @@ void run_inplace(F f, float* acc, const Shape& acc_shape, const float* b, const 
   parallel_for(pool, total, kGrain, [&](int64_t begin, int64_t end) {
     for_each_row(l, begin, end, [&](int64_t o, int64_t, int64_t ib, int64_t n) {
       inplace_row(f, acc + o, b + ib, sb, n);
+      apply_epilogue(epilogue, acc + o, n);
     });
   });
 }
@@ -240,26 +242,27 @@ void sum_to_shape(const float* g, const Shape& g_shape, float* out, const Shape&
 }
 
 void binary_broadcast(BinaryOp op, const float* a, const Shape& a_shape, const float* b,
-                      const Shape& b_shape, float* out, const Shape& out_shape, ThreadPool* pool) {
+                      const Shape& b_shape, float* out, const Shape& out_shape, ThreadPool* pool,
+                      const Epilogue& epilogue) {
   switch (op) {
     case BinaryOp::add:
-      return run_binary(AddFn{}, a, a_shape, b, b_shape, out, out_shape, pool);
+      return run_binary(AddFn{}, a, a_shape, b, b_shape, out, out_shape, pool, epilogue);
     case BinaryOp::sub:
-      return run_binary(SubFn{}, a, a_shape, b, b_shape, out, out_shape, pool);
+      return run_binary(SubFn{}, a, a_shape, b, b_shape, out, out_shape, pool, epilogue);
     case BinaryOp::mul:
-      return run_binary(MulFn{}, a, a_shape, b, b_shape, out, out_shape, pool);
+      return run_binary(MulFn{}, a, a_shape, b, b_shape, out, out_shape, pool, epilogue);
   }
 }
 
 void binary_broadcast_inplace(BinaryOp op, float* acc, const Shape& acc_shape, const float* b,
-                              const Shape& b_shape, ThreadPool* pool) {
+                              const Shape& b_shape, ThreadPool* pool, const Epilogue& epilogue) {
   switch (op) {
     case BinaryOp::add:
-      return run_inplace(AddFn{}, acc, acc_shape, b, b_shape, pool);
+      return run_inplace(AddFn{}, acc, acc_shape, b, b_shape, pool, epilogue);
     case BinaryOp::sub:
-      return run_inplace(SubFn{}, acc, acc_shape, b, b_shape, pool);
+      return run_inplace(SubFn{}, acc, acc_shape, b, b_shape, pool, epilogue);
     case BinaryOp::mul:
-      return run_inplace(MulFn{}, acc, acc_shape, b, b_shape, pool);
+      return run_inplace(MulFn{}, acc, acc_shape, b, b_shape, pool, epilogue);
   }
 }
 

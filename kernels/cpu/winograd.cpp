@@ -6,6 +6,7 @@
 #include "kernels/cpu/winograd.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
@@ -139,8 +140,17 @@ void transform_input(const Conv2dShape& s, const Tiling& tiling, const float* in
 // Y = A^T m A with A^T = [[1,1,1,0], [0,1,-1,-1]], plus the bias, for tiles [t0, t1); the
 // outputs past the bottom and right edges are dropped.
 void transform_output(const Conv2dShape& s, const Tiling& tiling, const float* m, int64_t t0,
-                      int64_t t1, int64_t ld, const float* bias, float* output) {
+                      int64_t t1, int64_t ld, const float* bias, const Epilogue& epilogue,
+                      float* output) {
   const int64_t plane = s.out_h * s.out_w, point_stride = s.out_channels * ld;
+#if defined(__AVX2__)
+  // ReLU and clamps (ReLU6, Hardtanh) are applied before the stores; other epilogues after.
+  const bool relu = epilogue.active && epilogue.kind == Activation::relu;
+  const bool clamp_in_registers =
+      relu || (epilogue.active && epilogue.kind == Activation::hardtanh);
+  const float clamp_lo = relu ? 0.f : epilogue.args.lo;
+  const float clamp_hi = relu ? INFINITY : epilogue.args.hi;
+#endif
   for (int64_t oc = 0; oc < s.out_channels; ++oc) {
     const float b = bias ? bias[oc] : 0.f;
     const float* in = m + oc * ld;
@@ -156,17 +166,23 @@ void transform_output(const Conv2dShape& s, const Tiling& tiling, const float* m
           __m256 x[16];
           for (int i = 0; i < kPoints; ++i) x[i] = _mm256_loadu_ps(p + i * point_stride);
           const __m256 bv = _mm256_set1_ps(b);
+          const __m256 lo_v = _mm256_set1_ps(clamp_lo), hi_v = _mm256_set1_ps(clamp_hi);
           float* o = output + (n * s.out_channels + oc) * plane + y0 * s.out_w + x0;
           for (int r = 0; r < 2; ++r) {
             __m256 q[4];
             for (int c = 0; c < 4; ++c)
               q[c] = r == 0 ? _mm256_add_ps(_mm256_add_ps(x[c], x[4 + c]), x[8 + c])
                             : _mm256_sub_ps(_mm256_sub_ps(x[4 + c], x[8 + c]), x[12 + c]);
-            const __m256 y_0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(q[0], q[1]), q[2]), bv);
-            const __m256 y_1 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(q[1], q[2]), q[3]), bv);
+            __m256 y_0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(q[0], q[1]), q[2]), bv);
+            __m256 y_1 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(q[1], q[2]), q[3]), bv);
+            if (clamp_in_registers) {  // max(lo, y) then min(hi, y) keep NaN as clamp_nan does
+              y_0 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y_0));
+              y_1 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y_1));
+            }
             const __m256 lo = _mm256_unpacklo_ps(y_0, y_1), hi = _mm256_unpackhi_ps(y_0, y_1);
             _mm256_storeu_ps(o + r * s.out_w, _mm256_permute2f128_ps(lo, hi, 0x20));
             _mm256_storeu_ps(o + r * s.out_w + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+            if (!clamp_in_registers) apply_epilogue(epilogue, o + r * s.out_w, 16);
           }
           t += 7;
           continue;
@@ -184,10 +200,10 @@ void transform_output(const Conv2dShape& s, const Tiling& tiling, const float* m
       const int64_t y0 = (within / tiling.cols) * 2, x0 = (within % tiling.cols) * 2;
       float* o = output + (n * s.out_channels + oc) * plane;
       for (int r = 0; r < 2 && y0 + r < s.out_h; ++r) {
-        const float y_0 = q[r][0] + q[r][1] + q[r][2] + b;
-        const float y_1 = q[r][1] - q[r][2] - q[r][3] + b;
-        o[(y0 + r) * s.out_w + x0] = y_0;
-        if (x0 + 1 < s.out_w) o[(y0 + r) * s.out_w + x0 + 1] = y_1;
+        float y[2] = {q[r][0] + q[r][1] + q[r][2] + b, q[r][1] - q[r][2] - q[r][3] + b};
+        apply_epilogue(epilogue, y, 2);
+        o[(y0 + r) * s.out_w + x0] = y[0];
+        if (x0 + 1 < s.out_w) o[(y0 + r) * s.out_w + x0 + 1] = y[1];
       }
     }
   }
@@ -208,7 +224,7 @@ bool winograd_suitable(const Conv2dShape& s) {
 }
 
 void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weight,
-                     const float* bias, float* output, ThreadPool* pool) {
+                     const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue) {
   const int64_t tile_rows = ceil_div(s.out_h, 2), tile_cols = ceil_div(s.out_w, 2);
   const Tiling t{tile_rows, tile_cols, tile_rows * tile_cols};
   const int64_t tiles = s.batch * t.per_image;
@@ -237,7 +253,7 @@ void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weig
         gemm(s.out_channels, count, s.in_channels, u + xi * pairs, s.in_channels,
              v + xi * s.in_channels * block, block, false, m + xi * s.out_channels * block, block,
              false);
-      transform_output(s, t, m, first, last, block, bias, output);
+      transform_output(s, t, m, first, last, block, bias, epilogue, output);
     }
   });
 }

@@ -12,6 +12,7 @@ bool winograd_suitable(const Conv2dShape& shape);
 
 // As conv2d (see conv2d.h), for a shape that winograd_suitable accepts.
 void conv2d_winograd(const Conv2dShape& shape, const float* input, const float* weight,
-                     const float* bias, float* output, ThreadPool* pool);
+                     const float* bias, float* output, ThreadPool* pool,
+                     const Epilogue& epilogue = {});
 
 }  // namespace nnx::cpu

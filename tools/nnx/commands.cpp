@@ -209,8 +209,12 @@ int bench_command(const Args& args) {
     for (const Shape& s : shapes) specs.push_back({s, DType::f32});
     Plan plan = make_plan(model.graph(), specs);
     for (const NodeTiming& t : net.last_profile()) {
-      flops.push_back(plan.node_flops[size_t(t.node)]);
-      out_shapes.push_back(plan.specs[size_t(t.node)][0].shape);
+      int64_t node_flops = plan.node_flops[size_t(t.node)];
+      for (int f : t.fused) node_flops += plan.node_flops[size_t(f)];
+      flops.push_back(node_flops);
+      // A fused chain's value is its last node's.
+      const int last = t.fused.empty() ? t.node : t.fused.back();
+      out_shapes.push_back(plan.specs[size_t(last)][0].shape);
     }
   }
   double total_node_ms = 0;
@@ -219,18 +223,21 @@ int bench_command(const Args& args) {
   std::ostringstream table;
   const Graph& g = model.graph();
   for (size_t k = 0; k < node_ms.size(); ++k) {
-    int v = net.last_profile()[k].node;
+    const NodeTiming& timing = net.last_profile()[k];
+    const int v = timing.node;
+    std::string op = g.layer_of(v).op->type();  // "Conv2d+BatchNorm2d+ReLU" for a fused chain
+    for (int f : timing.fused) op += "+" + g.layer_of(f).op->type();
     double ms = node_ms[k] / double(iters);
     double share = total_node_ms > 0 ? node_ms[k] / total_node_ms : 0;
     double gflops = ms > 0 ? double(flops[k]) / (ms * 1e6) : 0;
     nodes.push_back(json::object({{"index", json::integer(v)},
-                                  {"op", json::string(g.layer_of(v).op->type())},
+                                  {"op", json::string(op)},
                                   {"shape", json::integers(out_shapes[k].vec())},
                                   {"ms", json::number(ms)},
                                   {"share", json::number(share)},
                                   {"gflops", json::number(gflops)}}));
-    table << std::left << std::setw(6) << v << std::setw(22) << g.layer_of(v).op->type()
-          << std::right << std::fixed << std::setprecision(3) << std::setw(10) << ms << " ms"
+    table << std::left << std::setw(6) << v << std::setw(24) << op << ' ' << std::right
+          << std::fixed << std::setprecision(3) << std::setw(10) << ms << " ms"
           << std::setprecision(1) << std::setw(8) << 100 * share << " %" << std::setw(10) << gflops
           << " GFLOP/s\n";
   }

@@ -1,0 +1,154 @@
+// Finding fusable chains (see fusion.h) and precomputing what their kernels need.
+#include "graph/fusion.h"
+
+#include "ops/activation.h"
+#include "ops/batchnorm2d.h"
+#include "ops/conv2d.h"
+#include "ops/elementwise.h"
+
+namespace nnx {
+namespace {
+
+// How many input ports read each node's first output, and which node reads it when only one.
+struct Readers {
+  std::vector<int> count, sole;
+};
+
+Readers readers_of(const Graph& graph) {
+  Readers r{std::vector<int>(graph.nodes.size(), 0), std::vector<int>(graph.nodes.size(), -1)};
+  for (const Node& node : graph.nodes)
+    for (const PortRef& in : node.inputs) {
+      if (in.port != 0) continue;
+      ++r.count[size_t(in.node)];
+      r.sole[size_t(in.node)] = node.index;
+    }
+  for (const PortRef& out : graph.outputs) r.count[size_t(out.node)] += 2;  // never absorbed past
+  return r;
+}
+
+// The node that can be absorbed after `node`: its first output's only reader, when `node` has
+// one output and that output is no network output; else -1.
+int next_in_chain(const Graph& graph, const Readers& readers, int node) {
+  if (graph.nodes[size_t(node)].num_outputs != 1 || readers.count[size_t(node)] != 1) return -1;
+  const int next = readers.sole[size_t(node)];
+  return graph.nodes[size_t(next)].inputs.size() == 1 ? next : -1;
+}
+
+const ActivationOp* fusable_activation(const Graph& graph, int node) {
+  if (node < 0) return nullptr;
+  const auto* act = dynamic_cast<const ActivationOp*>(graph.layer_of(node).op.get());
+  return act != nullptr && cpu::epilogue_supports(act->kind()) ? act : nullptr;
+}
+
+cpu::Epilogue epilogue_of(const ActivationOp* act) {
+  cpu::Epilogue e;
+  if (act != nullptr) {
+    e.active = true;
+    e.kind = act->kind();
+    e.args = act->args();
+  }
+  return e;
+}
+
+// w' = w * scale[oc], b' = (b - mean) * scale + beta = b * scale + shift, in double.
+void fold(const Conv2d& conv, const BatchNorm2d& bn, Tensor& weight, Tensor& bias) {
+  std::vector<double> scale, shift;
+  bn.inference_affine(scale, shift);
+  const Tensor w = conv.params()[0].value.to(DType::f32).contiguous();
+  weight = Tensor::empty(w.shape());
+  bias = Tensor::empty(Shape{conv.out_channels()});
+  const int64_t per_channel = w.numel() / conv.out_channels();
+  const float* conv_bias = nullptr;
+  Tensor b;
+  if (conv.has_bias()) {
+    b = conv.params()[1].value.to(DType::f32).contiguous();
+    conv_bias = b.data<float>();
+  }
+  for (int64_t oc = 0; oc < conv.out_channels(); ++oc) {
+    const double s = scale[size_t(oc)];
+    for (int64_t i = oc * per_channel; i < (oc + 1) * per_channel; ++i)
+      weight.data<float>()[i] = float(double(w.data<float>()[i]) * s);
+    const double b0 = conv_bias != nullptr ? conv_bias[oc] : 0.0;
+    bias.data<float>()[oc] = float(b0 * s + shift[size_t(oc)]);
+  }
+}
+
+// Conv2d [+ BatchNorm2d] [+ activation] from `head`; false when nothing follows it.
+bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_batchnorm,
+                FusedChain& chain) {
+  auto conv = std::dynamic_pointer_cast<const Conv2d>(graph.layer_of(head).op);
+  if (!conv) return false;
+  chain.head = head;
+  int next = next_in_chain(graph, readers, head);
+  std::shared_ptr<const BatchNorm2d> bn;
+  if (fold_batchnorm && next >= 0) {
+    bn = std::dynamic_pointer_cast<const BatchNorm2d>(graph.layer_of(next).op);
+    if (bn && bn->inference_is_affine() && bn->num_features() == conv->out_channels()) {
+      chain.absorbed.push_back(next);
+      next = next_in_chain(graph, readers, next);
+    } else {
+      bn.reset();
+    }
+  }
+  const ActivationOp* act = fusable_activation(graph, next);
+  if (act != nullptr) chain.absorbed.push_back(next);
+  if (chain.absorbed.empty()) return false;
+  const cpu::Epilogue epilogue = epilogue_of(act);
+  if (bn) {
+    Tensor weight, bias;
+    fold(*conv, *bn, weight, bias);
+    chain.run = [conv, weight, bias, epilogue](const ExecContext& ctx,
+                                               std::span<const Tensor> inputs, Tensor& output) {
+      conv->forward_fused(ctx, inputs[0], weight.data<float>(), bias.data<float>(), epilogue,
+                          output);
+    };
+  } else {
+    chain.run = [conv, epilogue](const ExecContext& ctx, std::span<const Tensor> inputs,
+                                 Tensor& output) {
+      const Tensor weight = conv->params()[0].value.contiguous();
+      const Tensor bias = conv->has_bias() ? conv->params()[1].value.contiguous() : Tensor();
+      conv->forward_fused(ctx, inputs[0], weight.data<float>(),
+                          conv->has_bias() ? bias.data<float>() : nullptr, epilogue, output);
+    };
+  }
+  return true;
+}
+
+// Add (Sub, Mul) + activation from `head`.
+bool fold_op_chain(const Graph& graph, const Readers& readers, int head, FusedChain& chain) {
+  auto op = std::dynamic_pointer_cast<const BroadcastFoldOp>(graph.layer_of(head).op);
+  if (!op) return false;
+  const int next = next_in_chain(graph, readers, head);
+  const ActivationOp* act = fusable_activation(graph, next);
+  if (act == nullptr) return false;
+  chain.head = head;
+  chain.absorbed.push_back(next);
+  chain.run = [op, epilogue = epilogue_of(act)](const ExecContext& ctx,
+                                                std::span<const Tensor> inputs, Tensor& output) {
+    op->forward_fused(ctx, inputs, epilogue, output);
+  };
+  return true;
+}
+
+}  // namespace
+
+std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnorm) {
+  auto fusion = std::make_shared<Fusion>();
+  const size_t n = graph.nodes.size();
+  fusion->chain_of.assign(n, -1);
+  fusion->alias_of.assign(n, -1);
+  const Readers readers = readers_of(graph);
+  for (int v : graph.schedule) {
+    if (fusion->alias_of[size_t(v)] >= 0) continue;
+    FusedChain chain;
+    if (!conv_chain(graph, readers, v, fold_batchnorm, chain) &&
+        !fold_op_chain(graph, readers, v, chain))
+      continue;
+    fusion->chain_of[size_t(v)] = int(fusion->chains.size());
+    for (int a : chain.absorbed) fusion->alias_of[size_t(a)] = v;
+    fusion->chains.push_back(std::move(chain));
+  }
+  return fusion;
+}
+
+}  // namespace nnx

@@ -1,0 +1,39 @@
+// Inference-time fusion for the CPU: chains of nodes that one kernel computes in one pass over
+// memory. A Conv2d takes the eval-mode BatchNorm2d after it into its weights (folded once per
+// model) and the activation after that into its output blocks; an Add (Sub, Mul) takes the
+// activation after it into its loop. Found once per model (runtime/model_impl.h caches it).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "graph/graph.h"
+
+namespace nnx {
+
+// One chain: its head runs in place of all of it, from the head's inputs straight into the
+// head's output buffer, which then holds the last node's value.
+struct FusedChain {
+  int head = -1;
+  std::vector<int> absorbed;  // the nodes after the head, in order; none of them runs
+  std::function<void(const ExecContext&, std::span<const Tensor> inputs, Tensor& output)> run;
+};
+
+struct Fusion {
+  std::vector<FusedChain> chains;
+  std::vector<int> chain_of;  // by node: index into chains for a head, else -1
+  std::vector<int> alias_of;  // by node: for an absorbed node the chain's head, else -1
+
+  bool is_head(int node) const { return chain_of[size_t(node)] >= 0; }
+};
+
+// The chains of `graph`, a model of built-in ops run on the CPU in inference. A node is absorbed
+// only when it is the sole consumer of its predecessor's output and that output is no network
+// output. With `fold_batchnorm` false (weights that may still change, as in a model being
+// trained) BatchNorm2d stays a node of its own; activations fuse either way. Folded weights are
+// computed here, in double, and rounded once to float.
+std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnorm);
+
+}  // namespace nnx

@@ -1,0 +1,65 @@
+// An activation applied by a kernel to each block of its output while the block is still in
+// cache (graph/fusion.h fuses Conv2d+ReLU and Add+ReLU this way). The formulas are those of
+// kernels/cpu/activation.cpp, so a fused result equals the unfused one.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/activation_kind.h"
+
+namespace nnx::cpu {
+
+struct Epilogue {
+  bool active = false;  // false: outputs are left as computed
+  Activation kind = Activation::relu;
+  ActivationArgs args;
+};
+
+// The activations an epilogue applies: the cheap ones, without transcendental calls but SiLU's.
+inline bool epilogue_supports(Activation kind) {
+  return kind == Activation::relu || kind == Activation::leaky_relu ||
+         kind == Activation::hardtanh || kind == Activation::silu || kind == Activation::hardswish;
+}
+
+namespace epilogue_detail {
+// A comparison false for NaN leaves NaN in place, as torch.clamp does.
+inline float clamp_nan(float x, float lo, float hi) {
+  if (x < lo) return lo;
+  if (x > hi) return hi;
+  return x;
+}
+inline float stable_sigmoid(float x) {
+  if (x >= 0) return 1.0f / (1.0f + std::exp(-x));
+  float e = std::exp(x);
+  return e / (1.0f + e);
+}
+}  // namespace epilogue_detail
+
+// p[i] = f(p[i]) for i < n, when the epilogue is active.
+inline void apply_epilogue(const Epilogue& e, float* __restrict p, int64_t n) {
+  using namespace epilogue_detail;
+  if (!e.active) return;
+  const float alpha = e.args.alpha, lo = e.args.lo, hi = e.args.hi;
+  switch (e.kind) {
+    case Activation::relu:
+      for (int64_t i = 0; i < n; ++i) p[i] = p[i] < 0.0f ? 0.0f : p[i];
+      return;
+    case Activation::leaky_relu:
+      for (int64_t i = 0; i < n; ++i) p[i] = p[i] > 0.0f ? p[i] : p[i] * alpha;
+      return;
+    case Activation::hardtanh:
+      for (int64_t i = 0; i < n; ++i) p[i] = clamp_nan(p[i], lo, hi);
+      return;
+    case Activation::silu:
+      for (int64_t i = 0; i < n; ++i) p[i] = p[i] * stable_sigmoid(p[i]);
+      return;
+    case Activation::hardswish:
+      for (int64_t i = 0; i < n; ++i) p[i] = p[i] * clamp_nan(p[i] + 3.0f, 0.0f, 6.0f) / 6.0f;
+      return;
+    default:
+      return;  // not fused (epilogue_supports)
+  }
+}
+
+}  // namespace nnx::cpu

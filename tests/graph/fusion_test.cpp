@@ -1,0 +1,202 @@
+// Inference-time fusion (graph/fusion.h): fused chains give the unfused outputs to float
+// rounding, run fewer nodes, and leave alone what must not fuse: a convolution read elsewhere,
+// a BatchNorm with batch statistics, a network output inside a chain, a model being trained.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "examples/embed/yolo_head.h"
+#include "graph/graph.h"
+#include "nnx/nnx.hpp"
+#include "test_util.h"
+
+namespace nnx {
+namespace {
+
+using testing_util::relative_error;
+
+// Node k is layer k. Chains: 1-2-3 (im2col Conv+BN+ReLU), 4-5-6 (Winograd at 64x64, no bias,
+// ReLU6), 7-8 (Add+ReLU), 9 is read by 10 and 12 (no chain), 13-14 BN without running stats
+// (no fold, so no chain), 16-17 (depthwise Conv+BN, 17 a network output: 18 stays alone),
+// 19-20-21 (strided Conv+BN+SiLU), 22-23 (pointwise Conv+LeakyReLU), 24-25 (Winograd Conv+ReLU
+// at 64x64, reading node 12).
+const char* kDescription = R"json({
+  "auto_connect": true,
+  "inputs_channels": [3],
+  "outputs_channels": [8, 32, 16, 16],
+  "outputs": [[17, 0, 0], [21, 0, 1], [23, 0, 2], [25, 0, 3]],
+  "layers": [
+    ["torch.nn.Conv2d(3,16,3,padding=1)", 16],
+    ["torch.nn.BatchNorm2d(16)"],
+    ["torch.nn.ReLU()"],
+    ["torch.nn.Conv2d(16,16,3,padding=1,bias=False)", 16],
+    ["torch.nn.BatchNorm2d(16, affine=False)"],
+    ["torch.nn.ReLU6()"],
+    ["nn_executor.models.Add(num=2)", [[16, 16], [16]], [[-1, 0], [-4, 0]]],
+    ["torch.nn.ReLU(inplace=True)"],
+    ["torch.nn.Conv2d(16,16,1)", 16],
+    ["torch.nn.BatchNorm2d(16)"],
+    ["torch.nn.ReLU()"],
+    ["nn_executor.models.Add(num=2)", [[16, 16], [16]], [[-3, 0], [-1, 0]]],
+    ["torch.nn.Conv2d(16,8,3,padding=1)", 8],
+    ["torch.nn.BatchNorm2d(8, track_running_stats=False)"],
+    ["torch.nn.LeakyReLU(0.1)"],
+    ["torch.nn.Conv2d(8,8,3,padding=1,groups=8)", 8],
+    ["torch.nn.BatchNorm2d(8)"],
+    ["torch.nn.Hardswish()"],
+    ["torch.nn.Conv2d(8,32,3,stride=2,padding=1)", 32],
+    ["torch.nn.BatchNorm2d(32)"],
+    ["torch.nn.SiLU()"],
+    ["torch.nn.Conv2d(32,16,1)", 16],
+    ["torch.nn.LeakyReLU(0.2)"],
+    ["torch.nn.Conv2d(16,16,3,padding=1)", [[16], [16]], [[-12, 0]]],
+    ["torch.nn.ReLU()"]
+  ]
+})json";
+
+Tensor random_tensor(const Shape& shape, std::mt19937& rng, float lo, float hi) {
+  Tensor t = Tensor::empty(shape);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
+  return t;
+}
+
+// The description with BatchNorm statistics and affine parameters far from their defaults, so
+// that folding them changes the weights.
+Model fusion_model() {
+  Model model = load_memory(kDescription, "", {}, "fusion.json");
+  std::mt19937 rng(7);
+  for (const Layer& layer : model.graph().layers) {
+    if (layer.op->type() != "BatchNorm2d") continue;
+    for (const Param& p : layer.op->params()) {
+      if (p.name == "weight")
+        layer.op->set_param(p.name, random_tensor(p.value.shape(), rng, 0.5f, 2));
+      if (p.name == "bias" || p.name == "running_mean")
+        layer.op->set_param(p.name, random_tensor(p.value.shape(), rng, -1, 1));
+      if (p.name == "running_var")
+        layer.op->set_param(p.name, random_tensor(p.value.shape(), rng, 0.1f, 3));
+    }
+  }
+  return model;
+}
+
+std::vector<Tensor> run(const Model& model, const Tensor& input, bool fuse, int threads = 2,
+                        std::vector<NodeTiming>* profile = nullptr) {
+  Executor net(model, {.threads = threads, .profile = true, .fuse = fuse});
+  std::vector<Tensor> out = net(input);
+  out = net(input);  // the second run reuses the plan and the folded weights
+  if (profile != nullptr) *profile = net.last_profile();
+  return out;
+}
+
+// node -> the nodes fused into it, for the nodes that ran.
+std::map<int, std::vector<int>> chains(const std::vector<NodeTiming>& profile) {
+  std::map<int, std::vector<int>> c;
+  for (const NodeTiming& t : profile) c[t.node] = t.fused;
+  return c;
+}
+
+class Fusion : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(Fusion, MatchesUnfusedAndRunsFewerNodes) {
+  Model model = fusion_model();
+  std::mt19937 rng(1);
+  Tensor input = random_tensor(GetParam(), rng, -2, 2);
+  std::vector<NodeTiming> fused_profile, plain_profile;
+  std::vector<Tensor> fused = run(model, input, true, 2, &fused_profile);
+  std::vector<Tensor> plain = run(model, input, false, 2, &plain_profile);
+  ASSERT_EQ(fused.size(), plain.size());
+  for (size_t k = 0; k < fused.size(); ++k)
+    EXPECT_LE(relative_error(fused[k], plain[k]), 1e-5) << "output " << k;
+
+  EXPECT_EQ(plain_profile.size(), 25u);
+  for (const NodeTiming& t : plain_profile) EXPECT_TRUE(t.fused.empty());
+  auto c = chains(fused_profile);
+  const std::map<int, std::vector<int>> expected = {
+      {1, {2, 3}}, {4, {5, 6}}, {7, {8}},       {9, {}},    {10, {}},
+      {11, {}},    {12, {}},    {13, {}},       {14, {}},   {15, {}},
+      {16, {17}},  {18, {}},    {19, {20, 21}}, {22, {23}}, {24, {25}}};
+  EXPECT_EQ(c, expected);
+  EXPECT_EQ(fused_profile.size(), 15u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Fusion,
+                         ::testing::Values(Shape{1, 3, 64, 64},  // Winograd, bands, direct
+                                           Shape{2, 3, 12, 12},  // image blocks
+                                           Shape{1, 3, 7, 9}));  // odd edges
+
+TEST(FusionThreads, FusedRunsAreBitExactAcrossThreadCounts) {
+  Model model = fusion_model();
+  std::mt19937 rng(2);
+  Tensor input = random_tensor(Shape{1, 3, 64, 64}, rng, -2, 2);
+  std::vector<Tensor> one = run(model, input, true, 1);
+  std::vector<Tensor> three = run(model, input, true, 3);
+  for (size_t k = 0; k < one.size(); ++k) EXPECT_EQ(relative_error(one[k], three[k]), 0.0);
+}
+
+TEST(FusionThreads, ExecutorsOnManyThreadsShareOneModel) {
+  Model model = fusion_model();
+  std::mt19937 rng(3);
+  Tensor input = random_tensor(Shape{1, 3, 32, 32}, rng, -2, 2);
+  std::vector<std::vector<Tensor>> results(4);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < results.size(); ++i)
+    threads.emplace_back([&, i] { results[i] = run(model, input, true, 1); });
+  for (auto& t : threads) t.join();
+  std::vector<Tensor> plain = run(model, input, false, 1);
+  for (const auto& r : results)
+    for (size_t k = 0; k < r.size(); ++k) {
+      EXPECT_EQ(relative_error(r[k], results[0][k]), 0.0);
+      EXPECT_LE(relative_error(r[k], plain[k]), 1e-5);
+    }
+}
+
+TEST(FusionClone, ACopyThatMayBeTrainedFusesActivationsButFoldsNoBatchNorm) {
+  Model model = fusion_model().clone();
+  std::mt19937 rng(4);
+  Tensor input = random_tensor(Shape{1, 3, 16, 16}, rng, -2, 2);
+  std::vector<NodeTiming> profile;
+  std::vector<Tensor> fused = run(model, input, true, 2, &profile);
+  std::vector<Tensor> plain = run(model, input, false, 2);
+  for (size_t k = 0; k < fused.size(); ++k) EXPECT_LE(relative_error(fused[k], plain[k]), 1e-5);
+  auto c = chains(profile);
+  EXPECT_EQ(c.at(7), std::vector<int>{8});
+  EXPECT_EQ(c.at(22), std::vector<int>{23});
+  EXPECT_TRUE(c.at(1).empty());
+  EXPECT_TRUE(c.count(2));  // the BatchNorm ran as a node
+}
+
+// The example network with PyTorch's weights: its three Conv+BN+ReLU chains fuse (not the Add,
+// whose reader is a Conv, nor the last Conv, read by the YOLO plugin), and both ways agree with
+// PyTorch's outputs.
+TEST(FusionSeed, SeedNetworkFusesItsConvBatchNormReluChains) {
+  const std::string dir = std::string(NNX_FIXTURE_DIR) + "/models/seed";
+  if (!std::filesystem::exists(dir + "/seed.pth")) GTEST_SKIP() << "no seed fixture in " << dir;
+  example::register_yolo_head();
+  Model model = load(dir + "/seed.json", dir + "/seed.pth");
+  Tensor input = read_npy(dir + "/in0.npy");
+  std::vector<NodeTiming> profile;
+  std::vector<Tensor> fused = run(model, input, true, 2, &profile);
+  std::vector<Tensor> plain = run(model, input, false, 2);
+  ASSERT_EQ(fused.size(), 2u);
+  for (size_t k = 0; k < fused.size(); ++k) {
+    Tensor ref = read_npy(dir + "/ref" + std::to_string(k) + ".npy");
+    EXPECT_LE(relative_error(fused[k], plain[k]), 1e-5) << "output " << k;
+    EXPECT_LE(relative_error(fused[k], ref), 1e-4) << "output " << k;
+  }
+  auto c = chains(profile);
+  EXPECT_EQ(c.at(1), (std::vector<int>{2, 3}));
+  EXPECT_EQ(c.at(5), (std::vector<int>{6, 7}));
+  EXPECT_EQ(c.at(12), (std::vector<int>{13, 14}));
+  EXPECT_TRUE(c.at(11).empty());
+  EXPECT_TRUE(c.at(16).empty());
+  EXPECT_EQ(profile.size(), 11u);
+}
+
+}  // namespace
+}  // namespace nnx

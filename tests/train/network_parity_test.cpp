@@ -48,6 +48,7 @@ std::string train_case(const std::string& name, int threads) {
   opt.lr = meta.find("lr")->number;
   if (const json::Value* m = meta.find("momentum")) opt.momentum = m->number;
   if (const json::Value* wd = meta.find("weight_decay")) opt.weight_decay = wd->number;
+  if (const json::Value* eps = meta.find("eps")) opt.eps = eps->number;
   auto optimizer = make_optimizer(meta.find("optimizer")->str, opt);
   int steps = int(meta.find("steps")->integer);
   int outputs = int(meta.find("outputs")->integer);

@@ -2,6 +2,8 @@
 // as it was written, since PyTorch's modules store and print them unconverted.
 #include "ops/pooling.h"
 
+#include <limits>
+
 #include "nnx/error.h"
 #include "ops/layer_args.h"
 
@@ -129,7 +131,19 @@ void MaxPool2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inpu
                             std::span<Tensor> outputs) const {
   const Tensor input = inputs[0].contiguous();
   const cpu::Pool2dShape s = window_.shape("MaxPool2d", input.shape());
-  cpu::max_pool2d(s, input.data<float>(), outputs[0].data<float>(), ctx.pool);
+  if (ctx.saved == nullptr) {
+    cpu::max_pool2d(s, input.data<float>(), outputs[0].data<float>(), ctx.pool);
+    return;
+  }
+  // Forward for a backward: the index in its plane of each output's element is kept, so that
+  // the backward scatters without the input.
+  NNX_CHECK(s.in_h * s.in_w <= std::numeric_limits<int32_t>::max(), ErrorKind::unsupported,
+            "MaxPool2d: training needs input planes under 2^31 elements, found ", s.in_h, " x ",
+            s.in_w);
+  Tensor indices = Tensor::empty(outputs[0].shape(), DType::i32);
+  cpu::max_pool2d_with_indices(s, input.data<float>(), outputs[0].data<float>(),
+                               indices.data<int32_t>(), ctx.pool);
+  ctx.saved->push_back(std::move(indices));
 }
 
 // ---- AvgPool2d
@@ -233,9 +247,20 @@ void MaxPool2d::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inp
                              std::span<const Tensor>, std::span<const Tensor> grad_outputs,
                              std::span<Tensor> grad_inputs, std::span<Tensor>) const {
   if (grad_inputs.empty() || !grad_inputs[0].defined()) return;
-  const Tensor input = inputs[0].contiguous();
   const Tensor grad_output = grad_outputs[0].contiguous();
-  const cpu::Pool2dShape s = window_.shape("MaxPool2d", input.shape());
+  const cpu::Pool2dShape s = window_.shape("MaxPool2d", grad_inputs[0].shape());
+  if (ctx.saved != nullptr && !ctx.saved->empty()) {
+    const Tensor& indices = ctx.saved->front();
+    NNX_CHECK(indices.dtype() == DType::i32 && indices.shape() == grad_output.shape(),
+              ErrorKind::usage, "MaxPool2d: backward: the forward's indices do not match");
+    cpu::max_pool2d_backward_indices(s, indices.data<int32_t>(), grad_output.data<float>(),
+                                     grad_inputs[0].data<float>(), ctx.pool);
+    return;
+  }
+  // A forward that kept nothing (run without ctx.saved): the argmax from the input, if given.
+  NNX_CHECK(!inputs.empty() && inputs[0].defined(), ErrorKind::usage,
+            "MaxPool2d: backward needs the indices its forward keeps in ctx.saved, or the input");
+  const Tensor input = inputs[0].contiguous();
   cpu::max_pool2d_backward(s, input.data<float>(), grad_output.data<float>(),
                            grad_inputs[0].data<float>(), ctx.pool);
 }

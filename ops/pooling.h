@@ -42,7 +42,9 @@ class MaxPool2d : public Pool2dOp {
   int64_t flops(std::span<const TensorSpec> inputs,
                 std::span<const TensorSpec> outputs) const override;
 
-  BackwardNeeds backward_needs() const override { return {true, false}; }
+  // With ctx.saved the forward keeps each output's argmax (int32, its index in the input
+  // plane) and the backward scatters with it: neither the input nor the output is kept.
+  BackwardNeeds backward_needs() const override { return {false, false}; }
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,

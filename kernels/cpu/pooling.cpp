@@ -62,48 +62,101 @@ void pairwise_max(const float* m, int64_t n, float* out) {
 }
 
 // For each of the `width` columns: the maximum over `count` rows first_row, first_row +
-// step, ... of `plane` (row stride `width`) and the first row reaching it (strictly greater
-// replaces). Returns whether any of those values is NaN (the results are then not used).
-bool column_maxima(const float* plane, int64_t width, int64_t first_row, int64_t step,
-                   int64_t count, float* best, int32_t* row) {
+// step, ... of `plane` (row stride `width`) and the index in the plane (row * width + column) of
+// the first row reaching it (strictly greater replaces). Returns whether any of those values is
+// NaN (the results are then not used).
+bool column_argmax(const float* plane, int64_t width, int64_t first_row, int64_t step,
+                   int64_t count, float* best, int32_t* index) {
   const float* src = plane + first_row * width;
   std::copy(src, src + width, best);
-  std::fill(row, row + width, int32_t(first_row));
-  int64_t w = 0;
-  bool nan = false;
+  const int32_t base = int32_t(first_row * width);
+  // Row by row (each row streamed once), the running maxima and indices kept in `best` and
+  // `index`, which stay in the L1 cache.
 #if defined(__AVX2__)
+  const int64_t vec_end = width / 8 * 8;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   __m256 unordered = _mm256_setzero_ps();
-  for (; w + 8 <= width; w += 8) {
-    __m256 b = _mm256_loadu_ps(src + w);
-    __m256i r = _mm256_set1_epi32(int32_t(first_row));
+  for (int64_t w = 0; w < vec_end; w += 8) {
+    const __m256 b = _mm256_loadu_ps(src + w);
     unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
-    for (int64_t k = 1; k < count; ++k) {
-      const int64_t h = first_row + k * step;
-      const __m256 v = _mm256_loadu_ps(plane + h * width + w);
-      const __m256 take = _mm256_cmp_ps(v, b, _CMP_GT_OQ);
-      unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-      b = _mm256_blendv_ps(b, v, take);
-      r = _mm256_castps_si256(_mm256_blendv_ps(
-          _mm256_castsi256_ps(r), _mm256_castsi256_ps(_mm256_set1_epi32(int32_t(h))), take));
-    }
-    _mm256_storeu_ps(best + w, b);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + w), r);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(index + w),
+                        _mm256_add_epi32(_mm256_set1_epi32(base + int32_t(w)), lane));
   }
-  nan = _mm256_movemask_ps(unordered) != 0;
-#endif
-  for (int64_t c = w; c < width; ++c) nan = nan || best[c] != best[c];
   for (int64_t k = 1; k < count; ++k) {
     const int64_t h = first_row + k * step;
     const float* line = plane + h * width;
-    for (int64_t c = w; c < width; ++c) {
+    const int32_t row_base = int32_t(h * width);
+    for (int64_t w = 0; w < vec_end; w += 8) {
+      const __m256 b = _mm256_loadu_ps(best + w);
+      const __m256 v = _mm256_loadu_ps(line + w);
+      const __m256 take = _mm256_cmp_ps(v, b, _CMP_GT_OQ);
+      unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+      _mm256_storeu_ps(best + w, _mm256_blendv_ps(b, v, take));
+      const __m256 r = _mm256_loadu_ps(reinterpret_cast<const float*>(index + w));
+      const __m256 at =
+          _mm256_castsi256_ps(_mm256_add_epi32(_mm256_set1_epi32(row_base + int32_t(w)), lane));
+      _mm256_storeu_ps(reinterpret_cast<float*>(index + w), _mm256_blendv_ps(r, at, take));
+    }
+  }
+  bool nan = _mm256_movemask_ps(unordered) != 0;
+#else
+  const int64_t vec_end = 0;
+  bool nan = false;
+#endif
+  for (int64_t c = vec_end; c < width; ++c) {
+    index[c] = base + int32_t(c);
+    nan = nan || best[c] != best[c];
+  }
+  for (int64_t k = 1; k < count; ++k) {
+    const int64_t h = first_row + k * step;
+    const float* line = plane + h * width;
+    for (int64_t c = vec_end; c < width; ++c) {
       if (line[c] > best[c]) {
         best[c] = line[c];
-        row[c] = int32_t(h);
+        index[c] = int32_t(h * width + c);
       }
       nan = nan || line[c] != line[c];
     }
   }
   return nan;
+}
+
+// (out[i], out_index[i]) = the larger of (m[2i], index[2i]) and (m[2i + 1], index[2i + 1]) for
+// i < n, ties to the smaller index (the first in PyTorch's scan order): the column step of a
+// 2-wide, stride-2 window over NaN-free values. May run in place.
+void pairwise_argmax(const float* m, const int32_t* index, int64_t n, float* out,
+                     int32_t* out_index) {
+  int64_t i = 0;
+#if defined(__AVX2__)
+  auto evens = [](__m256 a, __m256 b) {
+    return _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+  };
+  auto odds = [](__m256 a, __m256 b) {
+    return _mm256_castpd_ps(
+        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+  };
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v0 = _mm256_loadu_ps(m + 2 * i), v1 = _mm256_loadu_ps(m + 2 * i + 8);
+    const __m256 x0 = _mm256_loadu_ps(reinterpret_cast<const float*>(index + 2 * i));
+    const __m256 x1 = _mm256_loadu_ps(reinterpret_cast<const float*>(index + 2 * i + 8));
+    const __m256 ev = evens(v0, v1), od = odds(v0, v1);
+    const __m256 ex = evens(x0, x1), ox = odds(x0, x1);
+    const __m256 earlier =
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_castps_si256(ex), _mm256_castps_si256(ox)));
+    const __m256 take = _mm256_or_ps(_mm256_cmp_ps(od, ev, _CMP_GT_OQ),
+                                     _mm256_and_ps(_mm256_cmp_ps(od, ev, _CMP_EQ_OQ), earlier));
+    _mm256_storeu_ps(out + i, _mm256_blendv_ps(ev, od, take));
+    _mm256_storeu_ps(reinterpret_cast<float*>(out_index + i), _mm256_blendv_ps(ex, ox, take));
+  }
+#endif
+  for (; i < n; ++i) {
+    const float e = m[2 * i], o = m[2 * i + 1];
+    const int32_t ei = index[2 * i], oi = index[2 * i + 1];
+    const bool take = o > e || (o == e && oi < ei);
+    out[i] = take ? o : e;
+    out_index[i] = take ? oi : ei;
+  }
 }
 
 }  // namespace
@@ -236,8 +289,8 @@ void adaptive_avg_pool2d(int64_t planes, int64_t in_h, int64_t in_w, int64_t out
   });
 }
 
-void max_pool2d_backward(const Pool2dShape& s, const float* input, const float* grad_output,
-                         float* grad_input, ThreadPool* pool) {
+void max_pool2d_with_indices(const Pool2dShape& s, const float* input, float* output,
+                             int32_t* indices, ThreadPool* pool) {
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   std::vector<Taps> rows(static_cast<size_t>(s.out_h)), cols(static_cast<size_t>(s.out_w));
   for (int64_t oh = 0; oh < s.out_h; ++oh)
@@ -245,71 +298,119 @@ void max_pool2d_backward(const Pool2dShape& s, const float* input, const float* 
   for (int64_t ow = 0; ow < s.out_w; ++ow)
     cols[ow] = valid_taps(ow * s.stride_w - s.pad_w, s.kernel_w, s.dilation_w, s.in_w);
   const int64_t in_w = s.in_w, out_w = s.out_w;
+  const float lowest = -std::numeric_limits<float>::infinity();
+  const bool halving = (s.kernel_w == 2 || s.kernel_w == 4 || s.kernel_w == 8) &&
+                       s.stride_w == s.kernel_w && s.dilation_w == 1 && s.pad_w == 0 &&
+                       s.kernel_w * s.out_w <= s.in_w;
   // Exact scan of one output row in PyTorch's order (rows, then columns): strictly greater, or
   // NaN, takes the index; so ties go to the first maximum and NaN to the last NaN.
-  auto scan_row = [&](const float* in, int64_t oh, int64_t* index) {
+  auto scan_row = [&](const float* in, int64_t oh, float* out, int32_t* index) {
     const int64_t h0 = oh * s.stride_h - s.pad_h;
     for (int64_t ow = 0; ow < out_w; ++ow) {
+      if (cols[ow].lo >= cols[ow].hi) {
+        out[ow] = lowest;
+        index[ow] = -1;
+        continue;
+      }
       const int64_t w0 = ow * s.stride_w - s.pad_w;
-      float best = -std::numeric_limits<float>::infinity();
-      index[ow] = (h0 + rows[oh].lo * s.dilation_h) * in_w + w0 + cols[ow].lo * s.dilation_w;
+      float best = lowest;
+      int64_t at = (h0 + rows[oh].lo * s.dilation_h) * in_w + w0 + cols[ow].lo * s.dilation_w;
       for (int64_t kh = rows[oh].lo; kh < rows[oh].hi; ++kh) {
         for (int64_t kw = cols[ow].lo; kw < cols[ow].hi; ++kw) {
           const int64_t i = (h0 + kh * s.dilation_h) * in_w + w0 + kw * s.dilation_w;
           if (in[i] > best || in[i] != in[i]) {
             best = in[i];
-            index[ow] = i;
+            at = i;
           }
         }
       }
+      out[ow] = best;
+      index[ow] = int32_t(at);
     }
   };
   auto body = [&](int64_t begin, int64_t end) {
-    // Separably, as the first maximum in row-major order is the maximum with the smallest
-    // (row, column): down each input column the first maximum over the window's rows
-    // (vectorised), then across each window's columns the largest, ties to the smaller row.
+    // Separably, as the first maximum in row-major order is the maximum with the smallest index
+    // in the plane: down each input column the first maximum over the window's rows
+    // (vectorised), then across each window's columns the largest, ties to the smaller index.
     // A row of windows that meets a NaN is redone by the exact scan.
-    std::vector<float> column_best(static_cast<size_t>(in_w));
-    std::vector<int32_t> column_row(static_cast<size_t>(in_w));
-    std::vector<int64_t> index(static_cast<size_t>(out_w));
+    // Rows of maxima per thread, grown once: steady-state runs allocate nothing here.
+    thread_local std::vector<float> column_best;
+    thread_local std::vector<int32_t> column_index;
+    if (column_best.size() < static_cast<size_t>(in_w)) {
+      column_best.resize(size_t(in_w));
+      column_index.resize(size_t(in_w));
+    }
+    float* cb = column_best.data();
+    int32_t* ci = column_index.data();
     for (int64_t p = begin; p < end; ++p) {
       const float* in = input + p * in_plane;
-      const float* g = grad_output + p * out_plane;
-      float* gin = grad_input + p * in_plane;
-      std::fill(gin, gin + in_plane, 0.f);
-      for (int64_t oh = 0; oh < s.out_h; ++oh) {
-        if (rows[oh].lo >= rows[oh].hi) continue;
+      float* out = output + p * out_plane;
+      int32_t* idx = indices + p * out_plane;
+      for (int64_t oh = 0; oh < s.out_h; ++oh, out += out_w, idx += out_w) {
+        if (rows[oh].lo >= rows[oh].hi) {
+          std::fill(out, out + out_w, lowest);
+          std::fill(idx, idx + out_w, int32_t(-1));
+          continue;
+        }
         const int64_t h0 = oh * s.stride_h - s.pad_h;
         const int64_t first = h0 + rows[oh].lo * s.dilation_h;
-        const bool nan = column_maxima(in, in_w, first, s.dilation_h, rows[oh].hi - rows[oh].lo,
-                                       column_best.data(), column_row.data());
-        if (nan) {
-          scan_row(in, oh, index.data());
+        if (column_argmax(in, in_w, first, s.dilation_h, rows[oh].hi - rows[oh].lo, cb, ci)) {
+          scan_row(in, oh, out, idx);
+        } else if (halving) {
+          int64_t n = s.kernel_w * out_w;
+          for (; n > 2 * out_w; n /= 2) pairwise_argmax(cb, ci, n / 2, cb, ci);  // in place
+          pairwise_argmax(cb, ci, out_w, out, idx);
         } else {
           for (int64_t ow = 0; ow < out_w; ++ow) {
+            if (cols[ow].lo >= cols[ow].hi) {
+              out[ow] = lowest;
+              idx[ow] = -1;
+              continue;
+            }
             const int64_t w0 = ow * s.stride_w - s.pad_w;
-            float best = -std::numeric_limits<float>::infinity();
-            int64_t best_row = first, best_col = w0 + cols[ow].lo * s.dilation_w;
+            float best = lowest;
+            int32_t at = int32_t(first * in_w + w0 + cols[ow].lo * s.dilation_w);
             for (int64_t kw = cols[ow].lo; kw < cols[ow].hi; ++kw) {
               const int64_t w = w0 + kw * s.dilation_w;
-              const float v = column_best[size_t(w)];
-              const int64_t r = column_row[size_t(w)];
-              if (v > best || (v == best && r < best_row)) {
-                best = v;
-                best_row = r;
-                best_col = w;
-              }
+              const float v = cb[w];
+              const int32_t i = ci[w];
+              // Branch-free: which tap wins is data-dependent and mispredicts as a branch.
+              const bool take = (v > best) | ((v == best) & (i < at));
+              best = take ? v : best;
+              at = take ? i : at;
             }
-            index[size_t(ow)] = best_row * in_w + best_col;
+            out[ow] = best;
+            idx[ow] = at;
           }
         }
-        const float* g_row = g + oh * out_w;
-        for (int64_t ow = 0; ow < out_w; ++ow)
-          if (cols[ow].lo < cols[ow].hi) gin[index[size_t(ow)]] += g_row[ow];
       }
     }
   };
   parallel_for(pool, s.planes, plane_grain(out_plane * s.kernel_h * s.kernel_w), body);
+}
+
+void max_pool2d_backward_indices(const Pool2dShape& s, const int32_t* indices,
+                                 const float* grad_output, float* grad_input, ThreadPool* pool) {
+  const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  parallel_for(pool, s.planes, plane_grain(in_plane), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int32_t* idx = indices + p * out_plane;
+      const float* g = grad_output + p * out_plane;
+      float* gin = grad_input + p * in_plane;
+      std::fill(gin, gin + in_plane, 0.f);
+      for (int64_t o = 0; o < out_plane; ++o)
+        if (idx[o] >= 0) gin[idx[o]] += g[o];
+    }
+  });
+}
+
+void max_pool2d_backward(const Pool2dShape& s, const float* input, const float* grad_output,
+                         float* grad_input, ThreadPool* pool) {
+  const size_t outputs = size_t(s.planes * s.out_h * s.out_w);
+  std::vector<float> values(outputs);
+  std::vector<int32_t> indices(outputs);
+  max_pool2d_with_indices(s, input, values.data(), indices.data(), pool);
+  max_pool2d_backward_indices(s, indices.data(), grad_output, grad_input, pool);
 }
 
 void avg_pool2d_backward(const Pool2dShape& s, bool count_include_pad, int64_t divisor_override,

@@ -32,11 +32,19 @@ void avg_pool2d(const Pool2dShape& shape, bool count_include_pad, int64_t diviso
 void adaptive_avg_pool2d(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
                          const float* input, float* output, ThreadPool* pool);
 
+// max_pool2d that also writes, per output, the index within its input plane (h * in_w + w) of
+// the element PyTorch's CPU kernel picks: the first maximum in window order, or the last NaN;
+// -1 for a window wholly in the padding. Needs in_h * in_w < 2^31.
+void max_pool2d_with_indices(const Pool2dShape& shape, const float* input, float* output,
+                             int32_t* indices, ThreadPool* pool);
+
 // Gradients of the three: grad_input [planes, in_h, in_w] is overwritten. Max pooling sends each
-// output's gradient to the element PyTorch's CPU kernel picks: the first maximum in window order,
-// or the last NaN.
+// output's gradient to the element PyTorch's CPU kernel picks (as max_pool2d_with_indices), the
+// first form working it out from the input, the second reading the forward's indices.
 void max_pool2d_backward(const Pool2dShape& shape, const float* input, const float* grad_output,
                          float* grad_input, ThreadPool* pool);
+void max_pool2d_backward_indices(const Pool2dShape& shape, const int32_t* indices,
+                                 const float* grad_output, float* grad_input, ThreadPool* pool);
 void avg_pool2d_backward(const Pool2dShape& shape, bool count_include_pad, int64_t divisor_override,
                          const float* grad_output, float* grad_input, ThreadPool* pool);
 void adaptive_avg_pool2d_backward(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,

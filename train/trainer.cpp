@@ -37,6 +37,10 @@ struct Trainer::Impl {
   bool training = true;
 
   std::vector<Parameter> params;
+  // zeroed[k]: params[k].grad is zero as zero_grad() left it (same storage, nothing added since):
+  // the first backward contribution is written straight into it instead of added.
+  std::vector<bool> zeroed;
+  std::vector<const Storage*> zeroed_storage;
   // param_index[layer][k]: index into params of the layer's k-th parameter, or -1 (buffers).
   std::vector<std::vector<int>> param_index;
 
@@ -53,6 +57,12 @@ struct Trainer::Impl {
   std::vector<std::vector<Tensor>> values;  // [node][port] of the last forward
   std::vector<std::vector<Tensor>> saved;   // [node]: what its training forward kept
   std::vector<std::vector<Tensor>> grads;   // [node][port] during backward
+  // Storage of the caller's output gradients, which backward reads in place and never writes.
+  std::vector<const Storage*> caller_grads;
+  bool is_caller(const Tensor& t) const {
+    return t.defined() && std::find(caller_grads.begin(), caller_grads.end(), t.storage().get()) !=
+                              caller_grads.end();
+  }
   bool have_forward = false;
   // Data-parallel hooks; final_node[layer]: the layer's last node in backward order, or -1.
   StatReducer* reducer = nullptr;
@@ -148,8 +158,9 @@ struct Trainer::Impl {
       for (size_t p = 0; p < values[v].size(); ++p) drop(values[v][p], owns(int(v), int(p)));
       for (auto& t : saved[v]) drop(t, true);
       saved[v].clear();
-      for (auto& t : grads[v]) drop(t, true);
+      for (auto& t : grads[v]) drop(t, !is_caller(t));
     }
+    caller_grads.clear();
     have_forward = false;
   }
 };
@@ -184,7 +195,22 @@ const Model& Trainer::model() const {
 }
 
 void Trainer::zero_grad() {
-  for (Parameter& p : impl_->params) p.grad.fill(0.0);
+  Impl& m = *impl_;
+  m.zeroed.assign(m.params.size(), false);
+  m.zeroed_storage.assign(m.params.size(), nullptr);
+  for (size_t k = 0; k < m.params.size(); ++k) {
+    Parameter& p = m.params[k];
+    if (p.grad.defined() && p.grad.device().is_cpu() && p.grad.dtype() == DType::f32 &&
+        p.grad.is_contiguous() && p.grad.shape() == p.value.shape()) {
+      float* g = p.grad.data<float>();
+      parallel_for(m.pool.get(), p.grad.numel(), 1 << 16,
+                   [&](int64_t b, int64_t e) { std::fill(g + b, g + e, 0.f); });
+      m.zeroed[k] = true;
+      m.zeroed_storage[k] = p.grad.storage().get();
+    } else {
+      p.grad.fill(0.0);
+    }
+  }
 }
 
 TrainMemory Trainer::memory() const {
@@ -287,15 +313,24 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
   NNX_CHECK(int(grad_outputs.size()) == g.num_outputs(), ErrorKind::shape, g.source, ": expected ",
             g.num_outputs(), " output gradient(s), found ", grad_outputs.size());
   for (size_t v = 0; v < m.grads.size(); ++v) m.grads[v].assign(m.values[v].size(), Tensor());
+  m.caller_grads.clear();
 
-  // Gradient into value (node, port): the first contribution is kept as it is, later ones add.
+  // Gradient into value (node, port): the first contribution is kept as it is, later ones add
+  // (into a tensor of this trainer: the caller's gradients are only read).
   auto accumulate = [&](const PortRef& at, Tensor grad) {
     Tensor& slot = m.grads[size_t(at.node)][size_t(at.port)];
     if (!slot.defined()) {
       slot = std::move(grad);
+    } else if (m.is_caller(slot)) {
+      if (m.is_caller(grad)) {
+        grad = grad.clone();
+        m.grow(bytes_of(grad));
+      }
+      add_into(m.pool.get(), grad, slot);
+      slot = std::move(grad);
     } else {
       add_into(m.pool.get(), slot, grad);
-      m.drop(grad, true);
+      m.drop(grad, !m.is_caller(grad));
     }
   };
   for (size_t k = 0; k < grad_outputs.size(); ++k) {
@@ -305,9 +340,14 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
     NNX_CHECK(grad_outputs[k].shape() == spec.shape, ErrorKind::shape, g.source,
               ": output gradient ", k, ": expected shape ", spec.shape.str(), ", found ",
               grad_outputs[k].shape().str());
-    Tensor copy = grad_outputs[k].to(DType::f32).contiguous().clone();
-    m.grow(bytes_of(copy));
-    accumulate(o, std::move(copy));
+    // Used in place when it is already contiguous float32 (backward only reads it), else a
+    // converted copy.
+    Tensor grad = grad_outputs[k].to(DType::f32).contiguous();
+    if (grad.storage() == grad_outputs[k].storage())
+      m.caller_grads.push_back(grad.storage().get());
+    else
+      m.grow(bytes_of(grad));
+    accumulate(o, std::move(grad));
   }
 
   // Backward readers still to run, per value: a value is freed after its last one.
@@ -332,6 +372,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
   ctx.rng = &m.rng;
   ctx.reducer = m.training ? m.reducer : nullptr;
   std::vector<Tensor> ins, outs, gouts, gins, gparams;
+  std::vector<bool> direct_params;
   for (auto it = m.plan.steps.rbegin(); it != m.plan.steps.rend(); ++it) {
     int v = *it;
     if (!m.requires_grad[size_t(v)]) continue;
@@ -356,7 +397,11 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
       if (need.outputs) outs[p] = m.values[size_t(v)][p];
       gouts[p] = m.grads[size_t(v)][p];
       if (!gouts[p].defined()) {
-        gouts[p] = Tensor::zeros(m.plan.specs[size_t(v)][p].shape, DType::f32);
+        // From the pooled allocator (large Tensor::zeros are fresh pages, faulted in every step).
+        gouts[p] = Tensor::empty(m.plan.specs[size_t(v)][p].shape, DType::f32);
+        float* z = gouts[p].data<float>();
+        parallel_for(m.pool.get(), gouts[p].numel(), 1 << 16,
+                     [&](int64_t b, int64_t e) { std::fill(z + b, z + e, 0.f); });
         m.grow(bytes_of(gouts[p]));
         m.grads[size_t(v)][p] = gouts[p];
       }
@@ -364,9 +409,22 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
     const auto& index = m.param_index[size_t(node.layer)];
     gparams.assign(index.size(), Tensor());
     bool any_param = false;
+    // Gradients a backward writes: straight into Parameter::grad where zero_grad() left it zero,
+    // else a temporary added into it.
+    std::vector<bool>& direct = direct_params;
+    direct.assign(index.size(), false);
     for (size_t k = 0; k < index.size(); ++k) {
       if (index[k] < 0) continue;
-      gparams[k] = Tensor::empty(m.params[size_t(index[k])].value.shape(), DType::f32);
+      const size_t at = size_t(index[k]);
+      Parameter& p = m.params[at];
+      if (at < m.zeroed.size() && m.zeroed[at] && p.grad.storage().get() == m.zeroed_storage[at] &&
+          p.grad.is_contiguous() && p.grad.shape() == p.value.shape()) {
+        gparams[k] = p.grad;
+        direct[k] = true;
+        m.zeroed[at] = false;
+      } else {
+        gparams[k] = Tensor::empty(p.value.shape(), DType::f32);
+      }
       any_param = true;
     }
     if (!any_param) gparams.clear();
@@ -377,12 +435,13 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
       throw Error(e.kind(), g.source + ": " + g.describe_node(v) + ": backward: " + e.message());
     }
     for (size_t k = 0; k < gparams.size(); ++k)
-      if (index[k] >= 0) add_into(m.pool.get(), m.params[size_t(index[k])].grad, gparams[k]);
+      if (index[k] >= 0 && !direct[k])
+        add_into(m.pool.get(), m.params[size_t(index[k])].grad, gparams[k]);
     if (m.grad_ready && m.final_node[size_t(node.layer)] == v)
       for (int k : index)
         if (k >= 0) m.grad_ready(k);
     // This node's outputs, gradients and saved state are no longer needed.
-    for (auto& t : m.grads[size_t(v)]) m.drop(t, true);
+    for (auto& t : m.grads[size_t(v)]) m.drop(t, !m.is_caller(t));
     for (auto& t : m.saved[size_t(v)]) m.drop(t, true);
     m.saved[size_t(v)].clear();
     ins.assign(ins.size(), Tensor());
@@ -397,6 +456,9 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
     }
   }
   m.release_all();
+  // What backward did not reach stays zero, but later changes are the caller's: a next backward
+  // adds.
+  m.zeroed.assign(m.zeroed.size(), false);
 }
 
 }  // namespace nnx

@@ -92,6 +92,27 @@ LossResult reduce(const Tensor& prediction, double total, std::vector<double>& g
 template <class Fn>
 LossResult elementwise(const Tensor& prediction, const Tensor& target, const LossOptions& options,
                        const char* loss, Fn fn) {
+  if (prediction.defined() && target.defined() && prediction.device().is_cpu() &&
+      target.device().is_cpu() && prediction.dtype() == DType::f32 &&
+      target.dtype() == DType::f32 && prediction.shape() == target.shape()) {
+    // float32 (training's case): one pass, no double copies of the tensors. The same double
+    // arithmetic, in the same order, as the general path below.
+    const Tensor xc = prediction.contiguous(), yc = target.contiguous();
+    const float* xp = xc.data<float>();
+    const float* yp = yc.data<float>();
+    Tensor grad = Tensor::empty(prediction.shape(), DType::f32);
+    float* gp = grad.data<float>();
+    const int64_t n = xc.numel();
+    const bool mean = options.reduction == Reduction::mean;
+    const double count = double(n);
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      double g = 0;
+      total += fn(double(xp[i]) - double(yp[i]), g);
+      gp[i] = float(mean ? g / count : g);
+    }
+    return {mean ? total / count : total, grad};
+  }
   Tensor x = as_f64(prediction, loss, "prediction");
   check_same_shape(prediction, target, loss);
   Tensor y = as_f64(target, loss, "target");

@@ -230,9 +230,22 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
   // Bands of output rows: wide enough that packing the weights is amortised, narrow enough that
   // the im2col scratch stays near L2 (a plain GEMM reads the input in place: one band).
   const int64_t band_target = std::max(kMinBandColumns, kColumnTileFloats / k);
-  const int64_t band_rows =
+  int64_t band_rows =
       pointwise ? s.out_h : std::clamp<int64_t>(ceil_div(band_target, s.out_w), 1, s.out_h);
-  const int64_t bands = ceil_div(s.out_h, band_rows);
+  int64_t bands = ceil_div(s.out_h, band_rows);
+  // A few bands that the threads do not divide (a mid-sized layer at batch 1): narrower bands,
+  // as many as the threads divide, let each thread lower and multiply whole bands of its own
+  // rather than share each one, as long as a band keeps enough columns for the GEMM.
+  if (!pointwise && threads > 1 && jobs * bands < 4 * threads && (jobs * bands) % threads != 0) {
+    const int64_t want = ceil_div(jobs * bands, threads) * threads;
+    if (want % jobs == 0) {
+      const int64_t rows = ceil_div(s.out_h, want / jobs);
+      if (rows * s.out_w >= kMinBandColumns && (jobs * ceil_div(s.out_h, rows)) % threads == 0) {
+        band_rows = rows;
+        bands = ceil_div(s.out_h, rows);
+      }
+    }
+  }
 
   struct Band {
     const float* group_input;
@@ -310,7 +323,9 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
       columns = scratch;
       ldb = b.cols;
     }
-    if (out_per_group >= kGemmRowBlock * threads) {
+    // Rows, unless the band is much wider than the layer is deep (a 1x1 layer on a large
+    // plane): then each thread takes columns and packs only its part of B, not all of it.
+    if (out_per_group >= kGemmRowBlock * threads && b.cols < 4 * out_per_group) {
       parallel_for(pool, ceil_div(out_per_group, kGemmRowBlock), 1, [&](int64_t i0, int64_t i1) {
         multiply(b, columns, ldb, i0 * kGemmRowBlock, std::min(out_per_group, i1 * kGemmRowBlock),
                  0, b.cols);

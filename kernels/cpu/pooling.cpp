@@ -177,12 +177,19 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
   const bool halving = (s.kernel_w == 2 || s.kernel_w == 4 || s.kernel_w == 8) &&
                        s.stride_w == s.kernel_w && s.dilation_w == 1 && s.pad_w == 0 &&
                        s.kernel_w * s.out_w <= s.in_w;
+  // Stride 2 without dilation (ResNet's 3x3 stride-2 pool): the row of maxima split into its
+  // even and odd window columns, padding as -inf, so every tap is a contiguous max over the
+  // output row.
+  const bool phased = !halving && s.stride_w == 2 && s.dilation_w == 1;
+  const int64_t span = (s.out_w - 1) * 2 + s.kernel_w;  // window columns, padding included
+  const int64_t half = (span + 1) / 2;
   auto body = [&](int64_t begin, int64_t end) {
     // Separably: the window's maximum down each input column of an output row (contiguous,
     // so it vectorises), then across the taps of each output column.
     // One row of maxima per thread, grown once: steady-state runs allocate nothing here.
-    thread_local std::vector<float> column_max;
+    thread_local std::vector<float> column_max, phases;
     if (column_max.size() < static_cast<size_t>(s.in_w)) column_max.resize(size_t(s.in_w));
+    if (phased && phases.size() < static_cast<size_t>(2 * half)) phases.resize(size_t(2 * half));
     for (int64_t p = begin; p < end; ++p) {
       const float* in = input + p * in_plane;
       float* out = output + p * out_plane;
@@ -204,6 +211,20 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
           for (; n > 2 * s.out_w; n /= 2)
             pairwise_max(m, n / 2, m);  // in place: writes trail reads
           pairwise_max(m, s.out_w, out);
+          continue;
+        }
+        if (phased) {
+          float* even = phases.data();
+          float* odd = even + half;
+          for (int64_t c = 0; c < span; ++c) {
+            const int64_t w = c - s.pad_w;
+            (c % 2 == 0 ? even : odd)[c / 2] = w >= 0 && w < s.in_w ? m[w] : lowest;
+          }
+          std::copy(even, even + s.out_w, out);
+          for (int64_t kw = 1; kw < s.kernel_w; ++kw) {
+            const float* tap = (kw % 2 == 0 ? even : odd) + kw / 2;
+            for (int64_t ow = 0; ow < s.out_w; ++ow) out[ow] = take(out[ow], tap[ow]);
+          }
           continue;
         }
         for (int64_t ow = 0; ow < s.out_w; ++ow) {

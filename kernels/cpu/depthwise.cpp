@@ -91,6 +91,35 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
     }
   }
   const int64_t ow = s.out_w;
+#if defined(__AVX512F__)
+  // Each 16 outputs of a row summed in one register over all taps (masked at the row's end, so
+  // the 7- and 14-wide rows of deep layers are vector work too), stored once.
+  if (s.kernel_h * s.kernel_w <= 49) {
+    const int64_t taps = s.kernel_h * s.kernel_w;
+    int64_t offset[49];  // of each tap in the padded plane, relative to the row's first output
+    __m512 tap_weight[49];
+    for (int64_t kh = 0, t = 0; kh < s.kernel_h; ++kh)
+      for (int64_t kw = 0; kw < s.kernel_w; ++kw, ++t) {
+        const int64_t c = kw * dw;
+        offset[t] = kh * dh * sw * phase_w + (c % sw) * phase_w + c / sw;
+        tap_weight[t] = _mm512_set1_ps(weight[t]);
+      }
+    const __m512 start = _mm512_set1_ps(bias);
+    for (int64_t oh = 0; oh < s.out_h; ++oh) {
+      const float* row = padded + oh * sh * sw * phase_w;
+      float* out = output + oh * ow;
+      for (int64_t x = 0; x < ow; x += 16) {
+        const __mmask16 mask = ow - x >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (ow - x)) - 1);
+        __m512 acc = start;
+        for (int64_t t = 0; t < taps; ++t)
+          acc =
+              _mm512_fmadd_ps(tap_weight[t], _mm512_maskz_loadu_ps(mask, row + offset[t] + x), acc);
+        _mm512_mask_storeu_ps(out + x, mask, acc);
+      }
+    }
+    return;
+  }
+#endif
   for (int64_t oh = 0; oh < s.out_h; ++oh) {
     float* out = output + oh * ow;
     std::fill(out, out + ow, bias);

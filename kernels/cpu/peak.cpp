@@ -27,12 +27,14 @@ constexpr int kChains = 12;
 
 }  // namespace
 
-float fma_chains(int64_t iterations, float seed) {
+// Not inlined: inlined into measure_peak_gflops, GCC 12 spilled the chains to the stack.
+__attribute__((noinline)) float fma_chains(int64_t iterations, float seed) {
 #if defined(__AVX512F__)
   __m512 acc[kChains];
   const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
   for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(seed + float(i));
   for (int64_t it = 0; it < iterations; ++it)
+#pragma GCC unroll 12  // the chains must stay in registers
     for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
   __m512 sum = acc[0];
   for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
@@ -47,6 +49,7 @@ float fma_chains(int64_t iterations, float seed) {
   const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
   for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_ps(seed + float(i));
   for (int64_t it = 0; it < iterations; ++it)
+#pragma GCC unroll 12  // the chains must stay in registers
     for (int i = 0; i < kChains; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
   __m256 sum = acc[0];
   for (int i = 1; i < kChains; ++i) sum = _mm256_add_ps(sum, acc[i]);
@@ -59,6 +62,7 @@ float fma_chains(int64_t iterations, float seed) {
   float acc[kChains];
   for (int i = 0; i < kChains; ++i) acc[i] = seed + float(i);
   for (int64_t it = 0; it < iterations; ++it)
+#pragma GCC unroll 12  // the chains must stay in registers
     for (int i = 0; i < kChains; ++i) acc[i] = acc[i] * 0.999999f + 1e-7f;
   float total = 0;
   for (float v : acc) total += v;
@@ -91,14 +95,20 @@ double measure_peak_gflops(int threads, double seconds) {
     }
     iterations *= 4;
   }
-  const auto start = Clock::now();
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t)
-    pool.emplace_back([&, t] { sink = sink + fma_chains(iterations, float(t)); });
-  sink = sink + fma_chains(iterations, 0.f);
-  for (auto& th : pool) th.join();
-  const double took = std::chrono::duration<double>(Clock::now() - start).count();
-  return fma_chains_flops(iterations) * threads / std::max(took, 1e-9) / 1e9;
+  // The best of three timings: a peak is a maximum, and a thread that starts late or a
+  // neighbour on the machine only ever lowers one.
+  double best = 0;
+  for (int round = 0; round < 3; ++round) {
+    const auto start = Clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t)
+      pool.emplace_back([&, t] { sink = sink + fma_chains(iterations / 3, float(t)); });
+    sink = sink + fma_chains(iterations / 3, 0.f);
+    for (auto& th : pool) th.join();
+    const double took = std::chrono::duration<double>(Clock::now() - start).count();
+    best = std::max(best, fma_chains_flops(iterations / 3) * threads / std::max(took, 1e-9) / 1e9);
+  }
+  return best;
 }
 
 }  // namespace nnx::cpu

@@ -9,8 +9,11 @@
 #include <iostream>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "graph/planner.h"
 #include "importer/json.h"
+#include "kernels/cpu/peak.h"
 #include "runtime/model_impl.h"
 #include "tools/nnx/cli.h"
 
@@ -182,10 +185,22 @@ int bench_command(const Args& args) {
   Executor net(model, options);
   net(inputs);
   double first_ms = ms_since(t0);
-  for (int64_t i = 0; i < warmup; ++i) net(inputs);
+  // A progress line on stderr (a terminal, or --progress), rewritten at most every 100 ms.
+  const bool progress = args.has("--progress") || ::isatty(2);
+  auto last_shown = Clock::now();
+  auto show = [&](const char* phase, int64_t done, int64_t total, bool force) {
+    if (!progress || (!force && ms_since(last_shown) < 100)) return;
+    last_shown = Clock::now();
+    std::cerr << "\rnnx bench: " << phase << ' ' << done << '/' << total << "   " << std::flush;
+  };
+  for (int64_t i = 0; i < warmup; ++i) {
+    show("warm-up", i + 1, warmup, i + 1 == warmup);
+    net(inputs);
+  }
   std::vector<double> times;
   std::vector<double> node_ms;  // summed over the timed runs, in run order
   for (int64_t i = 0; i < iters; ++i) {
+    show("run", i + 1, iters, i + 1 == iters);
     auto t = Clock::now();
     net(inputs);
     times.push_back(ms_since(t));
@@ -193,6 +208,7 @@ int bench_command(const Args& args) {
     node_ms.resize(timings.size(), 0.0);
     for (size_t k = 0; k < timings.size(); ++k) node_ms[k] += timings[k].ms;
   }
+  if (progress) std::cerr << "\r" << std::string(40, ' ') << "\r" << std::flush;
   std::vector<double> sorted = times;
   std::sort(sorted.begin(), sorted.end());
   auto pct = [&](double q) { return sorted[size_t(q * double(sorted.size() - 1) + 0.5)]; };
@@ -217,6 +233,9 @@ int bench_command(const Args& args) {
       out_shapes.push_back(plan.specs[size_t(last)][0].shape);
     }
   }
+  // The machine's float32 FMA peak for these threads (kernels/cpu/peak.h), measured after the
+  // runs: each node's GFLOP/s is also given as a share of it.
+  const double peak_gflops = profile ? cpu::measure_peak_gflops(threads) : 0.0;
   double total_node_ms = 0;
   for (double ms : node_ms) total_node_ms += ms;
   std::vector<json::Value> nodes;
@@ -230,17 +249,23 @@ int bench_command(const Args& args) {
     double ms = node_ms[k] / double(iters);
     double share = total_node_ms > 0 ? node_ms[k] / total_node_ms : 0;
     double gflops = ms > 0 ? double(flops[k]) / (ms * 1e6) : 0;
+    double of_peak = peak_gflops > 0 ? gflops / peak_gflops : 0;
     nodes.push_back(json::object({{"index", json::integer(v)},
                                   {"op", json::string(op)},
                                   {"shape", json::integers(out_shapes[k].vec())},
                                   {"ms", json::number(ms)},
                                   {"share", json::number(share)},
-                                  {"gflops", json::number(gflops)}}));
-    table << std::left << std::setw(6) << v << std::setw(24) << op << ' ' << std::right
-          << std::fixed << std::setprecision(3) << std::setw(10) << ms << " ms"
-          << std::setprecision(1) << std::setw(8) << 100 * share << " %" << std::setw(10) << gflops
-          << " GFLOP/s\n";
+                                  {"gflops", json::number(gflops)},
+                                  {"peak_share", json::number(of_peak)}}));
+    std::string shape = out_shapes[k].str();
+    table << std::left << std::setw(6) << v << std::setw(28) << op << ' ' << std::setw(20) << shape
+          << std::right << std::fixed << std::setprecision(3) << std::setw(10) << ms << " ms"
+          << std::setprecision(1) << std::setw(7) << 100 * share << " %" << std::setw(8) << gflops
+          << " GFLOP/s" << std::setw(6) << 100 * of_peak << " % of peak\n";
   }
+  if (profile)
+    table << "peak: " << std::fixed << std::setprecision(1) << peak_gflops << " GFLOP/s ("
+          << threads << " threads, " << cpu::fma_vector_bits() << "-bit FMA)\n";
   std::vector<json::Value> shape_list;
   for (const Shape& s : shapes) shape_list.push_back(json::integers(s.vec()));
   if (args.has("--json")) {
@@ -258,7 +283,10 @@ int bench_command(const Args& args) {
         {"threads", json::integer(threads)},
         {"precision", json::string("fp32")},
         {"shapes", json::array(std::move(shape_list))}};
-    if (profile) out.emplace_back("nodes", json::array(std::move(nodes)));
+    if (profile) {
+      out.emplace_back("peak_gflops", json::number(peak_gflops));
+      out.emplace_back("nodes", json::array(std::move(nodes)));
+    }
     std::cout << json::dump(json::object(std::move(out)), -1) << "\n";
     if (profile) std::cerr << table.str();
   } else {

@@ -16,7 +16,7 @@ const char* kUsageText =
     "  info ARCH [--weights W] [--shape N,C,H,W]... [--no-strict] [--json]\n"
     "  convert ARCH [--weights W] [--no-strict] --out PATH(.json|.pth|.safetensors)\n"
     "  bench ARCH [--weights W] [--shape N,C,H,W]... [--batch N] [--threads N] [--iters N]\n"
-    "             [--warmup K] [--json]\n"
+    "             [--warmup K] [--profile] [--progress] [--json]\n"
     "  graph ARCH [--weights W] [--shape N,C,H,W]... [--no-strict] --out FILE(.svg|.png|.dot)\n"
     "  train ARCH [--weights W] --train X.npy Y.npy [--val X.npy Y.npy]\n"
     "        --loss cross_entropy|mse|l1|smooth_l1|bce_with_logits --optimizer sgd|adam|adamw\n"
@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
     if (command == "bench")
       return bench_command(Args(argc, argv, 2,
                                 with({"--batch", "--iters", "--warmup", "--cuda-graph"}),
-                                {"--no-strict", "--json", "--profile"}));
+                                {"--no-strict", "--json", "--profile", "--progress"}));
     if (command == "graph")
       return graph_command(Args(argc, argv, 2, with({"--out"}), {"--no-strict"}));
     if (command == "train")

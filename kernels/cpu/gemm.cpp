@@ -119,7 +119,9 @@ void run_kernel(int64_t rows, int64_t kc, const float* a, const float* b, float*
   table[size_t(rows - 1)](kc, a, b, c, ldc, load_c, last);
 }
 
+// The first `columns` of 16 lanes (none for columns <= 0, all for 16 and more).
 __mmask16 tail_mask(int64_t columns) {
+  if (columns <= 0) return 0;
   return columns >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << columns) - 1);
 }
 

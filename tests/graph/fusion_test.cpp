@@ -16,6 +16,12 @@
 #include "test_util.h"
 
 namespace nnx {
+
+// GoogleTest prints parameters with this rather than as raw bytes.
+void PrintTo(const Shape& shape, std::ostream* os) {
+  *os << shape.str();
+}
+
 namespace {
 
 using testing_util::relative_error;
@@ -128,7 +134,13 @@ TEST_P(Fusion, MatchesUnfusedAndRunsFewerNodes) {
 INSTANTIATE_TEST_SUITE_P(Shapes, Fusion,
                          ::testing::Values(Shape{1, 3, 64, 64},  // Winograd, bands, direct
                                            Shape{2, 3, 12, 12},  // image blocks
-                                           Shape{1, 3, 7, 9}));  // odd edges
+                                           Shape{1, 3, 7, 9}),   // odd edges
+                         [](const ::testing::TestParamInfo<Shape>& info) {
+                           std::string name;  // "1x3x64x64"
+                           for (int64_t d : info.param.vec())
+                             name += (name.empty() ? "" : "x") + std::to_string(d);
+                           return name;
+                         });
 
 TEST(FusionThreads, FusedRunsAreBitExactAcrossThreadCounts) {
   Model model = fusion_model();

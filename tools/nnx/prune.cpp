@@ -205,9 +205,16 @@ int prune_command(const Args& args) {
   }
 
   fs::create_directories(*out);
-  pruned.save((fs::path(*out) / "pruned.json").string());
+  const std::string written_json = (fs::path(*out) / "pruned.json").string();
+  pruned.save(written_json);
   Measure after = counts(pruned);
-  time_both(model, pruned, shapes, threads, iters, before, after);
+  // Timed as it will be deployed: loaded from the files just written. The pruned model in
+  // memory is a copy whose weights may still change, so its Executors fuse activations but do
+  // not fold BatchNorm into the convolutions, as they do for the loaded original.
+  LoadOptions reload;
+  reload.device = pruned.device();
+  const Model deployed = load(written_json, (fs::path(*out) / "pruned.pth").string(), reload);
+  time_both(model, deployed, shapes, threads, iters, before, after);
 
   std::ostringstream table;
   table << detail.str() << std::left << std::setw(22) << "" << std::right << std::setw(14)

@@ -19,6 +19,13 @@ size_t bytes_of(const Tensor& t) {
   return t.defined() ? size_t(t.numel()) * dtype_size(t.dtype()) : 0;
 }
 
+// t = 0, t contiguous f32, split over the pool (Tensor::fill goes element by element).
+void zero_into(ThreadPool* pool, Tensor& t) {
+  float* d = t.data<float>();
+  parallel_for(pool, t.numel(), 1 << 16,
+               [&](int64_t b, int64_t e) { std::fill(d + b, d + e, 0.f); });
+}
+
 // dst += src, both contiguous f32 of one shape.
 void add_into(ThreadPool* pool, Tensor& dst, const Tensor& src) {
   float* d = dst.data<float>();
@@ -202,9 +209,7 @@ void Trainer::zero_grad() {
     Parameter& p = m.params[k];
     if (p.grad.defined() && p.grad.device().is_cpu() && p.grad.dtype() == DType::f32 &&
         p.grad.is_contiguous() && p.grad.shape() == p.value.shape()) {
-      float* g = p.grad.data<float>();
-      parallel_for(m.pool.get(), p.grad.numel(), 1 << 16,
-                   [&](int64_t b, int64_t e) { std::fill(g + b, g + e, 0.f); });
+      zero_into(m.pool.get(), p.grad);
       m.zeroed[k] = true;
       m.zeroed_storage[k] = p.grad.storage().get();
     } else {
@@ -399,9 +404,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
       if (!gouts[p].defined()) {
         // From the pooled allocator (large Tensor::zeros are fresh pages, faulted in every step).
         gouts[p] = Tensor::empty(m.plan.specs[size_t(v)][p].shape, DType::f32);
-        float* z = gouts[p].data<float>();
-        parallel_for(m.pool.get(), gouts[p].numel(), 1 << 16,
-                     [&](int64_t b, int64_t e) { std::fill(z + b, z + e, 0.f); });
+        zero_into(m.pool.get(), gouts[p]);
         m.grow(bytes_of(gouts[p]));
         m.grads[size_t(v)][p] = gouts[p];
       }
@@ -411,8 +414,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
     bool any_param = false;
     // Gradients a backward writes: straight into Parameter::grad where zero_grad() left it zero,
     // else a temporary added into it.
-    std::vector<bool>& direct = direct_params;
-    direct.assign(index.size(), false);
+    direct_params.assign(index.size(), false);
     for (size_t k = 0; k < index.size(); ++k) {
       if (index[k] < 0) continue;
       const size_t at = size_t(index[k]);
@@ -420,7 +422,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
       if (at < m.zeroed.size() && m.zeroed[at] && p.grad.storage().get() == m.zeroed_storage[at] &&
           p.grad.is_contiguous() && p.grad.shape() == p.value.shape()) {
         gparams[k] = p.grad;
-        direct[k] = true;
+        direct_params[k] = true;
         m.zeroed[at] = false;
       } else {
         gparams[k] = Tensor::empty(p.value.shape(), DType::f32);
@@ -435,7 +437,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
       throw Error(e.kind(), g.source + ": " + g.describe_node(v) + ": backward: " + e.message());
     }
     for (size_t k = 0; k < gparams.size(); ++k)
-      if (index[k] >= 0 && !direct[k])
+      if (index[k] >= 0 && !direct_params[k])
         add_into(m.pool.get(), m.params[size_t(index[k])].grad, gparams[k]);
     if (m.grad_ready && m.final_node[size_t(node.layer)] == v)
       for (int k : index)

@@ -5,6 +5,11 @@
 #include "kernels/cpu/activation_grad.h"
 #include "nnx/error.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/activation.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 namespace {
 
@@ -160,6 +165,18 @@ std::shared_ptr<Op> make_softplus(const Call& call) {
   return make("Softplus", cpu::Activation::softplus, a,
               "beta=" + number_text(args, "beta", "1") +
                   ", threshold=" + number_text(args, "threshold", "20"));
+}
+
+void ActivationOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, type_);
+  const Tensor x = scope.input(inputs[0]);
+  cuda::activation(kind_, args_, x.data<float>(), scope.output(outputs[0]), x.numel(),
+                   scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

@@ -35,6 +35,8 @@ class ActivationOp : public Op {
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  void forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<Tensor> outputs) const override;
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;

@@ -4,6 +4,11 @@
 #include "kernels/cpu/layernorm.h"
 #include "nnx/error.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/normalization.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 
 AffineOp::AffineOp(const Call& call) {
@@ -47,6 +52,18 @@ void AffineOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor>,
 
 std::shared_ptr<Op> make_affine(const Call& call) {
   return std::make_shared<AffineOp>(call);
+}
+
+void AffineOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                            std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "Affine");
+  const Tensor x = scope.input(inputs[0]);
+  cuda::affine(x.data<float>(), x.numel(), float(scale_), float(shift_), scope.output(outputs[0]),
+               scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

@@ -27,6 +27,8 @@ class AffineOp : public Op {
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  void forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<Tensor> outputs) const override;
   // grad_input = grad_output * scale.
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,

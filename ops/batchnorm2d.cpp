@@ -10,6 +10,11 @@
 #include "nnx/error.h"
 #include "ops/layer_args.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/normalization.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 
 namespace {
@@ -301,6 +306,44 @@ void BatchNorm2d::backward_cpu(const ExecContext& ctx, std::span<const Tensor> i
 
 std::shared_ptr<Op> make_batchnorm2d(const Call& call) {
   return std::make_shared<BatchNorm2d>(call);
+}
+
+void BatchNorm2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                               std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "BatchNorm2d");
+  scope.refuse_training(ctx);
+  const Tensor input = scope.input(inputs[0]);
+  float* output = scope.output(outputs[0]);
+  const int64_t batch = input.size(0), channels = num_features_;
+  const int64_t plane = input.size(2) * input.size(3);
+  if (track_running_stats_) {
+    // y = scale * x + shift, the map worked out on the host in double as on the CPU.
+    std::vector<double> scale, shift;
+    inference_affine(scale, shift);
+    const std::vector<float> scale_f(scale.begin(), scale.end());
+    const std::vector<float> shift_f(shift.begin(), shift.end());
+    cuda::channel_affine(input.data<float>(),
+                         cuda::device_constants(this, 0, scale_f, scope.device()),
+                         cuda::device_constants(this, 1, shift_f, scope.device()), output, batch,
+                         channels, plane, scope.stream());
+    return;
+  }
+  NNX_CHECK(batch * plane > 1, ErrorKind::shape,
+            "Expected more than 1 value per channel when training, got input size ",
+            input.shape().str());
+  Tensor weight, bias;
+  if (affine_) {
+    weight = cuda::device_param(params()[0].value, scope.device());
+    bias = cuda::device_param(params()[1].value, scope.device());
+  }
+  Tensor scale_shift = scope.empty(Shape{2 * channels});
+  cuda::batch_norm_batch_stats(input.data<float>(), affine_ ? weight.data<float>() : nullptr,
+                               affine_ ? bias.data<float>() : nullptr, eps_, batch, channels, plane,
+                               scale_shift.data<float>(), output, scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

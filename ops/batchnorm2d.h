@@ -38,6 +38,8 @@ class BatchNorm2d : public Op {
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  void forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<Tensor> outputs) const override;
   // With batch statistics (training, or no running statistics) the gradient flows through the
   // batch mean and variance; otherwise batch norm is a per-channel affine map.
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,

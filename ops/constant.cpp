@@ -6,6 +6,10 @@
 
 #include "nnx/error.h"
 
+#ifdef NNX_WITH_CUDA
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 namespace {
 
@@ -101,6 +105,16 @@ std::shared_ptr<Op> make_constant(const Call& call) {
 
 std::shared_ptr<Op> make_variable(const Call& call) {
   return std::make_shared<ConstantOp>(call, true);
+}
+
+void ConstantOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                              std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, type());
+  scope.copy(outputs[0], cuda::device_param(params()[0].value, scope.device()));
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

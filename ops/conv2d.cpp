@@ -7,6 +7,11 @@
 #include "nnx/error.h"
 #include "ops/layer_args.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/conv2d.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 
 namespace {
@@ -284,6 +289,59 @@ void Conv2d::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs
 
 std::shared_ptr<Op> make_conv2d(const Call& call) {
   return std::make_shared<Conv2d>(call);
+}
+
+void Conv2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                          std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "Conv2d");
+  Tensor input = scope.input(inputs[0]);
+  float* output = scope.output(outputs[0]);
+  const Tensor weight = cuda::device_param(params()[0].value, scope.device());
+  const Tensor bias = has_bias_ ? cuda::device_param(params()[1].value, scope.device()) : Tensor();
+  cpu::Conv2dShape s = geometry(input.shape());
+  const SidePadding pad = side_padding();
+  const bool padded = pad.top != 0 || pad.bottom != 0 || pad.left != 0 || pad.right != 0;
+  const bool symmetric = pad.top == pad.bottom && pad.left == pad.right;
+  // cuDNN pads with zeros, the same on both sides: other modes and 'same' with an odd total
+  // pad a copy of the input first, as the CPU does.
+  if (padded && (padding_mode_ != cpu::PadMode::zeros || !symmetric)) {
+    const cuda::PadMode mode = padding_mode_ == cpu::PadMode::reflect     ? cuda::PadMode::reflect
+                               : padding_mode_ == cpu::PadMode::replicate ? cuda::PadMode::replicate
+                               : padding_mode_ == cpu::PadMode::circular  ? cuda::PadMode::circular
+                                                                          : cuda::PadMode::zeros;
+    Tensor copy = scope.empty(Shape{s.batch, s.in_channels, s.in_h + pad.top + pad.bottom,
+                                    s.in_w + pad.left + pad.right});
+    cuda::pad2d(mode, input.data<float>(), s.batch * s.in_channels, s.in_h, s.in_w, pad.top,
+                pad.bottom, pad.left, pad.right, copy.data<float>(), scope.stream());
+    input = copy;
+    s.in_h = copy.size(2);
+    s.in_w = copy.size(3);
+    s.pad_top = s.pad_left = 0;
+  }
+  cuda::Conv2dParams p;
+  p.batch = s.batch;
+  p.in_channels = s.in_channels;
+  p.in_h = s.in_h;
+  p.in_w = s.in_w;
+  p.out_channels = s.out_channels;
+  p.out_h = s.out_h;
+  p.out_w = s.out_w;
+  p.kernel_h = s.kernel_h;
+  p.kernel_w = s.kernel_w;
+  p.stride_h = s.stride_h;
+  p.stride_w = s.stride_w;
+  p.pad_h = s.pad_top;
+  p.pad_w = s.pad_left;
+  p.dilation_h = s.dilation_h;
+  p.dilation_w = s.dilation_w;
+  p.groups = s.groups;
+  cuda::conv2d_forward(p, input.data<float>(), weight.data<float>(),
+                       has_bias_ ? bias.data<float>() : nullptr, output, scope.device().index,
+                       scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

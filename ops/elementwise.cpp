@@ -7,6 +7,11 @@
 #include "kernels/cpu/layernorm.h"
 #include "nnx/error.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/elementwise.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 namespace {
 
@@ -159,6 +164,36 @@ std::shared_ptr<Op> make_sub(const Call& call) {
 }
 std::shared_ptr<Op> make_mul(const Call& call) {
   return std::make_shared<BroadcastFoldOp>(call, cpu::BinaryOp::mul);
+}
+
+void BroadcastFoldOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                   std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, type());
+  Tensor& out = outputs[0];
+  float* output = scope.output(out);
+  if (inputs.size() == 1) {
+    scope.copy(out, scope.input(inputs[0]));
+    return;
+  }
+  const cuda::BinaryOp op = kind_ == cpu::BinaryOp::add   ? cuda::BinaryOp::add
+                            : kind_ == cpu::BinaryOp::sub ? cuda::BinaryOp::sub
+                                                          : cuda::BinaryOp::mul;
+  const Tensor a = scope.input(inputs[0]), b = scope.input(inputs[1]);
+  const std::span<const int64_t> out_dims = out.shape().span();
+  cuda::binary_broadcast(op, false, a.data<float>(), a.shape().span().data(), a.dim(),
+                         b.data<float>(), b.shape().span().data(), b.dim(), output, out_dims.data(),
+                         out.dim(), scope.stream());
+  // The left fold: later inputs update the output in place.
+  for (size_t i = 2; i < inputs.size(); ++i) {
+    const Tensor next = scope.input(inputs[i]);
+    cuda::binary_broadcast(op, false, output, out_dims.data(), out.dim(), next.data<float>(),
+                           next.shape().span().data(), next.dim(), output, out_dims.data(),
+                           out.dim(), scope.stream());
+  }
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

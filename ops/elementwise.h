@@ -39,6 +39,8 @@ class BroadcastFoldOp : public Op {
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  void forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<Tensor> outputs) const override;
   // Each input's gradient is the output's (times the other factors for Mul, negated for Sub's
   // later inputs) summed over the dimensions the input was broadcast along.
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,

@@ -5,6 +5,11 @@
 #include "nnx/error.h"
 #include "ops/layer_args.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/normalization.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 
 LayerNormOp::LayerNormOp(const Call& call) {
@@ -112,6 +117,27 @@ void LayerNormOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor> i
 
 std::shared_ptr<Op> make_layer_norm(const Call& call) {
   return std::make_shared<LayerNormOp>(call);
+}
+
+void LayerNormOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                               std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "LayerNorm");
+  const Tensor x = scope.input(inputs[0]);
+  float* output = scope.output(outputs[0]);
+  const int64_t n = normalized_shape_.numel();
+  const Tensor weight = elementwise_affine_
+                            ? cuda::device_param(find_param("weight")->value, scope.device())
+                            : Tensor();
+  const Tensor bias =
+      has_bias_ ? cuda::device_param(find_param("bias")->value, scope.device()) : Tensor();
+  if (n == 0) return;
+  cuda::layer_norm(x.data<float>(), x.numel() / n, n,
+                   elementwise_affine_ ? weight.data<float>() : nullptr,
+                   has_bias_ ? bias.data<float>() : nullptr, float(eps_), output, scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

@@ -9,6 +9,11 @@
 #include "kernels/cpu/layout.h"
 #include "nnx/error.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/tensor_ops.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 namespace {
 
@@ -260,6 +265,45 @@ std::shared_ptr<Op> make_permute(const Call& call) {
 }
 std::shared_ptr<Op> make_split(const Call& call) {
   return std::make_shared<SplitOp>(call);
+}
+
+void PermuteOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                             std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "Permute");
+  const Tensor& in = scope.on_device(inputs[0]);
+  void* output = scope.output_bytes(outputs[0]);
+  Shape strides;
+  for (int d : order_) strides.push_back(in.strides()[d]);
+  cuda::strided_copy(in.raw_data(), outputs[0].shape().span().data(), strides.span().data(),
+                     outputs[0].dim(), in.element_size(), output, scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
+}
+
+void SplitOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                           std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "Split");
+  const Tensor in = scope.contiguous(inputs[0]);
+  const Shape& shape = in.shape();
+  const int d = wrap_dim(dim_, shape.size());
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < d; ++k) outer *= shape[k];
+  for (int k = d + 1; k < shape.size(); ++k) inner *= shape[k];
+  const int64_t element = int64_t(in.element_size());
+  const int64_t in_row = shape[d] * inner * element;
+  int64_t offset = 0;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const int64_t piece = sizes_[i] * inner * element;
+    cuda::copy_rows(static_cast<const char*>(in.raw_data()) + offset, in_row,
+                    scope.output_bytes(outputs[i]), piece, outer, piece, scope.stream());
+    offset += piece;
+  }
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

@@ -7,6 +7,11 @@
 #include "nnx/error.h"
 #include "ops/layer_args.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/linear.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 
 Linear::Linear(const Call& call) {
@@ -112,6 +117,23 @@ void Linear::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs
 
 std::shared_ptr<Op> make_linear(const Call& call) {
   return std::make_shared<Linear>(call);
+}
+
+void Linear::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                          std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "Linear");
+  const Tensor input = scope.input(inputs[0]);
+  float* output = scope.output(outputs[0]);
+  const Tensor weight = cuda::device_param(params()[0].value, scope.device());
+  const Tensor bias = has_bias_ ? cuda::device_param(params()[1].value, scope.device()) : Tensor();
+  const int64_t rows = in_features_ == 0 ? outputs[0].numel() / std::max<int64_t>(1, out_features_)
+                                         : input.numel() / in_features_;
+  cuda::linear(rows, in_features_, out_features_, input.data<float>(), weight.data<float>(),
+               has_bias_ ? bias.data<float>() : nullptr, output, scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

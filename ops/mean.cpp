@@ -8,6 +8,11 @@
 #include "kernels/cpu/reduce.h"
 #include "nnx/error.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/reduce.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 
 MeanOp::MeanOp(const Call& call) {
@@ -129,6 +134,51 @@ void MeanOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor>, std::
 
 std::shared_ptr<Op> make_mean(const Call& call) {
   return std::make_shared<MeanOp>(call);
+}
+
+void MeanOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                          std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "Mean");
+  Tensor x = scope.input(inputs[0]);
+  float* output = scope.output(outputs[0]);
+  Shape shape = x.shape();
+  std::vector<bool> reduced = reduced_dims(shape);
+  // As on the CPU: runs of adjacent reduced dims, innermost first, each pass leaving its run as
+  // size-1 dims; the last pass writes the output.
+  std::vector<std::pair<int, int>> runs;
+  for (int end = shape.size(); end > 0;) {
+    if (!reduced[size_t(end - 1)]) {
+      --end;
+      continue;
+    }
+    int begin = end - 1;
+    while (begin > 0 && reduced[size_t(begin - 1)]) --begin;
+    runs.emplace_back(begin, end);
+    end = begin;
+  }
+  if (runs.empty()) {  // nothing reduced: a copy
+    scope.copy(outputs[0], x.view(outputs[0].shape()));
+    return;
+  }
+  for (size_t r = 0; r < runs.size(); ++r) {
+    auto [begin, end] = runs[r];
+    int64_t outer = 1, run = 1, inner = 1;
+    for (int k = 0; k < begin; ++k) outer *= shape[k];
+    for (int k = begin; k < end; ++k) run *= shape[k];
+    for (int k = end; k < shape.size(); ++k) inner *= shape[k];
+    Shape next = shape;
+    for (int k = begin; k < end; ++k) next[k] = 1;
+    const bool last = r + 1 == runs.size();
+    Tensor y = last ? Tensor() : scope.empty(next);
+    cuda::mean_middle(x.data<float>(), outer, run, inner, last ? output : y.data<float>(),
+                      scope.stream());
+    if (!last) x = y;
+    shape = next;
+  }
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

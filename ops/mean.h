@@ -29,6 +29,8 @@ class MeanOp : public Op {
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  void forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<Tensor> outputs) const override;
   // The output's gradient spread over the reduced dims, divided by their element count.
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,

@@ -7,6 +7,11 @@
 #include "nnx/error.h"
 #include "ops/layer_args.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/pooling.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 
 namespace {
@@ -295,6 +300,79 @@ std::shared_ptr<Op> make_avgpool2d(const Call& call) {
 }
 std::shared_ptr<Op> make_adaptive_avgpool2d(const Call& call) {
   return std::make_shared<AdaptiveAvgPool2d>(call);
+}
+
+void MaxPool2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                             std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "MaxPool2d");
+  // A forward for a backward keeps the argmax: not on CUDA yet.
+  NNX_CHECK(ctx.saved == nullptr && !ctx.training, ErrorKind::unsupported,
+            "MaxPool2d: training on CUDA is not implemented");
+  const Tensor input = scope.input(inputs[0]);
+  float* output = scope.output(outputs[0]);
+  const cpu::Pool2dShape s = window_.shape("MaxPool2d", input.shape());
+  cuda::Pool2dGeometry g;
+  g.planes = s.planes;
+  g.in_h = s.in_h;
+  g.in_w = s.in_w;
+  g.out_h = s.out_h;
+  g.out_w = s.out_w;
+  g.kernel_h = s.kernel_h;
+  g.kernel_w = s.kernel_w;
+  g.stride_h = s.stride_h;
+  g.stride_w = s.stride_w;
+  g.pad_h = s.pad_h;
+  g.pad_w = s.pad_w;
+  g.dilation_h = s.dilation_h;
+  g.dilation_w = s.dilation_w;
+  cuda::max_pool2d(g, input.data<float>(), output, scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
+}
+
+void AvgPool2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                             std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "AvgPool2d");
+  const Tensor input = scope.input(inputs[0]);
+  float* output = scope.output(outputs[0]);
+  const cpu::Pool2dShape s = window_.shape("AvgPool2d", input.shape());
+  cuda::Pool2dGeometry g;
+  g.planes = s.planes;
+  g.in_h = s.in_h;
+  g.in_w = s.in_w;
+  g.out_h = s.out_h;
+  g.out_w = s.out_w;
+  g.kernel_h = s.kernel_h;
+  g.kernel_w = s.kernel_w;
+  g.stride_h = s.stride_h;
+  g.stride_w = s.stride_w;
+  g.pad_h = s.pad_h;
+  g.pad_w = s.pad_w;
+  g.dilation_h = s.dilation_h;
+  g.dilation_w = s.dilation_w;
+  cuda::avg_pool2d(g, count_include_pad_, divisor_override_, input.data<float>(), output,
+                   scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
+}
+
+void AdaptiveAvgPool2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                     std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "AdaptiveAvgPool2d");
+  const Tensor input = scope.input(inputs[0]);
+  float* output = scope.output(outputs[0]);
+  const Shape& in = input.shape();
+  const Shape& out = outputs[0].shape();
+  cuda::adaptive_avg_pool2d(in[0] * in[1], in[2], in[3], out[2], out[3], input.data<float>(),
+                            output, scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

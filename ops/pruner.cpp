@@ -7,6 +7,11 @@
 
 #include "nnx/error.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/normalization.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 namespace {
 
@@ -144,6 +149,23 @@ std::shared_ptr<Op> make_pruner(const Call& call) {
 
 std::shared_ptr<Op> make_all_or_nothing_pruner(const Call& call) {
   return std::make_shared<PrunerOp>(call, true);
+}
+
+void PrunerOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                            std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  if (!activated_) {
+    outputs[0] = inputs[0];
+    return;
+  }
+  const cuda::OpScope scope(ctx, type());
+  const Tensor x = scope.input(inputs[0]);
+  const Shape& s = x.shape();
+  cuda::channel_affine(x.data<float>(), cuda::device_constants(this, 0, gate_, scope.device()),
+                       nullptr, scope.output(outputs[0]), s[0], s[1], s[2] * s[3], scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

@@ -50,6 +50,8 @@ class PrunerOp : public Op {
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;
+  void forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                    std::span<Tensor> outputs) const override;
   // grad_input = grad_output * gate; the gate's weight gets the gradient PyTorch's autograd
   // gives the formula (zero when not activated: the weight is unused).
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,

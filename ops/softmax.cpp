@@ -5,6 +5,11 @@
 #include "kernels/cpu/softmax.h"
 #include "nnx/error.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/softmax.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 
 SoftmaxOp::SoftmaxOp(const Call& call, bool log) : log_(log) {
@@ -79,6 +84,19 @@ std::shared_ptr<Op> make_softmax(const Call& call) {
 
 std::shared_ptr<Op> make_log_softmax(const Call& call) {
   return std::make_shared<SoftmaxOp>(call, true);
+}
+
+void SoftmaxOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                             std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, type());
+  const Tensor x = scope.input(inputs[0]);
+  const Rows r = rows_of(*this, x.shape());
+  cuda::softmax(x.data<float>(), scope.output(outputs[0]), r.outer, r.dim, r.inner, log_,
+                scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

@@ -10,6 +10,11 @@
 #include "nnx/error.h"
 #include "nnx/thread_pool.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/tensor_ops.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 namespace {
 
@@ -494,6 +499,50 @@ std::shared_ptr<Op> make_dropout3d(const Call& call) {
 
 std::shared_ptr<Op> make_stochastic_depth(const Call& call) {
   return std::make_shared<StochasticDepthOp>(call);
+}
+
+void CatOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                         std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "Cat");
+  // A forward for a backward keeps the inputs' sizes: not on CUDA yet.
+  NNX_CHECK(ctx.saved == nullptr && !ctx.training, ErrorKind::unsupported,
+            "Cat: training on CUDA is not implemented");
+  Tensor& out = outputs[0];
+  char* output = static_cast<char*>(scope.output_bytes(out));
+  const Shape& shape = out.shape();
+  const int d = wrap_dim(dim_, shape.size());
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < d; ++k) outer *= shape[k];
+  for (int k = d + 1; k < shape.size(); ++k) inner *= shape[k];
+  const int64_t element = int64_t(out.element_size());
+  const int64_t out_row = shape[d] * inner * element;
+  int64_t offset = 0;
+  for (const Tensor& input : inputs) {
+    const Tensor in = scope.contiguous(input);
+    NNX_CHECK(in.dtype() == out.dtype(), ErrorKind::unsupported, "Cat on CUDA: input dtype ",
+              dtype_name(in.dtype()), " differs from the output's ", dtype_name(out.dtype()));
+    const int64_t piece = in.size(d) * inner * element;
+    cuda::copy_rows(in.raw_data(), piece, output + offset, out_row, outer, piece, scope.stream());
+    offset += piece;
+  }
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
+}
+
+void DropoutOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                             std::span<Tensor> outputs) const {
+  NNX_CHECK(!ctx.training || p_ == 0 || inputs[0].numel() == 0, ErrorKind::unsupported, type_,
+            ": training on CUDA is not implemented");
+  outputs[0] = inputs[0];
+}
+
+void StochasticDepthOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                     std::span<Tensor> outputs) const {
+  NNX_CHECK(!ctx.training || p_ == 0 || inputs[0].numel() == 0, ErrorKind::unsupported,
+            "StochasticDepth: training on CUDA is not implemented");
+  outputs[0] = inputs[0];
 }
 
 }  // namespace nnx

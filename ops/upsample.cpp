@@ -8,6 +8,12 @@
 #include "kernels/cpu/pooling.h"
 #include "nnx/error.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/pooling.h"
+#include "kernels/cuda/upsample.h"
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 
 namespace {
@@ -226,6 +232,36 @@ std::shared_ptr<Op> make_upsampling_nearest2d(const Call& call) {
 }
 std::shared_ptr<Op> make_upsampling_bilinear2d(const Call& call) {
   return std::make_shared<Upsample>(call, "UpsamplingBilinear2d");
+}
+
+void Upsample::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                            std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, type_);
+  const Tensor input = scope.input(inputs[0]);
+  float* output = scope.output(outputs[0]);
+  const cpu::Resample2dShape s = geometry(input.shape());
+  if (mode_ == Mode::area) {
+    cuda::adaptive_avg_pool2d(s.planes, s.in_h, s.in_w, s.out_h, s.out_w, input.data<float>(),
+                              output, scope.stream());
+    return;
+  }
+  const cuda::ResampleMode mode = mode_ == Mode::nearest         ? cuda::ResampleMode::nearest
+                                  : mode_ == Mode::nearest_exact ? cuda::ResampleMode::nearest_exact
+                                  : mode_ == Mode::bilinear      ? cuda::ResampleMode::bilinear
+                                                                 : cuda::ResampleMode::bicubic;
+  cuda::Resample2dGeometry g;
+  g.planes = s.planes;
+  g.in_h = s.in_h;
+  g.in_w = s.in_w;
+  g.out_h = s.out_h;
+  g.out_w = s.out_w;
+  g.scale_factor_h = s.scale_factor_h;
+  g.scale_factor_w = s.scale_factor_w;
+  cuda::resample2d(mode, align_corners_, g, input.data<float>(), output, scope.stream());
+#else
+  Op::forward_cuda(ctx, inputs, outputs);
+#endif
 }
 
 }  // namespace nnx

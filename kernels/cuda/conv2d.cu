@@ -1,0 +1,256 @@
+// Conv2d on CUDA through cuDNN's legacy convolution API (cudnn_cnn.h), and the padding kernel.
+// Math type CUDNN_FMA_MATH keeps TF32 tensor cores out, as PyTorch does with TF32 disabled, so
+// results match the CPU and PyTorch to fp32 rounding.
+#include <cudnn.h>
+
+#include <climits>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/conv2d.h"
+#include "kernels/cuda/launch.cuh"
+#include "nnx/error.h"
+#include "runtime/cuda/conv_algo_cache.h"
+#include "runtime/cuda/cuda_runtime.h"
+#include "runtime/cuda/library_handles.h"
+#include "runtime/cuda/workspace.h"
+
+namespace nnx::cuda {
+namespace {
+
+// ---- descriptors, destroyed with their scope
+
+struct TensorDescriptor {
+  cudnnTensorDescriptor_t desc = nullptr;
+  TensorDescriptor(int64_t n, int64_t c, int64_t h, int64_t w) {
+    NNX_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc));
+    NNX_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(n),
+                                               int(c), int(h), int(w)));
+  }
+  ~TensorDescriptor() { (void)cudnnDestroyTensorDescriptor(desc); }
+  TensorDescriptor(const TensorDescriptor&) = delete;
+  TensorDescriptor& operator=(const TensorDescriptor&) = delete;
+};
+
+struct FilterDescriptor {
+  cudnnFilterDescriptor_t desc = nullptr;
+  FilterDescriptor(int64_t k, int64_t c, int64_t h, int64_t w) {
+    NNX_CUDNN_CHECK(cudnnCreateFilterDescriptor(&desc));
+    NNX_CUDNN_CHECK(cudnnSetFilter4dDescriptor(desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, int(k),
+                                               int(c), int(h), int(w)));
+  }
+  ~FilterDescriptor() { (void)cudnnDestroyFilterDescriptor(desc); }
+  FilterDescriptor(const FilterDescriptor&) = delete;
+  FilterDescriptor& operator=(const FilterDescriptor&) = delete;
+};
+
+struct ConvolutionDescriptor {
+  cudnnConvolutionDescriptor_t desc = nullptr;
+  explicit ConvolutionDescriptor(const Conv2dParams& p) {
+    NNX_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&desc));
+    NNX_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(
+        desc, int(p.pad_h), int(p.pad_w), int(p.stride_h), int(p.stride_w), int(p.dilation_h),
+        int(p.dilation_w), CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    NNX_CUDNN_CHECK(cudnnSetConvolutionGroupCount(desc, int(p.groups)));
+    NNX_CUDNN_CHECK(cudnnSetConvolutionMathType(desc, CUDNN_FMA_MATH));
+  }
+  ~ConvolutionDescriptor() { (void)cudnnDestroyConvolutionDescriptor(desc); }
+  ConvolutionDescriptor(const ConvolutionDescriptor&) = delete;
+  ConvolutionDescriptor& operator=(const ConvolutionDescriptor&) = delete;
+};
+
+bool uses_tensor_cores(cudnnMathType_t math) {
+  return math == CUDNN_TENSOR_OP_MATH || math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+}
+
+// What distinguishes one device's choices from another's in a shared cache file.
+std::string device_tag(int device) {
+  static std::mutex mutex;
+  static std::string tags[kMaxDevices];
+  std::lock_guard<std::mutex> lock(mutex);
+  std::string& tag = tags[device];
+  if (tag.empty()) {
+    cudaDeviceProp prop{};
+    NNX_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    tag = "sm" + std::to_string(prop.major) + std::to_string(prop.minor) + "x" +
+          std::to_string(prop.multiProcessorCount) + ";cudnn" + std::to_string(cudnnGetVersion());
+  }
+  return tag;
+}
+
+std::string problem_key(const Conv2dParams& p, int device, bool search) {
+  std::string key = device_tag(device);
+  auto add = [&key](const char* name, std::initializer_list<int64_t> values) {
+    key += ';';
+    key += name;
+    key += '=';
+    bool first = true;
+    for (int64_t v : values) {
+      if (!first) key += ',';
+      key += std::to_string(v);
+      first = false;
+    }
+  };
+  add("x", {p.batch, p.in_channels, p.in_h, p.in_w});
+  add("w", {p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w});
+  add("pad", {p.pad_h, p.pad_w});
+  add("stride", {p.stride_h, p.stride_w});
+  add("dilation", {p.dilation_h, p.dilation_w});
+  add("groups", {p.groups});
+  key += search ? ";search" : ";heuristic";
+  return key;
+}
+
+struct Problem {
+  cudnnHandle_t handle;
+  const TensorDescriptor& x;
+  const FilterDescriptor& w;
+  const ConvolutionDescriptor& conv;
+  const TensorDescriptor& y;
+};
+
+int heuristic_algorithm(const Problem& p) {
+  int count = 0;
+  NNX_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(p.handle, &count));
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(size_t(count > 0 ? count : 1));
+  int returned = 0;
+  NNX_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(p.handle, p.x.desc, p.w.desc, p.conv.desc,
+                                                         p.y.desc, count, &returned, perf.data()));
+  for (int i = 0; i < returned; ++i)
+    if (perf[size_t(i)].status == CUDNN_STATUS_SUCCESS &&
+        !uses_tensor_cores(perf[size_t(i)].mathType))
+      return int(perf[size_t(i)].algo);
+  return int(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);  // takes every problem, no workspace
+}
+
+// Times the algorithms on the real buffers (y is overwritten, which the caller does anyway).
+int searched_algorithm(const Problem& p, const float* x, const float* w, float* y, int device,
+                       cudaStream_t stream) {
+  // A workspace as large as the hungriest algorithm wants, up to 1 GiB; less if that fails.
+  constexpr size_t kMaxSearchWorkspace = size_t(1) << 30;
+  size_t most = 0;
+  for (int a = 0; a < int(CUDNN_CONVOLUTION_FWD_ALGO_COUNT); ++a) {
+    size_t bytes = 0;
+    if (cudnnGetConvolutionForwardWorkspaceSize(p.handle, p.x.desc, p.w.desc, p.conv.desc, p.y.desc,
+                                                cudnnConvolutionFwdAlgo_t(a),
+                                                &bytes) == CUDNN_STATUS_SUCCESS &&
+        bytes <= kMaxSearchWorkspace && bytes > most)
+      most = bytes;
+  }
+  size_t workspace_bytes = most;
+  std::unique_ptr<Workspace> workspace;
+  while (!workspace) {
+    try {
+      workspace = std::make_unique<Workspace>(device, workspace_bytes, stream);
+    } catch (const Error&) {
+      if (workspace_bytes == 0) throw;
+      workspace_bytes /= 4;
+    }
+  }
+  int count = 0;
+  NNX_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(p.handle, &count));
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(size_t(count > 0 ? count : 1));
+  int returned = 0;
+  NNX_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+      p.handle, p.x.desc, x, p.w.desc, w, p.conv.desc, p.y.desc, y, count, &returned, perf.data(),
+      workspace->get(), workspace->bytes()));
+  for (int i = 0; i < returned; ++i)  // fastest first
+    if (perf[size_t(i)].status == CUDNN_STATUS_SUCCESS &&
+        !uses_tensor_cores(perf[size_t(i)].mathType))
+      return int(perf[size_t(i)].algo);
+  return heuristic_algorithm(p);
+}
+
+void check_fits_int(const Conv2dParams& p) {
+  for (int64_t v :
+       {p.batch, p.in_channels, p.in_h, p.in_w, p.out_channels, p.out_h, p.out_w, p.kernel_h,
+        p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w, p.groups})
+    NNX_CHECK(v >= 0 && v <= INT_MAX, ErrorKind::unsupported,
+              "Conv2d on CUDA: a size or parameter of ", v, " is beyond cuDNN's int range");
+}
+
+// ---- padding
+
+__device__ __forceinline__ int64_t pad_source(PadMode mode, int64_t i, int64_t size) {
+  if (i >= 0 && i < size) return i;
+  switch (mode) {
+    case PadMode::zeros:
+      return -1;
+    case PadMode::reflect:
+      return i < 0 ? -i : 2 * (size - 1) - i;
+    case PadMode::replicate:
+      return i < 0 ? 0 : size - 1;
+    case PadMode::circular:
+      return ((i % size) + size) % size;
+  }
+  return -1;
+}
+
+__global__ void pad2d_kernel(PadMode mode, const float* x, int64_t planes, int64_t h, int64_t w,
+                             int64_t top, int64_t left, int64_t out_h, int64_t out_w, float* y) {
+  const int64_t n = planes * out_h * out_w;
+  grid_stride_loop(n, [&](int64_t i) {
+    const int64_t c = i % out_w;
+    const int64_t r = (i / out_w) % out_h;
+    const int64_t p = i / (out_w * out_h);
+    const int64_t sr = pad_source(mode, r - top, h);
+    const int64_t sc = pad_source(mode, c - left, w);
+    y[i] = sr < 0 || sc < 0 ? 0.0f : x[(p * h + sr) * w + sc];
+  });
+}
+
+}  // namespace
+
+void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias,
+                    float* y, int device, void* stream_handle) {
+  if (p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0) return;
+  check_fits_int(p);
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  const cudnnHandle_t handle = cudnn_handle(stream);
+  const TensorDescriptor x_desc(p.batch, p.in_channels, p.in_h, p.in_w);
+  const FilterDescriptor w_desc(p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w);
+  const ConvolutionDescriptor conv_desc(p);
+  int n = 0, c = 0, h = 0, wd = 0;
+  NNX_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(conv_desc.desc, x_desc.desc, w_desc.desc,
+                                                        &n, &c, &h, &wd));
+  NNX_CHECK(n == p.batch && c == p.out_channels && h == p.out_h && wd == p.out_w, ErrorKind::shape,
+            "Conv2d on CUDA: cuDNN computes an output of [", n, ", ", c, ", ", h, ", ", wd,
+            "], expected [", p.batch, ", ", p.out_channels, ", ", p.out_h, ", ", p.out_w, "]");
+  const TensorDescriptor y_desc(p.batch, p.out_channels, p.out_h, p.out_w);
+  const Problem problem{handle, x_desc, w_desc, conv_desc, y_desc};
+
+  const bool search = conv_search_enabled();
+  const int algo = ConvAlgoCache::instance().get(
+      problem_key(p, device, search), search, search ? conv_cache_path() : std::string(), [&] {
+        return search ? searched_algorithm(problem, x, w, y, device, stream)
+                      : heuristic_algorithm(problem);
+      });
+
+  size_t workspace_bytes = 0;
+  NNX_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
+      handle, x_desc.desc, w_desc.desc, conv_desc.desc, y_desc.desc,
+      cudnnConvolutionFwdAlgo_t(algo), &workspace_bytes));
+  const Workspace workspace(device, workspace_bytes, stream);
+  const float one = 1.0f, zero = 0.0f;
+  NNX_CUDNN_CHECK(cudnnConvolutionForward(
+      handle, &one, x_desc.desc, x, w_desc.desc, w, conv_desc.desc, cudnnConvolutionFwdAlgo_t(algo),
+      workspace.get(), workspace.bytes(), &zero, y_desc.desc, y));
+  if (bias != nullptr) {
+    const TensorDescriptor bias_desc(1, p.out_channels, 1, 1);
+    NNX_CUDNN_CHECK(cudnnAddTensor(handle, &one, bias_desc.desc, bias, &one, y_desc.desc, y));
+  }
+}
+
+void pad2d(PadMode mode, const float* x, int64_t planes, int64_t h, int64_t w, int64_t top,
+           int64_t bottom, int64_t left, int64_t right, float* y, void* stream) {
+  const int64_t out_h = h + top + bottom, out_w = w + left + right;
+  const int64_t n = planes * out_h * out_w;
+  if (n <= 0) return;
+  pad2d_kernel<<<grid_for(n), kBlockSize, 0, static_cast<cudaStream_t>(stream)>>>(
+      mode, x, planes, h, w, top, left, out_h, out_w, y);
+  NNX_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace nnx::cuda

@@ -1,0 +1,35 @@
+// CUDA body of Conv2d: cuDNN's convolution (fp32, no TF32) with the bias added, and the padding
+// kernel that non-zero padding modes and asymmetric 'same' padding run first.
+#pragma once
+
+#include <cstdint>
+
+namespace nnx::cuda {
+
+struct Conv2dParams {
+  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
+  int64_t out_channels = 0, out_h = 0, out_w = 0;
+  int64_t kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;  // the same on both sides (cuDNN's only form)
+  int64_t dilation_h = 1, dilation_w = 1;
+  int64_t groups = 1;
+};
+
+// y [batch, out_channels, out_h, out_w] = conv(x, w) + bias (bias may be null), all contiguous
+// float32 on the current device, queued on `stream` (a cudaStream_t). The algorithm comes from
+// cuDNN's heuristics, or with NNX_CUDNN_SEARCH=1 from a timed search, cached per problem
+// (runtime/cuda/conv_algo_cache.h); the workspace from the caching allocator of `device`.
+// Throws Error(device) naming the cuDNN call that failed.
+void conv2d_forward(const Conv2dParams& params, const float* x, const float* w, const float* bias,
+                    float* y, int device, void* stream);
+
+// How pad2d fills the border, as torch.nn.functional.pad's modes.
+enum class PadMode { zeros, reflect, replicate, circular };
+
+// Each of `planes` [h, w] planes of x padded into [h + top + bottom, w + left + right] in y. The
+// caller checks the sizes (reflect needs pads < size, circular pads <= size).
+void pad2d(PadMode mode, const float* x, int64_t planes, int64_t h, int64_t w, int64_t top,
+           int64_t bottom, int64_t left, int64_t right, float* y, void* stream);
+
+}  // namespace nnx::cuda

@@ -1,0 +1,163 @@
+// Shared pieces of the ops' CUDA forwards (see op_support.h).
+#include "runtime/cuda/op_support.h"
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "kernels/cuda/tensor_ops.h"
+#include "nnx/cuda.h"
+#include "nnx/error.h"
+
+namespace nnx::cuda {
+namespace {
+
+Device checked_device(const ExecContext& ctx, const std::string& op) {
+  NNX_CHECK(ctx.device.is_cuda(), ErrorKind::usage, op, ": CUDA forward called for ",
+            ctx.device.str());
+  init();
+  check_device(ctx.device.index);
+  return ctx.device;
+}
+
+}  // namespace
+
+OpScope::OpScope(const ExecContext& ctx, std::string op)
+    : op_(std::move(op)),
+      device_(checked_device(ctx, op_)),
+      stream_(ctx.stream),
+      device_guard_(ctx.device.index),
+      stream_guard_(ctx.stream, ctx.device.index) {}
+
+Tensor OpScope::empty(const Shape& shape, DType dtype) const {
+  return Tensor::empty(shape, dtype, device_);
+}
+
+Tensor OpScope::input(const Tensor& t) const {
+  NNX_CHECK(!t.defined() || t.dtype() == DType::f32, ErrorKind::unsupported, op_,
+            " on CUDA takes float32 input, found ", dtype_name(t.dtype()));
+  return contiguous(t);
+}
+
+const Tensor& OpScope::on_device(const Tensor& t) const {
+  NNX_CHECK(t.defined(), ErrorKind::usage, op_, ": an input is an undefined tensor");
+  NNX_CHECK(t.device() == device_, ErrorKind::usage, op_, ": expected an input on ", device_.str(),
+            ", found one on ", t.device().str());
+  return t;
+}
+
+Tensor OpScope::contiguous(const Tensor& t) const {
+  on_device(t);
+  if (t.is_contiguous()) return t;
+  Tensor out = empty(t.shape(), t.dtype());
+  strided_copy(t.raw_data(), t.shape().span().data(), t.strides().span().data(), t.dim(),
+               t.element_size(), out.raw_data(), stream_);
+  return out;
+}
+
+float* OpScope::output(Tensor& t) const {
+  NNX_CHECK(t.defined() && t.device() == device_ && t.dtype() == DType::f32 && t.is_contiguous(),
+            ErrorKind::usage, op_, ": expected a contiguous float32 output on ", device_.str(),
+            ", found ", t.defined() ? t.str() : std::string("an undefined tensor"));
+  return t.data<float>();
+}
+
+void* OpScope::output_bytes(Tensor& t) const {
+  NNX_CHECK(t.defined() && t.device() == device_ && t.is_contiguous(), ErrorKind::usage, op_,
+            ": expected a contiguous output on ", device_.str(), ", found ",
+            t.defined() ? t.str() : std::string("an undefined tensor"));
+  return t.raw_data();
+}
+
+void OpScope::copy(Tensor& dst, const Tensor& src) const {
+  NNX_CHECK(dst.shape() == src.shape() && dst.dtype() == src.dtype() && dst.is_contiguous() &&
+                src.is_contiguous() && dst.device() == device_ && src.device() == device_,
+            ErrorKind::usage, op_, ": device copy of ", src.str(), " into ", dst.str());
+  if (dst.nbytes() == 0 || dst.raw_data() == src.raw_data()) return;
+  NNX_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), dst.nbytes(),
+                                 cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream_)));
+}
+
+void OpScope::refuse_training(const ExecContext& ctx) const {
+  NNX_CHECK(!ctx.training, ErrorKind::unsupported, op_, ": training on CUDA is not implemented");
+}
+
+// ---- parameters
+
+namespace {
+
+struct ParamCopy {
+  std::weak_ptr<Storage> source;
+  Shape shape, strides;
+  DType dtype = DType::f32;
+  Tensor copy;
+};
+
+std::mutex param_mutex;
+// By (storage address, element offset, device index).
+std::map<std::tuple<const Storage*, int64_t, int>, ParamCopy> param_copies;
+
+void drop_dead_copies_locked() {
+  for (auto it = param_copies.begin(); it != param_copies.end();)
+    it = it->second.source.expired() ? param_copies.erase(it) : std::next(it);
+}
+
+}  // namespace
+
+Tensor device_param(const Tensor& param, Device device) {
+  NNX_CHECK(param.defined(), ErrorKind::usage, "device_param of an undefined tensor");
+  if (param.device() == device) return param.contiguous();
+  NNX_CHECK(param.device().is_cpu(), ErrorKind::usage, "a parameter on ", param.device().str(),
+            " used on ", device.str());
+  const auto key = std::make_tuple(param.storage().get(), param.offset(), device.index);
+  std::lock_guard<std::mutex> lock(param_mutex);
+  if (auto it = param_copies.find(key); it != param_copies.end()) {
+    const ParamCopy& c = it->second;
+    if (c.source.lock() == param.storage() && c.shape == param.shape() &&
+        c.strides == param.strides() && c.dtype == param.dtype())
+      return c.copy;
+  }
+  drop_dead_copies_locked();
+  ParamCopy c{param.storage(), param.shape(), param.strides(), param.dtype(),
+              param.contiguous().to(device)};
+  Tensor copy = c.copy;
+  param_copies[key] = std::move(c);
+  return copy;
+}
+
+// ---- per-op constants
+
+namespace {
+
+struct Constants {
+  std::vector<float> values;
+  Tensor device_copy;
+};
+
+std::mutex constants_mutex;
+std::map<std::tuple<const void*, int, int>, Constants> constants;
+
+}  // namespace
+
+const float* device_constants(const void* owner, int slot, std::span<const float> values,
+                              Device device) {
+  std::lock_guard<std::mutex> lock(constants_mutex);
+  Constants& c = constants[std::make_tuple(owner, slot, device.index)];
+  const bool same =
+      c.device_copy.defined() && c.values.size() == values.size() &&
+      (values.empty() || std::memcmp(c.values.data(), values.data(), values.size_bytes()) == 0);
+  if (!same) {
+    Tensor host = Tensor::empty(Shape{int64_t(values.size())});
+    if (!values.empty()) std::memcpy(host.data<float>(), values.data(), values.size_bytes());
+    c.device_copy = host.to(device);  // synchronous: done before any stream reads it
+    c.values.assign(values.begin(), values.end());
+  }
+  return c.device_copy.data<float>();
+}
+
+}  // namespace nnx::cuda

@@ -5,6 +5,8 @@
 #define EIGEN_DONT_PARALLELIZE  // the thread pool splits the work; Eigen must not spawn threads
 #include "kernels/cpu/gemm.h"
 
+#include "kernels/cpu/aligned_buffer.h"
+
 // GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 intrinsics header when the
 // unpack intrinsics of Eigen's packet transposes and of transpose16 below are inlined (GCC bug
 // 105593, fixed in GCC 13): a false positive in system headers, silenced for this file only.
@@ -53,20 +55,6 @@ void eigen_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
       cm.noalias() = am * bm;
   }
 }
-
-// 64-byte aligned scratch that grows and is kept, one per thread.
-struct AlignedBuffer {
-  std::unique_ptr<float[]> storage;
-  int64_t capacity = 0;
-  float* get(int64_t floats) {
-    if (capacity < floats) {
-      storage = std::make_unique<float[]>(size_t(floats + 16));
-      capacity = floats;
-    }
-    auto address = reinterpret_cast<uintptr_t>(storage.get());
-    return storage.get() + ((64 - address % 64) % 64) / sizeof(float);
-  }
-};
 
 #ifdef NNX_GEMM_AVX512
 
@@ -377,6 +365,32 @@ void packed_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, c
 #endif  // NNX_PACKED_GEMM
 
 }  // namespace
+
+void panel_gemm(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b,
+                int64_t width, float* c, int64_t ldc, bool accumulate) {
+  if (rows <= 0 || cols <= 0) return;
+#ifdef NNX_GEMM_AVX512
+  static_assert(kPanelRows == avx512::kMR);
+  if (width == 32 && cols > 16)
+    return avx512::run_kernel<2, 32>(rows, k, a, b, c, ldc, accumulate,
+                                     avx512::tail_mask(cols - 16));
+  if (width == 32)
+    return avx512::run_kernel<1, 32>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols));
+  return avx512::run_kernel<1, 16>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols));
+#else
+  // Portable form: rows of C accumulated in a local tile the compiler keeps in vectors.
+  for (int64_t r = 0; r < rows; ++r) {
+    float acc[32];
+    for (int64_t j = 0; j < width; ++j) acc[j] = accumulate && j < cols ? c[r * ldc + j] : 0.f;
+    for (int64_t p = 0; p < k; ++p) {
+      const float x = a[p * kPanelRows + r];
+      const float* brow = b + p * width;
+      for (int64_t j = 0; j < width; ++j) acc[j] += x * brow[j];
+    }
+    for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = acc[j];
+  }
+#endif
+}
 
 void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
           bool b_transposed, float* c, int64_t ldc, bool accumulate) {

@@ -11,4 +11,14 @@ namespace nnx::cpu {
 void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
           bool b_transposed, float* c, int64_t ldc, bool accumulate);
 
+// The register-tiled kernel on operands that the caller lays out in panel form as it computes
+// them (the Winograd convolution's transformed weights and inputs), so that no copy is packed
+// per call. An A panel holds kPanelRows rows k-major (a[p * kPanelRows + r], rows past the
+// matrix's end zero); a B panel holds `width` (16 or 32) columns k-major (b[p * width + j],
+// 64-byte aligned). C[rows x cols] = A panel * B panel, or += with `accumulate`; rows <=
+// kPanelRows, cols <= width.
+inline constexpr int64_t kPanelRows = 12;
+void panel_gemm(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b,
+                int64_t width, float* c, int64_t ldc, bool accumulate);
+
 }  // namespace nnx::cpu

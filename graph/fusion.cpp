@@ -1,6 +1,7 @@
 // Finding fusable chains (see fusion.h) and precomputing what their kernels need.
 #include "graph/fusion.h"
 
+#include "kernels/cpu/winograd.h"
 #include "ops/activation.h"
 #include "ops/batchnorm2d.h"
 #include "ops/conv2d.h"
@@ -92,23 +93,27 @@ bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_
   }
   const ActivationOp* act = fusable_activation(graph, next);
   if (act != nullptr) chain.absorbed.push_back(next);
-  if (chain.absorbed.empty()) return false;
+  // With weights that no longer change, a lone convolution is a chain of its own too: the
+  // chain keeps its transformed weights between runs.
+  if (chain.absorbed.empty() && !fold_batchnorm) return false;
   const cpu::Epilogue epilogue = epilogue_of(act);
+  auto prepared = fold_batchnorm ? std::make_shared<cpu::WinogradWeights>() : nullptr;
   if (bn) {
     Tensor weight, bias;
     fold(*conv, *bn, weight, bias);
-    chain.run = [conv, weight, bias, epilogue](const ExecContext& ctx,
-                                               std::span<const Tensor> inputs, Tensor& output) {
+    chain.run = [conv, weight, bias, epilogue, prepared](
+                    const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
       conv->forward_fused(ctx, inputs[0], weight.data<float>(), bias.data<float>(), epilogue,
-                          output);
+                          output, prepared.get());
     };
   } else {
-    chain.run = [conv, epilogue](const ExecContext& ctx, std::span<const Tensor> inputs,
-                                 Tensor& output) {
+    chain.run = [conv, epilogue, prepared](const ExecContext& ctx, std::span<const Tensor> inputs,
+                                           Tensor& output) {
       const Tensor weight = conv->params()[0].value.contiguous();
       const Tensor bias = conv->has_bias() ? conv->params()[1].value.contiguous() : Tensor();
       conv->forward_fused(ctx, inputs[0], weight.data<float>(),
-                          conv->has_bias() ? bias.data<float>() : nullptr, epilogue, output);
+                          conv->has_bias() ? bias.data<float>() : nullptr, epilogue, output,
+                          prepared.get());
     };
   }
   return true;

@@ -222,7 +222,8 @@ void Conv2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
 }
 
 void Conv2d::forward_fused(const ExecContext& ctx, const Tensor& input_tensor, const float* weight,
-                           const float* bias, const cpu::Epilogue& epilogue, Tensor& output) const {
+                           const float* bias, const cpu::Epilogue& epilogue, Tensor& output,
+                           cpu::WinogradWeights* prepared) const {
   Tensor input = input_tensor.contiguous();
   cpu::Conv2dShape s = geometry(input.shape());
   const SidePadding pad = side_padding();
@@ -237,7 +238,8 @@ void Conv2d::forward_fused(const ExecContext& ctx, const Tensor& input_tensor, c
     s.in_w = padded.size(3);
     s.pad_top = s.pad_left = 0;
   }
-  cpu::conv2d(s, input.data<float>(), weight, bias, output.data<float>(), ctx.pool, epilogue);
+  cpu::conv2d(s, input.data<float>(), weight, bias, output.data<float>(), ctx.pool, epilogue,
+              prepared);
 }
 
 // Non-zero padding modes: the convolution's input gradient is that of the padded copy, folded

@@ -33,8 +33,11 @@ class Conv2d : public Op {
   // Inference on the CPU with the given weight and bias (null: none) in place of the layer's
   // own, and `epilogue` applied to each output block: a Conv2d with its BatchNorm folded in and
   // its activation fused (graph/fusion.h). `output` is allocated as for forward.
+  // `prepared` keeps transformed weights between calls when they no longer change (kernels/cpu/
+  // winograd.h); null: none are kept.
   void forward_fused(const ExecContext& ctx, const Tensor& input, const float* weight,
-                     const float* bias, const cpu::Epilogue& epilogue, Tensor& output) const;
+                     const float* bias, const cpu::Epilogue& epilogue, Tensor& output,
+                     cpu::WinogradWeights* prepared = nullptr) const;
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,

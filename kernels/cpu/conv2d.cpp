@@ -210,15 +210,16 @@ void conv2d_image_blocks(const Conv2dShape& s, const float* input, const float* 
 }  // namespace
 
 void conv2d(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
-            float* output, ThreadPool* pool, const Epilogue& epilogue) {
+            float* output, ThreadPool* pool, const Epilogue& epilogue, WinogradWeights* prepared) {
   const int64_t in_per_group = s.in_channels / s.groups;
   const int64_t out_per_group = s.out_channels / s.groups;
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   if (s.batch == 0 || s.out_channels == 0 || out_plane == 0) return;
   if (in_per_group == 1 && out_per_group <= kDirectMaxMultiplier)
     return conv2d_direct(s, input, weight, bias, output, pool, epilogue);
-  if (winograd_suitable(s) && winograd_enabled())
-    return conv2d_winograd(s, input, weight, bias, output, pool, epilogue);
+  if (winograd_enabled() && winograd_suitable(s, prepared != nullptr))
+    return conv2d_winograd(s, input, weight, bias, output, pool, epilogue,
+                           prepared ? prepared->get(s, weight) : nullptr);
 
   const bool pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
                          s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h &&

@@ -51,23 +51,6 @@ struct Tiling {
   int64_t rows, cols, per_image;  // tiles of 2x2 outputs
 };
 
-// Up to kLanes consecutive tiles of one tile row: image n, tile row ty, first tile column tx;
-// `at` is the first tile's index within the block.
-struct Run {
-  int64_t n, ty, tx, count, at;
-};
-
-void find_runs(const Tiling& tiling, int64_t t0, int64_t t1, std::vector<Run>& runs) {
-  runs.clear();
-  for (int64_t t = t0; t < t1;) {
-    const int64_t n = t / tiling.per_image, within = t % tiling.per_image;
-    const int64_t ty = within / tiling.cols, tx = within % tiling.cols;
-    const int64_t count = std::min({kLanes, tiling.cols - tx, t1 - t});
-    runs.push_back({n, ty, tx, count, t - t0});
-    t += count;
-  }
-}
-
 // V's layout for a block of tiles: panels of `width` tiles.
 struct Panels {
   int64_t width, count;
@@ -79,8 +62,41 @@ Panels panels_for(int64_t tiles) {
   return {width, ceil_div(tiles, width)};
 }
 
+// Up to kLanes consecutive tiles of one tile row: image n, tile row ty, first tile column tx;
+// `at` is the first tile's index within the block. In V (one channel's row of panels), its
+// first `head` tiles go to offset `v_at` and the rest to the start of the next panel, `v_next`.
+struct Run {
+  int64_t n, ty, tx, count, at;
+  int64_t v_at, head, v_next;
+};
+
+void find_runs(const Tiling& tiling, int64_t t0, int64_t t1, const Panels& panels,
+               int64_t in_channels, std::vector<Run>& runs) {
+  runs.clear();
+  const int64_t panel_stride = in_channels * panels.width;
+  for (int64_t t = t0; t < t1;) {
+    const int64_t n = t / tiling.per_image, within = t % tiling.per_image;
+    const int64_t ty = within / tiling.cols, tx = within % tiling.cols;
+    const int64_t count = std::min({kLanes, tiling.cols - tx, t1 - t});
+    const int64_t at = t - t0, panel = at / panels.width, lane = at % panels.width;
+    runs.push_back({n, ty, tx, count, at, panel * panel_stride + lane,
+                    std::min(count, panels.width - lane), (panel + 1) * panel_stride});
+    t += count;
+  }
+}
+
 int64_t out_panels(const Conv2dShape& s) {
   return ceil_div(s.out_channels, kPanelRows);
+}
+
+// Floats from one transformed point's matrix of V (of M) to the next's: a cache line more than
+// its size, so that the 16 points of a tile, written (read) together, do not all fall into
+// one L1 set, as they would with a size that is a multiple of 4 KiB.
+int64_t v_point_floats(const Conv2dShape& s, const Panels& panels) {
+  return panels.count * s.in_channels * panels.width + 16;
+}
+int64_t m_point_floats(const Conv2dShape& s, const Panels& panels) {
+  return s.out_channels * panels.columns() + 16;
 }
 
 int64_t u_point_floats(const Conv2dShape& s) {
@@ -144,32 +160,10 @@ inline __mmask16 first_lanes(int64_t n) {
   return range_mask(0, 0, n);
 }
 
-const __m512i& even_index() {
-  alignas(64) static const int32_t lanes[16] = {0,  2,  4,  6,  8,  10, 12, 14,
+alignas(64) constexpr int32_t kEvenLanes[16] = {0,  2,  4,  6,  8,  10, 12, 14,
                                                 16, 18, 20, 22, 24, 26, 28, 30};
-  static const __m512i index = _mm512_load_si512(lanes);
-  return index;
-}
-
-const __m512i& odd_index() {
-  alignas(64) static const int32_t lanes[16] = {1,  3,  5,  7,  9,  11, 13, 15,
-                                                17, 19, 21, 23, 25, 27, 29, 31};
-  static const __m512i index = _mm512_load_si512(lanes);
-  return index;
-}
-
-// Writes lanes [0, count) of x at `at` within a row of panels of `width` columns whose panels
-// are `panel_stride` floats apart: split where the run crosses into the next panel.
-inline void store_run(__m512 x, float* panel_row, int64_t at, int64_t count, int64_t width,
-                      int64_t panel_stride) {
-  float* dst = panel_row + (at / width) * panel_stride + at % width;
-  const int64_t room = width - at % width;
-  if (count <= room) return _mm512_mask_storeu_ps(dst, first_lanes(count), x);
-  _mm512_mask_storeu_ps(dst, first_lanes(room), x);
-  const __mmask16 rest = __mmask16(first_lanes(count) & ~first_lanes(room));
-  _mm512_mask_storeu_ps(panel_row + (at / width + 1) * panel_stride, first_lanes(count - room),
-                        _mm512_maskz_compress_ps(rest, x));
-}
+alignas(64) constexpr int32_t kOddLanes[16] = {1,  3,  5,  7,  9,  11, 13, 15,
+                                               17, 19, 21, 23, 25, 27, 29, 31};
 
 #endif
 
@@ -177,8 +171,10 @@ inline void store_run(__m512 x, float* panel_row, int64_t at, int64_t count, int
 void transform_input(const Conv2dShape& s, const std::vector<Run>& runs, const float* input,
                      int64_t ic0, int64_t ic1, const Panels& panels, float* v) {
   const int64_t plane = s.in_h * s.in_w;
-  const int64_t panel_stride = s.in_channels * panels.width;
-  const int64_t point_stride = panels.count * panel_stride;
+  const int64_t point_stride = v_point_floats(s, panels);
+#ifdef NNX_WINOGRAD_AVX512
+  const __m512i even = _mm512_load_si512(kEvenLanes), odd = _mm512_load_si512(kOddLanes);
+#endif
   for (int64_t ic = ic0; ic < ic1; ++ic) {
     float* row_base = v + ic * panels.width;
     for (const Run& run : runs) {
@@ -189,29 +185,47 @@ void transform_input(const Conv2dShape& s, const std::vector<Run>& runs, const f
       // from x0 + 2) contiguous floats, zero outside the input, and split into even and odd.
       const __mmask16 m0 = range_mask(x0, 0, s.in_w), m1 = range_mask(x0 + 16, 0, s.in_w);
       const __mmask16 m2 = range_mask(x0 + 2, 0, s.in_w), m3 = range_mask(x0 + 18, 0, s.in_w);
-      __m512 d[4][4];
+      // d B row by row as each row is loaded (few registers live), then B^T (d B).
+      __m512 t[4][4];
       for (int r = 0; r < 4; ++r) {
         const int64_t y = y0 + r;
         if (y < 0 || y >= s.in_h) {
-          for (int c = 0; c < 4; ++c) d[r][c] = _mm512_setzero_ps();
+          for (int c = 0; c < 4; ++c) t[r][c] = _mm512_setzero_ps();
           continue;
         }
         const float* row = p + y * s.in_w + x0;
         const __m512 a = _mm512_maskz_loadu_ps(m0, row), b = _mm512_maskz_loadu_ps(m1, row + 16);
         const __m512 e = _mm512_maskz_loadu_ps(m2, row + 2);
         const __m512 f = _mm512_maskz_loadu_ps(m3, row + 18);
-        d[r][0] = _mm512_permutex2var_ps(a, even_index(), b);
-        d[r][1] = _mm512_permutex2var_ps(a, odd_index(), b);
-        d[r][2] = _mm512_permutex2var_ps(e, even_index(), f);
-        d[r][3] = _mm512_permutex2var_ps(e, odd_index(), f);
+        const __m512 d0 = _mm512_permutex2var_ps(a, even, b);
+        const __m512 d1 = _mm512_permutex2var_ps(a, odd, b);
+        const __m512 d2 = _mm512_permutex2var_ps(e, even, f);
+        const __m512 d3 = _mm512_permutex2var_ps(e, odd, f);
+        t[r][0] = _mm512_sub_ps(d0, d2);
+        t[r][1] = _mm512_add_ps(d1, d2);
+        t[r][2] = _mm512_sub_ps(d2, d1);
+        t[r][3] = _mm512_sub_ps(d1, d3);
       }
       __m512 out[kPoints];
-      input_points(
-          d, out, [](__m512 x, __m512 y) { return _mm512_sub_ps(x, y); },
-          [](__m512 x, __m512 y) { return _mm512_add_ps(x, y); });
+      for (int c = 0; c < 4; ++c) {
+        out[0 * 4 + c] = _mm512_sub_ps(t[0][c], t[2][c]);
+        out[1 * 4 + c] = _mm512_add_ps(t[1][c], t[2][c]);
+        out[2 * 4 + c] = _mm512_sub_ps(t[2][c], t[1][c]);
+        out[3 * 4 + c] = _mm512_sub_ps(t[1][c], t[3][c]);
+      }
+      // Into the run's panel; the tiles past the panel's end into the next one.
+      const __mmask16 head = first_lanes(run.head);
+      float* dst = row_base + run.v_at;
       for (int64_t xi = 0; xi < kPoints; ++xi)
-        store_run(out[xi], row_base + xi * point_stride, run.at, run.count, panels.width,
-                  panel_stride);
+        _mm512_mask_storeu_ps(dst + xi * point_stride, head, out[xi]);
+      if (run.head < run.count) {
+        const __mmask16 rest = __mmask16(first_lanes(run.count) & ~head);
+        const __mmask16 tail = first_lanes(run.count - run.head);
+        float* next = row_base + run.v_next;
+        for (int64_t xi = 0; xi < kPoints; ++xi)
+          _mm512_mask_storeu_ps(next + xi * point_stride, tail,
+                                _mm512_maskz_compress_ps(rest, out[xi]));
+      }
 #else
       for (int64_t i = 0; i < run.count; ++i) {
         float d[4][4];
@@ -223,8 +237,7 @@ void transform_input(const Conv2dShape& s, const std::vector<Run>& runs, const f
         float out[kPoints];
         input_points(
             d, out, [](float x, float y) { return x - y; }, [](float x, float y) { return x + y; });
-        const int64_t at = run.at + i;
-        float* dst = row_base + (at / panels.width) * panel_stride + at % panels.width;
+        float* dst = row_base + (i < run.head ? run.v_at + i : run.v_next + i - run.head);
         for (int64_t xi = 0; xi < kPoints; ++xi) dst[xi * point_stride] = out[xi];
       }
 #endif
@@ -236,13 +249,13 @@ void transform_input(const Conv2dShape& s, const std::vector<Run>& runs, const f
 void multiply(const Conv2dShape& s, const float* u, const float* v, const Panels& panels,
               int64_t tiles, int64_t p0, int64_t p1, float* m) {
   const int64_t u_point = u_point_floats(s);
-  const int64_t v_point = panels.count * s.in_channels * panels.width;
+  const int64_t v_point = v_point_floats(s, panels), m_point = m_point_floats(s, panels);
   const int64_t ldm = panels.columns();
   for (int64_t xi = 0; xi < kPoints; ++xi)
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t rows = std::min(kPanelRows, s.out_channels - p * kPanelRows);
       const float* a = u + xi * u_point + p * kPanelRows * s.in_channels;
-      float* c = m + (xi * s.out_channels + p * kPanelRows) * ldm;
+      float* c = m + xi * m_point + p * kPanelRows * ldm;
       for (int64_t j = 0; j < panels.count; ++j)
         panel_gemm(rows, std::min(panels.width, tiles - j * panels.width), s.in_channels, a,
                    v + xi * v_point + j * s.in_channels * panels.width, panels.width,
@@ -253,9 +266,10 @@ void multiply(const Conv2dShape& s, const float* u, const float* v, const Panels
 // Y = A^T m A with A^T = [[1,1,1,0], [0,1,-1,-1]], plus the bias and the epilogue, for output
 // channels [oc0, oc1) of a block's runs; outputs past the bottom and right edges are dropped.
 void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const float* m,
-                      int64_t ldm, int64_t oc0, int64_t oc1, const float* bias,
+                      const Panels& panels, int64_t oc0, int64_t oc1, const float* bias,
                       const Epilogue& epilogue, float* output) {
-  const int64_t plane = s.out_h * s.out_w, point_stride = s.out_channels * ldm;
+  const int64_t plane = s.out_h * s.out_w, ldm = panels.columns();
+  const int64_t point_stride = m_point_floats(s, panels);
 #ifdef NNX_WINOGRAD_AVX512
   // ReLU and clamps (ReLU6, Hardtanh) are applied before the stores; other epilogues after.
   const bool relu = epilogue.active && epilogue.kind == Activation::relu;
@@ -384,12 +398,12 @@ void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weig
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t first = b * block, count = std::min(tiles, first + block) - first;
         const Panels panels = panels_for(count);
-        float* v = v_buffer.get(kPoints * s.in_channels * panels.columns());
-        float* m = m_buffer.get(kPoints * s.out_channels * panels.columns());
-        find_runs(tiling, first, first + count, runs);
+        float* v = v_buffer.get(kPoints * v_point_floats(s, panels));
+        float* m = m_buffer.get(kPoints * m_point_floats(s, panels));
+        find_runs(tiling, first, first + count, panels, s.in_channels, runs);
         transform_input(s, runs, input, 0, s.in_channels, panels, v);
         multiply(s, u, v, panels, count, 0, out_panels(s), m);
-        transform_output(s, runs, m, panels.columns(), 0, s.out_channels, bias, epilogue, output);
+        transform_output(s, runs, m, panels, 0, s.out_channels, bias, epilogue, output);
       }
     });
     return;
@@ -401,15 +415,15 @@ void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weig
   static thread_local std::vector<Run> all_runs;
   const std::vector<Run>& runs = all_runs;
   const Panels panels = panels_for(tiles);
-  float* v = v_buffer.get(kPoints * s.in_channels * panels.columns());
-  float* m = m_buffer.get(kPoints * s.out_channels * panels.columns());
-  find_runs(tiling, 0, tiles, all_runs);
+  float* v = v_buffer.get(kPoints * v_point_floats(s, panels));
+  float* m = m_buffer.get(kPoints * m_point_floats(s, panels));
+  find_runs(tiling, 0, tiles, panels, s.in_channels, all_runs);
   parallel_for(pool, s.in_channels, 4,
                [&](int64_t c0, int64_t c1) { transform_input(s, runs, input, c0, c1, panels, v); });
   parallel_for(pool, out_panels(s), 1, [&](int64_t p0, int64_t p1) {
     multiply(s, u, v, panels, tiles, p0, p1, m);
-    transform_output(s, runs, m, panels.columns(), p0 * kPanelRows,
-                     std::min(s.out_channels, p1 * kPanelRows), bias, epilogue, output);
+    transform_output(s, runs, m, panels, p0 * kPanelRows, std::min(s.out_channels, p1 * kPanelRows),
+                     bias, epilogue, output);
   });
 }
 

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "importer/call_parser.h"
-#include "kernels/cpu/winograd.h"
+#include "kernels/cpu/prepared.h"
 #include "nnx/nnx.hpp"
 #include "nnx/thread_pool.h"
 #include "ops/conv2d.h"
@@ -61,7 +61,7 @@ void BM_ResNetConv3x3(benchmark::State& s) {
   run_op(s, call.c_str(), {1, channels, size, size}, int(s.range(2)));
 }
 // The same layers as an inference model runs them: weights frozen, their Winograd transform
-// made once (the fusion chain's WinogradWeights), so only the per-call work is timed.
+// made once (the fusion chain's ConvPrepared), so only the per-call work is timed.
 void BM_ResNetConv3x3Prepared(benchmark::State& state) {
   const int64_t channels = state.range(0), size = state.range(1);
   const std::string call = "Conv2d(" + std::to_string(channels) + ", " + std::to_string(channels) +
@@ -76,7 +76,7 @@ void BM_ResNetConv3x3Prepared(benchmark::State& state) {
   nnx::ThreadPool pool(int(state.range(2)));
   nnx::ExecContext ctx;
   ctx.pool = &pool;
-  nnx::cpu::WinogradWeights prepared;
+  nnx::cpu::ConvPrepared prepared;
   const nnx::Tensor weight = op->params()[0].value;
   for (auto _ : state)
     conv->forward_fused(ctx, input, weight.data<float>(), nullptr, {}, output, &prepared);

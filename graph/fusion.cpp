@@ -1,7 +1,7 @@
 // Finding fusable chains (see fusion.h) and precomputing what their kernels need.
 #include "graph/fusion.h"
 
-#include "kernels/cpu/winograd.h"
+#include "kernels/cpu/prepared.h"
 #include "ops/activation.h"
 #include "ops/batchnorm2d.h"
 #include "ops/conv2d.h"
@@ -97,7 +97,7 @@ bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_
   // chain keeps its transformed weights between runs.
   if (chain.absorbed.empty() && !fold_batchnorm) return false;
   const cpu::Epilogue epilogue = epilogue_of(act);
-  auto prepared = fold_batchnorm ? std::make_shared<cpu::WinogradWeights>() : nullptr;
+  auto prepared = fold_batchnorm ? std::make_shared<cpu::ConvPrepared>() : nullptr;
   if (bn) {
     Tensor weight, bias;
     fold(*conv, *bn, weight, bias);

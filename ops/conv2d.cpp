@@ -223,7 +223,7 @@ void Conv2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
 
 void Conv2d::forward_fused(const ExecContext& ctx, const Tensor& input_tensor, const float* weight,
                            const float* bias, const cpu::Epilogue& epilogue, Tensor& output,
-                           cpu::WinogradWeights* prepared) const {
+                           cpu::ConvPrepared* prepared) const {
   Tensor input = input_tensor.contiguous();
   cpu::Conv2dShape s = geometry(input.shape());
   const SidePadding pad = side_padding();

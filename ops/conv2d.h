@@ -37,7 +37,7 @@ class Conv2d : public Op {
   // winograd.h); null: none are kept.
   void forward_fused(const ExecContext& ctx, const Tensor& input, const float* weight,
                      const float* bias, const cpu::Epilogue& epilogue, Tensor& output,
-                     cpu::WinogradWeights* prepared = nullptr) const;
+                     cpu::ConvPrepared* prepared = nullptr) const;
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,

@@ -17,8 +17,10 @@
 #include <string_view>
 #include <vector>
 
+#include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/prepared.h"
 #include "kernels/cpu/sums.h"
 #include "kernels/cpu/winograd.h"
 #include "nnx/thread_pool.h"
@@ -145,6 +147,110 @@ bool winograd_enabled() {
 
 namespace {
 
+// 1x1 convolutions without padding or groups, with weights prepared as 12-row panels: each
+// task packs a block of output pixels of one image as 32-wide panels ([in_channels][32], a
+// strided gather when the stride is not 1) and multiplies every weight panel with them, adding
+// bias and epilogue to each 12x32 tile while it is in L1. With few blocks (small planes at
+// batch 1) the pixels are packed once, split over input channels, and the threads share the
+// weight panels instead.
+bool pointwise_panels_suitable(const Conv2dShape& s) {
+  return s.kernel_h == 1 && s.kernel_w == 1 && s.groups == 1 && s.pad_top == 0 && s.pad_left == 0 &&
+         s.dilation_h == 1 && s.dilation_w == 1 && (s.out_h - 1) * s.stride_h < s.in_h &&
+         (s.out_w - 1) * s.stride_w < s.in_w;
+}
+
+constexpr int64_t kPixelPanel = 32;
+
+// Pixels [p0, p1) of image n as panels of kPixelPanel for input channels [c0, c1); the last
+// panel's missing pixels are zero.
+void pack_pixels(const Conv2dShape& s, const float* image, int64_t p0, int64_t p1, int64_t c0,
+                 int64_t c1, float* out) {
+  const int64_t in_plane = s.in_h * s.in_w, count = p1 - p0;
+  const bool dense = s.stride_h == 1 && s.stride_w == 1 && s.out_w == s.in_w;
+  for (int64_t j = 0; j < count; j += kPixelPanel) {
+    const int64_t cols = std::min(kPixelPanel, count - j);
+    float* panel = out + j * s.in_channels;
+    for (int64_t c = c0; c < c1; ++c) {
+      float* dst = panel + c * kPixelPanel;
+      const float* plane = image + c * in_plane;
+      if (dense) {
+        std::copy(plane + p0 + j, plane + p0 + j + cols, dst);
+      } else {
+        for (int64_t i = 0; i < cols; ++i) {
+          const int64_t pixel = p0 + j + i, oh = pixel / s.out_w, ow = pixel % s.out_w;
+          dst[i] = plane[oh * s.stride_h * s.in_w + ow * s.stride_w];
+        }
+      }
+      std::fill(dst + cols, dst + kPixelPanel, 0.f);
+    }
+  }
+}
+
+// Output channels of weight panels [q0, q1) x packed pixels [p0, p0 + count) of image n.
+void multiply_pixels(const Conv2dShape& s, const float* panels, const float* packed, int64_t count,
+                     int64_t q0, int64_t q1, const float* bias, const Epilogue& epilogue,
+                     float* image_out, int64_t p0) {
+  const int64_t k = s.in_channels, out_plane = s.out_h * s.out_w;
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t rows = std::min(kPanelRows, s.out_channels - q * kPanelRows);
+    const float* a = panels + q * kPanelRows * k;
+    for (int64_t j = 0; j < count; j += kPixelPanel) {
+      const int64_t cols = std::min(kPixelPanel, count - j);
+      float* c = image_out + q * kPanelRows * out_plane + p0 + j;
+      panel_gemm(rows, cols, k, a, packed + j * k, kPixelPanel, c, out_plane, false);
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = c + r * out_plane;
+        if (bias != nullptr) {
+          const float b = bias[q * kPanelRows + r];
+          for (int64_t i = 0; i < cols; ++i) row[i] += b;
+        }
+        apply_epilogue(epilogue, row, cols);
+      }
+    }
+  }
+}
+
+void conv2d_pointwise_panels(const Conv2dShape& s, const float* input, const float* panels,
+                             const float* bias, float* output, ThreadPool* pool,
+                             const Epilogue& epilogue) {
+  const int64_t threads = pool ? pool->size() : 1;
+  const int64_t out_plane = s.out_h * s.out_w, in_plane = s.in_h * s.in_w;
+  const int64_t weight_panels = ceil_div(s.out_channels, kPanelRows);
+  // Pixel blocks of about 256 KiB of packed input (L2), in whole panels.
+  const int64_t block = std::clamp<int64_t>((64 * 1024 / s.in_channels) / kPixelPanel * kPixelPanel,
+                                            kPixelPanel, 1024);
+  const int64_t blocks_per_image = ceil_div(out_plane, block);
+  const int64_t tasks = s.batch * blocks_per_image;
+  if (threads == 1 || tasks >= 2 * threads) {
+    parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {
+      thread_local AlignedBuffer buffer;
+      float* packed = buffer.get(block * s.in_channels);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / blocks_per_image, p0 = (t % blocks_per_image) * block;
+        const int64_t count = std::min(block, out_plane - p0);
+        pack_pixels(s, input + n * s.in_channels * in_plane, p0, p0 + count, 0, s.in_channels,
+                    packed);
+        multiply_pixels(s, panels, packed, count, 0, weight_panels, bias, epilogue,
+                        output + n * s.out_channels * out_plane, p0);
+      }
+    });
+    return;
+  }
+  // Few pixels: each image's pixels packed together, the weight panels split over threads.
+  static thread_local AlignedBuffer shared;
+  float* packed = shared.get(ceil_div(out_plane, kPixelPanel) * kPixelPanel * s.in_channels);
+  for (int64_t n = 0; n < s.batch; ++n) {
+    const float* image = input + n * s.in_channels * in_plane;
+    parallel_for(pool, s.in_channels, 16, [&](int64_t c0, int64_t c1) {
+      pack_pixels(s, image, 0, out_plane, c0, c1, packed);
+    });
+    parallel_for(pool, weight_panels, 1, [&](int64_t q0, int64_t q1) {
+      multiply_pixels(s, panels, packed, out_plane, q0, q1, bias, epilogue,
+                      output + n * s.out_channels * out_plane, 0);
+    });
+  }
+}
+
 // Images per block when output planes are small: enough columns for the GEMM's register tile
 // and to pack the weights once per block rather than once per image.
 int64_t images_per_block(const Conv2dShape& s) {
@@ -210,7 +316,7 @@ void conv2d_image_blocks(const Conv2dShape& s, const float* input, const float* 
 }  // namespace
 
 void conv2d(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
-            float* output, ThreadPool* pool, const Epilogue& epilogue, WinogradWeights* prepared) {
+            float* output, ThreadPool* pool, const Epilogue& epilogue, ConvPrepared* prepared) {
   const int64_t in_per_group = s.in_channels / s.groups;
   const int64_t out_per_group = s.out_channels / s.groups;
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
@@ -219,7 +325,10 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     return conv2d_direct(s, input, weight, bias, output, pool, epilogue);
   if (winograd_enabled() && winograd_suitable(s, prepared != nullptr))
     return conv2d_winograd(s, input, weight, bias, output, pool, epilogue,
-                           prepared ? prepared->get(s, weight) : nullptr);
+                           prepared ? prepared->winograd(s, weight) : nullptr);
+  if (prepared != nullptr && pointwise_panels_suitable(s))
+    return conv2d_pointwise_panels(s, input, prepared->panels(s, weight), bias, output, pool,
+                                   epilogue);
 
   const bool pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
                          s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h &&

@@ -12,7 +12,7 @@ class ThreadPool;
 
 namespace nnx::cpu {
 
-class WinogradWeights;
+class ConvPrepared;
 
 struct Conv2dShape {
   int64_t batch = 1;
@@ -34,7 +34,7 @@ struct Conv2dShape {
 // between calls (winograd.h); null: nothing is kept.
 void conv2d(const Conv2dShape& shape, const float* input, const float* weight, const float* bias,
             float* output, ThreadPool* pool, const Epilogue& epilogue = {},
-            WinogradWeights* prepared = nullptr);
+            ConvPrepared* prepared = nullptr);
 
 // Gradients of conv2d given grad_output [batch, out_channels, out_h, out_w]: grad_input (the
 // input's shape), grad_weight and grad_bias are overwritten; any of them may be null (not

@@ -364,6 +364,49 @@ void packed_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, c
 
 #endif  // NNX_PACKED_GEMM
 
+#ifdef NNX_PACKED_GEMM
+// C[rows x 16] (+)= rows (<= 6) of a 12-row A panel times 16 columns of a B panel `width` wide.
+template <int Rows>
+void panel_tile(int64_t k, const float* a, const float* b, int64_t width, float* c, int64_t ldc,
+                bool load_c) {
+  __m256 lo[Rows], hi[Rows];
+  for (int r = 0; r < Rows; ++r) {
+    lo[r] = load_c ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
+    hi[r] = load_c ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
+  }
+  for (int64_t p = 0; p < k; ++p, a += kPanelRows, b += width) {
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    for (int r = 0; r < Rows; ++r) {
+      const __m256 x = _mm256_broadcast_ss(a + r);
+      lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
+      hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
+    }
+  }
+  for (int r = 0; r < Rows; ++r) {
+    _mm256_storeu_ps(c + r * ldc, lo[r]);
+    _mm256_storeu_ps(c + r * ldc + 8, hi[r]);
+  }
+}
+
+void panel_tile_avx2(int64_t rows, int64_t k, const float* a, const float* b, int64_t width,
+                     float* c, int64_t ldc, bool load_c) {
+  switch (rows) {
+    case 6:
+      return panel_tile<6>(k, a, b, width, c, ldc, load_c);
+    case 5:
+      return panel_tile<5>(k, a, b, width, c, ldc, load_c);
+    case 4:
+      return panel_tile<4>(k, a, b, width, c, ldc, load_c);
+    case 3:
+      return panel_tile<3>(k, a, b, width, c, ldc, load_c);
+    case 2:
+      return panel_tile<2>(k, a, b, width, c, ldc, load_c);
+    default:
+      return panel_tile<1>(k, a, b, width, c, ldc, load_c);
+  }
+}
+#endif
+
 }  // namespace
 
 void panel_gemm(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b,
@@ -377,6 +420,25 @@ void panel_gemm(int64_t rows, int64_t cols, int64_t k, const float* a, const flo
   if (width == 32)
     return avx512::run_kernel<1, 32>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols));
   return avx512::run_kernel<1, 16>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols));
+#elif defined(NNX_PACKED_GEMM)
+  // AVX2: 6-row x 16-column register tiles over the panel; a partial column block goes through
+  // a local tile.
+  for (int64_t r0 = 0; r0 < rows; r0 += 6)
+    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+      const int64_t tile_rows = std::min<int64_t>(6, rows - r0), tile_cols = cols - j0;
+      float* out = c + r0 * ldc + j0;
+      if (tile_cols >= 16) {
+        panel_tile_avx2(tile_rows, k, a + r0, b + j0, width, out, ldc, accumulate);
+        continue;
+      }
+      alignas(32) float tile[6 * 16] = {};
+      if (accumulate)
+        for (int64_t r = 0; r < tile_rows; ++r)
+          std::copy(out + r * ldc, out + r * ldc + tile_cols, tile + r * 16);
+      panel_tile_avx2(tile_rows, k, a + r0, b + j0, width, tile, 16, accumulate);
+      for (int64_t r = 0; r < tile_rows; ++r)
+        std::copy(tile + r * 16, tile + r * 16 + tile_cols, out + r * ldc);
+    }
 #else
   // Portable form: rows of C accumulated in a local tile the compiler keeps in vectors.
   for (int64_t r = 0; r < rows; ++r) {

@@ -340,12 +340,12 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
 
 }  // namespace
 
-const float* WinogradWeights::get(const Conv2dShape& s, const float* weight) {
-  std::call_once(once_, [&] {
-    u_.assign(size_t(kPoints * u_point_floats(s)), 0.f);
-    transform_weights(s, weight, 0, s.out_channels, u_.data());
-  });
-  return u_.data();
+int64_t winograd_weights_floats(const Conv2dShape& s) {
+  return kPoints * u_point_floats(s);
+}
+
+void winograd_transform_weights(const Conv2dShape& s, const float* weight, float* out) {
+  transform_weights(s, weight, 0, s.out_channels, out);
 }
 
 bool winograd_suitable(const Conv2dShape& s, bool prepared) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/prepared.h"
 #include "nnx/thread_pool.h"
 
 namespace {
@@ -60,8 +61,8 @@ double worst_error(const Case& c, int threads, bool prepared, bool with_bias,
   std::vector<float> output(size_t(out_size + 1), NAN);
   output.back() = 12345.f;
   nnx::ThreadPool pool(threads);
-  nnx::cpu::WinogradWeights weights;
-  const float* u_prepared = prepared ? weights.get(s, weight.data()) : nullptr;
+  nnx::cpu::ConvPrepared weights;
+  const float* u_prepared = prepared ? weights.winograd(s, weight.data()) : nullptr;
   nnx::cpu::conv2d_winograd(s, input.data(), weight.data(), with_bias ? bias.data() : nullptr,
                             output.data(), &pool, epilogue, u_prepared);
   EXPECT_EQ(output.back(), 12345.f) << describe(c);
@@ -127,10 +128,10 @@ TEST(Winograd, NoBiasAndEpilogues) {
 TEST(Winograd, PreparedTransformIsMadeOnceAndShared) {
   const Conv2dShape s = shape_of(kCases[0]);
   std::vector<float> weight(size_t(s.out_channels * s.in_channels * 9), 0.25f);
-  nnx::cpu::WinogradWeights weights;
-  const float* first = weights.get(s, weight.data());
+  nnx::cpu::ConvPrepared weights;
+  const float* first = weights.winograd(s, weight.data());
   weight.assign(weight.size(), -1.f);  // a later call keeps the first transform
-  EXPECT_EQ(weights.get(s, weight.data()), first);
+  EXPECT_EQ(weights.winograd(s, weight.data()), first);
   EXPECT_EQ(first[0], 0.25f);  // U[0] = g[0][0]
 }
 

@@ -143,6 +143,15 @@ bool winograd_enabled() {
   return enabled;
 }
 
+// NNX_CONV_PANELS=0 turns the 1x1 panel path (prepared weights) off, likewise.
+bool panels_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("NNX_CONV_PANELS");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  return enabled;
+}
+
 }  // namespace
 
 namespace {
@@ -325,9 +334,9 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     return conv2d_direct(s, input, weight, bias, output, pool, epilogue);
   if (winograd_enabled() && winograd_suitable(s, prepared != nullptr))
     return conv2d_winograd(s, input, weight, bias, output, pool, epilogue,
-                           prepared ? prepared->winograd(s, weight) : nullptr);
-  if (prepared != nullptr && pointwise_panels_suitable(s))
-    return conv2d_pointwise_panels(s, input, prepared->panels(s, weight), bias, output, pool,
+                           prepared ? prepared->winograd(s, weight, pool) : nullptr);
+  if (prepared != nullptr && pointwise_panels_suitable(s) && panels_enabled())
+    return conv2d_pointwise_panels(s, input, prepared->panels(s, weight, pool), bias, output, pool,
                                    epilogue);
 
   const bool pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&

@@ -344,8 +344,11 @@ int64_t winograd_weights_floats(const Conv2dShape& s) {
   return kPoints * u_point_floats(s);
 }
 
-void winograd_transform_weights(const Conv2dShape& s, const float* weight, float* out) {
-  transform_weights(s, weight, 0, s.out_channels, out);
+void winograd_transform_weights(const Conv2dShape& s, const float* weight, float* out,
+                                ThreadPool* pool) {
+  parallel_for(pool, out_panels(s), 1, [&](int64_t p0, int64_t p1) {
+    transform_weights(s, weight, p0 * kPanelRows, std::min(s.out_channels, p1 * kPanelRows), out);
+  });
 }
 
 bool winograd_suitable(const Conv2dShape& s, bool prepared) {

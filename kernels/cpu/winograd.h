@@ -10,7 +10,9 @@ namespace nnx::cpu {
 // The transformed weights conv2d_winograd takes as `prepared` (ConvPrepared keeps them): their
 // size in floats, and the transform.
 int64_t winograd_weights_floats(const Conv2dShape& shape);
-void winograd_transform_weights(const Conv2dShape& shape, const float* weight, float* out);
+// Split over `pool`'s threads when given.
+void winograd_transform_weights(const Conv2dShape& shape, const float* weight, float* out,
+                                ThreadPool* pool = nullptr);
 
 // Whether `shape` is one this path serves (and pays off for); `prepared`: with weights
 // transformed beforehand (ConvPrepared).

@@ -6,6 +6,7 @@
 #include "ops/batchnorm2d.h"
 #include "ops/conv2d.h"
 #include "ops/elementwise.h"
+#include "ops/pooling.h"
 
 namespace nnx {
 namespace {
@@ -92,7 +93,15 @@ bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_
     }
   }
   const ActivationOp* act = fusable_activation(graph, next);
-  if (act != nullptr) chain.absorbed.push_back(next);
+  if (act != nullptr) {
+    chain.absorbed.push_back(next);
+    next = next_in_chain(graph, readers, next);
+  }
+  // A MaxPool2d after that pools the convolution's output band by band, in cache.
+  std::shared_ptr<const MaxPool2d> max_pool;
+  if (next >= 0) max_pool = std::dynamic_pointer_cast<const MaxPool2d>(graph.layer_of(next).op);
+  if (max_pool) chain.absorbed.push_back(next);
+  const PoolWindow* window = max_pool ? &max_pool->window() : nullptr;
   // With weights that no longer change, a lone convolution is a chain of its own too: the
   // chain keeps its transformed weights between runs.
   if (chain.absorbed.empty() && !fold_batchnorm) return false;
@@ -101,19 +110,19 @@ bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_
   if (bn) {
     Tensor weight, bias;
     fold(*conv, *bn, weight, bias);
-    chain.run = [conv, weight, bias, epilogue, prepared](
+    chain.run = [conv, weight, bias, epilogue, prepared, max_pool, window](
                     const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
       conv->forward_fused(ctx, inputs[0], weight.data<float>(), bias.data<float>(), epilogue,
-                          output, prepared.get());
+                          output, prepared.get(), window);
     };
   } else {
-    chain.run = [conv, epilogue, prepared](const ExecContext& ctx, std::span<const Tensor> inputs,
-                                           Tensor& output) {
+    chain.run = [conv, epilogue, prepared, max_pool, window](
+                    const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
       const Tensor weight = conv->params()[0].value.contiguous();
       const Tensor bias = conv->has_bias() ? conv->params()[1].value.contiguous() : Tensor();
       conv->forward_fused(ctx, inputs[0], weight.data<float>(),
                           conv->has_bias() ? bias.data<float>() : nullptr, epilogue, output,
-                          prepared.get());
+                          prepared.get(), window);
     };
   }
   return true;

@@ -6,6 +6,7 @@
 
 #include "nnx/error.h"
 #include "ops/layer_args.h"
+#include "ops/pooling.h"
 
 namespace nnx {
 
@@ -223,7 +224,7 @@ void Conv2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
 
 void Conv2d::forward_fused(const ExecContext& ctx, const Tensor& input_tensor, const float* weight,
                            const float* bias, const cpu::Epilogue& epilogue, Tensor& output,
-                           cpu::ConvPrepared* prepared) const {
+                           cpu::ConvPrepared* prepared, const PoolWindow* max_pool) const {
   Tensor input = input_tensor.contiguous();
   cpu::Conv2dShape s = geometry(input.shape());
   const SidePadding pad = side_padding();
@@ -237,6 +238,12 @@ void Conv2d::forward_fused(const ExecContext& ctx, const Tensor& input_tensor, c
     s.in_h = padded.size(2);
     s.in_w = padded.size(3);
     s.pad_top = s.pad_left = 0;
+  }
+  if (max_pool != nullptr) {
+    const cpu::Pool2dShape p =
+        max_pool->shape("MaxPool2d", Shape{s.batch, s.out_channels, s.out_h, s.out_w});
+    return cpu::conv2d_max_pool(s, p, input.data<float>(), weight, bias, output.data<float>(),
+                                ctx.pool, epilogue, prepared);
   }
   cpu::conv2d(s, input.data<float>(), weight, bias, output.data<float>(), ctx.pool, epilogue,
               prepared);

@@ -20,6 +20,7 @@
 #include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/pooling.h"
 #include "kernels/cpu/prepared.h"
 #include "kernels/cpu/sums.h"
 #include "kernels/cpu/winograd.h"
@@ -620,6 +621,77 @@ bool input_gradient_as_convolution(const Conv2dShape& s, const float* weight,
 }
 
 }  // namespace
+
+void conv2d_max_pool(const Conv2dShape& s, const Pool2dShape& p, const float* input,
+                     const float* weight, const float* bias, float* output, ThreadPool* pool,
+                     const Epilogue& epilogue, ConvPrepared* prepared) {
+  const int64_t reach = (s.kernel_h - 1) * s.dilation_h;
+  const int64_t pad_bottom = (s.out_h - 1) * s.stride_h + reach + 1 - s.pad_top - s.in_h;
+  const int64_t conv_plane = s.out_h * s.out_w, pool_plane = p.out_h * p.out_w;
+  if (s.pad_top > reach || pad_bottom > reach || p.out_h == 0 || s.batch == 0) {
+    // Rows that see no input at all would leave a band without input rows: unbanded.
+    std::vector<float> full(size_t(s.batch * s.out_channels * conv_plane));
+    conv2d(s, input, weight, bias, full.data(), pool, epilogue, prepared);
+    return max_pool2d(p, full.data(), output, pool);
+  }
+  // Bands of pooled rows whose convolution rows fill about 512 KiB.
+  const int64_t rows_floats = s.out_channels * s.out_w * std::max<int64_t>(1, p.stride_h);
+  const int64_t band = std::clamp<int64_t>(128 * 1024 / rows_floats, 1, p.out_h);
+  const int64_t bands = ceil_div(p.out_h, band), tasks = s.batch * bands;
+  const int64_t in_plane = s.in_h * s.in_w;
+
+  // Pooled rows [q0, q1) of image n, on `inner` (null: this thread alone).
+  auto run_band = [&](int64_t n, int64_t q0, int64_t q1, ThreadPool* inner, AlignedBuffer& in_buf,
+                      AlignedBuffer& conv_buf, AlignedBuffer& pool_buf) {
+    const int64_t w0 = q0 * p.stride_h - p.pad_h;  // first window row, in convolution rows
+    const int64_t r0 = std::max<int64_t>(0, w0);
+    const int64_t r1 =
+        std::min(s.out_h, (q1 - 1) * p.stride_h - p.pad_h + (p.kernel_h - 1) * p.dilation_h + 1);
+    const int64_t i0 = r0 * s.stride_h - s.pad_top;  // input rows they read
+    const int64_t i1 = (r1 - 1) * s.stride_h - s.pad_top + reach + 1;
+    const int64_t c0 = std::max<int64_t>(0, i0), c1 = std::min(s.in_h, i1);
+    Conv2dShape b = s;
+    b.batch = 1;
+    b.in_h = c1 - c0;
+    b.pad_top = c0 - i0;
+    b.out_h = r1 - r0;
+    float* rows = in_buf.get(s.in_channels * b.in_h * s.in_w);
+    for (int64_t ic = 0; ic < s.in_channels; ++ic) {
+      const float* src = input + (n * s.in_channels + ic) * in_plane + c0 * s.in_w;
+      std::copy(src, src + b.in_h * s.in_w, rows + ic * b.in_h * s.in_w);
+    }
+    float* conv_rows = conv_buf.get(s.out_channels * b.out_h * s.out_w);
+    conv2d(b, rows, weight, bias, conv_rows, inner, epilogue, prepared);
+    Pool2dShape q = p;
+    q.planes = s.out_channels;
+    q.in_h = b.out_h;
+    q.pad_h = r0 - w0;
+    q.out_h = q1 - q0;
+    float* pooled = pool_buf.get(s.out_channels * q.out_h * p.out_w);
+    max_pool2d(q, conv_rows, pooled, inner);
+    for (int64_t oc = 0; oc < s.out_channels; ++oc)
+      std::copy(pooled + oc * q.out_h * p.out_w, pooled + (oc + 1) * q.out_h * p.out_w,
+                output + (n * s.out_channels + oc) * pool_plane + q0 * p.out_w);
+  };
+
+  const int64_t threads = pool ? pool->size() : 1;
+  if (threads > 1 && tasks >= 2 * threads) {
+    // Many bands: each thread runs whole bands on its own.
+    parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {
+      thread_local AlignedBuffer in_buf, conv_buf, pool_buf;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / bands, q0 = (t % bands) * band;
+        run_band(n, q0, std::min(p.out_h, q0 + band), nullptr, in_buf, conv_buf, pool_buf);
+      }
+    });
+    return;
+  }
+  static thread_local AlignedBuffer in_buf, conv_buf, pool_buf;
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t n = t / bands, q0 = (t % bands) * band;
+    run_band(n, q0, std::min(p.out_h, q0 + band), pool, in_buf, conv_buf, pool_buf);
+  }
+}
 
 void conv2d_backward(const Conv2dShape& s, const float* input, const float* weight,
                      const float* grad_output, float* grad_input, float* grad_weight,

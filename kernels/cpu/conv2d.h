@@ -36,6 +36,15 @@ void conv2d(const Conv2dShape& shape, const float* input, const float* weight, c
             float* output, ThreadPool* pool, const Epilogue& epilogue = {},
             ConvPrepared* prepared = nullptr);
 
+// conv2d followed by max_pool2d (pooling.h) over its output, `pool_shape` describing that
+// pooling (planes = batch * out_channels, in = the convolution's output): computed in bands of
+// pooled rows, each band's convolution rows made into a scratch that stays in cache, so the
+// convolution's whole output is never written to memory. `output` is the pooled result.
+struct Pool2dShape;
+void conv2d_max_pool(const Conv2dShape& shape, const Pool2dShape& pool_shape, const float* input,
+                     const float* weight, const float* bias, float* output, ThreadPool* pool,
+                     const Epilogue& epilogue = {}, ConvPrepared* prepared = nullptr);
+
 // Gradients of conv2d given grad_output [batch, out_channels, out_h, out_w]: grad_input (the
 // input's shape), grad_weight and grad_bias are overwritten; any of them may be null (not
 // needed). input is read only for grad_weight, weight only for grad_input.

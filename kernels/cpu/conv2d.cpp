@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <string_view>
 #include <vector>
@@ -171,6 +172,19 @@ bool pointwise_panels_suitable(const Conv2dShape& s) {
 
 constexpr int64_t kPixelPanel = 32;
 
+// An epilogue as the clamp panel_gemm_bias_clamp applies in registers: exact for none, ReLU and
+// Hardtanh (ReLU6); other activations go after the store (exact = false, no clamp).
+struct ClampEpilogue {
+  float lo, hi;
+  bool exact;
+};
+ClampEpilogue clamp_of(const Epilogue& e) {
+  if (!e.active) return {-INFINITY, INFINITY, true};
+  if (e.kind == Activation::relu) return {0.f, INFINITY, true};
+  if (e.kind == Activation::hardtanh) return {e.args.lo, e.args.hi, true};
+  return {-INFINITY, INFINITY, false};
+}
+
 // Pixels [p0, p1) of image n as panels of kPixelPanel for input channels [c0, c1); the last
 // panel's missing pixels are zero.
 void pack_pixels(const Conv2dShape& s, const float* image, int64_t p0, int64_t p1, int64_t c0,
@@ -201,21 +215,17 @@ void multiply_pixels(const Conv2dShape& s, const float* panels, const float* pac
                      int64_t q0, int64_t q1, const float* bias, const Epilogue& epilogue,
                      float* image_out, int64_t p0) {
   const int64_t k = s.in_channels, out_plane = s.out_h * s.out_w;
+  const ClampEpilogue clamp = clamp_of(epilogue);
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t rows = std::min(kPanelRows, s.out_channels - q * kPanelRows);
     const float* a = panels + q * kPanelRows * k;
     for (int64_t j = 0; j < count; j += kPixelPanel) {
       const int64_t cols = std::min(kPixelPanel, count - j);
       float* c = image_out + q * kPanelRows * out_plane + p0 + j;
-      panel_gemm(rows, cols, k, a, packed + j * k, kPixelPanel, c, out_plane, false);
-      for (int64_t r = 0; r < rows; ++r) {
-        float* row = c + r * out_plane;
-        if (bias != nullptr) {
-          const float b = bias[q * kPanelRows + r];
-          for (int64_t i = 0; i < cols; ++i) row[i] += b;
-        }
-        apply_epilogue(epilogue, row, cols);
-      }
+      panel_gemm_bias_clamp(rows, cols, k, a, packed + j * k, kPixelPanel, c, out_plane,
+                            bias != nullptr ? bias + q * kPanelRows : nullptr, clamp.lo, clamp.hi);
+      if (!clamp.exact)
+        for (int64_t r = 0; r < rows; ++r) apply_epilogue(epilogue, c + r * out_plane, cols);
     }
   }
 }

@@ -93,6 +93,48 @@ void kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, b
     }
 }
 
+// C[Rows x 16V] = A panel * B panel, plus bias[r] on row r (bias may be null), clamped to
+// [lo, hi] in registers before the store: max(lo, x) then min(hi, x) keep NaN, as torch.clamp.
+template <int Rows, int V, int NR>
+void kernel_bias_clamp(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                       __mmask16 last, const float* bias, float lo, float hi) {
+  __m512 acc[Rows][V];
+  for (int r = 0; r < Rows; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kc; ++p, a += kMR, b += NR) {
+    __m512 bv[V];
+    for (int v = 0; v < V; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+    for (int r = 0; r < Rows; ++r) {
+      const __m512 x = _mm512_set1_ps(a[r]);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+    }
+  }
+  const __m512 lo_v = _mm512_set1_ps(lo), hi_v = _mm512_set1_ps(hi);
+  for (int r = 0; r < Rows; ++r) {
+    const __m512 add = _mm512_set1_ps(bias != nullptr ? bias[r] : 0.f);
+    for (int v = 0; v < V; ++v) {
+      const __mmask16 mask = v == V - 1 ? last : __mmask16(0xFFFF);
+      const __m512 x = _mm512_max_ps(lo_v, _mm512_add_ps(acc[r][v], add));
+      _mm512_mask_storeu_ps(c + r * ldc + 16 * v, mask, _mm512_min_ps(hi_v, x));
+    }
+  }
+}
+
+template <int V, int NR, int... Rows>
+constexpr auto make_bias_clamp_table(std::integer_sequence<int, Rows...>) {
+  using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, __mmask16, const float*,
+                      float, float);
+  return std::array<Fn, sizeof...(Rows)>{&kernel_bias_clamp<Rows + 1, V, NR>...};
+}
+
+template <int V, int NR>
+void run_bias_clamp(int64_t rows, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                    __mmask16 last, const float* bias, float lo, float hi) {
+  static constexpr auto table =
+      make_bias_clamp_table<V, NR>(std::make_integer_sequence<int, int(kMR)>{});
+  table[size_t(rows - 1)](kc, a, b, c, ldc, last, bias, lo, hi);
+}
+
 template <int V, int NR, int... Rows>
 constexpr auto make_kernel_table(std::integer_sequence<int, Rows...>) {
   using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, bool, __mmask16);
@@ -450,6 +492,31 @@ void panel_gemm(int64_t rows, int64_t cols, int64_t k, const float* a, const flo
       for (int64_t j = 0; j < width; ++j) acc[j] += x * brow[j];
     }
     for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = acc[j];
+  }
+#endif
+}
+
+void panel_gemm_bias_clamp(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b,
+                           int64_t width, float* c, int64_t ldc, const float* bias, float lo,
+                           float hi) {
+  if (rows <= 0 || cols <= 0) return;
+#ifdef NNX_GEMM_AVX512
+  if (width == 32 && cols > 16)
+    return avx512::run_bias_clamp<2, 32>(rows, k, a, b, c, ldc, avx512::tail_mask(cols - 16), bias,
+                                         lo, hi);
+  if (width == 32)
+    return avx512::run_bias_clamp<1, 32>(rows, k, a, b, c, ldc, avx512::tail_mask(cols), bias, lo,
+                                         hi);
+  return avx512::run_bias_clamp<1, 16>(rows, k, a, b, c, ldc, avx512::tail_mask(cols), bias, lo,
+                                       hi);
+#else
+  panel_gemm(rows, cols, k, a, b, width, c, ldc, false);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float add = bias != nullptr ? bias[r] : 0.f;
+    for (int64_t j = 0; j < cols; ++j) {
+      const float x = c[r * ldc + j] + add;  // NaN stays NaN, as torch.clamp
+      c[r * ldc + j] = x < lo ? lo : (x > hi ? hi : x);
+    }
   }
 #endif
 }

@@ -83,8 +83,12 @@ TEST(ConvPrepared, PointwiseMatchesUnprepared) {
 TEST(ConvPrepared, PointwiseEpiloguesAndNoBias) {
   Epilogue relu{true, nnx::Activation::relu, {}};
   Epilogue silu{true, nnx::Activation::silu, {}};
-  for (const Conv2dShape& s : {pointwise(1, 32, 96, 28, 28, 1), pointwise(1, 320, 40, 7, 7, 1)})
-    for (const Epilogue& e : {relu, silu}) {
+  Epilogue relu6{true, nnx::Activation::hardtanh, {}};
+  relu6.args.lo = 0.f;
+  relu6.args.hi = 6.f;
+  for (const Conv2dShape& s : {pointwise(1, 32, 96, 28, 28, 1), pointwise(1, 320, 40, 7, 7, 1),
+                               pointwise(1, 4, 50, 9, 9, 1)})
+    for (const Epilogue& e : {relu, silu, relu6}) {
       EXPECT_LT(difference(s, 2, false, e), 1e-6) << describe(s);
       EXPECT_LT(difference(s, 1, true, e), 1e-6) << describe(s);
     }

@@ -145,7 +145,7 @@ bool winograd_enabled() {
   return enabled;
 }
 
-// NNX_CONV_PANELS=0 turns the 1x1 panel path (prepared weights) off, likewise.
+// NNX_CONV_PANELS=0 turns the panel path (prepared weights) off, likewise.
 bool panels_enabled() {
   static const bool enabled = [] {
     const char* v = std::getenv("NNX_CONV_PANELS");
@@ -158,16 +158,17 @@ bool panels_enabled() {
 
 namespace {
 
-// 1x1 convolutions without padding or groups, with weights prepared as 12-row panels: each
-// task packs a block of output pixels of one image as 32-wide panels ([in_channels][32], a
-// strided gather when the stride is not 1) and multiplies every weight panel with them, adding
-// bias and epilogue to each 12x32 tile while it is in L1. With few blocks (small planes at
-// batch 1) the pixels are packed once, split over input channels, and the threads share the
-// weight panels instead.
-bool pointwise_panels_suitable(const Conv2dShape& s) {
-  return s.kernel_h == 1 && s.kernel_w == 1 && s.groups == 1 && s.pad_top == 0 && s.pad_left == 0 &&
-         s.dilation_h == 1 && s.dilation_w == 1 && (s.out_h - 1) * s.stride_h < s.in_h &&
-         (s.out_w - 1) * s.stride_w < s.in_w;
+// Ungrouped convolutions with weights prepared as 12-row panels (the ones Winograd does not
+// take: 1x1, strided, larger kernels): each task packs the im2col columns of a block of output
+// pixels of one image straight into 32-wide panels and multiplies every weight panel with them,
+// bias and ReLU-like epilogues applied in registers (panel_gemm_bias_clamp), so neither the
+// weights nor the columns are packed again per call and the output is written once. With few
+// blocks (small planes at batch 1) the columns are packed once, split over input channels, and
+// the threads share the weight panels instead.
+// A first layer on few input channels (ResNet's 7x7 stem on 3) stays on im2col: packing its
+// long, thin patches a run of pixels at a time measured slower than the band path.
+bool panels_suitable(const Conv2dShape& s) {
+  return s.groups == 1 && (s.kernel_h * s.kernel_w == 1 || s.in_channels >= 16);
 }
 
 constexpr int64_t kPixelPanel = 32;
@@ -185,28 +186,59 @@ ClampEpilogue clamp_of(const Epilogue& e) {
   return {-INFINITY, INFINITY, false};
 }
 
-// Pixels [p0, p1) of image n as panels of kPixelPanel for input channels [c0, c1); the last
-// panel's missing pixels are zero.
-void pack_pixels(const Conv2dShape& s, const float* image, int64_t p0, int64_t p1, int64_t c0,
-                 int64_t c1, float* out) {
+// The im2col columns of output pixels [p0, p1) of one image as panels of kPixelPanel pixels
+// ([k][32] each, k = (input channel, kernel row, kernel column) as the weights order them), for
+// input channels [c0, c1); zero where a tap falls in the padding and past the last pixel.
+void pack_patches(const Conv2dShape& s, const float* image, int64_t p0, int64_t p1, int64_t c0,
+                  int64_t c1, float* out) {
   const int64_t in_plane = s.in_h * s.in_w, count = p1 - p0;
-  const bool dense = s.stride_h == 1 && s.stride_w == 1 && s.out_w == s.in_w;
+  const int64_t taps = s.kernel_h * s.kernel_w, k = s.in_channels * taps;
+  const bool dense = taps == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
+                     s.pad_left == 0 && s.out_w == s.in_w;
   for (int64_t j = 0; j < count; j += kPixelPanel) {
     const int64_t cols = std::min(kPixelPanel, count - j);
-    float* panel = out + j * s.in_channels;
-    for (int64_t c = c0; c < c1; ++c) {
-      float* dst = panel + c * kPixelPanel;
-      const float* plane = image + c * in_plane;
-      if (dense) {
-        std::copy(plane + p0 + j, plane + p0 + j + cols, dst);
-      } else {
-        for (int64_t i = 0; i < cols; ++i) {
-          const int64_t pixel = p0 + j + i, oh = pixel / s.out_w, ow = pixel % s.out_w;
-          dst[i] = plane[oh * s.stride_h * s.in_w + ow * s.stride_w];
+    float* panel = out + j * k;
+    if (dense) {
+      for (int64_t c = c0; c < c1; ++c) {
+        float* dst = panel + c * kPixelPanel;
+        std::copy(image + c * in_plane + p0 + j, image + c * in_plane + p0 + j + cols, dst);
+        std::fill(dst + cols, dst + kPixelPanel, 0.f);
+      }
+      continue;
+    }
+    // Runs of the panel's pixels within one output row.
+    for (int64_t lane = 0; lane < cols;) {
+      const int64_t pixel = p0 + j + lane, oh = pixel / s.out_w, ow0 = pixel % s.out_w;
+      const int64_t n = std::min(cols - lane, s.out_w - ow0);
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* plane = image + c * in_plane;
+        for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+          const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
+          for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+            float* dst = panel + ((c * s.kernel_h + kh) * s.kernel_w + kw) * kPixelPanel + lane;
+            if (ih < 0 || ih >= s.in_h) {
+              std::fill(dst, dst + n, 0.f);
+              continue;
+            }
+            const int64_t x0 = ow0 * s.stride_w - s.pad_left + kw * s.dilation_w;
+            const Span span = valid_columns(x0, s.stride_w, s.in_w, n);
+            const float* row = plane + ih * s.in_w;
+            std::fill(dst, dst + span.lo, 0.f);
+            if (s.stride_w == 1)
+              std::copy(row + x0 + span.lo, row + x0 + span.hi, dst + span.lo);
+            else if (s.stride_w == 2)
+              gather_even(row + x0 + 2 * span.lo, span.hi - span.lo, dst + span.lo);
+            else
+              for (int64_t i = span.lo; i < span.hi; ++i) dst[i] = row[x0 + i * s.stride_w];
+            std::fill(dst + span.hi, dst + n, 0.f);
+          }
         }
       }
-      std::fill(dst + cols, dst + kPixelPanel, 0.f);
+      lane += n;
     }
+    if (cols < kPixelPanel)
+      for (int64_t r = c0 * taps; r < c1 * taps; ++r)
+        std::fill(panel + r * kPixelPanel + cols, panel + (r + 1) * kPixelPanel, 0.f);
   }
 }
 
@@ -214,7 +246,7 @@ void pack_pixels(const Conv2dShape& s, const float* image, int64_t p0, int64_t p
 void multiply_pixels(const Conv2dShape& s, const float* panels, const float* packed, int64_t count,
                      int64_t q0, int64_t q1, const float* bias, const Epilogue& epilogue,
                      float* image_out, int64_t p0) {
-  const int64_t k = s.in_channels, out_plane = s.out_h * s.out_w;
+  const int64_t k = s.in_channels * s.kernel_h * s.kernel_w, out_plane = s.out_h * s.out_w;
   const ClampEpilogue clamp = clamp_of(epilogue);
   for (int64_t q = q0; q < q1; ++q) {
     const int64_t rows = std::min(kPanelRows, s.out_channels - q * kPanelRows);
@@ -230,26 +262,26 @@ void multiply_pixels(const Conv2dShape& s, const float* panels, const float* pac
   }
 }
 
-void conv2d_pointwise_panels(const Conv2dShape& s, const float* input, const float* panels,
-                             const float* bias, float* output, ThreadPool* pool,
-                             const Epilogue& epilogue) {
+void conv2d_panels(const Conv2dShape& s, const float* input, const float* panels, const float* bias,
+                   float* output, ThreadPool* pool, const Epilogue& epilogue) {
   const int64_t threads = pool ? pool->size() : 1;
   const int64_t out_plane = s.out_h * s.out_w, in_plane = s.in_h * s.in_w;
   const int64_t weight_panels = ceil_div(s.out_channels, kPanelRows);
+  const int64_t k = s.in_channels * s.kernel_h * s.kernel_w;
   // Pixel blocks of about 256 KiB of packed input (L2), in whole panels.
-  const int64_t block = std::clamp<int64_t>((64 * 1024 / s.in_channels) / kPixelPanel * kPixelPanel,
-                                            kPixelPanel, 1024);
+  const int64_t block =
+      std::clamp<int64_t>((64 * 1024 / k) / kPixelPanel * kPixelPanel, kPixelPanel, 1024);
   const int64_t blocks_per_image = ceil_div(out_plane, block);
   const int64_t tasks = s.batch * blocks_per_image;
   if (threads == 1 || tasks >= 2 * threads) {
     parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {
       thread_local AlignedBuffer buffer;
-      float* packed = buffer.get(block * s.in_channels);
+      float* packed = buffer.get(block * k);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / blocks_per_image, p0 = (t % blocks_per_image) * block;
         const int64_t count = std::min(block, out_plane - p0);
-        pack_pixels(s, input + n * s.in_channels * in_plane, p0, p0 + count, 0, s.in_channels,
-                    packed);
+        pack_patches(s, input + n * s.in_channels * in_plane, p0, p0 + count, 0, s.in_channels,
+                     packed);
         multiply_pixels(s, panels, packed, count, 0, weight_panels, bias, epilogue,
                         output + n * s.out_channels * out_plane, p0);
       }
@@ -258,11 +290,11 @@ void conv2d_pointwise_panels(const Conv2dShape& s, const float* input, const flo
   }
   // Few pixels: each image's pixels packed together, the weight panels split over threads.
   static thread_local AlignedBuffer shared;
-  float* packed = shared.get(ceil_div(out_plane, kPixelPanel) * kPixelPanel * s.in_channels);
+  float* packed = shared.get(ceil_div(out_plane, kPixelPanel) * kPixelPanel * k);
   for (int64_t n = 0; n < s.batch; ++n) {
     const float* image = input + n * s.in_channels * in_plane;
     parallel_for(pool, s.in_channels, 16, [&](int64_t c0, int64_t c1) {
-      pack_pixels(s, image, 0, out_plane, c0, c1, packed);
+      pack_patches(s, image, 0, out_plane, c0, c1, packed);
     });
     parallel_for(pool, weight_panels, 1, [&](int64_t q0, int64_t q1) {
       multiply_pixels(s, panels, packed, out_plane, q0, q1, bias, epilogue,
@@ -346,9 +378,8 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
   if (winograd_enabled() && winograd_suitable(s, prepared != nullptr))
     return conv2d_winograd(s, input, weight, bias, output, pool, epilogue,
                            prepared ? prepared->winograd(s, weight, pool) : nullptr);
-  if (prepared != nullptr && pointwise_panels_suitable(s) && panels_enabled())
-    return conv2d_pointwise_panels(s, input, prepared->panels(s, weight, pool), bias, output, pool,
-                                   epilogue);
+  if (prepared != nullptr && panels_suitable(s) && panels_enabled())
+    return conv2d_panels(s, input, prepared->panels(s, weight, pool), bias, output, pool, epilogue);
 
   const bool pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
                          s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h &&
@@ -646,7 +677,13 @@ void conv2d_max_pool(const Conv2dShape& s, const Pool2dShape& p, const float* in
   }
   // Bands of pooled rows whose convolution rows fill about 512 KiB.
   const int64_t rows_floats = s.out_channels * s.out_w * std::max<int64_t>(1, p.stride_h);
-  const int64_t band = std::clamp<int64_t>(128 * 1024 / rows_floats, 1, p.out_h);
+  int64_t band = std::clamp<int64_t>(128 * 1024 / rows_floats, 1, p.out_h);
+  const int64_t threads = pool ? pool->size() : 1;
+  if (s.batch == 1 && threads > 1 && ceil_div(p.out_h, band) >= 2 * threads) {
+    // As many bands as the threads divide (each one's rows are recomputed where windows meet).
+    const int64_t even = ceil_div(ceil_div(p.out_h, band), threads) * threads;
+    band = ceil_div(p.out_h, even);
+  }
   const int64_t bands = ceil_div(p.out_h, band), tasks = s.batch * bands;
   const int64_t in_plane = s.in_h * s.in_w;
 
@@ -684,7 +721,6 @@ void conv2d_max_pool(const Conv2dShape& s, const Pool2dShape& p, const float* in
                 output + (n * s.out_channels + oc) * pool_plane + q0 * p.out_w);
   };
 
-  const int64_t threads = pool ? pool->size() : 1;
   if (threads > 1 && tasks >= 2 * threads) {
     // Many bands: each thread runs whole bands on its own.
     parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {

@@ -32,10 +32,23 @@ Conv2dShape pointwise(int64_t batch, int64_t in, int64_t out, int64_t h, int64_t
   return s;
 }
 
+Conv2dShape general(int64_t batch, int64_t in, int64_t out, int64_t h, int64_t w, int64_t k,
+                    int64_t stride, int64_t pad, int64_t dilation) {
+  Conv2dShape s = pointwise(batch, in, out, h, w, stride);
+  s.kernel_h = s.kernel_w = k;
+  s.pad_top = s.pad_left = pad;
+  s.dilation_h = s.dilation_w = dilation;
+  s.out_h = (h + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+  s.out_w = (w + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+  return s;
+}
+
 std::string describe(const Conv2dShape& s) {
   return std::to_string(s.batch) + "x" + std::to_string(s.in_channels) + "x" +
          std::to_string(s.in_h) + "x" + std::to_string(s.in_w) + " -> " +
-         std::to_string(s.out_channels) + " stride " + std::to_string(s.stride_h);
+         std::to_string(s.out_channels) + " kernel " + std::to_string(s.kernel_h) + " stride " +
+         std::to_string(s.stride_h) + " pad " + std::to_string(s.pad_top) + " dilation " +
+         std::to_string(s.dilation_h);
 }
 
 // Largest |prepared - plain| relative to the largest |plain|.
@@ -43,7 +56,8 @@ double difference(const Conv2dShape& s, int threads, bool with_bias, const Epilo
   std::mt19937 rng(unsigned(s.in_channels * 31 + s.out_channels * 7 + s.in_h));
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   std::vector<float> input(size_t(s.batch * s.in_channels * s.in_h * s.in_w));
-  std::vector<float> weight(size_t(s.out_channels * s.in_channels)), bias(size_t(s.out_channels));
+  std::vector<float> weight(size_t(s.out_channels * s.in_channels * s.kernel_h * s.kernel_w));
+  std::vector<float> bias(size_t(s.out_channels));
   for (float& v : input) v = u(rng);
   for (float& v : weight) v = u(rng);
   for (float& v : bias) v = u(rng);
@@ -74,6 +88,21 @@ TEST(ConvPrepared, PointwiseMatchesUnprepared) {
       pointwise(2, 24, 29, 9, 11, 1),      // channels off the panels, batch
       pointwise(1, 256, 512, 56, 56, 2),   // strided (ResNet's downsample)
       pointwise(3, 16, 40, 13, 10, 2),     // strided, odd sizes, batch
+  };
+  for (const Conv2dShape& s : shapes)
+    for (int threads : {1, 2, 3})
+      EXPECT_LT(difference(s, threads, true, {}), 1e-6) << describe(s) << " threads " << threads;
+}
+
+TEST(ConvPrepared, LargerKernelsStridesAndPaddingMatchUnprepared) {
+  const std::vector<Conv2dShape> shapes = {
+      general(1, 3, 64, 70, 66, 7, 2, 3, 1),    // ResNet's stem
+      general(1, 64, 128, 28, 28, 3, 2, 1, 1),  // a strided 3x3, few pixels
+      general(2, 8, 20, 33, 35, 3, 2, 1, 1),    // odd sizes, batch
+      general(1, 5, 14, 19, 23, 5, 1, 4, 2),    // dilation, padding past the kernel
+      general(1, 4, 8, 40, 40, 3, 1, 1, 1),     // 3x3 too thin for Winograd
+      general(1, 6, 10, 17, 17, 3, 3, 0, 1),    // stride 3
+      general(1, 16, 24, 9, 9, 1, 1, 1, 1),     // 1x1 with padding
   };
   for (const Conv2dShape& s : shapes)
     for (int threads : {1, 2, 3})

@@ -6,8 +6,10 @@
 #include <string>
 
 #include "importer/call_parser.h"
+#include "kernels/cpu/prepared.h"
 #include "nnx/nnx.hpp"
 #include "nnx/thread_pool.h"
+#include "ops/conv2d.h"
 
 namespace {
 
@@ -58,6 +60,31 @@ void BM_ResNetConv3x3(benchmark::State& s) {
                            ", 3, padding=1, bias=False)";
   run_op(s, call.c_str(), {1, channels, size, size}, int(s.range(2)));
 }
+// The same layers as an inference model runs them: weights frozen, their Winograd transform
+// made once (the fusion chain's ConvPrepared), so only the per-call work is timed.
+void BM_ResNetConv3x3Prepared(benchmark::State& state) {
+  const int64_t channels = state.range(0), size = state.range(1);
+  const std::string call = "Conv2d(" + std::to_string(channels) + ", " + std::to_string(channels) +
+                           ", 3, padding=1, bias=False)";
+  auto op = nnx::make_op(nnx::parse_call(call));
+  auto* conv = dynamic_cast<nnx::Conv2d*>(op.get());
+  nnx::RandomEngine rng(0);
+  op->init_params(rng);
+  const nnx::Shape input_shape{1, channels, size, size};
+  nnx::Tensor input = random_tensor(input_shape);
+  nnx::Tensor output = nnx::Tensor::empty(input_shape);
+  nnx::ThreadPool pool(int(state.range(2)));
+  nnx::ExecContext ctx;
+  ctx.pool = &pool;
+  nnx::cpu::ConvPrepared prepared;
+  const nnx::Tensor weight = op->params()[0].value;
+  for (auto _ : state)
+    conv->forward_fused(ctx, input, weight.data<float>(), nullptr, {}, output, &prepared);
+  const std::vector<nnx::TensorSpec> specs = {{input_shape, nnx::DType::f32}};
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(double(op->flops(specs, specs)) * double(state.iterations()),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
 void BM_MaxPool(benchmark::State& s) {
   run_op(s, "MaxPool2d(2, 2)", {1, 64, 480, 640}, int(s.range(0)));
 }
@@ -107,6 +134,16 @@ BENCHMARK(BM_Conv7x7_seed)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv1x1_256)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Depthwise)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ResNetConv3x3)
+    ->ArgsProduct({{64}, {56}, {1, 2}})
+    ->Args({128, 28, 1})
+    ->Args({128, 28, 2})
+    ->Args({256, 14, 1})
+    ->Args({256, 14, 2})
+    ->Args({512, 7, 1})
+    ->Args({512, 7, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ResNetConv3x3Prepared)
     ->ArgsProduct({{64}, {56}, {1, 2}})
     ->Args({128, 28, 1})
     ->Args({128, 28, 2})

@@ -1,10 +1,12 @@
 // Finding fusable chains (see fusion.h) and precomputing what their kernels need.
 #include "graph/fusion.h"
 
+#include "kernels/cpu/prepared.h"
 #include "ops/activation.h"
 #include "ops/batchnorm2d.h"
 #include "ops/conv2d.h"
 #include "ops/elementwise.h"
+#include "ops/pooling.h"
 
 namespace nnx {
 namespace {
@@ -91,24 +93,36 @@ bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_
     }
   }
   const ActivationOp* act = fusable_activation(graph, next);
-  if (act != nullptr) chain.absorbed.push_back(next);
-  if (chain.absorbed.empty()) return false;
+  if (act != nullptr) {
+    chain.absorbed.push_back(next);
+    next = next_in_chain(graph, readers, next);
+  }
+  // A MaxPool2d after that pools the convolution's output band by band, in cache.
+  std::shared_ptr<const MaxPool2d> max_pool;
+  if (next >= 0) max_pool = std::dynamic_pointer_cast<const MaxPool2d>(graph.layer_of(next).op);
+  if (max_pool) chain.absorbed.push_back(next);
+  const PoolWindow* window = max_pool ? &max_pool->window() : nullptr;
+  // With weights that no longer change, a lone convolution is a chain of its own too: the
+  // chain keeps its transformed weights between runs.
+  if (chain.absorbed.empty() && !fold_batchnorm) return false;
   const cpu::Epilogue epilogue = epilogue_of(act);
+  auto prepared = fold_batchnorm ? std::make_shared<cpu::ConvPrepared>() : nullptr;
   if (bn) {
     Tensor weight, bias;
     fold(*conv, *bn, weight, bias);
-    chain.run = [conv, weight, bias, epilogue](const ExecContext& ctx,
-                                               std::span<const Tensor> inputs, Tensor& output) {
+    chain.run = [conv, weight, bias, epilogue, prepared, max_pool, window](
+                    const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
       conv->forward_fused(ctx, inputs[0], weight.data<float>(), bias.data<float>(), epilogue,
-                          output);
+                          output, prepared.get(), window);
     };
   } else {
-    chain.run = [conv, epilogue](const ExecContext& ctx, std::span<const Tensor> inputs,
-                                 Tensor& output) {
+    chain.run = [conv, epilogue, prepared, max_pool, window](
+                    const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
       const Tensor weight = conv->params()[0].value.contiguous();
       const Tensor bias = conv->has_bias() ? conv->params()[1].value.contiguous() : Tensor();
       conv->forward_fused(ctx, inputs[0], weight.data<float>(),
-                          conv->has_bias() ? bias.data<float>() : nullptr, epilogue, output);
+                          conv->has_bias() ? bias.data<float>() : nullptr, epilogue, output,
+                          prepared.get(), window);
     };
   }
   return true;

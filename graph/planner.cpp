@@ -112,6 +112,14 @@ Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs, const Fus
     for (size_t p = 0; p < out_specs.size(); ++p) {
       if (head >= 0) {  // computed by the chain's head, into its buffer
         root[size_t(v)][p] = root[size_t(head)][p];
+        // The buffer holds the chain's last value, which may be smaller (a fused pooling).
+        const int b = root[size_t(v)][p];
+        if (b >= 0) {
+          const size_t bytes =
+              aligned(size_t(out_specs[p].shape.numel()) * dtype_size(out_specs[p].dtype));
+          plan.unplanned_bytes = plan.unplanned_bytes - plan.buffers[size_t(b)].bytes + bytes;
+          plan.buffers[size_t(b)].bytes = bytes;
+        }
         continue;
       }
       if (auto src = op.output_view_of(int(p))) {

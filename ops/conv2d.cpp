@@ -6,6 +6,7 @@
 
 #include "nnx/error.h"
 #include "ops/layer_args.h"
+#include "ops/pooling.h"
 
 #ifdef NNX_WITH_CUDA
 #include "kernels/cuda/conv2d.h"
@@ -227,7 +228,8 @@ void Conv2d::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
 }
 
 void Conv2d::forward_fused(const ExecContext& ctx, const Tensor& input_tensor, const float* weight,
-                           const float* bias, const cpu::Epilogue& epilogue, Tensor& output) const {
+                           const float* bias, const cpu::Epilogue& epilogue, Tensor& output,
+                           cpu::ConvPrepared* prepared, const PoolWindow* max_pool) const {
   Tensor input = input_tensor.contiguous();
   cpu::Conv2dShape s = geometry(input.shape());
   const SidePadding pad = side_padding();
@@ -242,7 +244,14 @@ void Conv2d::forward_fused(const ExecContext& ctx, const Tensor& input_tensor, c
     s.in_w = padded.size(3);
     s.pad_top = s.pad_left = 0;
   }
-  cpu::conv2d(s, input.data<float>(), weight, bias, output.data<float>(), ctx.pool, epilogue);
+  if (max_pool != nullptr) {
+    const cpu::Pool2dShape p =
+        max_pool->shape("MaxPool2d", Shape{s.batch, s.out_channels, s.out_h, s.out_w});
+    return cpu::conv2d_max_pool(s, p, input.data<float>(), weight, bias, output.data<float>(),
+                                ctx.pool, epilogue, prepared);
+  }
+  cpu::conv2d(s, input.data<float>(), weight, bias, output.data<float>(), ctx.pool, epilogue,
+              prepared);
 }
 
 // Non-zero padding modes: the convolution's input gradient is that of the padded copy, folded

@@ -10,6 +10,8 @@
 
 namespace nnx {
 
+struct PoolWindow;
+
 class Conv2d : public Op {
  public:
   explicit Conv2d(const Call& call);
@@ -33,8 +35,13 @@ class Conv2d : public Op {
   // Inference on the CPU with the given weight and bias (null: none) in place of the layer's
   // own, and `epilogue` applied to each output block: a Conv2d with its BatchNorm folded in and
   // its activation fused (graph/fusion.h). `output` is allocated as for forward.
+  // `prepared` keeps rearranged weights between calls when they no longer change (kernels/cpu/
+  // prepared.h); null: none are kept. With `max_pool`, a MaxPool2d with that window is applied
+  // to the result band by band (cpu::conv2d_max_pool) and `output` is the pooled tensor.
   void forward_fused(const ExecContext& ctx, const Tensor& input, const float* weight,
-                     const float* bias, const cpu::Epilogue& epilogue, Tensor& output) const;
+                     const float* bias, const cpu::Epilogue& epilogue, Tensor& output,
+                     cpu::ConvPrepared* prepared = nullptr,
+                     const PoolWindow* max_pool = nullptr) const;
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,

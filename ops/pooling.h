@@ -46,6 +46,8 @@ class MaxPool2d : public Pool2dOp {
   // plane) and the backward scatters with it: neither the input nor the output is kept.
   BackwardNeeds backward_needs() const override { return {false, false}; }
 
+  const PoolWindow& window() const { return window_; }
+
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    std::span<Tensor> outputs) const override;

@@ -54,7 +54,13 @@ struct Executor::Impl {
       for (size_t p = 0; p < out.size(); ++p) {
         int b = plan.buffer[size_t(v)][p];
         if (b < 0) continue;  // a view: the op sets it
-        const TensorSpec& spec = plan.specs[size_t(v)][p];
+        // A chain's head writes the chain's last value (of another shape after a pooling).
+        const int last =
+            fusion && fusion->is_head(v) &&
+                    !fusion->chains[size_t(fusion->chain_of[size_t(v)])].absorbed.empty()
+                ? fusion->chains[size_t(fusion->chain_of[size_t(v)])].absorbed.back()
+                : v;
+        const TensorSpec& spec = plan.specs[size_t(last)][p];
         size_t offset = plan.buffers[size_t(b)].offset;
         out[p] = Tensor::from_storage(arena, spec.shape, spec.dtype,
                                       int64_t(offset / dtype_size(spec.dtype)));

@@ -13,12 +13,16 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <string_view>
 #include <vector>
 
+#include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/pooling.h"
+#include "kernels/cpu/prepared.h"
 #include "kernels/cpu/sums.h"
 #include "kernels/cpu/winograd.h"
 #include "nnx/thread_pool.h"
@@ -141,9 +145,163 @@ bool winograd_enabled() {
   return enabled;
 }
 
+// NNX_CONV_PANELS=0 turns the panel path (prepared weights) off, likewise.
+bool panels_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("NNX_CONV_PANELS");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  return enabled;
+}
+
 }  // namespace
 
 namespace {
+
+// Ungrouped convolutions with weights prepared as 12-row panels (the ones Winograd does not
+// take: 1x1, strided, larger kernels): each task packs the im2col columns of a block of output
+// pixels of one image straight into 32-wide panels and multiplies every weight panel with them,
+// bias and ReLU-like epilogues applied in registers (panel_gemm_bias_clamp), so neither the
+// weights nor the columns are packed again per call and the output is written once. With few
+// blocks (small planes at batch 1) the columns are packed once, split over input channels, and
+// the threads share the weight panels instead.
+// A first layer on few input channels (ResNet's 7x7 stem on 3) stays on im2col: packing its
+// long, thin patches a run of pixels at a time measured slower than the band path.
+bool panels_suitable(const Conv2dShape& s) {
+  return s.groups == 1 && (s.kernel_h * s.kernel_w == 1 || s.in_channels >= 16);
+}
+
+constexpr int64_t kPixelPanel = 32;
+
+// An epilogue as the clamp panel_gemm_bias_clamp applies in registers: exact for none, ReLU and
+// Hardtanh (ReLU6); other activations go after the store (exact = false, no clamp).
+struct ClampEpilogue {
+  float lo, hi;
+  bool exact;
+};
+ClampEpilogue clamp_of(const Epilogue& e) {
+  if (!e.active) return {-INFINITY, INFINITY, true};
+  if (e.kind == Activation::relu) return {0.f, INFINITY, true};
+  if (e.kind == Activation::hardtanh) return {e.args.lo, e.args.hi, true};
+  return {-INFINITY, INFINITY, false};
+}
+
+// The im2col columns of output pixels [p0, p1) of one image as panels of kPixelPanel pixels
+// ([k][32] each, k = (input channel, kernel row, kernel column) as the weights order them), for
+// input channels [c0, c1); zero where a tap falls in the padding and past the last pixel.
+void pack_patches(const Conv2dShape& s, const float* image, int64_t p0, int64_t p1, int64_t c0,
+                  int64_t c1, float* out) {
+  const int64_t in_plane = s.in_h * s.in_w, count = p1 - p0;
+  const int64_t taps = s.kernel_h * s.kernel_w, k = s.in_channels * taps;
+  const bool dense = taps == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
+                     s.pad_left == 0 && s.out_w == s.in_w;
+  for (int64_t j = 0; j < count; j += kPixelPanel) {
+    const int64_t cols = std::min(kPixelPanel, count - j);
+    float* panel = out + j * k;
+    if (dense) {
+      for (int64_t c = c0; c < c1; ++c) {
+        float* dst = panel + c * kPixelPanel;
+        std::copy(image + c * in_plane + p0 + j, image + c * in_plane + p0 + j + cols, dst);
+        std::fill(dst + cols, dst + kPixelPanel, 0.f);
+      }
+      continue;
+    }
+    // Runs of the panel's pixels within one output row.
+    for (int64_t lane = 0; lane < cols;) {
+      const int64_t pixel = p0 + j + lane, oh = pixel / s.out_w, ow0 = pixel % s.out_w;
+      const int64_t n = std::min(cols - lane, s.out_w - ow0);
+      for (int64_t c = c0; c < c1; ++c) {
+        const float* plane = image + c * in_plane;
+        for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+          const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
+          for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+            float* dst = panel + ((c * s.kernel_h + kh) * s.kernel_w + kw) * kPixelPanel + lane;
+            if (ih < 0 || ih >= s.in_h) {
+              std::fill(dst, dst + n, 0.f);
+              continue;
+            }
+            const int64_t x0 = ow0 * s.stride_w - s.pad_left + kw * s.dilation_w;
+            const Span span = valid_columns(x0, s.stride_w, s.in_w, n);
+            const float* row = plane + ih * s.in_w;
+            std::fill(dst, dst + span.lo, 0.f);
+            if (s.stride_w == 1)
+              std::copy(row + x0 + span.lo, row + x0 + span.hi, dst + span.lo);
+            else if (s.stride_w == 2)
+              gather_even(row + x0 + 2 * span.lo, span.hi - span.lo, dst + span.lo);
+            else
+              for (int64_t i = span.lo; i < span.hi; ++i) dst[i] = row[x0 + i * s.stride_w];
+            std::fill(dst + span.hi, dst + n, 0.f);
+          }
+        }
+      }
+      lane += n;
+    }
+    if (cols < kPixelPanel)
+      for (int64_t r = c0 * taps; r < c1 * taps; ++r)
+        std::fill(panel + r * kPixelPanel + cols, panel + (r + 1) * kPixelPanel, 0.f);
+  }
+}
+
+// Output channels of weight panels [q0, q1) x packed pixels [p0, p0 + count) of image n.
+void multiply_pixels(const Conv2dShape& s, const float* panels, const float* packed, int64_t count,
+                     int64_t q0, int64_t q1, const float* bias, const Epilogue& epilogue,
+                     float* image_out, int64_t p0) {
+  const int64_t k = s.in_channels * s.kernel_h * s.kernel_w, out_plane = s.out_h * s.out_w;
+  const ClampEpilogue clamp = clamp_of(epilogue);
+  for (int64_t q = q0; q < q1; ++q) {
+    const int64_t rows = std::min(kPanelRows, s.out_channels - q * kPanelRows);
+    const float* a = panels + q * kPanelRows * k;
+    for (int64_t j = 0; j < count; j += kPixelPanel) {
+      const int64_t cols = std::min(kPixelPanel, count - j);
+      float* c = image_out + q * kPanelRows * out_plane + p0 + j;
+      panel_gemm_bias_clamp(rows, cols, k, a, packed + j * k, kPixelPanel, c, out_plane,
+                            bias != nullptr ? bias + q * kPanelRows : nullptr, clamp.lo, clamp.hi);
+      if (!clamp.exact)
+        for (int64_t r = 0; r < rows; ++r) apply_epilogue(epilogue, c + r * out_plane, cols);
+    }
+  }
+}
+
+void conv2d_panels(const Conv2dShape& s, const float* input, const float* panels, const float* bias,
+                   float* output, ThreadPool* pool, const Epilogue& epilogue) {
+  const int64_t threads = pool ? pool->size() : 1;
+  const int64_t out_plane = s.out_h * s.out_w, in_plane = s.in_h * s.in_w;
+  const int64_t weight_panels = ceil_div(s.out_channels, kPanelRows);
+  const int64_t k = s.in_channels * s.kernel_h * s.kernel_w;
+  // Pixel blocks of about 256 KiB of packed input (L2), in whole panels.
+  const int64_t block =
+      std::clamp<int64_t>((64 * 1024 / k) / kPixelPanel * kPixelPanel, kPixelPanel, 1024);
+  const int64_t blocks_per_image = ceil_div(out_plane, block);
+  const int64_t tasks = s.batch * blocks_per_image;
+  if (threads == 1 || tasks >= 2 * threads) {
+    parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {
+      thread_local AlignedBuffer buffer;
+      float* packed = buffer.get(block * k);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / blocks_per_image, p0 = (t % blocks_per_image) * block;
+        const int64_t count = std::min(block, out_plane - p0);
+        pack_patches(s, input + n * s.in_channels * in_plane, p0, p0 + count, 0, s.in_channels,
+                     packed);
+        multiply_pixels(s, panels, packed, count, 0, weight_panels, bias, epilogue,
+                        output + n * s.out_channels * out_plane, p0);
+      }
+    });
+    return;
+  }
+  // Few pixels: each image's pixels packed together, the weight panels split over threads.
+  static thread_local AlignedBuffer shared;
+  float* packed = shared.get(ceil_div(out_plane, kPixelPanel) * kPixelPanel * k);
+  for (int64_t n = 0; n < s.batch; ++n) {
+    const float* image = input + n * s.in_channels * in_plane;
+    parallel_for(pool, s.in_channels, 16, [&](int64_t c0, int64_t c1) {
+      pack_patches(s, image, 0, out_plane, c0, c1, packed);
+    });
+    parallel_for(pool, weight_panels, 1, [&](int64_t q0, int64_t q1) {
+      multiply_pixels(s, panels, packed, out_plane, q0, q1, bias, epilogue,
+                      output + n * s.out_channels * out_plane, 0);
+    });
+  }
+}
 
 // Images per block when output planes are small: enough columns for the GEMM's register tile
 // and to pack the weights once per block rather than once per image.
@@ -210,15 +368,18 @@ void conv2d_image_blocks(const Conv2dShape& s, const float* input, const float* 
 }  // namespace
 
 void conv2d(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
-            float* output, ThreadPool* pool, const Epilogue& epilogue) {
+            float* output, ThreadPool* pool, const Epilogue& epilogue, ConvPrepared* prepared) {
   const int64_t in_per_group = s.in_channels / s.groups;
   const int64_t out_per_group = s.out_channels / s.groups;
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   if (s.batch == 0 || s.out_channels == 0 || out_plane == 0) return;
   if (in_per_group == 1 && out_per_group <= kDirectMaxMultiplier)
     return conv2d_direct(s, input, weight, bias, output, pool, epilogue);
-  if (winograd_suitable(s) && winograd_enabled())
-    return conv2d_winograd(s, input, weight, bias, output, pool, epilogue);
+  if (winograd_enabled() && winograd_suitable(s, prepared != nullptr))
+    return conv2d_winograd(s, input, weight, bias, output, pool, epilogue,
+                           prepared ? prepared->winograd(s, weight, pool) : nullptr);
+  if (prepared != nullptr && panels_suitable(s) && panels_enabled())
+    return conv2d_panels(s, input, prepared->panels(s, weight, pool), bias, output, pool, epilogue);
 
   const bool pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
                          s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h &&
@@ -501,6 +662,82 @@ bool input_gradient_as_convolution(const Conv2dShape& s, const float* weight,
 }
 
 }  // namespace
+
+void conv2d_max_pool(const Conv2dShape& s, const Pool2dShape& p, const float* input,
+                     const float* weight, const float* bias, float* output, ThreadPool* pool,
+                     const Epilogue& epilogue, ConvPrepared* prepared) {
+  const int64_t reach = (s.kernel_h - 1) * s.dilation_h;
+  const int64_t pad_bottom = (s.out_h - 1) * s.stride_h + reach + 1 - s.pad_top - s.in_h;
+  const int64_t conv_plane = s.out_h * s.out_w, pool_plane = p.out_h * p.out_w;
+  if (s.pad_top > reach || pad_bottom > reach || p.out_h == 0 || s.batch == 0) {
+    // Rows that see no input at all would leave a band without input rows: unbanded.
+    std::vector<float> full(size_t(s.batch * s.out_channels * conv_plane));
+    conv2d(s, input, weight, bias, full.data(), pool, epilogue, prepared);
+    return max_pool2d(p, full.data(), output, pool);
+  }
+  // Bands of pooled rows whose convolution rows fill about 512 KiB.
+  const int64_t rows_floats = s.out_channels * s.out_w * std::max<int64_t>(1, p.stride_h);
+  int64_t band = std::clamp<int64_t>(128 * 1024 / rows_floats, 1, p.out_h);
+  const int64_t threads = pool ? pool->size() : 1;
+  if (s.batch == 1 && threads > 1 && ceil_div(p.out_h, band) >= 2 * threads) {
+    // As many bands as the threads divide (each one's rows are recomputed where windows meet).
+    const int64_t even = ceil_div(ceil_div(p.out_h, band), threads) * threads;
+    band = ceil_div(p.out_h, even);
+  }
+  const int64_t bands = ceil_div(p.out_h, band), tasks = s.batch * bands;
+  const int64_t in_plane = s.in_h * s.in_w;
+
+  // Pooled rows [q0, q1) of image n, on `inner` (null: this thread alone).
+  auto run_band = [&](int64_t n, int64_t q0, int64_t q1, ThreadPool* inner, AlignedBuffer& in_buf,
+                      AlignedBuffer& conv_buf, AlignedBuffer& pool_buf) {
+    const int64_t w0 = q0 * p.stride_h - p.pad_h;  // first window row, in convolution rows
+    const int64_t r0 = std::max<int64_t>(0, w0);
+    const int64_t r1 =
+        std::min(s.out_h, (q1 - 1) * p.stride_h - p.pad_h + (p.kernel_h - 1) * p.dilation_h + 1);
+    const int64_t i0 = r0 * s.stride_h - s.pad_top;  // input rows they read
+    const int64_t i1 = (r1 - 1) * s.stride_h - s.pad_top + reach + 1;
+    const int64_t c0 = std::max<int64_t>(0, i0), c1 = std::min(s.in_h, i1);
+    Conv2dShape b = s;
+    b.batch = 1;
+    b.in_h = c1 - c0;
+    b.pad_top = c0 - i0;
+    b.out_h = r1 - r0;
+    float* rows = in_buf.get(s.in_channels * b.in_h * s.in_w);
+    for (int64_t ic = 0; ic < s.in_channels; ++ic) {
+      const float* src = input + (n * s.in_channels + ic) * in_plane + c0 * s.in_w;
+      std::copy(src, src + b.in_h * s.in_w, rows + ic * b.in_h * s.in_w);
+    }
+    float* conv_rows = conv_buf.get(s.out_channels * b.out_h * s.out_w);
+    conv2d(b, rows, weight, bias, conv_rows, inner, epilogue, prepared);
+    Pool2dShape q = p;
+    q.planes = s.out_channels;
+    q.in_h = b.out_h;
+    q.pad_h = r0 - w0;
+    q.out_h = q1 - q0;
+    float* pooled = pool_buf.get(s.out_channels * q.out_h * p.out_w);
+    max_pool2d(q, conv_rows, pooled, inner);
+    for (int64_t oc = 0; oc < s.out_channels; ++oc)
+      std::copy(pooled + oc * q.out_h * p.out_w, pooled + (oc + 1) * q.out_h * p.out_w,
+                output + (n * s.out_channels + oc) * pool_plane + q0 * p.out_w);
+  };
+
+  if (threads > 1 && tasks >= 2 * threads) {
+    // Many bands: each thread runs whole bands on its own.
+    parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {
+      thread_local AlignedBuffer in_buf, conv_buf, pool_buf;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t / bands, q0 = (t % bands) * band;
+        run_band(n, q0, std::min(p.out_h, q0 + band), nullptr, in_buf, conv_buf, pool_buf);
+      }
+    });
+    return;
+  }
+  static thread_local AlignedBuffer in_buf, conv_buf, pool_buf;
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t n = t / bands, q0 = (t % bands) * band;
+    run_band(n, q0, std::min(p.out_h, q0 + band), pool, in_buf, conv_buf, pool_buf);
+  }
+}
 
 void conv2d_backward(const Conv2dShape& s, const float* input, const float* weight,
                      const float* grad_output, float* grad_input, float* grad_weight,

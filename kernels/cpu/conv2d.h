@@ -12,6 +12,8 @@ class ThreadPool;
 
 namespace nnx::cpu {
 
+class ConvPrepared;
+
 struct Conv2dShape {
   int64_t batch = 1;
   int64_t in_channels = 0, in_h = 0, in_w = 0;
@@ -28,8 +30,20 @@ struct Conv2dShape {
 // input [batch, in_channels, in_h, in_w]; weight [out_channels, in_channels / groups, kernel_h,
 // kernel_w]; bias [out_channels] or null; output [batch, out_channels, out_h, out_w]. Every path
 // applies `epilogue` to each block of outputs right after adding the bias, while it is in cache.
+// `prepared`, for weights that no longer change (inference), keeps their Winograd transform
+// between calls (winograd.h); null: nothing is kept.
 void conv2d(const Conv2dShape& shape, const float* input, const float* weight, const float* bias,
-            float* output, ThreadPool* pool, const Epilogue& epilogue = {});
+            float* output, ThreadPool* pool, const Epilogue& epilogue = {},
+            ConvPrepared* prepared = nullptr);
+
+// conv2d followed by max_pool2d (pooling.h) over its output, `pool_shape` describing that
+// pooling (planes = batch * out_channels, in = the convolution's output): computed in bands of
+// pooled rows, each band's convolution rows made into a scratch that stays in cache, so the
+// convolution's whole output is never written to memory. `output` is the pooled result.
+struct Pool2dShape;
+void conv2d_max_pool(const Conv2dShape& shape, const Pool2dShape& pool_shape, const float* input,
+                     const float* weight, const float* bias, float* output, ThreadPool* pool,
+                     const Epilogue& epilogue = {}, ConvPrepared* prepared = nullptr);
 
 // Gradients of conv2d given grad_output [batch, out_channels, out_h, out_w]: grad_input (the
 // input's shape), grad_weight and grad_bias are overwritten; any of them may be null (not

@@ -5,6 +5,8 @@
 #define EIGEN_DONT_PARALLELIZE  // the thread pool splits the work; Eigen must not spawn threads
 #include "kernels/cpu/gemm.h"
 
+#include "kernels/cpu/aligned_buffer.h"
+
 // GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 intrinsics header when the
 // unpack intrinsics of Eigen's packet transposes and of transpose16 below are inlined (GCC bug
 // 105593, fixed in GCC 13): a false positive in system headers, silenced for this file only.
@@ -54,20 +56,6 @@ void eigen_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, co
   }
 }
 
-// 64-byte aligned scratch that grows and is kept, one per thread.
-struct AlignedBuffer {
-  std::unique_ptr<float[]> storage;
-  int64_t capacity = 0;
-  float* get(int64_t floats) {
-    if (capacity < floats) {
-      storage = std::make_unique<float[]>(size_t(floats + 16));
-      capacity = floats;
-    }
-    auto address = reinterpret_cast<uintptr_t>(storage.get());
-    return storage.get() + ((64 - address % 64) % 64) / sizeof(float);
-  }
-};
-
 #ifdef NNX_GEMM_AVX512
 
 // AVX-512: register tile of 12 rows x (16 * V) columns, V = 2 for wide products (24 zmm
@@ -103,6 +91,48 @@ void kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, b
       const __mmask16 mask = v == V - 1 ? last : __mmask16(0xFFFF);
       _mm512_mask_storeu_ps(c + r * ldc + 16 * v, mask, acc[r][v]);
     }
+}
+
+// C[Rows x 16V] = A panel * B panel, plus bias[r] on row r (bias may be null), clamped to
+// [lo, hi] in registers before the store: max(lo, x) then min(hi, x) keep NaN, as torch.clamp.
+template <int Rows, int V, int NR>
+void kernel_bias_clamp(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                       __mmask16 last, const float* bias, float lo, float hi) {
+  __m512 acc[Rows][V];
+  for (int r = 0; r < Rows; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kc; ++p, a += kMR, b += NR) {
+    __m512 bv[V];
+    for (int v = 0; v < V; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+    for (int r = 0; r < Rows; ++r) {
+      const __m512 x = _mm512_set1_ps(a[r]);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+    }
+  }
+  const __m512 lo_v = _mm512_set1_ps(lo), hi_v = _mm512_set1_ps(hi);
+  for (int r = 0; r < Rows; ++r) {
+    const __m512 add = _mm512_set1_ps(bias != nullptr ? bias[r] : 0.f);
+    for (int v = 0; v < V; ++v) {
+      const __mmask16 mask = v == V - 1 ? last : __mmask16(0xFFFF);
+      const __m512 x = _mm512_max_ps(lo_v, _mm512_add_ps(acc[r][v], add));
+      _mm512_mask_storeu_ps(c + r * ldc + 16 * v, mask, _mm512_min_ps(hi_v, x));
+    }
+  }
+}
+
+template <int V, int NR, int... Rows>
+constexpr auto make_bias_clamp_table(std::integer_sequence<int, Rows...>) {
+  using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, __mmask16, const float*,
+                      float, float);
+  return std::array<Fn, sizeof...(Rows)>{&kernel_bias_clamp<Rows + 1, V, NR>...};
+}
+
+template <int V, int NR>
+void run_bias_clamp(int64_t rows, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                    __mmask16 last, const float* bias, float lo, float hi) {
+  static constexpr auto table =
+      make_bias_clamp_table<V, NR>(std::make_integer_sequence<int, int(kMR)>{});
+  table[size_t(rows - 1)](kc, a, b, c, ldc, last, bias, lo, hi);
 }
 
 template <int V, int NR, int... Rows>
@@ -376,7 +406,120 @@ void packed_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, c
 
 #endif  // NNX_PACKED_GEMM
 
+#ifdef NNX_PACKED_GEMM
+// C[rows x 16] (+)= rows (<= 6) of a 12-row A panel times 16 columns of a B panel `width` wide.
+template <int Rows>
+void panel_tile(int64_t k, const float* a, const float* b, int64_t width, float* c, int64_t ldc,
+                bool load_c) {
+  __m256 lo[Rows], hi[Rows];
+  for (int r = 0; r < Rows; ++r) {
+    lo[r] = load_c ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
+    hi[r] = load_c ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
+  }
+  for (int64_t p = 0; p < k; ++p, a += kPanelRows, b += width) {
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    for (int r = 0; r < Rows; ++r) {
+      const __m256 x = _mm256_broadcast_ss(a + r);
+      lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
+      hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
+    }
+  }
+  for (int r = 0; r < Rows; ++r) {
+    _mm256_storeu_ps(c + r * ldc, lo[r]);
+    _mm256_storeu_ps(c + r * ldc + 8, hi[r]);
+  }
+}
+
+void panel_tile_avx2(int64_t rows, int64_t k, const float* a, const float* b, int64_t width,
+                     float* c, int64_t ldc, bool load_c) {
+  switch (rows) {
+    case 6:
+      return panel_tile<6>(k, a, b, width, c, ldc, load_c);
+    case 5:
+      return panel_tile<5>(k, a, b, width, c, ldc, load_c);
+    case 4:
+      return panel_tile<4>(k, a, b, width, c, ldc, load_c);
+    case 3:
+      return panel_tile<3>(k, a, b, width, c, ldc, load_c);
+    case 2:
+      return panel_tile<2>(k, a, b, width, c, ldc, load_c);
+    default:
+      return panel_tile<1>(k, a, b, width, c, ldc, load_c);
+  }
+}
+#endif
+
 }  // namespace
+
+void panel_gemm(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b,
+                int64_t width, float* c, int64_t ldc, bool accumulate) {
+  if (rows <= 0 || cols <= 0) return;
+#ifdef NNX_GEMM_AVX512
+  static_assert(kPanelRows == avx512::kMR);
+  if (width == 32 && cols > 16)
+    return avx512::run_kernel<2, 32>(rows, k, a, b, c, ldc, accumulate,
+                                     avx512::tail_mask(cols - 16));
+  if (width == 32)
+    return avx512::run_kernel<1, 32>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols));
+  return avx512::run_kernel<1, 16>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols));
+#elif defined(NNX_PACKED_GEMM)
+  // AVX2: 6-row x 16-column register tiles over the panel; a partial column block goes through
+  // a local tile.
+  for (int64_t r0 = 0; r0 < rows; r0 += 6)
+    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+      const int64_t tile_rows = std::min<int64_t>(6, rows - r0), tile_cols = cols - j0;
+      float* out = c + r0 * ldc + j0;
+      if (tile_cols >= 16) {
+        panel_tile_avx2(tile_rows, k, a + r0, b + j0, width, out, ldc, accumulate);
+        continue;
+      }
+      alignas(32) float tile[6 * 16] = {};
+      if (accumulate)
+        for (int64_t r = 0; r < tile_rows; ++r)
+          std::copy(out + r * ldc, out + r * ldc + tile_cols, tile + r * 16);
+      panel_tile_avx2(tile_rows, k, a + r0, b + j0, width, tile, 16, accumulate);
+      for (int64_t r = 0; r < tile_rows; ++r)
+        std::copy(tile + r * 16, tile + r * 16 + tile_cols, out + r * ldc);
+    }
+#else
+  // Portable form: rows of C accumulated in a local tile the compiler keeps in vectors.
+  for (int64_t r = 0; r < rows; ++r) {
+    float acc[32];
+    for (int64_t j = 0; j < width; ++j) acc[j] = accumulate && j < cols ? c[r * ldc + j] : 0.f;
+    for (int64_t p = 0; p < k; ++p) {
+      const float x = a[p * kPanelRows + r];
+      const float* brow = b + p * width;
+      for (int64_t j = 0; j < width; ++j) acc[j] += x * brow[j];
+    }
+    for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = acc[j];
+  }
+#endif
+}
+
+void panel_gemm_bias_clamp(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b,
+                           int64_t width, float* c, int64_t ldc, const float* bias, float lo,
+                           float hi) {
+  if (rows <= 0 || cols <= 0) return;
+#ifdef NNX_GEMM_AVX512
+  if (width == 32 && cols > 16)
+    return avx512::run_bias_clamp<2, 32>(rows, k, a, b, c, ldc, avx512::tail_mask(cols - 16), bias,
+                                         lo, hi);
+  if (width == 32)
+    return avx512::run_bias_clamp<1, 32>(rows, k, a, b, c, ldc, avx512::tail_mask(cols), bias, lo,
+                                         hi);
+  return avx512::run_bias_clamp<1, 16>(rows, k, a, b, c, ldc, avx512::tail_mask(cols), bias, lo,
+                                       hi);
+#else
+  panel_gemm(rows, cols, k, a, b, width, c, ldc, false);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float add = bias != nullptr ? bias[r] : 0.f;
+    for (int64_t j = 0; j < cols; ++j) {
+      const float x = c[r * ldc + j] + add;  // NaN stays NaN, as torch.clamp
+      c[r * ldc + j] = x < lo ? lo : (x > hi ? hi : x);
+    }
+  }
+#endif
+}
 
 void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
           bool b_transposed, float* c, int64_t ldc, bool accumulate) {

@@ -1,19 +1,39 @@
 // Winograd F(2x2, 3x3) convolution (see winograd.h). Each 2x2 block of outputs comes from a 4x4
 // input tile d and the 3x3 kernel g as Y = A^T [(G g G^T) . (B^T d B)] A, so the 36 multiplies
 // of a direct 2x2 block become 16, and the 16 products of all tiles are 16 GEMMs over channels:
-// M[xi] (out x tiles) = U[xi] (out x in) * V[xi] (in x tiles). Tiles are taken in blocks small
-// enough that V and M of one block stay in the caches; each block is one task of the pool.
+// M[xi] (out x tiles) = U[xi] (out x in) * V[xi] (in x tiles).
+//
+// U and V are laid out as the GEMM's register kernel reads them (gemm.h, panel_gemm), so nothing
+// is packed per call: U[xi] as panels of 12 output channels ([in][12] each), V[xi] as panels of
+// `width` tiles ([in][width] each); M[xi] is row-major [out][ldm]. The transforms take up to 16
+// tiles of one tile row at a time, one vector lane each.
+//
+// Work split: with many tiles, blocks of tiles, each a task that transforms its inputs, runs the
+// 16 products and transforms back while all of it is in cache; with few (small planes at batch
+// 1), all tiles at once: the input transform split over input channels, then the products and
+// the output transform over output channels, so that every thread has work on every layer.
 #include "kernels/cpu/winograd.h"
+
+// GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 intrinsics header for the
+// undefined pass-through operand of _mm512_max_ps/_mm512_min_ps (GCC bug 105593, fixed in GCC
+// 13): a false positive in system headers, silenced for this file only (as in gemm.cpp).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/gemm.h"
 #include "nnx/thread_pool.h"
 
-#if defined(__AVX2__)
+#if defined(__AVX512F__)
 #include <immintrin.h>
+#define NNX_WINOGRAD_AVX512 1
 #endif
 
 namespace nnx::cpu {
@@ -21,244 +41,392 @@ namespace nnx::cpu {
 namespace {
 
 constexpr int64_t kPoints = 16;  // 4x4 transformed points per tile
+constexpr int64_t kLanes = 16;   // tiles per transform step
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
-// Grows but never shrinks, one per thread: steady-state runs allocate nothing.
-float* scratch(std::vector<float>& buffer, int64_t floats) {
-  if (int64_t(buffer.size()) < floats) buffer = std::vector<float>(size_t(floats));
-  return buffer.data();
-}
-
-// U[xi][oc][ic] = (G g G^T)[xi] with G = [[1,0,0], [1/2,1/2,1/2], [1/2,-1/2,1/2], [0,0,1]].
-void transform_weights(const Conv2dShape& s, const float* weight, float* u) {
-  const int64_t pairs = s.out_channels * s.in_channels;
-  for (int64_t pair = 0; pair < pairs; ++pair) {
-    const float* g = weight + pair * 9;
-    float gg[4][3];  // G g: the rows of g combined
-    for (int c = 0; c < 3; ++c) {
-      gg[0][c] = g[c];
-      gg[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
-      gg[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
-      gg[3][c] = g[6 + c];
-    }
-    for (int r = 0; r < 4; ++r) {
-      const float v[4] = {gg[r][0], 0.5f * (gg[r][0] + gg[r][1] + gg[r][2]),
-                          0.5f * (gg[r][0] - gg[r][1] + gg[r][2]), gg[r][2]};
-      for (int c = 0; c < 4; ++c) u[(r * 4 + c) * pairs + pair] = v[c];
-    }
-  }
-}
-
-#if defined(__AVX2__)
-// The even and the odd elements of the 16 floats at p, in order.
-inline void deinterleave(const float* p, __m256& even, __m256& odd) {
-  const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
-  even = _mm256_castpd_ps(
-      _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
-  odd = _mm256_castpd_ps(
-      _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
-}
-#endif
-
 struct Tiling {
   int64_t rows, cols, per_image;  // tiles of 2x2 outputs
 };
 
-// V[xi][ic][t - t0] = (B^T d B)[xi] for tiles [t0, t1), with
-// B^T = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]]; zero outside the input.
-void transform_input(const Conv2dShape& s, const Tiling& tiling, const float* input, int64_t t0,
-                     int64_t t1, int64_t ld, float* v) {
-  const int64_t plane = s.in_h * s.in_w, point_stride = s.in_channels * ld;
-  // Channel by channel, tiles in order: each of the 16 point rows is written sequentially.
-  for (int64_t ic = 0; ic < s.in_channels; ++ic) {
-    float* out = v + ic * ld;
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n = t / tiling.per_image, within = t % tiling.per_image;
-      const int64_t y0 = (within / tiling.cols) * 2 - s.pad_top;
-      const int64_t x0 = (within % tiling.cols) * 2 - s.pad_left;
-      const float* p = input + (n * s.in_channels + ic) * plane;
-#if defined(__AVX2__)
-      // Eight tiles of one row, all inside the input: their 4x4 patches overlap by 2 columns.
-      if (t + 8 <= t1 && within % tiling.cols + 8 <= tiling.cols && y0 >= 0 && x0 >= 0 &&
-          y0 + 4 <= s.in_h && x0 + 18 <= s.in_w) {
-        __m256 d[4][4];
-        for (int r = 0; r < 4; ++r) {
-          const float* row = p + (y0 + r) * s.in_w + x0;
-          deinterleave(row, d[r][0], d[r][1]);
-          deinterleave(row + 2, d[r][2], d[r][3]);
-        }
-        __m256 e[4][4];
-        for (int c = 0; c < 4; ++c) {
-          e[0][c] = _mm256_sub_ps(d[0][c], d[2][c]);
-          e[1][c] = _mm256_add_ps(d[1][c], d[2][c]);
-          e[2][c] = _mm256_sub_ps(d[2][c], d[1][c]);
-          e[3][c] = _mm256_sub_ps(d[1][c], d[3][c]);
-        }
-        float* o = out + (t - t0);
-        for (int r = 0; r < 4; ++r) {
-          _mm256_storeu_ps(o + (r * 4 + 0) * point_stride, _mm256_sub_ps(e[r][0], e[r][2]));
-          _mm256_storeu_ps(o + (r * 4 + 1) * point_stride, _mm256_add_ps(e[r][1], e[r][2]));
-          _mm256_storeu_ps(o + (r * 4 + 2) * point_stride, _mm256_sub_ps(e[r][2], e[r][1]));
-          _mm256_storeu_ps(o + (r * 4 + 3) * point_stride, _mm256_sub_ps(e[r][1], e[r][3]));
-        }
-        t += 7;
-        continue;
+// V's layout for a block of tiles: panels of `width` tiles.
+struct Panels {
+  int64_t width, count;
+  int64_t columns() const { return width * count; }
+};
+
+Panels panels_for(int64_t tiles) {
+  const int64_t width = tiles > 16 ? 32 : 16;
+  return {width, ceil_div(tiles, width)};
+}
+
+// Up to kLanes consecutive tiles of one tile row: image n, tile row ty, first tile column tx;
+// `at` is the first tile's index within the block. In V (one channel's row of panels), its
+// first `head` tiles go to offset `v_at` and the rest to the start of the next panel, `v_next`.
+struct Run {
+  int64_t n, ty, tx, count, at;
+  int64_t v_at, head, v_next;
+};
+
+void find_runs(const Tiling& tiling, int64_t t0, int64_t t1, const Panels& panels,
+               int64_t in_channels, std::vector<Run>& runs) {
+  runs.clear();
+  const int64_t panel_stride = in_channels * panels.width;
+  for (int64_t t = t0; t < t1;) {
+    const int64_t n = t / tiling.per_image, within = t % tiling.per_image;
+    const int64_t ty = within / tiling.cols, tx = within % tiling.cols;
+    const int64_t count = std::min({kLanes, tiling.cols - tx, t1 - t});
+    const int64_t at = t - t0, panel = at / panels.width, lane = at % panels.width;
+    runs.push_back({n, ty, tx, count, at, panel * panel_stride + lane,
+                    std::min(count, panels.width - lane), (panel + 1) * panel_stride});
+    t += count;
+  }
+}
+
+int64_t out_panels(const Conv2dShape& s) {
+  return ceil_div(s.out_channels, kPanelRows);
+}
+
+// Floats from one transformed point's matrix of V (of M) to the next's: a cache line more than
+// its size, so that the 16 points of a tile, written (read) together, do not all fall into
+// one L1 set, as they would with a size that is a multiple of 4 KiB.
+int64_t v_point_floats(const Conv2dShape& s, const Panels& panels) {
+  return panels.count * s.in_channels * panels.width + 16;
+}
+int64_t m_point_floats(const Conv2dShape& s, const Panels& panels) {
+  return s.out_channels * panels.columns() + 16;
+}
+
+int64_t u_point_floats(const Conv2dShape& s) {
+  return out_panels(s) * kPanelRows * s.in_channels;
+}
+
+// U[xi] = (G g G^T)[xi] for output channels [oc0, oc1), G = [[1,0,0], [1/2,1/2,1/2],
+// [1/2,-1/2,1/2], [0,0,1]], into panels of 12 output channels.
+void transform_weights(const Conv2dShape& s, const float* weight, int64_t oc0, int64_t oc1,
+                       float* u) {
+  const int64_t panel = s.in_channels * kPanelRows, point = u_point_floats(s);
+  for (int64_t oc = oc0; oc < oc1; ++oc) {
+    float* base = u + (oc / kPanelRows) * panel + oc % kPanelRows;
+    for (int64_t ic = 0; ic < s.in_channels; ++ic) {
+      const float* g = weight + (oc * s.in_channels + ic) * 9;
+      float gg[4][3];  // G g: the rows of g combined
+      for (int c = 0; c < 3; ++c) {
+        gg[0][c] = g[c];
+        gg[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
+        gg[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
+        gg[3][c] = g[6 + c];
       }
-#endif
-      float d[4][4];
-      if (y0 >= 0 && x0 >= 0 && y0 + 4 <= s.in_h && x0 + 4 <= s.in_w) {
-        for (int r = 0; r < 4; ++r)
-          for (int c = 0; c < 4; ++c) d[r][c] = p[(y0 + r) * s.in_w + x0 + c];
-      } else {
-        for (int r = 0; r < 4; ++r)
-          for (int c = 0; c < 4; ++c) {
-            const int64_t y = y0 + r, x = x0 + c;
-            d[r][c] = y >= 0 && y < s.in_h && x >= 0 && x < s.in_w ? p[y * s.in_w + x] : 0.f;
-          }
-      }
-      float e[4][4];  // B^T d
-      for (int c = 0; c < 4; ++c) {
-        e[0][c] = d[0][c] - d[2][c];
-        e[1][c] = d[1][c] + d[2][c];
-        e[2][c] = d[2][c] - d[1][c];
-        e[3][c] = d[1][c] - d[3][c];
-      }
-      float* o = out + (t - t0);
       for (int r = 0; r < 4; ++r) {
-        o[(r * 4 + 0) * point_stride] = e[r][0] - e[r][2];
-        o[(r * 4 + 1) * point_stride] = e[r][1] + e[r][2];
-        o[(r * 4 + 2) * point_stride] = e[r][2] - e[r][1];
-        o[(r * 4 + 3) * point_stride] = e[r][1] - e[r][3];
+        const float v[4] = {gg[r][0], 0.5f * (gg[r][0] + gg[r][1] + gg[r][2]),
+                            0.5f * (gg[r][0] - gg[r][1] + gg[r][2]), gg[r][2]};
+        for (int c = 0; c < 4; ++c) base[(r * 4 + c) * point + ic * kPanelRows] = v[c];
       }
     }
   }
 }
 
-// Y = A^T m A with A^T = [[1,1,1,0], [0,1,-1,-1]], plus the bias, for tiles [t0, t1); the
-// outputs past the bottom and right edges are dropped.
-void transform_output(const Conv2dShape& s, const Tiling& tiling, const float* m, int64_t t0,
-                      int64_t t1, int64_t ld, const float* bias, const Epilogue& epilogue,
-                      float* output) {
-  const int64_t plane = s.out_h * s.out_w, point_stride = s.out_channels * ld;
-#if defined(__AVX2__)
+// B^T d B with B^T = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]], on any lane type.
+template <typename T, typename Sub, typename Add>
+inline void input_points(const T (&d)[4][4], T (&out)[kPoints], Sub sub, Add add) {
+  T e[4][4];  // B^T d
+  for (int c = 0; c < 4; ++c) {
+    e[0][c] = sub(d[0][c], d[2][c]);
+    e[1][c] = add(d[1][c], d[2][c]);
+    e[2][c] = sub(d[2][c], d[1][c]);
+    e[3][c] = sub(d[1][c], d[3][c]);
+  }
+  for (int r = 0; r < 4; ++r) {
+    out[r * 4 + 0] = sub(e[r][0], e[r][2]);
+    out[r * 4 + 1] = add(e[r][1], e[r][2]);
+    out[r * 4 + 2] = sub(e[r][2], e[r][1]);
+    out[r * 4 + 3] = sub(e[r][1], e[r][3]);
+  }
+}
+
+#ifdef NNX_WINOGRAD_AVX512
+
+// Lanes i < 16 with lo <= start + i < hi.
+inline __mmask16 range_mask(int64_t start, int64_t lo, int64_t hi) {
+  const int64_t first = std::clamp<int64_t>(lo - start, 0, 16);
+  const int64_t end = std::clamp<int64_t>(hi - start, 0, 16);
+  if (end <= first) return 0;
+  return __mmask16(((1u << end) - 1) & ~((1u << first) - 1));
+}
+
+inline __mmask16 first_lanes(int64_t n) {
+  return range_mask(0, 0, n);
+}
+
+alignas(64) constexpr int32_t kEvenLanes[16] = {0,  2,  4,  6,  8,  10, 12, 14,
+                                                16, 18, 20, 22, 24, 26, 28, 30};
+alignas(64) constexpr int32_t kOddLanes[16] = {1,  3,  5,  7,  9,  11, 13, 15,
+                                               17, 19, 21, 23, 25, 27, 29, 31};
+
+#endif
+
+// V for input channels [ic0, ic1) of a block's runs.
+void transform_input(const Conv2dShape& s, const std::vector<Run>& runs, const float* input,
+                     int64_t ic0, int64_t ic1, const Panels& panels, float* v) {
+  const int64_t plane = s.in_h * s.in_w;
+  const int64_t point_stride = v_point_floats(s, panels);
+#ifdef NNX_WINOGRAD_AVX512
+  const __m512i even = _mm512_load_si512(kEvenLanes), odd = _mm512_load_si512(kOddLanes);
+#endif
+  for (int64_t ic = ic0; ic < ic1; ++ic) {
+    float* row_base = v + ic * panels.width;
+    for (const Run& run : runs) {
+      const float* p = input + (run.n * s.in_channels + ic) * plane;
+      const int64_t y0 = run.ty * 2 - s.pad_top, x0 = run.tx * 2 - s.pad_left;
+#ifdef NNX_WINOGRAD_AVX512
+      // Row r of the 16 tiles' patches: columns x0 + 2i + c for lane i; loaded as 32 (and 32
+      // from x0 + 2) contiguous floats, zero outside the input, and split into even and odd.
+      const __mmask16 m0 = range_mask(x0, 0, s.in_w), m1 = range_mask(x0 + 16, 0, s.in_w);
+      const __mmask16 m2 = range_mask(x0 + 2, 0, s.in_w), m3 = range_mask(x0 + 18, 0, s.in_w);
+      // d B row by row as each row is loaded (few registers live), then B^T (d B).
+      __m512 t[4][4];
+      for (int r = 0; r < 4; ++r) {
+        const int64_t y = y0 + r;
+        if (y < 0 || y >= s.in_h) {
+          for (int c = 0; c < 4; ++c) t[r][c] = _mm512_setzero_ps();
+          continue;
+        }
+        const float* row = p + y * s.in_w + x0;
+        const __m512 a = _mm512_maskz_loadu_ps(m0, row), b = _mm512_maskz_loadu_ps(m1, row + 16);
+        const __m512 e = _mm512_maskz_loadu_ps(m2, row + 2);
+        const __m512 f = _mm512_maskz_loadu_ps(m3, row + 18);
+        const __m512 d0 = _mm512_permutex2var_ps(a, even, b);
+        const __m512 d1 = _mm512_permutex2var_ps(a, odd, b);
+        const __m512 d2 = _mm512_permutex2var_ps(e, even, f);
+        const __m512 d3 = _mm512_permutex2var_ps(e, odd, f);
+        t[r][0] = _mm512_sub_ps(d0, d2);
+        t[r][1] = _mm512_add_ps(d1, d2);
+        t[r][2] = _mm512_sub_ps(d2, d1);
+        t[r][3] = _mm512_sub_ps(d1, d3);
+      }
+      __m512 out[kPoints];
+      for (int c = 0; c < 4; ++c) {
+        out[0 * 4 + c] = _mm512_sub_ps(t[0][c], t[2][c]);
+        out[1 * 4 + c] = _mm512_add_ps(t[1][c], t[2][c]);
+        out[2 * 4 + c] = _mm512_sub_ps(t[2][c], t[1][c]);
+        out[3 * 4 + c] = _mm512_sub_ps(t[1][c], t[3][c]);
+      }
+      // Into the run's panel; the tiles past the panel's end into the next one.
+      const __mmask16 head = first_lanes(run.head);
+      float* dst = row_base + run.v_at;
+      for (int64_t xi = 0; xi < kPoints; ++xi)
+        _mm512_mask_storeu_ps(dst + xi * point_stride, head, out[xi]);
+      if (run.head < run.count) {
+        const __mmask16 rest = __mmask16(first_lanes(run.count) & ~head);
+        const __mmask16 tail = first_lanes(run.count - run.head);
+        float* next = row_base + run.v_next;
+        for (int64_t xi = 0; xi < kPoints; ++xi)
+          _mm512_mask_storeu_ps(next + xi * point_stride, tail,
+                                _mm512_maskz_compress_ps(rest, out[xi]));
+      }
+#else
+      for (int64_t i = 0; i < run.count; ++i) {
+        float d[4][4];
+        for (int r = 0; r < 4; ++r)
+          for (int c = 0; c < 4; ++c) {
+            const int64_t y = y0 + r, x = x0 + 2 * i + c;
+            d[r][c] = y >= 0 && y < s.in_h && x >= 0 && x < s.in_w ? p[y * s.in_w + x] : 0.f;
+          }
+        float out[kPoints];
+        input_points(
+            d, out, [](float x, float y) { return x - y; }, [](float x, float y) { return x + y; });
+        float* dst = row_base + (i < run.head ? run.v_at + i : run.v_next + i - run.head);
+        for (int64_t xi = 0; xi < kPoints; ++xi) dst[xi * point_stride] = out[xi];
+      }
+#endif
+    }
+  }
+}
+
+// M[xi] rows for output-channel panels [p0, p1): U[xi] panels times V[xi] panels.
+void multiply(const Conv2dShape& s, const float* u, const float* v, const Panels& panels,
+              int64_t tiles, int64_t p0, int64_t p1, float* m) {
+  const int64_t u_point = u_point_floats(s);
+  const int64_t v_point = v_point_floats(s, panels), m_point = m_point_floats(s, panels);
+  const int64_t ldm = panels.columns();
+  for (int64_t xi = 0; xi < kPoints; ++xi)
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t rows = std::min(kPanelRows, s.out_channels - p * kPanelRows);
+      const float* a = u + xi * u_point + p * kPanelRows * s.in_channels;
+      float* c = m + xi * m_point + p * kPanelRows * ldm;
+      for (int64_t j = 0; j < panels.count; ++j)
+        panel_gemm(rows, std::min(panels.width, tiles - j * panels.width), s.in_channels, a,
+                   v + xi * v_point + j * s.in_channels * panels.width, panels.width,
+                   c + j * panels.width, ldm, false);
+    }
+}
+
+// Y = A^T m A with A^T = [[1,1,1,0], [0,1,-1,-1]], plus the bias and the epilogue, for output
+// channels [oc0, oc1) of a block's runs; outputs past the bottom and right edges are dropped.
+void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const float* m,
+                      const Panels& panels, int64_t oc0, int64_t oc1, const float* bias,
+                      const Epilogue& epilogue, float* output) {
+  const int64_t plane = s.out_h * s.out_w, ldm = panels.columns();
+  const int64_t point_stride = m_point_floats(s, panels);
+#ifdef NNX_WINOGRAD_AVX512
   // ReLU and clamps (ReLU6, Hardtanh) are applied before the stores; other epilogues after.
   const bool relu = epilogue.active && epilogue.kind == Activation::relu;
   const bool clamp_in_registers =
       relu || (epilogue.active && epilogue.kind == Activation::hardtanh);
-  const float clamp_lo = relu ? 0.f : epilogue.args.lo;
-  const float clamp_hi = relu ? INFINITY : epilogue.args.hi;
+  const __m512 lo_v = _mm512_set1_ps(relu ? 0.f : epilogue.args.lo);
+  const __m512 hi_v = _mm512_set1_ps(relu ? INFINITY : epilogue.args.hi);
+  alignas(64) static const int32_t low_lanes[16] = {0, 16, 1, 17, 2, 18, 3, 19,
+                                                    4, 20, 5, 21, 6, 22, 7, 23};
+  alignas(64) static const int32_t high_lanes[16] = {8,  24, 9,  25, 10, 26, 11, 27,
+                                                     12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i low_index = _mm512_load_si512(low_lanes);
+  const __m512i high_index = _mm512_load_si512(high_lanes);
 #endif
-  for (int64_t oc = 0; oc < s.out_channels; ++oc) {
+  for (int64_t oc = oc0; oc < oc1; ++oc) {
     const float b = bias ? bias[oc] : 0.f;
-    const float* in = m + oc * ld;
-    for (int64_t t = t0; t < t1; ++t) {
-      const float* p = in + (t - t0);
-#if defined(__AVX2__)
-      {
-        const int64_t n = t / tiling.per_image, within = t % tiling.per_image;
-        const int64_t y0 = (within / tiling.cols) * 2, x0 = (within % tiling.cols) * 2;
-        // Eight whole tiles of one row: 2 rows of 16 outputs.
-        if (t + 8 <= t1 && within % tiling.cols + 8 <= tiling.cols && y0 + 2 <= s.out_h &&
-            x0 + 16 <= s.out_w) {
-          __m256 x[16];
-          for (int i = 0; i < kPoints; ++i) x[i] = _mm256_loadu_ps(p + i * point_stride);
-          const __m256 bv = _mm256_set1_ps(b);
-          const __m256 lo_v = _mm256_set1_ps(clamp_lo), hi_v = _mm256_set1_ps(clamp_hi);
-          float* o = output + (n * s.out_channels + oc) * plane + y0 * s.out_w + x0;
-          for (int r = 0; r < 2; ++r) {
-            __m256 q[4];
-            for (int c = 0; c < 4; ++c)
-              q[c] = r == 0 ? _mm256_add_ps(_mm256_add_ps(x[c], x[4 + c]), x[8 + c])
-                            : _mm256_sub_ps(_mm256_sub_ps(x[4 + c], x[8 + c]), x[12 + c]);
-            __m256 y_0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(q[0], q[1]), q[2]), bv);
-            __m256 y_1 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(q[1], q[2]), q[3]), bv);
-            if (clamp_in_registers) {  // max(lo, y) then min(hi, y) keep NaN as clamp_nan does
-              y_0 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y_0));
-              y_1 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y_1));
-            }
-            const __m256 lo = _mm256_unpacklo_ps(y_0, y_1), hi = _mm256_unpackhi_ps(y_0, y_1);
-            _mm256_storeu_ps(o + r * s.out_w, _mm256_permute2f128_ps(lo, hi, 0x20));
-            _mm256_storeu_ps(o + r * s.out_w + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
-            if (!clamp_in_registers) apply_epilogue(epilogue, o + r * s.out_w, 16);
-          }
-          t += 7;
-          continue;
+    const float* in = m + oc * ldm;
+    for (const Run& run : runs) {
+      const int64_t y0 = run.ty * 2, x0 = run.tx * 2;
+      float* o = output + (run.n * s.out_channels + oc) * plane;
+      const int64_t columns = std::min(2 * run.count, s.out_w - x0);
+#ifdef NNX_WINOGRAD_AVX512
+      const __mmask16 lanes = first_lanes(run.count);
+      __m512 x[kPoints];
+      for (int64_t i = 0; i < kPoints; ++i)
+        x[i] = _mm512_maskz_loadu_ps(lanes, in + i * point_stride + run.at);
+      const __m512 bv = _mm512_set1_ps(b);
+      for (int r = 0; r < 2 && y0 + r < s.out_h; ++r) {
+        __m512 q[4];
+        for (int c = 0; c < 4; ++c)
+          q[c] = r == 0 ? _mm512_add_ps(_mm512_add_ps(x[c], x[4 + c]), x[8 + c])
+                        : _mm512_sub_ps(_mm512_sub_ps(x[4 + c], x[8 + c]), x[12 + c]);
+        __m512 y_0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(q[0], q[1]), q[2]), bv);
+        __m512 y_1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(q[1], q[2]), q[3]), bv);
+        if (clamp_in_registers) {  // max(lo, y) then min(hi, y) keep NaN as clamp_nan does
+          y_0 = _mm512_min_ps(hi_v, _mm512_max_ps(lo_v, y_0));
+          y_1 = _mm512_min_ps(hi_v, _mm512_max_ps(lo_v, y_1));
+        }
+        float* dst = o + (y0 + r) * s.out_w + x0;
+        _mm512_mask_storeu_ps(dst, first_lanes(columns),
+                              _mm512_permutex2var_ps(y_0, low_index, y_1));
+        _mm512_mask_storeu_ps(dst + 16, first_lanes(columns - 16),
+                              _mm512_permutex2var_ps(y_0, high_index, y_1));
+        if (!clamp_in_registers) apply_epilogue(epilogue, dst, columns);
+      }
+#else
+      for (int64_t i = 0; i < run.count; ++i) {
+        float x[4][4];
+        for (int64_t k = 0; k < kPoints; ++k) x[k / 4][k % 4] = in[k * point_stride + run.at + i];
+        float q[2][4];  // A^T m
+        for (int c = 0; c < 4; ++c) {
+          q[0][c] = x[0][c] + x[1][c] + x[2][c];
+          q[1][c] = x[1][c] - x[2][c] - x[3][c];
+        }
+        const int64_t xo = x0 + 2 * i;
+        for (int r = 0; r < 2 && y0 + r < s.out_h; ++r) {
+          float y[2] = {q[r][0] + q[r][1] + q[r][2] + b, q[r][1] - q[r][2] - q[r][3] + b};
+          apply_epilogue(epilogue, y, 2);
+          o[(y0 + r) * s.out_w + xo] = y[0];
+          if (xo + 1 < s.out_w) o[(y0 + r) * s.out_w + xo + 1] = y[1];
         }
       }
+      (void)columns;
 #endif
-      float x[4][4];
-      for (int i = 0; i < kPoints; ++i) x[i / 4][i % 4] = p[i * point_stride];
-      float q[2][4];  // A^T m
-      for (int c = 0; c < 4; ++c) {
-        q[0][c] = x[0][c] + x[1][c] + x[2][c];
-        q[1][c] = x[1][c] - x[2][c] - x[3][c];
-      }
-      const int64_t n = t / tiling.per_image, within = t % tiling.per_image;
-      const int64_t y0 = (within / tiling.cols) * 2, x0 = (within % tiling.cols) * 2;
-      float* o = output + (n * s.out_channels + oc) * plane;
-      for (int r = 0; r < 2 && y0 + r < s.out_h; ++r) {
-        float y[2] = {q[r][0] + q[r][1] + q[r][2] + b, q[r][1] - q[r][2] - q[r][3] + b};
-        apply_epilogue(epilogue, y, 2);
-        o[(y0 + r) * s.out_w + x0] = y[0];
-        if (x0 + 1 < s.out_w) o[(y0 + r) * s.out_w + x0 + 1] = y[1];
-      }
     }
   }
 }
 
 }  // namespace
 
-bool winograd_suitable(const Conv2dShape& s) {
-  // Enough channels that the 16 GEMMs are not dominated by the transforms, and enough tiles per
-  // layer that the weight transform (out x in x 16 floats, redone each call) is amortised and
-  // every thread gets blocks: on ResNet-18's 14x14 and 7x7 layers it made them 3-5x slower, on
-  // its 56x56 ones (784 tiles) it is 1.1-1.2x faster than im2col (AVX-512 EPYC, 1 and 2
-  // threads), on the seed network's 120x160 and 240x320 ones about 1.5x.
-  // Small planes in a batch (ResNet-18 at 8x8 in training, 512 tiles) lose: a training step
-  // took 5% longer with them on Winograd.
+int64_t winograd_weights_floats(const Conv2dShape& s) {
+  return kPoints * u_point_floats(s);
+}
+
+void winograd_transform_weights(const Conv2dShape& s, const float* weight, float* out,
+                                ThreadPool* pool) {
+  parallel_for(pool, out_panels(s), 1, [&](int64_t p0, int64_t p1) {
+    transform_weights(s, weight, p0 * kPanelRows, std::min(s.out_channels, p1 * kPanelRows), out);
+  });
+}
+
+bool winograd_suitable(const Conv2dShape& s, bool prepared) {
+  if (s.kernel_h != 3 || s.kernel_w != 3 || s.stride_h != 1 || s.stride_w != 1 ||
+      s.dilation_h != 1 || s.dilation_w != 1 || s.groups != 1 || s.in_channels < 16 ||
+      s.out_channels < 16)
+    return false;
+  if (prepared) return true;
+  // Transformed per call, the weights (out x in x 16 floats) have to be amortised over enough
+  // tiles: on ResNet-18's 14x14 and 7x7 layers that made the path 3-5x slower than im2col.
+  // Small planes in a batch (ResNet-18 at 8x8 in training, 512 tiles) lose too: a training
+  // step took 5% longer with them on Winograd.
   constexpr int64_t kMinTiles = 1024, kMinImageTiles = 256;
   const int64_t image_tiles = ((s.out_h + 1) / 2) * ((s.out_w + 1) / 2);
-  const int64_t tiles = s.batch * image_tiles;
-  return s.kernel_h == 3 && s.kernel_w == 3 && s.stride_h == 1 && s.stride_w == 1 &&
-         s.dilation_h == 1 && s.dilation_w == 1 && s.groups == 1 && s.in_channels >= 16 &&
-         s.out_channels >= 16 && (tiles >= kMinTiles || image_tiles >= kMinImageTiles);
+  return s.batch * image_tiles >= kMinTiles || image_tiles >= kMinImageTiles;
 }
 
 void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weight,
-                     const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue) {
+                     const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue,
+                     const float* prepared) {
   const int64_t tile_rows = ceil_div(s.out_h, 2), tile_cols = ceil_div(s.out_w, 2);
-  const Tiling t{tile_rows, tile_cols, tile_rows * tile_cols};
-  const int64_t tiles = s.batch * t.per_image;
-  // V and M of one block together within about 1.5 MiB. Smaller blocks keep them in L2 but make
-  // the 16 GEMMs too thin (n = tiles): on the 2-core EPYC this size measured best of
-  // 384 KiB..8 MiB for the seed network's 3x3 layers.
+  const Tiling tiling{tile_rows, tile_cols, tile_rows * tile_cols};
+  const int64_t tiles = s.batch * tiling.per_image;
+  const int64_t threads = pool ? pool->size() : 1;
+
+  const float* u = prepared;
+  if (u == nullptr) {
+    static thread_local AlignedBuffer u_buffer;
+    float* w = u_buffer.get(kPoints * u_point_floats(s));
+    parallel_for(pool, s.out_channels, 8,
+                 [&](int64_t o0, int64_t o1) { transform_weights(s, weight, o0, o1, w); });
+    u = w;
+  }
+
+  // Tiles per block: V and M of one block within about 1.5 MiB (measured best of 384 KiB..8 MiB
+  // on the seed network's 3x3 layers), a multiple of the 32-wide panels.
   constexpr int64_t budget_floats = 1536 * 1024 / 4;
-  const int64_t block = std::clamp<int64_t>(
-      (budget_floats / (kPoints * (s.in_channels + s.out_channels))) / 16 * 16, 16, 512);
-  const int64_t blocks = ceil_div(tiles, block);
+  int64_t block = std::clamp<int64_t>(
+      (budget_floats / (kPoints * (s.in_channels + s.out_channels))) / 32 * 32, 32, 512);
+  int64_t blocks = ceil_div(tiles, block);
 
-  static thread_local std::vector<float> u_buffer;
-  float* u = scratch(u_buffer, kPoints * s.out_channels * s.in_channels);
-  transform_weights(s, weight, u);
-  const int64_t pairs = s.out_channels * s.in_channels;
+  if (blocks >= 2 * threads) {
+    // As many blocks as the threads divide, of about equal size.
+    blocks = ceil_div(blocks, threads) * threads;
+    block = ceil_div(ceil_div(tiles, blocks), 16) * 16;
+    blocks = ceil_div(tiles, block);
+    parallel_for(pool, blocks, 1, [&](int64_t b0, int64_t b1) {
+      thread_local AlignedBuffer v_buffer, m_buffer;
+      thread_local std::vector<Run> runs;
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t first = b * block, count = std::min(tiles, first + block) - first;
+        const Panels panels = panels_for(count);
+        float* v = v_buffer.get(kPoints * v_point_floats(s, panels));
+        float* m = m_buffer.get(kPoints * m_point_floats(s, panels));
+        find_runs(tiling, first, first + count, panels, s.in_channels, runs);
+        transform_input(s, runs, input, 0, s.in_channels, panels, v);
+        multiply(s, u, v, panels, count, 0, out_panels(s), m);
+        transform_output(s, runs, m, panels, 0, s.out_channels, bias, epilogue, output);
+      }
+    });
+    return;
+  }
 
-  parallel_for(pool, blocks, 1, [&](int64_t b0, int64_t b1) {
-    thread_local std::vector<float> v_buffer, m_buffer;
-    float* v = scratch(v_buffer, kPoints * s.in_channels * block);
-    float* m = scratch(m_buffer, kPoints * s.out_channels * block);
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t first = b * block, last = std::min(tiles, first + block);
-      const int64_t count = last - first;
-      transform_input(s, t, input, first, last, block, v);
-      for (int64_t xi = 0; xi < kPoints; ++xi)
-        gemm(s.out_channels, count, s.in_channels, u + xi * pairs, s.in_channels,
-             v + xi * s.in_channels * block, block, false, m + xi * s.out_channels * block, block,
-             false);
-      transform_output(s, t, m, first, last, block, bias, epilogue, output);
-    }
+  // Few tiles: all at once, split over channels. (The lambdas below run on other threads too:
+  // they must see this thread's buffers through locals, not name the thread_locals.)
+  static thread_local AlignedBuffer v_buffer, m_buffer;
+  static thread_local std::vector<Run> all_runs;
+  const std::vector<Run>& runs = all_runs;
+  const Panels panels = panels_for(tiles);
+  float* v = v_buffer.get(kPoints * v_point_floats(s, panels));
+  float* m = m_buffer.get(kPoints * m_point_floats(s, panels));
+  find_runs(tiling, 0, tiles, panels, s.in_channels, all_runs);
+  parallel_for(pool, s.in_channels, 4,
+               [&](int64_t c0, int64_t c1) { transform_input(s, runs, input, c0, c1, panels, v); });
+  parallel_for(pool, out_panels(s), 1, [&](int64_t p0, int64_t p1) {
+    multiply(s, u, v, panels, tiles, p0, p1, m);
+    transform_output(s, runs, m, panels, p0 * kPanelRows, std::min(s.out_channels, p1 * kPanelRows),
+                     bias, epilogue, output);
   });
 }
 

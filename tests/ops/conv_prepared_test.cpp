@@ -1,0 +1,126 @@
+// Convolutions with prepared weights (kernels/cpu/prepared.h: weights rearranged once for
+// inference) against the same convolutions without (whose results the op tests check against
+// PyTorch): the 1x1 panel path over both work splits, strides, batches, channel counts off the
+// 12-row panels, pixel counts off the 32-wide panels, bias or none, and fused epilogues.
+#include "kernels/cpu/prepared.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "nnx/thread_pool.h"
+
+namespace {
+
+using nnx::cpu::Conv2dShape;
+using nnx::cpu::Epilogue;
+
+Conv2dShape pointwise(int64_t batch, int64_t in, int64_t out, int64_t h, int64_t w,
+                      int64_t stride) {
+  Conv2dShape s;
+  s.batch = batch;
+  s.in_channels = in;
+  s.out_channels = out;
+  s.in_h = h;
+  s.in_w = w;
+  s.stride_h = s.stride_w = stride;
+  s.out_h = (h - 1) / stride + 1;
+  s.out_w = (w - 1) / stride + 1;
+  return s;
+}
+
+Conv2dShape general(int64_t batch, int64_t in, int64_t out, int64_t h, int64_t w, int64_t k,
+                    int64_t stride, int64_t pad, int64_t dilation) {
+  Conv2dShape s = pointwise(batch, in, out, h, w, stride);
+  s.kernel_h = s.kernel_w = k;
+  s.pad_top = s.pad_left = pad;
+  s.dilation_h = s.dilation_w = dilation;
+  s.out_h = (h + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+  s.out_w = (w + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+  return s;
+}
+
+std::string describe(const Conv2dShape& s) {
+  return std::to_string(s.batch) + "x" + std::to_string(s.in_channels) + "x" +
+         std::to_string(s.in_h) + "x" + std::to_string(s.in_w) + " -> " +
+         std::to_string(s.out_channels) + " kernel " + std::to_string(s.kernel_h) + " stride " +
+         std::to_string(s.stride_h) + " pad " + std::to_string(s.pad_top) + " dilation " +
+         std::to_string(s.dilation_h);
+}
+
+// Largest |prepared - plain| relative to the largest |plain|.
+double difference(const Conv2dShape& s, int threads, bool with_bias, const Epilogue& epilogue) {
+  std::mt19937 rng(unsigned(s.in_channels * 31 + s.out_channels * 7 + s.in_h));
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<float> input(size_t(s.batch * s.in_channels * s.in_h * s.in_w));
+  std::vector<float> weight(size_t(s.out_channels * s.in_channels * s.kernel_h * s.kernel_w));
+  std::vector<float> bias(size_t(s.out_channels));
+  for (float& v : input) v = u(rng);
+  for (float& v : weight) v = u(rng);
+  for (float& v : bias) v = u(rng);
+  const size_t out_size = size_t(s.batch * s.out_channels * s.out_h * s.out_w);
+  std::vector<float> plain(out_size), prepared(out_size + 1, NAN);
+  prepared.back() = 12345.f;  // a guard past the end
+  nnx::ThreadPool pool(threads);
+  const float* b = with_bias ? bias.data() : nullptr;
+  nnx::cpu::conv2d(s, input.data(), weight.data(), b, plain.data(), &pool, epilogue);
+  nnx::cpu::ConvPrepared cache;
+  for (int run = 0; run < 2; ++run)  // the second run uses the panels the first one made
+    nnx::cpu::conv2d(s, input.data(), weight.data(), b, prepared.data(), &pool, epilogue, &cache);
+  EXPECT_EQ(prepared.back(), 12345.f) << describe(s);
+  double worst = 0, scale = 1e-30;
+  for (size_t i = 0; i < out_size; ++i) {
+    if (std::isnan(prepared[i])) return INFINITY;
+    worst = std::max(worst, double(std::abs(prepared[i] - plain[i])));
+    scale = std::max(scale, double(std::abs(plain[i])));
+  }
+  return worst / scale;
+}
+
+TEST(ConvPrepared, PointwiseMatchesUnprepared) {
+  const std::vector<Conv2dShape> shapes = {
+      pointwise(1, 64, 256, 56, 56, 1),    // many pixel blocks
+      pointwise(1, 1024, 256, 14, 14, 1),  // few: shared packing, weight panels split
+      pointwise(1, 512, 2048, 7, 7, 1),    // 49 pixels: a partial panel
+      pointwise(2, 24, 29, 9, 11, 1),      // channels off the panels, batch
+      pointwise(1, 256, 512, 56, 56, 2),   // strided (ResNet's downsample)
+      pointwise(3, 16, 40, 13, 10, 2),     // strided, odd sizes, batch
+  };
+  for (const Conv2dShape& s : shapes)
+    for (int threads : {1, 2, 3})
+      EXPECT_LT(difference(s, threads, true, {}), 1e-6) << describe(s) << " threads " << threads;
+}
+
+TEST(ConvPrepared, LargerKernelsStridesAndPaddingMatchUnprepared) {
+  const std::vector<Conv2dShape> shapes = {
+      general(1, 3, 64, 70, 66, 7, 2, 3, 1),    // ResNet's stem
+      general(1, 64, 128, 28, 28, 3, 2, 1, 1),  // a strided 3x3, few pixels
+      general(2, 8, 20, 33, 35, 3, 2, 1, 1),    // odd sizes, batch
+      general(1, 5, 14, 19, 23, 5, 1, 4, 2),    // dilation, padding past the kernel
+      general(1, 4, 8, 40, 40, 3, 1, 1, 1),     // 3x3 too thin for Winograd
+      general(1, 6, 10, 17, 17, 3, 3, 0, 1),    // stride 3
+      general(1, 16, 24, 9, 9, 1, 1, 1, 1),     // 1x1 with padding
+  };
+  for (const Conv2dShape& s : shapes)
+    for (int threads : {1, 2, 3})
+      EXPECT_LT(difference(s, threads, true, {}), 1e-6) << describe(s) << " threads " << threads;
+}
+
+TEST(ConvPrepared, PointwiseEpiloguesAndNoBias) {
+  Epilogue relu{true, nnx::Activation::relu, {}};
+  Epilogue silu{true, nnx::Activation::silu, {}};
+  Epilogue relu6{true, nnx::Activation::hardtanh, {}};
+  relu6.args.lo = 0.f;
+  relu6.args.hi = 6.f;
+  for (const Conv2dShape& s : {pointwise(1, 32, 96, 28, 28, 1), pointwise(1, 320, 40, 7, 7, 1),
+                               pointwise(1, 4, 50, 9, 9, 1)})
+    for (const Epilogue& e : {relu, silu, relu6}) {
+      EXPECT_LT(difference(s, 2, false, e), 1e-6) << describe(s);
+      EXPECT_LT(difference(s, 1, true, e), 1e-6) << describe(s);
+    }
+}
+
+}  // namespace

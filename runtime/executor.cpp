@@ -5,9 +5,11 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <string_view>
 
 #include "graph/planner.h"
+#include "nnx/cuda.h"
 #include "nnx/error.h"
 #include "nnx/thread_pool.h"
 #include "runtime/model_impl.h"
@@ -23,7 +25,11 @@ bool fuse_by_default() {
 }
 
 struct Executor::Impl {
+  ~Impl() {
+    if (stream != nullptr) cuda::destroy_stream(stream);
+  }
   Model model;
+  void* stream = nullptr;  // CUDA: this Executor's own stream
   std::unique_ptr<ThreadPool> pool;
   ExecContext ctx;
   bool planned = false;
@@ -45,7 +51,7 @@ struct Executor::Impl {
       fusion = shared.fusion.get(shared.graph, !shared.weights_may_change);
     }
     plan = make_plan(graph, specs, fusion.get());
-    arena = Storage::allocate(std::max<size_t>(plan.arena_bytes, 1), cpu_allocator());
+    arena = Storage::allocate(std::max<size_t>(plan.arena_bytes, 1), allocator_for(model.device()));
     values.assign(graph.nodes.size(), {});
     node_inputs.assign(graph.nodes.size(), {});
     for (int v : plan.steps) {
@@ -88,6 +94,11 @@ Executor::Executor(Model model, ExecutorOptions options) : impl_(std::make_uniqu
   int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
   impl_->pool = std::make_unique<ThreadPool>(threads);
   impl_->ctx.device = impl_->model.device();
+  if (impl_->ctx.device.is_cuda()) {
+    // Its own stream: Executors of one model on several threads run concurrently.
+    impl_->stream = cuda::create_stream(impl_->ctx.device.index);
+    impl_->ctx.stream = impl_->stream;
+  }
   impl_->ctx.pool = impl_->pool.get();
   impl_->profile = options.profile;
   impl_->fuse = options.fuse && impl_->model.device().is_cpu();  // fusion is CPU inference only
@@ -127,6 +138,9 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) {
     specs[k] = {t.shape(), t.dtype()};
     bound[k] = std::move(t);
   }
+  // On CUDA the arena, the temporaries and the copies are ordered on this Executor's stream.
+  std::optional<cuda::StreamGuard> stream_guard;
+  if (m.stream != nullptr) stream_guard.emplace(m.stream, m.ctx.device.index);
   if (!m.planned || specs != m.planned_inputs) m.replan(specs);
   m.values[0] = std::move(bound);
 
@@ -159,6 +173,7 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) {
   for (auto& t : m.values[0]) t = Tensor();
   for (int v : m.plan.steps)
     for (auto& t : m.node_inputs[size_t(v)]) t = Tensor();
+  if (m.stream != nullptr) cuda::synchronize_stream(m.stream);  // run() returns finished results
   return outputs;
 }
 

@@ -39,8 +39,24 @@ void Op::backward(const ExecContext& ctx, std::span<const Tensor> inputs,
     backward_cpu(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
 }
 
-void Op::forward_cuda(const ExecContext&, std::span<const Tensor>, std::span<Tensor>) const {
-  fail(ErrorKind::unsupported, type(), " has no CUDA kernel");
+// An op without a CUDA body (a user op) runs on the CPU: its inputs are copied to the host and
+// its outputs back, in order on the current stream.
+void Op::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                      std::span<Tensor> outputs) const {
+  std::vector<Tensor> host_inputs, host_outputs;
+  for (const Tensor& t : inputs) host_inputs.push_back(t.defined() ? t.to(Device::cpu()) : t);
+  for (const Tensor& t : outputs)
+    host_outputs.push_back(t.defined() ? Tensor::empty(t.shape(), t.dtype()) : Tensor());
+  ExecContext host = ctx;
+  host.device = Device::cpu();
+  host.stream = nullptr;
+  forward_cpu(host, host_inputs, host_outputs);
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    if (outputs[k].defined())
+      outputs[k].copy_from(host_outputs[k]);
+    else if (host_outputs[k].defined())  // a view output the op set
+      outputs[k] = host_outputs[k].to(ctx.device);
+  }
 }
 
 void Op::backward_cpu(const ExecContext&, std::span<const Tensor>, std::span<const Tensor>,

@@ -6,6 +6,8 @@
 #include <iostream>
 #include <random>
 
+#include "nnx/cuda.h"
+
 namespace nnx::cli {
 
 Args::Args(int argc, char** argv, int first, const std::vector<std::string>& value_flags,
@@ -116,11 +118,18 @@ Model load_model(const Args& args, bool lenient) {
     throw UsageError("--precision must be fp32, tf32, fp16 or bf16, found '" + precision + "'");
   if (precision != "fp32" && device != "cuda")
     fail(ErrorKind::unsupported, "--precision ", precision, " is for CUDA; the CPU runs fp32");
+  if (precision != "fp32")
+    fail(ErrorKind::unsupported, "--precision ", precision,
+         " is not implemented yet: the CUDA path runs fp32 (TF32 off)");
   for (const std::string& plugin : args.values("--plugin")) load_plugin(plugin);
   LoadOptions options;
   options.strict = !args.has("--no-strict") && !lenient;
-  // `auto` falls back to the CPU until this build has a CUDA backend that finds a device.
-  options.device = device == "cuda" ? Device::cuda() : Device::cpu();
+  // `auto`: CUDA where this build has the backend and it finds a device, else the CPU.
+  const bool use_cuda = device == "cuda" || (device == "auto" && [] {
+                          cuda::init();
+                          return cuda::available();
+                        }());
+  options.device = use_cuda ? Device::cuda() : Device::cpu();
   options.seed = uint64_t(args.integer("--seed", 0));
   Model model = load(args.positional()[0], args.value("--weights").value_or(""), options);
   const LoadReport& r = model.report();

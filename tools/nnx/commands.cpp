@@ -67,6 +67,7 @@ int run_command(const Args& args) {
   auto start = Clock::now();
   std::vector<Tensor> outputs = net(inputs);
   double first_ms = ms_since(start);
+  for (Tensor& t : outputs) t = t.to(Device::cpu());  // results of a CUDA run, to the host
   for (size_t k = 0; k < outputs.size(); ++k)
     std::cout << "output " << k << ": " << outputs[k].shape().str() << "\n";
   std::cerr << "nnx: ran in " << std::fixed << std::setprecision(2) << first_ms << " ms\n";

@@ -77,7 +77,7 @@ void fold(const Conv2d& conv, const BatchNorm2d& bn, Tensor& weight, Tensor& bia
 
 // Conv2d [+ BatchNorm2d] [+ activation] from `head`; false when nothing follows it.
 bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_batchnorm,
-                FusedChain& chain) {
+                ThreadPool* pool, FusedChain& chain) {
   auto conv = std::dynamic_pointer_cast<const Conv2d>(graph.layer_of(head).op);
   if (!conv) return false;
   chain.head = head;
@@ -110,10 +110,17 @@ bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_
   if (bn) {
     Tensor weight, bias;
     fold(*conv, *bn, weight, bias);
+    // Where the kernels read only the prepared form, it is made now and the folded copy dropped:
+    // one copy of the weights besides the model's own, not two.
+    const cpu::Conv2dShape shape = conv->weight_geometry();
+    if (cpu::conv2d_reads_prepared_only(shape)) {
+      prepared->prepare(shape, weight.data<float>(), pool);
+      weight = Tensor();
+    }
     chain.run = [conv, weight, bias, epilogue, prepared, max_pool, window](
                     const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
-      conv->forward_fused(ctx, inputs[0], weight.data<float>(), bias.data<float>(), epilogue,
-                          output, prepared.get(), window);
+      conv->forward_fused(ctx, inputs[0], weight.defined() ? weight.data<float>() : nullptr,
+                          bias.data<float>(), epilogue, output, prepared.get(), window);
     };
   } else {
     chain.run = [conv, epilogue, prepared, max_pool, window](
@@ -146,7 +153,8 @@ bool fold_op_chain(const Graph& graph, const Readers& readers, int head, FusedCh
 
 }  // namespace
 
-std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnorm) {
+std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnorm,
+                                          ThreadPool* pool) {
   auto fusion = std::make_shared<Fusion>();
   const size_t n = graph.nodes.size();
   fusion->chain_of.assign(n, -1);
@@ -155,7 +163,7 @@ std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnor
   for (int v : graph.schedule) {
     if (fusion->alias_of[size_t(v)] >= 0) continue;
     FusedChain chain;
-    if (!conv_chain(graph, readers, v, fold_batchnorm, chain) &&
+    if (!conv_chain(graph, readers, v, fold_batchnorm, pool, chain) &&
         !fold_op_chain(graph, readers, v, chain))
       continue;
     fusion->chain_of[size_t(v)] = int(fusion->chains.size());

@@ -34,6 +34,9 @@ struct Fusion {
 // output. With `fold_batchnorm` false (weights that may still change, as in a model being
 // trained) BatchNorm2d stays a node of its own; activations fuse either way. Folded weights are
 // computed here, in double, and rounded once to float.
-std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnorm);
+// Weights prepared for the kernels up front (kernels/cpu/prepared.h) are made on `pool`'s
+// threads when given.
+std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnorm,
+                                          ThreadPool* pool = nullptr);
 
 }  // namespace nnx

@@ -147,6 +147,14 @@ Conv2d::SidePadding Conv2d::side_padding() const {
   return {total_h / 2, total_h - total_h / 2, total_w / 2, total_w - total_w / 2};
 }
 
+cpu::Conv2dShape Conv2d::weight_geometry() const {
+  const SidePadding pad = side_padding();
+  return geometry(
+      Shape{1, in_channels_,
+            std::max<int64_t>(1, dilation_[0] * (kernel_size_[0] - 1) + 1 - pad.top - pad.bottom),
+            std::max<int64_t>(1, dilation_[1] * (kernel_size_[1] - 1) + 1 - pad.left - pad.right)});
+}
+
 cpu::Conv2dShape Conv2d::geometry(const Shape& input) const {
   const SidePadding pad = side_padding();
   const int64_t padded_h = input[2] + pad.top + pad.bottom;

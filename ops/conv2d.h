@@ -31,6 +31,9 @@ class Conv2d : public Op {
   BackwardNeeds backward_needs() const override { return {true, false}; }
 
   int64_t out_channels() const { return out_channels_; }
+  // The convolution's shape with placeholder spatial sizes (an input as small as the dilated
+  // kernel): what choosing a kernel path from the weights alone needs.
+  cpu::Conv2dShape weight_geometry() const;
   bool has_bias() const { return has_bias_; }
   // Inference on the CPU with the given weight and bias (null: none) in place of the layer's
   // own, and `epilogue` applied to each output block: a Conv2d with its BatchNorm folded in and

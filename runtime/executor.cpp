@@ -48,7 +48,7 @@ struct Executor::Impl {
     if (fuse && !fusion) {
       // Found (and BatchNorm folded) by the model's first plan, shared by all its Executors.
       const Model::Impl& shared = *model.impl();
-      fusion = shared.fusion.get(shared.graph, !shared.weights_may_change);
+      fusion = shared.fusion.get(shared.graph, !shared.weights_may_change, pool.get());
     }
     plan = make_plan(graph, specs, fusion.get());
     arena = Storage::allocate(std::max<size_t>(plan.arena_bytes, 1), allocator_for(model.device()));

@@ -25,9 +25,10 @@ class FusionCache {
   FusionCache(const FusionCache&) {}
   FusionCache& operator=(const FusionCache&) { return *this; }
 
-  std::shared_ptr<const Fusion> get(const Graph& graph, bool fold_batchnorm) const {
+  std::shared_ptr<const Fusion> get(const Graph& graph, bool fold_batchnorm,
+                                    ThreadPool* pool = nullptr) const {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!fusion_) fusion_ = find_fusion(graph, fold_batchnorm);
+    if (!fusion_) fusion_ = find_fusion(graph, fold_batchnorm, pool);
     return fusion_;
   }
 

@@ -367,6 +367,17 @@ void conv2d_image_blocks(const Conv2dShape& s, const float* input, const float* 
 
 }  // namespace
 
+bool conv2d_uses_winograd_prepared(const Conv2dShape& s) {
+  return winograd_enabled() && winograd_suitable(s, true) &&
+         !(s.in_channels / s.groups == 1 && s.out_channels / s.groups <= kDirectMaxMultiplier);
+}
+
+bool conv2d_reads_prepared_only(const Conv2dShape& s) {
+  if (s.in_channels / s.groups == 1 && s.out_channels / s.groups <= kDirectMaxMultiplier)
+    return false;  // the direct (depthwise) loop
+  return conv2d_uses_winograd_prepared(s) || (panels_suitable(s) && panels_enabled());
+}
+
 void conv2d(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
             float* output, ThreadPool* pool, const Epilogue& epilogue, ConvPrepared* prepared) {
   const int64_t in_per_group = s.in_channels / s.groups;

@@ -41,4 +41,11 @@ const float* ConvPrepared::panels(const Conv2dShape& s, const float* weight, Thr
   return panels_.data();
 }
 
+void ConvPrepared::prepare(const Conv2dShape& s, const float* weight, ThreadPool* pool) {
+  if (conv2d_uses_winograd_prepared(s))
+    winograd(s, weight, pool);
+  else
+    panels(s, weight, pool);
+}
+
 }  // namespace nnx::cpu

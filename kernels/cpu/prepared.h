@@ -17,11 +17,20 @@ class ConvPrepared {
   // `weight` as an [out_channels x in_channels * kernel_h * kernel_w] matrix in 12-row panels
   // for panel_gemm (gemm.h).
   const float* panels(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
+  // Makes now the form conv2d will use for this shape, where conv2d_reads_prepared_only(s).
+  void prepare(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
 
  private:
   std::once_flag winograd_once_, panels_once_;
   std::vector<float> winograd_, panels_;
 };
+
+// Whether conv2d, given prepared weights for a layer of this shape (its spatial sizes do not
+// matter), reads only those and never the weights themselves: a caller that prepares them up
+// front may then drop its own copy.
+bool conv2d_reads_prepared_only(const Conv2dShape& s);
+// Whether that form is the Winograd transform (else the 12-row panels).
+bool conv2d_uses_winograd_prepared(const Conv2dShape& s);
 
 // A [m x k] row-major matrix (row stride lda) as panels of kPanelRows rows, k-major within a
 // panel ([k][12] each), rows past m zero: ceil(m / 12) * 12 * k floats at `out`; the panels

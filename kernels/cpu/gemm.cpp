@@ -97,10 +97,13 @@ void kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, b
 // [lo, hi] in registers before the store: max(lo, x) then min(hi, x) keep NaN, as torch.clamp.
 template <int Rows, int V, int NR>
 void kernel_bias_clamp(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                       __mmask16 last, const float* bias, float lo, float hi) {
+                       bool load_c, __mmask16 last, const float* bias, float lo, float hi) {
   __m512 acc[Rows][V];
   for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+    for (int v = 0; v < V; ++v) {
+      const __mmask16 mask = v == V - 1 ? last : __mmask16(0xFFFF);
+      acc[r][v] = load_c ? _mm512_maskz_loadu_ps(mask, c + r * ldc + 16 * v) : _mm512_setzero_ps();
+    }
   for (int64_t p = 0; p < kc; ++p, a += kMR, b += NR) {
     __m512 bv[V];
     for (int v = 0; v < V; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
@@ -122,17 +125,17 @@ void kernel_bias_clamp(int64_t kc, const float* a, const float* b, float* c, int
 
 template <int V, int NR, int... Rows>
 constexpr auto make_bias_clamp_table(std::integer_sequence<int, Rows...>) {
-  using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, __mmask16, const float*,
-                      float, float);
+  using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, bool, __mmask16,
+                      const float*, float, float);
   return std::array<Fn, sizeof...(Rows)>{&kernel_bias_clamp<Rows + 1, V, NR>...};
 }
 
 template <int V, int NR>
 void run_bias_clamp(int64_t rows, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                    __mmask16 last, const float* bias, float lo, float hi) {
+                    bool load_c, __mmask16 last, const float* bias, float lo, float hi) {
   static constexpr auto table =
       make_bias_clamp_table<V, NR>(std::make_integer_sequence<int, int(kMR)>{});
-  table[size_t(rows - 1)](kc, a, b, c, ldc, last, bias, lo, hi);
+  table[size_t(rows - 1)](kc, a, b, c, ldc, load_c, last, bias, lo, hi);
 }
 
 template <int V, int NR, int... Rows>
@@ -497,20 +500,20 @@ void panel_gemm(int64_t rows, int64_t cols, int64_t k, const float* a, const flo
 }
 
 void panel_gemm_bias_clamp(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b,
-                           int64_t width, float* c, int64_t ldc, const float* bias, float lo,
-                           float hi) {
+                           int64_t width, float* c, int64_t ldc, bool accumulate, const float* bias,
+                           float lo, float hi) {
   if (rows <= 0 || cols <= 0) return;
 #ifdef NNX_GEMM_AVX512
   if (width == 32 && cols > 16)
-    return avx512::run_bias_clamp<2, 32>(rows, k, a, b, c, ldc, avx512::tail_mask(cols - 16), bias,
-                                         lo, hi);
+    return avx512::run_bias_clamp<2, 32>(rows, k, a, b, c, ldc, accumulate,
+                                         avx512::tail_mask(cols - 16), bias, lo, hi);
   if (width == 32)
-    return avx512::run_bias_clamp<1, 32>(rows, k, a, b, c, ldc, avx512::tail_mask(cols), bias, lo,
-                                         hi);
-  return avx512::run_bias_clamp<1, 16>(rows, k, a, b, c, ldc, avx512::tail_mask(cols), bias, lo,
-                                       hi);
+    return avx512::run_bias_clamp<1, 32>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols),
+                                         bias, lo, hi);
+  return avx512::run_bias_clamp<1, 16>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols),
+                                       bias, lo, hi);
 #else
-  panel_gemm(rows, cols, k, a, b, width, c, ldc, false);
+  panel_gemm(rows, cols, k, a, b, width, c, ldc, accumulate);
   for (int64_t r = 0; r < rows; ++r) {
     const float add = bias != nullptr ? bias[r] : 0.f;
     for (int64_t j = 0; j < cols; ++j) {

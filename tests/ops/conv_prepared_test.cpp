@@ -84,7 +84,8 @@ TEST(ConvPrepared, PointwiseMatchesUnprepared) {
   const std::vector<Conv2dShape> shapes = {
       pointwise(1, 64, 256, 56, 56, 1),    // many pixel blocks
       pointwise(1, 512, 512, 28, 28, 1),   // blocks evened out over threads: 98 pixels each
-      pointwise(1, 1024, 256, 14, 14, 1),  // few: shared packing, weight panels split
+      pointwise(1, 256, 1024, 14, 14, 1),  // few: shared packing, weight panels split
+      pointwise(1, 1024, 256, 14, 14, 1),  // fewer outputs than inputs: the band path
       pointwise(1, 512, 2048, 7, 7, 1),    // 49 pixels: a partial panel
       pointwise(2, 24, 29, 9, 11, 1),      // channels off the panels, batch
       pointwise(1, 256, 512, 56, 56, 2),   // strided (ResNet's downsample)

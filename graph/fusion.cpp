@@ -36,6 +36,25 @@ int next_in_chain(const Graph& graph, const Readers& readers, int node) {
   return graph.nodes[size_t(next)].inputs.size() == 1 ? next : -1;
 }
 
+// The two-input Add that is the sole reader of `node`'s output, when its other operand comes
+// from a node earlier in the schedule than `head` (so it is ready when the chain runs); its
+// index, or -1. `other` gets that operand, `first` whether `node` is the Add's first input.
+int residual_add(const Graph& graph, const Readers& readers, int node, int head,
+                 const std::vector<int>& position, PortRef& other, bool& first) {
+  if (graph.nodes[size_t(node)].num_outputs != 1 || readers.count[size_t(node)] != 1) return -1;
+  const int add = readers.sole[size_t(node)];
+  const Node& n = graph.nodes[size_t(add)];
+  auto op = std::dynamic_pointer_cast<const BroadcastFoldOp>(graph.layer_of(add).op);
+  if (!op || op->type() != "Add" || n.inputs.size() != 2 || n.num_outputs != 1) return -1;
+  const bool is_first = n.inputs[0].node == node && n.inputs[0].port == 0;
+  const PortRef mine = n.inputs[is_first ? 0 : 1], theirs = n.inputs[is_first ? 1 : 0];
+  if (mine.node != node || mine.port != 0 || theirs.node == node) return -1;
+  if (theirs.node != 0 && position[size_t(theirs.node)] >= position[size_t(head)]) return -1;
+  other = theirs;
+  first = is_first;
+  return add;
+}
+
 const ActivationOp* fusable_activation(const Graph& graph, int node) {
   if (node < 0) return nullptr;
   const auto* act = dynamic_cast<const ActivationOp*>(graph.layer_of(node).op.get());
@@ -76,8 +95,8 @@ void fold(const Conv2d& conv, const BatchNorm2d& bn, Tensor& weight, Tensor& bia
 }
 
 // Conv2d [+ BatchNorm2d] [+ activation] from `head`; false when nothing follows it.
-bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_batchnorm,
-                ThreadPool* pool, FusedChain& chain) {
+bool conv_chain(const Graph& graph, const Readers& readers, const std::vector<int>& position,
+                int head, bool fold_batchnorm, ThreadPool* pool, FusedChain& chain) {
   auto conv = std::dynamic_pointer_cast<const Conv2d>(graph.layer_of(head).op);
   if (!conv) return false;
   chain.head = head;
@@ -92,6 +111,20 @@ bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_
       bn.reset();
     }
   }
+  // A residual Add next (its other operand ready before the head runs), added in the epilogue.
+  std::shared_ptr<const BroadcastFoldOp> add;
+  bool conv_first = true;
+  if (next < 0) {
+    PortRef other;
+    const int value = chain.absorbed.empty() ? head : chain.absorbed.back();
+    const int a = residual_add(graph, readers, value, head, position, other, conv_first);
+    if (a >= 0) {
+      add = std::dynamic_pointer_cast<const BroadcastFoldOp>(graph.layer_of(a).op);
+      chain.absorbed.push_back(a);
+      chain.extra_inputs.push_back(other);
+      next = next_in_chain(graph, readers, a);
+    }
+  }
   const ActivationOp* act = fusable_activation(graph, next);
   if (act != nullptr) {
     chain.absorbed.push_back(next);
@@ -99,7 +132,8 @@ bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_
   }
   // A MaxPool2d after that pools the convolution's output band by band, in cache.
   std::shared_ptr<const MaxPool2d> max_pool;
-  if (next >= 0) max_pool = std::dynamic_pointer_cast<const MaxPool2d>(graph.layer_of(next).op);
+  if (next >= 0 && !add)
+    max_pool = std::dynamic_pointer_cast<const MaxPool2d>(graph.layer_of(next).op);
   if (max_pool) chain.absorbed.push_back(next);
   const PoolWindow* window = max_pool ? &max_pool->window() : nullptr;
   // With weights that no longer change, a lone convolution is a chain of its own too: the
@@ -107,8 +141,8 @@ bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_
   if (chain.absorbed.empty() && !fold_batchnorm) return false;
   const cpu::Epilogue epilogue = epilogue_of(act);
   auto prepared = fold_batchnorm ? std::make_shared<cpu::ConvPrepared>() : nullptr;
+  Tensor weight, bias;  // folded; undefined: the layer's own
   if (bn) {
-    Tensor weight, bias;
     fold(*conv, *bn, weight, bias);
     // Where the kernels read only the prepared form, it is made now and the folded copy dropped:
     // one copy of the weights besides the model's own, not two.
@@ -117,21 +151,40 @@ bool conv_chain(const Graph& graph, const Readers& readers, int head, bool fold_
       prepared->prepare(shape, weight.data<float>(), pool);
       weight = Tensor();
     }
-    chain.run = [conv, weight, bias, epilogue, prepared, max_pool, window](
-                    const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
-      conv->forward_fused(ctx, inputs[0], weight.defined() ? weight.data<float>() : nullptr,
-                          bias.data<float>(), epilogue, output, prepared.get(), window);
-    };
-  } else {
-    chain.run = [conv, epilogue, prepared, max_pool, window](
-                    const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
-      const Tensor weight = conv->params()[0].value.contiguous();
-      const Tensor bias = conv->has_bias() ? conv->params()[1].value.contiguous() : Tensor();
-      conv->forward_fused(ctx, inputs[0], weight.data<float>(),
-                          conv->has_bias() ? bias.data<float>() : nullptr, epilogue, output,
-                          prepared.get(), window);
-    };
   }
+  const bool folded = bool(bn);
+  chain.run = [conv, folded, weight, bias, epilogue, prepared, window, add, conv_first](
+                  const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
+    Tensor own_weight, own_bias;
+    const float* w = weight.defined() ? weight.data<float>() : nullptr;
+    const float* b = folded ? bias.data<float>() : nullptr;
+    if (!folded) {
+      own_weight = conv->params()[0].value.contiguous();
+      w = own_weight.data<float>();
+      if (conv->has_bias()) {
+        own_bias = conv->params()[1].value.contiguous();
+        b = own_bias.data<float>();
+      }
+    }
+    if (!add)
+      return conv->forward_fused(ctx, inputs[0], w, b, epilogue, output, prepared.get(), window);
+    const Tensor& skip = inputs[1];
+    const TensorSpec in_spec{inputs[0].shape(), DType::f32};
+    const Shape conv_shape = conv->infer_shapes({&in_spec, 1}, 1)[0].shape;
+    if (conv_shape == output.shape() && skip.shape() == output.shape() && skip.is_contiguous() &&
+        skip.dtype() == DType::f32) {
+      cpu::Epilogue with_skip = epilogue;
+      with_skip.residual = skip.data<float>();
+      with_skip.output = output.data<float>();
+      return conv->forward_fused(ctx, inputs[0], w, b, with_skip, output, prepared.get());
+    }
+    // A broadcasting Add: the convolution into a buffer of its own, then the Add.
+    Tensor value = Tensor::empty(conv_shape);
+    conv->forward_fused(ctx, inputs[0], w, b, {}, value, prepared.get());
+    const std::vector<Tensor> operands =
+        conv_first ? std::vector<Tensor>{value, skip} : std::vector<Tensor>{skip, value};
+    add->forward_fused(ctx, operands, epilogue, output);
+  };
   return true;
 }
 
@@ -160,10 +213,12 @@ std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnor
   fusion->chain_of.assign(n, -1);
   fusion->alias_of.assign(n, -1);
   const Readers readers = readers_of(graph);
+  std::vector<int> position(n, -1);  // in the schedule
+  for (size_t i = 0; i < graph.schedule.size(); ++i) position[size_t(graph.schedule[i])] = int(i);
   for (int v : graph.schedule) {
     if (fusion->alias_of[size_t(v)] >= 0) continue;
     FusedChain chain;
-    if (!conv_chain(graph, readers, v, fold_batchnorm, pool, chain) &&
+    if (!conv_chain(graph, readers, position, v, fold_batchnorm, pool, chain) &&
         !fold_op_chain(graph, readers, v, chain))
       continue;
     fusion->chain_of[size_t(v)] = int(fusion->chains.size());

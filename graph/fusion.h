@@ -18,6 +18,9 @@ namespace nnx {
 struct FusedChain {
   int head = -1;
   std::vector<int> absorbed;  // the nodes after the head, in order; none of them runs
+  // Values the chain reads besides its head's inputs (a fused Add's other operand, computed
+  // before the head runs), passed to `run` after them.
+  std::vector<PortRef> extra_inputs;
   std::function<void(const ExecContext&, std::span<const Tensor> inputs, Tensor& output)> run;
 };
 
@@ -31,10 +34,12 @@ struct Fusion {
 
 // The chains of `graph`, a model of built-in ops run on the CPU in inference. A node is absorbed
 // only when it is the sole consumer of its predecessor's output and that output is no network
-// output. With `fold_batchnorm` false (weights that may still change, as in a model being
-// trained) BatchNorm2d stays a node of its own; activations fuse either way. Folded weights are
-// computed here, in double, and rounded once to float.
-// Weights prepared for the kernels up front (kernels/cpu/prepared.h) are made on `pool`'s
+// output. A Conv2d[+BatchNorm2d] also takes a two-input Add after it (a residual connection)
+// when the Add's other operand is computed earlier in the schedule: it is added in the
+// convolution's epilogue, before the activation that may follow. With `fold_batchnorm` false
+// (weights that may still change, as in a model being trained) BatchNorm2d stays a node of its own;
+// activations fuse either way. Folded weights are computed here, in double, and rounded once to
+// float. Weights prepared for the kernels up front (kernels/cpu/prepared.h) are made on `pool`'s
 // threads when given.
 std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnorm,
                                           ThreadPool* pool = nullptr);

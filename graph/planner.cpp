@@ -136,8 +136,9 @@ Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs, const Fus
     plan.node_flops[size_t(v)] = op.flops(in_specs, out_specs);
     plan.flops += plan.node_flops[size_t(v)];
   }
-  // Lifetimes: a buffer lives until its last reader; network outputs until the end of the run.
-  for (int v : plan.steps)
+  // Lifetimes: a buffer lives until its last reader (an absorbed node reads at its chain's step:
+  // a fused Add's other operand); network outputs until the end of the run.
+  for (int v : order)
     for (const PortRef& in : graph.nodes[size_t(v)].inputs) {
       int b = root[size_t(in.node)][size_t(in.port)];
       if (b >= 0)

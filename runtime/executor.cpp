@@ -71,7 +71,11 @@ struct Executor::Impl {
         out[p] = Tensor::from_storage(arena, spec.shape, spec.dtype,
                                       int64_t(offset / dtype_size(spec.dtype)));
       }
-      node_inputs[size_t(v)].resize(graph.nodes[size_t(v)].inputs.size());
+      node_inputs[size_t(v)].resize(
+          graph.nodes[size_t(v)].inputs.size() +
+          (fusion && fusion->is_head(v)
+               ? fusion->chains[size_t(fusion->chain_of[size_t(v)])].extra_inputs.size()
+               : 0));
       if (fusion && fusion->is_head(v))
         for (int a : fusion->chains[size_t(fusion->chain_of[size_t(v)])].absorbed)
           values[size_t(a)] = out;  // the chain's value is in the head's buffer
@@ -151,6 +155,11 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) {
     auto& args = m.node_inputs[size_t(v)];
     for (size_t i = 0; i < node.inputs.size(); ++i)
       args[i] = m.values[size_t(node.inputs[i].node)][size_t(node.inputs[i].port)];
+    if (m.fusion && m.fusion->is_head(v)) {  // a fused Add's other operand
+      const auto& extra = m.fusion->chains[size_t(m.fusion->chain_of[size_t(v)])].extra_inputs;
+      for (size_t e = 0; e < extra.size(); ++e)
+        args[node.inputs.size() + e] = m.values[size_t(extra[e].node)][size_t(extra[e].port)];
+    }
     Clock::time_point start;
     if (m.profile) start = Clock::now();
     try {

@@ -184,6 +184,7 @@ struct ClampEpilogue {
   bool exact;
 };
 ClampEpilogue clamp_of(const Epilogue& e) {
+  if (e.residual != nullptr) return {-INFINITY, INFINITY, false};  // added before the activation
   if (!e.active) return {-INFINITY, INFINITY, true};
   if (e.kind == Activation::relu) return {0.f, INFINITY, true};
   if (e.kind == Activation::hardtanh) return {e.args.lo, e.args.hi, true};
@@ -472,7 +473,7 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     }
     gemm(m1 - m0, c1 - c0, k, b.weight + m0 * k, k, columns + c0, ldb, false, out, out_plane,
          b.bias != nullptr);
-    if (epilogue.active)
+    if (epilogue.needed())
       for (int64_t m = m0; m < m1; ++m)
         apply_epilogue(epilogue, out + (m - m0) * out_plane, c1 - c0);
   };
@@ -480,7 +481,7 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
   auto multiply = [&](const Band& b, const float* columns, int64_t ldb, int64_t m0, int64_t m1,
                       int64_t c0, int64_t c1) {
     const int64_t step =
-        epilogue.active ? std::max(kMinBandColumns, kEpilogueBlockFloats / (m1 - m0)) : c1 - c0;
+        epilogue.needed() ? std::max(kMinBandColumns, kEpilogueBlockFloats / (m1 - m0)) : c1 - c0;
     for (int64_t c = c0; c < c1; c += step)
       multiply_block(b, columns, ldb, m0, m1, c, std::min(c1, c + step));
   };

@@ -11,9 +11,16 @@
 namespace nnx::cpu {
 
 struct Epilogue {
-  bool active = false;  // false: outputs are left as computed
+  bool active = false;  // false: no activation
   Activation kind = Activation::relu;
   ActivationArgs args;
+  // A residual added before the activation (a fused Conv2d + Add): the element at the same
+  // offset from `residual` as the output element's from `output` (same shape, contiguous).
+  const float* residual = nullptr;
+  const float* output = nullptr;
+
+  // Whether apply_epilogue changes anything.
+  bool needed() const { return active || residual != nullptr; }
 };
 
 // The activations an epilogue applies: the cheap ones, without transcendental calls but SiLU's.
@@ -36,9 +43,13 @@ inline float stable_sigmoid(float x) {
 }
 }  // namespace epilogue_detail
 
-// p[i] = f(p[i]) for i < n, when the epilogue is active.
+// p[i] = f(p[i] + residual) for i < n, p within the output (residual and f where given).
 inline void apply_epilogue(const Epilogue& e, float* __restrict p, int64_t n) {
   using namespace epilogue_detail;
+  if (e.residual != nullptr) {
+    const float* __restrict r = e.residual + (p - e.output);
+    for (int64_t i = 0; i < n; ++i) p[i] += r[i];
+  }
   if (!e.active) return;
   const float alpha = e.args.alpha, lo = e.args.lo, hi = e.args.hi;
   switch (e.kind) {

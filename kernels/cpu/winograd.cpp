@@ -272,9 +272,11 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
   const int64_t point_stride = m_point_floats(s, panels);
 #ifdef NNX_WINOGRAD_AVX512
   // ReLU and clamps (ReLU6, Hardtanh) are applied before the stores; other epilogues after.
+  // (Not with a residual, which goes before the activation.)
   const bool relu = epilogue.active && epilogue.kind == Activation::relu;
   const bool clamp_in_registers =
-      relu || (epilogue.active && epilogue.kind == Activation::hardtanh);
+      epilogue.residual == nullptr &&
+      (relu || (epilogue.active && epilogue.kind == Activation::hardtanh));
   const __m512 lo_v = _mm512_set1_ps(relu ? 0.f : epilogue.args.lo);
   const __m512 hi_v = _mm512_set1_ps(relu ? INFINITY : epilogue.args.hi);
   alignas(64) static const int32_t low_lanes[16] = {0, 16, 1, 17, 2, 18, 3, 19,
@@ -326,10 +328,10 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
         }
         const int64_t xo = x0 + 2 * i;
         for (int r = 0; r < 2 && y0 + r < s.out_h; ++r) {
-          float y[2] = {q[r][0] + q[r][1] + q[r][2] + b, q[r][1] - q[r][2] - q[r][3] + b};
-          apply_epilogue(epilogue, y, 2);
-          o[(y0 + r) * s.out_w + xo] = y[0];
-          if (xo + 1 < s.out_w) o[(y0 + r) * s.out_w + xo + 1] = y[1];
+          float* dst = o + (y0 + r) * s.out_w + xo;
+          dst[0] = q[r][0] + q[r][1] + q[r][2] + b;
+          if (xo + 1 < s.out_w) dst[1] = q[r][1] - q[r][2] - q[r][3] + b;
+          apply_epilogue(epilogue, dst, xo + 1 < s.out_w ? 2 : 1);
         }
       }
       (void)columns;

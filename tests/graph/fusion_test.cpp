@@ -183,6 +183,61 @@ TEST(FusionClone, ACopyThatMayBeTrainedFusesActivationsButFoldsNoBatchNorm) {
   EXPECT_TRUE(c.count(2));  // the BatchNorm ran as a node
 }
 
+// Residual Adds fused into the convolution before them: Winograd, 1x1 panel and strided
+// convolutions, the convolution's value as either operand, an Add whose other operand is
+// computed later in the schedule (not fused: the later convolution takes it instead), and a
+// broadcasting Add (the convolution into a buffer of its own, then the Add).
+const char* kResidualDescription = R"json({
+  "auto_connect": true,
+  "inputs_channels": [3],
+  "outputs_channels": [16],
+  "outputs": [[19, 0, 0]],
+  "layers": [
+    ["torch.nn.Conv2d(3,16,3,padding=1)", 16],
+    ["torch.nn.BatchNorm2d(16)"],
+    ["torch.nn.ReLU()"],
+    ["torch.nn.Conv2d(16,16,3,padding=1,bias=False)", 16],
+    ["torch.nn.BatchNorm2d(16)"],
+    ["nn_executor.models.Add(num=2)", [[16, 16], [16]], [[-1, 0], [-3, 0]]],
+    ["torch.nn.ReLU()"],
+    ["torch.nn.Conv2d(16,16,1)", 16],
+    ["torch.nn.BatchNorm2d(16)"],
+    ["nn_executor.models.Add(num=2)", [[16, 16], [16]], [[-3, 0], [-1, 0]]],
+    ["torch.nn.Conv2d(16,16,3,stride=2,padding=1)", 16],
+    ["torch.nn.Conv2d(16,16,1,stride=2)", [[16], [16]], [[-2, 0]]],
+    ["torch.nn.BatchNorm2d(16)"],
+    ["nn_executor.models.Add(num=2)", [[16, 16], [16]], [[-3, 0], [-1, 0]]],
+    ["torch.nn.ReLU6()"],
+    ["torch.nn.AdaptiveAvgPool2d(1)"],
+    ["torch.nn.Conv2d(16,16,1)", [[16], [16]], [[-2, 0]]],
+    ["nn_executor.models.Add(num=2)", [[16, 16], [16]], [[-1, 0], [-2, 0]]],
+    ["torch.nn.SiLU()"]
+  ]
+})json";
+
+TEST(FusionResidual, AddsFuseIntoTheConvolutionBeforeThem) {
+  Model model = load_memory(kResidualDescription, "", {}, "residual.json");
+  std::mt19937 rng(11);
+  for (const Layer& layer : model.graph().layers)
+    if (layer.op->type() == "BatchNorm2d")
+      for (const Param& p : layer.op->params())
+        if (p.name == "running_mean" || p.name == "bias")
+          layer.op->set_param(p.name, random_tensor(p.value.shape(), rng, -1, 1));
+  for (const Shape& shape : {Shape{1, 3, 64, 64}, Shape{2, 3, 17, 23}}) {
+    Tensor input = random_tensor(shape, rng, -2, 2);
+    std::vector<NodeTiming> profile;
+    std::vector<Tensor> fused = run(model, input, true, 2, &profile);
+    std::vector<Tensor> one_thread = run(model, input, true, 1);
+    std::vector<Tensor> plain = run(model, input, false, 2);
+    EXPECT_LE(relative_error(fused[0], plain[0]), 1e-5) << shape.str();
+    EXPECT_EQ(relative_error(fused[0], one_thread[0]), 0.0) << shape.str();
+    const std::map<int, std::vector<int>> expected = {
+        {1, {2, 3}},        {4, {5, 6, 7}}, {8, {9, 10}},  {11, {}},
+        {12, {13, 14, 15}}, {16, {}},       {17, {18, 19}}};
+    EXPECT_EQ(chains(profile), expected) << shape.str();
+  }
+}
+
 // The example network with PyTorch's weights: its three Conv+BN+ReLU chains fuse with the
 // MaxPool2d after each, and so does the plain Conv with its MaxPool (not the Add, whose reader is
 // a Conv, nor the last Conv, read by the YOLO plugin); both ways agree with PyTorch's outputs.

@@ -288,17 +288,19 @@ void packed_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, c
 constexpr int64_t kMR = 6, kNR = 16;
 constexpr int64_t kKC = 256, kMC = 96, kNC = 2048;
 
-// C[Rows x 16] (+)= A panel [kc x 6] * B panel [kc x 16], panels as pack_a / pack_b lay them
-// out; Rows < 6 serves the last rows of A without a detour through a temporary tile.
+// C[Rows x 16] (+)= A panel [kc x a_step] * 16 columns of B panel [kc x b_step], panels as
+// pack_a / pack_b lay them out (steps kMR and kNR) or as panel_gemm's callers do (kPanelRows and
+// the panel width); Rows < 6 serves the last rows of A without a detour through a temporary.
 template <int Rows>
-void kernel_16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool load_c) {
+void kernel_16(int64_t kc, const float* a, int64_t a_step, const float* b, int64_t b_step, float* c,
+               int64_t ldc, bool load_c) {
   __m256 lo[Rows], hi[Rows];
   for (int r = 0; r < Rows; ++r) {
     lo[r] = load_c ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
     hi[r] = load_c ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
   }
-  for (int64_t p = 0; p < kc; ++p, a += kMR, b += kNR) {
-    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+  for (int64_t p = 0; p < kc; ++p, a += a_step, b += b_step) {
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
     for (int r = 0; r < Rows; ++r) {
       const __m256 x = _mm256_broadcast_ss(a + r);
       lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
@@ -311,21 +313,21 @@ void kernel_16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc
   }
 }
 
-void kernel_rows_x16(int64_t rows, int64_t kc, const float* a, const float* b, float* c,
-                     int64_t ldc, bool load_c) {
+void kernel_rows_x16(int64_t rows, int64_t kc, const float* a, int64_t a_step, const float* b,
+                     int64_t b_step, float* c, int64_t ldc, bool load_c) {
   switch (rows) {
     case 6:
-      return kernel_16<6>(kc, a, b, c, ldc, load_c);
+      return kernel_16<6>(kc, a, a_step, b, b_step, c, ldc, load_c);
     case 5:
-      return kernel_16<5>(kc, a, b, c, ldc, load_c);
+      return kernel_16<5>(kc, a, a_step, b, b_step, c, ldc, load_c);
     case 4:
-      return kernel_16<4>(kc, a, b, c, ldc, load_c);
+      return kernel_16<4>(kc, a, a_step, b, b_step, c, ldc, load_c);
     case 3:
-      return kernel_16<3>(kc, a, b, c, ldc, load_c);
+      return kernel_16<3>(kc, a, a_step, b, b_step, c, ldc, load_c);
     case 2:
-      return kernel_16<2>(kc, a, b, c, ldc, load_c);
+      return kernel_16<2>(kc, a, a_step, b, b_step, c, ldc, load_c);
     default:
-      return kernel_16<1>(kc, a, b, c, ldc, load_c);
+      return kernel_16<1>(kc, a, a_step, b, b_step, c, ldc, load_c);
   }
 }
 
@@ -391,13 +393,15 @@ void packed_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, c
             const int64_t mr = std::min(kMR, mc - ir);
             float* tile = c + (ic + ir) * ldc + jc + jr;
             if (nr == kNR) {
-              kernel_rows_x16(mr, kc, packed_a + ir * kc, packed_b + jr * kc, tile, ldc, load_c);
+              kernel_rows_x16(mr, kc, packed_a + ir * kc, kMR, packed_b + jr * kc, kNR, tile, ldc,
+                              load_c);
               continue;
             }
             // The last, narrower columns go through a full tile on the stack.
             for (int64_t r = 0; r < mr; ++r)
               for (int64_t j = 0; j < nr; ++j) edge[r * kNR + j] = load_c ? tile[r * ldc + j] : 0.f;
-            kernel_rows_x16(mr, kc, packed_a + ir * kc, packed_b + jr * kc, edge, kNR, true);
+            kernel_rows_x16(mr, kc, packed_a + ir * kc, kMR, packed_b + jr * kc, kNR, edge, kNR,
+                            true);
             for (int64_t r = 0; r < mr; ++r)
               for (int64_t j = 0; j < nr; ++j) tile[r * ldc + j] = edge[r * kNR + j];
           }
@@ -408,49 +412,6 @@ void packed_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, c
 }
 
 #endif  // NNX_PACKED_GEMM
-
-#ifdef NNX_PACKED_GEMM
-// C[rows x 16] (+)= rows (<= 6) of a 12-row A panel times 16 columns of a B panel `width` wide.
-template <int Rows>
-void panel_tile(int64_t k, const float* a, const float* b, int64_t width, float* c, int64_t ldc,
-                bool load_c) {
-  __m256 lo[Rows], hi[Rows];
-  for (int r = 0; r < Rows; ++r) {
-    lo[r] = load_c ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
-    hi[r] = load_c ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
-  }
-  for (int64_t p = 0; p < k; ++p, a += kPanelRows, b += width) {
-    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-    for (int r = 0; r < Rows; ++r) {
-      const __m256 x = _mm256_broadcast_ss(a + r);
-      lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
-      hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
-    }
-  }
-  for (int r = 0; r < Rows; ++r) {
-    _mm256_storeu_ps(c + r * ldc, lo[r]);
-    _mm256_storeu_ps(c + r * ldc + 8, hi[r]);
-  }
-}
-
-void panel_tile_avx2(int64_t rows, int64_t k, const float* a, const float* b, int64_t width,
-                     float* c, int64_t ldc, bool load_c) {
-  switch (rows) {
-    case 6:
-      return panel_tile<6>(k, a, b, width, c, ldc, load_c);
-    case 5:
-      return panel_tile<5>(k, a, b, width, c, ldc, load_c);
-    case 4:
-      return panel_tile<4>(k, a, b, width, c, ldc, load_c);
-    case 3:
-      return panel_tile<3>(k, a, b, width, c, ldc, load_c);
-    case 2:
-      return panel_tile<2>(k, a, b, width, c, ldc, load_c);
-    default:
-      return panel_tile<1>(k, a, b, width, c, ldc, load_c);
-  }
-}
-#endif
 
 }  // namespace
 
@@ -473,14 +434,14 @@ void panel_gemm(int64_t rows, int64_t cols, int64_t k, const float* a, const flo
       const int64_t tile_rows = std::min<int64_t>(6, rows - r0), tile_cols = cols - j0;
       float* out = c + r0 * ldc + j0;
       if (tile_cols >= 16) {
-        panel_tile_avx2(tile_rows, k, a + r0, b + j0, width, out, ldc, accumulate);
+        kernel_rows_x16(tile_rows, k, a + r0, kPanelRows, b + j0, width, out, ldc, accumulate);
         continue;
       }
       alignas(32) float tile[6 * 16] = {};
       if (accumulate)
         for (int64_t r = 0; r < tile_rows; ++r)
           std::copy(out + r * ldc, out + r * ldc + tile_cols, tile + r * 16);
-      panel_tile_avx2(tile_rows, k, a + r0, b + j0, width, tile, 16, accumulate);
+      kernel_rows_x16(tile_rows, k, a + r0, kPanelRows, b + j0, width, tile, 16, accumulate);
       for (int64_t r = 0; r < tile_rows; ++r)
         std::copy(tile + r * 16, tile + r * 16 + tile_cols, out + r * ldc);
     }

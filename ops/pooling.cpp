@@ -302,16 +302,10 @@ std::shared_ptr<Op> make_adaptive_avgpool2d(const Call& call) {
   return std::make_shared<AdaptiveAvgPool2d>(call);
 }
 
-void MaxPool2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
-                             std::span<Tensor> outputs) const {
 #ifdef NNX_WITH_CUDA
-  const cuda::OpScope scope(ctx, "MaxPool2d");
-  // A forward for a backward keeps the argmax: not on CUDA yet.
-  NNX_CHECK(ctx.saved == nullptr && !ctx.training, ErrorKind::unsupported,
-            "MaxPool2d: training on CUDA is not implemented");
-  const Tensor input = scope.input(inputs[0]);
-  float* output = scope.output(outputs[0]);
-  const cpu::Pool2dShape s = window_.shape("MaxPool2d", input.shape());
+namespace {
+// The window of a CPU pooling shape, for the CUDA kernels (kernels/cuda/pooling.h).
+cuda::Pool2dGeometry cuda_geometry(const cpu::Pool2dShape& s) {
   cuda::Pool2dGeometry g;
   g.planes = s.planes;
   g.in_h = s.in_h;
@@ -326,6 +320,22 @@ void MaxPool2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inp
   g.pad_w = s.pad_w;
   g.dilation_h = s.dilation_h;
   g.dilation_w = s.dilation_w;
+  return g;
+}
+}  // namespace
+#endif
+
+void MaxPool2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                             std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "MaxPool2d");
+  // A forward for a backward keeps the argmax: not on CUDA yet.
+  NNX_CHECK(ctx.saved == nullptr && !ctx.training, ErrorKind::unsupported,
+            "MaxPool2d: training on CUDA is not implemented");
+  const Tensor input = scope.input(inputs[0]);
+  float* output = scope.output(outputs[0]);
+  const cpu::Pool2dShape s = window_.shape("MaxPool2d", input.shape());
+  const cuda::Pool2dGeometry g = cuda_geometry(s);
   cuda::max_pool2d(g, input.data<float>(), output, scope.stream());
 #else
   Op::forward_cuda(ctx, inputs, outputs);
@@ -339,20 +349,7 @@ void AvgPool2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inp
   const Tensor input = scope.input(inputs[0]);
   float* output = scope.output(outputs[0]);
   const cpu::Pool2dShape s = window_.shape("AvgPool2d", input.shape());
-  cuda::Pool2dGeometry g;
-  g.planes = s.planes;
-  g.in_h = s.in_h;
-  g.in_w = s.in_w;
-  g.out_h = s.out_h;
-  g.out_w = s.out_w;
-  g.kernel_h = s.kernel_h;
-  g.kernel_w = s.kernel_w;
-  g.stride_h = s.stride_h;
-  g.stride_w = s.stride_w;
-  g.pad_h = s.pad_h;
-  g.pad_w = s.pad_w;
-  g.dilation_h = s.dilation_h;
-  g.dilation_w = s.dilation_w;
+  const cuda::Pool2dGeometry g = cuda_geometry(s);
   cuda::avg_pool2d(g, count_include_pad_, divisor_override_, input.data<float>(), output,
                    scope.stream());
 #else

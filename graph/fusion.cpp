@@ -169,8 +169,7 @@ bool conv_chain(const Graph& graph, const Readers& readers, const std::vector<in
     if (!add)
       return conv->forward_fused(ctx, inputs[0], w, b, epilogue, output, prepared.get(), window);
     const Tensor& skip = inputs[1];
-    const TensorSpec in_spec{inputs[0].shape(), DType::f32};
-    const Shape conv_shape = conv->infer_shapes({&in_spec, 1}, 1)[0].shape;
+    const Shape conv_shape = conv->output_shape(inputs[0].shape());
     if (conv_shape == output.shape() && skip.shape() == output.shape() && skip.is_contiguous() &&
         skip.dtype() == DType::f32) {
       cpu::Epilogue with_skip = epilogue;

@@ -147,6 +147,11 @@ Conv2d::SidePadding Conv2d::side_padding() const {
   return {total_h / 2, total_h - total_h / 2, total_w / 2, total_w - total_w / 2};
 }
 
+Shape Conv2d::output_shape(const Shape& input) const {
+  const cpu::Conv2dShape s = geometry(input);
+  return Shape{s.batch, s.out_channels, s.out_h, s.out_w};
+}
+
 cpu::Conv2dShape Conv2d::weight_geometry() const {
   const SidePadding pad = side_padding();
   return geometry(

@@ -34,6 +34,8 @@ class Conv2d : public Op {
   // The convolution's shape with placeholder spatial sizes (an input as small as the dilated
   // kernel): what choosing a kernel path from the weights alone needs.
   cpu::Conv2dShape weight_geometry() const;
+  // The output's shape for an NCHW input of this shape (as infer_shapes, without allocating).
+  Shape output_shape(const Shape& input) const;
   bool has_bias() const { return has_bias_; }
   // Inference on the CPU with the given weight and bias (null: none) in place of the layer's
   // own, and `epilogue` applied to each output block: a Conv2d with its BatchNorm folded in and

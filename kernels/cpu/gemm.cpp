@@ -67,12 +67,13 @@ namespace avx512 {
 constexpr int64_t kMR = 12;
 constexpr int64_t kKC = 256, kMC = 144, kNC = 3072;
 
-// C[Rows x 16V] (+)= A panel [kc x 12] * the first 16V columns of B panel [kc x NR]; `last`
-// masks the columns of the last vector (all 16 set except at the right edge of C).
+// acc = C[Rows x 16V] (or zero without load_c) + A panel [kc x 12] * the first 16V columns of
+// B panel [kc x NR]; `last` masks the columns of the last vector (all 16 set except at the
+// right edge of C). Inlined into the kernels below, so that acc stays in registers.
 template <int Rows, int V, int NR>
-void kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool load_c,
-            __mmask16 last) {
-  __m512 acc[Rows][V];
+[[gnu::always_inline]] inline void multiply_tile(int64_t kc, const float* a, const float* b,
+                                                 const float* c, int64_t ldc, bool load_c,
+                                                 __mmask16 last, __m512 (&acc)[Rows][V]) {
   for (int r = 0; r < Rows; ++r)
     for (int v = 0; v < V; ++v) {
       const __mmask16 mask = v == V - 1 ? last : __mmask16(0xFFFF);
@@ -86,6 +87,14 @@ void kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, b
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
     }
   }
+}
+
+// C[Rows x 16V] (+)= A panel * B panel (multiply_tile).
+template <int Rows, int V, int NR>
+void kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool load_c,
+            __mmask16 last) {
+  __m512 acc[Rows][V];
+  multiply_tile<Rows, V, NR>(kc, a, b, c, ldc, load_c, last, acc);
   for (int r = 0; r < Rows; ++r)
     for (int v = 0; v < V; ++v) {
       const __mmask16 mask = v == V - 1 ? last : __mmask16(0xFFFF);
@@ -93,25 +102,13 @@ void kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, b
     }
 }
 
-// C[Rows x 16V] = A panel * B panel, plus bias[r] on row r (bias may be null), clamped to
-// [lo, hi] in registers before the store: max(lo, x) then min(hi, x) keep NaN, as torch.clamp.
+// The same, plus bias[r] on row r (bias may be null), clamped to [lo, hi] in registers before
+// the store: max(lo, x) then min(hi, x) keep NaN, as torch.clamp.
 template <int Rows, int V, int NR>
 void kernel_bias_clamp(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                        bool load_c, __mmask16 last, const float* bias, float lo, float hi) {
   __m512 acc[Rows][V];
-  for (int r = 0; r < Rows; ++r)
-    for (int v = 0; v < V; ++v) {
-      const __mmask16 mask = v == V - 1 ? last : __mmask16(0xFFFF);
-      acc[r][v] = load_c ? _mm512_maskz_loadu_ps(mask, c + r * ldc + 16 * v) : _mm512_setzero_ps();
-    }
-  for (int64_t p = 0; p < kc; ++p, a += kMR, b += NR) {
-    __m512 bv[V];
-    for (int v = 0; v < V; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
-    for (int r = 0; r < Rows; ++r) {
-      const __m512 x = _mm512_set1_ps(a[r]);
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
-    }
-  }
+  multiply_tile<Rows, V, NR>(kc, a, b, c, ldc, load_c, last, acc);
   const __m512 lo_v = _mm512_set1_ps(lo), hi_v = _mm512_set1_ps(hi);
   for (int r = 0; r < Rows; ++r) {
     const __m512 add = _mm512_set1_ps(bias != nullptr ? bias[r] : 0.f);

@@ -119,19 +119,35 @@ void im2col_band(const Conv2dShape& s, const float* group_input, int64_t oh0, in
   }
 }
 
+// An epilogue as the clamp panel_gemm_bias_clamp and the depthwise kernel apply in registers: exact
+// for none, ReLU and Hardtanh (ReLU6); other activations go after the store (exact = false, no
+// clamp).
+struct ClampEpilogue {
+  float lo, hi;
+  bool exact;
+};
+ClampEpilogue clamp_of(const Epilogue& e) {
+  if (e.residual != nullptr) return {-INFINITY, INFINITY, false};  // added before the activation
+  if (!e.active) return {-INFINITY, INFINITY, true};
+  if (e.kind == Activation::relu) return {0.f, INFINITY, true};
+  if (e.kind == Activation::hardtanh) return {e.args.lo, e.args.hi, true};
+  return {-INFINITY, INFINITY, false};
+}
+
 void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
                    float* output, ThreadPool* pool, const Epilogue& epilogue) {
   const int64_t out_per_group = s.out_channels / s.groups;
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   const int64_t taps = s.kernel_h * s.kernel_w;
+  const ClampEpilogue clamp = clamp_of(epilogue);
   parallel_for(pool, s.batch * s.out_channels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
       const int64_t n = plane / s.out_channels, oc = plane % s.out_channels;
       const int64_t ic = oc / out_per_group;
       float* out = output + plane * out_plane;
       depthwise_plane(s, input + (n * s.in_channels + ic) * in_plane, weight + oc * taps,
-                      bias ? bias[oc] : 0.f, out);
-      apply_epilogue(epilogue, out, out_plane);  // the plane just written, still in cache
+                      bias ? bias[oc] : 0.f, out, clamp.lo, clamp.hi);
+      if (!clamp.exact) apply_epilogue(epilogue, out, out_plane);  // the plane, still in cache
     }
   });
 }
@@ -178,19 +194,30 @@ bool panels_suitable(const Conv2dShape& s) {
 
 constexpr int64_t kPixelPanel = 32;
 
-// An epilogue as the clamp panel_gemm_bias_clamp applies in registers: exact for none, ReLU and
-// Hardtanh (ReLU6); other activations go after the store (exact = false, no clamp).
-struct ClampEpilogue {
-  float lo, hi;
-  bool exact;
-};
-ClampEpilogue clamp_of(const Epilogue& e) {
-  if (e.residual != nullptr) return {-INFINITY, INFINITY, false};  // added before the activation
-  if (!e.active) return {-INFINITY, INFINITY, true};
-  if (e.kind == Activation::relu) return {0.f, INFINITY, true};
-  if (e.kind == Activation::hardtanh) return {e.args.lo, e.args.hi, true};
-  return {-INFINITY, INFINITY, false};
+#if defined(__AVX512F__)
+// Lanes [0, n) of a vector (all for n >= 16, none for n <= 0).
+inline __mmask16 lanes_below(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
+// The lanes p of a vector loaded at column `begin` of a row whose column begin + p is inside
+// [0, width): a masked load reads nothing outside the row and gives 0 in the padding.
+inline __mmask16 row_lanes(int64_t begin, int64_t width) {
+  const int64_t lo = std::clamp<int64_t>(-begin, 0, 16),
+                hi = std::clamp<int64_t>(width - begin, 0, 16);
+  return hi <= lo ? __mmask16(0) : __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+// 16 floats from column `begin` of a row `width` wide, 0 outside it. A masked load only where
+// the row ends within the vector: on Zen 4 a masked load waited (about a quarter of ResNet-50's
+// strided layers went into those loads).
+inline __m512 load_row(const float* row, int64_t begin, int64_t width) {
+  if (begin >= 0 && begin + 16 <= width) return _mm512_loadu_ps(row + begin);
+  return _mm512_maskz_loadu_ps(row_lanes(begin, width), row + begin);
+}
+// Indices of the even elements of two vectors (permutex2var).
+inline __m512i even_lanes() {
+  return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+}
+#endif
 
 // The im2col columns of output pixels [p0, p1) of one image as panels of kPixelPanel pixels
 // ([k][32] each, k = (input channel, kernel row, kernel column) as the weights order them), for
@@ -201,23 +228,50 @@ void pack_patches(const Conv2dShape& s, const float* image, int64_t p0, int64_t 
   const int64_t taps = s.kernel_h * s.kernel_w, k = s.in_channels * taps;
   const bool dense = taps == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
                      s.pad_left == 0 && s.out_w == s.in_w;
-  for (int64_t j = 0; j < count; j += kPixelPanel) {
-    const int64_t cols = std::min(kPixelPanel, count - j);
-    float* panel = out + j * k;
-    if (dense) {
-      for (int64_t c = c0; c < c1; ++c) {
+  // The part of an input plane these pixels read: [first, last) floats from the plane's start.
+  int64_t first = p0, last = p1;
+  if (!dense) {
+    const int64_t top = (p0 / s.out_w) * s.stride_h - s.pad_top;
+    const int64_t bottom =
+        ((p1 - 1) / s.out_w) * s.stride_h - s.pad_top + (s.kernel_h - 1) * s.dilation_h + 1;
+    first = std::clamp<int64_t>(top, 0, s.in_h) * s.in_w;
+    last = std::clamp<int64_t>(bottom, 0, s.in_h) * s.in_w;
+  }
+  // Channel by channel, the part of the plane kAhead channels on fetched ahead: the rows of a
+  // strided or padded layer are short runs that the hardware prefetchers do not follow, and
+  // each read waited on memory (packing took a quarter of ResNet-50's strided layers; packing
+  // again, from cache, cost nothing).
+  constexpr int64_t kAhead = 2;
+  auto fetch = [&](int64_t c) {
+    if (c >= c1) return;
+    const char* from = reinterpret_cast<const char*>(image + c * in_plane + first);
+    const char* to = reinterpret_cast<const char*>(image + c * in_plane + last);
+    for (; from < to; from += 64) __builtin_prefetch(from);
+  };
+  for (int64_t c = c0; c < std::min(c1, c0 + kAhead); ++c) fetch(c);
+  for (int64_t c = c0; c < c1; ++c) {
+    fetch(c + kAhead);
+    const float* plane = image + c * in_plane;
+    for (int64_t j = 0; j < count; j += kPixelPanel) {
+      const int64_t cols = std::min(kPixelPanel, count - j);
+      float* panel = out + j * k;
+      if (dense) {
         float* dst = panel + c * kPixelPanel;
-        std::copy(image + c * in_plane + p0 + j, image + c * in_plane + p0 + j + cols, dst);
+        const float* src = plane + p0 + j;
+#if defined(__AVX512F__)
+        // Two vectors, the lanes past `cols` zero: no call per 32 floats.
+        _mm512_store_ps(dst, _mm512_maskz_loadu_ps(lanes_below(cols), src));
+        _mm512_store_ps(dst + 16, _mm512_maskz_loadu_ps(lanes_below(cols - 16), src + 16));
+#else
+        std::copy(src, src + cols, dst);
         std::fill(dst + cols, dst + kPixelPanel, 0.f);
+#endif
+        continue;
       }
-      continue;
-    }
-    // Runs of the panel's pixels within one output row.
-    for (int64_t lane = 0; lane < cols;) {
-      const int64_t pixel = p0 + j + lane, oh = pixel / s.out_w, ow0 = pixel % s.out_w;
-      const int64_t n = std::min(cols - lane, s.out_w - ow0);
-      for (int64_t c = c0; c < c1; ++c) {
-        const float* plane = image + c * in_plane;
+      // Runs of the panel's pixels within one output row.
+      for (int64_t lane = 0; lane < cols;) {
+        const int64_t pixel = p0 + j + lane, oh = pixel / s.out_w, ow0 = pixel % s.out_w;
+        const int64_t n = std::min(cols - lane, s.out_w - ow0);
         for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
           const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
           for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
@@ -227,8 +281,25 @@ void pack_patches(const Conv2dShape& s, const float* image, int64_t p0, int64_t 
               continue;
             }
             const int64_t x0 = ow0 * s.stride_w - s.pad_left + kw * s.dilation_w;
-            const Span span = valid_columns(x0, s.stride_w, s.in_w, n);
             const float* row = plane + ih * s.in_w;
+#if defined(__AVX512F__)
+            // Strides 1 and 2 in registers: loads masked to the row's columns (zero in the
+            // padding), even lanes picked for stride 2, stores masked to the run's n lanes.
+            if (s.stride_w <= 2) {
+              for (int64_t i = 0; i < n; i += 16) {
+                const int64_t first = x0 + s.stride_w * i;
+                __m512 v = load_row(row, first, s.in_w);
+                if (s.stride_w == 2)
+                  v = _mm512_permutex2var_ps(v, even_lanes(), load_row(row, first + 16, s.in_w));
+                if (n - i >= 16)
+                  _mm512_storeu_ps(dst + i, v);
+                else
+                  _mm512_mask_storeu_ps(dst + i, lanes_below(n - i), v);
+              }
+              continue;
+            }
+#endif
+            const Span span = valid_columns(x0, s.stride_w, s.in_w, n);
             std::fill(dst, dst + span.lo, 0.f);
             if (s.stride_w == 1)
               std::copy(row + x0 + span.lo, row + x0 + span.hi, dst + span.lo);
@@ -239,12 +310,12 @@ void pack_patches(const Conv2dShape& s, const float* image, int64_t p0, int64_t 
             std::fill(dst + span.hi, dst + n, 0.f);
           }
         }
+        lane += n;
       }
-      lane += n;
+      if (cols < kPixelPanel)
+        for (int64_t r = c * taps; r < (c + 1) * taps; ++r)
+          std::fill(panel + r * kPixelPanel + cols, panel + (r + 1) * kPixelPanel, 0.f);
     }
-    if (cols < kPixelPanel)
-      for (int64_t r = c0 * taps; r < c1 * taps; ++r)
-        std::fill(panel + r * kPixelPanel + cols, panel + (r + 1) * kPixelPanel, 0.f);
   }
 }
 

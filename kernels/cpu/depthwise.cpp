@@ -3,8 +3,17 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
+#include <utility>
 
+#include "kernels/cpu/aligned_buffer.h"
+
+// GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 header for _mm512_alignr_epi32
+// (its _mm512_undefined_epi32 pass-through; GCC bug 105593, fixed in GCC 13): a false positive,
+// silenced for this file only.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -12,13 +21,6 @@
 namespace nnx::cpu {
 
 namespace {
-
-// Grows but never shrinks: steady-state inference allocates nothing here.
-float* padded_scratch(int64_t floats) {
-  thread_local std::vector<float> buffer;
-  if (int64_t(buffer.size()) < floats) buffer.resize(size_t(floats));
-  return buffer.data();
-}
 
 // out[i] += t * src[i] over a row; a plain loop the compiler vectorises.
 inline void axpy(float t, const float* __restrict src, float* __restrict out, int64_t n) {
@@ -31,69 +33,156 @@ inline void axpy3(float t0, const float* __restrict a, float t1, const float* __
   for (int64_t i = 0; i < n; ++i) out[i] += t0 * a[i] + t1 * b[i] + t2 * c[i];
 }
 
+inline float clamp_keep_nan(float x, float lo, float hi) {
+  if (x < lo) return lo;
+  if (x > hi) return hi;
+  return x;
+}
+
+#if defined(__AVX512F__)
+// f.template operator()<I>() for I = 0 .. N-1, unrolled at compile time.
+template <int N, typename F>
+inline __attribute__((always_inline)) void static_for(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (f.template operator()<I>(), ...);
+  }
+  (std::make_integer_sequence<int, N>{});
+}
+
+// R output rows of a KxK, stride-S, undilated kernel: every 16 outputs of the R rows summed in
+// registers over the (R - 1) * S + K window rows they share, each window row's phase loaded
+// once, aligned, per 16 outputs and its shifted taps made in registers (valignd) rather than
+// loaded again unaligned; the weights stay in registers; bias and clamp applied before the one
+// store. `top` is the first window row (phase 0, column 0) of the first output row.
+template <int K, int S, int R>
+void depthwise_rows(const float* __restrict top, int64_t row_pitch, int64_t phase_pitch,
+                    const __m512* w, __m512 bias, __m512 lo, __m512 hi, int64_t ow,
+                    float* __restrict out) {
+  for (int64_t x = 0; x < ow; x += 16) {
+    const __mmask16 mask = ow - x >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (ow - x)) - 1);
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = bias;
+    static_for<(R - 1) * S + K>([&]<int IR>() {
+      const float* row = top + IR * row_pitch + x;
+      static_for<S>([&]<int P>() {
+        const __m512 v0 = _mm512_load_ps(row + P * phase_pitch);
+        // The largest shift among this phase's taps: (K - 1 - P) / S.
+        const __m512 v1 = (K - 1 - P) / S > 0 ? _mm512_load_ps(row + P * phase_pitch + 16) : v0;
+        static_for<K>([&]<int KW>() {
+          if constexpr (KW % S == P) {
+            __m512 tap = v0;
+            if constexpr (KW / S > 0)
+              tap = _mm512_castsi512_ps(
+                  _mm512_alignr_epi32(_mm512_castps_si512(v1), _mm512_castps_si512(v0), KW / S));
+            static_for<R>([&]<int OR>() {
+              constexpr int KH = IR - OR * S;
+              if constexpr (KH >= 0 && KH < K)
+                acc[OR] = _mm512_fmadd_ps(w[KH * K + KW], tap, acc[OR]);
+            });
+          }
+        });
+      });
+    });
+    // max(lo, x) and min(hi, x) return x where it is NaN, as torch.clamp leaves it.
+    for (int r = 0; r < R; ++r)
+      _mm512_mask_storeu_ps(out + r * ow + x, mask, _mm512_min_ps(hi, _mm512_max_ps(lo, acc[r])));
+  }
+}
+
+template <int K, int S>
+void depthwise_plane_fast(const Conv2dShape& s, const float* padded, int64_t phase_pitch,
+                          const float* weight, float bias, float lo, float hi, float* output) {
+  constexpr int R = K <= 3 ? 4 : 2;
+  __m512 w[K * K];
+  for (int t = 0; t < K * K; ++t) w[t] = _mm512_set1_ps(weight[t]);
+  const __m512 b = _mm512_set1_ps(bias), l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
+  const int64_t row_pitch = S * phase_pitch, ow = s.out_w;
+  int64_t oh = 0;
+  for (; oh + R <= s.out_h; oh += R)
+    depthwise_rows<K, S, R>(padded + oh * S * row_pitch, row_pitch, phase_pitch, w, b, l, h, ow,
+                            output + oh * ow);
+  for (; oh < s.out_h; ++oh)
+    depthwise_rows<K, S, 1>(padded + oh * S * row_pitch, row_pitch, phase_pitch, w, b, l, h, ow,
+                            output + oh * ow);
+}
+#endif
+
 }  // namespace
 
 void depthwise_plane(const Conv2dShape& s, const float* input, const float* weight, float bias,
-                     float* output) {
+                     float* output, float lo, float hi) {
   const int64_t sh = s.stride_h, sw = s.stride_w, dh = s.dilation_h, dw = s.dilation_w;
   // The padded window the outputs read: rows [0, rows) and columns [0, cols) of the input
   // shifted by the top and left padding (anything outside the input reads as zero).
   const int64_t rows = (s.out_h - 1) * sh + (s.kernel_h - 1) * dh + 1;
   const int64_t cols = (s.out_w - 1) * sw + (s.kernel_w - 1) * dw + 1;
-  // Column c of the window lives in phase c % sw at position c / sw.
+  // Column c of the window lives in phase c % sw at position c / sw; each phase of a row is
+  // `pitch` floats (a multiple of 16, with at least one zeroed vector past its columns), so that
+  // a vector of outputs and the one after it load aligned.
   const int64_t phase_w = (cols + sw - 1) / sw;
-  float* padded = padded_scratch(rows * sw * phase_w);
+  const int64_t pitch = (phase_w + 15) / 16 * 16 + 16;
+  thread_local AlignedBuffer scratch;
+  float* padded = scratch.get(rows * sw * pitch);
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t ih = r - s.pad_top;
-    float* dst = padded + r * sw * phase_w;
+    float* dst = padded + r * sw * pitch;
     if (ih < 0 || ih >= s.in_h) {
-      std::fill(dst, dst + sw * phase_w, 0.f);
+      std::fill(dst, dst + sw * pitch, 0.f);
       continue;
     }
     const float* src = input + ih * s.in_w;
     // Window columns [lo, hi) fall inside the input row.
-    const int64_t lo = std::clamp<int64_t>(s.pad_left, 0, cols);
-    const int64_t hi = std::clamp<int64_t>(s.in_w + s.pad_left, lo, cols);
+    const int64_t in_lo = std::clamp<int64_t>(s.pad_left, 0, cols);
+    const int64_t in_hi = std::clamp<int64_t>(s.in_w + s.pad_left, in_lo, cols);
     if (sw == 1) {
-      std::fill(dst, dst + lo, 0.f);
-      std::copy(src + (lo - s.pad_left), src + (hi - s.pad_left), dst + lo);
-      std::fill(dst + hi, dst + cols, 0.f);
+      std::fill(dst, dst + in_lo, 0.f);
+      std::copy(src + (in_lo - s.pad_left), src + (in_hi - s.pad_left), dst + in_lo);
+      std::fill(dst + in_hi, dst + pitch, 0.f);
       continue;
     }
-    std::fill(dst, dst + sw * phase_w, 0.f);
+    std::fill(dst, dst + sw * pitch, 0.f);
     const float* from = src - s.pad_left;  // from[c] is window column c
     if (sw == 2) {
       float* even = dst;
-      float* odd = dst + phase_w;
-      int64_t c = lo;
-      if (c % 2 == 1 && c < hi) odd[c / 2] = from[c], ++c;
+      float* odd = dst + pitch;
+      int64_t c = in_lo;
+      if (c % 2 == 1 && c < in_hi) odd[c / 2] = from[c], ++c;
 #if defined(__AVX512F__)
       const __m512i even_index =
           _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
       const __m512i odd_index = _mm512_add_epi32(even_index, _mm512_set1_epi32(1));
-      for (; c + 32 <= hi; c += 32) {
+      for (; c + 32 <= in_hi; c += 32) {
         const __m512 a = _mm512_loadu_ps(from + c), b = _mm512_loadu_ps(from + c + 16);
         _mm512_storeu_ps(even + c / 2, _mm512_permutex2var_ps(a, even_index, b));
         _mm512_storeu_ps(odd + c / 2, _mm512_permutex2var_ps(a, odd_index, b));
       }
 #endif
-      for (; c + 2 <= hi; c += 2) {
+      for (; c + 2 <= in_hi; c += 2) {
         even[c / 2] = from[c];
         odd[c / 2] = from[c + 1];
       }
-      if (c < hi) even[c / 2] = from[c];
+      if (c < in_hi) even[c / 2] = from[c];
       continue;
     }
     for (int64_t p = 0; p < sw; ++p) {
       // Phase p holds window columns p, p + sw, ...: those inside the input are copied.
-      int64_t c = lo + ((p - lo % sw) % sw + sw) % sw;
-      for (; c < hi; c += sw) dst[p * phase_w + c / sw] = from[c];
+      int64_t c = in_lo + ((p - in_lo % sw) % sw + sw) % sw;
+      for (; c < in_hi; c += sw) dst[p * pitch + c / sw] = from[c];
     }
   }
   const int64_t ow = s.out_w;
 #if defined(__AVX512F__)
-  // Each 16 outputs of a row summed in one register over all taps (masked at the row's end, so
-  // the 7- and 14-wide rows of deep layers are vector work too), stored once.
+  const bool square = s.kernel_h == s.kernel_w && sh == sw && dh == 1 && dw == 1;
+  if (square && s.kernel_h == 3 && sw == 1)
+    return depthwise_plane_fast<3, 1>(s, padded, pitch, weight, bias, lo, hi, output);
+  if (square && s.kernel_h == 3 && sw == 2)
+    return depthwise_plane_fast<3, 2>(s, padded, pitch, weight, bias, lo, hi, output);
+  if (square && s.kernel_h == 5 && sw == 1)
+    return depthwise_plane_fast<5, 1>(s, padded, pitch, weight, bias, lo, hi, output);
+  if (square && s.kernel_h == 5 && sw == 2)
+    return depthwise_plane_fast<5, 2>(s, padded, pitch, weight, bias, lo, hi, output);
+  // Other kernels: each 16 outputs of a row summed in one register over all taps (masked at the
+  // row's end, so the 7- and 14-wide rows of deep layers are vector work too), stored once.
   if (s.kernel_h * s.kernel_w <= 49) {
     const int64_t taps = s.kernel_h * s.kernel_w;
     int64_t offset[49];  // of each tap in the padded plane, relative to the row's first output
@@ -101,12 +190,12 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
     for (int64_t kh = 0, t = 0; kh < s.kernel_h; ++kh)
       for (int64_t kw = 0; kw < s.kernel_w; ++kw, ++t) {
         const int64_t c = kw * dw;
-        offset[t] = kh * dh * sw * phase_w + (c % sw) * phase_w + c / sw;
+        offset[t] = kh * dh * sw * pitch + (c % sw) * pitch + c / sw;
         tap_weight[t] = _mm512_set1_ps(weight[t]);
       }
-    const __m512 start = _mm512_set1_ps(bias);
+    const __m512 start = _mm512_set1_ps(bias), l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
     for (int64_t oh = 0; oh < s.out_h; ++oh) {
-      const float* row = padded + oh * sh * sw * phase_w;
+      const float* row = padded + oh * sh * sw * pitch;
       float* out = output + oh * ow;
       for (int64_t x = 0; x < ow; x += 16) {
         const __mmask16 mask = ow - x >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (ow - x)) - 1);
@@ -114,7 +203,7 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
         for (int64_t t = 0; t < taps; ++t)
           acc =
               _mm512_fmadd_ps(tap_weight[t], _mm512_maskz_loadu_ps(mask, row + offset[t] + x), acc);
-        _mm512_mask_storeu_ps(out + x, mask, acc);
+        _mm512_mask_storeu_ps(out + x, mask, _mm512_min_ps(h, _mm512_max_ps(l, acc)));
       }
     }
     return;
@@ -124,17 +213,18 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
     float* out = output + oh * ow;
     std::fill(out, out + ow, bias);
     for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
-      const float* row = padded + (oh * sh + kh * dh) * sw * phase_w;
+      const float* row = padded + (oh * sh + kh * dh) * sw * pitch;
       const float* w = weight + kh * s.kernel_w;
       auto tap = [&](int64_t kw) {
         const int64_t c = kw * dw;
-        return row + (c % sw) * phase_w + c / sw;
+        return row + (c % sw) * pitch + c / sw;
       };
       int64_t kw = 0;
       for (; kw + 3 <= s.kernel_w; kw += 3)
         axpy3(w[kw], tap(kw), w[kw + 1], tap(kw + 1), w[kw + 2], tap(kw + 2), out, ow);
       for (; kw < s.kernel_w; ++kw) axpy(w[kw], tap(kw), out, ow);
     }
+    for (int64_t i = 0; i < ow; ++i) out[i] = clamp_keep_nan(out[i], lo, hi);
   }
 }
 

@@ -4,13 +4,15 @@
 // multiply-add over an output row.
 #pragma once
 
+#include <cmath>
+
 #include "kernels/cpu/conv2d.h"
 
 namespace nnx::cpu {
 
 // One output plane [out_h, out_w] of `shape` from one input plane [in_h, in_w] and that output
-// channel's kernel [kernel_h, kernel_w]: out = bias + sum of taps.
+// channel's kernel [kernel_h, kernel_w]: out = clamp(bias + sum of taps, lo, hi) (NaN kept).
 void depthwise_plane(const Conv2dShape& shape, const float* input, const float* weight, float bias,
-                     float* output);
+                     float* output, float lo = -INFINITY, float hi = INFINITY);
 
 }  // namespace nnx::cpu

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -13,7 +14,8 @@ namespace {
 
 using nnx::cpu::Conv2dShape;
 
-double check(const Conv2dShape& s) {
+// The largest difference from a double-precision direct sum, clamped to [lo, hi].
+double check(const Conv2dShape& s, float lo = -INFINITY, float hi = INFINITY) {
   std::mt19937 rng(unsigned(s.in_h * 1000 + s.in_w * 10 + s.kernel_h));
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   std::vector<float> in(size_t(s.in_h * s.in_w)), w(size_t(s.kernel_h * s.kernel_w));
@@ -22,7 +24,7 @@ double check(const Conv2dShape& s) {
   const float bias = u(rng);
   // One guard element past the plane catches writes beyond it.
   std::vector<float> out(size_t(s.out_h * s.out_w + 1), 12345.f);
-  nnx::cpu::depthwise_plane(s, in.data(), w.data(), bias, out.data());
+  nnx::cpu::depthwise_plane(s, in.data(), w.data(), bias, out.data(), lo, hi);
   EXPECT_EQ(out.back(), 12345.f);
   double worst = 0;
   for (int64_t oh = 0; oh < s.out_h; ++oh)
@@ -35,6 +37,7 @@ double check(const Conv2dShape& s) {
           if (ih < 0 || ih >= s.in_h || iw < 0 || iw >= s.in_w) continue;
           want += double(in[size_t(ih * s.in_w + iw)]) * double(w[size_t(kh * s.kernel_w + kw)]);
         }
+      want = std::clamp(want, double(lo), double(hi));
       worst = std::max(worst, std::abs(double(out[size_t(oh * s.out_w + ow)]) - want));
     }
   return worst;
@@ -61,7 +64,12 @@ TEST(Depthwise, MatchesDirectSum) {
     for (int64_t stride : {1, 2, 3})
       for (int64_t dilation : {1, 2})
         for (int64_t pad : {0, 1, 3})
-          for (auto [h, w] : {std::pair<int64_t, int64_t>{7, 7}, {14, 9}, {56, 56}, {3, 40}}) {
+          for (auto [h, w] : {std::pair<int64_t, int64_t>{7, 7},
+                              {14, 9},
+                              {56, 56},
+                              {3, 40},
+                              {13, 112},
+                              {10, 33}}) {
             if (h + 2 * pad < dilation * (k - 1) + 1 || w + 2 * pad < dilation * (k - 1) + 1)
               continue;
             const Conv2dShape s = shape(h, w, k, stride, pad, dilation);
@@ -83,6 +91,33 @@ TEST(Depthwise, AsymmetricPaddingAndRectangularKernels) {
   t.stride_h = 1;
   t.out_h = 9;
   EXPECT_LT(check(t), 1e-5);
+}
+
+// The clamp of a fused ReLU6 (or ReLU) on every path: the register-blocked 3x3 and 5x5 kernels
+// (strides 1 and 2), the general vector loop (7x7, dilated) and the scalar one (stride 3).
+TEST(Depthwise, ClampsLikeReLU6) {
+  for (int64_t k : {3, 5, 7})
+    for (int64_t stride : {1, 2, 3})
+      for (int64_t dilation : {1, 2}) {
+        const Conv2dShape s = shape(21, 37, k, stride, k / 2, dilation);
+        EXPECT_LT(check(s, 0.f, 0.5f), 1e-5) << "k " << k << " stride " << stride;
+        EXPECT_LT(check(s, 0.f, INFINITY), 1e-5) << "k " << k << " stride " << stride;
+      }
+}
+
+// A NaN in the input stays NaN through the clamp, as torch.clamp leaves it.
+TEST(Depthwise, ClampKeepsNaN) {
+  for (int64_t stride : {1, 2}) {
+    const Conv2dShape s = shape(8, 20, 3, stride, 1, 1);
+    std::vector<float> in(size_t(s.in_h * s.in_w), 1.f), w(9, 1.f);
+    in[size_t(3 * s.in_w + 4)] = NAN;
+    std::vector<float> out(size_t(s.out_h * s.out_w));
+    nnx::cpu::depthwise_plane(s, in.data(), w.data(), 0.f, out.data(), 0.f, 6.f);
+    const int64_t oh = 3 / stride, ow = 4 / stride;
+    EXPECT_TRUE(std::isnan(out[size_t(oh * s.out_w + ow)])) << "stride " << stride;
+    EXPECT_EQ(out[0], 4.f);  // corner: 4 taps of 1 inside the input
+    EXPECT_EQ(out[size_t((s.out_h - 1) * s.out_w + 1)], 6.f);  // 6 or 9 taps, clamped
+  }
 }
 
 }  // namespace

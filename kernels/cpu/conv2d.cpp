@@ -183,13 +183,21 @@ namespace {
 // the threads share the weight panels instead.
 // Measured against the band path (2-core EPYC, ResNet-50 and MobileNetV2 layers): a first layer
 // with a large kernel on few input channels (ResNet's 7x7 stem on 3: 1.62 against 1.55 ms),
-// whose long, thin patches are packed a run of pixels at a time, and 1x1 layers that reduce the
-// channels (K > M: ResNet's 1024 -> 256 at 14x14 took 0.70 against 0.60 ms) stay on the band
-// path; MobileNetV2's 3x3 stem on 3 channels gains (0.24 against 0.35 ms).
-bool panels_suitable(const Conv2dShape& s) {
+// whose long, thin patches are packed a run of pixels at a time, stays on the band path, and so
+// do 1x1 layers that reduce the channels from a depth over 384 on planes over 64 pixels
+// (ResNet-50's 512 -> 128 at 28x28 and 1024 -> 256 at 14x14: 0.69 against 0.79-0.85 ms on
+// panels, whose depth blocks read and write the output again). MobileNetV2's 3x3 stem on 3
+// channels gains (0.24 against 0.35 ms), as do its projections (2.92 -> 2.45 ms in all) and
+// ResNet-50's 256 -> 64 at 56x56 (0.82 -> 0.74 ms).
+// Whatever the plane's size (what decides whether the weights are needed besides the panels).
+bool panels_suitable_any_size(const Conv2dShape& s) {
   if (s.groups != 1) return false;
-  if (s.kernel_h * s.kernel_w == 1) return s.out_channels >= s.in_channels;
+  if (s.kernel_h * s.kernel_w == 1) return s.out_channels >= s.in_channels || s.in_channels <= 384;
   return s.in_channels >= 16 || s.kernel_h * s.kernel_w <= 9;
+}
+bool panels_suitable(const Conv2dShape& s) {
+  return panels_suitable_any_size(s) ||
+         (s.groups == 1 && s.kernel_h * s.kernel_w == 1 && s.out_h * s.out_w <= 64);
 }
 
 constexpr int64_t kPixelPanel = 32;
@@ -472,7 +480,8 @@ bool conv2d_uses_winograd_prepared(const Conv2dShape& s) {
 bool conv2d_reads_prepared_only(const Conv2dShape& s) {
   if (s.in_channels / s.groups == 1 && s.out_channels / s.groups <= kDirectMaxMultiplier)
     return false;  // the direct (depthwise) loop
-  return conv2d_uses_winograd_prepared(s) || (panels_suitable(s) && panels_enabled());
+  // Not panels_suitable: made before the plane's size is known, this must hold for every size.
+  return conv2d_uses_winograd_prepared(s) || (panels_suitable_any_size(s) && panels_enabled());
 }
 
 void conv2d(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
@@ -486,7 +495,8 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
   if (winograd_enabled() && winograd_suitable(s, prepared != nullptr))
     return conv2d_winograd(s, input, weight, bias, output, pool, epilogue,
                            prepared ? prepared->winograd(s, weight, pool) : nullptr);
-  if (prepared != nullptr && panels_suitable(s) && panels_enabled())
+  // Without weights (dropped where conv2d_reads_prepared_only) the panels are the only form.
+  if (prepared != nullptr && panels_enabled() && (panels_suitable(s) || weight == nullptr))
     return conv2d_panels(s, input, prepared->panels(s, weight, pool), bias, output, pool, epilogue);
 
   const bool pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&

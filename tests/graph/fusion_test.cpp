@@ -142,6 +142,30 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Fusion,
                            return name;
                          });
 
+// A 1x1 layer that reduces a deep input takes the panels on small planes and the band path on
+// larger ones, so its folded weights must stay besides the panels: one Executor runs it at both
+// sizes (a 14x14 input once read weights that the fusion had dropped and crashed).
+TEST(FusionReduce, APointwiseReductionRunsOnEveryPlaneSize) {
+  Model model = load_memory(R"json({
+    "inputs_channels": [512], "outputs_channels": [128], "outputs": [[2, 0, 0]],
+    "auto_connect": true,
+    "layers": [["torch.nn.Conv2d(512,128,1,bias=False)", 128], ["torch.nn.BatchNorm2d(128)"],
+               ["torch.nn.ReLU()"]]})json",
+                            "", {}, "reduce.json");
+  std::mt19937 rng(3);
+  for (const Layer& layer : model.graph().layers)
+    for (const Param& p : layer.op->params())
+      if (p.name == "running_var" || p.name == "weight" || p.name == "bias")
+        layer.op->set_param(p.name, random_tensor(p.value.shape(), rng, 0.5f, 2));
+  Executor fused(model, {.threads = 2, .fuse = true});
+  Executor plain(model, {.threads = 2, .fuse = false});
+  for (const Shape& shape :
+       {Shape{1, 512, 7, 7}, Shape{1, 512, 14, 14}, Shape{1, 512, 5, 5}, Shape{2, 512, 9, 9}}) {
+    Tensor input = random_tensor(shape, rng, -2, 2);
+    EXPECT_LE(relative_error(fused(input)[0], plain(input)[0]), 1e-5) << shape.str();
+  }
+}
+
 TEST(FusionThreads, FusedRunsAreBitExactAcrossThreadCounts) {
   Model model = fusion_model();
   std::mt19937 rng(2);

@@ -187,9 +187,18 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
     // Separably: the window's maximum down each input column of an output row (contiguous,
     // so it vectorises), then across the taps of each output column.
     // One row of maxima per thread, grown once: steady-state runs allocate nothing here.
+    // For the phased split the row sits after pad_w floats of -inf and is followed by -inf up
+    // to 2 * half: each phase is then a plain stride-2 copy (no test per column).
     thread_local std::vector<float> column_max, phases;
-    if (column_max.size() < static_cast<size_t>(s.in_w)) column_max.resize(size_t(s.in_w));
+    const int64_t lead = phased ? s.pad_w : 0;
+    const size_t row_floats = size_t(std::max(s.in_w + lead, phased ? 2 * half : int64_t(0)));
+    if (column_max.size() < row_floats) column_max.resize(row_floats);
     if (phased && phases.size() < static_cast<size_t>(2 * half)) phases.resize(size_t(2 * half));
+    if (phased) {
+      std::fill(column_max.begin(), column_max.begin() + lead, lowest);
+      if (lead + s.in_w < 2 * half)  // else the window ends within the row
+        std::fill(column_max.begin() + lead + s.in_w, column_max.begin() + 2 * half, lowest);
+    }
     for (int64_t p = begin; p < end; ++p) {
       const float* in = input + p * in_plane;
       float* out = output + p * out_plane;
@@ -199,7 +208,7 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
           std::fill(out, out + s.out_w, lowest);
           continue;
         }
-        float* m = column_max.data();
+        float* m = column_max.data() + lead;
         const float* first = in + (h0 + rows[oh].lo * s.dilation_h) * s.in_w;
         std::copy(first, first + s.in_w, m);
         for (int64_t kh = rows[oh].lo + 1; kh < rows[oh].hi; ++kh) {
@@ -216,9 +225,10 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
         if (phased) {
           float* even = phases.data();
           float* odd = even + half;
-          for (int64_t c = 0; c < span; ++c) {
-            const int64_t w = c - s.pad_w;
-            (c % 2 == 0 ? even : odd)[c / 2] = w >= 0 && w < s.in_w ? m[w] : lowest;
+          const float* window = column_max.data();  // window column c at window[c]
+          for (int64_t i = 0; i < half; ++i) {
+            even[i] = window[2 * i];
+            odd[i] = window[2 * i + 1];
           }
           std::copy(even, even + s.out_w, out);
           for (int64_t kw = 1; kw < s.kernel_w; ++kw) {

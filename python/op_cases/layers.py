@@ -139,6 +139,13 @@ def _maxpool_cases():
                 call="MaxPool2d(kernel_size=(2,))")
     yield _case("maxpool_explicit_none_stride", M(3, stride=None), (1, 1, 7, 7),
                 call="MaxPool2d(3, stride=None, return_indices=False)")
+    # ResNet's stem pool (the phased stride-2 path), NaN in the left padding's window and in the
+    # last column; then a stride-2 window that ends before the row does (14 columns, 6 outputs).
+    x = torch.randn(1, 2, 12, 14)
+    x[0, 0, 3, 0] = float("nan")
+    x[0, 1, 7, 13] = float("nan")
+    yield _case("maxpool_stem_nan", M(3, 2, 1), inputs=[x])
+    yield _case("maxpool_s2_short_window", M(3, 2), (1, 2, 6, 14))
     x = torch.randn(1, 2, 6, 6)
     x[0, 0, 1, 1] = float("nan")
     x[0, 1, 4, 5] = float("nan")

@@ -83,6 +83,45 @@ inline void gather_even(const float* src, int64_t n, float* dst) {
   for (; i < n; ++i) dst[i] = src[2 * i];
 }
 
+#if defined(__AVX512F__)
+// Lanes [0, n) of a vector (all for n >= 16, none for n <= 0).
+inline __mmask16 lanes_below(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+// The lanes p of a vector loaded at column `begin` of a row whose column begin + p is inside
+// [0, width): a masked load reads nothing outside the row and gives 0 in the padding.
+inline __mmask16 row_lanes(int64_t begin, int64_t width) {
+  const int64_t lo = std::clamp<int64_t>(-begin, 0, 16),
+                hi = std::clamp<int64_t>(width - begin, 0, 16);
+  return hi <= lo ? __mmask16(0) : __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+// 16 floats from column `begin` of a row `width` wide, 0 outside it. A masked load only where
+// the row ends within the vector: on Zen 4 a masked load waited (about a quarter of ResNet-50's
+// strided layers went into those loads).
+inline __m512 load_row(const float* row, int64_t begin, int64_t width) {
+  if (begin >= 0 && begin + 16 <= width) return _mm512_loadu_ps(row + begin);
+  return _mm512_maskz_loadu_ps(row_lanes(begin, width), row + begin);
+}
+// Indices of the even elements of two vectors (permutex2var).
+inline __m512i even_lanes() {
+  return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+}
+// out[i] = row[first + stride * i] for i < n (stride 1 or 2), 0 where that column is outside
+// [0, width): in registers, stores masked to the n floats, no call for short rows.
+inline void gather_row(const float* row, int64_t first, int64_t stride, int64_t width, int64_t n,
+                       float* out) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const int64_t from = first + stride * i;
+    __m512 v = load_row(row, from, width);
+    if (stride == 2) v = _mm512_permutex2var_ps(v, even_lanes(), load_row(row, from + 16, width));
+    if (n - i >= 16)
+      _mm512_storeu_ps(out + i, v);
+    else
+      _mm512_mask_storeu_ps(out + i, lanes_below(n - i), v);
+  }
+}
+#endif
+
 // Columns of output rows [oh0, oh1) of one group: row (ic, kh, kw) of `columns` holds, for every
 // output pixel of the band, the input value under that kernel tap (0 in the padding). Writes
 // the rows of input channels [ic0, ic1) only.
@@ -95,15 +134,32 @@ void im2col_band(const Conv2dShape& s, const float* group_input, int64_t oh0, in
     for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
       for (int64_t kw = 0; kw < s.kernel_w; ++kw, dst += band) {
         const int64_t offset = kw * s.dilation_w - s.pad_left;
-        const Span span = valid_columns(offset, s.stride_w, s.in_w, s.out_w);
+#if defined(__AVX512F__)
+        const bool vector_rows = s.stride_w <= 2;  // gather_row: no span needed
+#else
+        const bool vector_rows = false;
+#endif
+        const Span span =
+            vector_rows ? Span{0, 0} : valid_columns(offset, s.stride_w, s.in_w, s.out_w);
         float* out = dst;
         for (int64_t oh = oh0; oh < oh1; ++oh, out += s.out_w) {
           const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
           if (ih < 0 || ih >= s.in_h) {
+#if defined(__AVX512F__)
+            for (int64_t i = 0; i < s.out_w; i += 16)
+              _mm512_mask_storeu_ps(out + i, lanes_below(s.out_w - i), _mm512_setzero_ps());
+#else
             std::fill(out, out + s.out_w, 0.f);
+#endif
             continue;
           }
           const float* row = plane + ih * s.in_w;
+#if defined(__AVX512F__)
+          if (s.stride_w <= 2) {
+            gather_row(row, offset, s.stride_w, s.in_w, s.out_w, out);
+            continue;
+          }
+#endif
           std::fill(out, out + span.lo, 0.f);
           if (s.stride_w == 1) {
             std::copy(row + (span.lo + offset), row + (span.hi + offset), out + span.lo);
@@ -202,31 +258,6 @@ bool panels_suitable(const Conv2dShape& s) {
 
 constexpr int64_t kPixelPanel = 32;
 
-#if defined(__AVX512F__)
-// Lanes [0, n) of a vector (all for n >= 16, none for n <= 0).
-inline __mmask16 lanes_below(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
-}
-// The lanes p of a vector loaded at column `begin` of a row whose column begin + p is inside
-// [0, width): a masked load reads nothing outside the row and gives 0 in the padding.
-inline __mmask16 row_lanes(int64_t begin, int64_t width) {
-  const int64_t lo = std::clamp<int64_t>(-begin, 0, 16),
-                hi = std::clamp<int64_t>(width - begin, 0, 16);
-  return hi <= lo ? __mmask16(0) : __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1));
-}
-// 16 floats from column `begin` of a row `width` wide, 0 outside it. A masked load only where
-// the row ends within the vector: on Zen 4 a masked load waited (about a quarter of ResNet-50's
-// strided layers went into those loads).
-inline __m512 load_row(const float* row, int64_t begin, int64_t width) {
-  if (begin >= 0 && begin + 16 <= width) return _mm512_loadu_ps(row + begin);
-  return _mm512_maskz_loadu_ps(row_lanes(begin, width), row + begin);
-}
-// Indices of the even elements of two vectors (permutex2var).
-inline __m512i even_lanes() {
-  return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-}
-#endif
-
 // The im2col columns of output pixels [p0, p1) of one image as panels of kPixelPanel pixels
 // ([k][32] each, k = (input channel, kernel row, kernel column) as the weights order them), for
 // input channels [c0, c1); zero where a tap falls in the padding and past the last pixel.
@@ -294,16 +325,7 @@ void pack_patches(const Conv2dShape& s, const float* image, int64_t p0, int64_t 
             // Strides 1 and 2 in registers: loads masked to the row's columns (zero in the
             // padding), even lanes picked for stride 2, stores masked to the run's n lanes.
             if (s.stride_w <= 2) {
-              for (int64_t i = 0; i < n; i += 16) {
-                const int64_t first = x0 + s.stride_w * i;
-                __m512 v = load_row(row, first, s.in_w);
-                if (s.stride_w == 2)
-                  v = _mm512_permutex2var_ps(v, even_lanes(), load_row(row, first + 16, s.in_w));
-                if (n - i >= 16)
-                  _mm512_storeu_ps(dst + i, v);
-                else
-                  _mm512_mask_storeu_ps(dst + i, lanes_below(n - i), v);
-              }
+              gather_row(row, x0, s.stride_w, s.in_w, n, dst);
               continue;
             }
 #endif

@@ -23,6 +23,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/pooling.h"
 #include "kernels/cpu/prepared.h"
+#include "kernels/cpu/rows.h"
 #include "kernels/cpu/sums.h"
 #include "kernels/cpu/winograd.h"
 #include "nnx/thread_pool.h"
@@ -82,45 +83,6 @@ inline void gather_even(const float* src, int64_t n, float* dst) {
 #endif
   for (; i < n; ++i) dst[i] = src[2 * i];
 }
-
-#if defined(__AVX512F__)
-// Lanes [0, n) of a vector (all for n >= 16, none for n <= 0).
-inline __mmask16 lanes_below(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
-}
-// The lanes p of a vector loaded at column `begin` of a row whose column begin + p is inside
-// [0, width): a masked load reads nothing outside the row and gives 0 in the padding.
-inline __mmask16 row_lanes(int64_t begin, int64_t width) {
-  const int64_t lo = std::clamp<int64_t>(-begin, 0, 16),
-                hi = std::clamp<int64_t>(width - begin, 0, 16);
-  return hi <= lo ? __mmask16(0) : __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1));
-}
-// 16 floats from column `begin` of a row `width` wide, 0 outside it. A masked load only where
-// the row ends within the vector: on Zen 4 a masked load waited (about a quarter of ResNet-50's
-// strided layers went into those loads).
-inline __m512 load_row(const float* row, int64_t begin, int64_t width) {
-  if (begin >= 0 && begin + 16 <= width) return _mm512_loadu_ps(row + begin);
-  return _mm512_maskz_loadu_ps(row_lanes(begin, width), row + begin);
-}
-// Indices of the even elements of two vectors (permutex2var).
-inline __m512i even_lanes() {
-  return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-}
-// out[i] = row[first + stride * i] for i < n (stride 1 or 2), 0 where that column is outside
-// [0, width): in registers, stores masked to the n floats, no call for short rows.
-inline void gather_row(const float* row, int64_t first, int64_t stride, int64_t width, int64_t n,
-                       float* out) {
-  for (int64_t i = 0; i < n; i += 16) {
-    const int64_t from = first + stride * i;
-    __m512 v = load_row(row, from, width);
-    if (stride == 2) v = _mm512_permutex2var_ps(v, even_lanes(), load_row(row, from + 16, width));
-    if (n - i >= 16)
-      _mm512_storeu_ps(out + i, v);
-    else
-      _mm512_mask_storeu_ps(out + i, lanes_below(n - i), v);
-  }
-}
-#endif
 
 // Columns of output rows [oh0, oh1) of one group: row (ic, kh, kw) of `columns` holds, for every
 // output pixel of the band, the input value under that kernel tap (0 in the padding). Writes

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "kernels/cpu/aligned_buffer.h"
+#include "kernels/cpu/rows.h"
 
 // GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 header for _mm512_alignr_epi32
 // (its _mm512_undefined_epi32 pass-through; GCC bug 105593, fixed in GCC 13): a false positive,
@@ -131,6 +132,16 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
       continue;
     }
     const float* src = input + ih * s.in_w;
+#if defined(__AVX512F__)
+    // Stride 1: the whole pitch in registers, zero outside the input row (columns past the
+    // window feed only lanes that are never stored). For stride 2 the one pass below, which
+    // splits both phases from each load, measured faster (0.50 against 0.63 ms on MobileNetV2's
+    // 96-channel 112x112 layer) than a gather per phase.
+    if (sw == 1) {
+      gather_row(src, -s.pad_left, 1, s.in_w, pitch, dst);
+      continue;
+    }
+#endif
     // Window columns [lo, hi) fall inside the input row.
     const int64_t in_lo = std::clamp<int64_t>(s.pad_left, 0, cols);
     const int64_t in_hi = std::clamp<int64_t>(s.in_w + s.pad_left, in_lo, cols);
@@ -140,11 +151,15 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
       std::fill(dst + in_hi, dst + pitch, 0.f);
       continue;
     }
-    std::fill(dst, dst + sw * pitch, 0.f);
     const float* from = src - s.pad_left;  // from[c] is window column c
     if (sw == 2) {
       float* even = dst;
       float* odd = dst + pitch;
+      // Window column c is even[c / 2] or odd[c / 2]: zero the positions outside [lo, hi).
+      std::fill(even, even + (in_lo + 1) / 2, 0.f);
+      std::fill(even + (in_hi + 1) / 2, even + pitch, 0.f);
+      std::fill(odd, odd + in_lo / 2, 0.f);
+      std::fill(odd + in_hi / 2, odd + pitch, 0.f);
       int64_t c = in_lo;
       if (c % 2 == 1 && c < in_hi) odd[c / 2] = from[c], ++c;
 #if defined(__AVX512F__)
@@ -164,6 +179,7 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
       if (c < in_hi) even[c / 2] = from[c];
       continue;
     }
+    std::fill(dst, dst + sw * pitch, 0.f);
     for (int64_t p = 0; p < sw; ++p) {
       // Phase p holds window columns p, p + sw, ...: those inside the input are copied.
       int64_t c = in_lo + ((p - in_lo % sw) % sw + sw) % sw;

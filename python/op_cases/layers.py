@@ -91,6 +91,9 @@ def _linear_cases():
     yield _case("linear_rank1", L(7, 3), (7,))
     yield _case("linear_batch1_wide", L(64, 100), (1, 64))
     yield _case("linear_many_rows", L(64, 40), (33, 64))
+    # One and two rows over the threads (the matrix-vector path): features off the 16-blocks.
+    yield _case("linear_two_rows_threads", L(512, 300), (2, 512))
+    yield _case("linear_one_row_nobias_threads", L(600, 130, bias=False), (1, 600))
     yield _case("linear_kwargs", L(300, 200), (8, 300),
                 call="Linear(in_features=300, out_features=200, bias=True)")
 

@@ -2,8 +2,9 @@
 """nnx against PyTorch and ONNX Runtime on the same files, measured in alternation in one run.
 
 usage: /usr/bin/python3 python/bench_compare.py [--models seed,resnet18,mobilenet_v2,resnet50]
-           [--threads 2] [--iters 20] [--warmup 3] [--rounds 3] [--nnx PATH] [--nnx-export PATH]
-           [--work DIR] [--json] [--plot FILE.png] [--markdown FILE.md]
+           [--device cpu|cuda] [--batch N] [--threads 2] [--iters 20] [--warmup 3] [--rounds 3]
+           [--nnx PATH] [--nnx-export PATH] [--work DIR] [--json] [--plot FILE.png]
+           [--markdown FILE.md]
 
 For each model the script prepares one set of files and one input, and every runtime reads
 those:
@@ -25,6 +26,12 @@ project's measure max|got - ref| / max(1, max|ref|), PyTorch as the reference.
 
 The table goes to stdout (or one JSON object with --json); --markdown writes it with the
 machine (processor model), date and command; --plot writes a bar chart (needs matplotlib).
+
+--device cuda compares on the GPU instead: PyTorch eager and, where this PyTorch has it,
+torch.compile(mode="reduce-overhead"), both fp32 with TF32 off, against `nnx bench --device
+cuda` (inputs on the device, every run synchronised); ONNX Runtime (a CPU build) is left out,
+and peak device memory is reported instead of RSS. --batch N replaces the batch of every model's
+shape (the input file is made per batch).
 """
 import argparse
 import datetime
@@ -76,29 +83,55 @@ def torch_worker(args):
     from nnx_ref.cli import load_user_op
     import_ms = (time.perf_counter() - t0) * 1e3
     user_ops = dict(load_user_op(s) for s in args.user_op)
-    x = [torch.from_numpy(np.load(p)) for p in args.input]
+    cuda = args.device == "cuda"
+    if cuda:
+        if not torch.cuda.is_available():
+            print("bench_compare: PyTorch sees no CUDA device", file=sys.stderr)
+            return 3
+        # fp32 as nnx computes it on CUDA: no TF32 in convolutions or matrix products.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    if args.compile and not hasattr(torch, "compile"):
+        print(json.dumps({"unavailable": f"torch {torch.__version__} has no torch.compile"}))
+        return 0
+    device = torch.device(args.device)
+    x = [torch.from_numpy(np.load(p)).to(device) for p in args.input]
     t0 = time.perf_counter()
     net = nnx_ref.load(args.arch, weights=args.weights, strict=True, user_ops=user_ops)
+    net = net.to(device)
+    if args.compile:
+        net = torch.compile(net, mode="reduce-overhead")
     load_ms = (time.perf_counter() - t0) * 1e3
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     times = []
     with torch.no_grad():
         t0 = time.perf_counter()
         outs = net(*x)
+        sync()
         first_ms = (time.perf_counter() - t0) * 1e3
         for _ in range(args.warmup):
             net(*x)
+        sync()
         for _ in range(args.iters):
             t0 = time.perf_counter()
             net(*x)
+            sync()
             times.append((time.perf_counter() - t0) * 1e3)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         for k, o in enumerate(outs):
-            np.save(os.path.join(args.out, f"out{k}.npy"), o.float().numpy())
+            np.save(os.path.join(args.out, f"out{k}.npy"), o.float().cpu().numpy())
     times.sort()
     print(json.dumps({"median_ms": statistics.median(times), "p10_ms": _pct(times, 10),
                       "p90_ms": _pct(times, 90), "load_ms": load_ms, "first_run_ms": first_ms,
                       "import_ms": import_ms, "version": torch.__version__,
+                      "peak_device_mb": torch.cuda.max_memory_allocated() / 2 ** 20
+                      if cuda else None,
+                      "device": torch.cuda.get_device_name() if cuda else "cpu",
                       "blas": os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3")}))
 
 
@@ -166,6 +199,8 @@ def prepare(name, work, args):
     from nnx_ref.cli import load_user_op
 
     shape, source = MODELS[name]
+    if args.batch:
+        shape = (args.batch,) + tuple(shape[1:])
     folder = os.path.join(work, name)
     os.makedirs(folder, exist_ok=True)
     arch = os.path.join(folder, name + ".json")
@@ -185,12 +220,12 @@ def prepare(name, work, args):
         rc, out, err, _ = run_measured(cmd)
         if rc != 0:
             raise RuntimeError(f"nnx-export {source} failed ({rc}):\n{err}")
-    x = os.path.join(folder, "input.npy")
+    x = os.path.join(folder, "input.npy" if shape[0] == 1 else f"input_b{shape[0]}.npy")
     if not os.path.exists(x):
         g = torch.Generator().manual_seed(1234)
         np.save(x, torch.randn(*shape, generator=g).numpy())
-    onnx = os.path.join(folder, name + ".onnx")
-    if not os.path.exists(onnx):
+    onnx = os.path.join(folder, name + (".onnx" if shape[0] == 1 else f"_b{shape[0]}.onnx"))
+    if not os.path.exists(onnx) and args.device == "cpu":
         net = nnx_ref.load(arch, weights=weights, user_ops=user_ops).eval()
         example = torch.from_numpy(np.load(x))
         with torch.no_grad():
@@ -201,10 +236,12 @@ def prepare(name, work, args):
 
 # ---- one measurement per runtime --------------------------------------------------------------
 
-def measure_torch(m, args, out_dir=None):
+def measure_torch(m, args, out_dir=None, compile=False):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "torch", "--arch", m["arch"],
            "--weights", m["weights"], "--input", m["input"], "--threads", str(args.threads),
-           "--iters", str(args.iters), "--warmup", str(args.warmup)]
+           "--iters", str(args.iters), "--warmup", str(args.warmup), "--device", args.device]
+    if compile:
+        cmd.append("--compile")
     for spec in m["user_ops"]:
         cmd += ["--user-op", spec]
     if out_dir:
@@ -240,7 +277,7 @@ def measure_nnx(m, args):
     shape = ",".join(map(str, m["shape"]))
     cmd = [args.nnx, "bench", m["arch"], "--weights", m["weights"], "--shape", shape,
            "--threads", str(args.threads), "--iters", str(args.iters),
-           "--warmup", str(args.warmup), "--json"] + nnx_model_args(m)
+           "--warmup", str(args.warmup), "--device", args.device, "--json"] + nnx_model_args(m)
     rc, out, err, rss = run_measured(cmd)
     if rc != 0:
         raise RuntimeError(f"nnx bench failed on {m['name']}:\n{err}")
@@ -251,7 +288,8 @@ def measure_nnx(m, args):
 
 def nnx_outputs(m, args, out_dir):
     cmd = [args.nnx, "run", m["arch"], "--weights", m["weights"], "--input", m["input"],
-           "--threads", str(args.threads), "--out", out_dir] + nnx_model_args(m)
+           "--threads", str(args.threads), "--device", args.device, "--out", out_dir
+           ] + nnx_model_args(m)
     rc, out, err, _ = run_measured(cmd)
     if rc != 0:
         raise RuntimeError(f"nnx run failed on {m['name']}:\n{err}")
@@ -284,6 +322,64 @@ def processor_model():
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def compare_cuda(args):
+    """PyTorch eager, torch.compile (where present) and nnx on the GPU, in alternation."""
+    results = []
+    for name in args.models:
+        m = prepare(name, args.work, args)
+        log(f"{name}: outputs on the same input (cuda)")
+        dirs = {k: os.path.join(m["folder"], f"out_{k}_cuda") for k in ("torch", "nnx")}
+        once = argparse.Namespace(**{**vars(args), "iters": 1, "warmup": 0})
+        measure_torch(dict(m), once, dirs["torch"])
+        nnx_outputs(m, args, dirs["nnx"])
+        diff_nnx = max_difference(dirs["nnx"], dirs["torch"])
+        rounds = {"torch": [], "torch_compile": [], "nnx": []}
+        for r in range(args.rounds):
+            log(f"{name}: round {r + 1}/{args.rounds}")
+            rounds["torch"].append(measure_torch(m, args))
+            compiled = measure_torch(m, args, compile=True)
+            if "unavailable" not in compiled:
+                rounds["torch_compile"].append(compiled)
+            elif r == 0:
+                log(f"{name}: torch.compile left out: {compiled['unavailable']}")
+            rounds["nnx"].append(measure_nnx(m, args))
+
+        def med(key, runtime):
+            vals = [x[key] for x in rounds[runtime] if x.get(key) is not None]
+            return statistics.median(vals) if vals else None
+
+        row = {"model": name, "shape": list(m["shape"]), "max_diff_nnx": diff_nnx,
+               "device": rounds["torch"][0].get("device")}
+        for rt in rounds:
+            row[rt] = {k: med(k, rt) for k in ("median_ms", "p10_ms", "p90_ms", "load_ms",
+                                               "first_run_ms", "peak_device_mb")}
+            row[rt]["round_medians_ms"] = [x["median_ms"] for x in rounds[rt]]
+        row["nnx_over_torch"] = row["nnx"]["median_ms"] / row["torch"]["median_ms"]
+        c = row["torch_compile"]["median_ms"]
+        row["nnx_over_torch_compile"] = row["nnx"]["median_ms"] / c if c else None
+        results.append(row)
+        log(f"{name}: nnx {row['nnx']['median_ms']:.2f} ms, PyTorch eager "
+            f"{row['torch']['median_ms']:.2f} ms")
+    return results
+
+
+def table_cuda(results):
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+    lines = ["| model | nnx ms | PyTorch eager ms | torch.compile ms | nnx/eager | nnx/compile | "
+             "peak device MB nnx / eager | max diff nnx |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(
+            f"| {r['model']} {'x'.join(map(str, r['shape']))} | {num(r['nnx']['median_ms'], '.3f')}"
+            f" | {num(r['torch']['median_ms'], '.3f')} | "
+            f"{num(r['torch_compile']['median_ms'], '.3f')} | {num(r['nnx_over_torch'], '.2f')} | "
+            f"{num(r['nnx_over_torch_compile'], '.2f')} | "
+            f"{num(r['nnx']['peak_device_mb'], '.0f')} / {num(r['torch']['peak_device_mb'], '.0f')}"
+            f" | {num(r['max_diff_nnx'], '.1e')} |")
+    return "\n".join(lines)
 
 
 def compare(args):
@@ -380,6 +476,9 @@ def main(argv=None):
     p.add_argument("--input", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--user-op", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--batch", type=int, default=0, help="replaces every model's batch")
     p.add_argument("--models", default="seed,resnet18,mobilenet_v2,resnet50")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--iters", type=int, default=20)
@@ -411,28 +510,37 @@ def main(argv=None):
                                        "nnx_yolo.so")
     os.makedirs(args.work, exist_ok=True)
     started = time.time()
-    results = compare(args)
-    machine = {"processor": processor_model(), "cores": os.cpu_count(),
+    cuda = args.device == "cuda"
+    try:
+        results = compare_cuda(args) if cuda else compare(args)
+    except RuntimeError as e:  # a runtime that failed: its message, no traceback
+        log(f"error: {e}")
+        return 3
+    machine = {"processor": processor_model(), "cores": os.cpu_count(), "device": args.device,
+               "gpu": results[0].get("device") if cuda and results else None,
                "date": datetime.date.today().isoformat(), "threads": args.threads,
                "iters": args.iters, "warmup": args.warmup, "rounds": args.rounds,
                "command": " ".join([os.path.relpath(__file__, ROOT)] + (argv or sys.argv[1:])),
                "seconds": round(time.time() - started)}
     report = {"machine": machine, "results": results}
-    text = table(results)
+    text = table_cuda(results) if cuda else table(results)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(text)
     if args.markdown:
         with open(args.markdown + ".tmp", "w") as f:
-            f.write(f"# nnx against PyTorch and ONNX Runtime ({machine['date']})\n\n"
-                    f"Machine: {machine['processor']}, {machine['cores']} cores; "
-                    f"{args.threads} threads each, batch 1, float32; {args.rounds} rounds of "
+            what = ("PyTorch on CUDA" if cuda else "PyTorch and ONNX Runtime")
+            where = (f"GPU {machine['gpu']}, host {machine['processor']}" if cuda else
+                     f"{machine['processor']}, {machine['cores']} cores; {args.threads} threads "
+                     "each")
+            f.write(f"# nnx against {what} ({machine['date']})\n\n"
+                    f"Machine: {where}, batch {args.batch or 1}, float32; {args.rounds} rounds of "
                     f"{args.iters} timed runs after {args.warmup} warm-up runs, in alternation."
                     f"\n\nCommand: `/usr/bin/python3 {machine['command']}`\n\n{text}\n\n"
                     "```json\n" + json.dumps(report, indent=2) + "\n```\n")
         os.replace(args.markdown + ".tmp", args.markdown)
-    if args.plot:
+    if args.plot and not cuda:
         plot(results, args.plot)
     return 0
 

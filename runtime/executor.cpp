@@ -171,8 +171,11 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) {
     } catch (const Error& e) {
       throw Error(e.kind(), graph.source + ": " + graph.describe_node(v) + ": " + e.message());
     }
-    if (m.profile)
+    if (m.profile) {
+      // On CUDA the node's kernels are only queued: wait for them so that the time is theirs.
+      if (m.stream != nullptr) cuda::synchronize_stream(m.stream);
       m.timings[step].ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    }
   }
   std::vector<Tensor> outputs;
   outputs.reserve(graph.outputs.size());

@@ -12,6 +12,7 @@
 
 #include "graph/graph.h"
 #include "importer/json.h"
+#include "nnx/cuda.h"
 #include "nnx/nnx.hpp"
 #include "test_util.h"
 
@@ -198,6 +199,30 @@ TEST_F(Cli, BenchPrintsJson) {
   for (const char* key : {"\"median_ms\"", "\"p90_ms\"", "\"load_ms\"", "\"first_run_ms\"",
                           "\"peak_rss_mb\"", "\"threads\""})
     EXPECT_NE(r.out.find(key), std::string::npos) << key << " in " << r.out;
+}
+
+// --device cuda: where a GPU runs it, the JSON names the device and its peak memory; elsewhere
+// (CI, a build without CUDA) it exits 3, a failure not caused by the input, naming CUDA.
+// --cuda-graph is checked first: only with --device cuda, only on or off, and `on` is refused
+// until capture exists.
+TEST_F(Cli, BenchOnCudaOrAClearRefusal) {
+  const std::string bench = nnx_cli() + " bench " + original("tmp.json") + " --weights " +
+                            original("tmp.pth") + " --shape 1,3,32,32 --iters 3 --warmup 1";
+  EXPECT_EQ(sh(bench + " --cuda-graph on").status, 2);
+  EXPECT_EQ(sh(bench + " --device cuda --cuda-graph sometimes").status, 2);
+  Result graph = sh(bench + " --device cuda --cuda-graph on");
+  EXPECT_EQ(graph.status, 1) << graph.err;
+  EXPECT_NE(graph.err.find("CUDA Graph"), std::string::npos) << graph.err;
+  Result r = sh(bench + " --device cuda --cuda-graph off --json");
+  cuda::init();
+  if (!cuda::available()) {
+    EXPECT_EQ(r.status, 3) << r.err;
+    EXPECT_NE(r.err.find("CUDA"), std::string::npos) << r.err;
+    return;
+  }
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\"device\":\"cuda\""), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\"peak_device_mb\":null"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "graph/planner.h"
 #include "importer/json.h"
 #include "kernels/cpu/peak.h"
+#include "nnx/cuda.h"
 #include "runtime/model_impl.h"
 #include "tools/nnx/cli.h"
 
@@ -168,13 +169,26 @@ int convert_command(const Args& args) {
 }
 
 int bench_command(const Args& args) {
-  if (args.has("--cuda-graph") && args.value("--device").value_or("cpu") != "cuda")
-    throw UsageError("--cuda-graph applies to --device cuda");
+  if (args.has("--cuda-graph")) {
+    if (args.value("--device").value_or("cpu") != "cuda")
+      throw UsageError("--cuda-graph applies to --device cuda");
+    const std::string graph = *args.value("--cuda-graph");
+    if (graph != "on" && graph != "off")
+      throw UsageError("--cuda-graph must be on or off, found '" + graph + "'");
+    if (graph == "on")
+      fail(ErrorKind::unsupported,
+           "--cuda-graph on: capturing the run as a CUDA Graph is not implemented yet (each "
+           "kernel is launched); use --cuda-graph off");
+  }
   auto load_start = Clock::now();
   Model model = load_model(args);
   double load_ms = ms_since(load_start);
+  const Device device = model.device();
   std::vector<Shape> shapes = input_shapes(model, args);
   std::vector<Tensor> inputs = random_inputs(shapes);
+  // On CUDA the inputs are put on the device once: the runs time the network, not the copies.
+  if (device.is_cuda())
+    for (Tensor& t : inputs) t = t.to(device);
   int64_t iters = args.integer("--iters", 20), warmup = args.integer("--warmup", 3);
   if (iters <= 0) throw UsageError("--iters must be positive");
   bool profile = args.has("--profile");
@@ -235,8 +249,14 @@ int bench_command(const Args& args) {
     }
   }
   // The machine's float32 FMA peak for these threads (kernels/cpu/peak.h), measured after the
-  // runs: each node's GFLOP/s is also given as a share of it.
-  const double peak_gflops = profile ? cpu::measure_peak_gflops(threads) : 0.0;
+  // runs: each node's GFLOP/s is also given as a share of it (on the CPU; a CUDA run has none).
+  const double peak_gflops = profile && !device.is_cuda() ? cpu::measure_peak_gflops(threads) : 0.0;
+  // Peak device memory: what the CUDA allocator handed out at most (weights, arena, temporaries).
+  const double peak_device_mb =
+      device.is_cuda() ? double(cuda::allocator(device.index).stats().peak_bytes) / (1 << 20) : 0.0;
+  const std::string device_name = device.is_cuda() ? "cuda:" + std::to_string(device.index) + " (" +
+                                                         cuda::device_name(device.index) + ")"
+                                                   : std::to_string(threads) + " threads";
   double total_node_ms = 0;
   for (double ms : node_ms) total_node_ms += ms;
   std::vector<json::Value> nodes;
@@ -264,9 +284,11 @@ int bench_command(const Args& args) {
           << std::setprecision(1) << std::setw(7) << 100 * share << " %" << std::setw(8) << gflops
           << " GFLOP/s" << std::setw(6) << 100 * of_peak << " % of peak\n";
   }
-  if (profile)
+  if (profile && !device.is_cuda())
     table << "peak: " << std::fixed << std::setprecision(1) << peak_gflops << " GFLOP/s ("
           << threads << " threads, " << cpu::fma_vector_bits() << "-bit FMA)\n";
+  if (profile && device.is_cuda())
+    table << "(CUDA: the stream is synchronised after every node to time it; no peak share)\n";
   std::vector<json::Value> shape_list;
   for (const Shape& s : shapes) shape_list.push_back(json::integers(s.vec()));
   if (args.has("--json")) {
@@ -279,10 +301,10 @@ int bench_command(const Args& args) {
         {"load_ms", json::number(load_ms)},
         {"first_run_ms", json::number(first_ms)},
         {"peak_rss_mb", json::number(peak_rss_mb())},
-        {"peak_device_mb", json::null()},
-        {"device", json::string("cpu")},
+        {"peak_device_mb", device.is_cuda() ? json::number(peak_device_mb) : json::null()},
+        {"device", json::string(device.is_cuda() ? "cuda" : "cpu")},
         {"threads", json::integer(threads)},
-        {"precision", json::string("fp32")},
+        {"precision", json::string(args.value("--precision").value_or("fp32"))},
         {"shapes", json::array(std::move(shape_list))}};
     if (profile) {
       out.emplace_back("peak_gflops", json::number(peak_gflops));
@@ -294,8 +316,10 @@ int bench_command(const Args& args) {
     if (profile) std::cout << table.str() << "\n";
     std::cout << std::fixed << std::setprecision(2) << "median " << median << " ms, p10 "
               << pct(0.1) << " ms, p90 " << pct(0.9) << " ms, mean " << mean << " ms over " << iters
-              << " runs (" << threads << " threads)\nload " << load_ms << " ms, first run "
-              << first_ms << " ms, peak RSS " << peak_rss_mb() << " MB\n";
+              << " runs (" << device_name << ")\nload " << load_ms << " ms, first run " << first_ms
+              << " ms, peak RSS " << peak_rss_mb() << " MB";
+    if (device.is_cuda()) std::cout << ", peak device memory " << peak_device_mb << " MB";
+    std::cout << "\n";
   }
   return kOk;
 }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# nnx's own GPU latency for the networks issue 3 names, for a session with a device for a few
+# minutes: the seed network (1x3x480x640, its YOLO head through the nnx_yolo plugin) and
+# ResNet-18 (bench/models/resnet18.json, as nnx-export wrote torchvision's; weights initialised
+# as PyTorch would, which does not change the time), at batch 1 and 32, `nnx bench --device
+# cuda --json`. One JSON line per run goes to $OUT (or ./cuda_bench) and a summary to stdout.
+# The comparison with PyTorch on the same GPU needs torch there: python/bench_compare.py
+# --device cuda [--batch 32].
+#
+#   bench/cuda_bench.sh            configure and build build/gpu (nnx, nnx_yolo), then run
+#   bench/cuda_bench.sh BUILD_DIR  use the nnx and examples/embed/nnx_yolo.so in BUILD_DIR
+# NNX_BENCH_DEVICE=cpu runs the same on the CPU (to check the script where there is no GPU).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-cuda_bench}"
+mkdir -p "$out"
+build="${1:-}"
+if [ -z "$build" ]; then
+  cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DNNX_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DNNX_MPI=OFF -DNNX_BUILD_BENCH=OFF >"$out/configure.log" 2>&1 ||
+    { tail -20 "$out/configure.log"; exit 3; }
+  ninja -C build/gpu nnx nnx_yolo >"$out/build.log" 2>&1 ||
+    { grep -m 30 -E "error|Error" "$out/build.log"; exit 3; }
+  build=build/gpu
+fi
+nvidia-smi -L 2>/dev/null || true
+status=0
+run() {  # NAME ARGS...
+  local name="$1"
+  shift
+  if timeout 120 "$build/nnx" bench "$@" --device ${NNX_BENCH_DEVICE:-cuda} --iters 50 --warmup 10 --json \
+    >"$out/$name.json" 2>"$out/$name.err"; then
+    echo "$name: $(cat "$out/$name.json")"
+  else
+    echo "$name: failed (exit $?): $(tail -3 "$out/$name.err")"
+    status=1
+  fi
+}
+plugin=(--plugin "$build/examples/embed/nnx_yolo.so")
+for batch in 1 32; do
+  run "seed_b$batch" examples/seed/seed.json "${plugin[@]}" --shape "$batch,3,480,640"
+  run "resnet18_b$batch" bench/models/resnet18.json --shape "$batch,3,224,224"
+done
+exit $status

@@ -229,29 +229,9 @@ void pack_patches(const Conv2dShape& s, const float* image, int64_t p0, int64_t 
   const int64_t taps = s.kernel_h * s.kernel_w, k = s.in_channels * taps;
   const bool dense = taps == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
                      s.pad_left == 0 && s.out_w == s.in_w;
-  // The part of an input plane these pixels read: [first, last) floats from the plane's start.
-  int64_t first = p0, last = p1;
-  if (!dense) {
-    const int64_t top = (p0 / s.out_w) * s.stride_h - s.pad_top;
-    const int64_t bottom =
-        ((p1 - 1) / s.out_w) * s.stride_h - s.pad_top + (s.kernel_h - 1) * s.dilation_h + 1;
-    first = std::clamp<int64_t>(top, 0, s.in_h) * s.in_w;
-    last = std::clamp<int64_t>(bottom, 0, s.in_h) * s.in_w;
-  }
-  // Channel by channel, the part of the plane kAhead channels on fetched ahead: the rows of a
-  // strided or padded layer are short runs that the hardware prefetchers do not follow, and
-  // each read waited on memory (packing took a quarter of ResNet-50's strided layers; packing
-  // again, from cache, cost nothing).
-  constexpr int64_t kAhead = 2;
-  auto fetch = [&](int64_t c) {
-    if (c >= c1) return;
-    const char* from = reinterpret_cast<const char*>(image + c * in_plane + first);
-    const char* to = reinterpret_cast<const char*>(image + c * in_plane + last);
-    for (; from < to; from += 64) __builtin_prefetch(from);
-  };
-  for (int64_t c = c0; c < std::min(c1, c0 + kAhead); ++c) fetch(c);
+  // Channel by channel, so that the reads go through each input plane in order (visiting every
+  // channel's row for each panel instead made them jump from plane to plane).
   for (int64_t c = c0; c < c1; ++c) {
-    fetch(c + kAhead);
     const float* plane = image + c * in_plane;
     for (int64_t j = 0; j < count; j += kPixelPanel) {
       const int64_t cols = std::min(kPixelPanel, count - j);

@@ -324,6 +324,20 @@ def processor_model():
     return platform.processor() or "unknown"
 
 
+TIMES = ("median_ms", "p10_ms", "p90_ms", "load_ms", "first_run_ms")
+
+
+def summarise(runs, keys):
+    """The median over the rounds' runs of each key (None where no run has it), as
+    {name: median of run[source]} for keys {name: source}, and the rounds' medians."""
+    def med(key):
+        vals = [x[key] for x in runs if x.get(key) is not None]
+        return statistics.median(vals) if vals else None
+    out = {name: med(source) for name, source in keys.items()}
+    out["round_medians_ms"] = [x["median_ms"] for x in runs]
+    return out
+
+
 def compare_cuda(args):
     """PyTorch eager, torch.compile (where present) and nnx on the GPU, in alternation."""
     results = []
@@ -346,16 +360,10 @@ def compare_cuda(args):
                 log(f"{name}: torch.compile left out: {compiled['unavailable']}")
             rounds["nnx"].append(measure_nnx(m, args))
 
-        def med(key, runtime):
-            vals = [x[key] for x in rounds[runtime] if x.get(key) is not None]
-            return statistics.median(vals) if vals else None
-
         row = {"model": name, "shape": list(m["shape"]), "max_diff_nnx": diff_nnx,
                "device": rounds["torch"][0].get("device")}
         for rt in rounds:
-            row[rt] = {k: med(k, rt) for k in ("median_ms", "p10_ms", "p90_ms", "load_ms",
-                                               "first_run_ms", "peak_device_mb")}
-            row[rt]["round_medians_ms"] = [x["median_ms"] for x in rounds[rt]]
+            row[rt] = summarise(rounds[rt], {k: k for k in TIMES + ("peak_device_mb",)})
         row["nnx_over_torch"] = row["nnx"]["median_ms"] / row["torch"]["median_ms"]
         c = row["torch_compile"]["median_ms"]
         row["nnx_over_torch_compile"] = row["nnx"]["median_ms"] / c if c else None
@@ -401,19 +409,12 @@ def compare(args):
             rounds["ort"].append(measure_ort(m, args))
             rounds["nnx"].append(measure_nnx(m, args))
 
-        def med(key, runtime):
-            vals = [x[key] for x in rounds[runtime] if x.get(key) is not None]
-            return statistics.median(vals) if vals else None
-
         row = {"model": name, "shape": list(m["shape"]), "max_diff_nnx": diff_nnx,
                "max_diff_ort": diff_ort}
         for rt in rounds:
-            row[rt] = {"median_ms": med("median_ms", rt), "p10_ms": med("p10_ms", rt),
-                       "p90_ms": med("p90_ms", rt), "load_ms": med("load_ms", rt),
-                       "first_run_ms": med("first_run_ms", rt),
-                       "peak_rss_mb": med("peak_rss_mb", rt) if rt != "nnx"
-                       else med("peak_rss_mb_wait4", rt),
-                       "round_medians_ms": [x["median_ms"] for x in rounds[rt]]}
+            # nnx's peak RSS as wait4 measures it, like the others' (not its own report).
+            rss = "peak_rss_mb_wait4" if rt == "nnx" else "peak_rss_mb"
+            row[rt] = summarise(rounds[rt], {**{k: k for k in TIMES}, "peak_rss_mb": rss})
         row["nnx_over_torch"] = row["nnx"]["median_ms"] / row["torch"]["median_ms"]
         row["nnx_over_ort"] = row["nnx"]["median_ms"] / row["ort"]["median_ms"]
         results.append(row)

@@ -34,12 +34,6 @@ inline void axpy3(float t0, const float* __restrict a, float t1, const float* __
   for (int64_t i = 0; i < n; ++i) out[i] += t0 * a[i] + t1 * b[i] + t2 * c[i];
 }
 
-inline float clamp_keep_nan(float x, float lo, float hi) {
-  if (x < lo) return lo;
-  if (x > hi) return hi;
-  return x;
-}
-
 #if defined(__AVX512F__)
 // f.template operator()<I>() for I = 0 .. N-1, unrolled at compile time.
 template <int N, typename F>
@@ -60,7 +54,7 @@ void depthwise_rows(const float* __restrict top, int64_t row_pitch, int64_t phas
                     const __m512* w, __m512 bias, __m512 lo, __m512 hi, int64_t ow,
                     float* __restrict out) {
   for (int64_t x = 0; x < ow; x += 16) {
-    const __mmask16 mask = ow - x >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (ow - x)) - 1);
+    const __mmask16 mask = lanes_below(ow - x);
     __m512 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = bias;
     static_for<(R - 1) * S + K>([&]<int IR>() {
@@ -163,8 +157,7 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
       int64_t c = in_lo;
       if (c % 2 == 1 && c < in_hi) odd[c / 2] = from[c], ++c;
 #if defined(__AVX512F__)
-      const __m512i even_index =
-          _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+      const __m512i even_index = even_lanes();
       const __m512i odd_index = _mm512_add_epi32(even_index, _mm512_set1_epi32(1));
       for (; c + 32 <= in_hi; c += 32) {
         const __m512 a = _mm512_loadu_ps(from + c), b = _mm512_loadu_ps(from + c + 16);
@@ -214,7 +207,7 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
       const float* row = padded + oh * sh * sw * pitch;
       float* out = output + oh * ow;
       for (int64_t x = 0; x < ow; x += 16) {
-        const __mmask16 mask = ow - x >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (ow - x)) - 1);
+        const __mmask16 mask = lanes_below(ow - x);
         __m512 acc = start;
         for (int64_t t = 0; t < taps; ++t)
           acc =
@@ -240,7 +233,7 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
         axpy3(w[kw], tap(kw), w[kw + 1], tap(kw + 1), w[kw + 2], tap(kw + 2), out, ow);
       for (; kw < s.kernel_w; ++kw) axpy(w[kw], tap(kw), out, ow);
     }
-    for (int64_t i = 0; i < ow; ++i) out[i] = clamp_keep_nan(out[i], lo, hi);
+    for (int64_t i = 0; i < ow; ++i) out[i] = epilogue_detail::clamp_nan(out[i], lo, hi);
   }
 }
 

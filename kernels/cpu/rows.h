@@ -22,9 +22,8 @@ inline __mmask16 row_lanes(int64_t begin, int64_t width) {
                 hi = std::clamp<int64_t>(width - begin, 0, 16);
   return hi <= lo ? __mmask16(0) : __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1));
 }
-// 16 floats from column `begin` of a row `width` wide, 0 outside it. A masked load only where
-// the row ends within the vector: on Zen 4 a masked load waited (about a quarter of ResNet-50's
-// strided layers went into those loads).
+// 16 floats from column `begin` of a row `width` wide, 0 outside it: a plain load where the
+// whole vector lies inside the row, a masked one only at its ends.
 inline __m512 load_row(const float* row, int64_t begin, int64_t width) {
   if (begin >= 0 && begin + 16 <= width) return _mm512_loadu_ps(row + begin);
   return _mm512_maskz_loadu_ps(row_lanes(begin, width), row + begin);

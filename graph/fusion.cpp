@@ -1,6 +1,10 @@
 // Finding fusable chains (see fusion.h) and precomputing what their kernels need.
 #include "graph/fusion.h"
 
+#include <cstdlib>
+#include <string_view>
+
+#include "kernels/cpu/inverted_residual.h"
 #include "kernels/cpu/prepared.h"
 #include "ops/activation.h"
 #include "ops/batchnorm2d.h"
@@ -192,6 +196,174 @@ bool conv_chain(const Graph& graph, const Readers& readers, const std::vector<in
   return true;
 }
 
+// NNX_FUSE_BLOCKS=0 leaves inverted-residual blocks to the per-convolution chains (to compare).
+bool blocks_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("NNX_FUSE_BLOCKS");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  return enabled;
+}
+
+// One convolution of an inverted-residual block with its BatchNorm2d folded in and the clamp of
+// a ReLU or ReLU6 after it (when `clamped` and there is one).
+struct BlockStage {
+  std::shared_ptr<const Conv2d> conv;
+  std::shared_ptr<const BatchNorm2d> bn;
+  Tensor weight, bias;  // folded, once the whole block is found
+  float lo = -INFINITY, hi = INFINITY;
+  int last = -1;  // the stage's last node
+};
+
+enum class StageKind { pointwise, depthwise };
+
+bool block_stage(const Graph& graph, const Readers& readers, int node, StageKind kind, bool clamped,
+                 BlockStage& stage, std::vector<int>& absorbed) {
+  stage.conv = std::dynamic_pointer_cast<const Conv2d>(graph.layer_of(node).op);
+  if (!stage.conv || stage.conv->padding_mode() != cpu::PadMode::zeros) return false;
+  const cpu::Conv2dShape g = stage.conv->weight_geometry();
+  if (kind == StageKind::pointwise &&
+      (g.groups != 1 || g.kernel_h != 1 || g.kernel_w != 1 || g.stride_h != 1 || g.stride_w != 1 ||
+       g.pad_top != 0 || g.pad_left != 0 || g.out_h != g.in_h || g.out_w != g.in_w))
+    return false;
+  if (kind == StageKind::depthwise &&
+      (g.groups != g.in_channels || g.out_channels != g.in_channels))
+    return false;
+  const int next = next_in_chain(graph, readers, node);
+  if (next < 0) return false;
+  auto bn = std::dynamic_pointer_cast<const BatchNorm2d>(graph.layer_of(next).op);
+  if (!bn || !bn->inference_is_affine() || bn->num_features() != stage.conv->out_channels())
+    return false;
+  stage.bn = bn;
+  absorbed.push_back(next);
+  stage.last = next;
+  if (!clamped) return true;
+  const ActivationOp* act = fusable_activation(graph, next_in_chain(graph, readers, next));
+  if (act == nullptr) return true;
+  const cpu::Epilogue e = epilogue_of(act);
+  if (e.kind == Activation::relu) {
+    stage.lo = 0.f;
+  } else if (e.kind == Activation::hardtanh) {
+    stage.lo = e.args.lo;
+    stage.hi = e.args.hi;
+  } else {
+    return true;
+  }
+  stage.last = readers.sole[size_t(next)];
+  absorbed.push_back(stage.last);
+  return true;
+}
+
+// An inverted-residual block from `head`: [1x1 Conv2d + BatchNorm2d + ReLU/ReLU6] -> depthwise
+// Conv2d + BatchNorm2d [+ ReLU/ReLU6] -> 1x1 Conv2d + BatchNorm2d [+ residual Add]
+// [+ activation], computed by cpu::inverted_residual in bands of rows. Inference only (the
+// weights are folded and prepared once).
+bool inverted_residual_chain(const Graph& graph, const Readers& readers,
+                             const std::vector<int>& position, int head, ThreadPool* pool,
+                             FusedChain& chain) {
+  BlockStage expand, depthwise, project;
+  std::vector<int>& absorbed = chain.absorbed;
+  int node = head;
+  auto conv = std::dynamic_pointer_cast<const Conv2d>(graph.layer_of(head).op);
+  if (!conv) return false;
+  const cpu::Conv2dShape g = conv->weight_geometry();
+  const bool expands = !(g.groups == g.in_channels && g.out_channels == g.in_channels);
+  if (expands) {
+    if (!block_stage(graph, readers, node, StageKind::pointwise, true, expand, absorbed))
+      return false;
+    // The expansion's activation is what makes it a block (a linear 1x1 before a depthwise
+    // convolution is not one).
+    if (expand.last == absorbed.front()) return false;
+    node = next_in_chain(graph, readers, expand.last);
+    if (node < 0) return false;
+    absorbed.push_back(node);
+  }
+  if (!block_stage(graph, readers, node, StageKind::depthwise, true, depthwise, absorbed))
+    return false;
+  node = next_in_chain(graph, readers, depthwise.last);
+  if (node < 0) return false;
+  absorbed.push_back(node);
+  if (!block_stage(graph, readers, node, StageKind::pointwise, false, project, absorbed))
+    return false;
+  if (expands && expand.conv->out_channels() != depthwise.conv->out_channels()) return false;
+  // A residual Add after the projection, then an activation.
+  PortRef other;
+  bool block_first = true;
+  int next = next_in_chain(graph, readers, project.last);
+  std::shared_ptr<const BroadcastFoldOp> add;
+  if (next < 0) {
+    const int a = residual_add(graph, readers, project.last, head, position, other, block_first);
+    if (a >= 0) {
+      add = std::dynamic_pointer_cast<const BroadcastFoldOp>(graph.layer_of(a).op);
+      absorbed.push_back(a);
+      chain.extra_inputs.push_back(other);
+      next = next_in_chain(graph, readers, a);
+    }
+  }
+  const ActivationOp* act = fusable_activation(graph, next);
+  if (act != nullptr) absorbed.push_back(next);
+  chain.head = head;
+  for (BlockStage* stage : {&expand, &depthwise, &project})
+    if (stage->conv) fold(*stage->conv, *stage->bn, stage->weight, stage->bias);
+
+  // The weights as the kernel reads them, made now: the 1x1 ones as 12-row panels.
+  auto panels = [&](const BlockStage& stage) {
+    auto prepared = std::make_shared<cpu::ConvPrepared>();
+    prepared->panels(stage.conv->weight_geometry(), stage.weight.data<float>(), pool);
+    return prepared;
+  };
+  auto expand_panels = expands ? panels(expand) : nullptr;
+  auto project_panels = panels(project);
+  cpu::InvertedResidual base;
+  if (expands) {
+    base.expand_panels = expand_panels->panels(expand.conv->weight_geometry(), nullptr);
+    base.expand_bias = expand.bias.data<float>();
+    base.expand_lo = expand.lo;
+    base.expand_hi = expand.hi;
+  }
+  base.depthwise_weight = depthwise.weight.data<float>();
+  base.depthwise_bias = depthwise.bias.data<float>();
+  base.depthwise_lo = depthwise.lo;
+  base.depthwise_hi = depthwise.hi;
+  base.out_channels = project.conv->out_channels();
+  base.project_panels = project_panels->panels(project.conv->weight_geometry(), nullptr);
+  base.project_bias = project.bias.data<float>();
+  const cpu::Epilogue epilogue = epilogue_of(act);
+  // What the lambda keeps alive: the folded biases and depthwise weights, the panels.
+  const Tensor kept[] = {expand.bias, depthwise.weight, depthwise.bias, project.bias};
+  chain.run = [expand = expand.conv, dw = depthwise.conv, project = project.conv, base,
+               kept = std::vector<Tensor>(std::begin(kept), std::end(kept)), expand_panels,
+               project_panels, epilogue, add, block_first](
+                  const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
+    const Tensor x = inputs[0].contiguous();
+    cpu::InvertedResidual b = base;
+    const Shape hidden =
+        base.expand_panels != nullptr ? expand->output_shape(x.shape()) : x.shape();
+    b.batch = x.size(0);
+    b.in_channels = x.size(1);
+    b.in_h = x.size(2);
+    b.in_w = x.size(3);
+    b.depthwise = dw->geometry(hidden);
+    const Shape value_shape = project->output_shape(dw->output_shape(hidden));
+    if (!add || (value_shape == output.shape() && inputs[1].shape() == output.shape() &&
+                 inputs[1].is_contiguous() && inputs[1].dtype() == DType::f32)) {
+      b.project_epilogue = epilogue;
+      if (add) {
+        b.project_epilogue.residual = inputs[1].data<float>();
+        b.project_epilogue.output = output.data<float>();
+      }
+      return cpu::inverted_residual(b, x.data<float>(), output.data<float>(), ctx.pool);
+    }
+    // A broadcasting Add: the block into a buffer of its own, then the Add.
+    Tensor value = Tensor::empty(value_shape);
+    cpu::inverted_residual(b, x.data<float>(), value.data<float>(), ctx.pool);
+    const std::vector<Tensor> operands =
+        block_first ? std::vector<Tensor>{value, inputs[1]} : std::vector<Tensor>{inputs[1], value};
+    add->forward_fused(ctx, operands, epilogue, output);
+  };
+  return true;
+}
+
 // Add (Sub, Mul) + activation from `head`.
 bool fold_op_chain(const Graph& graph, const Readers& readers, int head, FusedChain& chain) {
   auto op = std::dynamic_pointer_cast<const BroadcastFoldOp>(graph.layer_of(head).op);
@@ -222,9 +394,14 @@ std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnor
   for (int v : graph.schedule) {
     if (fusion->alias_of[size_t(v)] >= 0) continue;
     FusedChain chain;
-    if (!conv_chain(graph, readers, position, v, fold_batchnorm, pool, chain) &&
-        !fold_op_chain(graph, readers, v, chain))
+    if (fold_batchnorm && blocks_enabled() &&
+        inverted_residual_chain(graph, readers, position, v, pool, chain)) {
+      // taken
+    } else if (chain = FusedChain();
+               !conv_chain(graph, readers, position, v, fold_batchnorm, pool, chain) &&
+               !fold_op_chain(graph, readers, v, chain)) {
       continue;
+    }
     fusion->chain_of[size_t(v)] = int(fusion->chains.size());
     for (int a : chain.absorbed) fusion->alias_of[size_t(a)] = v;
     fusion->chains.push_back(std::move(chain));

@@ -37,6 +37,10 @@ class Conv2d : public Op {
   // The output's shape for an NCHW input of this shape (as infer_shapes, without allocating).
   Shape output_shape(const Shape& input) const;
   bool has_bias() const { return has_bias_; }
+  // The convolution's shape for an NCHW input of this shape (zero padding as PyTorch applies it;
+  // other padding modes are applied by forward_fused before the kernel runs).
+  cpu::Conv2dShape geometry(const Shape& input) const;
+  cpu::PadMode padding_mode() const { return padding_mode_; }
   // Inference on the CPU with the given weight and bias (null: none) in place of the layer's
   // own, and `epilogue` applied to each output block: a Conv2d with its BatchNorm folded in and
   // its activation fused (graph/fusion.h). `output` is allocated as for forward.
@@ -64,7 +68,6 @@ class Conv2d : public Op {
     int64_t top, bottom, left, right;
   };
   SidePadding side_padding() const;
-  cpu::Conv2dShape geometry(const Shape& input) const;
 
   int64_t in_channels_, out_channels_;
   std::array<int64_t, 2> kernel_size_, stride_, padding_{0, 0}, dilation_;

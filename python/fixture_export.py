@@ -45,6 +45,8 @@ CASES = [
     ("squeezenet1_1", "torchvision.models:squeezenet1_1", [(1, 3, 224, 224)]),
     ("two_branch", os.path.join(HERE, "export_cases", "two_branch.py") + ":TwoBranch",
      [(2, 3, 20, 24), (2, 2, 10, 12)]),
+    ("inverted_residuals",
+     os.path.join(HERE, "export_cases", "inverted_residuals.py") + ":Blocks", [(2, 3, 70, 66)]),
 ]
 
 

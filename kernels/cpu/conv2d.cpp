@@ -158,6 +158,20 @@ void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   const int64_t taps = s.kernel_h * s.kernel_w;
   const ClampEpilogue clamp = clamp_of(epilogue);
+  if (out_per_group == 1 && clamp.exact) {
+    // One input plane per output plane: runs of planes of one image at once.
+    parallel_for(pool, s.batch * s.out_channels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end;) {
+        const int64_t oc = plane % s.out_channels;
+        const int64_t count = std::min(end - plane, s.out_channels - oc);
+        depthwise_planes(s, count, input + plane * in_plane, in_plane, weight + oc * taps,
+                         bias != nullptr ? bias + oc : nullptr, output + plane * out_plane,
+                         out_plane, clamp.lo, clamp.hi);
+        plane += count;
+      }
+    });
+    return;
+  }
   parallel_for(pool, s.batch * s.out_channels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
       const int64_t n = plane / s.out_channels, oc = plane % s.out_channels;

@@ -104,25 +104,19 @@ void depthwise_plane_fast(const Conv2dShape& s, const float* padded, int64_t pha
 
 }  // namespace
 
-void depthwise_plane(const Conv2dShape& s, const float* input, const float* weight, float bias,
-                     float* output, float lo, float hi) {
-  const int64_t sh = s.stride_h, sw = s.stride_w, dh = s.dilation_h, dw = s.dilation_w;
-  // The padded window the outputs read: rows [0, rows) and columns [0, cols) of the input
-  // shifted by the top and left padding (anything outside the input reads as zero).
-  const int64_t rows = (s.out_h - 1) * sh + (s.kernel_h - 1) * dh + 1;
-  const int64_t cols = (s.out_w - 1) * sw + (s.kernel_w - 1) * dw + 1;
-  // Column c of the window lives in phase c % sw at position c / sw; each phase of a row is
-  // `pitch` floats (a multiple of 16, with at least one zeroed vector past its columns), so that
-  // a vector of outputs and the one after it load aligned.
-  const int64_t phase_w = (cols + sw - 1) / sw;
-  const int64_t pitch = (phase_w + 15) / 16 * 16 + 16;
-  thread_local AlignedBuffer scratch;
-  float* padded = scratch.get(rows * sw * pitch);
+namespace {
+
+// The window rows of one input plane copied into `padded` (the layout depthwise_planes
+// describes); rows that fall wholly in the padding are zeroed only with `zero_padding_rows` (a
+// scratch reused for planes of one shape keeps them zero).
+void pad_plane(const Conv2dShape& s, const float* input, int64_t rows, int64_t cols, int64_t pitch,
+               float* padded, bool zero_padding_rows) {
+  const int64_t sw = s.stride_w;
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t ih = r - s.pad_top;
     float* dst = padded + r * sw * pitch;
     if (ih < 0 || ih >= s.in_h) {
-      std::fill(dst, dst + sw * pitch, 0.f);
+      if (zero_padding_rows) std::fill(dst, dst + sw * pitch, 0.f);
       continue;
     }
     const float* src = input + ih * s.in_w;
@@ -145,6 +139,15 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
       std::fill(dst + in_hi, dst + pitch, 0.f);
       continue;
     }
+#if defined(__AVX512F__)
+    // Short stride-2 rows (the 28- and 14-wide planes of deep layers): each phase gathered in
+    // registers, rather than split by scalar copies.
+    if (sw == 2 && s.in_w < 64) {
+      gather_row(src, -s.pad_left, 2, s.in_w, pitch, dst);
+      gather_row(src, 1 - s.pad_left, 2, s.in_w, pitch, dst + pitch);
+      continue;
+    }
+#endif
     const float* from = src - s.pad_left;  // from[c] is window column c
     if (sw == 2) {
       float* even = dst;
@@ -179,17 +182,16 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
       for (; c < in_hi; c += sw) dst[p * pitch + c / sw] = from[c];
     }
   }
+}
+
+// Kernels the register-blocked paths do not take, on a padded plane; kept out of line so that
+// their large frame is not set up for every plane of the common ones.
+__attribute__((noinline)) void filter_plane_generic(const Conv2dShape& s, const float* padded,
+                                                    int64_t pitch, const float* weight, float bias,
+                                                    float* output, float lo, float hi) {
+  const int64_t sh = s.stride_h, sw = s.stride_w, dh = s.dilation_h, dw = s.dilation_w;
   const int64_t ow = s.out_w;
 #if defined(__AVX512F__)
-  const bool square = s.kernel_h == s.kernel_w && sh == sw && dh == 1 && dw == 1;
-  if (square && s.kernel_h == 3 && sw == 1)
-    return depthwise_plane_fast<3, 1>(s, padded, pitch, weight, bias, lo, hi, output);
-  if (square && s.kernel_h == 3 && sw == 2)
-    return depthwise_plane_fast<3, 2>(s, padded, pitch, weight, bias, lo, hi, output);
-  if (square && s.kernel_h == 5 && sw == 1)
-    return depthwise_plane_fast<5, 1>(s, padded, pitch, weight, bias, lo, hi, output);
-  if (square && s.kernel_h == 5 && sw == 2)
-    return depthwise_plane_fast<5, 2>(s, padded, pitch, weight, bias, lo, hi, output);
   // Other kernels: each 16 outputs of a row summed in one register over all taps (masked at the
   // row's end, so the 7- and 14-wide rows of deep layers are vector work too), stored once.
   if (s.kernel_h * s.kernel_w <= 49) {
@@ -235,6 +237,55 @@ void depthwise_plane(const Conv2dShape& s, const float* input, const float* weig
     }
     for (int64_t i = 0; i < ow; ++i) out[i] = epilogue_detail::clamp_nan(out[i], lo, hi);
   }
+}
+
+// The outputs of one padded plane.
+inline void filter_plane(const Conv2dShape& s, const float* padded, int64_t pitch,
+                         const float* weight, float bias, float* output, float lo, float hi) {
+#if defined(__AVX512F__)
+  const int64_t sw = s.stride_w;
+  const bool square =
+      s.kernel_h == s.kernel_w && s.stride_h == sw && s.dilation_h == 1 && s.dilation_w == 1;
+  if (square && s.kernel_h == 3 && sw == 1)
+    return depthwise_plane_fast<3, 1>(s, padded, pitch, weight, bias, lo, hi, output);
+  if (square && s.kernel_h == 3 && sw == 2)
+    return depthwise_plane_fast<3, 2>(s, padded, pitch, weight, bias, lo, hi, output);
+  if (square && s.kernel_h == 5 && sw == 1)
+    return depthwise_plane_fast<5, 1>(s, padded, pitch, weight, bias, lo, hi, output);
+  if (square && s.kernel_h == 5 && sw == 2)
+    return depthwise_plane_fast<5, 2>(s, padded, pitch, weight, bias, lo, hi, output);
+#endif
+  filter_plane_generic(s, padded, pitch, weight, bias, output, lo, hi);
+}
+
+}  // namespace
+
+void depthwise_planes(const Conv2dShape& s, int64_t channels, const float* input, int64_t in_stride,
+                      const float* weight, const float* bias, float* output, int64_t out_stride,
+                      float lo, float hi) {
+  const int64_t sh = s.stride_h, sw = s.stride_w, dh = s.dilation_h, dw = s.dilation_w;
+  // The padded window the outputs read: rows [0, rows) and columns [0, cols) of the input
+  // shifted by the top and left padding (anything outside the input reads as zero).
+  const int64_t rows = (s.out_h - 1) * sh + (s.kernel_h - 1) * dh + 1;
+  const int64_t cols = (s.out_w - 1) * sw + (s.kernel_w - 1) * dw + 1;
+  // Column c of the window lives in phase c % sw at position c / sw; each phase of a row is
+  // `pitch` floats (a multiple of 16, with at least one zeroed vector past its columns), so that
+  // a vector of outputs and the one after it load aligned.
+  const int64_t phase_w = (cols + sw - 1) / sw;
+  const int64_t pitch = (phase_w + 15) / 16 * 16 + 16;
+  thread_local AlignedBuffer scratch;
+  float* padded = scratch.get(rows * sw * pitch);
+  const int64_t taps = s.kernel_h * s.kernel_w;
+  for (int64_t c = 0; c < channels; ++c) {
+    pad_plane(s, input + c * in_stride, rows, cols, pitch, padded, c == 0);
+    filter_plane(s, padded, pitch, weight + c * taps, bias != nullptr ? bias[c] : 0.f,
+                 output + c * out_stride, lo, hi);
+  }
+}
+
+void depthwise_plane(const Conv2dShape& s, const float* input, const float* weight, float bias,
+                     float* output, float lo, float hi) {
+  depthwise_planes(s, 1, input, 0, weight, &bias, output, 0, lo, hi);
 }
 
 }  // namespace nnx::cpu

@@ -15,4 +15,11 @@ namespace nnx::cpu {
 void depthwise_plane(const Conv2dShape& shape, const float* input, const float* weight, float bias,
                      float* output, float lo = -INFINITY, float hi = INFINITY);
 
+// `channels` such planes at once: plane c from input + c * in_stride with kernel weight + c *
+// kernel_h * kernel_w and bias[c] (bias may be null: none), into output + c * out_stride; the
+// set-up and the padding rows are done once for all of them.
+void depthwise_planes(const Conv2dShape& shape, int64_t channels, const float* input,
+                      int64_t in_stride, const float* weight, const float* bias, float* output,
+                      int64_t out_stride, float lo = -INFINITY, float hi = INFINITY);
+
 }  // namespace nnx::cpu

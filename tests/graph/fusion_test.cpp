@@ -290,5 +290,33 @@ TEST(FusionSeed, SeedNetworkFusesItsConvBatchNormReluChains) {
   EXPECT_EQ(profile.size(), 7u);
 }
 
+// MobileNetV2's inverted-residual blocks in every variant the block kernel takes
+// (python/export_cases/inverted_residuals.py): each block runs as one node, on planes split into
+// bands of rows and on planes split over channels, and gives PyTorch's outputs, the unfused
+// outputs to float rounding, and the same bits on any number of threads.
+TEST(FusionBlocks, InvertedResidualBlocksRunAsOneNodeEach) {
+  const std::string dir = std::string(NNX_FIXTURE_DIR) + "/export/inverted_residuals";
+  if (!std::filesystem::exists(dir + "/inverted_residuals.pth"))
+    GTEST_SKIP() << "no inverted-residual fixture in " << dir;
+  Model model = load(dir + "/inverted_residuals.json", dir + "/inverted_residuals.pth");
+  Tensor input = read_npy(dir + "/in0.npy");
+  Tensor ref = read_npy(dir + "/ref0.npy");
+  std::vector<NodeTiming> profile;
+  std::vector<Tensor> fused = run(model, input, true, 2, &profile);
+  std::vector<Tensor> plain = run(model, input, false, 2);
+  ASSERT_EQ(fused.size(), 1u);
+  EXPECT_LE(relative_error(fused[0], ref), 1e-4);
+  EXPECT_LE(relative_error(fused[0], plain[0]), 1e-5);
+  for (int threads : {1, 3})
+    EXPECT_EQ(relative_error(run(model, input, true, threads)[0], fused[0]), 0.0)
+        << threads << " threads";
+  // The stem's Conv+BN+ReLU6, then one node for each of the nine blocks, with these many nodes
+  // fused into it: a block without expansion (4), a plain block (7), residual ones (8), the
+  // residual one with a SiLU after its Add (9), the one with a linear depthwise convolution (7).
+  std::vector<size_t> sizes;
+  for (const NodeTiming& t : profile) sizes.push_back(t.fused.size());
+  EXPECT_EQ(sizes, (std::vector<size_t>{2, 4, 7, 8, 9, 8, 7, 7, 8, 7}));
+}
+
 }  // namespace
 }  // namespace nnx

@@ -1,0 +1,39 @@
+// An inverted-residual block (MobileNetV2's building block) in one pass: a 1x1 expansion, a
+// depthwise convolution and a 1x1 projection, each with its BatchNorm folded in, computed band
+// by band of output rows so that the expanded tensor, the widest of the block, never leaves the
+// cache (graph/fusion.h finds the blocks).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu/conv2d.h"
+
+namespace nnx::cpu {
+
+struct InvertedResidual {
+  int64_t batch = 1;
+  int64_t in_channels = 0, in_h = 0, in_w = 0;  // the block's input
+  // The 1x1, stride-1, unpadded expansion in_channels -> depthwise.in_channels, as 12-row weight
+  // panels (prepared.h); null: no expansion, the depthwise convolution reads the input.
+  const float* expand_panels = nullptr;
+  const float* expand_bias = nullptr;                 // may be null
+  float expand_lo = -INFINITY, expand_hi = INFINITY;  // its ReLU/ReLU6 clamp
+  // One group per channel (channel multiplier 1), over the expanded planes; batch ignored.
+  Conv2dShape depthwise;
+  const float* depthwise_weight = nullptr;  // [channels, kernel_h, kernel_w]
+  const float* depthwise_bias = nullptr;    // may be null
+  float depthwise_lo = -INFINITY, depthwise_hi = INFINITY;
+  // The 1x1 projection depthwise.out_channels -> out_channels, as 12-row weight panels.
+  int64_t out_channels = 0;
+  const float* project_panels = nullptr;
+  const float* project_bias = nullptr;  // may be null
+  // Applied to the projection's output (a residual Add, an activation).
+  Epilogue project_epilogue;
+};
+
+// input [batch, in_channels, in_h, in_w] -> output [batch, out_channels, depthwise.out_h,
+// depthwise.out_w], equal to the three convolutions run one after the other.
+void inverted_residual(const InvertedResidual& block, const float* input, float* output,
+                       ThreadPool* pool);
+
+}  // namespace nnx::cpu

@@ -206,7 +206,10 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
   const int64_t row_bytes = d.in_channels * d.in_w * int64_t(sizeof(float));
   const int64_t reach = (d.kernel_h - 1) * d.dilation_h + 1;
   const int64_t rows = std::max<int64_t>(target / row_bytes, reach);
-  const int64_t band = std::clamp<int64_t>((rows - reach) / d.stride_h + 1, 1, d.out_h);
+  int64_t band = std::clamp<int64_t>((rows - reach) / d.stride_h + 1, 1, d.out_h);
+  // Whole blocks of the depthwise kernel's 4 rows (2 for larger kernels) where that is possible.
+  const int64_t step = d.kernel_h <= 3 ? 4 : 2;
+  if (band > step) band = band / step * step;
   for (int64_t n = 0; n < b.batch; ++n) {
     const float* x = input + n * in_image;
     float* y = output + n * out_image;

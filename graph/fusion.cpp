@@ -306,7 +306,17 @@ bool inverted_residual_chain(const Graph& graph, const Readers& readers,
   for (BlockStage* stage : {&expand, &depthwise, &project})
     if (stage->conv) fold(*stage->conv, *stage->bn, stage->weight, stage->bias);
 
-  // The weights as the kernel reads them, made now: the 1x1 ones as 12-row panels.
+  // The weights as the kernel reads them, made now: the 1x1 ones as 12-row panels, and all of
+  // them channels-last for small planes.
+  auto channels_last = std::make_shared<cpu::ChannelsLastWeights>();
+  if (expands) {
+    const cpu::Conv2dShape dg = depthwise.conv->weight_geometry();
+    cpu::prepare_channels_last(
+        expand.conv->weight_geometry().in_channels, dg.in_channels, project.conv->out_channels(),
+        dg.kernel_h * dg.kernel_w, expand.weight.data<float>(), expand.bias.data<float>(),
+        depthwise.weight.data<float>(), depthwise.bias.data<float>(), project.weight.data<float>(),
+        project.bias.data<float>(), *channels_last);
+  }
   auto panels = [&](const BlockStage& stage) {
     auto prepared = std::make_shared<cpu::ConvPrepared>();
     prepared->panels(stage.conv->weight_geometry(), stage.weight.data<float>(), pool);
@@ -328,12 +338,13 @@ bool inverted_residual_chain(const Graph& graph, const Readers& readers,
   base.out_channels = project.conv->out_channels();
   base.project_panels = project_panels->panels(project.conv->weight_geometry(), nullptr);
   base.project_bias = project.bias.data<float>();
+  if (expands) base.channels_last = channels_last.get();
   const cpu::Epilogue epilogue = epilogue_of(act);
   // What the lambda keeps alive: the folded biases and depthwise weights, the panels.
   const Tensor kept[] = {expand.bias, depthwise.weight, depthwise.bias, project.bias};
   chain.run = [expand = expand.conv, dw = depthwise.conv, project = project.conv, base,
                kept = std::vector<Tensor>(std::begin(kept), std::end(kept)), expand_panels,
-               project_panels, epilogue, add, block_first](
+               project_panels, channels_last, epilogue, add, block_first](
                   const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
     const Tensor x = inputs[0].contiguous();
     cpu::InvertedResidual b = base;

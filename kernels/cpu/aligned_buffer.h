@@ -2,8 +2,11 @@
 // kernels' steady state no allocation.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
+#include <vector>
 
 namespace nnx::cpu {
 
@@ -19,5 +22,25 @@ struct AlignedBuffer {
     return storage.get() + ((64 - address % 64) % 64) / sizeof(float);
   }
 };
+
+// A std::vector allocator whose blocks start on a 64-byte boundary (weights that kernels read
+// with aligned vector loads).
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64)));
+  }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <typename U>
+  bool operator==(const CacheLineAllocator<U>&) const {
+    return true;
+  }
+};
+template <typename T>
+using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
 
 }  // namespace nnx::cpu

@@ -2,8 +2,10 @@
 #include "kernels/cpu/inverted_residual.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/depthwise.h"
@@ -11,6 +13,13 @@
 #include "kernels/cpu/rows.h"
 #include "nnx/thread_pool.h"
 
+// GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 header for _mm512_max_ps and
+// _mm512_min_ps (the undefined pass-through of the masked builtins; GCC bug 105593, fixed in
+// GCC 13): a false positive, silenced for this file only, as in depthwise.cpp.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -187,6 +196,174 @@ void channels_pass(const InvertedResidual& b, const float* x, float* y, ThreadPo
   });
 }
 
+#if defined(__AVX512F__)
+// Channels-last small planes: a pixel's channels are contiguous, so a vector holds 16 channels of
+// one pixel; the 1x1 convolutions become GEMMs whose tiles are 7 pixels by 48 channels (no
+// lanes idle on 7x7 and 14x14 planes, which the 32-pixel panels fill to 77% and 88%), and the
+// depthwise convolution reads whole aligned vectors with no padded copy.
+
+// f.template operator()<I>() for I = 0 .. N-1, unrolled at compile time.
+template <int N, typename F>
+inline __attribute__((always_inline)) void static_for(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (f.template operator()<I>(), ...);
+  }
+  (std::make_integer_sequence<int, N>{});
+}
+
+// C[MR pixels][NV * 16 channels] = sum over k of a[p * a_ps + k * a_ks] * b[k * ldb + channel],
+// plus bias, clamped to [lo, hi]: stored at c + p * ldc.
+template <int MR, int NV>
+void cl_tile(int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b, int64_t ldb,
+             const float* bias, float lower, float upper, float* c, int64_t ldc) {
+  const __m512 lo = _mm512_set1_ps(lower), hi = _mm512_set1_ps(upper);
+  __m512 acc[MR][NV];
+#pragma GCC unroll 8
+  for (int p = 0; p < MR; ++p)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[p][v] = _mm512_setzero_ps();
+  for (int64_t kk = 0; kk < k; ++kk) {
+    __m512 bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + kk * ldb + v * 16);
+    const float* ak = a + kk * a_ks;
+    // Each pixel's value broadcast once and used for all NV vectors.
+    static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+      const __m512 av = _mm512_set1_ps(ak[P * a_ps]);
+      static_for<NV>([&]<int V>() __attribute__((always_inline)) {
+        acc[P][V] = _mm512_fmadd_ps(av, bv[V], acc[P][V]);
+      });
+    });
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const __m512 bias_v = _mm512_load_ps(bias + v * 16);
+#pragma GCC unroll 8
+    for (int p = 0; p < MR; ++p)
+      _mm512_store_ps(c + p * ldc + v * 16,
+                      _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[p][v], bias_v))));
+  }
+}
+
+using ClTile = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t,
+                        const float*, float, float, float*, int64_t);
+template <int... M>
+constexpr std::array<std::array<ClTile, 3>, sizeof...(M)> cl_tiles(
+    std::integer_sequence<int, M...>) {
+  return {{{&cl_tile<M + 1, 1>, &cl_tile<M + 1, 2>, &cl_tile<M + 1, 3>}...}};
+}
+constexpr auto kClTiles = cl_tiles(std::make_integer_sequence<int, 7>{});
+
+// Pixels [0, pixels) x channel groups [g0, g1) (16 channels each) of C = A * B + bias, clamped;
+// C is [pixels][ldc]. Each 48-channel column block of B stays in cache while the pixel tiles go
+// past it.
+void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b,
+             int64_t ldb, const float* bias, float lo, float hi, int64_t g0, int64_t g1, float* c,
+             int64_t ldc) {
+  for (int64_t g = g0; g < g1;) {
+    const int64_t nv = std::min<int64_t>(3, g1 - g);
+    for (int64_t p = 0; p < pixels; p += 7) {
+      const int64_t mr = std::min<int64_t>(7, pixels - p);
+      kClTiles[size_t(mr - 1)][size_t(nv - 1)](k, a + p * a_ps, a_ps, a_ks, b + g * 16, ldb,
+                                               bias + g * 16, lo, hi, c + p * ldc + g * 16, ldc);
+    }
+    g += nv;
+  }
+}
+
+// Channel groups [g0, g1) of the depthwise convolution `d` on channels-last planes: input
+// [in_h * in_w][ld], weights [tap][ld], output [out_h * out_w][ld]. KxK undilated kernels at
+// stride S (K > 0) keep their weights in registers and read the pixels whose window lies inside
+// the plane without a test per tap; K = 0 is any other kernel.
+template <int K, int S>
+void cl_depthwise(const Conv2dShape& d, const float* in, int64_t ld, const float* weight,
+                  const float* bias, float lo, float hi, int64_t g0, int64_t g1, float* out) {
+  const __m512 l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
+  const int64_t kh_n = K > 0 ? K : d.kernel_h, kw_n = K > 0 ? K : d.kernel_w;
+  const int64_t sh = K > 0 ? S : d.stride_h, sw = K > 0 ? S : d.stride_w;
+  const int64_t dh = K > 0 ? 1 : d.dilation_h, dw = K > 0 ? 1 : d.dilation_w;
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t c = g * 16;
+    const __m512 b = _mm512_load_ps(bias + c);
+    __m512 wk[K > 0 ? K * K : 1];
+    if constexpr (K > 0)
+      for (int t = 0; t < K * K; ++t) wk[t] = _mm512_load_ps(weight + t * ld + c);
+    for (int64_t oy = 0; oy < d.out_h; ++oy) {
+      const int64_t iy0 = oy * sh - d.pad_top;
+      for (int64_t ox = 0; ox < d.out_w; ++ox) {
+        const int64_t ix0 = ox * sw - d.pad_left;
+        __m512 acc = b;
+        const float* at = in + (iy0 * d.in_w + ix0) * ld + c;
+        if (K > 0 && iy0 >= 0 && iy0 + K <= d.in_h && ix0 >= 0 && ix0 + K <= d.in_w) {
+          if constexpr (K > 0)
+            static_for<K * K>([&]<int T>() __attribute__((always_inline)) {
+              acc =
+                  _mm512_fmadd_ps(wk[T], _mm512_load_ps(at + ((T / K) * d.in_w + T % K) * ld), acc);
+            });
+        } else {
+          for (int64_t kh = 0; kh < kh_n; ++kh) {
+            const int64_t iy = iy0 + kh * dh;
+            if (iy < 0 || iy >= d.in_h) continue;
+            for (int64_t kw = 0; kw < kw_n; ++kw) {
+              const int64_t ix = ix0 + kw * dw;
+              if (ix < 0 || ix >= d.in_w) continue;
+              acc = _mm512_fmadd_ps(_mm512_load_ps(weight + (kh * kw_n + kw) * ld + c),
+                                    _mm512_load_ps(in + (iy * d.in_w + ix) * ld + c), acc);
+            }
+          }
+        }
+        _mm512_store_ps(out + (oy * d.out_w + ox) * ld + c,
+                        _mm512_min_ps(h, _mm512_max_ps(l, acc)));
+      }
+    }
+  }
+}
+
+void cl_depthwise_any(const Conv2dShape& d, const float* in, int64_t ld, const float* weight,
+                      const float* bias, float lo, float hi, int64_t g0, int64_t g1, float* out) {
+  const bool plain = d.kernel_h == d.kernel_w && d.stride_h == d.stride_w && d.dilation_h == 1 &&
+                     d.dilation_w == 1;
+  if (plain && d.kernel_h == 3 && d.stride_h == 1)
+    return cl_depthwise<3, 1>(d, in, ld, weight, bias, lo, hi, g0, g1, out);
+  if (plain && d.kernel_h == 3 && d.stride_h == 2)
+    return cl_depthwise<3, 2>(d, in, ld, weight, bias, lo, hi, g0, g1, out);
+  if (plain && d.kernel_h == 5 && d.stride_h == 1)
+    return cl_depthwise<5, 1>(d, in, ld, weight, bias, lo, hi, g0, g1, out);
+  if (plain && d.kernel_h == 5 && d.stride_h == 2)
+    return cl_depthwise<5, 2>(d, in, ld, weight, bias, lo, hi, g0, g1, out);
+  cl_depthwise<0, 1>(d, in, ld, weight, bias, lo, hi, g0, g1, out);
+}
+
+// The small-plane pass channels-last (b.channels_last given, an expansion present).
+void channels_last_pass(const InvertedResidual& b, const float* x, float* y, ThreadPool* pool) {
+  const ChannelsLastWeights& w = *b.channels_last;
+  const Conv2dShape& d = b.depthwise;
+  const int64_t E = d.in_channels, HW = d.in_h * d.in_w, OHW = d.out_h * d.out_w;
+  const int64_t ld = w.hidden_pad, ldo = w.out_pad;
+  thread_local AlignedBuffer ex_buffer, dw_buffer, out_buffer;
+  float* ex = ex_buffer.get(HW * ld);
+  float* dw = dw_buffer.get(OHW * ld);
+  float* tmp = out_buffer.get(OHW * ldo);
+  parallel_for(pool, ld / 16, 1, [&](int64_t g0, int64_t g1) {
+    cl_gemm(HW, b.in_channels, x, 1, HW, w.expand.data(), ld, w.expand_bias.data(), b.expand_lo,
+            b.expand_hi, g0, g1, ex, ld);
+    cl_depthwise_any(d, ex, ld, w.depthwise.data(), w.depthwise_bias.data(), b.depthwise_lo,
+                     b.depthwise_hi, g0, g1, dw);
+  });
+  const Clamp clamp = clamp_of(b.project_epilogue);
+  parallel_for(pool, ldo / 16, 1, [&](int64_t g0, int64_t g1) {
+    cl_gemm(OHW, E, dw, ld, 1, w.project.data(), ldo, w.project_bias.data(), clamp.lo, clamp.hi, g0,
+            g1, tmp, ldo);
+    // Back to channels-first, with what the clamp did not apply.
+    for (int64_t c = g0 * 16; c < std::min(b.out_channels, g1 * 16); ++c) {
+      float* row = y + c * OHW;
+      for (int64_t p = 0; p < OHW; ++p) row[p] = tmp[p * ldo + c];
+      if (!clamp.exact) apply_epilogue(b.project_epilogue, row, OHW);
+    }
+  });
+}
+#endif
+
 int64_t env_or(const char* name, int64_t fallback) {
   const char* v = std::getenv(name);
   return v != nullptr ? std::atoll(v) : fallback;
@@ -202,6 +379,7 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
   const int64_t out_image = b.out_channels * d.out_h * d.out_w;
   static const int64_t small = env_or("NNX_IR_SMALL", 256);
   static const int64_t target = env_or("NNX_IR_KB", 256) * 1024;
+  static const bool cl_on = env_or("NNX_IR_CL", 1) != 0;
   // Bands whose expanded rows take about `target` bytes (L2 holds them with the rest).
   const int64_t row_bytes = d.in_channels * d.in_w * int64_t(sizeof(float));
   const int64_t reach = (d.kernel_h - 1) * d.dilation_h + 1;
@@ -213,6 +391,13 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
   for (int64_t n = 0; n < b.batch; ++n) {
     const float* x = input + n * in_image;
     float* y = output + n * out_image;
+#if defined(__AVX512F__)
+    if (d.out_h * d.out_w <= small && b.channels_last != nullptr && b.expand_panels != nullptr &&
+        cl_on) {
+      channels_last_pass(b, x, y, pool);
+      continue;
+    }
+#endif
     if (threads > 1 && d.out_h * d.out_w <= small) {
       channels_pass(b, x, y, pool);
       continue;
@@ -221,6 +406,34 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
       rows_pass(b, x, y, o0, o1, std::min(band, o1 - o0));
     });
   }
+}
+
+void prepare_channels_last(int64_t in_channels, int64_t hidden, int64_t out_channels, int64_t taps,
+                           const float* expand_weight, const float* expand_bias,
+                           const float* depthwise_weight, const float* depthwise_bias,
+                           const float* project_weight, const float* project_bias,
+                           ChannelsLastWeights& into) {
+  const int64_t hp = (hidden + 15) / 16 * 16, op = (out_channels + 15) / 16 * 16;
+  into.hidden_pad = hp;
+  into.out_pad = op;
+  // A weight [out][in] as [in][out rounded up], and a bias rounded up, zero-padded.
+  auto transpose = [](const float* from, int64_t out, int64_t in, int64_t out_pad,
+                      AlignedVector<float>& to) {
+    to.assign(size_t(in * out_pad), 0.f);
+    if (from == nullptr) return;
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t i = 0; i < in; ++i) to[size_t(i * out_pad + o)] = from[o * in + i];
+  };
+  auto padded = [](const float* from, int64_t n, int64_t pad, AlignedVector<float>& to) {
+    to.assign(size_t(pad), 0.f);
+    if (from != nullptr) std::copy(from, from + n, to.begin());
+  };
+  transpose(expand_weight, hidden, in_channels, hp, into.expand);
+  padded(expand_bias, hidden, hp, into.expand_bias);
+  transpose(depthwise_weight, hidden, taps, hp, into.depthwise);
+  padded(depthwise_bias, hidden, hp, into.depthwise_bias);
+  transpose(project_weight, out_channels, hidden, op, into.project);
+  padded(project_bias, out_channels, op, into.project_bias);
 }
 
 }  // namespace nnx::cpu

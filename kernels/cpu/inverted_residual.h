@@ -6,9 +6,25 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/conv2d.h"
 
 namespace nnx::cpu {
+
+// The block's weights laid out channels-last, for planes of few pixels: each 1x1 weight
+// transposed to [inputs][outputs rounded up to 16], the depthwise weights to [tap][channels
+// rounded up to 16], biases to the rounded sizes; the padding is zero.
+struct ChannelsLastWeights {
+  int64_t hidden_pad = 0, out_pad = 0;
+  AlignedVector<float> expand, expand_bias, depthwise, depthwise_bias, project, project_bias;
+};
+// From the weights as the convolutions hold them ([out][in] for the 1x1 ones, [channel][tap] for
+// the depthwise one); biases may be null (none).
+void prepare_channels_last(int64_t in_channels, int64_t hidden, int64_t out_channels, int64_t taps,
+                           const float* expand_weight, const float* expand_bias,
+                           const float* depthwise_weight, const float* depthwise_bias,
+                           const float* project_weight, const float* project_bias,
+                           ChannelsLastWeights& into);
 
 struct InvertedResidual {
   int64_t batch = 1;
@@ -29,6 +45,9 @@ struct InvertedResidual {
   const float* project_bias = nullptr;  // may be null
   // Applied to the projection's output (a residual Add, an activation).
   Epilogue project_epilogue;
+  // The same weights channels-last (null: none), which planes of few pixels use where the
+  // processor has AVX-512.
+  const ChannelsLastWeights* channels_last = nullptr;
 };
 
 // input [batch, in_channels, in_h, in_w] -> output [batch, out_channels, depthwise.out_h,

@@ -293,8 +293,8 @@ void cl_depthwise(const Conv2dShape& d, const float* in, int64_t ld, const float
       for (int64_t ox = 0; ox < d.out_w; ++ox) {
         const int64_t ix0 = ox * sw - d.pad_left;
         __m512 acc = b;
-        const float* at = in + (iy0 * d.in_w + ix0) * ld + c;
         if (K > 0 && iy0 >= 0 && iy0 + K <= d.in_h && ix0 >= 0 && ix0 + K <= d.in_w) {
+          const float* at = in + (iy0 * d.in_w + ix0) * ld + c;
           if constexpr (K > 0)
             static_for<K * K>([&]<int T>() __attribute__((always_inline)) {
               acc =
@@ -364,6 +364,58 @@ void channels_last_pass(const InvertedResidual& b, const float* x, float* y, Thr
 }
 #endif
 
+#if defined(__AVX512F__)
+// Output rows [o_begin, o_end) of one image channels-last, in bands of `band` rows as rows_pass
+// makes them (the expanded rows a band reads again kept), each band's projection turned back to
+// channels-first rows of the output.
+void channels_last_rows(const InvertedResidual& b, const float* x, float* y, int64_t o_begin,
+                        int64_t o_end, int64_t band) {
+  const ChannelsLastWeights& w = *b.channels_last;
+  const Conv2dShape& d = b.depthwise;
+  const int64_t E = d.in_channels, H = d.in_h, W = d.in_w, OW = d.out_w;
+  const int64_t HW = H * W, OHW = d.out_h * OW, ld = w.hidden_pad, ldo = w.out_pad;
+  const int64_t reach = (d.kernel_h - 1) * d.dilation_h + 1;
+  const int64_t cap = (band - 1) * d.stride_h + reach;
+  thread_local AlignedBuffer ex_buffer, dw_buffer, out_buffer;
+  float* ex = ex_buffer.get(cap * W * ld);
+  float* dw = dw_buffer.get(band * OW * ld);
+  float* tmp = out_buffer.get(band * OW * ldo);
+  const Clamp clamp = clamp_of(b.project_epilogue);
+  int64_t h0 = 0, h1 = 0;  // the expanded rows [h0, h1) held in ex, from its row 0
+  for (int64_t o0 = o_begin; o0 < o_end; o0 += band) {
+    const int64_t o1 = std::min(o0 + band, o_end);
+    const int64_t i0 = std::clamp<int64_t>(o0 * d.stride_h - d.pad_top, 0, H);
+    const int64_t i1 = std::clamp<int64_t>((o1 - 1) * d.stride_h - d.pad_top + reach, i0, H);
+    int64_t from = i0;
+    if (h0 <= i0 && i0 < h1) {
+      if (i0 > h0)
+        std::memmove(ex, ex + (i0 - h0) * W * ld, size_t((h1 - i0) * W * ld) * sizeof(float));
+      from = std::min(h1, i1);
+    }
+    if (i1 > from)
+      cl_gemm((i1 - from) * W, b.in_channels, x + from * W, 1, HW, w.expand.data(), ld,
+              w.expand_bias.data(), b.expand_lo, b.expand_hi, 0, ld / 16, ex + (from - i0) * W * ld,
+              ld);
+    h0 = i0;
+    h1 = i1;
+    Conv2dShape s = d;
+    s.in_h = i1 - i0;
+    s.out_h = o1 - o0;
+    s.pad_top = d.pad_top + i0 - o0 * d.stride_h;
+    cl_depthwise_any(s, ex, ld, w.depthwise.data(), w.depthwise_bias.data(), b.depthwise_lo,
+                     b.depthwise_hi, 0, ld / 16, dw);
+    const int64_t count = (o1 - o0) * OW;
+    cl_gemm(count, E, dw, ld, 1, w.project.data(), ldo, w.project_bias.data(), clamp.lo, clamp.hi,
+            0, ldo / 16, tmp, ldo);
+    for (int64_t c = 0; c < b.out_channels; ++c) {
+      float* row = y + c * OHW + o0 * OW;
+      for (int64_t p = 0; p < count; ++p) row[p] = tmp[p * ldo + c];
+      if (!clamp.exact) apply_epilogue(b.project_epilogue, row, count);
+    }
+  }
+}
+#endif
+
 int64_t env_or(const char* name, int64_t fallback) {
   const char* v = std::getenv(name);
   return v != nullptr ? std::atoll(v) : fallback;
@@ -388,13 +440,27 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
   // Whole blocks of the depthwise kernel's 4 rows (2 for larger kernels) where that is possible.
   const int64_t step = d.kernel_h <= 3 ? 4 : 2;
   if (band > step) band = band / step * step;
+#if defined(__AVX512F__)
+  int64_t cl_band = 1;
+  if (b.channels_last != nullptr) {
+    static const int64_t cl_target = env_or("NNX_IR_CL_KB", 256) * 1024;
+    const int64_t cl_rows = std::max<int64_t>(
+        cl_target / (b.channels_last->hidden_pad * d.in_w * int64_t(sizeof(float))), reach);
+    cl_band = std::clamp<int64_t>((cl_rows - reach) / d.stride_h + 1, 1, d.out_h);
+  }
+#endif
   for (int64_t n = 0; n < b.batch; ++n) {
     const float* x = input + n * in_image;
     float* y = output + n * out_image;
 #if defined(__AVX512F__)
-    if (d.out_h * d.out_w <= small && b.channels_last != nullptr && b.expand_panels != nullptr &&
-        cl_on) {
-      channels_last_pass(b, x, y, pool);
+    if (b.channels_last != nullptr && b.expand_panels != nullptr && cl_on) {
+      if (threads > 1 && d.out_h * d.out_w <= small) {
+        channels_last_pass(b, x, y, pool);
+        continue;
+      }
+      parallel_for(pool, d.out_h, 1, [&](int64_t o0, int64_t o1) {
+        channels_last_rows(b, x, y, o0, o1, std::min(cl_band, o1 - o0));
+      });
       continue;
     }
 #endif

@@ -309,7 +309,8 @@ bool inverted_residual_chain(const Graph& graph, const Readers& readers,
   // The weights as the kernel reads them, made now: the 1x1 ones as 12-row panels, and all of
   // them channels-last for small planes.
   auto channels_last = std::make_shared<cpu::ChannelsLastWeights>();
-  if (expands) {
+  const bool use_channels_last = expands && cpu::channels_last_available();
+  if (use_channels_last) {
     const cpu::Conv2dShape dg = depthwise.conv->weight_geometry();
     cpu::prepare_channels_last(
         expand.conv->weight_geometry().in_channels, dg.in_channels, project.conv->out_channels(),
@@ -338,7 +339,7 @@ bool inverted_residual_chain(const Graph& graph, const Readers& readers,
   base.out_channels = project.conv->out_channels();
   base.project_panels = project_panels->panels(project.conv->weight_geometry(), nullptr);
   base.project_bias = project.bias.data<float>();
-  if (expands) base.channels_last = channels_last.get();
+  if (use_channels_last) base.channels_last = channels_last.get();
   const cpu::Epilogue epilogue = epilogue_of(act);
   // What the lambda keeps alive: the folded biases and depthwise weights, the panels.
   const Tensor kept[] = {expand.bias, depthwise.weight, depthwise.bias, project.bias};

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -416,11 +415,6 @@ void channels_last_rows(const InvertedResidual& b, const float* x, float* y, int
 }
 #endif
 
-int64_t env_or(const char* name, int64_t fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? std::atoll(v) : fallback;
-}
-
 }  // namespace
 
 void inverted_residual(const InvertedResidual& b, const float* input, float* output,
@@ -429,10 +423,11 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
   const int64_t threads = pool != nullptr ? pool->size() : 1;
   const int64_t in_image = b.in_channels * b.in_h * b.in_w;
   const int64_t out_image = b.out_channels * d.out_h * d.out_w;
-  static const int64_t small = env_or("NNX_IR_SMALL", 256);
-  static const int64_t target = env_or("NNX_IR_KB", 256) * 1024;
-  static const bool cl_on = env_or("NNX_IR_CL", 1) != 0;
-  // Bands whose expanded rows take about `target` bytes (L2 holds them with the rest).
+  // Planes of at most this many output pixels split over channels rather than rows (on two
+  // threads a 14x14 plane's rows would be 7 each, a fifth of them computed twice for the halo).
+  constexpr int64_t small = 256;
+  // Bands whose expanded rows take about this many bytes (L2 holds them with the rest).
+  constexpr int64_t target = 256 * 1024;
   const int64_t row_bytes = d.in_channels * d.in_w * int64_t(sizeof(float));
   const int64_t reach = (d.kernel_h - 1) * d.dilation_h + 1;
   const int64_t rows = std::max<int64_t>(target / row_bytes, reach);
@@ -443,9 +438,8 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
 #if defined(__AVX512F__)
   int64_t cl_band = 1;
   if (b.channels_last != nullptr) {
-    static const int64_t cl_target = env_or("NNX_IR_CL_KB", 256) * 1024;
     const int64_t cl_rows = std::max<int64_t>(
-        cl_target / (b.channels_last->hidden_pad * d.in_w * int64_t(sizeof(float))), reach);
+        target / (b.channels_last->hidden_pad * d.in_w * int64_t(sizeof(float))), reach);
     cl_band = std::clamp<int64_t>((cl_rows - reach) / d.stride_h + 1, 1, d.out_h);
   }
 #endif
@@ -453,7 +447,7 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
     const float* x = input + n * in_image;
     float* y = output + n * out_image;
 #if defined(__AVX512F__)
-    if (b.channels_last != nullptr && b.expand_panels != nullptr && cl_on) {
+    if (b.channels_last != nullptr && b.expand_panels != nullptr) {
       if (threads > 1 && d.out_h * d.out_w <= small) {
         channels_last_pass(b, x, y, pool);
         continue;
@@ -472,6 +466,14 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
       rows_pass(b, x, y, o0, o1, std::min(band, o1 - o0));
     });
   }
+}
+
+bool channels_last_available() {
+#if defined(__AVX512F__)
+  return true;
+#else
+  return false;
+#endif
 }
 
 void prepare_channels_last(int64_t in_channels, int64_t hidden, int64_t out_channels, int64_t taps,

@@ -18,6 +18,8 @@ struct ChannelsLastWeights {
   int64_t hidden_pad = 0, out_pad = 0;
   AlignedVector<float> expand, expand_bias, depthwise, depthwise_bias, project, project_bias;
 };
+// Whether this build's kernels use the channels-last form (AVX-512 builds).
+bool channels_last_available();
 // From the weights as the convolutions hold them ([out][in] for the 1x1 ones, [channel][tap] for
 // the depthwise one); biases may be null (none).
 void prepare_channels_last(int64_t in_channels, int64_t hidden, int64_t out_channels, int64_t taps,

@@ -2,7 +2,7 @@
 block in every variant the CPU kernel takes, on planes large enough to be computed in several
 bands of rows per thread and small enough to be split over channels instead.
 
-- a block without expansion (depthwise, then projection);
+- blocks without expansion (depthwise, then projection), on a large and a small plane;
 - stride 2, a 5x5 kernel, a dilated kernel, an even kernel with padding='same' (more padding
   after than before), a depthwise convolution with no activation after it;
 - residual Adds, one followed by an activation that is no clamp (SiLU);
@@ -59,6 +59,7 @@ class Blocks(nn.Module):
             Block(32, 40, 6, stride=2),                         # -> 9x9: split over channels
             Block(40, 40, 6, residual=True),
             Block(40, 40, 3, dw_act=False, residual=True),
+            Block(40, 48, 1),                                   # no expansion on a small plane
         )
 
     def forward(self, x):

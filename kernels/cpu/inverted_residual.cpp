@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "kernels/cpu/aligned_buffer.h"
+#include "kernels/cpu/channels_last.h"
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rows.h"
@@ -210,66 +211,6 @@ inline __attribute__((always_inline)) void static_for(F&& f) {
   (std::make_integer_sequence<int, N>{});
 }
 
-// C[MR pixels][NV * 16 channels] = sum over k of a[p * a_ps + k * a_ks] * b[k * ldb + channel],
-// plus bias, clamped to [lo, hi]: stored at c + p * ldc.
-template <int MR, int NV>
-void cl_tile(int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b, int64_t ldb,
-             const float* bias, float lower, float upper, float* c, int64_t ldc) {
-  const __m512 lo = _mm512_set1_ps(lower), hi = _mm512_set1_ps(upper);
-  __m512 acc[MR][NV];
-#pragma GCC unroll 8
-  for (int p = 0; p < MR; ++p)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[p][v] = _mm512_setzero_ps();
-  for (int64_t kk = 0; kk < k; ++kk) {
-    __m512 bv[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + kk * ldb + v * 16);
-    const float* ak = a + kk * a_ks;
-    // Each pixel's value broadcast once and used for all NV vectors.
-    static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-      const __m512 av = _mm512_set1_ps(ak[P * a_ps]);
-      static_for<NV>([&]<int V>() __attribute__((always_inline)) {
-        acc[P][V] = _mm512_fmadd_ps(av, bv[V], acc[P][V]);
-      });
-    });
-  }
-#pragma GCC unroll 4
-  for (int v = 0; v < NV; ++v) {
-    const __m512 bias_v = _mm512_load_ps(bias + v * 16);
-#pragma GCC unroll 8
-    for (int p = 0; p < MR; ++p)
-      _mm512_store_ps(c + p * ldc + v * 16,
-                      _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[p][v], bias_v))));
-  }
-}
-
-using ClTile = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t,
-                        const float*, float, float, float*, int64_t);
-template <int... M>
-constexpr std::array<std::array<ClTile, 3>, sizeof...(M)> cl_tiles(
-    std::integer_sequence<int, M...>) {
-  return {{{&cl_tile<M + 1, 1>, &cl_tile<M + 1, 2>, &cl_tile<M + 1, 3>}...}};
-}
-constexpr auto kClTiles = cl_tiles(std::make_integer_sequence<int, 7>{});
-
-// Pixels [0, pixels) x channel groups [g0, g1) (16 channels each) of C = A * B + bias, clamped;
-// C is [pixels][ldc]. Each 48-channel column block of B stays in cache while the pixel tiles go
-// past it.
-void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b,
-             int64_t ldb, const float* bias, float lo, float hi, int64_t g0, int64_t g1, float* c,
-             int64_t ldc) {
-  for (int64_t g = g0; g < g1;) {
-    const int64_t nv = std::min<int64_t>(3, g1 - g);
-    for (int64_t p = 0; p < pixels; p += 7) {
-      const int64_t mr = std::min<int64_t>(7, pixels - p);
-      kClTiles[size_t(mr - 1)][size_t(nv - 1)](k, a + p * a_ps, a_ps, a_ks, b + g * 16, ldb,
-                                               bias + g * 16, lo, hi, c + p * ldc + g * 16, ldc);
-    }
-    g += nv;
-  }
-}
-
 // Channel groups [g0, g1) of the depthwise convolution `d` on channels-last planes: input
 // [in_h * in_w][ld], weights [tap][ld], output [out_h * out_w][ld]. KxK undilated kernels at
 // stride S (K > 0) keep their weights in registers and read the pixels whose window lies inside
@@ -339,10 +280,9 @@ void channels_last_pass(const InvertedResidual& b, const float* x, float* y, Thr
   const Conv2dShape& d = b.depthwise;
   const int64_t E = d.in_channels, HW = d.in_h * d.in_w, OHW = d.out_h * d.out_w;
   const int64_t ld = w.hidden_pad, ldo = w.out_pad;
-  thread_local AlignedBuffer ex_buffer, dw_buffer, out_buffer;
+  thread_local AlignedBuffer ex_buffer, dw_buffer;
   float* ex = ex_buffer.get(HW * ld);
   float* dw = dw_buffer.get(OHW * ld);
-  float* tmp = out_buffer.get(OHW * ldo);
   parallel_for(pool, ld / 16, 1, [&](int64_t g0, int64_t g1) {
     cl_gemm(HW, b.in_channels, x, 1, HW, w.expand.data(), ld, w.expand_bias.data(), b.expand_lo,
             b.expand_hi, g0, g1, ex, ld);
@@ -351,14 +291,12 @@ void channels_last_pass(const InvertedResidual& b, const float* x, float* y, Thr
   });
   const Clamp clamp = clamp_of(b.project_epilogue);
   parallel_for(pool, ldo / 16, 1, [&](int64_t g0, int64_t g1) {
+    // Stored channels-first, then what the clamp did not apply.
     cl_gemm(OHW, E, dw, ld, 1, w.project.data(), ldo, w.project_bias.data(), clamp.lo, clamp.hi, g0,
-            g1, tmp, ldo);
-    // Back to channels-first, with what the clamp did not apply.
-    for (int64_t c = g0 * 16; c < std::min(b.out_channels, g1 * 16); ++c) {
-      float* row = y + c * OHW;
-      for (int64_t p = 0; p < OHW; ++p) row[p] = tmp[p * ldo + c];
-      if (!clamp.exact) apply_epilogue(b.project_epilogue, row, OHW);
-    }
+            g1, y, OHW, true, b.out_channels);
+    if (!clamp.exact)
+      for (int64_t c = g0 * 16; c < std::min(b.out_channels, g1 * 16); ++c)
+        apply_epilogue(b.project_epilogue, y + c * OHW, OHW);
   });
 }
 #endif
@@ -375,10 +313,9 @@ void channels_last_rows(const InvertedResidual& b, const float* x, float* y, int
   const int64_t HW = H * W, OHW = d.out_h * OW, ld = w.hidden_pad, ldo = w.out_pad;
   const int64_t reach = (d.kernel_h - 1) * d.dilation_h + 1;
   const int64_t cap = (band - 1) * d.stride_h + reach;
-  thread_local AlignedBuffer ex_buffer, dw_buffer, out_buffer;
+  thread_local AlignedBuffer ex_buffer, dw_buffer;
   float* ex = ex_buffer.get(cap * W * ld);
   float* dw = dw_buffer.get(band * OW * ld);
-  float* tmp = out_buffer.get(band * OW * ldo);
   const Clamp clamp = clamp_of(b.project_epilogue);
   int64_t h0 = 0, h1 = 0;  // the expanded rows [h0, h1) held in ex, from its row 0
   for (int64_t o0 = o_begin; o0 < o_end; o0 += band) {
@@ -405,12 +342,10 @@ void channels_last_rows(const InvertedResidual& b, const float* x, float* y, int
                      b.depthwise_hi, 0, ld / 16, dw);
     const int64_t count = (o1 - o0) * OW;
     cl_gemm(count, E, dw, ld, 1, w.project.data(), ldo, w.project_bias.data(), clamp.lo, clamp.hi,
-            0, ldo / 16, tmp, ldo);
-    for (int64_t c = 0; c < b.out_channels; ++c) {
-      float* row = y + c * OHW + o0 * OW;
-      for (int64_t p = 0; p < count; ++p) row[p] = tmp[p * ldo + c];
-      if (!clamp.exact) apply_epilogue(b.project_epilogue, row, count);
-    }
+            0, ldo / 16, y + o0 * OW, OHW, true, b.out_channels);
+    if (!clamp.exact)
+      for (int64_t c = 0; c < b.out_channels; ++c)
+        apply_epilogue(b.project_epilogue, y + c * OHW + o0 * OW, count);
   }
 }
 #endif

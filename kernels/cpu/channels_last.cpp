@@ -5,6 +5,8 @@
 #include <array>
 #include <utility>
 
+#include "kernels/cpu/aligned_buffer.h"
+
 // GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 header for _mm512_max_ps and
 // _mm512_min_ps (the undefined pass-through of the masked builtins; GCC bug 105593, fixed in
 // GCC 13): a false positive, silenced for this file only, as in depthwise.cpp.
@@ -30,17 +32,19 @@ inline __attribute__((always_inline)) void static_for(F&& f) {
   (std::make_integer_sequence<int, N>{});
 }
 
-// C[MR pixels][NV * 16 channels] = sum over k of a[p * a_ps + k * a_ks] * b[k * ldb + channel],
-// plus bias, clamped to [lo, hi]; stored as cl_gemm describes (`columns`: the channels of this
-// tile to keep, channels-first only).
-template <int MR, int NV, bool kChannelsFirst>
+// C[MR pixels][NV * 16 channels] = sum over k of a[p * a_ps + k * a_ks] * b[k * ldb + channel]
+// over one block of depth, added to the partial sums at `partial` ([MR][48]) where `resume`;
+// then either kept there for the next block or, with `last`, plus bias, clamped and stored as
+// cl_gemm describes (`columns`: the channels of this tile to keep, channels-first only).
+template <int MR, int NV>
 void cl_tile(int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b, int64_t ldb,
-             const float* bias, float lower, float upper, float* c, int64_t ldc, int64_t columns) {
-  const __m512 lo = _mm512_set1_ps(lower), hi = _mm512_set1_ps(upper);
+             float* partial, bool resume, bool last, const float* bias, float lower, float upper,
+             float* c, int64_t ldc, bool channels_first, int64_t columns) {
   __m512 acc[MR][NV];
   static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-    static_for<NV>([&]<int V>()
-                       __attribute__((always_inline)) { acc[P][V] = _mm512_setzero_ps(); });
+    static_for<NV>([&]<int V>() __attribute__((always_inline)) {
+      acc[P][V] = resume ? _mm512_load_ps(partial + P * 48 + V * 16) : _mm512_setzero_ps();
+    });
   });
   for (int64_t kk = 0; kk < k; ++kk) {
     __m512 bv[NV];
@@ -56,59 +60,90 @@ void cl_tile(int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float*
       });
     });
   }
+  if (!last) {
+    static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+      static_for<NV>([&]<int V>() __attribute__((always_inline)) {
+        _mm512_store_ps(partial + P * 48 + V * 16, acc[P][V]);
+      });
+    });
+    return;
+  }
+  const __m512 lo = _mm512_set1_ps(lower), hi = _mm512_set1_ps(upper);
   static_for<NV>([&]<int V>() __attribute__((always_inline)) {
     const __m512 bias_v = _mm512_load_ps(bias + V * 16);
-    if constexpr (!kChannelsFirst) {
+    if (!channels_first) {
       static_for<MR>([&]<int P>() __attribute__((always_inline)) {
         _mm512_store_ps(c + P * ldc + V * 16,
                         _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[P][V], bias_v))));
       });
-    } else {
-      // Through a small transpose in cache: channel j's MR pixels are contiguous in c.
-      alignas(64) float t[MR][16];
-      static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-        _mm512_store_ps(t[P],
-                        _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[P][V], bias_v))));
-      });
-      const int64_t n = std::min<int64_t>(16, columns - V * 16);
-      for (int64_t j = 0; j < n; ++j) {
-        float* to = c + (V * 16 + j) * ldc;
-        for (int p = 0; p < MR; ++p) to[p] = t[p][j];
-      }
+      return;
+    }
+    // Through a small transpose in cache: channel j's MR pixels are contiguous in c.
+    alignas(64) float t[MR][16];
+    static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+      _mm512_store_ps(t[P], _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[P][V], bias_v))));
+    });
+    const int64_t n = std::min<int64_t>(16, columns - V * 16);
+    for (int64_t j = 0; j < n; ++j) {
+      float* to = c + (V * 16 + j) * ldc;
+      for (int p = 0; p < MR; ++p) to[p] = t[p][j];
     }
   });
 }
 
-using ClTile = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t,
-                        const float*, float, float, float*, int64_t, int64_t);
-template <bool kChannelsFirst, int... M>
+using ClTile = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*,
+                        bool, bool, const float*, float, float, float*, int64_t, bool, int64_t);
+template <int... M>
 constexpr std::array<std::array<ClTile, 3>, sizeof...(M)> cl_tiles(
     std::integer_sequence<int, M...>) {
-  return {{{&cl_tile<M + 1, 1, kChannelsFirst>, &cl_tile<M + 1, 2, kChannelsFirst>,
-            &cl_tile<M + 1, 3, kChannelsFirst>}...}};
+  return {{{&cl_tile<M + 1, 1>, &cl_tile<M + 1, 2>, &cl_tile<M + 1, 3>}...}};
 }
-constexpr auto kClTiles = cl_tiles<false>(std::make_integer_sequence<int, 7>{});
-constexpr auto kClTilesFirst = cl_tiles<true>(std::make_integer_sequence<int, 7>{});
+constexpr auto kClTiles = cl_tiles(std::make_integer_sequence<int, 7>{});
+
+// Depth per block: a block of B (at most 128 x 48 floats, 24 KiB) stays in L1 while the pixel
+// tiles go past it, rather than coming from L2 again for each (a 2048-deep layer's B column is
+// 384 KiB).
+constexpr int64_t kDepthBlock = 128;
 
 }  // namespace
 
-// Each 48-channel column block of B stays in cache while the pixel tiles go past it.
 void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b,
-             int64_t ldb, const float* bias, float lo, float hi, int64_t g0, int64_t g1, float* c,
+             int64_t ld, const float* bias, float lo, float hi, int64_t g0, int64_t g1, float* c,
              int64_t ldc, bool channels_first, int64_t columns) {
-  const auto& tiles = channels_first ? kClTilesFirst : kClTiles;
+  thread_local AlignedBuffer partial_buffer;
+  const int64_t depth = k <= 2 * kDepthBlock ? k : kDepthBlock;
+  float* partial = depth < k ? partial_buffer.get((pixels + 6) / 7 * 7 * 48) : nullptr;
   for (int64_t g = g0; g < g1;) {
-    const int64_t nv = std::min<int64_t>(3, g1 - g);
+    // Up to three groups, within one panel of B.
+    const int64_t panel = g / 3, nv = std::min<int64_t>(3 - g % 3, g1 - g);
     if (channels_first && g * 16 >= columns) break;
-    for (int64_t p = 0; p < pixels; p += 7) {
-      const int64_t mr = std::min<int64_t>(7, pixels - p);
-      float* out = channels_first ? c + g * 16 * ldc + p : c + p * ldc + g * 16;
-      tiles[size_t(mr - 1)][size_t(nv - 1)](k, a + p * a_ps, a_ps, a_ks, b + g * 16, ldb,
-                                            bias + g * 16, lo, hi, out, ldc, columns - g * 16);
+    const int64_t width = std::min<int64_t>(kClPanel, ld - panel * kClPanel);
+    const float* b_panel = b + panel * kClPanel * k + (g % 3) * 16;
+    for (int64_t k0 = 0; k0 < k; k0 += depth) {
+      const int64_t kk = std::min(depth, k - k0);
+      for (int64_t p = 0; p < pixels; p += 7) {
+        const int64_t mr = std::min<int64_t>(7, pixels - p);
+        float* out = channels_first ? c + g * 16 * ldc + p : c + p * ldc + g * 16;
+        kClTiles[size_t(mr - 1)][size_t(nv - 1)](
+            kk, a + p * a_ps + k0 * a_ks, a_ps, a_ks, b_panel + k0 * width, width,
+            partial != nullptr ? partial + p * 48 : nullptr, k0 > 0, k0 + kk == k, bias + g * 16,
+            lo, hi, out, ldc, channels_first, columns - g * 16);
+      }
     }
     g += nv;
   }
 }
 #endif
+
+void pack_cl_panels(const float* weight, int64_t m, int64_t k, float* out) {
+  const int64_t ld = (m + 15) / 16 * 16;
+  for (int64_t p0 = 0; p0 < ld; p0 += kClPanel) {
+    const int64_t width = std::min(kClPanel, ld - p0);
+    float* panel = out + p0 * k;
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < width; ++j)
+        panel[i * width + j] = p0 + j < m ? weight[(p0 + j) * k + i] : 0.f;
+  }
+}
 
 }  // namespace nnx::cpu

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernels/cpu/aligned_buffer.h"
+#include "kernels/cpu/channels_last.h"
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/pooling.h"
@@ -386,6 +387,50 @@ void conv2d_panels(const Conv2dShape& s, const float* input, const float* panels
   }
 }
 
+#if defined(__AVX512F__)
+// NNX_CONV_CHANNELS_LAST=0 turns the channels-last path for 1x1 layers on small planes off.
+bool channels_last_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("NNX_CONV_CHANNELS_LAST");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  return enabled;
+}
+
+// 1x1, stride-1 convolutions on planes of at most 256 pixels (ResNet-50's 14x14 and 7x7 layers,
+// MobileNetV2's last one): the pixel tiles of the 32-wide panels leave lanes idle there (a 7x7
+// plane fills 49 of 64), the channels-last GEMM's 7-pixel tiles none.
+bool channels_last_suitable(const Conv2dShape& s) {
+  return channels_last_enabled() && s.groups == 1 && s.kernel_h == 1 && s.kernel_w == 1 &&
+         s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
+         s.out_h == s.in_h && s.out_w == s.in_w && s.out_h * s.out_w <= 256;
+}
+
+// Each thread takes a run of 16-channel groups of the output, computed from the whole input
+// (read in place, channels-first) and stored channels-first.
+void conv2d_channels_last(const Conv2dShape& s, const float* input, const float* weight_t,
+                          const float* bias, float* output, ThreadPool* pool,
+                          const Epilogue& epilogue) {
+  const int64_t plane = s.out_h * s.out_w, ld = (s.out_channels + 15) / 16 * 16;
+  thread_local AlignedBuffer bias_buffer;
+  float* padded_bias = bias_buffer.get(ld);
+  for (int64_t o = 0; o < ld; ++o)
+    padded_bias[o] = bias != nullptr && o < s.out_channels ? bias[o] : 0.f;
+  const ClampEpilogue clamp = clamp_of(epilogue);
+  for (int64_t n = 0; n < s.batch; ++n) {
+    const float* x = input + n * s.in_channels * plane;
+    float* y = output + n * s.out_channels * plane;
+    parallel_for(pool, ld / 16, 1, [&](int64_t g0, int64_t g1) {
+      cl_gemm(plane, s.in_channels, x, 1, plane, weight_t, ld, padded_bias, clamp.lo, clamp.hi, g0,
+              g1, y, plane, true, s.out_channels);
+      if (!clamp.exact)
+        for (int64_t c = g0 * 16; c < std::min(s.out_channels, g1 * 16); ++c)
+          apply_epilogue(epilogue, y + c * plane, plane);
+    });
+  }
+}
+#endif
+
 // Images per block when output planes are small: enough columns for the GEMM's register tile
 // and to pack the weights once per block rather than once per image.
 int64_t images_per_block(const Conv2dShape& s) {
@@ -473,6 +518,11 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
   if (winograd_enabled() && winograd_suitable(s, prepared != nullptr))
     return conv2d_winograd(s, input, weight, bias, output, pool, epilogue,
                            prepared ? prepared->winograd(s, weight, pool) : nullptr);
+#if defined(__AVX512F__)
+  if (prepared != nullptr && channels_last_suitable(s))
+    return conv2d_channels_last(s, input, prepared->channels_last(s, weight, pool), bias, output,
+                                pool, epilogue);
+#endif
   // Without weights (dropped where conv2d_reads_prepared_only) the panels are the only form.
   if (prepared != nullptr && panels_enabled() && (panels_suitable(s) || weight == nullptr))
     return conv2d_panels(s, input, prepared->panels(s, weight, pool), bias, output, pool, epilogue);

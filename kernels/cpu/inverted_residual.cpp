@@ -431,11 +431,14 @@ void prepare_channels_last(int64_t in_channels, int64_t hidden, int64_t out_chan
     to.assign(size_t(pad), 0.f);
     if (from != nullptr) std::copy(from, from + n, to.begin());
   };
-  transpose(expand_weight, hidden, in_channels, hp, into.expand);
+  into.expand.assign(size_t(in_channels * hp), 0.f);
+  if (expand_weight != nullptr)
+    pack_cl_panels(expand_weight, hidden, in_channels, into.expand.data());
   padded(expand_bias, hidden, hp, into.expand_bias);
   transpose(depthwise_weight, hidden, taps, hp, into.depthwise);
   padded(depthwise_bias, hidden, hp, into.depthwise_bias);
-  transpose(project_weight, out_channels, hidden, op, into.project);
+  into.project.assign(size_t(hidden * op), 0.f);
+  pack_cl_panels(project_weight, out_channels, hidden, into.project.data());
   padded(project_bias, out_channels, op, into.project_bias);
 }
 

@@ -11,9 +11,9 @@
 
 namespace nnx::cpu {
 
-// The block's weights laid out channels-last, for planes of few pixels: each 1x1 weight
-// transposed to [inputs][outputs rounded up to 16], the depthwise weights to [tap][channels
-// rounded up to 16], biases to the rounded sizes; the padding is zero.
+// The block's weights laid out channels-last: each 1x1 weight as the channels-last GEMM's panels
+// (channels_last.h), the depthwise weights as [tap][channels rounded up to 16], biases to the
+// rounded sizes; the padding is zero.
 struct ChannelsLastWeights {
   int64_t hidden_pad = 0, out_pad = 0;
   AlignedVector<float> expand, expand_bias, depthwise, depthwise_bias, project, project_bias;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "kernels/cpu/channels_last.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/winograd.h"
 #include "nnx/thread_pool.h"
@@ -39,6 +40,26 @@ const float* ConvPrepared::panels(const Conv2dShape& s, const float* weight, Thr
     pack_row_panels(m, k, weight, k, panels_.data(), pool);
   });
   return panels_.data();
+}
+
+const float* ConvPrepared::channels_last(const Conv2dShape& s, const float* weight,
+                                         ThreadPool* pool) {
+  std::call_once(channels_last_once_, [&] {
+    const int64_t m = s.out_channels, k = s.in_channels * s.kernel_h * s.kernel_w;
+    std::vector<float> unpacked;
+    if (weight == nullptr) {  // dropped: the weights back from the panels
+      const float* from = panels(s, nullptr, pool);
+      unpacked.resize(size_t(m * k));
+      for (int64_t o = 0; o < m; ++o)
+        for (int64_t i = 0; i < k; ++i)
+          unpacked[size_t(o * k + i)] =
+              from[(o / kPanelRows) * kPanelRows * k + i * kPanelRows + o % kPanelRows];
+      weight = unpacked.data();
+    }
+    channels_last_.resize(size_t((m + 15) / 16 * 16 * k));
+    pack_cl_panels(weight, m, k, channels_last_.data());
+  });
+  return channels_last_.data();
 }
 
 void ConvPrepared::prepare(const Conv2dShape& s, const float* weight, ThreadPool* pool) {

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <vector>
 
+#include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/conv2d.h"
 
 namespace nnx::cpu {
@@ -17,12 +18,16 @@ class ConvPrepared {
   // `weight` as an [out_channels x in_channels * kernel_h * kernel_w] matrix in 12-row panels
   // for panel_gemm (gemm.h).
   const float* panels(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
+  // A 1x1 weight as the channels-last GEMM's panels (channels_last.h: pack_cl_panels); made
+  // from `weight` or, where that was dropped, from the 12-row panels.
+  const float* channels_last(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
   // Makes now the form conv2d will use for this shape, where conv2d_reads_prepared_only(s).
   void prepare(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
 
  private:
-  std::once_flag winograd_once_, panels_once_;
+  std::once_flag winograd_once_, panels_once_, channels_last_once_;
   std::vector<float> winograd_, panels_;
+  AlignedVector<float> channels_last_;
 };
 
 // Whether conv2d, given prepared weights for a layer of this shape (its spatial sizes do not

@@ -397,32 +397,40 @@ bool channels_last_enabled() {
   return enabled;
 }
 
-// 1x1, stride-1 convolutions on planes of at most 256 pixels (ResNet-50's 14x14 and 7x7 layers,
-// MobileNetV2's last one): the pixel tiles of the 32-wide panels leave lanes idle there (a 7x7
+// Convolutions whose output planes have at most 256 pixels (ResNet-50's 14x14 and 7x7 layers,
+// MobileNetV2's last one): the 32-pixel tiles of the panel path leave lanes idle there (a 7x7
 // plane fills 49 of 64), the channels-last GEMM's 7-pixel tiles none.
 bool channels_last_suitable(const Conv2dShape& s) {
-  return channels_last_enabled() && s.groups == 1 && s.kernel_h == 1 && s.kernel_w == 1 &&
-         s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
-         s.out_h == s.in_h && s.out_w == s.in_w && s.out_h * s.out_w <= 256;
+  return channels_last_enabled() && s.groups == 1 && s.out_h * s.out_w <= 256;
 }
 
 // Each thread takes a run of 16-channel groups of the output, computed from the whole input
-// (read in place, channels-first) and stored channels-first.
+// (a dense 1x1 layer's read in place, channels-first, any other's im2col columns, made first
+// over the threads) and stored channels-first.
 void conv2d_channels_last(const Conv2dShape& s, const float* input, const float* weight_t,
                           const float* bias, float* output, ThreadPool* pool,
                           const Epilogue& epilogue) {
-  const int64_t plane = s.out_h * s.out_w, ld = (s.out_channels + 15) / 16 * 16;
-  thread_local AlignedBuffer bias_buffer;
+  const int64_t plane = s.out_h * s.out_w, in_plane = s.in_h * s.in_w;
+  const int64_t ld = (s.out_channels + 15) / 16 * 16, k = s.in_channels * s.kernel_h * s.kernel_w;
+  const bool dense = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
+                     s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h && s.out_w == s.in_w;
+  thread_local AlignedBuffer bias_buffer, column_buffer;
   float* padded_bias = bias_buffer.get(ld);
   for (int64_t o = 0; o < ld; ++o)
     padded_bias[o] = bias != nullptr && o < s.out_channels ? bias[o] : 0.f;
+  float* columns = dense ? nullptr : column_buffer.get(k * plane);
   const ClampEpilogue clamp = clamp_of(epilogue);
   for (int64_t n = 0; n < s.batch; ++n) {
-    const float* x = input + n * s.in_channels * plane;
+    const float* x = input + n * s.in_channels * in_plane;
     float* y = output + n * s.out_channels * plane;
+    if (!dense) {
+      parallel_for(pool, s.in_channels, 8,
+                   [&](int64_t c0, int64_t c1) { im2col_band(s, x, 0, s.out_h, c0, c1, columns); });
+      x = columns;
+    }
     parallel_for(pool, ld / 16, 1, [&](int64_t g0, int64_t g1) {
-      cl_gemm(plane, s.in_channels, x, 1, plane, weight_t, ld, padded_bias, clamp.lo, clamp.hi, g0,
-              g1, y, plane, true, s.out_channels);
+      cl_gemm(plane, k, x, 1, plane, weight_t, ld, padded_bias, clamp.lo, clamp.hi, g0, g1, y,
+              plane, true, s.out_channels);
       if (!clamp.exact)
         for (int64_t c = g0 * 16; c < std::min(s.out_channels, g1 * 16); ++c)
           apply_epilogue(epilogue, y + c * plane, plane);

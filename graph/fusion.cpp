@@ -323,11 +323,14 @@ bool inverted_residual_chain(const Graph& graph, const Readers& readers,
     prepared->panels(stage.conv->weight_geometry(), stage.weight.data<float>(), pool);
     return prepared;
   };
-  auto expand_panels = expands ? panels(expand) : nullptr;
-  auto project_panels = panels(project);
+  // The 12-row panels only where the channels-last form is not used.
+  auto expand_panels = expands && !use_channels_last ? panels(expand) : nullptr;
+  auto project_panels = !use_channels_last ? panels(project) : nullptr;
   cpu::InvertedResidual base;
-  if (expands) {
+  base.expands = expands;
+  if (expand_panels)
     base.expand_panels = expand_panels->panels(expand.conv->weight_geometry(), nullptr);
+  if (expands) {
     base.expand_bias = expand.bias.data<float>();
     base.expand_lo = expand.lo;
     base.expand_hi = expand.hi;
@@ -337,7 +340,8 @@ bool inverted_residual_chain(const Graph& graph, const Readers& readers,
   base.depthwise_lo = depthwise.lo;
   base.depthwise_hi = depthwise.hi;
   base.out_channels = project.conv->out_channels();
-  base.project_panels = project_panels->panels(project.conv->weight_geometry(), nullptr);
+  if (project_panels)
+    base.project_panels = project_panels->panels(project.conv->weight_geometry(), nullptr);
   base.project_bias = project.bias.data<float>();
   if (use_channels_last) base.channels_last = channels_last.get();
   const cpu::Epilogue epilogue = epilogue_of(act);

@@ -93,7 +93,7 @@ void rows_pass(const InvertedResidual& b, const float* x, float* y, int64_t o_be
   const int64_t HW = H * W, OHW = d.out_h * OW;
   const int64_t reach = (d.kernel_h - 1) * d.dilation_h + 1;
   const int64_t cap = (band - 1) * d.stride_h + reach;  // input rows a band reads at most
-  const bool expand = b.expand_panels != nullptr;
+  const bool expand = b.expands;
   thread_local AlignedBuffer ex_buffer, in_buffer, dw_buffer, packed_buffer;
   const int64_t ex_stride = cap * W;
   float* ex = expand ? ex_buffer.get(E * ex_stride) : nullptr;
@@ -154,7 +154,7 @@ void channels_pass(const InvertedResidual& b, const float* x, float* y, ThreadPo
   const Conv2dShape& d = b.depthwise;
   const int64_t E = d.in_channels, HW = d.in_h * d.in_w, OHW = d.out_h * d.out_w;
   const int64_t taps = d.kernel_h * d.kernel_w;
-  const bool expand = b.expand_panels != nullptr;
+  const bool expand = b.expands;
   thread_local AlignedBuffer shared;
   float* packed_dw = shared.get(E * ceil_div(OHW, kWidth) * kWidth);
   Conv2dShape s = d;
@@ -382,7 +382,7 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
     const float* x = input + n * in_image;
     float* y = output + n * out_image;
 #if defined(__AVX512F__)
-    if (b.channels_last != nullptr && b.expand_panels != nullptr) {
+    if (b.channels_last != nullptr && b.expands) {
       if (threads > 1 && d.out_h * d.out_w <= small) {
         channels_last_pass(b, x, y, pool);
         continue;

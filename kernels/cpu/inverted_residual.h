@@ -31,8 +31,10 @@ void prepare_channels_last(int64_t in_channels, int64_t hidden, int64_t out_chan
 struct InvertedResidual {
   int64_t batch = 1;
   int64_t in_channels = 0, in_h = 0, in_w = 0;  // the block's input
-  // The 1x1, stride-1, unpadded expansion in_channels -> depthwise.in_channels, as 12-row weight
-  // panels (prepared.h); null: no expansion, the depthwise convolution reads the input.
+  // Whether a 1x1, stride-1, unpadded expansion in_channels -> depthwise.in_channels comes first
+  // (else the depthwise convolution reads the input), and its weights as 12-row panels
+  // (prepared.h; only needed without the channels-last form).
+  bool expands = false;
   const float* expand_panels = nullptr;
   const float* expand_bias = nullptr;                 // may be null
   float expand_lo = -INFINITY, expand_hi = INFINITY;  // its ReLU/ReLU6 clamp
@@ -41,14 +43,15 @@ struct InvertedResidual {
   const float* depthwise_weight = nullptr;  // [channels, kernel_h, kernel_w]
   const float* depthwise_bias = nullptr;    // may be null
   float depthwise_lo = -INFINITY, depthwise_hi = INFINITY;
-  // The 1x1 projection depthwise.out_channels -> out_channels, as 12-row weight panels.
+  // The 1x1 projection depthwise.out_channels -> out_channels, as 12-row weight panels (only
+  // needed without the channels-last form).
   int64_t out_channels = 0;
   const float* project_panels = nullptr;
   const float* project_bias = nullptr;  // may be null
   // Applied to the projection's output (a residual Add, an activation).
   Epilogue project_epilogue;
-  // The same weights channels-last (null: none), which planes of few pixels use where the
-  // processor has AVX-512.
+  // The same weights channels-last (null: none), used for blocks with an expansion where the
+  // processor has AVX-512 (channels_last_available()).
   const ChannelsLastWeights* channels_last = nullptr;
 };
 

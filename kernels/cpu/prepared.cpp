@@ -33,40 +33,76 @@ const float* ConvPrepared::winograd(const Conv2dShape& s, const float* weight, T
   return winograd_.data();
 }
 
+namespace {
+
+// The [m][k] weight back from either prepared form (they are permutations of it).
+std::vector<float> unpack_panels(const float* panels, int64_t m, int64_t k) {
+  std::vector<float> w(size_t(m * k));
+  for (int64_t o = 0; o < m; ++o)
+    for (int64_t i = 0; i < k; ++i)
+      w[size_t(o * k + i)] =
+          panels[(o / kPanelRows) * kPanelRows * k + i * kPanelRows + o % kPanelRows];
+  return w;
+}
+std::vector<float> unpack_channels_last(const float* cl, int64_t m, int64_t k) {
+  const int64_t ld = (m + 15) / 16 * 16;
+  std::vector<float> w(size_t(m * k));
+  for (int64_t o = 0; o < m; ++o) {
+    const int64_t p0 = o / kClPanel * kClPanel, width = std::min(kClPanel, ld - p0);
+    for (int64_t i = 0; i < k; ++i) w[size_t(o * k + i)] = cl[p0 * k + i * width + (o - p0)];
+  }
+  return w;
+}
+
+}  // namespace
+
+void ConvPrepared::make_panels(const Conv2dShape& s, const float* weight, ThreadPool* pool) {
+  const int64_t m = s.out_channels, k = s.in_channels / s.groups * s.kernel_h * s.kernel_w;
+  std::vector<float> unpacked;
+  if (weight == nullptr) {
+    unpacked = unpack_channels_last(channels_last_.data(), m, k);
+    weight = unpacked.data();
+  }
+  panels_.resize(size_t((m + kPanelRows - 1) / kPanelRows * kPanelRows * k));
+  pack_row_panels(m, k, weight, k, panels_.data(), pool);
+  panels_made_ = true;
+}
+
 const float* ConvPrepared::panels(const Conv2dShape& s, const float* weight, ThreadPool* pool) {
-  std::call_once(panels_once_, [&] {
-    const int64_t m = s.out_channels, k = s.in_channels / s.groups * s.kernel_h * s.kernel_w;
-    panels_.resize(size_t((m + kPanelRows - 1) / kPanelRows * kPanelRows * k));
-    pack_row_panels(m, k, weight, k, panels_.data(), pool);
-  });
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!panels_made_) make_panels(s, weight, pool);
+  panels_used_ = true;  // from now on the pointer is kept valid
   return panels_.data();
 }
 
 const float* ConvPrepared::channels_last(const Conv2dShape& s, const float* weight,
                                          ThreadPool* pool) {
-  std::call_once(channels_last_once_, [&] {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!channels_last_made_) {
     const int64_t m = s.out_channels, k = s.in_channels * s.kernel_h * s.kernel_w;
     std::vector<float> unpacked;
     if (weight == nullptr) {  // dropped: the weights back from the panels
-      const float* from = panels(s, nullptr, pool);
-      unpacked.resize(size_t(m * k));
-      for (int64_t o = 0; o < m; ++o)
-        for (int64_t i = 0; i < k; ++i)
-          unpacked[size_t(o * k + i)] =
-              from[(o / kPanelRows) * kPanelRows * k + i * kPanelRows + o % kPanelRows];
+      unpacked = unpack_panels(panels_.data(), m, k);
       weight = unpacked.data();
     }
     channels_last_.resize(size_t((m + 15) / 16 * 16 * k));
     pack_cl_panels(weight, m, k, channels_last_.data());
-  });
+    channels_last_made_ = true;
+    if (panels_made_ && !panels_used_) {  // made up front, never read: one copy is enough
+      std::vector<float>().swap(panels_);
+      panels_made_ = false;
+    }
+  }
   return channels_last_.data();
 }
 
 void ConvPrepared::prepare(const Conv2dShape& s, const float* weight, ThreadPool* pool) {
-  if (conv2d_uses_winograd_prepared(s))
+  if (conv2d_uses_winograd_prepared(s)) {
     winograd(s, weight, pool);
-  else
-    panels(s, weight, pool);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!panels_made_ && !channels_last_made_) make_panels(s, weight, pool);
 }
 
 }  // namespace nnx::cpu

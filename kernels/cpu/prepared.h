@@ -1,6 +1,8 @@
 // Weights of a convolution rearranged once, for a layer whose weights no longer change
 // (inference: graph/fusion.h keeps one per Conv2d), so that the per-call rearrangement of
-// the kernels disappears. Each form is made on the first call that needs it; thread-safe.
+// the kernels disappears. Each form is made on the first call that needs it; thread-safe. The
+// 12-row panels made up front (prepare) are dropped again when the layer turns out to run on
+// the channels-last form only (small planes), so that a layer holds one copy of its weights.
 #pragma once
 
 #include <mutex>
@@ -16,18 +18,26 @@ class ConvPrepared {
   // The Winograd transform of `weight` (winograd.h); made on `pool`'s threads (may be null).
   const float* winograd(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
   // `weight` as an [out_channels x in_channels * kernel_h * kernel_w] matrix in 12-row panels
-  // for panel_gemm (gemm.h).
+  // for panel_gemm (gemm.h); made from `weight` or, where that was dropped, from the
+  // channels-last form. Once returned, kept.
   const float* panels(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
-  // A 1x1 weight as the channels-last GEMM's panels (channels_last.h: pack_cl_panels); made
-  // from `weight` or, where that was dropped, from the 12-row panels.
+  // The weight as the channels-last GEMM's panels (channels_last.h: pack_cl_panels); made from
+  // `weight` or, where that was dropped, from the 12-row panels, which are then dropped unless
+  // a call has used them.
   const float* channels_last(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
   // Makes now the form conv2d will use for this shape, where conv2d_reads_prepared_only(s).
   void prepare(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
 
  private:
-  std::once_flag winograd_once_, panels_once_, channels_last_once_;
-  std::vector<float> winograd_, panels_;
+  // The 12-row panels for `weight` (or, if null, from the channels-last form); mutex_ held.
+  void make_panels(const Conv2dShape& s, const float* weight, ThreadPool* pool);
+
+  std::once_flag winograd_once_;
+  std::vector<float> winograd_;
+  std::mutex mutex_;  // guards the two forms below and their flags
+  std::vector<float> panels_;
   AlignedVector<float> channels_last_;
+  bool panels_made_ = false, panels_used_ = false, channels_last_made_ = false;
 };
 
 // Whether conv2d, given prepared weights for a layer of this shape (its spatial sizes do not

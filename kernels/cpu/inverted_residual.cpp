@@ -2,7 +2,6 @@
 #include "kernels/cpu/inverted_residual.h"
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 #include <utility>
 

@@ -1,7 +1,11 @@
 // An inverted-residual block (MobileNetV2's building block) in one pass: a 1x1 expansion, a
 // depthwise convolution and a 1x1 projection, each with its BatchNorm folded in, computed band
 // by band of output rows so that the expanded tensor, the widest of the block, never leaves the
-// cache (graph/fusion.h finds the blocks).
+// cache (graph/fusion.h finds the blocks). With AVX-512 and an expansion the block runs
+// channels-last inside (the channels-last GEMM of channels_last.h for the 1x1 convolutions, a
+// depthwise kernel on whole channel vectors), taking and giving channels-first tensors; the
+// other blocks run channels-first (12-row panels, depthwise_planes). Planes of at most 256
+// output pixels split over channels rather than rows.
 #pragma once
 
 #include <cstdint>

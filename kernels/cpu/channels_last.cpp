@@ -1,36 +1,17 @@
 // The channels-last GEMM (see channels_last.h).
 #include "kernels/cpu/channels_last.h"
 
+#include "kernels/cpu/avx512.h"
+
 #include <algorithm>
 #include <array>
-#include <utility>
 
 #include "kernels/cpu/aligned_buffer.h"
-
-// GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 header for _mm512_max_ps and
-// _mm512_min_ps (the undefined pass-through of the masked builtins; GCC bug 105593, fixed in
-// GCC 13): a false positive, silenced for this file only, as in depthwise.cpp.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 namespace nnx::cpu {
 
 #if defined(__AVX512F__)
 namespace {
-
-// f.template operator()<I>() for I = 0 .. N-1, unrolled at compile time.
-template <int N, typename F>
-inline __attribute__((always_inline)) void static_for(F&& f) {
-  [&]<int... I>(std::integer_sequence<int, I...>) {
-    (f.template operator()<I>(), ...);
-  }
-  (std::make_integer_sequence<int, N>{});
-}
 
 // C[MR pixels][NV * 16 channels] = sum over k of a[p * a_ps + k * a_ks] * b[k * ldb + channel]
 // over one block of depth, added to the partial sums at `partial` ([MR][48]) where `resume`;

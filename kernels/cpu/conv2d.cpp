@@ -234,6 +234,7 @@ bool panels_suitable(const Conv2dShape& s) {
 }
 
 constexpr int64_t kPixelPanel = 32;
+static_assert(kPixelPanel == 32, "the dense 1x1 packing fills panels with panel_row32");
 
 // The im2col columns of output pixels [p0, p1) of one image as panels of kPixelPanel pixels
 // ([k][32] each, k = (input channel, kernel row, kernel column) as the weights order them), for
@@ -252,16 +253,7 @@ void pack_patches(const Conv2dShape& s, const float* image, int64_t p0, int64_t 
       const int64_t cols = std::min(kPixelPanel, count - j);
       float* panel = out + j * k;
       if (dense) {
-        float* dst = panel + c * kPixelPanel;
-        const float* src = plane + p0 + j;
-#if defined(__AVX512F__)
-        // Two vectors, the lanes past `cols` zero: no call per 32 floats.
-        _mm512_store_ps(dst, _mm512_maskz_loadu_ps(lanes_below(cols), src));
-        _mm512_store_ps(dst + 16, _mm512_maskz_loadu_ps(lanes_below(cols - 16), src + 16));
-#else
-        std::copy(src, src + cols, dst);
-        std::fill(dst + cols, dst + kPixelPanel, 0.f);
-#endif
+        panel_row32(plane + p0 + j, cols, panel + c * kPixelPanel);
         continue;
       }
       // Runs of the panel's pixels within one output row.

@@ -1,23 +1,13 @@
 // Depthwise direct convolution (see depthwise.h).
 #include "kernels/cpu/depthwise.h"
 
+#include "kernels/cpu/avx512.h"
+
 #include <algorithm>
 #include <cstdint>
-#include <utility>
 
 #include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/rows.h"
-
-// GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 header for _mm512_alignr_epi32
-// (its _mm512_undefined_epi32 pass-through; GCC bug 105593, fixed in GCC 13): a false positive,
-// silenced for this file only.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 namespace nnx::cpu {
 
@@ -35,15 +25,6 @@ inline void axpy3(float t0, const float* __restrict a, float t1, const float* __
 }
 
 #if defined(__AVX512F__)
-// f.template operator()<I>() for I = 0 .. N-1, unrolled at compile time.
-template <int N, typename F>
-inline __attribute__((always_inline)) void static_for(F&& f) {
-  [&]<int... I>(std::integer_sequence<int, I...>) {
-    (f.template operator()<I>(), ...);
-  }
-  (std::make_integer_sequence<int, N>{});
-}
-
 // R output rows of a KxK, stride-S, undilated kernel: every 16 outputs of the R rows summed in
 // registers over the (R - 1) * S + K window rows they share, each window row's phase loaded
 // once, aligned, per 16 outputs and its shifted taps made in registers (valignd) rather than

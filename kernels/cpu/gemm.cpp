@@ -5,15 +5,10 @@
 #define EIGEN_DONT_PARALLELIZE  // the thread pool splits the work; Eigen must not spawn threads
 #include "kernels/cpu/gemm.h"
 
+#include "kernels/cpu/avx512.h"
+
 #include "kernels/cpu/aligned_buffer.h"
 
-// GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 intrinsics header when the
-// unpack intrinsics of Eigen's packet transposes and of transpose16 below are inlined (GCC bug
-// 105593, fixed in GCC 13): a false positive in system headers, silenced for this file only.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
 #include <Eigen/Core>
 #include <algorithm>
 #include <array>

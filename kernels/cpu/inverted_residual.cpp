@@ -1,9 +1,10 @@
 // The fused inverted-residual block (see inverted_residual.h).
 #include "kernels/cpu/inverted_residual.h"
 
+#include "kernels/cpu/avx512.h"
+
 #include <algorithm>
 #include <cstring>
-#include <utility>
 
 #include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/channels_last.h"
@@ -12,21 +13,11 @@
 #include "kernels/cpu/rows.h"
 #include "nnx/thread_pool.h"
 
-// GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 header for _mm512_max_ps and
-// _mm512_min_ps (the undefined pass-through of the masked builtins; GCC bug 105593, fixed in
-// GCC 13): a false positive, silenced for this file only, as in depthwise.cpp.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 namespace nnx::cpu {
 namespace {
 
 constexpr int64_t kWidth = 32;  // pixels per panel of the GEMMs' right-hand side
+static_assert(kWidth == 32, "pack_columns fills panels with panel_row32");
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -38,17 +29,7 @@ void pack_columns(const float* src, int64_t ld, int64_t k, int64_t count, float*
   for (int64_t j = 0; j < count; j += kWidth) {
     const int64_t cols = std::min(kWidth, count - j);
     float* panel = out + j * k;
-    for (int64_t r = 0; r < k; ++r) {
-      const float* from = src + r * ld + j;
-      float* to = panel + r * kWidth;
-#if defined(__AVX512F__)
-      _mm512_store_ps(to, _mm512_maskz_loadu_ps(lanes_below(cols), from));
-      _mm512_store_ps(to + 16, _mm512_maskz_loadu_ps(lanes_below(cols - 16), from + 16));
-#else
-      std::copy(from, from + cols, to);
-      std::fill(to + cols, to + kWidth, 0.f);
-#endif
-    }
+    for (int64_t r = 0; r < k; ++r) panel_row32(src + r * ld + j, cols, panel + r * kWidth);
   }
 }
 
@@ -82,6 +63,35 @@ Clamp clamp_of(const Epilogue& e) {
   return {-INFINITY, INFINITY, false};
 }
 
+// One band of output rows [o0, o1): the input rows [i0, i1) its windows cover (the rest of each
+// window is padding), of which the expanded rows [i0, from) were computed for the band before
+// and are kept (moved up by `shift` rows, when that is not 0) and [from, i1) are to be
+// computed; and the band as a depthwise convolution of its own, its input those rows and its
+// padding shifted. `h0`, `h1` (the rows held) move on to the band's.
+struct Band {
+  int64_t i0, i1, from, shift;
+  Conv2dShape shape;
+};
+Band band_of(const Conv2dShape& d, int64_t o0, int64_t o1, int64_t& h0, int64_t& h1) {
+  const int64_t reach = (d.kernel_h - 1) * d.dilation_h + 1;
+  Band b;
+  b.i0 = std::clamp<int64_t>(o0 * d.stride_h - d.pad_top, 0, d.in_h);
+  b.i1 = std::clamp<int64_t>((o1 - 1) * d.stride_h - d.pad_top + reach, b.i0, d.in_h);
+  b.from = b.i0;
+  b.shift = 0;
+  if (h0 <= b.i0 && b.i0 < h1) {
+    b.shift = b.i0 - h0;
+    b.from = std::min(h1, b.i1);
+  }
+  h0 = b.i0;
+  h1 = b.i1;
+  b.shape = d;
+  b.shape.in_h = b.i1 - b.i0;
+  b.shape.out_h = o1 - o0;
+  b.shape.pad_top = d.pad_top + b.i0 - o0 * d.stride_h;
+  return b;
+}
+
 // Output rows [o_begin, o_end) of one image, in bands of `band` rows: each band's expanded rows
 // (those of the last band that it reads again kept, not recomputed), its depthwise rows and its
 // projection, all in this thread's scratch.
@@ -104,39 +114,26 @@ void rows_pass(const InvertedResidual& b, const float* x, float* y, int64_t o_be
   int64_t h0 = 0, h1 = 0;  // the expanded rows [h0, h1) held in ex, from its row 0
   for (int64_t o0 = o_begin; o0 < o_end; o0 += band) {
     const int64_t o1 = std::min(o0 + band, o_end);
-    // The input rows the band's windows cover (the rest of each window is padding).
-    const int64_t i0 = std::clamp<int64_t>(o0 * d.stride_h - d.pad_top, 0, H);
-    const int64_t i1 = std::clamp<int64_t>((o1 - 1) * d.stride_h - d.pad_top + reach, i0, H);
-    const float* planes = x + i0 * W;  // channel e's row i0 at planes + e * plane_stride
+    const Band r = band_of(d, o0, o1, h0, h1);
+    const float* planes = x + r.i0 * W;  // channel e's row i0 at planes + e * plane_stride
     int64_t plane_stride = HW;
     if (expand) {
-      int64_t from = i0;  // the first row to compute
-      if (h0 <= i0 && i0 < h1) {
-        if (i0 > h0)
-          for (int64_t e = 0; e < E; ++e)
-            std::memmove(ex + e * ex_stride, ex + e * ex_stride + (i0 - h0) * W,
-                         size_t((h1 - i0) * W) * sizeof(float));
-        from = std::min(h1, i1);
-      }
-      if (i1 > from) {
-        const int64_t count = (i1 - from) * W;
-        pack_columns(x + from * W, HW, b.in_channels, count, packed_in);
+      if (r.shift > 0)
+        for (int64_t e = 0; e < E; ++e)
+          std::memmove(ex + e * ex_stride, ex + e * ex_stride + r.shift * W,
+                       size_t((r.from - r.i0) * W) * sizeof(float));
+      if (r.i1 > r.from) {
+        const int64_t count = (r.i1 - r.from) * W;
+        pack_columns(x + r.from * W, HW, b.in_channels, count, packed_in);
         multiply(b.expand_panels, E, b.in_channels, 0, ceil_div(E, kPanelRows), packed_in, count,
-                 b.expand_bias, b.expand_lo, b.expand_hi, ex + (from - i0) * W, ex_stride);
+                 b.expand_bias, b.expand_lo, b.expand_hi, ex + (r.from - r.i0) * W, ex_stride);
       }
-      h0 = i0;
-      h1 = i1;
       planes = ex;
       plane_stride = ex_stride;
     }
-    // The band as a convolution of its own: its input the rows [i0, i1), its padding shifted.
-    Conv2dShape s = d;
-    s.in_h = i1 - i0;
-    s.out_h = o1 - o0;
-    s.pad_top = d.pad_top + i0 - o0 * d.stride_h;
     const int64_t count = (o1 - o0) * OW;
-    depthwise_planes(s, E, planes, plane_stride, b.depthwise_weight, b.depthwise_bias, dw, count,
-                     b.depthwise_lo, b.depthwise_hi);
+    depthwise_planes(r.shape, E, planes, plane_stride, b.depthwise_weight, b.depthwise_bias, dw,
+                     count, b.depthwise_lo, b.depthwise_hi);
     pack_columns(dw, count, E, count, packed_dw);
     multiply(b.project_panels, b.out_channels, E, 0, ceil_div(b.out_channels, kPanelRows),
              packed_dw, count, b.project_bias, clamp.lo, clamp.hi, y + o0 * OW, OHW);
@@ -200,15 +197,6 @@ void channels_pass(const InvertedResidual& b, const float* x, float* y, ThreadPo
 // one pixel; the 1x1 convolutions become GEMMs whose tiles are 7 pixels by 48 channels (no
 // lanes idle on 7x7 and 14x14 planes, which the 32-pixel panels fill to 77% and 88%), and the
 // depthwise convolution reads whole aligned vectors with no padded copy.
-
-// f.template operator()<I>() for I = 0 .. N-1, unrolled at compile time.
-template <int N, typename F>
-inline __attribute__((always_inline)) void static_for(F&& f) {
-  [&]<int... I>(std::integer_sequence<int, I...>) {
-    (f.template operator()<I>(), ...);
-  }
-  (std::make_integer_sequence<int, N>{});
-}
 
 // Channel groups [g0, g1) of the depthwise convolution `d` on channels-last planes: input
 // [in_h * in_w][ld], weights [tap][ld], output [out_h * out_w][ld]. KxK undilated kernels at
@@ -319,25 +307,14 @@ void channels_last_rows(const InvertedResidual& b, const float* x, float* y, int
   int64_t h0 = 0, h1 = 0;  // the expanded rows [h0, h1) held in ex, from its row 0
   for (int64_t o0 = o_begin; o0 < o_end; o0 += band) {
     const int64_t o1 = std::min(o0 + band, o_end);
-    const int64_t i0 = std::clamp<int64_t>(o0 * d.stride_h - d.pad_top, 0, H);
-    const int64_t i1 = std::clamp<int64_t>((o1 - 1) * d.stride_h - d.pad_top + reach, i0, H);
-    int64_t from = i0;
-    if (h0 <= i0 && i0 < h1) {
-      if (i0 > h0)
-        std::memmove(ex, ex + (i0 - h0) * W * ld, size_t((h1 - i0) * W * ld) * sizeof(float));
-      from = std::min(h1, i1);
-    }
-    if (i1 > from)
-      cl_gemm((i1 - from) * W, b.in_channels, x + from * W, 1, HW, w.expand.data(), ld,
-              w.expand_bias.data(), b.expand_lo, b.expand_hi, 0, ld / 16, ex + (from - i0) * W * ld,
-              ld);
-    h0 = i0;
-    h1 = i1;
-    Conv2dShape s = d;
-    s.in_h = i1 - i0;
-    s.out_h = o1 - o0;
-    s.pad_top = d.pad_top + i0 - o0 * d.stride_h;
-    cl_depthwise_any(s, ex, ld, w.depthwise.data(), w.depthwise_bias.data(), b.depthwise_lo,
+    const Band r = band_of(d, o0, o1, h0, h1);
+    if (r.shift > 0)
+      std::memmove(ex, ex + r.shift * W * ld, size_t((r.from - r.i0) * W * ld) * sizeof(float));
+    if (r.i1 > r.from)
+      cl_gemm((r.i1 - r.from) * W, b.in_channels, x + r.from * W, 1, HW, w.expand.data(), ld,
+              w.expand_bias.data(), b.expand_lo, b.expand_hi, 0, ld / 16,
+              ex + (r.from - r.i0) * W * ld, ld);
+    cl_depthwise_any(r.shape, ex, ld, w.depthwise.data(), w.depthwise_bias.data(), b.depthwise_lo,
                      b.depthwise_hi, 0, ld / 16, dw);
     const int64_t count = (o1 - o0) * OW;
     cl_gemm(count, E, dw, ld, 1, w.project.data(), ldo, w.project_bias.data(), clamp.lo, clamp.hi,

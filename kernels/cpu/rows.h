@@ -3,18 +3,15 @@
 // row so that nothing outside it is read, instead of a libc call per short row.
 #pragma once
 
+#include "kernels/cpu/avx512.h"
+
 #if defined(__AVX512F__)
-#include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
 
 namespace nnx::cpu {
 
-// Lanes [0, n) of a vector (all for n >= 16, none for n <= 0).
-inline __mmask16 lanes_below(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
-}
 // The lanes p of a vector loaded at column `begin` of a row whose column begin + p is inside
 // [0, width): a masked load reads nothing outside the row and gives 0 in the padding.
 inline __mmask16 row_lanes(int64_t begin, int64_t width) {

@@ -14,13 +14,7 @@
 // the output transform over output channels, so that every thread has work on every layer.
 #include "kernels/cpu/winograd.h"
 
-// GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 intrinsics header for the
-// undefined pass-through operand of _mm512_max_ps/_mm512_min_ps (GCC bug 105593, fixed in GCC
-// 13): a false positive in system headers, silenced for this file only (as in gemm.cpp).
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
+#include "kernels/cpu/avx512.h"
 
 #include <algorithm>
 #include <cmath>

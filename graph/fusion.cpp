@@ -353,8 +353,7 @@ bool inverted_residual_chain(const Graph& graph, const Readers& readers,
                   const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
     const Tensor x = inputs[0].contiguous();
     cpu::InvertedResidual b = base;
-    const Shape hidden =
-        base.expand_panels != nullptr ? expand->output_shape(x.shape()) : x.shape();
+    const Shape hidden = base.expands ? expand->output_shape(x.shape()) : x.shape();
     b.batch = x.size(0);
     b.in_channels = x.size(1);
     b.in_h = x.size(2);

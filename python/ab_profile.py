@@ -1,0 +1,83 @@
+"""A/B comparison of nnx builds or settings that this VM's minute-to-minute noise does not swamp.
+
+usage: /usr/bin/python3 python/ab_profile.py ARCH.json --weights W.pth --shape 1,3,224,224
+           [--rounds 4] [--iters 10] [--threads 2] [--diff 0.05] CONFIG CONFIG...
+
+A CONFIG is a label, then `=` and what distinguishes it: an nnx binary and/or environment
+settings, comma-separated (`old=/tmp/nnx_old`, `off=NNX_CONV_CHANNELS_LAST=0`,
+`new=build/cpu/nnx,NNX_SPIN_US=0`). The configurations run `nnx bench --profile` in alternation,
+round after round; for each one the script prints the median of every round and the sum over
+nodes of each node's fastest time across the rounds, which a slow minute in one round does not
+move. With --diff, the nodes whose fastest times differ by more than that fraction are listed
+(by node number: meaningful where both configurations fuse the same nodes).
+"""
+import argparse
+import collections
+import os
+import re
+import subprocess
+import sys
+
+NODE = re.compile(r"^(\d+)\s+(\S+)\s+(\[.*?\])\s+([\d.]+) ms")
+MEDIAN = re.compile(r"^median ([\d.]+) ms")
+
+
+def parse_config(text):
+    label, _, spec = text.partition("=")
+    if not spec:
+        sys.exit(f"ab_profile: a configuration is LABEL=SPEC, found {text!r}")
+    binary, env = "build/cpu/nnx", {}
+    for part in spec.split(","):
+        if "=" in part:
+            key, _, value = part.partition("=")
+            env[key] = value
+        else:
+            binary = part
+    return label, binary, env
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("arch")
+    p.add_argument("--weights")
+    p.add_argument("--shape", required=True)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--diff", type=float, default=0.0)
+    p.add_argument("configs", nargs="+")
+    args = p.parse_args()
+    configs = [parse_config(c) for c in args.configs]
+    fastest = {label: collections.defaultdict(lambda: float("inf")) for label, _, _ in configs}
+    names, medians = {}, {label: [] for label, _, _ in configs}
+    for _ in range(args.rounds):
+        for label, binary, env in configs:
+            cmd = [binary, "bench", args.arch, "--shape", args.shape, "--threads",
+                   str(args.threads), "--iters", str(args.iters), "--warmup", "3", "--profile"]
+            if args.weights:
+                cmd[3:3] = ["--weights", args.weights]
+            run = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+            if run.returncode != 0:
+                sys.exit(f"ab_profile: {label}: {' '.join(cmd)} failed:\n{run.stderr}")
+            for line in run.stdout.splitlines():
+                m = NODE.match(line)
+                if m:
+                    node = int(m.group(1))
+                    fastest[label][node] = min(fastest[label][node], float(m.group(4)))
+                    names[node] = f"{m.group(2)} {m.group(3)}"
+                m = MEDIAN.match(line)
+                if m:
+                    medians[label].append(float(m.group(1)))
+    for label, _, _ in configs:
+        print(f"{label}: sum of per-node fastest times {sum(fastest[label].values()):.3f} ms; "
+              f"round medians {', '.join(f'{x:.2f}' for x in medians[label])} ms")
+    if args.diff > 0 and len(configs) >= 2:
+        a, b = configs[0][0], configs[1][0]
+        for node in sorted(fastest[a]):
+            x, y = fastest[a][node], fastest[b].get(node, float("nan"))
+            if abs(x - y) > args.diff * max(x, y):
+                print(f"  node {node} {names[node]}: {x:.3f} -> {y:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -240,15 +240,10 @@ bool block_stage(const Graph& graph, const Readers& readers, int node, StageKind
   if (!clamped) return true;
   const ActivationOp* act = fusable_activation(graph, next_in_chain(graph, readers, next));
   if (act == nullptr) return true;
-  const cpu::Epilogue e = epilogue_of(act);
-  if (e.kind == Activation::relu) {
-    stage.lo = 0.f;
-  } else if (e.kind == Activation::hardtanh) {
-    stage.lo = e.args.lo;
-    stage.hi = e.args.hi;
-  } else {
-    return true;
-  }
+  const cpu::ClampEpilogue clamp = cpu::clamp_of(epilogue_of(act));
+  if (!clamp.exact) return true;
+  stage.lo = clamp.lo;
+  stage.hi = clamp.hi;
   stage.last = readers.sole[size_t(next)];
   absorbed.push_back(stage.last);
   return true;

@@ -138,19 +138,10 @@ void im2col_band(const Conv2dShape& s, const float* group_input, int64_t oh0, in
   }
 }
 
-// An epilogue as the clamp panel_gemm_bias_clamp and the depthwise kernel apply in registers: exact
-// for none, ReLU and Hardtanh (ReLU6); other activations go after the store (exact = false, no
-// clamp).
-struct ClampEpilogue {
-  float lo, hi;
-  bool exact;
-};
-ClampEpilogue clamp_of(const Epilogue& e) {
-  if (e.residual != nullptr) return {-INFINITY, INFINITY, false};  // added before the activation
-  if (!e.active) return {-INFINITY, INFINITY, true};
-  if (e.kind == Activation::relu) return {0.f, INFINITY, true};
-  if (e.kind == Activation::hardtanh) return {e.args.lo, e.args.hi, true};
-  return {-INFINITY, INFINITY, false};
+// A 1x1, stride-1 convolution without padding: its input planes are already its im2col matrix.
+bool reads_input_in_place(const Conv2dShape& s) {
+  return s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
+         s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h && s.out_w == s.in_w;
 }
 
 void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
@@ -243,8 +234,7 @@ void pack_patches(const Conv2dShape& s, const float* image, int64_t p0, int64_t 
                   int64_t c1, float* out) {
   const int64_t in_plane = s.in_h * s.in_w, count = p1 - p0;
   const int64_t taps = s.kernel_h * s.kernel_w, k = s.in_channels * taps;
-  const bool dense = taps == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
-                     s.pad_left == 0 && s.out_w == s.in_w;
+  const bool dense = reads_input_in_place(s);
   // Channel by channel, so that the reads go through each input plane in order (visiting every
   // channel's row for each panel instead made them jump from plane to plane).
   for (int64_t c = c0; c < c1; ++c) {
@@ -380,7 +370,7 @@ void conv2d_panels(const Conv2dShape& s, const float* input, const float* panels
 }
 
 #if defined(__AVX512F__)
-// NNX_CONV_CHANNELS_LAST=0 turns the channels-last path for 1x1 layers on small planes off.
+// NNX_CONV_CHANNELS_LAST=0 turns the channels-last path for small planes off.
 bool channels_last_enabled() {
   static const bool enabled = [] {
     const char* v = std::getenv("NNX_CONV_CHANNELS_LAST");
@@ -404,8 +394,7 @@ void conv2d_channels_last(const Conv2dShape& s, const float* input, const float*
                           const Epilogue& epilogue) {
   const int64_t plane = s.out_h * s.out_w, in_plane = s.in_h * s.in_w;
   const int64_t ld = (s.out_channels + 15) / 16 * 16, k = s.in_channels * s.kernel_h * s.kernel_w;
-  const bool dense = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
-                     s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h && s.out_w == s.in_w;
+  const bool dense = reads_input_in_place(s);
   thread_local AlignedBuffer bias_buffer, column_buffer;
   float* padded_bias = bias_buffer.get(ld);
   for (int64_t o = 0; o < ld; ++o)
@@ -527,9 +516,7 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
   if (prepared != nullptr && panels_enabled() && (panels_suitable(s) || weight == nullptr))
     return conv2d_panels(s, input, prepared->panels(s, weight, pool), bias, output, pool, epilogue);
 
-  const bool pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
-                         s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h &&
-                         s.out_w == s.in_w;
+  const bool pointwise = reads_input_in_place(s);
   const int64_t k = in_per_group * s.kernel_h * s.kernel_w;
   const int64_t jobs = s.batch * s.groups;
   const int64_t threads = pool ? pool->size() : 1;
@@ -920,9 +907,7 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
   if (direct)
     return conv2d_direct_backward(s, input, weight, grad_output, grad_input, grad_weight, pool);
 
-  const bool pointwise = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
-                         s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h &&
-                         s.out_w == s.in_w;
+  const bool pointwise = reads_input_in_place(s);
   const int64_t jobs = s.batch * s.groups;
   const int64_t threads = pool ? pool->size() : 1;
   const int64_t band_target = std::max(kMinBandColumns, kColumnTileFloats / k);

@@ -43,6 +43,21 @@ inline float stable_sigmoid(float x) {
 }
 }  // namespace epilogue_detail
 
+// An epilogue as the clamp the GEMM kernels and the depthwise kernels apply in registers: exact
+// for none, ReLU and Hardtanh (ReLU6); other activations, and any residual (added before the
+// activation), go after the store (exact = false, no clamp).
+struct ClampEpilogue {
+  float lo = -INFINITY, hi = INFINITY;
+  bool exact = true;
+};
+inline ClampEpilogue clamp_of(const Epilogue& e) {
+  if (e.residual != nullptr) return {-INFINITY, INFINITY, false};
+  if (!e.active) return {};
+  if (e.kind == Activation::relu) return {0.f, INFINITY, true};
+  if (e.kind == Activation::hardtanh) return {e.args.lo, e.args.hi, true};
+  return {-INFINITY, INFINITY, false};
+}
+
 // p[i] = f(p[i] + residual) for i < n, p within the output (residual and f where given).
 inline void apply_epilogue(const Epilogue& e, float* __restrict p, int64_t n) {
   using namespace epilogue_detail;

@@ -49,20 +49,6 @@ void multiply(const float* panels, int64_t m, int64_t k, int64_t q0, int64_t q1,
   }
 }
 
-// The projection's epilogue as the GEMM's clamp where it is one (none, ReLU, ReLU6), else none
-// (applied after the store).
-struct Clamp {
-  float lo = -INFINITY, hi = INFINITY;
-  bool exact = true;
-};
-Clamp clamp_of(const Epilogue& e) {
-  if (e.residual != nullptr) return {-INFINITY, INFINITY, false};
-  if (!e.active) return {};
-  if (e.kind == Activation::relu) return {0.f, INFINITY, true};
-  if (e.kind == Activation::hardtanh) return {e.args.lo, e.args.hi, true};
-  return {-INFINITY, INFINITY, false};
-}
-
 // One band of output rows [o0, o1): the input rows [i0, i1) its windows cover (the rest of each
 // window is padding), of which the expanded rows [i0, from) were computed for the band before
 // and are kept (moved up by `shift` rows, when that is not 0) and [from, i1) are to be
@@ -110,7 +96,7 @@ void rows_pass(const InvertedResidual& b, const float* x, float* y, int64_t o_be
       expand ? in_buffer.get(b.in_channels * ceil_div(cap * W, kWidth) * kWidth) : nullptr;
   float* dw = dw_buffer.get(E * band * OW);
   float* packed_dw = packed_buffer.get(E * ceil_div(band * OW, kWidth) * kWidth);
-  const Clamp clamp = clamp_of(b.project_epilogue);
+  const ClampEpilogue clamp = clamp_of(b.project_epilogue);
   int64_t h0 = 0, h1 = 0;  // the expanded rows [h0, h1) held in ex, from its row 0
   for (int64_t o0 = o_begin; o0 < o_end; o0 += band) {
     const int64_t o1 = std::min(o0 + band, o_end);
@@ -153,8 +139,6 @@ void channels_pass(const InvertedResidual& b, const float* x, float* y, ThreadPo
   const bool expand = b.expands;
   thread_local AlignedBuffer shared;
   float* packed_dw = shared.get(E * ceil_div(OHW, kWidth) * kWidth);
-  Conv2dShape s = d;
-  s.batch = 1;
   parallel_for(pool, ceil_div(E, kPanelRows), 1, [&](int64_t q0, int64_t q1) {
     const int64_t e0 = q0 * kPanelRows, e1 = std::min(E, q1 * kPanelRows);
     thread_local AlignedBuffer in_buffer, ex_buffer, plane_buffer;
@@ -168,7 +152,7 @@ void channels_pass(const InvertedResidual& b, const float* x, float* y, ThreadPo
       planes = ex;
     }
     float* filtered = plane_buffer.get((e1 - e0) * OHW);
-    depthwise_planes(s, e1 - e0, planes, HW, b.depthwise_weight + e0 * taps,
+    depthwise_planes(d, e1 - e0, planes, HW, b.depthwise_weight + e0 * taps,
                      b.depthwise_bias != nullptr ? b.depthwise_bias + e0 : nullptr, filtered, OHW,
                      b.depthwise_lo, b.depthwise_hi);
     for (int64_t e = e0; e < e1; ++e) {
@@ -181,7 +165,7 @@ void channels_pass(const InvertedResidual& b, const float* x, float* y, ThreadPo
       }
     }
   });
-  const Clamp clamp = clamp_of(b.project_epilogue);
+  const ClampEpilogue clamp = clamp_of(b.project_epilogue);
   parallel_for(pool, ceil_div(b.out_channels, kPanelRows), 1, [&](int64_t q0, int64_t q1) {
     float* out = y + q0 * kPanelRows * OHW;
     multiply(b.project_panels, b.out_channels, E, q0, q1, packed_dw, OHW, b.project_bias, clamp.lo,
@@ -193,8 +177,8 @@ void channels_pass(const InvertedResidual& b, const float* x, float* y, ThreadPo
 }
 
 #if defined(__AVX512F__)
-// Channels-last small planes: a pixel's channels are contiguous, so a vector holds 16 channels of
-// one pixel; the 1x1 convolutions become GEMMs whose tiles are 7 pixels by 48 channels (no
+// Channels-last blocks: a pixel's channels are contiguous, so a vector holds 16 channels of one
+// pixel; the 1x1 convolutions become GEMMs whose tiles are 7 pixels by 48 channels (no
 // lanes idle on 7x7 and 14x14 planes, which the 32-pixel panels fill to 77% and 94%), and the
 // depthwise convolution reads whole aligned vectors with no padded copy.
 
@@ -276,7 +260,7 @@ void channels_last_pass(const InvertedResidual& b, const float* x, float* y, Thr
     cl_depthwise_any(d, ex, ld, w.depthwise.data(), w.depthwise_bias.data(), b.depthwise_lo,
                      b.depthwise_hi, g0, g1, dw);
   });
-  const Clamp clamp = clamp_of(b.project_epilogue);
+  const ClampEpilogue clamp = clamp_of(b.project_epilogue);
   parallel_for(pool, ldo / 16, 1, [&](int64_t g0, int64_t g1) {
     // Stored channels-first, then what the clamp did not apply.
     cl_gemm(OHW, E, dw, ld, 1, w.project.data(), ldo, w.project_bias.data(), clamp.lo, clamp.hi, g0,
@@ -286,9 +270,7 @@ void channels_last_pass(const InvertedResidual& b, const float* x, float* y, Thr
         apply_epilogue(b.project_epilogue, y + c * OHW, OHW);
   });
 }
-#endif
 
-#if defined(__AVX512F__)
 // Output rows [o_begin, o_end) of one image channels-last, in bands of `band` rows as rows_pass
 // makes them (the expanded rows a band reads again kept), each band's projection turned back to
 // channels-first rows of the output.
@@ -303,7 +285,7 @@ void channels_last_rows(const InvertedResidual& b, const float* x, float* y, int
   thread_local AlignedBuffer ex_buffer, dw_buffer;
   float* ex = ex_buffer.get(cap * W * ld);
   float* dw = dw_buffer.get(band * OW * ld);
-  const Clamp clamp = clamp_of(b.project_epilogue);
+  const ClampEpilogue clamp = clamp_of(b.project_epilogue);
   int64_t h0 = 0, h1 = 0;  // the expanded rows [h0, h1) held in ex, from its row 0
   for (int64_t o0 = o_begin; o0 < o_end; o0 += band) {
     const int64_t o1 = std::min(o0 + band, o_end);

@@ -128,6 +128,39 @@ void BM_Depthwise_Backward(benchmark::State& s) {
   run_backward(s, "Conv2d(96, 96, 3, padding=1, groups=96)", {8, 96, 56, 56}, int(s.range(0)));
 }
 
+// The convolutions of ResNet-18's training step at batch 32 x 3x64x64 (issue 13's goal figure),
+// 2 threads: args in, out, kernel, stride, input size. Forward and backward (input and weight
+// gradients; the stem's input gradient too, which a training step skips).
+std::string resnet18_train_call(const benchmark::State& s) {
+  const int64_t kernel = s.range(2);
+  return "Conv2d(" + std::to_string(s.range(0)) + ", " + std::to_string(s.range(1)) + ", " +
+         std::to_string(kernel) + ", stride=" + std::to_string(s.range(3)) +
+         ", padding=" + std::to_string(kernel / 2) + ", bias=False)";
+}
+void BM_ResNet18TrainForward(benchmark::State& s) {
+  const std::string call = resnet18_train_call(s);
+  run_op(s, call.c_str(), {32, s.range(0), s.range(4), s.range(4)}, 2);
+}
+void BM_ResNet18TrainBackward(benchmark::State& s) {
+  const std::string call = resnet18_train_call(s);
+  run_backward(s, call.c_str(), {32, s.range(0), s.range(4), s.range(4)}, 2);
+}
+void resnet18_train_shapes(benchmark::internal::Benchmark* b) {
+  b->Args({3, 64, 7, 2, 64})
+      ->Args({64, 64, 3, 1, 16})
+      ->Args({64, 128, 3, 2, 16})
+      ->Args({64, 128, 1, 2, 16})
+      ->Args({128, 128, 3, 1, 8})
+      ->Args({128, 256, 3, 2, 8})
+      ->Args({128, 256, 1, 2, 8})
+      ->Args({256, 256, 3, 1, 4})
+      ->Args({256, 512, 3, 2, 4})
+      ->Args({256, 512, 1, 2, 4})
+      ->Args({512, 512, 3, 1, 2})
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
 BENCHMARK(BM_Conv3x3_64)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv3x3_seed)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv7x7_seed)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
@@ -158,5 +191,7 @@ BENCHMARK(BM_Conv3x3_64_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)
 BENCHMARK(BM_Conv1x1_64_256_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv3x3_128_s2_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Depthwise_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ResNet18TrainForward)->Apply(resnet18_train_shapes);
+BENCHMARK(BM_ResNet18TrainBackward)->Apply(resnet18_train_shapes);
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "kernels/cpu/channels_last.h"
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/indirect_conv.h"
 #include "kernels/cpu/pooling.h"
 #include "kernels/cpu/prepared.h"
 #include "kernels/cpu/rows.h"
@@ -508,6 +509,8 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     return conv2d_winograd(s, input, weight, bias, output, pool, epilogue,
                            prepared ? prepared->winograd(s, weight, pool) : nullptr);
 #if defined(__AVX512F__)
+  if (prepared == nullptr && indirect_suitable(s))
+    return conv2d_indirect(s, input, weight, bias, output, pool, epilogue);
   if (prepared != nullptr && channels_last_suitable(s))
     return conv2d_channels_last(s, input, prepared->channels_last(s, weight, pool), bias, output,
                                 pool, epilogue);

@@ -1,0 +1,23 @@
+// Convolution without im2col for small output planes (AVX-512 builds): the input is copied once
+// channels-last with its padding written out, and each tile of 7 output pixels reads its
+// receptive fields in place through one pointer per pixel (an indirect convolution), the
+// output channels in the vector lanes, 48 at a time, so neither im2col columns nor a packed copy
+// of them is made. The pixels of a tile may come from different rows and images: a 2x2 plane in
+// a batch fills the tile as well as a 56x56 one.
+#pragma once
+
+#include "kernels/cpu/conv2d.h"
+
+namespace nnx::cpu {
+
+#if defined(__AVX512F__)
+// Whether conv2d_indirect serves `shape` (and pays off for it).
+bool indirect_suitable(const Conv2dShape& shape);
+
+// As conv2d (see conv2d.h) for a shape that indirect_suitable accepts; zero padding.
+void conv2d_indirect(const Conv2dShape& shape, const float* input, const float* weight,
+                     const float* bias, float* output, ThreadPool* pool,
+                     const Epilogue& epilogue = {});
+#endif
+
+}  // namespace nnx::cpu

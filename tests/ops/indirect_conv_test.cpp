@@ -1,0 +1,156 @@
+// The indirect convolution (kernels/cpu/indirect_conv.h) against a direct sum in double
+// precision: tiles that span rows and images, output channels off the 16- and 48-wide panels,
+// more taps than its offset table holds on the stack, non-square kernels, strides, dilations,
+// padding, both work splits (tiles and panels), bias or none, and clamping and non-clamping
+// epilogues. (The op tests check conv2d, which takes this path for such shapes, against
+// PyTorch.)
+#include "kernels/cpu/indirect_conv.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "nnx/thread_pool.h"
+
+#if defined(__AVX512F__)
+namespace {
+
+using nnx::cpu::Conv2dShape;
+using nnx::cpu::Epilogue;
+
+struct Case {
+  int64_t batch, in, out, h, w, kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+Conv2dShape shape_of(const Case& c) {
+  Conv2dShape s;
+  s.batch = c.batch;
+  s.in_channels = c.in;
+  s.out_channels = c.out;
+  s.in_h = c.h;
+  s.in_w = c.w;
+  s.kernel_h = c.kh;
+  s.kernel_w = c.kw;
+  s.stride_h = c.sh;
+  s.stride_w = c.sw;
+  s.pad_top = c.ph;
+  s.pad_left = c.pw;
+  s.dilation_h = c.dh;
+  s.dilation_w = c.dw;
+  s.out_h = (c.h + 2 * c.ph - c.dh * (c.kh - 1) - 1) / c.sh + 1;
+  s.out_w = (c.w + 2 * c.pw - c.dw * (c.kw - 1) - 1) / c.sw + 1;
+  return s;
+}
+
+std::string describe(const Conv2dShape& s) {
+  return std::to_string(s.batch) + "x" + std::to_string(s.in_channels) + "x" +
+         std::to_string(s.in_h) + "x" + std::to_string(s.in_w) + " -> " +
+         std::to_string(s.out_channels) + "x" + std::to_string(s.out_h) + "x" +
+         std::to_string(s.out_w) + " kernel " + std::to_string(s.kernel_h) + "x" +
+         std::to_string(s.kernel_w) + " stride " + std::to_string(s.stride_h) + "," +
+         std::to_string(s.stride_w) + " pad " + std::to_string(s.pad_top) + "," +
+         std::to_string(s.pad_left) + " dilation " + std::to_string(s.dilation_h) + "," +
+         std::to_string(s.dilation_w);
+}
+
+// Largest |indirect - direct| relative to the largest |direct|; the epilogue applied to the
+// reference by the same function the kernel uses for non-clamping ones.
+double difference(const Conv2dShape& s, int threads, bool with_bias, const Epilogue& epilogue) {
+  std::mt19937 rng(unsigned(s.in_channels * 31 + s.out_channels * 7 + s.in_h * 3 + s.batch));
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  const int64_t taps = s.kernel_h * s.kernel_w;
+  std::vector<float> input(size_t(s.batch * s.in_channels * s.in_h * s.in_w));
+  std::vector<float> weight(size_t(s.out_channels * s.in_channels * taps));
+  std::vector<float> bias(size_t(s.out_channels));
+  for (float& v : input) v = u(rng);
+  for (float& v : weight) v = u(rng);
+  for (float& v : bias) v = u(rng);
+  const int64_t plane = s.out_h * s.out_w;
+  const size_t out_size = size_t(s.batch * s.out_channels * plane);
+  std::vector<float> expected(out_size), got(out_size + 1, NAN);
+  got.back() = 12345.f;  // a guard past the end
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t o = 0; o < s.out_channels; ++o) {
+      float* row = expected.data() + (n * s.out_channels + o) * plane;
+      for (int64_t oh = 0; oh < s.out_h; ++oh)
+        for (int64_t ow = 0; ow < s.out_w; ++ow) {
+          double sum = with_bias ? bias[size_t(o)] : 0.0;
+          for (int64_t c = 0; c < s.in_channels; ++c)
+            for (int64_t kh = 0; kh < s.kernel_h; ++kh)
+              for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+                const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
+                const int64_t iw = ow * s.stride_w - s.pad_left + kw * s.dilation_w;
+                if (ih < 0 || ih >= s.in_h || iw < 0 || iw >= s.in_w) continue;
+                sum +=
+                    double(input[size_t(((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw)]) *
+                    weight[size_t(((o * s.in_channels + c) * s.kernel_h + kh) * s.kernel_w + kw)];
+              }
+          row[oh * s.out_w + ow] = float(sum);
+        }
+      nnx::cpu::apply_epilogue(epilogue, row, plane);
+    }
+  nnx::ThreadPool pool(threads);
+  nnx::cpu::conv2d_indirect(s, input.data(), weight.data(), with_bias ? bias.data() : nullptr,
+                            got.data(), &pool, epilogue);
+  EXPECT_EQ(got.back(), 12345.f) << describe(s);
+  double worst = 0, scale = 1e-30;
+  for (size_t i = 0; i < out_size; ++i) {
+    if (std::isnan(got[i])) return INFINITY;
+    worst = std::max(worst, double(std::abs(got[i] - expected[i])));
+    scale = std::max(scale, double(std::abs(expected[i])));
+  }
+  return worst / scale;
+}
+
+TEST(IndirectConv, MatchesTheDirectSum) {
+  const std::vector<Case> cases = {
+      {32, 16, 16, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1},   // 2x2... 4x4 planes: tiles across images
+      {5, 16, 17, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1},    // 17 channels: a 16-wide panel, 1 kept
+      {3, 24, 50, 9, 7, 3, 3, 2, 2, 1, 1, 1, 1},    // strided, odd sizes, 50 off the panels
+      {2, 16, 100, 8, 8, 1, 1, 2, 2, 0, 0, 1, 1},   // a strided 1x1 (ResNet's downsample)
+      {1, 20, 32, 13, 11, 9, 9, 1, 1, 4, 4, 1, 1},  // 81 taps
+      {2, 16, 40, 10, 12, 1, 3, 1, 2, 0, 1, 1, 1},  // a 1x3 kernel, strides 1 and 2
+      {1, 18, 48, 15, 15, 3, 3, 1, 1, 2, 2, 2, 2},  // dilation
+      {1, 16, 20, 6, 6, 3, 3, 1, 1, 3, 3, 1, 1},    // padding past the kernel's reach
+      {1, 64, 144, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1},   // few tiles: the panels split
+      {1, 16, 16, 16, 16, 1, 1, 1, 1, 1, 1, 1, 1},  // a 1x1 with padding
+  };
+  for (const Case& c : cases) {
+    const Conv2dShape s = shape_of(c);
+    for (int threads : {1, 2, 3}) {
+      EXPECT_LT(difference(s, threads, true, {}), 1e-5) << describe(s) << " threads " << threads;
+      EXPECT_LT(difference(s, threads, false, {}), 1e-5) << describe(s) << " threads " << threads;
+    }
+  }
+}
+
+TEST(IndirectConv, EpiloguesInTheStoreAndAfter) {
+  Epilogue relu{true, nnx::Activation::relu, {}};
+  Epilogue silu{true, nnx::Activation::silu, {}};
+  Epilogue relu6{true, nnx::Activation::hardtanh, {}};
+  relu6.args.lo = 0.f;
+  relu6.args.hi = 6.f;
+  for (const Case& c : {Case{4, 16, 33, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1},
+                        Case{1, 32, 64, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1}})
+    for (const Epilogue& e : {relu, silu, relu6})
+      for (int threads : {1, 2})
+        EXPECT_LT(difference(shape_of(c), threads, true, e), 1e-5) << describe(shape_of(c));
+}
+
+TEST(IndirectConv, TakesSmallPlanesOnly) {
+  EXPECT_TRUE(nnx::cpu::indirect_suitable(shape_of({32, 128, 128, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1})));
+  EXPECT_FALSE(nnx::cpu::indirect_suitable(shape_of({1, 64, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1})));
+  EXPECT_FALSE(nnx::cpu::indirect_suitable(shape_of({1, 3, 64, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1})));
+  // A dense 1x1 layer is a GEMM on the input in place.
+  EXPECT_FALSE(nnx::cpu::indirect_suitable(shape_of({1, 64, 64, 8, 8, 1, 1, 1, 1, 0, 0, 1, 1})));
+}
+
+}  // namespace
+#else
+TEST(IndirectConv, NeedsAvx512) {
+  GTEST_SKIP() << "the indirect convolution is built for AVX-512 only; this build has none";
+}
+#endif

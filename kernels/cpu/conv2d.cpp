@@ -903,10 +903,22 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
     return;
   }
   const bool direct = in_per_group == 1 && out_per_group <= kDirectMaxMultiplier;
+#if defined(__AVX512F__)
+  if (grad_input != nullptr && !direct &&
+      conv2d_indirect_input_grad(s, weight, grad_output, grad_input, pool))
+    grad_input = nullptr;
+#endif
   if (grad_input != nullptr && (!direct || out_per_group == 1) &&
       input_gradient_as_convolution(s, weight, grad_output, grad_input, pool))
     grad_input = nullptr;
   if (grad_input == nullptr && grad_weight == nullptr) return;
+#if defined(__AVX512F__)
+  if (grad_weight != nullptr && !direct && indirect_suitable(s)) {
+    conv2d_indirect_weight_grad(s, input, grad_output, grad_weight, pool);
+    grad_weight = nullptr;
+    if (grad_input == nullptr) return;
+  }
+#endif
   if (direct)
     return conv2d_direct_backward(s, input, weight, grad_output, grad_input, grad_weight, pool);
 

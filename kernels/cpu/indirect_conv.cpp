@@ -97,25 +97,32 @@ bool indirect_suitable(const Conv2dShape& s) {
   return s.out_h * s.out_w <= 256;
 }
 
-void conv2d_indirect(const Conv2dShape& s, const float* input, const float* weight,
-                     const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue) {
-  const int64_t channels = s.in_channels, taps = s.kernel_h * s.kernel_w, k = channels * taps;
-  const int64_t plane = s.out_h * s.out_w, in_plane = s.in_h * s.in_w;
-  // The padded input's rows and columns: as far as the last window reaches.
+namespace {
+
+// The input copied channels-last with its padding written out: rows x cols pixels of
+// s.in_channels floats per image, as far as the last window reaches.
+struct PaddedInput {
+  const float* data;
+  int64_t rows, cols;
+  // Pixel (n, oh, ow)'s receptive field's first element.
+  const float* at(const Conv2dShape& s, int64_t n, int64_t oh, int64_t ow) const {
+    return data + ((n * rows + oh * s.stride_h) * cols + ow * s.stride_w) * s.in_channels;
+  }
+  // How far tap (kh, kw)'s values lie from there.
+  int64_t offset(const Conv2dShape& s, int64_t kh, int64_t kw) const {
+    return (kh * s.dilation_h * cols + kw * s.dilation_w) * s.in_channels;
+  }
+};
+
+PaddedInput pad_channels_last(const Conv2dShape& s, const float* input, AlignedBuffer& buffer,
+                              ThreadPool* pool) {
+  const int64_t channels = s.in_channels, in_plane = s.in_h * s.in_w;
   const int64_t rows = std::max<int64_t>(
       (s.out_h - 1) * s.stride_h + (s.kernel_h - 1) * s.dilation_h + 1, s.pad_top);
   const int64_t cols = std::max<int64_t>(
       (s.out_w - 1) * s.stride_w + (s.kernel_w - 1) * s.dilation_w + 1, s.pad_left);
-  const int64_t ld = ceil_div(s.out_channels, 16) * 16, panels = ceil_div(ld, kPanel);
-
-  thread_local AlignedBuffer input_buffer, weight_buffer, bias_buffer;
-  float* padded = input_buffer.get(s.batch * rows * cols * channels);
-  float* packed = weight_buffer.get(ld * k);
-  float* padded_bias = bias_buffer.get(ld);
-  for (int64_t o = 0; o < ld; ++o)
-    padded_bias[o] = bias != nullptr && o < s.out_channels ? bias[o] : 0.f;
-
-  // Channels-last with the padding written out, an image's rows per task.
+  float* padded = buffer.get(s.batch * rows * cols * channels);
+  // An image's rows per task.
   parallel_for(pool, s.batch * rows, 4, [&](int64_t r0, int64_t r1) {
     for (int64_t task = r0; task < r1; ++task) {
       const int64_t n = task / rows, r = task % rows, ih = r - s.pad_top;
@@ -139,10 +146,72 @@ void conv2d_indirect(const Conv2dShape& s, const float* input, const float* weig
       }
     }
   });
-  // The weights as panels of 48 output channels, [tap][channel][48] each: 16 x 16 blocks
-  // transposed in L1, so that every cache line is read and written once and whole (a weight
-  // read or a panel entry written at a time strode a power of two apart, into a few cache sets,
-  // and took 9% of a ResNet-18 training step).
+  return {padded, rows, cols};
+}
+
+// One tile of the weight gradient: MR input channels [c0, c0 + MR) of one tap x NV * 16 output
+// channels, summed over every output pixel of the batch: the input values lie at `offset` (the
+// tap's, plus c0) past each pixel's receptive field, the output gradient channels-last in
+// `grad` (row stride ld, this panel's first channel first). Stored into grad_weight
+// ([out][in][tap], `columns` output channels of the panel kept).
+template <int MR, int NV>
+void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, const float* grad,
+                 int64_t ld, float* grad_weight, int64_t c0, int64_t tap, int64_t columns) {
+  __m512 acc[MR][NV];
+  static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+    static_for<NV>([&]<int V>()
+                       __attribute__((always_inline)) { acc[P][V] = _mm512_setzero_ps(); });
+  });
+  const int64_t step = s.stride_w * s.in_channels;
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t oh = 0; oh < s.out_h; ++oh) {
+      const float* a = x.at(s, n, oh, 0) + offset;
+      for (int64_t ow = 0; ow < s.out_w; ++ow, a += step, grad += ld) {
+        __m512 bv[NV];
+        static_for<NV>([&]<int V>() __attribute__((always_inline)) {
+          bv[V] = _mm512_load_ps(grad + V * 16);
+        });
+        static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+          const __m512 av = _mm512_set1_ps(a[P]);
+          static_for<NV>([&]<int V>() __attribute__((always_inline)) {
+            acc[P][V] = _mm512_fmadd_ps(av, bv[V], acc[P][V]);
+          });
+        });
+      }
+    }
+  const int64_t taps = s.kernel_h * s.kernel_w, k = s.in_channels * taps;
+  static_for<NV>([&]<int V>() __attribute__((always_inline)) {
+    alignas(64) float t[MR][16];
+    static_for<MR>([&]<int P>()
+                       __attribute__((always_inline)) { _mm512_store_ps(t[P], acc[P][V]); });
+    const int64_t n = std::min<int64_t>(16, columns - V * 16);
+    for (int64_t j = 0; j < n; ++j) {
+      float* to = grad_weight + (V * 16 + j) * k + c0 * taps + tap;
+      for (int p = 0; p < MR; ++p) to[p * taps] = t[p][j];
+    }
+  });
+}
+
+using WeightTile = void (*)(const Conv2dShape&, const PaddedInput&, int64_t, const float*, int64_t,
+                            float*, int64_t, int64_t, int64_t);
+template <int... M>
+constexpr std::array<std::array<WeightTile, 3>, sizeof...(M)> weight_tiles(
+    std::integer_sequence<int, M...>) {
+  return {{{&weight_tile<M + 1, 1>, &weight_tile<M + 1, 2>, &weight_tile<M + 1, 3>}...}};
+}
+constexpr auto kWeightTiles = weight_tiles(std::make_integer_sequence<int, kTilePixels>{});
+
+}  // namespace
+
+namespace {
+
+// The weights as panels of 48 output channels, [tap][channel][48] each (ld * k floats): 16 x 16
+// blocks transposed in L1, so that every cache line is read and written once and whole (a
+// weight read or a panel entry written at a time strode a power of two apart, into a few cache
+// sets, and took 9% of a ResNet-18 training step).
+void pack_weights(const Conv2dShape& s, const float* weight, float* packed, ThreadPool* pool) {
+  const int64_t channels = s.in_channels, taps = s.kernel_h * s.kernel_w, k = channels * taps;
+  const int64_t ld = ceil_div(s.out_channels, 16) * 16;
   const int64_t row_blocks = ld / 16, depth_blocks = ceil_div(k, 16);
   parallel_for(pool, row_blocks * depth_blocks, 8, [&](int64_t b0, int64_t b1) {
     alignas(64) float block[16][16];
@@ -163,6 +232,43 @@ void conv2d_indirect(const Conv2dShape& s, const float* input, const float* weig
       }
     }
   });
+}
+
+// The same panels for `t`, the convolution that gives the input gradient of a stride-1
+// convolution `s` (t's input channels are s's output channels and the other way round, its
+// kernels flipped): t's weight (j, c, tap) is weight[c][j][taps - 1 - tap], read here from s's
+// weight in place. A row of s's weight holds one t input channel's taps for all t outputs.
+void pack_weights_transposed(const Conv2dShape& t, const float* weight, float* packed,
+                             ThreadPool* pool) {
+  const int64_t channels = t.in_channels, outs = t.out_channels;
+  const int64_t taps = t.kernel_h * t.kernel_w, k = channels * taps;
+  const int64_t ld = ceil_div(outs, 16) * 16, panels = ceil_div(ld, kPanel);
+  parallel_for(pool, panels * channels, 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t task = b0; task < b1; ++task) {
+      const int64_t q = task / channels, c = task % channels;
+      const int64_t o0 = q * kPanel, width = std::min(kPanel, ld - o0);
+      const int64_t live = std::min(width, outs - o0);
+      const float* from = weight + (c * outs + o0) * taps;
+      for (int64_t tap = 0; tap < taps; ++tap) {
+        float* row = packed + o0 * k + (tap * channels + c) * width;
+        const float* src = from + (taps - 1 - tap);
+        for (int64_t j = 0; j < live; ++j) row[j] = src[j * taps];
+        std::fill(row + live, row + width, 0.f);
+      }
+    }
+  });
+}
+
+// The convolution `s` of `input` (channels-last, padded) with the packed weights.
+void run_tiles(const Conv2dShape& s, const PaddedInput& padded, const float* packed,
+               const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue) {
+  const int64_t channels = s.in_channels, taps = s.kernel_h * s.kernel_w, k = channels * taps;
+  const int64_t plane = s.out_h * s.out_w;
+  const int64_t ld = ceil_div(s.out_channels, 16) * 16, panels = ceil_div(ld, kPanel);
+  thread_local AlignedBuffer bias_buffer;
+  float* padded_bias = bias_buffer.get(ld);
+  for (int64_t o = 0; o < ld; ++o)
+    padded_bias[o] = bias != nullptr && o < s.out_channels ? bias[o] : 0.f;
 
   int64_t offsets[64];
   std::vector<int64_t> many;
@@ -173,7 +279,7 @@ void conv2d_indirect(const Conv2dShape& s, const float* input, const float* weig
   }
   for (int64_t kh = 0; kh < s.kernel_h; ++kh)
     for (int64_t kw = 0; kw < s.kernel_w; ++kw)
-      offset[kh * s.kernel_w + kw] = (kh * s.dilation_h * cols + kw * s.dilation_w) * channels;
+      offset[kh * s.kernel_w + kw] = padded.offset(s, kh, kw);
 
   const ClampEpilogue clamp = clamp_of(epilogue);
   const int64_t pixels = s.batch * plane, tile_count = ceil_div(pixels, kTilePixels);
@@ -190,7 +296,7 @@ void conv2d_indirect(const Conv2dShape& s, const float* input, const float* weig
         for (int64_t i = 0; i < mr; ++i) {
           const int64_t n = (p0 + i) / plane, r = (p0 + i) % plane;
           const int64_t oh = r / s.out_w, ow = r % s.out_w;
-          pixel[i] = padded + ((n * rows + oh * s.stride_h) * cols + ow * s.stride_w) * channels;
+          pixel[i] = padded.at(s, n, oh, ow);
           out[i] = output + (n * s.out_channels + o0) * plane + r;
         }
         kTiles[size_t(mr - 1)][size_t(nv - 1)](taps, channels, offset, pixel, packed + o0 * k,
@@ -209,6 +315,101 @@ void conv2d_indirect(const Conv2dShape& s, const float* input, const float* weig
       for (int64_t i = i0; i < i1; ++i) apply_epilogue(epilogue, output + i * plane, plane);
     });
   }
+}
+
+}  // namespace
+
+void conv2d_indirect(const Conv2dShape& s, const float* input, const float* weight,
+                     const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue) {
+  thread_local AlignedBuffer input_buffer, weight_buffer;
+  const int64_t ld = ceil_div(s.out_channels, 16) * 16;
+  float* packed = weight_buffer.get(ld * s.in_channels * s.kernel_h * s.kernel_w);
+  pack_weights(s, weight, packed, pool);
+  run_tiles(s, pad_channels_last(s, input, input_buffer, pool), packed, bias, output, pool,
+            epilogue);
+}
+
+bool conv2d_indirect_input_grad(const Conv2dShape& s, const float* weight, const float* grad_output,
+                                float* grad_input, ThreadPool* pool) {
+  if (s.stride_h != 1 || s.stride_w != 1 || s.groups != 1) return false;
+  const int64_t extent_h = (s.kernel_h - 1) * s.dilation_h;
+  const int64_t extent_w = (s.kernel_w - 1) * s.dilation_w;
+  const int64_t pad_bottom = s.out_h - 1 + extent_h - s.pad_top - (s.in_h - 1);
+  const int64_t pad_right = s.out_w - 1 + extent_w - s.pad_left - (s.in_w - 1);
+  if (s.pad_top > extent_h || s.pad_left > extent_w || pad_bottom > extent_h ||
+      pad_right > extent_w || pad_bottom < 0 || pad_right < 0)
+    return false;
+  Conv2dShape t = s;
+  t.in_channels = s.out_channels;
+  t.in_h = s.out_h;
+  t.in_w = s.out_w;
+  t.out_channels = s.in_channels;
+  t.out_h = s.in_h;
+  t.out_w = s.in_w;
+  t.pad_top = extent_h - s.pad_top;
+  t.pad_left = extent_w - s.pad_left;
+  if (!indirect_suitable(t)) return false;
+  thread_local AlignedBuffer input_buffer, weight_buffer;
+  const int64_t ld = ceil_div(t.out_channels, 16) * 16;
+  float* packed = weight_buffer.get(ld * t.in_channels * t.kernel_h * t.kernel_w);
+  pack_weights_transposed(t, weight, packed, pool);
+  run_tiles(t, pad_channels_last(t, grad_output, input_buffer, pool), packed, nullptr, grad_input,
+            pool, {});
+  return true;
+}
+
+void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const float* grad_output,
+                                 float* grad_weight, ThreadPool* pool) {
+  const int64_t channels = s.in_channels, taps = s.kernel_h * s.kernel_w, k = channels * taps;
+  const int64_t plane = s.out_h * s.out_w, pixels = s.batch * plane;
+  const int64_t ld = ceil_div(s.out_channels, 16) * 16, panels = ceil_div(ld, kPanel);
+  thread_local AlignedBuffer input_buffer, grad_buffer;
+  const PaddedInput x = pad_channels_last(s, input, input_buffer, pool);
+  // The output gradient channels-last, [pixel][ld] (zero past the last channel): 16 x 16
+  // blocks transposed in L1.
+  float* grad = grad_buffer.get(pixels * ld);
+  const int64_t pixel_blocks = ceil_div(pixels, 16), channel_blocks = ld / 16;
+  parallel_for(pool, pixel_blocks * channel_blocks, 8, [&](int64_t b0, int64_t b1) {
+    alignas(64) float block[16][16];
+    for (int64_t task = b0; task < b1; ++task) {
+      const int64_t p0 = task / channel_blocks * 16, o0 = task % channel_blocks * 16;
+      const int64_t count = std::min<int64_t>(16, pixels - p0);
+      for (int64_t j = 0; j < 16; ++j) {
+        for (int64_t i = 0; i < count; ++i) {
+          const int64_t p = p0 + i, n = p / plane;
+          block[i][j] = o0 + j < s.out_channels
+                            ? grad_output[(n * s.out_channels + o0 + j) * plane + p % plane]
+                            : 0.f;
+        }
+      }
+      for (int64_t i = 0; i < count; ++i)
+        _mm512_store_ps(grad + (p0 + i) * ld + o0, _mm512_load_ps(block[i]));
+    }
+  });
+  // Tiles of 7 input channels of one tap x a panel of 48 output channels; each thread writes
+  // its own tiles of grad_weight.
+  const int64_t channel_tiles = ceil_div(channels, kTilePixels);
+  const int64_t tasks = taps * channel_tiles * panels;
+  int64_t offsets[64];
+  std::vector<int64_t> many;
+  int64_t* offset = offsets;
+  if (taps > 64) {
+    many.resize(size_t(taps));
+    offset = many.data();
+  }
+  for (int64_t kh = 0; kh < s.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < s.kernel_w; ++kw) offset[kh * s.kernel_w + kw] = x.offset(s, kh, kw);
+  parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t q = task % panels, rest = task / panels;
+      const int64_t tap = rest % taps, c0 = rest / taps * kTilePixels;
+      const int64_t mr = std::min(kTilePixels, channels - c0);
+      const int64_t o0 = q * kPanel, width = std::min(kPanel, ld - o0);
+      kWeightTiles[size_t(mr - 1)][size_t(width / 16 - 1)](s, x, offset[tap] + c0, grad + o0, ld,
+                                                           grad_weight + o0 * k, c0, tap,
+                                                           s.out_channels - o0);
+    }
+  });
 }
 #endif
 

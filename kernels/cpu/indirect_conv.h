@@ -18,6 +18,18 @@ bool indirect_suitable(const Conv2dShape& shape);
 void conv2d_indirect(const Conv2dShape& shape, const float* input, const float* weight,
                      const float* bias, float* output, ThreadPool* pool,
                      const Epilogue& epilogue = {});
+
+// The input gradient of a stride-1 convolution `shape` whose transposed convolution (output
+// gradient in, kernels flipped) this path serves, the flipped weights packed from `weight` in
+// place: returns false, doing nothing, for any other.
+bool conv2d_indirect_input_grad(const Conv2dShape& shape, const float* weight,
+                                const float* grad_output, float* grad_input, ThreadPool* pool);
+
+// The weight gradient of such a convolution, [out][in][kernel_h][kernel_w] (overwritten): per
+// tile, 7 input channels of one tap against 48 output channels, summed over every output pixel
+// of the batch as it reads the channels-last input in place (no im2col columns).
+void conv2d_indirect_weight_grad(const Conv2dShape& shape, const float* input,
+                                 const float* grad_output, float* grad_weight, ThreadPool* pool);
 #endif
 
 }  // namespace nnx::cpu

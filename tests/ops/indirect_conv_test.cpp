@@ -140,6 +140,72 @@ TEST(IndirectConv, EpiloguesInTheStoreAndAfter) {
         EXPECT_LT(difference(shape_of(c), threads, true, e), 1e-5) << describe(shape_of(c));
 }
 
+// The weight and input gradients against direct double-precision sums: for upstream gradient
+// g, dW[o][c][kh][kw] = sum over n, oh, ow of g[n][o][oh][ow] * x[n][c][ih][iw] and dX the
+// adjoint sum into x's positions.
+void check_gradients(const Conv2dShape& s, int threads) {
+  std::mt19937 rng(unsigned(s.in_channels * 13 + s.out_channels * 5 + s.in_h + s.batch));
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  const int64_t taps = s.kernel_h * s.kernel_w, plane = s.out_h * s.out_w;
+  std::vector<float> x(size_t(s.batch * s.in_channels * s.in_h * s.in_w));
+  std::vector<float> weight(size_t(s.out_channels * s.in_channels * taps));
+  std::vector<float> g(size_t(s.batch * s.out_channels * plane));
+  for (float& v : x) v = u(rng);
+  for (float& v : weight) v = u(rng);
+  for (float& v : g) v = u(rng);
+  std::vector<double> dw(weight.size(), 0.0), dx(x.size(), 0.0);
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t o = 0; o < s.out_channels; ++o)
+      for (int64_t oh = 0; oh < s.out_h; ++oh)
+        for (int64_t ow = 0; ow < s.out_w; ++ow) {
+          const double go = g[size_t((n * s.out_channels + o) * plane + oh * s.out_w + ow)];
+          for (int64_t c = 0; c < s.in_channels; ++c)
+            for (int64_t kh = 0; kh < s.kernel_h; ++kh)
+              for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+                const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
+                const int64_t iw = ow * s.stride_w - s.pad_left + kw * s.dilation_w;
+                if (ih < 0 || ih >= s.in_h || iw < 0 || iw >= s.in_w) continue;
+                const size_t xi = size_t(((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw);
+                const size_t wi =
+                    size_t(((o * s.in_channels + c) * s.kernel_h + kh) * s.kernel_w + kw);
+                dw[wi] += go * x[xi];
+                dx[xi] += go * weight[wi];
+              }
+        }
+  auto relative = [](const std::vector<float>& got, const std::vector<double>& want) {
+    double worst = 0, scale = 1e-30;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (std::isnan(got[i])) return double(INFINITY);
+      worst = std::max(worst, std::abs(double(got[i]) - want[i]));
+      scale = std::max(scale, std::abs(want[i]));
+    }
+    return worst / scale;
+  };
+  nnx::ThreadPool pool(threads);
+  std::vector<float> got_dw(weight.size(), NAN);
+  nnx::cpu::conv2d_indirect_weight_grad(s, x.data(), g.data(), got_dw.data(), &pool);
+  EXPECT_LT(relative(got_dw, dw), 1e-5) << "weight gradient, " << describe(s);
+  std::vector<float> got_dx(x.size(), NAN);
+  if (nnx::cpu::conv2d_indirect_input_grad(s, weight.data(), g.data(), got_dx.data(), &pool))
+    EXPECT_LT(relative(got_dx, dx), 1e-5) << "input gradient, " << describe(s);
+  else
+    EXPECT_TRUE(s.stride_h != 1 || s.stride_w != 1) << "input gradient refused, " << describe(s);
+}
+
+TEST(IndirectConv, GradientsMatchTheDirectSums) {
+  const std::vector<Case> cases = {
+      {32, 16, 16, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1},   // pixels of many images per tile
+      {5, 17, 33, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1},    // channels off the tiles and panels
+      {3, 24, 50, 9, 7, 3, 3, 2, 2, 1, 1, 1, 1},    // strided: weight gradient only
+      {2, 16, 100, 8, 8, 1, 1, 2, 2, 0, 0, 1, 1},   // a strided 1x1
+      {1, 20, 32, 13, 11, 9, 9, 1, 1, 4, 4, 1, 1},  // 81 taps
+      {2, 16, 40, 10, 12, 1, 3, 1, 1, 0, 1, 1, 1},  // a 1x3 kernel
+      {1, 18, 48, 15, 15, 3, 3, 1, 1, 2, 2, 2, 2},  // dilation
+  };
+  for (const Case& c : cases)
+    for (int threads : {1, 2, 3}) check_gradients(shape_of(c), threads);
+}
+
 TEST(IndirectConv, TakesSmallPlanesOnly) {
   EXPECT_TRUE(nnx::cpu::indirect_suitable(shape_of({32, 128, 128, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1})));
   EXPECT_FALSE(nnx::cpu::indirect_suitable(shape_of({1, 64, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1})));

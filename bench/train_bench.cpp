@@ -5,6 +5,10 @@
 //
 // usage: nnx_train_bench ARCH [--weights W] --shape N,C,H,W [--optimizer sgd|adam|adamw]
 //          [--lr LR] [--momentum M] [--threads N] [--iters N] [--warmup K] [--plugin LIB.so]
+//          [--profile 1]
+// --profile 1 then runs --iters more steps with per-node timing (Trainer::set_profiling) and
+// prints, on stderr, each node's forward and backward time per step and share of the total,
+// the costliest first, and the optimizer's time.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -55,6 +59,7 @@ int main(int argc, char** argv) {
   std::string arch = argv[1], weights, optimizer_name = "sgd", shape_text = "1,3,224,224";
   double lr = 0.01, momentum = 0.9;
   int threads = 2, iters = 10, warmup = 2;
+  bool profile = false;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--weights")
@@ -73,6 +78,8 @@ int main(int argc, char** argv) {
       iters = std::stoi(value);
     else if (flag == "--warmup")
       warmup = std::stoi(value);
+    else if (flag == "--profile")
+      profile = value != "0";
     else if (flag == "--plugin")
       nnx::load_plugin(value);
     else {
@@ -95,8 +102,8 @@ int main(int argc, char** argv) {
     nnx::LossOptions mse;
     mse.kind = nnx::LossKind::mse;
     std::vector<double> times;
-    for (int it = 0; it < warmup + iters; ++it) {
-      auto start = std::chrono::steady_clock::now();
+    double optimizer_ms = 0;
+    auto step = [&] {
       trainer.zero_grad();
       std::vector<nnx::Tensor> out = trainer.forward(x);
       if (targets.empty())
@@ -105,11 +112,39 @@ int main(int argc, char** argv) {
       for (size_t k = 0; k < out.size(); ++k)
         grads.push_back(nnx::compute_loss(out[k], targets[k], mse).grad);
       trainer.backward(grads);
+      auto start = std::chrono::steady_clock::now();
       optimizer->step(trainer.parameters(), &pool);
+      optimizer_ms +=
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
+    };
+    for (int it = 0; it < warmup + iters; ++it) {
+      auto start = std::chrono::steady_clock::now();
+      step();
       double ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
               .count();
       if (it >= warmup) times.push_back(ms);
+    }
+    if (profile) {
+      trainer.set_profiling(true);
+      optimizer_ms = 0;
+      for (int it = 0; it < iters; ++it) step();
+      auto nodes = trainer.profile();
+      trainer.set_profiling(false);
+      double total = optimizer_ms;
+      for (const auto& n : nodes) total += n.forward_ms + n.backward_ms;
+      std::sort(nodes.begin(), nodes.end(), [](const auto& a, const auto& b) {
+        return a.forward_ms + a.backward_ms > b.forward_ms + b.backward_ms;
+      });
+      std::fprintf(stderr, "%10s %10s %7s  node (per step, over %d steps; total %.1f ms)\n",
+                   "forward", "backward", "share", iters, total / iters);
+      for (const auto& n : nodes)
+        std::fprintf(stderr, "%10.3f %10.3f %6.1f%%  %s\n", n.forward_ms / iters,
+                     n.backward_ms / iters, 100.0 * (n.forward_ms + n.backward_ms) / total,
+                     n.node.c_str());
+      std::fprintf(stderr, "%10s %10.3f %6.1f%%  optimizer step\n", "", optimizer_ms / iters,
+                   100.0 * optimizer_ms / total);
     }
     std::sort(times.begin(), times.end());
     auto at = [&](double q) { return times[size_t(q * double(times.size() - 1) + 0.5)]; };

@@ -5,6 +5,7 @@
 #include "nnx/train.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "graph/planner.h"
 #include "nnx/error.h"
@@ -39,6 +40,9 @@ void add_into(ThreadPool* pool, Tensor& dst, const Tensor& src) {
 
 struct Trainer::Impl {
   Model model;
+  bool profiling = false;
+  std::vector<double> forward_ms, backward_ms;  // [node], while profiling
+  std::vector<int64_t> forward_calls;
   std::unique_ptr<ThreadPool> pool;
   RandomEngine rng;
   bool training = true;
@@ -218,6 +222,30 @@ void Trainer::zero_grad() {
   }
 }
 
+void Trainer::set_profiling(bool on) {
+  Impl& m = *impl_;
+  m.profiling = on;
+  const size_t nodes = m.graph().nodes.size();
+  m.forward_ms.assign(nodes, 0.0);
+  m.backward_ms.assign(nodes, 0.0);
+  m.forward_calls.assign(nodes, 0);
+}
+
+std::vector<NodeProfile> Trainer::profile() const {
+  const Impl& m = *impl_;
+  std::vector<NodeProfile> out;
+  if (m.forward_ms.empty()) return out;
+  for (int v : m.plan.steps) {
+    NodeProfile p;
+    p.node = m.graph().describe_node(v);
+    p.forward_ms = m.forward_ms[size_t(v)];
+    p.backward_ms = m.backward_ms[size_t(v)];
+    p.calls = m.forward_calls[size_t(v)];
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
 TrainMemory Trainer::memory() const {
   TrainMemory m;
   for (const Layer& layer : impl_->graph().layers)
@@ -283,10 +311,17 @@ std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
       m.grow(bytes_of(out[p]));
     }
     ctx.saved = &m.saved[size_t(v)];
+    const auto start = std::chrono::steady_clock::now();
     try {
       op.forward(ctx, args, out);
     } catch (const Error& e) {
       throw Error(e.kind(), g.source + ": " + g.describe_node(v) + ": " + e.message());
+    }
+    if (m.profiling) {
+      m.forward_ms[size_t(v)] +=
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
+      ++m.forward_calls[size_t(v)];
     }
     for (const Tensor& t : m.saved[size_t(v)]) m.grow(bytes_of(t));
     for (size_t p = 0; p < out.size(); ++p) {
@@ -431,11 +466,16 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
     }
     if (!any_param) gparams.clear();
     ctx.saved = &m.saved[size_t(v)];
+    const auto start = std::chrono::steady_clock::now();
     try {
       op.backward(ctx, ins, outs, gouts, gins, gparams);
     } catch (const Error& e) {
       throw Error(e.kind(), g.source + ": " + g.describe_node(v) + ": backward: " + e.message());
     }
+    if (m.profiling)
+      m.backward_ms[size_t(v)] +=
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
     for (size_t k = 0; k < gparams.size(); ++k)
       if (index[k] >= 0 && !direct_params[k])
         add_into(m.pool.get(), m.params[size_t(index[k])].grad, gparams[k]);

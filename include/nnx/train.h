@@ -37,6 +37,13 @@ struct TrainMemory {
                                      // their peak since reset_peak()
 };
 
+// Time spent in one node of the graph since profiling was turned on (Trainer::set_profiling).
+struct NodeProfile {
+  std::string node;  // the graph's description of it: index, layer, constructor
+  double forward_ms = 0, backward_ms = 0;
+  int64_t calls = 0;  // forwards timed
+};
+
 class NNX_API Trainer {
  public:
   // Trains a copy of `model` (Model::clone): the model passed in, and Executors running it, are
@@ -74,6 +81,11 @@ class NNX_API Trainer {
 
   TrainMemory memory() const;
   void reset_peak();
+
+  // Per-node timing of forward and backward (a clock read around each node; off by default).
+  // Turning it on clears what was gathered; profile() lists the nodes in execution order.
+  void set_profiling(bool on);
+  std::vector<NodeProfile> profile() const;
 
   // Data-parallel training (nnx/comm.h). `reducer` (null: none) is handed to the ops in
   // training forwards and backwards (BatchNorm sums its statistics with it). `on_grad_ready`

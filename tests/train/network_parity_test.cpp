@@ -124,5 +124,45 @@ TEST_P(NetworkParity, FiveStepsMatchPyTorch) {
 INSTANTIATE_TEST_SUITE_P(Seed, NetworkParity,
                          ::testing::Values("seed_sgd", "seed_adamw_nobias", "seed_adamw_bias"));
 
+// Per-node profiling: every node of the plan listed once, in execution order, with the steps
+// timed since it was turned on, and cleared when turned on again.
+TEST(TrainerProfile, ListsEveryNodeWithItsSteps) {
+  fs::path dir = case_dir("seed_sgd");
+  ASSERT_TRUE(fs::exists(dir / "case.json")) << "missing fixture " << dir;
+  example::register_yolo_head();
+  Model model = load((dir / "arch.json").string(), (dir / "init.pth").string());
+  Trainer trainer(model, {.threads = 2});
+  EXPECT_TRUE(trainer.profile().empty());
+  Tensor x = read_npy((dir / "x0.npy").string());
+  trainer.forward(x);  // not timed
+  trainer.set_profiling(true);
+  LossOptions mse;
+  mse.kind = LossKind::mse;
+  for (int step = 0; step < 2; ++step) {
+    trainer.zero_grad();
+    std::vector<Tensor> out = trainer.forward(x);
+    std::vector<Tensor> grads;
+    for (const Tensor& o : out)
+      grads.push_back(compute_loss(o, Tensor::zeros(o.shape()), mse).grad);
+    trainer.backward(grads);
+  }
+  std::vector<NodeProfile> nodes = trainer.profile();
+  ASSERT_FALSE(nodes.empty());
+  double backward = 0;
+  for (const NodeProfile& n : nodes) {
+    EXPECT_EQ(n.calls, 2) << n.node;
+    EXPECT_GE(n.forward_ms, 0.0) << n.node;
+    backward += n.backward_ms;
+    EXPECT_EQ(std::count_if(nodes.begin(), nodes.end(),
+                            [&](const NodeProfile& m) { return m.node == n.node; }),
+              1)
+        << n.node;
+  }
+  EXPECT_GT(backward, 0.0);
+  EXPECT_NE(nodes.front().node.find("Conv2d"), std::string::npos) << nodes.front().node;
+  trainer.set_profiling(true);
+  for (const NodeProfile& n : trainer.profile()) EXPECT_EQ(n.calls, 0) << n.node;
+}
+
 }  // namespace
 }  // namespace nnx

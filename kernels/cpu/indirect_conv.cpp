@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdlib>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/aligned_buffer.h"
@@ -235,55 +236,61 @@ void pack_weights(const Conv2dShape& s, const float* weight, float* packed, Thre
   });
 }
 
-// The same panels for `t`, the convolution that gives the input gradient of a stride-1
-// convolution `s` (t's input channels are s's output channels and the other way round, its
-// kernels flipped): t's weight (j, c, tap) is weight[c][j][taps - 1 - tap], read here from s's
-// weight in place. A row of s's weight holds one t input channel's taps for all t outputs.
-void pack_weights_transposed(const Conv2dShape& t, const float* weight, float* packed,
-                             ThreadPool* pool) {
-  const int64_t channels = t.in_channels, outs = t.out_channels;
-  const int64_t taps = t.kernel_h * t.kernel_w, k = channels * taps;
+// The panels for a convolution that gives (part of) the input gradient of a convolution with
+// `outs` input and `channels` output channels and `weight_taps` taps: its input channels are
+// those `channels`, its outputs those `outs`, and its tap i's weight (j, c) is weight[c][j]
+// [source[i]] (the kernel flipped, or one stride phase of it), read from the weight in place. A
+// row of the weight holds one such input channel's taps for all outputs.
+void pack_weights_transposed(int64_t channels, int64_t outs, int64_t weight_taps,
+                             const int64_t* source, int64_t taps, const float* weight,
+                             float* packed, ThreadPool* pool) {
+  const int64_t k = channels * taps;
   const int64_t ld = ceil_div(outs, 16) * 16, panels = ceil_div(ld, kPanel);
   parallel_for(pool, panels * channels, 16, [&](int64_t b0, int64_t b1) {
     for (int64_t task = b0; task < b1; ++task) {
       const int64_t q = task / channels, c = task % channels;
       const int64_t o0 = q * kPanel, width = std::min(kPanel, ld - o0);
       const int64_t live = std::min(width, outs - o0);
-      const float* from = weight + (c * outs + o0) * taps;
+      const float* from = weight + (c * outs + o0) * weight_taps;
       for (int64_t tap = 0; tap < taps; ++tap) {
         float* row = packed + o0 * k + (tap * channels + c) * width;
-        const float* src = from + (taps - 1 - tap);
-        for (int64_t j = 0; j < live; ++j) row[j] = src[j * taps];
+        const float* src = from + source[tap];
+        for (int64_t j = 0; j < live; ++j) row[j] = src[j * weight_taps];
         std::fill(row + live, row + width, 0.f);
       }
     }
   });
 }
 
-// The convolution `s` of `input` (channels-last, padded) with the packed weights.
-void run_tiles(const Conv2dShape& s, const PaddedInput& padded, const float* packed,
-               const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue) {
-  const int64_t channels = s.in_channels, taps = s.kernel_h * s.kernel_w, k = channels * taps;
-  const int64_t plane = s.out_h * s.out_w;
-  const int64_t ld = ceil_div(s.out_channels, 16) * 16, panels = ceil_div(ld, kPanel);
+// Tap offsets: on the stack for up to 64 taps.
+struct Offsets {
+  int64_t stack[64];
+  std::vector<int64_t> heap;
+  int64_t* data;
+  explicit Offsets(int64_t taps) : data(stack) {
+    if (taps > 64) {
+      heap.resize(size_t(taps));
+      data = heap.data();
+    }
+  }
+  Offsets(const Offsets&) = delete;
+  Offsets& operator=(const Offsets&) = delete;
+};
+
+// `pixels` output pixels, pixel p's receptive field at locate(p).first and its output at
+// output + locate(p).second + channel * channel_stride, over `taps` taps `offset` apart and
+// `channels` input channels, against the packed weights of `outs` output channels; plus bias
+// (or not), clamped by the epilogue's clamp (a non-clamping epilogue is the caller's).
+template <typename Locate>
+void run_tiles(int64_t pixels, int64_t taps, const int64_t* offset, int64_t channels, int64_t outs,
+               const float* packed, const float* bias, ClampEpilogue clamp, float* output,
+               int64_t channel_stride, ThreadPool* pool, Locate locate) {
+  const int64_t k = channels * taps;
+  const int64_t ld = ceil_div(outs, 16) * 16, panels = ceil_div(ld, kPanel);
   thread_local AlignedBuffer bias_buffer;
   float* padded_bias = bias_buffer.get(ld);
-  for (int64_t o = 0; o < ld; ++o)
-    padded_bias[o] = bias != nullptr && o < s.out_channels ? bias[o] : 0.f;
-
-  int64_t offsets[64];
-  std::vector<int64_t> many;
-  int64_t* offset = offsets;
-  if (taps > 64) {
-    many.resize(size_t(taps));
-    offset = many.data();
-  }
-  for (int64_t kh = 0; kh < s.kernel_h; ++kh)
-    for (int64_t kw = 0; kw < s.kernel_w; ++kw)
-      offset[kh * s.kernel_w + kw] = padded.offset(s, kh, kw);
-
-  const ClampEpilogue clamp = clamp_of(epilogue);
-  const int64_t pixels = s.batch * plane, tile_count = ceil_div(pixels, kTilePixels);
+  for (int64_t o = 0; o < ld; ++o) padded_bias[o] = bias != nullptr && o < outs ? bias[o] : 0.f;
+  const int64_t tile_count = ceil_div(pixels, kTilePixels);
   const int64_t threads = pool ? pool->size() : 1;
   // Tiles [t0, t1) x panels [q0, q1).
   auto run = [&](int64_t t0, int64_t t1, int64_t q0, int64_t q1) {
@@ -291,18 +298,16 @@ void run_tiles(const Conv2dShape& s, const PaddedInput& padded, const float* pac
     float* out[kTilePixels];
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t o0 = q * kPanel, width = std::min(kPanel, ld - o0);
-      const int64_t nv = width / 16;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t p0 = t * kTilePixels, mr = std::min(kTilePixels, pixels - p0);
         for (int64_t i = 0; i < mr; ++i) {
-          const int64_t n = (p0 + i) / plane, r = (p0 + i) % plane;
-          const int64_t oh = r / s.out_w, ow = r % s.out_w;
-          pixel[i] = padded.at(s, n, oh, ow);
-          out[i] = output + (n * s.out_channels + o0) * plane + r;
+          const auto [in, at] = locate(p0 + i);
+          pixel[i] = in;
+          out[i] = output + at + o0 * channel_stride;
         }
-        kTiles[size_t(mr - 1)][size_t(nv - 1)](taps, channels, offset, pixel, packed + o0 * k,
-                                               width, padded_bias + o0, clamp.lo, clamp.hi, out,
-                                               plane, s.out_channels - o0);
+        kTiles[size_t(mr - 1)][size_t(width / 16 - 1)](
+            taps, channels, offset, pixel, packed + o0 * k, width, padded_bias + o0, clamp.lo,
+            clamp.hi, out, channel_stride, outs - o0);
       }
     }
   };
@@ -311,6 +316,23 @@ void run_tiles(const Conv2dShape& s, const PaddedInput& padded, const float* pac
   } else {
     parallel_for(pool, panels, 1, [&](int64_t q0, int64_t q1) { run(0, tile_count, q0, q1); });
   }
+}
+
+// The convolution `s` of `padded` (its input, channels-last) with the packed weights.
+void run_convolution(const Conv2dShape& s, const PaddedInput& padded, const float* packed,
+                     const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue) {
+  const int64_t plane = s.out_h * s.out_w;
+  Offsets offsets(s.kernel_h * s.kernel_w);
+  for (int64_t kh = 0; kh < s.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < s.kernel_w; ++kw)
+      offsets.data[kh * s.kernel_w + kw] = padded.offset(s, kh, kw);
+  const ClampEpilogue clamp = clamp_of(epilogue);
+  run_tiles(
+      s.batch * plane, s.kernel_h * s.kernel_w, offsets.data, s.in_channels, s.out_channels, packed,
+      bias, clamp, output, plane, pool, [&](int64_t p) {
+        const int64_t n = p / plane, r = p % plane;
+        return std::pair{padded.at(s, n, r / s.out_w, r % s.out_w), n * s.out_channels * plane + r};
+      });
   if (!clamp.exact) {
     parallel_for(pool, s.batch * s.out_channels, 1, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) apply_epilogue(epilogue, output + i * plane, plane);
@@ -326,13 +348,109 @@ void conv2d_indirect(const Conv2dShape& s, const float* input, const float* weig
   const int64_t ld = ceil_div(s.out_channels, 16) * 16;
   float* packed = weight_buffer.get(ld * s.in_channels * s.kernel_h * s.kernel_w);
   pack_weights(s, weight, packed, pool);
-  run_tiles(s, pad_channels_last(s, input, input_buffer, pool), packed, bias, output, pool,
-            epilogue);
+  run_convolution(s, pad_channels_last(s, input, input_buffer, pool), packed, bias, output, pool,
+                  epilogue);
 }
+
+namespace {
+
+// The input gradient of a strided convolution, one stride phase at a time: the input positions
+// (ry - pad_top + stride_h * a, rx - pad_left + stride_w * b) receive the output gradient at
+// (a - i, b - j) times the taps (ry + stride_h * i, rx + stride_w * j), for every i, j that
+// fall in the kernel: a stride-1 convolution of the output gradient with that part of the
+// kernel, flipped, whose outputs go to the phase's positions. Undilated only.
+bool input_grad_by_phases(const Conv2dShape& s, const float* weight, const float* grad_output,
+                          float* grad_input, ThreadPool* pool) {
+  if (s.dilation_h != 1 || s.dilation_w != 1) return false;
+  const int64_t sh = s.stride_h, sw = s.stride_w, in_plane = s.in_h * s.in_w;
+  struct Phase {
+    int64_t ry, rx, kh, kw, a0, a1, b0, b1;  // kh x kw taps; positions [a0, a1) x [b0, b1)
+  };
+  // The first index a >= 0 with r - pad + stride * a >= 0, and one past the last inside `size`.
+  auto first = [](int64_t r, int64_t pad, int64_t stride) {
+    return pad - r <= 0 ? int64_t(0) : ceil_div(pad - r, stride);
+  };
+  auto end = [](int64_t r, int64_t pad, int64_t stride, int64_t size) {
+    const int64_t last = size - 1 + pad - r;
+    return last < 0 ? int64_t(0) : last / stride + 1;
+  };
+  std::vector<Phase> phases;
+  bool uncovered = false;  // some input position no tap reaches: its gradient is zero
+  int64_t a_end = 0, b_end = 0;
+  for (int64_t ry = 0; ry < sh; ++ry)
+    for (int64_t rx = 0; rx < sw; ++rx) {
+      Phase f{ry,
+              rx,
+              ry < s.kernel_h ? ceil_div(s.kernel_h - ry, sh) : 0,
+              rx < s.kernel_w ? ceil_div(s.kernel_w - rx, sw) : 0,
+              first(ry, s.pad_top, sh),
+              end(ry, s.pad_top, sh, s.in_h),
+              first(rx, s.pad_left, sw),
+              end(rx, s.pad_left, sw, s.in_w)};
+      if (f.a1 <= f.a0 || f.b1 <= f.b0) continue;
+      if (f.kh == 0 || f.kw == 0) {
+        uncovered = true;
+        continue;
+      }
+      phases.push_back(f);
+      a_end = std::max(a_end, f.a1);
+      b_end = std::max(b_end, f.b1);
+    }
+  if (uncovered) std::fill(grad_input, grad_input + s.batch * s.in_channels * in_plane, 0.f);
+  if (phases.empty()) return true;
+  // The output gradient channels-last, padded as a stride-1 convolution with the largest
+  // phase's kernel needs it for outputs [0, a_end) x [0, b_end).
+  Conv2dShape g;
+  g.batch = s.batch;
+  g.in_channels = s.out_channels;
+  g.in_h = s.out_h;
+  g.in_w = s.out_w;
+  g.out_channels = s.in_channels;
+  g.kernel_h = ceil_div(s.kernel_h, sh);
+  g.kernel_w = ceil_div(s.kernel_w, sw);
+  g.pad_top = g.kernel_h - 1;
+  g.pad_left = g.kernel_w - 1;
+  g.out_h = a_end;
+  g.out_w = b_end;
+  thread_local AlignedBuffer input_buffer, weight_buffer;
+  const PaddedInput padded = pad_channels_last(g, grad_output, input_buffer, pool);
+  const int64_t ld = ceil_div(s.in_channels, 16) * 16;
+  float* packed = weight_buffer.get(ld * s.out_channels * g.kernel_h * g.kernel_w);
+  const int64_t weight_taps = s.kernel_h * s.kernel_w;
+  for (const Phase& f : phases) {
+    const int64_t taps = f.kh * f.kw;
+    Offsets offsets(taps), source(taps);
+    for (int64_t i = 0; i < f.kh; ++i)
+      for (int64_t j = 0; j < f.kw; ++j) {
+        // Tap (i, j) reads the output gradient at (a - (kh - 1 - i), b - (kw - 1 - j)).
+        offsets.data[i * f.kw + j] = padded.offset(g, g.kernel_h - f.kh + i, g.kernel_w - f.kw + j);
+        source.data[i * f.kw + j] =
+            (f.ry + sh * (f.kh - 1 - i)) * s.kernel_w + f.rx + sw * (f.kw - 1 - j);
+      }
+    pack_weights_transposed(s.out_channels, s.in_channels, weight_taps, source.data, taps, weight,
+                            packed, pool);
+    const int64_t rows = f.a1 - f.a0, cols = f.b1 - f.b0, per_image = rows * cols;
+    run_tiles(
+        s.batch * per_image, taps, offsets.data, s.out_channels, s.in_channels, packed, nullptr, {},
+        grad_input, in_plane, pool, [&](int64_t p) {
+          const int64_t n = p / per_image, r = p % per_image;
+          const int64_t a = f.a0 + r / cols, b = f.b0 + r % cols;
+          const int64_t ih = f.ry - s.pad_top + sh * a, iw = f.rx - s.pad_left + sw * b;
+          return std::pair{padded.at(g, n, a, b), n * s.in_channels * in_plane + ih * s.in_w + iw};
+        });
+  }
+  return true;
+}
+
+}  // namespace
 
 bool conv2d_indirect_input_grad(const Conv2dShape& s, const float* weight, const float* grad_output,
                                 float* grad_input, ThreadPool* pool) {
-  if (s.stride_h != 1 || s.stride_w != 1 || s.groups != 1) return false;
+  if (s.groups != 1 || s.in_channels < 16 || s.out_channels < 16) return false;
+  if (s.stride_h != 1 || s.stride_w != 1) {
+    if (!indirect_enabled() || s.in_h * s.in_w > 1024) return false;
+    return input_grad_by_phases(s, weight, grad_output, grad_input, pool);
+  }
   const int64_t extent_h = (s.kernel_h - 1) * s.dilation_h;
   const int64_t extent_w = (s.kernel_w - 1) * s.dilation_w;
   const int64_t pad_bottom = s.out_h - 1 + extent_h - s.pad_top - (s.in_h - 1);
@@ -353,11 +471,14 @@ bool conv2d_indirect_input_grad(const Conv2dShape& s, const float* weight, const
   // batch 32: 2.0 against 3.5 ms).
   if (!indirect_suitable(t) || winograd_suitable(t, false)) return false;
   thread_local AlignedBuffer input_buffer, weight_buffer;
-  const int64_t ld = ceil_div(t.out_channels, 16) * 16;
-  float* packed = weight_buffer.get(ld * t.in_channels * t.kernel_h * t.kernel_w);
-  pack_weights_transposed(t, weight, packed, pool);
-  run_tiles(t, pad_channels_last(t, grad_output, input_buffer, pool), packed, nullptr, grad_input,
-            pool, {});
+  const int64_t ld = ceil_div(t.out_channels, 16) * 16, taps = t.kernel_h * t.kernel_w;
+  float* packed = weight_buffer.get(ld * t.in_channels * taps);
+  Offsets flipped(taps);
+  for (int64_t i = 0; i < taps; ++i) flipped.data[i] = taps - 1 - i;
+  pack_weights_transposed(t.in_channels, t.out_channels, taps, flipped.data, taps, weight, packed,
+                          pool);
+  run_convolution(t, pad_channels_last(t, grad_output, input_buffer, pool), packed, nullptr,
+                  grad_input, pool, {});
   return true;
 }
 
@@ -393,13 +514,8 @@ void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const
   // its own tiles of grad_weight.
   const int64_t channel_tiles = ceil_div(channels, kTilePixels);
   const int64_t tasks = taps * channel_tiles * panels;
-  int64_t offsets[64];
-  std::vector<int64_t> many;
-  int64_t* offset = offsets;
-  if (taps > 64) {
-    many.resize(size_t(taps));
-    offset = many.data();
-  }
+  Offsets offsets(taps);
+  int64_t* offset = offsets.data;
   for (int64_t kh = 0; kh < s.kernel_h; ++kh)
     for (int64_t kw = 0; kw < s.kernel_w; ++kw) offset[kh * s.kernel_w + kw] = x.offset(s, kh, kw);
   parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {

@@ -27,6 +27,34 @@ int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
+// The output channels (rounded up to whole vectors, ld) in panels of kPanel = 3 vectors, the
+// tiles' widest; a last vector left alone joins the one before it as two panels of 2 vectors
+// (a 1-vector tile does 7 FMAs for 8 loads, a 2-vector one 14 for 9: ResNet's 64-channel
+// layers).
+struct Panels {
+  int64_t ld, full, tail_width, count;
+  explicit Panels(int64_t outs) : ld(ceil_div(outs, 16) * 16) {
+    const int64_t vectors = ld / 16;
+    full = vectors / 3;
+    int64_t rest = vectors % 3, tails = rest == 0 ? 0 : 1;
+    if (rest == 1 && full > 0) {
+      --full;
+      rest = 2;
+      tails = 2;
+    }
+    tail_width = rest * 16;
+    count = full + tails;
+  }
+  int64_t start(int64_t q) const {
+    return q < full ? q * kPanel : full * kPanel + (q - full) * tail_width;
+  }
+  int64_t width(int64_t q) const { return q < full ? kPanel : tail_width; }
+  // The panel that holds output channel o.
+  int64_t of(int64_t o) const {
+    return o < full * kPanel ? o / kPanel : full + (o - full * kPanel) / tail_width;
+  }
+};
+
 // One tile: MR pixels x NV * 16 output channels, over every tap and input channel. pixel[P]
 // points at pixel P's receptive field's first element (channels-last, padded input), and a tap's
 // values lie `offsets[t]` floats on. b is the panel, [tap][channel][width]. The sums plus bias,
@@ -213,8 +241,8 @@ namespace {
 // sets, and took 9% of a ResNet-18 training step).
 void pack_weights(const Conv2dShape& s, const float* weight, float* packed, ThreadPool* pool) {
   const int64_t channels = s.in_channels, taps = s.kernel_h * s.kernel_w, k = channels * taps;
-  const int64_t ld = ceil_div(s.out_channels, 16) * 16;
-  const int64_t row_blocks = ld / 16, depth_blocks = ceil_div(k, 16);
+  const Panels panels(s.out_channels);
+  const int64_t row_blocks = panels.ld / 16, depth_blocks = ceil_div(k, 16);
   parallel_for(pool, row_blocks * depth_blocks, 8, [&](int64_t b0, int64_t b1) {
     alignas(64) float block[16][16];
     for (int64_t task = b0; task < b1; ++task) {
@@ -225,7 +253,7 @@ void pack_weights(const Conv2dShape& s, const float* weight, float* packed, Thre
         _mm512_store_ps(block[r], j0 + r < s.out_channels
                                       ? _mm512_maskz_loadu_ps(mask, weight + (j0 + r) * k + i0)
                                       : _mm512_setzero_ps());
-      const int64_t o0 = j0 / kPanel * kPanel, width = std::min(kPanel, ld - o0);
+      const int64_t q = panels.of(j0), o0 = panels.start(q), width = panels.width(q);
       float* panel = packed + o0 * k + (j0 - o0);
       for (int64_t i = 0; i < n; ++i) {
         const int64_t c = (i0 + i) / taps, t = (i0 + i) % taps;
@@ -245,11 +273,11 @@ void pack_weights_transposed(int64_t channels, int64_t outs, int64_t weight_taps
                              const int64_t* source, int64_t taps, const float* weight,
                              float* packed, ThreadPool* pool) {
   const int64_t k = channels * taps;
-  const int64_t ld = ceil_div(outs, 16) * 16, panels = ceil_div(ld, kPanel);
-  parallel_for(pool, panels * channels, 16, [&](int64_t b0, int64_t b1) {
+  const Panels panels(outs);
+  parallel_for(pool, panels.count * channels, 16, [&](int64_t b0, int64_t b1) {
     for (int64_t task = b0; task < b1; ++task) {
       const int64_t q = task / channels, c = task % channels;
-      const int64_t o0 = q * kPanel, width = std::min(kPanel, ld - o0);
+      const int64_t o0 = panels.start(q), width = panels.width(q);
       const int64_t live = std::min(width, outs - o0);
       const float* from = weight + (c * outs + o0) * weight_taps;
       for (int64_t tap = 0; tap < taps; ++tap) {
@@ -286,7 +314,8 @@ void run_tiles(int64_t pixels, int64_t taps, const int64_t* offset, int64_t chan
                const float* packed, const float* bias, ClampEpilogue clamp, float* output,
                int64_t channel_stride, ThreadPool* pool, Locate locate) {
   const int64_t k = channels * taps;
-  const int64_t ld = ceil_div(outs, 16) * 16, panels = ceil_div(ld, kPanel);
+  const Panels panels(outs);
+  const int64_t ld = panels.ld;
   thread_local AlignedBuffer bias_buffer;
   float* padded_bias = bias_buffer.get(ld);
   for (int64_t o = 0; o < ld; ++o) padded_bias[o] = bias != nullptr && o < outs ? bias[o] : 0.f;
@@ -297,7 +326,7 @@ void run_tiles(int64_t pixels, int64_t taps, const int64_t* offset, int64_t chan
     const float* pixel[kTilePixels];
     float* out[kTilePixels];
     for (int64_t q = q0; q < q1; ++q) {
-      const int64_t o0 = q * kPanel, width = std::min(kPanel, ld - o0);
+      const int64_t o0 = panels.start(q), width = panels.width(q);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t p0 = t * kTilePixels, mr = std::min(kTilePixels, pixels - p0);
         for (int64_t i = 0; i < mr; ++i) {
@@ -312,9 +341,11 @@ void run_tiles(int64_t pixels, int64_t taps, const int64_t* offset, int64_t chan
     }
   };
   if (tile_count >= 4 * threads) {
-    parallel_for(pool, tile_count, 1, [&](int64_t t0, int64_t t1) { run(t0, t1, 0, panels); });
+    parallel_for(pool, tile_count, 1,
+                 [&](int64_t t0, int64_t t1) { run(t0, t1, 0, panels.count); });
   } else {
-    parallel_for(pool, panels, 1, [&](int64_t q0, int64_t q1) { run(0, tile_count, q0, q1); });
+    parallel_for(pool, panels.count, 1,
+                 [&](int64_t q0, int64_t q1) { run(0, tile_count, q0, q1); });
   }
 }
 
@@ -486,7 +517,8 @@ void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const
                                  float* grad_weight, ThreadPool* pool) {
   const int64_t channels = s.in_channels, taps = s.kernel_h * s.kernel_w, k = channels * taps;
   const int64_t plane = s.out_h * s.out_w, pixels = s.batch * plane;
-  const int64_t ld = ceil_div(s.out_channels, 16) * 16, panels = ceil_div(ld, kPanel);
+  const Panels panels(s.out_channels);
+  const int64_t ld = panels.ld;
   thread_local AlignedBuffer input_buffer, grad_buffer;
   const PaddedInput x = pad_channels_last(s, input, input_buffer, pool);
   // The output gradient channels-last, [pixel][ld] (zero past the last channel): 16 x 16
@@ -513,17 +545,17 @@ void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const
   // Tiles of 7 input channels of one tap x a panel of 48 output channels; each thread writes
   // its own tiles of grad_weight.
   const int64_t channel_tiles = ceil_div(channels, kTilePixels);
-  const int64_t tasks = taps * channel_tiles * panels;
+  const int64_t tasks = taps * channel_tiles * panels.count;
   Offsets offsets(taps);
   int64_t* offset = offsets.data;
   for (int64_t kh = 0; kh < s.kernel_h; ++kh)
     for (int64_t kw = 0; kw < s.kernel_w; ++kw) offset[kh * s.kernel_w + kw] = x.offset(s, kh, kw);
   parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t task = t0; task < t1; ++task) {
-      const int64_t q = task % panels, rest = task / panels;
+      const int64_t q = task % panels.count, rest = task / panels.count;
       const int64_t tap = rest % taps, c0 = rest / taps * kTilePixels;
       const int64_t mr = std::min(kTilePixels, channels - c0);
-      const int64_t o0 = q * kPanel, width = std::min(kPanel, ld - o0);
+      const int64_t o0 = panels.start(q), width = panels.width(q);
       kWeightTiles[size_t(mr - 1)][size_t(width / 16 - 1)](s, x, offset[tap] + c0, grad + o0, ld,
                                                            grad_weight + o0 * k, c0, tap,
                                                            s.out_channels - o0);

@@ -121,6 +121,48 @@ bool column_argmax(const float* plane, int64_t width, int64_t first_row, int64_t
   return nan;
 }
 
+#if defined(__AVX2__)
+// The step across each window's columns for outputs [0, n) of a row, n a multiple of 8, from the
+// columns' maxima over the window's rows (best, index; no NaN among them): per output, the
+// largest, ties to the smaller index (the first in PyTorch's scan order), 8 outputs at a time
+// (the scalar loop's data-dependent selects took 4.4 of a ResNet-18 training step's 190 ms).
+// Taps outside [0, width) are skipped; an output with none gets -inf and index -1.
+void window_argmax(const float* best, const int32_t* index, int64_t width, int64_t stride,
+                   int64_t pad, int64_t kernel, int64_t dilation, int64_t n, float* out,
+                   int32_t* out_index) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i limit = _mm256_set1_epi32(int32_t(width));
+  const __m256 lowest = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m256i none = _mm256_set1_epi32(std::numeric_limits<int32_t>::max());
+  for (int64_t o = 0; o < n; o += 8) {
+    const __m256i first =
+        _mm256_sub_epi32(_mm256_mullo_epi32(_mm256_add_epi32(_mm256_set1_epi32(int32_t(o)), lane),
+                                            _mm256_set1_epi32(int32_t(stride))),
+                         _mm256_set1_epi32(int32_t(pad)));
+    __m256 m = lowest;
+    __m256i at = none, any = _mm256_setzero_si256();
+    for (int64_t k = 0; k < kernel; ++k) {
+      const __m256i w = _mm256_add_epi32(first, _mm256_set1_epi32(int32_t(k * dilation)));
+      const __m256i valid = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_setzero_si256(), w),
+                                                _mm256_cmpgt_epi32(limit, w));
+      any = _mm256_or_si256(any, valid);
+      const __m256 v = _mm256_mask_i32gather_ps(lowest, best, w, _mm256_castsi256_ps(valid), 4);
+      const __m256i i = _mm256_mask_i32gather_epi32(none, index, w, valid, 4);
+      const __m256 take =
+          _mm256_or_ps(_mm256_cmp_ps(v, m, _CMP_GT_OQ),
+                       _mm256_and_ps(_mm256_cmp_ps(v, m, _CMP_EQ_OQ),
+                                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(at, i))));
+      m = _mm256_blendv_ps(m, v, take);
+      at = _mm256_castps_si256(
+          _mm256_blendv_ps(_mm256_castsi256_ps(at), _mm256_castsi256_ps(i), take));
+    }
+    _mm256_storeu_ps(out + o, m);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out_index + o),
+                        _mm256_blendv_epi8(_mm256_set1_epi32(-1), at, any));
+  }
+}
+#endif
+
 // (out[i], out_index[i]) = the larger of (m[2i], index[2i]) and (m[2i + 1], index[2i + 1]) for
 // i < n, ties to the smaller index (the first in PyTorch's scan order): the column step of a
 // 2-wide, stride-2 window over NaN-free values. May run in place.
@@ -392,7 +434,12 @@ void max_pool2d_with_indices(const Pool2dShape& s, const float* input, float* ou
           for (; n > 2 * out_w; n /= 2) pairwise_argmax(cb, ci, n / 2, cb, ci);  // in place
           pairwise_argmax(cb, ci, out_w, out, idx);
         } else {
-          for (int64_t ow = 0; ow < out_w; ++ow) {
+          int64_t ow = 0;
+#if defined(__AVX2__)
+          ow = out_w / 8 * 8;
+          window_argmax(cb, ci, in_w, s.stride_w, s.pad_w, s.kernel_w, s.dilation_w, ow, out, idx);
+#endif
+          for (; ow < out_w; ++ow) {
             if (cols[ow].lo >= cols[ow].hi) {
               out[ow] = lowest;
               idx[ow] = -1;

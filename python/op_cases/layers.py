@@ -162,6 +162,14 @@ def _maxpool_cases():
         yield _case(f"maxpool_{k}_wide_nan", M(k), inputs=[x])
     yield _case("maxpool_2_ceil_wide", M(2, ceil_mode=True), (1, 2, 5, 37))
     yield _case("maxpool_negative", M(3, 2, 1), inputs=[-torch.rand(1, 2, 7, 7) - 1])
+    # Ties everywhere (three values; ReLU's zeros): the index, and so where the gradient goes,
+    # is the first maximum in row-major order, across the window's rows and columns. Rows wide
+    # enough for the vectorised step across columns (8 outputs at a time) and its tail.
+    ties = torch.randint(0, 3, (2, 2, 9, 37)).float()
+    yield _case("maxpool_ties_stem", M(3, 2, 1), inputs=[ties])
+    yield _case("maxpool_ties_dilated", M(3, 1, 1, dilation=2), inputs=[ties])
+    yield _case("maxpool_ties_rect", M((2, 5), stride=(1, 3), padding=(1, 2)), inputs=[ties])
+    yield _case("maxpool_relu_zeros", M(3, 2, 1), inputs=[torch.relu(torch.randn(1, 3, 10, 35))])
 
 
 def _avgpool_cases():

@@ -129,6 +129,19 @@ bool indirect_suitable(const Conv2dShape& s) {
 
 namespace {
 
+// Column i of a 16 x 16 block (block[0..16)[i]) to to(i) for i < count, the lanes below
+// `lanes` stored: a transpose through the L1 cache, each store one whole run of channels.
+template <typename To>
+inline void store_columns(const float (&block)[16][16], int64_t count, __mmask16 lanes, To to) {
+  const __m512i column =
+      _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+  for (int64_t i = 0; i < count; ++i)
+    _mm512_mask_storeu_ps(
+        to(i), lanes,
+        _mm512_i32gather_ps(_mm512_add_epi32(column, _mm512_set1_epi32(int32_t(i))), &block[0][0],
+                            4));
+}
+
 // The input copied channels-last with its padding written out: rows x cols pixels of
 // s.in_channels floats per image, as far as the last window reaches.
 struct PaddedInput {
@@ -166,13 +179,22 @@ PaddedInput pad_channels_last(const Conv2dShape& s, const float* input, AlignedB
       std::fill(dst, dst + w0 * channels, 0.f);
       std::fill(dst + w1 * channels, dst + cols * channels, 0.f);
       const float* src = input + n * channels * in_plane + ih * s.in_w;
-      // 16 channels of a column at a time: stores a cache line apiece (a store per channel
-      // strode a power of two apart, into the same few cache sets).
+      // Blocks of 16 channels x 16 columns: read a row of each channel, stored a pixel's
+      // channels at a time (a value at a time, the loads strode a plane apart and took 3% of a
+      // ResNet-18 training step).
+      alignas(64) float block[16][16];
       for (int64_t c0 = 0; c0 < channels; c0 += 16) {
-        const int64_t c1 = std::min(channels, c0 + 16);
-        for (int64_t w = w0; w < w1; ++w)
-          for (int64_t c = c0; c < c1; ++c)
-            dst[w * channels + c] = src[c * in_plane + w - s.pad_left];
+        const int64_t nc = std::min<int64_t>(16, channels - c0);
+        for (int64_t x0 = w0 - s.pad_left; x0 < w1 - s.pad_left; x0 += 16) {
+          const int64_t nx = std::min<int64_t>(16, w1 - s.pad_left - x0);
+          const __mmask16 columns = lanes_below(nx);
+          for (int64_t j = 0; j < 16; ++j)
+            _mm512_store_ps(block[j],
+                            j < nc ? _mm512_maskz_loadu_ps(columns, src + (c0 + j) * in_plane + x0)
+                                   : _mm512_setzero_ps());
+          store_columns(block, nx, lanes_below(nc),
+                        [&](int64_t i) { return dst + (x0 + s.pad_left + i) * channels + c0; });
+        }
       }
     }
   });
@@ -530,16 +552,24 @@ void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const
     for (int64_t task = b0; task < b1; ++task) {
       const int64_t p0 = task / channel_blocks * 16, o0 = task % channel_blocks * 16;
       const int64_t count = std::min<int64_t>(16, pixels - p0);
+      const int64_t n = p0 / plane, r = p0 % plane;
+      // Each channel's run of pixels (one load when they lie in one image), then stored a
+      // pixel's channels at a time.
       for (int64_t j = 0; j < 16; ++j) {
-        for (int64_t i = 0; i < count; ++i) {
-          const int64_t p = p0 + i, n = p / plane;
-          block[i][j] = o0 + j < s.out_channels
-                            ? grad_output[(n * s.out_channels + o0 + j) * plane + p % plane]
-                            : 0.f;
+        if (o0 + j >= s.out_channels) {
+          _mm512_store_ps(block[j], _mm512_setzero_ps());
+        } else if (r + count <= plane) {
+          _mm512_store_ps(block[j], _mm512_maskz_loadu_ps(
+                                        lanes_below(count),
+                                        grad_output + (n * s.out_channels + o0 + j) * plane + r));
+        } else {
+          for (int64_t i = 0; i < count; ++i) {
+            const int64_t p = p0 + i;
+            block[j][i] = grad_output[(p / plane * s.out_channels + o0 + j) * plane + p % plane];
+          }
         }
       }
-      for (int64_t i = 0; i < count; ++i)
-        _mm512_store_ps(grad + (p0 + i) * ld + o0, _mm512_load_ps(block[i]));
+      store_columns(block, count, 0xffff, [&](int64_t i) { return grad + (p0 + i) * ld + o0; });
     }
   });
   // Tiles of 7 input channels of one tap x a panel of 48 output channels; each thread writes

@@ -756,14 +756,7 @@ void conv2d_direct_backward(const Conv2dShape& s, const float* input, const floa
 
 }  // namespace
 
-namespace {
-
-// With stride 1 the input gradient is itself a convolution: grad_output (padded by the dilated
-// kernel's extent less the padding) with the kernels flipped and their input and output channels
-// swapped. conv2d then picks its fastest path (Winograd, the direct loop). Returns false when
-// the padding does not allow it.
-bool input_gradient_as_convolution(const Conv2dShape& s, const float* weight,
-                                   const float* grad_output, float* grad_input, ThreadPool* pool) {
+bool input_gradient_shape(const Conv2dShape& s, Conv2dShape& t) {
   if (s.stride_h != 1 || s.stride_w != 1) return false;
   const int64_t extent_h = (s.kernel_h - 1) * s.dilation_h;
   const int64_t extent_w = (s.kernel_w - 1) * s.dilation_w;
@@ -772,7 +765,7 @@ bool input_gradient_as_convolution(const Conv2dShape& s, const float* weight,
   if (s.pad_top > extent_h || s.pad_left > extent_w || pad_bottom > extent_h ||
       pad_right > extent_w || pad_bottom < 0 || pad_right < 0)
     return false;
-  Conv2dShape t = s;
+  t = s;
   t.in_channels = s.out_channels;
   t.in_h = s.out_h;
   t.in_w = s.out_w;
@@ -781,6 +774,17 @@ bool input_gradient_as_convolution(const Conv2dShape& s, const float* weight,
   t.out_w = s.in_w;
   t.pad_top = extent_h - s.pad_top;
   t.pad_left = extent_w - s.pad_left;
+  return true;
+}
+
+namespace {
+
+// The input gradient as a convolution (input_gradient_shape), on conv2d's fastest path for it
+// (Winograd, the direct loop). Returns false when the shape does not allow it.
+bool input_gradient_as_convolution(const Conv2dShape& s, const float* weight,
+                                   const float* grad_output, float* grad_input, ThreadPool* pool) {
+  Conv2dShape t;
+  if (!input_gradient_shape(s, t)) return false;
   const int64_t in_per_group = s.in_channels / s.groups;
   const int64_t out_per_group = s.out_channels / s.groups;
   const int64_t taps = s.kernel_h * s.kernel_w;

@@ -45,6 +45,12 @@ void conv2d_max_pool(const Conv2dShape& shape, const Pool2dShape& pool_shape, co
                      const float* weight, const float* bias, float* output, ThreadPool* pool,
                      const Epilogue& epilogue = {}, ConvPrepared* prepared = nullptr);
 
+// With stride 1 a convolution's input gradient is itself a convolution: the output gradient
+// (padded by the dilated kernel's extent less the padding) with the kernels flipped and their
+// input and output channels swapped. Sets `gradient` to that convolution's shape and returns
+// true, or returns false for a stride or padding that does not allow it.
+bool input_gradient_shape(const Conv2dShape& shape, Conv2dShape& gradient);
+
 // Gradients of conv2d given grad_output [batch, out_channels, out_h, out_w]: grad_input (the
 // input's shape), grad_weight and grad_bias are overwritten; any of them may be null (not
 // needed). input is read only for grad_weight, weight only for grad_input.

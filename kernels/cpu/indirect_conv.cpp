@@ -504,22 +504,8 @@ bool conv2d_indirect_input_grad(const Conv2dShape& s, const float* weight, const
     if (!indirect_enabled() || s.in_h * s.in_w > 1024) return false;
     return input_grad_by_phases(s, weight, grad_output, grad_input, pool);
   }
-  const int64_t extent_h = (s.kernel_h - 1) * s.dilation_h;
-  const int64_t extent_w = (s.kernel_w - 1) * s.dilation_w;
-  const int64_t pad_bottom = s.out_h - 1 + extent_h - s.pad_top - (s.in_h - 1);
-  const int64_t pad_right = s.out_w - 1 + extent_w - s.pad_left - (s.in_w - 1);
-  if (s.pad_top > extent_h || s.pad_left > extent_w || pad_bottom > extent_h ||
-      pad_right > extent_w || pad_bottom < 0 || pad_right < 0)
-    return false;
-  Conv2dShape t = s;
-  t.in_channels = s.out_channels;
-  t.in_h = s.out_h;
-  t.in_w = s.out_w;
-  t.out_channels = s.in_channels;
-  t.out_h = s.in_h;
-  t.out_w = s.in_w;
-  t.pad_top = extent_h - s.pad_top;
-  t.pad_left = extent_w - s.pad_left;
+  Conv2dShape t;
+  if (!input_gradient_shape(s, t)) return false;
   // Winograd, where it serves, does a third of the multiplies (ResNet-18's 16x16 layers at
   // batch 32: 2.0 against 3.5 ms).
   if (!indirect_suitable(t) || winograd_suitable(t, false)) return false;

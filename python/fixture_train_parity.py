@@ -40,32 +40,60 @@ def _bias_false_before_bn(arch):
     return arch
 
 
-def _one(root, name, arch, make_optimizer, hyper):
-    folder = os.path.join(root, name)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "arch.json"), "w") as f:
-        json.dump(arch, f, indent=1)
-    yolo = fm.user_op_classes()
+def _train(arch, yolo, make_optimizer, data_seed, jitter_seed=None):
+    """Five steps from the default initialisation on the data of `data_seed`. With
+    `jitter_seed`, every ReLU's and MaxPool2d's input gets 1e-6 of its standard deviation times
+    N(0, 1) added (a rounding-sized disturbance). Returns the model, its initial state, the
+    inputs, the targets and the last outputs."""
     ex = fm.build(arch, seed=0, user_ops=yolo)
-    fm.save_list(ex, os.path.join(folder, "init.pth"))
+    init = fm.layer_state_dicts(ex)
+    init = [{k: v.clone() for k, v in sd.items()} for sd in init]
+    if jitter_seed is not None:
+        jitter = torch.Generator().manual_seed(jitter_seed)
+
+        def disturb(module, inputs):
+            x = inputs[0]
+            return (x + 1e-6 * x.detach().std() * torch.randn(x.shape, generator=jitter),)
+
+        for m in ex.modules():
+            if isinstance(m, (torch.nn.ReLU, torch.nn.MaxPool2d)):
+                m.register_forward_pre_hook(disturb)
     ex.train()
     opt = make_optimizer(ex.parameters())
-    gen = torch.Generator().manual_seed(11)
+    gen = torch.Generator().manual_seed(data_seed)
+    xs, ts = [], []
     for k in range(STEPS):
         x = torch.randn(BATCH_SHAPE, generator=gen)
-        np.save(os.path.join(folder, f"x{k}.npy"), x.numpy())
+        xs.append(x)
         opt.zero_grad()
         outs = ex(x)
         loss = 0
-        for j, y in enumerate(outs):
+        step_targets = []
+        for y in outs:
             # Targets near the outputs' scale: the YOLO head's boxes are in input pixels.
             t = (y.detach() * (1 + 0.1 * torch.randn(y.shape, generator=gen))
                  + 0.1 * torch.randn(y.shape, generator=gen))
-            np.save(os.path.join(folder, f"t{k}_{j}.npy"), t.numpy())
+            step_targets.append(t)
             loss = loss + F.mse_loss(y, t)
+        ts.append(step_targets)
         loss.backward()
         opt.step()
-    fm.save_list(ex, os.path.join(folder, "after.pth"))
+    return ex, init, xs, ts, outs
+
+
+def _state(ex):
+    """Weights and buffers as float64 tensors, by flat key ("<layer index>.<name>")."""
+    out = {}
+    for i, sd in enumerate(fm.layer_state_dicts(ex)):
+        for key, value in sd.items():
+            if value.dtype.is_floating_point:
+                out[f"{i}.{key}"] = value.detach().double()
+    return out
+
+
+def _noise_params(name, arch):
+    """seed_adamw_bias: the biases that feed BatchNorm (they move with rounding noise by design)
+    and the running means that follow them."""
     frozen_check, follows = [], {}
     if name == "seed_adamw_bias":
         for i, layer in enumerate(arch["layers"][:-1]):
@@ -74,9 +102,49 @@ def _one(root, name, arch, make_optimizer, hyper):
                 frozen_check.append(f"{i}.bias")
                 # The batch mean, and so the running mean, moves with those biases.
                 follows[f"{i + 1}.running_mean"] = f"{i}.bias"
+    return frozen_check, follows
+
+
+def _one(root, name, arch, make_optimizer, hyper):
+    folder = os.path.join(root, name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "arch.json"), "w") as f:
+        json.dump(arch, f, indent=1)
+    yolo = fm.user_op_classes()
+    frozen_check, follows = _noise_params(name, arch)
+    skip = set(frozen_check) | set(follows)
+    # Only well-conditioned data: where an activation within rounding of zero wins its max-pool
+    # window after a ReLU (or two window entries are within rounding of each other), the
+    # gradient jumps with the summation order (a full upstream gradient one way, none the
+    # other), and the case would test which way a near-tie falls, not the arithmetic (at data
+    # seed 11, seed_adamw_nobias's weights moved 4e-4 when one layer ran on Winograd). So the
+    # five steps are rerun three times with the ReLU and MaxPool2d inputs disturbed at the
+    # rounding's size, and the first data seed from 11 whose reruns stay within a quarter of
+    # the tolerance is kept.
+    for data_seed in range(11, 41):
+        ex, init, xs, ts, outs = _train(arch, yolo, make_optimizer, data_seed)
+        clean = _state(ex)
+        worst = 0.0
+        for jitter_seed in (1, 2, 3):
+            other = _state(_train(arch, yolo, make_optimizer, data_seed, jitter_seed)[0])
+            worst = max(worst, max((clean[k] - other[k]).abs().max().item()
+                                   for k in clean if k not in skip))
+            if worst >= 0.25e-4:
+                break
+        if worst < 0.25e-4:
+            break
+    else:
+        raise RuntimeError(f"{name}: no data seed in 11..40 is well conditioned")
+    torch.save(init, os.path.join(folder, "init.pth"))
+    for k in range(STEPS):
+        np.save(os.path.join(folder, f"x{k}.npy"), xs[k].numpy())
+        for j, t in enumerate(ts[k]):
+            np.save(os.path.join(folder, f"t{k}_{j}.npy"), t.numpy())
+    fm.save_list(ex, os.path.join(folder, "after.pth"))
     with open(os.path.join(folder, "case.json"), "w") as f:
         json.dump({"steps": STEPS, "outputs": len(outs), "user_ops": ["own_module.YOLO"],
-                   "noise_only": frozen_check, "follows_noise": follows, "tol": 1e-4, **hyper},
+                   "noise_only": frozen_check, "follows_noise": follows, "tol": 1e-4,
+                   "data_seed": data_seed, "disturbed_gap": worst, **hyper},
                   f, indent=1)
 
 

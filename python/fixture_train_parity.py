@@ -121,9 +121,12 @@ def _one(root, name, arch, make_optimizer, hyper):
     # five steps are rerun three times with the ReLU and MaxPool2d inputs disturbed at the
     # rounding's size, and the first data seed from 11 whose reruns stay within a quarter of
     # the tolerance is kept.
-    for data_seed in range(11, 41):
-        ex, init, xs, ts, outs = _train(arch, yolo, make_optimizer, data_seed)
-        clean = _state(ex)
+    # (For SGD about one data seed in six qualifies on this machine; the best one found is kept,
+    # with a warning, should none in 11..70 do so elsewhere.)
+    best = None
+    for data_seed in range(11, 71):
+        run = _train(arch, yolo, make_optimizer, data_seed)
+        clean = _state(run[0])
         worst = 0.0
         for jitter_seed in (1, 2, 3):
             other = _state(_train(arch, yolo, make_optimizer, data_seed, jitter_seed)[0])
@@ -131,10 +134,14 @@ def _one(root, name, arch, make_optimizer, hyper):
                                    for k in clean if k not in skip))
             if worst >= 0.25e-4:
                 break
+        if best is None or worst < best[0]:
+            best = (worst, data_seed, run)
         if worst < 0.25e-4:
             break
     else:
-        raise RuntimeError(f"{name}: no data seed in 11..40 is well conditioned")
+        print(f"warning: {name}: no data seed in 11..70 is well conditioned; keeping seed "
+              f"{best[1]} (disturbed runs {best[0]:.2g} apart)")
+    worst, data_seed, (ex, init, xs, ts, outs) = best
     torch.save(init, os.path.join(folder, "init.pth"))
     for k in range(STEPS):
         np.save(os.path.join(folder, f"x{k}.npy"), xs[k].numpy())

@@ -139,11 +139,14 @@ void im2col_band(const Conv2dShape& s, const float* group_input, int64_t oh0, in
   }
 }
 
-// A 1x1, stride-1 convolution without padding: its input planes are already its im2col matrix.
+}  // namespace
+
 bool reads_input_in_place(const Conv2dShape& s) {
   return s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 &&
          s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h && s.out_w == s.in_w;
 }
+
+namespace {
 
 void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
                    float* output, ThreadPool* pool, const Epilogue& epilogue) {

@@ -45,6 +45,10 @@ void conv2d_max_pool(const Conv2dShape& shape, const Pool2dShape& pool_shape, co
                      const float* weight, const float* bias, float* output, ThreadPool* pool,
                      const Epilogue& epilogue = {}, ConvPrepared* prepared = nullptr);
 
+// A 1x1, stride-1 convolution without padding: its input planes are already its im2col matrix
+// (a GEMM reads them in place).
+bool reads_input_in_place(const Conv2dShape& shape);
+
 // With stride 1 a convolution's input gradient is itself a convolution: the output gradient
 // (padded by the dilated kernel's extent less the padding) with the kernels flipped and their
 // input and output channels swapped. Sets `gradient` to that convolution's shape and returns

@@ -121,10 +121,7 @@ bool indirect_suitable(const Conv2dShape& s) {
   if (!indirect_enabled() || s.groups != 1 || s.in_channels < 16 || s.out_channels < 16)
     return false;
   // A dense 1x1 layer is a GEMM that reads its input in place already.
-  if (s.kernel_h * s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
-      s.pad_left == 0 && s.out_h == s.in_h && s.out_w == s.in_w)
-    return false;
-  return s.out_h * s.out_w <= 256;
+  return !reads_input_in_place(s) && s.out_h * s.out_w <= 256;
 }
 
 namespace {

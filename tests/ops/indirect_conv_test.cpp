@@ -57,6 +57,26 @@ std::string describe(const Conv2dShape& s) {
          std::to_string(s.dilation_w);
 }
 
+// Calls f(y, x, w) with the flat indices of each output element, input element and weight that
+// a direct convolution multiplies together (taps in the padding skipped).
+template <typename F>
+void for_each_product(const Conv2dShape& s, F f) {
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t o = 0; o < s.out_channels; ++o)
+      for (int64_t oh = 0; oh < s.out_h; ++oh)
+        for (int64_t ow = 0; ow < s.out_w; ++ow)
+          for (int64_t c = 0; c < s.in_channels; ++c)
+            for (int64_t kh = 0; kh < s.kernel_h; ++kh)
+              for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+                const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
+                const int64_t iw = ow * s.stride_w - s.pad_left + kw * s.dilation_w;
+                if (ih < 0 || ih >= s.in_h || iw < 0 || iw >= s.in_w) continue;
+                f(size_t(((n * s.out_channels + o) * s.out_h + oh) * s.out_w + ow),
+                  size_t(((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw),
+                  size_t(((o * s.in_channels + c) * s.kernel_h + kh) * s.kernel_w + kw));
+              }
+}
+
 // Largest |indirect - direct| relative to the largest |direct|; the epilogue applied to the
 // reference by the same function the kernel uses for non-clamping ones.
 double difference(const Conv2dShape& s, int threads, bool with_bias, const Epilogue& epilogue) {
@@ -73,24 +93,15 @@ double difference(const Conv2dShape& s, int threads, bool with_bias, const Epilo
   const size_t out_size = size_t(s.batch * s.out_channels * plane);
   std::vector<float> expected(out_size), got(out_size + 1, NAN);
   got.back() = 12345.f;  // a guard past the end
+  std::vector<double> sums(out_size, 0.0);
+  for_each_product(s,
+                   [&](size_t y, size_t x, size_t w) { sums[y] += double(input[x]) * weight[w]; });
   for (int64_t n = 0; n < s.batch; ++n)
     for (int64_t o = 0; o < s.out_channels; ++o) {
-      float* row = expected.data() + (n * s.out_channels + o) * plane;
-      for (int64_t oh = 0; oh < s.out_h; ++oh)
-        for (int64_t ow = 0; ow < s.out_w; ++ow) {
-          double sum = with_bias ? bias[size_t(o)] : 0.0;
-          for (int64_t c = 0; c < s.in_channels; ++c)
-            for (int64_t kh = 0; kh < s.kernel_h; ++kh)
-              for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
-                const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
-                const int64_t iw = ow * s.stride_w - s.pad_left + kw * s.dilation_w;
-                if (ih < 0 || ih >= s.in_h || iw < 0 || iw >= s.in_w) continue;
-                sum +=
-                    double(input[size_t(((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw)]) *
-                    weight[size_t(((o * s.in_channels + c) * s.kernel_h + kh) * s.kernel_w + kw)];
-              }
-          row[oh * s.out_w + ow] = float(sum);
-        }
+      const int64_t first = (n * s.out_channels + o) * plane;
+      float* row = expected.data() + first;
+      for (int64_t i = 0; i < plane; ++i)
+        row[i] = float(sums[size_t(first + i)] + (with_bias ? bias[size_t(o)] : 0.0));
       nnx::cpu::apply_epilogue(epilogue, row, plane);
     }
   nnx::ThreadPool pool(threads);
@@ -155,24 +166,10 @@ void check_gradients(const Conv2dShape& s, int threads) {
   for (float& v : weight) v = u(rng);
   for (float& v : g) v = u(rng);
   std::vector<double> dw(weight.size(), 0.0), dx(x.size(), 0.0);
-  for (int64_t n = 0; n < s.batch; ++n)
-    for (int64_t o = 0; o < s.out_channels; ++o)
-      for (int64_t oh = 0; oh < s.out_h; ++oh)
-        for (int64_t ow = 0; ow < s.out_w; ++ow) {
-          const double go = g[size_t((n * s.out_channels + o) * plane + oh * s.out_w + ow)];
-          for (int64_t c = 0; c < s.in_channels; ++c)
-            for (int64_t kh = 0; kh < s.kernel_h; ++kh)
-              for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
-                const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
-                const int64_t iw = ow * s.stride_w - s.pad_left + kw * s.dilation_w;
-                if (ih < 0 || ih >= s.in_h || iw < 0 || iw >= s.in_w) continue;
-                const size_t xi = size_t(((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw);
-                const size_t wi =
-                    size_t(((o * s.in_channels + c) * s.kernel_h + kh) * s.kernel_w + kw);
-                dw[wi] += go * x[xi];
-                dx[xi] += go * weight[wi];
-              }
-        }
+  for_each_product(s, [&](size_t y, size_t xi, size_t wi) {
+    dw[wi] += double(g[y]) * x[xi];
+    dx[xi] += double(g[y]) * weight[wi];
+  });
   auto relative = [](const std::vector<float>& got, const std::vector<double>& want) {
     double worst = 0, scale = 1e-30;
     for (size_t i = 0; i < got.size(); ++i) {

@@ -1,7 +1,7 @@
 """A/B comparison of nnx builds or settings that this VM's minute-to-minute noise does not swamp.
 
 usage: /usr/bin/python3 python/ab_profile.py ARCH.json --weights W.pth --shape 1,3,224,224
-           [--rounds 4] [--iters 10] [--threads 2] [--diff 0.05] CONFIG CONFIG...
+           [--rounds 4] [--iters 10] [--threads 2] [--diff 0.05] [--plugin LIB.so] CONFIG...
 
 A CONFIG is a label, then `=` and what distinguishes it: an nnx binary and/or environment
 settings, comma-separated (`old=/tmp/nnx_old`, `off=NNX_CONV_CHANNELS_LAST=0`,
@@ -45,6 +45,8 @@ def main():
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--diff", type=float, default=0.0)
+    p.add_argument("--plugin", action="append", default=[],
+                   help="shared library of user ops (the seed network's YOLO), for every run")
     p.add_argument("configs", nargs="+")
     args = p.parse_args()
     configs = [parse_config(c) for c in args.configs]
@@ -56,6 +58,8 @@ def main():
                    str(args.threads), "--iters", str(args.iters), "--warmup", "3", "--profile"]
             if args.weights:
                 cmd[3:3] = ["--weights", args.weights]
+            for plugin in args.plugin:
+                cmd += ["--plugin", plugin]
             run = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
             if run.returncode != 0:
                 sys.exit(f"ab_profile: {label}: {' '.join(cmd)} failed:\n{run.stderr}")

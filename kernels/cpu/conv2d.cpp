@@ -26,6 +26,7 @@
 #include "kernels/cpu/pooling.h"
 #include "kernels/cpu/prepared.h"
 #include "kernels/cpu/rows.h"
+#include "kernels/cpu/stem_conv.h"
 #include "kernels/cpu/sums.h"
 #include "kernels/cpu/winograd.h"
 #include "nnx/thread_pool.h"
@@ -508,6 +509,11 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
   if (s.batch == 0 || s.out_channels == 0 || out_plane == 0) return;
   if (in_per_group == 1 && out_per_group <= kDirectMaxMultiplier)
     return conv2d_direct(s, input, weight, bias, output, pool, epilogue);
+#if defined(__AVX512F__)
+  if (stem_suitable(s))
+    return conv2d_stem(s, input, weight, prepared ? prepared->panels(s, weight, pool) : nullptr,
+                       bias, output, pool, epilogue);
+#endif
   if (winograd_enabled() && winograd_suitable(s, prepared != nullptr))
     return conv2d_winograd(s, input, weight, bias, output, pool, epilogue,
                            prepared ? prepared->winograd(s, weight, pool) : nullptr);

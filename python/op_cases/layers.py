@@ -81,6 +81,19 @@ def _conv_cases():
     yield _case("conv_many_out_channels", C(16, 130, 3, padding=1, bias=False), (1, 16, 9, 7))
     yield _case("conv_batch3_rect_input", C(3, 8, 3, stride=(1, 2), padding=1), (3, 3, 5, 13))
     yield _case("conv_kernel_equals_input", C(3, 4, (5, 4)), (2, 3, 5, 4))
+    # Few input channels and rows of 16+ outputs take the direct "stem" path (stem_conv.h):
+    # strides 1-3 (phase-split copies), dilation, asymmetric 'same' padding, output channels
+    # off its 12-row panels, rows ending in a part of a 32-pixel tile or of its second vector.
+    yield _case("conv_stem_resnet", C(3, 64, 7, stride=2, padding=3, bias=False), (2, 3, 64, 70))
+    yield _case("conv_stem_7x7", C(3, 20, 7, padding=3), (1, 3, 21, 45))
+    yield _case("conv_stem_3x3_s2", C(3, 32, 3, stride=2, padding=1), (1, 3, 40, 66))
+    yield _case("conv_stem_dilated_rect",
+                C(2, 13, (3, 5), stride=(2, 3), padding=(2, 4), dilation=(2, 2)), (2, 2, 17, 70))
+    yield _case("conv_stem_gray_same_even", C(1, 16, 4, padding="same", bias=False),
+                (1, 1, 9, 40))
+    yield _case("conv_stem_4ch_stride3", C(4, 24, 3, stride=3), (1, 4, 12, 100))
+    yield _case("conv_stem_reflect", C(3, 16, 5, padding=2, padding_mode="reflect"),
+                (1, 3, 10, 36))
 
 
 def _linear_cases():

@@ -1,0 +1,188 @@
+// The few-channel direct convolution (see stem_conv.h).
+#include "kernels/cpu/stem_conv.h"
+
+#include "kernels/cpu/avx512.h"
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "kernels/cpu/aligned_buffer.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/prepared.h"
+#include "nnx/thread_pool.h"
+
+namespace nnx::cpu {
+
+#if defined(__AVX512F__)
+namespace {
+
+constexpr int64_t kTile = 32;  // output pixels of one row per tile: two vectors
+
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// The padded, phase-split copy of one image: [channel][phase][row][column], where phase p, row r,
+// column q holds the input at row r - pad_top, column q * stride_w + p - pad_left (zero outside).
+struct Padded {
+  int64_t phases = 1, rows = 0, width = 0;
+  int64_t image_floats(const Conv2dShape& s) const { return s.in_channels * phases * rows * width; }
+};
+
+Padded padded_layout(const Conv2dShape& s) {
+  Padded p;
+  p.phases = s.stride_w;
+  p.rows = (s.out_h - 1) * s.stride_h + (s.kernel_h - 1) * s.dilation_h + 1;
+  // Whole tiles past the last output column, plus the furthest tap's shift within its phase.
+  p.width = ceil_div(s.out_w, kTile) * kTile + (s.kernel_w - 1) * s.dilation_w / s.stride_w;
+  return p;
+}
+
+// Rows [r0, r1) of the padded copy, counted over (image, channel, phase, row).
+void pad_rows(const Conv2dShape& s, const Padded& p, const float* input, int64_t r0, int64_t r1,
+              float* out) {
+  const int64_t in_plane = s.in_h * s.in_w, stride = s.stride_w;
+  for (int64_t i = r0; i < r1; ++i) {
+    const int64_t row = i % p.rows, phase = (i / p.rows) % p.phases;
+    const int64_t plane = i / (p.rows * p.phases);  // image * in_channels + channel
+    float* dst = out + i * p.width;
+    const int64_t src_row = row - s.pad_top;
+    if (src_row < 0 || src_row >= s.in_h) {
+      std::fill(dst, dst + p.width, 0.f);
+      continue;
+    }
+    const float* src = input + plane * in_plane + src_row * s.in_w;
+    // Columns q with 0 <= q * stride + phase - pad_left < in_w.
+    const int64_t first = phase - s.pad_left;
+    const int64_t lo = std::clamp<int64_t>(ceil_div(-first, stride), 0, p.width);
+    const int64_t hi = std::clamp<int64_t>(ceil_div(s.in_w - first, stride), lo, p.width);
+    std::fill(dst, dst + lo, 0.f);
+    if (stride == 1)
+      std::memcpy(dst + lo, src + lo + first, size_t(hi - lo) * sizeof(float));
+    else
+      for (int64_t q = lo; q < hi; ++q) dst[q] = src[q * stride + first];
+    std::fill(dst + hi, dst + p.width, 0.f);
+  }
+}
+
+// C[R channels][16V pixels] = bias + sum over taps t of a[t * 12 + r] * base[offsets[t] + pixel],
+// clamped to [lo, hi] (NaN kept) and stored with row stride ldc, the last vector masked.
+template <int R, int V>
+void stem_tile(int64_t taps, const int32_t* offsets, const float* base, const float* a, float* c,
+               int64_t ldc, __mmask16 last, const float* bias, float lo, float hi) {
+  __m512 acc[R][V];
+  static_for<R>([&]<int r>() __attribute__((always_inline)) {
+    static_for<V>([&]<int v>() __attribute__((always_inline)) { acc[r][v] = _mm512_setzero_ps(); });
+  });
+  for (int64_t t = 0; t < taps; ++t, a += kPanelRows) {
+    const float* b = base + offsets[t];
+    __m512 bv[V];
+    static_for<V>([&]<int v>()
+                      __attribute__((always_inline)) { bv[v] = _mm512_loadu_ps(b + 16 * v); });
+    static_for<R>([&]<int r>() __attribute__((always_inline)) {
+      const __m512 x = _mm512_set1_ps(a[r]);
+      static_for<V>([&]<int v>() __attribute__((always_inline)) {
+        acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+      });
+    });
+  }
+  const __m512 lo_v = _mm512_set1_ps(lo), hi_v = _mm512_set1_ps(hi);
+  static_for<R>([&]<int r>() __attribute__((always_inline)) {
+    const __m512 add = _mm512_set1_ps(bias != nullptr ? bias[r] : 0.f);
+    static_for<V>([&]<int v>() __attribute__((always_inline)) {
+      const __m512 x = _mm512_min_ps(hi_v, _mm512_max_ps(lo_v, _mm512_add_ps(acc[r][v], add)));
+      _mm512_mask_storeu_ps(c + r * ldc + 16 * v, v == V - 1 ? last : __mmask16(0xFFFF), x);
+    });
+  });
+}
+
+using StemTile = void (*)(int64_t, const int32_t*, const float*, const float*, float*, int64_t,
+                          __mmask16, const float*, float, float);
+template <int... R>
+constexpr std::array<std::array<StemTile, 2>, sizeof...(R)> stem_tiles(
+    std::integer_sequence<int, R...>) {
+  return {{{&stem_tile<R + 1, 1>, &stem_tile<R + 1, 2>}...}};
+}
+constexpr auto kStemTiles = stem_tiles(std::make_integer_sequence<int, int(kPanelRows)>{});
+
+// NNX_CONV_STEM=0 in the environment turns this path off, for measuring against it.
+bool stem_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("NNX_CONV_STEM");
+    return v == nullptr || std::string_view(v) != "0";
+  }();
+  return enabled;
+}
+
+}  // namespace
+
+bool stem_suitable(const Conv2dShape& s) {
+  // Few input channels: with more, the input's copy is no longer small next to the work, and
+  // the GEMM paths' packing is amortised over enough taps. Rows of at least half a tile.
+  return stem_enabled() && s.groups == 1 && s.in_channels <= 4 && s.out_channels >= 8 &&
+         s.out_w >= kTile / 2 && s.in_channels * s.kernel_h * s.kernel_w <= 4096;
+}
+
+void conv2d_stem(const Conv2dShape& s, const float* input, const float* weight, const float* panels,
+                 const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue) {
+  const Padded p = padded_layout(s);
+  const int64_t taps = s.in_channels * s.kernel_h * s.kernel_w;
+  const int64_t out_plane = s.out_h * s.out_w;
+  const int64_t image_floats = p.image_floats(s);
+  // The buffers are this thread's; the lambdas below, which may run on other threads, see them
+  // through locals.
+  static thread_local AlignedBuffer padded_buffer, panel_buffer;
+  static thread_local std::vector<int32_t> offset_buffer;
+  float* padded = padded_buffer.get(s.batch * image_floats);
+  if (panels == nullptr) {
+    float* packed = panel_buffer.get(ceil_div(s.out_channels, kPanelRows) * kPanelRows * taps);
+    pack_row_panels(s.out_channels, taps, weight, taps, packed, nullptr);
+    panels = packed;
+  }
+  // Each tap's offset in the padded image from the top-left input of its output pixel.
+  offset_buffer.resize(size_t(taps));
+  int32_t* offsets = offset_buffer.data();
+  for (int64_t c = 0, t = 0; c < s.in_channels; ++c)
+    for (int64_t kh = 0; kh < s.kernel_h; ++kh)
+      for (int64_t kw = 0; kw < s.kernel_w; ++kw, ++t) {
+        const int64_t shift = kw * s.dilation_w;
+        offsets[t] =
+            int32_t(((c * p.phases + shift % s.stride_w) * p.rows + kh * s.dilation_h) * p.width +
+                    shift / s.stride_w);
+      }
+
+  const int64_t padded_rows = s.batch * s.in_channels * p.phases * p.rows;
+  parallel_for(pool, padded_rows, 64,
+               [&](int64_t r0, int64_t r1) { pad_rows(s, p, input, r0, r1, padded); });
+
+  const ClampEpilogue clamp = clamp_of(epilogue);
+  const int64_t panel_count = ceil_div(s.out_channels, kPanelRows);
+  parallel_for(pool, s.batch * s.out_h, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / s.out_h, oh = i % s.out_h;
+      const float* row = padded + n * image_floats + oh * s.stride_h * p.width;
+      float* out_row = output + n * s.out_channels * out_plane + oh * s.out_w;
+      for (int64_t ow0 = 0; ow0 < s.out_w; ow0 += kTile) {
+        const int64_t cols = std::min(kTile, s.out_w - ow0);
+        const int64_t vectors = cols > 16 ? 2 : 1;
+        const __mmask16 last = lanes_below(cols - 16 * (vectors - 1));
+        for (int64_t q = 0; q < panel_count; ++q) {
+          const int64_t rows = std::min(kPanelRows, s.out_channels - q * kPanelRows);
+          float* c = out_row + q * kPanelRows * out_plane + ow0;
+          kStemTiles[size_t(rows - 1)][size_t(vectors - 1)](
+              taps, offsets, row + ow0, panels + q * kPanelRows * taps, c, out_plane, last,
+              bias != nullptr ? bias + q * kPanelRows : nullptr, clamp.lo, clamp.hi);
+          if (!clamp.exact)
+            for (int64_t r = 0; r < rows; ++r) apply_epilogue(epilogue, c + r * out_plane, cols);
+        }
+      }
+    }
+  });
+}
+#endif
+
+}  // namespace nnx::cpu

@@ -204,12 +204,13 @@ bool panels_enabled() {
 namespace {
 
 // Ungrouped convolutions with weights prepared as 12-row panels (the ones Winograd does not
-// take: 1x1, strided, larger kernels): each task packs the im2col columns of a block of output
-// pixels of one image straight into 32-wide panels and multiplies every weight panel with them,
-// bias and ReLU-like epilogues applied in registers (panel_gemm_bias_clamp), so neither the
-// weights nor the columns are packed again per call and the output is written once. With few
-// blocks (small planes at batch 1) the columns are packed once, split over input channels, and
-// the threads share the weight panels instead.
+// take: 1x1, strided, larger kernels; on AVX-512 builds 1x1 ones only, the others going to the
+// indirect convolution, or the stem kernel on few channels): each task packs the im2col
+// columns of a block of output pixels of one image straight into 32-wide panels and multiplies
+// every weight panel with them, bias and ReLU-like epilogues applied in registers
+// (panel_gemm_bias_clamp), so neither the weights nor the columns are packed again per call and
+// the output is written once. With few blocks (small planes at batch 1) the columns are packed
+// once, split over input channels, and the threads share the weight panels instead.
 // Measured against the band path (2-core EPYC, ResNet-50 and MobileNetV2 layers): a first layer
 // with a large kernel on few input channels (ResNet's 7x7 stem on 3: 1.62 against 1.55 ms),
 // whose long, thin patches are packed a run of pixels at a time, stays on the band path, and so
@@ -497,6 +498,9 @@ bool conv2d_uses_winograd_prepared(const Conv2dShape& s) {
 bool conv2d_reads_prepared_only(const Conv2dShape& s) {
   if (s.in_channels / s.groups == 1 && s.out_channels / s.groups <= kDirectMaxMultiplier)
     return false;  // the direct (depthwise) loop
+#if defined(__AVX512F__)
+  if (indirect_suitable(s, true)) return true;
+#endif
   // Not panels_suitable: made before the plane's size is known, this must hold for every size.
   return conv2d_uses_winograd_prepared(s) || (panels_suitable_any_size(s) && panels_enabled());
 }
@@ -518,8 +522,9 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     return conv2d_winograd(s, input, weight, bias, output, pool, epilogue,
                            prepared ? prepared->winograd(s, weight, pool) : nullptr);
 #if defined(__AVX512F__)
-  if (prepared == nullptr && indirect_suitable(s))
-    return conv2d_indirect(s, input, weight, bias, output, pool, epilogue);
+  if (indirect_suitable(s, prepared != nullptr))
+    return conv2d_indirect(s, input, weight, bias, output, pool, epilogue,
+                           prepared ? prepared->indirect(s, weight, pool) : nullptr);
   if (prepared != nullptr && channels_last_suitable(s))
     return conv2d_channels_last(s, input, prepared->channels_last(s, weight, pool), bias, output,
                                 pool, epilogue);

@@ -11,13 +11,21 @@
 namespace nnx::cpu {
 
 #if defined(__AVX512F__)
-// Whether conv2d_indirect serves `shape` (and pays off for it).
-bool indirect_suitable(const Conv2dShape& shape);
+// Whether conv2d_indirect serves `shape` (and pays off for it); `prepared`: with the weights
+// packed beforehand (ConvPrepared), which decides for every plane size alike.
+bool indirect_suitable(const Conv2dShape& shape, bool prepared = false);
 
-// As conv2d (see conv2d.h) for a shape that indirect_suitable accepts; zero padding.
+// The weights as this path's panels: their size in floats, and the packing (on `pool`'s
+// threads when given), for a caller that keeps them (ConvPrepared).
+int64_t indirect_weights_floats(const Conv2dShape& shape);
+void indirect_pack_weights(const Conv2dShape& shape, const float* weight, float* out,
+                           ThreadPool* pool = nullptr);
+
+// As conv2d (see conv2d.h) for a shape that indirect_suitable accepts; zero padding. `packed`:
+// indirect_pack_weights's result for `weight`, or null to pack them here.
 void conv2d_indirect(const Conv2dShape& shape, const float* input, const float* weight,
                      const float* bias, float* output, ThreadPool* pool,
-                     const Epilogue& epilogue = {});
+                     const Epilogue& epilogue = {}, const float* packed = nullptr);
 
 // The input gradient of a stride-1 convolution `shape` whose transposed convolution (output
 // gradient in, kernels flipped) this path serves, the flipped weights packed from `weight` in

@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/channels_last.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/indirect_conv.h"
 #include "kernels/cpu/winograd.h"
 #include "nnx/thread_pool.h"
 
@@ -96,11 +97,41 @@ const float* ConvPrepared::channels_last(const Conv2dShape& s, const float* weig
   return channels_last_.data();
 }
 
+const float* ConvPrepared::indirect(const Conv2dShape& s, const float* weight, ThreadPool* pool) {
+  std::lock_guard<std::mutex> lock(mutex_);
+#if defined(__AVX512F__)
+  if (!indirect_made_) {
+    const int64_t m = s.out_channels, k = s.in_channels * s.kernel_h * s.kernel_w;
+    std::vector<float> unpacked;
+    if (weight == nullptr) {  // dropped: the weights back from the panels
+      unpacked = unpack_panels(panels_.data(), m, k);
+      weight = unpacked.data();
+    }
+    indirect_.resize(size_t(indirect_weights_floats(s)));
+    indirect_pack_weights(s, weight, indirect_.data(), pool);
+    indirect_made_ = true;
+    if (panels_made_ && !panels_used_) {  // made up front, never read: one copy is enough
+      std::vector<float>().swap(panels_);
+      panels_made_ = false;
+    }
+  }
+#else
+  (void)s, (void)weight, (void)pool;
+#endif
+  return indirect_.data();
+}
+
 void ConvPrepared::prepare(const Conv2dShape& s, const float* weight, ThreadPool* pool) {
   if (conv2d_uses_winograd_prepared(s)) {
     winograd(s, weight, pool);
     return;
   }
+#if defined(__AVX512F__)
+  if (indirect_suitable(s, true)) {
+    indirect(s, weight, pool);
+    return;
+  }
+#endif
   std::lock_guard<std::mutex> lock(mutex_);
   if (!panels_made_ && !channels_last_made_) make_panels(s, weight, pool);
 }

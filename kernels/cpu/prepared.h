@@ -25,6 +25,10 @@ class ConvPrepared {
   // `weight` or, where that was dropped, from the 12-row panels, which are then dropped unless
   // a call has used them.
   const float* channels_last(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
+  // The weight as the indirect convolution's panels (indirect_conv.h, AVX-512 builds); made
+  // from `weight` or, where that was dropped, from the 12-row panels, which are then dropped
+  // unless a call has used them.
+  const float* indirect(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
   // Makes now the form conv2d will use for this shape, where conv2d_reads_prepared_only(s).
   void prepare(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
 
@@ -36,8 +40,9 @@ class ConvPrepared {
   std::vector<float> winograd_;
   std::mutex mutex_;  // guards the two forms below and their flags
   std::vector<float> panels_;
-  AlignedVector<float> channels_last_;
+  AlignedVector<float> channels_last_, indirect_;
   bool panels_made_ = false, panels_used_ = false, channels_last_made_ = false;
+  bool indirect_made_ = false;
 };
 
 // Whether conv2d, given prepared weights for a layer of this shape (its spatial sizes do not

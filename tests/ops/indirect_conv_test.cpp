@@ -163,12 +163,19 @@ TEST(IndirectConv, GradientsMatchTheDirectSums) {
     for (int threads : {1, 2, 3}) check_gradients(shape_of(c), threads);
 }
 
-TEST(IndirectConv, TakesSmallPlanesOnly) {
+TEST(IndirectConv, TakesSmallPlanesOrPreparedWeights) {
   EXPECT_TRUE(nnx::cpu::indirect_suitable(shape_of({32, 128, 128, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1})));
   EXPECT_FALSE(nnx::cpu::indirect_suitable(shape_of({1, 64, 64, 56, 56, 3, 3, 1, 1, 1, 1, 1, 1})));
   EXPECT_FALSE(nnx::cpu::indirect_suitable(shape_of({1, 3, 64, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1})));
   // A dense 1x1 layer is a GEMM on the input in place.
   EXPECT_FALSE(nnx::cpu::indirect_suitable(shape_of({1, 64, 64, 8, 8, 1, 1, 1, 1, 0, 0, 1, 1})));
+  // With prepared weights (inference) any plane, but no 1x1 layer, strided or not.
+  EXPECT_TRUE(
+      nnx::cpu::indirect_suitable(shape_of({1, 64, 128, 56, 56, 3, 3, 2, 2, 1, 1, 1, 1}), true));
+  EXPECT_TRUE(
+      nnx::cpu::indirect_suitable(shape_of({1, 64, 64, 56, 56, 5, 5, 1, 1, 2, 2, 1, 1}), true));
+  EXPECT_FALSE(
+      nnx::cpu::indirect_suitable(shape_of({1, 256, 512, 56, 56, 1, 1, 2, 2, 0, 0, 1, 1}), true));
 }
 
 }  // namespace

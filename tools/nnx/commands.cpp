@@ -213,15 +213,23 @@ int bench_command(const Args& args) {
     net(inputs);
   }
   std::vector<double> times;
-  std::vector<double> node_ms;  // summed over the timed runs, in run order
+  std::vector<std::vector<double>> node_runs;  // per node, in run order: each timed run's ms
   for (int64_t i = 0; i < iters; ++i) {
     show("run", i + 1, iters, i + 1 == iters);
     auto t = Clock::now();
     net(inputs);
     times.push_back(ms_since(t));
     const auto& timings = net.last_profile();
-    node_ms.resize(timings.size(), 0.0);
-    for (size_t k = 0; k < timings.size(); ++k) node_ms[k] += timings[k].ms;
+    node_runs.resize(timings.size());
+    for (size_t k = 0; k < timings.size(); ++k) node_runs[k].push_back(timings[k].ms);
+  }
+  // Each node's median over the runs, like the headline figure: a run that a busy neighbour
+  // slowed down moves neither (a mean across runs a minute apart on a shared VM did, by 20%).
+  std::vector<double> node_ms;
+  for (std::vector<double>& runs : node_runs) {
+    std::sort(runs.begin(), runs.end());
+    const size_t n = runs.size();
+    node_ms.push_back(n % 2 == 1 ? runs[n / 2] : 0.5 * (runs[n / 2 - 1] + runs[n / 2]));
   }
   if (progress) std::cerr << "\r" << std::string(40, ' ') << "\r" << std::flush;
   std::vector<double> sorted = times;
@@ -232,7 +240,7 @@ int bench_command(const Args& args) {
   double median = pct(0.5);
   int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
 
-  // Per node: mean time, its share of the summed node time, achieved GFLOP/s.
+  // Per node: median time, its share of the summed node times, achieved GFLOP/s.
   std::vector<int64_t> flops;
   std::vector<Shape> out_shapes;  // each node's first output
   if (profile) {
@@ -267,7 +275,7 @@ int bench_command(const Args& args) {
     const int v = timing.node;
     std::string op = g.layer_of(v).op->type();  // "Conv2d+BatchNorm2d+ReLU" for a fused chain
     for (int f : timing.fused) op += "+" + g.layer_of(f).op->type();
-    double ms = node_ms[k] / double(iters);
+    double ms = node_ms[k];
     double share = total_node_ms > 0 ? node_ms[k] / total_node_ms : 0;
     double gflops = ms > 0 ? double(flops[k]) / (ms * 1e6) : 0;
     double of_peak = peak_gflops > 0 ? gflops / peak_gflops : 0;

@@ -55,15 +55,15 @@ struct Panels {
   }
 };
 
-// One tile: MR pixels x NV * 16 output channels, over every tap and input channel. pixel[P]
-// points at pixel P's receptive field's first element (channels-last, padded input), and a tap's
-// values lie `offsets[t]` floats on. b is the panel, [tap][channel][width]. The sums plus bias,
-// clamped to [lower, upper] (NaN kept), go channels-first to out[P] + channel * plane for the
-// first `columns` channels.
+// One tile: MR pixels x NV * 16 output channels, over `taps` taps and every input channel.
+// pixel[P] points at pixel P's receptive field's first element (channels-last, padded input),
+// and tap t's values lie `offsets[t]` floats on, its weights weights[t] floats into the panel b
+// ([tap][channel][width]). The sums plus bias, clamped to [lower, upper] (NaN kept), go
+// channels-first to out[P] + channel * plane for the first `columns` channels.
 template <int MR, int NV>
-void tile(int64_t taps, int64_t channels, const int64_t* offsets, const float* const* pixel,
-          const float* b, int64_t width, const float* bias, float lower, float upper,
-          float* const* out, int64_t plane, int64_t columns) {
+void tile(int64_t taps, int64_t channels, const int64_t* offsets, const int64_t* weights,
+          const float* const* pixel, const float* panel, int64_t width, const float* bias,
+          float lower, float upper, float* const* out, int64_t plane, int64_t columns) {
   __m512 acc[MR][NV];
   static_for<MR>([&]<int P>() __attribute__((always_inline)) {
     static_for<NV>([&]<int V>()
@@ -72,6 +72,7 @@ void tile(int64_t taps, int64_t channels, const int64_t* offsets, const float* c
   for (int64_t t = 0; t < taps; ++t) {
     const float* a[MR];
     static_for<MR>([&]<int P>() __attribute__((always_inline)) { a[P] = pixel[P] + offsets[t]; });
+    const float* b = panel + weights[t];
     for (int64_t c = 0; c < channels; ++c, b += width) {
       __m512 bv[NV];
       static_for<NV>([&]<int V>()
@@ -98,8 +99,9 @@ void tile(int64_t taps, int64_t channels, const int64_t* offsets, const float* c
   });
 }
 
-using Tile = void (*)(int64_t, int64_t, const int64_t*, const float* const*, const float*, int64_t,
-                      const float*, float, float, float* const*, int64_t, int64_t);
+using Tile = void (*)(int64_t, int64_t, const int64_t*, const int64_t*, const float* const*,
+                      const float*, int64_t, const float*, float, float, float* const*, int64_t,
+                      int64_t);
 template <int... M>
 constexpr std::array<std::array<Tile, 3>, sizeof...(M)> tiles(std::integer_sequence<int, M...>) {
   return {{{&tile<M + 1, 1>, &tile<M + 1, 2>, &tile<M + 1, 3>}...}};
@@ -205,14 +207,29 @@ PaddedInput pad_channels_last(const Conv2dShape& s, const float* input, AlignedB
   return {padded, rows, cols};
 }
 
+// The output rows [lo, hi) whose input row through kernel row `kh` lies inside the input (the
+// same for columns with the width's parameters); elsewhere the tap reads padding.
+struct Range {
+  int64_t lo, hi;
+};
+Range inside(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t at) {
+  // out * stride - pad + at in [0, in).
+  const int64_t lo = pad - at <= 0 ? 0 : ceil_div(pad - at, stride);
+  const int64_t last = in - 1 + pad - at;
+  const int64_t hi = last < 0 ? 0 : std::min(out, last / stride + 1);
+  return {std::min(lo, hi), hi};
+}
+
 // One tile of the weight gradient: MR input channels [c0, c0 + MR) of one tap x NV * 16 output
-// channels, summed over every output pixel of the batch: the input values lie at `offset` (the
-// tap's, plus c0) past each pixel's receptive field, the output gradient channels-last in
-// `grad` (row stride ld, this panel's first channel first). Stored into grad_weight
-// ([out][in][tap], `columns` output channels of the panel kept).
+// channels, summed over the output pixels of the batch for which the tap reads inside the input
+// (rows `rows`, columns `cols`; the others add the padding's zeros): the input values lie at
+// `offset` (the tap's, plus c0) past each pixel's receptive field, the output gradient
+// channels-last in `grad` (row stride ld, this panel's first channel first). Stored into
+// grad_weight ([out][in][tap], `columns` output channels of the panel kept).
 template <int MR, int NV>
-void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, const float* grad,
-                 int64_t ld, float* grad_weight, int64_t c0, int64_t tap, int64_t columns) {
+void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows, Range cols,
+                 const float* grad, int64_t ld, float* grad_weight, int64_t c0, int64_t tap,
+                 int64_t columns) {
   __m512 acc[MR][NV];
   static_for<MR>([&]<int P>() __attribute__((always_inline)) {
     static_for<NV>([&]<int V>()
@@ -220,13 +237,13 @@ void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, con
   });
   const int64_t step = s.stride_w * s.in_channels;
   for (int64_t n = 0; n < s.batch; ++n)
-    for (int64_t oh = 0; oh < s.out_h; ++oh) {
-      const float* a = x.at(s, n, oh, 0) + offset;
-      for (int64_t ow = 0; ow < s.out_w; ++ow, a += step, grad += ld) {
+    for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+      const float* a = x.at(s, n, oh, cols.lo) + offset;
+      const float* g = grad + ((n * s.out_h + oh) * s.out_w + cols.lo) * ld;
+      for (int64_t ow = cols.lo; ow < cols.hi; ++ow, a += step, g += ld) {
         __m512 bv[NV];
-        static_for<NV>([&]<int V>() __attribute__((always_inline)) {
-          bv[V] = _mm512_load_ps(grad + V * 16);
-        });
+        static_for<NV>([&]<int V>()
+                           __attribute__((always_inline)) { bv[V] = _mm512_load_ps(g + V * 16); });
         static_for<MR>([&]<int P>() __attribute__((always_inline)) {
           const __m512 av = _mm512_set1_ps(a[P]);
           static_for<NV>([&]<int V>() __attribute__((always_inline)) {
@@ -248,8 +265,8 @@ void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, con
   });
 }
 
-using WeightTile = void (*)(const Conv2dShape&, const PaddedInput&, int64_t, const float*, int64_t,
-                            float*, int64_t, int64_t, int64_t);
+using WeightTile = void (*)(const Conv2dShape&, const PaddedInput&, int64_t, Range, Range,
+                            const float*, int64_t, float*, int64_t, int64_t, int64_t);
 template <int... M>
 constexpr std::array<std::array<WeightTile, 3>, sizeof...(M)> weight_tiles(
     std::integer_sequence<int, M...>) {
@@ -331,10 +348,37 @@ struct Offsets {
   Offsets& operator=(const Offsets&) = delete;
 };
 
-// `pixels` output pixels, pixel p's receptive field at locate(p).first and its output at
-// output + locate(p).second + channel * channel_stride, over `taps` taps `offset` apart and
-// `channels` input channels, against the packed weights of `outs` output channels; plus bias
-// (or not), clamped by the epilogue's clamp (a non-clamping epilogue is the caller's).
+// Where run_tiles finds pixel p: its receptive field's first element, its output's offset, and
+// the taps that read inside the input for it (bit t for tap t; all set for kernels of over 64
+// taps), the others reading the padding's zeros.
+struct TilePixel {
+  const float* in;
+  int64_t out;
+  uint64_t taps;
+};
+
+// Bit kh * kernel_w + kw set where output position (oh, ow) of `s` reads the input (not its
+// padding) through tap (kh, kw); all bits for kernels of over 64 taps.
+uint64_t taps_inside(const Conv2dShape& s, int64_t oh, int64_t ow) {
+  if (s.kernel_h * s.kernel_w > 64) return ~uint64_t(0);
+  uint64_t mask = 0;
+  for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+    const int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
+    if (ih < 0 || ih >= s.in_h) continue;
+    for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+      const int64_t iw = ow * s.stride_w - s.pad_left + kw * s.dilation_w;
+      if (iw >= 0 && iw < s.in_w) mask |= uint64_t(1) << (kh * s.kernel_w + kw);
+    }
+  }
+  return mask;
+}
+
+// `pixels` output pixels located by locate(p) (a TilePixel; output at output + out + channel *
+// channel_stride), over `taps` taps `offset` apart and `channels` input channels, against the
+// packed weights of `outs` output channels; plus bias (or not), clamped by the epilogue's clamp
+// (a non-clamping epilogue is the caller's). A tile multiplies only the taps that read inside
+// the input for one of its pixels: with pixels ordered so that those of one border position
+// share tiles, a 2x2 plane does 4 of its 9 taps and a 4x4 one 6.25 on average.
 template <typename Locate>
 void run_tiles(int64_t pixels, int64_t taps, const int64_t* offset, int64_t channels, int64_t outs,
                const float* packed, const float* bias, ClampEpilogue clamp, float* output,
@@ -351,18 +395,40 @@ void run_tiles(int64_t pixels, int64_t taps, const int64_t* offset, int64_t chan
   auto run = [&](int64_t t0, int64_t t1, int64_t q0, int64_t q1) {
     const float* pixel[kTilePixels];
     float* out[kTilePixels];
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t o0 = panels.start(q), width = panels.width(q);
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t p0 = t * kTilePixels, mr = std::min(kTilePixels, pixels - p0);
-        for (int64_t i = 0; i < mr; ++i) {
-          const auto [in, at] = locate(p0 + i);
-          pixel[i] = in;
-          out[i] = output + at + o0 * channel_stride;
+    Offsets tap_offsets(taps), tap_weights(taps);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t p0 = t * kTilePixels, mr = std::min(kTilePixels, pixels - p0);
+      uint64_t mask = 0;
+      for (int64_t i = 0; i < mr; ++i) {
+        const TilePixel at = locate(p0 + i);
+        pixel[i] = at.in;
+        out[i] = output + at.out;
+        mask |= at.taps;
+      }
+      int64_t used = 0;
+      for (int64_t j = 0; j < taps; ++j)
+        if (taps > 64 || (mask >> j & 1)) {
+          tap_offsets.data[used] = offset[j];
+          tap_weights.data[used++] = j * channels;  // times the panel's width below
         }
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t o0 = panels.start(q), width = panels.width(q);
+        int64_t weights[64];
+        const int64_t* weight_offsets = tap_weights.data;
+        std::vector<int64_t> wide;
+        if (used <= 64) {
+          for (int64_t j = 0; j < used; ++j) weights[j] = tap_weights.data[j] * width;
+          weight_offsets = weights;
+        } else {
+          wide.resize(size_t(used));
+          for (int64_t j = 0; j < used; ++j) wide[size_t(j)] = tap_weights.data[j] * width;
+          weight_offsets = wide.data();
+        }
+        float* shifted[kTilePixels];
+        for (int64_t i = 0; i < mr; ++i) shifted[i] = out[i] + o0 * channel_stride;
         kTiles[size_t(mr - 1)][size_t(width / 16 - 1)](
-            taps, channels, offset, pixel, packed + o0 * k, width, padded_bias + o0, clamp.lo,
-            clamp.hi, out, channel_stride, outs - o0);
+            used, channels, tap_offsets.data, weight_offsets, pixel, packed + o0 * k, width,
+            padded_bias + o0, clamp.lo, clamp.hi, shifted, channel_stride, outs - o0);
       }
     }
   };
@@ -384,12 +450,23 @@ void run_convolution(const Conv2dShape& s, const PaddedInput& padded, const floa
     for (int64_t kw = 0; kw < s.kernel_w; ++kw)
       offsets.data[kh * s.kernel_w + kw] = padded.offset(s, kh, kw);
   const ClampEpilogue clamp = clamp_of(epilogue);
-  run_tiles(
-      s.batch * plane, s.kernel_h * s.kernel_w, offsets.data, s.in_channels, s.out_channels, packed,
-      bias, clamp, output, plane, pool, [&](int64_t p) {
-        const int64_t n = p / plane, r = p % plane;
-        return std::pair{padded.at(s, n, r / s.out_w, r % s.out_w), n * s.out_channels * plane + r};
-      });
+  // The plane's positions ordered by the taps that read inside the input for them (stable:
+  // the interior keeps its order), and each position's pixels of all images together, so that
+  // a tile's pixels mostly share their border position and skip the same taps.
+  thread_local std::vector<std::pair<uint64_t, int64_t>> order;
+  order.resize(size_t(plane));
+  for (int64_t r = 0; r < plane; ++r)
+    order[size_t(r)] = {taps_inside(s, r / s.out_w, r % s.out_w), r};
+  std::stable_sort(order.begin(), order.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  const std::pair<uint64_t, int64_t>* positions = order.data();
+  run_tiles(s.batch * plane, s.kernel_h * s.kernel_w, offsets.data, s.in_channels, s.out_channels,
+            packed, bias, clamp, output, plane, pool, [&](int64_t p) {
+              const int64_t n = p % s.batch;
+              const auto [mask, r] = positions[p / s.batch];
+              return TilePixel{padded.at(s, n, r / s.out_w, r % s.out_w),
+                               n * s.out_channels * plane + r, mask};
+            });
   if (!clamp.exact) {
     parallel_for(pool, s.batch * s.out_channels, 1, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) apply_epilogue(epilogue, output + i * plane, plane);
@@ -499,14 +576,14 @@ bool input_grad_by_phases(const Conv2dShape& s, const float* weight, const float
     pack_weights_transposed(s.out_channels, s.in_channels, weight_taps, source.data, taps, weight,
                             packed, pool);
     const int64_t rows = f.a1 - f.a0, cols = f.b1 - f.b0, per_image = rows * cols;
-    run_tiles(
-        s.batch * per_image, taps, offsets.data, s.out_channels, s.in_channels, packed, nullptr, {},
-        grad_input, in_plane, pool, [&](int64_t p) {
-          const int64_t n = p / per_image, r = p % per_image;
-          const int64_t a = f.a0 + r / cols, b = f.b0 + r % cols;
-          const int64_t ih = f.ry - s.pad_top + sh * a, iw = f.rx - s.pad_left + sw * b;
-          return std::pair{padded.at(g, n, a, b), n * s.in_channels * in_plane + ih * s.in_w + iw};
-        });
+    run_tiles(s.batch * per_image, taps, offsets.data, s.out_channels, s.in_channels, packed,
+              nullptr, {}, grad_input, in_plane, pool, [&](int64_t p) {
+                const int64_t n = p / per_image, r = p % per_image;
+                const int64_t a = f.a0 + r / cols, b = f.b0 + r % cols;
+                const int64_t ih = f.ry - s.pad_top + sh * a, iw = f.rx - s.pad_left + sw * b;
+                return TilePixel{padded.at(g, n, a, b),
+                                 n * s.in_channels * in_plane + ih * s.in_w + iw, ~uint64_t(0)};
+              });
   }
   return true;
 }
@@ -588,9 +665,12 @@ void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const
       const int64_t tap = rest % taps, c0 = rest / taps * kTilePixels;
       const int64_t mr = std::min(kTilePixels, channels - c0);
       const int64_t o0 = panels.start(q), width = panels.width(q);
-      kWeightTiles[size_t(mr - 1)][size_t(width / 16 - 1)](s, x, offset[tap] + c0, grad + o0, ld,
-                                                           grad_weight + o0 * k, c0, tap,
-                                                           s.out_channels - o0);
+      const int64_t kh = tap / s.kernel_w, kw = tap % s.kernel_w;
+      const Range rows = inside(s.out_h, s.in_h, s.stride_h, s.pad_top, kh * s.dilation_h);
+      const Range cols = inside(s.out_w, s.in_w, s.stride_w, s.pad_left, kw * s.dilation_w);
+      kWeightTiles[size_t(mr - 1)][size_t(width / 16 - 1)](s, x, offset[tap] + c0, rows, cols,
+                                                           grad + o0, ld, grad_weight + o0 * k, c0,
+                                                           tap, s.out_channels - o0);
     }
   });
 }

@@ -158,6 +158,7 @@ TEST(IndirectConv, GradientsMatchTheDirectSums) {
       {2, 20, 16, 11, 12, 3, 2, 2, 1, 1, 0, 1, 1},  // strides 2 and 1, a 3x2 kernel
       {3, 16, 16, 10, 11, 2, 2, 3, 3, 0, 1, 1, 1},  // kernel under the stride: rows untouched
       {2, 16, 32, 9, 9, 3, 3, 2, 2, 1, 1, 2, 2},    // strided and dilated: refused
+      {2, 20, 128, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1},   // two 64-wide panels, 20 = 3 x 6 + 2 inputs
   };
   for (const Case& c : cases)
     for (int threads : {1, 2, 3}) check_gradients(shape_of(c), threads);

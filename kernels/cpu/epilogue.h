@@ -50,6 +50,13 @@ struct ClampEpilogue {
   float lo = -INFINITY, hi = INFINITY;
   bool exact = true;
 };
+// The clamp of e's activation alone, for a kernel that adds e's residual itself before it.
+inline ClampEpilogue activation_clamp_of(const Epilogue& e) {
+  if (!e.active) return {};
+  if (e.kind == Activation::relu) return {0.f, INFINITY, true};
+  if (e.kind == Activation::hardtanh) return {e.args.lo, e.args.hi, true};
+  return {-INFINITY, INFINITY, false};
+}
 inline ClampEpilogue clamp_of(const Epilogue& e) {
   if (e.residual != nullptr) return {-INFINITY, INFINITY, false};
   if (!e.active) return {};

@@ -101,11 +101,13 @@ void kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, b
     }
 }
 
-// The same, plus bias[r] on row r (bias may be null), clamped to [lo, hi] in registers before
-// the store: max(lo, x) then min(hi, x) keep NaN, as torch.clamp.
+// The same, plus bias[r] on row r (bias may be null) and the residual's element at C's position
+// (residual may be null; row stride ldc), clamped to [lo, hi] in registers before the store:
+// max(lo, x) then min(hi, x) keep NaN, as torch.clamp.
 template <int Rows, int V, int NR>
 void kernel_bias_clamp(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                       bool load_c, __mmask16 last, const float* bias, float lo, float hi) {
+                       bool load_c, __mmask16 last, const float* bias, const float* residual,
+                       float lo, float hi) {
   __m512 acc[Rows][V];
   multiply_tile<Rows, V, NR>(kc, a, b, c, ldc, load_c, last, acc);
   const __m512 lo_v = _mm512_set1_ps(lo), hi_v = _mm512_set1_ps(hi);
@@ -113,7 +115,10 @@ void kernel_bias_clamp(int64_t kc, const float* a, const float* b, float* c, int
     const __m512 add = _mm512_set1_ps(bias != nullptr ? bias[r] : 0.f);
     for (int v = 0; v < V; ++v) {
       const __mmask16 mask = v == V - 1 ? last : __mmask16(0xFFFF);
-      const __m512 x = _mm512_max_ps(lo_v, _mm512_add_ps(acc[r][v], add));
+      __m512 x = _mm512_add_ps(acc[r][v], add);
+      if (residual != nullptr)
+        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask, residual + r * ldc + 16 * v));
+      x = _mm512_max_ps(lo_v, x);
       _mm512_mask_storeu_ps(c + r * ldc + 16 * v, mask, _mm512_min_ps(hi_v, x));
     }
   }
@@ -122,16 +127,17 @@ void kernel_bias_clamp(int64_t kc, const float* a, const float* b, float* c, int
 template <int V, int NR, int... Rows>
 constexpr auto make_bias_clamp_table(std::integer_sequence<int, Rows...>) {
   using Fn = void (*)(int64_t, const float*, const float*, float*, int64_t, bool, __mmask16,
-                      const float*, float, float);
+                      const float*, const float*, float, float);
   return std::array<Fn, sizeof...(Rows)>{&kernel_bias_clamp<Rows + 1, V, NR>...};
 }
 
 template <int V, int NR>
 void run_bias_clamp(int64_t rows, int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                    bool load_c, __mmask16 last, const float* bias, float lo, float hi) {
+                    bool load_c, __mmask16 last, const float* bias, const float* residual, float lo,
+                    float hi) {
   static constexpr auto table =
       make_bias_clamp_table<V, NR>(std::make_integer_sequence<int, int(kMR)>{});
-  table[size_t(rows - 1)](kc, a, b, c, ldc, load_c, last, bias, lo, hi);
+  table[size_t(rows - 1)](kc, a, b, c, ldc, load_c, last, bias, residual, lo, hi);
 }
 
 template <int V, int NR, int... Rows>
@@ -458,23 +464,24 @@ void panel_gemm(int64_t rows, int64_t cols, int64_t k, const float* a, const flo
 
 void panel_gemm_bias_clamp(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b,
                            int64_t width, float* c, int64_t ldc, bool accumulate, const float* bias,
-                           float lo, float hi) {
+                           float lo, float hi, const float* residual) {
   if (rows <= 0 || cols <= 0) return;
 #ifdef NNX_GEMM_AVX512
   if (width == 32 && cols > 16)
     return avx512::run_bias_clamp<2, 32>(rows, k, a, b, c, ldc, accumulate,
-                                         avx512::tail_mask(cols - 16), bias, lo, hi);
+                                         avx512::tail_mask(cols - 16), bias, residual, lo, hi);
   if (width == 32)
     return avx512::run_bias_clamp<1, 32>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols),
-                                         bias, lo, hi);
+                                         bias, residual, lo, hi);
   return avx512::run_bias_clamp<1, 16>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols),
-                                       bias, lo, hi);
+                                       bias, residual, lo, hi);
 #else
   panel_gemm(rows, cols, k, a, b, width, c, ldc, accumulate);
   for (int64_t r = 0; r < rows; ++r) {
     const float add = bias != nullptr ? bias[r] : 0.f;
     for (int64_t j = 0; j < cols; ++j) {
-      const float x = c[r * ldc + j] + add;  // NaN stays NaN, as torch.clamp
+      float x = c[r * ldc + j] + add;  // NaN stays NaN, as torch.clamp
+      if (residual != nullptr) x += residual[r * ldc + j];
       c[r * ldc + j] = x < lo ? lo : (x > hi ? hi : x);
     }
   }

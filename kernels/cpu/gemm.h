@@ -20,11 +20,12 @@ void gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const fl
 inline constexpr int64_t kPanelRows = 12;
 void panel_gemm(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b,
                 int64_t width, float* c, int64_t ldc, bool accumulate);
-// As panel_gemm, with bias[r] added to row r (bias may be null) and the result clamped to
-// [lo, hi] (NaN kept, as torch.clamp) before the store: a convolution's bias and
+// As panel_gemm, with bias[r] added to row r (bias may be null), then the element of
+// `residual` at C's position (null: none; row stride ldc), and the result clamped to [lo, hi]
+// (NaN kept, as torch.clamp) before the store: a convolution's bias, a residual Add and
 // ReLU/ReLU6/Hardtanh with no second pass over the output.
 void panel_gemm_bias_clamp(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b,
                            int64_t width, float* c, int64_t ldc, bool accumulate, const float* bias,
-                           float lo, float hi);
+                           float lo, float hi, const float* residual = nullptr);
 
 }  // namespace nnx::cpu

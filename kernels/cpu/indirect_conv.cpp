@@ -405,39 +405,27 @@ void run_tiles(int64_t pixels, int64_t taps, const int64_t* offset, int64_t chan
     const float* pixel[kTilePixels];
     float* out[kTilePixels];
     Offsets tap_offsets(taps), tap_weights(taps);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t p0 = t * kTilePixels, mr = std::min(kTilePixels, pixels - p0);
-      uint64_t mask = 0;
-      for (int64_t i = 0; i < mr; ++i) {
-        const TilePixel at = locate(p0 + i);
-        pixel[i] = at.in;
-        out[i] = output + at.out;
-        mask |= at.taps;
-      }
-      int64_t used = 0;
-      for (int64_t j = 0; j < taps; ++j)
-        if (taps > 64 || (mask >> j & 1)) {
-          tap_offsets.data[used] = offset[j];
-          tap_weights.data[used++] = j * channels;  // times the panel's width below
+    // Panels outside, so that a panel's weights stay in cache while the tiles go past them.
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t o0 = panels.start(q), width = panels.width(q);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t p0 = t * kTilePixels, mr = std::min(kTilePixels, pixels - p0);
+        uint64_t mask = 0;
+        for (int64_t i = 0; i < mr; ++i) {
+          const TilePixel at = locate(p0 + i);
+          pixel[i] = at.in;
+          out[i] = output + at.out + o0 * channel_stride;
+          mask |= at.taps;
         }
-      for (int64_t q = q0; q < q1; ++q) {
-        const int64_t o0 = panels.start(q), width = panels.width(q);
-        int64_t weights[64];
-        const int64_t* weight_offsets = tap_weights.data;
-        std::vector<int64_t> wide;
-        if (used <= 64) {
-          for (int64_t j = 0; j < used; ++j) weights[j] = tap_weights.data[j] * width;
-          weight_offsets = weights;
-        } else {
-          wide.resize(size_t(used));
-          for (int64_t j = 0; j < used; ++j) wide[size_t(j)] = tap_weights.data[j] * width;
-          weight_offsets = wide.data();
-        }
-        float* shifted[kTilePixels];
-        for (int64_t i = 0; i < mr; ++i) shifted[i] = out[i] + o0 * channel_stride;
+        int64_t used = 0;
+        for (int64_t j = 0; j < taps; ++j)
+          if (taps > 64 || (mask >> j & 1)) {
+            tap_offsets.data[used] = offset[j];
+            tap_weights.data[used++] = j * channels * width;
+          }
         kTiles[size_t(mr - 1)][size_t(width / 16 - 1)](
-            used, channels, tap_offsets.data, weight_offsets, pixel, packed + o0 * k, width,
-            padded_bias + o0, clamp.lo, clamp.hi, shifted, channel_stride, outs - o0);
+            used, channels, tap_offsets.data, tap_weights.data, pixel, packed + o0 * k, width,
+            padded_bias + o0, clamp.lo, clamp.hi, out, channel_stride, outs - o0);
       }
     }
   };

@@ -15,12 +15,12 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
-#include <string_view>
 #include <vector>
 
 #include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/channels_last.h"
 #include "kernels/cpu/depthwise.h"
+#include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/indirect_conv.h"
 #include "kernels/cpu/pooling.h"
@@ -183,19 +183,13 @@ void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight
 
 // NNX_CONV_WINOGRAD=0 in the environment turns the Winograd path off, for measuring against it.
 bool winograd_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("NNX_CONV_WINOGRAD");
-    return v == nullptr || std::string_view(v) != "0";
-  }();
+  static const bool enabled = env_switch("NNX_CONV_WINOGRAD");
   return enabled;
 }
 
 // NNX_CONV_PANELS=0 turns the panel path (prepared weights) off, likewise.
 bool panels_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("NNX_CONV_PANELS");
-    return v == nullptr || std::string_view(v) != "0";
-  }();
+  static const bool enabled = env_switch("NNX_CONV_PANELS");
   return enabled;
 }
 
@@ -381,10 +375,7 @@ void conv2d_panels(const Conv2dShape& s, const float* input, const float* panels
 #if defined(__AVX512F__)
 // NNX_CONV_CHANNELS_LAST=0 turns the channels-last path for small planes off.
 bool channels_last_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("NNX_CONV_CHANNELS_LAST");
-    return v == nullptr || std::string_view(v) != "0";
-  }();
+  static const bool enabled = env_switch("NNX_CONV_CHANNELS_LAST");
   return enabled;
 }
 

@@ -5,12 +5,11 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdlib>
-#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "kernels/cpu/aligned_buffer.h"
+#include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/epilogue.h"
 #include "kernels/cpu/winograd.h"
 #include "nnx/thread_pool.h"
@@ -110,10 +109,7 @@ constexpr auto kTiles = tiles(std::make_integer_sequence<int, kTilePixels>{});
 
 // NNX_CONV_INDIRECT=0 in the environment turns this path off, for measuring against it.
 bool indirect_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("NNX_CONV_INDIRECT");
-    return v == nullptr || std::string_view(v) != "0";
-  }();
+  static const bool enabled = env_switch("NNX_CONV_INDIRECT");
   return enabled;
 }
 

@@ -76,6 +76,13 @@ const float* ConvPrepared::panels(const Conv2dShape& s, const float* weight, Thr
   return panels_.data();
 }
 
+void ConvPrepared::drop_unread_panels() {
+  if (panels_made_ && !panels_used_) {  // made up front, never read: one copy is enough
+    std::vector<float>().swap(panels_);
+    panels_made_ = false;
+  }
+}
+
 const float* ConvPrepared::channels_last(const Conv2dShape& s, const float* weight,
                                          ThreadPool* pool) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -89,10 +96,7 @@ const float* ConvPrepared::channels_last(const Conv2dShape& s, const float* weig
     channels_last_.resize(size_t((m + 15) / 16 * 16 * k));
     pack_cl_panels(weight, m, k, channels_last_.data());
     channels_last_made_ = true;
-    if (panels_made_ && !panels_used_) {  // made up front, never read: one copy is enough
-      std::vector<float>().swap(panels_);
-      panels_made_ = false;
-    }
+    drop_unread_panels();
   }
   return channels_last_.data();
 }
@@ -110,10 +114,7 @@ const float* ConvPrepared::indirect(const Conv2dShape& s, const float* weight, T
     indirect_.resize(size_t(indirect_weights_floats(s)));
     indirect_pack_weights(s, weight, indirect_.data(), pool);
     indirect_made_ = true;
-    if (panels_made_ && !panels_used_) {  // made up front, never read: one copy is enough
-      std::vector<float>().swap(panels_);
-      panels_made_ = false;
-    }
+    drop_unread_panels();
   }
 #else
   (void)s, (void)weight, (void)pool;

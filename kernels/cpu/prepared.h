@@ -35,6 +35,9 @@ class ConvPrepared {
  private:
   // The 12-row panels for `weight` (or, if null, from the channels-last form); mutex_ held.
   void make_panels(const Conv2dShape& s, const float* weight, ThreadPool* pool);
+  // Drops the 12-row panels made up front once another form replaces them, unless a call has
+  // read them (its pointer stays valid); mutex_ held.
+  void drop_unread_panels();
 
   std::once_flag winograd_once_;
   std::vector<float> winograd_;

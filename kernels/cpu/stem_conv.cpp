@@ -5,12 +5,11 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdlib>
 #include <cstring>
-#include <string_view>
 #include <vector>
 
 #include "kernels/cpu/aligned_buffer.h"
+#include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/prepared.h"
 #include "nnx/thread_pool.h"
@@ -111,10 +110,7 @@ constexpr auto kStemTiles = stem_tiles(std::make_integer_sequence<int, int(kPane
 
 // NNX_CONV_STEM=0 in the environment turns this path off, for measuring against it.
 bool stem_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("NNX_CONV_STEM");
-    return v == nullptr || std::string_view(v) != "0";
-  }();
+  static const bool enabled = env_switch("NNX_CONV_STEM");
   return enabled;
 }
 

@@ -443,15 +443,15 @@ void run_convolution(const Conv2dShape& s, const PaddedInput& padded, const floa
     for (int64_t kw = 0; kw < s.kernel_w; ++kw)
       offsets.data[kh * s.kernel_w + kw] = padded.offset(s, kh, kw);
   const ClampEpilogue clamp = clamp_of(epilogue);
-  // The plane's positions ordered by the taps that read inside the input for them (stable:
-  // the interior keeps its order), and each position's pixels of all images together, so that
-  // a tile's pixels mostly share their border position and skip the same taps.
+  // The plane's positions ordered by the taps that read inside the input for them (then by
+  // position: the interior keeps its order), and each position's pixels of all images
+  // together, so that a tile's pixels mostly share their border position and skip the same
+  // taps. (std::sort on the pairs, unlike std::stable_sort, allocates nothing per call.)
   thread_local std::vector<std::pair<uint64_t, int64_t>> order;
   order.resize(size_t(plane));
   for (int64_t r = 0; r < plane; ++r)
     order[size_t(r)] = {taps_inside(s, r / s.out_w, r % s.out_w), r};
-  std::stable_sort(order.begin(), order.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::sort(order.begin(), order.end());
   const std::pair<uint64_t, int64_t>* positions = order.data();
   run_tiles(s.batch * plane, s.kernel_h * s.kernel_w, offsets.data, s.in_channels, s.out_channels,
             packed, bias, clamp, output, plane, pool, [&](int64_t p) {

@@ -76,6 +76,13 @@ const float* ConvPrepared::panels(const Conv2dShape& s, const float* weight, Thr
   return panels_.data();
 }
 
+const float* ConvPrepared::weight_or_unpacked(const float* weight, int64_t m, int64_t k,
+                                              std::vector<float>& unpacked) const {
+  if (weight != nullptr) return weight;
+  unpacked = unpack_panels(panels_.data(), m, k);  // dropped: the weights back from the panels
+  return unpacked.data();
+}
+
 void ConvPrepared::drop_unread_panels() {
   if (panels_made_ && !panels_used_) {  // made up front, never read: one copy is enough
     std::vector<float>().swap(panels_);
@@ -89,10 +96,7 @@ const float* ConvPrepared::channels_last(const Conv2dShape& s, const float* weig
   if (!channels_last_made_) {
     const int64_t m = s.out_channels, k = s.in_channels * s.kernel_h * s.kernel_w;
     std::vector<float> unpacked;
-    if (weight == nullptr) {  // dropped: the weights back from the panels
-      unpacked = unpack_panels(panels_.data(), m, k);
-      weight = unpacked.data();
-    }
+    weight = weight_or_unpacked(weight, m, k, unpacked);
     channels_last_.resize(size_t((m + 15) / 16 * 16 * k));
     pack_cl_panels(weight, m, k, channels_last_.data());
     channels_last_made_ = true;
@@ -107,10 +111,7 @@ const float* ConvPrepared::indirect(const Conv2dShape& s, const float* weight, T
   if (!indirect_made_) {
     const int64_t m = s.out_channels, k = s.in_channels * s.kernel_h * s.kernel_w;
     std::vector<float> unpacked;
-    if (weight == nullptr) {  // dropped: the weights back from the panels
-      unpacked = unpack_panels(panels_.data(), m, k);
-      weight = unpacked.data();
-    }
+    weight = weight_or_unpacked(weight, m, k, unpacked);
     indirect_.resize(size_t(indirect_weights_floats(s)));
     indirect_pack_weights(s, weight, indirect_.data(), pool);
     indirect_made_ = true;

@@ -38,6 +38,10 @@ class ConvPrepared {
   // Drops the 12-row panels made up front once another form replaces them, unless a call has
   // read them (its pointer stays valid); mutex_ held.
   void drop_unread_panels();
+  // `weight`, or where that was dropped, the weight unpacked from the 12-row panels into
+  // `unpacked`; mutex_ held.
+  const float* weight_or_unpacked(const float* weight, int64_t m, int64_t k,
+                                  std::vector<float>& unpacked) const;
 
   std::once_flag winograd_once_;
   std::vector<float> winograd_;

@@ -71,7 +71,7 @@ void pad_rows(const Conv2dShape& s, const Padded& p, const float* input, int64_t
 // C[R channels][16V pixels] = bias + sum over taps t of a[t * 12 + r] * base[offsets[t] + pixel],
 // clamped to [lo, hi] (NaN kept) and stored with row stride ldc, the last vector masked.
 template <int R, int V>
-void stem_tile(int64_t taps, const int32_t* offsets, const float* base, const float* a, float* c,
+void stem_tile(int64_t taps, const int64_t* offsets, const float* base, const float* a, float* c,
                int64_t ldc, __mmask16 last, const float* bias, float lo, float hi) {
   __m512 acc[R][V];
   static_for<R>([&]<int r>() __attribute__((always_inline)) {
@@ -99,7 +99,7 @@ void stem_tile(int64_t taps, const int32_t* offsets, const float* base, const fl
   });
 }
 
-using StemTile = void (*)(int64_t, const int32_t*, const float*, const float*, float*, int64_t,
+using StemTile = void (*)(int64_t, const int64_t*, const float*, const float*, float*, int64_t,
                           __mmask16, const float*, float, float);
 template <int... R>
 constexpr std::array<std::array<StemTile, 2>, sizeof...(R)> stem_tiles(
@@ -132,7 +132,7 @@ void conv2d_stem(const Conv2dShape& s, const float* input, const float* weight, 
   // The buffers are this thread's; the lambdas below, which may run on other threads, see them
   // through locals.
   static thread_local AlignedBuffer padded_buffer, panel_buffer;
-  static thread_local std::vector<int32_t> offset_buffer;
+  static thread_local std::vector<int64_t> offset_buffer;
   float* padded = padded_buffer.get(s.batch * image_floats);
   if (panels == nullptr) {
     float* packed = panel_buffer.get(ceil_div(s.out_channels, kPanelRows) * kPanelRows * taps);
@@ -141,14 +141,13 @@ void conv2d_stem(const Conv2dShape& s, const float* input, const float* weight, 
   }
   // Each tap's offset in the padded image from the top-left input of its output pixel.
   offset_buffer.resize(size_t(taps));
-  int32_t* offsets = offset_buffer.data();
+  int64_t* offsets = offset_buffer.data();
   for (int64_t c = 0, t = 0; c < s.in_channels; ++c)
     for (int64_t kh = 0; kh < s.kernel_h; ++kh)
       for (int64_t kw = 0; kw < s.kernel_w; ++kw, ++t) {
         const int64_t shift = kw * s.dilation_w;
-        offsets[t] =
-            int32_t(((c * p.phases + shift % s.stride_w) * p.rows + kh * s.dilation_h) * p.width +
-                    shift / s.stride_w);
+        offsets[t] = ((c * p.phases + shift % s.stride_w) * p.rows + kh * s.dilation_h) * p.width +
+                     shift / s.stride_w;
       }
 
   const int64_t padded_rows = s.batch * s.in_channels * p.phases * p.rows;

@@ -52,7 +52,9 @@ std::string describe(const Conv2dShape& s) {
 }
 
 // Largest |prepared - plain| relative to the largest |plain|.
-double difference(const Conv2dShape& s, int threads, bool with_bias, const Epilogue& epilogue) {
+// With `residual`, the epilogue adds a residual input of the output's shape.
+double difference(const Conv2dShape& s, int threads, bool with_bias, Epilogue epilogue,
+                  bool residual = false) {
   std::mt19937 rng(unsigned(s.in_channels * 31 + s.out_channels * 7 + s.in_h));
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   std::vector<float> input(size_t(s.batch * s.in_channels * s.in_h * s.in_w));
@@ -62,12 +64,18 @@ double difference(const Conv2dShape& s, int threads, bool with_bias, const Epilo
   for (float& v : weight) v = u(rng);
   for (float& v : bias) v = u(rng);
   const size_t out_size = size_t(s.batch * s.out_channels * s.out_h * s.out_w);
-  std::vector<float> plain(out_size), prepared(out_size + 1, NAN);
+  std::vector<float> plain(out_size), prepared(out_size + 1, NAN), extra(out_size);
+  for (float& v : extra) v = u(rng);
   prepared.back() = 12345.f;  // a guard past the end
   nnx::ThreadPool pool(threads);
   const float* b = with_bias ? bias.data() : nullptr;
+  if (residual) {
+    epilogue.residual = extra.data();
+    epilogue.output = plain.data();
+  }
   nnx::cpu::conv2d(s, input.data(), weight.data(), b, plain.data(), &pool, epilogue);
   nnx::cpu::ConvPrepared cache;
+  if (residual) epilogue.output = prepared.data();
   for (int run = 0; run < 2; ++run)  // the second run uses the panels the first one made
     nnx::cpu::conv2d(s, input.data(), weight.data(), b, prepared.data(), &pool, epilogue, &cache);
   EXPECT_EQ(prepared.back(), 12345.f) << describe(s);
@@ -122,6 +130,34 @@ TEST(ConvPrepared, PointwiseEpiloguesAndNoBias) {
     for (const Epilogue& e : {relu, silu, relu6}) {
       EXPECT_LT(difference(s, 2, false, e), 1e-6) << describe(s);
       EXPECT_LT(difference(s, 1, true, e), 1e-6) << describe(s);
+    }
+}
+
+// Layers that keep or reduce the channels on planes over 256 pixels read their input in place
+// (pointwise_conv.h): tiles ending part-way, channels off the panels, batches, a strided layer
+// (its pixels sampled first), few pixels per weight (each thread a run of weight panels),
+// depths past the L2 grouping, bias or none, and every kind of epilogue with a residual.
+TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
+  Epilogue none{};
+  Epilogue relu{true, nnx::Activation::relu, {}};
+  Epilogue silu{true, nnx::Activation::silu, {}};
+  const std::vector<Conv2dShape> shapes = {
+      pointwise(1, 512, 128, 28, 28, 1),  // ResNet-50's: 24.5 tiles
+      pointwise(2, 160, 100, 19, 17, 1),  // 323 pixels: 3 in the last tile; 100 channels
+      pointwise(1, 300, 150, 33, 33, 2),  // strided
+      pointwise(1, 2048, 64, 20, 20, 1),  // one tile per group
+      pointwise(1, 640, 600, 17, 17, 1),  // more weight rows than pixels
+      pointwise(3, 128, 128, 16, 18, 1),  // 288 pixels: the last tile's second vector empty
+  };
+  for (const Conv2dShape& s : shapes)
+    for (int threads : {1, 2, 3}) {
+      EXPECT_LT(difference(s, threads, true, none), 1e-6) << describe(s) << " threads " << threads;
+      EXPECT_LT(difference(s, threads, false, relu, true), 1e-6)
+          << describe(s) << " threads " << threads;
+      EXPECT_LT(difference(s, threads, true, silu, true), 1e-6)
+          << describe(s) << " threads " << threads;
+      EXPECT_LT(difference(s, threads, true, none, true), 1e-6)
+          << describe(s) << " threads " << threads;
     }
 }
 

@@ -1,0 +1,27 @@
+// 1x1 convolutions without packing their input (AVX-512 builds). In NCHW a row of the GEMM's
+// right-hand side, one input channel's pixels, is already contiguous: each tile of 12 output
+// channels x 32 pixels reads its 32 pixels of every input channel straight from the image (row
+// stride: the plane), the weights broadcast from the 12-row panels prepared at load
+// (ConvPrepared::panels), and sums over all input channels in registers, so the output is
+// written once, bias, ReLU-like clamp and residual applied in the store. The panel path copies
+// each block of the input into 32-wide panels first, a pass as long as the multiply on layers
+// with few output channels per input channel (ResNet-50's 512 -> 128 at 28x28). A strided layer
+// (ResNet's downsampling 1x1/2) has its sampled pixels copied into a dense image first.
+#pragma once
+
+#include "kernels/cpu/conv2d.h"
+
+namespace nnx::cpu {
+
+#if defined(__AVX512F__)
+// Whether conv2d_pointwise serves `shape`: ungrouped 1x1 layers without padding.
+bool pointwise_suitable(const Conv2dShape& shape);
+
+// As conv2d (see conv2d.h) for a shape that pointwise_suitable accepts; `panels` is the weight
+// as pack_row_panels lays out an [out_channels x in_channels] matrix.
+void conv2d_pointwise(const Conv2dShape& shape, const float* input, const float* panels,
+                      const float* bias, float* output, ThreadPool* pool,
+                      const Epilogue& epilogue = {});
+#endif
+
+}  // namespace nnx::cpu

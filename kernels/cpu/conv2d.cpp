@@ -505,7 +505,30 @@ bool conv2d_uses_winograd_prepared(const Conv2dShape& s) {
          !(s.in_channels / s.groups == 1 && s.out_channels / s.groups <= kDirectMaxMultiplier);
 }
 
+namespace {
+
+// A strided 1x1 layer without padding (ResNet's downsampling 1x1/2) reads only its sampled
+// pixels: with prepared weights conv2d copies those into a dense image, once, and runs the
+// dense layer of this shape on it, whose paths read their input in place (the panel path
+// otherwise gathered every pixel panel's samples from the whole image, and the channels-last
+// path made the same copy, slower, as im2col columns).
+bool sampled_pointwise(const Conv2dShape& s) {
+  return s.groups == 1 && s.kernel_h == 1 && s.kernel_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
+         (s.stride_h > 1 || s.stride_w > 1) && (s.out_h - 1) * s.stride_h < s.in_h &&
+         (s.out_w - 1) * s.stride_w < s.in_w;
+}
+Conv2dShape sampled_shape(const Conv2dShape& s) {
+  Conv2dShape d = s;
+  d.in_h = s.out_h;
+  d.in_w = s.out_w;
+  d.stride_h = d.stride_w = 1;
+  return d;
+}
+
+}  // namespace
+
 bool conv2d_reads_prepared_only(const Conv2dShape& s) {
+  if (sampled_pointwise(s)) return conv2d_reads_prepared_only(sampled_shape(s));
   if (s.in_channels / s.groups == 1 && s.out_channels / s.groups <= kDirectMaxMultiplier)
     return false;  // the direct (depthwise) loop
 #if defined(__AVX512F__)
@@ -525,14 +548,33 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
   if (s.batch == 0 || s.out_channels == 0 || out_plane == 0) return;
   if (in_per_group == 1 && out_per_group <= kDirectMaxMultiplier)
     return conv2d_direct(s, input, weight, bias, output, pool, epilogue);
+  if (prepared != nullptr && sampled_pointwise(s)) {
+    static thread_local AlignedBuffer sample_buffer;
+    const int64_t image = s.in_channels * out_plane;
+    float* sampled = sample_buffer.get(s.batch * image);
+    // For a 1x1 kernel without padding, im2col's columns are the sampled image.
+    parallel_for(pool, s.batch * s.in_channels, 8, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1;) {
+        const int64_t n = i / s.in_channels, c0 = i % s.in_channels;
+        const int64_t c1 = std::min(s.in_channels, c0 + (i1 - i));
+        im2col_band(s, input + n * s.in_channels * in_plane, 0, s.out_h, c0, c1,
+                    sampled + n * image);
+        i += c1 - c0;
+      }
+    });
+    return conv2d(sampled_shape(s), sampled, weight, bias, output, pool, epilogue, prepared);
+  }
 #if defined(__AVX512F__)
   if (stem_suitable(s))
     return conv2d_stem(s, input, weight, prepared ? prepared->panels(s, weight, pool) : nullptr,
                        bias, output, pool, epilogue);
 #endif
-  if (winograd_enabled() && winograd_suitable(s, prepared != nullptr))
-    return conv2d_winograd(s, input, weight, bias, output, pool, epilogue,
-                           prepared ? prepared->winograd(s, weight, pool) : nullptr);
+  if (winograd_enabled() && winograd_suitable(s, prepared != nullptr)) {
+    // The transform first: it sets the tile.
+    const float* u = prepared ? prepared->winograd(s, weight, pool) : nullptr;
+    return conv2d_winograd(s, input, weight, bias, output, pool, epilogue, u,
+                           prepared ? prepared->winograd_tile() : 2);
+  }
 #if defined(__AVX512F__)
   if (indirect_suitable(s, prepared != nullptr))
     return conv2d_indirect(s, input, weight, bias, output, pool, epilogue,

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <array>
 
-#include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/gemm.h"
 #include "nnx/thread_pool.h"
@@ -80,32 +79,20 @@ bool pointwise_enabled() {
   return enabled;
 }
 
-// Channels [c0, c1) of image n's sampled pixels (stride_h, stride_w) as a dense image.
-void sample_channels(const Conv2dShape& s, const float* image, int64_t c0, int64_t c1, float* out) {
-  const int64_t in_plane = s.in_h * s.in_w, plane = s.out_h * s.out_w;
-  for (int64_t c = c0; c < c1; ++c)
-    for (int64_t oh = 0; oh < s.out_h; ++oh) {
-      const float* src = image + c * in_plane + oh * s.stride_h * s.in_w;
-      float* dst = out + c * plane + oh * s.out_w;
-      for (int64_t ow = 0; ow < s.out_w; ++ow) dst[ow] = src[ow * s.stride_w];
-    }
-}
-
 }  // namespace
 
 bool pointwise_suitable(const Conv2dShape& s) {
   return pointwise_enabled() && s.groups == 1 && s.kernel_h == 1 && s.kernel_w == 1 &&
-         s.pad_top == 0 && s.pad_left == 0 && (s.out_h - 1) * s.stride_h < s.in_h &&
-         (s.out_w - 1) * s.stride_w < s.in_w;
+         s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
+         s.out_h == s.in_h && s.out_w == s.in_w;
 }
 
 void conv2d_pointwise(const Conv2dShape& s, const float* input, const float* panels,
                       const float* bias, float* output, ThreadPool* pool,
                       const Epilogue& epilogue) {
-  const int64_t k = s.in_channels, plane = s.out_h * s.out_w, in_plane = s.in_h * s.in_w;
+  const int64_t k = s.in_channels, plane = s.out_h * s.out_w;
   const int64_t weight_panels = ceil_div(s.out_channels, kPanelRows);
   const int64_t pixel_tiles = ceil_div(plane, kTile);
-  const bool dense = s.stride_h == 1 && s.stride_w == 1 && s.in_w == s.out_w;
   // Groups of pixel tiles whose inputs (k x 32 floats each) stay in L2 while every weight panel
   // passes over them.
   const int64_t group = std::clamp<int64_t>((384 * 1024 / 4) / (k * kTile), 1, pixel_tiles);
@@ -116,16 +103,9 @@ void conv2d_pointwise(const Conv2dShape& s, const float* input, const float* pan
   const ClampEpilogue fused = activation_clamp_of(epilogue);
   const bool in_store = epilogue.residual != nullptr && fused.exact;
   const ClampEpilogue clamp = in_store ? fused : clamp_of(epilogue);
-  static thread_local AlignedBuffer sample_buffer;
-  float* sampled = dense ? nullptr : sample_buffer.get(k * plane);
   for (int64_t n = 0; n < s.batch; ++n) {
-    const float* image = input + n * s.in_channels * in_plane;
+    const float* image = input + n * s.in_channels * plane;
     float* out = output + n * s.out_channels * plane;
-    if (!dense) {
-      parallel_for(pool, k, 16,
-                   [&](int64_t c0, int64_t c1) { sample_channels(s, image, c0, c1, sampled); });
-      image = sampled;
-    }
     parallel_for(pool, groups * weight_panels, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t q = weights_major ? t / groups : t % weight_panels;

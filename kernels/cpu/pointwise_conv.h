@@ -5,8 +5,7 @@
 // (ConvPrepared::panels), and sums over all input channels in registers, so the output is
 // written once, bias, ReLU-like clamp and residual applied in the store. The panel path copies
 // each block of the input into 32-wide panels first, a pass as long as the multiply on layers
-// with few output channels per input channel (ResNet-50's 512 -> 128 at 28x28). A strided layer
-// (ResNet's downsampling 1x1/2) has its sampled pixels copied into a dense image first.
+// with few output channels per input channel (ResNet-50's 512 -> 128 at 28x28).
 #pragma once
 
 #include "kernels/cpu/conv2d.h"
@@ -14,7 +13,8 @@
 namespace nnx::cpu {
 
 #if defined(__AVX512F__)
-// Whether conv2d_pointwise serves `shape`: ungrouped 1x1 layers without padding.
+// Whether conv2d_pointwise serves `shape`: ungrouped 1x1 layers of stride 1 without padding
+// (conv2d samples a strided one's pixels into such a layer's input first).
 bool pointwise_suitable(const Conv2dShape& shape);
 
 // As conv2d (see conv2d.h) for a shape that pointwise_suitable accepts; `panels` is the weight

@@ -28,8 +28,11 @@ void pack_row_panels(int64_t m, int64_t k, const float* a, int64_t lda, float* o
 
 const float* ConvPrepared::winograd(const Conv2dShape& s, const float* weight, ThreadPool* pool) {
   std::call_once(winograd_once_, [&] {
-    winograd_.resize(size_t(winograd_weights_floats(s)));
-    winograd_transform_weights(s, weight, winograd_.data(), pool);
+    winograd_tile_ = winograd_prepared_tile(s);
+    winograd_.resize(size_t(winograd_weights_floats(s, winograd_tile_)));
+    winograd_transform_weights(s, weight != nullptr ? weight : deferred_.data(), winograd_.data(),
+                               winograd_tile_, pool);
+    std::vector<float>().swap(deferred_);
   });
   return winograd_.data();
 }
@@ -125,7 +128,7 @@ const float* ConvPrepared::indirect(const Conv2dShape& s, const float* weight, T
 
 void ConvPrepared::prepare(const Conv2dShape& s, const float* weight, ThreadPool* pool) {
   if (conv2d_uses_winograd_prepared(s)) {
-    winograd(s, weight, pool);
+    deferred_.assign(weight, weight + s.out_channels * s.in_channels / s.groups * 9);
     return;
   }
 #if defined(__AVX512F__)

@@ -16,7 +16,11 @@ namespace nnx::cpu {
 class ConvPrepared {
  public:
   // The Winograd transform of `weight` (winograd.h); made on `pool`'s threads (may be null).
+  // Its output tile (winograd.h: winograd_prepared_tile) is chosen by the first call's shape
+  // and kept for every later one, whatever its plane.
   const float* winograd(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
+  // The tile of the transform winograd() returned.
+  int winograd_tile() const { return winograd_tile_; }
   // `weight` as an [out_channels x in_channels * kernel_h * kernel_w] matrix in 12-row panels
   // for panel_gemm (gemm.h); made from `weight` or, where that was dropped, from the
   // channels-last form. Once returned, kept.
@@ -29,7 +33,9 @@ class ConvPrepared {
   // from `weight` or, where that was dropped, from the 12-row panels, which are then dropped
   // unless a call has used them.
   const float* indirect(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
-  // Makes now the form conv2d will use for this shape, where conv2d_reads_prepared_only(s).
+  // Makes now the form conv2d will use for this shape, where conv2d_reads_prepared_only(s); the
+  // shape's spatial sizes do not matter. The Winograd transform, whose tile depends on the
+  // plane, is made by the first call instead, from a copy of `weight` kept until then.
   void prepare(const Conv2dShape& s, const float* weight, ThreadPool* pool = nullptr);
 
  private:
@@ -45,7 +51,9 @@ class ConvPrepared {
 
   std::once_flag winograd_once_;
   std::vector<float> winograd_;
-  std::mutex mutex_;  // guards the two forms below and their flags
+  int winograd_tile_ = 2;
+  std::vector<float> deferred_;  // prepare's copy of the weight for the Winograd transform
+  std::mutex mutex_;             // guards the two forms below and their flags
   std::vector<float> panels_;
   AlignedVector<float> channels_last_, indirect_;
   bool panels_made_ = false, panels_used_ = false, channels_last_made_ = false;

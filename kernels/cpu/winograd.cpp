@@ -240,12 +240,12 @@ void transform_input(const Conv2dShape& s, const std::vector<Run>& runs, const f
 }
 
 // M[xi] rows for output-channel panels [p0, p1): U[xi] panels times V[xi] panels.
-void multiply(const Conv2dShape& s, const float* u, const float* v, const Panels& panels,
-              int64_t tiles, int64_t p0, int64_t p1, float* m) {
+void multiply(const Conv2dShape& s, int64_t points, const float* u, const float* v,
+              const Panels& panels, int64_t tiles, int64_t p0, int64_t p1, float* m) {
   const int64_t u_point = u_point_floats(s);
   const int64_t v_point = v_point_floats(s, panels), m_point = m_point_floats(s, panels);
   const int64_t ldm = panels.columns();
-  for (int64_t xi = 0; xi < kPoints; ++xi)
+  for (int64_t xi = 0; xi < points; ++xi)
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t rows = std::min(kPanelRows, s.out_channels - p * kPanelRows);
       const float* a = u + xi * u_point + p * kPanelRows * s.in_channels;
@@ -334,17 +334,222 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
   }
 }
 
-}  // namespace
+#ifdef NNX_WINOGRAD_AVX512
 
-int64_t winograd_weights_floats(const Conv2dShape& s) {
-  return kPoints * u_point_floats(s);
+// F(4x4, 3x3), for prepared weights on AVX-512 builds: each 4x4 block of outputs from a 6x6
+// input tile, Y = A^T [(G g G^T) . (B^T d B)] A with the points 0, 1, -1, 2, -2 and infinity:
+// 36 products for the 144 multiplies of a direct block (4x; F(2x2, 3x3) makes it 2.25x), the
+// transforms' cost per output about the same. Float32 rounding differs from the direct sum by
+// a few 1e-6 relative, within PyTorch parity (1e-4).
+constexpr int64_t kPoints4 = 36;
+
+// U[xi] = (G g G^T)[xi] for output channels [oc0, oc1), G = [[1/4, 0, 0], [-1/6, -1/6, -1/6],
+// [-1/6, 1/6, -1/6], [1/24, 1/12, 1/6], [1/24, -1/12, 1/6], [0, 0, 1]], computed in double.
+void transform_weights4(const Conv2dShape& s, const float* weight, int64_t oc0, int64_t oc1,
+                        float* u) {
+  static constexpr double G[6][3] = {{1.0 / 4, 0, 0},
+                                     {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                     {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                     {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                     {0, 0, 1}};
+  const int64_t panel = s.in_channels * kPanelRows, point = u_point_floats(s);
+  for (int64_t oc = oc0; oc < oc1; ++oc) {
+    float* base = u + (oc / kPanelRows) * panel + oc % kPanelRows;
+    for (int64_t ic = 0; ic < s.in_channels; ++ic) {
+      const float* g = weight + (oc * s.in_channels + ic) * 9;
+      double gg[6][3];  // G g
+      for (int r = 0; r < 6; ++r)
+        for (int c = 0; c < 3; ++c)
+          gg[r][c] = G[r][0] * g[c] + G[r][1] * g[3 + c] + G[r][2] * g[6 + c];
+      for (int r = 0; r < 6; ++r)
+        for (int c = 0; c < 6; ++c)
+          base[(r * 6 + c) * point + ic * kPanelRows] =
+              float(gg[r][0] * G[c][0] + gg[r][1] * G[c][1] + gg[r][2] * G[c][2]);
+    }
+  }
 }
 
-void winograd_transform_weights(const Conv2dShape& s, const float* weight, float* out,
+// (d B)[j] for one row d of six, B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0],
+// [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]].
+inline void input_row4(const __m512 (&d)[6], __m512 (&t)[6]) {
+  const __m512 four = _mm512_set1_ps(4.f), five = _mm512_set1_ps(5.f);
+  const __m512 a = _mm512_fnmadd_ps(four, d[2], d[4]);  // d4 - 4 d2
+  const __m512 b = _mm512_fnmadd_ps(four, d[1], d[3]);  // d3 - 4 d1
+  const __m512 c = _mm512_sub_ps(d[4], d[2]);
+  const __m512 e = _mm512_add_ps(_mm512_sub_ps(d[3], d[1]), _mm512_sub_ps(d[3], d[1]));
+  t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+  t[1] = _mm512_add_ps(a, b);
+  t[2] = _mm512_sub_ps(a, b);
+  t[3] = _mm512_add_ps(c, e);
+  t[4] = _mm512_sub_ps(c, e);
+  t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+}
+
+// V for input channels [ic0, ic1) of a block's runs (as transform_input, 6x6 tiles 4 apart).
+void transform_input4(const Conv2dShape& s, const std::vector<Run>& runs, const float* input,
+                      int64_t ic0, int64_t ic1, const Panels& panels, float* v) {
+  const int64_t plane = s.in_h * s.in_w;
+  const int64_t point_stride = v_point_floats(s, panels);
+  // Lane i of column c: input column x0 + 4i + c, from the 64 floats at x0 (c < 4) or at x0 + 4
+  // (c = 4, 5: column c - 4 of the next tile): lanes 0-7 from the first 32, 8-15 the last 32.
+  alignas(64) static const int32_t columns[4][16] = {
+      {0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28},
+      {1, 5, 9, 13, 17, 21, 25, 29, 1, 5, 9, 13, 17, 21, 25, 29},
+      {2, 6, 10, 14, 18, 22, 26, 30, 2, 6, 10, 14, 18, 22, 26, 30},
+      {3, 7, 11, 15, 19, 23, 27, 31, 3, 7, 11, 15, 19, 23, 27, 31}};
+  __m512i index[4];
+  for (int c = 0; c < 4; ++c) index[c] = _mm512_load_si512(columns[c]);
+  for (int64_t ic = ic0; ic < ic1; ++ic) {
+    float* row_base = v + ic * panels.width;
+    for (const Run& run : runs) {
+      const float* p = input + (run.n * s.in_channels + ic) * plane;
+      const int64_t y0 = run.ty * 4 - s.pad_top, x0 = run.tx * 4 - s.pad_left;
+      __mmask16 near[4], far[4];
+      for (int j = 0; j < 4; ++j) {
+        near[j] = range_mask(x0 + 16 * j, 0, s.in_w);
+        far[j] = range_mask(x0 + 4 + 16 * j, 0, s.in_w);
+      }
+      __m512 t[6][6];  // d B, row by row
+      for (int r = 0; r < 6; ++r) {
+        const int64_t y = y0 + r;
+        if (y < 0 || y >= s.in_h) {
+          for (int c = 0; c < 6; ++c) t[r][c] = _mm512_setzero_ps();
+          continue;
+        }
+        const float* row = p + y * s.in_w + x0;
+        __m512 a[4], b[4];
+        for (int j = 0; j < 4; ++j) {
+          a[j] = _mm512_maskz_loadu_ps(near[j], row + 16 * j);
+          b[j] = _mm512_maskz_loadu_ps(far[j], row + 4 + 16 * j);
+        }
+        __m512 d[6];
+        for (int c = 0; c < 6; ++c) {
+          const __m512* src = c < 4 ? a : b;
+          const __m512i at = index[c < 4 ? c : c - 4];
+          d[c] = _mm512_mask_blend_ps(__mmask16(0xFF00), _mm512_permutex2var_ps(src[0], at, src[1]),
+                                      _mm512_permutex2var_ps(src[2], at, src[3]));
+        }
+        input_row4(d, t[r]);
+      }
+      // B^T (d B), column by column, into the run's panel (tiles past its end into the next).
+      const __mmask16 head = first_lanes(run.head);
+      const bool split = run.head < run.count;
+      const __mmask16 rest = __mmask16(first_lanes(run.count) & ~head);
+      const __mmask16 tail = first_lanes(run.count - run.head);
+      float* dst = row_base + run.v_at;
+      float* next = row_base + run.v_next;
+      for (int c = 0; c < 6; ++c) {
+        const __m512 column[6] = {t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]};
+        __m512 out[6];
+        input_row4(column, out);
+        for (int r = 0; r < 6; ++r) {
+          const int64_t xi = r * 6 + c;
+          _mm512_mask_storeu_ps(dst + xi * point_stride, head, out[r]);
+          if (split)
+            _mm512_mask_storeu_ps(next + xi * point_stride, tail,
+                                  _mm512_maskz_compress_ps(rest, out[r]));
+        }
+      }
+    }
+  }
+}
+
+// (x A) for one row x of six, A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0],
+// [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]].
+inline void output_row4(const __m512 (&x)[6], __m512 (&y)[4]) {
+  const __m512 s1 = _mm512_add_ps(x[1], x[2]), d1 = _mm512_sub_ps(x[1], x[2]);
+  const __m512 s2 = _mm512_add_ps(x[3], x[4]), d2 = _mm512_sub_ps(x[3], x[4]);
+  y[0] = _mm512_add_ps(_mm512_add_ps(x[0], s1), s2);
+  y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.f), d2, d1);
+  y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.f), s2, s1);
+  y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.f), d2, d1), x[5]);
+}
+
+// Y = A^T m A plus the bias and the epilogue, for output channels [oc0, oc1) of a block's runs
+// (as transform_output, 4x4 blocks).
+void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const float* m,
+                       const Panels& panels, int64_t oc0, int64_t oc1, const float* bias,
+                       const Epilogue& epilogue, float* output) {
+  const int64_t plane = s.out_h * s.out_w, ldm = panels.columns();
+  const int64_t point_stride = m_point_floats(s, panels);
+  const ClampEpilogue clamp = clamp_of(epilogue);
+  const __m512 lo_v = _mm512_set1_ps(clamp.lo), hi_v = _mm512_set1_ps(clamp.hi);
+  // Four vectors of 16 tiles' values y0..y3 to the 64 outputs of their row, in order: pairs
+  // interleaved (y0 with y1, y2 with y3), then the pairs of pairs.
+  alignas(64) static const int32_t pairs[2][16] = {
+      {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23},
+      {8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31}};
+  alignas(64) static const int32_t quads[2][16] = {
+      {0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23},
+      {8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31}};
+  const __m512i pair_lo = _mm512_load_si512(pairs[0]), pair_hi = _mm512_load_si512(pairs[1]);
+  const __m512i quad_lo = _mm512_load_si512(quads[0]), quad_hi = _mm512_load_si512(quads[1]);
+  for (int64_t oc = oc0; oc < oc1; ++oc) {
+    const __m512 bv = _mm512_set1_ps(bias ? bias[oc] : 0.f);
+    const float* in = m + oc * ldm;
+    for (const Run& run : runs) {
+      const int64_t y0 = run.ty * 4, x0 = run.tx * 4;
+      float* o = output + (run.n * s.out_channels + oc) * plane;
+      const int64_t count = std::min(4 * run.count, s.out_w - x0);
+      const __mmask16 lanes = first_lanes(run.count);
+      __m512 q[4][6];  // A^T m, column by column
+      for (int c = 0; c < 6; ++c) {
+        __m512 x[6];
+        for (int r = 0; r < 6; ++r)
+          x[r] = _mm512_maskz_loadu_ps(lanes, in + (r * 6 + c) * point_stride + run.at);
+        __m512 y[4];
+        output_row4(x, y);
+        for (int k = 0; k < 4; ++k) q[k][c] = y[k];
+      }
+      for (int k = 0; k < 4 && y0 + k < s.out_h; ++k) {
+        __m512 y[4];
+        output_row4(q[k], y);
+        for (int j = 0; j < 4; ++j) {
+          y[j] = _mm512_add_ps(y[j], bv);
+          if (clamp.exact) y[j] = _mm512_min_ps(hi_v, _mm512_max_ps(lo_v, y[j]));
+        }
+        const __m512 p01[2] = {_mm512_permutex2var_ps(y[0], pair_lo, y[1]),
+                               _mm512_permutex2var_ps(y[0], pair_hi, y[1])};
+        const __m512 p23[2] = {_mm512_permutex2var_ps(y[2], pair_lo, y[3]),
+                               _mm512_permutex2var_ps(y[2], pair_hi, y[3])};
+        float* dst = o + (y0 + k) * s.out_w + x0;
+        for (int h = 0; h < 2; ++h) {
+          _mm512_mask_storeu_ps(dst + 32 * h, first_lanes(count - 32 * h),
+                                _mm512_permutex2var_ps(p01[h], quad_lo, p23[h]));
+          _mm512_mask_storeu_ps(dst + 32 * h + 16, first_lanes(count - 32 * h - 16),
+                                _mm512_permutex2var_ps(p01[h], quad_hi, p23[h]));
+        }
+        if (!clamp.exact) apply_epilogue(epilogue, dst, count);
+      }
+    }
+  }
+}
+
+#endif
+}  // namespace
+
+int64_t winograd_weights_floats(const Conv2dShape& s, int tile) {
+  return (tile + 2) * (tile + 2) * u_point_floats(s);
+}
+
+void winograd_transform_weights(const Conv2dShape& s, const float* weight, float* out, int tile,
                                 ThreadPool* pool) {
   parallel_for(pool, out_panels(s), 1, [&](int64_t p0, int64_t p1) {
-    transform_weights(s, weight, p0 * kPanelRows, std::min(s.out_channels, p1 * kPanelRows), out);
+    const int64_t oc0 = p0 * kPanelRows, oc1 = std::min(s.out_channels, p1 * kPanelRows);
+#ifdef NNX_WINOGRAD_AVX512
+    if (tile == 4) return transform_weights4(s, weight, oc0, oc1, out);
+#endif
+    transform_weights(s, weight, oc0, oc1, out);
   });
+}
+
+int winograd_prepared_tile(const Conv2dShape& s) {
+#ifdef NNX_WINOGRAD_AVX512
+  if (s.batch * ceil_div(s.out_h, 4) * ceil_div(s.out_w, 4) >= 16) return 4;
+#endif
+  (void)s;
+  return 2;
 }
 
 bool winograd_suitable(const Conv2dShape& s, bool prepared) {
@@ -363,28 +568,39 @@ bool winograd_suitable(const Conv2dShape& s, bool prepared) {
   return s.batch * image_tiles >= kMinTiles || image_tiles >= kMinImageTiles;
 }
 
-void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weight,
-                     const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue,
-                     const float* prepared) {
-  const int64_t tile_rows = ceil_div(s.out_h, 2), tile_cols = ceil_div(s.out_w, 2);
+namespace {
+
+// Tile 2: F(2x2, 3x3); tile 4: F(4x4, 3x3) (AVX-512 builds), `u` transformed for it.
+template <int Tile>
+void run_winograd(const Conv2dShape& s, const float* input, const float* u, const float* bias,
+                  float* output, ThreadPool* pool, const Epilogue& epilogue) {
+  constexpr int64_t points = (Tile + 2) * (Tile + 2);
+  auto transform_in = [&s](const std::vector<Run>& runs, const float* x, int64_t c0, int64_t c1,
+                           const Panels& panels, float* v) {
+#ifdef NNX_WINOGRAD_AVX512
+    if constexpr (Tile == 4) return transform_input4(s, runs, x, c0, c1, panels, v);
+#endif
+    transform_input(s, runs, x, c0, c1, panels, v);
+  };
+  auto transform_out = [&s, bias, &epilogue, output](const std::vector<Run>& runs, const float* m,
+                                                     const Panels& panels, int64_t oc0,
+                                                     int64_t oc1) {
+#ifdef NNX_WINOGRAD_AVX512
+    if constexpr (Tile == 4)
+      return transform_output4(s, runs, m, panels, oc0, oc1, bias, epilogue, output);
+#endif
+    transform_output(s, runs, m, panels, oc0, oc1, bias, epilogue, output);
+  };
+  const int64_t tile_rows = ceil_div(s.out_h, Tile), tile_cols = ceil_div(s.out_w, Tile);
   const Tiling tiling{tile_rows, tile_cols, tile_rows * tile_cols};
   const int64_t tiles = s.batch * tiling.per_image;
   const int64_t threads = pool ? pool->size() : 1;
-
-  const float* u = prepared;
-  if (u == nullptr) {
-    static thread_local AlignedBuffer u_buffer;
-    float* w = u_buffer.get(kPoints * u_point_floats(s));
-    parallel_for(pool, s.out_channels, 8,
-                 [&](int64_t o0, int64_t o1) { transform_weights(s, weight, o0, o1, w); });
-    u = w;
-  }
 
   // Tiles per block: V and M of one block within about 1.5 MiB (measured best of 384 KiB..8 MiB
   // on the seed network's 3x3 layers), a multiple of the 32-wide panels.
   constexpr int64_t budget_floats = 1536 * 1024 / 4;
   int64_t block = std::clamp<int64_t>(
-      (budget_floats / (kPoints * (s.in_channels + s.out_channels))) / 32 * 32, 32, 512);
+      (budget_floats / (points * (s.in_channels + s.out_channels))) / 32 * 32, 32, 512);
   int64_t blocks = ceil_div(tiles, block);
 
   if (blocks >= 2 * threads) {
@@ -398,12 +614,12 @@ void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weig
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t first = b * block, count = std::min(tiles, first + block) - first;
         const Panels panels = panels_for(count);
-        float* v = v_buffer.get(kPoints * v_point_floats(s, panels));
-        float* m = m_buffer.get(kPoints * m_point_floats(s, panels));
+        float* v = v_buffer.get(points * v_point_floats(s, panels));
+        float* m = m_buffer.get(points * m_point_floats(s, panels));
         find_runs(tiling, first, first + count, panels, s.in_channels, runs);
-        transform_input(s, runs, input, 0, s.in_channels, panels, v);
-        multiply(s, u, v, panels, count, 0, out_panels(s), m);
-        transform_output(s, runs, m, panels, 0, s.out_channels, bias, epilogue, output);
+        transform_in(runs, input, 0, s.in_channels, panels, v);
+        multiply(s, points, u, v, panels, count, 0, out_panels(s), m);
+        transform_out(runs, m, panels, 0, s.out_channels);
       }
     });
     return;
@@ -415,16 +631,32 @@ void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weig
   static thread_local std::vector<Run> all_runs;
   const std::vector<Run>& runs = all_runs;
   const Panels panels = panels_for(tiles);
-  float* v = v_buffer.get(kPoints * v_point_floats(s, panels));
-  float* m = m_buffer.get(kPoints * m_point_floats(s, panels));
+  float* v = v_buffer.get(points * v_point_floats(s, panels));
+  float* m = m_buffer.get(points * m_point_floats(s, panels));
   find_runs(tiling, 0, tiles, panels, s.in_channels, all_runs);
   parallel_for(pool, s.in_channels, 4,
-               [&](int64_t c0, int64_t c1) { transform_input(s, runs, input, c0, c1, panels, v); });
+               [&](int64_t c0, int64_t c1) { transform_in(runs, input, c0, c1, panels, v); });
   parallel_for(pool, out_panels(s), 1, [&](int64_t p0, int64_t p1) {
-    multiply(s, u, v, panels, tiles, p0, p1, m);
-    transform_output(s, runs, m, panels, p0 * kPanelRows, std::min(s.out_channels, p1 * kPanelRows),
-                     bias, epilogue, output);
+    multiply(s, points, u, v, panels, tiles, p0, p1, m);
+    transform_out(runs, m, panels, p0 * kPanelRows, std::min(s.out_channels, p1 * kPanelRows));
   });
+}
+
+}  // namespace
+
+void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weight,
+                     const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue,
+                     const float* prepared, int prepared_tile) {
+#ifdef NNX_WINOGRAD_AVX512
+  if (prepared != nullptr && prepared_tile == 4)
+    return run_winograd<4>(s, input, prepared, bias, output, pool, epilogue);
+#endif
+  if (prepared != nullptr) return run_winograd<2>(s, input, prepared, bias, output, pool, epilogue);
+  static thread_local AlignedBuffer u_buffer;
+  float* u = u_buffer.get(kPoints * u_point_floats(s));
+  parallel_for(pool, s.out_channels, 8,
+               [&](int64_t o0, int64_t o1) { transform_weights(s, weight, o0, o1, u); });
+  run_winograd<2>(s, input, u, bias, output, pool, epilogue);
 }
 
 }  // namespace nnx::cpu

@@ -100,8 +100,8 @@ TEST(ConvMaxPool, MatchesConvolutionThenPooling) {
   };
   for (size_t i = 0; i < cases.size(); ++i)
     for (int threads : {1, 2, 3})
-      for (bool prepared : {false, true})
-        EXPECT_LT(difference(cases[i], threads, prepared), 1e-5)
+      for (bool prepared : {false, true})  // prepared: F(4x4, 3x3) against F(2x2, 3x3) rows
+        EXPECT_LT(difference(cases[i], threads, prepared), prepared ? 5e-5 : 1e-5)
             << "case " << i << " threads " << threads << (prepared ? " prepared" : "");
 }
 

@@ -1,5 +1,6 @@
-// The Winograd F(2x2, 3x3) convolution (kernels/cpu/winograd.h) against a double-precision direct
-// sum: with weights transformed per call and prepared once, on 1 to 3 threads, over plane sizes
+// The Winograd F(2x2, 3x3) and F(4x4, 3x3) convolutions (kernels/cpu/winograd.h) against a
+// double-precision direct sum: with weights transformed per call and prepared once for either
+// tile (F(4x4, 3x3) on AVX-512 builds), on 1 to 3 threads, over plane sizes
 // that exercise both work splits (many tiles in blocks, few tiles split over channels), tile runs
 // that cross the GEMM's 16- and 32-wide panels, odd edges, channel counts that are not multiples
 // of the 12-row panels, batches, padding 0 and 1, a bias or none, and fused epilogues.
@@ -45,8 +46,8 @@ Conv2dShape shape_of(const Case& c) {
 }
 
 // The largest |winograd - direct| over all outputs, relative to the largest |direct|.
-double worst_error(const Case& c, int threads, bool prepared, bool with_bias,
-                   const Epilogue& epilogue) {
+// `tile`: 0, the weights transformed per call; 2 or 4, prepared for that tile.
+double worst_error(const Case& c, int threads, int tile, bool with_bias, const Epilogue& epilogue) {
   const Conv2dShape s = shape_of(c);
   std::mt19937 rng(unsigned(c.in_channels * 131 + c.h * 7 + c.w));
   std::uniform_real_distribution<float> u(-1.f, 1.f);
@@ -61,10 +62,12 @@ double worst_error(const Case& c, int threads, bool prepared, bool with_bias,
   std::vector<float> output(size_t(out_size + 1), NAN);
   output.back() = 12345.f;
   nnx::ThreadPool pool(threads);
-  nnx::cpu::ConvPrepared weights;
-  const float* u_prepared = prepared ? weights.winograd(s, weight.data()) : nullptr;
+  std::vector<float> transformed(size_t(tile > 0 ? nnx::cpu::winograd_weights_floats(s, tile) : 0));
+  if (tile > 0)
+    nnx::cpu::winograd_transform_weights(s, weight.data(), transformed.data(), tile, &pool);
   nnx::cpu::conv2d_winograd(s, input.data(), weight.data(), with_bias ? bias.data() : nullptr,
-                            output.data(), &pool, epilogue, u_prepared);
+                            output.data(), &pool, epilogue, tile > 0 ? transformed.data() : nullptr,
+                            tile);
   EXPECT_EQ(output.back(), 12345.f) << describe(c);
   double worst = 0, scale = 1e-30;
   for (int64_t n = 0; n < s.batch; ++n)
@@ -104,12 +107,22 @@ const std::vector<Case> kCases = {
     {1, 16, 16, 3, 40, 0},   // one tile row
 };
 
+// The tiles to test, and the error each is held to (relative to the largest output).
+#if defined(__AVX512F__)
+const std::vector<int> kTiles = {0, 2, 4};
+#else
+const std::vector<int> kTiles = {0, 2};
+#endif
+double tolerance(int tile) {
+  return tile == 4 ? 1e-5 : 2e-6;
+}
+
 TEST(Winograd, MatchesDirectSum) {
   for (const Case& c : kCases)
     for (int threads : {1, 2, 3})
-      for (bool prepared : {false, true})
-        EXPECT_LT(worst_error(c, threads, prepared, true, {}), 2e-6)
-            << describe(c) << " threads " << threads << (prepared ? " prepared" : "");
+      for (int tile : kTiles)
+        EXPECT_LT(worst_error(c, threads, tile, true, {}), tolerance(tile))
+            << describe(c) << " threads " << threads << " tile " << tile;
 }
 
 TEST(Winograd, NoBiasAndEpilogues) {
@@ -119,10 +132,11 @@ TEST(Winograd, NoBiasAndEpilogues) {
   hardtanh.args.hi = 0.75f;
   Epilogue silu{true, nnx::Activation::silu, {}};
   for (const Case& c : {kCases[1], kCases[2], kCases[5]})
-    for (const Epilogue& e : {relu, hardtanh, silu}) {
-      EXPECT_LT(worst_error(c, 2, true, false, e), 2e-6) << describe(c);
-      EXPECT_LT(worst_error(c, 1, false, true, e), 2e-6) << describe(c);
-    }
+    for (const Epilogue& e : {relu, hardtanh, silu})
+      for (int tile : kTiles) {
+        EXPECT_LT(worst_error(c, 2, tile, false, e), tolerance(tile)) << describe(c);
+        EXPECT_LT(worst_error(c, 1, tile, true, e), tolerance(tile)) << describe(c);
+      }
 }
 
 TEST(Winograd, PreparedTransformIsMadeOnceAndShared) {
@@ -133,6 +147,29 @@ TEST(Winograd, PreparedTransformIsMadeOnceAndShared) {
   weight.assign(weight.size(), -1.f);  // a later call keeps the first transform
   EXPECT_EQ(weights.winograd(s, weight.data()), first);
   EXPECT_EQ(first[0], 0.25f);  // U[0] = g[0][0]
+}
+
+// The tile is the first shape's: F(4x4, 3x3) for planes whose 4x4 tiles fill a 16-wide panel
+// (AVX-512 builds), F(2x2, 3x3) for smaller ones, kept when a later call's plane differs.
+TEST(Winograd, PreparedTileFollowsTheFirstShape) {
+  const Conv2dShape small = shape_of({1, 16, 16, 7, 7, 1}),
+                    large = shape_of({1, 16, 16, 16, 16, 1});
+  EXPECT_EQ(nnx::cpu::winograd_prepared_tile(small), 2);
+#if defined(__AVX512F__)
+  EXPECT_EQ(nnx::cpu::winograd_prepared_tile(large), 4);
+  Conv2dShape batch = small;
+  batch.batch = 4;  // 16 tiles of 4x4 in all
+  EXPECT_EQ(nnx::cpu::winograd_prepared_tile(batch), 4);
+#else
+  EXPECT_EQ(nnx::cpu::winograd_prepared_tile(large), 2);
+#endif
+  std::vector<float> weight(size_t(16 * 16 * 9), 0.5f);
+  nnx::cpu::ConvPrepared weights;
+  weights.winograd(large, weight.data());
+  const int tile = weights.winograd_tile();
+  EXPECT_EQ(tile, nnx::cpu::winograd_prepared_tile(large));
+  weights.winograd(small, weight.data());
+  EXPECT_EQ(weights.winograd_tile(), tile);
 }
 
 TEST(Winograd, Suitability) {

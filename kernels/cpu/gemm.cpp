@@ -160,35 +160,6 @@ __mmask16 tail_mask(int64_t columns) {
   return columns >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << columns) - 1);
 }
 
-// rows[j][i] becomes rows[i][j] (a 16x16 block): pairs of rows interleaved as floats, then as
-// float pairs, then 128-bit lanes gathered across four and then eight registers.
-inline void transpose16(__m512 rows[16]) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(rows[i], rows[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(rows[i], rows[i + 1]);
-  }
-  // u[4q + c], lane L: column 4L + c of rows 4q..4q+3.
-  for (int q = 0; q < 4; ++q) {
-    const __m512d a = _mm512_castps_pd(t[4 * q]), b = _mm512_castps_pd(t[4 * q + 1]);
-    const __m512d c = _mm512_castps_pd(t[4 * q + 2]), d = _mm512_castps_pd(t[4 * q + 3]);
-    u[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-    u[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-    u[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-    u[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-  }
-  for (int c = 0; c < 4; ++c) {
-    const __m512 v = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
-    const __m512 w = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xdd);
-    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
-    const __m512 w2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xdd);
-    rows[c] = _mm512_shuffle_f32x4(v, v2, 0x88);
-    rows[8 + c] = _mm512_shuffle_f32x4(v, v2, 0xdd);
-    rows[4 + c] = _mm512_shuffle_f32x4(w, w2, 0x88);
-    rows[12 + c] = _mm512_shuffle_f32x4(w, w2, 0xdd);
-  }
-}
-
 // A block [mc x kc] as panels of kMR rows, k-major within a panel; missing rows are zeros.
 // Blocks of 16 depths are transposed in registers (the rows past kMR are padding).
 void pack_a(int64_t mc, int64_t kc, const float* a, int64_t lda, float* out) {

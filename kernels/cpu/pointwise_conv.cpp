@@ -38,6 +38,8 @@ void pointwise_tile(int64_t k, const float* a, const float* b, int64_t ldb, floa
   const int64_t jump = kAhead * ldb;
   for (int64_t p = 0; p < k; ++p, a += kPanelRows, b += ldb) {
     _mm_prefetch(reinterpret_cast<const char*>(b + jump), _MM_HINT_T0);
+    // The weights 64 channels (3 KiB) ahead: a panel's first tile reads them from memory.
+    _mm_prefetch(reinterpret_cast<const char*>(a + 64 * kPanelRows), _MM_HINT_T0);
     if constexpr (V == 2) _mm_prefetch(reinterpret_cast<const char*>(b + jump + 31), _MM_HINT_T0);
     __m512 bv[V];
     static_for<V>([&]<int v>() __attribute__((always_inline)) {

@@ -133,8 +133,8 @@ TEST(ConvPrepared, PointwiseEpiloguesAndNoBias) {
     }
 }
 
-// Layers that keep or reduce the channels on planes over 256 pixels read their input in place
-// (pointwise_conv.h): tiles ending part-way, channels off the panels, batches, a strided layer
+// Layers that keep or reduce the channels on planes over 256 pixels, or have 101-256 pixels, read
+// their input in place (pointwise_conv.h): tiles ending part-way, channels off the panels, batches, a strided layer
 // (its pixels sampled first), few pixels per weight (each thread a run of weight panels),
 // depths past the L2 grouping, bias or none, and every kind of epilogue with a residual.
 TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
@@ -148,6 +148,8 @@ TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
       pointwise(1, 2048, 64, 20, 20, 1),  // one tile per group
       pointwise(1, 640, 600, 17, 17, 1),  // more weight rows than pixels
       pointwise(3, 128, 128, 16, 18, 1),  // 288 pixels: the last tile's second vector empty
+      pointwise(1, 128, 512, 14, 14, 1),  // an expanding layer on a small plane
+      pointwise(2, 256, 400, 27, 28, 2),  // strided, sampled to 14x14: expanding, batch
   };
   for (const Conv2dShape& s : shapes)
     for (int threads : {1, 2, 3}) {

@@ -6,9 +6,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <vector>
 
 #include "nnx/error.h"
 
@@ -22,6 +26,16 @@ struct FileDescriptor {
     if (fd >= 0) ::close(fd);
   }
 };
+
+// The live mappings, [begin, end), for release_mapped_pages.
+struct Mappings {
+  std::mutex mutex;
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+};
+Mappings& mappings() {
+  static Mappings* m = new Mappings;  // never destroyed: files may outlive static destruction
+  return *m;
+}
 
 }  // namespace
 
@@ -39,6 +53,9 @@ MappedFile::MappedFile(const std::string& path, Mode mode) {
     if (p != MAP_FAILED) {
       data_ = p;
       mapped_ = true;
+      Mappings& m = mappings();
+      std::lock_guard<std::mutex> lock(m.mutex);
+      m.ranges.emplace_back(reinterpret_cast<uintptr_t>(p), reinterpret_cast<uintptr_t>(p) + size_);
       return;
     }
     // Some file systems cannot map: read the file instead.
@@ -71,10 +88,35 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path, Mode
 
 MappedFile::~MappedFile() {
   if (data_ == nullptr) return;
-  if (mapped_)
+  if (mapped_) {
+    {
+      Mappings& m = mappings();
+      std::lock_guard<std::mutex> lock(m.mutex);
+      const auto begin = reinterpret_cast<uintptr_t>(data_);
+      std::erase_if(m.ranges, [begin](const auto& r) { return r.first == begin; });
+    }
     ::munmap(data_, size_);
-  else
+  } else {
     std::free(data_);
+  }
+}
+
+size_t release_mapped_pages(const void* data, size_t nbytes) {
+  static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t end = begin + nbytes;
+  Mappings& m = mappings();
+  std::lock_guard<std::mutex> lock(m.mutex);  // the mapping stays while its pages go
+  for (const auto& r : m.ranges) {
+    if (begin < r.first || end > r.second) continue;
+    // Whole pages only: a neighbour's bytes on a shared page stay resident.
+    const uintptr_t lo = (begin + page - 1) / page * page, hi = end / page * page;
+    if (hi <= lo) return 0;
+    // A private read-only file mapping is never written: its dropped pages read back the file.
+    if (::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED) != 0) return 0;
+    return hi - lo;
+  }
+  return 0;
 }
 
 std::shared_ptr<Storage> borrowed_storage(const void* data, size_t nbytes,

@@ -40,6 +40,14 @@ class MappedFile {
   bool mapped_ = false;
 };
 
+// Hands back to the kernel the resident pages of [data, data + nbytes) that lie wholly inside a
+// live read-only file mapping (a MappedFile's), so they stop counting toward the process's
+// memory; a later read faults them in again from the file, unchanged. Bytes anywhere else
+// (memory that is not a mapped file's, or a file read into memory) are left as they are.
+// Returns the bytes released. For weights a model keeps but an executor no longer reads (a
+// convolution's, once folded with its BatchNorm and rearranged for the kernels).
+size_t release_mapped_pages(const void* data, size_t nbytes);
+
 // A CPU storage over [data, data + nbytes), bytes that `owner` keeps alive; the storage holds
 // `owner` until it dies. The bytes are never written through it (a mapping is read-only) and
 // never go back to any allocator.

@@ -2,10 +2,12 @@
 // little-endian) and which copied (deflated, misaligned, bool), checks that still hold in place
 // (CRC, bounds), the read() fallback, and models that outlive every other reference to the file.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <vector>
 
 #include "importer/pth.h"
 #include "importer/safetensors.h"
@@ -170,6 +172,37 @@ TEST(MappedWeights, ReadFallbackHoldsTheSameBytes) {
   expect_error([&] { MappedFile::open(dir.file("nope")); }, "cannot open", ErrorKind::io);
   expect_error([&] { MappedFile::open(fs::path(dir.file("x")).parent_path().string()); },
                "not a regular file", ErrorKind::io);
+}
+
+// Pages handed back from a mapped file read back the file's bytes; bytes outside every mapped
+// file (heap memory, a file read into memory) are never touched.
+TEST(MappedWeights, ReleasedPagesReadBackTheFile) {
+  TempDir dir;
+  const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  std::string bytes(5 * page + 123, '\0');
+  for (size_t k = 0; k < bytes.size(); ++k) bytes[k] = char(k * 131 + 7);
+  write_file(dir.file("b.bin"), bytes);
+  auto mapped = MappedFile::open(dir.file("b.bin"));
+  ASSERT_TRUE(mapped->mapped());
+  const auto* base = static_cast<const char*>(mapped->data());
+  ASSERT_EQ(std::memcmp(base, bytes.data(), bytes.size()), 0);  // every page resident
+  // Whole pages inside the range only: from offset 100 over 3 pages and a bit, 2 whole pages.
+  EXPECT_EQ(release_mapped_pages(base + 100, 3 * page + 50), 2 * page);
+  EXPECT_EQ(release_mapped_pages(base + 10, 100), 0u);          // no whole page
+  EXPECT_EQ(release_mapped_pages(base + page, 10 * page), 0u);  // past the mapping's end
+  EXPECT_EQ(std::memcmp(base, bytes.data(), bytes.size()), 0);
+  EXPECT_EQ(release_mapped_pages(base, mapped->size()), 5 * page);
+  EXPECT_EQ(std::memcmp(base, bytes.data(), bytes.size()), 0);
+
+  std::vector<char> heap(bytes.begin(), bytes.end());
+  EXPECT_EQ(release_mapped_pages(heap.data(), heap.size()), 0u);
+  EXPECT_EQ(std::memcmp(heap.data(), bytes.data(), bytes.size()), 0);
+  auto read = MappedFile::open(dir.file("b.bin"), MappedFile::Mode::read);
+  EXPECT_EQ(release_mapped_pages(read->data(), read->size()), 0u);
+  EXPECT_EQ(std::memcmp(read->data(), bytes.data(), bytes.size()), 0);
+  const void* gone = mapped->data();
+  mapped.reset();  // unmapped: no longer a mapping to release from
+  EXPECT_EQ(release_mapped_pages(gone, page), 0u);
 }
 
 // A mapped model keeps its file's mapping: it runs after the file is gone from the folder and

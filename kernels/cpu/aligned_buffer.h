@@ -23,18 +23,24 @@ struct AlignedBuffer {
   }
 };
 
+// Blocks of 2 MiB and more on a 2 MiB boundary, marked for transparent huge pages: the
+// prepared weights every inference streams through (ResNet-50's 190 MB) then take a TLB entry
+// per 2 MiB, and their first touch a fault per 2 MiB, not per 4 KiB (ResNet-50 on 2 Zen 5
+// cores: its 14x14 and 7x7 3x3 layers 8-10% faster, the first run 850 -> 530-690 ms; peak RSS
+// 230 -> 251 MB, the blocks' last huge pages partly unused).
+void* allocate_weights(size_t bytes);
+void free_weights(void* p, size_t bytes);
+
 // A std::vector allocator whose blocks start on a 64-byte boundary (weights that kernels read
-// with aligned vector loads).
+// with aligned vector loads), large ones on huge pages (allocate_weights).
 template <typename T>
 struct CacheLineAllocator {
   using value_type = T;
   CacheLineAllocator() = default;
   template <typename U>
   CacheLineAllocator(const CacheLineAllocator<U>&) {}
-  T* allocate(size_t n) {
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64)));
-  }
-  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  T* allocate(size_t n) { return static_cast<T*>(allocate_weights(n * sizeof(T))); }
+  void deallocate(T* p, size_t n) { free_weights(p, n * sizeof(T)); }
   template <typename U>
   bool operator==(const CacheLineAllocator<U>&) const {
     return true;

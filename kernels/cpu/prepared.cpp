@@ -88,7 +88,7 @@ const float* ConvPrepared::weight_or_unpacked(const float* weight, int64_t m, in
 
 void ConvPrepared::drop_unread_panels() {
   if (panels_made_ && !panels_used_) {  // made up front, never read: one copy is enough
-    std::vector<float>().swap(panels_);
+    AlignedVector<float>().swap(panels_);
     panels_made_ = false;
   }
 }

@@ -50,11 +50,11 @@ class ConvPrepared {
                                   std::vector<float>& unpacked) const;
 
   std::once_flag winograd_once_;
-  std::vector<float> winograd_;
+  AlignedVector<float> winograd_;
   int winograd_tile_ = 2;
   std::vector<float> deferred_;  // prepare's copy of the weight for the Winograd transform
   std::mutex mutex_;             // guards the two forms below and their flags
-  std::vector<float> panels_;
+  AlignedVector<float> panels_;
   AlignedVector<float> channels_last_, indirect_;
   bool panels_made_ = false, panels_used_ = false, channels_last_made_ = false;
   bool indirect_made_ = false;

@@ -134,9 +134,9 @@ TEST(ConvPrepared, PointwiseEpiloguesAndNoBias) {
 }
 
 // Layers that keep or reduce the channels on planes over 256 pixels, or have 101-256 pixels, read
-// their input in place (pointwise_conv.h): tiles ending part-way, channels off the panels, batches, a strided layer
-// (its pixels sampled first), few pixels per weight (each thread a run of weight panels),
-// depths past the L2 grouping, bias or none, and every kind of epilogue with a residual.
+// their input in place (pointwise_conv.h): tiles ending part-way, channels off the panels, batches,
+// a strided layer (its pixels sampled first), few pixels per weight (each thread a run of weight
+// panels), depths past the L2 grouping, bias or none, and every kind of epilogue with a residual.
 TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
   Epilogue none{};
   Epilogue relu{true, nnx::Activation::relu, {}};
@@ -161,6 +161,21 @@ TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
       EXPECT_LT(difference(s, threads, true, none, true), 1e-6)
           << describe(s) << " threads " << threads;
     }
+}
+
+// Prepared weights' blocks: small ones on a cache line, large ones on a huge page, all usable
+// to their last byte.
+TEST(ConvPrepared, WeightBlocksAreAligned) {
+  for (size_t bytes : {size_t(100), size_t(64 << 10), size_t(2) << 20, (size_t(5) << 20) + 12}) {
+    auto* p = static_cast<unsigned char*>(nnx::cpu::allocate_weights(bytes));
+    ASSERT_NE(p, nullptr);
+    const size_t align = bytes >= (size_t(2) << 20) ? (size_t(2) << 20) : 64;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % align, 0u) << bytes;
+    p[0] = 1;
+    p[bytes - 1] = 2;
+    EXPECT_EQ(p[0] + p[bytes - 1], 3);
+    nnx::cpu::free_weights(p, bytes);
+  }
 }
 
 }  // namespace

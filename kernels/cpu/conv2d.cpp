@@ -538,8 +538,8 @@ bool conv2d_reads_prepared_only(const Conv2dShape& s) {
     return false;  // the direct (depthwise) loop
 #if defined(__AVX512F__)
   if (indirect_suitable(s, true)) return true;
-  // Whatever the plane: the channels-last GEMM or conv2d_pointwise.
-  if (pointwise_suitable(s) && s.out_channels <= s.in_channels && s.in_channels >= 128) return true;
+  // Whatever the plane: the channels-last GEMM, conv2d_pointwise or the panel path.
+  if (pointwise_suitable(s) && s.in_channels >= 128) return true;
 #endif
   // Not panels_suitable: made before the plane's size is known, this must hold for every size.
   return conv2d_uses_winograd_prepared(s) || (panels_suitable_any_size(s) && panels_enabled());

@@ -341,7 +341,6 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
 // 36 products for the 144 multiplies of a direct block (4x; F(2x2, 3x3) makes it 2.25x), the
 // transforms' cost per output about the same. Float32 rounding differs from the direct sum by
 // a few 1e-6 relative, within PyTorch parity (1e-4).
-constexpr int64_t kPoints4 = 36;
 
 // U[xi] = (G g G^T)[xi] for output channels [oc0, oc1), G = [[1/4, 0, 0], [-1/6, -1/6, -1/6],
 // [-1/6, 1/6, -1/6], [1/24, 1/12, 1/6], [1/24, -1/12, 1/6], [0, 0, 1]], computed in double.

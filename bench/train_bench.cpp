@@ -5,10 +5,12 @@
 //
 // usage: nnx_train_bench ARCH [--weights W] --shape N,C,H,W [--optimizer sgd|adam|adamw]
 //          [--lr LR] [--momentum M] [--threads N] [--iters N] [--warmup K] [--plugin LIB.so]
-//          [--profile 1]
+//          [--profile 1] [--device cpu|cuda]
 // --profile 1 then runs --iters more steps with per-node timing (Trainer::set_profiling) and
 // prints, on stderr, each node's forward and backward time per step and share of the total,
-// the costliest first, and the optimizer's time.
+// the costliest first, and the optimizer's time. --device cuda trains on the GPU (Trainer with
+// TrainerOptions::device; each step ends with a device synchronize, so its time is the GPU's) and
+// adds the device allocator's peak to the JSON.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "examples/embed/yolo_head.h"
+#include "nnx/cuda.h"
 #include "nnx/loss.h"
 #include "nnx/nnx.hpp"
 #include "nnx/optim.h"
@@ -57,6 +60,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string arch = argv[1], weights, optimizer_name = "sgd", shape_text = "1,3,224,224";
+  std::string device_name = "cpu";
   double lr = 0.01, momentum = 0.9;
   int threads = 2, iters = 10, warmup = 2;
   bool profile = false;
@@ -82,6 +86,8 @@ int main(int argc, char** argv) {
       profile = value != "0";
     else if (flag == "--plugin")
       nnx::load_plugin(value);
+    else if (flag == "--device")
+      device_name = value;
     else {
       std::cerr << "nnx_train_bench: unknown option " << flag << "\n";
       return 2;
@@ -90,7 +96,13 @@ int main(int argc, char** argv) {
   try {
     example::register_yolo_head();
     nnx::Model model = nnx::load(arch, weights);
-    nnx::Trainer trainer(model, {.threads = threads});
+    if (device_name != "cpu" && device_name != "cuda") {
+      std::cerr << "nnx_train_bench: --device must be cpu or cuda, found " << device_name << "\n";
+      return 2;
+    }
+    const bool on_cuda = device_name == "cuda";
+    const nnx::Device device = on_cuda ? nnx::Device::cuda(0) : nnx::Device::cpu();
+    nnx::Trainer trainer(model, {.threads = threads, .device = device});
     nnx::OptimizerOptions opt;
     opt.lr = lr;
     if (optimizer_name == "sgd") opt.momentum = momentum;
@@ -114,6 +126,7 @@ int main(int argc, char** argv) {
       trainer.backward(grads);
       auto start = std::chrono::steady_clock::now();
       optimizer->step(trainer.parameters(), &pool);
+      if (on_cuda) nnx::cuda::synchronize(0);
       optimizer_ms +=
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
               .count();
@@ -150,13 +163,19 @@ int main(int argc, char** argv) {
     auto at = [&](double q) { return times[size_t(q * double(times.size() - 1) + 0.5)]; };
     rusage u{};
     getrusage(RUSAGE_SELF, &u);
+    std::string device_peak;
+    if (on_cuda)
+      device_peak = ", \"device_peak_mb\": " +
+                    std::to_string(double(nnx::cuda::allocator(0).stats().peak_bytes) / 1048576.0) +
+                    ", \"device\": \"" + nnx::cuda::device_name(0) + "\"";
     nnx::TrainMemory mem = trainer.memory();
     std::printf(
         "{\"median_ms\": %.3f, \"p10_ms\": %.3f, \"p90_ms\": %.3f, \"iters\": %d, "
         "\"threads\": %d, \"peak_activation_mb\": %.2f, \"parameter_mb\": %.2f, "
-        "\"peak_rss_mb\": %.1f}\n",
+        "\"peak_rss_mb\": %.1f%s}\n",
         at(0.5), at(0.1), at(0.9), iters, threads, double(mem.peak_activation_bytes) / 1048576.0,
-        double(mem.parameter_bytes + mem.gradient_bytes) / 1048576.0, double(u.ru_maxrss) / 1024);
+        double(mem.parameter_bytes + mem.gradient_bytes) / 1048576.0, double(u.ru_maxrss) / 1024,
+        device_peak.c_str());
   } catch (const nnx::Error& e) {
     std::cerr << "nnx_train_bench: error: " << e.message() << "\n";
     return 1;

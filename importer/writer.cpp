@@ -79,7 +79,9 @@ py::ObjectPtr state_dict_list(const Graph& g) {
   for (const Layer& layer : g.layers) {
     std::vector<std::pair<py::ObjectPtr, py::ObjectPtr>> entries;
     for (const Param& p : layer.op->params())
-      entries.emplace_back(py::Object::string(p.name), py::Object::make_tensor(p.value));
+      // Host copies of parameters a Trainer holds on a device.
+      entries.emplace_back(py::Object::string(p.name),
+                           py::Object::make_tensor(p.value.to(Device::cpu())));
     dicts.push_back(py::Object::dict(std::move(entries), /*ordered=*/true));
   }
   return py::Object::list(std::move(dicts));
@@ -124,7 +126,7 @@ void Model::save(const std::string& path) const {
     for (const Layer& layer : g.layers)
       for (const Param& prm : layer.op->params())
         flat.emplace_back(flat_key(size_t(layer.description_index), layer.op->type(), prm.name),
-                          prm.value);
+                          prm.value.to(Device::cpu()));
     save_pair(stem + ".json", path, json::dump(desc), [&] { write_safetensors(path, flat); });
   } else {
     fail(ErrorKind::usage, path, ": unknown output format '", ext,

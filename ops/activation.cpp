@@ -7,6 +7,7 @@
 
 #ifdef NNX_WITH_CUDA
 #include "kernels/cuda/activation.h"
+#include "kernels/cuda/train.h"
 #include "runtime/cuda/op_support.h"
 #endif
 
@@ -176,6 +177,28 @@ void ActivationOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> 
                    scope.stream());
 #else
   Op::forward_cuda(ctx, inputs, outputs);
+#endif
+}
+
+void ActivationOp::backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                 std::span<const Tensor> outputs,
+                                 std::span<const Tensor> grad_outputs,
+                                 std::span<Tensor> grad_inputs,
+                                 std::span<Tensor> grad_params) const {
+#ifdef NNX_WITH_CUDA
+  if (grad_inputs.empty() || !grad_inputs[0].defined()) return;
+  if (kind_ != cpu::Activation::relu) {
+    backward_on_host(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+    return;
+  }
+  const cuda::OpScope scope(ctx, type_);
+  const Tensor v =
+      scope.input(cpu::activation_backward_uses_output(kind_) ? outputs[0] : inputs[0]);
+  const Tensor g = scope.input(grad_outputs[0]);
+  cuda::relu_backward(v.data<float>(), g.data<float>(), scope.output(grad_inputs[0]), v.numel(),
+                      scope.stream());
+#else
+  Op::backward_cuda(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
 #endif
 }
 

@@ -40,6 +40,10 @@ class ActivationOp : public Op {
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
+  // ReLU on the device; the other kinds through the CPU body (Op::backward_on_host).
+  void backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   std::string type_;

@@ -12,6 +12,7 @@
 
 #ifdef NNX_WITH_CUDA
 #include "kernels/cuda/normalization.h"
+#include "kernels/cuda/train.h"
 #include "runtime/cuda/op_support.h"
 #endif
 
@@ -150,12 +151,13 @@ void BatchNorm2d::init_params(RandomEngine&) {
 void BatchNorm2d::inference_affine(std::vector<double>& scale, std::vector<double>& shift) const {
   NNX_CHECK(track_running_stats_, ErrorKind::usage,
             "BatchNorm2d without running statistics has no inference affine map");
-  const Tensor mean = find_param("running_mean")->value.contiguous();
-  const Tensor variance = find_param("running_var")->value.contiguous();
+  // Host copies when the parameters are held on a device (a Trainer's evaluation mode).
+  const Tensor mean = find_param("running_mean")->value.to(Device::cpu()).contiguous();
+  const Tensor variance = find_param("running_var")->value.to(Device::cpu()).contiguous();
   Tensor weight, bias;
   if (affine_) {
-    weight = params()[0].value.contiguous();
-    bias = params()[1].value.contiguous();
+    weight = params()[0].value.to(Device::cpu()).contiguous();
+    bias = params()[1].value.to(Device::cpu()).contiguous();
   }
   scale.resize(size_t(num_features_));
   shift.resize(size_t(num_features_));
@@ -311,13 +313,22 @@ std::shared_ptr<Op> make_batchnorm2d(const Call& call) {
 void BatchNorm2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
                                std::span<Tensor> outputs) const {
 #ifdef NNX_WITH_CUDA
+  const bool batch_stats = ctx.training || !track_running_stats_;
+  const bool update_running = ctx.training && track_running_stats_;
+  const Tensor* counter = update_running ? &find_param("num_batches_tracked")->value : nullptr;
+  if (batch_stats && ((ctx.training && ctx.reducer != nullptr) ||
+                      (counter != nullptr && !counter->device().is_cuda()))) {
+    // Synchronised statistics, or running statistics held on the host (updated in place there):
+    // the CPU body.
+    forward_on_host(ctx, inputs, outputs);
+    return;
+  }
   const cuda::OpScope scope(ctx, "BatchNorm2d");
-  scope.refuse_training(ctx);
   const Tensor input = scope.input(inputs[0]);
   float* output = scope.output(outputs[0]);
   const int64_t batch = input.size(0), channels = num_features_;
   const int64_t plane = input.size(2) * input.size(3);
-  if (track_running_stats_) {
+  if (!batch_stats) {
     // y = scale * x + shift, the map worked out on the host in double as on the CPU.
     std::vector<double> scale, shift;
     inference_affine(scale, shift);
@@ -337,12 +348,76 @@ void BatchNorm2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> i
     weight = cuda::device_param(params()[0].value, scope.device());
     bias = cuda::device_param(params()[1].value, scope.device());
   }
-  Tensor scale_shift = scope.empty(Shape{2 * channels});
-  cuda::batch_norm_batch_stats(input.data<float>(), affine_ ? weight.data<float>() : nullptr,
-                               affine_ ? bias.data<float>() : nullptr, eps_, batch, channels, plane,
-                               scale_shift.data<float>(), output, scope.stream());
+  Tensor saved_mean, saved_inv_std;
+  if (ctx.saved != nullptr) {
+    saved_mean = scope.empty(Shape{channels});
+    saved_inv_std = scope.empty(Shape{channels});
+  }
+  float* running_mean = nullptr;
+  float* running_var = nullptr;
+  int64_t* batches = nullptr;
+  if (update_running) {
+    // The Trainer placed the buffers on the device (Op::place_params): updated there in place.
+    running_mean = scope.output(const_cast<Tensor&>(find_param("running_mean")->value));
+    running_var = scope.output(const_cast<Tensor&>(find_param("running_var")->value));
+    NNX_CHECK(counter->dtype() == DType::i64 && counter->numel() == 1, ErrorKind::usage,
+              "BatchNorm2d: num_batches_tracked is ", counter->str());
+    batches = counter->data<int64_t>();
+  }
+  Tensor scratch = scope.empty(Shape{2 * channels});
+  cuda::batch_norm_train_forward(input.data<float>(), affine_ ? weight.data<float>() : nullptr,
+                                 affine_ ? bias.data<float>() : nullptr, eps_, momentum_,
+                                 cumulative_average_, batches, running_mean, running_var, batch,
+                                 channels, plane,
+                                 saved_mean.defined() ? saved_mean.data<float>() : nullptr,
+                                 saved_inv_std.defined() ? saved_inv_std.data<float>() : nullptr,
+                                 scratch.data<float>(), output, scope.stream());
+  if (saved_mean.defined()) {
+    ctx.saved->push_back(saved_mean);
+    ctx.saved->push_back(saved_inv_std);
+  }
 #else
   Op::forward_cuda(ctx, inputs, outputs);
+#endif
+}
+
+void BatchNorm2d::backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                std::span<const Tensor> outputs,
+                                std::span<const Tensor> grad_outputs, std::span<Tensor> grad_inputs,
+                                std::span<Tensor> grad_params) const {
+#ifdef NNX_WITH_CUDA
+  const bool batch_stats = ctx.training || !track_running_stats_;
+  const bool native = batch_stats && !(ctx.training && ctx.reducer != nullptr) &&
+                      ctx.saved != nullptr && ctx.saved->size() >= 2 &&
+                      (*ctx.saved)[0].device() == ctx.device &&
+                      (*ctx.saved)[1].device() == ctx.device;
+  if (!native) {
+    // Running statistics (a frozen BatchNorm), synchronised statistics, or a forward that ran
+    // on the host: the CPU body.
+    backward_on_host(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+    return;
+  }
+  const cuda::OpScope scope(ctx, "BatchNorm2d");
+  const Tensor input = scope.input(inputs[0]);
+  const Tensor grad_output = scope.input(grad_outputs[0]);
+  const int64_t batch = input.size(0), channels = num_features_;
+  const int64_t plane = input.size(2) * input.size(3);
+  const Tensor weight = affine_ ? cuda::device_param(params()[0].value, scope.device()) : Tensor();
+  float* grad_gamma = nullptr;
+  float* grad_beta = nullptr;
+  if (affine_ && grad_params.size() >= 2) {
+    if (grad_params[0].defined()) grad_gamma = scope.output(grad_params[0]);
+    if (grad_params[1].defined()) grad_beta = scope.output(grad_params[1]);
+  }
+  float* dx =
+      !grad_inputs.empty() && grad_inputs[0].defined() ? scope.output(grad_inputs[0]) : nullptr;
+  Tensor scratch = scope.empty(Shape{4 * channels});
+  cuda::batch_norm_backward(
+      input.data<float>(), grad_output.data<float>(), scope.input((*ctx.saved)[0]).data<float>(),
+      scope.input((*ctx.saved)[1]).data<float>(), affine_ ? weight.data<float>() : nullptr, batch,
+      channels, plane, grad_gamma, grad_beta, scratch.data<float>(), dx, scope.stream());
+#else
+  Op::backward_cuda(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
 #endif
 }
 

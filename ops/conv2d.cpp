@@ -313,34 +313,10 @@ std::shared_ptr<Op> make_conv2d(const Call& call) {
   return std::make_shared<Conv2d>(call);
 }
 
-void Conv2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
-                          std::span<Tensor> outputs) const {
 #ifdef NNX_WITH_CUDA
-  const cuda::OpScope scope(ctx, "Conv2d");
-  Tensor input = scope.input(inputs[0]);
-  float* output = scope.output(outputs[0]);
-  const Tensor weight = cuda::device_param(params()[0].value, scope.device());
-  const Tensor bias = has_bias_ ? cuda::device_param(params()[1].value, scope.device()) : Tensor();
-  cpu::Conv2dShape s = geometry(input.shape());
-  const SidePadding pad = side_padding();
-  const bool padded = pad.top != 0 || pad.bottom != 0 || pad.left != 0 || pad.right != 0;
-  const bool symmetric = pad.top == pad.bottom && pad.left == pad.right;
-  // cuDNN pads with zeros, the same on both sides: other modes and 'same' with an odd total
-  // pad a copy of the input first, as the CPU does.
-  if (padded && (padding_mode_ != cpu::PadMode::zeros || !symmetric)) {
-    const cuda::PadMode mode = padding_mode_ == cpu::PadMode::reflect     ? cuda::PadMode::reflect
-                               : padding_mode_ == cpu::PadMode::replicate ? cuda::PadMode::replicate
-                               : padding_mode_ == cpu::PadMode::circular  ? cuda::PadMode::circular
-                                                                          : cuda::PadMode::zeros;
-    Tensor copy = scope.empty(Shape{s.batch, s.in_channels, s.in_h + pad.top + pad.bottom,
-                                    s.in_w + pad.left + pad.right});
-    cuda::pad2d(mode, input.data<float>(), s.batch * s.in_channels, s.in_h, s.in_w, pad.top,
-                pad.bottom, pad.left, pad.right, copy.data<float>(), scope.stream());
-    input = copy;
-    s.in_h = copy.size(2);
-    s.in_w = copy.size(3);
-    s.pad_top = s.pad_left = 0;
-  }
+namespace {
+
+cuda::Conv2dParams cuda_params(const cpu::Conv2dShape& s) {
   cuda::Conv2dParams p;
   p.batch = s.batch;
   p.in_channels = s.in_channels;
@@ -358,11 +334,99 @@ void Conv2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs
   p.dilation_h = s.dilation_h;
   p.dilation_w = s.dilation_w;
   p.groups = s.groups;
-  cuda::conv2d_forward(p, input.data<float>(), weight.data<float>(),
+  return p;
+}
+
+cuda::PadMode cuda_pad_mode(cpu::PadMode mode) {
+  return mode == cpu::PadMode::reflect     ? cuda::PadMode::reflect
+         : mode == cpu::PadMode::replicate ? cuda::PadMode::replicate
+         : mode == cpu::PadMode::circular  ? cuda::PadMode::circular
+                                           : cuda::PadMode::zeros;
+}
+
+}  // namespace
+#endif
+
+void Conv2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                          std::span<Tensor> outputs) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "Conv2d");
+  Tensor input = scope.input(inputs[0]);
+  float* output = scope.output(outputs[0]);
+  const Tensor weight = cuda::device_param(params()[0].value, scope.device());
+  const Tensor bias = has_bias_ ? cuda::device_param(params()[1].value, scope.device()) : Tensor();
+  cpu::Conv2dShape s = geometry(input.shape());
+  const SidePadding pad = side_padding();
+  const bool padded = pad.top != 0 || pad.bottom != 0 || pad.left != 0 || pad.right != 0;
+  const bool symmetric = pad.top == pad.bottom && pad.left == pad.right;
+  // cuDNN pads with zeros, the same on both sides: other modes and 'same' with an odd total
+  // pad a copy of the input first, as the CPU does.
+  if (padded && (padding_mode_ != cpu::PadMode::zeros || !symmetric)) {
+    Tensor copy = scope.empty(Shape{s.batch, s.in_channels, s.in_h + pad.top + pad.bottom,
+                                    s.in_w + pad.left + pad.right});
+    cuda::pad2d(cuda_pad_mode(padding_mode_), input.data<float>(), s.batch * s.in_channels, s.in_h,
+                s.in_w, pad.top, pad.bottom, pad.left, pad.right, copy.data<float>(),
+                scope.stream());
+    input = copy;
+    s.in_h = copy.size(2);
+    s.in_w = copy.size(3);
+    s.pad_top = s.pad_left = 0;
+  }
+  cuda::conv2d_forward(cuda_params(s), input.data<float>(), weight.data<float>(),
                        has_bias_ ? bias.data<float>() : nullptr, output, scope.device().index,
                        scope.stream());
 #else
   Op::forward_cuda(ctx, inputs, outputs);
+#endif
+}
+
+void Conv2d::backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                           std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                           std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+#ifdef NNX_WITH_CUDA
+  const bool want_input = !grad_inputs.empty() && grad_inputs[0].defined();
+  const bool want_weight = !grad_params.empty() && grad_params[0].defined();
+  const bool want_bias = has_bias_ && grad_params.size() > 1 && grad_params[1].defined();
+  (void)outputs;
+  if (!want_input && !want_weight && !want_bias) return;
+  const cuda::OpScope scope(ctx, "Conv2d");
+  Tensor input = scope.input(inputs[0]);
+  const Tensor grad_output = scope.input(grad_outputs[0]);
+  const Tensor weight = cuda::device_param(params()[0].value, scope.device());
+  cpu::Conv2dShape s = geometry(input.shape());
+  const SidePadding pad = side_padding();
+  const bool padded = pad.top != 0 || pad.bottom != 0 || pad.left != 0 || pad.right != 0;
+  const bool symmetric = pad.top == pad.bottom && pad.left == pad.right;
+  // As the forward: modes cuDNN lacks run on a padded copy, whose gradient is folded back.
+  const bool copy_padded = padded && (padding_mode_ != cpu::PadMode::zeros || !symmetric);
+  const int64_t in_h = s.in_h, in_w = s.in_w;
+  if (copy_padded) {
+    s.in_h += pad.top + pad.bottom;
+    s.in_w += pad.left + pad.right;
+    s.pad_top = s.pad_left = 0;
+    if (want_weight) {
+      Tensor copy = scope.empty(Shape{s.batch, s.in_channels, s.in_h, s.in_w});
+      cuda::pad2d(cuda_pad_mode(padding_mode_), input.data<float>(), s.batch * s.in_channels, in_h,
+                  in_w, pad.top, pad.bottom, pad.left, pad.right, copy.data<float>(),
+                  scope.stream());
+      input = copy;
+    }
+  }
+  Tensor grad_input;
+  if (want_input)
+    grad_input =
+        copy_padded ? scope.empty(Shape{s.batch, s.in_channels, s.in_h, s.in_w}) : grad_inputs[0];
+  cuda::conv2d_backward(
+      cuda_params(s), want_weight ? input.data<float>() : nullptr, weight.data<float>(),
+      grad_output.data<float>(), want_input ? scope.output(grad_input) : nullptr,
+      want_weight ? scope.output(grad_params[0]) : nullptr,
+      want_bias ? scope.output(grad_params[1]) : nullptr, scope.device().index, scope.stream());
+  if (want_input && copy_padded)
+    cuda::pad2d_backward(cuda_pad_mode(padding_mode_), grad_input.data<float>(),
+                         s.batch * s.in_channels, in_h, in_w, pad.top, pad.bottom, pad.left,
+                         pad.right, scope.output(grad_inputs[0]), scope.stream());
+#else
+  Op::backward_cuda(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
 #endif
 }
 

@@ -9,6 +9,7 @@
 
 #ifdef NNX_WITH_CUDA
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/train.h"
 #include "runtime/cuda/op_support.h"
 #endif
 
@@ -193,6 +194,45 @@ void BroadcastFoldOp::forward_cuda(const ExecContext& ctx, std::span<const Tenso
   }
 #else
   Op::forward_cuda(ctx, inputs, outputs);
+#endif
+}
+
+void BroadcastFoldOp::backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                    std::span<const Tensor> outputs,
+                                    std::span<const Tensor> grad_outputs,
+                                    std::span<Tensor> grad_inputs,
+                                    std::span<Tensor> grad_params) const {
+#ifdef NNX_WITH_CUDA
+  const Shape& out_shape = grad_outputs[0].shape();
+  bool same = kind_ != cpu::BinaryOp::mul || grad_inputs.size() == 2;
+  for (size_t i = 0; i < grad_inputs.size(); ++i) {
+    if (grad_inputs[i].defined()) same = same && grad_inputs[i].shape() == out_shape;
+    if (kind_ == cpu::BinaryOp::mul)
+      same = same && i < inputs.size() && inputs[i].defined() && inputs[i].shape() == out_shape;
+  }
+  if (!same) {
+    backward_on_host(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+    return;
+  }
+  const cuda::OpScope scope(ctx, type());
+  const Tensor g = scope.input(grad_outputs[0]);
+  const int64_t n = g.numel();
+  for (size_t i = 0; i < grad_inputs.size(); ++i) {
+    Tensor& gi = grad_inputs[i];
+    if (!gi.defined()) continue;
+    float* out = scope.output(gi);
+    if (kind_ == cpu::BinaryOp::mul) {
+      const Tensor other = scope.input(inputs[1 - i]);
+      cuda::binary_same_shape(cuda::BinaryOp::mul, false, g.data<float>(), other.data<float>(), out,
+                              n, scope.stream());
+    } else if (kind_ == cpu::BinaryOp::sub && i > 0) {
+      cuda::scale(g.data<float>(), -1.0f, out, n, scope.stream());
+    } else {
+      scope.copy(gi, g);
+    }
+  }
+#else
+  Op::backward_cuda(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
 #endif
 }
 

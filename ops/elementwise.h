@@ -46,6 +46,10 @@ class BroadcastFoldOp : public Op {
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
+  // On the device when no input was broadcast (and Mul has two inputs); else the CPU body.
+  void backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   cpu::BinaryOp kind_;

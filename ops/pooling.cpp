@@ -9,6 +9,7 @@
 
 #ifdef NNX_WITH_CUDA
 #include "kernels/cuda/pooling.h"
+#include "kernels/cuda/train.h"
 #include "runtime/cuda/op_support.h"
 #endif
 
@@ -329,16 +330,50 @@ void MaxPool2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inp
                              std::span<Tensor> outputs) const {
 #ifdef NNX_WITH_CUDA
   const cuda::OpScope scope(ctx, "MaxPool2d");
-  // A forward for a backward keeps the argmax: not on CUDA yet.
-  NNX_CHECK(ctx.saved == nullptr && !ctx.training, ErrorKind::unsupported,
-            "MaxPool2d: training on CUDA is not implemented");
   const Tensor input = scope.input(inputs[0]);
   float* output = scope.output(outputs[0]);
   const cpu::Pool2dShape s = window_.shape("MaxPool2d", input.shape());
   const cuda::Pool2dGeometry g = cuda_geometry(s);
-  cuda::max_pool2d(g, input.data<float>(), output, scope.stream());
+  if (ctx.saved == nullptr) {
+    cuda::max_pool2d(g, input.data<float>(), output, scope.stream());
+    return;
+  }
+  // Forward for a backward: each output's argmax in its plane is kept, as on the CPU.
+  NNX_CHECK(s.in_h * s.in_w <= std::numeric_limits<int32_t>::max(), ErrorKind::unsupported,
+            "MaxPool2d: training needs input planes under 2^31 elements, found ", s.in_h, " x ",
+            s.in_w);
+  Tensor indices = scope.empty(outputs[0].shape(), DType::i32);
+  cuda::max_pool2d_with_indices(g, input.data<float>(), output, indices.data<int32_t>(),
+                                scope.stream());
+  ctx.saved->push_back(std::move(indices));
 #else
   Op::forward_cuda(ctx, inputs, outputs);
+#endif
+}
+
+void MaxPool2d::backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                              std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                              std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+#ifdef NNX_WITH_CUDA
+  if (grad_inputs.empty() || !grad_inputs[0].defined()) return;
+  const bool native =
+      ctx.saved != nullptr && !ctx.saved->empty() && ctx.saved->front().device() == ctx.device;
+  if (!native) {
+    backward_on_host(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+    return;
+  }
+  const cuda::OpScope scope(ctx, "MaxPool2d");
+  const Tensor grad_output = scope.input(grad_outputs[0]);
+  const Tensor& indices = ctx.saved->front();
+  NNX_CHECK(indices.dtype() == DType::i32 && indices.shape() == grad_output.shape() &&
+                indices.is_contiguous(),
+            ErrorKind::usage, "MaxPool2d: backward: the forward's indices do not match");
+  const cpu::Pool2dShape s = window_.shape("MaxPool2d", grad_inputs[0].shape());
+  cuda::max_pool2d_backward_indices(cuda_geometry(s), indices.data<int32_t>(),
+                                    grad_output.data<float>(), scope.output(grad_inputs[0]),
+                                    scope.stream());
+#else
+  Op::backward_cuda(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
 #endif
 }
 

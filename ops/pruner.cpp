@@ -44,8 +44,8 @@ cpu::PrunerGate PrunerOp::gate_kind() const {
 
 void PrunerOp::update_gate() {
   gate_.resize(size_t(channels_));
-  cpu::pruner_gate(gate_kind(), params()[0].value.data<float>(), channels_, float(threshold_),
-                   gate_.data());
+  const Tensor weight = params()[0].value.to(Device::cpu());  // a copy when held on a device
+  cpu::pruner_gate(gate_kind(), weight.data<float>(), channels_, float(threshold_), gate_.data());
 }
 
 std::string PrunerOp::repr() const {

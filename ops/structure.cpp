@@ -180,31 +180,7 @@ void CatOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
   const Shape& shape = g.shape();
   const int d = wrap_dim(dim_, shape.size());
   const size_t n = grad_inputs.size();
-  // Each input's size along d: from its gradient or input when given, else saved by the
-  // forward, else (one unknown) what the others leave.
-  std::vector<int64_t> sizes(n, -1);
-  const Tensor* saved = ctx.saved != nullptr && !ctx.saved->empty() ? &ctx.saved->front() : nullptr;
-  int unknown = 0;
-  int64_t known = 0;
-  for (size_t i = 0; i < n; ++i) {
-    if (grad_inputs[i].defined())
-      sizes[i] = grad_inputs[i].size(d);
-    else if (i < inputs.size() && inputs[i].defined())
-      sizes[i] = inputs[i].size(d);
-    else if (saved != nullptr && saved->numel() == int64_t(n))
-      sizes[i] = saved->data<int64_t>()[i];
-    if (sizes[i] < 0)
-      ++unknown;
-    else
-      known += sizes[i];
-  }
-  if (unknown == 1) {
-    for (int64_t& s : sizes)
-      if (s < 0) s = shape[d] - known;
-  }
-  NNX_CHECK(unknown <= 1, ErrorKind::usage,
-            "Cat: backward cannot place the gradients without "
-            "the sizes of inputs that need none (the forward saves them in ctx.saved)");
+  const std::vector<int64_t> sizes = input_sizes(ctx, inputs, grad_inputs, shape[d]);
   int64_t outer = 1, inner = 1;
   for (int k = 0; k < d; ++k) outer *= shape[k];
   for (int k = d + 1; k < shape.size(); ++k) inner *= shape[k];
@@ -225,6 +201,48 @@ void CatOp::backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                    }
                  }
                });
+}
+
+std::vector<int64_t> CatOp::input_sizes(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                        std::span<const Tensor> grad_inputs, int64_t total) const {
+  const size_t n = grad_inputs.size();
+  std::vector<int64_t> sizes(n, -1);
+  const Tensor* saved = ctx.saved != nullptr && !ctx.saved->empty() ? &ctx.saved->front() : nullptr;
+  int unknown = 0;
+  int64_t known = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (grad_inputs[i].defined()) {
+      const int d = wrap_dim(dim_, grad_inputs[i].dim());
+      sizes[i] = grad_inputs[i].size(d);
+    } else if (i < inputs.size() && inputs[i].defined()) {
+      sizes[i] = inputs[i].size(wrap_dim(dim_, inputs[i].dim()));
+    } else if (saved != nullptr && saved->numel() == int64_t(n) && saved->device().is_cpu()) {
+      sizes[i] = saved->data<int64_t>()[i];
+    }
+    if (sizes[i] < 0)
+      ++unknown;
+    else
+      known += sizes[i];
+  }
+  if (unknown == 1) {
+    for (int64_t& s : sizes)
+      if (s < 0) s = total - known;
+  }
+  NNX_CHECK(unknown <= 1, ErrorKind::usage,
+            "Cat: backward cannot place the gradients without "
+            "the sizes of inputs that need none (the forward saves them in ctx.saved)");
+  return sizes;
+}
+
+void ViewOp::backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                           std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                           std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+  if (ctx.saved != nullptr && !ctx.saved->empty()) {
+    backward_on_host(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+    return;
+  }
+  // Device-to-device copies (Tensor::copy_from), on the current stream.
+  ViewOp::backward_cpu(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
 }
 
 // ---- Identity
@@ -505,9 +523,6 @@ void CatOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
                          std::span<Tensor> outputs) const {
 #ifdef NNX_WITH_CUDA
   const cuda::OpScope scope(ctx, "Cat");
-  // A forward for a backward keeps the inputs' sizes: not on CUDA yet.
-  NNX_CHECK(ctx.saved == nullptr && !ctx.training, ErrorKind::unsupported,
-            "Cat: training on CUDA is not implemented");
   Tensor& out = outputs[0];
   char* output = static_cast<char*>(scope.output_bytes(out));
   const Shape& shape = out.shape();
@@ -526,22 +541,60 @@ void CatOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
     cuda::copy_rows(in.raw_data(), piece, output + offset, out_row, outer, piece, scope.stream());
     offset += piece;
   }
+  if (ctx.saved != nullptr && inputs.size() > 1) {
+    // For the backward, as on the CPU (on the host: the backward reads it there).
+    Tensor sizes = Tensor::empty(Shape{int64_t(inputs.size())}, DType::i64);
+    for (size_t i = 0; i < inputs.size(); ++i) sizes.data<int64_t>()[i] = inputs[i].size(d);
+    ctx.saved->push_back(sizes);
+  }
 #else
   Op::forward_cuda(ctx, inputs, outputs);
 #endif
 }
 
+void CatOp::backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                          std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                          std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+#ifdef NNX_WITH_CUDA
+  (void)outputs;
+  (void)grad_params;
+  const cuda::OpScope scope(ctx, "Cat");
+  const Tensor g = scope.contiguous(grad_outputs[0]);
+  const Shape& shape = g.shape();
+  const int d = wrap_dim(dim_, shape.size());
+  const std::vector<int64_t> sizes = input_sizes(ctx, inputs, grad_inputs, shape[d]);
+  int64_t outer = 1, inner = 1;
+  for (int k = 0; k < d; ++k) outer *= shape[k];
+  for (int k = d + 1; k < shape.size(); ++k) inner *= shape[k];
+  const int64_t element = int64_t(g.element_size());
+  const int64_t row = shape[d] * inner * element;
+  const char* src = static_cast<const char*>(g.raw_data());
+  int64_t offset = 0;
+  for (size_t i = 0; i < grad_inputs.size(); ++i) {
+    const int64_t piece = sizes[i] * inner * element;
+    if (grad_inputs[i].defined())
+      cuda::copy_rows(src + offset, row, scope.output_bytes(grad_inputs[i]), piece, outer, piece,
+                      scope.stream());
+    offset += piece;
+  }
+#else
+  Op::backward_cuda(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+#endif
+}
+
+// In training the mask is drawn on the host from the trainer's generator (the same draws as on
+// the CPU) and applied there: the CPU body on host copies.
 void DropoutOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
                              std::span<Tensor> outputs) const {
-  NNX_CHECK(!ctx.training || p_ == 0 || inputs[0].numel() == 0, ErrorKind::unsupported, type_,
-            ": training on CUDA is not implemented");
+  if (ctx.training && p_ != 0 && inputs[0].numel() != 0)
+    return forward_on_host(ctx, inputs, outputs);
   outputs[0] = inputs[0];
 }
 
 void StochasticDepthOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
                                      std::span<Tensor> outputs) const {
-  NNX_CHECK(!ctx.training || p_ == 0 || inputs[0].numel() == 0, ErrorKind::unsupported,
-            "StochasticDepth: training on CUDA is not implemented");
+  if (ctx.training && p_ != 0 && inputs[0].numel() != 0)
+    return forward_on_host(ctx, inputs, outputs);
   outputs[0] = inputs[0];
 }
 

@@ -40,8 +40,15 @@ class CatOp : public Op {
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
+  void backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
+  // Each input's size along dim: from its gradient or input when given, else from the forward's
+  // saved sizes, else (one unknown) what the others leave. Error(usage) if two are unknown.
+  std::vector<int64_t> input_sizes(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                   std::span<const Tensor> grad_inputs, int64_t total) const;
   int64_t dim_;
 };
 
@@ -62,6 +69,11 @@ class ViewOp : public Op {
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
+  // The same copies on the device; with a saved mask (Dropout, StochasticDepth in training),
+  // the CPU body.
+  void backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 };
 
 class IdentityOp : public ViewOp {

@@ -3,7 +3,7 @@
 
 usage: /usr/bin/python3 python/bench_train_compare.py [--models seed,resnet18] [--threads 2]
            [--iters 10] [--warmup 2] [--rounds 3] [--bench PATH] [--work DIR] [--json]
-           [--markdown FILE.md]
+           [--markdown FILE.md] [--device cpu|cuda]
 
 A step is forward + backward + SGD update (momentum 0.9, lr 0.01) on a fixed random batch, the
 loss the sum over outputs of MSE against fixed random targets (train mode: BatchNorm uses batch
@@ -16,6 +16,10 @@ PyTorch runs the reference module of python/nnx_ref built from the same files, a
 bench/train_bench.cpp (`nnx_train_bench`). Each runs in its own process (peak RSS is its own),
 rounds alternate PyTorch, nnx, PyTorch, ...; the figure is the median over rounds of each
 process's median step.
+
+--device cuda trains both on the GPU at equal precision (fp32, TF32 off in PyTorch as nnx's
+cuDNN calls use no tensor cores), each step ending with a device synchronize; the table adds
+each side's peak device memory (PyTorch's max_memory_allocated, nnx's caching allocator peak).
 """
 import argparse
 import datetime
@@ -54,7 +58,7 @@ def prepare(name, work):
     return arch_path
 
 
-def torch_worker(arch, shape, threads, iters, warmup):
+def torch_worker(arch, shape, threads, iters, warmup, device="cpu"):
     """One PyTorch process: prints a JSON line with its median step and peak RSS."""
     import ctypes
     libc = ctypes.CDLL("libc.so.6")
@@ -69,10 +73,16 @@ def torch_worker(arch, shape, threads, iters, warmup):
     import nnx_ref
     torch.set_num_threads(threads)
     net = nnx_ref.load(arch, arch[:-5] + ".pth", user_ops=fm.user_op_classes())
+    cuda = device == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
+    net = net.to(device)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(shape, generator=gen)
+    x = torch.randn(shape, generator=gen).to(device)
     targets = None
     times = []
     for it in range(warmup + iters):
@@ -80,14 +90,20 @@ def torch_worker(arch, shape, threads, iters, warmup):
         opt.zero_grad(set_to_none=True)
         outs = net(x)
         if targets is None:
-            targets = [torch.randn(o.shape, generator=gen) * 0.1 for o in outs]
+            targets = [(torch.randn(o.shape, generator=gen) * 0.1).to(device) for o in outs]
         loss = sum(F.mse_loss(o, t) for o, t in zip(outs, targets))
         loss.backward()
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()
         if it >= warmup:
             times.append((time.perf_counter() - start) * 1000)
-    print(json.dumps({"median_ms": statistics.median(times),
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    result = {"median_ms": statistics.median(times),
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if cuda:
+        result["device_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        result["device"] = torch.cuda.get_device_name(0)
+    print(json.dumps(result))
 
 
 def run_json(cmd):
@@ -109,11 +125,13 @@ def main():
     p.add_argument("--work")
     p.add_argument("--json", action="store_true")
     p.add_argument("--markdown")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--torch-worker", nargs=2, metavar=("ARCH", "SHAPE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.torch_worker:
         shape = tuple(int(v) for v in args.torch_worker[1].split(","))
-        return torch_worker(args.torch_worker[0], shape, args.threads, args.iters, args.warmup)
+        return torch_worker(args.torch_worker[0], shape, args.threads, args.iters, args.warmup,
+                            args.device)
     work = args.work or tempfile.mkdtemp(prefix="nnx-train-bench-")
     os.makedirs(work, exist_ok=True)
     rows = []
@@ -126,11 +144,12 @@ def main():
             torch_runs.append(run_json([sys.executable, os.path.abspath(__file__),
                                         "--torch-worker", arch, shape_text,
                                         "--threads", str(args.threads), "--iters",
-                                        str(args.iters), "--warmup", str(args.warmup)]))
+                                        str(args.iters), "--warmup", str(args.warmup),
+                                        "--device", args.device]))
             nnx_runs.append(run_json([args.bench, arch, "--weights", arch[:-5] + ".pth",
                                       "--shape", shape_text, "--threads", str(args.threads),
                                       "--iters", str(args.iters), "--warmup",
-                                      str(args.warmup)]))
+                                      str(args.warmup), "--device", args.device]))
         t = statistics.median(r["median_ms"] for r in torch_runs)
         n = statistics.median(r["median_ms"] for r in nnx_runs)
         rows.append({"model": name, "batch": shape_text, "pytorch_ms": t, "nnx_ms": n,
@@ -138,6 +157,10 @@ def main():
                      "pytorch_peak_rss_mb": max(r["peak_rss_mb"] for r in torch_runs),
                      "nnx_peak_rss_mb": max(r["peak_rss_mb"] for r in nnx_runs),
                      "nnx_peak_activation_mb": nnx_runs[-1]["peak_activation_mb"]})
+        if args.device == "cuda":
+            rows[-1]["pytorch_device_peak_mb"] = max(r["device_peak_mb"] for r in torch_runs)
+            rows[-1]["nnx_device_peak_mb"] = max(r["device_peak_mb"] for r in nnx_runs)
+            rows[-1]["gpu"] = nnx_runs[-1].get("device", "")
     if args.json:
         print(json.dumps({"threads": args.threads, "rows": rows}))
     table = ["| network | batch | PyTorch ms | nnx ms | nnx / PyTorch | PyTorch peak RSS MB | "
@@ -146,6 +169,12 @@ def main():
         table.append(f"| {r['model']} | {r['batch']} | {r['pytorch_ms']:.1f} | {r['nnx_ms']:.1f} "
                      f"| {r['ratio']:.2f} | {r['pytorch_peak_rss_mb']:.0f} | "
                      f"{r['nnx_peak_rss_mb']:.0f} | {r['nnx_peak_activation_mb']:.0f} |")
+    if args.device == "cuda":
+        table += ["", "| network | GPU | PyTorch peak device MB | nnx peak device MB |",
+                  "|---|---|---:|---:|"]
+        for r in rows:
+            table.append(f"| {r['model']} | {r['gpu']} | {r['pytorch_device_peak_mb']:.0f} | "
+                         f"{r['nnx_device_peak_mb']:.0f} |")
     if not args.json:
         print("\n".join(table))
     if args.markdown:
@@ -157,7 +186,8 @@ def main():
             pass
         with open(args.markdown, "w") as f:
             f.write(f"# Training step time: nnx against PyTorch\n\n{datetime.date.today()}, {cpu}, "
-                    f"{args.threads} threads; `{' '.join(sys.argv)}`\n\n" + "\n".join(table) + "\n")
+                    f"{args.threads} threads, device {args.device}; `{' '.join(sys.argv)}`\n\n"
+                    + "\n".join(table) + "\n")
 
 
 if __name__ == "__main__":

@@ -39,18 +39,53 @@ void Op::backward(const ExecContext& ctx, std::span<const Tensor> inputs,
     backward_cpu(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
 }
 
-// An op without a CUDA body (a user op) runs on the CPU: its inputs are copied to the host and
-// its outputs back, in order on the current stream.
-void Op::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
-                      std::span<Tensor> outputs) const {
+namespace {
+
+Tensor on_host(const Tensor& t) {
+  return t.defined() ? t.to(Device::cpu()) : t;
+}
+
+// The parameters of an op that are held on a device, swapped for host copies while it lives.
+class HostParams {
+ public:
+  explicit HostParams(std::vector<Param>& params) : params_(params) {
+    for (size_t k = 0; k < params_.size(); ++k) {
+      Tensor& v = params_[k].value;
+      if (!v.defined() || v.device().is_cpu()) continue;
+      swapped_.push_back({k, v});
+      v = v.to(Device::cpu());
+    }
+  }
+  // Copies the host values (changed in place by a training forward) back to the device.
+  void write_back() {
+    for (auto& [k, device_value] : swapped_) device_value.copy_from(params_[k].value);
+  }
+  ~HostParams() {
+    for (auto& [k, device_value] : swapped_) params_[k].value = device_value;
+  }
+  HostParams(const HostParams&) = delete;
+  HostParams& operator=(const HostParams&) = delete;
+
+ private:
+  std::vector<Param>& params_;
+  std::vector<std::pair<size_t, Tensor>> swapped_;
+};
+
+}  // namespace
+
+void Op::forward_on_host(const ExecContext& ctx, std::span<const Tensor> inputs,
+                         std::span<Tensor> outputs) const {
   std::vector<Tensor> host_inputs, host_outputs;
-  for (const Tensor& t : inputs) host_inputs.push_back(t.defined() ? t.to(Device::cpu()) : t);
+  for (const Tensor& t : inputs) host_inputs.push_back(on_host(t));
   for (const Tensor& t : outputs)
     host_outputs.push_back(t.defined() ? Tensor::empty(t.shape(), t.dtype()) : Tensor());
   ExecContext host = ctx;
   host.device = Device::cpu();
   host.stream = nullptr;
+  // The saved state stays on the host: backward_on_host reads it there.
+  HostParams swap(const_cast<Op*>(this)->params_);
   forward_cpu(host, host_inputs, host_outputs);
+  if (ctx.training) swap.write_back();
   for (size_t k = 0; k < outputs.size(); ++k) {
     if (outputs[k].defined())
       outputs[k].copy_from(host_outputs[k]);
@@ -59,14 +94,57 @@ void Op::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
   }
 }
 
+void Op::backward_on_host(const ExecContext& ctx, std::span<const Tensor> inputs,
+                          std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                          std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+  std::vector<Tensor> ins, outs, gouts, gins, gparams, saved;
+  for (const Tensor& t : inputs) ins.push_back(on_host(t));
+  for (const Tensor& t : outputs) outs.push_back(on_host(t));
+  for (const Tensor& t : grad_outputs) gouts.push_back(on_host(t));
+  auto host_like = [](const Tensor& t) {
+    return t.defined() ? Tensor::empty(t.shape(), t.dtype()) : Tensor();
+  };
+  for (const Tensor& t : grad_inputs) gins.push_back(host_like(t));
+  for (const Tensor& t : grad_params) gparams.push_back(host_like(t));
+  ExecContext host = ctx;
+  host.device = Device::cpu();
+  host.stream = nullptr;
+  if (ctx.saved != nullptr) {
+    for (const Tensor& t : *ctx.saved) saved.push_back(on_host(t));
+    host.saved = &saved;
+  }
+  {
+    HostParams swap(const_cast<Op*>(this)->params_);
+    backward_cpu(host, ins, outs, gouts, gins, gparams);
+  }
+  for (size_t k = 0; k < grad_inputs.size(); ++k)
+    if (grad_inputs[k].defined()) grad_inputs[k].copy_from(gins[k]);
+  for (size_t k = 0; k < grad_params.size(); ++k)
+    if (grad_params[k].defined()) grad_params[k].copy_from(gparams[k]);
+}
+
+// An op without a CUDA body (a user op) runs on the CPU: its inputs are copied to the host and
+// its outputs back, in order on the current stream.
+void Op::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                      std::span<Tensor> outputs) const {
+  forward_on_host(ctx, inputs, outputs);
+}
+
 void Op::backward_cpu(const ExecContext&, std::span<const Tensor>, std::span<const Tensor>,
                       std::span<const Tensor>, std::span<Tensor>, std::span<Tensor>) const {
   fail(ErrorKind::unsupported, type(), " has no backward pass on the CPU");
 }
 
-void Op::backward_cuda(const ExecContext&, std::span<const Tensor>, std::span<const Tensor>,
-                       std::span<const Tensor>, std::span<Tensor>, std::span<Tensor>) const {
-  fail(ErrorKind::unsupported, type(), " has no backward pass on CUDA");
+// An op without a CUDA backward runs its CPU one on host copies.
+void Op::backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                       std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                       std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+  backward_on_host(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+}
+
+void Op::place_params(Device device) {
+  for (Param& p : params_)
+    if (p.value.defined() && p.value.device() != device) p.value = p.value.contiguous().to(device);
 }
 
 const Param* Op::find_param(std::string_view name) const {
@@ -85,7 +163,9 @@ void Op::set_param(std::string_view key, const Tensor& value) {
   NNX_CHECK(dtype_is_floating(value.dtype()) == dtype_is_floating(slot.dtype()), ErrorKind::shape,
             "tensor '", key, "': expected dtype ", dtype_name(slot.dtype()), ", found ",
             dtype_name(value.dtype()));
+  const Device device = slot.device();
   slot = value.to(Device::cpu()).to(slot.dtype()).contiguous();
+  if (!device.is_cpu()) slot = slot.to(device);
 }
 
 void Op::add_param(std::string name, const Shape& shape, bool trainable, DType dtype) {

@@ -12,17 +12,23 @@ namespace nnx {
 namespace {
 
 // The tensor as contiguous doubles, checked: CPU, floating point.
+Tensor grad_on_host(const Tensor& prediction, const std::vector<double>& values);
+
 Tensor as_f64(const Tensor& t, const char* loss, const char* what) {
   NNX_CHECK(t.defined(), ErrorKind::usage, loss, ": the ", what, " is undefined");
-  NNX_CHECK(t.device().is_cpu(), ErrorKind::unsupported, loss, ": the ", what,
-            " must be on the CPU, found ", t.device().str());
   NNX_CHECK(dtype_is_floating(t.dtype()), ErrorKind::usage, loss, ": expected a floating-point ",
             what, ", found ", t.str());
-  return t.to(DType::f64).contiguous();
+  // Losses are computed on the host: a device tensor (a Trainer's output on a GPU) is copied.
+  return t.to(Device::cpu()).to(DType::f64).contiguous();
 }
 
-// A tensor of the prediction's shape and dtype holding `values`.
+// A tensor of the prediction's shape and dtype holding `values`, on its device.
 Tensor grad_tensor(const Tensor& prediction, const std::vector<double>& values) {
+  Tensor g = grad_on_host(prediction, values);
+  return prediction.device().is_cpu() ? g : g.to(prediction.device());
+}
+
+Tensor grad_on_host(const Tensor& prediction, const std::vector<double>& values) {
   Tensor g = Tensor::empty(prediction.shape(), prediction.dtype());
   if (prediction.dtype() == DType::f64) {
     std::copy(values.begin(), values.end(), g.data<double>());
@@ -156,13 +162,11 @@ Shape label_shape(const Tensor& logits) {
 }
 
 std::vector<int64_t> labels_as_i64(const Tensor& labels, const Tensor& logits, const char* what) {
-  NNX_CHECK(labels.device().is_cpu(), ErrorKind::unsupported, what,
-            ": labels must be on the CPU, found ", labels.device().str());
   Shape expected = label_shape(logits);
   NNX_CHECK(labels.shape() == expected, ErrorKind::shape, what,
             ": expected class indices of shape ", expected.str(), " for logits ",
             logits.shape().str(), ", found ", labels.shape().str());
-  Tensor l = labels.to(DType::i64).contiguous();
+  Tensor l = labels.to(Device::cpu()).to(DType::i64).contiguous();
   const int64_t* p = l.data<int64_t>();
   return std::vector<int64_t>(p, p + l.numel());
 }

@@ -16,6 +16,11 @@
 #include "importer/pth.h"
 #include "nnx/error.h"
 
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/train.h"
+#include "runtime/cuda/cuda_runtime.h"
+#endif
+
 namespace nnx {
 namespace {
 
@@ -24,14 +29,33 @@ constexpr int64_t kGrain = 1 << 15;  // elements per thread chunk at least
 void check_param(const Parameter& p, size_t index) {
   NNX_CHECK(p.value.defined(), ErrorKind::usage, "optimizer: parameter ", index, " (", p.name,
             ") has no value");
-  NNX_CHECK(p.value.device().is_cpu() && p.value.dtype() == DType::f32 && p.value.is_contiguous(),
+  const Device device = p.value.device();
+  NNX_CHECK((device.is_cpu() || device.is_cuda()) && p.value.dtype() == DType::f32 &&
+                p.value.is_contiguous(),
             ErrorKind::unsupported, "optimizer: parameter ", index, " (", p.name,
-            ") must be a contiguous float32 CPU tensor, found ", p.value.str(), " on ",
-            p.value.device().str());
+            ") must be a contiguous float32 tensor on the CPU or a CUDA device, found ",
+            p.value.str(), " on ", device.str());
   NNX_CHECK(p.grad.shape() == p.value.shape(), ErrorKind::shape, "optimizer: the grad of ", p.name,
             " has shape ", p.grad.shape().str(), ", its value ", p.value.shape().str());
-  NNX_CHECK(p.grad.device().is_cpu() && p.grad.dtype() == DType::f32, ErrorKind::unsupported,
-            "optimizer: the grad of ", p.name, " must be float32 on the CPU, found ", p.grad.str());
+  NNX_CHECK(p.grad.device() == device && p.grad.dtype() == DType::f32 &&
+                (device.is_cpu() || p.grad.is_contiguous()),
+            ErrorKind::unsupported, "optimizer: the grad of ", p.name, " must be float32 on ",
+            device.str(), " like its value", device.is_cpu() ? "" : " (and contiguous)", ", found ",
+            p.grad.str(), " on ", p.grad.device().str());
+}
+
+// A state buffer for `value`: on its device, zero-filled or not.
+Tensor state_buffer(const Tensor& value, bool zero) {
+  if (value.device().is_cpu())
+    return zero ? Tensor::zeros(value.shape()) : Tensor::empty(value.shape());
+  Tensor t = Tensor::empty(value.shape(), DType::f32, value.device());
+#ifdef NNX_WITH_CUDA
+  if (zero) {
+    cuda::DeviceGuard guard(value.device().index);
+    cuda::fill_zero(t.raw_data(), t.nbytes(), nullptr);
+  }
+#endif
+  return t;
 }
 
 // SGD over [0, n): Fresh: the momentum buffer is created from this step's direction.
@@ -178,6 +202,11 @@ void Optimizer::step(std::span<Parameter> params, ThreadPool* pool) {
     prepare(st, p.value);
     st.present = true;
     ++st.step;
+    if (p.value.device().is_cuda()) {
+      update_on_device(p, st);
+      st.fresh = false;
+      continue;
+    }
     Tensor grad = p.grad.contiguous();
     float* value = p.value.data<float>();
     const float* g = grad.data<float>();
@@ -188,6 +217,46 @@ void Optimizer::step(std::span<Parameter> params, ThreadPool* pool) {
   ++steps_;
 }
 
+// The same update on a CUDA device (kernels/cuda/train.h), on the legacy default stream.
+void Optimizer::update_on_device(Parameter& p, ParamState& st) const {
+#ifdef NNX_WITH_CUDA
+  const OptimizerOptions& o = options_;
+  cuda::DeviceGuard guard(p.value.device().index);
+  auto buffer = [&](size_t k) {
+    return k < st.buffers.size() && st.buffers[k].defined() ? st.buffers[k].data<float>() : nullptr;
+  };
+  if (kind_ == OptimizerKind::sgd) {
+    cuda::SgdStep s;
+    s.lr = float(o.lr);
+    s.momentum = float(o.momentum);
+    s.dampening = float(o.dampening);
+    s.weight_decay = float(*o.weight_decay);
+    s.nesterov = o.nesterov;
+    s.maximize = o.maximize;
+    s.first = st.fresh;
+    cuda::sgd_update(s, p.value.data<float>(), p.grad.data<float>(), buffer(0), p.value.numel(),
+                     nullptr);
+    return;
+  }
+  cuda::AdamStep s;
+  s.lr = o.lr;
+  s.beta1 = o.beta1;
+  s.beta2 = o.beta2;
+  s.eps = o.eps;
+  s.weight_decay = *o.weight_decay;
+  s.step = st.step;
+  s.decoupled = kind_ == OptimizerKind::adamw;
+  s.amsgrad = o.amsgrad;
+  s.maximize = o.maximize;
+  cuda::adam_update(s, p.value.data<float>(), p.grad.data<float>(), buffer(0), buffer(1), buffer(2),
+                    p.value.numel(), nullptr);
+#else
+  (void)st;
+  fail(ErrorKind::device, "optimizer: parameter ", p.name, " is on ", p.value.device().str(),
+       ", and this build has no CUDA backend");
+#endif
+}
+
 // ---- SGD ----
 
 SGD::SGD(OptimizerOptions options) : Optimizer(OptimizerKind::sgd, std::move(options)) {}
@@ -195,7 +264,7 @@ SGD::SGD(OptimizerOptions options) : Optimizer(OptimizerKind::sgd, std::move(opt
 void SGD::prepare(ParamState& st, const Tensor& value) const {
   if (st.buffers.empty()) st.buffers.resize(1);
   if (options_.momentum != 0 && !st.buffers[0].defined()) {
-    st.buffers[0] = Tensor::empty(value.shape());
+    st.buffers[0] = state_buffer(value, false);
     st.fresh = true;
   }
 }
@@ -229,7 +298,7 @@ void Adam::prepare(ParamState& st, const Tensor& value) const {
   size_t count = options_.amsgrad ? 3 : 2;
   if (st.buffers.size() < count) st.buffers.resize(count);
   for (size_t k = 0; k < count; ++k)
-    if (!st.buffers[k].defined()) st.buffers[k] = Tensor::zeros(value.shape());
+    if (!st.buffers[k].defined()) st.buffers[k] = state_buffer(value, true);
 }
 
 void Adam::update(float* value, const float* grad, ParamState& st, int64_t begin,
@@ -291,11 +360,31 @@ double clip_grad_norm(std::span<Parameter> params, double max_norm, double norm_
   for (size_t k = 0; k < params.size(); ++k) {
     const Tensor& g = params[k].grad;
     if (!g.defined()) continue;
-    NNX_CHECK(g.device().is_cpu() && g.dtype() == DType::f32 && g.is_contiguous(),
+    NNX_CHECK((g.device().is_cpu() || g.device().is_cuda()) && g.dtype() == DType::f32 &&
+                  g.is_contiguous() && (grads.empty() || g.device() == grads[0].device()),
               ErrorKind::unsupported, "clip_grad_norm: the grad of ", params[k].name,
-              " must be a contiguous float32 CPU tensor, found ", g.str());
+              " must be a contiguous float32 tensor on the CPU or one CUDA device, found ", g.str(),
+              " on ", g.device().str());
     grads.push_back(g);
   }
+#ifdef NNX_WITH_CUDA
+  if (!grads.empty() && grads[0].device().is_cuda()) {
+    // Summed on the device into one double, read back once; scaled there.
+    cuda::DeviceGuard guard(grads[0].device().index);
+    Tensor acc = Tensor::empty(Shape{1}, DType::f64, grads[0].device());
+    cuda::fill_zero(acc.raw_data(), acc.nbytes(), nullptr);
+    for (const Tensor& g : grads)
+      cuda::accumulate_norm(g.data<float>(), g.numel(), norm_type, inf, acc.data<double>(),
+                            nullptr);
+    const double total = acc.to(Device::cpu()).data<double>()[0];
+    const double norm = inf ? total : std::pow(total, 1.0 / norm_type);
+    const double coef = max_norm / (norm + 1e-6);
+    if (coef >= 1) return norm;
+    for (const Tensor& g : grads)
+      cuda::scale(g.data<float>(), float(coef), g.data<float>(), g.numel(), nullptr);
+    return norm;
+  }
+#endif
   double total = 0;
   std::mutex mutex;
   for (const Tensor& g : grads) {
@@ -423,7 +512,7 @@ void Optimizer::save_state(const std::string& path, std::span<const Parameter> p
     for (size_t b = 0; b < names.size(); ++b) {
       const Tensor& t = b < st.buffers.size() ? st.buffers[b] : Tensor();
       e.emplace_back(Object::string(names[b]),
-                     t.defined() ? Object::make_tensor(t) : Object::none());
+                     t.defined() ? Object::make_tensor(t.to(Device::cpu())) : Object::none());
     }
     state.emplace_back(Object::integer(int64_t(k)), Object::dict(std::move(e)));
   }
@@ -550,6 +639,7 @@ void Optimizer::load_state(const std::string& path, std::span<const Parameter> p
                   ", the parameter ", params[k].value.shape().str());
         buffer = Tensor::empty(t->tensor.shape());
         buffer.copy_from(t->tensor);
+        buffer = buffer.to(params[k].value.device());  // where step() updates it
       } else {
         bool optional =
             kind_ == OptimizerKind::sgd && (t == nullptr || t->kind == Object::Kind::none);

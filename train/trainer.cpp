@@ -8,9 +8,16 @@
 #include <chrono>
 
 #include "graph/planner.h"
+#include "nnx/cuda.h"
 #include "nnx/error.h"
 #include "nnx/thread_pool.h"
 #include "runtime/model_impl.h"
+
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/train.h"
+#include "runtime/cuda/cuda_runtime.h"
+#endif
 
 namespace nnx {
 
@@ -22,13 +29,30 @@ size_t bytes_of(const Tensor& t) {
 
 // t = 0, t contiguous f32, split over the pool (Tensor::fill goes element by element).
 void zero_into(ThreadPool* pool, Tensor& t) {
+#ifdef NNX_WITH_CUDA
+  if (t.device().is_cuda()) {
+    cuda::DeviceGuard guard(t.device().index);
+    cuda::fill_zero(t.raw_data(), t.nbytes(), nullptr);
+    return;
+  }
+#endif
   float* d = t.data<float>();
   parallel_for(pool, t.numel(), 1 << 16,
                [&](int64_t b, int64_t e) { std::fill(d + b, d + e, 0.f); });
 }
 
-// dst += src, both contiguous f32 of one shape.
+// dst += src, both contiguous f32 of one shape on one device.
 void add_into(ThreadPool* pool, Tensor& dst, const Tensor& src) {
+#ifdef NNX_WITH_CUDA
+  if (dst.device().is_cuda()) {
+    NNX_CHECK(src.device() == dst.device(), ErrorKind::usage, "gradient sum of ", src.str(), " on ",
+              src.device().str(), " into one on ", dst.device().str());
+    cuda::DeviceGuard guard(dst.device().index);
+    cuda::binary_same_shape(cuda::BinaryOp::add, false, dst.data<float>(), src.data<float>(),
+                            dst.data<float>(), dst.numel(), nullptr);
+    return;
+  }
+#endif
   float* d = dst.data<float>();
   const float* s = src.data<float>();
   parallel_for(pool, dst.numel(), 1 << 15, [&](int64_t b, int64_t e) {
@@ -40,6 +64,20 @@ void add_into(ThreadPool* pool, Tensor& dst, const Tensor& src) {
 
 struct Trainer::Impl {
   Model model;
+  Device device = Device::cpu();
+  // Zeros of this shape on the trainer's device.
+  Tensor zeros(const Shape& shape) const {
+    if (device.is_cpu()) return Tensor::zeros(shape, DType::f32);
+    Tensor t = Tensor::empty(shape, DType::f32, device);
+    zero_into(nullptr, t);
+    return t;
+  }
+  // An input or gradient the caller passed, as contiguous f32 on the trainer's device (itself
+  // when it already is one).
+  Tensor on_device(const Tensor& t) const {
+    if (t.device() == device && t.dtype() == DType::f32 && t.is_contiguous()) return t;
+    return t.to(Device::cpu()).to(DType::f32).contiguous().to(device);
+  }
   bool profiling = false;
   std::vector<double> forward_ms, backward_ms;  // [node], while profiling
   std::vector<int64_t> forward_calls;
@@ -112,8 +150,7 @@ struct Trainer::Impl {
         if (p.trainable && p.value.dtype() == DType::f32) {
           index = int(params.size());
           params.push_back({std::to_string(layer.description_index) + "." + p.name,
-                            layer.description_index, p.value,
-                            Tensor::zeros(p.value.shape(), DType::f32)});
+                            layer.description_index, p.value, zeros(p.value.shape())});
         }
         param_index[l].push_back(index);
       }
@@ -182,6 +219,21 @@ Trainer::Trainer(const Model& model, TrainerOptions options) : impl_(std::make_u
   int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
   impl_->pool = std::make_unique<ThreadPool>(threads);
   impl_->rng.seed(options.seed);
+  impl_->device = options.device;
+  if (!options.device.is_cpu()) {
+    NNX_CHECK(options.device.is_cuda(), ErrorKind::usage, "Trainer: no training on ",
+              options.device.str());
+    NNX_CHECK(cuda::available(), ErrorKind::device, "Trainer on ", options.device.str(), ": ",
+              cuda::unavailable_reason());
+    NNX_CHECK(options.device.index >= 0 && options.device.index < cuda::device_count(),
+              ErrorKind::device, "Trainer on ", options.device.str(), ": the machine has ",
+              cuda::device_count(), " CUDA device(s)");
+    cuda::init();
+    // The copy's parameters and buffers move to the device, where the ops and the optimizer
+    // update them.
+    for (const Layer& layer : impl_->model.graph().layers)
+      if (layer.op) layer.op->place_params(options.device);
+  }
   impl_->collect_parameters();
 }
 
@@ -204,6 +256,9 @@ std::vector<Parameter>& Trainer::parameters() {
 const Model& Trainer::model() const {
   return impl_->model;
 }
+Device Trainer::device() const {
+  return impl_->device;
+}
 
 void Trainer::zero_grad() {
   Impl& m = *impl_;
@@ -211,13 +266,15 @@ void Trainer::zero_grad() {
   m.zeroed_storage.assign(m.params.size(), nullptr);
   for (size_t k = 0; k < m.params.size(); ++k) {
     Parameter& p = m.params[k];
-    if (p.grad.defined() && p.grad.device().is_cpu() && p.grad.dtype() == DType::f32 &&
+    if (p.grad.defined() && p.grad.device() == m.device && p.grad.dtype() == DType::f32 &&
         p.grad.is_contiguous() && p.grad.shape() == p.value.shape()) {
       zero_into(m.pool.get(), p.grad);
       m.zeroed[k] = true;
       m.zeroed_storage[k] = p.grad.storage().get();
-    } else {
+    } else if (p.grad.defined() && p.grad.device().is_cpu()) {
       p.grad.fill(0.0);
+    } else {
+      p.grad = m.zeros(p.value.shape());  // replaced by the caller with one elsewhere
     }
   }
 }
@@ -282,7 +339,7 @@ std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
     if (t.dim() == 3) t = t.unsqueeze(0);
     NNX_CHECK(t.dim() == 4, ErrorKind::shape, g.source, ": input ", k,
               ": expected an NCHW (or CHW) tensor, found shape ", inputs[k].shape().str());
-    t = t.to(DType::f32).contiguous();
+    t = m.on_device(t);
     specs[k] = {t.shape(), t.dtype()};
     bound[k] = std::move(t);
   }
@@ -291,6 +348,7 @@ std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
   auto uses = m.forward_uses;
 
   ExecContext ctx;
+  ctx.device = m.device;
   ctx.pool = m.pool.get();
   ctx.training = m.training;
   ctx.rng = &m.rng;
@@ -307,7 +365,7 @@ std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
     for (size_t p = 0; p < out.size(); ++p) {
       if (m.is_view(v, int(p))) continue;
       const TensorSpec& spec = m.plan.specs[size_t(v)][p];
-      out[p] = Tensor::empty(spec.shape, spec.dtype);
+      out[p] = Tensor::empty(spec.shape, spec.dtype, m.device);
       m.grow(bytes_of(out[p]));
     }
     ctx.saved = &m.saved[size_t(v)];
@@ -382,7 +440,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
               grad_outputs[k].shape().str());
     // Used in place when it is already contiguous float32 (backward only reads it), else a
     // converted copy.
-    Tensor grad = grad_outputs[k].to(DType::f32).contiguous();
+    Tensor grad = m.on_device(grad_outputs[k]);
     if (grad.storage() == grad_outputs[k].storage())
       m.caller_grads.push_back(grad.storage().get());
     else
@@ -407,6 +465,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
   };
 
   ExecContext ctx;
+  ctx.device = m.device;
   ctx.pool = m.pool.get();
   ctx.training = m.training;
   ctx.rng = &m.rng;
@@ -427,7 +486,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
       if (need.inputs) ins[i] = m.values[size_t(in.node)][size_t(in.port)];
       if (m.requires_grad[size_t(in.node)]) {
         const TensorSpec& spec = m.plan.specs[size_t(in.node)][size_t(in.port)];
-        gins[i] = Tensor::empty(spec.shape, DType::f32);
+        gins[i] = Tensor::empty(spec.shape, DType::f32, m.device);
         m.grow(bytes_of(gins[i]));
       }
     }
@@ -438,7 +497,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
       gouts[p] = m.grads[size_t(v)][p];
       if (!gouts[p].defined()) {
         // From the pooled allocator (large Tensor::zeros are fresh pages, faulted in every step).
-        gouts[p] = Tensor::empty(m.plan.specs[size_t(v)][p].shape, DType::f32);
+        gouts[p] = Tensor::empty(m.plan.specs[size_t(v)][p].shape, DType::f32, m.device);
         zero_into(m.pool.get(), gouts[p]);
         m.grow(bytes_of(gouts[p]));
         m.grads[size_t(v)][p] = gouts[p];
@@ -460,7 +519,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
         direct_params[k] = true;
         m.zeroed[at] = false;
       } else {
-        gparams[k] = Tensor::empty(p.value.shape(), DType::f32);
+        gparams[k] = Tensor::empty(p.value.shape(), DType::f32, m.device);
       }
       any_param = true;
     }

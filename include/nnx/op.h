@@ -132,6 +132,10 @@ class NNX_API Op {
   // Replaces a parameter's value; throws Error(shape) naming it if shape or dtype differ.
   // Ops whose behaviour depends on which key a file used (the legacy Pruner) override it.
   virtual void set_param(std::string_view name, const Tensor& value);
+  // Moves every parameter and buffer to `device` (a Trainer on a GPU keeps them there, where its
+  // optimizer updates them). The op then runs on that device only; an op body without a CUDA
+  // form runs on host copies (see forward_cuda). set_param keeps a parameter on its device.
+  void place_params(Device device);
   // Initialises parameters as PyTorch's reset_parameters() does (same distributions).
   virtual void init_params(RandomEngine& /*rng*/) {}
   // State dict keys this op also accepts on load, mapped to its own (legacy spellings).
@@ -148,6 +152,17 @@ class NNX_API Op {
   virtual void backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
                              std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                              std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const;
+
+  // The CPU bodies run for a CUDA call, for ops (or arguments, or training) without a CUDA form:
+  // inputs, saved state and output gradients copied to the host, parameters held on a device
+  // swapped for host copies for the call (buffers a training forward changes, such as running
+  // statistics, copied back), results copied to the device. Ordered on the current stream.
+  // Not to be called concurrently on one op whose parameters are on a device.
+  void forward_on_host(const ExecContext& ctx, std::span<const Tensor> inputs,
+                       std::span<Tensor> outputs) const;
+  void backward_on_host(const ExecContext& ctx, std::span<const Tensor> inputs,
+                        std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                        std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const;
 
   // Declares a parameter, zero-filled, with its expected shape.
   void add_param(std::string name, const Shape& shape, bool trainable = true,

@@ -44,7 +44,8 @@ struct OptimizerOptions {
 
 // Updates parameters in place from their gradients. The state of params[i] belongs to index i:
 // pass the same parameters in the same order to every step(). Parameters whose grad is
-// undefined are skipped and keep no state, as in PyTorch. Values and grads: f32 on the CPU.
+// undefined are skipped and keep no state, as in PyTorch. Values and grads: contiguous f32 on
+// the CPU or, both, on one CUDA device (a Trainer on a GPU), where the state lives too.
 class NNX_API Optimizer {
  public:
   virtual ~Optimizer();
@@ -95,8 +96,11 @@ class NNX_API Optimizer {
   // chunk after prepare() and after state.step was incremented.
   virtual void update(float* value, const float* grad, ParamState& state, int64_t begin,
                       int64_t end) const = 0;
-  // Called once per parameter before update(): creates the buffers on the first step.
+  // Called once per parameter before update(): creates the buffers on the first step (on the
+  // parameter's device).
   virtual void prepare(ParamState& state, const Tensor& value) const = 0;
+  // update() for a parameter on a CUDA device, after prepare() and the step increment.
+  void update_on_device(Parameter& param, ParamState& state) const;
 
   OptimizerKind kind_;
   OptimizerOptions options_;

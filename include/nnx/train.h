@@ -27,6 +27,12 @@ struct Parameter {
 struct TrainerOptions {
   int threads = 0;    // 0: all hardware threads
   uint64_t seed = 0;  // Dropout and StochasticDepth draw from a generator seeded with it
+  // Where the trained copy's parameters, gradients and activations live. On a CUDA device the
+  // ops run their CUDA bodies (on the legacy default stream), the parameters stay on the device
+  // (Parameter::value and grad are device tensors; an optimizer updates them there), and ops
+  // without a CUDA training body run their CPU one on host copies. Error(device) if there is no
+  // such device.
+  Device device = Device::cpu();
 };
 
 // Memory of training, for reports and benchmarks.
@@ -60,13 +66,14 @@ class NNX_API Trainer {
   // epoch, so a resumed run draws what an uninterrupted one would).
   void set_seed(uint64_t seed);
 
-  // Runs the network (inputs as Executor::run takes them) and keeps what backward needs. The
-  // outputs are the trainer's own tensors: read them, do not write them; they stay valid until
-  // the next forward.
+  // Runs the network (inputs as Executor::run takes them, on the host or on the trainer's
+  // device) and keeps what backward needs. The outputs are the trainer's own tensors, on its
+  // device: read them, do not write them; they stay valid until the next forward.
   std::vector<Tensor> forward(std::span<const Tensor> inputs);
   std::vector<Tensor> forward(const Tensor& input) { return forward(std::span(&input, 1)); }
   // Back-propagates the gradients of the last forward's outputs (one per output, same shapes;
-  // an undefined tensor counts as zeros) and adds the result into every Parameter::grad. Frees
+  // an undefined tensor counts as zeros; host or device) and adds the result into every
+  // Parameter::grad. Frees
   // what the forward kept as soon as nothing left needs it. Needs a forward since the last
   // backward.
   void backward(std::span<const Tensor> grad_outputs);
@@ -78,6 +85,7 @@ class NNX_API Trainer {
   // The model being trained: its weights are the parameters' current values. Save it with
   // Model::save; run it with an Executor only while no training step runs.
   const Model& model() const;
+  Device device() const;
 
   TrainMemory memory() const;
   void reset_peak();

@@ -3,6 +3,7 @@
 // results match the CPU and PyTorch to fp32 rounding.
 #include <cudnn.h>
 
+#include <algorithm>
 #include <climits>
 #include <memory>
 #include <mutex>
@@ -241,6 +242,127 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
     const TensorDescriptor bias_desc(1, p.out_channels, 1, 1);
     NNX_CUDNN_CHECK(cudnnAddTensor(handle, &one, bias_desc.desc, bias, &one, y_desc.desc, y));
   }
+}
+
+namespace {
+
+template <class Perf>
+int first_fp32_algorithm(const std::vector<Perf>& perf, int returned, int fallback) {
+  for (int i = 0; i < returned; ++i)
+    if (perf[size_t(i)].status == CUDNN_STATUS_SUCCESS &&
+        !uses_tensor_cores(perf[size_t(i)].mathType))
+      return int(perf[size_t(i)].algo);
+  return fallback;
+}
+
+int backward_data_algorithm(const Problem& p) {
+  int count = 0;
+  NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(p.handle, &count));
+  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(size_t(count > 0 ? count : 1));
+  int returned = 0;
+  NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+      p.handle, p.w.desc, p.y.desc, p.conv.desc, p.x.desc, count, &returned, perf.data()));
+  return first_fp32_algorithm(perf, returned, int(CUDNN_CONVOLUTION_BWD_DATA_ALGO_1));
+}
+
+int backward_filter_algorithm(const Problem& p) {
+  int count = 0;
+  NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(p.handle, &count));
+  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(size_t(count > 0 ? count : 1));
+  int returned = 0;
+  NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+      p.handle, p.x.desc, p.y.desc, p.conv.desc, p.w.desc, count, &returned, perf.data()));
+  return first_fp32_algorithm(perf, returned, int(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1));
+}
+
+__global__ void pad2d_backward_kernel(PadMode mode, const float* dy, int64_t planes, int64_t h,
+                                      int64_t w, int64_t top, int64_t left, int64_t out_h,
+                                      int64_t out_w, float* dx) {
+  // One thread per padded element, adding into its source (several may share one).
+  const int64_t n = planes * out_h * out_w;
+  grid_stride_loop(n, [&](int64_t i) {
+    const int64_t c = i % out_w;
+    const int64_t r = (i / out_w) % out_h;
+    const int64_t p = i / (out_w * out_h);
+    const int64_t sr = pad_source(mode, r - top, h);
+    const int64_t sc = pad_source(mode, c - left, w);
+    if (sr >= 0 && sc >= 0) atomicAdd(dx + (p * h + sr) * w + sc, dy[i]);
+  });
+}
+
+}  // namespace
+
+void conv2d_backward(const Conv2dParams& p, const float* x, const float* w, const float* dy,
+                     float* dx, float* dw, float* db, int device, void* stream_handle) {
+  check_fits_int(p);
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  const int64_t weight_elements =
+      p.out_channels * (p.in_channels / std::max<int64_t>(1, p.groups)) * p.kernel_h * p.kernel_w;
+  const bool empty_output = p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0;
+  if (empty_output) {
+    // Nothing flows back: every gradient is zero.
+    if (dx != nullptr && p.batch * p.in_channels * p.in_h * p.in_w > 0)
+      NNX_CUDA_CHECK(cudaMemsetAsync(
+          dx, 0, size_t(p.batch * p.in_channels * p.in_h * p.in_w) * sizeof(float), stream));
+    if (dw != nullptr && weight_elements > 0)
+      NNX_CUDA_CHECK(cudaMemsetAsync(dw, 0, size_t(weight_elements) * sizeof(float), stream));
+    if (db != nullptr && p.out_channels > 0)
+      NNX_CUDA_CHECK(cudaMemsetAsync(db, 0, size_t(p.out_channels) * sizeof(float), stream));
+    return;
+  }
+  const cudnnHandle_t handle = cudnn_handle(stream);
+  const TensorDescriptor x_desc(p.batch, p.in_channels, p.in_h, p.in_w);
+  const FilterDescriptor w_desc(p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w);
+  const ConvolutionDescriptor conv_desc(p);
+  const TensorDescriptor y_desc(p.batch, p.out_channels, p.out_h, p.out_w);
+  const Problem problem{handle, x_desc, w_desc, conv_desc, y_desc};
+  const float one = 1.0f, zero = 0.0f;
+  auto& cache = ConvAlgoCache::instance();
+  if (dx != nullptr) {
+    const int algo = cache.get(problem_key(p, device, false) + ";backward_data", false,
+                               std::string(), [&] { return backward_data_algorithm(problem); });
+    size_t bytes = 0;
+    NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+        handle, w_desc.desc, y_desc.desc, conv_desc.desc, x_desc.desc,
+        cudnnConvolutionBwdDataAlgo_t(algo), &bytes));
+    const Workspace workspace(device, bytes, stream);
+    NNX_CUDNN_CHECK(
+        cudnnConvolutionBackwardData(handle, &one, w_desc.desc, w, y_desc.desc, dy, conv_desc.desc,
+                                     cudnnConvolutionBwdDataAlgo_t(algo), workspace.get(),
+                                     workspace.bytes(), &zero, x_desc.desc, dx));
+  }
+  if (dw != nullptr) {
+    const int algo = cache.get(problem_key(p, device, false) + ";backward_filter", false,
+                               std::string(), [&] { return backward_filter_algorithm(problem); });
+    size_t bytes = 0;
+    NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+        handle, x_desc.desc, y_desc.desc, conv_desc.desc, w_desc.desc,
+        cudnnConvolutionBwdFilterAlgo_t(algo), &bytes));
+    const Workspace workspace(device, bytes, stream);
+    NNX_CUDNN_CHECK(
+        cudnnConvolutionBackwardFilter(handle, &one, x_desc.desc, x, y_desc.desc, dy,
+                                       conv_desc.desc, cudnnConvolutionBwdFilterAlgo_t(algo),
+                                       workspace.get(), workspace.bytes(), &zero, w_desc.desc, dw));
+  }
+  if (db != nullptr) {
+    const TensorDescriptor bias_desc(1, p.out_channels, 1, 1);
+    NNX_CUDNN_CHECK(
+        cudnnConvolutionBackwardBias(handle, &one, y_desc.desc, dy, &zero, bias_desc.desc, db));
+  }
+}
+
+void pad2d_backward(PadMode mode, const float* dy, int64_t planes, int64_t h, int64_t w,
+                    int64_t top, int64_t bottom, int64_t left, int64_t right, float* dx,
+                    void* stream) {
+  const int64_t in = planes * h * w;
+  if (in <= 0) return;
+  NNX_CUDA_CHECK(
+      cudaMemsetAsync(dx, 0, size_t(in) * sizeof(float), static_cast<cudaStream_t>(stream)));
+  const int64_t out_h = h + top + bottom, out_w = w + left + right;
+  const int64_t n = planes * out_h * out_w;
+  pad2d_backward_kernel<<<grid_for(n), kBlockSize, 0, static_cast<cudaStream_t>(stream)>>>(
+      mode, dy, planes, h, w, top, left, out_h, out_w, dx);
+  NNX_CUDA_CHECK_LAUNCH();
 }
 
 void pad2d(PadMode mode, const float* x, int64_t planes, int64_t h, int64_t w, int64_t top,

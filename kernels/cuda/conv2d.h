@@ -24,6 +24,13 @@ struct Conv2dParams {
 void conv2d_forward(const Conv2dParams& params, const float* x, const float* w, const float* bias,
                     float* y, int device, void* stream);
 
+// The gradients of conv2d_forward, each overwritten: dx = the convolution's transpose applied to
+// dy, dw = the correlation of x with dy, db = dy summed per output channel; a null pointer skips
+// that gradient (x is only read for dw, w only for dx). Algorithms from cuDNN's heuristics
+// (fp32 math, no tensor cores), cached per problem like the forward's; workspaces from the
+// caching allocator. Throws Error(device) naming the cuDNN call that failed.
+void conv2d_backward(const Conv2dParams& params, const float* x, const float* w, const float* dy,
+                     float* dx, float* dw, float* db, int device, void* stream);
 // How pad2d fills the border, as torch.nn.functional.pad's modes.
 enum class PadMode { zeros, reflect, replicate, circular };
 
@@ -31,5 +38,10 @@ enum class PadMode { zeros, reflect, replicate, circular };
 // caller checks the sizes (reflect needs pads < size, circular pads <= size).
 void pad2d(PadMode mode, const float* x, int64_t planes, int64_t h, int64_t w, int64_t top,
            int64_t bottom, int64_t left, int64_t right, float* y, void* stream);
+// The gradient of pad2d: each input element receives the sum of the gradients of the padded
+// elements it was copied to (dx overwritten).
+void pad2d_backward(PadMode mode, const float* dy, int64_t planes, int64_t h, int64_t w,
+                    int64_t top, int64_t bottom, int64_t left, int64_t right, float* dx,
+                    void* stream);
 
 }  // namespace nnx::cuda

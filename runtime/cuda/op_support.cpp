@@ -83,10 +83,6 @@ void OpScope::copy(Tensor& dst, const Tensor& src) const {
                                  cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream_)));
 }
 
-void OpScope::refuse_training(const ExecContext& ctx) const {
-  NNX_CHECK(!ctx.training, ErrorKind::unsupported, op_, ": training on CUDA is not implemented");
-}
-
 // ---- parameters
 
 namespace {

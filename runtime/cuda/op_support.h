@@ -45,9 +45,6 @@ class OpScope {
   // Copies src's bytes into dst (same shape and dtype, both contiguous on the device).
   void copy(Tensor& dst, const Tensor& src) const;
 
-  // Throws Error(unsupported) "<op>: training on CUDA is not implemented" when ctx.training.
-  void refuse_training(const ExecContext& ctx) const;
-
  private:
   std::string op_;
   Device device_;

@@ -1,6 +1,7 @@
 // Every built-in op's CUDA forward against its CPU forward and PyTorch: each PyTorch op case
 // (the fixtures tests/ops reads), a table of argument variants with random inputs and
-// parameters, the cuDNN algorithm cache, and whole networks run node by node on the device.
+// parameters, the cuDNN algorithm cache, and whole networks run node by node on the device;
+// every variant's training forward and backward, and the optimizers, against the CPU's.
 // Every test skips, saying why, where there is no CUDA device.
 #include <gtest/gtest.h>
 
@@ -19,6 +20,7 @@
 #include "nnx/cuda.h"
 #include "nnx/nnx.hpp"
 #include "nnx/npy.h"
+#include "nnx/optim.h"
 #include "nnx/registry.h"
 #include "test_util.h"
 
@@ -368,19 +370,231 @@ TEST_F(CudaOps, NanPropagatesThroughMaxPoolAsOnTheCpu) {
   EXPECT_TRUE(compare(on_cuda, on_cpu, 0.0, "CPU").empty());
 }
 
-TEST_F(CudaOps, TrainingForwardsAreRefusedClearly) {
+// ---- training: forward with saved state, then backward, on the device against the CPU
+
+struct TrainPass {
+  std::vector<Tensor> outputs, grad_inputs, grad_params, params;  // copied to the host
+};
+
+// One training forward (ctx.saved, a generator seeded with `seed`) and the backward of
+// `grad_outputs` through `op` on `device`: its outputs, input and parameter gradients, and its
+// parameters and buffers afterwards (running statistics move in training).
+TrainPass train_pass(const Op& op, const std::vector<Tensor>& inputs,
+                     const std::vector<Tensor>& grad_outputs, Device device, uint64_t seed) {
+  std::vector<Tensor> args;
+  std::vector<TensorSpec> specs;
+  for (const Tensor& t : inputs) {
+    args.push_back(t.contiguous().to(device));
+    specs.push_back({t.shape(), t.dtype()});
+  }
+  const int num_outputs = int(grad_outputs.size());
+  const std::vector<TensorSpec> out_specs = op.infer_shapes(specs, num_outputs);
+  std::vector<Tensor> outputs(grad_outputs.size());
+  for (int i = 0; i < num_outputs; ++i)
+    if (!op.output_view_of(i))
+      outputs[size_t(i)] =
+          Tensor::empty(out_specs[size_t(i)].shape, out_specs[size_t(i)].dtype, device);
+  RandomEngine rng(seed);
+  std::vector<Tensor> saved;
   ExecContext ctx;
-  ctx.device = Device::cuda(0);
+  ctx.device = device;
   ctx.training = true;
-  for (const char* call :
-       {"BatchNorm2d(3)", "Dropout(p=0.5)", "StochasticDepth(p=0.5, mode='row')", "MaxPool2d(2)"}) {
-    std::shared_ptr<Op> op = make_op(parse_call(call));
-    const TensorSpec spec{Shape{2, 3, 4, 4}, DType::f32};
-    const TensorSpec out_spec = op->infer_shapes({&spec, 1}, 1)[0];
-    std::vector<Tensor> in{Tensor::full(spec.shape, 1.0).to(Device::cuda(0))}, out(1);
-    if (!op->output_view_of(0)) out[0] = Tensor::empty(out_spec.shape, DType::f32, Device::cuda(0));
-    testing_util::expect_error([&] { op->forward(ctx, in, out); },
-                               "training on CUDA is not implemented", ErrorKind::unsupported);
+  ctx.rng = &rng;
+  ctx.saved = &saved;
+  op.forward(ctx, args, outputs);
+  const BackwardNeeds need = op.backward_needs();
+  std::vector<Tensor> ins(args.size()), outs(outputs.size()), gouts, gins;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (need.inputs) ins[i] = args[i];
+    gins.push_back(Tensor::empty(args[i].shape(), DType::f32, device));
+  }
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    if (need.outputs) outs[k] = outputs[k];
+    gouts.push_back(grad_outputs[k].to(device));
+  }
+  std::vector<Tensor> gparams;
+  bool any_param = false;
+  for (const Param& p : op.params()) {
+    const bool trained = p.trainable && p.value.dtype() == DType::f32;
+    gparams.push_back(trained ? Tensor::empty(p.value.shape(), DType::f32, device) : Tensor());
+    any_param = any_param || trained;
+  }
+  if (!any_param) gparams.clear();
+  op.backward(ctx, ins, outs, gouts, gins, gparams);
+  TrainPass r;
+  auto host = [](const Tensor& t) { return t.defined() ? t.to(Device::cpu()) : t; };
+  for (const Tensor& t : outputs) r.outputs.push_back(host(t));
+  for (const Tensor& t : gins) r.grad_inputs.push_back(host(t));
+  for (const Tensor& t : gparams)
+    if (t.defined()) r.grad_params.push_back(host(t));
+  for (const Param& p : op.params()) r.params.push_back(host(p.value));
+  return r;
+}
+
+// Every variant's training forward and backward on CUDA (native bodies, or the CPU bodies on host
+// copies for the ops without one) against the CPU's, which tests/ops and tests/train check
+// against PyTorch's autograd; the op's parameters held on the device as a Trainer holds them.
+TEST_F(CudaOps, EveryVariantTrainsAsOnTheCpu) {
+  RandomEngine rng(4321);
+  int compared = 0;
+  for (const Variant& v : variants()) {
+    try {
+      std::shared_ptr<Op> cpu_op = make_op(parse_call(v.call));
+      cpu_op->check_arity(int(v.inputs.size()), v.num_outputs);
+      randomise_params(*cpu_op, rng);
+      std::shared_ptr<Op> gpu_op = make_op(parse_call(v.call));
+      for (const Param& p : cpu_op->params()) gpu_op->set_param(p.name, p.value.clone());
+      gpu_op->place_params(Device::cuda(0));
+      for (const Param& p : gpu_op->params())
+        EXPECT_TRUE(p.value.device().is_cuda()) << v.call << ": " << p.name << " not placed";
+      std::vector<Tensor> inputs;
+      std::vector<TensorSpec> specs;
+      for (const Shape& s : v.inputs) {
+        inputs.push_back(random_tensor(s, rng, -4.0f, 4.0f));
+        specs.push_back({s, DType::f32});
+      }
+      std::vector<Tensor> grads;
+      for (const TensorSpec& o : cpu_op->infer_shapes(specs, v.num_outputs))
+        grads.push_back(random_tensor(o.shape, rng, -1.0f, 1.0f));
+      TrainPass cpu;
+      try {
+        cpu = train_pass(*cpu_op, inputs, grads, Device::cpu(), 99);
+      } catch (const Error& e) {
+        if (e.kind() == ErrorKind::unsupported) continue;  // no backward on the CPU either
+        throw;
+      }
+      const TrainPass gpu = train_pass(*gpu_op, inputs, grads, Device::cuda(0), 99);
+      const std::string failures =
+          compare(gpu.outputs, cpu.outputs, kCpuTolerance, "CPU (outputs)") +
+          compare(gpu.grad_inputs, cpu.grad_inputs, kCpuTolerance, "CPU (input gradients)") +
+          compare(gpu.grad_params, cpu.grad_params, kCpuTolerance, "CPU (parameter gradients)") +
+          compare(gpu.params, cpu.params, kCpuTolerance, "CPU (parameters after)");
+      EXPECT_TRUE(failures.empty()) << v.call << ":" << failures;
+      ++compared;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << v.call << ": " << e.what();
+    }
+  }
+  EXPECT_GT(compared, 60);
+}
+
+// Without a device: the training pass above runs for the variants on the CPU (the harness's own
+// check), with the op's parameters held where the CPU body reads them.
+TEST(CudaOpVariants, EveryVariantTrainsOnTheCpu) {
+  RandomEngine rng(4321);
+  int trained = 0;
+  for (const Variant& v : variants()) {
+    try {
+      std::shared_ptr<Op> op = make_op(parse_call(v.call));
+      op->check_arity(int(v.inputs.size()), v.num_outputs);
+      randomise_params(*op, rng);
+      std::vector<Tensor> inputs;
+      std::vector<TensorSpec> specs;
+      for (const Shape& s : v.inputs) {
+        inputs.push_back(random_tensor(s, rng, -4.0f, 4.0f));
+        specs.push_back({s, DType::f32});
+      }
+      std::vector<Tensor> grads;
+      for (const TensorSpec& o : op->infer_shapes(specs, v.num_outputs))
+        grads.push_back(random_tensor(o.shape, rng, -1.0f, 1.0f));
+      const TrainPass r = train_pass(*op, inputs, grads, Device::cpu(), 99);
+      EXPECT_EQ(r.grad_inputs.size(), inputs.size()) << v.call;
+      ++trained;
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::unsupported) ADD_FAILURE() << v.call << ": " << e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << v.call << ": " << e.what();
+    }
+  }
+  EXPECT_GT(trained, 60);
+}
+
+// The same parameters and gradients on the CPU and on the device: every optimizer's steps agree,
+// and a state file written from the device's state resumes on the CPU where it left off.
+TEST_F(CudaOps, OptimizersUpdateOnTheDeviceAsOnTheCpu) {
+  RandomEngine rng(55);
+  struct Setting {
+    const char* name;
+    OptimizerOptions options;
+  };
+  std::vector<Setting> settings;
+  {
+    OptimizerOptions o;
+    o.lr = 0.05;
+    settings.push_back({"sgd", o});
+    o.momentum = 0.9;
+    o.weight_decay = 1e-3;
+    o.nesterov = true;
+    settings.push_back({"sgd", o});
+    o.nesterov = false;
+    o.dampening = 0.1;
+    o.maximize = true;
+    settings.push_back({"sgd", o});
+    OptimizerOptions a;
+    a.lr = 0.01;
+    a.weight_decay = 1e-2;
+    settings.push_back({"adam", a});
+    settings.push_back({"adamw", a});
+    a.amsgrad = true;
+    settings.push_back({"adamw", a});
+  }
+  const fs::path dir = fs::temp_directory_path() / "nnx_cuda_optim_test";
+  fs::create_directories(dir);
+  for (const Setting& s : settings) {
+    std::vector<Parameter> host(2), device(2);
+    const Shape shapes[2] = {Shape{37, 5}, Shape{1000}};
+    for (size_t k = 0; k < 2; ++k) {
+      host[k].name = device[k].name = "p" + std::to_string(k);
+      host[k].value = random_tensor(shapes[k], rng, -1, 1);
+      device[k].value = host[k].value.to(Device::cuda(0));
+    }
+    auto on_cpu = make_optimizer(s.name, s.options);
+    auto on_gpu = make_optimizer(s.name, s.options);
+    auto step_both = [&] {
+      for (size_t k = 0; k < 2; ++k) {
+        host[k].grad = random_tensor(shapes[k], rng, -1, 1);
+        device[k].grad = host[k].grad.to(Device::cuda(0));
+      }
+      on_cpu->step(host);
+      on_gpu->step(device);
+    };
+    for (int i = 0; i < 3; ++i) step_both();
+    for (size_t k = 0; k < 2; ++k)
+      EXPECT_LE(relative_error(device[k].value.to(Device::cpu()), host[k].value), 1e-6)
+          << s.name << " parameter " << k;
+    const std::string file = (dir / "state.pth").string();
+    on_gpu->save_state(file, device);
+    auto resumed = make_optimizer(s.name, s.options);
+    std::vector<Parameter> copy = host;
+    for (size_t k = 0; k < 2; ++k) copy[k].value = device[k].value.to(Device::cpu());
+    resumed->load_state(file, copy);
+    for (size_t k = 0; k < 2; ++k) copy[k].grad = random_tensor(shapes[k], rng, -1, 1);
+    for (size_t k = 0; k < 2; ++k) host[k].grad = copy[k].grad;
+    resumed->step(copy);
+    on_cpu->step(host);
+    for (size_t k = 0; k < 2; ++k)
+      EXPECT_LE(relative_error(copy[k].value, host[k].value), 1e-6)
+          << s.name << ": resumed from the device's state, parameter " << k;
+  }
+  fs::remove_all(dir);
+}
+
+TEST_F(CudaOps, GradientClippingOnTheDeviceAsOnTheCpu) {
+  RandomEngine rng(8);
+  for (double norm_type : {2.0, 1.0, double(INFINITY)}) {
+    std::vector<Parameter> host(3), device(3);
+    for (size_t k = 0; k < 3; ++k) {
+      host[k].value = random_tensor(Shape{int64_t(100 + 300 * k)}, rng, -1, 1);
+      host[k].grad = random_tensor(host[k].value.shape(), rng, -2, 2);
+      device[k].value = host[k].value.to(Device::cuda(0));
+      device[k].grad = host[k].grad.to(Device::cuda(0));
+    }
+    const double a = clip_grad_norm(host, 0.5, norm_type);
+    const double b = clip_grad_norm(device, 0.5, norm_type);
+    EXPECT_NEAR(a, b, 1e-9 * a) << "norm " << norm_type;
+    for (size_t k = 0; k < 3; ++k)
+      EXPECT_LE(relative_error(device[k].grad.to(Device::cpu()), host[k].grad), 1e-6)
+          << "norm " << norm_type << " grad " << k;
   }
 }
 

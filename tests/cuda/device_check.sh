@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA checks in one go, for a session that has a device for a few minutes: runs the CUDA
-# runtime tests and the CUDA op tests (tests/cuda) and prints what failed; full logs go to $OUT
-# (the device tool's output folder) or ./cuda_logs.
+# runtime tests, the CUDA op tests (tests/cuda: forwards, training passes, optimizers) and the
+# whole-network training parity on the GPU (tests/train, CudaNetworkParity), and prints what
+# failed; full logs go to $OUT (the device tool's output folder) or ./cuda_logs.
 #
 #   tests/cuda/device_check.sh               build here first (build/gpu), then run
 #   tests/cuda/device_check.sh BIN_DIR       run the test binaries already in BIN_DIR (e.g. a
@@ -9,7 +10,8 @@
 #                                            NNX_NATIVE=OFF so that any x86-64 runs it)
 #
 # The PyTorch fixtures are read from $NNX_FIXTURE_DIR (default build/fixtures: carry
-# build/fixtures/ops and build/fixtures/models, about 32 MiB, where the machine has no torch).
+# build/fixtures/ops, build/fixtures/models and build/fixtures/train_parity, about 57 MiB, where
+# the machine has no torch; the train tests read the folder the build was configured with).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-cuda_logs}"
@@ -21,7 +23,7 @@ if [ -z "$bin" ]; then
     -DCMAKE_CUDA_ARCHITECTURES=90 -DNNX_MPI=OFF -DNNX_BUILD_BENCH=OFF \
     -DNNX_FIXTURE_DIR="$NNX_FIXTURE_DIR" >"$out/configure.log" 2>&1 ||
     { tail -20 "$out/configure.log"; exit 3; }
-  ninja -C build/gpu nnx_cuda_tests nnx_runtime_tests >"$out/build.log" 2>&1 ||
+  ninja -C build/gpu nnx_cuda_tests nnx_runtime_tests nnx_train_tests >"$out/build.log" 2>&1 ||
     { grep -m 30 -E "error|Error" "$out/build.log"; exit 3; }
   bin=build/gpu/tests
 fi
@@ -29,7 +31,9 @@ nvidia-smi -L 2>/dev/null || true
 status=0
 timeout 240 "$bin/nnx_runtime_tests" --gtest_filter='Cuda*' >"$out/runtime.log" 2>&1 || status=1
 timeout 420 "$bin/nnx_cuda_tests" >"$out/cuda_ops.log" 2>&1 || status=1
+timeout 240 "$bin/nnx_train_tests" --gtest_filter='Cuda*' >"$out/cuda_train.log" 2>&1 || status=1
 grep -h -E "^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \] [0-9]+ test|\[ cuda ops \]" \
-  "$out/runtime.log" "$out/cuda_ops.log"
-grep -h -B1 -A6 -E "Failure$|^unknown file" "$out/runtime.log" "$out/cuda_ops.log" | head -200
+  "$out/runtime.log" "$out/cuda_ops.log" "$out/cuda_train.log"
+grep -h -B1 -A6 -E "Failure$|^unknown file" "$out/runtime.log" "$out/cuda_ops.log" \
+  "$out/cuda_train.log" | head -200
 exit $status

@@ -12,6 +12,7 @@
 #include "examples/embed/yolo_head.h"
 #include "graph/graph.h"
 #include "importer/json.h"
+#include "nnx/cuda.h"
 #include "nnx/loss.h"
 #include "nnx/npy.h"
 #include "nnx/optim.h"
@@ -35,15 +36,15 @@ fs::path case_dir(const std::string& name) {
   return fs::path(NNX_FIXTURE_DIR) / "train_parity" / name;
 }
 
-// Trains the case with `threads` threads; returns one line per disagreeing tensor.
-std::string train_case(const std::string& name, int threads) {
+// Trains the case with `threads` threads on `device`; returns one line per disagreeing tensor.
+std::string train_case(const std::string& name, int threads, Device device = Device::cpu()) {
   fs::path dir = case_dir(name);
   if (!fs::exists(dir / "case.json")) return "missing fixture " + dir.string();
   example::register_yolo_head();
   json::Value meta = json::parse_file((dir / "case.json").string());
   std::string arch = (dir / "arch.json").string();
   Model model = load(arch, (dir / "init.pth").string());
-  Trainer trainer(model, {.threads = threads});
+  Trainer trainer(model, {.threads = threads, .device = device});
   OptimizerOptions opt;
   opt.lr = meta.find("lr")->number;
   if (const json::Value* m = meta.find("momentum")) opt.momentum = m->number;
@@ -83,7 +84,7 @@ std::string train_case(const std::string& name, int threads) {
     const auto& ref_params = ref_graph.layers[l].op->params();
     for (size_t p = 0; p < ref_params.size(); ++p) {
       std::string key = std::to_string(l) + "." + ref_params[p].name;
-      const Tensor& got = got_params[p].value;
+      const Tensor got = got_params[p].value.to(Device::cpu());
       const Tensor& ref = ref_params[p].value;
       if (std::find(noise_only.begin(), noise_only.end(), key) != noise_only.end()) {
         // Moved by Adam's steps on rounding noise: at most lr per step, either way.
@@ -100,7 +101,7 @@ std::string train_case(const std::string& name, int threads) {
         size_t bias_layer = size_t(std::stoul(f->str));
         const Param* gb = got_graph.layers[bias_layer].op->find_param("bias");
         const Param* rb = ref_graph.layers[bias_layer].op->find_param("bias");
-        double bound = tol + max_abs_diff(gb->value, rb->value);
+        double bound = tol + max_abs_diff(gb->value.to(Device::cpu()), rb->value);
         if (!(max_abs_diff(got, ref) <= bound))
           failures += " " + key + ": " + std::to_string(max_abs_diff(got, ref)) + " (bound " +
                       std::to_string(bound) + ")";
@@ -123,6 +124,17 @@ TEST_P(NetworkParity, FiveStepsMatchPyTorch) {
 
 INSTANTIATE_TEST_SUITE_P(Seed, NetworkParity,
                          ::testing::Values("seed_sgd", "seed_adamw_nobias", "seed_adamw_bias"));
+
+// The same five steps with the Trainer on a GPU: parameters, gradients, optimizer state and
+// running statistics on the device (skipped without one).
+TEST(CudaNetworkParity, FiveStepsMatchPyTorchOnCuda) {
+  cuda::init();
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device: " << cuda::unavailable_reason();
+  for (const char* name : {"seed_sgd", "seed_adamw_nobias", "seed_adamw_bias"}) {
+    std::string failures = train_case(name, 2, Device::cuda(0));
+    EXPECT_TRUE(failures.empty()) << name << " (cuda:0):" << failures;
+  }
+}
 
 // Per-node profiling: every node of the plan listed once, in execution order, with the steps
 // timed since it was turned on, and cleared when turned on again.

@@ -17,6 +17,7 @@
 
 #include "graph/graph.h"
 #include "importer/json.h"
+#include "nnx/cuda.h"
 #include "nnx/data.h"
 #include "nnx/loss.h"
 #include "nnx/optim.h"
@@ -212,12 +213,12 @@ Metrics evaluate(Trainer& trainer, const Dataset& data, int64_t batch, const Los
     std::span<const int64_t> index(shard.data() + begin, end - begin);
     Tensor x = gather_rows(data.x, index);
     Tensor y = targets_for(loss.kind, gather_rows(data.y, index));
-    std::vector<Tensor> out = trainer.forward(x);
-    LossResult r = compute_loss(out[0], y, loss);
+    const Tensor prediction = trainer.forward(x)[0].to(Device::cpu());
+    LossResult r = compute_loss(prediction, y, loss);
     m.loss_sum += r.value * double(end - begin);
     m.samples += int64_t(end - begin);
     if (classification) {
-      m.correct += count_correct(out[0], y, loss.ignore_index);
+      m.correct += count_correct(prediction, y, loss.ignore_index);
       m.counted += count_labelled(y, loss.ignore_index);
     }
   }
@@ -422,8 +423,9 @@ double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
       if (compute) {
         Tensor x = gather_rows(train.x, local_index);
         Tensor y = targets_for(loss.kind, gather_rows(train.y, local_index));
-        std::vector<Tensor> out = trainer.forward(x);
-        LossResult r = compute_loss(out[0], y, loss);
+        // The loss and its gradient on the host (the output is small; a device one is copied).
+        const Tensor prediction = trainer.forward(x)[0].to(Device::cpu());
+        LossResult r = compute_loss(prediction, y, loss);
         NNX_CHECK(std::isfinite(r.value), ErrorKind::format, "epoch ", epoch + 1, " batch ", b + 1,
                   ": the loss is ", r.value, " (lower --lr?)");
         // The loss is the mean over the global batch: this rank's mean weighs count / global.
@@ -459,7 +461,7 @@ double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
           m.loss_sum += r.value * double(count);
           m.samples += count;
           if (classification) {
-            m.correct += count_correct(out[0], y, loss.ignore_index);
+            m.correct += count_correct(prediction, y, loss.ignore_index);
             m.counted += count_labelled(y, loss.ignore_index);
           }
         }
@@ -576,9 +578,19 @@ int train_body(const Args& args, Communicator& comm) {
               << "), --batch " << config.batch << " per rank, global batch "
               << config.batch * comm.size() << (config.sync_bn ? ", synchronised BatchNorm" : "")
               << "\n";
-  std::string device = args.value("--device").value_or("cpu");
-  if (device == "cuda")
-    fail(ErrorKind::device, "--device cuda: training runs on the CPU in this build");
+  // --device cuda (or auto with a GPU present): the Trainer keeps the network on the GPU.
+  const std::string device = args.value("--device").value_or("cpu");
+  NNX_CHECK(device == "cpu" || device == "cuda" || device == "auto", ErrorKind::usage,
+            "--device must be cpu, cuda or auto, found '", device, "'");
+  const bool use_cuda = device == "cuda" || (device == "auto" && [] {
+                          cuda::init();
+                          return cuda::available();
+                        }());
+  if (use_cuda) {
+    NNX_CHECK(comm.size() == 1, ErrorKind::unsupported,
+              "--device cuda: data-parallel training runs on the CPU (one rank per process)");
+    NNX_CHECK(cuda::available(), ErrorKind::device, "--device cuda: ", cuda::unavailable_reason());
+  }
   Model model;
   if (config.resume) {
     // The description and weights of the checkpoint; ARCH must be the same network.
@@ -597,7 +609,9 @@ int train_body(const Args& args, Communicator& comm) {
             ": nnx train needs a network with one input, found ", model.num_inputs());
   Dataset val;
   Dataset train = load_training_data(config, &val);
-  Trainer trainer(model, {.threads = config.threads, .seed = config.seed});
+  Trainer trainer(model, {.threads = config.threads,
+                          .seed = config.seed,
+                          .device = use_cuda ? Device::cuda() : Device::cpu()});
   run_training(trainer, train, val, config, {}, &comm);
   if (comm.rank() == 0) {
     fs::path out(config.out_dir);

@@ -136,4 +136,30 @@ void Linear::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs
 #endif
 }
 
+void Linear::backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                           std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                           std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+#ifdef NNX_WITH_CUDA
+  (void)outputs;
+  const bool want_input = !grad_inputs.empty() && grad_inputs[0].defined();
+  const bool want_weight = !grad_params.empty() && grad_params[0].defined();
+  const bool want_bias = has_bias_ && grad_params.size() > 1 && grad_params[1].defined();
+  if (!want_input && !want_weight && !want_bias) return;
+  const cuda::OpScope scope(ctx, "Linear");
+  const Tensor grad_output = scope.input(grad_outputs[0]);
+  const Tensor input = want_weight ? scope.input(inputs[0]) : Tensor();
+  const Tensor weight = cuda::device_param(params()[0].value, scope.device());
+  const int64_t rows = in_features_ > 0 ? inputs[0].numel() / in_features_
+                                        : grad_output.numel() / std::max<int64_t>(1, out_features_);
+  cuda::linear_backward(rows, in_features_, out_features_,
+                        want_weight ? input.data<float>() : nullptr, weight.data<float>(),
+                        grad_output.data<float>(),
+                        want_input ? scope.output(grad_inputs[0]) : nullptr,
+                        want_weight ? scope.output(grad_params[0]) : nullptr,
+                        want_bias ? scope.output(grad_params[1]) : nullptr, scope.stream());
+#else
+  Op::backward_cuda(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+#endif
+}
+
 }  // namespace nnx

@@ -33,6 +33,9 @@ class Linear : public Op {
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
+  void backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   int64_t in_features_, out_features_;

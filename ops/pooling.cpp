@@ -407,4 +407,39 @@ void AdaptiveAvgPool2d::forward_cuda(const ExecContext& ctx, std::span<const Ten
 #endif
 }
 
+void AvgPool2d::backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                              std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                              std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+#ifdef NNX_WITH_CUDA
+  if (grad_inputs.empty() || !grad_inputs[0].defined()) return;
+  const cuda::OpScope scope(ctx, "AvgPool2d");
+  const Tensor grad_output = scope.input(grad_outputs[0]);
+  const cpu::Pool2dShape s = window_.shape("AvgPool2d", grad_inputs[0].shape());
+  cuda::avg_pool2d_backward(cuda_geometry(s), count_include_pad_, divisor_override_,
+                            grad_output.data<float>(), scope.output(grad_inputs[0]),
+                            scope.stream());
+#else
+  Op::backward_cuda(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+#endif
+}
+
+void AdaptiveAvgPool2d::backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                      std::span<const Tensor> outputs,
+                                      std::span<const Tensor> grad_outputs,
+                                      std::span<Tensor> grad_inputs,
+                                      std::span<Tensor> grad_params) const {
+#ifdef NNX_WITH_CUDA
+  if (grad_inputs.empty() || !grad_inputs[0].defined()) return;
+  const cuda::OpScope scope(ctx, "AdaptiveAvgPool2d");
+  const Tensor grad_output = scope.input(grad_outputs[0]);
+  const Shape& in = grad_inputs[0].shape();
+  const Shape& out = grad_output.shape();
+  cuda::adaptive_avg_pool2d_backward(in[0] * in[1], in[2], in[3], out[2], out[3],
+                                     grad_output.data<float>(), scope.output(grad_inputs[0]),
+                                     scope.stream());
+#else
+  Op::backward_cuda(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
+#endif
+}
+
 }  // namespace nnx

@@ -85,6 +85,9 @@ class AvgPool2d : public Pool2dOp {
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
+  void backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   PoolWindow window_;
@@ -113,6 +116,9 @@ class AdaptiveAvgPool2d : public Pool2dOp {
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
+  void backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
+                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
+                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
 
  private:
   std::array<std::optional<int64_t>, 2> output_size_;  // nullopt: the input's size

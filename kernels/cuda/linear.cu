@@ -17,6 +17,15 @@ __global__ void fill_rows_kernel(const float* bias, int64_t rows, int64_t cols, 
   grid_stride_loop(rows * cols, [&](int64_t i) { y[i] = bias != nullptr ? bias[i % cols] : 0.0f; });
 }
 
+// One thread per output feature, the rows summed in order.
+__global__ void column_sums_kernel(const float* dy, int64_t rows, int64_t cols, float* db) {
+  grid_stride_loop(cols, [&](int64_t c) {
+    double sum = 0;
+    for (int64_t r = 0; r < rows; ++r) sum += dy[r * cols + c];
+    db[c] = float(sum);
+  });
+}
+
 }  // namespace
 
 void linear(int64_t rows, int64_t in_features, int64_t out_features, const float* x, const float* w,
@@ -36,6 +45,42 @@ void linear(int64_t rows, int64_t in_features, int64_t out_features, const float
   NNX_CUBLAS_CHECK(cublasSgemm(cublas_handle(stream), CUBLAS_OP_T, CUBLAS_OP_N, int(out_features),
                                int(rows), int(in_features), &alpha, w, int(in_features), x,
                                int(in_features), &beta, y, int(out_features)));
+}
+
+void linear_backward(int64_t rows, int64_t in_features, int64_t out_features, const float* x,
+                     const float* w, const float* dy, float* dx, float* dw, float* db,
+                     void* stream_handle) {
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  NNX_CHECK(rows <= INT_MAX && in_features <= INT_MAX && out_features <= INT_MAX,
+            ErrorKind::unsupported, "Linear on CUDA: [", rows, ", ", in_features, "] x [",
+            in_features, ", ", out_features, "] is beyond cuBLAS's int sizes");
+  auto zero = [&](float* p, int64_t n) {
+    if (p != nullptr && n > 0)
+      NNX_CUDA_CHECK(cudaMemsetAsync(p, 0, size_t(n) * sizeof(float), stream));
+  };
+  if (rows == 0 || out_features == 0) {
+    // Nothing flows back: every gradient is zero.
+    zero(dx, rows * in_features);
+    zero(dw, out_features * in_features);
+    zero(db, out_features);
+    return;
+  }
+  const float one = 1.0f, none = 0.0f;
+  const cublasHandle_t handle = cublas_handle(stream);
+  // Column-major views of the row-major buffers: dy^T [out, rows], W^T [in, out], x^T [in, rows].
+  if (dx != nullptr && in_features > 0)  // dx^T [in, rows] = W^T dy^T
+    NNX_CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, int(in_features), int(rows),
+                                 int(out_features), &one, w, int(in_features), dy,
+                                 int(out_features), &none, dx, int(in_features)));
+  if (dw != nullptr && in_features > 0)  // dw^T [in, out] = x^T dy
+    NNX_CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_T, int(in_features),
+                                 int(out_features), int(rows), &one, x, int(in_features), dy,
+                                 int(out_features), &none, dw, int(in_features)));
+  if (db != nullptr) {
+    column_sums_kernel<<<grid_for(out_features), kBlockSize, 0, stream>>>(dy, rows, out_features,
+                                                                          db);
+    NNX_CUDA_CHECK_LAUNCH();
+  }
 }
 
 }  // namespace nnx::cuda

@@ -11,5 +11,10 @@ namespace nnx::cuda {
 // Throws Error(device) naming the cuBLAS call that failed, Error(unsupported) beyond int sizes.
 void linear(int64_t rows, int64_t in_features, int64_t out_features, const float* x, const float* w,
             const float* bias, float* y, void* stream);
+// Its gradients, each overwritten and each skipped when null: dx [rows, in] = dy W, dw [out, in] =
+// dy^T x, db [out] = dy summed over rows (in row order).
+void linear_backward(int64_t rows, int64_t in_features, int64_t out_features, const float* x,
+                     const float* w, const float* dy, float* dx, float* dw, float* db,
+                     void* stream);
 
 }  // namespace nnx::cuda

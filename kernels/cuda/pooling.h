@@ -28,5 +28,11 @@ void avg_pool2d(const Pool2dGeometry& g, bool count_include_pad, int64_t divisor
 // for columns.
 void adaptive_avg_pool2d(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
                          const float* x, float* y, void* stream);
+// Their gradients (dx overwritten): each output's gradient spread evenly over its window, with
+// the forward's divisor.
+void avg_pool2d_backward(const Pool2dGeometry& g, bool count_include_pad, int64_t divisor_override,
+                         const float* dy, float* dx, void* stream);
+void adaptive_avg_pool2d_backward(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h,
+                                  int64_t out_w, const float* dy, float* dx, void* stream);
 
 }  // namespace nnx::cuda

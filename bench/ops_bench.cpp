@@ -91,7 +91,9 @@ void BM_MaxPool(benchmark::State& s) {
 
 // Backward passes (input, weight and bias gradients) of a training batch of 8; compare with
 // bench/train_ops_torch.py (PyTorch autograd on the same shapes).
-void run_backward(benchmark::State& state, const char* call_text, nnx::Shape input, int threads) {
+// `which`: 3 both gradients, 1 the input's alone, 2 the parameters' alone.
+void run_backward(benchmark::State& state, const char* call_text, nnx::Shape input, int threads,
+                  int which = 3) {
   auto op = nnx::make_op(nnx::parse_call(call_text));
   nnx::RandomEngine rng(0);
   op->init_params(rng);
@@ -100,19 +102,21 @@ void run_backward(benchmark::State& state, const char* call_text, nnx::Shape inp
   auto out_specs = op->infer_shapes(specs, 1);
   std::vector<nnx::Tensor> outputs = {nnx::Tensor::empty(out_specs[0].shape)};
   std::vector<nnx::Tensor> grad_outputs = {random_tensor(out_specs[0].shape)};
-  std::vector<nnx::Tensor> grad_inputs = {nnx::Tensor::empty(input)};
+  std::vector<nnx::Tensor> grad_inputs = {(which & 1) ? nnx::Tensor::empty(input) : nnx::Tensor()};
   std::vector<nnx::Tensor> grad_params;
   for (const auto& p : op->params())
-    grad_params.push_back(p.trainable ? nnx::Tensor::empty(p.value.shape()) : nnx::Tensor());
+    grad_params.push_back(p.trainable && (which & 2) ? nnx::Tensor::empty(p.value.shape())
+                                                     : nnx::Tensor());
   nnx::ThreadPool pool(threads);
   nnx::ExecContext ctx;
   ctx.pool = &pool;
   op->forward(ctx, inputs, outputs);
   for (auto _ : state) op->backward(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
   // Input and weight gradients: two products the size of the forward.
-  state.counters["GFLOP/s"] =
-      benchmark::Counter(2.0 * double(op->flops(specs, out_specs)) * double(state.iterations()),
-                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  const double products = which == 3 ? 2.0 : 1.0;
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      products * double(op->flops(specs, out_specs)) * double(state.iterations()),
+      benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 
 void BM_Conv3x3_64_Backward(benchmark::State& s) {
@@ -144,6 +148,14 @@ void BM_ResNet18TrainForward(benchmark::State& s) {
 void BM_ResNet18TrainBackward(benchmark::State& s) {
   const std::string call = resnet18_train_call(s);
   run_backward(s, call.c_str(), {32, s.range(0), s.range(4), s.range(4)}, 2);
+}
+void BM_ResNet18TrainInputGrad(benchmark::State& s) {
+  const std::string call = resnet18_train_call(s);
+  run_backward(s, call.c_str(), {32, s.range(0), s.range(4), s.range(4)}, 2, 1);
+}
+void BM_ResNet18TrainWeightGrad(benchmark::State& s) {
+  const std::string call = resnet18_train_call(s);
+  run_backward(s, call.c_str(), {32, s.range(0), s.range(4), s.range(4)}, 2, 2);
 }
 void resnet18_train_shapes(benchmark::internal::Benchmark* b) {
   b->Args({3, 64, 7, 2, 64})
@@ -193,5 +205,7 @@ BENCHMARK(BM_Conv3x3_128_s2_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisec
 BENCHMARK(BM_Depthwise_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ResNet18TrainForward)->Apply(resnet18_train_shapes);
 BENCHMARK(BM_ResNet18TrainBackward)->Apply(resnet18_train_shapes);
+BENCHMARK(BM_ResNet18TrainInputGrad)->Apply(resnet18_train_shapes);
+BENCHMARK(BM_ResNet18TrainWeightGrad)->Apply(resnet18_train_shapes);
 
 }  // namespace

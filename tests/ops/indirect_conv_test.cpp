@@ -146,19 +146,20 @@ void check_gradients(const Conv2dShape& s, int threads) {
 
 TEST(IndirectConv, GradientsMatchTheDirectSums) {
   const std::vector<Case> cases = {
-      {32, 16, 16, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1},   // pixels of many images per tile
-      {5, 17, 33, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1},    // channels off the tiles and panels
-      {3, 24, 50, 9, 7, 3, 3, 2, 2, 1, 1, 1, 1},    // strided: weight gradient only
-      {2, 16, 100, 8, 8, 1, 1, 2, 2, 0, 0, 1, 1},   // a strided 1x1
-      {1, 20, 32, 13, 11, 9, 9, 1, 1, 4, 4, 1, 1},  // 81 taps
-      {2, 16, 40, 10, 12, 1, 3, 1, 1, 0, 1, 1, 1},  // a 1x3 kernel
-      {1, 18, 48, 15, 15, 3, 3, 1, 1, 2, 2, 2, 2},  // dilation
-      {4, 16, 24, 16, 16, 3, 3, 2, 2, 1, 1, 1, 1},  // ResNet's strided 3x3: four phases
-      {2, 16, 20, 15, 13, 7, 7, 2, 2, 3, 3, 1, 1},  // a 7x7 stride 2 on odd sizes
-      {2, 20, 16, 11, 12, 3, 2, 2, 1, 1, 0, 1, 1},  // strides 2 and 1, a 3x2 kernel
-      {3, 16, 16, 10, 11, 2, 2, 3, 3, 0, 1, 1, 1},  // kernel under the stride: rows untouched
-      {2, 16, 32, 9, 9, 3, 3, 2, 2, 1, 1, 2, 2},    // strided and dilated: refused
-      {2, 20, 128, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1},   // two 64-wide panels, 20 = 3 x 6 + 2 inputs
+      {32, 16, 16, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1},    // pixels of many images per tile
+      {5, 17, 33, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1},     // channels off the tiles and panels
+      {3, 24, 50, 9, 7, 3, 3, 2, 2, 1, 1, 1, 1},     // strided: weight gradient only
+      {2, 16, 100, 8, 8, 1, 1, 2, 2, 0, 0, 1, 1},    // a strided 1x1
+      {1, 20, 32, 13, 11, 9, 9, 1, 1, 4, 4, 1, 1},   // 81 taps
+      {2, 16, 40, 10, 12, 1, 3, 1, 1, 0, 1, 1, 1},   // a 1x3 kernel
+      {1, 18, 48, 15, 15, 3, 3, 1, 1, 2, 2, 2, 2},   // dilation
+      {4, 16, 24, 16, 16, 3, 3, 2, 2, 1, 1, 1, 1},   // ResNet's strided 3x3: four phases
+      {2, 16, 20, 15, 13, 7, 7, 2, 2, 3, 3, 1, 1},   // a 7x7 stride 2 on odd sizes
+      {2, 20, 16, 11, 12, 3, 2, 2, 1, 1, 0, 1, 1},   // strides 2 and 1, a 3x2 kernel
+      {3, 16, 16, 10, 11, 2, 2, 3, 3, 0, 1, 1, 1},   // kernel under the stride: rows untouched
+      {2, 16, 32, 9, 9, 3, 3, 2, 2, 1, 1, 2, 2},     // strided and dilated: refused
+      {2, 20, 128, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1},    // two 64-wide panels, 20 = 3 x 6 + 2 inputs
+      {10, 16, 64, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1},  // weight gradient in blocks of 4, 4, 2 images
   };
   for (const Case& c : cases)
     for (int threads : {1, 2, 3}) check_gradients(shape_of(c), threads);

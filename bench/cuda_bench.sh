@@ -21,6 +21,12 @@ out="${OUT:-cuda_bench}"
 mkdir -p "$out"
 build="${1:-}"
 if [ -z "$build" ]; then
+  # cuDNN from the toolkit, else from PyTorch's nvidia-cudnn package (the GPU machine has no
+  # Debian packages: ../shared/device/pack-deps.sh puts the others in .deps/, which CMake finds).
+  if [ -z "${CUDNN_ROOT:-}" ] && [ ! -e /usr/local/cuda/include/cudnn.h ] && [ ! -e /usr/include/cudnn.h ]; then
+    CUDNN_ROOT=$(python3 -c "import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))" 2>/dev/null || true)
+    export CUDNN_ROOT
+  fi
   cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DNNX_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DNNX_MPI=OFF -DNNX_BUILD_BENCH=ON >"$out/configure.log" 2>&1 ||
     { tail -20 "$out/configure.log"; exit 3; }
@@ -28,6 +34,7 @@ if [ -z "$build" ]; then
     { grep -m 30 -E "error|Error" "$out/build.log"; exit 3; }
   build=build/gpu
 fi
+[ -n "${CUDNN_ROOT:-}" ] && export LD_LIBRARY_PATH="$CUDNN_ROOT/lib:${LD_LIBRARY_PATH:-}"
 nvidia-smi -L 2>/dev/null || true
 status=0
 run() {  # NAME ARGS...

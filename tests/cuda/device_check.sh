@@ -9,16 +9,26 @@
 #                                            build/cudahelper/tests carried over, built with
 #                                            NNX_NATIVE=OFF so that any x86-64 runs it)
 #
-# The PyTorch fixtures are read from $NNX_FIXTURE_DIR (default build/fixtures: carry
-# build/fixtures/ops, build/fixtures/models and build/fixtures/train_parity, about 57 MiB, where
-# the machine has no torch; the train tests read the folder the build was configured with).
+# The PyTorch fixtures are read from $NNX_FIXTURE_DIR (default build/fixtures; the train tests
+# read the folder the build was configured with). build/device-fixtures.tar.xz, when carried
+# (tests/cuda/pack_fixtures.sh writes it: ops, models and train_parity), is unpacked there first.
+# The whole recipe for a session with the device tool is in tests/cuda/pack_fixtures.sh.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-cuda_logs}"
 mkdir -p "$out"
 export NNX_FIXTURE_DIR="${NNX_FIXTURE_DIR:-$PWD/build/fixtures}"
+if [ -f build/device-fixtures.tar.xz ] && [ ! -d "$NNX_FIXTURE_DIR/train_parity" ]; then
+  mkdir -p "$NNX_FIXTURE_DIR" && tar -C "$NNX_FIXTURE_DIR" -xJf build/device-fixtures.tar.xz
+fi
 bin="${1:-}"
 if [ -z "$bin" ]; then
+  # cuDNN from the toolkit, else from PyTorch's nvidia-cudnn package (the GPU machine has no
+  # Debian packages: ../shared/device/pack-deps.sh puts the others in .deps/, which CMake finds).
+  if [ -z "${CUDNN_ROOT:-}" ] && [ ! -e /usr/local/cuda/include/cudnn.h ] && [ ! -e /usr/include/cudnn.h ]; then
+    CUDNN_ROOT=$(python3 -c "import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))" 2>/dev/null || true)
+    export CUDNN_ROOT
+  fi
   cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DNNX_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DNNX_MPI=OFF -DNNX_BUILD_BENCH=OFF \
     -DNNX_FIXTURE_DIR="$NNX_FIXTURE_DIR" >"$out/configure.log" 2>&1 ||
@@ -27,6 +37,7 @@ if [ -z "$bin" ]; then
     { grep -m 30 -E "error|Error" "$out/build.log"; exit 3; }
   bin=build/gpu/tests
 fi
+[ -n "${CUDNN_ROOT:-}" ] && export LD_LIBRARY_PATH="$CUDNN_ROOT/lib:${LD_LIBRARY_PATH:-}"
 nvidia-smi -L 2>/dev/null || true
 status=0
 timeout 240 "$bin/nnx_runtime_tests" --gtest_filter='Cuda*' >"$out/runtime.log" 2>&1 || status=1

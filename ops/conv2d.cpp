@@ -372,7 +372,9 @@ void Conv2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs
     s.in_w = copy.size(3);
     s.pad_top = s.pad_left = 0;
   }
-  cuda::conv2d_forward(cuda_params(s), input.data<float>(), weight.data<float>(),
+  cuda::Conv2dParams params = cuda_params(s);
+  params.allow_tf32 = ctx.allow_tf32;
+  cuda::conv2d_forward(params, input.data<float>(), weight.data<float>(),
                        has_bias_ ? bias.data<float>() : nullptr, output, scope.device().index,
                        scope.stream());
 #else

@@ -130,7 +130,7 @@ void Linear::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs
   const int64_t rows = in_features_ == 0 ? outputs[0].numel() / std::max<int64_t>(1, out_features_)
                                          : input.numel() / in_features_;
   cuda::linear(rows, in_features_, out_features_, input.data<float>(), weight.data<float>(),
-               has_bias_ ? bias.data<float>() : nullptr, output, scope.stream());
+               has_bias_ ? bias.data<float>() : nullptr, output, scope.stream(), ctx.allow_tf32);
 #else
   Op::forward_cuda(ctx, inputs, outputs);
 #endif

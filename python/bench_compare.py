@@ -31,7 +31,8 @@ machine (processor model), date and command; --plot writes a bar chart (needs ma
 torch.compile(mode="reduce-overhead"), both fp32 with TF32 off, against `nnx bench --device
 cuda` (inputs on the device, every run synchronised); ONNX Runtime (a CPU build) is left out,
 and peak device memory is reported instead of RSS. --batch N replaces the batch of every model's
-shape (the input file is made per batch).
+shape (the input file is made per batch). --precision tf32 (CUDA only) lets both use TF32 tensor
+cores in convolutions and matrix products (PyTorch's allow_tf32 flags, nnx's --precision tf32).
 """
 import argparse
 import datetime
@@ -88,9 +89,11 @@ def torch_worker(args):
         if not torch.cuda.is_available():
             print("bench_compare: PyTorch sees no CUDA device", file=sys.stderr)
             return 3
-        # fp32 as nnx computes it on CUDA: no TF32 in convolutions or matrix products.
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+        # The precision nnx computes in on CUDA: fp32 without TF32 in convolutions and matrix
+        # products, or with it (--precision tf32).
+        tf32 = args.precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     if args.compile and not hasattr(torch, "compile"):
         print(json.dumps({"unavailable": f"torch {torch.__version__} has no torch.compile"}))
         return 0
@@ -239,7 +242,8 @@ def prepare(name, work, args):
 def measure_torch(m, args, out_dir=None, compile=False):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "torch", "--arch", m["arch"],
            "--weights", m["weights"], "--input", m["input"], "--threads", str(args.threads),
-           "--iters", str(args.iters), "--warmup", str(args.warmup), "--device", args.device]
+           "--iters", str(args.iters), "--warmup", str(args.warmup), "--device", args.device,
+           "--precision", args.precision]
     if compile:
         cmd.append("--compile")
     for spec in m["user_ops"]:
@@ -277,7 +281,8 @@ def measure_nnx(m, args):
     shape = ",".join(map(str, m["shape"]))
     cmd = [args.nnx, "bench", m["arch"], "--weights", m["weights"], "--shape", shape,
            "--threads", str(args.threads), "--iters", str(args.iters),
-           "--warmup", str(args.warmup), "--device", args.device, "--json"] + nnx_model_args(m)
+           "--warmup", str(args.warmup), "--device", args.device, "--precision", args.precision,
+           "--json"] + nnx_model_args(m)
     rc, out, err, rss = run_measured(cmd)
     if rc != 0:
         raise RuntimeError(f"nnx bench failed on {m['name']}:\n{err}")
@@ -288,8 +293,8 @@ def measure_nnx(m, args):
 
 def nnx_outputs(m, args, out_dir):
     cmd = [args.nnx, "run", m["arch"], "--weights", m["weights"], "--input", m["input"],
-           "--threads", str(args.threads), "--device", args.device, "--out", out_dir
-           ] + nnx_model_args(m)
+           "--threads", str(args.threads), "--device", args.device, "--precision", args.precision,
+           "--out", out_dir] + nnx_model_args(m)
     rc, out, err, _ = run_measured(cmd)
     if rc != 0:
         raise RuntimeError(f"nnx run failed on {m['name']}:\n{err}")
@@ -479,6 +484,7 @@ def main(argv=None):
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--precision", choices=["fp32", "tf32"], default="fp32")
     p.add_argument("--batch", type=int, default=0, help="replaces every model's batch")
     p.add_argument("--models", default="seed,resnet18,mobilenet_v2,resnet50")
     p.add_argument("--threads", type=int, default=2)
@@ -499,6 +505,8 @@ def main(argv=None):
         return torch_worker(args)
     if args.worker == "launcher":
         return launcher_worker()
+    if args.precision != "fp32" and args.device != "cuda":
+        p.error(f"--precision {args.precision} is for --device cuda (the CPU runs fp32)")
     start_launcher()
     args.models = [m for m in args.models.split(",") if m]
     unknown = [m for m in args.models if m not in MODELS]
@@ -518,6 +526,7 @@ def main(argv=None):
         log(f"error: {e}")
         return 3
     machine = {"processor": processor_model(), "cores": os.cpu_count(), "device": args.device,
+               "precision": args.precision,
                "gpu": results[0].get("device") if cuda and results else None,
                "date": datetime.date.today().isoformat(), "threads": args.threads,
                "iters": args.iters, "warmup": args.warmup, "rounds": args.rounds,

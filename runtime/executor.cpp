@@ -98,6 +98,13 @@ Executor::Executor(Model model, ExecutorOptions options) : impl_(std::make_uniqu
   int threads = options.threads > 0 ? options.threads : ThreadPool::hardware_threads();
   impl_->pool = std::make_unique<ThreadPool>(threads);
   impl_->ctx.device = impl_->model.device();
+  NNX_CHECK(options.precision == Precision::fp32 || impl_->ctx.device.is_cuda(),
+            ErrorKind::unsupported, "precision ", precision_name(options.precision),
+            " is for CUDA; the CPU runs fp32");
+  NNX_CHECK(options.precision == Precision::fp32 || options.precision == Precision::tf32,
+            ErrorKind::unsupported, "precision ", precision_name(options.precision),
+            " is not implemented yet: the CUDA path runs fp32 or tf32");
+  impl_->ctx.allow_tf32 = options.precision == Precision::tf32;
   if (impl_->ctx.device.is_cuda()) {
     // Its own stream: Executors of one model on several threads run concurrently.
     impl_->stream = cuda::create_stream(impl_->ctx.device.index);
@@ -106,6 +113,27 @@ Executor::Executor(Model model, ExecutorOptions options) : impl_(std::make_uniqu
   impl_->ctx.pool = impl_->pool.get();
   impl_->profile = options.profile;
   impl_->fuse = options.fuse && impl_->model.device().is_cpu();  // fusion is CPU inference only
+}
+
+const char* precision_name(Precision precision) {
+  switch (precision) {
+    case Precision::fp32:
+      return "fp32";
+    case Precision::tf32:
+      return "tf32";
+    case Precision::fp16:
+      return "fp16";
+    case Precision::bf16:
+      return "bf16";
+  }
+  return "?";
+}
+
+Precision parse_precision(std::string_view name) {
+  for (Precision p : {Precision::fp32, Precision::tf32, Precision::fp16, Precision::bf16})
+    if (name == precision_name(p)) return p;
+  fail(ErrorKind::usage, "precision must be fp32, tf32, fp16 or bf16, found '", std::string(name),
+       "'");
 }
 
 Executor::~Executor() = default;

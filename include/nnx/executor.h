@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "nnx/model.h"
@@ -15,6 +16,15 @@ namespace nnx {
 // Whether Executors fuse by default: true unless the environment has NNX_FUSE=0 (read once).
 NNX_API bool fuse_by_default();
 
+// Arithmetic of a CUDA model's convolutions and matrix products: fp32 (no tensor cores, as
+// PyTorch with TF32 disabled) or tf32 (tensor cores with TF32 inputs and fp32 accumulation, as
+// PyTorch's default for cuDNN convolutions). fp16 and bf16 are named for the CLI and refused:
+// not implemented yet. The CPU computes fp32.
+enum class Precision { fp32, tf32, fp16, bf16 };
+// "fp32", ...; parse_precision throws Error(usage) for other names.
+NNX_API const char* precision_name(Precision precision);
+NNX_API Precision parse_precision(std::string_view name);
+
 struct ExecutorOptions {
   int threads = 0;       // 0: all hardware threads
   bool profile = false;  // time every node of every run (see last_profile())
@@ -22,6 +32,8 @@ struct ExecutorOptions {
   // (BatchNorm folded into the convolution's weights once per model, activations applied to
   // each output block in cache). Outputs match unfused runs to float rounding (~1e-7).
   bool fuse = fuse_by_default();
+  // Error(unsupported) from the constructor for anything but fp32 on the CPU, and for fp16/bf16.
+  Precision precision = Precision::fp32;
 };
 
 // Time spent in one node during the last run, when profiling.

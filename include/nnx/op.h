@@ -47,6 +47,8 @@ struct ExecContext {
   // Data-parallel training with synchronised BatchNorm: batch statistics (and their backward
   // sums) are summed over all processes. Null: this process's batch alone.
   StatReducer* reducer = nullptr;
+  // CUDA: convolutions and matrix products may use TF32 tensor cores (ExecutorOptions::precision).
+  bool allow_tf32 = false;
 };
 
 // Which forward tensors an op's backward reads; the Trainer frees the others as soon as the

@@ -1,6 +1,7 @@
 // Conv2d on CUDA through cuDNN's legacy convolution API (cudnn_cnn.h), and the padding kernel.
 // Math type CUDNN_FMA_MATH keeps TF32 tensor cores out, as PyTorch does with TF32 disabled, so
-// results match the CPU and PyTorch to fp32 rounding.
+// results match the CPU and PyTorch to fp32 rounding; with allow_tf32 CUDNN_TENSOR_OP_MATH lets
+// them in, as PyTorch's default (torch.backends.cudnn.allow_tf32) does.
 #include <cudnn.h>
 
 #include <algorithm>
@@ -55,7 +56,8 @@ struct ConvolutionDescriptor {
         desc, int(p.pad_h), int(p.pad_w), int(p.stride_h), int(p.stride_w), int(p.dilation_h),
         int(p.dilation_w), CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     NNX_CUDNN_CHECK(cudnnSetConvolutionGroupCount(desc, int(p.groups)));
-    NNX_CUDNN_CHECK(cudnnSetConvolutionMathType(desc, CUDNN_FMA_MATH));
+    NNX_CUDNN_CHECK(
+        cudnnSetConvolutionMathType(desc, p.allow_tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
   }
   ~ConvolutionDescriptor() { (void)cudnnDestroyConvolutionDescriptor(desc); }
   ConvolutionDescriptor(const ConvolutionDescriptor&) = delete;
@@ -100,11 +102,13 @@ std::string problem_key(const Conv2dParams& p, int device, bool search) {
   add("stride", {p.stride_h, p.stride_w});
   add("dilation", {p.dilation_h, p.dilation_w});
   add("groups", {p.groups});
+  if (p.allow_tf32) key += ";tf32";
   key += search ? ";search" : ";heuristic";
   return key;
 }
 
 struct Problem {
+  bool allow_tf32;  // tensor-core algorithms are candidates
   cudnnHandle_t handle;
   const TensorDescriptor& x;
   const FilterDescriptor& w;
@@ -121,7 +125,7 @@ int heuristic_algorithm(const Problem& p) {
                                                          p.y.desc, count, &returned, perf.data()));
   for (int i = 0; i < returned; ++i)
     if (perf[size_t(i)].status == CUDNN_STATUS_SUCCESS &&
-        !uses_tensor_cores(perf[size_t(i)].mathType))
+        (p.allow_tf32 || !uses_tensor_cores(perf[size_t(i)].mathType)))
       return int(perf[size_t(i)].algo);
   return int(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);  // takes every problem, no workspace
 }
@@ -159,7 +163,7 @@ int searched_algorithm(const Problem& p, const float* x, const float* w, float* 
       workspace->get(), workspace->bytes()));
   for (int i = 0; i < returned; ++i)  // fastest first
     if (perf[size_t(i)].status == CUDNN_STATUS_SUCCESS &&
-        !uses_tensor_cores(perf[size_t(i)].mathType))
+        (p.allow_tf32 || !uses_tensor_cores(perf[size_t(i)].mathType)))
       return int(perf[size_t(i)].algo);
   return heuristic_algorithm(p);
 }
@@ -220,7 +224,7 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
             "Conv2d on CUDA: cuDNN computes an output of [", n, ", ", c, ", ", h, ", ", wd,
             "], expected [", p.batch, ", ", p.out_channels, ", ", p.out_h, ", ", p.out_w, "]");
   const TensorDescriptor y_desc(p.batch, p.out_channels, p.out_h, p.out_w);
-  const Problem problem{handle, x_desc, w_desc, conv_desc, y_desc};
+  const Problem problem{p.allow_tf32, handle, x_desc, w_desc, conv_desc, y_desc};
 
   const bool search = conv_search_enabled();
   const int algo = ConvAlgoCache::instance().get(
@@ -247,10 +251,11 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
 namespace {
 
 template <class Perf>
-int first_fp32_algorithm(const std::vector<Perf>& perf, int returned, int fallback) {
+int first_allowed_algorithm(const std::vector<Perf>& perf, int returned, bool allow_tf32,
+                            int fallback) {
   for (int i = 0; i < returned; ++i)
     if (perf[size_t(i)].status == CUDNN_STATUS_SUCCESS &&
-        !uses_tensor_cores(perf[size_t(i)].mathType))
+        (allow_tf32 || !uses_tensor_cores(perf[size_t(i)].mathType)))
       return int(perf[size_t(i)].algo);
   return fallback;
 }
@@ -262,7 +267,8 @@ int backward_data_algorithm(const Problem& p) {
   int returned = 0;
   NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
       p.handle, p.w.desc, p.y.desc, p.conv.desc, p.x.desc, count, &returned, perf.data()));
-  return first_fp32_algorithm(perf, returned, int(CUDNN_CONVOLUTION_BWD_DATA_ALGO_1));
+  return first_allowed_algorithm(perf, returned, p.allow_tf32,
+                                 int(CUDNN_CONVOLUTION_BWD_DATA_ALGO_1));
 }
 
 int backward_filter_algorithm(const Problem& p) {
@@ -272,7 +278,8 @@ int backward_filter_algorithm(const Problem& p) {
   int returned = 0;
   NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
       p.handle, p.x.desc, p.y.desc, p.conv.desc, p.w.desc, count, &returned, perf.data()));
-  return first_fp32_algorithm(perf, returned, int(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1));
+  return first_allowed_algorithm(perf, returned, p.allow_tf32,
+                                 int(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1));
 }
 
 __global__ void pad2d_backward_kernel(PadMode mode, const float* dy, int64_t planes, int64_t h,
@@ -315,7 +322,7 @@ void conv2d_backward(const Conv2dParams& p, const float* x, const float* w, cons
   const FilterDescriptor w_desc(p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w);
   const ConvolutionDescriptor conv_desc(p);
   const TensorDescriptor y_desc(p.batch, p.out_channels, p.out_h, p.out_w);
-  const Problem problem{handle, x_desc, w_desc, conv_desc, y_desc};
+  const Problem problem{p.allow_tf32, handle, x_desc, w_desc, conv_desc, y_desc};
   const float one = 1.0f, zero = 0.0f;
   auto& cache = ConvAlgoCache::instance();
   if (dx != nullptr) {

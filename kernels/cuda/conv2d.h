@@ -14,6 +14,9 @@ struct Conv2dParams {
   int64_t pad_h = 0, pad_w = 0;  // the same on both sides (cuDNN's only form)
   int64_t dilation_h = 1, dilation_w = 1;
   int64_t groups = 1;
+  // TF32 tensor cores allowed (CUDNN_TENSOR_OP_MATH, tensor-core algorithms kept), else fp32
+  // FMA only.
+  bool allow_tf32 = false;
 };
 
 // y [batch, out_channels, out_h, out_w] = conv(x, w) + bias (bias may be null), all contiguous

@@ -29,7 +29,7 @@ __global__ void column_sums_kernel(const float* dy, int64_t rows, int64_t cols, 
 }  // namespace
 
 void linear(int64_t rows, int64_t in_features, int64_t out_features, const float* x, const float* w,
-            const float* bias, float* y, void* stream_handle) {
+            const float* bias, float* y, void* stream_handle, bool allow_tf32) {
   if (rows == 0 || out_features == 0) return;
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
   const int64_t n = rows * out_features;
@@ -42,9 +42,13 @@ void linear(int64_t rows, int64_t in_features, int64_t out_features, const float
             ErrorKind::unsupported, "Linear on CUDA: [", rows, ", ", in_features, "] x [",
             in_features, ", ", out_features, "] is beyond cuBLAS's int sizes");
   const float alpha = 1.0f, beta = bias != nullptr ? 1.0f : 0.0f;
-  NNX_CUBLAS_CHECK(cublasSgemm(cublas_handle(stream), CUBLAS_OP_T, CUBLAS_OP_N, int(out_features),
-                               int(rows), int(in_features), &alpha, w, int(in_features), x,
-                               int(in_features), &beta, y, int(out_features)));
+  // The handle is this stream's, shared by every Linear on it: the math mode is set per call.
+  const cublasHandle_t handle = cublas_handle(stream);
+  NNX_CUBLAS_CHECK(
+      cublasSetMathMode(handle, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  NNX_CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(rows),
+                               int(in_features), &alpha, w, int(in_features), x, int(in_features),
+                               &beta, y, int(out_features)));
 }
 
 void linear_backward(int64_t rows, int64_t in_features, int64_t out_features, const float* x,
@@ -67,6 +71,7 @@ void linear_backward(int64_t rows, int64_t in_features, int64_t out_features, co
   }
   const float one = 1.0f, none = 0.0f;
   const cublasHandle_t handle = cublas_handle(stream);
+  NNX_CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));  // training runs fp32
   // Column-major views of the row-major buffers: dy^T [out, rows], W^T [in, out], x^T [in, rows].
   if (dx != nullptr && in_features > 0)  // dx^T [in, rows] = W^T dy^T
     NNX_CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, int(in_features), int(rows),

@@ -225,5 +225,24 @@ TEST_F(Cli, BenchOnCudaOrAClearRefusal) {
   EXPECT_EQ(r.out.find("\"peak_device_mb\":null"), std::string::npos) << r.out;
 }
 
+// --precision: a misspelling is a usage error (2); tf32 is CUDA's (on the CPU a refusal, exit 1,
+// naming CUDA); fp16 and bf16 are refused as not implemented yet; on a GPU tf32 runs.
+TEST_F(Cli, PrecisionIsCheckedAndTf32IsForCuda) {
+  const std::string bench = nnx_cli() + " bench " + original("tmp.json") + " --weights " +
+                            original("tmp.pth") + " --shape 1,3,32,32 --iters 2 --warmup 1";
+  EXPECT_EQ(sh(bench + " --precision fp64").status, 2);
+  Result cpu = sh(bench + " --precision tf32");
+  EXPECT_EQ(cpu.status, 1) << cpu.err;
+  EXPECT_NE(cpu.err.find("is for CUDA"), std::string::npos) << cpu.err;
+  Result half = sh(bench + " --device cuda --precision fp16");
+  EXPECT_EQ(half.status, 1) << half.err;
+  EXPECT_NE(half.err.find("not implemented yet"), std::string::npos) << half.err;
+  cuda::init();
+  if (!cuda::available()) return;
+  Result r = sh(bench + " --device cuda --precision tf32 --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\"precision\":\"tf32\""), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace nnx

@@ -823,5 +823,42 @@ TEST_F(CudaOps, ExecutorRunsTheSeedNetworkOnCuda) {
       "");
 }
 
+// TF32 (ExecutorOptions::precision): the seed network and ResNet-18's fixture on CUDA within
+// 1e-2 of fp32 (TF32 keeps 10 bits of each product's inputs; sums stay fp32).
+constexpr double kTf32Tolerance = 1e-2;
+
+TEST_F(CudaOps, Tf32RunsStayNearFp32) {
+  const auto folders = model_case_folders();
+  if (folders.empty() && std::string(NNX_PYTHON).empty())
+    GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
+  int compared = 0;
+  for (const fs::path& folder : folders) {
+    json::Value meta = json::parse_file((folder / "case.json").string());
+    const json::Value* w = meta.find("weights");
+    if (w == nullptr || !w->is_string()) continue;
+    NetworkCase c = load_network_case(folder);
+    Model on_device = load((folder / meta.find("arch")->str).string(), (folder / w->str).string(),
+                           {.device = Device::cuda(0), .strict = false});
+    Executor fp32(on_device), tf32(on_device, {.precision = Precision::tf32});
+    std::vector<Tensor> a = fp32(c.inputs), b = tf32(c.inputs);
+    for (Tensor& t : a) t = t.to(Device::cpu());
+    for (Tensor& t : b) t = t.to(Device::cpu());
+    EXPECT_EQ(compare(b, a, kTf32Tolerance, "fp32"), "") << folder.filename().string();
+    ++compared;
+  }
+  EXPECT_GT(compared, 0);
+}
+
+// Without a device: what precision does not apply to is refused by name.
+TEST(CudaPrecision, RefusedWhereItDoesNotApply) {
+  EXPECT_EQ(parse_precision("tf32"), Precision::tf32);
+  testing_util::expect_error([] { parse_precision("fp64"); }, "fp32, tf32, fp16 or bf16",
+                             ErrorKind::usage);
+  example::register_yolo_head();
+  Model model = load(std::string(NNX_SOURCE_DIR) + "/examples/seed/seed.json");
+  testing_util::expect_error([&] { Executor e(model, {.precision = Precision::tf32}); },
+                             "is for CUDA", ErrorKind::unsupported);
+}
+
 }  // namespace
 }  // namespace nnx

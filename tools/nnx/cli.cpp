@@ -116,11 +116,11 @@ Model load_model(const Args& args, bool lenient) {
   std::string precision = args.value("--precision").value_or("fp32");
   if (precision != "fp32" && precision != "tf32" && precision != "fp16" && precision != "bf16")
     throw UsageError("--precision must be fp32, tf32, fp16 or bf16, found '" + precision + "'");
-  if (precision != "fp32" && device != "cuda")
+  if (precision != "fp32" && device == "cpu")
     fail(ErrorKind::unsupported, "--precision ", precision, " is for CUDA; the CPU runs fp32");
-  if (precision != "fp32")
+  if (precision != "fp32" && precision != "tf32")
     fail(ErrorKind::unsupported, "--precision ", precision,
-         " is not implemented yet: the CUDA path runs fp32 (TF32 off)");
+         " is not implemented yet: the CUDA path runs fp32 (TF32 off) or tf32");
   for (const std::string& plugin : args.values("--plugin")) load_plugin(plugin);
   LoadOptions options;
   options.strict = !args.has("--no-strict") && !lenient;
@@ -130,6 +130,9 @@ Model load_model(const Args& args, bool lenient) {
                           return cuda::available();
                         }());
   options.device = use_cuda ? Device::cuda() : Device::cpu();
+  if (precision != "fp32" && !use_cuda)
+    fail(ErrorKind::unsupported, "--precision ", precision,
+         " is for CUDA, and --device auto found none: the CPU runs fp32");
   options.seed = uint64_t(args.integer("--seed", 0));
   Model model = load(args.positional()[0], args.value("--weights").value_or(""), options);
   const LoadReport& r = model.report();

@@ -31,6 +31,7 @@ double ms_since(Clock::time_point t) {
 ExecutorOptions executor_options(const Args& args) {
   ExecutorOptions o;
   o.threads = int(args.integer("--threads", 0));
+  o.precision = parse_precision(args.value("--precision").value_or("fp32"));
   return o;
 }
 

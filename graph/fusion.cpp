@@ -13,6 +13,10 @@
 #include "ops/pooling.h"
 #include "runtime/mapped_file.h"
 
+#ifdef NNX_WITH_CUDA
+#include "runtime/cuda/op_support.h"
+#endif
+
 namespace nnx {
 namespace {
 
@@ -397,7 +401,109 @@ bool fold_op_chain(const Graph& graph, const Readers& readers, int head, FusedCh
   return true;
 }
 
+#ifdef NNX_WITH_CUDA
+// CUDA: Conv2d [+ BatchNorm2d] [+ residual Add] [+ activation] from `head`.
+bool cuda_conv_chain(const Graph& graph, const Readers& readers, const std::vector<int>& position,
+                     int head, bool fold_batchnorm, FusedChain& chain) {
+  auto conv = std::dynamic_pointer_cast<const Conv2d>(graph.layer_of(head).op);
+  if (!conv) return false;
+  chain.head = head;
+  int next = next_in_chain(graph, readers, head);
+  std::shared_ptr<const BatchNorm2d> bn;
+  if (fold_batchnorm && next >= 0) {
+    bn = std::dynamic_pointer_cast<const BatchNorm2d>(graph.layer_of(next).op);
+    if (bn && bn->inference_is_affine() && bn->num_features() == conv->out_channels()) {
+      chain.absorbed.push_back(next);
+      next = next_in_chain(graph, readers, next);
+    } else {
+      bn.reset();
+    }
+  }
+  std::shared_ptr<const BroadcastFoldOp> add;
+  bool conv_first = true;
+  if (next < 0) {
+    PortRef other;
+    const int value = chain.absorbed.empty() ? head : chain.absorbed.back();
+    const int a = residual_add(graph, readers, value, head, position, other, conv_first);
+    if (a >= 0) {
+      add = std::dynamic_pointer_cast<const BroadcastFoldOp>(graph.layer_of(a).op);
+      chain.absorbed.push_back(a);
+      chain.extra_inputs.push_back(other);
+      next = next_in_chain(graph, readers, a);
+    }
+  }
+  const ActivationOp* act = fusable_activation(graph, next);
+  if (act != nullptr) chain.absorbed.push_back(next);
+  if (chain.absorbed.empty()) return false;
+  Tensor weight, bias;  // on the host: folded, else the layer's own bias or zeros
+  if (bn) {
+    fold(*conv, *bn, weight, bias);
+  } else if (!conv->has_bias()) {
+    bias = Tensor::zeros(Shape{conv->out_channels()});  // the fused cuDNN call needs one
+  }
+  chain.run = [conv, weight, bias, act, add, conv_first](
+                  const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
+    const Device device = ctx.device;
+    const Tensor w =
+        cuda::device_param(weight.defined() ? weight : conv->params()[0].value, device);
+    const Tensor b = cuda::device_param(bias.defined() ? bias : conv->params()[1].value, device);
+    if (!add) return conv->forward_cuda_chain(ctx, inputs[0], w, b, nullptr, act, output);
+    const Tensor& skip = inputs[1];
+    const Shape conv_shape = conv->output_shape(inputs[0].shape());
+    if (conv_shape == output.shape() && skip.shape() == output.shape())
+      return conv->forward_cuda_chain(ctx, inputs[0], w, b, &skip, act, output);
+    // A broadcasting Add: the convolution into a buffer of its own, then the Add [+ act].
+    Tensor value = Tensor::empty(conv_shape, DType::f32, device);
+    conv->forward_cuda_chain(ctx, inputs[0], w, b, nullptr, nullptr, value);
+    const std::vector<Tensor> operands =
+        conv_first ? std::vector<Tensor>{value, skip} : std::vector<Tensor>{skip, value};
+    if (act != nullptr) return add->forward_cuda_chain(ctx, operands, *act, output);
+    add->forward(ctx, operands, std::span(&output, 1));
+  };
+  return true;
+}
+
+// CUDA: Add (Sub, Mul) + activation from `head`.
+bool cuda_fold_op_chain(const Graph& graph, const Readers& readers, int head, FusedChain& chain) {
+  auto op = std::dynamic_pointer_cast<const BroadcastFoldOp>(graph.layer_of(head).op);
+  if (!op) return false;
+  const ActivationOp* act = fusable_activation(graph, next_in_chain(graph, readers, head));
+  if (act == nullptr) return false;
+  chain.head = head;
+  chain.absorbed.push_back(readers.sole[size_t(head)]);
+  chain.run = [op, act](const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
+    op->forward_cuda_chain(ctx, inputs, *act, output);
+  };
+  return true;
+}
+#endif
+
 }  // namespace
+
+std::shared_ptr<const Fusion> find_cuda_fusion(const Graph& graph, bool fold_batchnorm) {
+  auto fusion = std::make_shared<Fusion>();
+  const size_t n = graph.nodes.size();
+  fusion->chain_of.assign(n, -1);
+  fusion->alias_of.assign(n, -1);
+#ifdef NNX_WITH_CUDA
+  const Readers readers = readers_of(graph);
+  std::vector<int> position(n, -1);
+  for (size_t i = 0; i < graph.schedule.size(); ++i) position[size_t(graph.schedule[i])] = int(i);
+  for (int v : graph.schedule) {
+    if (fusion->alias_of[size_t(v)] >= 0) continue;
+    FusedChain chain;
+    if (!cuda_conv_chain(graph, readers, position, v, fold_batchnorm, chain) &&
+        !(chain = FusedChain(), cuda_fold_op_chain(graph, readers, v, chain)))
+      continue;
+    fusion->chain_of[size_t(v)] = int(fusion->chains.size());
+    for (int a : chain.absorbed) fusion->alias_of[size_t(a)] = v;
+    fusion->chains.push_back(std::move(chain));
+  }
+#else
+  (void)fold_batchnorm;  // no CUDA backend: no chains
+#endif
+  return fusion;
+}
 
 std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnorm,
                                           ThreadPool* pool) {

@@ -44,4 +44,10 @@ struct Fusion {
 std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnorm,
                                           ThreadPool* pool = nullptr);
 
+// The chains of `graph` for CUDA inference (Conv2d::forward_cuda_chain,
+// BroadcastFoldOp::forward_cuda_chain): Conv2d [+ BatchNorm2d folded, as above] [+ a residual
+// Add] [+ activation], and Add (Sub, Mul) + activation. A lone convolution is no chain. Folded
+// weights stay on the host; the ops' device copies of them are made on first use.
+std::shared_ptr<const Fusion> find_cuda_fusion(const Graph& graph, bool fold_batchnorm);
+
 }  // namespace nnx

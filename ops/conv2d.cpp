@@ -5,11 +5,14 @@
 #include <cmath>
 
 #include "nnx/error.h"
+#include "ops/activation.h"
 #include "ops/layer_args.h"
 #include "ops/pooling.h"
 
 #ifdef NNX_WITH_CUDA
+#include "kernels/cuda/activation.h"
 #include "kernels/cuda/conv2d.h"
+#include "kernels/cuda/elementwise.h"
 #include "runtime/cuda/op_support.h"
 #endif
 
@@ -379,6 +382,66 @@ void Conv2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs
                        scope.stream());
 #else
   Op::forward_cuda(ctx, inputs, outputs);
+#endif
+}
+
+void Conv2d::forward_cuda_chain(const ExecContext& ctx, const Tensor& input, const Tensor& weight,
+                                const Tensor& bias, const Tensor* skip, const ActivationOp* act,
+                                Tensor& output) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, "Conv2d");
+  Tensor x = scope.input(input);
+  float* y = scope.output(output);
+  cpu::Conv2dShape s = geometry(x.shape());
+  const SidePadding pad = side_padding();
+  const bool padded = pad.top != 0 || pad.bottom != 0 || pad.left != 0 || pad.right != 0;
+  const bool symmetric = pad.top == pad.bottom && pad.left == pad.right;
+  if (padded && (padding_mode_ != cpu::PadMode::zeros || !symmetric)) {
+    Tensor copy = scope.empty(Shape{s.batch, s.in_channels, s.in_h + pad.top + pad.bottom,
+                                    s.in_w + pad.left + pad.right});
+    cuda::pad2d(cuda_pad_mode(padding_mode_), x.data<float>(), s.batch * s.in_channels, s.in_h,
+                s.in_w, pad.top, pad.bottom, pad.left, pad.right, copy.data<float>(),
+                scope.stream());
+    x = copy;
+    s.in_h = copy.size(2);
+    s.in_w = copy.size(3);
+    s.pad_top = s.pad_left = 0;
+  }
+  cuda::Conv2dParams params = cuda_params(s);
+  params.allow_tf32 = ctx.allow_tf32;
+  const Tensor w = scope.input(weight), b = scope.input(bias);
+  const Tensor z = skip != nullptr ? scope.input(*skip) : Tensor();
+  NNX_CHECK(!z.defined() || z.shape() == output.shape(), ErrorKind::shape,
+            "Conv2d on CUDA: a fused residual of shape ", z.shape().str(), " for an output of ",
+            output.shape().str());
+  const bool relu = act != nullptr && act->kind() == cpu::Activation::relu;
+  const bool aliased = z.defined() && z.raw_data() == output.raw_data();
+  const int device = scope.device().index;
+  if (relu && !aliased &&
+      cuda::conv2d_bias_relu_forward(params, x.data<float>(), w.data<float>(), b.data<float>(),
+                                     z.defined() ? z.data<float>() : nullptr, y, device,
+                                     scope.stream()))
+    return;
+  // The pieces: the convolution with its bias (into a buffer of its own where the residual
+  // lies in the output), the residual added (with the ReLU), the activation in place.
+  const int64_t n = output.numel();
+  Tensor own = aliased ? scope.empty(output.shape()) : Tensor();
+  float* conv_out = aliased ? own.data<float>() : y;
+  cuda::conv2d_forward(params, x.data<float>(), w.data<float>(), b.data<float>(), conv_out, device,
+                       scope.stream());
+  if (z.defined())
+    cuda::binary_same_shape(cuda::BinaryOp::add, relu, conv_out, z.data<float>(), y, n,
+                            scope.stream());
+  if (act != nullptr && !(relu && z.defined()))
+    cuda::activation(act->kind(), act->args(), y, y, n, scope.stream());
+#else
+  (void)input;
+  (void)weight;
+  (void)bias;
+  (void)skip;
+  (void)act;
+  (void)output;
+  fail(ErrorKind::device, "Conv2d: ", ctx.device.str(), ": this build has no CUDA backend");
 #endif
 }
 

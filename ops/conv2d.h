@@ -10,6 +10,8 @@
 
 namespace nnx {
 
+class ActivationOp;
+
 struct PoolWindow;
 
 class Conv2d : public Op {
@@ -51,6 +53,13 @@ class Conv2d : public Op {
                      const float* bias, const cpu::Epilogue& epilogue, Tensor& output,
                      cpu::ConvPrepared* prepared = nullptr,
                      const PoolWindow* max_pool = nullptr) const;
+  // Inference on CUDA for a fused chain (graph/fusion.h): this convolution with `weight` and
+  // `bias` (contiguous float32 on the device, bias defined) in place of its own, plus `skip` (a
+  // residual of the output's shape; null: none), then `act` (null: none), into `output`. ReLU
+  // chains are one cuDNN call (convolution, bias, residual and ReLU) where cuDNN takes them.
+  void forward_cuda_chain(const ExecContext& ctx, const Tensor& input, const Tensor& weight,
+                          const Tensor& bias, const Tensor* skip, const ActivationOp* act,
+                          Tensor& output) const;
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,

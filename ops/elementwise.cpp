@@ -6,8 +6,10 @@
 
 #include "kernels/cpu/layernorm.h"
 #include "nnx/error.h"
+#include "ops/activation.h"
 
 #ifdef NNX_WITH_CUDA
+#include "kernels/cuda/activation.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/train.h"
 #include "runtime/cuda/op_support.h"
@@ -194,6 +196,33 @@ void BroadcastFoldOp::forward_cuda(const ExecContext& ctx, std::span<const Tenso
   }
 #else
   Op::forward_cuda(ctx, inputs, outputs);
+#endif
+}
+
+void BroadcastFoldOp::forward_cuda_chain(const ExecContext& ctx, std::span<const Tensor> inputs,
+                                         const ActivationOp& act, Tensor& output) const {
+#ifdef NNX_WITH_CUDA
+  const cuda::OpScope scope(ctx, type());
+  float* y = scope.output(output);
+  const bool relu = act.kind() == cpu::Activation::relu;
+  if (relu && inputs.size() == 2 && inputs[0].shape() == output.shape() &&
+      inputs[1].shape() == output.shape()) {
+    const cuda::BinaryOp op = kind_ == cpu::BinaryOp::add   ? cuda::BinaryOp::add
+                              : kind_ == cpu::BinaryOp::sub ? cuda::BinaryOp::sub
+                                                            : cuda::BinaryOp::mul;
+    const Tensor a = scope.input(inputs[0]), b = scope.input(inputs[1]);
+    cuda::binary_same_shape(op, true, a.data<float>(), b.data<float>(), y, output.numel(),
+                            scope.stream());
+    return;
+  }
+  Tensor out[1] = {output};
+  forward_cuda(ctx, inputs, out);
+  cuda::activation(act.kind(), act.args(), y, y, output.numel(), scope.stream());
+#else
+  (void)inputs;
+  (void)act;
+  (void)output;
+  fail(ErrorKind::device, type(), ": ", ctx.device.str(), ": this build has no CUDA backend");
 #endif
 }
 

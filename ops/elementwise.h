@@ -9,6 +9,8 @@
 
 namespace nnx {
 
+class ActivationOp;
+
 // The broadcast of two shapes as NumPy defines it; throws Error(shape) naming both.
 Shape broadcast_shapes(const Shape& a, const Shape& b);
 
@@ -35,6 +37,10 @@ class BroadcastFoldOp : public Op {
   // input is folded in (Add+ReLU fused, graph/fusion.h).
   void forward_fused(const ExecContext& ctx, std::span<const Tensor> inputs,
                      const cpu::Epilogue& epilogue, Tensor& output) const;
+  // The same on CUDA with `act` after it (ReLU inside the kernel for two operands of the
+  // output's shape; other activations in place after).
+  void forward_cuda_chain(const ExecContext& ctx, std::span<const Tensor> inputs,
+                          const ActivationOp& act, Tensor& output) const;
 
  protected:
   void forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,

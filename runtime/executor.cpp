@@ -48,7 +48,9 @@ struct Executor::Impl {
     if (fuse && !fusion) {
       // Found (and BatchNorm folded) by the model's first plan, shared by all its Executors.
       const Model::Impl& shared = *model.impl();
-      fusion = shared.fusion.get(shared.graph, !shared.weights_may_change, pool.get());
+      fusion = model.device().is_cuda()
+                   ? shared.fusion.get_cuda(shared.graph, !shared.weights_may_change)
+                   : shared.fusion.get(shared.graph, !shared.weights_may_change, pool.get());
     }
     plan = make_plan(graph, specs, fusion.get());
     arena = Storage::allocate(std::max<size_t>(plan.arena_bytes, 1), allocator_for(model.device()));
@@ -112,7 +114,8 @@ Executor::Executor(Model model, ExecutorOptions options) : impl_(std::make_uniqu
   }
   impl_->ctx.pool = impl_->pool.get();
   impl_->profile = options.profile;
-  impl_->fuse = options.fuse && impl_->model.device().is_cpu();  // fusion is CPU inference only
+  // Inference fusion: the CPU's chains, or CUDA's (graph/fusion.h).
+  impl_->fuse = options.fuse;
 }
 
 const char* precision_name(Precision precision) {

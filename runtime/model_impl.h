@@ -31,10 +31,16 @@ class FusionCache {
     if (!fusion_) fusion_ = find_fusion(graph, fold_batchnorm, pool);
     return fusion_;
   }
+  // The CUDA chains (find_cuda_fusion), kept apart.
+  std::shared_ptr<const Fusion> get_cuda(const Graph& graph, bool fold_batchnorm) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!cuda_fusion_) cuda_fusion_ = find_cuda_fusion(graph, fold_batchnorm);
+    return cuda_fusion_;
+  }
 
  private:
   mutable std::mutex mutex_;
-  mutable std::shared_ptr<const Fusion> fusion_;
+  mutable std::shared_ptr<const Fusion> fusion_, cuda_fusion_;
 };
 
 struct Model::Impl {

@@ -30,7 +30,9 @@ struct ExecutorOptions {
   bool profile = false;  // time every node of every run (see last_profile())
   // On the CPU, run Conv2d+BatchNorm2d+activation and Add+activation chains as one node each
   // (BatchNorm folded into the convolution's weights once per model, activations applied to
-  // each output block in cache). Outputs match unfused runs to float rounding (~1e-7).
+  // each output block in cache). Outputs match unfused runs to float rounding (~1e-7). On CUDA
+  // the same chains with a residual Add: one cuDNN convolution + bias + residual + ReLU call,
+  // or the convolution and one elementwise kernel.
   bool fuse = fuse_by_default();
   // Error(unsupported) from the constructor for anything but fp32 on the CPU, and for fp16/bf16.
   Precision precision = Precision::fp32;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -370,6 +371,56 @@ void pad2d_backward(PadMode mode, const float* dy, int64_t planes, int64_t h, in
   pad2d_backward_kernel<<<grid_for(n), kBlockSize, 0, static_cast<cudaStream_t>(stream)>>>(
       mode, dy, planes, h, w, top, left, out_h, out_w, dx);
   NNX_CUDA_CHECK_LAUNCH();
+}
+
+bool conv2d_bias_relu_forward(const Conv2dParams& p, const float* x, const float* w,
+                              const float* bias, const float* z, float* y, int device,
+                              void* stream_handle) {
+  if (p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0) return true;
+  check_fits_int(p);
+  const std::string key = problem_key(p, device, false) + (z != nullptr ? ";fused+z" : ";fused");
+  static std::mutex mutex;
+  static std::map<std::string, bool> unsupported;  // problems cuDNN refused fused
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (unsupported.count(key) != 0) return false;
+  }
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  const cudnnHandle_t handle = cudnn_handle(stream);
+  const TensorDescriptor x_desc(p.batch, p.in_channels, p.in_h, p.in_w);
+  const FilterDescriptor w_desc(p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w);
+  const ConvolutionDescriptor conv_desc(p);
+  const TensorDescriptor y_desc(p.batch, p.out_channels, p.out_h, p.out_w);
+  const TensorDescriptor bias_desc(1, p.out_channels, 1, 1);
+  const Problem problem{p.allow_tf32, handle, x_desc, w_desc, conv_desc, y_desc};
+  const int algo =
+      ConvAlgoCache::instance().get(problem_key(p, device, false), false, std::string(),
+                                    [&] { return heuristic_algorithm(problem); });
+  cudnnActivationDescriptor_t relu = nullptr;
+  NNX_CUDNN_CHECK(cudnnCreateActivationDescriptor(&relu));
+  struct Destroy {
+    cudnnActivationDescriptor_t d;
+    ~Destroy() { (void)cudnnDestroyActivationDescriptor(d); }
+  } destroy{relu};
+  NNX_CUDNN_CHECK(
+      cudnnSetActivationDescriptor(relu, CUDNN_ACTIVATION_RELU, CUDNN_PROPAGATE_NAN, 0.0));
+  size_t workspace_bytes = 0;
+  NNX_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
+      handle, x_desc.desc, w_desc.desc, conv_desc.desc, y_desc.desc,
+      cudnnConvolutionFwdAlgo_t(algo), &workspace_bytes));
+  const Workspace workspace(device, workspace_bytes, stream);
+  const float one = 1.0f, zero = 0.0f;
+  const cudnnStatus_t status = cudnnConvolutionBiasActivationForward(
+      handle, &one, x_desc.desc, x, w_desc.desc, w, conv_desc.desc, cudnnConvolutionFwdAlgo_t(algo),
+      workspace.get(), workspace.bytes(), z != nullptr ? &one : &zero, y_desc.desc,
+      z != nullptr ? z : y, bias_desc.desc, bias, relu, y_desc.desc, y);
+  if (status == CUDNN_STATUS_NOT_SUPPORTED || status == CUDNN_STATUS_BAD_PARAM) {
+    std::lock_guard<std::mutex> lock(mutex);
+    unsupported.insert({key, true});
+    return false;
+  }
+  NNX_CUDNN_CHECK(status);
+  return true;
 }
 
 void pad2d(PadMode mode, const float* x, int64_t planes, int64_t h, int64_t w, int64_t top,

@@ -27,6 +27,14 @@ struct Conv2dParams {
 void conv2d_forward(const Conv2dParams& params, const float* x, const float* w, const float* bias,
                     float* y, int device, void* stream);
 
+// y = relu(conv(x, w) + bias + z) in one cuDNN call (cudnnConvolutionBiasActivationForward; z
+// null: no residual; bias required; y must not alias z), NaN propagated as PyTorch's ReLU does.
+// Returns false, having written nothing, where cuDNN does not take the problem fused (the answer
+// is kept per problem): the caller then runs the pieces.
+bool conv2d_bias_relu_forward(const Conv2dParams& params, const float* x, const float* w,
+                              const float* bias, const float* z, float* y, int device,
+                              void* stream);
+
 // The gradients of conv2d_forward, each overwritten: dx = the convolution's transpose applied to
 // dy, dw = the correlation of x with dy, db = dy summed per output channel; a null pointer skips
 // that gradient (x is only read for dw, w only for dx). Algorithms from cuDNN's heuristics

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "examples/embed/yolo_head.h"
+#include "graph/fusion.h"
 #include "graph/planner.h"
 #include "importer/call_parser.h"
 #include "importer/json.h"
@@ -821,6 +822,75 @@ TEST_F(CudaOps, ExecutorRunsTheSeedNetworkOnCuda) {
   EXPECT_EQ(
       compare(on_cuda, c.refs, c.tol, "PyTorch") + compare(on_cuda, on_cpu, kCpuTolerance, "CPU"),
       "");
+}
+
+// Every network fixture through Executors on CUDA, fused (BatchNorm folded, the chains of
+// find_cuda_fusion: cuDNN's convolution + bias + residual + ReLU) and not, against the CPU and
+// PyTorch.
+TEST_F(CudaOps, FusedAndUnfusedExecutorsMatchTheCpuAndPyTorch) {
+  const auto folders = model_case_folders();
+  if (folders.empty() && std::string(NNX_PYTHON).empty())
+    GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
+  int compared = 0;
+  for (const fs::path& folder : folders) {
+    const std::string name = folder.filename().string();
+    try {
+      json::Value meta = json::parse_file((folder / "case.json").string());
+      const json::Value* w = meta.find("weights");
+      if (w == nullptr || !w->is_string()) continue;
+      NetworkCase c = load_network_case(folder);
+      Executor cpu(c.model, {.threads = 2});
+      const std::vector<Tensor> on_cpu = cpu(c.inputs);
+      Model on_device = load((folder / meta.find("arch")->str).string(), (folder / w->str).string(),
+                             {.device = Device::cuda(0), .strict = false});
+      for (bool fuse : {true, false}) {
+        Executor gpu(on_device, {.fuse = fuse});
+        for (int run = 0; run < 2; ++run) {  // the second reuses the folded weights' copies
+          std::vector<Tensor> got = gpu(c.inputs);
+          for (Tensor& t : got) t = t.to(Device::cpu());
+          EXPECT_EQ(
+              compare(got, c.refs, c.tol, "PyTorch") + compare(got, on_cpu, kCpuTolerance, "CPU"),
+              "")
+              << name << (fuse ? " fused" : " unfused") << ", run " << run;
+        }
+      }
+      ++compared;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << name << ": " << e.what();
+    }
+  }
+  EXPECT_GT(compared, 0);
+}
+
+// Without a device: the CUDA chains of ResNet-18 take in every BatchNorm2d (folded), every
+// residual Add and every ReLU; each chain starts at a convolution.
+TEST(CudaFusion, ResNetChainsTakeEveryBatchNormAddAndReLU) {
+#ifdef NNX_WITH_CUDA
+  Model model = load(std::string(NNX_SOURCE_DIR) + "/bench/models/resnet18.json");
+  const Graph& g = model.graph();
+  auto fusion = find_cuda_fusion(g, true);
+  int convs = 0;
+  for (int v : g.schedule) {
+    const std::string type = g.layer_of(v).op->type();
+    if (type == "BatchNorm2d" || type == "Add" || type == "ReLU") {
+      EXPECT_GE(fusion->alias_of[size_t(v)], 0) << g.describe_node(v) << " not in a chain";
+    }
+    if (type == "Conv2d") {
+      ++convs;
+      EXPECT_TRUE(fusion->is_head(v)) << g.describe_node(v);
+    }
+  }
+  EXPECT_EQ(convs, 20);
+  EXPECT_EQ(fusion->chains.size(), 20u);
+  // Without folding (weights that may change) BatchNorm stays a node of its own.
+  auto unfolded = find_cuda_fusion(g, false);
+  for (int v : g.schedule)
+    if (g.layer_of(v).op->type() == "BatchNorm2d") {
+      EXPECT_LT(unfolded->alias_of[size_t(v)], 0) << g.describe_node(v);
+    }
+#else
+  GTEST_SKIP() << "this build has no CUDA backend";
+#endif
 }
 
 // TF32 (ExecutorOptions::precision): the seed network and ResNet-18's fixture on CUDA within

@@ -186,17 +186,14 @@ void ActivationOp::backward_cuda(const ExecContext& ctx, std::span<const Tensor>
                                  std::span<Tensor> grad_inputs,
                                  std::span<Tensor> grad_params) const {
 #ifdef NNX_WITH_CUDA
+  (void)grad_params;
   if (grad_inputs.empty() || !grad_inputs[0].defined()) return;
-  if (kind_ != cpu::Activation::relu) {
-    backward_on_host(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
-    return;
-  }
   const cuda::OpScope scope(ctx, type_);
   const Tensor v =
       scope.input(cpu::activation_backward_uses_output(kind_) ? outputs[0] : inputs[0]);
   const Tensor g = scope.input(grad_outputs[0]);
-  cuda::relu_backward(v.data<float>(), g.data<float>(), scope.output(grad_inputs[0]), v.numel(),
-                      scope.stream());
+  cuda::activation_backward(kind_, args_, v.data<float>(), g.data<float>(),
+                            scope.output(grad_inputs[0]), v.numel(), scope.stream());
 #else
   Op::backward_cuda(ctx, inputs, outputs, grad_outputs, grad_inputs, grad_params);
 #endif

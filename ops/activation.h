@@ -40,7 +40,7 @@ class ActivationOp : public Op {
   void backward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                     std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                     std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;
-  // ReLU on the device; the other kinds through the CPU body (Op::backward_on_host).
+  // Every kind on the device, with the CPU's formulas (kernels/cuda/activation.h).
   void backward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
                      std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                      std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const override;

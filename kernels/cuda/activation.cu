@@ -112,4 +112,72 @@ void activation(Activation kind, const ActivationArgs& args, const float* x, flo
   }
 }
 
+// ---- gradients: gx = gy * f'(v), v the output or the input as activation_backward_uses_output
+// says; the formulas of kernels/cpu/activation_grad.cpp (PyTorch's, kinks included), in float.
+
+namespace {
+
+struct Grad {
+  Activation kind;
+  float alpha, beta, threshold, lo, hi;
+  __device__ float operator()(float v, float g) const {
+    switch (kind) {
+      case Activation::relu:
+        return v <= 0.0f ? 0.0f : g;
+      case Activation::hardtanh:
+        return (v <= lo || v >= hi) ? 0.0f : g;
+      case Activation::sigmoid:
+        return g * (1.0f - v) * v;
+      case Activation::tanh:
+        return g * (1.0f - v * v);
+      case Activation::leaky_relu:
+        return v > 0.0f ? g : g * alpha;
+      case Activation::silu: {
+        const float s = 1.0f / (1.0f + expf(-v));
+        return g * s * (1.0f + v * (1.0f - s));
+      }
+      case Activation::hardswish:
+        if (v < -3.0f) return 0.0f;
+        if (v < 3.0f) return g * (v / 3.0f + 0.5f);
+        return g;
+      case Activation::hardsigmoid:
+        return (v > -3.0f && v < 3.0f) ? g * (1.0f / 6.0f) : 0.0f;
+      case Activation::elu:
+        return v <= 0.0f ? g * alpha * expf(v) : g;
+      case Activation::gelu: {
+        const float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752440f));
+        const float pdf = 0.39894228040143267794f * expf(-0.5f * v * v);
+        return g * (cdf + v * pdf);
+      }
+      case Activation::gelu_tanh: {
+        constexpr float kBeta = 0.79788456080286535588f, kKappa = 0.044715f;
+        const float v_sq = v * v;
+        const float t = tanhf(kBeta * (v + kKappa * v_sq * v));
+        const float left = 0.5f * v, right = 1.0f + t;
+        const float inner_derivative = kBeta * (1.0f + 3.0f * kKappa * v_sq);
+        return g * (0.5f * right + left * (1.0f - t * t) * inner_derivative);
+      }
+      case Activation::softplus: {
+        const float z = expf(v * beta);
+        return v * beta > threshold ? g : g * z / (z + 1.0f);
+      }
+      case Activation::mish: {
+        const float s = 1.0f / (1.0f + expf(-v));
+        const float t = tanhf(log1pf(expf(v)));
+        return g * (t + v * s * (1.0f - t * t));
+      }
+    }
+    return g;
+  }
+};
+
+}  // namespace
+
+void activation_backward(Activation kind, const ActivationArgs& args, const float* v,
+                         const float* gy, float* gx, int64_t n, void* stream) {
+  launch_elementwise(v, gy, gx, n,
+                     Grad{kind, args.alpha, args.beta, args.threshold, args.lo, args.hi},
+                     static_cast<cudaStream_t>(stream));
+}
+
 }  // namespace nnx::cuda

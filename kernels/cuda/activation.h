@@ -16,5 +16,10 @@ using ::nnx::ActivationArgs;
 // Error(device) if the launch fails.
 void activation(Activation kind, const ActivationArgs& args, const float* x, float* y, int64_t n,
                 void* stream);
+// Its gradient: gx[i] = gy[i] * f'(v[i]), v the forward's output for ReLU, Hardtanh, Sigmoid and
+// Tanh and its input for the others (cpu::activation_backward_uses_output), with the CPU's
+// formulas. gx may be gy.
+void activation_backward(Activation kind, const ActivationArgs& args, const float* v,
+                         const float* gy, float* gx, int64_t n, void* stream);
 
 }  // namespace nnx::cuda

@@ -155,10 +155,6 @@ __global__ void max_pool_scatter_kernel(Pool2dGeometry g, const int32_t* indices
   });
 }
 
-struct ReluGrad {
-  __device__ float operator()(float v, float g) const { return v > 0.f ? g : 0.f; }
-};
-
 struct Scale {
   float s;
   __device__ float operator()(float v) const { return v * s; }
@@ -273,10 +269,6 @@ void max_pool2d_backward_indices(const Pool2dGeometry& g, const int32_t* indices
   if (n <= 0) return;
   max_pool_scatter_kernel<<<grid_for(n), kBlockSize, 0, as_stream(stream)>>>(g, indices, dy, dx, n);
   NNX_CUDA_CHECK_LAUNCH();
-}
-
-void relu_backward(const float* v, const float* dy, float* dx, int64_t n, void* stream) {
-  launch_elementwise(v, dy, dx, n, ReluGrad{}, as_stream(stream));
 }
 
 void fill_zero(void* p, size_t bytes, void* stream) {

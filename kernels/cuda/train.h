@@ -1,5 +1,5 @@
 // CUDA bodies of the training passes: BatchNorm's training forward and backward, max pooling
-// with its argmax and the scatter back, ReLU's gradient, the optimizers' updates, and the
+// with its argmax and the scatter back, the optimizers' updates, and the
 // reductions and fills the Trainer needs. Each mirrors its CPU counterpart's formula
 // (kernels/cpu/batchnorm.h, pooling.h, activation.h, train/optim.cpp), with reductions in
 // double. All pointers are contiguous device buffers; each call is queued on `stream` (a
@@ -41,9 +41,6 @@ void max_pool2d_with_indices(const Pool2dGeometry& g, const float* x, float* y, 
 // dx = 0, then dx[plane, indices[o]] += dy[o] for every output o.
 void max_pool2d_backward_indices(const Pool2dGeometry& g, const int32_t* indices, const float* dy,
                                  float* dx, void* stream);
-
-// dx[i] = v[i] > 0 ? dy[i] : 0 (v: ReLU's input or output).
-void relu_backward(const float* v, const float* dy, float* dx, int64_t n, void* stream);
 
 // bytes of zeros at p.
 void fill_zero(void* p, size_t bytes, void* stream);

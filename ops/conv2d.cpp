@@ -350,6 +350,32 @@ cuda::PadMode cuda_pad_mode(cpu::PadMode mode) {
 }  // namespace
 #endif
 
+bool Conv2d::needs_padded_copy() const {
+  // cuDNN pads with zeros, the same on both sides: other modes and 'same' with an odd total
+  // pad a copy of the input first, as the CPU does.
+  const SidePadding pad = side_padding();
+  const bool padded = pad.top != 0 || pad.bottom != 0 || pad.left != 0 || pad.right != 0;
+  const bool symmetric = pad.top == pad.bottom && pad.left == pad.right;
+  return padded && (padding_mode_ != cpu::PadMode::zeros || !symmetric);
+}
+
+#ifdef NNX_WITH_CUDA
+Tensor Conv2d::padded_for_cudnn(const cuda::OpScope& scope, const Tensor& input,
+                                cpu::Conv2dShape& s, bool copy) const {
+  if (!needs_padded_copy()) return input;
+  const SidePadding pad = side_padding();
+  const int64_t in_h = s.in_h, in_w = s.in_w;
+  s.in_h += pad.top + pad.bottom;
+  s.in_w += pad.left + pad.right;
+  s.pad_top = s.pad_left = 0;
+  if (!copy) return input;
+  Tensor padded = scope.empty(Shape{s.batch, s.in_channels, s.in_h, s.in_w});
+  cuda::pad2d(cuda_pad_mode(padding_mode_), input.data<float>(), s.batch * s.in_channels, in_h,
+              in_w, pad.top, pad.bottom, pad.left, pad.right, padded.data<float>(), scope.stream());
+  return padded;
+}
+#endif
+
 void Conv2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
                           std::span<Tensor> outputs) const {
 #ifdef NNX_WITH_CUDA
@@ -359,22 +385,7 @@ void Conv2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs
   const Tensor weight = cuda::device_param(params()[0].value, scope.device());
   const Tensor bias = has_bias_ ? cuda::device_param(params()[1].value, scope.device()) : Tensor();
   cpu::Conv2dShape s = geometry(input.shape());
-  const SidePadding pad = side_padding();
-  const bool padded = pad.top != 0 || pad.bottom != 0 || pad.left != 0 || pad.right != 0;
-  const bool symmetric = pad.top == pad.bottom && pad.left == pad.right;
-  // cuDNN pads with zeros, the same on both sides: other modes and 'same' with an odd total
-  // pad a copy of the input first, as the CPU does.
-  if (padded && (padding_mode_ != cpu::PadMode::zeros || !symmetric)) {
-    Tensor copy = scope.empty(Shape{s.batch, s.in_channels, s.in_h + pad.top + pad.bottom,
-                                    s.in_w + pad.left + pad.right});
-    cuda::pad2d(cuda_pad_mode(padding_mode_), input.data<float>(), s.batch * s.in_channels, s.in_h,
-                s.in_w, pad.top, pad.bottom, pad.left, pad.right, copy.data<float>(),
-                scope.stream());
-    input = copy;
-    s.in_h = copy.size(2);
-    s.in_w = copy.size(3);
-    s.pad_top = s.pad_left = 0;
-  }
+  input = padded_for_cudnn(scope, input, s);
   cuda::Conv2dParams params = cuda_params(s);
   params.allow_tf32 = ctx.allow_tf32;
   cuda::conv2d_forward(params, input.data<float>(), weight.data<float>(),
@@ -393,20 +404,7 @@ void Conv2d::forward_cuda_chain(const ExecContext& ctx, const Tensor& input, con
   Tensor x = scope.input(input);
   float* y = scope.output(output);
   cpu::Conv2dShape s = geometry(x.shape());
-  const SidePadding pad = side_padding();
-  const bool padded = pad.top != 0 || pad.bottom != 0 || pad.left != 0 || pad.right != 0;
-  const bool symmetric = pad.top == pad.bottom && pad.left == pad.right;
-  if (padded && (padding_mode_ != cpu::PadMode::zeros || !symmetric)) {
-    Tensor copy = scope.empty(Shape{s.batch, s.in_channels, s.in_h + pad.top + pad.bottom,
-                                    s.in_w + pad.left + pad.right});
-    cuda::pad2d(cuda_pad_mode(padding_mode_), x.data<float>(), s.batch * s.in_channels, s.in_h,
-                s.in_w, pad.top, pad.bottom, pad.left, pad.right, copy.data<float>(),
-                scope.stream());
-    x = copy;
-    s.in_h = copy.size(2);
-    s.in_w = copy.size(3);
-    s.pad_top = s.pad_left = 0;
-  }
+  x = padded_for_cudnn(scope, x, s);
   cuda::Conv2dParams params = cuda_params(s);
   params.allow_tf32 = ctx.allow_tf32;
   const Tensor w = scope.input(weight), b = scope.input(bias);
@@ -460,23 +458,10 @@ void Conv2d::backward_cuda(const ExecContext& ctx, std::span<const Tensor> input
   const Tensor weight = cuda::device_param(params()[0].value, scope.device());
   cpu::Conv2dShape s = geometry(input.shape());
   const SidePadding pad = side_padding();
-  const bool padded = pad.top != 0 || pad.bottom != 0 || pad.left != 0 || pad.right != 0;
-  const bool symmetric = pad.top == pad.bottom && pad.left == pad.right;
   // As the forward: modes cuDNN lacks run on a padded copy, whose gradient is folded back.
-  const bool copy_padded = padded && (padding_mode_ != cpu::PadMode::zeros || !symmetric);
+  const bool copy_padded = needs_padded_copy();
   const int64_t in_h = s.in_h, in_w = s.in_w;
-  if (copy_padded) {
-    s.in_h += pad.top + pad.bottom;
-    s.in_w += pad.left + pad.right;
-    s.pad_top = s.pad_left = 0;
-    if (want_weight) {
-      Tensor copy = scope.empty(Shape{s.batch, s.in_channels, s.in_h, s.in_w});
-      cuda::pad2d(cuda_pad_mode(padding_mode_), input.data<float>(), s.batch * s.in_channels, in_h,
-                  in_w, pad.top, pad.bottom, pad.left, pad.right, copy.data<float>(),
-                  scope.stream());
-      input = copy;
-    }
-  }
+  input = padded_for_cudnn(scope, input, s, want_weight);
   Tensor grad_input;
   if (want_input)
     grad_input =

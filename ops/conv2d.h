@@ -11,6 +11,9 @@
 namespace nnx {
 
 class ActivationOp;
+namespace cuda {
+class OpScope;
+}
 
 struct PoolWindow;
 
@@ -80,6 +83,14 @@ class Conv2d : public Op {
     int64_t top, bottom, left, right;
   };
   SidePadding side_padding() const;
+  // CUDA: whether cuDNN needs the input padded into a copy first (padding modes other than
+  // zeros, or unequal sides), and that copy: `s` becomes the padded problem's shape; with `copy`
+  // false only `s` changes and the input comes back as it is.
+  bool needs_padded_copy() const;
+#ifdef NNX_WITH_CUDA
+  Tensor padded_for_cudnn(const cuda::OpScope& scope, const Tensor& input, cpu::Conv2dShape& s,
+                          bool copy = true) const;
+#endif
 
   int64_t in_channels_, out_channels_;
   std::array<int64_t, 2> kernel_size_, stride_, padding_{0, 0}, dilation_;

@@ -49,6 +49,30 @@ __device__ __forceinline__ void grid_stride_loop(Index n, F&& f) {
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) f(i);
 }
 
+// Sums across a warp (complete in lane 0) and across a block (blockDim.x a multiple of 32, at
+// most 1024; returned to every thread, which must all call it), in double.
+__device__ __forceinline__ double warp_sum(double v) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  return v;
+}
+__device__ inline double block_sum(double v) {
+  __shared__ double partial[32];
+  __shared__ double total;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  v = warp_sum(v);
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    double s = lane < int(blockDim.x / 32) ? partial[lane] : 0.0;
+    s = warp_sum(s);
+    if (lane == 0) total = s;
+  }
+  __syncthreads();
+  const double result = total;
+  __syncthreads();  // partial and total may be reused by a following call
+  return result;
+}
+
 inline bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }

@@ -2,38 +2,11 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/normalization.h"
 #include "kernels/cuda/train.h"
 
 namespace nnx::cuda {
 namespace {
-
-constexpr int kWarp = 32;
-
-__device__ __forceinline__ double warp_sum(double v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    v += __shfl_down_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// The sum over the block (blockDim.x a multiple of 32, at most 1024), returned to every thread.
-__device__ double block_sum(double v) {
-  __shared__ double partial[kWarp];
-  __shared__ double total;
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-  v = warp_sum(v);
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    const int warps = blockDim.x / kWarp;
-    double s = lane < warps ? partial[lane] : 0.0;
-    s = warp_sum(s);
-    if (lane == 0) total = s;
-  }
-  __syncthreads();
-  const double result = total;
-  __syncthreads();
-  return result;
-}
 
 __global__ void increment_kernel(int64_t* counter) {
   *counter += 1;
@@ -72,14 +45,6 @@ __global__ void bn_train_stats_kernel(const float* x, const float* gamma, const 
     running_mean[c] = float((1 - f) * double(running_mean[c]) + f * mean);
     running_var[c] = float((1 - f) * double(running_var[c]) + f * unbiased);
   }
-}
-
-__global__ void channel_affine_kernel(const float* x, const float* scale, const float* shift,
-                                      float* y, int64_t channels, int64_t plane, int64_t n) {
-  grid_stride_loop(n, [&](int64_t i) {
-    const int64_t c = (i / plane) % channels;
-    y[i] = x[i] * scale[c] + shift[c];
-  });
 }
 
 // One block per channel: the two sums, the parameter gradients and dx's coefficients.
@@ -231,10 +196,7 @@ void batch_norm_train_forward(const float* x, const float* gamma, const float* b
       x, gamma, beta, eps, momentum, cumulative && counter != nullptr, counter, running_mean,
       running_var, batch, channels, plane, saved_mean, saved_inv_std, scale, shift);
   NNX_CUDA_CHECK_LAUNCH();
-  const int64_t n = batch * channels * plane;
-  channel_affine_kernel<<<grid_for(n), kBlockSize, 0, as_stream(stream)>>>(x, scale, shift, y,
-                                                                           channels, plane, n);
-  NNX_CUDA_CHECK_LAUNCH();
+  channel_affine(x, scale, shift, y, batch, channels, plane, stream);
 }
 
 void batch_norm_backward(const float* x, const float* dy, const float* saved_mean,

@@ -108,42 +108,64 @@ void fold(const Conv2d& conv, const BatchNorm2d& bn, Tensor& weight, Tensor& bia
   }
 }
 
-// Conv2d [+ BatchNorm2d] [+ activation] from `head`; false when nothing follows it.
-bool conv_chain(const Graph& graph, const Readers& readers, const std::vector<int>& position,
-                int head, bool fold_batchnorm, ThreadPool* pool, FusedChain& chain) {
-  auto conv = std::dynamic_pointer_cast<const Conv2d>(graph.layer_of(head).op);
-  if (!conv) return false;
+// What follows a Conv2d in a chain: [BatchNorm2d (with `fold_batchnorm`)] [a residual Add, its
+// other operand ready before the head runs] [an activation].
+struct ConvChainNodes {
+  std::shared_ptr<const Conv2d> conv;
+  std::shared_ptr<const BatchNorm2d> bn;
+  std::shared_ptr<const BroadcastFoldOp> add;
+  bool conv_first = true;  // the convolution is the Add's first operand
+  const ActivationOp* act = nullptr;
+  int next = -1;  // the node after the chain's last, if it could be absorbed
+};
+
+// Fills chain.head, absorbed and extra_inputs from `head`; false when it is no Conv2d.
+bool conv_chain_nodes(const Graph& graph, const Readers& readers, const std::vector<int>& position,
+                      int head, bool fold_batchnorm, FusedChain& chain, ConvChainNodes& found) {
+  found.conv = std::dynamic_pointer_cast<const Conv2d>(graph.layer_of(head).op);
+  if (!found.conv) return false;
   chain.head = head;
   int next = next_in_chain(graph, readers, head);
-  std::shared_ptr<const BatchNorm2d> bn;
   if (fold_batchnorm && next >= 0) {
-    bn = std::dynamic_pointer_cast<const BatchNorm2d>(graph.layer_of(next).op);
-    if (bn && bn->inference_is_affine() && bn->num_features() == conv->out_channels()) {
+    auto bn = std::dynamic_pointer_cast<const BatchNorm2d>(graph.layer_of(next).op);
+    if (bn && bn->inference_is_affine() && bn->num_features() == found.conv->out_channels()) {
+      found.bn = bn;
       chain.absorbed.push_back(next);
       next = next_in_chain(graph, readers, next);
-    } else {
-      bn.reset();
     }
   }
-  // A residual Add next (its other operand ready before the head runs), added in the epilogue.
-  std::shared_ptr<const BroadcastFoldOp> add;
-  bool conv_first = true;
   if (next < 0) {
     PortRef other;
     const int value = chain.absorbed.empty() ? head : chain.absorbed.back();
-    const int a = residual_add(graph, readers, value, head, position, other, conv_first);
+    const int a = residual_add(graph, readers, value, head, position, other, found.conv_first);
     if (a >= 0) {
-      add = std::dynamic_pointer_cast<const BroadcastFoldOp>(graph.layer_of(a).op);
+      found.add = std::dynamic_pointer_cast<const BroadcastFoldOp>(graph.layer_of(a).op);
       chain.absorbed.push_back(a);
       chain.extra_inputs.push_back(other);
       next = next_in_chain(graph, readers, a);
     }
   }
-  const ActivationOp* act = fusable_activation(graph, next);
-  if (act != nullptr) {
+  found.act = fusable_activation(graph, next);
+  if (found.act != nullptr) {
     chain.absorbed.push_back(next);
     next = next_in_chain(graph, readers, next);
   }
+  found.next = next;
+  return true;
+}
+
+// Conv2d [+ BatchNorm2d] [+ residual Add, added in the epilogue] [+ activation] [+ MaxPool2d]
+// from `head`; false when nothing follows it.
+bool conv_chain(const Graph& graph, const Readers& readers, const std::vector<int>& position,
+                int head, bool fold_batchnorm, ThreadPool* pool, FusedChain& chain) {
+  ConvChainNodes found;
+  if (!conv_chain_nodes(graph, readers, position, head, fold_batchnorm, chain, found)) return false;
+  const auto conv = found.conv;
+  const auto bn = found.bn;
+  const auto add = found.add;
+  const bool conv_first = found.conv_first;
+  const ActivationOp* act = found.act;
+  const int next = found.next;
   // A MaxPool2d after that pools the convolution's output band by band, in cache.
   std::shared_ptr<const MaxPool2d> max_pool;
   if (next >= 0 && !add)
@@ -405,35 +427,13 @@ bool fold_op_chain(const Graph& graph, const Readers& readers, int head, FusedCh
 // CUDA: Conv2d [+ BatchNorm2d] [+ residual Add] [+ activation] from `head`.
 bool cuda_conv_chain(const Graph& graph, const Readers& readers, const std::vector<int>& position,
                      int head, bool fold_batchnorm, FusedChain& chain) {
-  auto conv = std::dynamic_pointer_cast<const Conv2d>(graph.layer_of(head).op);
-  if (!conv) return false;
-  chain.head = head;
-  int next = next_in_chain(graph, readers, head);
-  std::shared_ptr<const BatchNorm2d> bn;
-  if (fold_batchnorm && next >= 0) {
-    bn = std::dynamic_pointer_cast<const BatchNorm2d>(graph.layer_of(next).op);
-    if (bn && bn->inference_is_affine() && bn->num_features() == conv->out_channels()) {
-      chain.absorbed.push_back(next);
-      next = next_in_chain(graph, readers, next);
-    } else {
-      bn.reset();
-    }
-  }
-  std::shared_ptr<const BroadcastFoldOp> add;
-  bool conv_first = true;
-  if (next < 0) {
-    PortRef other;
-    const int value = chain.absorbed.empty() ? head : chain.absorbed.back();
-    const int a = residual_add(graph, readers, value, head, position, other, conv_first);
-    if (a >= 0) {
-      add = std::dynamic_pointer_cast<const BroadcastFoldOp>(graph.layer_of(a).op);
-      chain.absorbed.push_back(a);
-      chain.extra_inputs.push_back(other);
-      next = next_in_chain(graph, readers, a);
-    }
-  }
-  const ActivationOp* act = fusable_activation(graph, next);
-  if (act != nullptr) chain.absorbed.push_back(next);
+  ConvChainNodes found;
+  if (!conv_chain_nodes(graph, readers, position, head, fold_batchnorm, chain, found)) return false;
+  const auto conv = found.conv;
+  const auto bn = found.bn;
+  const auto add = found.add;
+  const bool conv_first = found.conv_first;
+  const ActivationOp* act = found.act;
   if (chain.absorbed.empty()) return false;
   Tensor weight, bias;  // on the host: folded, else the layer's own bias or zeros
   if (bn) {

@@ -160,29 +160,23 @@ bool conv_chain(const Graph& graph, const Readers& readers, const std::vector<in
                 int head, bool fold_batchnorm, ThreadPool* pool, FusedChain& chain) {
   ConvChainNodes found;
   if (!conv_chain_nodes(graph, readers, position, head, fold_batchnorm, chain, found)) return false;
-  const auto conv = found.conv;
-  const auto bn = found.bn;
-  const auto add = found.add;
-  const bool conv_first = found.conv_first;
-  const ActivationOp* act = found.act;
-  const int next = found.next;
   // A MaxPool2d after that pools the convolution's output band by band, in cache.
   std::shared_ptr<const MaxPool2d> max_pool;
-  if (next >= 0 && !add)
-    max_pool = std::dynamic_pointer_cast<const MaxPool2d>(graph.layer_of(next).op);
-  if (max_pool) chain.absorbed.push_back(next);
+  if (found.next >= 0 && !found.add)
+    max_pool = std::dynamic_pointer_cast<const MaxPool2d>(graph.layer_of(found.next).op);
+  if (max_pool) chain.absorbed.push_back(found.next);
   const PoolWindow* window = max_pool ? &max_pool->window() : nullptr;
   // With weights that no longer change, a lone convolution is a chain of its own too: the
   // chain keeps its transformed weights between runs.
   if (chain.absorbed.empty() && !fold_batchnorm) return false;
-  const cpu::Epilogue epilogue = epilogue_of(act);
+  const cpu::Epilogue epilogue = epilogue_of(found.act);
   auto prepared = fold_batchnorm ? std::make_shared<cpu::ConvPrepared>() : nullptr;
   Tensor weight, bias;  // folded; undefined: the layer's own
-  if (bn) {
-    fold(*conv, *bn, weight, bias);
+  if (found.bn) {
+    fold(*found.conv, *found.bn, weight, bias);
     // Where the kernels read only the prepared form, it is made now and the folded copy dropped:
     // one copy of the weights besides the model's own, not two.
-    const cpu::Conv2dShape shape = conv->weight_geometry();
+    const cpu::Conv2dShape shape = found.conv->weight_geometry();
     if (cpu::conv2d_reads_prepared_only(shape)) {
       prepared->prepare(shape, weight.data<float>(), pool);
       weight = Tensor();
@@ -191,40 +185,41 @@ bool conv_chain(const Graph& graph, const Readers& readers, const std::vector<in
     // file, its pages go back to the kernel (read again from the file if anything asks), so
     // that the model's copy stops counting toward the process's memory (ResNet-50's peak RSS
     // 320 -> 230 MB).
-    const Tensor& own = conv->params()[0].value;
+    const Tensor& own = found.conv->params()[0].value;
     if (own.is_contiguous()) release_mapped_pages(own.raw_data(), own.nbytes());
   }
-  const bool folded = bool(bn);
-  chain.run = [conv, folded, weight, bias, epilogue, prepared, window, add, conv_first](
+  const bool folded = bool(found.bn);
+  chain.run = [found, folded, weight, bias, epilogue, prepared, window](
                   const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
     Tensor own_weight, own_bias;
     const float* w = weight.defined() ? weight.data<float>() : nullptr;
     const float* b = folded ? bias.data<float>() : nullptr;
     if (!folded) {
-      own_weight = conv->params()[0].value.contiguous();
+      own_weight = found.conv->params()[0].value.contiguous();
       w = own_weight.data<float>();
-      if (conv->has_bias()) {
-        own_bias = conv->params()[1].value.contiguous();
+      if (found.conv->has_bias()) {
+        own_bias = found.conv->params()[1].value.contiguous();
         b = own_bias.data<float>();
       }
     }
-    if (!add)
-      return conv->forward_fused(ctx, inputs[0], w, b, epilogue, output, prepared.get(), window);
+    if (!found.add)
+      return found.conv->forward_fused(ctx, inputs[0], w, b, epilogue, output, prepared.get(),
+                                       window);
     const Tensor& skip = inputs[1];
-    const Shape conv_shape = conv->output_shape(inputs[0].shape());
+    const Shape conv_shape = found.conv->output_shape(inputs[0].shape());
     if (conv_shape == output.shape() && skip.shape() == output.shape() && skip.is_contiguous() &&
         skip.dtype() == DType::f32) {
       cpu::Epilogue with_skip = epilogue;
       with_skip.residual = skip.data<float>();
       with_skip.output = output.data<float>();
-      return conv->forward_fused(ctx, inputs[0], w, b, with_skip, output, prepared.get());
+      return found.conv->forward_fused(ctx, inputs[0], w, b, with_skip, output, prepared.get());
     }
     // A broadcasting Add: the convolution into a buffer of its own, then the Add.
     Tensor value = Tensor::empty(conv_shape);
-    conv->forward_fused(ctx, inputs[0], w, b, {}, value, prepared.get());
+    found.conv->forward_fused(ctx, inputs[0], w, b, {}, value, prepared.get());
     const std::vector<Tensor> operands =
-        conv_first ? std::vector<Tensor>{value, skip} : std::vector<Tensor>{skip, value};
-    add->forward_fused(ctx, operands, epilogue, output);
+        found.conv_first ? std::vector<Tensor>{value, skip} : std::vector<Tensor>{skip, value};
+    found.add->forward_fused(ctx, operands, epilogue, output);
   };
   return true;
 }
@@ -429,36 +424,34 @@ bool cuda_conv_chain(const Graph& graph, const Readers& readers, const std::vect
                      int head, bool fold_batchnorm, FusedChain& chain) {
   ConvChainNodes found;
   if (!conv_chain_nodes(graph, readers, position, head, fold_batchnorm, chain, found)) return false;
-  const auto conv = found.conv;
-  const auto bn = found.bn;
-  const auto add = found.add;
-  const bool conv_first = found.conv_first;
-  const ActivationOp* act = found.act;
   if (chain.absorbed.empty()) return false;
   Tensor weight, bias;  // on the host: folded, else the layer's own bias or zeros
-  if (bn) {
-    fold(*conv, *bn, weight, bias);
-  } else if (!conv->has_bias()) {
-    bias = Tensor::zeros(Shape{conv->out_channels()});  // the fused cuDNN call needs one
+  if (found.bn) {
+    fold(*found.conv, *found.bn, weight, bias);
+  } else if (!found.conv->has_bias()) {
+    bias = Tensor::zeros(Shape{found.conv->out_channels()});  // the fused cuDNN call needs one
   }
-  chain.run = [conv, weight, bias, act, add, conv_first](
-                  const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
+  chain.run = [found, weight, bias](const ExecContext& ctx, std::span<const Tensor> inputs,
+                                    Tensor& output) {
     const Device device = ctx.device;
     const Tensor w =
-        cuda::device_param(weight.defined() ? weight : conv->params()[0].value, device);
-    const Tensor b = cuda::device_param(bias.defined() ? bias : conv->params()[1].value, device);
-    if (!add) return conv->forward_cuda_chain(ctx, inputs[0], w, b, nullptr, act, output);
+        cuda::device_param(weight.defined() ? weight : found.conv->params()[0].value, device);
+    const Tensor b =
+        cuda::device_param(bias.defined() ? bias : found.conv->params()[1].value, device);
+    if (!found.add)
+      return found.conv->forward_cuda_chain(ctx, inputs[0], w, b, nullptr, found.act, output);
     const Tensor& skip = inputs[1];
-    const Shape conv_shape = conv->output_shape(inputs[0].shape());
+    const Shape conv_shape = found.conv->output_shape(inputs[0].shape());
     if (conv_shape == output.shape() && skip.shape() == output.shape())
-      return conv->forward_cuda_chain(ctx, inputs[0], w, b, &skip, act, output);
+      return found.conv->forward_cuda_chain(ctx, inputs[0], w, b, &skip, found.act, output);
     // A broadcasting Add: the convolution into a buffer of its own, then the Add [+ act].
     Tensor value = Tensor::empty(conv_shape, DType::f32, device);
-    conv->forward_cuda_chain(ctx, inputs[0], w, b, nullptr, nullptr, value);
+    found.conv->forward_cuda_chain(ctx, inputs[0], w, b, nullptr, nullptr, value);
     const std::vector<Tensor> operands =
-        conv_first ? std::vector<Tensor>{value, skip} : std::vector<Tensor>{skip, value};
-    if (act != nullptr) return add->forward_cuda_chain(ctx, operands, *act, output);
-    add->forward(ctx, operands, std::span(&output, 1));
+        found.conv_first ? std::vector<Tensor>{value, skip} : std::vector<Tensor>{skip, value};
+    if (found.act != nullptr)
+      return found.add->forward_cuda_chain(ctx, operands, *found.act, output);
+    found.add->forward(ctx, operands, std::span(&output, 1));
   };
   return true;
 }

@@ -432,6 +432,18 @@ TrainPass train_pass(const Op& op, const std::vector<Tensor>& inputs,
   return r;
 }
 
+// Random inputs for a variant and random gradients for its outputs.
+void random_training_data(const Op& op, const Variant& v, RandomEngine& rng,
+                          std::vector<Tensor>& inputs, std::vector<Tensor>& grads) {
+  std::vector<TensorSpec> specs;
+  for (const Shape& s : v.inputs) {
+    inputs.push_back(random_tensor(s, rng, -4.0f, 4.0f));
+    specs.push_back({s, DType::f32});
+  }
+  for (const TensorSpec& o : op.infer_shapes(specs, v.num_outputs))
+    grads.push_back(random_tensor(o.shape, rng, -1.0f, 1.0f));
+}
+
 // Every variant's training forward and backward on CUDA (native bodies, or the CPU bodies on host
 // copies for the ops without one) against the CPU's, which tests/ops and tests/train check
 // against PyTorch's autograd; the op's parameters held on the device as a Trainer holds them.
@@ -448,15 +460,8 @@ TEST_F(CudaOps, EveryVariantTrainsAsOnTheCpu) {
       gpu_op->place_params(Device::cuda(0));
       for (const Param& p : gpu_op->params())
         EXPECT_TRUE(p.value.device().is_cuda()) << v.call << ": " << p.name << " not placed";
-      std::vector<Tensor> inputs;
-      std::vector<TensorSpec> specs;
-      for (const Shape& s : v.inputs) {
-        inputs.push_back(random_tensor(s, rng, -4.0f, 4.0f));
-        specs.push_back({s, DType::f32});
-      }
-      std::vector<Tensor> grads;
-      for (const TensorSpec& o : cpu_op->infer_shapes(specs, v.num_outputs))
-        grads.push_back(random_tensor(o.shape, rng, -1.0f, 1.0f));
+      std::vector<Tensor> inputs, grads;
+      random_training_data(*cpu_op, v, rng, inputs, grads);
       TrainPass cpu;
       try {
         cpu = train_pass(*cpu_op, inputs, grads, Device::cpu(), 99);
@@ -489,15 +494,8 @@ TEST(CudaOpVariants, EveryVariantTrainsOnTheCpu) {
       std::shared_ptr<Op> op = make_op(parse_call(v.call));
       op->check_arity(int(v.inputs.size()), v.num_outputs);
       randomise_params(*op, rng);
-      std::vector<Tensor> inputs;
-      std::vector<TensorSpec> specs;
-      for (const Shape& s : v.inputs) {
-        inputs.push_back(random_tensor(s, rng, -4.0f, 4.0f));
-        specs.push_back({s, DType::f32});
-      }
-      std::vector<Tensor> grads;
-      for (const TensorSpec& o : op->infer_shapes(specs, v.num_outputs))
-        grads.push_back(random_tensor(o.shape, rng, -1.0f, 1.0f));
+      std::vector<Tensor> inputs, grads;
+      random_training_data(*op, v, rng, inputs, grads);
       const TrainPass r = train_pass(*op, inputs, grads, Device::cpu(), 99);
       EXPECT_EQ(r.grad_inputs.size(), inputs.size()) << v.call;
       ++trained;

@@ -84,14 +84,15 @@ cpu::Epilogue epilogue_of(const ActivationOp* act) {
 void fold(const Conv2d& conv, const BatchNorm2d& bn, Tensor& weight, Tensor& bias) {
   std::vector<double> scale, shift;
   bn.inference_affine(scale, shift);
-  const Tensor w = conv.params()[0].value.to(DType::f32).contiguous();
+  // Host copies: a model loaded onto a CUDA device holds its parameters there.
+  const Tensor w = conv.params()[0].value.to(Device::cpu()).to(DType::f32).contiguous();
   weight = Tensor::empty(w.shape());
   bias = Tensor::empty(Shape{conv.out_channels()});
   const int64_t per_channel = w.numel() / conv.out_channels();
   const float* conv_bias = nullptr;
   Tensor b;
   if (conv.has_bias()) {
-    b = conv.params()[1].value.to(DType::f32).contiguous();
+    b = conv.params()[1].value.to(Device::cpu()).to(DType::f32).contiguous();
     conv_bias = b.data<float>();
   }
   // Pointers taken once: data<T>() checks the dtype on every call (per element, that was a

@@ -297,6 +297,7 @@ void SplitOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> input
   int64_t offset = 0;
   for (size_t i = 0; i < outputs.size(); ++i) {
     const int64_t piece = sizes_[i] * inner * element;
+    if (piece == 0 || outer == 0) continue;  // an empty piece (its strides may be any)
     cuda::copy_rows(static_cast<const char*>(in.raw_data()) + offset, in_row,
                     scope.output_bytes(outputs[i]), piece, outer, piece, scope.stream());
     offset += piece;

@@ -319,6 +319,10 @@ std::shared_ptr<Op> make_conv2d(const Call& call) {
 #ifdef NNX_WITH_CUDA
 namespace {
 
+cuda::ConvIo reduced_io(const ExecContext& ctx) {
+  return ctx.conv_dtype == DType::f16 ? cuda::ConvIo::f16 : cuda::ConvIo::bf16;
+}
+
 cuda::Conv2dParams cuda_params(const cpu::Conv2dShape& s) {
   cuda::Conv2dParams p;
   p.batch = s.batch;
@@ -388,6 +392,13 @@ void Conv2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs
   input = padded_for_cudnn(scope, input, s);
   cuda::Conv2dParams params = cuda_params(s);
   params.allow_tf32 = ctx.allow_tf32;
+  if (ctx.conv_dtype != DType::f32) {
+    const Tensor rounded = cuda::device_param_as(weight, scope.device(), ctx.conv_dtype);
+    cuda::conv2d_forward_reduced(params, reduced_io(ctx), input.data<float>(), rounded.raw_data(),
+                                 has_bias_ ? bias.data<float>() : nullptr, output,
+                                 scope.device().index, scope.stream());
+    return;
+  }
   cuda::conv2d_forward(params, input.data<float>(), weight.data<float>(),
                        has_bias_ ? bias.data<float>() : nullptr, output, scope.device().index,
                        scope.stream());
@@ -415,7 +426,8 @@ void Conv2d::forward_cuda_chain(const ExecContext& ctx, const Tensor& input, con
   const bool relu = act != nullptr && act->kind() == cpu::Activation::relu;
   const bool aliased = z.defined() && z.raw_data() == output.raw_data();
   const int device = scope.device().index;
-  if (relu && !aliased &&
+  const bool reduced = ctx.conv_dtype != DType::f32;
+  if (!reduced && relu && !aliased &&
       cuda::conv2d_bias_relu_forward(params, x.data<float>(), w.data<float>(), b.data<float>(),
                                      z.defined() ? z.data<float>() : nullptr, y, device,
                                      scope.stream()))
@@ -425,8 +437,14 @@ void Conv2d::forward_cuda_chain(const ExecContext& ctx, const Tensor& input, con
   const int64_t n = output.numel();
   Tensor own = aliased ? scope.empty(output.shape()) : Tensor();
   float* conv_out = aliased ? own.data<float>() : y;
-  cuda::conv2d_forward(params, x.data<float>(), w.data<float>(), b.data<float>(), conv_out, device,
-                       scope.stream());
+  if (reduced)
+    cuda::conv2d_forward_reduced(
+        params, reduced_io(ctx), x.data<float>(),
+        cuda::device_param_as(weight, scope.device(), ctx.conv_dtype).raw_data(), b.data<float>(),
+        conv_out, device, scope.stream());
+  else
+    cuda::conv2d_forward(params, x.data<float>(), w.data<float>(), b.data<float>(), conv_out,
+                         device, scope.stream());
   if (z.defined())
     cuda::binary_same_shape(cuda::BinaryOp::add, relu, conv_out, z.data<float>(), y, n,
                             scope.stream());

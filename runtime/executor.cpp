@@ -12,7 +12,11 @@
 #include "nnx/cuda.h"
 #include "nnx/error.h"
 #include "nnx/thread_pool.h"
+#include "runtime/host_fallback.h"
 #include "runtime/model_impl.h"
+#ifdef NNX_WITH_CUDA
+#include "runtime/cuda/cuda_graph.h"
+#endif
 
 namespace nnx {
 
@@ -26,7 +30,11 @@ bool fuse_by_default() {
 
 struct Executor::Impl {
   ~Impl() {
-    if (stream != nullptr) cuda::destroy_stream(stream);
+    try {
+      drop_graphs();
+      if (stream != nullptr) cuda::destroy_stream(stream);
+    } catch (...) {  // a device error while tearing down: nothing better to do
+    }
   }
   Model model;
   void* stream = nullptr;  // CUDA: this Executor's own stream
@@ -43,8 +51,42 @@ struct Executor::Impl {
   bool fuse = false;
   std::shared_ptr<const Fusion> fusion;  // null: every node runs on its own
 
+  // CUDA graphs: the second run of a plan captures its steps, and later runs with the same
+  // input shapes replay them. Steps that ran on the host in the first run (an op without a CUDA
+  // body: Op::forward_on_host) split the run into segments; those run as before, between the
+  // graphs.
+  bool cuda_graph = false;
+  int eager_runs = 0;           // runs of the current plan without graphs
+  std::vector<char> host_step;  // per step: ran on the host in the last eager run
+  struct Segment {
+    size_t begin = 0, end = 0;  // steps [begin, end)
+    void* graph = nullptr;      // its executable graph; null: runs step by step (host)
+  };
+  std::vector<Segment> segments;     // empty until captured
+  std::vector<Tensor> graph_inputs;  // where the graphs read the network's inputs
+  std::string graph_state = "not captured yet";
+  bool graph_refused = false;  // a capture failed: this plan runs without graphs
+#ifdef NNX_WITH_CUDA
+  cuda::GraphPoolPtr graph_pool;  // the graphs' temporaries
+#endif
+
+  void drop_graphs() {
+#ifdef NNX_WITH_CUDA
+    if (segments.empty() && !graph_pool) return;
+    cuda::synchronize_stream(stream);
+    for (Segment& segment : segments) cuda::destroy_graph(segment.graph);
+    segments.clear();
+    if (graph_pool) cuda::release_graph_pool(*graph_pool, ctx.device.index);
+#endif
+  }
+
   void replan(const std::vector<TensorSpec>& specs) {
     const Graph& graph = model.graph();
+    drop_graphs();
+    graph_inputs.clear();
+    eager_runs = 0;
+    graph_refused = false;
+    graph_state = cuda_graph ? "not captured yet" : "off";
     if (fuse && !fusion) {
       // Found (and BatchNorm folded) by the model's first plan, shared by all its Executors.
       const Model::Impl& shared = *model.impl();
@@ -82,6 +124,7 @@ struct Executor::Impl {
         for (int a : fusion->chains[size_t(fusion->chain_of[size_t(v)])].absorbed)
           values[size_t(a)] = out;  // the chain's value is in the head's buffer
     }
+    host_step.assign(plan.steps.size(), 0);
     planned_inputs = specs;
     planned = true;
     timings.clear();
@@ -91,6 +134,116 @@ struct Executor::Impl {
         if (fusion && fusion->is_head(v))
           timings.back().fused = fusion->chains[size_t(fusion->chain_of[size_t(v)])].absorbed;
       }
+  }
+
+  // Runs plan.steps[begin, end) (queues their kernels on CUDA); notes which ran on the host.
+  void run_steps(size_t begin, size_t end) {
+    using Clock = std::chrono::steady_clock;
+    const Graph& graph = model.graph();
+    for (size_t step = begin; step < end; ++step) {
+      int v = plan.steps[step];
+      const Node& node = graph.nodes[size_t(v)];
+      auto& args = node_inputs[size_t(v)];
+      for (size_t i = 0; i < node.inputs.size(); ++i)
+        args[i] = values[size_t(node.inputs[i].node)][size_t(node.inputs[i].port)];
+      if (fusion && fusion->is_head(v)) {  // a fused Add's other operand
+        const auto& extra = fusion->chains[size_t(fusion->chain_of[size_t(v)])].extra_inputs;
+        for (size_t e = 0; e < extra.size(); ++e)
+          args[node.inputs.size() + e] = values[size_t(extra[e].node)][size_t(extra[e].port)];
+      }
+      Clock::time_point start;
+      if (profile) start = Clock::now();
+      const uint64_t fallbacks = detail::host_fallbacks();
+      try {
+        if (fusion && fusion->is_head(v))
+          fusion->chains[size_t(fusion->chain_of[size_t(v)])].run(ctx, args, values[size_t(v)][0]);
+        else
+          graph.layer_of(v).op->forward(ctx, args, values[size_t(v)]);
+      } catch (const Error& e) {
+        throw Error(e.kind(), graph.source + ": " + graph.describe_node(v) + ": " + e.message());
+      }
+      host_step[step] = detail::host_fallbacks() != fallbacks;
+      if (profile) {
+        // On CUDA the node's kernels are only queued: wait for them so that the time is theirs.
+        if (stream != nullptr) cuda::synchronize_stream(stream);
+        timings[step].ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+      }
+    }
+  }
+
+  // The run from the graphs: inputs copied to where the graphs read them, graphs launched,
+  // host steps run between them.
+  void replay(std::span<const Tensor> inputs) {
+#ifdef NNX_WITH_CUDA
+    for (size_t k = 0; k < inputs.size(); ++k)
+      cuda::copy_async(graph_inputs[k].raw_data(), ctx.device, inputs[k].raw_data(),
+                       inputs[k].device(), inputs[k].nbytes(), stream);
+    values[0] = graph_inputs;
+    for (const Segment& segment : segments) {
+      if (segment.graph != nullptr)
+        cuda::launch_graph(segment.graph, stream);
+      else
+        run_steps(segment.begin, segment.end);
+    }
+#else
+    (void)inputs;
+#endif
+  }
+
+  // The second run of a plan: its device steps captured (and launched: this run's results).
+  // Returns false, with the reason in graph_state, when a capture failed; nothing of this run
+  // is then done, and the plan runs without graphs from now on.
+  bool capture(std::span<const Tensor> inputs) {
+#ifdef NNX_WITH_CUDA
+    graph_inputs.clear();
+    for (const Tensor& t : inputs)
+      graph_inputs.push_back(Tensor::empty(t.shape(), t.dtype(), ctx.device));
+    if (!graph_pool) graph_pool = cuda::new_graph_pool();
+    segments.clear();
+    for (size_t step = 0; step < plan.steps.size();) {
+      size_t end = step + 1;
+      while (end < plan.steps.size() && host_step[end] == host_step[step]) ++end;
+      segments.push_back({step, end, nullptr});
+      step = end;
+    }
+    try {
+      for (size_t k = 0; k < inputs.size(); ++k)
+        cuda::copy_async(graph_inputs[k].raw_data(), ctx.device, inputs[k].raw_data(),
+                         inputs[k].device(), inputs[k].nbytes(), stream);
+      values[0] = graph_inputs;
+      int graphs = 0, host_nodes = 0;
+      std::string host_names;
+      for (Segment& segment : segments) {
+        if (host_step[segment.begin]) {
+          run_steps(segment.begin, segment.end);
+          for (size_t step = segment.begin; step < segment.end; ++step) {
+            host_names +=
+                (host_nodes++ > 0 ? ", " : "") + model.graph().describe_node(plan.steps[step]);
+          }
+          continue;
+        }
+        segment.graph = cuda::capture_graph(stream, ctx.device.index, *graph_pool,
+                                            [&] { run_steps(segment.begin, segment.end); });
+        cuda::launch_graph(segment.graph, stream);
+        ++graphs;
+      }
+      graph_state = "captured: " + std::to_string(graphs) + " graph" + (graphs == 1 ? "" : "s") +
+                    " of " + std::to_string(plan.steps.size() - size_t(host_nodes)) + " nodes";
+      if (host_nodes > 0)
+        graph_state +=
+            ", " + std::to_string(host_nodes) + " on the host between them (" + host_names + ")";
+      return true;
+    } catch (const Error& e) {
+      graph_state = "refused: " + e.message();
+      graph_refused = true;
+      drop_graphs();
+      graph_inputs.clear();
+      return false;
+    }
+#else
+    (void)inputs;
+    return false;
+#endif
   }
 };
 
@@ -103,10 +256,9 @@ Executor::Executor(Model model, ExecutorOptions options) : impl_(std::make_uniqu
   NNX_CHECK(options.precision == Precision::fp32 || impl_->ctx.device.is_cuda(),
             ErrorKind::unsupported, "precision ", precision_name(options.precision),
             " is for CUDA; the CPU runs fp32");
-  NNX_CHECK(options.precision == Precision::fp32 || options.precision == Precision::tf32,
-            ErrorKind::unsupported, "precision ", precision_name(options.precision),
-            " is not implemented yet: the CUDA path runs fp32 or tf32");
   impl_->ctx.allow_tf32 = options.precision == Precision::tf32;
+  if (options.precision == Precision::fp16) impl_->ctx.conv_dtype = DType::f16;
+  if (options.precision == Precision::bf16) impl_->ctx.conv_dtype = DType::bf16;
   if (impl_->ctx.device.is_cuda()) {
     // Its own stream: Executors of one model on several threads run concurrently.
     impl_->stream = cuda::create_stream(impl_->ctx.device.index);
@@ -114,6 +266,9 @@ Executor::Executor(Model model, ExecutorOptions options) : impl_(std::make_uniqu
   }
   impl_->ctx.pool = impl_->pool.get();
   impl_->profile = options.profile;
+  // Not when profiling: the profile times each node on its own.
+  impl_->cuda_graph = options.cuda_graph && impl_->stream != nullptr && !options.profile;
+  impl_->graph_state = impl_->cuda_graph ? "not captured yet" : "off";
   // Inference fusion: the CPU's chains, or CUDA's (graph/fusion.h).
   impl_->fuse = options.fuse;
 }
@@ -151,17 +306,34 @@ const std::vector<NodeTiming>& Executor::last_profile() const {
   return impl_->timings;
 }
 
+const std::string& Executor::cuda_graph_state() const {
+  return impl_->graph_state;
+}
+
 PlanStats Executor::plan_stats() const {
   if (!impl_->planned) return {};
   return {impl_->plan.arena_bytes, impl_->plan.unplanned_bytes, impl_->plan.flops};
 }
 
 std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) {
+  std::vector<Tensor> outputs = run_async(inputs);
+  synchronize();  // run() returns finished results
+  return outputs;
+}
+
+void Executor::synchronize() {
+  if (impl_->stream != nullptr) cuda::synchronize_stream(impl_->stream);
+}
+
+std::vector<Tensor> Executor::run_async(std::span<const Tensor> inputs) {
   Impl& m = *impl_;
   const Graph& graph = m.model.graph();
   NNX_CHECK(int(inputs.size()) == graph.num_inputs(), ErrorKind::shape, graph.source, ": expected ",
             graph.num_inputs(), " input tensor(s), found ", inputs.size());
-  std::vector<Tensor> bound(inputs.size());
+  // On CUDA the arena, the temporaries and the copies are ordered on this Executor's stream.
+  std::optional<cuda::StreamGuard> stream_guard;
+  if (m.stream != nullptr) stream_guard.emplace(m.stream, m.ctx.device.index);
+  std::vector<Tensor> given(inputs.size());  // float32 and contiguous, where the caller has it
   std::vector<TensorSpec> specs(inputs.size());
   for (size_t k = 0; k < inputs.size(); ++k) {
     NNX_CHECK(inputs[k].defined(), ErrorKind::usage, "input ", k, " is an undefined tensor");
@@ -169,44 +341,29 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) {
     if (t.dim() == 3) t = t.unsqueeze(0);  // CHW: a batch of one
     NNX_CHECK(t.dim() == 4, ErrorKind::shape, graph.source, ": input ", k,
               ": expected an NCHW (or CHW) tensor, found shape ", inputs[k].shape().str());
-    t = t.to(m.ctx.device).to(DType::f32).contiguous();
+    t = t.to(DType::f32).contiguous();
     specs[k] = {t.shape(), t.dtype()};
-    bound[k] = std::move(t);
+    // A caller's device tensor is read by kernels still queued when run_async returns: its
+    // memory is not reused until this stream is past them (not ours to track: left alone).
+    if (m.stream != nullptr && t.device().is_cuda() && t.storage() != nullptr) {
+      try {
+        cuda::record_stream(t.storage()->data(), m.stream, t.device().index);
+      } catch (const Error&) {
+      }
+    }
+    given[k] = std::move(t);
   }
-  // On CUDA the arena, the temporaries and the copies are ordered on this Executor's stream.
-  std::optional<cuda::StreamGuard> stream_guard;
-  if (m.stream != nullptr) stream_guard.emplace(m.stream, m.ctx.device.index);
   if (!m.planned || specs != m.planned_inputs) m.replan(specs);
-  m.values[0] = std::move(bound);
 
-  using Clock = std::chrono::steady_clock;
-  for (size_t step = 0; step < m.plan.steps.size(); ++step) {
-    int v = m.plan.steps[step];
-    const Node& node = graph.nodes[size_t(v)];
-    auto& args = m.node_inputs[size_t(v)];
-    for (size_t i = 0; i < node.inputs.size(); ++i)
-      args[i] = m.values[size_t(node.inputs[i].node)][size_t(node.inputs[i].port)];
-    if (m.fusion && m.fusion->is_head(v)) {  // a fused Add's other operand
-      const auto& extra = m.fusion->chains[size_t(m.fusion->chain_of[size_t(v)])].extra_inputs;
-      for (size_t e = 0; e < extra.size(); ++e)
-        args[node.inputs.size() + e] = m.values[size_t(extra[e].node)][size_t(extra[e].port)];
-    }
-    Clock::time_point start;
-    if (m.profile) start = Clock::now();
-    try {
-      if (m.fusion && m.fusion->is_head(v))
-        m.fusion->chains[size_t(m.fusion->chain_of[size_t(v)])].run(m.ctx, args,
-                                                                    m.values[size_t(v)][0]);
-      else
-        graph.layer_of(v).op->forward(m.ctx, args, m.values[size_t(v)]);
-    } catch (const Error& e) {
-      throw Error(e.kind(), graph.source + ": " + graph.describe_node(v) + ": " + e.message());
-    }
-    if (m.profile) {
-      // On CUDA the node's kernels are only queued: wait for them so that the time is theirs.
-      if (m.stream != nullptr) cuda::synchronize_stream(m.stream);
-      m.timings[step].ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-    }
+  const bool graphs = m.cuda_graph && !m.graph_refused;
+  if (graphs && !m.segments.empty()) {
+    m.replay(given);
+  } else if (!(graphs && m.eager_runs > 0 && m.capture(given))) {
+    std::vector<Tensor> bound(given.size());
+    for (size_t k = 0; k < given.size(); ++k) bound[k] = given[k].to(m.ctx.device);
+    m.values[0] = std::move(bound);
+    m.run_steps(0, m.plan.steps.size());
+    ++m.eager_runs;
   }
   std::vector<Tensor> outputs;
   outputs.reserve(graph.outputs.size());
@@ -216,7 +373,6 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) {
   for (auto& t : m.values[0]) t = Tensor();
   for (int v : m.plan.steps)
     for (auto& t : m.node_inputs[size_t(v)]) t = Tensor();
-  if (m.stream != nullptr) cuda::synchronize_stream(m.stream);  // run() returns finished results
   return outputs;
 }
 

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "nnx/error.h"
+#include "runtime/host_fallback.h"
 
 namespace nnx {
 
@@ -73,8 +74,19 @@ class HostParams {
 
 }  // namespace
 
+namespace detail {
+namespace {
+thread_local uint64_t host_fallback_count = 0;
+}  // namespace
+
+uint64_t host_fallbacks() {
+  return host_fallback_count;
+}
+}  // namespace detail
+
 void Op::forward_on_host(const ExecContext& ctx, std::span<const Tensor> inputs,
                          std::span<Tensor> outputs) const {
+  ++detail::host_fallback_count;
   std::vector<Tensor> host_inputs, host_outputs;
   for (const Tensor& t : inputs) host_inputs.push_back(on_host(t));
   for (const Tensor& t : outputs)

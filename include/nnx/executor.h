@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -17,9 +18,11 @@ namespace nnx {
 NNX_API bool fuse_by_default();
 
 // Arithmetic of a CUDA model's convolutions and matrix products: fp32 (no tensor cores, as
-// PyTorch with TF32 disabled) or tf32 (tensor cores with TF32 inputs and fp32 accumulation, as
-// PyTorch's default for cuDNN convolutions). fp16 and bf16 are named for the CLI and refused:
-// not implemented yet. The CPU computes fp32.
+// PyTorch with TF32 disabled), tf32 (tensor cores with TF32 inputs and fp32 accumulation, as
+// PyTorch's default for cuDNN convolutions), fp16 or bf16 (convolutions on tensor cores with
+// fp16/bf16 operands and fp32 accumulation, their inputs and weights rounded, as under
+// torch.autocast; every other op, Linear included, and the values between ops stay fp32). The
+// CPU computes fp32.
 enum class Precision { fp32, tf32, fp16, bf16 };
 // "fp32", ...; parse_precision throws Error(usage) for other names.
 NNX_API const char* precision_name(Precision precision);
@@ -34,8 +37,13 @@ struct ExecutorOptions {
   // the same chains with a residual Add: one cuDNN convolution + bias + residual + ReLU call,
   // or the convolution and one elementwise kernel.
   bool fuse = fuse_by_default();
-  // Error(unsupported) from the constructor for anything but fp32 on the CPU, and for fp16/bf16.
+  // Error(unsupported) from the constructor for anything but fp32 on the CPU.
   Precision precision = Precision::fp32;
+  // CUDA: the second run with given input shapes captures the run's kernels as CUDA graphs,
+  // and later runs with those shapes replay them (one launch instead of one per kernel; new
+  // shapes plan and capture anew). Nodes that run on the host (ops without a CUDA body, such
+  // as user ops) stay outside, between graphs. Not while profiling. See cuda_graph_state().
+  bool cuda_graph = true;
 };
 
 // Time spent in one node during the last run, when profiling.
@@ -68,11 +76,23 @@ class NNX_API Executor {
     return run(std::span(inputs.begin(), inputs.size()));
   }
 
+  // CUDA: queues the run on this Executor's stream and returns at once; the outputs are device
+  // tensors whose values are there after synchronize() (or the next run()). The inputs may be
+  // changed or freed right away (host inputs are copied before this returns; device inputs are
+  // kept from reuse until the run has read them). On the CPU the same as run().
+  std::vector<Tensor> run_async(std::span<const Tensor> inputs);
+  // Waits for the runs queued by run_async.
+  void synchronize();
+
   const Model& model() const;
   // The plan for the last run's shapes (empty before the first run).
   PlanStats plan_stats() const;
   // Per-node times of the last run, in the order the nodes ran (empty unless profiling).
   const std::vector<NodeTiming>& last_profile() const;
+  // "off", "not captured yet", "captured: 1 graph of 24 nodes", "captured: 2 graphs of 80
+  // nodes, 1 on the host between them (node 81 ...)", or "refused: <why>" (a capture failed;
+  // this plan runs kernel by kernel).
+  const std::string& cuda_graph_state() const;
 
  private:
   struct Impl;

@@ -49,6 +49,9 @@ struct ExecContext {
   StatReducer* reducer = nullptr;
   // CUDA: convolutions and matrix products may use TF32 tensor cores (ExecutorOptions::precision).
   bool allow_tf32 = false;
+  // CUDA, precision fp16 or bf16: convolutions read and write this format (DType::f16 or
+  // DType::bf16) with fp32 accumulation; activations between ops stay fp32. f32: full precision.
+  DType conv_dtype = DType::f32;
 };
 
 // Which forward tensors an op's backward reads; the Trainer frees the others as soon as the

@@ -2,6 +2,8 @@
 // Math type CUDNN_FMA_MATH keeps TF32 tensor cores out, as PyTorch does with TF32 disabled, so
 // results match the CPU and PyTorch to fp32 rounding; with allow_tf32 CUDNN_TENSOR_OP_MATH lets
 // them in, as PyTorch's default (torch.backends.cudnn.allow_tf32) does.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cudnn.h>
 
 #include <algorithm>
@@ -27,10 +29,11 @@ namespace {
 
 struct TensorDescriptor {
   cudnnTensorDescriptor_t desc = nullptr;
-  TensorDescriptor(int64_t n, int64_t c, int64_t h, int64_t w) {
+  TensorDescriptor(int64_t n, int64_t c, int64_t h, int64_t w,
+                   cudnnDataType_t type = CUDNN_DATA_FLOAT) {
     NNX_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc));
-    NNX_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(n),
-                                               int(c), int(h), int(w)));
+    NNX_CUDNN_CHECK(
+        cudnnSetTensor4dDescriptor(desc, CUDNN_TENSOR_NCHW, type, int(n), int(c), int(h), int(w)));
   }
   ~TensorDescriptor() { (void)cudnnDestroyTensorDescriptor(desc); }
   TensorDescriptor(const TensorDescriptor&) = delete;
@@ -39,10 +42,11 @@ struct TensorDescriptor {
 
 struct FilterDescriptor {
   cudnnFilterDescriptor_t desc = nullptr;
-  FilterDescriptor(int64_t k, int64_t c, int64_t h, int64_t w) {
+  FilterDescriptor(int64_t k, int64_t c, int64_t h, int64_t w,
+                   cudnnDataType_t type = CUDNN_DATA_FLOAT) {
     NNX_CUDNN_CHECK(cudnnCreateFilterDescriptor(&desc));
-    NNX_CUDNN_CHECK(cudnnSetFilter4dDescriptor(desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, int(k),
-                                               int(c), int(h), int(w)));
+    NNX_CUDNN_CHECK(
+        cudnnSetFilter4dDescriptor(desc, type, CUDNN_TENSOR_NCHW, int(k), int(c), int(h), int(w)));
   }
   ~FilterDescriptor() { (void)cudnnDestroyFilterDescriptor(desc); }
   FilterDescriptor(const FilterDescriptor&) = delete;
@@ -51,6 +55,7 @@ struct FilterDescriptor {
 
 struct ConvolutionDescriptor {
   cudnnConvolutionDescriptor_t desc = nullptr;
+  // Accumulation in fp32 always; tensor cores with allow_tf32 (or reduced-precision operands).
   explicit ConvolutionDescriptor(const Conv2dParams& p) {
     NNX_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&desc));
     NNX_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(
@@ -247,6 +252,97 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
     const TensorDescriptor bias_desc(1, p.out_channels, 1, 1);
     NNX_CUDNN_CHECK(cudnnAddTensor(handle, &one, bias_desc.desc, bias, &one, y_desc.desc, y));
   }
+}
+
+namespace {
+
+template <class T>
+__device__ __forceinline__ T round_float(float v);
+template <>
+__device__ __forceinline__ __half round_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 round_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+template <class T>
+__global__ void round_kernel(const float* x, T* y, int64_t n) {
+  grid_stride_loop(n, [&](int64_t i) { y[i] = round_float<T>(x[i]); });
+}
+
+// y (fp32) = x (io) + bias[channel]; `plane` elements per channel.
+template <class T>
+__global__ void widen_bias_kernel(const T* x, const float* bias, float* y, int64_t n, int64_t plane,
+                                  int64_t channels) {
+  grid_stride_loop(n, [&](int64_t i) {
+    const float b = bias != nullptr ? bias[(i / plane) % channels] : 0.0f;
+    y[i] = float(x[i]) + b;
+  });
+}
+
+cudnnDataType_t io_type(ConvIo io) {
+  return io == ConvIo::f16 ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16;
+}
+
+}  // namespace
+
+void round_to(ConvIo io, const float* x, void* y, int64_t n, void* stream) {
+  if (n <= 0) return;
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (io == ConvIo::f16)
+    round_kernel<<<grid_for(n), kBlockSize, 0, s>>>(x, static_cast<__half*>(y), n);
+  else
+    round_kernel<<<grid_for(n), kBlockSize, 0, s>>>(x, static_cast<__nv_bfloat16*>(y), n);
+  NNX_CUDA_CHECK_LAUNCH();
+}
+
+void conv2d_forward_reduced(const Conv2dParams& params, ConvIo io, const float* x, const void* w_io,
+                            const float* bias, float* y, int device, void* stream_handle) {
+  const Conv2dParams& p = params;
+  if (p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0) return;
+  check_fits_int(p);
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  const cudnnHandle_t handle = cudnn_handle(stream);
+  const cudnnDataType_t type = io_type(io);
+  Conv2dParams tc = p;
+  tc.allow_tf32 = true;  // tensor cores, fp32 accumulation
+  const TensorDescriptor x_desc(p.batch, p.in_channels, p.in_h, p.in_w, type);
+  const FilterDescriptor w_desc(p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w,
+                                type);
+  const ConvolutionDescriptor conv_desc(tc);
+  const TensorDescriptor y_desc(p.batch, p.out_channels, p.out_h, p.out_w, type);
+  const Problem problem{true, handle, x_desc, w_desc, conv_desc, y_desc};
+  const int algo = ConvAlgoCache::instance().get(
+      problem_key(tc, device, false) + (io == ConvIo::f16 ? ";f16" : ";bf16"), false, std::string(),
+      [&] { return heuristic_algorithm(problem); });
+  const int64_t in_n = p.batch * p.in_channels * p.in_h * p.in_w;
+  const int64_t out_n = p.batch * p.out_channels * p.out_h * p.out_w;
+  // The operands in io (2 bytes an element): the input's, then the output's 256-byte aligned.
+  const size_t x_bytes = (size_t(in_n) * 2 + 255) / 256 * 256;
+  const Workspace operands(device, x_bytes + size_t(out_n) * 2, stream);
+  char* x_io = static_cast<char*>(operands.get());
+  char* y_io = x_io + x_bytes;
+  round_to(io, x, x_io, in_n, stream);
+  size_t workspace_bytes = 0;
+  NNX_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
+      handle, x_desc.desc, w_desc.desc, conv_desc.desc, y_desc.desc,
+      cudnnConvolutionFwdAlgo_t(algo), &workspace_bytes));
+  const Workspace workspace(device, workspace_bytes, stream);
+  const float one = 1.0f, zero = 0.0f;
+  NNX_CUDNN_CHECK(cudnnConvolutionForward(handle, &one, x_desc.desc, x_io, w_desc.desc, w_io,
+                                          conv_desc.desc, cudnnConvolutionFwdAlgo_t(algo),
+                                          workspace.get(), workspace.bytes(), &zero, y_desc.desc,
+                                          y_io));
+  const int64_t plane = p.out_h * p.out_w;
+  if (io == ConvIo::f16)
+    widen_bias_kernel<<<grid_for(out_n), kBlockSize, 0, stream>>>(
+        reinterpret_cast<const __half*>(y_io), bias, y, out_n, plane, p.out_channels);
+  else
+    widen_bias_kernel<<<grid_for(out_n), kBlockSize, 0, stream>>>(
+        reinterpret_cast<const __nv_bfloat16*>(y_io), bias, y, out_n, plane, p.out_channels);
+  NNX_CUDA_CHECK_LAUNCH();
 }
 
 namespace {

@@ -27,6 +27,18 @@ struct Conv2dParams {
 void conv2d_forward(const Conv2dParams& params, const float* x, const float* w, const float* bias,
                     float* y, int device, void* stream);
 
+// The operand format of a reduced-precision convolution (precision fp16 or bf16).
+enum class ConvIo { f16, bf16 };
+
+// conv2d_forward with fp16 or bf16 operands and fp32 accumulation on tensor cores: x (fp32) is
+// rounded to `io` in a temporary, w_io is the weight already in `io` (round_to), and the `io`
+// result is widened into y (fp32) with the bias (may be null) added. Algorithms from cuDNN's
+// heuristics (tensor-core ones allowed), cached per problem like conv2d_forward's.
+void conv2d_forward_reduced(const Conv2dParams& params, ConvIo io, const float* x, const void* w_io,
+                            const float* bias, float* y, int device, void* stream);
+// y[i] = x[i] rounded to `io` (to nearest even), n elements.
+void round_to(ConvIo io, const float* x, void* y, int64_t n, void* stream);
+
 // y = relu(conv(x, w) + bias + z) in one cuDNN call (cudnnConvolutionBiasActivationForward; z
 // null: no residual; bias required; y must not alias z), NaN propagated as PyTorch's ReLU does.
 // Returns false, having written nothing, where cuDNN does not take the problem fused (the answer

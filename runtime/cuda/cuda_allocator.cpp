@@ -79,11 +79,35 @@ void* CachingAllocator::allocate(size_t nbytes, cudaStream_t stream) {
   ++stats_.allocations;
   if (nbytes > kMaxRequest) throw_out_of_memory_locked(nbytes);
   const size_t size = round_size(nbytes);
+  if (auto pool = pools_.find(stream); pool != pools_.end()) {
+    // A block the graph being captured freed earlier: already counted as allocated.
+    auto& held = pool->second->free_;
+    for (size_t i = held.size(); i-- > 0;) {
+      if (held[i].second != size) continue;
+      void* ptr = held[i].first;
+      held.erase(held.begin() + std::ptrdiff_t(i));
+      pool->second->bytes_ -= size;
+      LiveBlock& block = live_[ptr];
+      block = LiveBlock{};
+      block.size = size;
+      block.streams[0] = stream;
+      return ptr;
+    }
+  }
   void* ptr = take_cached_locked(size, stream, capturing);
-  if (ptr == nullptr) {
-    NNX_CHECK(!capturing, ErrorKind::usage, "CUDA allocation of ", nbytes, " bytes on ",
-              device().str(), " while its stream is captured into a CUDA graph: run once before ",
-              "capturing so that the memory is cached");
+  if (ptr == nullptr && capturing) {
+    // A new block for a graph being captured (another stream took the cached ones): cudaMalloc
+    // is refused in the capture's own mode, and allowed in the relaxed one (it queues nothing).
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    NNX_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+    try {
+      ptr = system_allocate_locked(size, nbytes);
+    } catch (...) {
+      (void)cudaThreadExchangeStreamCaptureMode(&mode);
+      throw;
+    }
+    NNX_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+  } else if (ptr == nullptr) {
     ptr = system_allocate_locked(size, nbytes);
   }
   try {
@@ -155,12 +179,22 @@ void CachingAllocator::deallocate(void* ptr, size_t) noexcept {
     auto it = live_.find(ptr);
     if (it == live_.end()) return;  // not ours: a noexcept free has no better answer
     const LiveBlock live = it->second;
+    if (live.num_streams == 1) {
+      if (auto pool = pools_.find(live.streams[0]); pool != pools_.end()) {
+        // Freed while a graph is captured on its stream: kept for the graph (and still counted
+        // as allocated: its replays write it).
+        pool->second->free_.emplace_back(ptr, live.size);
+        pool->second->bytes_ += live.size;
+        live_.erase(it);
+        return;
+      }
+    }
     live_.erase(it);
     stats_.current_bytes -= live.size;
 
     FreeBlock block;
     block.ptr = ptr;
-    block.stream = live.streams[0];
+    block.stream = live.num_streams > 0 ? live.streams[0] : nullptr;
     block.only_stream = live.num_streams == 1;
     for (int i = 0; i < live.num_streams; ++i) {
       // Work captured into a graph runs at replay, which no event recorded now can follow.
@@ -277,11 +311,64 @@ void CachingAllocator::empty_cache() {
   release_cached_locked();
 }
 
+void CachingAllocator::forget_stream(cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& [ptr, block] : live_) {
+    int kept = 0;
+    for (int i = 0; i < block.num_streams; ++i)
+      if (block.streams[i] != stream) block.streams[kept++] = block.streams[i];
+    block.num_streams = kept;  // 0: no work pending anywhere, reusable by any stream once freed
+  }
+  // A later stream may get the same handle: it must not take these blocks as its own.
+  for (auto& [size, blocks] : free_)
+    for (FreeBlock& block : blocks)
+      if (block.stream == stream) block.only_stream = false;
+}
+
+void CachingAllocator::begin_pool(cudaStream_t stream, GraphPool& pool) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  NNX_CHECK(pools_.emplace(stream, &pool).second, ErrorKind::usage,
+            "begin_pool: the stream already has a graph pool");
+}
+
+void CachingAllocator::end_pool(cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  pools_.erase(stream);
+}
+
+void CachingAllocator::release_pool(GraphPool& pool) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& [ptr, size] : pool.free_) {
+    // Idle on every stream (the caller synchronised): any stream may take it at once.
+    FreeBlock block;
+    block.ptr = ptr;
+    block.only_stream = false;
+    try {
+      free_[size].push_back(block);
+    } catch (...) {  // no host memory for the free list: give the block back
+      (void)cudaFree(ptr);
+      stats_.reserved_bytes -= size;
+    }
+    stats_.current_bytes -= size;
+  }
+  pool.free_.clear();
+  pool.bytes_ = 0;
+}
+
+namespace {
+// Never destroyed: tensors in static objects may outlive any destruction order, and the CUDA
+// runtime may be torn down before static destructors run.
+std::atomic<CachingAllocator*> allocators[kMaxDevices] = {};
+}  // namespace
+
+void forget_stream(cudaStream_t stream) {
+  for (auto& slot : allocators)
+    if (CachingAllocator* allocator = slot.load(std::memory_order_acquire))
+      allocator->forget_stream(stream);
+}
+
 CachingAllocator& caching_allocator(int device) {
   check_device(device);
-  // Never destroyed: tensors in static objects may outlive any destruction order, and the CUDA
-  // runtime may be torn down before static destructors run.
-  static std::atomic<CachingAllocator*> allocators[kMaxDevices] = {};
   static std::mutex create_mutex;
   CachingAllocator* allocator = allocators[device].load(std::memory_order_acquire);
   if (allocator == nullptr) {

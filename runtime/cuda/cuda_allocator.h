@@ -13,6 +13,23 @@
 
 namespace nnx::cuda {
 
+// The memory of the CUDA graphs one Executor captures on its stream: between begin_pool and
+// end_pool, blocks freed on that stream are kept here instead of in the shared cache, and
+// allocations on it take them back first, so that the graph's temporaries are addresses no one
+// else is handed while the graph can be replayed. They count as allocated until release_pool.
+class GraphPool {
+ public:
+  GraphPool() = default;
+  GraphPool(const GraphPool&) = delete;
+  GraphPool& operator=(const GraphPool&) = delete;
+  size_t bytes() const { return bytes_; }  // held free for the graphs
+
+ private:
+  friend class CachingAllocator;
+  std::vector<std::pair<void*, size_t>> free_;  // block, size class
+  size_t bytes_ = 0;
+};
+
 class CachingAllocator final : public Allocator {
  public:
   explicit CachingAllocator(int device) : device_(device) {}
@@ -26,6 +43,16 @@ class CachingAllocator final : public Allocator {
   void deallocate(void* ptr, size_t nbytes) noexcept override;
   // The block at ptr is also used on `stream` (see nnx::cuda::record_stream).
   void record_stream(void* ptr, cudaStream_t stream);
+
+  // `stream` is being destroyed, its work finished: blocks used on it no longer wait for it.
+  void forget_stream(cudaStream_t stream);
+
+  // Blocks freed on `stream` go to `pool` until end_pool (see GraphPool); one pool per stream.
+  void begin_pool(cudaStream_t stream, GraphPool& pool);
+  void end_pool(cudaStream_t stream);
+  // Returns the pool's blocks to the cache. The work that used them must be finished (the
+  // graphs' stream synchronised).
+  void release_pool(GraphPool& pool);
 
   Device device() const override { return Device::cuda(device_); }
   AllocatorStats stats() const override;
@@ -71,11 +98,14 @@ class CachingAllocator final : public Allocator {
   mutable std::mutex mutex_;
   std::unordered_map<size_t, std::vector<FreeBlock>> free_;  // by size class
   std::unordered_map<void*, LiveBlock> live_;
+  std::unordered_map<cudaStream_t, GraphPool*> pools_;  // streams between begin_ and end_pool
   std::vector<cudaEvent_t> spare_events_;
   AllocatorStats stats_;
 };
 
 // The allocator of `device`, made on first use; throws Error(device) if there is no such device.
 CachingAllocator& caching_allocator(int device);
+// CachingAllocator::forget_stream on every device's allocator made so far (destroy_stream).
+void forget_stream(cudaStream_t stream);
 
 }  // namespace nnx::cuda

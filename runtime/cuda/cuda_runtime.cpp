@@ -155,6 +155,9 @@ void destroy_stream(void* stream) {
   // Blocks cached under this handle are reused without waiting by a later stream that happens
   // to get the same handle, so its work must be finished first.
   NNX_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+  // Blocks still held (an Executor's outputs, its arena until its members go) would otherwise
+  // record events on the dead handle when they are freed.
+  forget_stream(static_cast<cudaStream_t>(stream));
   NNX_CUDA_CHECK(cudaStreamDestroy(static_cast<cudaStream_t>(stream)));
 }
 

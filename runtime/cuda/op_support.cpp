@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/tensor_ops.h"
 #include "nnx/cuda.h"
 #include "nnx/error.h"
@@ -124,6 +125,34 @@ Tensor device_param(const Tensor& param, Device device) {
   Tensor copy = c.copy;
   param_copies[key] = std::move(c);
   return copy;
+}
+
+namespace {
+std::mutex rounded_mutex;
+// By (storage address, element offset, device index, dtype).
+std::map<std::tuple<const Storage*, int64_t, int, DType>, ParamCopy> rounded_copies;
+}  // namespace
+
+Tensor device_param_as(const Tensor& param, Device device, DType dtype) {
+  NNX_CHECK(dtype == DType::f16 || dtype == DType::bf16, ErrorKind::usage,
+            "device_param_as: f16 or bf16, found ", dtype_name(dtype));
+  const auto key = std::make_tuple(param.storage().get(), param.offset(), device.index, dtype);
+  std::lock_guard<std::mutex> lock(rounded_mutex);
+  if (auto it = rounded_copies.find(key); it != rounded_copies.end()) {
+    const ParamCopy& c = it->second;
+    if (c.source.lock() == param.storage() && c.shape == param.shape() &&
+        c.strides == param.strides() && c.dtype == param.dtype())
+      return c.copy;
+  }
+  for (auto it = rounded_copies.begin(); it != rounded_copies.end();)
+    it = it->second.source.expired() ? rounded_copies.erase(it) : std::next(it);
+  const Tensor full = device_param(param.to(DType::f32), device);
+  Tensor rounded = Tensor::empty(param.shape(), dtype, device);
+  round_to(dtype == DType::f16 ? ConvIo::f16 : ConvIo::bf16, full.data<float>(), rounded.raw_data(),
+           full.numel(), current_cuda_stream(device.index));
+  rounded_copies[key] =
+      ParamCopy{param.storage(), param.shape(), param.strides(), param.dtype(), rounded};
+  return rounded;
 }
 
 // ---- per-op constants

@@ -58,6 +58,9 @@ class OpScope {
 // replaced through set_param gets a new storage, so a new copy). Values changed in place in the
 // same storage after the first copy are not seen. Thread-safe.
 Tensor device_param(const Tensor& param, Device device);
+// The same rounded to `dtype` (f16 or bf16) on `device`, made on first use on the current stream
+// and kept like device_param's copies (reduced-precision convolutions read their weights so).
+Tensor device_param_as(const Tensor& param, Device device, DType dtype);
 
 // Small float arrays an op computes on the host (BatchNorm's scale and shift, a pruner's gate) on
 // `device`, kept per (owner, slot) and uploaded again only when the values change; the upload

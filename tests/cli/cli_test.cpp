@@ -203,16 +203,13 @@ TEST_F(Cli, BenchPrintsJson) {
 
 // --device cuda: where a GPU runs it, the JSON names the device and its peak memory; elsewhere
 // (CI, a build without CUDA) it exits 3, a failure not caused by the input, naming CUDA.
-// --cuda-graph is checked first: only with --device cuda, only on or off, and `on` is refused
-// until capture exists.
+// --cuda-graph is checked first: only with --device cuda, only on or off. The JSON says what
+// was captured.
 TEST_F(Cli, BenchOnCudaOrAClearRefusal) {
   const std::string bench = nnx_cli() + " bench " + original("tmp.json") + " --weights " +
                             original("tmp.pth") + " --shape 1,3,32,32 --iters 3 --warmup 1";
   EXPECT_EQ(sh(bench + " --cuda-graph on").status, 2);
   EXPECT_EQ(sh(bench + " --device cuda --cuda-graph sometimes").status, 2);
-  Result graph = sh(bench + " --device cuda --cuda-graph on");
-  EXPECT_EQ(graph.status, 1) << graph.err;
-  EXPECT_NE(graph.err.find("CUDA Graph"), std::string::npos) << graph.err;
   Result r = sh(bench + " --device cuda --cuda-graph off --json");
   cuda::init();
   if (!cuda::available()) {
@@ -223,10 +220,15 @@ TEST_F(Cli, BenchOnCudaOrAClearRefusal) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("\"device\":\"cuda\""), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("\"peak_device_mb\":null"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"cuda_graph\":\"off\""), std::string::npos) << r.out;
+  Result graph = sh(bench + " --device cuda --json");
+  ASSERT_EQ(graph.status, 0) << graph.err;
+  EXPECT_NE(graph.out.find("\"cuda_graph\":\"captured: 1 graph of"), std::string::npos)
+      << graph.out;
 }
 
-// --precision: a misspelling is a usage error (2); tf32 is CUDA's (on the CPU a refusal, exit 1,
-// naming CUDA); fp16 and bf16 are refused as not implemented yet; on a GPU tf32 runs.
+// --precision: a misspelling is a usage error (2); tf32, fp16 and bf16 are CUDA's (on the CPU a
+// refusal, exit 1, naming CUDA); on a GPU each runs.
 TEST_F(Cli, PrecisionIsCheckedAndTf32IsForCuda) {
   const std::string bench = nnx_cli() + " bench " + original("tmp.json") + " --weights " +
                             original("tmp.pth") + " --shape 1,3,32,32 --iters 2 --warmup 1";
@@ -234,14 +236,17 @@ TEST_F(Cli, PrecisionIsCheckedAndTf32IsForCuda) {
   Result cpu = sh(bench + " --precision tf32");
   EXPECT_EQ(cpu.status, 1) << cpu.err;
   EXPECT_NE(cpu.err.find("is for CUDA"), std::string::npos) << cpu.err;
-  Result half = sh(bench + " --device cuda --precision fp16");
+  Result half = sh(bench + " --precision fp16");
   EXPECT_EQ(half.status, 1) << half.err;
-  EXPECT_NE(half.err.find("not implemented yet"), std::string::npos) << half.err;
+  EXPECT_NE(half.err.find("is for CUDA"), std::string::npos) << half.err;
   cuda::init();
   if (!cuda::available()) return;
-  Result r = sh(bench + " --device cuda --precision tf32 --json");
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_NE(r.out.find("\"precision\":\"tf32\""), std::string::npos) << r.out;
+  for (const char* precision : {"tf32", "fp16", "bf16"}) {
+    Result r = sh(bench + " --device cuda --precision " + precision + " --json");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("\"precision\":\"" + std::string(precision) + "\""), std::string::npos)
+        << r.out;
+  }
 }
 
 }  // namespace

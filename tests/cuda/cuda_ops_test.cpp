@@ -11,6 +11,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "examples/embed/yolo_head.h"
@@ -860,6 +861,134 @@ TEST_F(CudaOps, FusedAndUnfusedExecutorsMatchTheCpuAndPyTorch) {
   EXPECT_GT(compared, 0);
 }
 
+// CUDA graphs: an Executor that captures (the default) gives what one running kernel by kernel
+// gives, run after run on new inputs (host or device tensors: the graphs read a copy), through
+// a change of batch (a new plan, captured anew) and back. A network with a host node (the seed
+// network's YOLO head) is captured in pieces around it.
+TEST_F(CudaOps, CudaGraphReplaysMatchKernelByKernelRunsOnNewInputs) {
+  const auto folders = model_case_folders();
+  if (folders.empty() && std::string(NNX_PYTHON).empty())
+    GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
+  int compared = 0;
+  bool saw_host_node = false;
+  RandomEngine rng(31);
+  for (const fs::path& folder : folders) {
+    const std::string name = folder.filename().string();
+    try {
+      json::Value meta = json::parse_file((folder / "case.json").string());
+      const json::Value* w = meta.find("weights");
+      if (w == nullptr || !w->is_string()) continue;
+      NetworkCase c = load_network_case(folder);
+      Model on_device = load((folder / meta.find("arch")->str).string(), (folder / w->str).string(),
+                             {.device = Device::cuda(0), .strict = false});
+      Executor eager(on_device, {.cuda_graph = false});
+      Executor graphed(on_device);
+      EXPECT_EQ(eager.cuda_graph_state(), "off");
+      // Batches: the fixture's, then one more (another plan), then the fixture's again.
+      const int64_t batch = c.inputs[0].dim() == 4 ? c.inputs[0].size(0) : 1;
+      for (int64_t n : {batch, batch, batch, batch + 1, batch + 1, batch + 1, batch, batch}) {
+        std::vector<Tensor> inputs;
+        for (const Tensor& t : c.inputs) {
+          Tensor x = t.dim() == 3 ? t.unsqueeze(0) : t;
+          Shape shape = x.shape();
+          shape[0] = n;
+          Tensor fresh = random_tensor(shape, rng, -2.0f, 2.0f);
+          inputs.push_back(compared % 2 == 0 ? fresh : fresh.to(Device::cuda(0)));
+        }
+        std::vector<Tensor> want = eager(inputs), got = graphed(inputs);
+        for (Tensor& t : want) t = t.to(Device::cpu());
+        for (Tensor& t : got) t = t.to(Device::cpu());
+        EXPECT_EQ(compare(got, want, kCpuTolerance, "kernel by kernel"), "")
+            << name << ", batch " << n << ": " << graphed.cuda_graph_state();
+      }
+      const std::string& state = graphed.cuda_graph_state();
+      EXPECT_EQ(state.rfind("captured: ", 0), 0u) << name << ": " << state;
+      saw_host_node = saw_host_node || state.find("on the host") != std::string::npos;
+      ++compared;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << name << ": " << e.what();
+    }
+  }
+  EXPECT_GT(compared, 0);
+  EXPECT_TRUE(saw_host_node) << "no network with a host node (the seed network's YOLO head)";
+}
+
+// run_async returns device tensors whose values are there after synchronize(), the same as
+// run()'s; several runs may be queued before one synchronize, and the inputs changed at once.
+TEST_F(CudaOps, AsyncRunsGiveRunsOutputsAfterSynchronize) {
+  const fs::path folder = fixture_dir() / "models" / "seed";
+  if (!fs::exists(folder) && std::string(NNX_PYTHON).empty())
+    GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
+  NetworkCase c = load_network_case(folder);
+  json::Value meta = json::parse_file((folder / "case.json").string());
+  Model on_device =
+      load((folder / meta.find("arch")->str).string(),
+           (folder / meta.find("weights")->str).string(), {.device = Device::cuda(0)});
+  Executor sync(on_device), async(on_device);
+  RandomEngine rng(5);
+  std::vector<std::vector<Tensor>> inputs, queued;
+  for (int run = 0; run < 4; ++run) {
+    Tensor x = random_tensor(
+        c.inputs[0].dim() == 3 ? c.inputs[0].unsqueeze(0).shape() : c.inputs[0].shape(), rng, -2.0f,
+        2.0f);
+    Tensor on_gpu = x.to(Device::cuda(0));
+    queued.push_back(async.run_async(std::span(&on_gpu, 1)));
+    on_gpu = Tensor();  // the caller's copy goes at once: the queued run still reads it
+    inputs.push_back({x});
+  }
+  async.synchronize();
+  for (size_t run = 0; run < inputs.size(); ++run) {
+    std::vector<Tensor> want = sync(inputs[run]);
+    for (Tensor& t : want) t = t.to(Device::cpu());
+    for (Tensor& t : queued[run]) t = t.to(Device::cpu());
+    EXPECT_EQ(compare(queued[run], want, 1e-6, "run()"), "") << "run " << run;
+  }
+}
+
+// Several Executors of one model on several threads at once (each its stream, its arena, its
+// CUDA graphs captured in thread-local mode) give what one Executor gives.
+TEST_F(CudaOps, ExecutorsOnSeveralThreadsMatchOneExecutor) {
+  const fs::path folder = fixture_dir() / "models" / "seed";
+  if (!fs::exists(folder) && std::string(NNX_PYTHON).empty())
+    GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
+  NetworkCase c = load_network_case(folder);
+  json::Value meta = json::parse_file((folder / "case.json").string());
+  Model on_device =
+      load((folder / meta.find("arch")->str).string(),
+           (folder / meta.find("weights")->str).string(), {.device = Device::cuda(0)});
+  constexpr int kThreads = 4, kRuns = 6;
+  RandomEngine rng(7);
+  std::vector<std::vector<Tensor>> inputs(kThreads * kRuns), want(kThreads * kRuns);
+  Executor reference(on_device, {.cuda_graph = false});
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    inputs[i] = {random_tensor(
+        c.inputs[0].dim() == 3 ? c.inputs[0].unsqueeze(0).shape() : c.inputs[0].shape(), rng, -2.0f,
+        2.0f)};
+    want[i] = reference(inputs[i]);
+    for (Tensor& t : want[i]) t = t.to(Device::cpu());
+  }
+  std::vector<std::string> failures(kThreads);
+  std::vector<std::thread> threads;
+  for (int k = 0; k < kThreads; ++k)
+    threads.emplace_back([&, k] {
+      try {
+        Executor mine(on_device);
+        for (int r = 0; r < kRuns; ++r) {
+          const size_t i = size_t(k * kRuns + r);
+          std::vector<Tensor> got = mine(inputs[i]);
+          for (Tensor& t : got) t = t.to(Device::cpu());
+          failures[size_t(k)] += compare(got, want[i], kCpuTolerance, "one Executor");
+        }
+        if (mine.cuda_graph_state().rfind("captured", 0) != 0)
+          failures[size_t(k)] += " " + mine.cuda_graph_state();
+      } catch (const std::exception& e) {
+        failures[size_t(k)] += e.what();
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  for (int k = 0; k < kThreads; ++k) EXPECT_EQ(failures[size_t(k)], "") << "thread " << k;
+}
+
 // Without a device: the CUDA chains of ResNet-18 take in every BatchNorm2d (folded), every
 // residual Add and every ReLU; each chain starts at a convolution.
 TEST(CudaFusion, ResNetChainsTakeEveryBatchNormAddAndReLU) {
@@ -918,6 +1047,44 @@ TEST_F(CudaOps, Tf32RunsStayNearFp32) {
 }
 
 // Without a device: what precision does not apply to is refused by name.
+// fp16 and bf16 (ExecutorOptions::precision): convolutions on tensor cores with rounded inputs
+// and weights and fp32 accumulation, everything else fp32. fp16 keeps 11 significant bits as
+// TF32 does: the same 1e-2; bf16 keeps 8: 5e-2. Each must differ from fp32 somewhere (else the
+// reduced path did not run).
+TEST_F(CudaOps, Fp16AndBf16RunsStayNearFp32) {
+  const auto folders = model_case_folders();
+  if (folders.empty() && std::string(NNX_PYTHON).empty())
+    GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
+  for (auto [precision, tol] :
+       {std::pair{Precision::fp16, 1e-2}, std::pair{Precision::bf16, 5e-2}}) {
+    int compared = 0;
+    double largest = 0;
+    for (const fs::path& folder : folders) {
+      json::Value meta = json::parse_file((folder / "case.json").string());
+      const json::Value* w = meta.find("weights");
+      if (w == nullptr || !w->is_string()) continue;
+      NetworkCase c = load_network_case(folder);
+      Model on_device = load((folder / meta.find("arch")->str).string(), (folder / w->str).string(),
+                             {.device = Device::cuda(0), .strict = false});
+      Executor fp32(on_device), reduced(on_device, {.precision = precision});
+      for (int run = 0; run < 2; ++run) {  // the second from the CUDA graph
+        std::vector<Tensor> a = fp32(c.inputs), b = reduced(c.inputs);
+        for (Tensor& t : a) t = t.to(Device::cpu());
+        for (Tensor& t : b) t = t.to(Device::cpu());
+        EXPECT_EQ(compare(b, a, tol, "fp32"), "")
+            << folder.filename().string() << " " << precision_name(precision) << ", run " << run;
+        for (size_t k = 0; k < a.size(); ++k)
+          if (a[k].dtype() == DType::f32) largest = std::max(largest, relative_error(b[k], a[k]));
+      }
+      ++compared;
+    }
+    EXPECT_GT(compared, 0);
+    EXPECT_GT(largest, 0.0) << precision_name(precision) << " gave exactly fp32's outputs";
+    std::printf("[ cuda ops ] %s: largest relative difference to fp32 %.2e\n",
+                precision_name(precision), largest);
+  }
+}
+
 TEST(CudaPrecision, RefusedWhereItDoesNotApply) {
   EXPECT_EQ(parse_precision("tf32"), Precision::tf32);
   testing_util::expect_error([] { parse_precision("fp64"); }, "fp32, tf32, fp16 or bf16",

@@ -21,6 +21,7 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cuda/activation.h"
 #include "kernels/cuda/elementwise.h"
+#include "runtime/cuda/cuda_allocator.h"
 #endif
 
 namespace nnx {
@@ -209,6 +210,64 @@ TEST_F(CudaDeviceTest, BlockFreedOnOneStreamIsReusedOnAnotherOnceIdle) {
   EXPECT_EQ(allocator.stats().system_allocations, before.system_allocations);
   allocator.deallocate(p, size);
   cuda::destroy_stream(s1);
+  cuda::destroy_stream(s2);
+}
+
+// The memory of CUDA graphs (the Executor's capture): what is freed on the stream while its
+// pool is open stays in the pool, counted as allocated, handed back on that stream only while
+// the pool is open, and to everyone once released.
+TEST_F(CudaDeviceTest, GraphPoolKeepsWhatIsFreedOnItsStreamUntilReleased) {
+  cuda::CachingAllocator& allocator = cuda::caching_allocator(0);
+  void* s = cuda::create_stream();
+  const cudaStream_t stream = static_cast<cudaStream_t>(s);
+  const size_t size = 9 * 512 + 7;  // a size class no other test uses
+  const size_t rounded = cuda::CachingAllocator::round_size(size);
+  void* a = allocator.allocate(size, stream);
+  const AllocatorStats start = allocator.stats();
+  cuda::GraphPool pool;
+  allocator.begin_pool(stream, pool);
+  allocator.deallocate(a, size);
+  EXPECT_EQ(pool.bytes(), rounded);
+  EXPECT_EQ(allocator.stats().current_bytes, start.current_bytes);
+  void* b = allocator.allocate(size, stream);
+  EXPECT_EQ(b, a);
+  EXPECT_EQ(pool.bytes(), 0u);
+  EXPECT_EQ(allocator.stats().current_bytes, start.current_bytes);
+  allocator.deallocate(b, size);
+  allocator.end_pool(stream);
+  void* c = allocator.allocate(size, stream);  // the pool's block belongs to the graph
+  EXPECT_NE(c, a);
+  allocator.deallocate(c, size);
+  cuda::synchronize_stream(s);
+  allocator.release_pool(pool);
+  EXPECT_EQ(pool.bytes(), 0u);
+  EXPECT_EQ(allocator.stats().current_bytes, start.current_bytes - rounded);
+  void* d = allocator.allocate(size, stream);
+  void* e = allocator.allocate(size, stream);
+  EXPECT_TRUE((d == a || e == a) && (d == c || e == c));
+  allocator.deallocate(d, size);
+  allocator.deallocate(e, size);
+  cuda::destroy_stream(s);
+}
+
+// A tensor may outlive the stream it was made on (an Executor's outputs outlive the Executor):
+// freeing it then must not touch the dead stream.
+TEST_F(CudaDeviceTest, BlocksOutliveTheStreamTheyWereUsedOn) {
+  void* s = cuda::create_stream();
+  Tensor t;
+  {
+    cuda::StreamGuard guard(s);
+    t = Tensor::full(Shape{1000}, 1.5f).to(Device::cuda());
+  }
+  cuda::destroy_stream(s);
+  EXPECT_EQ(t.to(Device::cpu()).data<float>()[999], 1.5f);
+  t = Tensor();
+  void* s2 = cuda::create_stream();
+  {
+    cuda::StreamGuard guard(s2);
+    Tensor u = Tensor::full(Shape{1000}, 2.5f).to(Device::cuda());
+    EXPECT_EQ(u.to(Device::cpu()).data<float>()[0], 2.5f);
+  }
   cuda::destroy_stream(s2);
 }
 

@@ -118,9 +118,6 @@ Model load_model(const Args& args, bool lenient) {
     throw UsageError("--precision must be fp32, tf32, fp16 or bf16, found '" + precision + "'");
   if (precision != "fp32" && device == "cpu")
     fail(ErrorKind::unsupported, "--precision ", precision, " is for CUDA; the CPU runs fp32");
-  if (precision != "fp32" && precision != "tf32")
-    fail(ErrorKind::unsupported, "--precision ", precision,
-         " is not implemented yet: the CUDA path runs fp32 (TF32 off) or tf32");
   for (const std::string& plugin : args.values("--plugin")) load_plugin(plugin);
   LoadOptions options;
   options.strict = !args.has("--no-strict") && !lenient;

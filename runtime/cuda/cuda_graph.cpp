@@ -1,0 +1,73 @@
+// CUDA graph capture for the Executor (see cuda_graph.h).
+#include "runtime/cuda/cuda_graph.h"
+
+#include <cuda_runtime_api.h>
+
+#include "nnx/error.h"
+#include "runtime/cuda/cuda_allocator.h"
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/cuda/cuda_runtime.h"
+
+namespace nnx::cuda {
+
+void GraphPoolDeleter::operator()(GraphPool* pool) const noexcept {
+  delete pool;
+}
+
+GraphPoolPtr new_graph_pool() {
+  return GraphPoolPtr(new GraphPool());
+}
+
+size_t graph_pool_bytes(const GraphPool& pool) {
+  return pool.bytes();
+}
+
+void release_graph_pool(GraphPool& pool, int device) {
+  caching_allocator(device).release_pool(pool);
+}
+
+void* capture_graph(void* stream_handle, int device, GraphPool& pool,
+                    const std::function<void()>& body) {
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  DeviceGuard guard(device);
+  CachingAllocator& allocator = caching_allocator(device);
+  NNX_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  allocator.begin_pool(stream, pool);
+  cudaGraph_t graph = nullptr;
+  try {
+    body();
+  } catch (...) {
+    allocator.end_pool(stream);
+    (void)cudaStreamEndCapture(stream, &graph);  // leaves capture mode; the graph is discarded
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    throw;
+  }
+  allocator.end_pool(stream);
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  if (ended != cudaSuccess || graph == nullptr) {
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    fail(ErrorKind::device, "CUDA graph capture failed: ", cudaGetErrorString(ended),
+         " (a call in the run that a capture cannot record)");
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+  (void)cudaGraphDestroy(graph);
+  if (made != cudaSuccess) {
+    (void)cudaGetLastError();
+    fail(ErrorKind::device, "CUDA graph instantiation failed: ", cudaGetErrorString(made));
+  }
+  return exec;
+}
+
+void launch_graph(void* exec, void* stream) {
+  NNX_CUDA_CHECK(
+      cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), static_cast<cudaStream_t>(stream)));
+}
+
+void destroy_graph(void* exec) noexcept {
+  if (exec != nullptr) (void)cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
+}
+
+}  // namespace nnx::cuda

@@ -1,0 +1,31 @@
+// Capturing an Executor's kernels as CUDA graphs and replaying them (runtime/executor.cpp).
+// Handles travel as void* so that the executor needs no CUDA headers; builds without the CUDA
+// backend never call these.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+namespace nnx::cuda {
+
+class GraphPool;  // runtime/cuda/cuda_allocator.h
+struct GraphPoolDeleter {
+  void operator()(GraphPool* pool) const noexcept;
+};
+using GraphPoolPtr = std::unique_ptr<GraphPool, GraphPoolDeleter>;
+GraphPoolPtr new_graph_pool();
+// Bytes the pool holds for its graphs' replays.
+size_t graph_pool_bytes(const GraphPool& pool);
+// Returns the pool's memory to device's allocator; the graphs using it must be finished and
+// destroyed.
+void release_graph_pool(GraphPool& pool, int device);
+
+// Captures what body() queues on `stream` (of `device`) into an executable graph, memory that
+// body frees kept in `pool`. Capture mode is thread-local: other threads' Executors go on.
+// Anything body throws, or a capture the driver refuses (a synchronising call inside, say),
+// comes out as an Error, with the stream no longer capturing; nothing was run.
+void* capture_graph(void* stream, int device, GraphPool& pool, const std::function<void()>& body);
+void launch_graph(void* exec, void* stream);
+void destroy_graph(void* exec) noexcept;
+
+}  // namespace nnx::cuda

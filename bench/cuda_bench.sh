@@ -44,8 +44,11 @@ run() {  # NAME ARGS...
     >"$out/$name.json" 2>"$out/$name.err"; then
     echo "$name: $(cat "$out/$name.json")"
   else
-    echo "$name: failed (exit $?): $(tail -3 "$out/$name.err")"
+    local rc=$?
+    echo "$name: failed (exit $rc): $(tail -3 "$out/$name.err")"
     status=1
+    [ $rc -ge 128 ] && [ $rc -ne 137 ] && tests/cuda/backtrace.sh "$out/$name.bt" "$build/nnx" bench \
+      "$@" --device ${NNX_BENCH_DEVICE:-cuda} --iters 5 --warmup 1 --json
   fi
 }
 plugin=(--plugin "$build/examples/embed/nnx_yolo.so")

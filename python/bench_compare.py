@@ -32,7 +32,9 @@ torch.compile(mode="reduce-overhead"), both fp32 with TF32 off, against `nnx ben
 cuda` (inputs on the device, every run synchronised); ONNX Runtime (a CPU build) is left out,
 and peak device memory is reported instead of RSS. --batch N replaces the batch of every model's
 shape (the input file is made per batch). --precision tf32 (CUDA only) lets both use TF32 tensor
-cores in convolutions and matrix products (PyTorch's allow_tf32 flags, nnx's --precision tf32).
+cores in convolutions and matrix products (PyTorch's allow_tf32 flags, nnx's --precision tf32);
+fp16 and bf16 run PyTorch under torch.autocast and nnx with --precision fp16/bf16 (its
+convolutions in that format, everything else fp32). --compile off leaves torch.compile out.
 """
 import argparse
 import datetime
@@ -94,7 +96,13 @@ def torch_worker(args):
         tf32 = args.precision == "tf32"
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
-    if args.compile and not hasattr(torch, "compile"):
+    # fp16/bf16: PyTorch under autocast (convolutions and matrix products in that format with
+    # fp32 accumulation), as nnx's --precision fp16/bf16 computes its convolutions.
+    import contextlib
+    autocast = (torch.autocast("cuda", dtype=torch.float16 if args.precision == "fp16" else
+                               torch.bfloat16)
+                if cuda and args.precision in ("fp16", "bf16") else contextlib.nullcontext())
+    if args.compile == "worker" and not hasattr(torch, "compile"):
         print(json.dumps({"unavailable": f"torch {torch.__version__} has no torch.compile"}))
         return 0
     device = torch.device(args.device)
@@ -102,7 +110,7 @@ def torch_worker(args):
     t0 = time.perf_counter()
     net = nnx_ref.load(args.arch, weights=args.weights, strict=True, user_ops=user_ops)
     net = net.to(device)
-    if args.compile:
+    if args.compile == "worker":
         net = torch.compile(net, mode="reduce-overhead")
     load_ms = (time.perf_counter() - t0) * 1e3
 
@@ -111,7 +119,7 @@ def torch_worker(args):
             torch.cuda.synchronize()
 
     times = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         t0 = time.perf_counter()
         outs = net(*x)
         sync()
@@ -209,11 +217,16 @@ def prepare(name, work, args):
     arch = os.path.join(folder, name + ".json")
     weights = os.path.join(folder, name + ".pth")
     user_ops, user_op_specs = {}, []
+    # The seed network's description, or the one nnx-export wrote of a torchvision model where
+    # bench/models has it (then neither torchvision nor a tracer that knows this torch is needed).
+    committed = os.path.join(ROOT, "examples", "seed", "seed.json") if source == "seed" else \
+        os.path.join(ROOT, "bench", "models", name + ".json")
     if source == "seed":
         user_op_specs = [YOLO_SPEC]
         user_ops = dict(load_user_op(s) for s in user_op_specs)
+    if os.path.exists(committed):
         if not os.path.exists(weights):
-            shutil.copyfile(os.path.join(ROOT, "examples", "seed", "seed.json"), arch)
+            shutil.copyfile(committed, arch)
             net = nnx_ref.load(arch, weights=None, user_ops=user_ops, seed=0)
             torch.save(net.state_dict(), weights)   # the flat-key form nnx reads
     elif not os.path.exists(weights):
@@ -245,7 +258,7 @@ def measure_torch(m, args, out_dir=None, compile=False):
            "--iters", str(args.iters), "--warmup", str(args.warmup), "--device", args.device,
            "--precision", args.precision]
     if compile:
-        cmd.append("--compile")
+        cmd += ["--compile", "worker"]
     for spec in m["user_ops"]:
         cmd += ["--user-op", spec]
     if out_dir:
@@ -358,7 +371,10 @@ def compare_cuda(args):
         for r in range(args.rounds):
             log(f"{name}: round {r + 1}/{args.rounds}")
             rounds["torch"].append(measure_torch(m, args))
-            compiled = measure_torch(m, args, compile=True)
+            if args.compile == "off":
+                compiled = {"unavailable": "--compile off"}
+            else:
+                compiled = measure_torch(m, args, compile=True)
             if "unavailable" not in compiled:
                 rounds["torch_compile"].append(compiled)
             elif r == 0:
@@ -482,9 +498,12 @@ def main(argv=None):
     p.add_argument("--input", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--user-op", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
-    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--compile", nargs="?", const="worker", default="on",
+                   choices=["on", "off", "worker"],
+                   help="--device cuda: also time torch.compile(mode='reduce-overhead') (on), or "
+                        "not (off: each compile takes tens of seconds)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--precision", choices=["fp32", "tf32"], default="fp32")
+    p.add_argument("--precision", choices=["fp32", "tf32", "fp16", "bf16"], default="fp32")
     p.add_argument("--batch", type=int, default=0, help="replaces every model's batch")
     p.add_argument("--models", default="seed,resnet18,mobilenet_v2,resnet50")
     p.add_argument("--threads", type=int, default=2)
@@ -545,7 +564,7 @@ def main(argv=None):
                      f"{machine['processor']}, {machine['cores']} cores; {args.threads} threads "
                      "each")
             f.write(f"# nnx against {what} ({machine['date']})\n\n"
-                    f"Machine: {where}, batch {args.batch or 1}, float32; {args.rounds} rounds of "
+                    f"Machine: {where}, batch {args.batch or 1}, {machine['precision']}; {args.rounds} rounds of "
                     f"{args.iters} timed runs after {args.warmup} warm-up runs, in alternation."
                     f"\n\nCommand: `/usr/bin/python3 {machine['command']}`\n\n{text}\n\n"
                     "```json\n" + json.dumps(report, indent=2) + "\n```\n")

@@ -41,11 +41,15 @@ def prepare(name, work):
     sys.path.insert(0, HERE)
     import torch
     arch_path = os.path.join(work, f"{name}.json")
-    if name == "seed":
+    # The seed network's description, or the one nnx-export wrote of the torchvision model
+    # (bench/models; needs neither torchvision nor a tracer that knows this torch).
+    committed = os.path.join(ROOT, "examples", "seed", "seed.json") if name == "seed" else \
+        os.path.join(ROOT, "bench", "models", f"{name}.json")
+    if os.path.exists(committed):
         import shutil
         import fixture_models as fm
         import nnx_ref
-        shutil.copyfile(os.path.join(ROOT, "examples", "seed", "seed.json"), arch_path)
+        shutil.copyfile(committed, arch_path)
         ex = fm.build(nnx_ref.jsonc.load(arch_path), seed=0, user_ops=fm.user_op_classes())
         fm.save_list(ex, os.path.join(work, f"{name}.pth"))
     else:

@@ -71,22 +71,23 @@ class _LocatingTracer(fx.Tracer):
 
     def __init__(self):
         super().__init__()
-        self.module_stack = [""]
+        # Not fx.Tracer's own module_stack (a dict in torch 2, which its call_module fills).
+        self.nnx_module_paths = [""]
 
     def call_module(self, m, forward, args, kwargs):
         path = self.path_of_module(m)
-        self.module_stack.append(path)
+        self.nnx_module_paths.append(path)
         try:
             return super().call_module(m, forward, args, kwargs)
         finally:
-            self.module_stack.pop()
+            self.nnx_module_paths.pop()
 
     def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None,
                      proxy_factory_fn=None):
         proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr,
                                      proxy_factory_fn)
         proxy.node.meta["location"] = user_location()
-        proxy.node.meta["module_path"] = self.module_stack[-1]
+        proxy.node.meta["module_path"] = self.nnx_module_paths[-1]
         return proxy
 
 
@@ -249,6 +250,14 @@ def _same_outputs(got, ref):
     return True
 
 
+def _debug_traceback(what):
+    """NNX_EXPORT_DEBUG=1: the whole traceback of a tracer's failure, on stderr."""
+    if os.environ.get("NNX_EXPORT_DEBUG"):
+        import traceback
+        print(f"nnx-export: {what} failed:", file=sys.stderr)
+        traceback.print_exc()
+
+
 def trace(module, inputs, reference_outputs):
     """A GraphModule of `module` (eval mode) with node values, and how it was traced
     ('symbolic' or 'concrete'). Raises ExportError when neither tracer manages."""
@@ -263,6 +272,7 @@ def trace(module, inputs, reference_outputs):
                 return gm, "symbolic", []
             symbolic_error = "its graph computes other outputs than the module"
         except Exception as e:  # fx raises many kinds; any means: trace concretely
+            _debug_traceback("symbolic tracing")
             symbolic_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         try:
             tracer = ConcreteTracer(_clone_inputs(inputs))
@@ -272,6 +282,7 @@ def trace(module, inputs, reference_outputs):
         except ExportError:
             raise
         except Exception as e:
+            _debug_traceback("tracing with the example input")
             raise ExportError(
                 f"cannot trace the model: symbolic tracing failed ({symbolic_error}), and "
                 f"tracing with the example input failed ({type(e).__name__}: {e})") from None

@@ -40,6 +40,9 @@ def load_user_op(spec):
     if module_spec is None or not os.path.isfile(path):
         raise NNXRefError(f"--user-op: cannot import {path}")
     module = importlib.util.module_from_spec(module_spec)
+    # Registered under its name, as an import would: torch.compile's tracer imports the module
+    # of each function it meets by that name.
+    sys.modules[module_spec.name] = module
     module_spec.loader.exec_module(module)
     if not hasattr(module, cls):
         raise NNXRefError(f"--user-op: {path} has no class {cls}")

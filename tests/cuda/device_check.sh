@@ -40,9 +40,23 @@ fi
 [ -n "${CUDNN_ROOT:-}" ] && export LD_LIBRARY_PATH="$CUDNN_ROOT/lib:${LD_LIBRARY_PATH:-}"
 nvidia-smi -L 2>/dev/null || true
 status=0
-timeout 240 "$bin/nnx_runtime_tests" --gtest_filter='Cuda*' >"$out/runtime.log" 2>&1 || status=1
-timeout 420 "$bin/nnx_cuda_tests" >"$out/cuda_ops.log" 2>&1 || status=1
-timeout 240 "$bin/nnx_train_tests" --gtest_filter='Cuda*' >"$out/cuda_train.log" 2>&1 || status=1
+check() {  # LOG TIMEOUT BINARY ARGS...: a crash is rerun under cuda-gdb for its backtrace
+  local log="$1" limit="$2" rc
+  shift 2
+  timeout "$limit" "$@" >"$out/$log.log" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] && return 0
+  status=1
+  if [ $rc -ge 128 ] && [ $rc -ne 137 ]; then
+    local test
+    test=$(grep -E "^\[ RUN      \]" "$out/$log.log" | tail -1 | awk '{print $4}')
+    echo "$log: crashed (exit $rc) in ${test:-?}"
+    tests/cuda/backtrace.sh "$out/$log.bt" "$1" --gtest_filter="${test:-*}"
+  fi
+}
+check runtime 240 "$bin/nnx_runtime_tests" --gtest_filter='Cuda*'
+check cuda_ops 420 "$bin/nnx_cuda_tests"
+check cuda_train 240 "$bin/nnx_train_tests" --gtest_filter='Cuda*'
 grep -h -E "^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \] [0-9]+ test|\[ cuda ops \]" \
   "$out/runtime.log" "$out/cuda_ops.log" "$out/cuda_train.log"
 grep -h -B1 -A6 -E "Failure$|^unknown file" "$out/runtime.log" "$out/cuda_ops.log" \

@@ -22,7 +22,7 @@ mkdir -p "$out"
 build="${1:-}"
 if [ -z "$build" ]; then
   # cuDNN from the toolkit, else from PyTorch's nvidia-cudnn package (the GPU machine has no
-  # Debian packages: ../shared/device/pack-deps.sh puts the others in .deps/, which CMake finds).
+  # Debian packages: tests/cuda/gpu_session.sh pack puts the others in .deps/, which CMake finds).
   if [ -z "${CUDNN_ROOT:-}" ] && [ ! -e /usr/local/cuda/include/cudnn.h ] && [ ! -e /usr/include/cudnn.h ]; then
     CUDNN_ROOT=$(python3 -c "import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))" 2>/dev/null || true)
     export CUDNN_ROOT

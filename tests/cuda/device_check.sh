@@ -12,7 +12,7 @@
 # The PyTorch fixtures are read from $NNX_FIXTURE_DIR (default build/fixtures; the train tests
 # read the folder the build was configured with). build/device-fixtures.tar.xz, when carried
 # (tests/cuda/pack_fixtures.sh writes it: ops, models and train_parity), is unpacked there first.
-# The whole recipe for a session with the device tool is in tests/cuda/pack_fixtures.sh.
+# The whole recipe for a session with the device tool is in tests/cuda/gpu_session.sh.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-cuda_logs}"
@@ -24,7 +24,7 @@ fi
 bin="${1:-}"
 if [ -z "$bin" ]; then
   # cuDNN from the toolkit, else from PyTorch's nvidia-cudnn package (the GPU machine has no
-  # Debian packages: ../shared/device/pack-deps.sh puts the others in .deps/, which CMake finds).
+  # Debian packages: tests/cuda/gpu_session.sh pack puts the others in .deps/, which CMake finds).
   if [ -z "${CUDNN_ROOT:-}" ] && [ ! -e /usr/local/cuda/include/cudnn.h ] && [ ! -e /usr/include/cudnn.h ]; then
     CUDNN_ROOT=$(python3 -c "import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__))" 2>/dev/null || true)
     export CUDNN_ROOT

@@ -173,12 +173,16 @@ struct Executor::Impl {
 
   // The run from the graphs: inputs copied to where the graphs read them, graphs launched,
   // host steps run between them.
-  void replay(std::span<const Tensor> inputs) {
-#ifdef NNX_WITH_CUDA
+  void bind_graph_inputs(std::span<const Tensor> inputs) {
     for (size_t k = 0; k < inputs.size(); ++k)
       cuda::copy_async(graph_inputs[k].raw_data(), ctx.device, inputs[k].raw_data(),
                        inputs[k].device(), inputs[k].nbytes(), stream);
     values[0] = graph_inputs;
+  }
+
+  void replay(std::span<const Tensor> inputs) {
+#ifdef NNX_WITH_CUDA
+    bind_graph_inputs(inputs);
     for (const Segment& segment : segments) {
       if (segment.graph != nullptr)
         cuda::launch_graph(segment.graph, stream);
@@ -207,10 +211,7 @@ struct Executor::Impl {
       step = end;
     }
     try {
-      for (size_t k = 0; k < inputs.size(); ++k)
-        cuda::copy_async(graph_inputs[k].raw_data(), ctx.device, inputs[k].raw_data(),
-                         inputs[k].device(), inputs[k].nbytes(), stream);
-      values[0] = graph_inputs;
+      bind_graph_inputs(inputs);
       int graphs = 0, host_nodes = 0;
       std::string host_names;
       for (Segment& segment : segments) {
@@ -343,14 +344,12 @@ std::vector<Tensor> Executor::run_async(std::span<const Tensor> inputs) {
               ": expected an NCHW (or CHW) tensor, found shape ", inputs[k].shape().str());
     t = t.to(DType::f32).contiguous();
     specs[k] = {t.shape(), t.dtype()};
+#ifdef NNX_WITH_CUDA
     // A caller's device tensor is read by kernels still queued when run_async returns: its
-    // memory is not reused until this stream is past them (not ours to track: left alone).
-    if (m.stream != nullptr && t.device().is_cuda() && t.storage() != nullptr) {
-      try {
-        cuda::record_stream(t.storage()->data(), m.stream, t.device().index);
-      } catch (const Error&) {
-      }
-    }
+    // memory is not reused until this stream is past them.
+    if (m.stream != nullptr && t.device().is_cuda() && t.storage() != nullptr)
+      cuda::keep_for_stream(t.storage()->data(), m.stream, t.device().index);
+#endif
     given[k] = std::move(t);
   }
   if (!m.planned || specs != m.planned_inputs) m.replan(specs);

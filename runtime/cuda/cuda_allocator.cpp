@@ -237,6 +237,19 @@ void CachingAllocator::record_stream(void* ptr, cudaStream_t stream) {
   block.streams[block.num_streams++] = stream;
 }
 
+bool CachingAllocator::try_record_stream(void* ptr, cudaStream_t stream) noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = live_.find(ptr);
+  if (it == live_.end()) return false;
+  LiveBlock& block = it->second;
+  for (int i = 0; i < block.num_streams; ++i) {
+    if (block.streams[i] == stream) return true;
+  }
+  if (block.num_streams == kMaxStreamsPerBlock) return false;
+  block.streams[block.num_streams++] = stream;
+  return true;
+}
+
 cudaEvent_t CachingAllocator::new_event_locked() {
   if (!spare_events_.empty()) {
     cudaEvent_t event = spare_events_.back();

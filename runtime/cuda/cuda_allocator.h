@@ -43,6 +43,9 @@ class CachingAllocator final : public Allocator {
   void deallocate(void* ptr, size_t nbytes) noexcept override;
   // The block at ptr is also used on `stream` (see nnx::cuda::record_stream).
   void record_stream(void* ptr, cudaStream_t stream);
+  // The same where ptr starts a live block with room for another stream; false (nothing done)
+  // elsewhere, memory this allocator did not hand out included.
+  bool try_record_stream(void* ptr, cudaStream_t stream) noexcept;
 
   // `stream` is being destroyed, its work finished: blocks used on it no longer wait for it.
   void forget_stream(cudaStream_t stream);

@@ -26,6 +26,13 @@ void release_graph_pool(GraphPool& pool, int device) {
   caching_allocator(device).release_pool(pool);
 }
 
+void keep_for_stream(void* ptr, void* stream, int device) noexcept {
+  try {
+    (void)caching_allocator(device).try_record_stream(ptr, static_cast<cudaStream_t>(stream));
+  } catch (...) {  // no such device: nothing of ours to keep
+  }
+}
+
 void* capture_graph(void* stream_handle, int device, GraphPool& pool,
                     const std::function<void()>& body) {
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);

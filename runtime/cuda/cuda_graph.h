@@ -24,6 +24,10 @@ void release_graph_pool(GraphPool& pool, int device);
 // body frees kept in `pool`. Capture mode is thread-local: other threads' Executors go on.
 // Anything body throws, or a capture the driver refuses (a synchronising call inside, say),
 // comes out as an Error, with the stream no longer capturing; nothing was run.
+// A caller's tensor memory that work queued on `stream` reads: kept from reuse until that work
+// is done where the caching allocator of `device` handed it out; other memory is left alone.
+void keep_for_stream(void* ptr, void* stream, int device) noexcept;
+
 void* capture_graph(void* stream, int device, GraphPool& pool, const std::function<void()>& body);
 void launch_graph(void* exec, void* stream);
 void destroy_graph(void* exec) noexcept;

@@ -2,6 +2,7 @@
 #include "runtime/cuda/op_support.h"
 
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -96,12 +97,26 @@ struct ParamCopy {
 };
 
 std::mutex param_mutex;
-// By (storage address, element offset, device index).
-std::map<std::tuple<const Storage*, int64_t, int>, ParamCopy> param_copies;
+// By (storage address, element offset, device index, the copy's dtype).
+std::map<std::tuple<const Storage*, int64_t, int, DType>, ParamCopy> param_copies;
 
-void drop_dead_copies_locked() {
+// The copy of `param` that make() makes, kept while param's storage lives.
+Tensor cached_copy(const Tensor& param, Device device, DType dtype,
+                   const std::function<Tensor()>& make) {
+  const auto key = std::make_tuple(param.storage().get(), param.offset(), device.index, dtype);
+  std::lock_guard<std::mutex> lock(param_mutex);
+  if (auto it = param_copies.find(key); it != param_copies.end()) {
+    const ParamCopy& c = it->second;
+    if (c.source.lock() == param.storage() && c.shape == param.shape() &&
+        c.strides == param.strides() && c.dtype == param.dtype())
+      return c.copy;
+  }
   for (auto it = param_copies.begin(); it != param_copies.end();)
     it = it->second.source.expired() ? param_copies.erase(it) : std::next(it);
+  ParamCopy c{param.storage(), param.shape(), param.strides(), param.dtype(), make()};
+  Tensor copy = c.copy;
+  param_copies[key] = std::move(c);
+  return copy;
 }
 
 }  // namespace
@@ -111,48 +126,19 @@ Tensor device_param(const Tensor& param, Device device) {
   if (param.device() == device) return param.contiguous();
   NNX_CHECK(param.device().is_cpu(), ErrorKind::usage, "a parameter on ", param.device().str(),
             " used on ", device.str());
-  const auto key = std::make_tuple(param.storage().get(), param.offset(), device.index);
-  std::lock_guard<std::mutex> lock(param_mutex);
-  if (auto it = param_copies.find(key); it != param_copies.end()) {
-    const ParamCopy& c = it->second;
-    if (c.source.lock() == param.storage() && c.shape == param.shape() &&
-        c.strides == param.strides() && c.dtype == param.dtype())
-      return c.copy;
-  }
-  drop_dead_copies_locked();
-  ParamCopy c{param.storage(), param.shape(), param.strides(), param.dtype(),
-              param.contiguous().to(device)};
-  Tensor copy = c.copy;
-  param_copies[key] = std::move(c);
-  return copy;
+  return cached_copy(param, device, param.dtype(), [&] { return param.contiguous().to(device); });
 }
-
-namespace {
-std::mutex rounded_mutex;
-// By (storage address, element offset, device index, dtype).
-std::map<std::tuple<const Storage*, int64_t, int, DType>, ParamCopy> rounded_copies;
-}  // namespace
 
 Tensor device_param_as(const Tensor& param, Device device, DType dtype) {
   NNX_CHECK(dtype == DType::f16 || dtype == DType::bf16, ErrorKind::usage,
             "device_param_as: f16 or bf16, found ", dtype_name(dtype));
-  const auto key = std::make_tuple(param.storage().get(), param.offset(), device.index, dtype);
-  std::lock_guard<std::mutex> lock(rounded_mutex);
-  if (auto it = rounded_copies.find(key); it != rounded_copies.end()) {
-    const ParamCopy& c = it->second;
-    if (c.source.lock() == param.storage() && c.shape == param.shape() &&
-        c.strides == param.strides() && c.dtype == param.dtype())
-      return c.copy;
-  }
-  for (auto it = rounded_copies.begin(); it != rounded_copies.end();)
-    it = it->second.source.expired() ? rounded_copies.erase(it) : std::next(it);
-  const Tensor full = device_param(param.to(DType::f32), device);
-  Tensor rounded = Tensor::empty(param.shape(), dtype, device);
-  round_to(dtype == DType::f16 ? ConvIo::f16 : ConvIo::bf16, full.data<float>(), rounded.raw_data(),
-           full.numel(), current_cuda_stream(device.index));
-  rounded_copies[key] =
-      ParamCopy{param.storage(), param.shape(), param.strides(), param.dtype(), rounded};
-  return rounded;
+  return cached_copy(param, device, dtype, [&] {
+    const Tensor full = device_param(param, device).to(DType::f32).contiguous();
+    Tensor rounded = Tensor::empty(param.shape(), dtype, device);
+    round_to(dtype == DType::f16 ? ConvIo::f16 : ConvIo::bf16, full.data<float>(),
+             rounded.raw_data(), full.numel(), current_cuda_stream(device.index));
+    return rounded;
+  });
 }
 
 // ---- per-op constants

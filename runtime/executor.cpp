@@ -86,7 +86,7 @@ struct Executor::Impl {
     graph_inputs.clear();
     eager_runs = 0;
     graph_refused = false;
-    graph_state = cuda_graph ? "not captured yet" : "off";
+    if (cuda_graph) graph_state = "not captured yet";
     if (fuse && !fusion) {
       // Found (and BatchNorm folded) by the model's first plan, shared by all its Executors.
       const Model::Impl& shared = *model.impl();
@@ -268,8 +268,15 @@ Executor::Executor(Model model, ExecutorOptions options) : impl_(std::make_uniqu
   impl_->ctx.pool = impl_->pool.get();
   impl_->profile = options.profile;
   // Not when profiling: the profile times each node on its own.
-  impl_->cuda_graph = options.cuda_graph && impl_->stream != nullptr && !options.profile;
-  impl_->graph_state = impl_->cuda_graph ? "not captured yet" : "off";
+  // Nor for a model whose weights may change (Model::clone, the Trainer's and the pruner's
+  // copies): a graph would go on reading the device copies of the weights it was captured with.
+  const bool weights_fixed = !impl_->model.impl()->weights_may_change;
+  impl_->cuda_graph =
+      options.cuda_graph && impl_->stream != nullptr && !options.profile && weights_fixed;
+  impl_->graph_state = impl_->cuda_graph ? "not captured yet"
+                       : options.cuda_graph && impl_->stream != nullptr && !weights_fixed
+                           ? "off: the model's weights may change (a copy made by Model::clone)"
+                           : "off";
   // Inference fusion: the CPU's chains, or CUDA's (graph/fusion.h).
   impl_->fuse = options.fuse;
 }

@@ -65,6 +65,10 @@ void add_into(ThreadPool* pool, Tensor& dst, const Tensor& src) {
 struct Trainer::Impl {
   Model model;
   Device device = Device::cpu();
+  // Profiling on CUDA: the node's kernels waited for, so that the time is theirs.
+  void settle() const {
+    if (profiling && device.is_cuda()) cuda::synchronize(device.index);
+  }
   // Zeros of this shape on the trainer's device.
   Tensor zeros(const Shape& shape) const {
     if (device.is_cpu()) return Tensor::zeros(shape, DType::f32);
@@ -369,12 +373,14 @@ std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
       m.grow(bytes_of(out[p]));
     }
     ctx.saved = &m.saved[size_t(v)];
+    m.settle();
     const auto start = std::chrono::steady_clock::now();
     try {
       op.forward(ctx, args, out);
     } catch (const Error& e) {
       throw Error(e.kind(), g.source + ": " + g.describe_node(v) + ": " + e.message());
     }
+    m.settle();
     if (m.profiling) {
       m.forward_ms[size_t(v)] +=
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
@@ -525,12 +531,14 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
     }
     if (!any_param) gparams.clear();
     ctx.saved = &m.saved[size_t(v)];
+    m.settle();
     const auto start = std::chrono::steady_clock::now();
     try {
       op.backward(ctx, ins, outs, gouts, gins, gparams);
     } catch (const Error& e) {
       throw Error(e.kind(), g.source + ": " + g.describe_node(v) + ": backward: " + e.message());
     }
+    m.settle();
     if (m.profiling)
       m.backward_ms[size_t(v)] +=
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)

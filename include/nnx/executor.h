@@ -42,7 +42,9 @@ struct ExecutorOptions {
   // CUDA: the second run with given input shapes captures the run's kernels as CUDA graphs,
   // and later runs with those shapes replay them (one launch instead of one per kernel; new
   // shapes plan and capture anew). Nodes that run on the host (ops without a CUDA body, such
-  // as user ops) stay outside, between graphs. Not while profiling. See cuda_graph_state().
+  // as user ops) stay outside, between graphs. Not while profiling, nor for a model whose
+  // weights may change (a Model::clone copy: the graphs would keep reading the weights they
+  // were captured with). See cuda_graph_state().
   bool cuda_graph = true;
 };
 

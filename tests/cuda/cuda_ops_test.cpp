@@ -884,6 +884,12 @@ TEST_F(CudaOps, CudaGraphReplaysMatchKernelByKernelRunsOnNewInputs) {
       Executor eager(on_device, {.cuda_graph = false});
       Executor graphed(on_device);
       EXPECT_EQ(eager.cuda_graph_state(), "off");
+      // A copy whose weights may change is never captured.
+      Executor on_copy(on_device.clone());
+      on_copy(c.inputs);
+      on_copy(c.inputs);
+      EXPECT_EQ(on_copy.cuda_graph_state().rfind("off: the model's weights may change", 0), 0u)
+          << on_copy.cuda_graph_state();
       // Batches: the fixture's, then one more (another plan), then the fixture's again.
       const int64_t batch = c.inputs[0].dim() == 4 ? c.inputs[0].size(0) : 1;
       for (int64_t n : {batch, batch, batch, batch + 1, batch + 1, batch + 1, batch, batch}) {

@@ -19,6 +19,7 @@
 # COMPARE_ARGS in the environment is added to every bench_compare.py call (--models resnet18 ...).
 #   sanitize   compute-sanitizer memcheck over the CUDA op tests
 #   graphs     nnx bench with CUDA graphs on and off, and each kernel's GPU time (ncu)
+#   trainprof  nnx_train_bench --device cuda --profile 1 (seed, ResNet-18): time per node
 #   diag       per-node profiles (nnx bench --profile), timed cuDNN search, nnx-export's traceback
 #
 # Before the call, here (in /work/main, after a CPU build's ctest made the fixtures):
@@ -202,6 +203,17 @@ for name, us in total.most_common(14):
 PY
   fi
   stamp "graphs done"
+fi
+if has trainprof; then  # where a training step's time goes on the GPU, node by node
+  for job in "seed examples/seed/seed.json 16,3,128,160" "resnet18 bench/models/resnet18.json 32,3,64,64"; do
+    set -- $job
+    timeout 120 "$build/bench/nnx_train_bench" "$2" --shape "$3" --device cuda --iters 10 \
+      --warmup 3 --profile 1 >"$out/trainprof_$1.json" 2>"$out/trainprof_$1.txt" ||
+      tail -3 "$out/trainprof_$1.txt"
+    echo "$1: $(cat "$out/trainprof_$1.json")"
+    head -12 "$out/trainprof_$1.txt"
+  done
+  stamp "trainprof done"
 fi
 if has diag; then  # where the time goes: per-node profiles, timed algorithm search, the exporter
   nnx_bench() {  # NAME ARGS...

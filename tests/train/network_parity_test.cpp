@@ -97,11 +97,16 @@ std::string train_case(const std::string& name, int threads, Device device = Dev
       }
       double err = testing_util::relative_error(got, ref);
       if (const json::Value* f = meta.find("follows_noise")->find(key)) {
-        // Shifted by the noise-driven biases before it: by no more than they differ.
+        // A running mean after a noise-driven bias: the issue asks this case to stay small, not
+        // to match. It integrates batch means that move with the noise in the bias and, through
+        // Adam's whole steps on near-zero gradients, in the weights before it, by amounts that
+        // follow the summation order (1.5e-4 of its scale with AVX2 kernels, under 1e-4 with
+        // AVX-512 ones): bound ten times the tolerance at its scale, plus the biases' difference.
         size_t bias_layer = size_t(std::stoul(f->str));
         const Param* gb = got_graph.layers[bias_layer].op->find_param("bias");
         const Param* rb = ref_graph.layers[bias_layer].op->find_param("bias");
-        double bound = tol + max_abs_diff(gb->value.to(Device::cpu()), rb->value);
+        const double scale = std::max(1.0, max_abs_diff(ref, Tensor::zeros(ref.shape())));
+        double bound = 10 * tol * scale + max_abs_diff(gb->value.to(Device::cpu()), rb->value);
         if (!(max_abs_diff(got, ref) <= bound))
           failures += " " + key + ": " + std::to_string(max_abs_diff(got, ref)) + " (bound " +
                       std::to_string(bound) + ")";

@@ -9,18 +9,20 @@
 # STAGES, comma-separated (default tests,bench,compare1,compare32,train):
 #   tests      tests/cuda/device_check.sh (CUDA runtime, op and training tests)
 #   bench      bench/cuda_bench.sh (nnx bench --device cuda, nnx_train_bench --device cuda)
-#   compare1   python/bench_compare.py --device cuda at batch 1, PyTorch eager only
-#   compile    the same with torch.compile(mode="reduce-overhead") too (slow: compiles per round)
-#   compare32  the same at batch 32, eager only
-#   tf32       batch 1 with --precision tf32, eager only (fp16, bf16: the same in those)
-#   train      python/bench_train_compare.py --device cuda
-# ROUNDS: rounds of each comparison (3; PRECISION_ROUNDS for tf32/fp16/bf16). DEADLINE: seconds from the start by which the compile
-# stage must end (it is cut there).
-# COMPARE_ARGS in the environment is added to every bench_compare.py call (--models resnet18 ...).
-#   sanitize   compute-sanitizer memcheck over the CUDA op tests
 #   graphs     nnx bench with CUDA graphs on and off, and each kernel's GPU time (ncu)
+#   compare1   python/bench_compare.py --device cuda at batch 1, PyTorch eager only
+#   compare32  the same at batch 32
+#   tf32       batch 1 with --precision tf32, eager only (fp16, bf16: the same in those;
+#              tf32_b32, fp16_b32: at batch 32)
+#   compile    batch 1 with torch.compile(mode="reduce-overhead") too, one model at a time
+#              (slow: tens of seconds per model), last, cut at DEADLINE
+#   train      python/bench_train_compare.py --device cuda
 #   trainprof  nnx_train_bench --device cuda --profile 1 (seed, ResNet-18): time per node
 #   diag       per-node profiles (nnx bench --profile), timed cuDNN search, nnx-export's traceback
+#   sanitize   compute-sanitizer memcheck over the CUDA op tests
+# Environment: ROUNDS, rounds of each comparison (3; PRECISION_ROUNDS for the tf32/fp16/bf16
+# ones); DEADLINE, seconds from the start by which the compile stage must end; COMPARE_ARGS,
+# added to every bench_compare.py call (--models resnet18 ...).
 #
 # Before the call, here (in /work/main, after a CPU build's ctest made the fixtures):
 #   tests/cuda/gpu_session.sh pack
@@ -147,6 +149,8 @@ xrounds=${PRECISION_ROUNDS:-$rounds}
 has tf32 && compare tf32_b1 --batch 1 --rounds "$xrounds" --compile off --precision tf32
 has fp16 && compare fp16_b1 --batch 1 --rounds "$xrounds" --compile off --precision fp16
 has bf16 && compare bf16_b1 --batch 1 --rounds "$xrounds" --compile off --precision bf16
+has tf32_b32 && compare tf32_b32 --batch 32 --rounds "$xrounds" --compile off --precision tf32
+has fp16_b32 && compare fp16_b32 --batch 32 --rounds "$xrounds" --compile off --precision fp16
 # torch.compile takes tens of seconds per model and round: last, one model at a time, each
 # within what DEADLINE leaves.
 for model in resnet18 seed; do

@@ -6,19 +6,19 @@
 #
 #   tests/cuda/gpu_session.sh [STAGES]
 #
-# STAGES, comma-separated (default tests,bench,compare1,compare32,train):
+# STAGES, comma-separated (default tests,bench,compare1,compare32,train), run in this order:
 #   tests      tests/cuda/device_check.sh (CUDA runtime, op and training tests)
 #   bench      bench/cuda_bench.sh (nnx bench --device cuda, nnx_train_bench --device cuda)
-#   graphs     nnx bench with CUDA graphs on and off, and each kernel's GPU time (ncu)
 #   compare1   python/bench_compare.py --device cuda at batch 1, PyTorch eager only
 #   compare32  the same at batch 32
 #   tf32       batch 1 with --precision tf32, eager only (fp16, bf16: the same in those;
 #              tf32_b32, fp16_b32: at batch 32)
-#   compile    batch 1 with torch.compile(mode="reduce-overhead") too, one model at a time
-#              (slow: tens of seconds per model), last, cut at DEADLINE
 #   train      python/bench_train_compare.py --device cuda
+#   graphs     nnx bench with CUDA graphs on and off, and each kernel's GPU time (ncu)
 #   trainprof  nnx_train_bench --device cuda --profile 1 (seed, ResNet-18): time per node
 #   diag       per-node profiles (nnx bench --profile), timed cuDNN search, nnx-export's traceback
+#   compile    batch 1 with torch.compile(mode="reduce-overhead") too, one model at a time
+#              (slow: tens of seconds per model), cut at DEADLINE
 #   sanitize   compute-sanitizer memcheck over the CUDA op tests
 # Environment: ROUNDS, rounds of each comparison (3; PRECISION_ROUNDS for the tf32/fp16/bf16
 # ones); DEADLINE, seconds from the start by which the compile stage must end; COMPARE_ARGS,
@@ -151,13 +151,6 @@ has fp16 && compare fp16_b1 --batch 1 --rounds "$xrounds" --compile off --precis
 has bf16 && compare bf16_b1 --batch 1 --rounds "$xrounds" --compile off --precision bf16
 has tf32_b32 && compare tf32_b32 --batch 32 --rounds "$xrounds" --compile off --precision tf32
 has fp16_b32 && compare fp16_b32 --batch 32 --rounds "$xrounds" --compile off --precision fp16
-# torch.compile takes tens of seconds per model and round: last, one model at a time, each
-# within what DEADLINE leaves.
-for model in resnet18 seed; do
-  limit=$((${DEADLINE:-100000} - $(date +%s) + start))
-  has compile && [ "$limit" -gt 20 ] &&
-    compare "compile_b1_$model" --batch 1 --rounds 1 --compile on --models "$model"
-done
 if has train; then
   PYTHONUNBUFFERED=1 timeout 300 "$py" python/bench_train_compare.py --device cuda \
     --bench "$build/bench/nnx_train_bench" --work /tmp/train-compare --rounds 3 --iters 10 \
@@ -241,6 +234,13 @@ if has diag; then  # where the time goes: per-node profiles, timed algorithm sea
   grep -B2 -A1 -E "Error|error" "$out/export.log" | tail -12
   stamp "diag done"
 fi
+# torch.compile takes tens of seconds per model and round: last, one model at a time, each
+# within what DEADLINE leaves.
+for model in resnet18 seed; do
+  limit=$((${DEADLINE:-100000} - $(date +%s) + start))
+  has compile && [ "$limit" -gt 20 ] &&
+    compare "compile_b1_$model" --batch 1 --rounds 1 --compile on --models "$model"
+done
 if has sanitize && command -v compute-sanitizer >/dev/null; then
   timeout 150 compute-sanitizer --tool memcheck --print-limit 20 "$build/tests/nnx_cuda_tests" \
     --gtest_filter='CudaOps.EveryVariant*' >"$out/memcheck.log" 2>&1 || status=1

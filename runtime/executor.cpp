@@ -171,8 +171,7 @@ struct Executor::Impl {
     }
   }
 
-  // The run from the graphs: inputs copied to where the graphs read them, graphs launched,
-  // host steps run between them.
+  // The network's inputs copied to where the graphs read them (queued on the stream).
   void bind_graph_inputs(std::span<const Tensor> inputs) {
     for (size_t k = 0; k < inputs.size(); ++k)
       cuda::copy_async(graph_inputs[k].raw_data(), ctx.device, inputs[k].raw_data(),
@@ -180,6 +179,7 @@ struct Executor::Impl {
     values[0] = graph_inputs;
   }
 
+  // The run from the graphs: inputs bound, graphs launched, host steps run between them.
   void replay(std::span<const Tensor> inputs) {
 #ifdef NNX_WITH_CUDA
     bind_graph_inputs(inputs);

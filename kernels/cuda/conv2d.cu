@@ -174,6 +174,21 @@ int searched_algorithm(const Problem& p, const float* x, const float* w, float* 
   return heuristic_algorithm(p);
 }
 
+// y = conv(x, w) with the problem's descriptors and algorithm, its workspace from the caching
+// allocator.
+void convolution_forward(const Problem& p, int algo, const void* x, const void* w, void* y,
+                         int device, cudaStream_t stream) {
+  size_t workspace_bytes = 0;
+  NNX_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(p.handle, p.x.desc, p.w.desc, p.conv.desc,
+                                                          p.y.desc, cudnnConvolutionFwdAlgo_t(algo),
+                                                          &workspace_bytes));
+  const Workspace workspace(device, workspace_bytes, stream);
+  const float one = 1.0f, zero = 0.0f;
+  NNX_CUDNN_CHECK(cudnnConvolutionForward(p.handle, &one, p.x.desc, x, p.w.desc, w, p.conv.desc,
+                                          cudnnConvolutionFwdAlgo_t(algo), workspace.get(),
+                                          workspace.bytes(), &zero, p.y.desc, y));
+}
+
 void check_fits_int(const Conv2dParams& p) {
   for (int64_t v :
        {p.batch, p.in_channels, p.in_h, p.in_w, p.out_channels, p.out_h, p.out_w, p.kernel_h,
@@ -239,16 +254,9 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
                       : heuristic_algorithm(problem);
       });
 
-  size_t workspace_bytes = 0;
-  NNX_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
-      handle, x_desc.desc, w_desc.desc, conv_desc.desc, y_desc.desc,
-      cudnnConvolutionFwdAlgo_t(algo), &workspace_bytes));
-  const Workspace workspace(device, workspace_bytes, stream);
-  const float one = 1.0f, zero = 0.0f;
-  NNX_CUDNN_CHECK(cudnnConvolutionForward(
-      handle, &one, x_desc.desc, x, w_desc.desc, w, conv_desc.desc, cudnnConvolutionFwdAlgo_t(algo),
-      workspace.get(), workspace.bytes(), &zero, y_desc.desc, y));
+  convolution_forward(problem, algo, x, w, y, device, stream);
   if (bias != nullptr) {
+    const float one = 1.0f;
     const TensorDescriptor bias_desc(1, p.out_channels, 1, 1);
     NNX_CUDNN_CHECK(cudnnAddTensor(handle, &one, bias_desc.desc, bias, &one, y_desc.desc, y));
   }
@@ -325,16 +333,7 @@ void conv2d_forward_reduced(const Conv2dParams& params, ConvIo io, const float* 
   char* x_io = static_cast<char*>(operands.get());
   char* y_io = x_io + x_bytes;
   round_to(io, x, x_io, in_n, stream);
-  size_t workspace_bytes = 0;
-  NNX_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
-      handle, x_desc.desc, w_desc.desc, conv_desc.desc, y_desc.desc,
-      cudnnConvolutionFwdAlgo_t(algo), &workspace_bytes));
-  const Workspace workspace(device, workspace_bytes, stream);
-  const float one = 1.0f, zero = 0.0f;
-  NNX_CUDNN_CHECK(cudnnConvolutionForward(handle, &one, x_desc.desc, x_io, w_desc.desc, w_io,
-                                          conv_desc.desc, cudnnConvolutionFwdAlgo_t(algo),
-                                          workspace.get(), workspace.bytes(), &zero, y_desc.desc,
-                                          y_io));
+  convolution_forward(problem, algo, x_io, w_io, y_io, device, stream);
   const int64_t plane = p.out_h * p.out_w;
   if (io == ConvIo::f16)
     widen_bias_kernel<<<grid_for(out_n), kBlockSize, 0, stream>>>(

@@ -919,24 +919,33 @@ TEST_F(CudaOps, CudaGraphReplaysMatchKernelByKernelRunsOnNewInputs) {
   EXPECT_TRUE(saw_host_node) << "no network with a host node (the seed network's YOLO head)";
 }
 
+// The seed network's fixture (into c), and its model loaded onto cuda:0.
+Model seed_on_device(NetworkCase& c) {
+  const fs::path folder = fixture_dir() / "models" / "seed";
+  c = load_network_case(folder);
+  json::Value meta = json::parse_file((folder / "case.json").string());
+  return load((folder / meta.find("arch")->str).string(),
+              (folder / meta.find("weights")->str).string(), {.device = Device::cuda(0)});
+}
+
+// An input's shape with a batch dimension (a CHW input is a batch of one).
+Shape batched_shape(const Tensor& input) {
+  return input.dim() == 3 ? input.unsqueeze(0).shape() : input.shape();
+}
+
 // run_async returns device tensors whose values are there after synchronize(), the same as
 // run()'s; several runs may be queued before one synchronize, and the inputs changed at once.
 TEST_F(CudaOps, AsyncRunsGiveRunsOutputsAfterSynchronize) {
   const fs::path folder = fixture_dir() / "models" / "seed";
   if (!fs::exists(folder) && std::string(NNX_PYTHON).empty())
     GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
-  NetworkCase c = load_network_case(folder);
-  json::Value meta = json::parse_file((folder / "case.json").string());
-  Model on_device =
-      load((folder / meta.find("arch")->str).string(),
-           (folder / meta.find("weights")->str).string(), {.device = Device::cuda(0)});
+  NetworkCase c;
+  Model on_device = seed_on_device(c);
   Executor sync(on_device), async(on_device);
   RandomEngine rng(5);
   std::vector<std::vector<Tensor>> inputs, queued;
   for (int run = 0; run < 4; ++run) {
-    Tensor x = random_tensor(
-        c.inputs[0].dim() == 3 ? c.inputs[0].unsqueeze(0).shape() : c.inputs[0].shape(), rng, -2.0f,
-        2.0f);
+    Tensor x = random_tensor(batched_shape(c.inputs[0]), rng, -2.0f, 2.0f);
     Tensor on_gpu = x.to(Device::cuda(0));
     queued.push_back(async.run_async(std::span(&on_gpu, 1)));
     on_gpu = Tensor();  // the caller's copy goes at once: the queued run still reads it
@@ -957,19 +966,14 @@ TEST_F(CudaOps, ExecutorsOnSeveralThreadsMatchOneExecutor) {
   const fs::path folder = fixture_dir() / "models" / "seed";
   if (!fs::exists(folder) && std::string(NNX_PYTHON).empty())
     GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
-  NetworkCase c = load_network_case(folder);
-  json::Value meta = json::parse_file((folder / "case.json").string());
-  Model on_device =
-      load((folder / meta.find("arch")->str).string(),
-           (folder / meta.find("weights")->str).string(), {.device = Device::cuda(0)});
+  NetworkCase c;
+  Model on_device = seed_on_device(c);
   constexpr int kThreads = 4, kRuns = 6;
   RandomEngine rng(7);
   std::vector<std::vector<Tensor>> inputs(kThreads * kRuns), want(kThreads * kRuns);
   Executor reference(on_device, {.cuda_graph = false});
   for (size_t i = 0; i < inputs.size(); ++i) {
-    inputs[i] = {random_tensor(
-        c.inputs[0].dim() == 3 ? c.inputs[0].unsqueeze(0).shape() : c.inputs[0].shape(), rng, -2.0f,
-        2.0f)};
+    inputs[i] = {random_tensor(batched_shape(c.inputs[0]), rng, -2.0f, 2.0f)};
     want[i] = reference(inputs[i]);
     for (Tensor& t : want[i]) t = t.to(Device::cpu());
   }

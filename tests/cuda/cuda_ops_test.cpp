@@ -773,6 +773,18 @@ NetworkCase load_network_case(const fs::path& folder) {
   return c;
 }
 
+// A network fixture that comes with weights, into c, and its model loaded onto cuda:0 into
+// on_device; false (nothing loaded) for a case without weights.
+bool load_case_on_device(const fs::path& folder, NetworkCase& c, Model& on_device) {
+  json::Value meta = json::parse_file((folder / "case.json").string());
+  const json::Value* w = meta.find("weights");
+  if (w == nullptr || !w->is_string()) return false;
+  c = load_network_case(folder);
+  on_device = load((folder / meta.find("arch")->str).string(), (folder / w->str).string(),
+                   {.device = Device::cuda(0), .strict = false});
+  return true;
+}
+
 TEST_F(CudaOps, EveryNetworkMatchesTheCpuAndPyTorchNodeByNode) {
   const auto folders = model_case_folders();
   if (folders.empty() && std::string(NNX_PYTHON).empty())
@@ -834,14 +846,11 @@ TEST_F(CudaOps, FusedAndUnfusedExecutorsMatchTheCpuAndPyTorch) {
   for (const fs::path& folder : folders) {
     const std::string name = folder.filename().string();
     try {
-      json::Value meta = json::parse_file((folder / "case.json").string());
-      const json::Value* w = meta.find("weights");
-      if (w == nullptr || !w->is_string()) continue;
-      NetworkCase c = load_network_case(folder);
+      NetworkCase c;
+      Model on_device;
+      if (!load_case_on_device(folder, c, on_device)) continue;
       Executor cpu(c.model, {.threads = 2});
       const std::vector<Tensor> on_cpu = cpu(c.inputs);
-      Model on_device = load((folder / meta.find("arch")->str).string(), (folder / w->str).string(),
-                             {.device = Device::cuda(0), .strict = false});
       for (bool fuse : {true, false}) {
         Executor gpu(on_device, {.fuse = fuse});
         for (int run = 0; run < 2; ++run) {  // the second reuses the folded weights' copies
@@ -875,12 +884,9 @@ TEST_F(CudaOps, CudaGraphReplaysMatchKernelByKernelRunsOnNewInputs) {
   for (const fs::path& folder : folders) {
     const std::string name = folder.filename().string();
     try {
-      json::Value meta = json::parse_file((folder / "case.json").string());
-      const json::Value* w = meta.find("weights");
-      if (w == nullptr || !w->is_string()) continue;
-      NetworkCase c = load_network_case(folder);
-      Model on_device = load((folder / meta.find("arch")->str).string(), (folder / w->str).string(),
-                             {.device = Device::cuda(0), .strict = false});
+      NetworkCase c;
+      Model on_device;
+      if (!load_case_on_device(folder, c, on_device)) continue;
       Executor eager(on_device, {.cuda_graph = false});
       Executor graphed(on_device);
       EXPECT_EQ(eager.cuda_graph_state(), "off");
@@ -1040,12 +1046,9 @@ TEST_F(CudaOps, Tf32RunsStayNearFp32) {
     GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
   int compared = 0;
   for (const fs::path& folder : folders) {
-    json::Value meta = json::parse_file((folder / "case.json").string());
-    const json::Value* w = meta.find("weights");
-    if (w == nullptr || !w->is_string()) continue;
-    NetworkCase c = load_network_case(folder);
-    Model on_device = load((folder / meta.find("arch")->str).string(), (folder / w->str).string(),
-                           {.device = Device::cuda(0), .strict = false});
+    NetworkCase c;
+    Model on_device;
+    if (!load_case_on_device(folder, c, on_device)) continue;
     Executor fp32(on_device), tf32(on_device, {.precision = Precision::tf32});
     std::vector<Tensor> a = fp32(c.inputs), b = tf32(c.inputs);
     for (Tensor& t : a) t = t.to(Device::cpu());
@@ -1056,7 +1059,6 @@ TEST_F(CudaOps, Tf32RunsStayNearFp32) {
   EXPECT_GT(compared, 0);
 }
 
-// Without a device: what precision does not apply to is refused by name.
 // fp16 and bf16 (ExecutorOptions::precision): convolutions on tensor cores with rounded inputs
 // and weights and fp32 accumulation, everything else fp32. fp16 keeps 11 significant bits as
 // TF32 does: the same 1e-2; bf16 keeps 8: 5e-2. Each must differ from fp32 somewhere (else the
@@ -1070,12 +1072,9 @@ TEST_F(CudaOps, Fp16AndBf16RunsStayNearFp32) {
     int compared = 0;
     double largest = 0;
     for (const fs::path& folder : folders) {
-      json::Value meta = json::parse_file((folder / "case.json").string());
-      const json::Value* w = meta.find("weights");
-      if (w == nullptr || !w->is_string()) continue;
-      NetworkCase c = load_network_case(folder);
-      Model on_device = load((folder / meta.find("arch")->str).string(), (folder / w->str).string(),
-                             {.device = Device::cuda(0), .strict = false});
+      NetworkCase c;
+      Model on_device;
+      if (!load_case_on_device(folder, c, on_device)) continue;
       Executor fp32(on_device), reduced(on_device, {.precision = precision});
       for (int run = 0; run < 2; ++run) {  // the second from the CUDA graph
         std::vector<Tensor> a = fp32(c.inputs), b = reduced(c.inputs);
@@ -1095,6 +1094,7 @@ TEST_F(CudaOps, Fp16AndBf16RunsStayNearFp32) {
   }
 }
 
+// Without a device: what precision does not apply to is refused by name.
 TEST(CudaPrecision, RefusedWhereItDoesNotApply) {
   EXPECT_EQ(parse_precision("tf32"), Precision::tf32);
   testing_util::expect_error([] { parse_precision("fp64"); }, "fp32, tf32, fp16 or bf16",

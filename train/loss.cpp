@@ -6,7 +6,15 @@
 #include <string>
 #include <vector>
 
+#include "kernels/loss_terms.h"
 #include "nnx/error.h"
+
+#ifdef NNX_WITH_CUDA
+#include <cstring>
+
+#include "kernels/cuda/loss.h"
+#include "runtime/cuda/cuda_runtime.h"
+#endif
 
 namespace nnx {
 namespace {
@@ -14,10 +22,14 @@ namespace {
 // The tensor as contiguous doubles, checked: CPU, floating point.
 Tensor grad_on_host(const Tensor& prediction, const std::vector<double>& values);
 
-Tensor as_f64(const Tensor& t, const char* loss, const char* what) {
+void check_floating(const Tensor& t, const char* loss, const char* what) {
   NNX_CHECK(t.defined(), ErrorKind::usage, loss, ": the ", what, " is undefined");
   NNX_CHECK(dtype_is_floating(t.dtype()), ErrorKind::usage, loss, ": expected a floating-point ",
             what, ", found ", t.str());
+}
+
+Tensor as_f64(const Tensor& t, const char* loss, const char* what) {
+  check_floating(t, loss, what);
   // Losses are computed on the host: a device tensor (a Trainer's output on a GPU) is copied.
   return t.to(Device::cpu()).to(DType::f64).contiguous();
 }
@@ -77,6 +89,99 @@ std::vector<double> broadcast(const Tensor& w, const Shape& shape, const char* l
   return out;
 }
 
+// The loss runs on the prediction's CUDA device when the prediction is a contiguous float32
+// tensor there and the target (`target_dtype`: float32 values, or class indices of any integer
+// dtype when undefined) is contiguous on that device or on the host.
+bool on_device(const Tensor& prediction, const Tensor& target, DType target_dtype) {
+#ifdef NNX_WITH_CUDA
+  if (!prediction.defined() || !target.defined() || !prediction.device().is_cuda() ||
+      prediction.dtype() != DType::f32 || !prediction.is_contiguous())
+    return false;
+  const bool dtype_ok = target_dtype == DType::f32 ? target.dtype() == DType::f32
+                                                   : !dtype_is_floating(target.dtype());
+  return dtype_ok && (target.device().is_cpu() ||
+                      (target.device() == prediction.device() && target.is_contiguous()));
+#else
+  (void)prediction;
+  (void)target;
+  (void)target_dtype;
+  return false;
+#endif
+}
+
+#ifdef NNX_WITH_CUDA
+// A device loss's scratch and the three values it leaves at its head (kernels/cuda/loss.h).
+struct DeviceScratch {
+  explicit DeviceScratch(Device device)
+      : tensor(Tensor::empty(Shape{int64_t(cuda::loss_scratch_doubles())}, DType::f64, device)) {}
+  double* data() const { return tensor.data<double>(); }
+  // Waits for the loss's kernels (the copy follows them on the current stream).
+  void read() {
+    const Tensor head = tensor.slice(0, 0, 3).to(Device::cpu());
+    sum = head.data<double>()[0];
+    counted = head.data<double>()[1];
+    std::memcpy(&bad, head.data<double>() + 2, sizeof bad);
+  }
+  Tensor tensor;
+  double sum = 0, counted = 0;
+  int64_t bad = cuda::kNoBadLabel;
+};
+
+// `t` on `device`, contiguous (copied there from the host).
+Tensor there(const Tensor& t, Device device) {
+  return t.device() == device ? t : t.contiguous().to(device);
+}
+
+// Doubles on `device` (undefined for none).
+Tensor doubles_on(const std::vector<double>& values, Device device) {
+  if (values.empty()) return {};
+  Tensor host = Tensor::empty(Shape{int64_t(values.size())}, DType::f64);
+  std::copy(values.begin(), values.end(), host.data<double>());
+  return host.to(device);
+}
+
+const double* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<double>() : nullptr;
+}
+#endif
+
+// mse, l1, smooth_l1 and bce_with_logits (weights already broadcast, empty for none) on the
+// prediction's device.
+LossResult point_loss_on_device(const Tensor& prediction, const Tensor& target, LossKind kind,
+                                const LossOptions& options, const std::vector<double>& weight,
+                                const std::vector<double>& pos_weight) {
+#ifdef NNX_WITH_CUDA
+  const Device device = prediction.device();
+  cuda::DeviceGuard guard(device.index);
+  const Tensor t = there(target, device);
+  const Tensor w = doubles_on(weight, device), pw = doubles_on(pos_weight, device);
+  Tensor grad = Tensor::empty(prediction.shape(), DType::f32, device);
+  DeviceScratch scratch(device);
+  cuda::PointLossArgs a;
+  a.kind = kind == LossKind::mse         ? cuda::PointLoss::mse
+           : kind == LossKind::l1        ? cuda::PointLoss::l1
+           : kind == LossKind::smooth_l1 ? cuda::PointLoss::smooth_l1
+                                         : cuda::PointLoss::bce_with_logits;
+  a.x = prediction.data<float>();
+  a.t = t.data<float>();
+  a.weight = data_or_null(w);
+  a.pos_weight = data_or_null(pw);
+  a.beta = options.beta;
+  a.n = prediction.numel();
+  const bool mean = options.reduction == Reduction::mean;
+  a.divisor = mean ? double(a.n) : 1.0;
+  a.grad = grad.data<float>();
+  if (a.n > 0) cuda::point_loss(a, scratch.data(), cuda::current_cuda_stream(device.index));
+  scratch.read();
+  const double total = a.n > 0 ? scratch.sum : 0.0;
+  return {mean ? total / double(a.n) : total, grad};
+#else
+  (void)target, (void)kind, (void)options, (void)weight, (void)pos_weight;
+  fail(ErrorKind::device, "loss on ", prediction.device().str(),
+       ": this build has no CUDA backend");
+#endif
+}
+
 void check_same_shape(const Tensor& prediction, const Tensor& target, const char* loss) {
   NNX_CHECK(target.defined(), ErrorKind::usage, loss, ": the target is undefined");
   NNX_CHECK(prediction.shape() == target.shape(), ErrorKind::shape, loss,
@@ -97,7 +202,11 @@ LossResult reduce(const Tensor& prediction, double total, std::vector<double>& g
 // Elementwise losses of prediction - target: f(d) and f'(d).
 template <class Fn>
 LossResult elementwise(const Tensor& prediction, const Tensor& target, const LossOptions& options,
-                       const char* loss, Fn fn) {
+                       const char* loss, LossKind kind, Fn fn) {
+  if (on_device(prediction, target, DType::f32)) {
+    check_same_shape(prediction, target, loss);
+    return point_loss_on_device(prediction, target, kind, options, {}, {});
+  }
   if (prediction.defined() && target.defined() && prediction.device().is_cpu() &&
       target.device().is_cpu() && prediction.dtype() == DType::f32 &&
       target.dtype() == DType::f32 && prediction.shape() == target.shape()) {
@@ -130,10 +239,6 @@ LossResult elementwise(const Tensor& prediction, const Tensor& target, const Los
   return reduce(prediction, total, grad, options.reduction);
 }
 
-double sign(double d) {
-  return d > 0 ? 1.0 : d < 0 ? -1.0 : 0.0;
-}
-
 // Logits viewed as [N, C, S].
 struct ClassLayout {
   int64_t n = 1, c = 1, s = 1;
@@ -161,11 +266,15 @@ Shape label_shape(const Tensor& logits) {
   return s;
 }
 
-std::vector<int64_t> labels_as_i64(const Tensor& labels, const Tensor& logits, const char* what) {
+void check_label_shape(const Tensor& labels, const Tensor& logits, const char* what) {
   Shape expected = label_shape(logits);
   NNX_CHECK(labels.shape() == expected, ErrorKind::shape, what,
             ": expected class indices of shape ", expected.str(), " for logits ",
             logits.shape().str(), ", found ", labels.shape().str());
+}
+
+std::vector<int64_t> labels_as_i64(const Tensor& labels, const Tensor& logits, const char* what) {
+  check_label_shape(labels, logits, what);
   Tensor l = labels.to(Device::cpu()).to(DType::i64).contiguous();
   const int64_t* p = l.data<int64_t>();
   return std::vector<int64_t>(p, p + l.numel());
@@ -225,13 +334,71 @@ LossResult cross_entropy_indices(const Tensor& prediction, const Tensor& x, cons
   return {total, grad_tensor(prediction, grad)};
 }
 
+void check_probability_shape(const Tensor& target, const Tensor& logits) {
+  NNX_CHECK(target.shape() == logits.shape(), ErrorKind::shape,
+            "cross_entropy: expected class probabilities of the logits' shape ",
+            logits.shape().str(), " or class indices of shape ", label_shape(logits).str(),
+            ", found ", target.str());
+}
+
+// Cross entropy on the logits' device (on_device said yes): class indices as int64 or class
+// probabilities as float32 there, the class weights `w` (empty for none) as doubles.
+LossResult cross_entropy_on_device(const Tensor& logits, const Tensor& target, const ClassLayout& l,
+                                   const std::vector<double>& w, const LossOptions& o) {
+#ifdef NNX_WITH_CUDA
+  const Device device = logits.device();
+  cuda::DeviceGuard guard(device.index);
+  Tensor labels, probs;
+  if (dtype_is_floating(target.dtype())) {
+    check_probability_shape(target, logits);
+    probs = there(target, device);
+  } else {
+    check_label_shape(target, logits, "cross_entropy");
+    labels = target.dtype() == DType::i64
+                 ? there(target, device)
+                 : target.to(Device::cpu()).to(DType::i64).contiguous().to(device);
+  }
+  const Tensor weight = doubles_on(w, device);
+  Tensor grad = Tensor::empty(logits.shape(), DType::f32, device);
+  DeviceScratch scratch(device);
+  cuda::CrossEntropyArgs a;
+  a.logits = logits.data<float>();
+  a.n = l.n;
+  a.c = l.c;
+  a.s = l.s;
+  a.labels = labels.defined() ? labels.data<int64_t>() : nullptr;
+  a.probs = probs.defined() ? probs.data<float>() : nullptr;
+  a.weight = data_or_null(weight);
+  for (int64_t k = 0; k < l.c; ++k) a.weight_sum += w.empty() ? 1.0 : w[size_t(k)];
+  a.ignore_index = o.ignore_index;
+  a.label_smoothing = o.label_smoothing;
+  a.mean = o.reduction == Reduction::mean;
+  a.grad = grad.data<float>();
+  const int64_t positions = l.n * l.s;
+  if (positions > 0) {
+    cuda::cross_entropy_loss(a, scratch.data(), cuda::current_cuda_stream(device.index));
+    scratch.read();
+  }
+  if (labels.defined() && scratch.bad != cuda::kNoBadLabel) {
+    const Tensor y = labels.view(Shape{labels.numel()}).slice(0, scratch.bad, scratch.bad + 1);
+    fail(ErrorKind::usage, "cross_entropy: class index ", y.to(Device::cpu()).data<int64_t>()[0],
+         " at position ", scratch.bad, " is out of range [0, ", l.c, ") (ignore_index ",
+         o.ignore_index, ")");
+  }
+  double total = scratch.sum;
+  if (a.mean) total /= labels.defined() ? scratch.counted : double(positions);
+  return {total, grad};
+#else
+  (void)target, (void)l, (void)w, (void)o;
+  fail(ErrorKind::device, "loss on ", logits.device().str(), ": this build has no CUDA backend");
+#endif
+}
+
 LossResult cross_entropy_probabilities(const Tensor& prediction, const Tensor& x,
                                        const Tensor& target, const std::vector<double>& w,
                                        const LossOptions& o) {
   ClassLayout l = class_layout(x);
-  NNX_CHECK(target.shape() == x.shape(), ErrorKind::shape,
-            "cross_entropy: expected class probabilities of the logits' shape ", x.shape().str(),
-            " or class indices of shape ", label_shape(x).str(), ", found ", target.str());
+  check_probability_shape(target, x);
   Tensor q = as_f64(target, "cross_entropy", "target");
   const double* z = x.data<double>();
   const double* qp = q.data<double>();
@@ -295,11 +462,11 @@ const char* loss_name(LossKind kind) {
 
 LossResult cross_entropy_loss(const Tensor& logits, const Tensor& target,
                               const LossOptions& options) {
-  Tensor x = as_f64(logits, "cross_entropy", "logits");
+  check_floating(logits, "cross_entropy", "logits");
   NNX_CHECK(target.defined(), ErrorKind::usage, "cross_entropy: the target is undefined");
   NNX_CHECK(options.label_smoothing >= 0 && options.label_smoothing <= 1, ErrorKind::usage,
             "cross_entropy: label_smoothing must be in [0, 1], found ", options.label_smoothing);
-  ClassLayout l = class_layout(x);
+  ClassLayout l = class_layout(logits);
   std::vector<double> w;
   if (options.weight.defined()) {
     NNX_CHECK(options.weight.numel() == l.c && options.weight.dim() == 1, ErrorKind::shape,
@@ -307,23 +474,22 @@ LossResult cross_entropy_loss(const Tensor& logits, const Tensor& target,
               options.weight.str());
     w = broadcast(options.weight, Shape{l.c}, "cross_entropy", "weight");
   }
-  if (dtype_is_floating(target.dtype()))
-    return cross_entropy_probabilities(logits, x, target, w, options);
+  const bool probabilities = dtype_is_floating(target.dtype());
+  if (on_device(logits, target, probabilities ? DType::f32 : DType::i64))
+    return cross_entropy_on_device(logits, target, l, w, options);
+  Tensor x = as_f64(logits, "cross_entropy", "logits");
+  if (probabilities) return cross_entropy_probabilities(logits, x, target, w, options);
   return cross_entropy_indices(logits, x, target, w, options);
 }
 
 LossResult mse_loss(const Tensor& prediction, const Tensor& target, const LossOptions& options) {
-  return elementwise(prediction, target, options, "mse", [](double d, double& g) {
-    g = 2 * d;
-    return d * d;
-  });
+  return elementwise(prediction, target, options, "mse", LossKind::mse,
+                     [](double d, double& g) { return loss_terms::mse(d, g); });
 }
 
 LossResult l1_loss(const Tensor& prediction, const Tensor& target, const LossOptions& options) {
-  return elementwise(prediction, target, options, "l1", [](double d, double& g) {
-    g = sign(d);
-    return std::abs(d);
-  });
+  return elementwise(prediction, target, options, "l1", LossKind::l1,
+                     [](double d, double& g) { return loss_terms::l1(d, g); });
 }
 
 LossResult smooth_l1_loss(const Tensor& prediction, const Tensor& target,
@@ -331,20 +497,19 @@ LossResult smooth_l1_loss(const Tensor& prediction, const Tensor& target,
   const double beta = options.beta;
   NNX_CHECK(beta >= 0, ErrorKind::usage, "smooth_l1: beta must be >= 0, found ", beta);
   if (beta == 0) return l1_loss(prediction, target, options);
-  return elementwise(prediction, target, options, "smooth_l1", [beta](double d, double& g) {
-    double a = std::abs(d);
-    if (a < beta) {
-      g = d / beta;
-      return 0.5 * d * d / beta;
-    }
-    g = sign(d);
-    return a - 0.5 * beta;
-  });
+  return elementwise(prediction, target, options, "smooth_l1", LossKind::smooth_l1,
+                     [beta](double d, double& g) { return loss_terms::smooth_l1(d, beta, g); });
 }
 
 LossResult bce_with_logits_loss(const Tensor& logits, const Tensor& target,
                                 const LossOptions& options) {
   const char* loss = "bce_with_logits";
+  if (on_device(logits, target, DType::f32)) {
+    check_same_shape(logits, target, loss);
+    return point_loss_on_device(logits, target, LossKind::bce_with_logits, options,
+                                broadcast(options.weight, logits.shape(), loss, "weight"),
+                                broadcast(options.pos_weight, logits.shape(), loss, "pos_weight"));
+  }
   Tensor x = as_f64(logits, loss, "logits");
   check_same_shape(logits, target, loss);
   Tensor t = as_f64(target, loss, "target");
@@ -354,15 +519,9 @@ LossResult bce_with_logits_loss(const Tensor& logits, const Tensor& target,
   const double* tp = t.data<double>();
   std::vector<double> grad(size_t(x.numel()));
   double total = 0;
-  for (size_t i = 0; i < grad.size(); ++i) {
-    double xi = xp[i], ti = tp[i];
-    double lw = pw.empty() ? 1.0 : (pw[i] - 1) * ti + 1;
-    double softplus_neg = std::log1p(std::exp(-std::abs(xi))) + std::max(-xi, 0.0);
-    double sigmoid = xi >= 0 ? 1 / (1 + std::exp(-xi)) : std::exp(xi) / (1 + std::exp(xi));
-    double wi = w.empty() ? 1.0 : w[i];
-    total += wi * ((1 - ti) * xi + lw * softplus_neg);
-    grad[i] = wi * ((1 - ti) + lw * (sigmoid - 1));
-  }
+  for (size_t i = 0; i < grad.size(); ++i)
+    total += loss_terms::bce_with_logits(xp[i], tp[i], w.empty() ? 1.0 : w[i], !pw.empty(),
+                                         pw.empty() ? 1.0 : pw[i], grad[i]);
   return reduce(logits, total, grad, options.reduction);
 }
 

@@ -33,10 +33,14 @@ struct LossResult {
   Tensor grad{};  // d value / d prediction: the prediction's shape and dtype, contiguous
 };
 
-// prediction: f32 or f64 on the CPU. cross_entropy: logits N,C or N,C,d1..dk (or C alone) and
-// either class indices (i64/i32) of shape N,d1..dk, or class probabilities of the prediction's
-// shape. The others: a float target of the prediction's shape. Error(shape) on shapes that
-// disagree, Error(usage) on class indices out of range.
+// prediction: f32 or f64 on the CPU, or on a CUDA device (a Trainer's output there). A contiguous
+// f32 prediction on a device, with a float32 target (class indices: any integer dtype) on the
+// host or contiguous on that device, is computed there (kernels/cuda/loss.h: the same per-element
+// arithmetic in double, the gradient left on the device, the value read back); any other
+// combination on the host, the gradient copied to the prediction's device. cross_entropy: logits
+// N,C or N,C,d1..dk (or C alone) and either class indices (i64/i32) of shape N,d1..dk, or class
+// probabilities of the prediction's shape. The others: a float target of the prediction's shape.
+// Error(shape) on shapes that disagree, Error(usage) on class indices out of range.
 NNX_API LossResult compute_loss(const Tensor& prediction, const Tensor& target,
                                 const LossOptions& options = {});
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "importer/call_parser.h"
 #include "importer/json.h"
 #include "nnx/cuda.h"
+#include "nnx/loss.h"
 #include "nnx/nnx.hpp"
 #include "nnx/npy.h"
 #include "nnx/optim.h"
@@ -596,6 +598,107 @@ TEST_F(CudaOps, GradientClippingOnTheDeviceAsOnTheCpu) {
       EXPECT_LE(relative_error(device[k].grad.to(Device::cpu()), host[k].grad), 1e-6)
           << "norm " << norm_type << " grad " << k;
   }
+}
+
+// Every loss and option on a device prediction (its target on the host or the device) against
+// the same loss on the CPU: the value within 1e-9, the gradient (left on the device) within
+// 1e-6; an out-of-range class index is the CPU's error.
+TEST_F(CudaOps, LossesOnTheDeviceAsOnTheCpu) {
+  RandomEngine rng(21);
+  const Device gpu = Device::cuda(0);
+  auto labels = [&](const Shape& shape, int64_t classes, int64_t ignore_every) {
+    Tensor t = Tensor::empty(shape, DType::i64);
+    std::uniform_int_distribution<int64_t> dist(0, classes - 1);
+    for (int64_t i = 0; i < t.numel(); ++i)
+      t.data<int64_t>()[i] = ignore_every > 0 && i % ignore_every == 3 ? -100 : dist(rng);
+    return t;
+  };
+  auto check = [&](const std::string& what, const Tensor& prediction, const Tensor& target,
+                   const LossOptions& o) {
+    SCOPED_TRACE(what);
+    const LossResult ref = compute_loss(prediction, target, o);
+    for (bool target_on_device : {false, true}) {
+      const LossResult got =
+          compute_loss(prediction.to(gpu), target_on_device ? target.to(gpu) : target, o);
+      ASSERT_EQ(got.grad.device(), gpu);
+      if (std::isnan(ref.value)) {
+        EXPECT_TRUE(std::isnan(got.value)) << got.value;
+      } else {
+        EXPECT_NEAR(got.value, ref.value, 1e-9 * std::max(1.0, std::abs(ref.value)));
+      }
+      EXPECT_LE(relative_error(got.grad.to(Device::cpu()), ref.grad), 1e-6)
+          << "target on the " << (target_on_device ? "device" : "host");
+    }
+  };
+  for (Reduction reduction : {Reduction::mean, Reduction::sum}) {
+    const std::string r = reduction == Reduction::mean ? " mean" : " sum";
+    for (const Shape& shape : {Shape{7}, Shape{16, 64, 8, 10}, Shape{600001}}) {
+      const Tensor x = random_tensor(shape, rng, -3, 3), y = random_tensor(shape, rng, -3, 3);
+      for (LossKind kind : {LossKind::mse, LossKind::l1, LossKind::smooth_l1}) {
+        LossOptions o;
+        o.kind = kind;
+        o.reduction = reduction;
+        for (double beta :
+             kind == LossKind::smooth_l1 ? std::vector<double>{0.5, 0} : std::vector<double>{1}) {
+          o.beta = beta;
+          check(std::string(loss_name(kind)) + r + " " + shape.str() + " beta " +
+                    std::to_string(beta),
+                x, y, o);
+        }
+      }
+      LossOptions o;
+      o.kind = LossKind::bce_with_logits;
+      o.reduction = reduction;
+      const Tensor probabilities = random_tensor(shape, rng, 0, 1);
+      check("bce_with_logits" + r + " " + shape.str(), x, probabilities, o);
+      o.pos_weight = random_tensor(Shape{shape[shape.size() - 1]}, rng, 0.5, 2);
+      o.weight = random_tensor(Shape{1}, rng, 0.5, 2);
+      check("bce_with_logits, weight and pos_weight" + r + " " + shape.str(), x, probabilities, o);
+    }
+    for (const Shape& shape : {Shape{32, 10}, Shape{4, 21, 9, 11}, Shape{5}}) {
+      const Tensor x = random_tensor(shape, rng, -4, 4);
+      const int64_t classes = shape.size() == 1 ? shape[0] : shape[1];
+      Shape label_shape = shape;
+      if (shape.size() == 1)
+        label_shape = Shape{};
+      else
+        label_shape.erase(1);
+      LossOptions o;
+      o.reduction = reduction;
+      const Tensor y = labels(label_shape, classes, 0), ignored = labels(label_shape, classes, 5);
+      const std::string name = "cross_entropy" + r + " " + shape.str();
+      check(name, x, y, o);
+      check(name + " int32 labels", x, y.to(DType::i32), o);
+      check(name + " ignored positions", x, ignored, o);
+      o.weight = random_tensor(Shape{classes}, rng, 0.2, 3);
+      o.label_smoothing = 0.1;
+      check(name + " weight, smoothing", x, ignored, o);
+      Tensor q = random_tensor(shape, rng, 0, 1);
+      check(name + " probabilities, weight, smoothing", x, q, o);
+      o.weight = Tensor();
+      o.label_smoothing = 0;
+      check(name + " probabilities", x, q, o);
+      o.ignore_index = y.numel() == 1 ? y.data<int64_t>()[0] : -100;
+      if (y.numel() == 1) check(name + " every position ignored", x, y, o);
+    }
+  }
+  const Tensor x = random_tensor(Shape{6, 4}, rng, -1, 1);
+  Tensor y = labels(Shape{6}, 4, 0);
+  y.data<int64_t>()[2] = 4;
+  y.data<int64_t>()[4] = -1;
+  std::string on_cpu, on_gpu;
+  try {
+    compute_loss(x, y);
+  } catch (const Error& e) {
+    on_cpu = e.what();
+  }
+  try {
+    compute_loss(x.to(gpu), y);
+  } catch (const Error& e) {
+    on_gpu = e.what();
+  }
+  EXPECT_NE(on_cpu.find("class index 4 at position 2"), std::string::npos) << on_cpu;
+  EXPECT_EQ(on_gpu, on_cpu);
 }
 
 TEST_F(CudaOps, InputsOnAnotherDeviceAreNamed) {

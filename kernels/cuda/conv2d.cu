@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/cuda/conv2d.h"
+#include "kernels/cuda/conv_graph.h"
 #include "kernels/cuda/launch.cuh"
 #include "nnx/error.h"
 #include "runtime/cuda/conv_algo_cache.h"
@@ -87,30 +88,6 @@ std::string device_tag(int device) {
           std::to_string(prop.multiProcessorCount) + ";cudnn" + std::to_string(cudnnGetVersion());
   }
   return tag;
-}
-
-std::string problem_key(const Conv2dParams& p, int device, bool search) {
-  std::string key = device_tag(device);
-  auto add = [&key](const char* name, std::initializer_list<int64_t> values) {
-    key += ';';
-    key += name;
-    key += '=';
-    bool first = true;
-    for (int64_t v : values) {
-      if (!first) key += ',';
-      key += std::to_string(v);
-      first = false;
-    }
-  };
-  add("x", {p.batch, p.in_channels, p.in_h, p.in_w});
-  add("w", {p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w});
-  add("pad", {p.pad_h, p.pad_w});
-  add("stride", {p.stride_h, p.stride_w});
-  add("dilation", {p.dilation_h, p.dilation_w});
-  add("groups", {p.groups});
-  if (p.allow_tf32) key += ";tf32";
-  key += search ? ";search" : ";heuristic";
-  return key;
 }
 
 struct Problem {
@@ -227,13 +204,53 @@ __global__ void pad2d_kernel(PadMode mode, const float* x, int64_t planes, int64
   });
 }
 
+// y[n, c, :, :] += bias[c]; `plane` elements per channel.
+__global__ void add_bias_kernel(const float* bias, int64_t n, int64_t plane, int64_t channels,
+                                float* y) {
+  grid_stride_loop(n, [&](int64_t i) { y[i] += bias[(i / plane) % channels]; });
+}
+
 }  // namespace
+
+std::string conv_problem_key(const Conv2dParams& p, int device, bool search) {
+  std::string key = device_tag(device);
+  auto add = [&key](const char* name, std::initializer_list<int64_t> values) {
+    key += ';';
+    key += name;
+    key += '=';
+    bool first = true;
+    for (int64_t v : values) {
+      if (!first) key += ',';
+      key += std::to_string(v);
+      first = false;
+    }
+  };
+  add("x", {p.batch, p.in_channels, p.in_h, p.in_w});
+  add("w", {p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w});
+  add("pad", {p.pad_h, p.pad_w});
+  add("stride", {p.stride_h, p.stride_w});
+  add("dilation", {p.dilation_h, p.dilation_w});
+  add("groups", {p.groups});
+  if (p.allow_tf32) key += ";tf32";
+  key += search ? ";search" : ";heuristic";
+  return key;
+}
 
 void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias,
                     float* y, int device, void* stream_handle) {
   if (p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0) return;
   check_fits_int(p);
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  if (conv_graph_api_enabled() && conv_graph_run(ConvPass::forward, p, const_cast<float*>(x),
+                                                 const_cast<float*>(w), y, device, stream)) {
+    if (bias != nullptr) {
+      const int64_t n = p.batch * p.out_channels * p.out_h * p.out_w;
+      add_bias_kernel<<<grid_for(n), kBlockSize, 0, stream>>>(bias, n, p.out_h * p.out_w,
+                                                              p.out_channels, y);
+      NNX_CUDA_CHECK_LAUNCH();
+    }
+    return;
+  }
   const cudnnHandle_t handle = cudnn_handle(stream);
   const TensorDescriptor x_desc(p.batch, p.in_channels, p.in_h, p.in_w);
   const FilterDescriptor w_desc(p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w);
@@ -249,7 +266,7 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
 
   const bool search = conv_search_enabled();
   const int algo = ConvAlgoCache::instance().get(
-      problem_key(p, device, search), search, search ? conv_cache_path() : std::string(), [&] {
+      conv_problem_key(p, device, search), search, search ? conv_cache_path() : std::string(), [&] {
         return search ? searched_algorithm(problem, x, w, y, device, stream)
                       : heuristic_algorithm(problem);
       });
@@ -323,8 +340,8 @@ void conv2d_forward_reduced(const Conv2dParams& params, ConvIo io, const float* 
   const TensorDescriptor y_desc(p.batch, p.out_channels, p.out_h, p.out_w, type);
   const Problem problem{true, handle, x_desc, w_desc, conv_desc, y_desc};
   const int algo = ConvAlgoCache::instance().get(
-      problem_key(tc, device, false) + (io == ConvIo::f16 ? ";f16" : ";bf16"), false, std::string(),
-      [&] { return heuristic_algorithm(problem); });
+      conv_problem_key(tc, device, false) + (io == ConvIo::f16 ? ";f16" : ";bf16"), false,
+      std::string(), [&] { return heuristic_algorithm(problem); });
   const int64_t in_n = p.batch * p.in_channels * p.in_h * p.in_w;
   const int64_t out_n = p.batch * p.out_channels * p.out_h * p.out_w;
   // The operands in io (2 bytes an element): the input's, then the output's 256-byte aligned.
@@ -421,8 +438,17 @@ void conv2d_backward(const Conv2dParams& p, const float* x, const float* w, cons
   const Problem problem{p.allow_tf32, handle, x_desc, w_desc, conv_desc, y_desc};
   const float one = 1.0f, zero = 0.0f;
   auto& cache = ConvAlgoCache::instance();
+  const bool graph_api = conv_graph_api_enabled();
+  if (dx != nullptr && graph_api &&
+      conv_graph_run(ConvPass::backward_data, p, dx, const_cast<float*>(w), const_cast<float*>(dy),
+                     device, stream))
+    dx = nullptr;  // done
+  if (dw != nullptr && graph_api &&
+      conv_graph_run(ConvPass::backward_filter, p, const_cast<float*>(x), dw,
+                     const_cast<float*>(dy), device, stream))
+    dw = nullptr;
   if (dx != nullptr) {
-    const int algo = cache.get(problem_key(p, device, false) + ";backward_data", false,
+    const int algo = cache.get(conv_problem_key(p, device, false) + ";backward_data", false,
                                std::string(), [&] { return backward_data_algorithm(problem); });
     size_t bytes = 0;
     NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
@@ -435,7 +461,7 @@ void conv2d_backward(const Conv2dParams& p, const float* x, const float* w, cons
                                      workspace.bytes(), &zero, x_desc.desc, dx));
   }
   if (dw != nullptr) {
-    const int algo = cache.get(problem_key(p, device, false) + ";backward_filter", false,
+    const int algo = cache.get(conv_problem_key(p, device, false) + ";backward_filter", false,
                                std::string(), [&] { return backward_filter_algorithm(problem); });
     size_t bytes = 0;
     NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
@@ -473,7 +499,8 @@ bool conv2d_bias_relu_forward(const Conv2dParams& p, const float* x, const float
                               void* stream_handle) {
   if (p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0) return true;
   check_fits_int(p);
-  const std::string key = problem_key(p, device, false) + (z != nullptr ? ";fused+z" : ";fused");
+  const std::string key =
+      conv_problem_key(p, device, false) + (z != nullptr ? ";fused+z" : ";fused");
   static std::mutex mutex;
   static std::map<std::string, bool> unsupported;  // problems cuDNN refused fused
   {
@@ -489,7 +516,7 @@ bool conv2d_bias_relu_forward(const Conv2dParams& p, const float* x, const float
   const TensorDescriptor bias_desc(1, p.out_channels, 1, 1);
   const Problem problem{p.allow_tf32, handle, x_desc, w_desc, conv_desc, y_desc};
   const int algo =
-      ConvAlgoCache::instance().get(problem_key(p, device, false), false, std::string(),
+      ConvAlgoCache::instance().get(conv_problem_key(p, device, false), false, std::string(),
                                     [&] { return heuristic_algorithm(problem); });
   cudnnActivationDescriptor_t relu = nullptr;
   NNX_CUDNN_CHECK(cudnnCreateActivationDescriptor(&relu));

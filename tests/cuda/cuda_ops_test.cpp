@@ -29,6 +29,8 @@
 #include "test_util.h"
 
 #ifdef NNX_WITH_CUDA
+#include "kernels/cuda/conv2d.h"
+#include "kernels/cuda/conv_graph.h"
 #include "runtime/cuda/conv_algo_cache.h"
 #endif
 
@@ -781,6 +783,85 @@ TEST_F(CudaOps, ConvolutionSearchIsCachedInMemoryAndInItsFile) {
   EXPECT_EQ(cache.stats().chosen, 1u);
   ::unsetenv("NNX_CUDNN_CACHE");
   cache.clear();
+}
+
+// cuDNN's graph API (NNX_CUDNN_API=graph) against its legacy API, pass by pass, for the problem
+// shapes the networks have: strided, grouped, depthwise, dilated, 1x1 and the 7x7 stem over 3
+// channels, an operand only 4-byte aligned, TF32 allowed and not; then through the env switch
+// and a timed search.
+TEST_F(CudaOps, ConvolutionGraphApiMatchesTheLegacyApi) {
+  ::unsetenv("NNX_CUDNN_API");
+  RandomEngine rng(17);
+  const Device gpu = Device::cuda(0);
+  auto problem = [](int64_t batch, int64_t in_c, int64_t h, int64_t w, int64_t out_c, int64_t k,
+                    int64_t stride, int64_t pad, int64_t dilation, int64_t groups) {
+    cuda::Conv2dParams p;
+    p.batch = batch;
+    p.in_channels = in_c;
+    p.in_h = h;
+    p.in_w = w;
+    p.out_channels = out_c;
+    p.kernel_h = p.kernel_w = k;
+    p.stride_h = p.stride_w = stride;
+    p.pad_h = p.pad_w = pad;
+    p.dilation_h = p.dilation_w = dilation;
+    p.groups = groups;
+    p.out_h = (h + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+    p.out_w = (w + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+    return p;
+  };
+  std::vector<cuda::Conv2dParams> problems = {
+      problem(2, 8, 24, 24, 16, 3, 1, 1, 1, 1), problem(2, 3, 32, 40, 64, 7, 2, 3, 1, 1),
+      problem(1, 8, 17, 19, 16, 3, 1, 2, 2, 4), problem(2, 16, 14, 14, 16, 3, 2, 1, 1, 16),
+      problem(4, 64, 7, 7, 32, 1, 1, 0, 1, 1),  problem(1, 128, 30, 40, 256, 3, 1, 1, 1, 1),
+  };
+  cuda::Conv2dParams tf32 = problems[0];
+  tf32.allow_tf32 = true;
+  problems.push_back(tf32);
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const cuda::Conv2dParams& p = problems[i];
+    SCOPED_TRACE("problem " + std::to_string(i));
+    const Shape x_shape{p.batch, p.in_channels, p.in_h, p.in_w};
+    const Shape w_shape{p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w};
+    const Shape y_shape{p.batch, p.out_channels, p.out_h, p.out_w};
+    // The last problem's input starts one float into its buffer: 4-byte alignment.
+    const int64_t skew = i + 1 == problems.size() ? 1 : 0;
+    const Tensor x_buffer = random_tensor({x_shape.numel() + skew}, rng, -1, 1).to(gpu);
+    const Tensor x = x_buffer.slice(0, skew, skew + x_shape.numel()).view(x_shape);
+    const Tensor w = random_tensor(w_shape, rng, -1, 1).to(gpu);
+    const Tensor dy = random_tensor(y_shape, rng, -1, 1).to(gpu);
+    auto f = [](const Tensor& t) { return const_cast<float*>(t.data<float>()); };
+    Tensor y_legacy = Tensor::empty(y_shape, DType::f32, gpu), y_graph = y_legacy.clone();
+    Tensor dx_legacy = Tensor::empty(x_shape, DType::f32, gpu), dx_graph = dx_legacy.clone();
+    Tensor dw_legacy = Tensor::empty(w_shape, DType::f32, gpu), dw_graph = dw_legacy.clone();
+    cuda::conv2d_forward(p, f(x), f(w), nullptr, f(y_legacy), 0, nullptr);
+    cuda::conv2d_backward(p, f(x), f(w), f(dy), f(dx_legacy), f(dw_legacy), nullptr, 0, nullptr);
+    EXPECT_TRUE(
+        cuda::conv_graph_run(cuda::ConvPass::forward, p, f(x), f(w), f(y_graph), 0, nullptr));
+    EXPECT_TRUE(cuda::conv_graph_run(cuda::ConvPass::backward_data, p, f(dx_graph), f(w), f(dy), 0,
+                                     nullptr));
+    EXPECT_TRUE(cuda::conv_graph_run(cuda::ConvPass::backward_filter, p, f(x), f(dw_graph), f(dy),
+                                     0, nullptr));
+    const double tol = p.allow_tf32 ? 5e-3 : 1e-5;
+    EXPECT_LE(relative_error(y_graph.to(Device::cpu()), y_legacy.to(Device::cpu())), tol);
+    EXPECT_LE(relative_error(dx_graph.to(Device::cpu()), dx_legacy.to(Device::cpu())), tol);
+    EXPECT_LE(relative_error(dw_graph.to(Device::cpu()), dw_legacy.to(Device::cpu())), tol);
+  }
+
+  // Through the switch, as the ops call it, heuristic and searched.
+  std::shared_ptr<Op> op = make_op(parse_call("Conv2d(8, 16, 3, padding=1, bias=True)"));
+  randomise_params(*op, rng);
+  const Tensor x = random_tensor({2, 8, 24, 24}, rng, -1, 1);
+  const auto on_cpu = forward_on(*op, {x}, 1, Device::cpu());
+  ::setenv("NNX_CUDNN_API", "graph", 1);
+  EXPECT_TRUE(compare(forward_on(*op, {x}, 1, gpu), on_cpu, kCpuTolerance, "CPU").empty());
+  ::setenv("NNX_CUDNN_SEARCH", "1", 1);
+  cuda::ConvAlgoCache::instance().clear();
+  EXPECT_TRUE(compare(forward_on(*op, {x}, 1, gpu), on_cpu, kCpuTolerance, "CPU").empty());
+  EXPECT_EQ(cuda::ConvAlgoCache::instance().stats().chosen, 1u) << "one timed search";
+  ::unsetenv("NNX_CUDNN_SEARCH");
+  ::unsetenv("NNX_CUDNN_API");
+  cuda::ConvAlgoCache::instance().clear();
 }
 #endif
 

@@ -16,6 +16,9 @@
 #   train      python/bench_train_compare.py --device cuda
 #   graphs     nnx bench with CUDA graphs on and off, and each kernel's GPU time (ncu)
 #   trainprof  nnx_train_bench --device cuda --profile 1 (seed, ResNet-18): time per node
+#   graphapi   cuDNN's graph API (NNX_CUDNN_API=graph) against its legacy API: the CUDA tests
+#              under it, then latencies (CUDA graphs off and on, heuristic and searched) and
+#              training steps under each
 #   diag       per-node profiles (nnx bench --profile), timed cuDNN search, nnx-export's traceback
 #   compile    batch 1 with torch.compile(mode="reduce-overhead") too, one model at a time
 #              (slow: tens of seconds per model), cut at DEADLINE
@@ -211,6 +214,44 @@ if has trainprof; then  # where a training step's time goes on the GPU, node by 
     head -12 "$out/trainprof_$1.txt"
   done
   stamp "trainprof done"
+fi
+if has graphapi; then  # convolutions through cuDNN's graph API against its legacy API
+  NNX_CUDNN_API=graph timeout 240 "$build/tests/nnx_cuda_tests" >"$out/graphapi_tests.log" 2>&1 ||
+    status=1
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |FAILED  \]" "$out/graphapi_tests.log" | head -20
+  NNX_CUDNN_API=graph timeout 120 "$build/tests/nnx_train_tests" --gtest_filter='Cuda*' \
+    >"$out/graphapi_train.log" 2>&1 || status=1
+  grep -E "^\[  (PASSED|FAILED) " "$out/graphapi_train.log"
+  stamp "graph API tests done"
+  api_bench() {  # NAME ARGS...
+    local name="$1" api
+    shift
+    for api in legacy graph; do
+      NNX_CUDNN_API=$api timeout 60 "$build/nnx" bench "$@" --device cuda --iters 100 --warmup 10 \
+        --json >"$out/api_${name}_$api.json" 2>"$out/api_${name}_$api.err" ||
+        tail -3 "$out/api_${name}_$api.err"
+      "$py" -c "import json,sys; r=json.load(open(sys.argv[1])); print(f'{sys.argv[2]:28s} {sys.argv[3]:6s}: median {r[\"median_ms\"]:.3f} ms, p90 {r[\"p90_ms\"]:.3f} ms')" \
+        "$out/api_${name}_$api.json" "$name" $api 2>/dev/null
+    done
+  }
+  r18=(bench/models/resnet18.json --shape)
+  seed=(examples/seed/seed.json --plugin "$build/examples/embed/nnx_yolo.so" --shape)
+  api_bench r18_b1_nograph "${r18[@]}" 1,3,224,224 --cuda-graph off
+  api_bench r18_b1 "${r18[@]}" 1,3,224,224
+  api_bench seed_b1 "${seed[@]}" 1,3,480,640
+  api_bench seed_b32 "${seed[@]}" 32,3,480,640
+  NNX_CUDNN_SEARCH=1 api_bench seed_b1_search "${seed[@]}" 1,3,480,640
+  NNX_CUDNN_SEARCH=1 api_bench r18_b1_search "${r18[@]}" 1,3,224,224
+  for job in "seed examples/seed/seed.json 16,3,128,160" "resnet18 bench/models/resnet18.json 32,3,64,64"; do
+    set -- $job
+    for api in legacy graph; do
+      NNX_CUDNN_API=$api timeout 120 "$build/bench/nnx_train_bench" "$2" --shape "$3" --device cuda \
+        --iters 10 --warmup 3 >"$out/api_train_$1_$api.json" 2>"$out/api_train_$1_$api.err" ||
+        tail -3 "$out/api_train_$1_$api.err"
+      echo "train $1 $api: $(cat "$out/api_train_$1_$api.json")"
+    done
+  done
+  stamp "graph API done"
 fi
 if has diag; then  # where the time goes: per-node profiles, timed algorithm search, the exporter
   nnx_bench() {  # NAME ARGS...

@@ -1,0 +1,339 @@
+// Conv2d through cuDNN's graph API (see conv_graph.h).
+#include <cudnn.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "kernels/cuda/conv_graph.h"
+#include "nnx/error.h"
+#include "runtime/cuda/conv_algo_cache.h"
+#include "runtime/cuda/cuda_runtime.h"
+#include "runtime/cuda/library_handles.h"
+#include "runtime/cuda/workspace.h"
+
+namespace nnx::cuda {
+namespace {
+
+// The operands' unique ids in every pass's graph.
+constexpr int64_t kUidX = 1, kUidW = 2, kUidY = 3;
+// Candidates a timed search runs, at most, and the workspace it lets one ask for.
+constexpr size_t kMaxSearched = 16;
+constexpr int64_t kMaxSearchWorkspace = int64_t(1) << 30;
+
+// One backend descriptor, destroyed with its owner.
+class Descriptor {
+ public:
+  explicit Descriptor(cudnnBackendDescriptorType_t type) {
+    NNX_CUDNN_CHECK(cudnnBackendCreateDescriptor(type, &d_));
+  }
+  ~Descriptor() {
+    if (d_ != nullptr) (void)cudnnBackendDestroyDescriptor(d_);
+  }
+  Descriptor(const Descriptor&) = delete;
+  Descriptor& operator=(const Descriptor&) = delete;
+
+  cudnnBackendDescriptor_t get() const { return d_; }
+  cudnnBackendDescriptor_t* address() { return &d_; }
+  void set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count,
+           const void* values) {
+    NNX_CUDNN_CHECK(cudnnBackendSetAttribute(d_, name, type, count, values));
+  }
+  void set_int64s(cudnnBackendAttributeName_t name, std::initializer_list<int64_t> values) {
+    set(name, CUDNN_TYPE_INT64, int64_t(values.size()), values.begin());
+  }
+  void set_descriptor(cudnnBackendAttributeName_t name, const Descriptor& other) {
+    const cudnnBackendDescriptor_t d = other.get();
+    set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d);
+  }
+  void finalize() { NNX_CUDNN_CHECK(cudnnBackendFinalize(d_)); }
+
+ private:
+  cudnnBackendDescriptor_t d_ = nullptr;
+};
+
+// The largest power of two up to 16 that divides every address.
+int64_t alignment_of(std::initializer_list<const void*> pointers) {
+  int64_t align = 16;
+  for (const void* p : pointers)
+    while (align > 4 && reinterpret_cast<uintptr_t>(p) % uintptr_t(align) != 0) align /= 2;
+  return align;
+}
+
+std::unique_ptr<Descriptor> tensor(int64_t uid, int64_t n, int64_t c, int64_t h, int64_t w,
+                                   int64_t align) {
+  auto t = std::make_unique<Descriptor>(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+  const cudnnDataType_t type = CUDNN_DATA_FLOAT;
+  t->set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
+  t->set_int64s(CUDNN_ATTR_TENSOR_DIMENSIONS, {n, c, h, w});
+  t->set_int64s(CUDNN_ATTR_TENSOR_STRIDES, {c * h * w, h * w, w, 1});
+  t->set_int64s(CUDNN_ATTR_TENSOR_UNIQUE_ID, {uid});
+  t->set_int64s(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, {align});
+  t->finalize();
+  return t;
+}
+
+// A pass's operation graph: its tensors, convolution and operation kept alive beside it.
+struct OperationGraph {
+  std::unique_ptr<Descriptor> x, w, y, conv, op, graph;
+};
+
+OperationGraph operation_graph(ConvPass pass, const Conv2dParams& p, int64_t align,
+                               cudnnHandle_t handle) {
+  OperationGraph g;
+  g.x = tensor(kUidX, p.batch, p.in_channels, p.in_h, p.in_w, align);
+  // Groups are implied by the filter's channels (in_channels / groups).
+  g.w = tensor(kUidW, p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w, align);
+  g.y = tensor(kUidY, p.batch, p.out_channels, p.out_h, p.out_w, align);
+
+  g.conv = std::make_unique<Descriptor>(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+  const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
+  const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+  g.conv->set(CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute);
+  g.conv->set(CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode);
+  g.conv->set_int64s(CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, {2});
+  g.conv->set_int64s(CUDNN_ATTR_CONVOLUTION_DILATIONS, {p.dilation_h, p.dilation_w});
+  g.conv->set_int64s(CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, {p.stride_h, p.stride_w});
+  g.conv->set_int64s(CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, {p.pad_h, p.pad_w});
+  g.conv->set_int64s(CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, {p.pad_h, p.pad_w});
+  g.conv->finalize();
+
+  const float alpha = 1.0f, beta = 0.0f;
+  switch (pass) {
+    case ConvPass::forward:
+      g.op = std::make_unique<Descriptor>(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
+      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, *g.x);
+      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, *g.w);
+      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, *g.y);
+      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, *g.conv);
+      g.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
+      g.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
+      break;
+    case ConvPass::backward_data:
+      g.op = std::make_unique<Descriptor>(
+          CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR);
+      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, *g.x);
+      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W, *g.w);
+      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, *g.y);
+      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC, *g.conv);
+      g.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
+      g.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
+      break;
+    case ConvPass::backward_filter:
+      g.op = std::make_unique<Descriptor>(
+          CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
+      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, *g.x);
+      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, *g.w);
+      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, *g.y);
+      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, *g.conv);
+      g.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
+      g.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
+      break;
+  }
+  g.op->finalize();
+
+  g.graph = std::make_unique<Descriptor>(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  g.graph->set_descriptor(CUDNN_ATTR_OPERATIONGRAPH_OPS, *g.op);
+  g.graph->set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+  g.graph->finalize();
+  return g;
+}
+
+// Whether the engine of `cfg` computes as the precision asks: fp32 inputs never down-converted,
+// and tensor cores (TF32 on fp32 data) only when allowed.
+bool allowed(const Descriptor& cfg, bool allow_tf32) {
+  Descriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+  int64_t count = 0;
+  if (cudnnBackendGetAttribute(cfg.get(), CUDNN_ATTR_ENGINECFG_ENGINE,
+                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &count,
+                               engine.address()) != CUDNN_STATUS_SUCCESS ||
+      count != 1)
+    return false;
+  cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+  int64_t noted = 0;
+  if (cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
+                               CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &noted,
+                               notes) != CUDNN_STATUS_SUCCESS)
+    return false;
+  for (int64_t i = 0; i < noted && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; ++i) {
+    if (notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS ||
+        notes[i] == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION)
+      return false;
+    if (notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE && !allow_tf32) return false;
+  }
+  return true;
+}
+
+// The engine configurations heuristics `mode` ranks for the graph, best first, those allowed.
+void add_configs(const OperationGraph& g, cudnnBackendHeurMode_t mode, bool allow_tf32,
+                 std::vector<std::unique_ptr<Descriptor>>& out) {
+  Descriptor heuristics(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+  heuristics.set_descriptor(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, *g.graph);
+  heuristics.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
+  if (cudnnBackendFinalize(heuristics.get()) != CUDNN_STATUS_SUCCESS) return;
+  int64_t available = 0;
+  if (cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &available,
+                               nullptr) != CUDNN_STATUS_SUCCESS ||
+      available <= 0)
+    return;
+  std::vector<std::unique_ptr<Descriptor>> configs;
+  std::vector<cudnnBackendDescriptor_t> handles;
+  for (int64_t i = 0; i < available; ++i) {
+    configs.push_back(std::make_unique<Descriptor>(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
+    handles.push_back(configs.back()->get());
+  }
+  int64_t returned = 0;
+  if (cudnnBackendGetAttribute(heuristics.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                               CUDNN_TYPE_BACKEND_DESCRIPTOR, available, &returned,
+                               handles.data()) != CUDNN_STATUS_SUCCESS)
+    return;
+  for (int64_t i = 0; i < returned && i < available; ++i)
+    if (allowed(*configs[size_t(i)], allow_tf32)) out.push_back(std::move(configs[size_t(i)]));
+}
+
+// A finalized execution plan and the workspace it needs.
+struct Plan {
+  std::unique_ptr<Descriptor> plan;
+  int64_t workspace = 0;
+};
+
+std::unique_ptr<Plan> make_plan(const Descriptor& cfg, cudnnHandle_t handle) {
+  auto plan = std::make_unique<Plan>();
+  plan->plan = std::make_unique<Descriptor>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+  plan->plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+  plan->plan->set_descriptor(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, cfg);
+  if (cudnnBackendFinalize(plan->plan->get()) != CUDNN_STATUS_SUCCESS) return nullptr;
+  int64_t count = 0;
+  if (cudnnBackendGetAttribute(plan->plan->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                               CUDNN_TYPE_INT64, 1, &count,
+                               &plan->workspace) != CUDNN_STATUS_SUCCESS ||
+      plan->workspace < 0)
+    return nullptr;
+  return plan;
+}
+
+void execute(const Plan& plan, cudnnHandle_t handle, void* x, void* w, void* y, int device,
+             cudaStream_t stream) {
+  const Workspace workspace(device, size_t(plan.workspace), stream);
+  Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+  const int64_t uids[3] = {kUidX, kUidW, kUidY};
+  void* pointers[3] = {x, w, y};
+  void* scratch = workspace.get();
+  pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids);
+  pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, pointers);
+  pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &scratch);
+  pack.finalize();
+  NNX_CUDNN_CHECK(cudnnBackendExecute(handle, plan.plan->get(), pack.get()));
+}
+
+// Milliseconds one run of `plan` takes on the stream: the fastest of three after one warm-up.
+float time_plan(const Plan& plan, cudnnHandle_t handle, void* x, void* w, void* y, int device,
+                cudaStream_t stream) {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  NNX_CUDA_CHECK(cudaEventCreate(&start));
+  NNX_CUDA_CHECK(cudaEventCreate(&stop));
+  float best = -1;
+  try {
+    execute(plan, handle, x, w, y, device, stream);
+    for (int run = 0; run < 3; ++run) {
+      NNX_CUDA_CHECK(cudaEventRecord(start, stream));
+      execute(plan, handle, x, w, y, device, stream);
+      NNX_CUDA_CHECK(cudaEventRecord(stop, stream));
+      NNX_CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0;
+      NNX_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      if (best < 0 || ms < best) best = ms;
+    }
+  } catch (const Error&) {
+    best = -1;  // this engine failed to run: not a candidate
+    (void)cudaGetLastError();
+  }
+  (void)cudaEventDestroy(start);
+  (void)cudaEventDestroy(stop);
+  return best;
+}
+
+const char* pass_name(ConvPass pass) {
+  switch (pass) {
+    case ConvPass::forward:
+      return "forward";
+    case ConvPass::backward_data:
+      return "backward_data";
+    case ConvPass::backward_filter:
+      return "backward_filter";
+  }
+  return "?";
+}
+
+// This thread's plans per device, problem and pass (a handle belongs to one thread: so does a
+// plan finalized with it). Constructed after the thread's cuDNN handle, so destroyed before it.
+// A null plan: no engine takes the problem.
+struct PlanCache {
+  std::map<std::string, std::unique_ptr<Plan>> plans;
+};
+
+}  // namespace
+
+bool conv_graph_api_enabled() {
+  const char* v = std::getenv("NNX_CUDNN_API");
+  return v != nullptr && std::string_view(v) == "graph";
+}
+
+bool conv_graph_run(ConvPass pass, const Conv2dParams& p, void* x, void* w, void* y, int device,
+                    cudaStream_t stream) {
+  const cudnnHandle_t handle = cudnn_handle(stream);
+  thread_local PlanCache cache;
+  const bool search = conv_search_enabled();
+  const int64_t align = alignment_of({x, w, y});
+  const std::string key = conv_problem_key(p, device, search) + ";graph;" + pass_name(pass) +
+                          ";align=" + std::to_string(align);
+  auto found = cache.plans.find(key);
+  if (found == cache.plans.end()) {
+    const OperationGraph graph = operation_graph(pass, p, align, handle);
+    std::vector<std::unique_ptr<Descriptor>> configs;
+    add_configs(graph, CUDNN_HEUR_MODE_A, p.allow_tf32, configs);
+    add_configs(graph, CUDNN_HEUR_MODE_FALLBACK, p.allow_tf32, configs);
+    // Ranks into `configs` (the same list for the same problem, device and cuDNN version).
+    auto first_that_finalizes = [&](size_t from) -> std::pair<int, std::unique_ptr<Plan>> {
+      for (size_t i = from; i < configs.size(); ++i)
+        if (auto plan = make_plan(*configs[i], handle)) return {int(i), std::move(plan)};
+      return {-1, nullptr};
+    };
+    std::unique_ptr<Plan> chosen;
+    if (!search) {
+      chosen = first_that_finalizes(0).second;
+    } else {
+      const int rank = ConvAlgoCache::instance().get(key, true, conv_cache_path(), [&] {
+        int best_rank = -1;
+        float best_ms = -1;
+        size_t tried = 0;
+        for (size_t i = 0; i < configs.size() && tried < kMaxSearched; ++i) {
+          std::unique_ptr<Plan> plan = make_plan(*configs[i], handle);
+          if (!plan || plan->workspace > kMaxSearchWorkspace) continue;
+          ++tried;
+          const float ms = time_plan(*plan, handle, x, w, y, device, stream);
+          if (ms >= 0 && (best_ms < 0 || ms < best_ms)) {
+            best_ms = ms;
+            best_rank = int(i);
+          }
+        }
+        return best_rank;
+      });
+      if (rank >= 0 && size_t(rank) < configs.size())
+        chosen = make_plan(*configs[size_t(rank)], handle);
+      if (!chosen) chosen = first_that_finalizes(0).second;
+    }
+    found = cache.plans.emplace(key, std::move(chosen)).first;
+  }
+  if (!found->second) return false;
+  execute(*found->second, handle, x, w, y, device, stream);
+  return true;
+}
+
+}  // namespace nnx::cuda

@@ -12,6 +12,27 @@ __global__ void increment_kernel(int64_t* counter) {
   *counter += 1;
 }
 
+// Threads of the per-channel reductions' blocks (one block per channel): many loads in flight.
+constexpr int kChannelBlock = 512;
+
+// Calls f(i) for the index i of every element of channel c (x viewed as [batch, channels,
+// plane]), spread over the block's threads: plane by plane, consecutive threads on consecutive
+// elements, when a plane fills the block; else over the flattened batch * plane.
+template <class F>
+__device__ __forceinline__ void for_each_in_channel(int64_t c, int64_t batch, int64_t channels,
+                                                    int64_t plane, F&& f) {
+  if (plane >= int64_t(blockDim.x)) {
+    for (int64_t n = 0; n < batch; ++n) {
+      const int64_t base = (n * channels + c) * plane;
+      for (int64_t k = threadIdx.x; k < plane; k += blockDim.x) f(base + k);
+    }
+  } else {
+    const int64_t count = batch * plane;
+    for (int64_t k = threadIdx.x; k < count; k += blockDim.x)
+      f(((k / plane) * channels + c) * plane + k % plane);
+  }
+}
+
 // One block per channel.
 __global__ void bn_train_stats_kernel(const float* x, const float* gamma, const float* beta,
                                       double eps, double momentum, bool cumulative,
@@ -22,14 +43,13 @@ __global__ void bn_train_stats_kernel(const float* x, const float* gamma, const 
   const int64_t c = blockIdx.x;
   const int64_t count = batch * plane;
   double sum = 0;
-  for (int64_t k = threadIdx.x; k < count; k += blockDim.x)
-    sum += x[((k / plane) * channels + c) * plane + k % plane];
+  for_each_in_channel(c, batch, channels, plane, [&](int64_t i) { sum += x[i]; });
   const double mean = block_sum(sum) / double(count);
   double squares = 0;
-  for (int64_t k = threadIdx.x; k < count; k += blockDim.x) {
-    const double d = double(x[((k / plane) * channels + c) * plane + k % plane]) - mean;
+  for_each_in_channel(c, batch, channels, plane, [&](int64_t i) {
+    const double d = double(x[i]) - mean;
     squares += d * d;
-  }
+  });
   const double variance = block_sum(squares) / double(count);
   if (threadIdx.x != 0) return;
   const double inv_std = 1.0 / sqrt(variance + eps);
@@ -56,12 +76,11 @@ __global__ void bn_grad_sums_kernel(const float* x, const float* dy, const float
   const int64_t count = batch * plane;
   const double mean = saved_mean[c], inv_std = saved_inv_std[c];
   double s_dy = 0, s_dy_xhat = 0;
-  for (int64_t k = threadIdx.x; k < count; k += blockDim.x) {
-    const int64_t i = ((k / plane) * channels + c) * plane + k % plane;
+  for_each_in_channel(c, batch, channels, plane, [&](int64_t i) {
     const double g = dy[i];
     s_dy += g;
     s_dy_xhat += g * (double(x[i]) - mean) * inv_std;
-  }
+  });
   s_dy = block_sum(s_dy);
   s_dy_xhat = block_sum(s_dy_xhat);
   if (threadIdx.x != 0) return;
@@ -192,7 +211,7 @@ void batch_norm_train_forward(const float* x, const float* gamma, const float* b
   }
   float* scale = scratch;
   float* shift = scratch + channels;
-  bn_train_stats_kernel<<<unsigned(channels), kBlockSize, 0, as_stream(stream)>>>(
+  bn_train_stats_kernel<<<unsigned(channels), kChannelBlock, 0, as_stream(stream)>>>(
       x, gamma, beta, eps, momentum, cumulative && counter != nullptr, counter, running_mean,
       running_var, batch, channels, plane, saved_mean, saved_inv_std, scale, shift);
   NNX_CUDA_CHECK_LAUNCH();
@@ -204,7 +223,7 @@ void batch_norm_backward(const float* x, const float* dy, const float* saved_mea
                          int64_t channels, int64_t plane, float* grad_gamma, float* grad_beta,
                          float* scratch, float* dx, void* stream) {
   if (channels <= 0) return;
-  bn_grad_sums_kernel<<<unsigned(channels), kBlockSize, 0, as_stream(stream)>>>(
+  bn_grad_sums_kernel<<<unsigned(channels), kChannelBlock, 0, as_stream(stream)>>>(
       x, dy, saved_mean, saved_inv_std, gamma, batch, channels, plane, grad_gamma, grad_beta,
       scratch);
   NNX_CUDA_CHECK_LAUNCH();

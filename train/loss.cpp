@@ -171,10 +171,11 @@ LossResult point_loss_on_device(const Tensor& prediction, const Tensor& target, 
   const bool mean = options.reduction == Reduction::mean;
   a.divisor = mean ? double(a.n) : 1.0;
   a.grad = grad.data<float>();
-  if (a.n > 0) cuda::point_loss(a, scratch.data(), cuda::current_cuda_stream(device.index));
-  scratch.read();
-  const double total = a.n > 0 ? scratch.sum : 0.0;
-  return {mean ? total / double(a.n) : total, grad};
+  if (a.n > 0) {
+    cuda::point_loss(a, scratch.data(), cuda::current_cuda_stream(device.index));
+    scratch.read();
+  }
+  return {mean ? scratch.sum / double(a.n) : scratch.sum, grad};
 #else
   (void)target, (void)kind, (void)options, (void)weight, (void)pos_weight;
   fail(ErrorKind::device, "loss on ", prediction.device().str(),

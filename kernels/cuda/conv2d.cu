@@ -210,6 +210,17 @@ __global__ void add_bias_kernel(const float* bias, int64_t n, int64_t plane, int
   grid_stride_loop(n, [&](int64_t i) { y[i] += bias[(i / plane) % channels]; });
 }
 
+// y = relu(y + bias[c] + z) (z may be null), NaN propagated as PyTorch's ReLU does: the fused
+// convolution's epilogue where the graph API ran the convolution alone.
+__global__ void bias_residual_relu_kernel(const float* bias, const float* z, int64_t n,
+                                          int64_t plane, int64_t channels, float* y) {
+  grid_stride_loop(n, [&](int64_t i) {
+    float v = y[i] + bias[(i / plane) % channels];
+    if (z != nullptr) v += z[i];
+    y[i] = v > 0.0f || isnan(v) ? v : 0.0f;
+  });
+}
+
 }  // namespace
 
 std::string conv_problem_key(const Conv2dParams& p, int device, bool search) {
@@ -499,6 +510,18 @@ bool conv2d_bias_relu_forward(const Conv2dParams& p, const float* x, const float
                               void* stream_handle) {
   if (p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0) return true;
   check_fits_int(p);
+  if (conv_graph_api_enabled()) {
+    // The graph API's convolution, then one pass for the bias, the residual and the ReLU.
+    const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+    if (!conv_graph_run(ConvPass::forward, p, const_cast<float*>(x), const_cast<float*>(w), y,
+                        device, stream))
+      return false;
+    const int64_t n = p.batch * p.out_channels * p.out_h * p.out_w;
+    bias_residual_relu_kernel<<<grid_for(n), kBlockSize, 0, stream>>>(bias, z, n, p.out_h * p.out_w,
+                                                                      p.out_channels, y);
+    NNX_CUDA_CHECK_LAUNCH();
+    return true;
+  }
   const std::string key =
       conv_problem_key(p, device, false) + (z != nullptr ? ";fused+z" : ";fused");
   static std::mutex mutex;

@@ -42,7 +42,8 @@ void round_to(ConvIo io, const float* x, void* y, int64_t n, void* stream);
 // y = relu(conv(x, w) + bias + z) in one cuDNN call (cudnnConvolutionBiasActivationForward; z
 // null: no residual; bias required; y must not alias z), NaN propagated as PyTorch's ReLU does.
 // Returns false, having written nothing, where cuDNN does not take the problem fused (the answer
-// is kept per problem): the caller then runs the pieces.
+// is kept per problem): the caller then runs the pieces. With NNX_CUDNN_API=graph: the graph
+// API's convolution, then one kernel for the bias, the residual and the ReLU.
 bool conv2d_bias_relu_forward(const Conv2dParams& params, const float* x, const float* w,
                               const float* bias, const float* z, float* y, int device,
                               void* stream);

@@ -846,6 +846,24 @@ TEST_F(CudaOps, ConvolutionGraphApiMatchesTheLegacyApi) {
     EXPECT_LE(relative_error(y_graph.to(Device::cpu()), y_legacy.to(Device::cpu())), tol);
     EXPECT_LE(relative_error(dx_graph.to(Device::cpu()), dx_legacy.to(Device::cpu())), tol);
     EXPECT_LE(relative_error(dw_graph.to(Device::cpu()), dw_legacy.to(Device::cpu())), tol);
+
+    // The fused convolution + bias (+ residual) + ReLU, under each API.
+    const Tensor bias = random_tensor({p.out_channels}, rng, -1, 1).to(gpu);
+    const Tensor z = random_tensor(y_shape, rng, -1, 1).to(gpu);
+    for (bool residual : {false, true}) {
+      Tensor fused_legacy = Tensor::empty(y_shape, DType::f32, gpu), fused_graph = y_graph.clone();
+      const bool legacy_ran = cuda::conv2d_bias_relu_forward(
+          p, f(x), f(w), f(bias), residual ? f(z) : nullptr, f(fused_legacy), 0, nullptr);
+      ::setenv("NNX_CUDNN_API", "graph", 1);
+      EXPECT_TRUE(cuda::conv2d_bias_relu_forward(p, f(x), f(w), f(bias), residual ? f(z) : nullptr,
+                                                 f(fused_graph), 0, nullptr));
+      ::unsetenv("NNX_CUDNN_API");
+      if (legacy_ran) {
+        EXPECT_LE(relative_error(fused_graph.to(Device::cpu()), fused_legacy.to(Device::cpu())),
+                  tol)
+            << (residual ? "with" : "without") << " the residual";
+      }
+    }
   }
 
   // Through the switch, as the ops call it, heuristic and searched.

@@ -361,7 +361,10 @@ void conv2d_forward_reduced(const Conv2dParams& params, ConvIo io, const float* 
   char* x_io = static_cast<char*>(operands.get());
   char* y_io = x_io + x_bytes;
   round_to(io, x, x_io, in_n, stream);
-  convolution_forward(problem, algo, x_io, w_io, y_io, device, stream);
+  if (!conv_graph_api_enabled() ||
+      !conv_graph_run(ConvPass::forward, tc, x_io, const_cast<void*>(w_io), y_io, device, stream,
+                      io == ConvIo::f16 ? ConvData::f16 : ConvData::bf16))
+    convolution_forward(problem, algo, x_io, w_io, y_io, device, stream);
   const int64_t plane = p.out_h * p.out_w;
   if (io == ConvIo::f16)
     widen_bias_kernel<<<grid_for(out_n), kBlockSize, 0, stream>>>(

@@ -57,18 +57,29 @@ class Descriptor {
   cudnnBackendDescriptor_t d_ = nullptr;
 };
 
-// The largest power of two up to 16 that divides every address.
+// The largest power of two up to 16 that divides every address (2 at least: fp16 elements).
 int64_t alignment_of(std::initializer_list<const void*> pointers) {
   int64_t align = 16;
   for (const void* p : pointers)
-    while (align > 4 && reinterpret_cast<uintptr_t>(p) % uintptr_t(align) != 0) align /= 2;
+    while (align > 2 && reinterpret_cast<uintptr_t>(p) % uintptr_t(align) != 0) align /= 2;
   return align;
 }
 
+cudnnDataType_t data_type(ConvData data) {
+  switch (data) {
+    case ConvData::f16:
+      return CUDNN_DATA_HALF;
+    case ConvData::bf16:
+      return CUDNN_DATA_BFLOAT16;
+    case ConvData::f32:
+      break;
+  }
+  return CUDNN_DATA_FLOAT;
+}
+
 std::unique_ptr<Descriptor> tensor(int64_t uid, int64_t n, int64_t c, int64_t h, int64_t w,
-                                   int64_t align) {
+                                   int64_t align, cudnnDataType_t type) {
   auto t = std::make_unique<Descriptor>(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-  const cudnnDataType_t type = CUDNN_DATA_FLOAT;
   t->set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
   t->set_int64s(CUDNN_ATTR_TENSOR_DIMENSIONS, {n, c, h, w});
   t->set_int64s(CUDNN_ATTR_TENSOR_STRIDES, {c * h * w, h * w, w, 1});
@@ -83,13 +94,15 @@ struct OperationGraph {
   std::unique_ptr<Descriptor> x, w, y, conv, op, graph;
 };
 
-OperationGraph operation_graph(ConvPass pass, const Conv2dParams& p, int64_t align,
+OperationGraph operation_graph(ConvPass pass, const Conv2dParams& p, ConvData data, int64_t align,
                                cudnnHandle_t handle) {
   OperationGraph g;
-  g.x = tensor(kUidX, p.batch, p.in_channels, p.in_h, p.in_w, align);
+  const cudnnDataType_t type = data_type(data);
+  g.x = tensor(kUidX, p.batch, p.in_channels, p.in_h, p.in_w, align, type);
   // Groups are implied by the filter's channels (in_channels / groups).
-  g.w = tensor(kUidW, p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w, align);
-  g.y = tensor(kUidY, p.batch, p.out_channels, p.out_h, p.out_w, align);
+  g.w =
+      tensor(kUidW, p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w, align, type);
+  g.y = tensor(kUidY, p.batch, p.out_channels, p.out_h, p.out_w, align, type);
 
   g.conv = std::make_unique<Descriptor>(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
   const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
@@ -144,8 +157,8 @@ OperationGraph operation_graph(ConvPass pass, const Conv2dParams& p, int64_t ali
   return g;
 }
 
-// Whether the engine of `cfg` computes as the precision asks: fp32 inputs never down-converted,
-// and tensor cores (TF32 on fp32 data) only when allowed.
+// Whether the engine of `cfg` computes as the precision asks: inputs never down-converted, sums
+// never in reduced precision, and tensor cores (TF32 on fp32 data) only when allowed.
 bool allowed(const Descriptor& cfg, bool allow_tf32) {
   Descriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
   int64_t count = 0;
@@ -286,19 +299,23 @@ bool conv_graph_api_enabled() {
 }
 
 bool conv_graph_run(ConvPass pass, const Conv2dParams& p, void* x, void* w, void* y, int device,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, ConvData data) {
   const cudnnHandle_t handle = cudnn_handle(stream);
   thread_local PlanCache cache;
   const bool search = conv_search_enabled();
   const int64_t align = alignment_of({x, w, y});
+  const bool tensor_cores = p.allow_tf32 || data != ConvData::f32;
   const std::string key = conv_problem_key(p, device, search) + ";graph;" + pass_name(pass) +
+                          (data == ConvData::f16    ? ";f16"
+                           : data == ConvData::bf16 ? ";bf16"
+                                                    : "") +
                           ";align=" + std::to_string(align);
   auto found = cache.plans.find(key);
   if (found == cache.plans.end()) {
-    const OperationGraph graph = operation_graph(pass, p, align, handle);
+    const OperationGraph graph = operation_graph(pass, p, data, align, handle);
     std::vector<std::unique_ptr<Descriptor>> configs;
-    add_configs(graph, CUDNN_HEUR_MODE_A, p.allow_tf32, configs);
-    add_configs(graph, CUDNN_HEUR_MODE_FALLBACK, p.allow_tf32, configs);
+    add_configs(graph, CUDNN_HEUR_MODE_A, tensor_cores, configs);
+    add_configs(graph, CUDNN_HEUR_MODE_FALLBACK, tensor_cores, configs);
     // Ranks into `configs` (the same list for the same problem, device and cuDNN version).
     auto first_that_finalizes = [&](size_t from) -> std::pair<int, std::unique_ptr<Plan>> {
       for (size_t i = from; i < configs.size(); ++i)

@@ -847,6 +847,27 @@ TEST_F(CudaOps, ConvolutionGraphApiMatchesTheLegacyApi) {
     EXPECT_LE(relative_error(dx_graph.to(Device::cpu()), dx_legacy.to(Device::cpu())), tol);
     EXPECT_LE(relative_error(dw_graph.to(Device::cpu()), dw_legacy.to(Device::cpu())), tol);
 
+    // fp16 and bf16 operands (tensor cores, fp32 sums) against the legacy reduced path.
+    if (!p.allow_tf32 && skew == 0) {
+      for (cuda::ConvIo io : {cuda::ConvIo::f16, cuda::ConvIo::bf16}) {
+        const DType type = io == cuda::ConvIo::f16 ? DType::f16 : DType::bf16;
+        Tensor x_io = Tensor::empty(x_shape, type, gpu), w_io = Tensor::empty(w_shape, type, gpu);
+        Tensor y_io = Tensor::empty(y_shape, type, gpu);
+        cuda::round_to(io, f(x), x_io.raw_data(), x_shape.numel(), nullptr);
+        cuda::round_to(io, f(w), w_io.raw_data(), w_shape.numel(), nullptr);
+        Tensor y_reduced = Tensor::empty(y_shape, DType::f32, gpu);
+        cuda::conv2d_forward_reduced(p, io, f(x), w_io.raw_data(), nullptr, f(y_reduced), 0,
+                                     nullptr);
+        EXPECT_TRUE(cuda::conv_graph_run(
+            cuda::ConvPass::forward, p, x_io.raw_data(), w_io.raw_data(), y_io.raw_data(), 0,
+            nullptr, io == cuda::ConvIo::f16 ? cuda::ConvData::f16 : cuda::ConvData::bf16));
+        EXPECT_LE(
+            relative_error(y_io.to(Device::cpu()).to(DType::f32), y_reduced.to(Device::cpu())),
+            io == cuda::ConvIo::f16 ? 2e-3 : 1.6e-2)
+            << (io == cuda::ConvIo::f16 ? "fp16" : "bf16");
+      }
+    }
+
     // The fused convolution + bias (+ residual) + ReLU, under each API.
     const Tensor bias = random_tensor({p.out_channels}, rng, -1, 1).to(gpu);
     const Tensor z = random_tensor(y_shape, rng, -1, 1).to(gpu);

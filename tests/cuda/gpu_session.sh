@@ -217,7 +217,7 @@ if has trainprof; then  # where a training step's time goes on the GPU, node by 
 fi
 if has graphapi; then  # convolutions through cuDNN's graph API against its legacy API
   NNX_CUDNN_API=graph timeout 240 "$build/tests/nnx_cuda_tests" \
-    --gtest_filter='CudaOps.ConvolutionGraph*:CudaOps.Every*:CudaOps.Fused*:CudaOps.CudaGraph*:CudaOps.Executor*' \
+    --gtest_filter='CudaOps.ConvolutionGraph*:CudaOps.Every*:CudaOps.Fused*:CudaOps.CudaGraph*:CudaOps.Executor*:CudaOps.Tf32*:CudaOps.Fp16*' \
     >"$out/graphapi_tests.log" 2>&1 || status=1
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |FAILED  \]" "$out/graphapi_tests.log" | head -20
   NNX_CUDNN_API=graph timeout 120 "$build/tests/nnx_train_tests" --gtest_filter='Cuda*' \

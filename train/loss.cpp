@@ -30,7 +30,7 @@ void check_floating(const Tensor& t, const char* loss, const char* what) {
 
 Tensor as_f64(const Tensor& t, const char* loss, const char* what) {
   check_floating(t, loss, what);
-  // Losses are computed on the host: a device tensor (a Trainer's output on a GPU) is copied.
+  // The host's path: a device tensor (where on_device declined it) is copied.
   return t.to(Device::cpu()).to(DType::f64).contiguous();
 }
 
@@ -90,8 +90,8 @@ std::vector<double> broadcast(const Tensor& w, const Shape& shape, const char* l
 }
 
 // The loss runs on the prediction's CUDA device when the prediction is a contiguous float32
-// tensor there and the target (`target_dtype`: float32 values, or class indices of any integer
-// dtype when undefined) is contiguous on that device or on the host.
+// tensor there and the target (`target_dtype` f32: float32 values; otherwise class indices of
+// any integer dtype) is contiguous on that device or on the host.
 bool on_device(const Tensor& prediction, const Tensor& target, DType target_dtype) {
 #ifdef NNX_WITH_CUDA
   if (!prediction.defined() || !target.defined() || !prediction.device().is_cuda() ||

@@ -316,16 +316,16 @@ bool conv_graph_run(ConvPass pass, const Conv2dParams& p, void* x, void* w, void
     std::vector<std::unique_ptr<Descriptor>> configs;
     add_configs(graph, CUDNN_HEUR_MODE_A, tensor_cores, configs);
     add_configs(graph, CUDNN_HEUR_MODE_FALLBACK, tensor_cores, configs);
-    // Ranks into `configs` (the same list for the same problem, device and cuDNN version).
-    auto first_that_finalizes = [&](size_t from) -> std::pair<int, std::unique_ptr<Plan>> {
-      for (size_t i = from; i < configs.size(); ++i)
-        if (auto plan = make_plan(*configs[i], handle)) return {int(i), std::move(plan)};
-      return {-1, nullptr};
+    auto first_that_finalizes = [&]() -> std::unique_ptr<Plan> {
+      for (const auto& config : configs)
+        if (auto plan = make_plan(*config, handle)) return plan;
+      return nullptr;
     };
     std::unique_ptr<Plan> chosen;
     if (!search) {
-      chosen = first_that_finalizes(0).second;
+      chosen = first_that_finalizes();
     } else {
+      // A rank into `configs`: the same list for the same problem, device and cuDNN version.
       const int rank = ConvAlgoCache::instance().get(key, true, conv_cache_path(), [&] {
         int best_rank = -1;
         float best_ms = -1;
@@ -344,7 +344,7 @@ bool conv_graph_run(ConvPass pass, const Conv2dParams& p, void* x, void* w, void
       });
       if (rank >= 0 && size_t(rank) < configs.size())
         chosen = make_plan(*configs[size_t(rank)], handle);
-      if (!chosen) chosen = first_that_finalizes(0).second;
+      if (!chosen) chosen = first_that_finalizes();
     }
     found = cache.plans.emplace(key, std::move(chosen)).first;
   }

@@ -9,7 +9,8 @@
 // --profile 1 then runs --iters more steps with per-node timing (Trainer::set_profiling) and
 // prints, on stderr, each node's forward and backward time per step and share of the total,
 // the costliest first, and the optimizer's time. --device cuda trains on the GPU (Trainer with
-// TrainerOptions::device; each step ends with a device synchronize, so its time is the GPU's) and
+// TrainerOptions::device; the batch and the targets kept there, as PyTorch's side keeps them;
+// each step ends with a device synchronize, so its time is the GPU's) and
 // adds the device allocator's peak to the JSON.
 #include <sys/resource.h>
 
@@ -108,7 +109,8 @@ int main(int argc, char** argv) {
     if (optimizer_name == "sgd") opt.momentum = momentum;
     auto optimizer = nnx::make_optimizer(optimizer_name, opt);
     std::mt19937_64 rng(1);
-    nnx::Tensor x = random_tensor(parse_shape(shape_text), rng, 1.0f);
+    // The batch on the training device once, as PyTorch's side keeps it.
+    const nnx::Tensor x = random_tensor(parse_shape(shape_text), rng, 1.0f).to(device);
     std::vector<nnx::Tensor> targets;
     nnx::ThreadPool pool(threads);
     nnx::LossOptions mse;
@@ -119,7 +121,8 @@ int main(int argc, char** argv) {
       trainer.zero_grad();
       std::vector<nnx::Tensor> out = trainer.forward(x);
       if (targets.empty())
-        for (const auto& o : out) targets.push_back(random_tensor(o.shape(), rng, 0.1f));
+        for (const auto& o : out)  // on the outputs' device once, as PyTorch's side keeps them
+          targets.push_back(random_tensor(o.shape(), rng, 0.1f).to(o.device()));
       std::vector<nnx::Tensor> grads;
       for (size_t k = 0; k < out.size(); ++k)
         grads.push_back(nnx::compute_loss(out[k], targets[k], mse).grad);

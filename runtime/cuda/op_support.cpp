@@ -100,23 +100,33 @@ std::mutex param_mutex;
 // By (storage address, element offset, device index, the copy's dtype).
 std::map<std::tuple<const Storage*, int64_t, int, DType>, ParamCopy> param_copies;
 
-// The copy of `param` that make() makes, kept while param's storage lives.
+// The copy of `param` that make() makes, kept while param's storage lives. make() runs without
+// the lock held: it may ask for another cached copy (device_param_as does); where two threads
+// make the same copy, the first one kept wins.
 Tensor cached_copy(const Tensor& param, Device device, DType dtype,
                    const std::function<Tensor()>& make) {
   const auto key = std::make_tuple(param.storage().get(), param.offset(), device.index, dtype);
-  std::lock_guard<std::mutex> lock(param_mutex);
-  if (auto it = param_copies.find(key); it != param_copies.end()) {
-    const ParamCopy& c = it->second;
-    if (c.source.lock() == param.storage() && c.shape == param.shape() &&
-        c.strides == param.strides() && c.dtype == param.dtype())
-      return c.copy;
+  auto kept = [&]() -> Tensor {  // with the lock held
+    if (auto it = param_copies.find(key); it != param_copies.end()) {
+      const ParamCopy& c = it->second;
+      if (c.source.lock() == param.storage() && c.shape == param.shape() &&
+          c.strides == param.strides() && c.dtype == param.dtype())
+        return c.copy;
+    }
+    return Tensor();
+  };
+  {
+    std::lock_guard<std::mutex> lock(param_mutex);
+    if (Tensor copy = kept(); copy.defined()) return copy;
   }
+  Tensor made = make();
+  std::lock_guard<std::mutex> lock(param_mutex);
+  if (Tensor copy = kept(); copy.defined()) return copy;
   for (auto it = param_copies.begin(); it != param_copies.end();)
     it = it->second.source.expired() ? param_copies.erase(it) : std::next(it);
-  ParamCopy c{param.storage(), param.shape(), param.strides(), param.dtype(), make()};
-  Tensor copy = c.copy;
-  param_copies[key] = std::move(c);
-  return copy;
+  param_copies[key] =
+      ParamCopy{param.storage(), param.shape(), param.strides(), param.dtype(), made};
+  return made;
 }
 
 }  // namespace
@@ -133,10 +143,16 @@ Tensor device_param_as(const Tensor& param, Device device, DType dtype) {
   NNX_CHECK(dtype == DType::f16 || dtype == DType::bf16, ErrorKind::usage,
             "device_param_as: f16 or bf16, found ", dtype_name(dtype));
   return cached_copy(param, device, dtype, [&] {
-    const Tensor full = device_param(param, device).to(DType::f32).contiguous();
+    // The float32 values on the device (a non-f32 parameter converted on the host first).
+    const Tensor full = param.dtype() == DType::f32
+                            ? device_param(param, device)
+                            : param.to(Device::cpu()).to(DType::f32).contiguous().to(device);
     Tensor rounded = Tensor::empty(param.shape(), dtype, device);
+    const cudaStream_t stream = current_cuda_stream(device.index);
     round_to(dtype == DType::f16 ? ConvIo::f16 : ConvIo::bf16, full.data<float>(),
-             rounded.raw_data(), full.numel(), current_cuda_stream(device.index));
+             rounded.raw_data(), full.numel(), stream);
+    // Done before the copy is shared: other Executors read it from streams of their own.
+    NNX_CUDA_CHECK(cudaStreamSynchronize(stream));
     return rounded;
   });
 }

@@ -116,38 +116,43 @@ OperationGraph operation_graph(ConvPass pass, const Conv2dParams& p, ConvData da
   g.conv->set_int64s(CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, {p.pad_h, p.pad_w});
   g.conv->finalize();
 
+  // The pass's operation and the attributes naming its x, w, y, convolution, alpha and beta.
+  struct Names {
+    cudnnBackendDescriptorType_t op;
+    cudnnBackendAttributeName_t x, w, y, conv, alpha, beta;
+  };
+  static constexpr Names kNames[] = {
+      {CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA},
+      {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA},
+      {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA},
+  };
+  static_assert(int(ConvPass::forward) == 0 && int(ConvPass::backward_data) == 1 &&
+                int(ConvPass::backward_filter) == 2);
+  const Names& names = kNames[int(pass)];
   const float alpha = 1.0f, beta = 0.0f;
-  switch (pass) {
-    case ConvPass::forward:
-      g.op = std::make_unique<Descriptor>(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, *g.x);
-      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, *g.w);
-      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, *g.y);
-      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, *g.conv);
-      g.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
-      g.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
-      break;
-    case ConvPass::backward_data:
-      g.op = std::make_unique<Descriptor>(
-          CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR);
-      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, *g.x);
-      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W, *g.w);
-      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, *g.y);
-      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC, *g.conv);
-      g.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
-      g.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
-      break;
-    case ConvPass::backward_filter:
-      g.op = std::make_unique<Descriptor>(
-          CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
-      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, *g.x);
-      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, *g.w);
-      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, *g.y);
-      g.op->set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, *g.conv);
-      g.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
-      g.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
-      break;
-  }
+  g.op = std::make_unique<Descriptor>(names.op);
+  g.op->set_descriptor(names.x, *g.x);
+  g.op->set_descriptor(names.w, *g.w);
+  g.op->set_descriptor(names.y, *g.y);
+  g.op->set_descriptor(names.conv, *g.conv);
+  g.op->set(names.alpha, CUDNN_TYPE_FLOAT, 1, &alpha);
+  g.op->set(names.beta, CUDNN_TYPE_FLOAT, 1, &beta);
   g.op->finalize();
 
   g.graph = std::make_unique<Descriptor>(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);

@@ -145,6 +145,18 @@ compare() {  # NAME ARGS...
   grep -E "^\|" "$out/$name.log"
   stamp "$name done"
 }
+# nnx bench --device cuda --json into $out/FILE.json, then one line: LABEL, median, p90, peak
+# device memory and the CUDA graph state. ITERS timed runs after ITERS / 10.
+bench_line() {  # FILE LABEL ITERS ARGS...
+  local file="$1" label="$2" iters="$3"
+  shift 3
+  timeout 60 "$build/nnx" bench "$@" --device cuda --iters "$iters" --warmup $((iters / 10)) \
+    --json >"$out/$file.json" 2>"$out/$file.err" || tail -3 "$out/$file.err"
+  "$py" -c "import json,sys; r=json.load(open(sys.argv[1])); print(f'{sys.argv[2]:28s}: median {r[\"median_ms\"]:.3f} ms, p90 {r[\"p90_ms\"]:.3f} ms, peak {r[\"peak_device_mb\"]:.0f} MB; {r[\"cuda_graph\"]}')" \
+    "$out/$file.json" "$label" 2>/dev/null
+}
+r18=(bench/models/resnet18.json --shape)
+seed=(examples/seed/seed.json --plugin "$build/examples/embed/nnx_yolo.so" --shape)
 rounds=${ROUNDS:-3}
 has compare1 && compare compare_b1 --batch 1 --rounds "$rounds" --compile off
 has compare32 && compare compare_b32 --batch 32 --rounds "$rounds" --compile off
@@ -167,15 +179,9 @@ if has graphs; then  # CUDA graphs against kernel by kernel, and each kernel's t
     local name="$1" mode
     shift
     for mode in on off; do
-      timeout 60 "$build/nnx" bench "$@" --device cuda --iters 200 --warmup 20 --cuda-graph $mode \
-        --json >"$out/${name}_graph_$mode.json" 2>"$out/${name}_graph_$mode.err" ||
-        tail -3 "$out/${name}_graph_$mode.err"
-      "$py" -c "import json,sys; r=json.load(open(sys.argv[1])); print(f'{sys.argv[2]:24s} graph {sys.argv[3]:3s}: median {r[\"median_ms\"]:.3f} ms, p90 {r[\"p90_ms\"]:.3f} ms, peak {r[\"peak_device_mb\"]:.0f} MB; {r[\"cuda_graph\"]}')" \
-        "$out/${name}_graph_$mode.json" "$name" $mode 2>/dev/null
+      bench_line "${name}_graph_$mode" "$name graph $mode" 200 "$@" --cuda-graph $mode
     done
   }
-  r18=(bench/models/resnet18.json --shape)
-  seed=(examples/seed/seed.json --plugin "$build/examples/embed/nnx_yolo.so" --shape)
   graph_bench r18_b1 "${r18[@]}" 1,3,224,224
   graph_bench seed_b1 "${seed[@]}" 1,3,480,640
   graph_bench r18_b32 "${r18[@]}" 32,3,224,224
@@ -228,15 +234,9 @@ if has graphapi; then  # convolutions through cuDNN's graph API against its lega
     local name="$1" api
     shift
     for api in legacy graph; do
-      NNX_CUDNN_API=$api timeout 60 "$build/nnx" bench "$@" --device cuda --iters 100 --warmup 10 \
-        --json >"$out/api_${name}_$api.json" 2>"$out/api_${name}_$api.err" ||
-        tail -3 "$out/api_${name}_$api.err"
-      "$py" -c "import json,sys; r=json.load(open(sys.argv[1])); print(f'{sys.argv[2]:28s} {sys.argv[3]:6s}: median {r[\"median_ms\"]:.3f} ms, p90 {r[\"p90_ms\"]:.3f} ms')" \
-        "$out/api_${name}_$api.json" "$name" $api 2>/dev/null
+      NNX_CUDNN_API=$api bench_line "api_${name}_$api" "$name $api" 100 "$@"
     done
   }
-  r18=(bench/models/resnet18.json --shape)
-  seed=(examples/seed/seed.json --plugin "$build/examples/embed/nnx_yolo.so" --shape)
   api_bench r18_b1_nograph "${r18[@]}" 1,3,224,224 --cuda-graph off
   api_bench r18_b1 "${r18[@]}" 1,3,224,224
   api_bench seed_b1 "${seed[@]}" 1,3,480,640
@@ -261,8 +261,6 @@ if has diag; then  # where the time goes: per-node profiles, timed algorithm sea
     timeout 60 "$build/nnx" bench "$@" --device cuda --iters 30 --warmup 5 >"$out/$name.txt" 2>&1
     echo "$name: $(grep -E "^median" "$out/$name.txt")"
   }
-  r18=(bench/models/resnet18.json --shape)
-  seed=(examples/seed/seed.json --plugin "$build/examples/embed/nnx_yolo.so" --shape)
   nnx_bench prof_r18_b1 "${r18[@]}" 1,3,224,224 --profile
   NNX_FUSE=0 nnx_bench prof_r18_b1_unfused "${r18[@]}" 1,3,224,224 --profile
   nnx_bench prof_r18_b32 "${r18[@]}" 32,3,224,224 --profile

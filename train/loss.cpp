@@ -19,7 +19,6 @@
 namespace nnx {
 namespace {
 
-// The tensor as contiguous doubles, checked: CPU, floating point.
 Tensor grad_on_host(const Tensor& prediction, const std::vector<double>& values);
 
 void check_floating(const Tensor& t, const char* loss, const char* what) {
@@ -28,6 +27,7 @@ void check_floating(const Tensor& t, const char* loss, const char* what) {
             what, ", found ", t.str());
 }
 
+// The tensor as contiguous doubles on the CPU, checked: floating point.
 Tensor as_f64(const Tensor& t, const char* loss, const char* what) {
   check_floating(t, loss, what);
   // The host's path: a device tensor (where on_device declined it) is copied.
@@ -127,11 +127,6 @@ struct DeviceScratch {
   int64_t bad = cuda::kNoBadLabel;
 };
 
-// `t` on `device`, contiguous (copied there from the host).
-Tensor there(const Tensor& t, Device device) {
-  return t.device() == device ? t : t.contiguous().to(device);
-}
-
 // Doubles on `device` (undefined for none).
 Tensor doubles_on(const std::vector<double>& values, Device device) {
   if (values.empty()) return {};
@@ -153,7 +148,7 @@ LossResult point_loss_on_device(const Tensor& prediction, const Tensor& target, 
 #ifdef NNX_WITH_CUDA
   const Device device = prediction.device();
   cuda::DeviceGuard guard(device.index);
-  const Tensor t = there(target, device);
+  const Tensor t = target.to(device);  // contiguous there (on_device)
   const Tensor w = doubles_on(weight, device), pw = doubles_on(pos_weight, device);
   Tensor grad = Tensor::empty(prediction.shape(), DType::f32, device);
   DeviceScratch scratch(device);
@@ -352,12 +347,11 @@ LossResult cross_entropy_on_device(const Tensor& logits, const Tensor& target, c
   Tensor labels, probs;
   if (dtype_is_floating(target.dtype())) {
     check_probability_shape(target, logits);
-    probs = there(target, device);
+    probs = target.to(device);
   } else {
     check_label_shape(target, logits, "cross_entropy");
-    labels = target.dtype() == DType::i64
-                 ? there(target, device)
-                 : target.to(Device::cpu()).to(DType::i64).contiguous().to(device);
+    labels = target.dtype() == DType::i64 ? target.to(device)
+                                          : target.to(Device::cpu()).to(DType::i64).to(device);
   }
   const Tensor weight = doubles_on(w, device);
   Tensor grad = Tensor::empty(logits.shape(), DType::f32, device);

@@ -204,21 +204,23 @@ __global__ void pad2d_kernel(PadMode mode, const float* x, int64_t planes, int64
   });
 }
 
-// y[n, c, :, :] += bias[c]; `plane` elements per channel.
-__global__ void add_bias_kernel(const float* bias, int64_t n, int64_t plane, int64_t channels,
-                                float* y) {
-  grid_stride_loop(n, [&](int64_t i) { y[i] += bias[(i / plane) % channels]; });
-}
-
-// y = relu(y + bias[c] + z) (z may be null), NaN propagated as PyTorch's ReLU does: the fused
-// convolution's epilogue where the graph API ran the convolution alone.
-__global__ void bias_residual_relu_kernel(const float* bias, const float* z, int64_t n,
-                                          int64_t plane, int64_t channels, float* y) {
+// y = y + bias[c] (+ z) (then ReLU, NaN propagated as PyTorch's does); z may be null: the
+// epilogue of a convolution the graph API ran alone.
+__global__ void bias_epilogue_kernel(const float* bias, const float* z, bool relu, int64_t n,
+                                     int64_t plane, int64_t channels, float* y) {
   grid_stride_loop(n, [&](int64_t i) {
     float v = y[i] + bias[(i / plane) % channels];
     if (z != nullptr) v += z[i];
-    y[i] = v > 0.0f || isnan(v) ? v : 0.0f;
+    y[i] = !relu || v > 0.0f || isnan(v) ? v : 0.0f;
   });
+}
+
+void bias_epilogue(const Conv2dParams& p, const float* bias, const float* z, bool relu, float* y,
+                   cudaStream_t stream) {
+  const int64_t n = p.batch * p.out_channels * p.out_h * p.out_w;
+  bias_epilogue_kernel<<<grid_for(n), kBlockSize, 0, stream>>>(bias, z, relu, n, p.out_h * p.out_w,
+                                                               p.out_channels, y);
+  NNX_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -254,12 +256,7 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
   if (conv_graph_api_enabled() && conv_graph_run(ConvPass::forward, p, const_cast<float*>(x),
                                                  const_cast<float*>(w), y, device, stream)) {
-    if (bias != nullptr) {
-      const int64_t n = p.batch * p.out_channels * p.out_h * p.out_w;
-      add_bias_kernel<<<grid_for(n), kBlockSize, 0, stream>>>(bias, n, p.out_h * p.out_w,
-                                                              p.out_channels, y);
-      NNX_CUDA_CHECK_LAUNCH();
-    }
+    if (bias != nullptr) bias_epilogue(p, bias, nullptr, false, y, stream);
     return;
   }
   const cudnnHandle_t handle = cudnn_handle(stream);
@@ -340,19 +337,8 @@ void conv2d_forward_reduced(const Conv2dParams& params, ConvIo io, const float* 
   if (p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0) return;
   check_fits_int(p);
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
-  const cudnnHandle_t handle = cudnn_handle(stream);
-  const cudnnDataType_t type = io_type(io);
   Conv2dParams tc = p;
   tc.allow_tf32 = true;  // tensor cores, fp32 accumulation
-  const TensorDescriptor x_desc(p.batch, p.in_channels, p.in_h, p.in_w, type);
-  const FilterDescriptor w_desc(p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w,
-                                type);
-  const ConvolutionDescriptor conv_desc(tc);
-  const TensorDescriptor y_desc(p.batch, p.out_channels, p.out_h, p.out_w, type);
-  const Problem problem{true, handle, x_desc, w_desc, conv_desc, y_desc};
-  const int algo = ConvAlgoCache::instance().get(
-      conv_problem_key(tc, device, false) + (io == ConvIo::f16 ? ";f16" : ";bf16"), false,
-      std::string(), [&] { return heuristic_algorithm(problem); });
   const int64_t in_n = p.batch * p.in_channels * p.in_h * p.in_w;
   const int64_t out_n = p.batch * p.out_channels * p.out_h * p.out_w;
   // The operands in io (2 bytes an element): the input's, then the output's 256-byte aligned.
@@ -363,8 +349,20 @@ void conv2d_forward_reduced(const Conv2dParams& params, ConvIo io, const float* 
   round_to(io, x, x_io, in_n, stream);
   if (!conv_graph_api_enabled() ||
       !conv_graph_run(ConvPass::forward, tc, x_io, const_cast<void*>(w_io), y_io, device, stream,
-                      io == ConvIo::f16 ? ConvData::f16 : ConvData::bf16))
+                      io)) {
+    const cudnnHandle_t handle = cudnn_handle(stream);
+    const cudnnDataType_t type = io_type(io);
+    const TensorDescriptor x_desc(p.batch, p.in_channels, p.in_h, p.in_w, type);
+    const FilterDescriptor w_desc(p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w,
+                                  type);
+    const ConvolutionDescriptor conv_desc(tc);
+    const TensorDescriptor y_desc(p.batch, p.out_channels, p.out_h, p.out_w, type);
+    const Problem problem{true, handle, x_desc, w_desc, conv_desc, y_desc};
+    const int algo = ConvAlgoCache::instance().get(
+        conv_problem_key(tc, device, false) + (io == ConvIo::f16 ? ";f16" : ";bf16"), false,
+        std::string(), [&] { return heuristic_algorithm(problem); });
     convolution_forward(problem, algo, x_io, w_io, y_io, device, stream);
+  }
   const int64_t plane = p.out_h * p.out_w;
   if (io == ConvIo::f16)
     widen_bias_kernel<<<grid_for(out_n), kBlockSize, 0, stream>>>(
@@ -444,6 +442,15 @@ void conv2d_backward(const Conv2dParams& p, const float* x, const float* w, cons
       NNX_CUDA_CHECK(cudaMemsetAsync(db, 0, size_t(p.out_channels) * sizeof(float), stream));
     return;
   }
+  if (conv_graph_api_enabled()) {  // what the graph API takes is done (null)
+    if (dx != nullptr && conv_graph_run(ConvPass::backward_data, p, dx, const_cast<float*>(w),
+                                        const_cast<float*>(dy), device, stream))
+      dx = nullptr;
+    if (dw != nullptr && conv_graph_run(ConvPass::backward_filter, p, const_cast<float*>(x), dw,
+                                        const_cast<float*>(dy), device, stream))
+      dw = nullptr;
+    if (dx == nullptr && dw == nullptr && db == nullptr) return;
+  }
   const cudnnHandle_t handle = cudnn_handle(stream);
   const TensorDescriptor x_desc(p.batch, p.in_channels, p.in_h, p.in_w);
   const FilterDescriptor w_desc(p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w);
@@ -452,15 +459,6 @@ void conv2d_backward(const Conv2dParams& p, const float* x, const float* w, cons
   const Problem problem{p.allow_tf32, handle, x_desc, w_desc, conv_desc, y_desc};
   const float one = 1.0f, zero = 0.0f;
   auto& cache = ConvAlgoCache::instance();
-  const bool graph_api = conv_graph_api_enabled();
-  if (dx != nullptr && graph_api &&
-      conv_graph_run(ConvPass::backward_data, p, dx, const_cast<float*>(w), const_cast<float*>(dy),
-                     device, stream))
-    dx = nullptr;  // done
-  if (dw != nullptr && graph_api &&
-      conv_graph_run(ConvPass::backward_filter, p, const_cast<float*>(x), dw,
-                     const_cast<float*>(dy), device, stream))
-    dw = nullptr;
   if (dx != nullptr) {
     const int algo = cache.get(conv_problem_key(p, device, false) + ";backward_data", false,
                                std::string(), [&] { return backward_data_algorithm(problem); });
@@ -519,10 +517,7 @@ bool conv2d_bias_relu_forward(const Conv2dParams& p, const float* x, const float
     if (!conv_graph_run(ConvPass::forward, p, const_cast<float*>(x), const_cast<float*>(w), y,
                         device, stream))
       return false;
-    const int64_t n = p.batch * p.out_channels * p.out_h * p.out_w;
-    bias_residual_relu_kernel<<<grid_for(n), kBlockSize, 0, stream>>>(bias, z, n, p.out_h * p.out_w,
-                                                                      p.out_channels, y);
-    NNX_CUDA_CHECK_LAUNCH();
+    bias_epilogue(p, bias, z, true, y, stream);
     return true;
   }
   const std::string key =

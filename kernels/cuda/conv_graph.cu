@@ -1,7 +1,6 @@
 // Conv2d through cuDNN's graph API (see conv_graph.h).
 #include <cudnn.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -65,16 +64,9 @@ int64_t alignment_of(std::initializer_list<const void*> pointers) {
   return align;
 }
 
-cudnnDataType_t data_type(ConvData data) {
-  switch (data) {
-    case ConvData::f16:
-      return CUDNN_DATA_HALF;
-    case ConvData::bf16:
-      return CUDNN_DATA_BFLOAT16;
-    case ConvData::f32:
-      break;
-  }
-  return CUDNN_DATA_FLOAT;
+cudnnDataType_t data_type(std::optional<ConvIo> io) {
+  if (!io) return CUDNN_DATA_FLOAT;
+  return *io == ConvIo::f16 ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16;
 }
 
 std::unique_ptr<Descriptor> tensor(int64_t uid, int64_t n, int64_t c, int64_t h, int64_t w,
@@ -94,10 +86,10 @@ struct OperationGraph {
   std::unique_ptr<Descriptor> x, w, y, conv, op, graph;
 };
 
-OperationGraph operation_graph(ConvPass pass, const Conv2dParams& p, ConvData data, int64_t align,
-                               cudnnHandle_t handle) {
+OperationGraph operation_graph(ConvPass pass, const Conv2dParams& p, std::optional<ConvIo> io,
+                               int64_t align, cudnnHandle_t handle) {
   OperationGraph g;
-  const cudnnDataType_t type = data_type(data);
+  const cudnnDataType_t type = data_type(io);
   g.x = tensor(kUidX, p.batch, p.in_channels, p.in_h, p.in_w, align, type);
   // Groups are implied by the filter's channels (in_channels / groups).
   g.w =
@@ -304,20 +296,20 @@ bool conv_graph_api_enabled() {
 }
 
 bool conv_graph_run(ConvPass pass, const Conv2dParams& p, void* x, void* w, void* y, int device,
-                    cudaStream_t stream, ConvData data) {
+                    cudaStream_t stream, std::optional<ConvIo> io) {
   const cudnnHandle_t handle = cudnn_handle(stream);
   thread_local PlanCache cache;
   const bool search = conv_search_enabled();
   const int64_t align = alignment_of({x, w, y});
-  const bool tensor_cores = p.allow_tf32 || data != ConvData::f32;
+  const bool tensor_cores = p.allow_tf32 || io.has_value();
   const std::string key = conv_problem_key(p, device, search) + ";graph;" + pass_name(pass) +
-                          (data == ConvData::f16    ? ";f16"
-                           : data == ConvData::bf16 ? ";bf16"
-                                                    : "") +
+                          (!io                  ? ""
+                           : *io == ConvIo::f16 ? ";f16"
+                                                : ";bf16") +
                           ";align=" + std::to_string(align);
   auto found = cache.plans.find(key);
   if (found == cache.plans.end()) {
-    const OperationGraph graph = operation_graph(pass, p, data, align, handle);
+    const OperationGraph graph = operation_graph(pass, p, io, align, handle);
     std::vector<std::unique_ptr<Descriptor>> configs;
     add_configs(graph, CUDNN_HEUR_MODE_A, tensor_cores, configs);
     add_configs(graph, CUDNN_HEUR_MODE_FALLBACK, tensor_cores, configs);

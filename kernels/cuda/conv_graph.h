@@ -7,6 +7,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <optional>
 #include <string>
 
 #include "kernels/cuda/conv2d.h"
@@ -18,10 +19,9 @@ namespace nnx::cuda {
 bool conv_graph_api_enabled();
 
 enum class ConvPass { forward, backward_data, backward_filter };
-// The operands' type: float32, or fp16 / bf16 (tensor cores, float32 accumulation).
-enum class ConvData { f32, f16, bf16 };
 
-// One pass, its output overwritten, all operands contiguous NCHW of `data` on the current device,
+// One pass, its output overwritten, all operands contiguous NCHW on the current device, float32
+// or, with `io`, fp16 / bf16 (tensor cores, float32 accumulation),
 // queued on `stream`: forward y = conv(x, w); backward_data x = the gradient of the input from
 // y (dy) and w; backward_filter w = the gradient of the weight from x and y (dy). Engines are
 // those the math allows: no tensor cores unless params.allow_tf32, never down-converted inputs.
@@ -30,7 +30,7 @@ enum class ConvData { f32, f16, bf16 };
 // that finalizes. Returns false, having queued nothing, when no engine takes the problem (the
 // answer is kept); throws Error(device) when a cuDNN call fails otherwise.
 bool conv_graph_run(ConvPass pass, const Conv2dParams& params, void* x, void* w, void* y,
-                    int device, cudaStream_t stream, ConvData data = ConvData::f32);
+                    int device, cudaStream_t stream, std::optional<ConvIo> io = std::nullopt);
 
 // The text key of a convolution problem on `device` (shapes, padding, strides, dilation,
 // groups, math, device and cuDNN version) that the algorithm caches use (conv2d.cu).

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -858,9 +859,8 @@ TEST_F(CudaOps, ConvolutionGraphApiMatchesTheLegacyApi) {
         Tensor y_reduced = Tensor::empty(y_shape, DType::f32, gpu);
         cuda::conv2d_forward_reduced(p, io, f(x), w_io.raw_data(), nullptr, f(y_reduced), 0,
                                      nullptr);
-        EXPECT_TRUE(cuda::conv_graph_run(
-            cuda::ConvPass::forward, p, x_io.raw_data(), w_io.raw_data(), y_io.raw_data(), 0,
-            nullptr, io == cuda::ConvIo::f16 ? cuda::ConvData::f16 : cuda::ConvData::bf16));
+        EXPECT_TRUE(cuda::conv_graph_run(cuda::ConvPass::forward, p, x_io.raw_data(),
+                                         w_io.raw_data(), y_io.raw_data(), 0, nullptr, io));
         EXPECT_LE(
             relative_error(y_io.to(Device::cpu()).to(DType::f32), y_reduced.to(Device::cpu())),
             io == cuda::ConvIo::f16 ? 2e-3 : 1.6e-2)
@@ -1008,6 +1008,28 @@ bool load_case_on_device(const fs::path& folder, NetworkCase& c, Model& on_devic
   return true;
 }
 
+// body(name, c, on_device, index) for each network fixture that comes with weights, its model
+// loaded onto cuda:0; index counts the networks body finished before. An exception fails the
+// test, naming the network. Returns how many networks body finished.
+int on_each_network(
+    const std::vector<fs::path>& folders,
+    const std::function<void(const std::string&, NetworkCase&, Model&, int)>& body) {
+  int finished = 0;
+  for (const fs::path& folder : folders) {
+    const std::string name = folder.filename().string();
+    try {
+      NetworkCase c;
+      Model on_device;
+      if (!load_case_on_device(folder, c, on_device)) continue;
+      body(name, c, on_device, finished);
+      ++finished;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << name << ": " << e.what();
+    }
+  }
+  return finished;
+}
+
 TEST_F(CudaOps, EveryNetworkMatchesTheCpuAndPyTorchNodeByNode) {
   const auto folders = model_case_folders();
   if (folders.empty() && std::string(NNX_PYTHON).empty())
@@ -1065,31 +1087,21 @@ TEST_F(CudaOps, FusedAndUnfusedExecutorsMatchTheCpuAndPyTorch) {
   const auto folders = model_case_folders();
   if (folders.empty() && std::string(NNX_PYTHON).empty())
     GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
-  int compared = 0;
-  for (const fs::path& folder : folders) {
-    const std::string name = folder.filename().string();
-    try {
-      NetworkCase c;
-      Model on_device;
-      if (!load_case_on_device(folder, c, on_device)) continue;
-      Executor cpu(c.model, {.threads = 2});
-      const std::vector<Tensor> on_cpu = cpu(c.inputs);
-      for (bool fuse : {true, false}) {
-        Executor gpu(on_device, {.fuse = fuse});
-        for (int run = 0; run < 2; ++run) {  // the second reuses the folded weights' copies
-          std::vector<Tensor> got = gpu(c.inputs);
-          for (Tensor& t : got) t = t.to(Device::cpu());
-          EXPECT_EQ(
-              compare(got, c.refs, c.tol, "PyTorch") + compare(got, on_cpu, kCpuTolerance, "CPU"),
-              "")
-              << name << (fuse ? " fused" : " unfused") << ", run " << run;
-        }
+  const int compared = on_each_network(folders, [&](const std::string& name, NetworkCase& c,
+                                                    Model& on_device, int) {
+    Executor cpu(c.model, {.threads = 2});
+    const std::vector<Tensor> on_cpu = cpu(c.inputs);
+    for (bool fuse : {true, false}) {
+      Executor gpu(on_device, {.fuse = fuse});
+      for (int run = 0; run < 2; ++run) {  // the second reuses the folded weights' copies
+        std::vector<Tensor> got = gpu(c.inputs);
+        for (Tensor& t : got) t = t.to(Device::cpu());
+        EXPECT_EQ(
+            compare(got, c.refs, c.tol, "PyTorch") + compare(got, on_cpu, kCpuTolerance, "CPU"), "")
+            << name << (fuse ? " fused" : " unfused") << ", run " << run;
       }
-      ++compared;
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << name << ": " << e.what();
     }
-  }
+  });
   EXPECT_GT(compared, 0);
 }
 
@@ -1101,49 +1113,40 @@ TEST_F(CudaOps, CudaGraphReplaysMatchKernelByKernelRunsOnNewInputs) {
   const auto folders = model_case_folders();
   if (folders.empty() && std::string(NNX_PYTHON).empty())
     GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
-  int compared = 0;
   bool saw_host_node = false;
   RandomEngine rng(31);
-  for (const fs::path& folder : folders) {
-    const std::string name = folder.filename().string();
-    try {
-      NetworkCase c;
-      Model on_device;
-      if (!load_case_on_device(folder, c, on_device)) continue;
-      Executor eager(on_device, {.cuda_graph = false});
-      Executor graphed(on_device);
-      EXPECT_EQ(eager.cuda_graph_state(), "off");
-      // A copy whose weights may change is never captured.
-      Executor on_copy(on_device.clone());
-      on_copy(c.inputs);
-      on_copy(c.inputs);
-      EXPECT_EQ(on_copy.cuda_graph_state().rfind("off: the model's weights may change", 0), 0u)
-          << on_copy.cuda_graph_state();
-      // Batches: the fixture's, then one more (another plan), then the fixture's again.
-      const int64_t batch = c.inputs[0].dim() == 4 ? c.inputs[0].size(0) : 1;
-      for (int64_t n : {batch, batch, batch, batch + 1, batch + 1, batch + 1, batch, batch}) {
-        std::vector<Tensor> inputs;
-        for (const Tensor& t : c.inputs) {
-          Tensor x = t.dim() == 3 ? t.unsqueeze(0) : t;
-          Shape shape = x.shape();
-          shape[0] = n;
-          Tensor fresh = random_tensor(shape, rng, -2.0f, 2.0f);
-          inputs.push_back(compared % 2 == 0 ? fresh : fresh.to(Device::cuda(0)));
+  const int compared = on_each_network(
+      folders, [&](const std::string& name, NetworkCase& c, Model& on_device, int index) {
+        Executor eager(on_device, {.cuda_graph = false});
+        Executor graphed(on_device);
+        EXPECT_EQ(eager.cuda_graph_state(), "off");
+        // A copy whose weights may change is never captured.
+        Executor on_copy(on_device.clone());
+        on_copy(c.inputs);
+        on_copy(c.inputs);
+        EXPECT_EQ(on_copy.cuda_graph_state().rfind("off: the model's weights may change", 0), 0u)
+            << on_copy.cuda_graph_state();
+        // Batches: the fixture's, then one more (another plan), then the fixture's again.
+        const int64_t batch = c.inputs[0].dim() == 4 ? c.inputs[0].size(0) : 1;
+        for (int64_t n : {batch, batch, batch, batch + 1, batch + 1, batch + 1, batch, batch}) {
+          std::vector<Tensor> inputs;
+          for (const Tensor& t : c.inputs) {
+            Tensor x = t.dim() == 3 ? t.unsqueeze(0) : t;
+            Shape shape = x.shape();
+            shape[0] = n;
+            Tensor fresh = random_tensor(shape, rng, -2.0f, 2.0f);
+            inputs.push_back(index % 2 == 0 ? fresh : fresh.to(Device::cuda(0)));
+          }
+          std::vector<Tensor> want = eager(inputs), got = graphed(inputs);
+          for (Tensor& t : want) t = t.to(Device::cpu());
+          for (Tensor& t : got) t = t.to(Device::cpu());
+          EXPECT_EQ(compare(got, want, kCpuTolerance, "kernel by kernel"), "")
+              << name << ", batch " << n << ": " << graphed.cuda_graph_state();
         }
-        std::vector<Tensor> want = eager(inputs), got = graphed(inputs);
-        for (Tensor& t : want) t = t.to(Device::cpu());
-        for (Tensor& t : got) t = t.to(Device::cpu());
-        EXPECT_EQ(compare(got, want, kCpuTolerance, "kernel by kernel"), "")
-            << name << ", batch " << n << ": " << graphed.cuda_graph_state();
-      }
-      const std::string& state = graphed.cuda_graph_state();
-      EXPECT_EQ(state.rfind("captured: ", 0), 0u) << name << ": " << state;
-      saw_host_node = saw_host_node || state.find("on the host") != std::string::npos;
-      ++compared;
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << name << ": " << e.what();
-    }
-  }
+        const std::string& state = graphed.cuda_graph_state();
+        EXPECT_EQ(state.rfind("captured: ", 0), 0u) << name << ": " << state;
+        saw_host_node = saw_host_node || state.find("on the host") != std::string::npos;
+      });
   EXPECT_GT(compared, 0);
   EXPECT_TRUE(saw_host_node) << "no network with a host node (the seed network's YOLO head)";
 }
@@ -1267,18 +1270,14 @@ TEST_F(CudaOps, Tf32RunsStayNearFp32) {
   const auto folders = model_case_folders();
   if (folders.empty() && std::string(NNX_PYTHON).empty())
     GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
-  int compared = 0;
-  for (const fs::path& folder : folders) {
-    NetworkCase c;
-    Model on_device;
-    if (!load_case_on_device(folder, c, on_device)) continue;
-    Executor fp32(on_device), tf32(on_device, {.precision = Precision::tf32});
-    std::vector<Tensor> a = fp32(c.inputs), b = tf32(c.inputs);
-    for (Tensor& t : a) t = t.to(Device::cpu());
-    for (Tensor& t : b) t = t.to(Device::cpu());
-    EXPECT_EQ(compare(b, a, kTf32Tolerance, "fp32"), "") << folder.filename().string();
-    ++compared;
-  }
+  const int compared =
+      on_each_network(folders, [&](const std::string& name, NetworkCase& c, Model& on_device, int) {
+        Executor fp32(on_device), tf32(on_device, {.precision = Precision::tf32});
+        std::vector<Tensor> a = fp32(c.inputs), b = tf32(c.inputs);
+        for (Tensor& t : a) t = t.to(Device::cpu());
+        for (Tensor& t : b) t = t.to(Device::cpu());
+        EXPECT_EQ(compare(b, a, kTf32Tolerance, "fp32"), "") << name;
+      });
   EXPECT_GT(compared, 0);
 }
 
@@ -1292,24 +1291,21 @@ TEST_F(CudaOps, Fp16AndBf16RunsStayNearFp32) {
     GTEST_SKIP() << "no Python with torch: PyTorch fixtures not generated";
   for (auto [precision, tol] :
        {std::pair{Precision::fp16, 1e-2}, std::pair{Precision::bf16, 5e-2}}) {
-    int compared = 0;
     double largest = 0;
-    for (const fs::path& folder : folders) {
-      NetworkCase c;
-      Model on_device;
-      if (!load_case_on_device(folder, c, on_device)) continue;
-      Executor fp32(on_device), reduced(on_device, {.precision = precision});
-      for (int run = 0; run < 2; ++run) {  // the second from the CUDA graph
-        std::vector<Tensor> a = fp32(c.inputs), b = reduced(c.inputs);
-        for (Tensor& t : a) t = t.to(Device::cpu());
-        for (Tensor& t : b) t = t.to(Device::cpu());
-        EXPECT_EQ(compare(b, a, tol, "fp32"), "")
-            << folder.filename().string() << " " << precision_name(precision) << ", run " << run;
-        for (size_t k = 0; k < a.size(); ++k)
-          if (a[k].dtype() == DType::f32) largest = std::max(largest, relative_error(b[k], a[k]));
-      }
-      ++compared;
-    }
+    const int compared = on_each_network(
+        folders, [&](const std::string& name, NetworkCase& c, Model& on_device, int) {
+          Executor fp32(on_device), reduced(on_device, {.precision = precision});
+          for (int run = 0; run < 2; ++run) {  // the second from the CUDA graph
+            std::vector<Tensor> a = fp32(c.inputs), b = reduced(c.inputs);
+            for (Tensor& t : a) t = t.to(Device::cpu());
+            for (Tensor& t : b) t = t.to(Device::cpu());
+            EXPECT_EQ(compare(b, a, tol, "fp32"), "")
+                << name << " " << precision_name(precision) << ", run " << run;
+            for (size_t k = 0; k < a.size(); ++k)
+              if (a[k].dtype() == DType::f32)
+                largest = std::max(largest, relative_error(b[k], a[k]));
+          }
+        });
     EXPECT_GT(compared, 0);
     EXPECT_GT(largest, 0.0) << precision_name(precision) << " gave exactly fp32's outputs";
     std::printf("[ cuda ops ] %s: largest relative difference to fp32 %.2e\n",

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -21,9 +22,10 @@ namespace {
 
 // The operands' unique ids in every pass's graph.
 constexpr int64_t kUidX = 1, kUidW = 2, kUidY = 3;
-// Candidates a timed search runs, at most, and the workspace it lets one ask for.
+// Candidates a timed search runs, at most, and the workspace a plan may ask for (one that asks
+// for more is passed over, searched or not).
 constexpr size_t kMaxSearched = 16;
-constexpr int64_t kMaxSearchWorkspace = int64_t(1) << 30;
+constexpr int64_t kMaxWorkspace = int64_t(1) << 30;
 
 // One backend descriptor, destroyed with its owner.
 class Descriptor {
@@ -207,10 +209,12 @@ void add_configs(const OperationGraph& g, cudnnBackendHeurMode_t mode, bool allo
     if (allowed(*configs[size_t(i)], allow_tf32)) out.push_back(std::move(configs[size_t(i)]));
 }
 
-// A finalized execution plan and the workspace it needs.
+// A finalized execution plan and the workspace it needs; `ran` once it has executed without
+// error (until then a failure passes the problem to the legacy API instead of throwing).
 struct Plan {
   std::unique_ptr<Descriptor> plan;
   int64_t workspace = 0;
+  bool ran = false;
 };
 
 std::unique_ptr<Plan> make_plan(const Descriptor& cfg, cudnnHandle_t handle) {
@@ -281,11 +285,12 @@ const char* pass_name(ConvPass pass) {
   return "?";
 }
 
-// This thread's plans per device, problem and pass (a handle belongs to one thread: so does a
-// plan finalized with it). Constructed after the thread's cuDNN handle, so destroyed before it.
-// A null plan: no engine takes the problem.
+// This thread's plans per device, problem and pass (a handle belongs to one thread and device:
+// so does a plan finalized with it; the problem key names the device's model, not its index).
+// Constructed after the thread's cuDNN handle, so destroyed before it. A null plan: no engine
+// takes the problem.
 struct PlanCache {
-  std::map<std::string, std::unique_ptr<Plan>> plans;
+  std::map<std::pair<int, std::string>, std::unique_ptr<Plan>> plans;
 };
 
 }  // namespace
@@ -307,15 +312,25 @@ bool conv_graph_run(ConvPass pass, const Conv2dParams& p, void* x, void* w, void
                            : *io == ConvIo::f16 ? ";f16"
                                                 : ";bf16") +
                           ";align=" + std::to_string(align);
-  auto found = cache.plans.find(key);
+  auto found = cache.plans.find({device, key});
   if (found == cache.plans.end()) {
-    const OperationGraph graph = operation_graph(pass, p, io, align, handle);
+    // A graph cuDNN does not accept (a status from a descriptor's finalize) leaves the problem to
+    // the legacy API.
+    std::optional<OperationGraph> graph;
+    try {
+      graph.emplace(operation_graph(pass, p, io, align, handle));
+    } catch (const Error&) {
+      cache.plans.emplace(std::pair{device, key}, nullptr);
+      return false;
+    }
     std::vector<std::unique_ptr<Descriptor>> configs;
-    add_configs(graph, CUDNN_HEUR_MODE_A, tensor_cores, configs);
-    add_configs(graph, CUDNN_HEUR_MODE_FALLBACK, tensor_cores, configs);
+    add_configs(*graph, CUDNN_HEUR_MODE_A, tensor_cores, configs);
+    add_configs(*graph, CUDNN_HEUR_MODE_FALLBACK, tensor_cores, configs);
     auto first_that_finalizes = [&]() -> std::unique_ptr<Plan> {
-      for (const auto& config : configs)
-        if (auto plan = make_plan(*config, handle)) return plan;
+      for (const auto& config : configs) {
+        auto plan = make_plan(*config, handle);
+        if (plan && plan->workspace <= kMaxWorkspace) return plan;
+      }
       return nullptr;
     };
     std::unique_ptr<Plan> chosen;
@@ -329,7 +344,7 @@ bool conv_graph_run(ConvPass pass, const Conv2dParams& p, void* x, void* w, void
         size_t tried = 0;
         for (size_t i = 0; i < configs.size() && tried < kMaxSearched; ++i) {
           std::unique_ptr<Plan> plan = make_plan(*configs[i], handle);
-          if (!plan || plan->workspace > kMaxSearchWorkspace) continue;
+          if (!plan || plan->workspace > kMaxWorkspace) continue;
           ++tried;
           const float ms = time_plan(*plan, handle, x, w, y, device, stream);
           if (ms >= 0 && (best_ms < 0 || ms < best_ms)) {
@@ -343,10 +358,22 @@ bool conv_graph_run(ConvPass pass, const Conv2dParams& p, void* x, void* w, void
         chosen = make_plan(*configs[size_t(rank)], handle);
       if (!chosen) chosen = first_that_finalizes();
     }
-    found = cache.plans.emplace(key, std::move(chosen)).first;
+    found = cache.plans.emplace(std::pair{device, key}, std::move(chosen)).first;
   }
-  if (!found->second) return false;
-  execute(*found->second, handle, x, w, y, device, stream);
+  Plan* plan = found->second.get();
+  if (plan == nullptr) return false;
+  if (plan->ran) {
+    execute(*plan, handle, x, w, y, device, stream);
+    return true;
+  }
+  try {  // the first run: a plan that does not execute (its workspace, a rejected pack) is dropped
+    execute(*plan, handle, x, w, y, device, stream);
+  } catch (const Error&) {
+    (void)cudaGetLastError();
+    found->second.reset();
+    return false;
+  }
+  plan->ran = true;
   return true;
 }
 

@@ -27,8 +27,10 @@ enum class ConvPass { forward, backward_data, backward_filter };
 // those the math allows: no tensor cores unless params.allow_tf32, never down-converted inputs.
 // With NNX_CUDNN_SEARCH=1 the candidates are timed on these buffers and the fastest kept (its
 // rank persisted in NNX_CUDNN_CACHE like the legacy algorithms), else the heuristics' first
-// that finalizes. Returns false, having queued nothing, when no engine takes the problem (the
-// answer is kept); throws Error(device) when a cuDNN call fails otherwise.
+// that finalizes (a plan asking for over 1 GiB of workspace is passed over). Returns false,
+// having queued nothing, when cuDNN rejects the graph, no engine takes the problem or the
+// chosen plan's first run fails (each answer kept per thread and device); throws Error(device)
+// when a plan that has run fails later.
 bool conv_graph_run(ConvPass pass, const Conv2dParams& params, void* x, void* w, void* y,
                     int device, cudaStream_t stream, std::optional<ConvIo> io = std::nullopt);
 

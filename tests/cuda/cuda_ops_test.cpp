@@ -794,6 +794,26 @@ TEST_F(CudaOps, ConvolutionGraphApiMatchesTheLegacyApi) {
   ::unsetenv("NNX_CUDNN_API");
   RandomEngine rng(17);
   const Device gpu = Device::cuda(0);
+#ifdef NNX_CUDA_EMULATOR
+  {
+    // The CUDA emulator has no graph API (its cuDNN answers NOT_SUPPORTED): a convolution under
+    // NNX_CUDNN_API=graph falls back to the legacy API, heuristic and searched.
+    std::shared_ptr<Op> op = make_op(parse_call("Conv2d(8, 16, 3, padding=1, bias=True)"));
+    randomise_params(*op, rng);
+    const Tensor x = random_tensor({2, 8, 24, 24}, rng, -1, 1);
+    const auto on_cpu = forward_on(*op, {x}, 1, Device::cpu());
+    for (const char* search : {"0", "1"}) {
+      ::setenv("NNX_CUDNN_API", "graph", 1);
+      ::setenv("NNX_CUDNN_SEARCH", search, 1);
+      EXPECT_TRUE(compare(forward_on(*op, {x}, 1, gpu), on_cpu, kCpuTolerance, "CPU").empty())
+          << "NNX_CUDNN_SEARCH=" << search;
+    }
+    ::unsetenv("NNX_CUDNN_SEARCH");
+    ::unsetenv("NNX_CUDNN_API");
+    cuda::ConvAlgoCache::instance().clear();
+  }
+  GTEST_SKIP() << "the CUDA emulator has no cuDNN graph API: checked only that it falls back";
+#endif
   auto problem = [](int64_t batch, int64_t in_c, int64_t h, int64_t w, int64_t out_c, int64_t k,
                     int64_t stride, int64_t pad, int64_t dilation, int64_t groups) {
     cuda::Conv2dParams p;

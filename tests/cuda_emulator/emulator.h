@@ -1,0 +1,208 @@
+// The CUDA emulator's device side: what a kernel source (kernels/cuda/*.cu, rewritten by
+// cu_to_cpp.py) needs to compile as plain C++ and run on the host. Included first in every
+// rewritten source.
+//
+// A launch runs every block of the grid, one after another, on the calling thread; the threads
+// of a block are fibers that run until they finish, reach __syncthreads (where they wait for the
+// whole block) or exchange values through a warp shuffle. Shared memory is thread-local storage
+// (one block runs at a time per host thread). See README.md for what it checks and what it cannot.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace nnx::emu {
+
+// The running fiber's coordinates, set by the scheduler before it resumes a fiber.
+struct Coordinates {
+  uint3 thread_idx;
+  uint3 block_idx;
+  dim3 block_dim;
+  dim3 grid_dim;
+};
+extern thread_local Coordinates here;
+
+// Runs body(arg) for every thread of every block (or records it while `stream` is captured
+// into a CUDA graph). Sets the thread's last error, as a launch does, for a bad configuration.
+void run_kernel(dim3 grid, dim3 block, size_t dynamic_shared, cudaStream_t stream,
+                void (*body)(void*), void* arg, void (*release)(void*),
+                void* (*clone)(const void*));
+
+// Waits for every thread of the block.
+void syncthreads();
+
+// Warp shuffles: every lane of the warp publishes `bytes` of its value and reads the one of
+// `source` (a lane of the same warp, or its own when out of range); a lane that has not reached
+// the same shuffle is reported as an error and aborts.
+void shuffle(const void* value, void* result, size_t bytes, int source_lane);
+int lane_id();
+
+template <class F>
+void launch(F&& body, dim3 grid, dim3 block, size_t dynamic_shared = 0,
+            cudaStream_t stream = nullptr) {
+  using Body = std::decay_t<F>;
+  // The kernel's arguments were captured by value, as a launch copies them, so a closure may
+  // outlive this call (graph capture keeps it).
+  auto* owned = new Body(std::forward<F>(body));
+  run_kernel(
+      grid, block, dynamic_shared, stream, [](void* p) { (*static_cast<Body*>(p))(); }, owned,
+      [](void* p) { delete static_cast<Body*>(p); },
+      [](const void* p) -> void* { return new Body(*static_cast<const Body*>(p)); });
+}
+
+template <class T>
+T shfl(T v, int source_lane) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffle of a wide type");
+  T out;
+  shuffle(&v, &out, sizeof(T), source_lane);
+  return out;
+}
+
+template <class T>
+T atomic_add(T* address, T value) {
+  const T old = *address;
+  *address = old + value;
+  return old;
+}
+
+template <class T>
+T atomic_max(T* address, T value) {
+  const T old = *address;
+  if (value > old) *address = value;
+  return old;
+}
+
+}  // namespace nnx::emu
+
+// ---- CUDA's device-side names, on the host -----------------------------------------------------
+
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __noinline__
+#undef __shared__
+#undef __constant__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __shared__ static thread_local
+#define __constant__
+#define __launch_bounds__(...)
+
+#define threadIdx (::nnx::emu::here.thread_idx)
+#define blockIdx (::nnx::emu::here.block_idx)
+#define blockDim (::nnx::emu::here.block_dim)
+#define gridDim (::nnx::emu::here.grid_dim)
+constexpr int warpSize = 32;
+
+inline void __syncthreads() {
+  ::nnx::emu::syncthreads();
+}
+
+template <class T>
+T __shfl_sync(unsigned, T v, int source, int width = 32) {
+  const int lane = ::nnx::emu::lane_id();
+  return ::nnx::emu::shfl(v, (lane / width) * width + source % width);
+}
+template <class T>
+T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
+  const int lane = ::nnx::emu::lane_id();
+  const int source = lane + int(delta);
+  return ::nnx::emu::shfl(v, source / width == lane / width ? source : lane);
+}
+template <class T>
+T __shfl_up_sync(unsigned, T v, unsigned delta, int width = 32) {
+  const int lane = ::nnx::emu::lane_id();
+  const int source = lane - int(delta);
+  return ::nnx::emu::shfl(v, source >= 0 && source / width == lane / width ? source : lane);
+}
+template <class T>
+T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
+  const int lane = ::nnx::emu::lane_id();
+  const int source = lane ^ mask;
+  return ::nnx::emu::shfl(v, source / width == lane / width ? source : lane);
+}
+
+template <class T, class U>
+T atomicAdd(T* address, U value) {
+  return ::nnx::emu::atomic_add(address, T(value));
+}
+template <class T, class U>
+T atomicMax(T* address, U value) {
+  return ::nnx::emu::atomic_max(address, T(value));
+}
+
+// CUDA's min and max over mixed arithmetic types.
+template <class A, class B>
+std::common_type_t<A, B> min(A a, B b) {
+  return b < a ? b : a;
+}
+template <class A, class B>
+std::common_type_t<A, B> max(A a, B b) {
+  return a < b ? b : a;
+}
+
+// Intrinsics with IEEE rounding are the plain operations on the host.
+inline float __fmul_rn(float a, float b) {
+  return a * b;
+}
+inline float __fadd_rn(float a, float b) {
+  return a + b;
+}
+inline double __dadd_rn(double a, double b) {
+  return a + b;
+}
+inline double __dsub_rn(double a, double b) {
+  return a - b;
+}
+inline double __dmul_rn(double a, double b) {
+  return a * b;
+}
+inline long long __double_as_longlong(double v) {
+  long long out;
+  std::memcpy(&out, &v, sizeof out);
+  return out;
+}
+inline double __longlong_as_double(long long v) {
+  double out;
+  std::memcpy(&out, &v, sizeof out);
+  return out;
+}
+inline float __int_as_float(int v) {
+  float out;
+  std::memcpy(&out, &v, sizeof out);
+  return out;
+}
+inline int __float_as_int(float v) {
+  int out;
+  std::memcpy(&out, &v, sizeof out);
+  return out;
+}
+inline float __expf(float v) {
+  return std::exp(v);
+}
+inline float __logf(float v) {
+  return std::log(v);
+}
+inline float __fdividef(float a, float b) {
+  return a / b;
+}
+inline float rsqrtf(float v) {
+  return 1.0f / std::sqrt(v);
+}
+inline double rsqrt(double v) {
+  return 1.0 / std::sqrt(v);
+}
+using std::isinf;
+using std::isnan;

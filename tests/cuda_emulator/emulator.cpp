@@ -331,7 +331,7 @@ namespace {
 
 struct Memory {
   std::mutex mutex;
-  std::map<uintptr_t, size_t> blocks;  // start -> bytes
+  std::map<uintptr_t, size_t> blocks;  // start -> bytes asked for (the checks' bound)
   size_t used = 0;
   size_t limit = size_t(env_int("NNX_EMU_MEMORY_MB", 16384)) << 20;
 };
@@ -664,14 +664,17 @@ cudaError_t cudaMalloc(void** p, size_t n) {
     if (rounded > m.limit - m.used) return fail(cudaErrorMemoryAllocation);
     m.used += rounded;
   }
-  void* q = std::aligned_alloc(256, rounded);
+  // Exactly the bytes asked for (256-byte aligned, as cudaMalloc's are): under AddressSanitizer
+  // an access one element past them is reported.
+  void* q = nullptr;
+  if (posix_memalign(&q, 256, std::max<size_t>(n, 1)) != 0) q = nullptr;
   if (q == nullptr) {
     std::lock_guard<std::mutex> lock(m.mutex);
     m.used -= rounded;
     return fail(cudaErrorMemoryAllocation);
   }
   std::lock_guard<std::mutex> lock(m.mutex);
-  m.blocks[uintptr_t(q)] = rounded;
+  m.blocks[uintptr_t(q)] = std::max<size_t>(n, 1);
   *p = q;
   return cudaSuccess;
 }
@@ -684,7 +687,7 @@ cudaError_t cudaFree(void* p) {
     std::lock_guard<std::mutex> lock(m.mutex);
     auto it = m.blocks.find(uintptr_t(p));
     if (it == m.blocks.end()) return fail(cudaErrorInvalidValue);
-    m.used -= it->second;
+    m.used -= (it->second + 255) / 256 * 256;
     m.blocks.erase(it);
   }
   std::free(p);
@@ -740,6 +743,13 @@ cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_device, const void* src, int 
     return fail(cudaErrorInvalidDevice);
   }
   return cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream);
+}
+
+cudaError_t cudaMemset(void* p, int value, size_t n) {
+  if (prohibited_during_capture("cudaMemset")) return fail(cudaErrorStreamCaptureUnsupported);
+  if (n != 0 && !is_device(p, n)) return fail(cudaErrorInvalidValue);
+  std::memset(p, value, n);
+  return cudaSuccess;
 }
 
 cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t stream) {

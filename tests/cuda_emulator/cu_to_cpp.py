@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Rewrites a CUDA source for the CUDA emulator: each launch `KERNEL<<<CONFIG>>>(ARGS);` becomes
-`::nnx::emu::launch([=] { KERNEL(ARGS); }, CONFIG);` (the arguments captured by value, as a launch
+`::nnx::emu::launch("KERNEL", [=] { KERNEL(ARGS); }, CONFIG);` (the arguments captured by value, as a launch
 copies them), and the emulator's header comes first. Everything else is left as written.
 
     cu_to_cpp.py SOURCE.cu OUTPUT.cpp
@@ -80,7 +80,8 @@ def rewrite(text):
         kernel = text[callee:start].strip()
         args = text[paren:args_end]
         out.append(text[pos:callee])
-        out.append("::nnx::emu::launch([=] { %s%s; }, %s)" % (kernel, args, config))
+        name = kernel.split("<")[0].split("::")[-1]
+        out.append('::nnx::emu::launch("%s", [=] { %s%s; }, %s)' % (name, kernel, args, config))
         pos = args_end
 
 

@@ -113,6 +113,7 @@ struct Block {
   int current = 0;
   void (*body)(void*) = nullptr;
   void* arg = nullptr;
+  const char* kernel = "kernel";  // the running kernel's name, for messages
   // Warp shuffles: a lane writes slot[round % 2][thread], reads its source's after a yield.
   uint64_t slot[2][kMaxThreads];
   unsigned slot_round[2][kMaxThreads];
@@ -209,6 +210,26 @@ void run_block(Block& b, dim3 block_dim) {
   }
 }
 
+// ---- call counts (NNX_EMU_STATS=1: printed at exit) ---------------------------------------------
+
+struct Counts {
+  std::mutex mutex;
+  std::map<std::string, long> calls;
+  ~Counts() {
+    const char* v = std::getenv("NNX_EMU_STATS");
+    if (v == nullptr || *v == '\0' || *v == '0') return;
+    std::vector<std::pair<long, std::string>> sorted;
+    for (const auto& [name, n] : calls) sorted.emplace_back(-n, name);
+    std::sort(sorted.begin(), sorted.end());
+    std::fprintf(stderr, "CUDA emulator: calls and launches in this process\n");
+    for (const auto& [n, name] : sorted) std::fprintf(stderr, "%10ld  %s\n", -n, name.c_str());
+  }
+};
+Counts& counts() {
+  static Counts c;
+  return c;
+}
+
 // ---- errors ------------------------------------------------------------------------------------
 
 thread_local cudaError_t last_error = cudaSuccess;
@@ -219,6 +240,12 @@ cudaError_t fail(cudaError_t e) {
 }
 
 }  // namespace
+
+void count(const char* what) {
+  Counts& c = counts();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  ++c.calls[what];
+}
 
 int lane_id() {
   const uint3 t = here.thread_idx;
@@ -248,10 +275,10 @@ void shuffle(const void* value, void* result, size_t bytes, int source_lane) {
   }
   // The source has published this round (it may have gone on to the next one, in the other slot).
   if (b.slot_round[parity][source] != round || b.fibers[source].shuffle_round < round + 1) {
-    die("warp shuffle: block (" + std::to_string(here.block_idx.x) + ", " +
-        std::to_string(here.block_idx.y) + "), thread " + std::to_string(me) + " reads lane " +
-        std::to_string(source_lane) + " (thread " + std::to_string(source) +
-        "), which has not reached the same shuffle (divergent warp)");
+    die("warp shuffle in " + std::string(b.kernel) + ": block (" +
+        std::to_string(here.block_idx.x) + ", " + std::to_string(here.block_idx.y) + "), thread " +
+        std::to_string(me) + " reads lane " + std::to_string(source_lane) + " (thread " +
+        std::to_string(source) + "), which has not reached the same shuffle (divergent warp)");
   }
   std::memcpy(result, &b.slot[parity][source], bytes);
 }
@@ -277,6 +304,7 @@ struct Recorded {
   size_t count = 0;
   size_t rows = 0, dst_pitch = 0, src_pitch = 0;
   enum Kind { kernel, copy, copy2d, set, event, host } kind = kernel;
+  const char* name = "kernel";
   cudaEvent_t recorded_event = nullptr;
   std::function<void()> work;  // host: a library call's work
 
@@ -296,6 +324,7 @@ struct Recorded {
         dst_pitch(o.dst_pitch),
         src_pitch(o.src_pitch),
         kind(o.kind),
+        name(o.name),
         recorded_event(o.recorded_event),
         work(o.work) {}
   Recorded& operator=(const Recorded&) = delete;
@@ -421,6 +450,7 @@ void execute(const Recorded& op) {
             here.grid_dim = g;
             b.body = op.body;
             b.arg = op.arg;
+            b.kernel = op.name;
             run_block(b, op.block);
           }
         }
@@ -463,6 +493,21 @@ cudaError_t submit(cudaStream_t stream, std::unique_ptr<Recorded> op) {
   return cudaSuccess;
 }
 
+const char* kind_name(cudaMemcpyKind kind) {
+  switch (kind) {
+    case cudaMemcpyHostToDevice:
+      return "host to device";
+    case cudaMemcpyDeviceToHost:
+      return "device to host";
+    case cudaMemcpyDeviceToDevice:
+      return "device to device";
+    case cudaMemcpyHostToHost:
+      return "host to host";
+    default:
+      return "default";
+  }
+}
+
 cudaError_t check_copy(const void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
   if (n == 0) return cudaSuccess;
   const bool dst_device = is_device(dst, n), src_device = is_device(src, n);
@@ -499,10 +544,12 @@ bool is_device_memory(const void* p, size_t bytes) {
   return is_device(p, bytes);
 }
 
-void run_kernel(dim3 grid, dim3 block_dim, size_t dynamic_shared, cudaStream_t stream,
-                void (*body)(void*), void* arg, void (*release)(void*),
+void run_kernel(const char* name, dim3 grid, dim3 block_dim, size_t dynamic_shared,
+                cudaStream_t stream, void (*body)(void*), void* arg, void (*release)(void*),
                 void* (*clone)(const void*)) {
+  count(name);
   auto op = std::make_unique<Recorded>();
+  op->name = name;
   op->kind = Recorded::kernel;
   op->body = body;
   op->arg = arg;
@@ -593,8 +640,9 @@ const char* cudaGetErrorString(cudaError_t e) {
   }
 }
 
-cudaError_t cudaGetDeviceCount(int* count) {
-  *count = device_count();
+cudaError_t cudaGetDeviceCount(int* n) {
+  count("cudaGetDeviceCount");
+  *n = device_count();
   return cudaSuccess;
 }
 
@@ -633,6 +681,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  count("cudaGetDeviceProperties");
   if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
   std::memset(prop, 0, sizeof *prop);
   std::snprintf(prop->name, sizeof prop->name, "nnx CUDA emulator (host)");
@@ -647,6 +696,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 }
 
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+  count("cudaMemGetInfo");
   Memory& m = memory();
   std::lock_guard<std::mutex> lock(m.mutex);
   *total = m.limit;
@@ -655,6 +705,7 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
 }
 
 cudaError_t cudaMalloc(void** p, size_t n) {
+  count("cudaMalloc");
   *p = nullptr;
   if (prohibited_during_capture("cudaMalloc")) return fail(cudaErrorStreamCaptureUnsupported);
   Memory& m = memory();
@@ -680,6 +731,7 @@ cudaError_t cudaMalloc(void** p, size_t n) {
 }
 
 cudaError_t cudaFree(void* p) {
+  count("cudaFree");
   if (p == nullptr) return cudaSuccess;
   if (prohibited_during_capture("cudaFree")) return fail(cudaErrorStreamCaptureUnsupported);
   Memory& m = memory();
@@ -695,6 +747,7 @@ cudaError_t cudaFree(void* p) {
 }
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  count((std::string("cudaMemcpy, ") + kind_name(kind)).c_str());
   if (prohibited_during_capture("cudaMemcpy")) return fail(cudaErrorStreamCaptureUnsupported);
   if (const cudaError_t e = check_copy(dst, src, n, kind)) return e;
   if (n != 0) std::memmove(dst, src, n);
@@ -703,6 +756,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind,
                             cudaStream_t stream) {
+  count((std::string("cudaMemcpyAsync, ") + kind_name(kind)).c_str());
   if (const cudaError_t e = check_copy(dst, src, n, kind)) return e;
   auto op = std::make_unique<Recorded>();
   op->kind = Recorded::copy;
@@ -715,6 +769,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch,
                               size_t width, size_t height, cudaMemcpyKind kind,
                               cudaStream_t stream) {
+  count("cudaMemcpy2DAsync");
   if (width > dpitch || width > spitch) return fail(cudaErrorInvalidValue);
   if (height != 0) {
     if (const cudaError_t e = check_copy(dst, src, 0, kind)) return e;
@@ -746,6 +801,7 @@ cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_device, const void* src, int 
 }
 
 cudaError_t cudaMemset(void* p, int value, size_t n) {
+  count("cudaMemset");
   if (prohibited_during_capture("cudaMemset")) return fail(cudaErrorStreamCaptureUnsupported);
   if (n != 0 && !is_device(p, n)) return fail(cudaErrorInvalidValue);
   std::memset(p, value, n);
@@ -753,6 +809,7 @@ cudaError_t cudaMemset(void* p, int value, size_t n) {
 }
 
 cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t stream) {
+  count("cudaMemsetAsync");
   if (n != 0 && !is_device(p, n)) return fail(cudaErrorInvalidValue);
   auto op = std::make_unique<Recorded>();
   op->kind = Recorded::set;
@@ -763,23 +820,27 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t stream) {
 }
 
 cudaError_t cudaDeviceSynchronize() {
+  count("cudaDeviceSynchronize");
   if (prohibited_during_capture("cudaDeviceSynchronize"))
     return fail(cudaErrorStreamCaptureUnsupported);
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* s) {
+  count("cudaStreamCreate");
   *s = new CUstream_st;
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
+  count("cudaStreamCreateWithFlags");
   *s = new CUstream_st;
   (*s)->blocking = (flags & cudaStreamNonBlocking) == 0;
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  count("cudaStreamDestroy");
   if (is_default(s)) return fail(cudaErrorInvalidResourceHandle);
   if (s->capturing) die("cudaStreamDestroy of a stream that is capturing");
   delete s;
@@ -787,6 +848,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  count("cudaStreamSynchronize");
   if (!is_default(s) && s->capturing) {
     s->invalidated = true;
     return fail(cudaErrorStreamCaptureUnsupported);
@@ -798,6 +860,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+  count("cudaStreamBeginCapture");
   if (is_default(s)) return fail(cudaErrorStreamCaptureUnsupported);
   if (s->capturing) return fail(cudaErrorIllegalState);
   s->capturing = true;
@@ -812,6 +875,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
 }
 
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
+  count("cudaStreamEndCapture");
   *graph = nullptr;
   if (is_default(s) || !s->capturing) return fail(cudaErrorIllegalState);
   s->capturing = false;
@@ -846,6 +910,7 @@ cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode) {
 }
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  count("cudaGraphInstantiate");
   if (graph == nullptr) return fail(cudaErrorInvalidValue);
   auto* e = new CUgraphExec_st;
   for (const auto& op : graph->ops) e->ops.push_back(std::make_unique<Recorded>(*op));
@@ -854,6 +919,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsig
 }
 
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  count("cudaGraphLaunch");
   if (exec == nullptr) return fail(cudaErrorInvalidValue);
   for (const auto& op : exec->ops) {
     if (const cudaError_t e = submit(stream, std::make_unique<Recorded>(*op))) return e;
@@ -862,32 +928,38 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
 }
 
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  count("cudaGraphDestroy");
   delete graph;
   return cudaSuccess;
 }
 
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  count("cudaGraphExecDestroy");
   delete exec;
   return cudaSuccess;
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  count("cudaEventCreate");
   *e = new CUevent_st;
   return cudaSuccess;
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
+  count("cudaEventCreateWithFlags");
   *e = new CUevent_st;
   (*e)->timing = (flags & cudaEventDisableTiming) == 0;
   return cudaSuccess;
 }
 
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  count("cudaEventDestroy");
   delete e;
   return cudaSuccess;
 }
 
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
+  count("cudaEventRecord");
   if (e == nullptr) return fail(cudaErrorInvalidResourceHandle);
   auto op = std::make_unique<Recorded>();
   op->kind = Recorded::event;
@@ -896,16 +968,19 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t e) {
+  count("cudaEventQuery");
   if (e == nullptr) return fail(cudaErrorInvalidResourceHandle);
   return cudaSuccess;  // all work is done when a call returns
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  count("cudaEventSynchronize");
   if (e == nullptr) return fail(cudaErrorInvalidResourceHandle);
   return cudaSuccess;
 }
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  count("cudaEventElapsedTime");
   if (start == nullptr || end == nullptr || !start->timing || !end->timing) {
     return fail(cudaErrorInvalidResourceHandle);
   }

@@ -31,7 +31,7 @@ extern thread_local Coordinates here;
 
 // Runs body(arg) for every thread of every block (or records it while `stream` is captured
 // into a CUDA graph). Sets the thread's last error, as a launch does, for a bad configuration.
-void run_kernel(dim3 grid, dim3 block, size_t dynamic_shared, cudaStream_t stream,
+void run_kernel(const char* name, dim3 grid, dim3 block, size_t dynamic_shared, cudaStream_t stream,
                 void (*body)(void*), void* arg, void (*release)(void*),
                 void* (*clone)(const void*));
 
@@ -45,14 +45,14 @@ void shuffle(const void* value, void* result, size_t bytes, int source_lane);
 int lane_id();
 
 template <class F>
-void launch(F&& body, dim3 grid, dim3 block, size_t dynamic_shared = 0,
+void launch(const char* name, F&& body, dim3 grid, dim3 block, size_t dynamic_shared = 0,
             cudaStream_t stream = nullptr) {
   using Body = std::decay_t<F>;
   // The kernel's arguments were captured by value, as a launch copies them, so a closure may
   // outlive this call (graph capture keeps it).
   auto* owned = new Body(std::forward<F>(body));
   run_kernel(
-      grid, block, dynamic_shared, stream, [](void* p) { (*static_cast<Body*>(p))(); }, owned,
+      name, grid, block, dynamic_shared, stream, [](void* p) { (*static_cast<Body*>(p))(); }, owned,
       [](void* p) { delete static_cast<Body*>(p); },
       [](const void* p) -> void* { return new Body(*static_cast<const Body*>(p)); });
 }

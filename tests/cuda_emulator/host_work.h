@@ -12,5 +12,7 @@ namespace nnx::emu {
 
 cudaError_t submit_host_work(cudaStream_t stream, std::function<void()> work);
 bool is_device_memory(const void* p, size_t bytes);
+// Counts a call for NNX_EMU_STATS=1, which prints every call's count at exit.
+void count(const char* what);
 
 }  // namespace nnx::emu

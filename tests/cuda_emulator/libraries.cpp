@@ -227,7 +227,8 @@ cudnnStatus_t one_algorithm(const cudnnConvolutionStruct* conv, int requested, i
   return CUDNN_STATUS_SUCCESS;
 }
 
-cudnnStatus_t queue(cudnnHandle_t handle, std::function<void()> work) {
+cudnnStatus_t queue(const char* call, cudnnHandle_t handle, std::function<void()> work) {
+  nnx::emu::count(call);
   return submit_host_work(handle->stream, std::move(work)) == cudaSuccess
              ? CUDNN_STATUS_SUCCESS
              : CUDNN_STATUS_EXECUTION_FAILED;
@@ -442,7 +443,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void* alpha,
       !on_device(y, count(p.y) * element_bytes(p.y.type)) || !workspace_ok(ws, ws_bytes))
     return CUDNN_STATUS_BAD_PARAM;
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  return queue(handle, [=] {
+  return queue("cudnnConvolutionForward", handle, [=] {
     const auto out =
         forward(p, read_all(x, count(p.x), p.x.type), read_all(w, count(p.w), p.w.type));
     blend(y, p.y.type, out, a, b);
@@ -483,7 +484,7 @@ cudnnStatus_t cudnnConvolutionBiasActivationForward(
     return CUDNN_STATUS_BAD_PARAM;
   const float a1 = *static_cast<const float*>(alpha1), a2 = *static_cast<const float*>(alpha2);
   const bool relu = activation->mode == CUDNN_ACTIVATION_RELU;
-  return queue(handle, [=] {
+  return queue("cudnnConvolutionBiasActivationForward", handle, [=] {
     std::vector<float> out =
         forward(p, read_all(x, count(p.x), p.x.type), read_all(w, count(p.w), p.w.type));
     const size_t plane = size_t(p.out_h) * p.out_w;
@@ -509,7 +510,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void* alp
       !on_device(dx, count(p.x) * element_bytes(p.x.type)) || !workspace_ok(ws, ws_bytes))
     return CUDNN_STATUS_BAD_PARAM;
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  return queue(handle, [=] {
+  return queue("cudnnConvolutionBackwardData", handle, [=] {
     const std::vector<float> wv = read_all(w, count(p.w), p.w.type);
     const std::vector<float> g = read_all(dy, count(p.y), p.y.type);
     std::vector<float> out(count(p.x), 0.0f);
@@ -540,7 +541,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void* a
       !on_device(dw, count(p.w) * element_bytes(p.w.type)) || !workspace_ok(ws, ws_bytes))
     return CUDNN_STATUS_BAD_PARAM;
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  return queue(handle, [=] {
+  return queue("cudnnConvolutionBackwardFilter", handle, [=] {
     const std::vector<float> xv = read_all(x, count(p.x), p.x.type);
     const std::vector<float> g = read_all(dy, count(p.y), p.y.type);
     const int kg = p.w.k / p.conv.groups;
@@ -568,7 +569,7 @@ cudnnStatus_t cudnnConvolutionBackwardBias(cudnnHandle_t handle, const void* alp
       !on_device(db, count(d) * element_bytes(d.type)))
     return CUDNN_STATUS_BAD_PARAM;
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  return queue(handle, [=] {
+  return queue("cudnnConvolutionBackwardBias", handle, [=] {
     std::vector<double> sums(size_t(g.c), 0.0);
     const size_t plane = size_t(g.h) * g.w;
     for (size_t i = 0; i < count(g); ++i) sums[i / plane % size_t(g.c)] += load(dy, i, g.type);
@@ -586,7 +587,7 @@ cudnnStatus_t cudnnAddTensor(cudnnHandle_t handle, const void* alpha,
       !on_device(c, count(cd) * element_bytes(cd.type)))
     return CUDNN_STATUS_BAD_PARAM;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  return queue(handle, [=] {
+  return queue("cudnnAddTensor", handle, [=] {
     std::vector<float> value(count(cd));
     for (int n = 0; n < cd.n; ++n)
       for (int ch = 0; ch < cd.c; ++ch)
@@ -675,6 +676,7 @@ cublasStatus_t cublasSgemm_v2(cublasHandle_t handle, cublasOperation_t transa,
   const float al = *alpha, be = *beta;
   using ColMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
   using Stride = Eigen::OuterStride<>;
+  nnx::emu::count("cublasSgemm");
   const cudaError_t queued = nnx::emu::submit_host_work(handle->stream, [=] {
     Eigen::Map<const ColMajor, 0, Stride> a(A, a_rows, a_cols, Stride(lda));
     Eigen::Map<const ColMajor, 0, Stride> b(B, b_rows, b_cols, Stride(ldb));

@@ -212,22 +212,28 @@ void run_block(Block& b, dim3 block_dim) {
 
 // ---- call counts (NNX_EMU_STATS=1: printed at exit) ---------------------------------------------
 
+// The emulator's process-wide state is never destroyed: static destructors (a caching
+// allocator's among them) may still call into it at exit.
 struct Counts {
   std::mutex mutex;
   std::map<std::string, long> calls;
-  ~Counts() {
-    const char* v = std::getenv("NNX_EMU_STATS");
-    if (v == nullptr || *v == '\0' || *v == '0') return;
-    std::vector<std::pair<long, std::string>> sorted;
-    for (const auto& [name, n] : calls) sorted.emplace_back(-n, name);
-    std::sort(sorted.begin(), sorted.end());
-    std::fprintf(stderr, "CUDA emulator: calls and launches in this process\n");
-    for (const auto& [n, name] : sorted) std::fprintf(stderr, "%10ld  %s\n", -n, name.c_str());
-  }
 };
 Counts& counts() {
-  static Counts c;
-  return c;
+  static Counts* c = [] {
+    const char* v = std::getenv("NNX_EMU_STATS");
+    if (v != nullptr && *v != '\0' && *v != '0')
+      std::atexit([] {
+        Counts& all = counts();
+        std::lock_guard<std::mutex> lock(all.mutex);
+        std::vector<std::pair<long, std::string>> sorted;
+        for (const auto& [name, n] : all.calls) sorted.emplace_back(-n, name);
+        std::sort(sorted.begin(), sorted.end());
+        std::fprintf(stderr, "CUDA emulator: calls and launches in this process\n");
+        for (const auto& [n, name] : sorted) std::fprintf(stderr, "%10ld  %s\n", -n, name.c_str());
+      });
+    return new Counts;
+  }();
+  return *c;
 }
 
 // ---- errors ------------------------------------------------------------------------------------
@@ -365,8 +371,8 @@ struct Memory {
   size_t limit = size_t(env_int("NNX_EMU_MEMORY_MB", 16384)) << 20;
 };
 Memory& memory() {
-  static Memory m;
-  return m;
+  static Memory* m = new Memory;  // never destroyed (see Counts)
+  return *m;
 }
 
 // Whether [p, p + n) lies inside one device allocation.
@@ -392,8 +398,8 @@ thread_local int local_captures = 0;  // begun on this thread in global or threa
 thread_local cudaStreamCaptureMode thread_mode = cudaStreamCaptureModeGlobal;
 std::mutex capture_mutex;
 std::vector<cudaStream_t>& capturing_streams() {
-  static std::vector<cudaStream_t> s;
-  return s;
+  static auto* s = new std::vector<cudaStream_t>;  // never destroyed (see Counts)
+  return *s;
 }
 
 // A call that may synchronise or allocate, made while a capture forbids it: the captures of

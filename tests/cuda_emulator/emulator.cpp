@@ -27,6 +27,7 @@
 #endif
 #endif
 #ifdef NNX_EMU_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #include "tests/cuda_emulator/host_work.h"
@@ -97,10 +98,10 @@ constexpr size_t kStackBytes = size_t(256) << 10;
 enum class State { runnable, at_barrier, done };
 
 struct Fiber {
-  void* sp;  // the saved stack pointer while switched out
-  State state;
-  uint3 index;
-  unsigned shuffle_round;
+  void* sp = nullptr;  // the saved stack pointer while switched out
+  State state = State::done;
+  uint3 index{};
+  unsigned shuffle_round = 0;
 };
 
 struct Block {
@@ -182,6 +183,15 @@ void run_block(Block& b, dim3 block_dim) {
   b.count = int(block_dim.x * block_dim.y * block_dim.z);
   for (int i = 0; i < b.count; ++i) {
     Fiber& f = b.fibers[i];
+#ifdef NNX_EMU_ASAN
+    // The frames a finished fiber was in when it switched away for good never returned, so their
+    // redzones are still poisoned: above its last stack pointer (the frames that returned
+    // unpoisoned themselves).
+    if (f.sp != nullptr) {
+      char* low = static_cast<char*>(f.sp) - 256;
+      __asan_unpoison_memory_region(low, size_t(b.stack(i) + kStackBytes - low));
+    }
+#endif
     f.sp = start_stack(b.stack(i), kStackBytes, fiber_main);
     f.state = State::runnable;
     f.index = make_uint3(unsigned(i) % block_dim.x, unsigned(i) / block_dim.x % block_dim.y,

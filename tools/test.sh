@@ -2,8 +2,9 @@
 # Sets up, builds and runs every test:
 # 1. the main build (release; CUDA compiled for one architecture where nvcc is found): ctest,
 #    then the installed package and examples/embed against it (tools/embed-check.sh);
-# 2. the same tests under ASan+UBSan (CPU only), with a LeakSanitizer check of `nnx run` on the
-#    example network;
+# 2. the same tests under ASan+UBSan, with the CUDA backend built on the host emulator
+#    (tests/cuda_emulator: every CUDA test runs, its kernels checked by the sanitizers), and a
+#    LeakSanitizer check of `nnx run` on the example network;
 # 3. the threaded tests under ThreadSanitizer (tools/tsan.sh: 8 threads x 200 runs);
 # 4. every fuzz target for a fixed, seeded number of inputs (longer runs: tools/fuzz.sh SECONDS).
 # NNX_SKIP_ASAN=1 / NNX_SKIP_TSAN=1 / NNX_SKIP_FUZZ=1 skip passes 2 / 3 / 4.

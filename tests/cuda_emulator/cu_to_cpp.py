@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Rewrites a CUDA source for the CUDA emulator: each launch `KERNEL<<<CONFIG>>>(ARGS);` becomes
+"""Rewrites a CUDA source for the CUDA emulator: each `__shared__` declaration is followed by a call
+that fills the variable with garbage when a new block reaches it (fresh_shared), and each launch
+`KERNEL<<<CONFIG>>>(ARGS);` becomes
 `::nnx::emu::launch("KERNEL", [=] { KERNEL(ARGS); }, CONFIG);` (the arguments captured by value, as a launch
 copies them), and the emulator's header comes first. Everything else is left as written.
 
     cu_to_cpp.py SOURCE.cu OUTPUT.cpp
 """
 import os
+import re
 import sys
+
+SHARED = re.compile(r"(__shared__\s+[^;{}()]*?\b([A-Za-z_]\w*)\s*(?:\[[^;\]]*\]\s*)*;)")
 
 
 def skip_back_template(text, i):
@@ -90,7 +95,7 @@ def main():
     with open(source) as f:
         text = f.read()
     try:
-        body = rewrite(text)
+        body = SHARED.sub(r"\1 ::nnx::emu::fresh_shared(&\2, sizeof(\2));", rewrite(text))
     except ValueError as e:
         sys.exit("%s: %s" % (source, e))
     os.makedirs(os.path.dirname(output) or ".", exist_ok=True)

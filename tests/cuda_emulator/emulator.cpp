@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/cuda_emulator/emulator.h"
@@ -60,7 +61,7 @@ int env_int(const char* name, int fallback) {
 #endif
 extern "C" void nnx_emu_switch(void** save, void* load);
 asm(R"(
-  .text
+  .pushsection .text
   .globl nnx_emu_switch
   .type nnx_emu_switch, @function
 nnx_emu_switch:
@@ -80,6 +81,7 @@ nnx_emu_switch:
   popq %rbp
   ret
   .size nnx_emu_switch, .-nnx_emu_switch
+  .popsection
 )");
 
 // A stack that, switched to, enters entry() as if called (the ABI's alignment: rsp + 8 a multiple
@@ -116,8 +118,12 @@ struct Block {
   void* arg = nullptr;
   const char* kernel = "kernel";  // the running kernel's name, for messages
   // Warp shuffles: a lane writes slot[round % 2][thread], reads its source's after a yield.
-  uint64_t slot[2][kMaxThreads];
-  unsigned slot_round[2][kMaxThreads];
+  uint64_t slot[2][kMaxThreads] = {};
+  unsigned slot_round[2][kMaxThreads] = {};
+  // Shared memory: the block being run (counted per host thread) and, per __shared__ variable,
+  // the block that last filled it (fresh_shared).
+  uint64_t epoch = 0;
+  std::map<void*, uint64_t> shared_epoch;
 
   Block() {
     const size_t page = size_t(sysconf(_SC_PAGESIZE));
@@ -181,6 +187,7 @@ void fiber_main() {
 
 void run_block(Block& b, dim3 block_dim) {
   b.count = int(block_dim.x * block_dim.y * block_dim.z);
+  ++b.epoch;
   for (int i = 0; i < b.count; ++i) {
     Fiber& f = b.fibers[i];
 #ifdef NNX_EMU_ASAN
@@ -273,9 +280,32 @@ void syncthreads() {
   yield_to_scheduler(State::at_barrier);
 }
 
-void shuffle(const void* value, void* result, size_t bytes, int source_lane) {
+namespace {
+
+[[noreturn]] void shuffle_error(const Block& b, int me, const std::string& what) {
+  die("warp shuffle in " + std::string(b.kernel) + ": block (" + std::to_string(here.block_idx.x) +
+      ", " + std::to_string(here.block_idx.y) + ", " + std::to_string(here.block_idx.z) +
+      "), thread " + std::to_string(me) + ": " + what);
+}
+
+}  // namespace
+
+int shuffle_width(int width) {
+  if (width < 1 || width > 32 || (width & (width - 1)) != 0)
+    die("warp shuffle width " + std::to_string(width) + ": not a power of two from 1 to 32");
+  return width;
+}
+
+void shuffle(const void* value, void* result, size_t bytes, int source_lane, unsigned mask) {
   Block& b = *tls_block;
-  const int me = b.current;
+  const int me = b.current, lane = me % 32, warp = me - lane;
+  if (source_lane < 0 || source_lane > 31) shuffle_error(b, me, "source lane out of range");
+  if ((mask >> lane & 1u) == 0) shuffle_error(b, me, "the member mask leaves out the calling lane");
+  if ((mask >> source_lane & 1u) == 0)
+    shuffle_error(b, me, "reads lane " + std::to_string(source_lane) + ", outside the member mask");
+  const int present = std::min(32, b.count - warp);  // lanes this warp has
+  if (present < 32 && (mask >> present) != 0)
+    shuffle_error(b, me, "the member mask names lanes past the block's last thread");
   Fiber& f = b.fibers[me];
   const unsigned round = f.shuffle_round++;
   const int parity = int(round % 2);
@@ -284,19 +314,26 @@ void shuffle(const void* value, void* result, size_t bytes, int source_lane) {
   b.slot[parity][me] = bits;
   b.slot_round[parity][me] = round;
   yield_to_scheduler(State::runnable);  // every lane of the warp publishes before any reads
-  const int source = me - me % 32 + source_lane;
-  if (source >= b.count || source == me) {
+  const int source = warp + source_lane;
+  if (source == me) {
     std::memcpy(result, value, bytes);
     return;
   }
   // The source has published this round (it may have gone on to the next one, in the other slot).
-  if (b.slot_round[parity][source] != round || b.fibers[source].shuffle_round < round + 1) {
-    die("warp shuffle in " + std::string(b.kernel) + ": block (" +
-        std::to_string(here.block_idx.x) + ", " + std::to_string(here.block_idx.y) + "), thread " +
-        std::to_string(me) + " reads lane " + std::to_string(source_lane) + " (thread " +
-        std::to_string(source) + "), which has not reached the same shuffle (divergent warp)");
-  }
+  if (b.slot_round[parity][source] != round || b.fibers[source].shuffle_round < round + 1)
+    shuffle_error(b, me,
+                  "reads lane " + std::to_string(source_lane) + " (thread " +
+                      std::to_string(source) +
+                      "), which has not reached the same shuffle (divergent warp)");
   std::memcpy(result, &b.slot[parity][source], bytes);
+}
+
+void fresh_shared(void* p, size_t bytes) {
+  Block& b = *tls_block;
+  auto [it, added] = b.shared_epoch.try_emplace(p, b.epoch);
+  if (!added && it->second == b.epoch) return;
+  it->second = b.epoch;
+  std::memset(p, 0xFF, bytes);
 }
 
 }  // namespace nnx::emu
@@ -352,6 +389,7 @@ struct Recorded {
 struct CUstream_st {
   bool blocking = true;  // synchronises with the legacy stream (not cudaStreamNonBlocking)
   bool capturing = false;
+  std::thread::id owner;  // the thread that began the capture
   bool invalidated = false;
   cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
   std::vector<std::unique_ptr<Recorded>> recorded;
@@ -360,6 +398,7 @@ struct CUstream_st {
 struct CUevent_st {
   bool timing = true;
   bool recorded = false;
+  bool captured = false;  // last recorded in a capture: not a node, and not to be waited on
   double ms = 0;
 };
 
@@ -403,8 +442,6 @@ int device_count() {
 thread_local int current_device = 0;
 
 // Captures in progress, for the rules on "potentially unsafe" calls during a capture.
-std::atomic<int> global_captures{0};
-thread_local int local_captures = 0;  // begun on this thread in global or thread-local mode
 thread_local cudaStreamCaptureMode thread_mode = cudaStreamCaptureModeGlobal;
 std::mutex capture_mutex;
 std::vector<cudaStream_t>& capturing_streams() {
@@ -416,15 +453,22 @@ std::vector<cudaStream_t>& capturing_streams() {
 // this thread are invalidated, as CUDA does.
 bool prohibited_during_capture(const char* call) {
   if (thread_mode == cudaStreamCaptureModeRelaxed) return false;
-  const bool prohibited = local_captures > 0 || (thread_mode == cudaStreamCaptureModeGlobal &&
-                                                 global_captures.load() > 0);
-  if (prohibited) {
-    // Said once per call site's name: what invalidated a capture is otherwise hard to find.
+  // CUDA's rule: this thread's own captures unless begun relaxed, and, for a thread in global
+  // mode, other threads' global-mode captures; those are invalidated.
+  std::lock_guard<std::mutex> lock(capture_mutex);
+  bool prohibited = false;
+  for (cudaStream_t s : capturing_streams()) {
+    const bool mine = s->owner == std::this_thread::get_id();
+    if ((mine && s->mode != cudaStreamCaptureModeRelaxed) ||
+        (!mine && s->mode == cudaStreamCaptureModeGlobal &&
+         thread_mode == cudaStreamCaptureModeGlobal)) {
+      s->invalidated = true;
+      prohibited = true;
+    }
+  }
+  if (prohibited)  // what invalidated a capture is otherwise hard to find
     std::fprintf(stderr, "CUDA emulator: %s during a stream capture invalidates the capture\n",
                  call);
-    std::lock_guard<std::mutex> lock(capture_mutex);
-    for (cudaStream_t s : capturing_streams()) s->invalidated = true;
-  }
   return prohibited;
 }
 
@@ -622,6 +666,10 @@ const char* cudaGetErrorName(cudaError_t e) {
       return "cudaErrorStreamCaptureImplicit";
     case cudaErrorIllegalState:
       return "cudaErrorIllegalState";
+    case cudaErrorCapturedEvent:
+      return "cudaErrorCapturedEvent";
+    case cudaErrorStreamCaptureWrongThread:
+      return "cudaErrorStreamCaptureWrongThread";
     default:
       return "cudaErrorUnknown";
   }
@@ -651,6 +699,10 @@ const char* cudaGetErrorString(cudaError_t e) {
       return "operation would make the legacy stream depend on a capturing blocking stream";
     case cudaErrorIllegalState:
       return "the stream is not capturing";
+    case cudaErrorCapturedEvent:
+      return "operation not permitted on an event last recorded in a capturing stream";
+    case cudaErrorStreamCaptureWrongThread:
+      return "attempt to terminate a thread-local capture sequence from another thread";
     default:
       return "unknown error";
   }
@@ -788,13 +840,26 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
   count("cudaMemcpy2DAsync");
   if (width > dpitch || width > spitch) return fail(cudaErrorInvalidValue);
   if (height != 0) {
-    if (const cudaError_t e = check_copy(dst, src, 0, kind)) return e;
     const size_t dst_span = (height - 1) * dpitch + width, src_span = (height - 1) * spitch + width;
-    const bool dst_ok =
-        kind == cudaMemcpyDeviceToHost ? !is_device(dst, dst_span) : is_device(dst, dst_span);
-    const bool src_ok =
-        kind == cudaMemcpyHostToDevice ? !is_device(src, src_span) : is_device(src, src_span);
-    if (kind != cudaMemcpyDefault && (!dst_ok || !src_ok)) return fail(cudaErrorInvalidValue);
+    const bool dst_device = is_device(dst, dst_span), src_device = is_device(src, src_span);
+    bool ok = true;
+    switch (kind) {
+      case cudaMemcpyHostToDevice:
+        ok = dst_device && !src_device;
+        break;
+      case cudaMemcpyDeviceToHost:
+        ok = src_device && !dst_device;
+        break;
+      case cudaMemcpyDeviceToDevice:
+        ok = dst_device && src_device;
+        break;
+      case cudaMemcpyHostToHost:
+        ok = !dst_device && !src_device;
+        break;
+      default:
+        break;
+    }
+    if (!ok) return fail(cudaErrorInvalidValue);
   }
   auto op = std::make_unique<Recorded>();
   op->kind = Recorded::copy2d;
@@ -879,13 +944,12 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
   count("cudaStreamBeginCapture");
   if (is_default(s)) return fail(cudaErrorStreamCaptureUnsupported);
   if (s->capturing) return fail(cudaErrorIllegalState);
+  std::lock_guard<std::mutex> lock(capture_mutex);
   s->capturing = true;
   s->invalidated = false;
   s->mode = mode;
+  s->owner = std::this_thread::get_id();
   s->recorded.clear();
-  if (mode == cudaStreamCaptureModeGlobal) global_captures++;
-  if (mode != cudaStreamCaptureModeRelaxed) local_captures++;
-  std::lock_guard<std::mutex> lock(capture_mutex);
   capturing_streams().push_back(s);
   return cudaSuccess;
 }
@@ -894,11 +958,11 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
   count("cudaStreamEndCapture");
   *graph = nullptr;
   if (is_default(s) || !s->capturing) return fail(cudaErrorIllegalState);
-  s->capturing = false;
-  if (s->mode == cudaStreamCaptureModeGlobal) global_captures--;
-  if (s->mode != cudaStreamCaptureModeRelaxed) local_captures--;
+  if (s->mode != cudaStreamCaptureModeRelaxed && s->owner != std::this_thread::get_id())
+    return fail(cudaErrorStreamCaptureWrongThread);
   {
     std::lock_guard<std::mutex> lock(capture_mutex);
+    s->capturing = false;
     auto& all = capturing_streams();
     all.erase(std::remove(all.begin(), all.end(), s), all.end());
   }
@@ -914,6 +978,11 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
 }
 
 cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
+  if (is_default(s) && s != cudaStreamPerThread) {  // the legacy stream waits on blocking ones
+    std::lock_guard<std::mutex> lock(capture_mutex);
+    for (cudaStream_t c : capturing_streams())
+      if (c->blocking) return fail(cudaErrorStreamCaptureImplicit);
+  }
   *status = !is_default(s) && s->capturing ? (s->invalidated ? cudaStreamCaptureStatusInvalidated
                                                              : cudaStreamCaptureStatusActive)
                                            : cudaStreamCaptureStatusNone;
@@ -977,6 +1046,13 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
   count("cudaEventRecord");
   if (e == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  if (!is_default(stream) && stream->capturing) {
+    // In a capture a record is no node of the graph (only cudaEventRecordExternal makes one);
+    // it only marks the event as captured, which nothing may wait on.
+    e->captured = true;
+    return cudaSuccess;
+  }
+  e->captured = false;
   auto op = std::make_unique<Recorded>();
   op->kind = Recorded::event;
   op->recorded_event = e;
@@ -986,12 +1062,14 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
 cudaError_t cudaEventQuery(cudaEvent_t e) {
   count("cudaEventQuery");
   if (e == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  if (e->captured) return fail(cudaErrorCapturedEvent);
   return cudaSuccess;  // all work is done when a call returns
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   count("cudaEventSynchronize");
   if (e == nullptr) return fail(cudaErrorInvalidResourceHandle);
+  if (e->captured) return fail(cudaErrorCapturedEvent);
   return cudaSuccess;
 }
 
@@ -1000,6 +1078,7 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   if (start == nullptr || end == nullptr || !start->timing || !end->timing) {
     return fail(cudaErrorInvalidResourceHandle);
   }
+  if (start->captured || end->captured) return fail(cudaErrorCapturedEvent);
   if (!start->recorded || !end->recorded) return fail(cudaErrorInvalidResourceHandle);
   *ms = float(end->ms - start->ms);
   return cudaSuccess;

@@ -39,10 +39,18 @@ void run_kernel(const char* name, dim3 grid, dim3 block, size_t dynamic_shared, 
 void syncthreads();
 
 // Warp shuffles: every lane of the warp publishes `bytes` of its value and reads the one of
-// `source` (a lane of the same warp, or its own when out of range); a lane that has not reached
-// the same shuffle is reported as an error and aborts.
-void shuffle(const void* value, void* result, size_t bytes, int source_lane);
+// `source_lane` (0-31, a lane of the same warp). A member mask without the calling lane or the
+// source, or naming lanes the block does not have, and a source that has not reached the same
+// shuffle (a divergent warp) are reported as errors and abort.
+void shuffle(const void* value, void* result, size_t bytes, int source_lane, unsigned mask);
 int lane_id();
+int shuffle_width(int width);  // `width`, checked: a power of two from 1 to 32
+
+// Shared memory starts undefined in every block on a GPU; here each __shared__ variable is filled
+// with 0xFF bytes (NaN for floats) the first time a block reaches its declaration, so that a
+// kernel reading what it did not write sees garbage, as it would there (cu_to_cpp.py adds the
+// call after each declaration).
+void fresh_shared(void* p, size_t bytes);
 
 template <class F>
 void launch(const char* name, F&& body, dim3 grid, dim3 block, size_t dynamic_shared = 0,
@@ -58,10 +66,10 @@ void launch(const char* name, F&& body, dim3 grid, dim3 block, size_t dynamic_sh
 }
 
 template <class T>
-T shfl(T v, int source_lane) {
+T shfl(T v, int source_lane, unsigned mask) {
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffle of a wide type");
   T out;
-  shuffle(&v, &out, sizeof(T), source_lane);
+  shuffle(&v, &out, sizeof(T), source_lane, mask);
   return out;
 }
 
@@ -110,28 +118,31 @@ inline void __syncthreads() {
   ::nnx::emu::syncthreads();
 }
 
+// The four shuffles as PTX's shfl.sync defines them: within segments of `width` lanes (a power of
+// two up to 32), offsets and lane masks taken modulo 32; a lane whose source falls outside what
+// the mode allows reads its own value. Lanes outside the member mask are not read (an error).
 template <class T>
-T __shfl_sync(unsigned, T v, int source, int width = 32) {
-  const int lane = ::nnx::emu::lane_id();
-  return ::nnx::emu::shfl(v, (lane / width) * width + source % width);
+T __shfl_sync(unsigned mask, T v, int source, int width = 32) {
+  const int w = ::nnx::emu::shuffle_width(width), lane = ::nnx::emu::lane_id();
+  return ::nnx::emu::shfl(v, (lane & ~(w - 1)) | (source & (w - 1)), mask);
 }
 template <class T>
-T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
-  const int lane = ::nnx::emu::lane_id();
-  const int source = lane + int(delta);
-  return ::nnx::emu::shfl(v, source / width == lane / width ? source : lane);
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  const int w = ::nnx::emu::shuffle_width(width), lane = ::nnx::emu::lane_id();
+  const int source = lane + int(delta & 31u), last = (lane & ~(w - 1)) + w - 1;
+  return ::nnx::emu::shfl(v, source <= last ? source : lane, mask);
 }
 template <class T>
-T __shfl_up_sync(unsigned, T v, unsigned delta, int width = 32) {
-  const int lane = ::nnx::emu::lane_id();
-  const int source = lane - int(delta);
-  return ::nnx::emu::shfl(v, source >= 0 && source / width == lane / width ? source : lane);
+T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  const int w = ::nnx::emu::shuffle_width(width), lane = ::nnx::emu::lane_id();
+  const int source = lane - int(delta & 31u), first = lane & ~(w - 1);
+  return ::nnx::emu::shfl(v, source >= first ? source : lane, mask);
 }
 template <class T>
-T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
-  const int lane = ::nnx::emu::lane_id();
-  const int source = lane ^ mask;
-  return ::nnx::emu::shfl(v, source / width == lane / width ? source : lane);
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  const int w = ::nnx::emu::shuffle_width(width), lane = ::nnx::emu::lane_id();
+  const int source = lane ^ (lane_mask & 31), last = (lane & ~(w - 1)) + w - 1;
+  return ::nnx::emu::shfl(v, source <= last ? source : lane, mask);  // earlier segments: allowed
 }
 
 template <class T, class U>
@@ -153,21 +164,27 @@ std::common_type_t<A, B> max(A a, B b) {
   return a < b ? b : a;
 }
 
-// Intrinsics with IEEE rounding are the plain operations on the host.
+// Intrinsics with IEEE rounding, never fused into a multiply-add (the rewritten sources are
+// compiled with contraction on, as nvcc compiles kernels): the result goes through memory.
+template <class T>
+inline T rounded(T v) {
+  volatile T out = v;
+  return out;
+}
 inline float __fmul_rn(float a, float b) {
-  return a * b;
+  return rounded(a * b);
 }
 inline float __fadd_rn(float a, float b) {
-  return a + b;
+  return rounded(a + b);
 }
 inline double __dadd_rn(double a, double b) {
-  return a + b;
+  return rounded(a + b);
 }
 inline double __dsub_rn(double a, double b) {
-  return a - b;
+  return rounded(a - b);
 }
 inline double __dmul_rn(double a, double b) {
-  return a * b;
+  return rounded(a * b);
 }
 inline long long __double_as_longlong(double v) {
   long long out;

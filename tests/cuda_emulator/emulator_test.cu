@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <numeric>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -26,6 +27,23 @@ __global__ void shuffles(int* out) {
   out[4 * t + 1] = __shfl_up_sync(0xffffffffu, v, 5);
   out[4 * t + 2] = __shfl_xor_sync(0xffffffffu, v, 9);
   out[4 * t + 3] = __shfl_sync(0xffffffffu, v, 7);
+}
+
+// out[t]: thread t's view of a shared word nobody wrote (each block anew), then 8-lane segments'
+// shuffles: xor 12 (may reach an earlier segment), down 5, from lane -1 (lane 7 of the segment).
+__global__ void fresh_and_segments(unsigned* out, int* seg) {
+  __shared__ unsigned never_written;
+  out[blockIdx.x * blockDim.x + threadIdx.x] = never_written;
+  __syncthreads();
+  if (threadIdx.x == 0) never_written = 1;
+  const int t = threadIdx.x;
+  seg[3 * t + 0] = __shfl_xor_sync(0xffffffffu, t, 12, 8);
+  seg[3 * t + 1] = __shfl_down_sync(0xffffffffu, t, 5, 8);
+  seg[3 * t + 2] = __shfl_sync(0xffffffffu, t, -1, 8);
+}
+
+__global__ void shuffle_outside_mask(int* out) {
+  out[threadIdx.x] = __shfl_sync(0x0000ffffu, int(threadIdx.x), 20);
 }
 
 __global__ void divergent_shuffle(int* out) {
@@ -83,8 +101,28 @@ TEST(CudaEmulator, WarpShufflesFollowTheirDefinitions) {
 
 TEST(CudaEmulatorDeathTest, ADivergentShuffleStopsNamingIt) {
   int* d = device_alloc<int>(32);
-  EXPECT_DEATH(divergent_shuffle<<<1, 32>>>(d), "divergent warp");
+  EXPECT_DEATH(divergent_shuffle<<<1, 32>>>(d), "divergent_shuffle.*divergent warp");
+  EXPECT_DEATH(shuffle_outside_mask<<<1, 32>>>(d), "outside the member mask|leaves out");
   cudaFree(d);
+}
+
+TEST(CudaEmulator, SharedMemoryStartsAsGarbageInEveryBlock) {
+  unsigned* d = device_alloc<unsigned>(2 * 32);
+  int* seg = device_alloc<int>(3 * 32);
+  fresh_and_segments<<<2, 32>>>(d, seg);
+  std::vector<unsigned> out(2 * 32);
+  ASSERT_EQ(cudaMemcpy(out.data(), d, out.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (unsigned v : out) EXPECT_EQ(v, 0xFFFFFFFFu) << "the first block's 1 leaked into the next";
+  std::vector<int> s(3 * 32);
+  ASSERT_EQ(cudaMemcpy(s.data(), seg, s.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int t = 0; t < 32; ++t) {
+    const int first = t & ~7, x = t ^ 12;
+    EXPECT_EQ(s[3 * t + 0], x <= first + 7 ? x : t) << t;
+    EXPECT_EQ(s[3 * t + 1], t + 5 <= first + 7 ? t + 5 : t) << t;
+    EXPECT_EQ(s[3 * t + 2], first + 7) << t;
+  }
+  cudaFree(d);
+  cudaFree(seg);
 }
 
 TEST(CudaEmulator, BadLaunchConfigurationsAreLaunchErrors) {
@@ -172,6 +210,27 @@ TEST(CudaEmulator, CallsACaptureCannotRecordInvalidateIt) {
   ASSERT_EQ(cudaStreamBeginCapture(blocking, cudaStreamCaptureModeRelaxed), cudaSuccess);
   EXPECT_EQ(cudaMemsetAsync(p, 0, 64, nullptr), cudaErrorStreamCaptureImplicit);
   EXPECT_EQ(cudaStreamEndCapture(blocking, &graph), cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+
+  // An event recorded in a capture is no node, and nothing may wait on it.
+  cudaEvent_t e = nullptr;
+  ASSERT_EQ(cudaEventCreate(&e), cudaSuccess);
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), cudaSuccess);
+  EXPECT_EQ(cudaEventRecord(e, s), cudaSuccess);
+  EXPECT_EQ(cudaEventQuery(e), cudaErrorCapturedEvent);
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  cudaGraphDestroy(graph);
+  EXPECT_EQ(cudaEventRecord(e, s), cudaSuccess);
+  EXPECT_EQ(cudaEventQuery(e), cudaSuccess);
+  cudaEventDestroy(e);
+
+  // A thread-local capture ends on the thread that began it.
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  cudaError_t elsewhere = cudaSuccess;
+  std::thread([&] { elsewhere = cudaStreamEndCapture(s, &graph); }).join();
+  EXPECT_EQ(elsewhere, cudaErrorStreamCaptureWrongThread);
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  cudaGraphDestroy(graph);
   (void)cudaGetLastError();
 
   cudaFree(p);

@@ -118,6 +118,7 @@ struct Problem {
 
   bool valid() const {
     if (!x.set || !y.set || !w.set || !conv.set || conv.groups < 1) return false;
+    if (x.type != w.type || y.type != x.type) return false;  // cuDNN's configurations: one type
     if (x.c != w.c * conv.groups || w.k % conv.groups != 0 || y.c != w.k || y.n != x.n)
       return false;
     return y.h == out_h && y.w == out_w && out_h > 0 && out_w > 0;
@@ -128,8 +129,11 @@ struct Problem {
 Problem problem(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
                 const cudnnConvolutionStruct* conv, const cudnnTensorStruct* y) {
   Problem p{*x, *y, *w, *conv};
-  p.out_h = (x->h + 2 * conv->pad_h - conv->dil_h * (w->h - 1) - 1) / conv->stride_h + 1;
-  p.out_w = (x->w + 2 * conv->pad_w - conv->dil_w * (w->w - 1) - 1) / conv->stride_w + 1;
+  // A kernel wider than the padded input: no output (not the 1 that C++'s division would give).
+  const int span_h = x->h + 2 * conv->pad_h - conv->dil_h * (w->h - 1) - 1;
+  const int span_w = x->w + 2 * conv->pad_w - conv->dil_w * (w->w - 1) - 1;
+  p.out_h = span_h < 0 ? 0 : span_h / conv->stride_h + 1;
+  p.out_w = span_w < 0 ? 0 : span_w / conv->stride_w + 1;
   return p;
 }
 
@@ -474,9 +478,9 @@ cudnnStatus_t cudnnConvolutionBiasActivationForward(
     const cudnnActivationDescriptor_t activation, const cudnnTensorDescriptor_t y_desc, void* y) {
   const Problem p = problem(x_desc, w_desc, conv_desc, y_desc);
   const cudnnTensorStruct zd = *z_desc, bd = *bias_desc;
-  if (!p.valid() || zd.n != p.y.n || zd.c != p.y.c || zd.h != p.y.h || zd.w != p.y.w || bd.n != 1 ||
-      bd.c != p.y.c || bd.h != 1 || bd.w != 1 ||
-      !on_device(x, count(p.x) * element_bytes(p.x.type)) ||
+  if (!p.valid() || zd.n != p.y.n || zd.c != p.y.c || zd.h != p.y.h || zd.w != p.y.w ||
+      zd.type != p.y.type || bd.type != p.y.type || bd.n != 1 || bd.c != p.y.c || bd.h != 1 ||
+      bd.w != 1 || !on_device(x, count(p.x) * element_bytes(p.x.type)) ||
       !on_device(w, count(p.w) * element_bytes(p.w.type)) ||
       !on_device(z, count(zd) * element_bytes(zd.type)) ||
       !on_device(bias, count(bd) * element_bytes(bd.type)) ||

@@ -102,6 +102,8 @@ enum class State { runnable, at_barrier, done };
 struct Fiber {
   void* sp = nullptr;  // the saved stack pointer while switched out
   State state = State::done;
+  const char* barrier_file = nullptr;  // where it waits, at_barrier
+  int barrier_line = 0;
   uint3 index{};
   unsigned shuffle_round = 0;
 };
@@ -220,9 +222,21 @@ void run_block(Block& b, dim3 block_dim) {
     }
     if (ran) continue;
     if (!waiting) break;  // every thread done
-    // Every thread that has not exited waits at the barrier: release them all.
+    // Every thread that has not exited waits at a barrier: the same one, or the block diverged.
+    const Fiber* first = nullptr;
     for (int i = 0; i < b.count; ++i) {
-      if (b.fibers[i].state == State::at_barrier) b.fibers[i].state = State::runnable;
+      Fiber& f = b.fibers[i];
+      if (f.state != State::at_barrier) continue;
+      if (first == nullptr) {
+        first = &f;
+      } else if (f.barrier_line != first->barrier_line ||
+                 std::strcmp(f.barrier_file, first->barrier_file) != 0) {
+        die(std::string("__syncthreads in ") + b.kernel + ": thread " +
+            std::to_string(first - b.fibers) + " waits at " + first->barrier_file + ":" +
+            std::to_string(first->barrier_line) + ", thread " + std::to_string(i) + " at " +
+            f.barrier_file + ":" + std::to_string(f.barrier_line) + " (a divergent barrier)");
+      }
+      f.state = State::runnable;
     }
   }
 }
@@ -276,7 +290,10 @@ int lane_id() {
   return int((t.x + t.y * d.x + t.z * d.x * d.y) % 32);
 }
 
-void syncthreads() {
+void syncthreads(const char* file, int line) {
+  Block& b = *tls_block;
+  b.fibers[b.current].barrier_file = file;
+  b.fibers[b.current].barrier_line = line;
   yield_to_scheduler(State::at_barrier);
 }
 

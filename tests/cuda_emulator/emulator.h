@@ -35,8 +35,9 @@ void run_kernel(const char* name, dim3 grid, dim3 block, size_t dynamic_shared, 
                 void (*body)(void*), void* arg, void (*release)(void*),
                 void* (*clone)(const void*));
 
-// Waits for every thread of the block.
-void syncthreads();
+// Waits for every thread of the block; `file`:`line` is the call site: threads waiting at
+// different __syncthreads (a divergent barrier, undefined on a GPU) are reported and abort.
+void syncthreads(const char* file, int line);
 
 // Warp shuffles: every lane of the warp publishes `bytes` of its value and reads the one of
 // `source_lane` (0-31, a lane of the same warp). A member mask without the calling lane or the
@@ -114,8 +115,8 @@ T atomic_max(T* address, T value) {
 #define gridDim (::nnx::emu::here.grid_dim)
 constexpr int warpSize = 32;
 
-inline void __syncthreads() {
-  ::nnx::emu::syncthreads();
+inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  ::nnx::emu::syncthreads(file, line);
 }
 
 // The four shuffles as PTX's shfl.sync defines them: within segments of `width` lanes (a power of

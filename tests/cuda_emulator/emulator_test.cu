@@ -46,6 +46,16 @@ __global__ void shuffle_outside_mask(int* out) {
   out[threadIdx.x] = __shfl_sync(0x0000ffffu, int(threadIdx.x), 20);
 }
 
+__global__ void divergent_barrier(int* out) {
+  if (threadIdx.x < 16) {
+    __syncthreads();
+    out[threadIdx.x] = 1;
+  } else {
+    __syncthreads();
+    out[threadIdx.x] = 2;
+  }
+}
+
 __global__ void divergent_shuffle(int* out) {
   if (threadIdx.x < 16) out[threadIdx.x] = __shfl_sync(0xffffffffu, int(threadIdx.x), 20);
 }
@@ -99,10 +109,11 @@ TEST(CudaEmulator, WarpShufflesFollowTheirDefinitions) {
   cudaFree(d);
 }
 
-TEST(CudaEmulatorDeathTest, ADivergentShuffleStopsNamingIt) {
+TEST(CudaEmulatorDeathTest, DivergentShufflesAndBarriersStopNamingTheKernel) {
   int* d = device_alloc<int>(32);
   EXPECT_DEATH(divergent_shuffle<<<1, 32>>>(d), "divergent_shuffle.*divergent warp");
   EXPECT_DEATH(shuffle_outside_mask<<<1, 32>>>(d), "outside the member mask|leaves out");
+  EXPECT_DEATH(divergent_barrier<<<1, 32>>>(d), "divergent_barrier.*a divergent barrier");
   cudaFree(d);
 }
 

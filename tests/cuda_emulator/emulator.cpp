@@ -441,6 +441,27 @@ Memory& memory() {
   return *m;
 }
 
+// Page-locked host allocations (cudaMallocHost): start -> bytes.
+struct Pinned {
+  std::mutex mutex;
+  std::map<uintptr_t, size_t> blocks;
+};
+Pinned& pinned() {
+  static Pinned* p = new Pinned;  // never destroyed (see Counts)
+  return *p;
+}
+
+// Whether [p, p + n) lies inside one cudaMallocHost allocation.
+bool is_pinned(const void* p, size_t n) {
+  Pinned& m = pinned();
+  std::lock_guard<std::mutex> lock(m.mutex);
+  const auto a = uintptr_t(p);
+  auto it = m.blocks.upper_bound(a);
+  if (it == m.blocks.begin()) return false;
+  --it;
+  return a >= it->first && a + n <= it->first + it->second;
+}
+
 // Whether [p, p + n) lies inside one device allocation.
 bool is_device(const void* p, size_t n) {
   Memory& m = memory();
@@ -687,6 +708,8 @@ const char* cudaGetErrorName(cudaError_t e) {
       return "cudaErrorCapturedEvent";
     case cudaErrorStreamCaptureWrongThread:
       return "cudaErrorStreamCaptureWrongThread";
+    case cudaErrorStreamCaptureIsolation:
+      return "cudaErrorStreamCaptureIsolation";
     default:
       return "cudaErrorUnknown";
   }
@@ -720,6 +743,8 @@ const char* cudaGetErrorString(cudaError_t e) {
       return "operation not permitted on an event last recorded in a capturing stream";
     case cudaErrorStreamCaptureWrongThread:
       return "attempt to terminate a thread-local capture sequence from another thread";
+    case cudaErrorStreamCaptureIsolation:
+      return "dependency created on uncaptured work in another stream";
     default:
       return "unknown error";
   }
@@ -831,6 +856,35 @@ cudaError_t cudaFree(void* p) {
   return cudaSuccess;
 }
 
+cudaError_t cudaMallocHost(void** p, size_t n) {
+  count("cudaMallocHost");
+  *p = nullptr;
+  if (prohibited_during_capture("cudaMallocHost")) return fail(cudaErrorStreamCaptureUnsupported);
+  void* q = nullptr;
+  if (posix_memalign(&q, 256, std::max<size_t>(n, 1)) != 0 || q == nullptr)
+    return fail(cudaErrorMemoryAllocation);
+  Pinned& m = pinned();
+  std::lock_guard<std::mutex> lock(m.mutex);
+  m.blocks[uintptr_t(q)] = std::max<size_t>(n, 1);
+  *p = q;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void* p) {
+  count("cudaFreeHost");
+  if (p == nullptr) return cudaSuccess;
+  if (prohibited_during_capture("cudaFreeHost")) return fail(cudaErrorStreamCaptureUnsupported);
+  {
+    Pinned& m = pinned();
+    std::lock_guard<std::mutex> lock(m.mutex);
+    auto it = m.blocks.find(uintptr_t(p));
+    if (it == m.blocks.end()) return fail(cudaErrorInvalidValue);
+    m.blocks.erase(it);
+  }
+  std::free(p);
+  return cudaSuccess;
+}
+
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
   count((std::string("cudaMemcpy, ") + kind_name(kind)).c_str());
   if (prohibited_during_capture("cudaMemcpy")) return fail(cudaErrorStreamCaptureUnsupported);
@@ -843,6 +897,19 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind
                             cudaStream_t stream) {
   count((std::string("cudaMemcpyAsync, ") + kind_name(kind)).c_str());
   if (const cudaError_t e = check_copy(dst, src, n, kind)) return e;
+  if (n != 0 && !is_default(stream) && stream->capturing) {
+    // A graph's copy node replays later, long after pageable memory may have changed hands: the
+    // emulator holds captured copies to page-locked host memory (cudaMallocHost).
+    const bool host_ok =
+        (is_device(dst, n) || is_pinned(dst, n)) && (is_device(src, n) || is_pinned(src, n));
+    if (!host_ok) {
+      stream->invalidated = true;
+      std::fprintf(stderr,
+                   "CUDA emulator: a captured cudaMemcpyAsync with pageable host memory "
+                   "invalidates the capture\n");
+      return fail(cudaErrorStreamCaptureUnsupported);
+    }
+  }
   auto op = std::make_unique<Recorded>();
   op->kind = Recorded::copy;
   op->dst = dst;
@@ -1074,6 +1141,21 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
   op->kind = Recorded::event;
   op->recorded_event = e;
   return submit(stream, std::move(op));
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t e, unsigned int flags) {
+  count("cudaStreamWaitEvent");
+  if (e == nullptr || flags != 0) return fail(cudaErrorInvalidValue);
+  if (e->captured) return fail(cudaErrorCapturedEvent);
+  if (!is_default(stream) && stream->capturing) {
+    // An event recorded outside the capture: the graph cannot hold that dependency.
+    stream->invalidated = true;
+    std::fprintf(stderr,
+                 "CUDA emulator: waiting in a capture on an event recorded outside it "
+                 "invalidates the capture\n");
+    return fail(cudaErrorStreamCaptureIsolation);
+  }
+  return cudaSuccess;  // the event's work finished when its record returned
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t e) {

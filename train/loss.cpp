@@ -8,6 +8,7 @@
 
 #include "kernels/loss_terms.h"
 #include "nnx/error.h"
+#include "train/loss_device.h"
 
 #ifdef NNX_WITH_CUDA
 #include <cstring>
@@ -110,23 +111,6 @@ bool on_device(const Tensor& prediction, const Tensor& target, DType target_dtyp
 }
 
 #ifdef NNX_WITH_CUDA
-// A device loss's scratch and the three values it leaves at its head (kernels/cuda/loss.h).
-struct DeviceScratch {
-  explicit DeviceScratch(Device device)
-      : tensor(Tensor::empty(Shape{int64_t(cuda::loss_scratch_doubles())}, DType::f64, device)) {}
-  double* data() const { return tensor.data<double>(); }
-  // Waits for the loss's kernels (the copy follows them on the current stream).
-  void read() {
-    const Tensor head = tensor.slice(0, 0, 3).to(Device::cpu());
-    sum = head.data<double>()[0];
-    counted = head.data<double>()[1];
-    std::memcpy(&bad, head.data<double>() + 2, sizeof bad);
-  }
-  Tensor tensor;
-  double sum = 0, counted = 0;
-  int64_t bad = cuda::kNoBadLabel;
-};
-
 // Doubles on `device` (undefined for none).
 Tensor doubles_on(const std::vector<double>& values, Device device) {
   if (values.empty()) return {};
@@ -137,6 +121,21 @@ Tensor doubles_on(const std::vector<double>& values, Device device) {
 
 const double* data_or_null(const Tensor& t) {
   return t.defined() ? t.data<double>() : nullptr;
+}
+
+// A device loss's scratch: its head holds the three values finish_device_loss reads.
+Tensor new_scratch(Device device) {
+  return Tensor::empty(Shape{int64_t(cuda::loss_scratch_doubles())}, DType::f64, device);
+}
+
+// Waits for a queued loss (the copy follows it on the current stream) and gives its value.
+double read_queued(const detail::QueuedLoss& q) {
+  double head[3] = {0, 0, 0};
+  if (q.launched) {
+    const Tensor h = q.scratch.slice(0, 0, 3).to(Device::cpu());
+    std::copy_n(h.data<double>(), 3, head);
+  }
+  return detail::finish_device_loss(q, head);
 }
 #endif
 
@@ -149,28 +148,14 @@ LossResult point_loss_on_device(const Tensor& prediction, const Tensor& target, 
   const Device device = prediction.device();
   cuda::DeviceGuard guard(device.index);
   const Tensor t = target.to(device);  // contiguous there (on_device)
-  const Tensor w = doubles_on(weight, device), pw = doubles_on(pos_weight, device);
-  Tensor grad = Tensor::empty(prediction.shape(), DType::f32, device);
-  DeviceScratch scratch(device);
-  cuda::PointLossArgs a;
-  a.kind = kind == LossKind::mse         ? cuda::PointLoss::mse
-           : kind == LossKind::l1        ? cuda::PointLoss::l1
-           : kind == LossKind::smooth_l1 ? cuda::PointLoss::smooth_l1
-                                         : cuda::PointLoss::bce_with_logits;
-  a.x = prediction.data<float>();
-  a.t = t.data<float>();
-  a.weight = data_or_null(w);
-  a.pos_weight = data_or_null(pw);
-  a.beta = options.beta;
-  a.n = prediction.numel();
-  const bool mean = options.reduction == Reduction::mean;
-  a.divisor = mean ? double(a.n) : 1.0;
-  a.grad = grad.data<float>();
-  if (a.n > 0) {
-    cuda::point_loss(a, scratch.data(), cuda::current_cuda_stream(device.index));
-    scratch.read();
-  }
-  return {mean ? scratch.sum / double(a.n) : scratch.sum, grad};
+  detail::DeviceLossConstants c;
+  c.weight = doubles_on(weight, device);
+  c.pos_weight = doubles_on(pos_weight, device);
+  LossOptions o = options;
+  o.kind = kind;
+  const detail::QueuedLoss q =
+      detail::queue_device_loss(prediction, t, o, c, cuda::current_cuda_stream(device.index));
+  return {read_queued(q), q.grad};
 #else
   (void)target, (void)kind, (void)options, (void)weight, (void)pos_weight;
   fail(ErrorKind::device, "loss on ", prediction.device().str(),
@@ -339,52 +324,30 @@ void check_probability_shape(const Tensor& target, const Tensor& logits) {
 
 // Cross entropy on the logits' device (on_device said yes): class indices as int64 or class
 // probabilities as float32 there, the class weights `w` (empty for none) as doubles.
-LossResult cross_entropy_on_device(const Tensor& logits, const Tensor& target, const ClassLayout& l,
+LossResult cross_entropy_on_device(const Tensor& logits, const Tensor& target,
                                    const std::vector<double>& w, const LossOptions& o) {
 #ifdef NNX_WITH_CUDA
   const Device device = logits.device();
   cuda::DeviceGuard guard(device.index);
-  Tensor labels, probs;
+  Tensor t;
   if (dtype_is_floating(target.dtype())) {
     check_probability_shape(target, logits);
-    probs = target.to(device);
+    t = target.to(device);
   } else {
     check_label_shape(target, logits, "cross_entropy");
-    labels = target.dtype() == DType::i64 ? target.to(device)
-                                          : target.to(Device::cpu()).to(DType::i64).to(device);
+    t = target.dtype() == DType::i64 ? target.to(device)
+                                     : target.to(Device::cpu()).to(DType::i64).to(device);
   }
-  const Tensor weight = doubles_on(w, device);
-  Tensor grad = Tensor::empty(logits.shape(), DType::f32, device);
-  DeviceScratch scratch(device);
-  cuda::CrossEntropyArgs a;
-  a.logits = logits.data<float>();
-  a.n = l.n;
-  a.c = l.c;
-  a.s = l.s;
-  a.labels = labels.defined() ? labels.data<int64_t>() : nullptr;
-  a.probs = probs.defined() ? probs.data<float>() : nullptr;
-  a.weight = data_or_null(weight);
-  for (int64_t k = 0; k < l.c; ++k) a.weight_sum += w.empty() ? 1.0 : w[size_t(k)];
-  a.ignore_index = o.ignore_index;
-  a.label_smoothing = o.label_smoothing;
-  a.mean = o.reduction == Reduction::mean;
-  a.grad = grad.data<float>();
-  const int64_t positions = l.n * l.s;
-  if (positions > 0) {
-    cuda::cross_entropy_loss(a, scratch.data(), cuda::current_cuda_stream(device.index));
-    scratch.read();
-  }
-  if (labels.defined() && scratch.bad != cuda::kNoBadLabel) {
-    const Tensor y = labels.view(Shape{labels.numel()}).slice(0, scratch.bad, scratch.bad + 1);
-    fail(ErrorKind::usage, "cross_entropy: class index ", y.to(Device::cpu()).data<int64_t>()[0],
-         " at position ", scratch.bad, " is out of range [0, ", l.c, ") (ignore_index ",
-         o.ignore_index, ")");
-  }
-  double total = scratch.sum;
-  if (a.mean) total /= labels.defined() ? scratch.counted : double(positions);
-  return {total, grad};
+  detail::DeviceLossConstants c;
+  c.weight = doubles_on(w, device);
+  c.weight_sum = 0;
+  for (int64_t k = 0; k < class_layout(logits).c; ++k)
+    c.weight_sum += w.empty() ? 1.0 : w[size_t(k)];
+  const detail::QueuedLoss q =
+      detail::queue_device_loss(logits, t, o, c, cuda::current_cuda_stream(device.index));
+  return {read_queued(q), q.grad};
 #else
-  (void)target, (void)l, (void)w, (void)o;
+  (void)target, (void)w, (void)o;
   fail(ErrorKind::device, "loss on ", logits.device().str(), ": this build has no CUDA backend");
 #endif
 }
@@ -471,7 +434,7 @@ LossResult cross_entropy_loss(const Tensor& logits, const Tensor& target,
   }
   const bool probabilities = dtype_is_floating(target.dtype());
   if (on_device(logits, target, probabilities ? DType::f32 : DType::i64))
-    return cross_entropy_on_device(logits, target, l, w, options);
+    return cross_entropy_on_device(logits, target, w, options);
   Tensor x = as_f64(logits, "cross_entropy", "logits");
   if (probabilities) return cross_entropy_probabilities(logits, x, target, w, options);
   return cross_entropy_indices(logits, x, target, w, options);
@@ -572,5 +535,159 @@ double accuracy(const Tensor& logits, const Tensor& labels, int64_t ignore_index
   int64_t counted = count_labelled(labels, ignore_index);
   return counted == 0 ? 0.0 : double(correct) / double(counted);
 }
+
+namespace detail {
+
+bool loss_on_device(const Tensor& prediction, const Tensor& target, const LossOptions& options) {
+  if (options.kind == LossKind::cross_entropy)
+    return on_device(
+        prediction, target,
+        target.defined() && dtype_is_floating(target.dtype()) ? DType::f32 : DType::i64);
+  if (options.kind == LossKind::smooth_l1 && options.beta == 0)  // l1's
+    return on_device(prediction, target, DType::f32);
+  return on_device(prediction, target, DType::f32);
+}
+
+DeviceLossConstants device_loss_constants(const Tensor& prediction, const LossOptions& options) {
+  DeviceLossConstants c;
+#ifdef NNX_WITH_CUDA
+  const Device device = prediction.device();
+  cuda::DeviceGuard guard(device.index);
+  if (options.kind == LossKind::cross_entropy) {
+    const ClassLayout l = class_layout(prediction);
+    std::vector<double> w;
+    if (options.weight.defined()) {
+      NNX_CHECK(options.weight.numel() == l.c && options.weight.dim() == 1, ErrorKind::shape,
+                "cross_entropy: expected a class weight of shape [", l.c, "], found ",
+                options.weight.str());
+      w = broadcast(options.weight, Shape{l.c}, "cross_entropy", "weight");
+    }
+    c.weight = doubles_on(w, device);
+    for (int64_t k = 0; k < l.c; ++k) c.weight_sum += w.empty() ? 1.0 : w[size_t(k)];
+  } else if (options.kind == LossKind::bce_with_logits) {
+    const char* loss = "bce_with_logits";
+    c.weight = doubles_on(broadcast(options.weight, prediction.shape(), loss, "weight"), device);
+    c.pos_weight =
+        doubles_on(broadcast(options.pos_weight, prediction.shape(), loss, "pos_weight"), device);
+  }
+#else
+  (void)prediction, (void)options;
+#endif
+  return c;
+}
+
+QueuedLoss queue_device_loss(const Tensor& prediction, const Tensor& target,
+                             const LossOptions& options, const DeviceLossConstants& constants,
+                             void* stream) {
+  QueuedLoss q;
+#ifdef NNX_WITH_CUDA
+  const Device device = prediction.device();
+  NNX_CHECK(prediction.device().is_cuda() && prediction.dtype() == DType::f32 &&
+                prediction.is_contiguous() && target.defined() && target.device() == device &&
+                target.is_contiguous(),
+            ErrorKind::usage, loss_name(options.kind),
+            ": a device loss needs a contiguous float32 prediction and a contiguous target on one "
+            "CUDA device, found ",
+            prediction.str(), " on ", prediction.device().str(), " and ", target.str(), " on ",
+            target.device().str());
+  q.kind = options.kind;
+  q.mean = options.reduction == Reduction::mean;
+  q.ignore_index = options.ignore_index;
+  q.grad = Tensor::empty(prediction.shape(), DType::f32, device);
+  q.scratch = new_scratch(device);
+  if (options.kind == LossKind::cross_entropy) {
+    NNX_CHECK(options.label_smoothing >= 0 && options.label_smoothing <= 1, ErrorKind::usage,
+              "cross_entropy: label_smoothing must be in [0, 1], found ", options.label_smoothing);
+    const ClassLayout l = class_layout(prediction);
+    const bool probabilities = dtype_is_floating(target.dtype());
+    if (probabilities) {
+      check_probability_shape(target, prediction);
+      NNX_CHECK(target.dtype() == DType::f32, ErrorKind::usage,
+                "cross_entropy: device class probabilities must be float32, found ", target.str());
+    } else {
+      check_label_shape(target, prediction, "cross_entropy");
+      NNX_CHECK(target.dtype() == DType::i64, ErrorKind::usage,
+                "cross_entropy: device class indices must be int64, found ", target.str());
+    }
+    cuda::CrossEntropyArgs a;
+    a.logits = prediction.data<float>();
+    a.n = l.n;
+    a.c = l.c;
+    a.s = l.s;
+    a.labels = probabilities ? nullptr : target.data<int64_t>();
+    a.probs = probabilities ? target.data<float>() : nullptr;
+    a.weight = data_or_null(constants.weight);
+    a.weight_sum = constants.weight_sum;
+    a.ignore_index = options.ignore_index;
+    a.label_smoothing = options.label_smoothing;
+    a.mean = q.mean;
+    a.grad = q.grad.data<float>();
+    q.classes = l.c;
+    q.by_count = !probabilities;
+    if (!probabilities) q.labels = target;
+    q.divisor = double(l.n * l.s);
+    if (l.n * l.s > 0) {
+      cuda::cross_entropy_loss(a, q.scratch.data<double>(), stream);
+      q.launched = true;
+    }
+    return q;
+  }
+  const char* loss = loss_name(options.kind);
+  check_same_shape(prediction, target, loss);
+  NNX_CHECK(target.dtype() == DType::f32, ErrorKind::usage, loss,
+            ": a device target must be float32, found ", target.str());
+  cuda::PointLossArgs a;
+  const bool l1 =
+      options.kind == LossKind::l1 || (options.kind == LossKind::smooth_l1 && options.beta == 0);
+  NNX_CHECK(options.kind != LossKind::smooth_l1 || options.beta >= 0, ErrorKind::usage,
+            "smooth_l1: beta must be >= 0, found ", options.beta);
+  a.kind = l1                                    ? cuda::PointLoss::l1
+           : options.kind == LossKind::mse       ? cuda::PointLoss::mse
+           : options.kind == LossKind::smooth_l1 ? cuda::PointLoss::smooth_l1
+                                                 : cuda::PointLoss::bce_with_logits;
+  a.x = prediction.data<float>();
+  a.t = target.data<float>();
+  if (options.kind == LossKind::bce_with_logits) {
+    a.weight = data_or_null(constants.weight);
+    a.pos_weight = data_or_null(constants.pos_weight);
+  }
+  a.beta = options.beta;
+  a.n = prediction.numel();
+  q.divisor = double(a.n);
+  a.divisor = q.mean ? q.divisor : 1.0;
+  a.grad = q.grad.data<float>();
+  if (a.n > 0) {
+    cuda::point_loss(a, q.scratch.data<double>(), stream);
+    q.launched = true;
+  }
+#else
+  (void)target, (void)constants, (void)stream;
+  fail(ErrorKind::device, "loss on ", prediction.device().str(),
+       ": this build has no CUDA backend");
+#endif
+  return q;
+}
+
+double finish_device_loss(const QueuedLoss& q, const double head[3]) {
+  double sum = 0, counted = 0;
+  if (q.launched) {
+    sum = head[0];
+    counted = head[1];
+#ifdef NNX_WITH_CUDA
+    int64_t bad = 0;
+    std::memcpy(&bad, head + 2, sizeof bad);
+    if (q.kind == LossKind::cross_entropy && q.by_count && bad != cuda::kNoBadLabel) {
+      const Tensor y = q.labels.view(Shape{q.labels.numel()}).slice(0, bad, bad + 1);
+      fail(ErrorKind::usage, "cross_entropy: class index ", y.to(Device::cpu()).data<int64_t>()[0],
+           " at position ", bad, " is out of range [0, ", q.classes, ") (ignore_index ",
+           q.ignore_index, ")");
+    }
+#endif
+  }
+  if (!q.mean) return sum;
+  return q.by_count ? sum / counted : sum / q.divisor;
+}
+
+}  // namespace detail
 
 }  // namespace nnx

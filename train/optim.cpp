@@ -52,7 +52,7 @@ Tensor state_buffer(const Tensor& value, bool zero) {
 #ifdef NNX_WITH_CUDA
   if (zero) {
     cuda::DeviceGuard guard(value.device().index);
-    cuda::fill_zero(t.raw_data(), t.nbytes(), nullptr);
+    cuda::fill_zero(t.raw_data(), t.nbytes(), cuda::current_cuda_stream(value.device().index));
   }
 #endif
   return t;
@@ -167,11 +167,13 @@ Optimizer::~Optimizer() = default;
 void Optimizer::set_lr(double lr) {
   NNX_CHECK(lr >= 0, ErrorKind::usage, name(), ": invalid learning rate ", lr);
   options_.lr = lr;
+  ++version_;
 }
 
 void Optimizer::reset_state() {
   state_.clear();
   steps_ = 0;
+  ++version_;
 }
 
 std::vector<std::string> Optimizer::buffer_names() const {
@@ -182,6 +184,11 @@ std::vector<std::string> Optimizer::buffer_names() const {
 }
 
 void Optimizer::step(std::span<Parameter> params, ThreadPool* pool) {
+  step_impl(params, pool, nullptr, nullptr);
+}
+
+void Optimizer::step_impl(std::span<Parameter> params, ThreadPool* pool, void* stream,
+                          const int64_t* device_steps) {
   if (state_.empty()) state_.resize(params.size());
   NNX_CHECK(state_.size() == params.size(), ErrorKind::usage, name(), ": step() with ",
             params.size(), " parameters, but the optimizer's state is for ", state_.size());
@@ -203,7 +210,7 @@ void Optimizer::step(std::span<Parameter> params, ThreadPool* pool) {
     st.present = true;
     ++st.step;
     if (p.value.device().is_cuda()) {
-      update_on_device(p, st);
+      update_on_device(p, st, stream, device_steps != nullptr ? device_steps + k : nullptr);
       st.fresh = false;
       continue;
     }
@@ -217,8 +224,9 @@ void Optimizer::step(std::span<Parameter> params, ThreadPool* pool) {
   ++steps_;
 }
 
-// The same update on a CUDA device (kernels/cuda/train.h), on the legacy default stream.
-void Optimizer::update_on_device(Parameter& p, ParamState& st) const {
+// The same update on a CUDA device (kernels/cuda/train.h), on `stream` (null: the legacy one).
+void Optimizer::update_on_device(Parameter& p, ParamState& st, void* stream,
+                                 const int64_t* device_step) const {
 #ifdef NNX_WITH_CUDA
   const OptimizerOptions& o = options_;
   cuda::DeviceGuard guard(p.value.device().index);
@@ -235,7 +243,7 @@ void Optimizer::update_on_device(Parameter& p, ParamState& st) const {
     s.maximize = o.maximize;
     s.first = st.fresh;
     cuda::sgd_update(s, p.value.data<float>(), p.grad.data<float>(), buffer(0), p.value.numel(),
-                     nullptr);
+                     stream);
     return;
   }
   cuda::AdamStep s;
@@ -249,9 +257,9 @@ void Optimizer::update_on_device(Parameter& p, ParamState& st) const {
   s.amsgrad = o.amsgrad;
   s.maximize = o.maximize;
   cuda::adam_update(s, p.value.data<float>(), p.grad.data<float>(), buffer(0), buffer(1), buffer(2),
-                    p.value.numel(), nullptr);
+                    p.value.numel(), stream, device_step);
 #else
-  (void)st;
+  (void)st, (void)stream, (void)device_step;
   fail(ErrorKind::device, "optimizer: parameter ", p.name, " is on ", p.value.device().str(),
        ", and this build has no CUDA backend");
 #endif
@@ -671,6 +679,7 @@ void Optimizer::load_state(const std::string& path, std::span<const Parameter> p
   options_ = o;
   state_ = std::move(state);
   steps_ = steps;
+  ++version_;
 }
 
 }  // namespace nnx

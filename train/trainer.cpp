@@ -27,32 +27,35 @@ size_t bytes_of(const Tensor& t) {
   return t.defined() ? size_t(t.numel()) * dtype_size(t.dtype()) : 0;
 }
 
-// t = 0, t contiguous f32, split over the pool (Tensor::fill goes element by element).
-void zero_into(ThreadPool* pool, Tensor& t) {
+// t = 0, t contiguous f32, split over the pool (Tensor::fill goes element by element); on a
+// CUDA device queued on `stream`.
+void zero_into(ThreadPool* pool, Tensor& t, void* stream) {
 #ifdef NNX_WITH_CUDA
   if (t.device().is_cuda()) {
     cuda::DeviceGuard guard(t.device().index);
-    cuda::fill_zero(t.raw_data(), t.nbytes(), nullptr);
+    cuda::fill_zero(t.raw_data(), t.nbytes(), stream);
     return;
   }
 #endif
+  (void)stream;
   float* d = t.data<float>();
   parallel_for(pool, t.numel(), 1 << 16,
                [&](int64_t b, int64_t e) { std::fill(d + b, d + e, 0.f); });
 }
 
-// dst += src, both contiguous f32 of one shape on one device.
-void add_into(ThreadPool* pool, Tensor& dst, const Tensor& src) {
+// dst += src, both contiguous f32 of one shape on one device (queued on `stream` there).
+void add_into(ThreadPool* pool, Tensor& dst, const Tensor& src, void* stream) {
 #ifdef NNX_WITH_CUDA
   if (dst.device().is_cuda()) {
     NNX_CHECK(src.device() == dst.device(), ErrorKind::usage, "gradient sum of ", src.str(), " on ",
               src.device().str(), " into one on ", dst.device().str());
     cuda::DeviceGuard guard(dst.device().index);
     cuda::binary_same_shape(cuda::BinaryOp::add, false, dst.data<float>(), src.data<float>(),
-                            dst.data<float>(), dst.numel(), nullptr);
+                            dst.data<float>(), dst.numel(), stream);
     return;
   }
 #endif
+  (void)stream;
   float* d = dst.data<float>();
   const float* s = src.data<float>();
   parallel_for(pool, dst.numel(), 1 << 15, [&](int64_t b, int64_t e) {
@@ -65,6 +68,9 @@ void add_into(ThreadPool* pool, Tensor& dst, const Tensor& src) {
 struct Trainer::Impl {
   Model model;
   Device device = Device::cpu();
+  // The CUDA stream the ops, fills and sums are queued on: the legacy one, or a TrainStep's own
+  // while it runs the trainer.
+  void* stream = nullptr;
   // Profiling on CUDA: the node's kernels waited for, so that the time is theirs.
   void settle() const {
     if (profiling && device.is_cuda()) cuda::synchronize(device.index);
@@ -73,7 +79,7 @@ struct Trainer::Impl {
   Tensor zeros(const Shape& shape) const {
     if (device.is_cpu()) return Tensor::zeros(shape, DType::f32);
     Tensor t = Tensor::empty(shape, DType::f32, device);
-    zero_into(nullptr, t);
+    zero_into(nullptr, t, stream);
     return t;
   }
   // An input or gradient the caller passed, as contiguous f32 on the trainer's device (itself
@@ -272,7 +278,7 @@ void Trainer::zero_grad() {
     Parameter& p = m.params[k];
     if (p.grad.defined() && p.grad.device() == m.device && p.grad.dtype() == DType::f32 &&
         p.grad.is_contiguous() && p.grad.shape() == p.value.shape()) {
-      zero_into(m.pool.get(), p.grad);
+      zero_into(m.pool.get(), p.grad, m.stream);
       m.zeroed[k] = true;
       m.zeroed_storage[k] = p.grad.storage().get();
     } else if (p.grad.defined() && p.grad.device().is_cpu()) {
@@ -329,6 +335,27 @@ void Trainer::set_grad_ready_hook(std::function<void(int)> on_grad_ready) {
   impl_->grad_ready = std::move(on_grad_ready);
 }
 
+void* Trainer::exchange_stream(void* stream) {
+  void* previous = impl_->stream;
+  impl_->stream = stream;
+  return previous;
+}
+
+std::string Trainer::capture_obstacle() const {
+  if (impl_->profiling) return "profiling is on";
+  if (impl_->reducer != nullptr) return "a stat reducer is set";
+  if (impl_->grad_ready) return "a grad-ready hook is set";
+  return {};
+}
+
+RandomEngine& Trainer::generator() {
+  return impl_->rng;
+}
+
+ThreadPool* Trainer::thread_pool() {
+  return impl_->pool.get();
+}
+
 std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
   Impl& m = *impl_;
   const Graph& g = m.graph();
@@ -357,6 +384,7 @@ std::vector<Tensor> Trainer::forward(std::span<const Tensor> inputs) {
   ctx.training = m.training;
   ctx.rng = &m.rng;
   ctx.reducer = m.training ? m.reducer : nullptr;
+  ctx.stream = m.stream;
   std::vector<Tensor> args;
   for (int v : m.plan.steps) {
     const Node& node = g.nodes[size_t(v)];
@@ -430,10 +458,10 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
         grad = grad.clone();
         m.grow(bytes_of(grad));
       }
-      add_into(m.pool.get(), grad, slot);
+      add_into(m.pool.get(), grad, slot, m.stream);
       slot = std::move(grad);
     } else {
-      add_into(m.pool.get(), slot, grad);
+      add_into(m.pool.get(), slot, grad, m.stream);
       m.drop(grad, !m.is_caller(grad));
     }
   };
@@ -476,6 +504,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
   ctx.training = m.training;
   ctx.rng = &m.rng;
   ctx.reducer = m.training ? m.reducer : nullptr;
+  ctx.stream = m.stream;
   std::vector<Tensor> ins, outs, gouts, gins, gparams;
   std::vector<bool> direct_params;
   for (auto it = m.plan.steps.rbegin(); it != m.plan.steps.rend(); ++it) {
@@ -504,7 +533,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
       if (!gouts[p].defined()) {
         // From the pooled allocator (large Tensor::zeros are fresh pages, faulted in every step).
         gouts[p] = Tensor::empty(m.plan.specs[size_t(v)][p].shape, DType::f32, m.device);
-        zero_into(m.pool.get(), gouts[p]);
+        zero_into(m.pool.get(), gouts[p], m.stream);
         m.grow(bytes_of(gouts[p]));
         m.grads[size_t(v)][p] = gouts[p];
       }
@@ -545,7 +574,7 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
               .count();
     for (size_t k = 0; k < gparams.size(); ++k)
       if (index[k] >= 0 && !direct_params[k])
-        add_into(m.pool.get(), m.params[size_t(index[k])].grad, gparams[k]);
+        add_into(m.pool.get(), m.params[size_t(index[k])].grad, gparams[k], m.stream);
     if (m.grad_ready && m.final_node[size_t(node.layer)] == v)
       for (int k : index)
         if (k >= 0) m.grad_ready(k);

@@ -99,13 +99,24 @@ class NNX_API Optimizer {
   // Called once per parameter before update(): creates the buffers on the first step (on the
   // parameter's device).
   virtual void prepare(ParamState& state, const Tensor& value) const = 0;
-  // update() for a parameter on a CUDA device, after prepare() and the step increment.
-  void update_on_device(Parameter& param, ParamState& state) const;
+  // update() for a parameter on a CUDA device, after prepare() and the step increment, queued
+  // on `stream`; Adam reads the step from device_step when it is not null.
+  void update_on_device(Parameter& param, ParamState& state, void* stream,
+                        const int64_t* device_step) const;
 
   OptimizerKind kind_;
   OptimizerOptions options_;
   std::vector<ParamState> state_;
   int64_t steps_ = 0;
+  // Changed by set_lr, reset_state and load_state: a captured step (TrainStep) is stale then.
+  uint64_t version_ = 0;
+
+ private:
+  friend class TrainStep;
+  // step() with the CUDA updates queued on `stream`, Adam's step of parameter k read from
+  // device_steps[k] (null: known on the host).
+  void step_impl(std::span<Parameter> params, ThreadPool* pool, void* stream,
+                 const int64_t* device_steps);
 };
 
 class NNX_API SGD : public Optimizer {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "nnx/loss.h"
 #include "nnx/model.h"
 #include "nnx/op.h"
 #include "nnx/tensor.h"
@@ -50,6 +51,7 @@ struct NodeProfile {
   int64_t calls = 0;  // forwards timed
 };
 
+class Optimizer;
 class NNX_API Trainer {
  public:
   // Trains a copy of `model` (Model::clone): the model passed in, and Executors running it, are
@@ -103,6 +105,61 @@ class NNX_API Trainer {
   // does not reach are not reported.
   void set_stat_reducer(StatReducer* reducer);
   void set_grad_ready_hook(std::function<void(int)> on_grad_ready);
+
+ private:
+  friend class TrainStep;
+  // The CUDA stream the trainer queues its work on (null: the legacy one); returns the previous.
+  void* exchange_stream(void* stream);
+  // Why a step of this trainer cannot be captured as a CUDA graph as it stands (profiling, a
+  // stat reducer or a grad-ready hook set), or empty.
+  std::string capture_obstacle() const;
+  RandomEngine& generator();
+  ThreadPool* thread_pool();
+
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct TrainStepOptions {
+  LossOptions loss{};  // the loss of every output against its target
+  // On a CUDA device: capture the whole step (zero_grad, forward, loss, backward, optimizer
+  // update) as one CUDA graph after two op-by-op runs with the same shapes and optimizer state
+  // (the first creates that state), then replay it, while the
+  // shapes, the training mode, the optimizer's settings and the parameters' and optimizer state's
+  // memory stay the same (anything else: captured again). A step that cannot be captured (a node
+  // without a CUDA body, random draws such as Dropout's, a hook set on the trainer) runs op by
+  // op, as with false; cuda_graph_state() says why. Ignored on the CPU.
+  bool cuda_graph = true;
+};
+
+// One training step as a unit, for loops that do nothing between forward and update: on a CUDA
+// device on a stream of its own, so that it can be captured and replayed as one CUDA graph, which
+// takes the host out of the step. The numbers are those of the same calls made one by one
+// (Trainer::zero_grad, forward, compute_loss, backward, Optimizer::step); Adam's bias correction
+// is computed on the device in a replayed step.
+class NNX_API TrainStep {
+ public:
+  // Steps `trainer` with `optimizer`, which must outlive this and be given the trainer's
+  // parameters() at every step (they are here).
+  TrainStep(Trainer& trainer, Optimizer& optimizer, TrainStepOptions options = {});
+  ~TrainStep();
+  TrainStep(const TrainStep&) = delete;
+  TrainStep& operator=(const TrainStep&) = delete;
+
+  // One step: zero_grad(), forward(inputs), the loss of output k against targets[k] (as
+  // compute_loss takes them, on the host or the trainer's device; undefined: no loss for that
+  // output), backward(), optimizer.step(). Returns each output's loss (0 without a target). Class
+  // indices out of range are an Error(usage) before anything changes. Waits for the device.
+  std::vector<double> run(std::span<const Tensor> inputs, std::span<const Tensor> targets);
+  double run(const Tensor& input, const Tensor& target) {
+    return run(std::span(&input, 1), std::span(&target, 1))[0];
+  }
+  // The last step's outputs, on the trainer's device: valid until the next run.
+  const std::vector<Tensor>& outputs() const;
+  // Whether the steps are replayed from a CUDA graph now, or why not, with the steps replayed
+  // and the captures made so far: "captured: the whole step as one CUDA graph; 37 step(s)
+  // replayed, 2 capture(s)", "op by op: <why>; ...", "off (op by op)", "CPU: no CUDA graphs".
+  std::string cuda_graph_state() const;
 
  private:
   struct Impl;

@@ -180,6 +180,24 @@ struct AdamScalars {
   float sign, wd, b1, b2, one_minus_b1, one_minus_b2, step_size, bc2_sqrt, eps, decay;
 };
 
+// The update's factors at `step` (the bias corrections in double), on the host for a step known
+// there, on the device for a step counted there (adam_update's device_step).
+__host__ __device__ inline AdamScalars adam_scalars(const AdamStep& o, double step) {
+  const double bc1 = 1 - pow(o.beta1, step), bc2 = 1 - pow(o.beta2, step);
+  AdamScalars s;
+  s.sign = o.maximize ? -1.f : 1.f;
+  s.wd = o.decoupled ? 0.f : float(o.weight_decay);
+  s.b1 = float(o.beta1);
+  s.b2 = float(o.beta2);
+  s.one_minus_b1 = float(1 - o.beta1);
+  s.one_minus_b2 = float(1 - o.beta2);
+  s.step_size = float(o.lr / bc1);
+  s.bc2_sqrt = float(sqrt(bc2));
+  s.eps = float(o.eps);
+  s.decay = o.decoupled ? float(1 - o.lr * o.weight_decay) : 1.f;
+  return s;
+}
+
 __global__ void adam_kernel(AdamScalars s, float* p, const float* g, float* m, float* v,
                             float* vmax, int64_t n) {
   grid_stride_loop(n, [&](int64_t i) {
@@ -191,6 +209,29 @@ __global__ void adam_kernel(AdamScalars s, float* p, const float* g, float* m, f
     const float denom = sqrtf(vi) / s.bc2_sqrt + s.eps;
     p[i] = p[i] * s.decay - s.step_size * m[i] / denom;
   });
+}
+
+// The same with the step read on the device: each block computes the factors once.
+__global__ void adam_device_step_kernel(AdamStep o, const int64_t* step, float* p, const float* g,
+                                        float* m, float* v, float* vmax, int64_t n) {
+  __shared__ AdamScalars shared;
+  if (threadIdx.x == 0) shared = adam_scalars(o, double(*step));
+  __syncthreads();
+  const AdamScalars s = shared;
+  grid_stride_loop(n, [&](int64_t i) {
+    const float gi = s.sign * g[i] + s.wd * p[i];
+    m[i] = m[i] * s.b1 + s.one_minus_b1 * gi;
+    float vi = v[i] * s.b2 + s.one_minus_b2 * gi * gi;
+    v[i] = vi;
+    if (vmax != nullptr) vi = vmax[i] = fmaxf(vmax[i], vi);
+    const float denom = sqrtf(vi) / s.bc2_sqrt + s.eps;
+    p[i] = p[i] * s.decay - s.step_size * m[i] / denom;
+  });
+}
+
+__global__ void increment_each_kernel(int64_t* counters, int n) {
+  const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) counters[i] += 1;
 }
 
 cudaStream_t as_stream(void* s) {
@@ -277,23 +318,24 @@ void sgd_update(const SgdStep& s, float* value, const float* grad, float* moment
 }
 
 void adam_update(const AdamStep& o, float* value, const float* grad, float* exp_avg,
-                 float* exp_avg_sq, float* max_exp_avg_sq, int64_t n, void* stream) {
+                 float* exp_avg_sq, float* max_exp_avg_sq, int64_t n, void* stream,
+                 const int64_t* device_step) {
   if (n <= 0) return;
-  const double step = double(o.step);
-  const double bc1 = 1 - pow(o.beta1, step), bc2 = 1 - pow(o.beta2, step);
-  AdamScalars s;
-  s.sign = o.maximize ? -1.f : 1.f;
-  s.wd = o.decoupled ? 0.f : float(o.weight_decay);
-  s.b1 = float(o.beta1);
-  s.b2 = float(o.beta2);
-  s.one_minus_b1 = float(1 - o.beta1);
-  s.one_minus_b2 = float(1 - o.beta2);
-  s.step_size = float(o.lr / bc1);
-  s.bc2_sqrt = float(sqrt(bc2));
-  s.eps = float(o.eps);
-  s.decay = o.decoupled ? float(1 - o.lr * o.weight_decay) : 1.f;
-  adam_kernel<<<grid_for(n), kBlockSize, 0, as_stream(stream)>>>(
-      s, value, grad, exp_avg, exp_avg_sq, o.amsgrad ? max_exp_avg_sq : nullptr, n);
+  float* vmax = o.amsgrad ? max_exp_avg_sq : nullptr;
+  if (device_step != nullptr) {
+    adam_device_step_kernel<<<grid_for(n), kBlockSize, 0, as_stream(stream)>>>(
+        o, device_step, value, grad, exp_avg, exp_avg_sq, vmax, n);
+  } else {
+    adam_kernel<<<grid_for(n), kBlockSize, 0, as_stream(stream)>>>(
+        adam_scalars(o, double(o.step)), value, grad, exp_avg, exp_avg_sq, vmax, n);
+  }
+  NNX_CUDA_CHECK_LAUNCH();
+}
+
+void increment_each(int64_t* counters, int n, void* stream) {
+  if (n <= 0) return;
+  increment_each_kernel<<<unsigned((n + kBlockSize - 1) / kBlockSize), kBlockSize, 0,
+                          as_stream(stream)>>>(counters, n);
   NNX_CUDA_CHECK_LAUNCH();
 }
 

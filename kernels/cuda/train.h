@@ -70,7 +70,13 @@ struct AdamStep {
   int64_t step = 1;
   bool decoupled = false, amsgrad = false, maximize = false;
 };
+// With device_step (not null) the step is read there, when the update runs, instead of s.step:
+// a CUDA graph replays the same launch at every step (nnx::TrainStep).
 void adam_update(const AdamStep& s, float* value, const float* grad, float* exp_avg,
-                 float* exp_avg_sq, float* max_exp_avg_sq, int64_t n, void* stream);
+                 float* exp_avg_sq, float* max_exp_avg_sq, int64_t n, void* stream,
+                 const int64_t* device_step = nullptr);
+
+// counters[i] += 1 for i < n (device int64s).
+void increment_each(int64_t* counters, int n, void* stream);
 
 }  // namespace nnx::cuda

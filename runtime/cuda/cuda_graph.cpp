@@ -68,6 +68,26 @@ void* capture_graph(void* stream_handle, int device, GraphPool& pool,
   return exec;
 }
 
+void* alloc_pinned(size_t bytes) {
+  void* p = nullptr;
+  NNX_CUDA_CHECK(cudaMallocHost(&p, bytes));
+  return p;
+}
+
+void free_pinned(void* p) noexcept {
+  if (p != nullptr) (void)cudaFreeHost(p);
+}
+
+void wait_for_legacy(void* stream, int device) {
+  DeviceGuard guard(device);
+  cudaEvent_t event = nullptr;
+  NNX_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  cudaError_t e = cudaEventRecord(event, cudaStreamLegacy);
+  if (e == cudaSuccess) e = cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), event, 0);
+  (void)cudaEventDestroy(event);  // released once the wait is done
+  NNX_CUDA_CHECK(e);
+}
+
 void launch_graph(void* exec, void* stream) {
   NNX_CUDA_CHECK(
       cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), static_cast<cudaStream_t>(stream)));

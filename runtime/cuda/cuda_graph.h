@@ -29,6 +29,12 @@ void release_graph_pool(GraphPool& pool, int device);
 void keep_for_stream(void* ptr, void* stream, int device) noexcept;
 
 void* capture_graph(void* stream, int device, GraphPool& pool, const std::function<void()>& body);
+
+// Page-locked host memory (what a captured copy to the host may write), and its release.
+void* alloc_pinned(size_t bytes);
+void free_pinned(void* p) noexcept;
+// `stream` (of `device`) waits for the work queued so far on the device's legacy stream.
+void wait_for_legacy(void* stream, int device);
 void launch_graph(void* exec, void* stream);
 void destroy_graph(void* exec) noexcept;
 

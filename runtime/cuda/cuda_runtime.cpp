@@ -83,6 +83,15 @@ void copy_sync(void* dst, Device dst_device, const void* src, Device src_device,
   }
   const cudaStream_t stream = current_cuda_stream(copier.index);
   copy_on_stream(dst, dst_device, src, src_device, nbytes, stream);
+  if (src_device == dst_device && stream != nullptr) {
+    // Within one device while the stream is captured into a CUDA graph (a TrainStep's backward
+    // passing a gradient through a view): the copy is a node in stream order, which is all the
+    // graph's later nodes need; a wait is not allowed there.
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &status) == cudaSuccess &&
+        status == cudaStreamCaptureStatusActive)
+      return;
+  }
   NNX_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

@@ -36,8 +36,10 @@ fs::path case_dir(const std::string& name) {
   return fs::path(NNX_FIXTURE_DIR) / "train_parity" / name;
 }
 
-// Trains the case with `threads` threads on `device`; returns one line per disagreeing tensor.
-std::string train_case(const std::string& name, int threads, Device device = Device::cpu()) {
+// Trains the case with `threads` threads on `device`, through the calls one by one or, with
+// `via_step`, through TrainStep; returns one line per disagreeing tensor.
+std::string train_case(const std::string& name, int threads, Device device = Device::cpu(),
+                       bool via_step = false) {
   fs::path dir = case_dir(name);
   if (!fs::exists(dir / "case.json")) return "missing fixture " + dir.string();
   example::register_yolo_head();
@@ -55,8 +57,17 @@ std::string train_case(const std::string& name, int threads, Device device = Dev
   int outputs = int(meta.find("outputs")->integer);
   LossOptions mse;
   mse.kind = LossKind::mse;
+  TrainStep step(trainer, *optimizer, {.loss = mse});
   for (int k = 0; k < steps; ++k) {
     Tensor x = read_npy((dir / ("x" + std::to_string(k) + ".npy")).string());
+    if (via_step) {
+      std::vector<Tensor> targets;
+      for (int j = 0; j < outputs; ++j)
+        targets.push_back(read_npy(
+            (dir / ("t" + std::to_string(k) + "_" + std::to_string(j) + ".npy")).string()));
+      step.run(std::span(&x, 1), targets);
+      continue;
+    }
     trainer.zero_grad();
     std::vector<Tensor> out = trainer.forward(x);
     std::vector<Tensor> grads;
@@ -127,6 +138,12 @@ TEST_P(NetworkParity, FiveStepsMatchPyTorch) {
   }
 }
 
+// The same steps as one unit each (TrainStep), on the CPU.
+TEST_P(NetworkParity, FiveTrainStepsMatchPyTorch) {
+  std::string failures = train_case(GetParam(), 2, Device::cpu(), true);
+  EXPECT_TRUE(failures.empty()) << GetParam() << " (TrainStep):" << failures;
+}
+
 INSTANTIATE_TEST_SUITE_P(Seed, NetworkParity,
                          ::testing::Values("seed_sgd", "seed_adamw_nobias", "seed_adamw_bias"));
 
@@ -138,6 +155,10 @@ TEST(CudaNetworkParity, FiveStepsMatchPyTorchOnCuda) {
   for (const char* name : {"seed_sgd", "seed_adamw_nobias", "seed_adamw_bias"}) {
     std::string failures = train_case(name, 2, Device::cuda(0));
     EXPECT_TRUE(failures.empty()) << name << " (cuda:0):" << failures;
+    // As TrainStep runs them: on its own stream, the loss queued on the device; op by op, as
+    // the seed network's YOLO head runs on the host.
+    failures = train_case(name, 2, Device::cuda(0), true);
+    EXPECT_TRUE(failures.empty()) << name << " (cuda:0, TrainStep):" << failures;
   }
 }
 

@@ -1,0 +1,258 @@
+// nnx::TrainStep: the whole step as one unit gives the numbers of the calls made one by one
+// (Trainer::zero_grad, forward, compute_loss, backward, Optimizer::step), on the CPU and on CUDA;
+// on CUDA, steps replayed from one CUDA graph give the numbers of steps run op by op, through
+// changes of the learning rate and bad input, and steps that cannot be captured say why. (The
+// calls one by one are held to PyTorch in network_parity_test.cpp, and TrainStep too there.)
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "graph/graph.h"
+#include "nnx/cuda.h"
+#include "nnx/error.h"
+#include "nnx/loss.h"
+#include "nnx/optim.h"
+#include "nnx/train.h"
+
+namespace nnx {
+namespace {
+
+const std::string kResnet = std::string(NNX_SOURCE_DIR) + "/examples/digits/digits_resnet.json";
+const std::string kCnn = std::string(NNX_SOURCE_DIR) + "/examples/digits/digits_cnn.json";
+
+struct Batch {
+  Tensor x, y;
+};
+
+// Batch k: 8 images 1x8x8 and their class indices, the same for every caller.
+Batch batch(int k, int64_t n = 8) {
+  std::mt19937_64 rng(uint64_t(1000 + k));
+  std::normal_distribution<float> normal(0.f, 1.f);
+  Batch b{Tensor::empty(Shape{n, 1, 8, 8}), Tensor::empty(Shape{n}, DType::i64)};
+  for (int64_t i = 0; i < b.x.numel(); ++i) b.x.data<float>()[i] = normal(rng);
+  for (int64_t i = 0; i < n; ++i) b.y.data<int64_t>()[i] = int64_t(rng() % 10);
+  return b;
+}
+
+LossOptions cross_entropy() {
+  LossOptions o;
+  o.kind = LossKind::cross_entropy;
+  o.label_smoothing = 0.1;
+  o.weight = Tensor::empty(Shape{10});
+  for (int k = 0; k < 10; ++k) o.weight.data<float>()[k] = 0.5f + 0.1f * float(k);
+  return o;
+}
+
+// Every parameter, BatchNorm buffer and optimizer state tensor of a trainer, on the host.
+std::vector<Tensor> snapshot(const Trainer& trainer, const Optimizer& optimizer) {
+  std::vector<Tensor> out;
+  for (const Layer& layer : trainer.model().graph().layers)
+    if (layer.op)
+      for (const Param& p : layer.op->params()) out.push_back(p.value.to(Device::cpu()).clone());
+  for (const auto& st : optimizer.state())
+    for (const Tensor& b : st.buffers)
+      if (b.defined()) out.push_back(b.to(Device::cpu()).clone());
+  return out;
+}
+
+// The largest difference between two snapshots relative to max(1, |reference|), or INFINITY
+// when they do not line up.
+double worst(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double w = 0;
+  for (size_t k = 0; k < a.size(); ++k) {
+    if (a[k].shape() != b[k].shape()) return INFINITY;
+    const Tensor x = a[k].to(DType::f64).contiguous(), y = b[k].to(DType::f64).contiguous();
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      const double d = std::abs(x.data<double>()[i] - y.data<double>()[i]) /
+                       std::max(1.0, std::abs(y.data<double>()[i]));
+      w = std::isnan(d) ? INFINITY : std::max(w, d);
+    }
+  }
+  return w;
+}
+
+// The step as separate calls, the way a hand-written loop makes them.
+double manual_step(Trainer& trainer, Optimizer& optimizer, const Batch& b,
+                   const LossOptions& loss) {
+  trainer.zero_grad();
+  std::vector<Tensor> out = trainer.forward(b.x);
+  LossResult r = compute_loss(out[0], b.y, loss);
+  trainer.backward(r.grad);
+  optimizer.step(trainer.parameters());
+  return r.value;
+}
+
+std::unique_ptr<Optimizer> optimizer_for(const std::string& kind) {
+  OptimizerOptions o;
+  o.lr = 0.05;
+  if (kind == "sgd") {
+    o.momentum = 0.9;
+    o.nesterov = true;
+    o.weight_decay = 1e-3;
+  } else {
+    o.lr = 2e-3;
+    o.amsgrad = kind == "adam";
+  }
+  return make_optimizer(kind, o);
+}
+
+TEST(TrainStep, MatchesTheCallsOneByOneOnTheCpu) {
+  Model model = load(kResnet);
+  for (const char* kind : {"sgd", "adamw"}) {
+    Trainer a(model, {.threads = 2}), b(model, {.threads = 2});
+    auto oa = optimizer_for(kind), ob = optimizer_for(kind);
+    TrainStep step(a, *oa, {.loss = cross_entropy()});
+    for (int k = 0; k < 3; ++k) {
+      const Batch d = batch(k);
+      const double got = step.run(d.x, d.y);
+      const double want = manual_step(b, *ob, d, cross_entropy());
+      EXPECT_EQ(got, want) << kind << " step " << k;
+    }
+    EXPECT_EQ(worst(snapshot(a, *oa), snapshot(b, *ob)), 0.0) << kind;
+    EXPECT_EQ(oa->steps(), 3);
+    ASSERT_EQ(step.outputs().size(), 1u);
+    EXPECT_EQ(step.outputs()[0].shape(), Shape({8, 10}));
+    EXPECT_EQ(step.cuda_graph_state(), "CPU: no CUDA graphs");
+  }
+}
+
+TEST(TrainStep, CountsTargetsPerOutput) {
+  Model model = load(kResnet);
+  Trainer trainer(model, {.threads = 1});
+  auto opt = optimizer_for("sgd");
+  TrainStep step(trainer, *opt, {.loss = cross_entropy()});
+  const Batch d = batch(0);
+  std::vector<Tensor> two = {d.y, d.y};
+  try {
+    step.run(std::span(&d.x, 1), two);
+    FAIL() << "two targets for one output accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::usage);
+    EXPECT_NE(e.message().find("expected 1 target"), std::string::npos) << e.message();
+  }
+}
+
+bool emulated() {
+  return cuda::device_name(0).find("emulator") != std::string::npos;
+}
+
+// On a GPU a replayed Adam step computes its bias correction with the device's pow, which may
+// round the last bit differently; the emulator's is the host's.
+double replay_tolerance(const std::string& kind) {
+  return emulated() || kind == "sgd" ? 0.0 : 1e-6;
+}
+
+class CudaTrainStep : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    cuda::init();
+    if (!cuda::available()) GTEST_SKIP() << "no CUDA device: " << cuda::unavailable_reason();
+  }
+};
+
+// Three trainers from one model: the calls one by one on the legacy stream, TrainStep op by op,
+// TrainStep with CUDA graphs. Seven steps on different batches, the learning rate changed before
+// the sixth (the graph is captured again), then compared.
+TEST_P(CudaTrainStep, ReplaysMatchTheStepsOpByOp) {
+  const std::string kind = GetParam();
+  const Device gpu = Device::cuda(0);
+  Model model = load(kResnet);
+  Trainer manual(model, {.threads = 2, .device = gpu}), eager(model, {.threads = 2, .device = gpu}),
+      graphed(model, {.threads = 2, .device = gpu});
+  auto om = optimizer_for(kind), oe = optimizer_for(kind), og = optimizer_for(kind);
+  TrainStep op_by_op(eager, *oe, {.loss = cross_entropy(), .cuda_graph = false});
+  TrainStep replayed(graphed, *og, {.loss = cross_entropy()});
+  const double tol = replay_tolerance(kind);
+  for (int k = 0; k < 7; ++k) {
+    if (k == 5)
+      for (Optimizer* o : {om.get(), oe.get(), og.get()}) o->set_lr(o->lr() * 0.5);
+    const Batch d = batch(k);
+    const double want = manual_step(manual, *om, d, cross_entropy());
+    const double e = op_by_op.run(d.x, d.y);
+    // Host or device inputs alike.
+    const double g = k % 2 == 0 ? replayed.run(d.x, d.y) : replayed.run(d.x.to(gpu), d.y.to(gpu));
+    EXPECT_EQ(e, want) << kind << " step " << k;
+    EXPECT_LE(std::abs(g - want), tol * std::max(1.0, std::abs(want))) << kind << " step " << k;
+    if (k == 4 || k == 6) {
+      EXPECT_NE(replayed.cuda_graph_state().find("captured"), std::string::npos)
+          << kind << " step " << k << ": " << replayed.cuda_graph_state();
+    }
+  }
+  EXPECT_EQ(op_by_op.cuda_graph_state(), "off (op by op)");
+  const std::vector<Tensor> want = snapshot(manual, *om);
+  EXPECT_EQ(worst(snapshot(eager, *oe), want), 0.0) << kind;
+  EXPECT_LE(worst(snapshot(graphed, *og), want), tol) << kind;
+  EXPECT_EQ(og->steps(), 7);
+  for (size_t k = 0; k < og->state().size(); ++k)
+    EXPECT_EQ(og->state()[k].step, om->state()[k].step) << kind << " parameter " << k;
+  // The outputs are the last step's.
+  ASSERT_EQ(replayed.outputs().size(), 1u);
+  const Tensor out = replayed.outputs()[0].to(Device::cpu());
+  manual.set_training(false);
+  graphed.set_training(false);
+  EXPECT_LE(worst({graphed.forward(batch(9).x)[0].to(Device::cpu())},
+                  {manual.forward(batch(9).x)[0].to(Device::cpu())}),
+            tol);
+  EXPECT_EQ(out.shape(), Shape({8, 10}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Optimizers, CudaTrainStep, ::testing::Values("sgd", "adam", "adamw"));
+
+// A bad class index is refused before anything changes, in a replayed step as in the first.
+TEST(CudaTrainStepInput, BadClassIndexChangesNothing) {
+  cuda::init();
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device: " << cuda::unavailable_reason();
+  Model model = load(kResnet);
+  Trainer trainer(model, {.threads = 2, .device = Device::cuda(0)});
+  auto opt = optimizer_for("sgd");
+  TrainStep step(trainer, *opt, {.loss = cross_entropy()});
+  Batch bad = batch(0);
+  bad.y.data<int64_t>()[3] = 10;
+  auto refused = [&](const char* when) {
+    const std::vector<Tensor> before = snapshot(trainer, *opt);
+    const int64_t steps = opt->steps();
+    try {
+      step.run(bad.x, bad.y);
+      ADD_FAILURE() << when << ": class index 10 of 10 accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::usage) << when;
+      EXPECT_NE(e.message().find("class index 10 at position 3 is out of range [0, 10)"),
+                std::string::npos)
+          << when << ": " << e.message();
+    }
+    EXPECT_EQ(worst(snapshot(trainer, *opt), before), 0.0) << when;
+    EXPECT_EQ(opt->steps(), steps) << when;
+  };
+  refused("first step");
+  for (int k = 0; k < 5; ++k) step.run(batch(k).x, batch(k).y);
+  ASSERT_NE(step.cuda_graph_state().find("captured"), std::string::npos) << step.cuda_graph_state();
+  refused("replayed step");
+  const double loss = step.run(batch(5).x, batch(5).y);
+  EXPECT_TRUE(std::isfinite(loss));
+}
+
+// Dropout draws on the host at every step: such a step runs op by op, and says so.
+TEST(CudaTrainStepInput, RandomDrawsRunOpByOp) {
+  cuda::init();
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device: " << cuda::unavailable_reason();
+  Model model = load(kCnn);
+  const Device gpu = Device::cuda(0);
+  Trainer a(model, {.threads = 2, .seed = 5, .device = gpu}),
+      b(model, {.threads = 2, .seed = 5, .device = gpu});
+  auto oa = optimizer_for("adamw"), ob = optimizer_for("adamw");
+  TrainStep step(a, *oa, {.loss = cross_entropy()});
+  for (int k = 0; k < 4; ++k) {
+    const Batch d = batch(k);
+    EXPECT_EQ(step.run(d.x, d.y), manual_step(b, *ob, d, cross_entropy())) << "step " << k;
+  }
+  EXPECT_NE(step.cuda_graph_state().find("random"), std::string::npos) << step.cuda_graph_state();
+  EXPECT_EQ(worst(snapshot(a, *oa), snapshot(b, *ob)), 0.0);
+}
+
+}  // namespace
+}  // namespace nnx

@@ -5,13 +5,15 @@
 //
 // usage: nnx_train_bench ARCH [--weights W] --shape N,C,H,W [--optimizer sgd|adam|adamw]
 //          [--lr LR] [--momentum M] [--threads N] [--iters N] [--warmup K] [--plugin LIB.so]
-//          [--profile 1] [--device cpu|cuda]
+//          [--profile 1] [--device cpu|cuda] [--cuda-graph on|off]
 // --profile 1 then runs --iters more steps with per-node timing (Trainer::set_profiling) and
 // prints, on stderr, each node's forward and backward time per step and share of the total,
 // the costliest first, and the optimizer's time. --device cuda trains on the GPU (Trainer with
 // TrainerOptions::device; the batch and the targets kept there, as PyTorch's side keeps them;
 // each step ends with a device synchronize, so its time is the GPU's) and
-// adds the device allocator's peak to the JSON.
+// adds the device allocator's peak to the JSON. On CUDA the timed steps are nnx::TrainStep runs:
+// after two op-by-op steps the whole step is one CUDA graph, replayed (--cuda-graph off: op by op
+// on TrainStep's stream); the JSON's "cuda_graph" says which.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -19,7 +21,9 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -64,7 +68,7 @@ int main(int argc, char** argv) {
   std::string device_name = "cpu";
   double lr = 0.01, momentum = 0.9;
   int threads = 2, iters = 10, warmup = 2;
-  bool profile = false;
+  bool profile = false, cuda_graph = true;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--weights")
@@ -89,6 +93,8 @@ int main(int argc, char** argv) {
       nnx::load_plugin(value);
     else if (flag == "--device")
       device_name = value;
+    else if (flag == "--cuda-graph" && (value == "on" || value == "off"))
+      cuda_graph = value == "on";
     else {
       std::cerr << "nnx_train_bench: unknown option " << flag << "\n";
       return 2;
@@ -134,9 +140,22 @@ int main(int argc, char** argv) {
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
               .count();
     };
+    // CUDA: the whole step as one unit (TrainStep), with targets of the outputs' shapes.
+    std::unique_ptr<nnx::TrainStep> fused;
+    if (on_cuda) {
+      trainer.set_training(false);  // the output shapes, without touching running statistics
+      for (const auto& o : trainer.forward(x))
+        targets.push_back(random_tensor(o.shape(), rng, 0.1f).to(o.device()));
+      trainer.set_training(true);
+      fused = std::make_unique<nnx::TrainStep>(
+          trainer, *optimizer, nnx::TrainStepOptions{.loss = mse, .cuda_graph = cuda_graph});
+    }
     for (int it = 0; it < warmup + iters; ++it) {
       auto start = std::chrono::steady_clock::now();
-      step();
+      if (fused)
+        fused->run(std::span(&x, 1), targets);
+      else
+        step();
       double ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
               .count();
@@ -171,6 +190,7 @@ int main(int argc, char** argv) {
       device_peak = ", \"device_peak_mb\": " +
                     std::to_string(double(nnx::cuda::allocator(0).stats().peak_bytes) / 1048576.0) +
                     ", \"device\": \"" + nnx::cuda::device_name(0) + "\"";
+    if (fused) device_peak += ", \"cuda_graph\": \"" + fused->cuda_graph_state() + "\"";
     nnx::TrainMemory mem = trainer.memory();
     std::printf(
         "{\"median_ms\": %.3f, \"p10_ms\": %.3f, \"p90_ms\": %.3f, \"iters\": %d, "

@@ -165,6 +165,7 @@ def main():
             rows[-1]["pytorch_device_peak_mb"] = max(r["device_peak_mb"] for r in torch_runs)
             rows[-1]["nnx_device_peak_mb"] = max(r["device_peak_mb"] for r in nnx_runs)
             rows[-1]["gpu"] = nnx_runs[-1].get("device", "")
+            rows[-1]["nnx_cuda_graph"] = nnx_runs[-1].get("cuda_graph", "")
     if args.json:
         print(json.dumps({"threads": args.threads, "rows": rows}))
     table = ["| network | batch | PyTorch ms | nnx ms | nnx / PyTorch | PyTorch peak RSS MB | "
@@ -174,11 +175,11 @@ def main():
                      f"| {r['ratio']:.2f} | {r['pytorch_peak_rss_mb']:.0f} | "
                      f"{r['nnx_peak_rss_mb']:.0f} | {r['nnx_peak_activation_mb']:.0f} |")
     if args.device == "cuda":
-        table += ["", "| network | GPU | PyTorch peak device MB | nnx peak device MB |",
-                  "|---|---|---:|---:|"]
+        table += ["", "| network | GPU | PyTorch peak device MB | nnx peak device MB | "
+                  "nnx CUDA graph |", "|---|---|---:|---:|---|"]
         for r in rows:
             table.append(f"| {r['model']} | {r['gpu']} | {r['pytorch_device_peak_mb']:.0f} | "
-                         f"{r['nnx_device_peak_mb']:.0f} |")
+                         f"{r['nnx_device_peak_mb']:.0f} | {r['nnx_cuda_graph']} |")
     if not args.json:
         print("\n".join(table))
     if args.markdown:

@@ -15,6 +15,8 @@
 #              tf32_b32, fp16_b32: at batch 32)
 #   train      python/bench_train_compare.py --device cuda
 #   graphs     nnx bench with CUDA graphs on and off, and each kernel's GPU time (ncu)
+#   traingraph nnx_train_bench --device cuda --cuda-graph on|off (ResNet-18, seed): the training
+#              step replayed as one CUDA graph (nnx::TrainStep) against op by op
 #   trainprof  nnx_train_bench --device cuda --profile 1 (seed, ResNet-18): time per node
 #   graphapi   cuDNN's graph API (NNX_CUDNN_API=graph) against its legacy API: the CUDA tests
 #              under it, then latencies (CUDA graphs off and on, heuristic and searched) and
@@ -209,6 +211,18 @@ for name, us in total.most_common(14):
 PY
   fi
   stamp "graphs done"
+fi
+if has traingraph; then  # training steps as one CUDA graph (TrainStep) against op by op
+  for mode in on off; do
+    for m in "r18 bench/models/resnet18.json 32,3,64,64" "seed examples/seed/seed.json 16,3,128,160"; do
+      set -- $m
+      timeout 120 "$build/bench/nnx_train_bench" "$2" --shape "$3" --device cuda --iters 20 \
+        --warmup 5 --cuda-graph $mode >"$out/traingraph_$1_$mode.json" \
+        2>"$out/traingraph_$1_$mode.err" || { status=1; tail -3 "$out/traingraph_$1_$mode.err"; }
+      echo "train $1 graph $mode: $(cat "$out/traingraph_$1_$mode.json")"
+    done
+  done
+  stamp "traingraph done"
 fi
 if has trainprof; then  # where a training step's time goes on the GPU, node by node
   for job in "seed examples/seed/seed.json 16,3,128,160" "resnet18 bench/models/resnet18.json 32,3,64,64"; do

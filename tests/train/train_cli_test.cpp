@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "nnx/cuda.h"
 #include "nnx/nnx.hpp"
 #include "test_util.h"
 
@@ -110,6 +111,35 @@ TEST_F(TrainCli, DigitsReach97PercentAndCheckpointsLoad) {
                    (out / "last.pth").string();
   Result p = sh(py, dir_);
   EXPECT_EQ(p.status, 0) << p.err;
+}
+
+// On a GPU each step is one TrainStep, replayed from a CUDA graph (digits_resnet has no Dropout),
+// and training converges as on the CPU.
+TEST_F(TrainCli, OnCudaStepsAreReplayedAndReach97Percent) {
+  cuda::init();
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device: " << cuda::unavailable_reason();
+  fs::path out = dir_ / "run";
+  const std::string command = std::string(NNX_CLI_PATH) + " train " + NNX_SOURCE_DIR +
+                              "/examples/digits/digits_resnet.json --train " + digits("train_x") +
+                              " " + digits("train_y") + " --val " + digits("test_x") + " " +
+                              digits("test_y") +
+                              " --loss cross_entropy --optimizer adamw --lr 0.003 --batch 64 "
+                              "--seed 1 --epochs 2 --device cuda --out " +
+                              out.string();
+  Result r = sh(command, dir_);
+  ASSERT_EQ(r.status, 0) << r.err;
+  // 2 x 23 steps: per epoch, two op by op (new shapes after the short last batch) and the
+  // capture's, the rest replayed.
+  const size_t at = r.err.find("training steps on cuda:0: ");
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const size_t semicolon = r.err.find("; ", at);
+  ASSERT_NE(semicolon, std::string::npos) << r.err;
+  EXPECT_GE(std::stoi(r.err.substr(semicolon + 2)), 30) << r.err;
+  auto rows = history(out);
+  ASSERT_EQ(rows.size(), 3u) << testing_util::read_file((out / "history.csv").string());
+  EXPECT_GE(std::stod(rows.back()[5]), 0.97) << r.err;
+  Model model = load((out / "last.json").string(), (out / "last.pth").string());
+  EXPECT_EQ(model.num_outputs(), 1);
 }
 
 TEST_F(TrainCli, ResumedRunEndsWhereAnUninterruptedOneDoes) {

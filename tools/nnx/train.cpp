@@ -388,6 +388,11 @@ double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
   std::mt19937_64 order_rng;
   std::vector<int64_t> order(size_t(train.size()));
   ThreadPool pool(c.threads > 0 ? c.threads : ThreadPool::hardware_threads());
+  // One process on a GPU, a step per batch, no clipping: each step as one unit (TrainStep), which
+  // replays it as a CUDA graph where the network allows (the loss computed on the device).
+  std::unique_ptr<TrainStep> fused;
+  if (ranks == 1 && c.accumulate == 1 && c.clip <= 0 && trainer.device().is_cuda())
+    fused = std::make_unique<TrainStep>(trainer, *optimizer, TrainStepOptions{.loss = loss});
   for (int epoch = start_epoch; epoch < epochs; ++epoch) {
     auto epoch_start = Clock::now();
     std::iota(order.begin(), order.end(), 0);
@@ -420,6 +425,23 @@ double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
       trainer.set_stat_reducer(c.sync_bn && ranks > 1
                                    ? (count > 0 ? static_cast<StatReducer*>(&comm) : &no_samples)
                                    : nullptr);
+      if (fused && count > 0) {
+        Tensor x = gather_rows(train.x, local_index);
+        Tensor y = targets_for(loss.kind, gather_rows(train.y, local_index));
+        const double value = fused->run(x, y);
+        NNX_CHECK(std::isfinite(value), ErrorKind::format, "epoch ", epoch + 1, " batch ", b + 1,
+                  ": the loss is ", value, " (lower --lr?)");
+        m.loss_sum += value * double(count);
+        m.samples += count;
+        if (classification) {
+          const Tensor prediction = fused->outputs()[0].to(Device::cpu());
+          m.correct += count_correct(prediction, y, loss.ignore_index);
+          m.counted += count_labelled(y, loss.ignore_index);
+        }
+        if (hooks.after_step) hooks.after_step(trainer);
+        bar.update(b + 1, m.samples * ranks, m.loss());
+        continue;
+      }
       if (compute) {
         Tensor x = gather_rows(train.x, local_index);
         Tensor y = targets_for(loss.kind, gather_rows(train.y, local_index));
@@ -527,6 +549,9 @@ double run_training(Trainer& trainer, const Dataset& train, const Dataset& val,
     }
   }
   if (!lead) return best;
+  if (fused)
+    std::cerr << "nnx: training steps on " << trainer.device().str() << ": "
+              << fused->cuda_graph_state() << "\n";
   TrainMemory mem = trainer.memory();
   std::cerr << "nnx: trained " << epochs - start_epoch << " epoch(s); best "
             << (classification ? "accuracy " + fmt(100 * best, 4) + "%" : "loss " + fmt(-best, 5))

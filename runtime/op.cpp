@@ -4,10 +4,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
+#include <mutex>
 #include <sstream>
+#include <unordered_set>
 
 #include "nnx/error.h"
 #include "runtime/host_fallback.h"
+#include "runtime/host_task.h"
 
 namespace nnx {
 
@@ -77,16 +81,108 @@ class HostParams {
 namespace detail {
 namespace {
 thread_local uint64_t host_fallback_count = 0;
+HostTaskHooks task_hooks;
 }  // namespace
 
 uint64_t host_fallbacks() {
   return host_fallback_count;
 }
+
+const HostTaskHooks& host_task_hooks() {
+  return task_hooks;
+}
+
+void set_host_task_hooks(const HostTaskHooks& hooks) {
+  task_hooks = hooks;
+}
 }  // namespace detail
+
+namespace {
+
+// Ops whose training forward on the host kept state for their backward (ExecContext::saved,
+// host tensors the backward reads): their host bodies stay synchronous, outside CUDA graphs.
+std::mutex saving_mutex;
+std::unordered_set<const Op*> saving_ops;
+
+bool saves_on_host(const Op* op) {
+  std::lock_guard<std::mutex> lock(saving_mutex);
+  return saving_ops.count(op) != 0;
+}
+
+void note_saves_on_host(const Op* op) {
+  std::lock_guard<std::mutex> lock(saving_mutex);
+  saving_ops.insert(op);
+}
+
+// Whether a host fallback on `ctx` is queued as nodes of the CUDA graph being captured on its
+// stream (copies to page-locked memory, the CPU body as a host task, copies back) instead of run
+// with waits, which a capture refuses. Only for ops without parameters (whose host copies and
+// write-back would be copies of their own), tensors contiguous on the device.
+bool queue_in_graph(const ExecContext& ctx, bool no_params,
+                    std::initializer_list<std::span<const Tensor>> tensors) {
+  const detail::HostTaskHooks& h = detail::host_task_hooks();
+  if (!ctx.device.is_cuda() || !no_params || h.capturing == nullptr || !h.capturing(ctx.stream))
+    return false;
+  for (std::span<const Tensor> list : tensors)
+    for (const Tensor& t : list)
+      if (t.defined() && (!t.is_contiguous() || t.device() != ctx.device)) return false;
+  return true;
+}
+
+// A page-locked host tensor that a captured copy fills from `t` (undefined stays undefined).
+Tensor queued_to_host(const Tensor& t, void* stream) {
+  if (!t.defined()) return t;
+  const detail::HostTaskHooks& h = detail::host_task_hooks();
+  Tensor host = h.pinned(t.shape(), t.dtype());
+  h.copy(host.raw_data(), Device::cpu(), t.raw_data(), t.device(), t.nbytes(), stream);
+  return host;
+}
+
+// The context a queued host body runs with: on the CPU, single-threaded (it runs on a driver
+// thread), with a generator of its own whose draws are refused (a replay would repeat them).
+ExecContext host_task_context(const ExecContext& ctx) {
+  ExecContext host = ctx;
+  host.device = Device::cpu();
+  host.stream = nullptr;
+  host.pool = nullptr;
+  host.saved = nullptr;
+  host.reducer = nullptr;
+  host.rng = nullptr;
+  return host;
+}
+
+}  // namespace
 
 void Op::forward_on_host(const ExecContext& ctx, std::span<const Tensor> inputs,
                          std::span<Tensor> outputs) const {
   ++detail::host_fallback_count;
+  bool all_outputs = true;
+  for (const Tensor& t : outputs) all_outputs = all_outputs && t.defined();
+  if (all_outputs && !(ctx.training && saves_on_host(this)) &&
+      queue_in_graph(ctx, params_.empty(), {inputs, std::span<const Tensor>(outputs)})) {
+    // Inside a CUDA graph being captured: the copies and the CPU body are nodes of the graph.
+    const detail::HostTaskHooks& h = detail::host_task_hooks();
+    std::vector<Tensor> ins, outs;
+    for (const Tensor& t : inputs) ins.push_back(queued_to_host(t, ctx.stream));
+    for (const Tensor& t : outputs) outs.push_back(h.pinned(t.shape(), t.dtype()));
+    const RandomEngine generator = ctx.rng != nullptr ? *ctx.rng : RandomEngine();
+    h.launch(ctx.stream, ctx.device.index,
+             [this, host = host_task_context(ctx), ins, outs, generator]() mutable {
+               RandomEngine rng = generator;
+               std::vector<Tensor> saved;
+               host.rng = &rng;
+               host.saved = host.training ? &saved : nullptr;
+               forward_cpu(host, ins, outs);
+               NNX_CHECK(rng == generator, ErrorKind::unsupported, repr(),
+                         ": draws random numbers on the host, which a CUDA graph would repeat");
+               NNX_CHECK(saved.empty(), ErrorKind::unsupported, repr(),
+                         ": keeps state on the host for its backward, which a CUDA graph cannot");
+             });
+    for (size_t k = 0; k < outputs.size(); ++k)
+      h.copy(outputs[k].raw_data(), ctx.device, outs[k].raw_data(), Device::cpu(),
+             outputs[k].nbytes(), ctx.stream);
+    return;
+  }
   std::vector<Tensor> host_inputs, host_outputs;
   for (const Tensor& t : inputs) host_inputs.push_back(on_host(t));
   for (const Tensor& t : outputs)
@@ -96,7 +192,9 @@ void Op::forward_on_host(const ExecContext& ctx, std::span<const Tensor> inputs,
   host.stream = nullptr;
   // The saved state stays on the host: backward_on_host reads it there.
   HostParams swap(const_cast<Op*>(this)->params_);
+  const size_t kept = ctx.saved != nullptr ? ctx.saved->size() : 0;
   forward_cpu(host, host_inputs, host_outputs);
+  if (ctx.saved != nullptr && ctx.saved->size() != kept) note_saves_on_host(this);
   if (ctx.training) swap.write_back();
   for (size_t k = 0; k < outputs.size(); ++k) {
     if (outputs[k].defined())
@@ -109,6 +207,31 @@ void Op::forward_on_host(const ExecContext& ctx, std::span<const Tensor> inputs,
 void Op::backward_on_host(const ExecContext& ctx, std::span<const Tensor> inputs,
                           std::span<const Tensor> outputs, std::span<const Tensor> grad_outputs,
                           std::span<Tensor> grad_inputs, std::span<Tensor> grad_params) const {
+  bool no_param_grads = true;
+  for (const Tensor& t : grad_params) no_param_grads = no_param_grads && !t.defined();
+  if (no_param_grads && (ctx.saved == nullptr || ctx.saved->empty()) &&
+      queue_in_graph(ctx, params_.empty(),
+                     {inputs, outputs, grad_outputs, std::span<const Tensor>(grad_inputs)})) {
+    // Inside a CUDA graph being captured, as in forward_on_host.
+    const detail::HostTaskHooks& h = detail::host_task_hooks();
+    std::vector<Tensor> ins, outs, gouts, gins;
+    for (const Tensor& t : inputs) ins.push_back(queued_to_host(t, ctx.stream));
+    for (const Tensor& t : outputs) outs.push_back(queued_to_host(t, ctx.stream));
+    for (const Tensor& t : grad_outputs) gouts.push_back(queued_to_host(t, ctx.stream));
+    for (const Tensor& t : grad_inputs)
+      gins.push_back(t.defined() ? h.pinned(t.shape(), t.dtype()) : Tensor());
+    const size_t param_count = grad_params.size();
+    h.launch(ctx.stream, ctx.device.index,
+             [this, host = host_task_context(ctx), ins, outs, gouts, gins, param_count]() mutable {
+               std::vector<Tensor> gparams(param_count);
+               backward_cpu(host, ins, outs, gouts, gins, gparams);
+             });
+    for (size_t k = 0; k < grad_inputs.size(); ++k)
+      if (grad_inputs[k].defined())
+        h.copy(grad_inputs[k].raw_data(), ctx.device, gins[k].raw_data(), Device::cpu(),
+               grad_inputs[k].nbytes(), ctx.stream);
+    return;
+  }
   std::vector<Tensor> ins, outs, gouts, gins, gparams, saved;
   for (const Tensor& t : inputs) ins.push_back(on_host(t));
   for (const Tensor& t : outputs) outs.push_back(on_host(t));

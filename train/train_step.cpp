@@ -28,7 +28,7 @@
 #include "kernels/cuda/train.h"
 #include "runtime/cuda/cuda_graph.h"
 #include "runtime/cuda/cuda_runtime.h"
-#include "runtime/host_fallback.h"
+#include "runtime/cuda/host_task.h"
 #endif
 
 namespace nnx {
@@ -271,7 +271,6 @@ std::string TrainStep::Impl::try_capture() {
   for (size_t k = 0; k < params.size(); ++k)
     if (params[k].grad.defined() && !state[k].present)
       return "the optimizer has no state for parameter " + params[k].name + " yet";
-  const uint64_t fallbacks = detail::host_fallbacks();
   const RandomEngine generator = trainer.generator();
   Counters saved{optimizer.steps_, optimizer.state_};
   device_steps = Tensor();
@@ -300,15 +299,10 @@ std::string TrainStep::Impl::try_capture() {
     restore();
     return "the step cannot be captured (" + e.message() + ")";
   }
-  std::string why;
-  if (detail::host_fallbacks() != fallbacks)
-    why = "a node runs on the host";
-  else if (!(trainer.generator() == generator))
-    why = "the step draws random numbers (Dropout, StochasticDepth)";
-  if (!why.empty()) {
+  if (!(trainer.generator() == generator)) {
     cuda::destroy_graph(exec);
     restore();
-    return why;
+    return "the step draws random numbers (Dropout, StochasticDepth)";
   }
   graph = exec;
   ++captures;
@@ -418,19 +412,21 @@ std::vector<double> TrainStep::Impl::run_cuda(std::span<const Tensor> in,
       if (ran) key = key_now();  // the capture's own buffers (none new in a steady step)
     }
     if (!ran) {
-      // What rules a capture out, seen in an op-by-op run: host nodes and random draws.
-      const uint64_t fallbacks = detail::host_fallbacks();
+      // What rules a capture out, seen in an op-by-op run: random draws (a graph would repeat
+      // them).
       const RandomEngine generator = trainer.generator();
       body(false);
-      if (options.cuda_graph && eager_reason.empty()) {
-        if (!(trainer.generator() == generator))
-          eager_reason = "the step draws random numbers (Dropout, StochasticDepth)";
-        else if (detail::host_fallbacks() != fallbacks)
-          eager_reason = "a node runs on the host (an op without a CUDA body)";
-      }
+      if (options.cuda_graph && eager_reason.empty() && !(trainer.generator() == generator))
+        eager_reason = "the step draws random numbers (Dropout, StochasticDepth)";
     }
   }
   cuda::synchronize_stream(stream);
+  // A host task of the graph (an op's CPU body) that failed: the step is not what it should be.
+  if (std::string e = cuda::take_host_task_error(); !e.empty()) {
+    drop_graph();
+    eager_reason = "a host task of the graph failed: " + e;
+    fail(ErrorKind::unsupported, trainer.model().source(), ": a training step's host task: ", e);
+  }
   ++runs_with_key;
   expected_steps = optimizer.steps();
   std::vector<double> values(n_out, 0.0);

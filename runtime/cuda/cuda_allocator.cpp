@@ -349,8 +349,18 @@ void CachingAllocator::end_pool(cudaStream_t stream) {
   pools_.erase(stream);
 }
 
-void CachingAllocator::release_pool(GraphPool& pool) {
+bool CachingAllocator::keep_with_pool(cudaStream_t stream, std::shared_ptr<void> object) {
   std::lock_guard<std::mutex> lock(mutex_);
+  auto pool = pools_.find(stream);
+  if (pool == pools_.end()) return false;
+  pool->second->kept_.push_back(std::move(object));
+  return true;
+}
+
+void CachingAllocator::release_pool(GraphPool& pool) {
+  std::vector<std::shared_ptr<void>> kept;  // released after the lock (they free host memory)
+  std::lock_guard<std::mutex> lock(mutex_);
+  kept.swap(pool.kept_);
   for (auto& [ptr, size] : pool.free_) {
     // Idle on every stream (the caller synchronised): any stream may take it at once.
     FreeBlock block;

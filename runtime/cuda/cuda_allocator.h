@@ -5,6 +5,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -28,6 +29,7 @@ class GraphPool {
   friend class CachingAllocator;
   std::vector<std::pair<void*, size_t>> free_;  // block, size class
   size_t bytes_ = 0;
+  std::vector<std::shared_ptr<void>> kept_;  // host tasks the graphs call (keep_with_pool)
 };
 
 class CachingAllocator final : public Allocator {
@@ -53,6 +55,9 @@ class CachingAllocator final : public Allocator {
   // Blocks freed on `stream` go to `pool` until end_pool (see GraphPool); one pool per stream.
   void begin_pool(cudaStream_t stream, GraphPool& pool);
   void end_pool(cudaStream_t stream);
+  // Keeps `object` (a host task the graph being captured on `stream` calls) until the stream's
+  // pool is released; false when the stream has no pool.
+  bool keep_with_pool(cudaStream_t stream, std::shared_ptr<void> object);
   // Returns the pool's blocks to the cache. The work that used them must be finished (the
   // graphs' stream synchronised).
   void release_pool(GraphPool& pool);

@@ -8,6 +8,8 @@
 #include "nnx/cuda.h"
 #include "nnx/tensor.h"
 #include "runtime/cuda/cuda_allocator.h"
+#include "runtime/cuda/host_task.h"
+#include "runtime/host_task.h"
 
 namespace nnx::cuda {
 namespace {
@@ -138,6 +140,12 @@ void init() {
   std::call_once(once, [] {
     register_device_allocator(Device::Type::cuda, &allocator_factory);
     register_device_copy(Device::Type::cuda, &copy_sync);
+    nnx::detail::HostTaskHooks hooks;
+    hooks.capturing = &stream_capturing;
+    hooks.pinned = &pinned_tensor;
+    hooks.copy = &copy_async;
+    hooks.launch = &launch_host_task;
+    nnx::detail::set_host_task_hooks(hooks);
   });
 }
 

@@ -278,7 +278,14 @@ cudaError_t fail(cudaError_t e) {
 
 }  // namespace
 
+// Set while a host function (cudaLaunchHostFunc) runs: it may make no CUDA call.
+thread_local bool in_host_function = false;
+
 void count(const char* what) {
+  if (in_host_function)
+    die((std::string(what) +
+         " called from a host function (cudaLaunchHostFunc), which CUDA forbids")
+            .c_str());
   Counts& c = counts();
   std::lock_guard<std::mutex> lock(c.mutex);
   ++c.calls[what];
@@ -1140,6 +1147,20 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
   auto op = std::make_unique<Recorded>();
   op->kind = Recorded::event;
   op->recorded_event = e;
+  return submit(stream, std::move(op));
+}
+
+cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void* user_data) {
+  count("cudaLaunchHostFunc");
+  if (fn == nullptr) return fail(cudaErrorInvalidValue);
+  auto op = std::make_unique<Recorded>();
+  op->kind = Recorded::host;
+  op->work = [fn, user_data] {
+    // CUDA forbids a host function any CUDA call: the emulator stops the program on one.
+    in_host_function = true;
+    fn(user_data);
+    in_host_function = false;
+  };
   return submit(stream, std::move(op));
 }
 

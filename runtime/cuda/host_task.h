@@ -1,0 +1,30 @@
+// Host work in stream order that a CUDA graph can hold (cudaLaunchHostFunc): what lets an op
+// without a CUDA body (a user op running its CPU body on host copies) be part of a captured CUDA
+// graph, its copies to and from page-locked memory nodes of the graph too.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "nnx/tensor.h"
+
+namespace nnx::cuda {
+
+// Whether `stream` (a cudaStream_t; the legacy one: never) is being captured into a CUDA graph.
+bool stream_capturing(void* stream);
+
+// A host tensor in page-locked memory, allocated in relaxed capture mode (allowed while this
+// thread captures), released with cudaFreeHost when the last reference goes.
+Tensor pinned_tensor(const Shape& shape, DType dtype);
+
+// Queues task() on `stream` of `device`: it runs on a driver thread once the work queued before it
+// is done, and the work after it waits for it. It must make no CUDA call. While the stream is
+// captured the task is a node of the graph, run at every replay, and kept (with all it holds) as
+// long as the graph's memory pool (GraphPool); otherwise it is released once it ran. What a task
+// throws is kept for take_host_task_error().
+void launch_host_task(void* stream, int device, std::function<void()> task);
+
+// The first error a host task threw since the last call, naming it; empty when none did.
+std::string take_host_task_error();
+
+}  // namespace nnx::cuda

@@ -16,6 +16,7 @@
 
 #include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/conv_graph.h"
+#include "kernels/cuda/conv_igemm.h"
 #include "kernels/cuda/launch.cuh"
 #include "nnx/error.h"
 #include "runtime/cuda/conv_algo_cache.h"
@@ -249,16 +250,12 @@ std::string conv_problem_key(const Conv2dParams& p, int device, bool search) {
   return key;
 }
 
-void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias,
-                    float* y, int device, void* stream_handle) {
-  if (p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0) return;
-  check_fits_int(p);
-  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
-  if (conv_graph_api_enabled() && conv_graph_run(ConvPass::forward, p, const_cast<float*>(x),
-                                                 const_cast<float*>(w), y, device, stream)) {
-    if (bias != nullptr) bias_epilogue(p, bias, nullptr, false, y, stream);
-    return;
-  }
+namespace {
+
+// y = conv(x, w) through cuDNN's legacy API (the heuristic's algorithm, or the searched one with
+// NNX_CUDNN_SEARCH=1); returns the cuDNN handle and y's descriptor for a bias added after.
+void cudnn_forward(const Conv2dParams& p, const float* x, const float* w, float* y, int device,
+                   cudaStream_t stream, const float* bias) {
   const cudnnHandle_t handle = cudnn_handle(stream);
   const TensorDescriptor x_desc(p.batch, p.in_channels, p.in_h, p.in_w);
   const FilterDescriptor w_desc(p.out_channels, p.in_channels / p.groups, p.kernel_h, p.kernel_w);
@@ -285,6 +282,36 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
     const TensorDescriptor bias_desc(1, p.out_channels, 1, 1);
     NNX_CUDNN_CHECK(cudnnAddTensor(handle, &one, bias_desc.desc, bias, &one, y_desc.desc, y));
   }
+}
+
+// Whether this float32 problem runs on conv2d_igemm (conv_igemm.h: timed against cuDNN's
+// algorithm once per problem by default); y is scratch for the timing runs.
+bool igemm_for(const Conv2dParams& p, const float* x, const float* w, float* y, int device,
+               cudaStream_t stream) {
+  if (conv_graph_api_enabled() || !igemm_applicable(p)) return false;
+  return use_igemm(
+      p, conv_problem_key(p, device, false) + ";igemm", stream,
+      [&] { cudnn_forward(p, x, w, y, device, stream, nullptr); },
+      [&] { conv2d_igemm(p, x, w, nullptr, nullptr, false, y, device, stream); });
+}
+
+}  // namespace
+
+void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const float* bias,
+                    float* y, int device, void* stream_handle) {
+  if (p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0) return;
+  check_fits_int(p);
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  if (conv_graph_api_enabled() && conv_graph_run(ConvPass::forward, p, const_cast<float*>(x),
+                                                 const_cast<float*>(w), y, device, stream)) {
+    if (bias != nullptr) bias_epilogue(p, bias, nullptr, false, y, stream);
+    return;
+  }
+  if (igemm_for(p, x, w, y, device, stream)) {
+    conv2d_igemm(p, x, w, bias, nullptr, false, y, device, stream);
+    return;
+  }
+  cudnn_forward(p, x, w, y, device, stream, bias);
 }
 
 namespace {
@@ -518,6 +545,10 @@ bool conv2d_bias_relu_forward(const Conv2dParams& p, const float* x, const float
                         device, stream))
       return false;
     bias_epilogue(p, bias, z, true, y, stream);
+    return true;
+  }
+  if (igemm_for(p, x, w, y, device, static_cast<cudaStream_t>(stream_handle))) {
+    conv2d_igemm(p, x, w, bias, z, true, y, device, stream_handle);
     return true;
   }
   const std::string key =

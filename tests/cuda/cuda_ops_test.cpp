@@ -32,6 +32,7 @@
 #ifdef NNX_WITH_CUDA
 #include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/conv_graph.h"
+#include "kernels/cuda/conv_igemm.h"
 #include "runtime/cuda/conv_algo_cache.h"
 #endif
 
@@ -1343,6 +1344,101 @@ TEST(CudaPrecision, RefusedWhereItDoesNotApply) {
   testing_util::expect_error([&] { Executor e(model, {.precision = Precision::tf32}); },
                              "is for CUDA", ErrorKind::unsupported);
 }
+
+#ifdef NNX_WITH_CUDA
+// The implicit-GEMM float32 convolution (kernels/cuda/conv_igemm.h), forced on: every PyTorch
+// Conv2d op case and the Conv2d variants against PyTorch and the CPU; the fused bias + residual +
+// ReLU form against cuDNN's, on problems whose reduction it splits and not, with NaN kept by the
+// ReLU; and the network fixtures through fused Executors against PyTorch.
+TEST_F(CudaOps, ImplicitGemmConvolutionMatchesPyTorchAndTheCpu) {
+  struct Restore {
+    ~Restore() { cuda::set_igemm_mode(cuda::IgemmMode::automatic); }
+  } restore;
+  cuda::set_igemm_mode(cuda::IgemmMode::on);
+  int cases = 0;
+  for (auto& folder : op_case_folders()) {
+    const std::string name = fs::relative(folder, fixture_dir() / "ops").string();
+    if (name.rfind("layers/conv", 0) != 0) continue;
+    EXPECT_EQ(run_op_case(folder, nullptr), "") << name;
+    ++cases;
+  }
+  if (!std::string(NNX_PYTHON).empty()) {
+    EXPECT_GT(cases, 20);
+  }
+  RandomEngine rng(99);
+  for (const Variant& v : variants()) {
+    if (v.call.rfind("Conv2d", 0) != 0) continue;
+    std::shared_ptr<Op> op = make_op(parse_call(v.call));
+    randomise_params(*op, rng);
+    std::vector<Tensor> inputs;
+    for (const Shape& s : v.inputs) inputs.push_back(random_tensor(s, rng, -1, 1));
+    EXPECT_EQ(compare(forward_on(*op, inputs, 1, Device::cuda(0)),
+                      forward_on(*op, inputs, 1, Device::cpu()), kCpuTolerance, "CPU"),
+              "")
+        << v.call;
+  }
+  // Fused: batch 1 at 7x7 and 14x14 (a split reduction), a strided 1x1, a 7x7 stem, 65 output
+  // channels (a partial tile), against cuDNN's fused call.
+  struct Problem {
+    int64_t batch, in_c, h, w, out_c, k, stride, pad, dilation;
+  };
+  for (const Problem& q :
+       {Problem{1, 256, 7, 7, 512, 3, 1, 1, 1}, Problem{1, 64, 14, 14, 65, 3, 1, 1, 1},
+        Problem{2, 32, 9, 11, 48, 1, 2, 0, 1}, Problem{1, 3, 40, 44, 16, 7, 2, 3, 1},
+        Problem{2, 8, 12, 13, 24, 3, 1, 2, 2}}) {
+    cuda::Conv2dParams p;
+    p.batch = q.batch;
+    p.in_channels = q.in_c;
+    p.in_h = q.h;
+    p.in_w = q.w;
+    p.out_channels = q.out_c;
+    p.kernel_h = p.kernel_w = q.k;
+    p.stride_h = p.stride_w = q.stride;
+    p.pad_h = p.pad_w = q.pad;
+    p.dilation_h = p.dilation_w = q.dilation;
+    p.out_h = (q.h + 2 * q.pad - q.dilation * (q.k - 1) - 1) / q.stride + 1;
+    p.out_w = (q.w + 2 * q.pad - q.dilation * (q.k - 1) - 1) / q.stride + 1;
+    const Device gpu = Device::cuda(0);
+    const Tensor x = random_tensor({q.batch, q.in_c, q.h, q.w}, rng, -1, 1).to(gpu);
+    const Tensor w = random_tensor({q.out_c, q.in_c, q.k, q.k}, rng, -0.2f, 0.2f).to(gpu);
+    const Tensor b = random_tensor({q.out_c}, rng, -1, 1).to(gpu);
+    Tensor z_host = random_tensor({q.batch, q.out_c, p.out_h, p.out_w}, rng, -1, 1);
+    z_host.data<float>()[3] = NAN;  // kept by the ReLU
+    const Tensor z = z_host.to(gpu);
+    const Shape out{q.batch, q.out_c, p.out_h, p.out_w};
+    std::vector<Tensor> got, want;
+    for (cuda::IgemmMode mode : {cuda::IgemmMode::on, cuda::IgemmMode::off}) {
+      cuda::set_igemm_mode(mode);
+      Tensor y = Tensor::empty(out, DType::f32, gpu);
+      ASSERT_TRUE(cuda::conv2d_bias_relu_forward(p, x.data<float>(), w.data<float>(),
+                                                 b.data<float>(), z.data<float>(), y.data<float>(),
+                                                 0, nullptr));
+      Tensor plain = Tensor::empty(out, DType::f32, gpu);
+      cuda::conv2d_forward(p, x.data<float>(), w.data<float>(), nullptr, plain.data<float>(), 0,
+                           nullptr);
+      (mode == cuda::IgemmMode::on ? got : want) = {y.to(Device::cpu()), plain.to(Device::cpu())};
+    }
+    EXPECT_TRUE(std::isnan(got[0].data<float>()[3]));
+    got[0].data<float>()[3] = want[0].data<float>()[3] = 0;
+    EXPECT_EQ(compare(got, want, kCpuTolerance, "cuDNN"), "")
+        << "batch " << q.batch << ", " << q.in_c << "x" << q.h << "x" << q.w << " -> " << q.out_c
+        << ", kernel " << q.k;
+  }
+  // Whole networks, fused and folded, against PyTorch.
+  cuda::set_igemm_mode(cuda::IgemmMode::on);
+  const int compared = on_each_network(
+      model_case_folders(), [&](const std::string& name, NetworkCase& c, Model& on_device, int) {
+        Executor gpu(on_device, {});
+        std::vector<Tensor> got = gpu(c.inputs);
+        for (Tensor& t : got) t = t.to(Device::cpu());
+        EXPECT_EQ(compare(got, c.refs, c.tol, "PyTorch"), "") << name;
+      });
+  if (!std::string(NNX_PYTHON).empty()) {
+    EXPECT_GT(compared, 0);
+  }
+}
+
+#endif  // NNX_WITH_CUDA
 
 }  // namespace
 }  // namespace nnx

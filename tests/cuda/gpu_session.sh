@@ -15,6 +15,8 @@
 #              tf32_b32, fp16_b32: at batch 32)
 #   train      python/bench_train_compare.py --device cuda
 #   graphs     nnx bench with CUDA graphs on and off, and each kernel's GPU time (ncu)
+#   igemm      nnx bench with the implicit-GEMM convolution forced off and on (NNX_CONV_IGEMM;
+#              the default times both per problem and keeps the faster)
 #   traingraph nnx_train_bench --device cuda --cuda-graph on|off (ResNet-18, seed): the training
 #              step replayed as one CUDA graph (nnx::TrainStep) against op by op
 #   trainprof  nnx_train_bench --device cuda --profile 1 (seed, ResNet-18): time per node
@@ -211,6 +213,15 @@ for name, us in total.most_common(14):
 PY
   fi
   stamp "graphs done"
+fi
+if has igemm; then  # the implicit-GEMM convolution against cuDNN's (NNX_CONV_IGEMM=off|on)
+  for mode in off on; do
+    NNX_CONV_IGEMM=$mode bench_line "r18_b1_igemm_$mode" "r18 b1 igemm $mode" 200 "${r18[@]}" 1,3,224,224
+    NNX_CONV_IGEMM=$mode bench_line "seed_b1_igemm_$mode" "seed b1 igemm $mode" 100 "${seed[@]}" 1,3,480,640
+    NNX_CONV_IGEMM=$mode bench_line "r18_b32_igemm_$mode" "r18 b32 igemm $mode" 100 "${r18[@]}" 32,3,224,224
+    NNX_CONV_IGEMM=$mode bench_line "seed_b32_igemm_$mode" "seed b32 igemm $mode" 20 "${seed[@]}" 32,3,480,640
+  done
+  stamp "igemm done"
 fi
 if has traingraph; then  # training steps as one CUDA graph (TrainStep) against op by op
   for mode in on off; do

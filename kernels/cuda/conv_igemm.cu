@@ -295,6 +295,12 @@ void set_igemm_mode(IgemmMode mode) {
   choices.clear();
 }
 
+void reset_igemm_mode() {
+  mode_override.store(-1);
+  std::lock_guard<std::mutex> lock(choice_mutex);
+  choices.clear();
+}
+
 bool use_igemm(const Conv2dParams& p, const std::string& key, void* stream_handle,
                const std::function<void()>& run_cudnn, const std::function<void()>& run_igemm) {
   if (!igemm_applicable(p)) return false;
@@ -325,6 +331,10 @@ IgemmMode igemm_mode() {
   if (forced >= 0) return IgemmMode(forced);
   static const IgemmMode from_env = [] {
     const char* v = std::getenv("NNX_CONV_IGEMM");
+#ifdef NNX_CUDA_EMULATOR
+    // Timing on the emulator measures the host: cuDNN's stand-in unless asked for.
+    if (v == nullptr) return IgemmMode::off;
+#endif
     if (v == nullptr) return IgemmMode::automatic;
     if (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0) return IgemmMode::off;
     if (std::strcmp(v, "1") == 0 || std::strcmp(v, "on") == 0) return IgemmMode::on;

@@ -31,12 +31,14 @@ void conv2d_igemm(const Conv2dParams& params, const float* x, const float* w, co
                   const float* z, bool relu, float* y, int device, void* stream);
 
 // How conv2d_forward and conv2d_bias_relu_forward choose (NNX_CONV_IGEMM): off: cuDNN only; on:
-// this kernel wherever it applies; automatic (the default): both timed once per problem on the
-// device, the faster kept for the process.
+// this kernel wherever it applies; automatic (the default; off on the CUDA emulator, where a
+// time is the host's): both timed once per problem on the device, the faster kept.
 enum class IgemmMode { off, on, automatic };
 IgemmMode igemm_mode();
-// Overrides the environment for this process (tests); forgets the choices made so far.
+// Overrides the environment for this process (tests), or with reset_igemm_mode goes back to it;
+// both forget the choices made so far.
 void set_igemm_mode(IgemmMode mode);
+void reset_igemm_mode();
 
 // Whether to run conv2d_igemm for this problem (`key`: conv_problem_key's), per igemm_mode(). In
 // automatic mode the first call for a key, outside a stream capture, runs both (run_cudnn and

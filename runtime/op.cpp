@@ -172,7 +172,14 @@ void Op::forward_on_host(const ExecContext& ctx, std::span<const Tensor> inputs,
                std::vector<Tensor> saved;
                host.rng = &rng;
                host.saved = host.training ? &saved : nullptr;
-               forward_cpu(host, ins, outs);
+               // The op may replace an output tensor rather than fill it: then its values are
+               // copied into the page-locked one the graph's copy reads (and nothing the graph
+               // holds is freed here, on the driver's thread).
+               std::vector<Tensor> filled = outs;
+               forward_cpu(host, ins, filled);
+               for (size_t k = 0; k < outs.size(); ++k)
+                 if (filled[k].defined() && filled[k].raw_data() != outs[k].raw_data())
+                   outs[k].copy_from(filled[k]);
                NNX_CHECK(rng == generator, ErrorKind::unsupported, repr(),
                          ": draws random numbers on the host, which a CUDA graph would repeat");
                NNX_CHECK(saved.empty(), ErrorKind::unsupported, repr(),
@@ -223,8 +230,12 @@ void Op::backward_on_host(const ExecContext& ctx, std::span<const Tensor> inputs
     const size_t param_count = grad_params.size();
     h.launch(ctx.stream, ctx.device.index,
              [this, host = host_task_context(ctx), ins, outs, gouts, gins, param_count]() mutable {
-               std::vector<Tensor> gparams(param_count);
-               backward_cpu(host, ins, outs, gouts, gins, gparams);
+               std::vector<Tensor> gparams(param_count), filled = gins;
+               backward_cpu(host, ins, outs, gouts, filled, gparams);
+               for (size_t k = 0; k < gins.size(); ++k)  // as in forward_on_host
+                 if (filled[k].defined() && gins[k].defined() &&
+                     filled[k].raw_data() != gins[k].raw_data())
+                   gins[k].copy_from(filled[k]);
              });
     for (size_t k = 0; k < grad_inputs.size(); ++k)
       if (grad_inputs[k].defined())

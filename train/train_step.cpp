@@ -15,6 +15,8 @@
 //   advance them.
 #include <algorithm>
 #include <cstring>
+#include <exception>
+#include <functional>
 
 #include "graph/graph.h"
 #include "graph/planner.h"
@@ -59,8 +61,10 @@ struct TrainStep::Impl {
   }
 
   std::vector<double> run_cuda(std::span<const Tensor> inputs, std::span<const Tensor> targets);
-  void body(bool captured);
+  void body();
+  void update(bool captured);
   void drop_graph();
+  void launch_step();
   std::vector<int64_t> key_now() const;
   std::string try_capture();
 
@@ -74,7 +78,12 @@ struct TrainStep::Impl {
   std::vector<detail::QueuedLoss> losses;
   Tensor device_steps;  // Adam's step of each parameter, counted on the device in a graph
   cuda::GraphPoolPtr pool;
+  // The step as two graphs: up to backward, then the update. When the first holds host tasks
+  // (ops without a CUDA body), their errors are checked between the two, so that a failed one
+  // leaves the parameters unchanged.
   void* graph = nullptr;
+  void* update_graph = nullptr;
+  bool check_between = false;
   std::vector<int64_t> key;           // what the current inputs, settings and memory are (key_now)
   int runs_with_key = 0;              // runs since the key last changed
   std::string eager_reason;           // why this key's steps are not captured (empty: they may be)
@@ -190,7 +199,8 @@ void TrainStep::Impl::drop_graph() {
   const int device = trainer.device().index;
   cuda::synchronize_stream(stream);
   cuda::destroy_graph(graph);
-  graph = nullptr;
+  cuda::destroy_graph(update_graph);
+  graph = update_graph = nullptr;
   cuda::release_graph_pool(*pool, device);
   // What the graph wrote into can go back to the cache now.
   losses.clear();
@@ -211,6 +221,7 @@ std::vector<int64_t> TrainStep::Impl::key_now() const {
   for (const Tensor& t : inputs) add_spec(t);
   for (const Tensor& t : targets) add_spec(t);
   k.push_back(trainer.training());
+  k.push_back(int64_t(std::hash<std::string>{}(trainer.capture_obstacle())));  // hooks, profiling
   k.push_back(int64_t(optimizer.version_));
   for (const Parameter& p : trainer.parameters()) {
     k.push_back(int64_t(reinterpret_cast<uintptr_t>(p.value.defined() ? p.value.raw_data() : 0)));
@@ -222,9 +233,9 @@ std::vector<int64_t> TrainStep::Impl::key_now() const {
   return k;
 }
 
-// One step queued on the stream: the calls of Trainer and Optimizer in order. `captured`: the
-// step is being recorded into a graph (Adam reads its step on the device).
-void TrainStep::Impl::body(bool captured) {
+// A step up to the update, queued on the stream: zero_grad, forward, the losses (their values
+// copied to page-locked memory), backward.
+void TrainStep::Impl::body() {
   const Device device = trainer.device();
   trainer.zero_grad();
   std::vector<Tensor> out = trainer.forward(inputs);
@@ -250,17 +261,21 @@ void TrainStep::Impl::body(bool captured) {
     grads[k] = losses[k].grad;
   }
   trainer.backward(grads);
+  outputs = std::move(out);
+}
+
+// The optimizer's update queued on the stream; `captured`: Adam reads its step on the device.
+void TrainStep::Impl::update(bool captured) {
   const int64_t* steps = nullptr;
   if (captured && device_steps.defined()) {
     cuda::increment_each(device_steps.data<int64_t>(), int(device_steps.numel()), stream);
     steps = device_steps.data<int64_t>();
   }
   optimizer.step_impl(trainer.parameters(), nullptr, stream, steps);
-  outputs = std::move(out);
 }
 
-// Captures body() as a graph and runs it once (this run's step); on any obstacle leaves no graph,
-// the host state as it was, and returns why.
+// Captures the step as its two graphs (nothing runs); on any obstacle leaves no graph and the
+// host state as it was, and returns why.
 std::string TrainStep::Impl::try_capture() {
   const Device device = trainer.device();
   std::string obstacle = trainer.capture_obstacle();
@@ -280,34 +295,64 @@ std::string TrainStep::Impl::try_capture() {
     device_steps = host.to(device);  // complete before the capture begins
   }
   if (!pool) pool = cuda::new_graph_pool();
-  auto restore = [&] {
+  // The capture ran the calls on the host, their kernels never: the optimizer's counters go back
+  // (the launches count them, as replays do).
+  auto restore_counters = [&] {
     optimizer.steps_ = saved.steps;
     for (size_t k = 0; k < saved.state.size() && k < optimizer.state_.size(); ++k) {
       optimizer.state_[k].step = saved.state[k].step;
       optimizer.state_[k].fresh = saved.state[k].fresh;
       optimizer.state_[k].present = saved.state[k].present;
     }
+  };
+  void* front = nullptr;
+  void* back = nullptr;
+  auto discard = [&] {
+    cuda::destroy_graph(front);
+    cuda::destroy_graph(back);
+    restore_counters();
     trainer.generator() = generator;
     losses.clear();
     outputs.clear();
     cuda::release_graph_pool(*pool, device.index);
   };
-  void* exec = nullptr;
   try {
-    exec = cuda::capture_graph(stream, device.index, *pool, [&] { body(true); });
+    front = cuda::capture_graph(stream, device.index, *pool, [&] { body(); });
+    back = cuda::capture_graph(stream, device.index, *pool, [&] { update(true); });
   } catch (const Error& e) {
-    restore();
+    discard();
     return "the step cannot be captured (" + e.message() + ")";
+  } catch (...) {
+    discard();
+    throw;
   }
   if (!(trainer.generator() == generator)) {
-    cuda::destroy_graph(exec);
-    restore();
+    discard();
     return "the step draws random numbers (Dropout, StochasticDepth)";
   }
-  graph = exec;
+  restore_counters();
+  graph = front;
+  update_graph = back;
+  check_between = cuda::graph_pool_tasks(*pool) > 0;
   ++captures;
-  cuda::launch_graph(graph, stream);
   return {};
+}
+
+// One step from the graphs, and the host's side of its update: the optimizer's step counts.
+void TrainStep::Impl::launch_step() {
+  cuda::launch_graph(graph, stream);
+  if (check_between) {
+    cuda::synchronize_stream(stream);
+    if (std::string e = cuda::take_host_task_error(stream); !e.empty())
+      fail(ErrorKind::unsupported, trainer.model().source(),
+           ": a training step's host task (an op's CPU body): ", e, "; the update was not applied");
+  }
+  cuda::launch_graph(update_graph, stream);
+  ++replays;
+  auto& params = trainer.parameters();
+  for (size_t k = 0; k < params.size() && k < optimizer.state_.size(); ++k)
+    if (params[k].grad.defined()) ++optimizer.state_[k].step;
+  ++optimizer.steps_;
 }
 
 std::vector<double> TrainStep::Impl::run_cuda(std::span<const Tensor> in,
@@ -386,6 +431,19 @@ std::vector<double> TrainStep::Impl::run_cuda(std::span<const Tensor> in,
     runs_with_key = 0;
     eager_reason.clear();
   }
+  // Should anything below throw, the work queued so far finishes before the sources it reads
+  // (the caller's tensors, temporaries here) are freed.
+  struct FinishOnThrow {
+    void* stream;
+    int exceptions = std::uncaught_exceptions();
+    ~FinishOnThrow() {
+      if (std::uncaught_exceptions() <= exceptions) return;
+      try {
+        cuda::synchronize_stream(stream);
+      } catch (...) {  // the device's error is the one being thrown already, or comes next
+      }
+    }
+  } finish_on_throw{stream};
   // Work the caller queued on the legacy stream (weights loaded, data made) comes first.
   cuda::wait_for_legacy(stream, device.index);
   for (size_t k = 0; k < inputs.size(); ++k)
@@ -396,37 +454,22 @@ std::vector<double> TrainStep::Impl::run_cuda(std::span<const Tensor> in,
       cuda::copy_async(targets[k].raw_data(), device, src_tg[k].raw_data(), src_tg[k].device(),
                        targets[k].nbytes(), stream);
 
+  if (graph == nullptr && options.cuda_graph && eager_reason.empty() && runs_with_key >= 1) {
+    eager_reason = try_capture();
+    if (graph != nullptr) key = key_now();  // the capture's own buffers (none new in a steady step)
+  }
   if (graph != nullptr) {
-    cuda::launch_graph(graph, stream);
-    ++replays;
-    // The host's side of the update the graph made: step() counts.
-    auto& params = trainer.parameters();
-    for (size_t k = 0; k < params.size() && k < optimizer.state_.size(); ++k)
-      if (params[k].grad.defined()) ++optimizer.state_[k].step;
-    ++optimizer.steps_;
+    launch_step();
   } else {
-    bool ran = false;
-    if (options.cuda_graph && eager_reason.empty() && runs_with_key >= 1) {
-      eager_reason = try_capture();
-      ran = graph != nullptr;
-      if (ran) key = key_now();  // the capture's own buffers (none new in a steady step)
-    }
-    if (!ran) {
-      // What rules a capture out, seen in an op-by-op run: random draws (a graph would repeat
-      // them).
-      const RandomEngine generator = trainer.generator();
-      body(false);
-      if (options.cuda_graph && eager_reason.empty() && !(trainer.generator() == generator))
-        eager_reason = "the step draws random numbers (Dropout, StochasticDepth)";
-    }
+    // What rules a capture out, seen in an op-by-op run: random draws (a graph would repeat
+    // them).
+    const RandomEngine generator = trainer.generator();
+    body();
+    update(false);
+    if (options.cuda_graph && eager_reason.empty() && !(trainer.generator() == generator))
+      eager_reason = "the step draws random numbers (Dropout, StochasticDepth)";
   }
   cuda::synchronize_stream(stream);
-  // A host task of the graph (an op's CPU body) that failed: the step is not what it should be.
-  if (std::string e = cuda::take_host_task_error(); !e.empty()) {
-    drop_graph();
-    eager_reason = "a host task of the graph failed: " + e;
-    fail(ErrorKind::unsupported, trainer.model().source(), ": a training step's host task: ", e);
-  }
   ++runs_with_key;
   expected_steps = optimizer.steps();
   std::vector<double> values(n_out, 0.0);

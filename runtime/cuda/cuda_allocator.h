@@ -24,6 +24,7 @@ class GraphPool {
   GraphPool(const GraphPool&) = delete;
   GraphPool& operator=(const GraphPool&) = delete;
   size_t bytes() const { return bytes_; }  // held free for the graphs
+  size_t tasks() const { return kept_.size(); }
 
  private:
   friend class CachingAllocator;

@@ -22,6 +22,10 @@ size_t graph_pool_bytes(const GraphPool& pool) {
   return pool.bytes();
 }
 
+size_t graph_pool_tasks(const GraphPool& pool) {
+  return pool.tasks();
+}
+
 void release_graph_pool(GraphPool& pool, int device) {
   caching_allocator(device).release_pool(pool);
 }
@@ -38,8 +42,12 @@ void* capture_graph(void* stream_handle, int device, GraphPool& pool,
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
   DeviceGuard guard(device);
   CachingAllocator& allocator = caching_allocator(device);
-  NNX_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  allocator.begin_pool(stream, pool);
+  allocator.begin_pool(stream, pool);  // first: nothing is left capturing if it throws
+  if (const cudaError_t began = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+      began != cudaSuccess) {
+    allocator.end_pool(stream);
+    NNX_CUDA_CHECK(began);
+  }
   cudaGraph_t graph = nullptr;
   try {
     body();

@@ -16,6 +16,8 @@ using GraphPoolPtr = std::unique_ptr<GraphPool, GraphPoolDeleter>;
 GraphPoolPtr new_graph_pool();
 // Bytes the pool holds for its graphs' replays.
 size_t graph_pool_bytes(const GraphPool& pool);
+// Host tasks (runtime/cuda/host_task.h) its graphs call.
+size_t graph_pool_tasks(const GraphPool& pool);
 // Returns the pool's memory to device's allocator; the graphs using it must be finished and
 // destroyed.
 void release_graph_pool(GraphPool& pool, int device);

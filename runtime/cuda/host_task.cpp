@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <exception>
+#include <map>
 #include <memory>
 #include <mutex>
 
@@ -17,16 +18,16 @@ namespace nnx::cuda {
 namespace {
 
 std::mutex error_mutex;
-std::string first_error;
+std::map<void*, std::string> first_errors;  // by stream
 
-void keep_error(const std::string& message) {
+void keep_error(void* stream, const std::string& message) {
   std::lock_guard<std::mutex> lock(error_mutex);
-  if (first_error.empty()) first_error = message;
+  first_errors.emplace(stream, message);  // the first one stays
 }
 
 struct HostTask {
   std::function<void()> body;
-  bool once = true;  // released after it ran (not held by a graph)
+  void* stream = nullptr;  // whose error slot
 };
 
 void CUDART_CB run_host_task(void* data) {
@@ -34,13 +35,12 @@ void CUDART_CB run_host_task(void* data) {
   try {
     task->body();
   } catch (const Error& e) {
-    keep_error(e.message());
+    keep_error(task->stream, e.message());
   } catch (const std::exception& e) {
-    keep_error(e.what());
+    keep_error(task->stream, e.what());
   } catch (...) {
-    keep_error("a host task threw an unknown exception");
+    keep_error(task->stream, "a host task threw an unknown exception");
   }
-  if (task->once) delete task;
 }
 
 // Runs f in relaxed capture mode (where this thread's capture allows allocating), then restores
@@ -87,29 +87,25 @@ Tensor pinned_tensor(const Shape& shape, DType dtype) {
 void launch_host_task(void* stream_handle, int device, std::function<void()> body) {
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
   DeviceGuard guard(device);
-  const bool captured = stream_capturing(stream_handle);
-  if (captured) {
-    auto task = std::make_shared<HostTask>();
-    task->body = std::move(body);
-    task->once = false;
-    NNX_CHECK(caching_allocator(device).keep_with_pool(stream, task), ErrorKind::usage,
-              "a host task captured on a stream without a graph pool: nothing would keep it "
-              "alive for the graph's replays");
-    NNX_CUDA_CHECK(cudaLaunchHostFunc(stream, run_host_task, task.get()));
-    return;
-  }
-  auto* task = new HostTask{std::move(body), true};
-  const cudaError_t e = cudaLaunchHostFunc(stream, run_host_task, task);
-  if (e != cudaSuccess) {
-    delete task;
-    NNX_CUDA_CHECK(e);
-  }
+  // Only in a capture: the graph's pool keeps the task (and the page-locked tensors it holds),
+  // so that nothing is freed on the driver's thread, where CUDA calls are not allowed.
+  NNX_CHECK(stream_capturing(stream_handle), ErrorKind::usage,
+            "a host task outside a stream capture");
+  auto task = std::make_shared<HostTask>();
+  task->body = std::move(body);
+  task->stream = stream_handle;
+  NNX_CHECK(caching_allocator(device).keep_with_pool(stream, task), ErrorKind::usage,
+            "a host task captured on a stream without a graph pool: nothing would keep it "
+            "alive for the graph's replays");
+  NNX_CUDA_CHECK(cudaLaunchHostFunc(stream, run_host_task, task.get()));
 }
 
-std::string take_host_task_error() {
+std::string take_host_task_error(void* stream) {
   std::lock_guard<std::mutex> lock(error_mutex);
-  std::string e;
-  e.swap(first_error);
+  auto it = first_errors.find(stream);
+  if (it == first_errors.end()) return {};
+  std::string e = std::move(it->second);
+  first_errors.erase(it);
   return e;
 }
 

@@ -17,14 +17,14 @@ bool stream_capturing(void* stream);
 // thread captures), released with cudaFreeHost when the last reference goes.
 Tensor pinned_tensor(const Shape& shape, DType dtype);
 
-// Queues task() on `stream` of `device`: it runs on a driver thread once the work queued before it
-// is done, and the work after it waits for it. It must make no CUDA call. While the stream is
-// captured the task is a node of the graph, run at every replay, and kept (with all it holds) as
-// long as the graph's memory pool (GraphPool); otherwise it is released once it ran. What a task
-// throws is kept for take_host_task_error().
+// Adds task() to the CUDA graph being captured on `stream` of `device` (Error(usage) when none
+// is): at every replay it runs on a driver thread once the work before it is done, and the work
+// after it waits for it. It must make no CUDA call (nor free what it holds: the graph's memory
+// pool, GraphPool, keeps the task and all it holds until the pool is released). What it throws
+// is kept for take_host_task_error(stream).
 void launch_host_task(void* stream, int device, std::function<void()> task);
 
-// The first error a host task threw since the last call, naming it; empty when none did.
-std::string take_host_task_error();
+// The first error a host task of `stream` threw since the last call; empty when none did.
+std::string take_host_task_error(void* stream);
 
 }  // namespace nnx::cuda

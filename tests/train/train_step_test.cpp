@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <random>
 #include <string>
@@ -15,7 +16,9 @@
 #include "nnx/cuda.h"
 #include "nnx/error.h"
 #include "nnx/loss.h"
+#include "nnx/op.h"
 #include "nnx/optim.h"
+#include "nnx/registry.h"
 #include "nnx/train.h"
 
 namespace nnx {
@@ -252,6 +255,76 @@ TEST(CudaTrainStepInput, RandomDrawsRunOpByOp) {
   }
   EXPECT_NE(step.cuda_graph_state().find("random"), std::string::npos) << step.cuda_graph_state();
   EXPECT_EQ(worst(snapshot(a, *oa), snapshot(b, *ob)), 0.0);
+}
+
+// A user op without a CUDA body: y = 2x, its backward 2dy; its CPU body throws while `failing`.
+std::atomic<bool> failing{false};
+
+class Doubler final : public Op {
+ public:
+  std::string type() const override { return "test_ops.Doubler"; }
+  std::string python_module() const override { return "test_ops"; }
+  std::string repr() const override { return "Doubler()"; }
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> in, int) const override {
+    return {in[0]};
+  }
+  BackwardNeeds backward_needs() const override { return {false, false}; }
+  void forward_cpu(const ExecContext&, std::span<const Tensor> in,
+                   std::span<Tensor> out) const override {
+    NNX_CHECK(!failing, ErrorKind::usage, "Doubler refuses this batch");
+    for (int64_t i = 0; i < in[0].numel(); ++i)
+      out[0].data<float>()[i] = 2 * in[0].data<float>()[i];
+  }
+  void backward_cpu(const ExecContext&, std::span<const Tensor>, std::span<const Tensor>,
+                    std::span<const Tensor> gout, std::span<Tensor> gin,
+                    std::span<Tensor>) const override {
+    for (int64_t i = 0; i < gout[0].numel(); ++i)
+      gin[0].data<float>()[i] = 2 * gout[0].data<float>()[i];
+  }
+};
+
+// An op without a CUDA body is a host task inside the captured step; when its CPU body fails in a
+// replay, the step says so and the update is not applied.
+TEST(CudaTrainStepInput, AFailingHostTaskLeavesTheParametersAsTheyWere) {
+  cuda::init();
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device: " << cuda::unavailable_reason();
+  register_op("test_ops.Doubler", [](const Call&) { return std::make_shared<Doubler>(); });
+  const std::string arch = R"json({
+    "outputs": [[-1, 0, 0]], "inputs_channels": [1], "outputs_channels": [10],
+    "layers": [
+      ["torch.nn.Conv2d(1, 4, 3, padding=1)", [[1], [4]], [[-1, 0]]],
+      ["test_ops.Doubler()", [[4], [4]], [[-1, 0]]],
+      ["torch.nn.Flatten()", [[4], [256]], [[-1, 0]]],
+      ["torch.nn.Linear(256, 10)", [[256], [10]], [[-1, 0]]]
+    ]})json";
+  Model model = load_memory(arch, "");
+  Trainer trainer(model, {.threads = 1, .device = Device::cuda(0)}),
+      reference(model, {.threads = 1, .device = Device::cuda(0)});
+  auto opt = optimizer_for("adamw"), ref_opt = optimizer_for("adamw");
+  TrainStep step(trainer, *opt, {.loss = cross_entropy()});
+  for (int k = 0; k < 4; ++k) {
+    const Batch d = batch(k);
+    EXPECT_EQ(step.run(d.x, d.y), manual_step(reference, *ref_opt, d, cross_entropy()))
+        << "step " << k;
+  }
+  ASSERT_EQ(step.cuda_graph_state().find("captured"), 0u) << step.cuda_graph_state();
+  const std::vector<Tensor> before = snapshot(trainer, *opt);
+  failing = true;
+  try {
+    step.run(batch(4).x, batch(4).y);
+    ADD_FAILURE() << "a failed host task went unnoticed";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("Doubler refuses this batch"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("the update was not applied"), std::string::npos) << e.message();
+  }
+  failing = false;
+  EXPECT_EQ(worst(snapshot(trainer, *opt), before), 0.0);
+  EXPECT_EQ(opt->steps(), 4);
+  // And on from there, as the calls one by one.
+  const Batch d = batch(5);
+  EXPECT_EQ(step.run(d.x, d.y), manual_step(reference, *ref_opt, d, cross_entropy()));
+  EXPECT_EQ(worst(snapshot(trainer, *opt), snapshot(reference, *ref_opt)), 0.0);
+  unregister_op("test_ops.Doubler");
 }
 
 }  // namespace

@@ -43,8 +43,8 @@ void reset_igemm_mode();
 // Whether to run conv2d_igemm for this problem (`key`: conv_problem_key's), per igemm_mode(). In
 // automatic mode the first call for a key, outside a stream capture, runs both (run_cudnn and
 // run_igemm each compute the convolution into the caller's output) once, then times each twice
-// over three runs with events on `stream`, and keeps the faster for the key; inside a capture
-// an undecided key gets cuDNN (false), undecided still.
+// over five runs with events on `stream` (queued behind a spin, so the GPU's time), and keeps the
+// faster for the key; inside a capture an undecided key gets cuDNN (false), undecided still.
 bool use_igemm(const Conv2dParams& params, const std::string& key, void* stream,
                const std::function<void()>& run_cudnn, const std::function<void()>& run_igemm);
 

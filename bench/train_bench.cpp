@@ -12,7 +12,7 @@
 // TrainerOptions::device; the batch and the targets kept there, as PyTorch's side keeps them;
 // each step ends with a device synchronize, so its time is the GPU's) and
 // adds the device allocator's peak to the JSON. On CUDA the timed steps are nnx::TrainStep runs:
-// after two op-by-op steps the whole step is one CUDA graph, replayed (--cuda-graph off: op by op
+// after two op-by-op steps the whole step is two CUDA graphs, replayed (--cuda-graph off: op by op
 // on TrainStep's stream); the JSON's "cuda_graph" says which.
 #include <sys/resource.h>
 

@@ -1,7 +1,8 @@
 // nnx::TrainStep (nnx/train.h): zero_grad, forward, loss, backward and the optimizer's update as
 // one unit. On a CUDA device the step runs on a stream of its own; from the third run with the
-// same shapes it is captured as one CUDA graph and replayed, so that a step costs the host one
-// graph launch instead of a few hundred library calls and launches.
+// same shapes it is captured as two CUDA graphs (up to backward, then the update) and replayed,
+// so that a step costs the host two graph launches instead of a few hundred library calls and
+// launches.
 //
 // What a replay needs to stay the step the calls would make:
 // - every address the graph reads or writes stays put: the inputs and targets are copied into
@@ -138,7 +139,7 @@ std::string TrainStep::cuda_graph_state() const {
 #ifdef NNX_WITH_CUDA
   const std::string totals = "; " + std::to_string(m.replays) + " step(s) replayed, " +
                              std::to_string(m.captures) + " capture(s)";
-  if (m.graph != nullptr) return "captured: the whole step as one CUDA graph" + totals;
+  if (m.graph != nullptr) return "captured: the whole step as CUDA graphs" + totals;
   if (!m.eager_reason.empty()) return "op by op: " + m.eager_reason + totals;
   return "op by op until a step runs again with these shapes and optimizer state" + totals;
 #else

@@ -123,17 +123,17 @@ class NNX_API Trainer {
 struct TrainStepOptions {
   LossOptions loss{};  // the loss of every output against its target
   // On a CUDA device: capture the whole step (zero_grad, forward, loss, backward, optimizer
-  // update) as one CUDA graph after two op-by-op runs with the same shapes and optimizer state
-  // (the first creates that state), then replay it, while the
-  // shapes, the training mode, the optimizer's settings and the parameters' and optimizer state's
-  // memory stay the same (anything else: captured again). A step that cannot be captured (a node
-  // without a CUDA body, random draws such as Dropout's, a hook set on the trainer) runs op by
-  // op, as with false; cuda_graph_state() says why. Ignored on the CPU.
+  // update) as CUDA graphs (up to backward, then the update) after two op-by-op runs with the same
+  // shapes and optimizer state (the first creates that state), then replay it, while the shapes,
+  // the training mode, the optimizer's settings and the parameters' and optimizer state's memory
+  // stay the same (anything else: captured again). A step that cannot be captured (a node without a
+  // CUDA body, random draws such as Dropout's, a hook set on the trainer) runs op by op, as with
+  // false; cuda_graph_state() says why. Ignored on the CPU.
   bool cuda_graph = true;
 };
 
 // One training step as a unit, for loops that do nothing between forward and update: on a CUDA
-// device on a stream of its own, so that it can be captured and replayed as one CUDA graph, which
+// device on a stream of its own, so that it can be captured and replayed as CUDA graphs, which
 // takes the host out of the step. The numbers are those of the same calls made one by one
 // (Trainer::zero_grad, forward, compute_loss, backward, Optimizer::step); Adam's bias correction
 // is computed on the device in a replayed step.
@@ -157,7 +157,7 @@ class NNX_API TrainStep {
   // The last step's outputs, on the trainer's device: valid until the next run.
   const std::vector<Tensor>& outputs() const;
   // Whether the steps are replayed from a CUDA graph now, or why not, with the steps replayed
-  // and the captures made so far: "captured: the whole step as one CUDA graph; 37 step(s)
+  // and the captures made so far: "captured: the whole step as CUDA graphs; 37 step(s)
   // replayed, 2 capture(s)", "op by op: <why>; ...", "off (op by op)", "CPU: no CUDA graphs".
   std::string cuda_graph_state() const;
 

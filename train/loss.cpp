@@ -139,25 +139,21 @@ double read_queued(const detail::QueuedLoss& q) {
 }
 #endif
 
-// mse, l1, smooth_l1 and bce_with_logits (weights already broadcast, empty for none) on the
-// prediction's device.
+// mse, l1, smooth_l1 and bce_with_logits on the prediction's device.
 LossResult point_loss_on_device(const Tensor& prediction, const Tensor& target, LossKind kind,
-                                const LossOptions& options, const std::vector<double>& weight,
-                                const std::vector<double>& pos_weight) {
+                                const LossOptions& options) {
 #ifdef NNX_WITH_CUDA
   const Device device = prediction.device();
   cuda::DeviceGuard guard(device.index);
   const Tensor t = target.to(device);  // contiguous there (on_device)
-  detail::DeviceLossConstants c;
-  c.weight = doubles_on(weight, device);
-  c.pos_weight = doubles_on(pos_weight, device);
   LossOptions o = options;
   o.kind = kind;
   const detail::QueuedLoss q =
-      detail::queue_device_loss(prediction, t, o, c, cuda::current_cuda_stream(device.index));
+      detail::queue_device_loss(prediction, t, o, detail::device_loss_constants(prediction, o),
+                                cuda::current_cuda_stream(device.index));
   return {read_queued(q), q.grad};
 #else
-  (void)target, (void)kind, (void)options, (void)weight, (void)pos_weight;
+  (void)target, (void)kind, (void)options;
   fail(ErrorKind::device, "loss on ", prediction.device().str(),
        ": this build has no CUDA backend");
 #endif
@@ -186,7 +182,7 @@ LossResult elementwise(const Tensor& prediction, const Tensor& target, const Los
                        const char* loss, LossKind kind, Fn fn) {
   if (on_device(prediction, target, DType::f32)) {
     check_same_shape(prediction, target, loss);
-    return point_loss_on_device(prediction, target, kind, options, {}, {});
+    return point_loss_on_device(prediction, target, kind, options);
   }
   if (prediction.defined() && target.defined() && prediction.device().is_cpu() &&
       target.device().is_cpu() && prediction.dtype() == DType::f32 &&
@@ -323,9 +319,9 @@ void check_probability_shape(const Tensor& target, const Tensor& logits) {
 }
 
 // Cross entropy on the logits' device (on_device said yes): class indices as int64 or class
-// probabilities as float32 there, the class weights `w` (empty for none) as doubles.
+// probabilities as float32 there.
 LossResult cross_entropy_on_device(const Tensor& logits, const Tensor& target,
-                                   const std::vector<double>& w, const LossOptions& o) {
+                                   const LossOptions& o) {
 #ifdef NNX_WITH_CUDA
   const Device device = logits.device();
   cuda::DeviceGuard guard(device.index);
@@ -338,16 +334,12 @@ LossResult cross_entropy_on_device(const Tensor& logits, const Tensor& target,
     t = target.dtype() == DType::i64 ? target.to(device)
                                      : target.to(Device::cpu()).to(DType::i64).to(device);
   }
-  detail::DeviceLossConstants c;
-  c.weight = doubles_on(w, device);
-  c.weight_sum = 0;
-  for (int64_t k = 0; k < class_layout(logits).c; ++k)
-    c.weight_sum += w.empty() ? 1.0 : w[size_t(k)];
   const detail::QueuedLoss q =
-      detail::queue_device_loss(logits, t, o, c, cuda::current_cuda_stream(device.index));
+      detail::queue_device_loss(logits, t, o, detail::device_loss_constants(logits, o),
+                                cuda::current_cuda_stream(device.index));
   return {read_queued(q), q.grad};
 #else
-  (void)target, (void)w, (void)o;
+  (void)target, (void)o;
   fail(ErrorKind::device, "loss on ", logits.device().str(), ": this build has no CUDA backend");
 #endif
 }
@@ -434,7 +426,7 @@ LossResult cross_entropy_loss(const Tensor& logits, const Tensor& target,
   }
   const bool probabilities = dtype_is_floating(target.dtype());
   if (on_device(logits, target, probabilities ? DType::f32 : DType::i64))
-    return cross_entropy_on_device(logits, target, w, options);
+    return cross_entropy_on_device(logits, target, options);
   Tensor x = as_f64(logits, "cross_entropy", "logits");
   if (probabilities) return cross_entropy_probabilities(logits, x, target, w, options);
   return cross_entropy_indices(logits, x, target, w, options);
@@ -464,9 +456,7 @@ LossResult bce_with_logits_loss(const Tensor& logits, const Tensor& target,
   const char* loss = "bce_with_logits";
   if (on_device(logits, target, DType::f32)) {
     check_same_shape(logits, target, loss);
-    return point_loss_on_device(logits, target, LossKind::bce_with_logits, options,
-                                broadcast(options.weight, logits.shape(), loss, "weight"),
-                                broadcast(options.pos_weight, logits.shape(), loss, "pos_weight"));
+    return point_loss_on_device(logits, target, LossKind::bce_with_logits, options);
   }
   Tensor x = as_f64(logits, loss, "logits");
   check_same_shape(logits, target, loss);
@@ -537,16 +527,6 @@ double accuracy(const Tensor& logits, const Tensor& labels, int64_t ignore_index
 }
 
 namespace detail {
-
-bool loss_on_device(const Tensor& prediction, const Tensor& target, const LossOptions& options) {
-  if (options.kind == LossKind::cross_entropy)
-    return on_device(
-        prediction, target,
-        target.defined() && dtype_is_floating(target.dtype()) ? DType::f32 : DType::i64);
-  if (options.kind == LossKind::smooth_l1 && options.beta == 0)  // l1's
-    return on_device(prediction, target, DType::f32);
-  return on_device(prediction, target, DType::f32);
-}
 
 DeviceLossConstants device_loss_constants(const Tensor& prediction, const LossOptions& options) {
   DeviceLossConstants c;

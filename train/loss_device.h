@@ -21,9 +21,6 @@ struct DeviceLossConstants {
   double weight_sum = 0;  // cross_entropy: the sum of the C class weights (C without)
 };
 
-// Whether compute_loss(prediction, target, options) computes on the prediction's device.
-bool loss_on_device(const Tensor& prediction, const Tensor& target, const LossOptions& options);
-
 // The constants for a prediction of this shape on its device (options checked as compute_loss
 // checks them; the copies to the device complete before this returns).
 DeviceLossConstants device_loss_constants(const Tensor& prediction, const LossOptions& options);

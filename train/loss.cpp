@@ -235,6 +235,15 @@ ClassLayout class_layout(const Tensor& logits) {
   return l;
 }
 
+// cross_entropy's class weights as doubles (empty for none), checked: shape [C].
+std::vector<double> class_weights(const LossOptions& options, const ClassLayout& l) {
+  if (!options.weight.defined()) return {};
+  NNX_CHECK(options.weight.numel() == l.c && options.weight.dim() == 1, ErrorKind::shape,
+            "cross_entropy: expected a class weight of shape [", l.c, "], found ",
+            options.weight.str());
+  return broadcast(options.weight, Shape{l.c}, "cross_entropy", "weight");
+}
+
 // The shape class indices must have: the logits' without dim 1.
 Shape label_shape(const Tensor& logits) {
   Shape s = logits.shape();
@@ -417,13 +426,7 @@ LossResult cross_entropy_loss(const Tensor& logits, const Tensor& target,
   NNX_CHECK(options.label_smoothing >= 0 && options.label_smoothing <= 1, ErrorKind::usage,
             "cross_entropy: label_smoothing must be in [0, 1], found ", options.label_smoothing);
   ClassLayout l = class_layout(logits);
-  std::vector<double> w;
-  if (options.weight.defined()) {
-    NNX_CHECK(options.weight.numel() == l.c && options.weight.dim() == 1, ErrorKind::shape,
-              "cross_entropy: expected a class weight of shape [", l.c, "], found ",
-              options.weight.str());
-    w = broadcast(options.weight, Shape{l.c}, "cross_entropy", "weight");
-  }
+  const std::vector<double> w = class_weights(options, l);
   const bool probabilities = dtype_is_floating(target.dtype());
   if (on_device(logits, target, probabilities ? DType::f32 : DType::i64))
     return cross_entropy_on_device(logits, target, options);
@@ -535,13 +538,7 @@ DeviceLossConstants device_loss_constants(const Tensor& prediction, const LossOp
   cuda::DeviceGuard guard(device.index);
   if (options.kind == LossKind::cross_entropy) {
     const ClassLayout l = class_layout(prediction);
-    std::vector<double> w;
-    if (options.weight.defined()) {
-      NNX_CHECK(options.weight.numel() == l.c && options.weight.dim() == 1, ErrorKind::shape,
-                "cross_entropy: expected a class weight of shape [", l.c, "], found ",
-                options.weight.str());
-      w = broadcast(options.weight, Shape{l.c}, "cross_entropy", "weight");
-    }
+    const std::vector<double> w = class_weights(options, l);
     c.weight = doubles_on(w, device);
     for (int64_t k = 0; k < l.c; ++k) c.weight_sum += w.empty() ? 1.0 : w[size_t(k)];
   } else if (options.kind == LossKind::bce_with_logits) {

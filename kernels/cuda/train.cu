@@ -198,17 +198,21 @@ __host__ __device__ inline AdamScalars adam_scalars(const AdamStep& o, double st
   return s;
 }
 
+// One element's update.
+__device__ __forceinline__ void adam_element(const AdamScalars& s, float* p, const float* g,
+                                             float* m, float* v, float* vmax, int64_t i) {
+  const float gi = s.sign * g[i] + s.wd * p[i];
+  m[i] = m[i] * s.b1 + s.one_minus_b1 * gi;
+  float vi = v[i] * s.b2 + s.one_minus_b2 * gi * gi;
+  v[i] = vi;
+  if (vmax != nullptr) vi = vmax[i] = fmaxf(vmax[i], vi);
+  const float denom = sqrtf(vi) / s.bc2_sqrt + s.eps;
+  p[i] = p[i] * s.decay - s.step_size * m[i] / denom;
+}
+
 __global__ void adam_kernel(AdamScalars s, float* p, const float* g, float* m, float* v,
                             float* vmax, int64_t n) {
-  grid_stride_loop(n, [&](int64_t i) {
-    const float gi = s.sign * g[i] + s.wd * p[i];
-    m[i] = m[i] * s.b1 + s.one_minus_b1 * gi;
-    float vi = v[i] * s.b2 + s.one_minus_b2 * gi * gi;
-    v[i] = vi;
-    if (vmax != nullptr) vi = vmax[i] = fmaxf(vmax[i], vi);
-    const float denom = sqrtf(vi) / s.bc2_sqrt + s.eps;
-    p[i] = p[i] * s.decay - s.step_size * m[i] / denom;
-  });
+  grid_stride_loop(n, [&](int64_t i) { adam_element(s, p, g, m, v, vmax, i); });
 }
 
 // The same with the step read on the device: each block computes the factors once.
@@ -218,15 +222,7 @@ __global__ void adam_device_step_kernel(AdamStep o, const int64_t* step, float* 
   if (threadIdx.x == 0) shared = adam_scalars(o, double(*step));
   __syncthreads();
   const AdamScalars s = shared;
-  grid_stride_loop(n, [&](int64_t i) {
-    const float gi = s.sign * g[i] + s.wd * p[i];
-    m[i] = m[i] * s.b1 + s.one_minus_b1 * gi;
-    float vi = v[i] * s.b2 + s.one_minus_b2 * gi * gi;
-    v[i] = vi;
-    if (vmax != nullptr) vi = vmax[i] = fmaxf(vmax[i], vi);
-    const float denom = sqrtf(vi) / s.bc2_sqrt + s.eps;
-    p[i] = p[i] * s.decay - s.step_size * m[i] / denom;
-  });
+  grid_stride_loop(n, [&](int64_t i) { adam_element(s, p, g, m, v, vmax, i); });
 }
 
 __global__ void increment_each_kernel(int64_t* counters, int n) {

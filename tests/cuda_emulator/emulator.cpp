@@ -458,26 +458,27 @@ Pinned& pinned() {
   return *p;
 }
 
+// Whether [p, p + n) lies inside one of `blocks` (start -> bytes).
+bool inside_one(std::mutex& mutex, const std::map<uintptr_t, size_t>& blocks, const void* p,
+                size_t n) {
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto a = uintptr_t(p);
+  auto it = blocks.upper_bound(a);
+  if (it == blocks.begin()) return false;
+  --it;
+  return a >= it->first && a + n <= it->first + it->second;
+}
+
 // Whether [p, p + n) lies inside one cudaMallocHost allocation.
 bool is_pinned(const void* p, size_t n) {
   Pinned& m = pinned();
-  std::lock_guard<std::mutex> lock(m.mutex);
-  const auto a = uintptr_t(p);
-  auto it = m.blocks.upper_bound(a);
-  if (it == m.blocks.begin()) return false;
-  --it;
-  return a >= it->first && a + n <= it->first + it->second;
+  return inside_one(m.mutex, m.blocks, p, n);
 }
 
 // Whether [p, p + n) lies inside one device allocation.
 bool is_device(const void* p, size_t n) {
   Memory& m = memory();
-  std::lock_guard<std::mutex> lock(m.mutex);
-  const auto a = uintptr_t(p);
-  auto it = m.blocks.upper_bound(a);
-  if (it == m.blocks.begin()) return false;
-  --it;
-  return a >= it->first && a + n <= it->first + it->second;
+  return inside_one(m.mutex, m.blocks, p, n);
 }
 
 int device_count() {

@@ -718,6 +718,26 @@ TEST_F(CudaOps, InputsOnAnotherDeviceAreNamed) {
 // ---- the cuDNN algorithm choice: heuristic, timed search, and its file
 
 #ifdef NNX_WITH_CUDA
+// A convolution problem with square kernel, stride, padding and dilation.
+cuda::Conv2dParams conv_problem(int64_t batch, int64_t in_c, int64_t h, int64_t w, int64_t out_c,
+                                int64_t k, int64_t stride, int64_t pad, int64_t dilation,
+                                int64_t groups) {
+  cuda::Conv2dParams p;
+  p.batch = batch;
+  p.in_channels = in_c;
+  p.in_h = h;
+  p.in_w = w;
+  p.out_channels = out_c;
+  p.kernel_h = p.kernel_w = k;
+  p.stride_h = p.stride_w = stride;
+  p.pad_h = p.pad_w = pad;
+  p.dilation_h = p.dilation_w = dilation;
+  p.groups = groups;
+  p.out_h = (h + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+  p.out_w = (w + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+  return p;
+}
+
 // Without a device: the cache's memory and file logic with a stand-in for cuDNN.
 TEST(ConvAlgoCache, KeepsChoicesAndPersistsSearchedOnes) {
   testing_util::TempDir dir;
@@ -815,27 +835,13 @@ TEST_F(CudaOps, ConvolutionGraphApiMatchesTheLegacyApi) {
   }
   GTEST_SKIP() << "the CUDA emulator has no cuDNN graph API: checked only that it falls back";
 #endif
-  auto problem = [](int64_t batch, int64_t in_c, int64_t h, int64_t w, int64_t out_c, int64_t k,
-                    int64_t stride, int64_t pad, int64_t dilation, int64_t groups) {
-    cuda::Conv2dParams p;
-    p.batch = batch;
-    p.in_channels = in_c;
-    p.in_h = h;
-    p.in_w = w;
-    p.out_channels = out_c;
-    p.kernel_h = p.kernel_w = k;
-    p.stride_h = p.stride_w = stride;
-    p.pad_h = p.pad_w = pad;
-    p.dilation_h = p.dilation_w = dilation;
-    p.groups = groups;
-    p.out_h = (h + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
-    p.out_w = (w + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
-    return p;
-  };
   std::vector<cuda::Conv2dParams> problems = {
-      problem(2, 8, 24, 24, 16, 3, 1, 1, 1, 1), problem(2, 3, 32, 40, 64, 7, 2, 3, 1, 1),
-      problem(1, 8, 17, 19, 16, 3, 1, 2, 2, 4), problem(2, 16, 14, 14, 16, 3, 2, 1, 1, 16),
-      problem(4, 64, 7, 7, 32, 1, 1, 0, 1, 1),  problem(1, 128, 30, 40, 256, 3, 1, 1, 1, 1),
+      conv_problem(2, 8, 24, 24, 16, 3, 1, 1, 1, 1),
+      conv_problem(2, 3, 32, 40, 64, 7, 2, 3, 1, 1),
+      conv_problem(1, 8, 17, 19, 16, 3, 1, 2, 2, 4),
+      conv_problem(2, 16, 14, 14, 16, 3, 2, 1, 1, 16),
+      conv_problem(4, 64, 7, 7, 32, 1, 1, 0, 1, 1),
+      conv_problem(1, 128, 30, 40, 256, 3, 1, 1, 1, 1),
   };
   cuda::Conv2dParams tf32 = problems[0];
   tf32.allow_tf32 = true;
@@ -1386,18 +1392,8 @@ TEST_F(CudaOps, ImplicitGemmConvolutionMatchesPyTorchAndTheCpu) {
        {Problem{1, 256, 7, 7, 512, 3, 1, 1, 1}, Problem{1, 64, 14, 14, 65, 3, 1, 1, 1},
         Problem{2, 32, 9, 11, 48, 1, 2, 0, 1}, Problem{1, 3, 40, 44, 16, 7, 2, 3, 1},
         Problem{2, 8, 12, 13, 24, 3, 1, 2, 2}}) {
-    cuda::Conv2dParams p;
-    p.batch = q.batch;
-    p.in_channels = q.in_c;
-    p.in_h = q.h;
-    p.in_w = q.w;
-    p.out_channels = q.out_c;
-    p.kernel_h = p.kernel_w = q.k;
-    p.stride_h = p.stride_w = q.stride;
-    p.pad_h = p.pad_w = q.pad;
-    p.dilation_h = p.dilation_w = q.dilation;
-    p.out_h = (q.h + 2 * q.pad - q.dilation * (q.k - 1) - 1) / q.stride + 1;
-    p.out_w = (q.w + 2 * q.pad - q.dilation * (q.k - 1) - 1) / q.stride + 1;
+    const cuda::Conv2dParams p =
+        conv_problem(q.batch, q.in_c, q.h, q.w, q.out_c, q.k, q.stride, q.pad, q.dilation, 1);
     const Device gpu = Device::cuda(0);
     const Tensor x = random_tensor({q.batch, q.in_c, q.h, q.w}, rng, -1, 1).to(gpu);
     const Tensor w = random_tensor({q.out_c, q.in_c, q.k, q.k}, rng, -0.2f, 0.2f).to(gpu);

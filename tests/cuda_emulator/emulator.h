@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 namespace nnx::emu {
 
@@ -146,6 +147,14 @@ T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   return ::nnx::emu::shfl(v, source <= last ? source : lane, mask);  // earlier segments: allowed
 }
 
+// A warp barrier: every lane in `mask` reaches it before any goes on (a shuffle of nothing, with
+// the shuffles' checks of the mask and of divergence).
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  const int lane = ::nnx::emu::lane_id();
+  int none = 0, out = 0;
+  ::nnx::emu::shuffle(&none, &out, sizeof none, lane, mask);
+}
+
 template <class T, class U>
 T atomicAdd(T* address, U value) {
   return ::nnx::emu::atomic_add(address, T(value));
@@ -227,3 +236,145 @@ inline double rsqrt(double v) {
 }
 using std::isinf;
 using std::isnan;
+
+// ---- WMMA (mma.h's nvcuda::wmma)
+// ----------------------------------------------------------------- How a fragment's elements are
+// spread over the warp's lanes is unspecified. Here a fragment's x[] has room for the whole matrix
+// (row-major, num_elements of them), and the product's row r belongs to lane r % 32: that lane
+// loads row r of A and of the accumulator, and all of B, and mma_sync computes and
+// store_matrix_sync writes its rows alone (what a lane does not own is left as it was). So the warp
+// does the product's work once, and what one lane stored reaches another only through memory.
+// (Lanes run in order between barriers and shuffles, so a read of an earlier lane's store without a
+// __syncwarp goes unnoticed.) The products of TF32, fp16 and bf16 operands are exact in float; they
+// are summed in float in depth order onto the accumulator (the tensor cores' order and internal
+// precision are not modelled).
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+namespace precision {
+struct tf32 {};
+}  // namespace precision
+enum layout_t { mem_row_major, mem_col_major };
+
+namespace detail {
+template <class T>
+struct storage {
+  using type = T;
+};
+template <>
+struct storage<precision::tf32> {
+  using type = float;
+};
+template <class Use, int M, int N, int K>
+struct extent;
+template <int M, int N, int K>
+struct extent<matrix_a, M, N, K> {
+  static constexpr int rows = M, cols = K;
+};
+template <int M, int N, int K>
+struct extent<matrix_b, M, N, K> {
+  static constexpr int rows = K, cols = N;
+};
+template <int M, int N, int K>
+struct extent<accumulator, M, N, K> {
+  static constexpr int rows = M, cols = N;
+};
+}  // namespace detail
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+  using element_type = typename detail::storage<T>::type;
+  static constexpr int rows = detail::extent<Use, M, N, K>::rows;
+  static constexpr int cols = detail::extent<Use, M, N, K>::cols;
+  static constexpr int num_elements = rows * cols;
+  element_type x[num_elements];
+};
+
+template <class Use, int M, int N, int K, class T, class L>
+void fill_fragment(fragment<Use, M, N, K, T, L>& f,
+                   typename fragment<Use, M, N, K, T, L>::element_type v) {
+  for (auto& e : f.x) e = v;
+}
+
+template <class Use, int M, int N, int K, class T, class L, class P>
+void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const P* p, unsigned ldm) {
+  using Frag = fragment<Use, M, N, K, T, L>;
+  static_assert(!std::is_void_v<L>, "a matrix_a or matrix_b fragment names its layout");
+  constexpr bool rows_in_memory = std::is_same_v<L, row_major>;
+  const int lane = ::nnx::emu::lane_id();
+  // What this lane's rows of the product need: its rows of A; all of B, if it has a row.
+  const bool is_a = std::is_same_v<Use, matrix_a>;
+  if (!is_a && lane >= M) return;
+  for (int r = is_a ? lane : 0; r < Frag::rows; r += is_a ? 32 : 1)
+    for (int c = 0; c < Frag::cols; ++c)
+      f.x[r * Frag::cols + c] = rows_in_memory ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
+}
+
+template <int M, int N, int K>
+void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* p, unsigned ldm,
+                      layout_t layout) {
+  for (int r = ::nnx::emu::lane_id(); r < M; r += 32)
+    for (int c = 0; c < N; ++c)
+      f.x[r * N + c] = layout == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
+}
+
+template <int M, int N, int K>
+void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm,
+                       layout_t layout) {
+  for (int r = ::nnx::emu::lane_id(); r < M; r += 32)
+    for (int c = 0; c < N; ++c)
+      (layout == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r]) = f.x[r * N + c];
+}
+
+// An operand as float: fp16 through a table of all 65536 values (cuda_fp16's host conversion is
+// slow bit work), bf16 by a shift.
+inline const std::vector<float> half_values = [] {
+  std::vector<float> t(65536);
+  for (uint32_t i = 0; i < 65536; ++i) t[i] = __half2float(__ushort_as_half(uint16_t(i)));
+  return t;
+}();
+inline float operand(float v) {
+  return v;
+}
+inline float operand(const __half& v) {
+  uint16_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  return half_values[bits];
+}
+inline float operand(const __nv_bfloat16& v) {
+  uint16_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const uint32_t wide = uint32_t(bits) << 16;
+  float out;
+  std::memcpy(&out, &wide, sizeof out);
+  return out;
+}
+
+template <int M, int N, int K, class T, class LA, class LB>
+void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
+              const fragment<matrix_b, M, N, K, T, LB>& b,
+              const fragment<accumulator, M, N, K, float>& c) {
+  for (int i = ::nnx::emu::lane_id(); i < M; i += 32) {
+    float sum[N];  // each d[i][j] = c[i][j] + a[i][0] b[0][j] + a[i][1] b[1][j] + ... in order
+    for (int j = 0; j < N; ++j) sum[j] = c.x[i * N + j];
+    for (int k = 0; k < K; ++k) {
+      const float aik = operand(a.x[i * K + k]);
+      for (int j = 0; j < N; ++j) sum[j] += aik * operand(b.x[k * N + j]);
+    }
+    std::memcpy(&d.x[i * N], sum, sizeof sum);
+  }
+}
+
+// To nearest, ties away from zero (cvt.rna.tf32.f32), in a float with the low 13 bits clear.
+inline float __float_to_tf32(float v) {
+  if (!std::isfinite(v)) return v;
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits = (bits + 0x1000u) & 0xffffe000u;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+}  // namespace nvcuda::wmma

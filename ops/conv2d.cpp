@@ -432,6 +432,13 @@ void Conv2d::forward_cuda_chain(const ExecContext& ctx, const Tensor& input, con
                                      z.defined() ? z.data<float>() : nullptr, y, device,
                                      scope.stream()))
     return;
+  if (reduced && relu && !aliased &&
+      cuda::conv2d_bias_relu_forward_reduced(
+          params, reduced_io(ctx), x.data<float>(),
+          cuda::device_param_as(weight, scope.device(), ctx.conv_dtype).raw_data(),
+          b.defined() ? b.data<float>() : nullptr, z.defined() ? z.data<float>() : nullptr, y,
+          device, scope.stream()))
+    return;
   // The pieces: the convolution with its bias (into a buffer of its own where the residual
   // lies in the output), the residual added (with the ReLU), the activation in place.
   const int64_t n = output.numel();

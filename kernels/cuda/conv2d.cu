@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -284,15 +285,15 @@ void cudnn_forward(const Conv2dParams& p, const float* x, const float* w, float*
   }
 }
 
-// Whether this float32 problem runs on conv2d_igemm (conv_igemm.h: timed against cuDNN's
-// algorithm once per problem by default); y is scratch for the timing runs.
-bool igemm_for(const Conv2dParams& p, const float* x, const float* w, float* y, int device,
-               cudaStream_t stream) {
-  if (conv_graph_api_enabled() || !igemm_applicable(p)) return false;
+// The conv2d_igemm tile this float32 problem runs on, or none for cuDNN (conv_igemm.h: timed
+// against cuDNN's algorithm once per problem by default); y is scratch for the timing runs.
+std::optional<IgemmTile> igemm_for(const Conv2dParams& p, const float* x, const float* w, float* y,
+                                   int device, cudaStream_t stream) {
+  if (conv_graph_api_enabled() || !igemm_applicable(p)) return std::nullopt;
   return use_igemm(
       p, conv_problem_key(p, device, false) + ";igemm", stream,
       [&] { cudnn_forward(p, x, w, y, device, stream, nullptr); },
-      [&] { conv2d_igemm(p, x, w, nullptr, nullptr, false, y, device, stream); });
+      [&](IgemmTile t) { conv2d_igemm(p, x, w, nullptr, nullptr, false, y, device, stream, t); });
 }
 
 }  // namespace
@@ -307,8 +308,8 @@ void conv2d_forward(const Conv2dParams& p, const float* x, const float* w, const
     if (bias != nullptr) bias_epilogue(p, bias, nullptr, false, y, stream);
     return;
   }
-  if (igemm_for(p, x, w, y, device, stream)) {
-    conv2d_igemm(p, x, w, bias, nullptr, false, y, device, stream);
+  if (const auto tile = igemm_for(p, x, w, y, device, stream)) {
+    conv2d_igemm(p, x, w, bias, nullptr, false, y, device, stream, *tile);
     return;
   }
   cudnn_forward(p, x, w, y, device, stream, bias);
@@ -358,12 +359,12 @@ void round_to(ConvIo io, const float* x, void* y, int64_t n, void* stream) {
   NNX_CUDA_CHECK_LAUNCH();
 }
 
-void conv2d_forward_reduced(const Conv2dParams& params, ConvIo io, const float* x, const void* w_io,
-                            const float* bias, float* y, int device, void* stream_handle) {
-  const Conv2dParams& p = params;
-  if (p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0) return;
-  check_fits_int(p);
-  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+namespace {
+
+// conv2d_forward_reduced through cuDNN: x rounded into a temporary, the convolution in `io`,
+// its result widened with the bias.
+void cudnn_forward_reduced(const Conv2dParams& p, ConvIo io, const float* x, const void* w_io,
+                           const float* bias, float* y, int device, cudaStream_t stream) {
   Conv2dParams tc = p;
   tc.allow_tf32 = true;  // tensor cores, fp32 accumulation
   const int64_t in_n = p.batch * p.in_channels * p.in_h * p.in_w;
@@ -398,6 +399,53 @@ void conv2d_forward_reduced(const Conv2dParams& params, ConvIo io, const float* 
     widen_bias_kernel<<<grid_for(out_n), kBlockSize, 0, stream>>>(
         reinterpret_cast<const __nv_bfloat16*>(y_io), bias, y, out_n, plane, p.out_channels);
   NNX_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+namespace {
+
+// Whether conv2d_forward_reduced's problem runs on conv2d_igemm_reduced (timed against cuDNN's
+// path once per problem by default); y is scratch for the timing runs.
+bool reduced_igemm_for(const Conv2dParams& p, ConvIo io, const float* x, const void* w_io, float* y,
+                       int device, cudaStream_t stream) {
+  Conv2dParams tc = p;
+  tc.allow_tf32 = true;
+  if (conv_graph_api_enabled() || !igemm_applicable(tc)) return false;
+  const std::string key =
+      conv_problem_key(tc, device, false) + (io == ConvIo::f16 ? ";f16" : ";bf16") + ";igemm";
+  return use_igemm(
+             tc, key, stream,
+             [&] { cudnn_forward_reduced(p, io, x, w_io, nullptr, y, device, stream); },
+             [&](IgemmTile) {
+               conv2d_igemm_reduced(p, io, x, w_io, nullptr, nullptr, false, y, device, stream);
+             })
+      .has_value();
+}
+
+}  // namespace
+
+void conv2d_forward_reduced(const Conv2dParams& p, ConvIo io, const float* x, const void* w_io,
+                            const float* bias, float* y, int device, void* stream_handle) {
+  if (p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0) return;
+  check_fits_int(p);
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  if (reduced_igemm_for(p, io, x, w_io, y, device, stream)) {
+    conv2d_igemm_reduced(p, io, x, w_io, bias, nullptr, false, y, device, stream);
+    return;
+  }
+  cudnn_forward_reduced(p, io, x, w_io, bias, y, device, stream);
+}
+
+bool conv2d_bias_relu_forward_reduced(const Conv2dParams& p, ConvIo io, const float* x,
+                                      const void* w_io, const float* bias, const float* z, float* y,
+                                      int device, void* stream_handle) {
+  if (p.batch == 0 || p.out_channels == 0 || p.out_h == 0 || p.out_w == 0) return true;
+  check_fits_int(p);
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  if (!reduced_igemm_for(p, io, x, w_io, y, device, stream)) return false;
+  conv2d_igemm_reduced(p, io, x, w_io, bias, z, true, y, device, stream);
+  return true;
 }
 
 namespace {
@@ -486,31 +534,59 @@ void conv2d_backward(const Conv2dParams& p, const float* x, const float* w, cons
   const Problem problem{p.allow_tf32, handle, x_desc, w_desc, conv_desc, y_desc};
   const float one = 1.0f, zero = 0.0f;
   auto& cache = ConvAlgoCache::instance();
+  const std::string key = conv_problem_key(p, device, false);
   if (dx != nullptr) {
-    const int algo = cache.get(conv_problem_key(p, device, false) + ";backward_data", false,
-                               std::string(), [&] { return backward_data_algorithm(problem); });
-    size_t bytes = 0;
-    NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
-        handle, w_desc.desc, y_desc.desc, conv_desc.desc, x_desc.desc,
-        cudnnConvolutionBwdDataAlgo_t(algo), &bytes));
-    const Workspace workspace(device, bytes, stream);
-    NNX_CUDNN_CHECK(
-        cudnnConvolutionBackwardData(handle, &one, w_desc.desc, w, y_desc.desc, dy, conv_desc.desc,
-                                     cudnnConvolutionBwdDataAlgo_t(algo), workspace.get(),
-                                     workspace.bytes(), &zero, x_desc.desc, dx));
+    auto cudnn_data = [&] {
+      const int algo = cache.get(key + ";backward_data", false, std::string(),
+                                 [&] { return backward_data_algorithm(problem); });
+      size_t bytes = 0;
+      NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+          handle, w_desc.desc, y_desc.desc, conv_desc.desc, x_desc.desc,
+          cudnnConvolutionBwdDataAlgo_t(algo), &bytes));
+      const Workspace workspace(device, bytes, stream);
+      NNX_CUDNN_CHECK(
+          cudnnConvolutionBackwardData(handle, &one, w_desc.desc, w, y_desc.desc, dy,
+                                       conv_desc.desc, cudnnConvolutionBwdDataAlgo_t(algo),
+                                       workspace.get(), workspace.bytes(), &zero, x_desc.desc, dx));
+    };
+    // Ours (stride 1, groups 1): timed against cuDNN's once per problem by default.
+    std::optional<IgemmTile> tile;
+    if (!p.allow_tf32 && p.groups == 1 && igemm_data_grad_applicable(p)) {
+      const Conv2dParams q = data_grad_problem(p);
+      tile = use_igemm(
+          q, key + ";backward_data;igemm", stream, cudnn_data,
+          [&](IgemmTile t) { conv2d_igemm_data_grad(p, dy, w, dx, device, stream, t); },
+          igemm_tiles(q));
+    }
+    if (tile)
+      conv2d_igemm_data_grad(p, dy, w, dx, device, stream, *tile);
+    else
+      cudnn_data();
   }
   if (dw != nullptr) {
-    const int algo = cache.get(conv_problem_key(p, device, false) + ";backward_filter", false,
-                               std::string(), [&] { return backward_filter_algorithm(problem); });
-    size_t bytes = 0;
-    NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-        handle, x_desc.desc, y_desc.desc, conv_desc.desc, w_desc.desc,
-        cudnnConvolutionBwdFilterAlgo_t(algo), &bytes));
-    const Workspace workspace(device, bytes, stream);
-    NNX_CUDNN_CHECK(
-        cudnnConvolutionBackwardFilter(handle, &one, x_desc.desc, x, y_desc.desc, dy,
-                                       conv_desc.desc, cudnnConvolutionBwdFilterAlgo_t(algo),
-                                       workspace.get(), workspace.bytes(), &zero, w_desc.desc, dw));
+    auto cudnn_filter = [&] {
+      const int algo = cache.get(key + ";backward_filter", false, std::string(),
+                                 [&] { return backward_filter_algorithm(problem); });
+      size_t bytes = 0;
+      NNX_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+          handle, x_desc.desc, y_desc.desc, conv_desc.desc, w_desc.desc,
+          cudnnConvolutionBwdFilterAlgo_t(algo), &bytes));
+      const Workspace workspace(device, bytes, stream);
+      NNX_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+          handle, &one, x_desc.desc, x, y_desc.desc, dy, conv_desc.desc,
+          cudnnConvolutionBwdFilterAlgo_t(algo), workspace.get(), workspace.bytes(), &zero,
+          w_desc.desc, dw));
+    };
+    std::optional<IgemmTile> tile;
+    if (!p.allow_tf32 && p.groups == 1 && igemm_filter_grad_applicable(p))
+      tile = use_igemm(
+          p, key + ";backward_filter;igemm", stream, cudnn_filter,
+          [&](IgemmTile t) { conv2d_igemm_filter_grad(p, x, dy, dw, device, stream, t); },
+          igemm_tiles_for(p.out_channels, p.in_channels * p.kernel_h * p.kernel_w));
+    if (tile)
+      conv2d_igemm_filter_grad(p, x, dy, dw, device, stream, *tile);
+    else
+      cudnn_filter();
   }
   if (db != nullptr) {
     const TensorDescriptor bias_desc(1, p.out_channels, 1, 1);
@@ -547,8 +623,8 @@ bool conv2d_bias_relu_forward(const Conv2dParams& p, const float* x, const float
     bias_epilogue(p, bias, z, true, y, stream);
     return true;
   }
-  if (igemm_for(p, x, w, y, device, static_cast<cudaStream_t>(stream_handle))) {
-    conv2d_igemm(p, x, w, bias, z, true, y, device, stream_handle);
+  if (const auto tile = igemm_for(p, x, w, y, device, static_cast<cudaStream_t>(stream_handle))) {
+    conv2d_igemm(p, x, w, bias, z, true, y, device, stream_handle, *tile);
     return true;
   }
   const std::string key =

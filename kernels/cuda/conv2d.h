@@ -36,6 +36,12 @@ enum class ConvIo { f16, bf16 };
 // heuristics (tensor-core ones allowed), cached per problem like conv2d_forward's.
 void conv2d_forward_reduced(const Conv2dParams& params, ConvIo io, const float* x, const void* w_io,
                             const float* bias, float* y, int device, void* stream);
+// y = relu(conv2d_forward_reduced's result + z) in one kernel (z may be null; y must not alias
+// x or z), NaN kept by the ReLU. Returns false, having written nothing, where that problem runs
+// on cuDNN (conv_igemm.h's choice): the caller then runs the pieces.
+bool conv2d_bias_relu_forward_reduced(const Conv2dParams& params, ConvIo io, const float* x,
+                                      const void* w_io, const float* bias, const float* z, float* y,
+                                      int device, void* stream);
 // y[i] = x[i] rounded to `io` (to nearest even), n elements.
 void round_to(ConvIo io, const float* x, void* y, int64_t n, void* stream);
 

@@ -4,14 +4,20 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/conv_igemm.h"
+#include "kernels/cuda/conv_implicit.cuh"
+#include "kernels/cuda/conv_mma.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "nnx/error.h"
 #include "runtime/cuda/workspace.h"
@@ -19,174 +25,275 @@
 namespace nnx::cuda {
 namespace {
 
-constexpr int kTileM = 64;     // output channels per block
-constexpr int kTileN = 64;     // output positions per block
-constexpr int kChunk = 16;     // reduction elements per shared-memory stage
-constexpr int kThreads = 256;  // 16 x 16 threads, 4 x 4 outputs each
+constexpr int kThreads = 256;  // 16 x 16 threads, each (TM / 16) x (TN / 16) outputs
 
-struct Geometry {
-  int batch, channels, in_h, in_w;
-  int out_channels, out_h, out_w;
-  int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
-  int columns;    // batch * out_h * out_w
-  int reduction;  // channels * kernel_h * kernel_w
-  int chunks_per_split;
+// The tiles (IgemmTile): output channels x output positions per block, reduction elements per
+// shared-memory stage.
+template <IgemmTile T>
+struct TileShape;
+template <>
+struct TileShape<IgemmTile::m64n64> {
+  static constexpr int tm = 64, tn = 64, chunk = 16, min_blocks = 1;
+};
+template <>
+struct TileShape<IgemmTile::m128n64> {
+  static constexpr int tm = 128, tn = 64, chunk = 16, min_blocks = 2;
+};
+template <>
+struct TileShape<IgemmTile::m128n128> {
+  static constexpr int tm = 128, tn = 128, chunk = 8, min_blocks = 2;
 };
 
-// A position in the reduction: input channel c, kernel row r, kernel column s.
-struct KPos {
-  int c, r, s;
-};
-
-// k as a KPos (divisions: once per thread, not per element).
-__device__ __forceinline__ KPos decompose(const Geometry& g, int k) {
-  const int window = g.kernel_h * g.kernel_w;
-  KPos p;
-  p.c = k / window;
-  const int rs = k - p.c * window;
-  p.r = rs / g.kernel_w;
-  p.s = rs - p.r * g.kernel_w;
-  return p;
+int tile_rows(IgemmTile t) {
+  return t == IgemmTile::m64n64 ? 64 : 128;
+}
+int tile_columns(IgemmTile t) {
+  return t == IgemmTile::m128n128 || t == IgemmTile::tensor ? 128 : 64;
+}
+int tile_chunk(IgemmTile t) {
+  return t == IgemmTile::m128n128 ? 8 : 16;
 }
 
-// p moved on by one position of the reduction.
-__device__ __forceinline__ void step_one(const Geometry& g, KPos& p) {
-  if (++p.s == g.kernel_w) {
-    p.s = 0;
-    if (++p.r == g.kernel_h) {
-      p.r = 0;
-      ++p.c;
-    }
-  }
-}
-
-// p moved on by d (a KPos of kChunk positions, decompose(kChunk)): each part at most one carry.
-__device__ __forceinline__ void step_by(const Geometry& g, KPos& p, const KPos& d) {
-  p.s += d.s;
-  int carry = 0;
-  if (p.s >= g.kernel_w) {
-    p.s -= g.kernel_w;
-    carry = 1;
-  }
-  p.r += d.r + carry;
-  carry = 0;
-  if (p.r >= g.kernel_h) {
-    p.r -= g.kernel_h;
-    carry = 1;
-  }
-  p.c += d.c + carry;
-}
-
-// Loads one chunk of the weights (A, kTileM x kChunk) and of the implicit im2col matrix (B,
-// kChunk x kTileN) into registers: 4 values of each per thread. `b_pos` is the reduction
-// position of this thread's first B row in the chunk at k0.
+// One chunk of the weights (A, TM x chunk: `la` values per thread, in groups of 4 along the
+// reduction) and of the implicit im2col matrix (B, chunk x TN: `lb` values per thread, one
+// output position, consecutive reduction rows), in registers between the global loads and the
+// shared-memory stores.
+template <class S>
 struct Staged {
-  float a[4], b[4];
+  static constexpr int la = S::tm * S::chunk / kThreads;
+  static constexpr int lb = S::tn * S::chunk / kThreads;
+  static constexpr int a_per_row = S::chunk / la;  // threads loading one row of A
+  float a[la], b[lb];
 };
 
-__device__ __forceinline__ void load_chunk(const Geometry& g, const float* __restrict__ x,
-                                           const float* __restrict__ w, int m0, int k0,
-                                           int b_col_ok, int b_n, int b_ih0, int b_iw0, KPos b_pos,
-                                           Staged& s) {
-  const int t = threadIdx.x;
-  // A: row m0 + t / 4, reduction k0 + (t % 4) * 4 + i: four threads read 64 contiguous bytes.
-  const int am = m0 + t / 4;
-  const int ak = k0 + (t % 4) * 4;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int k = ak + i;
-    s.a[i] = (am < g.out_channels && k < g.reduction) ? w[size_t(am) * g.reduction + k] : 0.0f;
+// The forward's operands: A the weights ([out_channels][reduction], contiguous), B the implicit
+// im2col matrix of x (reduction rows (c, r, s), columns the output positions (n, p, q)). The
+// thread's B column is decomposed once and its reduction position walked without dividing.
+template <class S>
+struct ForwardLoader {
+  using St = Staged<S>;
+  BCursor bc;
+
+  __device__ __forceinline__ void init(const Geometry& g, int n0, int first_chunk) {
+    const int t = threadIdx.x;
+    bc = make_cursor(g, n0 + t % S::tn);
+    bc.pos = decompose(g, first_chunk * S::chunk + (t / S::tn) * St::lb);
   }
-  // B: reduction rows k0 + (t / 64) * 4 + i, column t % 64 (this thread's output position).
-  const int bk = k0 + (t / kTileN) * 4;
+  __device__ __forceinline__ void advance(const Geometry& g) { step_chunk(g, bc.pos); }
+
+  // a_src: the weights, b_src: x.
+  __device__ __forceinline__ void load(const Geometry& g, const float* __restrict__ b_src,
+                                       const float* __restrict__ a_src, int m0, int k0,
+                                       St& st) const {
+    const int t = threadIdx.x;
+    // A: row m0 + t / a_per_row; group q of four at k0 + q * 4 * a_per_row + (t % a_per_row) *
+    // 4: the threads of a row read consecutive 16-byte pieces.
+    const int am = m0 + t / St::a_per_row;
+    const bool row_ok = am < g.out_channels;
+    const float* wrow = a_src + size_t(row_ok ? am : 0) * g.reduction;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float v = 0.0f;
-    if (b_col_ok && bk + i < g.reduction) {
-      const int ih = b_ih0 + b_pos.r * g.dilation_h;
-      const int iw = b_iw0 + b_pos.s * g.dilation_w;
-      if (ih >= 0 && ih < g.in_h && iw >= 0 && iw < g.in_w)
-        v = x[((size_t(b_n) * g.channels + b_pos.c) * g.in_h + ih) * g.in_w + iw];
+    for (int q = 0; q < St::la / 4; ++q)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int k = k0 + q * 4 * St::a_per_row + (t % St::a_per_row) * 4 + i;
+        st.a[q * 4 + i] = (row_ok && k < g.reduction) ? wrow[k] : 0.0f;
+      }
+    // B: reduction rows k0 + (t / TN) * lb + i, output position t % TN (a warp: 32 consecutive
+    // positions, so consecutive input columns where the stride is 1).
+    const int bk = k0 + (t / S::tn) * St::lb;
+    KPos pos = bc.pos;
+#pragma unroll
+    for (int i = 0; i < St::lb; ++i) {
+      st.b[i] = im2col_value(g, b_src, bc, pos, bk + i);
+      step_one(g, pos);
     }
-    s.b[i] = v;
-    step_one(g, b_pos);
+  }
+};
+
+// A position (n, p, q) of the forward's output, walked through the batch without dividing.
+struct OutPos {
+  int n, p, q;
+};
+
+__device__ __forceinline__ OutPos out_pos(const Geometry& g, int i) {
+  const int plane = g.out_h * g.out_w;
+  OutPos o;
+  o.n = i / plane;
+  const int pq = i - o.n * plane;
+  o.p = pq / g.out_w;
+  o.q = pq - o.p * g.out_w;
+  return o;
+}
+
+__device__ __forceinline__ void out_step(const Geometry& g, OutPos& o, int d) {
+  o.q += d;
+  while (o.q >= g.out_w) {
+    o.q -= g.out_w;
+    if (++o.p == g.out_h) {
+      o.p = 0;
+      ++o.n;
+    }
   }
 }
 
-// One block computes a 64 x 64 tile of the output (or, split, of one partial sum) over the
+// The filter gradient's operands (dw = dy x im2col(x)^T, Geometry::filter_grad): A is dy
+// ([out_channels] rows, the forward's output positions (n, p, q) as the reduction), B the
+// transposed im2col matrix of x (rows the output positions, columns (c, r, s): this thread's
+// column decomposed once, its rows walked).
+template <class S>
+struct FilterGradLoader {
+  using St = Staged<S>;
+  static constexpr int groups = St::la / 4;
+  OutPos a_pos[groups];  // the first position of each group of four A values
+  OutPos b_pos;          // this thread's first B row
+  int b_ok, b_c, b_roff, b_soff;
+
+  __device__ __forceinline__ void init(const Geometry& g, int n0, int first_chunk) {
+    const int t = threadIdx.x;
+    const int k0 = first_chunk * S::chunk;
+#pragma unroll
+    for (int q = 0; q < groups; ++q)
+      a_pos[q] = out_pos(g, k0 + q * 4 * St::a_per_row + (t % St::a_per_row) * 4);
+    b_pos = out_pos(g, k0 + (t / S::tn) * St::lb);
+    const int j = n0 + t % S::tn;
+    b_ok = j < g.columns;
+    const int window = g.kernel_h * g.kernel_w;
+    b_c = j / window;
+    const int rs = j - b_c * window;
+    const int r = rs / g.kernel_w;
+    b_roff = r * g.dilation_h - g.pad_h;
+    b_soff = (rs - r * g.kernel_w) * g.dilation_w - g.pad_w;
+  }
+  __device__ __forceinline__ void advance(const Geometry& g) {
+#pragma unroll
+    for (int q = 0; q < groups; ++q) out_step(g, a_pos[q], S::chunk);
+    out_step(g, b_pos, S::chunk);
+  }
+
+  // a_src: dy, b_src: x.
+  __device__ __forceinline__ void load(const Geometry& g, const float* __restrict__ b_src,
+                                       const float* __restrict__ a_src, int m0, int k0,
+                                       St& st) const {
+    const int t = threadIdx.x;
+    const int am = m0 + t / St::a_per_row;
+    const bool row_ok = am < g.out_channels;
+#pragma unroll
+    for (int q = 0; q < groups; ++q) {
+      OutPos o = a_pos[q];
+      const int k = k0 + q * 4 * St::a_per_row + (t % St::a_per_row) * 4;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        st.a[q * 4 + i] =
+            (row_ok && k + i < g.reduction)
+                ? a_src[((size_t(o.n) * g.out_channels + am) * g.out_h + o.p) * g.out_w + o.q]
+                : 0.0f;
+        out_step(g, o, 1);
+      }
+    }
+    const int bk = k0 + (t / S::tn) * St::lb;
+    OutPos o = b_pos;
+#pragma unroll
+    for (int i = 0; i < St::lb; ++i) {
+      float v = 0.0f;
+      if (b_ok && bk + i < g.reduction) {
+        const int ih = o.p * g.stride_h + b_roff;
+        const int iw = o.q * g.stride_w + b_soff;
+        if (ih >= 0 && ih < g.in_h && iw >= 0 && iw < g.in_w)
+          v = b_src[((size_t(o.n) * g.channels + b_c) * g.in_h + ih) * g.in_w + iw];
+      }
+      st.b[i] = v;
+      out_step(g, o, 1);
+    }
+  }
+};
+
+// One block computes a TM x TN tile of the output (or, split, of one partial sum) over the
 // chunks [blockIdx.z * chunks_per_split, ...) of the reduction. partial == nullptr: the result
 // with bias, residual and ReLU goes to y; else the raw sum to partial[blockIdx.z][m][column].
-__global__ void __launch_bounds__(kThreads)
+// Each thread holds (TM / 64) x (TN / 64) blocks of 4 x 4 outputs, 64 rows and columns apart,
+// read from shared memory as float4s; a warp's threads span 4 thread rows and 8 thread columns,
+// so each of its shared-memory reads touches 128 bytes or fewer.
+template <IgemmTile T, bool kFilterGrad>
+__global__ void __launch_bounds__(kThreads, TileShape<T>::min_blocks)
     igemm_kernel(Geometry g, const float* __restrict__ x, const float* __restrict__ w,
                  const float* __restrict__ bias, const float* __restrict__ z, bool relu,
                  float* __restrict__ y, float* __restrict__ partial) {
-  // A's rows padded by 4: the transposed stores of a warp's four reduction offsets fall in two
-  // banks' worth of rows instead of one (2-way, not 4-way, conflicts); rows stay 16-byte aligned.
-  __shared__ __align__(16) float a_tile[2][kChunk][kTileM + 4];
-  __shared__ __align__(16) float b_tile[2][kChunk][kTileN];
+  using S = TileShape<T>;
+  using St = Staged<S>;
+  using Loader = std::conditional_t<kFilterGrad, FilterGradLoader<S>, ForwardLoader<S>>;
+  constexpr int tm = S::tm, tn = S::tn, chunk = S::chunk;
+  constexpr int rm = tm / 64, rn = tn / 64;
+  // A's rows padded by 4 (16-byte aligned still): a store instruction's reduction offsets, 4
+  // apart, fall in different banks.
+  __shared__ __align__(16) float a_tile[2][chunk][tm + 4];
+  __shared__ __align__(16) float b_tile[2][chunk][tn];
   const int t = threadIdx.x;
-  const int n0 = blockIdx.x * kTileN;
-  const int m0 = blockIdx.y * kTileM;
+  const int n0 = blockIdx.x * tn;
+  const int m0 = blockIdx.y * tm;
   const int plane = g.out_h * g.out_w;
 
-  // The output position this thread loads B for, decomposed once.
-  const int col = n0 + t % kTileN;
-  const int b_col_ok = col < g.columns;
-  int b_n = 0, b_ih0 = 0, b_iw0 = 0;
-  if (b_col_ok) {
-    b_n = col / plane;
-    const int pq = col - b_n * plane;
-    const int p = pq / g.out_w;
-    const int q = pq - p * g.out_w;
-    b_ih0 = p * g.stride_h - g.pad_h;
-    b_iw0 = q * g.stride_w - g.pad_w;
-  }
-
-  const int total_chunks = (g.reduction + kChunk - 1) / kChunk;
+  const int total_chunks = (g.reduction + chunk - 1) / chunk;
   const int first = blockIdx.z * g.chunks_per_split;
   const int last = min(total_chunks, first + g.chunks_per_split);
 
-  float acc[4][4];
+  float acc[rm * 4][rn * 4];
 #pragma unroll
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < rm * 4; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    for (int j = 0; j < rn * 4; ++j) acc[i][j] = 0.0f;
 
-  const int tx = t % 16, ty = t / 16;
-  Staged s;
+  const int lane = t % 32, warp = t / 32;
+  const int ty = (warp / 2) * 4 + lane / 8;  // 0..15
+  const int tx = (warp % 2) * 8 + lane % 8;  // 0..15
+  Staged<S> st;
   auto store = [&](int buffer) {
-    const int am = t / 4, ak = (t % 4) * 4;
+    const int am = t / St::a_per_row;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) a_tile[buffer][ak + i][am] = s.a[i];
-    const int bk = (t / kTileN) * 4, bn = t % kTileN;
+    for (int q = 0; q < St::la / 4; ++q)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) b_tile[buffer][bk + i][bn] = s.b[i];
+      for (int i = 0; i < 4; ++i)
+        a_tile[buffer][q * 4 * St::a_per_row + (t % St::a_per_row) * 4 + i][am] = st.a[q * 4 + i];
+    const int bk = (t / tn) * St::lb, bn = t % tn;
+#pragma unroll
+    for (int i = 0; i < St::lb; ++i) b_tile[buffer][bk + i][bn] = st.b[i];
   };
-  // This thread's first B row, walked through the reduction without dividing.
-  KPos b_pos = decompose(g, first * kChunk + (t / kTileN) * 4);
-  const KPos chunk_step = decompose(g, kChunk);
+  Loader loader;
+  loader.init(g, n0, first);
   if (first < last) {
-    load_chunk(g, x, w, m0, first * kChunk, b_col_ok, b_n, b_ih0, b_iw0, b_pos, s);
+    loader.load(g, x, w, m0, first * chunk, st);
     store(0);
   }
   __syncthreads();
   int buffer = 0;
-  for (int chunk = first; chunk < last; ++chunk) {
-    const bool more = chunk + 1 < last;
+  for (int c = first; c < last; ++c) {
+    const bool more = c + 1 < last;
     if (more) {
-      step_by(g, b_pos, chunk_step);
-      load_chunk(g, x, w, m0, (chunk + 1) * kChunk, b_col_ok, b_n, b_ih0, b_iw0, b_pos, s);
+      loader.advance(g);
+      loader.load(g, x, w, m0, (c + 1) * chunk, st);
     }
 #pragma unroll
-    for (int k = 0; k < kChunk; ++k) {
-      const float4 a = *reinterpret_cast<const float4*>(&a_tile[buffer][k][ty * 4]);
-      const float4 b = *reinterpret_cast<const float4*>(&b_tile[buffer][k][tx * 4]);
-      const float av[4] = {a.x, a.y, a.z, a.w};
-      const float bv[4] = {b.x, b.y, b.z, b.w};
+    for (int k = 0; k < chunk; ++k) {
+      float av[rm * 4], bv[rn * 4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
+      for (int s = 0; s < rm; ++s) {
+        const float4 a = *reinterpret_cast<const float4*>(&a_tile[buffer][k][s * 64 + ty * 4]);
+        av[s * 4 + 0] = a.x;
+        av[s * 4 + 1] = a.y;
+        av[s * 4 + 2] = a.z;
+        av[s * 4 + 3] = a.w;
+      }
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+      for (int s = 0; s < rn; ++s) {
+        const float4 b = *reinterpret_cast<const float4*>(&b_tile[buffer][k][s * 64 + tx * 4]);
+        bv[s * 4 + 0] = b.x;
+        bv[s * 4 + 1] = b.y;
+        bv[s * 4 + 2] = b.z;
+        bv[s * 4 + 3] = b.w;
+      }
+#pragma unroll
+      for (int i = 0; i < rm * 4; ++i)
+#pragma unroll
+        for (int j = 0; j < rn * 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
     }
     if (more) store(buffer ^ 1);  // the other buffer: nobody reads it in this chunk
     __syncthreads();
@@ -194,118 +301,224 @@ __global__ void __launch_bounds__(kThreads)
   }
 
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int m = m0 + ty * 4 + i;
-    if (m >= g.out_channels) continue;
+  for (int sn = 0; sn < rn; ++sn) {
+    const int c = n0 + sn * 64 + tx * 4;
+    if (c >= g.columns) continue;
+    const int n = c / plane;
+    const int pq = c - n * plane;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int c = n0 + tx * 4 + j;
-      if (c >= g.columns) continue;
-      if (partial != nullptr) {
-        partial[(size_t(blockIdx.z) * g.out_channels + m) * g.columns + c] = acc[i][j];
-        continue;
-      }
-      const int n = c / plane;
-      const size_t at = (size_t(n) * g.out_channels + m) * plane + (c - n * plane);
-      float v = acc[i][j];
-      if (bias != nullptr) v += bias[m];
-      if (z != nullptr) v += z[at];
-      if (relu && v < 0.0f) v = 0.0f;  // NaN stays NaN
-      y[at] = v;
+    for (int i = 0; i < rm * 4; ++i) {
+      const int m = m0 + (i / 4) * 64 + ty * 4 + i % 4;
+      if (m >= g.out_channels) continue;
+      const float v[4] = {acc[i][sn * 4 + 0], acc[i][sn * 4 + 1], acc[i][sn * 4 + 2],
+                          acc[i][sn * 4 + 3]};
+      write_four(g, m, c, n, pq, v, bias, z, relu, y, partial);
     }
   }
 }
 
-// y = the sum of the splits' partial sums (in split order) + bias + z, ReLU.
-__global__ void igemm_reduce_kernel(Geometry g, int splits, const float* __restrict__ partial,
-                                    const float* __restrict__ bias, const float* __restrict__ z,
-                                    bool relu, float* __restrict__ y) {
-  const int plane = g.out_h * g.out_w;
-  const int64_t total = int64_t(g.out_channels) * g.columns;
-  grid_stride_loop(total, [&](int64_t i) {
-    const int m = int(i / g.columns);
-    const int c = int(i - int64_t(m) * g.columns);
-    float v = 0.0f;
-    for (int s = 0; s < splits; ++s) v += partial[size_t(s) * size_t(total) + size_t(i)];
-    const int n = c / plane;
-    const size_t at = (size_t(n) * g.out_channels + m) * plane + (c - n * plane);
-    if (bias != nullptr) v += bias[m];
-    if (z != nullptr) v += z[at];
-    if (relu && v < 0.0f) v = 0.0f;
-    y[at] = v;
+template <IgemmTile T, bool kFilterGrad = false>
+void launch(dim3 grid, cudaStream_t stream, const Geometry& g, const float* x, const float* w,
+            const float* bias, const float* z, bool relu, float* y, float* partial) {
+  igemm_kernel<T, kFilterGrad><<<grid, kThreads, 0, stream>>>(g, x, w, bias, z, relu, y, partial);
+  NNX_CUDA_CHECK_LAUNCH();
+}
+
+// w [k][c][r][s] transposed and flipped into wt [c][k][R-1-r][S-1-s]: the weight of the
+// convolution that computes a stride-1 convolution's input gradient.
+__global__ void flip_transpose_kernel(const float* __restrict__ w, int out_c, int in_c, int window,
+                                      float* __restrict__ wt) {
+  const int64_t n = int64_t(out_c) * in_c * window;
+  grid_stride_loop(n, [&](int64_t i) {
+    const int64_t rs = i % window;
+    const int64_t c = (i / window) % in_c;
+    const int64_t k = i / (int64_t(window) * in_c);
+    wt[(c * out_c + k) * window + (window - 1 - rs)] = w[i];
   });
 }
 
 }  // namespace
 
 bool igemm_applicable(const Conv2dParams& p) {
-  if (p.groups != 1 || p.allow_tf32) return false;
+  if (p.groups != 1) return false;
   const int64_t columns = p.batch * p.out_h * p.out_w;
   const int64_t reduction = p.in_channels * p.kernel_h * p.kernel_w;
   // Indices in int, with room for the tile and split arithmetic.
   const int64_t limit = INT_MAX / 4;
   return columns > 0 && columns < limit && reduction > 0 && reduction < limit &&
-         ceil_div(p.out_channels, kTileM) <= 65535 &&  // gridDim.y
+         ceil_div(p.out_channels, 64) <= 65535 &&  // gridDim.y
          p.out_channels < limit && p.batch * p.in_channels * p.in_h * p.in_w < limit &&
          p.batch * p.out_channels * p.out_h * p.out_w < limit && p.out_channels * reduction < limit;
 }
 
-void conv2d_igemm(const Conv2dParams& p, const float* x, const float* w, const float* bias,
-                  const float* z, bool relu, float* y, int device, void* stream_handle) {
-  NNX_CHECK(igemm_applicable(p), ErrorKind::unsupported,
-            "Conv2d on CUDA: the implicit-GEMM kernel takes groups 1 in float32 only");
-  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
-  Geometry g{};
-  g.batch = int(p.batch);
-  g.channels = int(p.in_channels);
-  g.in_h = int(p.in_h);
-  g.in_w = int(p.in_w);
-  g.out_channels = int(p.out_channels);
-  g.out_h = int(p.out_h);
-  g.out_w = int(p.out_w);
-  g.kernel_h = int(p.kernel_h);
-  g.kernel_w = int(p.kernel_w);
-  g.stride_h = int(p.stride_h);
-  g.stride_w = int(p.stride_w);
-  g.pad_h = int(p.pad_h);
-  g.pad_w = int(p.pad_w);
-  g.dilation_h = int(p.dilation_h);
-  g.dilation_w = int(p.dilation_w);
-  g.columns = int(p.batch * p.out_h * p.out_w);
-  g.reduction = int(p.in_channels * p.kernel_h * p.kernel_w);
-  const int tiles_n = int(ceil_div(g.columns, kTileN));
-  const int tiles_m = int(ceil_div(g.out_channels, kTileM));
-  const int chunks = int(ceil_div(g.reduction, kChunk));
-  // Split the reduction until about two blocks per multiprocessor, each keeping 8 chunks or
-  // more (fewer make the partial sums' traffic dominate).
-  const int64_t tiles = int64_t(tiles_n) * tiles_m;
-  const int64_t want = 2 * int64_t(multiprocessor_count());
-  int splits = int(std::clamp<int64_t>(ceil_div(want, tiles), 1, std::max(1, chunks / 8)));
-  splits = std::min(splits, 64);
-  g.chunks_per_split = int(ceil_div(chunks, splits));
-  splits = int(ceil_div(chunks, g.chunks_per_split));  // none empty
-  const dim3 grid{unsigned(tiles_n), unsigned(tiles_m), unsigned(splits)};
-  if (splits == 1) {
-    igemm_kernel<<<grid, kThreads, 0, stream>>>(g, x, w, bias, z, relu, y, nullptr);
-    NNX_CUDA_CHECK_LAUNCH();
-    return;
+const char* igemm_tile_name(IgemmTile tile) {
+  switch (tile) {
+    case IgemmTile::m64n64:
+      return "64x64";
+    case IgemmTile::m128n64:
+      return "128x64";
+    case IgemmTile::m128n128:
+      return "128x128";
+    case IgemmTile::tensor:
+      return "tensor";
   }
-  const size_t partial_bytes = size_t(splits) * size_t(g.out_channels) * size_t(g.columns) * 4;
-  const Workspace partial(device, partial_bytes, stream);
-  float* sums = static_cast<float*>(partial.get());
-  igemm_kernel<<<grid, kThreads, 0, stream>>>(g, x, w, nullptr, nullptr, false, nullptr, sums);
+  return "?";
+}
+
+std::vector<IgemmTile> igemm_tiles_for(int64_t rows, int64_t columns) {
+  std::vector<IgemmTile> tiles{IgemmTile::m64n64};
+  if (rows > 64) {  // else half of each 128-row tile would be idle
+    tiles.push_back(IgemmTile::m128n64);
+    if (columns > 64) tiles.push_back(IgemmTile::m128n128);
+  }
+  return tiles;
+}
+
+std::vector<IgemmTile> igemm_tiles(const Conv2dParams& p) {
+  if (p.allow_tf32) return {IgemmTile::tensor};
+  return igemm_tiles_for(p.out_channels, p.batch * p.out_h * p.out_w);
+}
+
+IgemmTile default_igemm_tile(const Conv2dParams& p) {
+  if (p.allow_tf32) return IgemmTile::tensor;
+  // The largest tile that still gives every multiprocessor two blocks without splitting the
+  // reduction (larger tiles reuse each loaded value more).
+  const int64_t columns = p.batch * p.out_h * p.out_w;
+  const int64_t want = 2 * int64_t(multiprocessor_count());
+  IgemmTile best = IgemmTile::m64n64;
+  for (IgemmTile t : igemm_tiles(p))
+    if (ceil_div(p.out_channels, int64_t(tile_rows(t))) *
+            ceil_div(columns, int64_t(tile_columns(t))) >=
+        want)
+      best = t;
+  return best;
+}
+
+void conv2d_igemm(const Conv2dParams& p, const float* x, const float* w, const float* bias,
+                  const float* z, bool relu, float* y, int device, void* stream_handle,
+                  IgemmTile tile) {
+  NNX_CHECK(igemm_applicable(p), ErrorKind::unsupported,
+            "Conv2d on CUDA: the implicit-GEMM kernel takes groups 1 only");
+  NNX_CHECK(tile != IgemmTile::tensor || p.allow_tf32, ErrorKind::unsupported,
+            "Conv2d on CUDA: the tensor-core kernel computes in TF32, which the problem does not "
+            "allow");
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  Geometry g = make_geometry(p, y, z);
+  const int tiles_n = int(ceil_div(g.columns, tile_columns(tile)));
+  const int tiles_m = int(ceil_div(g.out_channels, tile_rows(tile)));
+  const int chunks = int(ceil_div(g.reduction, tile_chunk(tile)));
+  const int splits = plan_splits(g, int64_t(tiles_n) * tiles_m, chunks, tile_chunk(tile));
+  set_chunk(g, tile_chunk(tile));
+  run_tiled(g, tiles_n, tiles_m, splits, device, stream, bias, z, relu, y,
+            [&](dim3 grid, const float* b, const float* r, bool act, float* out, float* sums) {
+              switch (tile) {
+                case IgemmTile::m64n64:
+                  return launch<IgemmTile::m64n64>(grid, stream, g, x, w, b, r, act, out, sums);
+                case IgemmTile::m128n64:
+                  return launch<IgemmTile::m128n64>(grid, stream, g, x, w, b, r, act, out, sums);
+                case IgemmTile::m128n128:
+                  return launch<IgemmTile::m128n128>(grid, stream, g, x, w, b, r, act, out, sums);
+                case IgemmTile::tensor:
+                  return conv2d_tensor_tf32(g, grid, stream, x, w, b, r, act, out, sums);
+              }
+            });
+}
+
+bool igemm_data_grad_applicable(const Conv2dParams& p) {
+  return p.stride_h == 1 && p.stride_w == 1 && igemm_applicable(data_grad_problem(p));
+}
+
+Conv2dParams data_grad_problem(const Conv2dParams& p) {
+  Conv2dParams q = p;
+  q.in_channels = p.out_channels;
+  q.in_h = p.out_h;
+  q.in_w = p.out_w;
+  q.out_channels = p.in_channels;
+  q.out_h = p.in_h;
+  q.out_w = p.in_w;
+  q.pad_h = p.dilation_h * (p.kernel_h - 1) - p.pad_h;  // may be negative: an offset all the same
+  q.pad_w = p.dilation_w * (p.kernel_w - 1) - p.pad_w;
+  return q;
+}
+
+void conv2d_igemm_data_grad(const Conv2dParams& p, const float* dy, const float* w, float* dx,
+                            int device, void* stream_handle, IgemmTile tile) {
+  NNX_CHECK(igemm_data_grad_applicable(p) && tile != IgemmTile::tensor, ErrorKind::unsupported,
+            "Conv2d on CUDA: the implicit-GEMM input gradient takes stride 1, groups 1, float32");
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  const int64_t n = p.out_channels * p.in_channels * p.kernel_h * p.kernel_w;
+  const Workspace flipped(device, size_t(n) * sizeof(float), stream);
+  float* wt = static_cast<float*>(flipped.get());
+  flip_transpose_kernel<<<grid_for(n), kBlockSize, 0, stream>>>(
+      w, int(p.out_channels), int(p.in_channels), int(p.kernel_h * p.kernel_w), wt);
   NNX_CUDA_CHECK_LAUNCH();
-  const int64_t total = int64_t(g.out_channels) * g.columns;
-  igemm_reduce_kernel<<<grid_for(total), kBlockSize, 0, stream>>>(g, splits, sums, bias, z, relu,
-                                                                  y);
-  NNX_CUDA_CHECK_LAUNCH();
+  conv2d_igemm(data_grad_problem(p), dy, wt, nullptr, nullptr, false, dx, device, stream, tile);
+}
+
+bool igemm_filter_grad_applicable(const Conv2dParams& p) {
+  // The same int limits, with the roles of the sizes exchanged.
+  return igemm_applicable(p) && p.batch * p.out_h * p.out_w < INT_MAX / 4 - 64;
+}
+
+void conv2d_igemm_filter_grad(const Conv2dParams& p, const float* x, const float* dy, float* dw,
+                              int device, void* stream_handle, IgemmTile tile) {
+  NNX_CHECK(igemm_filter_grad_applicable(p) && tile != IgemmTile::tensor, ErrorKind::unsupported,
+            "Conv2d on CUDA: the implicit-GEMM filter gradient takes groups 1, float32");
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  Geometry g = make_geometry(p, dw, nullptr);
+  g.plain = 1;
+  std::swap(g.columns, g.reduction);  // columns: (c, r, s); reduction: (n, p, q)
+  const int tiles_n = int(ceil_div(g.columns, tile_columns(tile)));
+  const int tiles_m = int(ceil_div(g.out_channels, tile_rows(tile)));
+  const int chunks = int(ceil_div(g.reduction, tile_chunk(tile)));
+  const int splits = plan_splits(g, int64_t(tiles_n) * tiles_m, chunks, tile_chunk(tile));
+  run_tiled(g, tiles_n, tiles_m, splits, device, stream, nullptr, nullptr, false, dw,
+            [&](dim3 grid, const float*, const float*, bool, float* out, float* sums) {
+              switch (tile) {
+                case IgemmTile::m64n64:
+                  return launch<IgemmTile::m64n64, true>(grid, stream, g, x, dy, nullptr, nullptr,
+                                                         false, out, sums);
+                case IgemmTile::m128n64:
+                  return launch<IgemmTile::m128n64, true>(grid, stream, g, x, dy, nullptr, nullptr,
+                                                          false, out, sums);
+                case IgemmTile::m128n128:
+                  return launch<IgemmTile::m128n128, true>(grid, stream, g, x, dy, nullptr, nullptr,
+                                                           false, out, sums);
+                case IgemmTile::tensor:
+                  break;
+              }
+            });
+}
+
+void conv2d_igemm_reduced(const Conv2dParams& p, ConvIo io, const float* x, const void* w_io,
+                          const float* bias, const float* z, bool relu, float* y, int device,
+                          void* stream_handle) {
+  NNX_CHECK(igemm_applicable(p), ErrorKind::unsupported,
+            "Conv2d on CUDA: the implicit-GEMM kernel takes groups 1 only");
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  Geometry g = make_geometry(p, y, z);
+  g.round_io = io == ConvIo::f16 ? 1 : 2;
+  const int tiles_n = int(ceil_div(g.columns, kMmaTile));
+  const int tiles_m = int(ceil_div(g.out_channels, kMmaTile));
+  const int chunks = int(ceil_div(g.reduction, kMmaChunk));
+  const int splits = plan_splits(g, int64_t(tiles_n) * tiles_m, chunks, kMmaChunk);
+  set_chunk(g, kMmaChunk);
+  run_tiled(g, tiles_n, tiles_m, splits, device, stream, bias, z, relu, y,
+            [&](dim3 grid, const float* b, const float* r, bool act, float* out, float* sums) {
+              if (io == ConvIo::f16)
+                conv2d_tensor_reduced<__half>(g, grid, stream, x, w_io, b, r, act, out, sums);
+              else
+                conv2d_tensor_reduced<__nv_bfloat16>(g, grid, stream, x, w_io, b, r, act, out,
+                                                     sums);
+            });
 }
 
 namespace {
 
 std::atomic<int> mode_override{-1};
+std::atomic<int> tile_override{-1};
 std::mutex choice_mutex;
-std::map<std::string, bool> choices;  // problem key -> run conv2d_igemm
+std::map<std::string, int> choices;  // problem key -> an IgemmTile, or -1: cuDNN
 
 bool capturing(cudaStream_t stream) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
@@ -348,58 +561,103 @@ float time_runs(const std::function<void()>& f, cudaStream_t stream, int reps) {
 
 }  // namespace
 
-void set_igemm_mode(IgemmMode mode) {
+void set_igemm_mode(IgemmMode mode, std::optional<IgemmTile> tile) {
   mode_override.store(int(mode));
+  tile_override.store(tile ? int(*tile) : -1);
   std::lock_guard<std::mutex> lock(choice_mutex);
   choices.clear();
 }
 
 void reset_igemm_mode() {
   mode_override.store(-1);
+  tile_override.store(-1);
   std::lock_guard<std::mutex> lock(choice_mutex);
   choices.clear();
 }
 
-bool use_igemm(const Conv2dParams& p, const std::string& key, void* stream_handle,
-               const std::function<void()>& run_cudnn, const std::function<void()>& run_igemm) {
-  if (!igemm_applicable(p)) return false;
-  const IgemmMode mode = igemm_mode();
-  if (mode != IgemmMode::automatic) return mode == IgemmMode::on;
-  {
-    std::lock_guard<std::mutex> lock(choice_mutex);
-    if (auto it = choices.find(key); it != choices.end()) return it->second;
-  }
-  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
-  if (capturing(stream)) return false;  // no timing in a capture: cuDNN, undecided
-  // Each once untimed (cuDNN builds its plans, the caching allocator its blocks), then the
-  // better of two rounds of three runs each.
-  run_cudnn();
-  run_igemm();
-  float cudnn_ms = 1e30f, igemm_ms = 1e30f;
-  for (int round = 0; round < 2; ++round) {
-    cudnn_ms = std::min(cudnn_ms, time_runs(run_cudnn, stream, 5));
-    igemm_ms = std::min(igemm_ms, time_runs(run_igemm, stream, 5));
-  }
-  const bool faster = igemm_ms < cudnn_ms;
-  std::lock_guard<std::mutex> lock(choice_mutex);
-  return choices.emplace(key, faster).first->second;
-}
+namespace {
 
-IgemmMode igemm_mode() {
-  const int forced = mode_override.load();
-  if (forced >= 0) return IgemmMode(forced);
-  static const IgemmMode from_env = [] {
+struct EnvSetting {
+  IgemmMode mode;
+  int tile;  // -1: chosen per problem
+};
+
+EnvSetting env_setting() {
+  static const EnvSetting from_env = [] {
     const char* v = std::getenv("NNX_CONV_IGEMM");
 #ifdef NNX_CUDA_EMULATOR
     // Timing on the emulator measures the host: cuDNN's stand-in unless asked for.
-    if (v == nullptr) return IgemmMode::off;
+    if (v == nullptr) return EnvSetting{IgemmMode::off, -1};
 #endif
-    if (v == nullptr) return IgemmMode::automatic;
-    if (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0) return IgemmMode::off;
-    if (std::strcmp(v, "1") == 0 || std::strcmp(v, "on") == 0) return IgemmMode::on;
-    return IgemmMode::automatic;
+    if (v == nullptr) return EnvSetting{IgemmMode::automatic, -1};
+    if (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0)
+      return EnvSetting{IgemmMode::off, -1};
+    if (std::strcmp(v, "1") == 0 || std::strcmp(v, "on") == 0) return EnvSetting{IgemmMode::on, -1};
+    for (IgemmTile t :
+         {IgemmTile::m64n64, IgemmTile::m128n64, IgemmTile::m128n128, IgemmTile::tensor})
+      if (std::strcmp(v, igemm_tile_name(t)) == 0) return EnvSetting{IgemmMode::on, int(t)};
+    return EnvSetting{IgemmMode::automatic, -1};
   }();
   return from_env;
+}
+
+bool log_choices() {
+  static const bool on = [] {
+    const char* v = std::getenv("NNX_CONV_IGEMM_LOG");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+}  // namespace
+
+IgemmMode igemm_mode() {
+  const int forced = mode_override.load();
+  return forced >= 0 ? IgemmMode(forced) : env_setting().mode;
+}
+
+std::optional<IgemmTile> use_igemm(const Conv2dParams& p, const std::string& key,
+                                   void* stream_handle, const std::function<void()>& run_cudnn,
+                                   const std::function<void(IgemmTile)>& run_igemm,
+                                   const std::vector<IgemmTile>& candidates) {
+  if (!igemm_applicable(p)) return std::nullopt;
+  const IgemmMode mode = igemm_mode();
+  if (mode == IgemmMode::off) return std::nullopt;
+  const std::vector<IgemmTile> tiles = candidates.empty() ? igemm_tiles(p) : candidates;
+  if (mode == IgemmMode::on) {
+    const int forced = mode_override.load() >= 0 ? tile_override.load() : env_setting().tile;
+    if (forced >= 0 && std::find(tiles.begin(), tiles.end(), IgemmTile(forced)) != tiles.end())
+      return IgemmTile(forced);
+    return candidates.empty() ? default_igemm_tile(p) : candidates.front();
+  }
+  {
+    std::lock_guard<std::mutex> lock(choice_mutex);
+    if (auto it = choices.find(key); it != choices.end())
+      return it->second < 0 ? std::nullopt : std::optional<IgemmTile>(IgemmTile(it->second));
+  }
+  const cudaStream_t stream = static_cast<cudaStream_t>(stream_handle);
+  if (capturing(stream)) return std::nullopt;  // no timing in a capture: cuDNN, undecided
+  // Each candidate once untimed (cuDNN builds its plans, the caching allocator its blocks),
+  // then the better of two rounds of five runs each.
+  std::vector<std::function<void()>> runs{run_cudnn};
+  for (IgemmTile t : tiles) runs.push_back([&run_igemm, t] { run_igemm(t); });
+  for (auto& run : runs) run();
+  std::vector<float> ms(runs.size(), 1e30f);
+  for (int round = 0; round < 2; ++round)
+    for (size_t i = 0; i < runs.size(); ++i) ms[i] = std::min(ms[i], time_runs(runs[i], stream, 5));
+  const size_t best = size_t(std::min_element(ms.begin(), ms.end()) - ms.begin());
+  const int choice = best == 0 ? -1 : int(tiles[best - 1]);
+  if (log_choices()) {
+    std::string line = "nnx: conv " + key + ": cuDNN " + std::to_string(ms[0] / 5) + " ms";
+    for (size_t i = 0; i < tiles.size(); ++i)
+      line += std::string(", ") + igemm_tile_name(tiles[i]) + " " + std::to_string(ms[i + 1] / 5) +
+              " ms";
+    line += std::string(" -> ") + (choice < 0 ? "cuDNN" : igemm_tile_name(IgemmTile(choice)));
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+  std::lock_guard<std::mutex> lock(choice_mutex);
+  const int kept = choices.emplace(key, choice).first->second;
+  return kept < 0 ? std::nullopt : std::optional<IgemmTile>(IgemmTile(kept));
 }
 
 }  // namespace nnx::cuda

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -1352,79 +1354,127 @@ TEST(CudaPrecision, RefusedWhereItDoesNotApply) {
 }
 
 #ifdef NNX_WITH_CUDA
-// The implicit-GEMM float32 convolution (kernels/cuda/conv_igemm.h), forced on: every PyTorch
-// Conv2d op case and the Conv2d variants against PyTorch and the CPU; the fused bias + residual +
-// ReLU form against cuDNN's, on problems whose reduction it splits and not, with NaN kept by the
-// ReLU; and the network fixtures through fused Executors against PyTorch.
+// Convolution problems for the implicit-GEMM kernels: batch 1 at 7x7 and 14x14 (a split
+// reduction), a strided 1x1, a 7x7 stem, dilation 2, and 136 output channels over 480 positions
+// (partial tiles in both directions for every tile size).
+struct IgemmProblem {
+  int64_t batch, in_c, h, w, out_c, k, stride, pad, dilation;
+};
+const IgemmProblem kIgemmProblems[] = {
+    {1, 256, 7, 7, 512, 3, 1, 1, 1}, {1, 64, 14, 14, 65, 3, 1, 1, 1},
+    {2, 32, 9, 11, 48, 1, 2, 0, 1},  {1, 3, 40, 44, 16, 7, 2, 3, 1},
+    {2, 8, 12, 13, 24, 3, 1, 2, 2},  {1, 16, 20, 24, 136, 3, 1, 1, 1}};
+
+std::string describe(const IgemmProblem& q) {
+  return "batch " + std::to_string(q.batch) + ", " + std::to_string(q.in_c) + "x" +
+         std::to_string(q.h) + "x" + std::to_string(q.w) + " -> " + std::to_string(q.out_c) +
+         ", kernel " + std::to_string(q.k) + ", stride " + std::to_string(q.stride) +
+         ", dilation " + std::to_string(q.dilation);
+}
+
+// The implicit-GEMM float32 convolution (kernels/cuda/conv_igemm.h), forced on with each FFMA
+// tile: every PyTorch Conv2d op case and the Conv2d variants against PyTorch and the CPU; the
+// fused bias + residual + ReLU form and the gradients (input gradient at stride 1, filter
+// gradient) against cuDNN's, on problems whose reduction it splits and not, with NaN kept by
+// the ReLU; every Conv2d variant's training pass against the CPU; and the network fixtures
+// through fused Executors against PyTorch.
 TEST_F(CudaOps, ImplicitGemmConvolutionMatchesPyTorchAndTheCpu) {
   struct Restore {
     ~Restore() { cuda::reset_igemm_mode(); }
   } restore;
-  cuda::set_igemm_mode(cuda::IgemmMode::on);
-  int cases = 0;
-  for (auto& folder : op_case_folders()) {
-    const std::string name = fs::relative(folder, fixture_dir() / "ops").string();
-    if (name.rfind("layers/conv", 0) != 0) continue;
-    EXPECT_EQ(run_op_case(folder, nullptr), "") << name;
-    ++cases;
-  }
-  if (!std::string(NNX_PYTHON).empty()) {
-    EXPECT_GT(cases, 20);
-  }
   RandomEngine rng(99);
-  for (const Variant& v : variants()) {
-    if (v.call.rfind("Conv2d", 0) != 0) continue;
-    std::shared_ptr<Op> op = make_op(parse_call(v.call));
-    randomise_params(*op, rng);
-    std::vector<Tensor> inputs;
-    for (const Shape& s : v.inputs) inputs.push_back(random_tensor(s, rng, -1, 1));
-    EXPECT_EQ(compare(forward_on(*op, inputs, 1, Device::cuda(0)),
-                      forward_on(*op, inputs, 1, Device::cpu()), kCpuTolerance, "CPU"),
-              "")
-        << v.call;
-  }
-  // Fused: batch 1 at 7x7 and 14x14 (a split reduction), a strided 1x1, a 7x7 stem, 65 output
-  // channels (a partial tile), against cuDNN's fused call.
-  struct Problem {
-    int64_t batch, in_c, h, w, out_c, k, stride, pad, dilation;
-  };
-  for (const Problem& q :
-       {Problem{1, 256, 7, 7, 512, 3, 1, 1, 1}, Problem{1, 64, 14, 14, 65, 3, 1, 1, 1},
-        Problem{2, 32, 9, 11, 48, 1, 2, 0, 1}, Problem{1, 3, 40, 44, 16, 7, 2, 3, 1},
-        Problem{2, 8, 12, 13, 24, 3, 1, 2, 2}}) {
-    const cuda::Conv2dParams p =
-        conv_problem(q.batch, q.in_c, q.h, q.w, q.out_c, q.k, q.stride, q.pad, q.dilation, 1);
-    const Device gpu = Device::cuda(0);
-    const Tensor x = random_tensor({q.batch, q.in_c, q.h, q.w}, rng, -1, 1).to(gpu);
-    const Tensor w = random_tensor({q.out_c, q.in_c, q.k, q.k}, rng, -0.2f, 0.2f).to(gpu);
-    const Tensor b = random_tensor({q.out_c}, rng, -1, 1).to(gpu);
-    Tensor z_host = random_tensor({q.batch, q.out_c, p.out_h, p.out_w}, rng, -1, 1);
-    z_host.data<float>()[3] = NAN;  // kept by the ReLU
-    const Tensor z = z_host.to(gpu);
-    const Shape out{q.batch, q.out_c, p.out_h, p.out_w};
-    std::vector<Tensor> got, want;
-    for (cuda::IgemmMode mode : {cuda::IgemmMode::on, cuda::IgemmMode::off}) {
-      cuda::set_igemm_mode(mode);
-      Tensor y = Tensor::empty(out, DType::f32, gpu);
-      ASSERT_TRUE(cuda::conv2d_bias_relu_forward(p, x.data<float>(), w.data<float>(),
-                                                 b.data<float>(), z.data<float>(), y.data<float>(),
-                                                 0, nullptr));
-      Tensor plain = Tensor::empty(out, DType::f32, gpu);
-      cuda::conv2d_forward(p, x.data<float>(), w.data<float>(), nullptr, plain.data<float>(), 0,
-                           nullptr);
-      (mode == cuda::IgemmMode::on ? got : want) = {y.to(Device::cpu()), plain.to(Device::cpu())};
+  for (cuda::IgemmTile tile :
+       {cuda::IgemmTile::m64n64, cuda::IgemmTile::m128n64, cuda::IgemmTile::m128n128}) {
+    const std::string name = cuda::igemm_tile_name(tile);
+    cuda::set_igemm_mode(cuda::IgemmMode::on, tile);
+    int cases = 0;
+    for (auto& folder : op_case_folders()) {
+      const std::string op_case = fs::relative(folder, fixture_dir() / "ops").string();
+      if (op_case.rfind("layers/conv", 0) != 0) continue;
+      EXPECT_EQ(run_op_case(folder, nullptr), "") << op_case << ", tile " << name;
+      ++cases;
     }
-    EXPECT_TRUE(std::isnan(got[0].data<float>()[3]));
-    got[0].data<float>()[3] = want[0].data<float>()[3] = 0;
-    EXPECT_EQ(compare(got, want, kCpuTolerance, "cuDNN"), "")
-        << "batch " << q.batch << ", " << q.in_c << "x" << q.h << "x" << q.w << " -> " << q.out_c
-        << ", kernel " << q.k;
+    if (!std::string(NNX_PYTHON).empty()) {
+      EXPECT_GT(cases, 20);
+    }
+    for (const Variant& v : variants()) {
+      if (v.call.rfind("Conv2d", 0) != 0) continue;
+      std::shared_ptr<Op> op = make_op(parse_call(v.call));
+      randomise_params(*op, rng);
+      std::vector<Tensor> inputs;
+      for (const Shape& s : v.inputs) inputs.push_back(random_tensor(s, rng, -1, 1));
+      EXPECT_EQ(compare(forward_on(*op, inputs, 1, Device::cuda(0)),
+                        forward_on(*op, inputs, 1, Device::cpu()), kCpuTolerance, "CPU"),
+                "")
+          << v.call << ", tile " << name;
+    }
+    // Fused, against cuDNN's fused call.
+    for (const IgemmProblem& q : kIgemmProblems) {
+      const cuda::Conv2dParams p =
+          conv_problem(q.batch, q.in_c, q.h, q.w, q.out_c, q.k, q.stride, q.pad, q.dilation, 1);
+      const Device gpu = Device::cuda(0);
+      const Tensor x = random_tensor({q.batch, q.in_c, q.h, q.w}, rng, -1, 1).to(gpu);
+      const Tensor w = random_tensor({q.out_c, q.in_c, q.k, q.k}, rng, -0.2f, 0.2f).to(gpu);
+      const Tensor b = random_tensor({q.out_c}, rng, -1, 1).to(gpu);
+      Tensor z_host = random_tensor({q.batch, q.out_c, p.out_h, p.out_w}, rng, -1, 1);
+      z_host.data<float>()[3] = NAN;  // kept by the ReLU
+      const Tensor z = z_host.to(gpu);
+      const Shape out{q.batch, q.out_c, p.out_h, p.out_w};
+      std::vector<Tensor> got, want;
+      for (cuda::IgemmMode mode : {cuda::IgemmMode::on, cuda::IgemmMode::off}) {
+        cuda::set_igemm_mode(mode, tile);
+        Tensor y = Tensor::empty(out, DType::f32, gpu);
+        ASSERT_TRUE(cuda::conv2d_bias_relu_forward(p, x.data<float>(), w.data<float>(),
+                                                   b.data<float>(), z.data<float>(),
+                                                   y.data<float>(), 0, nullptr));
+        Tensor plain = Tensor::empty(out, DType::f32, gpu);
+        cuda::conv2d_forward(p, x.data<float>(), w.data<float>(), nullptr, plain.data<float>(), 0,
+                             nullptr);
+        (mode == cuda::IgemmMode::on ? got : want) = {y.to(Device::cpu()), plain.to(Device::cpu())};
+      }
+      EXPECT_TRUE(std::isnan(got[0].data<float>()[3]));
+      got[0].data<float>()[3] = want[0].data<float>()[3] = 0;
+      EXPECT_EQ(compare(got, want, kCpuTolerance, "cuDNN"), "") << describe(q) << ", tile " << name;
+      // The gradients (ours: the input gradient at stride 1, the filter gradient), against
+      // cuDNN's.
+      const Tensor dy = random_tensor(out, rng, -1, 1).to(gpu);
+      std::vector<Tensor> grads[2];
+      for (cuda::IgemmMode mode : {cuda::IgemmMode::on, cuda::IgemmMode::off}) {
+        cuda::set_igemm_mode(mode, tile);
+        Tensor dx = Tensor::empty(x.shape(), DType::f32, gpu);
+        Tensor dw = Tensor::empty(w.shape(), DType::f32, gpu);
+        cuda::conv2d_backward(p, x.data<float>(), w.data<float>(), dy.data<float>(),
+                              dx.data<float>(), dw.data<float>(), nullptr, 0, nullptr);
+        grads[mode == cuda::IgemmMode::on ? 0 : 1] = {dx.to(Device::cpu()), dw.to(Device::cpu())};
+      }
+      EXPECT_EQ(compare(grads[0], grads[1], kCpuTolerance, "cuDNN"), "")
+          << describe(q) << ", tile " << name << ", gradients";
+    }
+    // Every Conv2d variant's training pass against the CPU's (the gradients through ours where
+    // they apply).
+    for (const Variant& v : variants()) {
+      if (v.call.rfind("Conv2d", 0) != 0) continue;
+      std::shared_ptr<Op> cpu_op = make_op(parse_call(v.call));
+      randomise_params(*cpu_op, rng);
+      std::shared_ptr<Op> gpu_op = make_op(parse_call(v.call));
+      for (const Param& prm : cpu_op->params()) gpu_op->set_param(prm.name, prm.value.clone());
+      gpu_op->place_params(Device::cuda(0));
+      std::vector<Tensor> inputs, grads;
+      random_training_data(*cpu_op, v, rng, inputs, grads);
+      const TrainPass cpu = train_pass(*cpu_op, inputs, grads, Device::cpu(), 99);
+      const TrainPass gpu = train_pass(*gpu_op, inputs, grads, Device::cuda(0), 99);
+      EXPECT_EQ(
+          compare(gpu.grad_inputs, cpu.grad_inputs, kCpuTolerance, "CPU (input gradients)") +
+              compare(gpu.grad_params, cpu.grad_params, kCpuTolerance, "CPU (parameter gradients)"),
+          "")
+          << v.call << ", tile " << name;
+    }
   }
-  // Automatic: the first run of a problem times both (outside a capture) and keeps the faster;
-  // either way the result is the convolution's, run after run.
+  // Automatic: the first run of a problem times cuDNN and each tile (outside a capture) and keeps
+  // the fastest; either way the result is the convolution's, run after run.
   cuda::set_igemm_mode(cuda::IgemmMode::automatic);
   {
-    std::shared_ptr<Op> op = make_op(parse_call("Conv2d(16, 24, 3, padding=1)"));
+    std::shared_ptr<Op> op = make_op(parse_call("Conv2d(16, 72, 3, padding=1)"));
     randomise_params(*op, rng);
     const std::vector<Tensor> x = {random_tensor({1, 16, 9, 9}, rng, -1, 1)};
     const std::vector<Tensor> want = forward_on(*op, x, 1, Device::cpu());
@@ -1432,7 +1482,7 @@ TEST_F(CudaOps, ImplicitGemmConvolutionMatchesPyTorchAndTheCpu) {
       EXPECT_EQ(compare(forward_on(*op, x, 1, Device::cuda(0)), want, kCpuTolerance, "CPU"), "")
           << "automatic, run " << run;
   }
-  // Whole networks, fused and folded, against PyTorch.
+  // Whole networks, fused and folded, against PyTorch (each problem's default tile).
   cuda::set_igemm_mode(cuda::IgemmMode::on);
   const int compared = on_each_network(
       model_case_folders(), [&](const std::string& name, NetworkCase& c, Model& on_device, int) {
@@ -1440,6 +1490,153 @@ TEST_F(CudaOps, ImplicitGemmConvolutionMatchesPyTorchAndTheCpu) {
         std::vector<Tensor> got = gpu(c.inputs);
         for (Tensor& t : got) t = t.to(Device::cpu());
         EXPECT_EQ(compare(got, c.refs, c.tol, "PyTorch"), "") << name;
+      });
+  if (!std::string(NNX_PYTHON).empty()) {
+    EXPECT_GT(compared, 0);
+  }
+}
+
+// A float rounded as the tensor-core kernel rounds its operands (fp32 widened back): TF32 to
+// nearest, ties away from zero (cvt.rna.tf32.f32); fp16 and bf16 to nearest even.
+float round_operand(Precision precision, float v) {
+  switch (precision) {
+    case Precision::tf32: {
+      if (!std::isfinite(v)) return v;
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      bits = (bits + 0x1000u) & 0xffffe000u;
+      std::memcpy(&v, &bits, 4);
+      return v;
+    }
+    case Precision::fp16:
+      return half_to_float(float_to_half(v));
+    case Precision::bf16:
+      return bf16_to_float(float_to_bf16(v));
+    default:
+      return v;
+  }
+}
+
+Tensor rounded(const Tensor& t, Precision precision) {
+  Tensor out = t.clone();
+  float* v = out.data<float>();
+  for (int64_t i = 0; i < out.numel(); ++i) v[i] = round_operand(precision, v[i]);
+  return out;
+}
+
+// The tensor-core implicit-GEMM convolution (kernels/cuda/conv_mma.cuh), forced on, in TF32, fp16
+// and bf16: on every problem of kIgemmProblems, with bias, a residual (one NaN, kept) and ReLU,
+// against the CPU's convolution of the same rounded operands, its sum rounded as the operand
+// format has it (fp16, bf16) before the bias is added, as cuDNN's reduced-precision path does:
+// within 1e-5 in TF32 and one rounding step of the output format in fp16 (1e-3) and bf16 (8e-3),
+// and without a bias every fp16/bf16 output a value of that format.
+// Then the reduced path's plain form against cuDNN's (the emulator's cuDNN rounds the same way),
+// and every network fixture through Executors in fp16 within the documented distance of fp32
+// (Fp16AndBf16RunsStayNearFp32).
+TEST_F(CudaOps, TensorCoreConvolutionMatchesTheCpuOnRoundedOperands) {
+  struct Restore {
+    ~Restore() { cuda::reset_igemm_mode(); }
+  } restore;
+  RandomEngine rng(7);
+  const Device gpu = Device::cuda(0);
+  for (auto [precision, tol] : {std::pair{Precision::tf32, 1e-5}, std::pair{Precision::fp16, 1e-3},
+                                std::pair{Precision::bf16, 8e-3}}) {
+    const std::string pname = precision_name(precision);
+    const cuda::ConvIo io = precision == Precision::bf16 ? cuda::ConvIo::bf16 : cuda::ConvIo::f16;
+    for (const IgemmProblem& q : kIgemmProblems) {
+      cuda::Conv2dParams p =
+          conv_problem(q.batch, q.in_c, q.h, q.w, q.out_c, q.k, q.stride, q.pad, q.dilation, 1);
+      p.allow_tf32 = precision == Precision::tf32;
+      const Tensor x = random_tensor({q.batch, q.in_c, q.h, q.w}, rng, -1, 1);
+      const Tensor w = random_tensor({q.out_c, q.in_c, q.k, q.k}, rng, -0.2f, 0.2f);
+      const Tensor b = random_tensor({q.out_c}, rng, -1, 1);
+      const Shape out{q.batch, q.out_c, p.out_h, p.out_w};
+      Tensor z = random_tensor(out, rng, -1, 1);
+      z.data<float>()[3] = NAN;
+      // The reference: the CPU's convolution of the rounded operands, then the epilogue.
+      std::shared_ptr<Op> conv =
+          make_op(parse_call("Conv2d(" + std::to_string(q.in_c) + ", " + std::to_string(q.out_c) +
+                             ", " + std::to_string(q.k) + ", stride=" + std::to_string(q.stride) +
+                             ", padding=" + std::to_string(q.pad) +
+                             ", dilation=" + std::to_string(q.dilation) + ", bias=False)"));
+      conv->set_param("weight", rounded(w, precision));
+      Tensor want = forward_on(*conv, {rounded(x, precision)}, 1, Device::cpu())[0];
+      Tensor want_plain = want.clone();
+      {
+        const int64_t plane = p.out_h * p.out_w;
+        float* r = want.data<float>();
+        float* plain = want_plain.data<float>();
+        const float* bv = b.data<float>();
+        const float* zv = z.data<float>();
+        for (int64_t i = 0; i < want.numel(); ++i) {
+          const float s = (precision == Precision::tf32 ? r[i] : round_operand(precision, r[i])) +
+                          bv[(i / plane) % q.out_c];
+          plain[i] = s;
+          const float v = s + zv[i];
+          r[i] = v < 0.0f ? 0.0f : v;
+        }
+      }
+      cuda::set_igemm_mode(cuda::IgemmMode::on);
+      const Tensor xd = x.to(gpu), bd = b.to(gpu), zd = z.to(gpu);
+      Tensor y = Tensor::empty(out, DType::f32, gpu);
+      Tensor y_plain = Tensor::empty(out, DType::f32, gpu);
+      if (precision == Precision::tf32) {
+        const Tensor wd = w.to(gpu);
+        ASSERT_TRUE(cuda::conv2d_bias_relu_forward(p, xd.data<float>(), wd.data<float>(),
+                                                   bd.data<float>(), zd.data<float>(),
+                                                   y.data<float>(), 0, nullptr));
+        cuda::conv2d_forward(p, xd.data<float>(), wd.data<float>(), bd.data<float>(),
+                             y_plain.data<float>(), 0, nullptr);
+      } else {
+        Tensor w_io =
+            Tensor::empty(w.shape(), precision == Precision::fp16 ? DType::f16 : DType::bf16);
+        auto* bits = static_cast<uint16_t*>(w_io.raw_data());
+        for (int64_t i = 0; i < w.numel(); ++i)
+          bits[i] = precision == Precision::fp16 ? float_to_half(w.data<float>()[i])
+                                                 : float_to_bf16(w.data<float>()[i]);
+        const Tensor wd = w_io.to(gpu);
+        ASSERT_TRUE(cuda::conv2d_bias_relu_forward_reduced(p, io, xd.data<float>(), wd.raw_data(),
+                                                           bd.data<float>(), zd.data<float>(),
+                                                           y.data<float>(), 0, nullptr));
+        cuda::conv2d_forward_reduced(p, io, xd.data<float>(), wd.raw_data(), bd.data<float>(),
+                                     y_plain.data<float>(), 0, nullptr);
+        // Without a bias, every output is a value of the operand format (the sum was rounded).
+        Tensor no_bias = Tensor::empty(out, DType::f32, gpu);
+        cuda::conv2d_forward_reduced(p, io, xd.data<float>(), wd.raw_data(), nullptr,
+                                     no_bias.data<float>(), 0, nullptr);
+        const Tensor nb = no_bias.to(Device::cpu());
+        int64_t unrounded = 0;
+        for (int64_t i = 0; i < nb.numel(); ++i)
+          unrounded += round_operand(precision, nb.data<float>()[i]) != nb.data<float>()[i];
+        EXPECT_EQ(unrounded, 0) << describe(q) << ", " << pname;
+        // The plain form against cuDNN's reduced path.
+        cuda::set_igemm_mode(cuda::IgemmMode::off);
+        Tensor by_cudnn = Tensor::empty(out, DType::f32, gpu);
+        cuda::conv2d_forward_reduced(p, io, xd.data<float>(), wd.raw_data(), bd.data<float>(),
+                                     by_cudnn.data<float>(), 0, nullptr);
+        EXPECT_EQ(compare({y_plain.to(Device::cpu())}, {by_cudnn.to(Device::cpu())}, tol, "cuDNN"),
+                  "")
+            << describe(q) << ", " << pname;
+      }
+      std::vector<Tensor> got = {y.to(Device::cpu()), y_plain.to(Device::cpu())};
+      EXPECT_TRUE(std::isnan(got[0].data<float>()[3])) << describe(q) << ", " << pname;
+      got[0].data<float>()[3] = want.data<float>()[3] = 0;
+      EXPECT_EQ(compare(got, {want, want_plain}, tol, "CPU"), "") << describe(q) << ", " << pname;
+    }
+  }
+  // Whole networks in fp16 (the chains' fused reduced-precision path; TF32's fused path is
+  // conv2d_bias_relu_forward's, checked above, and bf16 takes fp16's), every eligible
+  // convolution on the tensor-core kernel, run and replayed from the CUDA graph.
+  cuda::set_igemm_mode(cuda::IgemmMode::on);
+  const int compared = on_each_network(
+      model_case_folders(), [&](const std::string& name, NetworkCase& c, Model& on_device, int) {
+        Executor fp32(on_device), reduced(on_device, {.precision = Precision::fp16});
+        for (int run = 0; run < 2; ++run) {
+          std::vector<Tensor> a = fp32(c.inputs), b = reduced(c.inputs);
+          for (Tensor& t : a) t = t.to(Device::cpu());
+          for (Tensor& t : b) t = t.to(Device::cpu());
+          EXPECT_EQ(compare(b, a, 1e-2, "fp32"), "") << name << " fp16, run " << run;
+        }
       });
   if (!std::string(NNX_PYTHON).empty()) {
     EXPECT_GT(compared, 0);

@@ -15,8 +15,9 @@
 #              tf32_b32, fp16_b32: at batch 32)
 #   train      python/bench_train_compare.py --device cuda
 #   graphs     nnx bench with CUDA graphs on and off, and each kernel's GPU time (ncu)
-#   igemm      nnx bench with the implicit-GEMM convolution forced off and on (NNX_CONV_IGEMM;
-#              the default times both per problem and keeps the faster)
+#   igemm      nnx bench with our implicit-GEMM convolutions off and automatic (NNX_CONV_IGEMM;
+#              the default times cuDNN and each of ours per problem and keeps the fastest), in
+#              fp32, TF32 and fp16, with each problem's times (NNX_CONV_IGEMM_LOG)
 #   traingraph nnx_train_bench --device cuda --cuda-graph on|off (ResNet-18, seed): the training
 #              step replayed as one CUDA graph (nnx::TrainStep) against op by op
 #   trainprof  nnx_train_bench --device cuda --profile 1 (seed, ResNet-18): time per node
@@ -214,13 +215,25 @@ PY
   fi
   stamp "graphs done"
 fi
-if has igemm; then  # the implicit-GEMM convolution against cuDNN's (NNX_CONV_IGEMM=off|on)
-  for mode in off on; do
-    NNX_CONV_IGEMM=$mode bench_line "r18_b1_igemm_$mode" "r18 b1 igemm $mode" 200 "${r18[@]}" 1,3,224,224
-    NNX_CONV_IGEMM=$mode bench_line "seed_b1_igemm_$mode" "seed b1 igemm $mode" 100 "${seed[@]}" 1,3,480,640
-    NNX_CONV_IGEMM=$mode bench_line "r18_b32_igemm_$mode" "r18 b32 igemm $mode" 100 "${r18[@]}" 32,3,224,224
-    NNX_CONV_IGEMM=$mode bench_line "seed_b32_igemm_$mode" "seed b32 igemm $mode" 20 "${seed[@]}" 32,3,480,640
-  done
+if has igemm; then  # our implicit-GEMM convolutions against cuDNN's (NNX_CONV_IGEMM=off|auto)
+  # auto (the default): each problem's candidates timed once, the fastest kept; the times, per
+  # problem, from NNX_CONV_IGEMM_LOG in each .err file.
+  igemm_bench() {  # NAME ITERS ARGS...
+    local name="$1" iters="$2" mode
+    shift 2
+    for mode in off auto; do
+      NNX_CONV_IGEMM=$mode NNX_CONV_IGEMM_LOG=1 bench_line "igemm_${name}_$mode" "$name $mode" "$iters" "$@"
+    done
+  }
+  igemm_bench r18_b1 200 "${r18[@]}" 1,3,224,224
+  igemm_bench seed_b1 100 "${seed[@]}" 1,3,480,640
+  igemm_bench seed_b1_tf32 100 "${seed[@]}" 1,3,480,640 --precision tf32
+  igemm_bench seed_b1_fp16 100 "${seed[@]}" 1,3,480,640 --precision fp16
+  igemm_bench r18_b1_tf32 200 "${r18[@]}" 1,3,224,224 --precision tf32
+  igemm_bench r18_b32 50 "${r18[@]}" 32,3,224,224
+  igemm_bench seed_b32 20 "${seed[@]}" 32,3,480,640
+  igemm_bench seed_b32_tf32 20 "${seed[@]}" 32,3,480,640 --precision tf32
+  grep -h "^nnx: conv" "$out"/igemm_*_auto.err | sort -u | sed 's/^nnx: conv sm[^;]*;cudnn[^;]*;//' | head -60
   stamp "igemm done"
 fi
 if has traingraph; then  # training steps as one CUDA graph (TrainStep) against op by op

@@ -19,7 +19,8 @@
 #              the default times cuDNN and each of ours per problem and keeps the fastest), in
 #              fp32, TF32 and fp16, with each problem's times (NNX_CONV_IGEMM_LOG)
 #   traingraph nnx_train_bench --device cuda --cuda-graph on|off (ResNet-18, seed): the training
-#              step replayed as one CUDA graph (nnx::TrainStep) against op by op
+#              step replayed as one CUDA graph (nnx::TrainStep) against op by op, and with our
+#              convolution kernels off (NNX_CONV_IGEMM=off) against the automatic choice
 #   trainprof  nnx_train_bench --device cuda --profile 1 (seed, ResNet-18): time per node
 #   graphapi   cuDNN's graph API (NNX_CUDNN_API=graph) against its legacy API: the CUDA tests
 #              under it, then latencies (CUDA graphs off and on, heuristic and searched) and
@@ -236,16 +237,21 @@ if has igemm; then  # our implicit-GEMM convolutions against cuDNN's (NNX_CONV_I
   grep -h "^nnx: conv" "$out"/igemm_*_auto.err | sort -u | sed 's/^nnx: conv sm[^;]*;cudnn[^;]*;//' | head -60
   stamp "igemm done"
 fi
-if has traingraph; then  # training steps as one CUDA graph (TrainStep) against op by op
-  for mode in on off; do
+if has traingraph; then  # training steps as one CUDA graph (TrainStep) against op by op, and
+  # with our convolution kernels (forward and gradients) off against the automatic choice
+  for mode in on off igemm-off; do
     for m in "r18 bench/models/resnet18.json 32,3,64,64" "seed examples/seed/seed.json 16,3,128,160"; do
       set -- $m
-      timeout 120 "$build/bench/nnx_train_bench" "$2" --shape "$3" --device cuda --iters 20 \
-        --warmup 5 --cuda-graph $mode >"$out/traingraph_$1_$mode.json" \
-        2>"$out/traingraph_$1_$mode.err" || { status=1; tail -3 "$out/traingraph_$1_$mode.err"; }
-      echo "train $1 graph $mode: $(cat "$out/traingraph_$1_$mode.json")"
+      graph=$mode igemm=auto
+      [ "$mode" = igemm-off ] && graph=on igemm=off
+      NNX_CONV_IGEMM=$igemm NNX_CONV_IGEMM_LOG=1 timeout 120 "$build/bench/nnx_train_bench" "$2" \
+        --shape "$3" --device cuda --iters 20 --warmup 5 --cuda-graph $graph \
+        >"$out/traingraph_$1_$mode.json" 2>"$out/traingraph_$1_$mode.err" ||
+        { status=1; tail -3 "$out/traingraph_$1_$mode.err"; }
+      echo "train $1 $mode: $(cat "$out/traingraph_$1_$mode.json")"
     done
   done
+  grep -h "^nnx: conv" "$out"/traingraph_*_on.err | sort -u | sed 's/^nnx: conv sm[^;]*;cudnn[^;]*;//' | head -40
   stamp "traingraph done"
 fi
 if has trainprof; then  # where a training step's time goes on the GPU, node by node

@@ -16,6 +16,7 @@
 #include "runtime/model_impl.h"
 #ifdef NNX_WITH_CUDA
 #include "runtime/cuda/cuda_graph.h"
+#include "runtime/cuda/host_task.h"
 #endif
 
 namespace nnx {
@@ -194,9 +195,14 @@ struct Executor::Impl {
 #endif
   }
 
-  // The second run of a plan: its device steps captured (and launched: this run's results).
-  // Returns false, with the reason in graph_state, when a capture failed; nothing of this run
-  // is then done, and the plan runs without graphs from now on.
+  // The second run of a plan: its steps captured (and launched: this run's results). Steps that
+  // ran on the host in the first run go into the graph as host tasks (runtime/op.cpp:
+  // copies to page-locked memory, the CPU body as a cudaLaunchHostFunc node, copies back), so
+  // that the run is one graph; where an op's host body cannot be a node (it has parameters, or
+  // its tensors are not contiguous on the device), the capture fails and the run is split into
+  // graphs around the host steps, which run between them as before. Returns false, with the
+  // reason in graph_state, when a capture failed; nothing of this run is then done, and the
+  // plan runs without graphs from now on.
   bool capture(std::span<const Tensor> inputs) {
 #ifdef NNX_WITH_CUDA
     graph_inputs.clear();
@@ -204,23 +210,42 @@ struct Executor::Impl {
       graph_inputs.push_back(Tensor::empty(t.shape(), t.dtype(), ctx.device));
     if (!graph_pool) graph_pool = cuda::new_graph_pool();
     segments.clear();
-    for (size_t step = 0; step < plan.steps.size();) {
-      size_t end = step + 1;
-      while (end < plan.steps.size() && host_step[end] == host_step[step]) ++end;
-      segments.push_back({step, end, nullptr});
-      step = end;
-    }
+    int host_nodes = 0;
+    std::string host_names;
+    for (size_t step = 0; step < plan.steps.size(); ++step)
+      if (host_step[step])
+        host_names +=
+            (host_nodes++ > 0 ? ", " : "") + model.graph().describe_node(plan.steps[step]);
     try {
       bind_graph_inputs(inputs);
-      int graphs = 0, host_nodes = 0;
-      std::string host_names;
+      if (host_nodes > 0) {
+        // The whole run as one graph, its host steps as host tasks inside it.
+        void* whole = nullptr;
+        try {
+          whole = cuda::capture_graph(stream, ctx.device.index, *graph_pool,
+                                      [&] { run_steps(0, plan.steps.size()); });
+        } catch (const Error&) {
+          whole = nullptr;  // a host body that cannot be a node: graphs around it
+        }
+        if (whole != nullptr) {
+          segments.push_back({0, plan.steps.size(), whole});
+          cuda::launch_graph(whole, stream);
+          graph_state = "captured: 1 graph of " + std::to_string(plan.steps.size()) + " nodes, " +
+                        std::to_string(host_nodes) +
+                        " of them on the host as host tasks inside it (" + host_names + ")";
+          return true;
+        }
+      }
+      for (size_t step = 0; step < plan.steps.size();) {
+        size_t end = step + 1;
+        while (end < plan.steps.size() && host_step[end] == host_step[step]) ++end;
+        segments.push_back({step, end, nullptr});
+        step = end;
+      }
+      int graphs = 0;
       for (Segment& segment : segments) {
         if (host_step[segment.begin]) {
           run_steps(segment.begin, segment.end);
-          for (size_t step = segment.begin; step < segment.end; ++step) {
-            host_names +=
-                (host_nodes++ > 0 ? ", " : "") + model.graph().describe_node(plan.steps[step]);
-          }
           continue;
         }
         segment.graph = cuda::capture_graph(stream, ctx.device.index, *graph_pool,
@@ -330,7 +355,14 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) {
 }
 
 void Executor::synchronize() {
-  if (impl_->stream != nullptr) cuda::synchronize_stream(impl_->stream);
+  if (impl_->stream == nullptr) return;
+  cuda::synchronize_stream(impl_->stream);
+#ifdef NNX_WITH_CUDA
+  // A host task of the replayed graph (an op's CPU body) that threw: its outputs are not there.
+  if (std::string e = cuda::take_host_task_error(impl_->stream); !e.empty())
+    fail(ErrorKind::unsupported, impl_->model.graph().source,
+         ": a host step of the replayed CUDA graph (an op's CPU body): ", e);
+#endif
 }
 
 std::vector<Tensor> Executor::run_async(std::span<const Tensor> inputs) {

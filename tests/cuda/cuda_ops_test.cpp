@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -1137,7 +1138,7 @@ TEST_F(CudaOps, FusedAndUnfusedExecutorsMatchTheCpuAndPyTorch) {
 // CUDA graphs: an Executor that captures (the default) gives what one running kernel by kernel
 // gives, run after run on new inputs (host or device tensors: the graphs read a copy), through
 // a change of batch (a new plan, captured anew) and back. A network with a host node (the seed
-// network's YOLO head) is captured in pieces around it.
+// network's YOLO head) is captured whole, the host node a host task inside the graph.
 TEST_F(CudaOps, CudaGraphReplaysMatchKernelByKernelRunsOnNewInputs) {
   const auto folders = model_case_folders();
   if (folders.empty() && std::string(NNX_PYTHON).empty())
@@ -1174,10 +1175,106 @@ TEST_F(CudaOps, CudaGraphReplaysMatchKernelByKernelRunsOnNewInputs) {
         }
         const std::string& state = graphed.cuda_graph_state();
         EXPECT_EQ(state.rfind("captured: ", 0), 0u) << name << ": " << state;
-        saw_host_node = saw_host_node || state.find("on the host") != std::string::npos;
+        // A host node (the seed network's YOLO head, no parameters) is a host task of the one
+        // graph.
+        if (state.find("on the host") != std::string::npos) {
+          saw_host_node = true;
+          EXPECT_EQ(state.rfind("captured: 1 graph of ", 0), 0u) << name << ": " << state;
+          EXPECT_NE(state.find("host tasks inside it"), std::string::npos) << name << ": " << state;
+        }
       });
   EXPECT_GT(compared, 0);
   EXPECT_TRUE(saw_host_node) << "no network with a host node (the seed network's YOLO head)";
+}
+
+// User ops without a CUDA body, for HostStepsInAnExecutorsGraph: y = 2x (throws while
+// `host_op_failing`), and y = x * (1 + scale) with a parameter (so its host body cannot be a
+// node of a graph).
+std::atomic<bool> host_op_failing{false};
+
+class HostDoubler final : public Op {
+ public:
+  std::string type() const override { return "test_ops.HostDoubler"; }
+  std::string python_module() const override { return "test_ops"; }
+  std::string repr() const override { return "HostDoubler()"; }
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> in, int) const override {
+    return {in[0]};
+  }
+  void forward_cpu(const ExecContext&, std::span<const Tensor> in,
+                   std::span<Tensor> out) const override {
+    NNX_CHECK(!host_op_failing, ErrorKind::usage, "HostDoubler refuses this input");
+    for (int64_t i = 0; i < in[0].numel(); ++i)
+      out[0].data<float>()[i] = 2 * in[0].data<float>()[i];
+  }
+};
+
+class HostScaler final : public Op {
+ public:
+  HostScaler() { add_param("scale", {1}); }
+  std::string type() const override { return "test_ops.HostScaler"; }
+  std::string python_module() const override { return "test_ops"; }
+  std::string repr() const override { return "HostScaler()"; }
+  std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> in, int) const override {
+    return {in[0]};
+  }
+  void forward_cpu(const ExecContext&, std::span<const Tensor> in,
+                   std::span<Tensor> out) const override {
+    const float k = 1 + params()[0].value.data<float>()[0];
+    for (int64_t i = 0; i < in[0].numel(); ++i)
+      out[0].data<float>()[i] = k * in[0].data<float>()[i];
+  }
+};
+
+// An Executor's CUDA graph with a user op that runs on the host: without parameters it is a host
+// task inside the one graph (results as kernel by kernel, run after run); when its body throws in
+// a replay, run() (synchronize) says so, naming the op's message, and the next run is right
+// again. With a parameter it stays outside, between two graphs.
+TEST_F(CudaOps, HostStepsInAnExecutorsGraph) {
+  register_op("test_ops.HostDoubler", [](const Call&) { return std::make_shared<HostDoubler>(); });
+  register_op("test_ops.HostScaler", [](const Call&) { return std::make_shared<HostScaler>(); });
+  struct Unregister {
+    ~Unregister() {
+      host_op_failing = false;
+      unregister_op("test_ops.HostDoubler");
+      unregister_op("test_ops.HostScaler");
+    }
+  } unregister;
+  RandomEngine rng(12);
+  const Tensor x = random_tensor({2, 1, 8, 8}, rng, -1, 1);
+  for (const std::string op : {"HostDoubler", "HostScaler"}) {
+    const std::string arch = R"json({"outputs": [[-1, 0, 0]], "inputs_channels": [1],
+      "outputs_channels": [2], "layers": [
+      ["torch.nn.Conv2d(1, 4, 3, padding=1)", [[1], [4]], [[-1, 0]]],
+      ["test_ops.)json" + op +
+                             R"json(()", [[4], [4]], [[-1, 0]]],
+      ["torch.nn.Conv2d(4, 2, 1)", [[4], [2]], [[-1, 0]]]]})json";
+    Model model = load_memory(arch, "", {.device = Device::cuda(0)});
+    Executor eager(model, {.cuda_graph = false}), graphed(model);
+    const std::vector<Tensor> want = {eager({x})[0].to(Device::cpu())};
+    for (int run = 0; run < 4; ++run)
+      EXPECT_EQ(compare({graphed({x})[0].to(Device::cpu())}, want, kCpuTolerance, "eager"), "")
+          << op << ", run " << run << ": " << graphed.cuda_graph_state();
+    const std::string& state = graphed.cuda_graph_state();
+    if (op == "HostScaler") {
+      EXPECT_EQ(state.rfind("captured: 2 graphs of 2 nodes, 1 on the host between them", 0), 0u)
+          << state;
+      continue;
+    }
+    EXPECT_EQ(state.rfind("captured: 1 graph of 3 nodes, 1 of them on the host as host tasks", 0),
+              0u)
+        << state;
+    host_op_failing = true;
+    try {
+      graphed({x});
+      ADD_FAILURE() << "a failed host task went unnoticed";
+    } catch (const Error& e) {
+      EXPECT_NE(e.message().find("HostDoubler refuses this input"), std::string::npos)
+          << e.message();
+    }
+    host_op_failing = false;
+    EXPECT_EQ(compare({graphed({x})[0].to(Device::cpu())}, want, kCpuTolerance, "eager"), "")
+        << "after the failed run";
+  }
 }
 
 // The seed network's fixture (into c), and its model loaded onto cuda:0.

@@ -553,10 +553,9 @@ void conv2d_backward(const Conv2dParams& p, const float* x, const float* w, cons
     std::optional<IgemmTile> tile;
     if (!p.allow_tf32 && p.groups == 1 && igemm_data_grad_applicable(p)) {
       const Conv2dParams q = data_grad_problem(p);
-      tile = use_igemm(
-          q, key + ";backward_data;igemm", stream, cudnn_data,
-          [&](IgemmTile t) { conv2d_igemm_data_grad(p, dy, w, dx, device, stream, t); },
-          igemm_tiles(q));
+      tile = use_igemm(q, key + ";backward_data;igemm", stream, cudnn_data, [&](IgemmTile t) {
+        conv2d_igemm_data_grad(p, dy, w, dx, device, stream, t);
+      });
     }
     if (tile)
       conv2d_igemm_data_grad(p, dy, w, dx, device, stream, *tile);

@@ -37,8 +37,9 @@ enum class ConvIo { f16, bf16 };
 void conv2d_forward_reduced(const Conv2dParams& params, ConvIo io, const float* x, const void* w_io,
                             const float* bias, float* y, int device, void* stream);
 // y = relu(conv2d_forward_reduced's result + z) in one kernel (z may be null; y must not alias
-// x or z), NaN kept by the ReLU. Returns false, having written nothing, where that problem runs
-// on cuDNN (conv_igemm.h's choice): the caller then runs the pieces.
+// x or z), NaN kept by the ReLU. Returns false where that problem runs on cuDNN (conv_igemm.h's
+// choice; y may have been used as scratch by the choice's timing): the caller then runs the
+// pieces.
 bool conv2d_bias_relu_forward_reduced(const Conv2dParams& params, ConvIo io, const float* x,
                                       const void* w_io, const float* bias, const float* z, float* y,
                                       int device, void* stream);

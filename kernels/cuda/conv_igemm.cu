@@ -90,7 +90,7 @@ struct ForwardLoader {
     // 4: the threads of a row read consecutive 16-byte pieces.
     const int am = m0 + t / St::a_per_row;
     const bool row_ok = am < g.out_channels;
-    const float* wrow = a_src + size_t(row_ok ? am : 0) * g.reduction;
+    const float* wrow = a_src + (row_ok ? am : 0) * g.reduction;
 #pragma unroll
     for (int q = 0; q < St::la / 4; ++q)
 #pragma unroll
@@ -183,10 +183,9 @@ struct FilterGradLoader {
       const int k = k0 + q * 4 * St::a_per_row + (t % St::a_per_row) * 4;
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        st.a[q * 4 + i] =
-            (row_ok && k + i < g.reduction)
-                ? a_src[((size_t(o.n) * g.out_channels + am) * g.out_h + o.p) * g.out_w + o.q]
-                : 0.0f;
+        st.a[q * 4 + i] = (row_ok && k + i < g.reduction)
+                              ? a_src[((o.n * g.out_channels + am) * g.out_h + o.p) * g.out_w + o.q]
+                              : 0.0f;
         out_step(g, o, 1);
       }
     }
@@ -199,7 +198,7 @@ struct FilterGradLoader {
         const int ih = o.p * g.stride_h + b_roff;
         const int iw = o.q * g.stride_w + b_soff;
         if (ih >= 0 && ih < g.in_h && iw >= 0 && iw < g.in_w)
-          v = b_src[((size_t(o.n) * g.channels + b_c) * g.in_h + ih) * g.in_w + iw];
+          v = b_src[((o.n * g.channels + b_c) * g.in_h + ih) * g.in_w + iw];
       }
       st.b[i] = v;
       out_step(g, o, 1);
@@ -343,9 +342,14 @@ bool igemm_applicable(const Conv2dParams& p) {
   if (p.groups != 1) return false;
   const int64_t columns = p.batch * p.out_h * p.out_w;
   const int64_t reduction = p.in_channels * p.kernel_h * p.kernel_w;
-  // Indices in int, with room for the tile and split arithmetic.
+  // Indices in int (element offsets of x, y, w and dy included), with room for the tile and
+  // split arithmetic and for the window's corners (padding, stride, dilation).
   const int64_t limit = INT_MAX / 4;
-  return columns > 0 && columns < limit && reduction > 0 && reduction < limit &&
+  const bool window_fits =
+      std::abs(p.pad_h) < limit && std::abs(p.pad_w) < limit &&
+      (p.out_h - 1) * p.stride_h < limit && (p.out_w - 1) * p.stride_w < limit &&
+      p.dilation_h * (p.kernel_h - 1) < limit && p.dilation_w * (p.kernel_w - 1) < limit;
+  return window_fits && columns > 0 && columns < limit && reduction > 0 && reduction < limit &&
          ceil_div(p.out_channels, 64) <= 65535 &&  // gridDim.y
          p.out_channels < limit && p.batch * p.in_channels * p.in_h * p.in_w < limit &&
          p.batch * p.out_channels * p.out_h * p.out_w < limit && p.out_channels * reduction < limit;

@@ -117,7 +117,7 @@ __device__ __forceinline__ float im2col_value(const Geometry& g, const float* __
   const int ih = bc.ih0 + pos.r * g.dilation_h;
   const int iw = bc.iw0 + pos.s * g.dilation_w;
   if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) return 0.0f;
-  return x[((size_t(bc.n) * g.channels + pos.c) * g.in_h + ih) * g.in_w + iw];
+  return x[((bc.n * g.channels + pos.c) * g.in_h + ih) * g.in_w + iw];  // int: igemm_applicable
 }
 
 // Four consecutive output positions c..c+3 of row m, written with the bias, residual and ReLU
@@ -147,7 +147,7 @@ __device__ __forceinline__ void write_four(const Geometry& g, int m, int c, int 
     return (relu && s < 0.0f) ? 0.0f : s;  // NaN stays NaN
   };
   if (g.aligned && c + 3 < g.columns && plane % 4 == 0) {  // one image, 16-byte aligned
-    const size_t at = (size_t(n) * g.out_channels + m) * plane + pq;
+    const int at = (n * g.out_channels + m) * plane + pq;
     float4 r = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (z != nullptr) r = *reinterpret_cast<const float4*>(z + at);
     *reinterpret_cast<float4*>(y + at) =
@@ -157,7 +157,7 @@ __device__ __forceinline__ void write_four(const Geometry& g, int m, int c, int 
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     if (c + j >= g.columns) break;
-    const size_t at = (size_t(n) * g.out_channels + m) * plane + pq;
+    const int at = (n * g.out_channels + m) * plane + pq;
     y[at] = finish(v[j], z != nullptr ? z[at] : 0.0f);
     if (++pq == plane) {
       pq = 0;

@@ -11,6 +11,8 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include <type_traits>
+
 #include "kernels/cuda/conv_implicit.cuh"
 
 namespace nnx::cuda {
@@ -67,7 +69,10 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
   constexpr int ldb = kMmaTile + F::pad;   // B: [chunk][128 positions], row-major
   __shared__ __align__(128) T a_tile[2][kMmaTile * lda];
   __shared__ __align__(128) T b_tile[2][kMmaChunk * ldb];
-  __shared__ __align__(128) float scratch[kMmaThreads / 32][16 * 16];
+  // Each warp's 16x16 of results, rows 20 floats apart (16-byte aligned rows, their float4
+  // reads spread over the banks).
+  constexpr int lds = 20;
+  __shared__ __align__(128) float scratch[kMmaThreads / 32][16 * lds];
 
   const int t = threadIdx.x;
   const int warp = t / 32, lane = t % 32;
@@ -84,7 +89,7 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
 
   const int am = m0 + t / 2;
   const bool row_ok = am < g.out_channels;
-  const W* wrow = w + size_t(row_ok ? am : 0) * g.reduction;
+  const W* wrow = w + (row_ok ? am : 0) * g.reduction;
   T sa[8], sb[8];
   auto load = [&](int k0) {
 #pragma unroll
@@ -101,8 +106,14 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
     }
   };
   auto store = [&](int buffer) {
+    T* a_row = &a_tile[buffer][(t / 2) * lda + (t % 2) * 8];  // 16-byte aligned
+    if constexpr (std::is_same_v<T, float>) {
+      reinterpret_cast<float4*>(a_row)[0] = make_float4(sa[0], sa[1], sa[2], sa[3]);
+      reinterpret_cast<float4*>(a_row)[1] = make_float4(sa[4], sa[5], sa[6], sa[7]);
+    } else {
 #pragma unroll
-    for (int i = 0; i < 8; ++i) a_tile[buffer][(t / 2) * lda + (t % 2) * 8 + i] = sa[i];
+      for (int i = 0; i < 8; ++i) a_row[i] = sa[i];
+    }
 #pragma unroll
     for (int i = 0; i < 8; ++i)
       b_tile[buffer][((t / kMmaTile) * 8 + i) * ldb + t % kMmaTile] = sb[i];
@@ -152,7 +163,7 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
   for (int i = 0; i < 4; ++i)
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
-      wmma::store_matrix_sync(mine, acc[i][j], 16, wmma::mem_row_major);
+      wmma::store_matrix_sync(mine, acc[i][j], lds, wmma::mem_row_major);
       __syncwarp();
       const int m = m0 + wm * 64 + i * 16 + r;
       if (m < g.out_channels) {
@@ -161,8 +172,8 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
           const int c = n0 + wn * 32 + j * 16 + half + q * 4;
           if (c >= g.columns) break;
           const int n = c / plane;
-          const float v[4] = {mine[r * 16 + half + q * 4 + 0], mine[r * 16 + half + q * 4 + 1],
-                              mine[r * 16 + half + q * 4 + 2], mine[r * 16 + half + q * 4 + 3]};
+          const float4 f = *reinterpret_cast<const float4*>(&mine[r * lds + half + q * 4]);
+          const float v[4] = {f.x, f.y, f.z, f.w};
           write_four(g, m, c, n, c - n * plane, v, bias, z, relu, y, partial);
         }
       }

@@ -1451,22 +1451,60 @@ TEST(CudaPrecision, RefusedWhereItDoesNotApply) {
 }
 
 #ifdef NNX_WITH_CUDA
-// Convolution problems for the implicit-GEMM kernels: batch 1 at 7x7 and 14x14 (a split
-// reduction), a strided 1x1, a 7x7 stem, dilation 2, and 136 output channels over 480 positions
-// (partial tiles in both directions for every tile size).
+// Convolution problems for the implicit-GEMM kernels (kernel, stride, padding, dilation as
+// (h, w)): batch 1 at 7x7 and 14x14 (split reductions on a GPU), 1 tile of 144 chunks (split on
+// the emulator's 2 multiprocessors too), a strided 1x1, a 7x7 stem, dilation 2, 136 output
+// channels over 480 positions (partial tiles in both directions for every tile size), paddings
+// past the window (1x1 padded 1, 3x3 padded 3: the input gradient's padding negative), and
+// rectangular kernels with unequal strides and dilations.
 struct IgemmProblem {
-  int64_t batch, in_c, h, w, out_c, k, stride, pad, dilation;
+  int64_t batch, in_c, h, w, out_c, kh, kw, sh, sw, ph, pw, dh, dw;
 };
 const IgemmProblem kIgemmProblems[] = {
-    {1, 256, 7, 7, 512, 3, 1, 1, 1}, {1, 64, 14, 14, 65, 3, 1, 1, 1},
-    {2, 32, 9, 11, 48, 1, 2, 0, 1},  {1, 3, 40, 44, 16, 7, 2, 3, 1},
-    {2, 8, 12, 13, 24, 3, 1, 2, 2},  {1, 16, 20, 24, 136, 3, 1, 1, 1}};
+    {1, 256, 7, 7, 512, 3, 3, 1, 1, 1, 1, 1, 1},  {1, 64, 14, 14, 65, 3, 3, 1, 1, 1, 1, 1, 1},
+    {1, 256, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1, 1},   {2, 32, 9, 11, 48, 1, 1, 2, 2, 0, 0, 1, 1},
+    {1, 3, 40, 44, 16, 7, 7, 2, 2, 3, 3, 1, 1},   {2, 8, 12, 13, 24, 3, 3, 1, 1, 2, 2, 2, 2},
+    {1, 16, 20, 24, 136, 3, 3, 1, 1, 1, 1, 1, 1}, {2, 8, 12, 13, 24, 1, 1, 1, 1, 1, 1, 1, 1},
+    {1, 8, 10, 11, 16, 3, 3, 1, 1, 3, 3, 1, 1},   {2, 6, 15, 17, 20, 3, 5, 2, 1, 1, 2, 2, 3},
+    {1, 6, 13, 16, 20, 3, 5, 1, 1, 2, 1, 1, 2}};
+
+cuda::Conv2dParams problem_params(const IgemmProblem& q) {
+  cuda::Conv2dParams p;
+  p.batch = q.batch;
+  p.in_channels = q.in_c;
+  p.in_h = q.h;
+  p.in_w = q.w;
+  p.out_channels = q.out_c;
+  p.kernel_h = q.kh;
+  p.kernel_w = q.kw;
+  p.stride_h = q.sh;
+  p.stride_w = q.sw;
+  p.pad_h = q.ph;
+  p.pad_w = q.pw;
+  p.dilation_h = q.dh;
+  p.dilation_w = q.dw;
+  p.out_h = (q.h + 2 * q.ph - q.dh * (q.kh - 1) - 1) / q.sh + 1;
+  p.out_w = (q.w + 2 * q.pw - q.dw * (q.kw - 1) - 1) / q.sw + 1;
+  return p;
+}
+
+std::string pair(int64_t a, int64_t b) {
+  return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+}
 
 std::string describe(const IgemmProblem& q) {
   return "batch " + std::to_string(q.batch) + ", " + std::to_string(q.in_c) + "x" +
          std::to_string(q.h) + "x" + std::to_string(q.w) + " -> " + std::to_string(q.out_c) +
-         ", kernel " + std::to_string(q.k) + ", stride " + std::to_string(q.stride) +
-         ", dilation " + std::to_string(q.dilation);
+         ", kernel " + pair(q.kh, q.kw) + ", stride " + pair(q.sh, q.sw) + ", padding " +
+         pair(q.ph, q.pw) + ", dilation " + pair(q.dh, q.dw);
+}
+
+// The problem as a Conv2d layer without bias (the CPU's reference).
+std::shared_ptr<Op> problem_conv(const IgemmProblem& q) {
+  return make_op(parse_call("Conv2d(" + std::to_string(q.in_c) + ", " + std::to_string(q.out_c) +
+                            ", " + pair(q.kh, q.kw) + ", stride=" + pair(q.sh, q.sw) +
+                            ", padding=" + pair(q.ph, q.pw) + ", dilation=" + pair(q.dh, q.dw) +
+                            ", bias=False)"));
 }
 
 // The implicit-GEMM float32 convolution (kernels/cuda/conv_igemm.h), forced on with each FFMA
@@ -1507,11 +1545,10 @@ TEST_F(CudaOps, ImplicitGemmConvolutionMatchesPyTorchAndTheCpu) {
     }
     // Fused, against cuDNN's fused call.
     for (const IgemmProblem& q : kIgemmProblems) {
-      const cuda::Conv2dParams p =
-          conv_problem(q.batch, q.in_c, q.h, q.w, q.out_c, q.k, q.stride, q.pad, q.dilation, 1);
+      const cuda::Conv2dParams p = problem_params(q);
       const Device gpu = Device::cuda(0);
       const Tensor x = random_tensor({q.batch, q.in_c, q.h, q.w}, rng, -1, 1).to(gpu);
-      const Tensor w = random_tensor({q.out_c, q.in_c, q.k, q.k}, rng, -0.2f, 0.2f).to(gpu);
+      const Tensor w = random_tensor({q.out_c, q.in_c, q.kh, q.kw}, rng, -0.2f, 0.2f).to(gpu);
       const Tensor b = random_tensor({q.out_c}, rng, -1, 1).to(gpu);
       Tensor z_host = random_tensor({q.batch, q.out_c, p.out_h, p.out_w}, rng, -1, 1);
       z_host.data<float>()[3] = NAN;  // kept by the ReLU
@@ -1532,6 +1569,26 @@ TEST_F(CudaOps, ImplicitGemmConvolutionMatchesPyTorchAndTheCpu) {
       EXPECT_TRUE(std::isnan(got[0].data<float>()[3]));
       got[0].data<float>()[3] = want[0].data<float>()[3] = 0;
       EXPECT_EQ(compare(got, want, kCpuTolerance, "cuDNN"), "") << describe(q) << ", tile " << name;
+      // The output and the residual one float past an allocation's start (not 16-byte aligned:
+      // the epilogue's scalar path): the same values.
+      {
+        cuda::set_igemm_mode(cuda::IgemmMode::on, tile);
+        const int64_t n = got[0].numel();
+        Tensor z_shifted = Tensor::empty({n + 1});
+        z_shifted.data<float>()[0] = 0;
+        std::copy(z_host.data<float>(), z_host.data<float>() + n, z_shifted.data<float>() + 1);
+        const Tensor zd = z_shifted.to(gpu);
+        Tensor yd = Tensor::empty({n + 1}, DType::f32, gpu);
+        ASSERT_TRUE(cuda::conv2d_bias_relu_forward(p, x.data<float>(), w.data<float>(),
+                                                   b.data<float>(), zd.data<float>() + 1,
+                                                   yd.data<float>() + 1, 0, nullptr));
+        const Tensor yh = yd.to(Device::cpu());
+        Tensor unaligned = Tensor::empty(out);
+        std::copy(yh.data<float>() + 1, yh.data<float>() + 1 + n, unaligned.data<float>());
+        unaligned.data<float>()[3] = 0;
+        EXPECT_EQ(compare({unaligned}, {got[0]}, 0.0, "aligned"), "")
+            << describe(q) << ", tile " << name << ", unaligned";
+      }
       // The gradients (ours: the input gradient at stride 1, the filter gradient), against
       // cuDNN's.
       const Tensor dy = random_tensor(out, rng, -1, 1).to(gpu);
@@ -1578,6 +1635,33 @@ TEST_F(CudaOps, ImplicitGemmConvolutionMatchesPyTorchAndTheCpu) {
     for (int run = 0; run < 2; ++run)
       EXPECT_EQ(compare(forward_on(*op, x, 1, Device::cuda(0)), want, kCpuTolerance, "CPU"), "")
           << "automatic, run " << run;
+  }
+  // Automatic for the gradients too: the first call times cuDNN and each tile; the gradients are
+  // cuDNN's either way, call after call.
+  for (const IgemmProblem& q : {kIgemmProblems[1], kIgemmProblems[2]}) {
+    const cuda::Conv2dParams p = problem_params(q);
+    const Device gpu = Device::cuda(0);
+    const Tensor x = random_tensor({q.batch, q.in_c, q.h, q.w}, rng, -1, 1).to(gpu);
+    const Tensor w = random_tensor({q.out_c, q.in_c, q.kh, q.kw}, rng, -0.2f, 0.2f).to(gpu);
+    const Tensor dy = random_tensor({q.batch, q.out_c, p.out_h, p.out_w}, rng, -1, 1).to(gpu);
+    std::vector<Tensor> want;
+    for (int run = 0; run < 3; ++run) {
+      // Run 1 and 2 each start undecided (set_igemm_mode forgets the choices): timed anew.
+      cuda::set_igemm_mode(run == 0 ? cuda::IgemmMode::off : cuda::IgemmMode::automatic);
+      Tensor dx = Tensor::empty(x.shape(), DType::f32, gpu);
+      Tensor dw = Tensor::empty(w.shape(), DType::f32, gpu);
+      for (int call = 0; call < 2; ++call) {
+        cuda::conv2d_backward(p, x.data<float>(), w.data<float>(), dy.data<float>(),
+                              dx.data<float>(), dw.data<float>(), nullptr, 0, nullptr);
+        const std::vector<Tensor> got = {dx.to(Device::cpu()), dw.to(Device::cpu())};
+        if (run == 0) {
+          want = got;
+        } else {
+          EXPECT_EQ(compare(got, want, kCpuTolerance, "cuDNN"), "")
+              << describe(q) << ", automatic, run " << run << ", call " << call;
+        }
+      }
+    }
   }
   // Whole networks, fused and folded, against PyTorch (each problem's default tile).
   cuda::set_igemm_mode(cuda::IgemmMode::on);
@@ -1641,21 +1725,16 @@ TEST_F(CudaOps, TensorCoreConvolutionMatchesTheCpuOnRoundedOperands) {
     const std::string pname = precision_name(precision);
     const cuda::ConvIo io = precision == Precision::bf16 ? cuda::ConvIo::bf16 : cuda::ConvIo::f16;
     for (const IgemmProblem& q : kIgemmProblems) {
-      cuda::Conv2dParams p =
-          conv_problem(q.batch, q.in_c, q.h, q.w, q.out_c, q.k, q.stride, q.pad, q.dilation, 1);
+      cuda::Conv2dParams p = problem_params(q);
       p.allow_tf32 = precision == Precision::tf32;
       const Tensor x = random_tensor({q.batch, q.in_c, q.h, q.w}, rng, -1, 1);
-      const Tensor w = random_tensor({q.out_c, q.in_c, q.k, q.k}, rng, -0.2f, 0.2f);
+      const Tensor w = random_tensor({q.out_c, q.in_c, q.kh, q.kw}, rng, -0.2f, 0.2f);
       const Tensor b = random_tensor({q.out_c}, rng, -1, 1);
       const Shape out{q.batch, q.out_c, p.out_h, p.out_w};
       Tensor z = random_tensor(out, rng, -1, 1);
       z.data<float>()[3] = NAN;
       // The reference: the CPU's convolution of the rounded operands, then the epilogue.
-      std::shared_ptr<Op> conv =
-          make_op(parse_call("Conv2d(" + std::to_string(q.in_c) + ", " + std::to_string(q.out_c) +
-                             ", " + std::to_string(q.k) + ", stride=" + std::to_string(q.stride) +
-                             ", padding=" + std::to_string(q.pad) +
-                             ", dilation=" + std::to_string(q.dilation) + ", bias=False)"));
+      std::shared_ptr<Op> conv = problem_conv(q);
       conv->set_param("weight", rounded(w, precision));
       Tensor want = forward_on(*conv, {rounded(x, precision)}, 1, Device::cpu())[0];
       Tensor want_plain = want.clone();
@@ -1719,6 +1798,44 @@ TEST_F(CudaOps, TensorCoreConvolutionMatchesTheCpuOnRoundedOperands) {
       EXPECT_TRUE(std::isnan(got[0].data<float>()[3])) << describe(q) << ", " << pname;
       got[0].data<float>()[3] = want.data<float>()[3] = 0;
       EXPECT_EQ(compare(got, {want, want_plain}, tol, "CPU"), "") << describe(q) << ", " << pname;
+    }
+  }
+  // Automatic (cuDNN's path and ours timed on the first call) in fp16: the plain form as either
+  // gives it, and the fused form, where taken, the reference's.
+  {
+    const IgemmProblem q = kIgemmProblems[1];
+    const cuda::Conv2dParams p = problem_params(q);
+    const Tensor x = random_tensor({q.batch, q.in_c, q.h, q.w}, rng, -1, 1).to(gpu);
+    Tensor w_io = Tensor::empty({q.out_c, q.in_c, q.kh, q.kw}, DType::f16);
+    auto* bits = static_cast<uint16_t*>(w_io.raw_data());
+    for (int64_t i = 0; i < w_io.numel(); ++i)
+      bits[i] = float_to_half(std::uniform_real_distribution<float>(-0.2f, 0.2f)(rng));
+    const Tensor wd = w_io.to(gpu);
+    const Tensor b = random_tensor({q.out_c}, rng, -1, 1).to(gpu);
+    const Shape out{q.batch, q.out_c, p.out_h, p.out_w};
+    const Tensor z = random_tensor(out, rng, -1, 1).to(gpu);
+    auto plain = [&] {
+      Tensor y = Tensor::empty(out, DType::f32, gpu);
+      cuda::conv2d_forward_reduced(p, cuda::ConvIo::f16, x.data<float>(), wd.raw_data(),
+                                   b.data<float>(), y.data<float>(), 0, nullptr);
+      return y.to(Device::cpu());
+    };
+    cuda::set_igemm_mode(cuda::IgemmMode::off);
+    const Tensor want = plain();
+    Tensor want_fused = want.clone();
+    const Tensor zh = z.to(Device::cpu());
+    for (int64_t i = 0; i < want.numel(); ++i)
+      want_fused.data<float>()[i] = std::max(0.0f, want.data<float>()[i] + zh.data<float>()[i]);
+    cuda::set_igemm_mode(cuda::IgemmMode::automatic);
+    for (int call = 0; call < 2; ++call) {
+      EXPECT_EQ(compare({plain()}, {want}, 1e-3, "cuDNN"), "") << "automatic, call " << call;
+      Tensor y = Tensor::empty(out, DType::f32, gpu);
+      if (cuda::conv2d_bias_relu_forward_reduced(p, cuda::ConvIo::f16, x.data<float>(),
+                                                 wd.raw_data(), b.data<float>(), z.data<float>(),
+                                                 y.data<float>(), 0, nullptr)) {
+        EXPECT_EQ(compare({y.to(Device::cpu())}, {want_fused}, 1e-3, "the pieces"), "")
+            << "automatic, fused, call " << call;
+      }
     }
   }
   // Whole networks in fp16 (the chains' fused reduced-precision path; TF32's fused path is

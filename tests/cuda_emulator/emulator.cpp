@@ -291,6 +291,11 @@ void count(const char* what) {
   ++c.calls[what];
 }
 
+void wmma_error(const char* what) {
+  const Block& b = *tls_block;
+  die(std::string("WMMA in ") + b.kernel + ": " + what);
+}
+
 int lane_id() {
   const uint3 t = here.thread_idx;
   const dim3 d = here.block_dim;

@@ -46,6 +46,8 @@ void syncthreads(const char* file, int line);
 // shuffle (a divergent warp) are reported as errors and abort.
 void shuffle(const void* value, void* result, size_t bytes, int source_lane, unsigned mask);
 int lane_id();
+// Stops the program: a WMMA call that CUDA leaves undefined (a misaligned pointer, a bad ldm).
+[[noreturn]] void wmma_error(const char* what);
 int shuffle_width(int width);  // `width`, checked: a power of two from 1 to 32
 
 // Shared memory starts undefined in every block on a GPU; here each __shared__ variable is filled
@@ -240,14 +242,16 @@ using std::isnan;
 // ---- WMMA (mma.h's nvcuda::wmma)
 // ----------------------------------------------------------------- How a fragment's elements are
 // spread over the warp's lanes is unspecified. Here a fragment's x[] has room for the whole matrix
-// (row-major, num_elements of them), and the product's row r belongs to lane r % 32: that lane
-// loads row r of A and of the accumulator, and all of B, and mma_sync computes and
-// store_matrix_sync writes its rows alone (what a lane does not own is left as it was). So the warp
-// does the product's work once, and what one lane stored reaches another only through memory.
-// (Lanes run in order between barriers and shuffles, so a read of an earlier lane's store without a
-// __syncwarp goes unnoticed.) The products of TF32, fp16 and bf16 operands are exact in float; they
-// are summed in float in depth order onto the accumulator (the tensor cores' order and internal
-// precision are not modelled).
+// (row-major, num_elements of them, zero at first), and the product's row r belongs to lane 31 - r
+// % 32 (later lanes: a lane reading a result an earlier lane did not store yet is one that runs
+// first, and reads stale memory without a __syncwarp): that lane loads row r of A and of the
+// accumulator, and all of B, and mma_sync computes and store_matrix_sync writes its rows alone
+// (what a lane does not own is left as it was). So the warp does the product's work once, and what
+// one lane stored reaches another only through memory. A load or store whose pointer is not 32-byte
+// aligned, or whose ldm is not a multiple of 16 bytes, stops the program, as CUDA leaves it
+// undefined. The products of TF32, fp16 and bf16 operands are exact in float; they are summed in
+// float in depth order onto the accumulator (the tensor cores' order and internal precision are not
+// modelled).
 namespace nvcuda::wmma {
 struct matrix_a {};
 struct matrix_b {};
@@ -290,8 +294,23 @@ struct fragment {
   static constexpr int rows = detail::extent<Use, M, N, K>::rows;
   static constexpr int cols = detail::extent<Use, M, N, K>::cols;
   static constexpr int num_elements = rows * cols;
-  element_type x[num_elements];
+  element_type x[num_elements] = {};
 };
+
+namespace detail {
+// The first row of a product with `rows` rows that the calling lane owns (rows += 32 from
+// there), >= rows when it owns none.
+inline int first_owned_row() {
+  return 31 - ::nnx::emu::lane_id();
+}
+template <class E>
+void check_access(const void* p, unsigned ldm) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0)
+    ::nnx::emu::wmma_error("a matrix pointer that is not 32-byte aligned");
+  if (size_t(ldm) * sizeof(E) % 16 != 0)
+    ::nnx::emu::wmma_error("an ldm that is not a multiple of 16 bytes");
+}
+}  // namespace detail
 
 template <class Use, int M, int N, int K, class T, class L>
 void fill_fragment(fragment<Use, M, N, K, T, L>& f,
@@ -303,12 +322,13 @@ template <class Use, int M, int N, int K, class T, class L, class P>
 void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const P* p, unsigned ldm) {
   using Frag = fragment<Use, M, N, K, T, L>;
   static_assert(!std::is_void_v<L>, "a matrix_a or matrix_b fragment names its layout");
+  detail::check_access<P>(p, ldm);
   constexpr bool rows_in_memory = std::is_same_v<L, row_major>;
-  const int lane = ::nnx::emu::lane_id();
+  const int first = detail::first_owned_row();
   // What this lane's rows of the product need: its rows of A; all of B, if it has a row.
   const bool is_a = std::is_same_v<Use, matrix_a>;
-  if (!is_a && lane >= M) return;
-  for (int r = is_a ? lane : 0; r < Frag::rows; r += is_a ? 32 : 1)
+  if (!is_a && first >= M) return;
+  for (int r = is_a ? first : 0; r < Frag::rows; r += is_a ? 32 : 1)
     for (int c = 0; c < Frag::cols; ++c)
       f.x[r * Frag::cols + c] = rows_in_memory ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
 }
@@ -316,7 +336,8 @@ void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const P* p, unsigned ldm)
 template <int M, int N, int K>
 void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* p, unsigned ldm,
                       layout_t layout) {
-  for (int r = ::nnx::emu::lane_id(); r < M; r += 32)
+  detail::check_access<float>(p, ldm);
+  for (int r = detail::first_owned_row(); r < M; r += 32)
     for (int c = 0; c < N; ++c)
       f.x[r * N + c] = layout == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
 }
@@ -324,7 +345,8 @@ void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* p, 
 template <int M, int N, int K>
 void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm,
                        layout_t layout) {
-  for (int r = ::nnx::emu::lane_id(); r < M; r += 32)
+  detail::check_access<float>(p, ldm);
+  for (int r = detail::first_owned_row(); r < M; r += 32)
     for (int c = 0; c < N; ++c)
       (layout == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r]) = f.x[r * N + c];
 }
@@ -357,7 +379,7 @@ template <int M, int N, int K, class T, class LA, class LB>
 void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
               const fragment<matrix_b, M, N, K, T, LB>& b,
               const fragment<accumulator, M, N, K, float>& c) {
-  for (int i = ::nnx::emu::lane_id(); i < M; i += 32) {
+  for (int i = detail::first_owned_row(); i < M; i += 32) {
     float sum[N];  // each d[i][j] = c[i][j] + a[i][0] b[0][j] + a[i][1] b[1][j] + ... in order
     for (int j = 0; j < N; ++j) sum[j] = c.x[i * N + j];
     for (int k = 0; k < K; ++k) {

@@ -1,17 +1,19 @@
-// A float32 convolution of our own, as an implicit GEMM (NCHW, groups 1): the output channels as
-// the rows, the output positions of the whole batch as the columns, the input channels times the
-// kernel window as the reduction. One tile of the output per block of 256 threads (64x64, 128x64
-// or 128x128: 4x4 to 8x8 outputs per thread), the reduction in chunks staged through shared
-// memory (the next chunk's loads in flight while one is multiplied), and split over several
-// blocks when the tiles alone would leave multiprocessors idle (the small spatial sizes of a
-// network's late layers at batch 1), the partial sums then added in a fixed order. The bias, a
-// residual and a ReLU are applied as the result is written.
+// Convolutions of our own, as implicit GEMMs (NCHW, groups 1): the output channels as the rows,
+// the output positions of the whole batch as the columns, the input channels times the kernel
+// window as the reduction. In float32 on CUDA cores, one tile of the output per block of 256
+// threads (64x64, 128x64 or 128x128: 4x4 to 8x8 outputs per thread); in TF32, fp16 and bf16 on
+// tensor cores (conv_mma.cuh, 128x128). The reduction in chunks staged through shared memory
+// (the next chunk's loads in flight while one is multiplied), and split over several blocks when
+// the tiles alone would leave multiprocessors idle (the small spatial sizes of a network's late
+// layers at batch 1), the partial sums then added in a fixed order. The bias, a residual and a
+// ReLU are applied as the result is written. The same FFMA tiles compute the gradients.
 //
 // Why: in float32 (TF32 off) cuDNN's heuristic and its timed search pick, on Hopper, an
 // implicit-GEMM kernel with 32x32 tiles that reaches a few TFLOP/s on ResNet-18's layers at
-// batch 1 (about 60 us each on an H200, ncu, bench/results/cuda_h200.md), and about 13 TFLOP/s
-// on the seed network's large layers. conv2d.cu times these kernels against cuDNN's choice once
-// per problem and keeps the fastest (NNX_CONV_IGEMM).
+// batch 1 (about 60 us each on an H200, ncu, bench/results/cuda_h200.md); the seed network's
+// 35 GFLOP at batch 1 took 2.5 ms there (about 14 TFLOP/s of the H200's 67 in FFMA), and 1.7
+// ms in TF32. conv2d.cu times these kernels against cuDNN's choice once per problem and keeps
+// the fastest (NNX_CONV_IGEMM).
 #pragma once
 
 #include <cstddef>

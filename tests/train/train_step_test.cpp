@@ -20,6 +20,9 @@
 #include "nnx/optim.h"
 #include "nnx/registry.h"
 #include "nnx/train.h"
+#ifdef NNX_WITH_CUDA
+#include "kernels/cuda/conv_igemm.h"
+#endif
 
 namespace nnx {
 namespace {
@@ -160,9 +163,19 @@ class CudaTrainStep : public ::testing::TestWithParam<std::string> {
 
 // Three trainers from one model: the calls one by one on the legacy stream, TrainStep op by op,
 // TrainStep with CUDA graphs. Seven steps on different batches, the learning rate changed before
-// the sixth (the graph is captured again), then compared.
+// the sixth (the graph is captured again), then compared. "sgd+igemm": SGD with every
+// convolution, forward and gradients, on our implicit-GEMM kernels (kernels/cuda/conv_igemm.h).
 TEST_P(CudaTrainStep, ReplaysMatchTheStepsOpByOp) {
-  const std::string kind = GetParam();
+  std::string kind = GetParam();
+#ifdef NNX_WITH_CUDA
+  struct Restore {
+    ~Restore() { cuda::reset_igemm_mode(); }
+  } restore;
+  if (kind.size() > 6 && kind.compare(kind.size() - 6, 6, "+igemm") == 0) {
+    kind.resize(kind.size() - 6);
+    cuda::set_igemm_mode(cuda::IgemmMode::on);
+  }
+#endif
   const Device gpu = Device::cuda(0);
   Model model = load(kResnet);
   Trainer manual(model, {.threads = 2, .device = gpu}), eager(model, {.threads = 2, .device = gpu}),
@@ -204,7 +217,13 @@ TEST_P(CudaTrainStep, ReplaysMatchTheStepsOpByOp) {
   EXPECT_EQ(out.shape(), Shape({8, 10}));
 }
 
-INSTANTIATE_TEST_SUITE_P(Optimizers, CudaTrainStep, ::testing::Values("sgd", "adam", "adamw"));
+INSTANTIATE_TEST_SUITE_P(Optimizers, CudaTrainStep,
+                         ::testing::Values("sgd", "adam", "adamw", "sgd+igemm"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '+', '_');
+                           return name;
+                         });
 
 // A bad class index is refused before anything changes, in a replayed step as in the first.
 TEST(CudaTrainStepInput, BadClassIndexChangesNothing) {

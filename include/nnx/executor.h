@@ -42,7 +42,9 @@ struct ExecutorOptions {
   // CUDA: the second run with given input shapes captures the run's kernels as CUDA graphs,
   // and later runs with those shapes replay them (one launch instead of one per kernel; new
   // shapes plan and capture anew). Nodes that run on the host (ops without a CUDA body, such
-  // as user ops) stay outside, between graphs. Not while profiling, nor for a model whose
+  // as user ops) are host tasks inside the graph when they have no parameters (their tensors
+  // copied through page-locked memory by the graph), else stay outside, between graphs. Not
+  // while profiling, nor for a model whose
   // weights may change (a Model::clone copy: the graphs would keep reading the weights they
   // were captured with). See cuda_graph_state().
   bool cuda_graph = true;
@@ -83,7 +85,8 @@ class NNX_API Executor {
   // changed or freed right away (host inputs are copied before this returns; device inputs are
   // kept from reuse until the run has read them). On the CPU the same as run().
   std::vector<Tensor> run_async(std::span<const Tensor> inputs);
-  // Waits for the runs queued by run_async.
+  // Waits for the runs queued by run_async. Throws Error(unsupported) when a host task of a
+  // replayed graph (an op's CPU body) threw: those runs' outputs are not valid.
   void synchronize();
 
   const Model& model() const;
@@ -91,8 +94,9 @@ class NNX_API Executor {
   PlanStats plan_stats() const;
   // Per-node times of the last run, in the order the nodes ran (empty unless profiling).
   const std::vector<NodeTiming>& last_profile() const;
-  // "off", "not captured yet", "captured: 1 graph of 24 nodes", "captured: 2 graphs of 80
-  // nodes, 1 on the host between them (node 81 ...)", or "refused: <why>" (a capture failed;
+  // "off", "not captured yet", "captured: 1 graph of 24 nodes", "captured: 1 graph of 17
+  // nodes, 1 of them on the host as host tasks inside it (node 16 ...)", "captured: 2 graphs of
+  // 80 nodes, 1 on the host between them (node 81 ...)", or "refused: <why>" (a capture failed;
   // this plan runs kernel by kernel).
   const std::string& cuda_graph_state() const;
 

@@ -411,7 +411,7 @@ bool reduced_igemm_for(const Conv2dParams& p, ConvIo io, const float* x, const v
                        int device, cudaStream_t stream) {
   Conv2dParams tc = p;
   tc.allow_tf32 = true;
-  if (conv_graph_api_enabled() || !igemm_applicable(tc)) return false;
+  if (conv_graph_api_enabled() || !igemm_applicable(tc) || !igemm_tensor_available()) return false;
   const std::string key =
       conv_problem_key(tc, device, false) + (io == ConvIo::f16 ? ";f16" : ";bf16") + ";igemm";
   return use_igemm(

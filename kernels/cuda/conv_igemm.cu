@@ -378,8 +378,21 @@ std::vector<IgemmTile> igemm_tiles_for(int64_t rows, int64_t columns) {
   return tiles;
 }
 
+bool igemm_tensor_available() {
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return major >= 8;
+}
+
 std::vector<IgemmTile> igemm_tiles(const Conv2dParams& p) {
-  if (p.allow_tf32) return {IgemmTile::tensor};
+  if (p.allow_tf32) {
+    if (!igemm_tensor_available()) return {};
+    return {IgemmTile::tensor};
+  }
   return igemm_tiles_for(p.out_channels, p.batch * p.out_h * p.out_w);
 }
 
@@ -628,6 +641,7 @@ std::optional<IgemmTile> use_igemm(const Conv2dParams& p, const std::string& key
   const IgemmMode mode = igemm_mode();
   if (mode == IgemmMode::off) return std::nullopt;
   const std::vector<IgemmTile> tiles = candidates.empty() ? igemm_tiles(p) : candidates;
+  if (tiles.empty()) return std::nullopt;  // TF32 before sm_80: cuDNN's
   if (mode == IgemmMode::on) {
     const int forced = mode_override.load() >= 0 ? tile_override.load() : env_setting().tile;
     if (forced >= 0 && std::find(tiles.begin(), tiles.end(), IgemmTile(forced)) != tiles.end())

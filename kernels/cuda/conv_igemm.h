@@ -35,9 +35,12 @@ bool igemm_applicable(const Conv2dParams& params);
 // conv2d_igemm_reduced.
 enum class IgemmTile { m64n64, m128n64, m128n128, tensor };
 const char* igemm_tile_name(IgemmTile tile);  // "64x64", "128x64", "128x128", "tensor"
-// The tiles worth trying on the problem: with allow_tf32, tensor; else the FFMA ones for its
-// output channels and positions (igemm_tiles_for: 128-row tiles need more than 64 rows,
-// 128x128 more than 64 columns).
+// Whether the current device has the tensor-core kernel's WMMA shapes (compute capability 8.0
+// or newer).
+bool igemm_tensor_available();
+// The tiles worth trying on the problem: with allow_tf32, tensor (none before sm_80); else the
+// FFMA ones for its output channels and positions (igemm_tiles_for: 128-row tiles need more
+// than 64 rows, 128x128 more than 64 columns).
 std::vector<IgemmTile> igemm_tiles(const Conv2dParams& params);
 std::vector<IgemmTile> igemm_tiles_for(int64_t rows, int64_t columns);
 // With allow_tf32, tensor; else the largest FFMA tile that still gives every multiprocessor two

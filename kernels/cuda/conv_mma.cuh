@@ -15,6 +15,14 @@
 
 #include "kernels/cuda/conv_implicit.cuh"
 
+// WMMA's TF32 and bf16 shapes exist from sm_80: for older architectures the kernel is a trap,
+// and the host never picks it there (igemm_tensor_available).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define NNX_MMA_AVAILABLE 0
+#else
+#define NNX_MMA_AVAILABLE 1
+#endif
+
 namespace nnx::cuda {
 namespace {
 
@@ -22,6 +30,7 @@ constexpr int kMmaThreads = 256;
 constexpr int kMmaTile = 128;  // output channels and output positions per block
 constexpr int kMmaChunk = 16;  // reduction elements per shared-memory stage
 
+#if NNX_MMA_AVAILABLE
 // The operand format T as WMMA takes it: its fragment element type, the depth of one
 // multiply-accumulate, the shared-memory rows' padding (keeps fragment pointers 32-byte aligned
 // and spreads a fragment's rows over the banks) and the rounding from float32.
@@ -51,6 +60,8 @@ struct MmaFormat<__nv_bfloat16> {
   static __device__ __forceinline__ __nv_bfloat16 weight(__nv_bfloat16 v) { return v; }
 };
 
+#endif  // NNX_MMA_AVAILABLE
+
 // One block: a 128x128 tile of the output (or, split, of one partial sum) over the chunks
 // [blockIdx.z * chunks_per_split, ...) of the reduction, as igemm_kernel. T: the operand format
 // (float: TF32); W: the weight's type in memory (float for TF32, else T). Each thread stages 8
@@ -63,6 +74,9 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
     mma_kernel(Geometry g, const float* __restrict__ x, const W* __restrict__ w,
                const float* __restrict__ bias, const float* __restrict__ z, bool relu,
                float* __restrict__ y, float* __restrict__ partial) {
+#if !NNX_MMA_AVAILABLE
+  __trap();
+#else
   namespace wmma = nvcuda::wmma;
   using F = MmaFormat<T>;
   constexpr int lda = kMmaChunk + F::pad;  // A: [128 rows][chunk], row-major
@@ -179,6 +193,7 @@ __global__ void __launch_bounds__(kMmaThreads, 2)
       }
       __syncwarp();  // read before the next fragment overwrites it
     }
+#endif  // NNX_MMA_AVAILABLE
 }
 
 // conv2d_igemm's TF32 tile (IgemmTile::tensor): the tensor-core kernel with float32 weights.

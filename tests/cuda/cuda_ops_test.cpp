@@ -721,23 +721,39 @@ TEST_F(CudaOps, InputsOnAnotherDeviceAreNamed) {
 // ---- the cuDNN algorithm choice: heuristic, timed search, and its file
 
 #ifdef NNX_WITH_CUDA
+// A convolution problem (kernel, stride, padding, dilation as (h, w)), groups 1.
+struct IgemmProblem {
+  int64_t batch, in_c, h, w, out_c, kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+// Its parameters, with the output size PyTorch gives it.
+cuda::Conv2dParams problem_params(const IgemmProblem& q) {
+  cuda::Conv2dParams p;
+  p.batch = q.batch;
+  p.in_channels = q.in_c;
+  p.in_h = q.h;
+  p.in_w = q.w;
+  p.out_channels = q.out_c;
+  p.kernel_h = q.kh;
+  p.kernel_w = q.kw;
+  p.stride_h = q.sh;
+  p.stride_w = q.sw;
+  p.pad_h = q.ph;
+  p.pad_w = q.pw;
+  p.dilation_h = q.dh;
+  p.dilation_w = q.dw;
+  p.out_h = (q.h + 2 * q.ph - q.dh * (q.kh - 1) - 1) / q.sh + 1;
+  p.out_w = (q.w + 2 * q.pw - q.dw * (q.kw - 1) - 1) / q.sw + 1;
+  return p;
+}
+
 // A convolution problem with square kernel, stride, padding and dilation.
 cuda::Conv2dParams conv_problem(int64_t batch, int64_t in_c, int64_t h, int64_t w, int64_t out_c,
                                 int64_t k, int64_t stride, int64_t pad, int64_t dilation,
                                 int64_t groups) {
-  cuda::Conv2dParams p;
-  p.batch = batch;
-  p.in_channels = in_c;
-  p.in_h = h;
-  p.in_w = w;
-  p.out_channels = out_c;
-  p.kernel_h = p.kernel_w = k;
-  p.stride_h = p.stride_w = stride;
-  p.pad_h = p.pad_w = pad;
-  p.dilation_h = p.dilation_w = dilation;
+  cuda::Conv2dParams p = problem_params(
+      {batch, in_c, h, w, out_c, k, k, stride, stride, pad, pad, dilation, dilation});
   p.groups = groups;
-  p.out_h = (h + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
-  p.out_w = (w + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
   return p;
 }
 
@@ -1457,9 +1473,6 @@ TEST(CudaPrecision, RefusedWhereItDoesNotApply) {
 // channels over 480 positions (partial tiles in both directions for every tile size), paddings
 // past the window (1x1 padded 1, 3x3 padded 3: the input gradient's padding negative), and
 // rectangular kernels with unequal strides and dilations.
-struct IgemmProblem {
-  int64_t batch, in_c, h, w, out_c, kh, kw, sh, sw, ph, pw, dh, dw;
-};
 const IgemmProblem kIgemmProblems[] = {
     {1, 256, 7, 7, 512, 3, 3, 1, 1, 1, 1, 1, 1},  {1, 64, 14, 14, 65, 3, 3, 1, 1, 1, 1, 1, 1},
     {1, 256, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1, 1},   {2, 32, 9, 11, 48, 1, 1, 2, 2, 0, 0, 1, 1},
@@ -1467,26 +1480,6 @@ const IgemmProblem kIgemmProblems[] = {
     {1, 16, 20, 24, 136, 3, 3, 1, 1, 1, 1, 1, 1}, {2, 8, 12, 13, 24, 1, 1, 1, 1, 1, 1, 1, 1},
     {1, 8, 10, 11, 16, 3, 3, 1, 1, 3, 3, 1, 1},   {2, 6, 15, 17, 20, 3, 5, 2, 1, 1, 2, 2, 3},
     {1, 6, 13, 16, 20, 3, 5, 1, 1, 2, 1, 1, 2}};
-
-cuda::Conv2dParams problem_params(const IgemmProblem& q) {
-  cuda::Conv2dParams p;
-  p.batch = q.batch;
-  p.in_channels = q.in_c;
-  p.in_h = q.h;
-  p.in_w = q.w;
-  p.out_channels = q.out_c;
-  p.kernel_h = q.kh;
-  p.kernel_w = q.kw;
-  p.stride_h = q.sh;
-  p.stride_w = q.sw;
-  p.pad_h = q.ph;
-  p.pad_w = q.pw;
-  p.dilation_h = q.dh;
-  p.dilation_w = q.dw;
-  p.out_h = (q.h + 2 * q.ph - q.dh * (q.kh - 1) - 1) / q.sh + 1;
-  p.out_w = (q.w + 2 * q.pw - q.dw * (q.kw - 1) - 1) / q.sw + 1;
-  return p;
-}
 
 std::string pair(int64_t a, int64_t b) {
   return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";

@@ -401,10 +401,6 @@ void cudnn_forward_reduced(const Conv2dParams& p, ConvIo io, const float* x, con
   NNX_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace
-
-namespace {
-
 // Whether conv2d_forward_reduced's problem runs on conv2d_igemm_reduced (timed against cuDNN's
 // path once per problem by default); y is scratch for the timing runs.
 bool reduced_igemm_for(const Conv2dParams& p, ConvIo io, const float* x, const void* w_io, float* y,

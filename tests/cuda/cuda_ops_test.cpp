@@ -1706,7 +1706,8 @@ Tensor rounded(const Tensor& t, Precision precision) {
 // and bf16: on every problem of kIgemmProblems, with bias, a residual (one NaN, kept) and ReLU,
 // against the CPU's convolution of the same rounded operands, its sum rounded as the operand
 // format has it (fp16, bf16) before the bias is added, as cuDNN's reduced-precision path does:
-// within 1e-5 in TF32 and one rounding step of the output format in fp16 (1e-3) and bf16 (8e-3),
+// within 5e-5 in TF32 (room for the tensor cores' own summation; an unrounded input is 2e-4
+// off) and one rounding step of the output format in fp16 (1e-3) and bf16 (8e-3),
 // and without a bias every fp16/bf16 output a value of that format.
 // Then the reduced path's plain form against cuDNN's (the emulator's cuDNN rounds the same way),
 // and every network fixture through Executors in fp16 within the documented distance of fp32
@@ -1717,7 +1718,7 @@ TEST_F(CudaOps, TensorCoreConvolutionMatchesTheCpuOnRoundedOperands) {
   } restore;
   RandomEngine rng(7);
   const Device gpu = Device::cuda(0);
-  for (auto [precision, tol] : {std::pair{Precision::tf32, 1e-5}, std::pair{Precision::fp16, 1e-3},
+  for (auto [precision, tol] : {std::pair{Precision::tf32, 5e-5}, std::pair{Precision::fp16, 1e-3},
                                 std::pair{Precision::bf16, 8e-3}}) {
     const std::string pname = precision_name(precision);
     const cuda::ConvIo io = precision == Precision::bf16 ? cuda::ConvIo::bf16 : cuda::ConvIo::f16;

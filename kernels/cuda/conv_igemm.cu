@@ -64,6 +64,13 @@ struct Staged {
   static constexpr int lb = S::tn * S::chunk / kThreads;
   static constexpr int a_per_row = S::chunk / la;  // threads loading one row of A
   float a[la], b[lb];
+
+  // Thread t's A row in the tile, and the reduction offset of its group q of four A values
+  // (the threads of a row take consecutive 16-byte pieces): what the loads and the store agree on.
+  static __device__ __forceinline__ int a_row(int t) { return t / a_per_row; }
+  static __device__ __forceinline__ int a_offset(int t, int q) {
+    return q * 4 * a_per_row + (t % a_per_row) * 4;
+  }
 };
 
 // The forward's operands: A the weights ([out_channels][reduction], contiguous), B the implicit
@@ -86,16 +93,15 @@ struct ForwardLoader {
                                        const float* __restrict__ a_src, int m0, int k0,
                                        St& st) const {
     const int t = threadIdx.x;
-    // A: row m0 + t / a_per_row; group q of four at k0 + q * 4 * a_per_row + (t % a_per_row) *
-    // 4: the threads of a row read consecutive 16-byte pieces.
-    const int am = m0 + t / St::a_per_row;
+    // A: row m0 + a_row(t), group q of four at k0 + a_offset(t, q).
+    const int am = m0 + St::a_row(t);
     const bool row_ok = am < g.out_channels;
     const float* wrow = a_src + (row_ok ? am : 0) * g.reduction;
 #pragma unroll
     for (int q = 0; q < St::la / 4; ++q)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const int k = k0 + q * 4 * St::a_per_row + (t % St::a_per_row) * 4 + i;
+        const int k = k0 + St::a_offset(t, q) + i;
         st.a[q * 4 + i] = (row_ok && k < g.reduction) ? wrow[k] : 0.0f;
       }
     // B: reduction rows k0 + (t / TN) * lb + i, output position t % TN (a warp: 32 consecutive
@@ -136,7 +142,7 @@ __device__ __forceinline__ void out_step(const Geometry& g, OutPos& o, int d) {
   }
 }
 
-// The filter gradient's operands (dw = dy x im2col(x)^T, Geometry::filter_grad): A is dy
+// The filter gradient's operands (dw = dy x im2col(x)^T, Geometry::plain): A is dy
 // ([out_channels] rows, the forward's output positions (n, p, q) as the reduction), B the
 // transposed im2col matrix of x (rows the output positions, columns (c, r, s): this thread's
 // column decomposed once, its rows walked).
@@ -152,8 +158,7 @@ struct FilterGradLoader {
     const int t = threadIdx.x;
     const int k0 = first_chunk * S::chunk;
 #pragma unroll
-    for (int q = 0; q < groups; ++q)
-      a_pos[q] = out_pos(g, k0 + q * 4 * St::a_per_row + (t % St::a_per_row) * 4);
+    for (int q = 0; q < groups; ++q) a_pos[q] = out_pos(g, k0 + St::a_offset(t, q));
     b_pos = out_pos(g, k0 + (t / S::tn) * St::lb);
     const int j = n0 + t % S::tn;
     b_ok = j < g.columns;
@@ -175,12 +180,12 @@ struct FilterGradLoader {
                                        const float* __restrict__ a_src, int m0, int k0,
                                        St& st) const {
     const int t = threadIdx.x;
-    const int am = m0 + t / St::a_per_row;
+    const int am = m0 + St::a_row(t);
     const bool row_ok = am < g.out_channels;
 #pragma unroll
     for (int q = 0; q < groups; ++q) {
       OutPos o = a_pos[q];
-      const int k = k0 + q * 4 * St::a_per_row + (t % St::a_per_row) * 4;
+      const int k = k0 + St::a_offset(t, q);
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         st.a[q * 4 + i] = (row_ok && k + i < g.reduction)
@@ -222,8 +227,8 @@ __global__ void __launch_bounds__(kThreads, TileShape<T>::min_blocks)
   using Loader = std::conditional_t<kFilterGrad, FilterGradLoader<S>, ForwardLoader<S>>;
   constexpr int tm = S::tm, tn = S::tn, chunk = S::chunk;
   constexpr int rm = tm / 64, rn = tn / 64;
-  // A's rows padded by 4 (16-byte aligned still): a store instruction's reduction offsets, 4
-  // apart, fall in different banks.
+  // A's rows padded by 4 (16-byte aligned still): in the 128-row tiles a store instruction's
+  // reduction offsets, 4 apart, fall in different banks (the 64x64 tile's, 8 apart, 2-way).
   __shared__ __align__(16) float a_tile[2][chunk][tm + 4];
   __shared__ __align__(16) float b_tile[2][chunk][tn];
   const int t = threadIdx.x;
@@ -246,12 +251,11 @@ __global__ void __launch_bounds__(kThreads, TileShape<T>::min_blocks)
   const int tx = (warp % 2) * 8 + lane % 8;  // 0..15
   Staged<S> st;
   auto store = [&](int buffer) {
-    const int am = t / St::a_per_row;
+    const int am = St::a_row(t);
 #pragma unroll
     for (int q = 0; q < St::la / 4; ++q)
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        a_tile[buffer][q * 4 * St::a_per_row + (t % St::a_per_row) * 4 + i][am] = st.a[q * 4 + i];
+      for (int i = 0; i < 4; ++i) a_tile[buffer][St::a_offset(t, q) + i][am] = st.a[q * 4 + i];
     const int bk = (t / tn) * St::lb, bn = t % tn;
 #pragma unroll
     for (int i = 0; i < St::lb; ++i) b_tile[buffer][bk + i][bn] = st.b[i];

@@ -48,7 +48,7 @@ struct KPos {
 };
 
 // k as a KPos (divisions: once per thread, not per element).
-__device__ __forceinline__ KPos decompose(const Geometry& g, int k) {
+__host__ __device__ __forceinline__ KPos decompose(const Geometry& g, int k) {
   const int window = g.kernel_h * g.kernel_w;
   KPos p;
   p.c = k / window;
@@ -214,11 +214,10 @@ inline Geometry make_geometry(const Conv2dParams& p, const float* y, const float
 
 // Sets the walk's chunk step for chunks of `chunk` reduction elements.
 inline void set_chunk(Geometry& g, int chunk) {
-  const int window = g.kernel_h * g.kernel_w;
-  g.chunk_c = chunk / window;
-  const int rs = chunk - g.chunk_c * window;
-  g.chunk_r = rs / g.kernel_w;
-  g.chunk_s = rs - g.chunk_r * g.kernel_w;
+  const KPos d = decompose(g, chunk);
+  g.chunk_c = d.c;
+  g.chunk_r = d.r;
+  g.chunk_s = d.s;
 }
 
 // How many blocks split the reduction of a grid of `tiles` tiles over `chunks` chunks of `chunk`

@@ -56,25 +56,34 @@ Panels panels_for(int64_t tiles) {
   return {width, ceil_div(tiles, width)};
 }
 
-// Up to kLanes consecutive tiles of one tile row: image n, tile row ty, first tile column tx;
-// `at` is the first tile's index within the block. In V (one channel's row of panels), its
-// first `head` tiles go to offset `v_at` and the rest to the start of the next panel, `v_next`.
+// Up to kLanes consecutive tiles: of one tile row (rows == 1) from image n, tile row ty, first
+// tile column tx; or, where `stack` is asked and a row has at most kLanes / 2 tiles, `rows` whole
+// tile rows ty, ty + 1, ... of image n (tx == 0), lane i on tile row ty + i / tiling.cols, so
+// that small planes (14x14 has 4 tiles of 4x4 a row) fill the vectors. `at` is the first tile's
+// index within the block. In V (one channel's row of panels), its first `head` tiles go to
+// offset `v_at` and the rest to the start of the next panel, `v_next`.
 struct Run {
   int64_t n, ty, tx, count, at;
   int64_t v_at, head, v_next;
+  int64_t rows;
 };
 
 void find_runs(const Tiling& tiling, int64_t t0, int64_t t1, const Panels& panels,
-               int64_t in_channels, std::vector<Run>& runs) {
+               int64_t in_channels, std::vector<Run>& runs, bool stack = false) {
   runs.clear();
   const int64_t panel_stride = in_channels * panels.width;
   for (int64_t t = t0; t < t1;) {
     const int64_t n = t / tiling.per_image, within = t % tiling.per_image;
     const int64_t ty = within / tiling.cols, tx = within % tiling.cols;
-    const int64_t count = std::min({kLanes, tiling.cols - tx, t1 - t});
+    int64_t rows = 1, count = std::min({kLanes, tiling.cols - tx, t1 - t});
+    if (stack && tx == 0 && 2 * tiling.cols <= kLanes) {
+      const int64_t whole =
+          std::min({kLanes / tiling.cols, tiling.rows - ty, (t1 - t) / tiling.cols});
+      if (whole >= 2) rows = whole, count = whole * tiling.cols;
+    }
     const int64_t at = t - t0, panel = at / panels.width, lane = at % panels.width;
     runs.push_back({n, ty, tx, count, at, panel * panel_stride + lane,
-                    std::min(count, panels.width - lane), (panel + 1) * panel_stride});
+                    std::min(count, panels.width - lane), (panel + 1) * panel_stride, rows});
     t += count;
   }
 }
@@ -385,9 +394,25 @@ inline void input_row4(const __m512 (&d)[6], __m512 (&t)[6]) {
   t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
 }
 
+// Lane i of a stacked run (Run::rows > 1, `cols` tiles a row): tile row i / cols, column
+// 4 * (i % cols) + c of its rows' first 32 floats (c < 4) or of the 32 from the fifth (c = 4, 5),
+// and the lanes of each tile row.
+struct StackedLanes {
+  __m512i index[4];
+  __mmask16 row_lanes[kLanes];
+  explicit StackedLanes(int64_t cols) {
+    alignas(64) int32_t at[4][16];
+    for (int c = 0; c < 4; ++c)
+      for (int64_t i = 0; i < kLanes; ++i) at[c][i] = int32_t(4 * (i % cols) + c);
+    for (int c = 0; c < 4; ++c) index[c] = _mm512_load_si512(at[c]);
+    for (int64_t k = 0; k < kLanes; ++k) row_lanes[k] = range_mask(0, k * cols, (k + 1) * cols);
+  }
+};
+
 // V for input channels [ic0, ic1) of a block's runs (as transform_input, 6x6 tiles 4 apart).
-void transform_input4(const Conv2dShape& s, const std::vector<Run>& runs, const float* input,
-                      int64_t ic0, int64_t ic1, const Panels& panels, float* v) {
+void transform_input4(const Conv2dShape& s, const Tiling& tiling, const std::vector<Run>& runs,
+                      const float* input, int64_t ic0, int64_t ic1, const Panels& panels,
+                      float* v) {
   const int64_t plane = s.in_h * s.in_w;
   const int64_t point_stride = v_point_floats(s, panels);
   // Lane i of column c: input column x0 + 4i + c, from the 64 floats at x0 (c < 4) or at x0 + 4
@@ -399,6 +424,7 @@ void transform_input4(const Conv2dShape& s, const std::vector<Run>& runs, const 
       {3, 7, 11, 15, 19, 23, 27, 31, 3, 7, 11, 15, 19, 23, 27, 31}};
   __m512i index[4];
   for (int c = 0; c < 4; ++c) index[c] = _mm512_load_si512(columns[c]);
+  const StackedLanes stacked(std::min(tiling.cols, kLanes));
   for (int64_t ic = ic0; ic < ic1; ++ic) {
     float* row_base = v + ic * panels.width;
     for (const Run& run : runs) {
@@ -411,23 +437,44 @@ void transform_input4(const Conv2dShape& s, const std::vector<Run>& runs, const 
       }
       __m512 t[6][6];  // d B, row by row
       for (int r = 0; r < 6; ++r) {
-        const int64_t y = y0 + r;
-        if (y < 0 || y >= s.in_h) {
-          for (int c = 0; c < 6; ++c) t[r][c] = _mm512_setzero_ps();
-          continue;
-        }
-        const float* row = p + y * s.in_w + x0;
-        __m512 a[4], b[4];
-        for (int j = 0; j < 4; ++j) {
-          a[j] = _mm512_maskz_loadu_ps(near[j], row + 16 * j);
-          b[j] = _mm512_maskz_loadu_ps(far[j], row + 4 + 16 * j);
-        }
         __m512 d[6];
-        for (int c = 0; c < 6; ++c) {
-          const __m512* src = c < 4 ? a : b;
-          const __m512i at = index[c < 4 ? c : c - 4];
-          d[c] = _mm512_mask_blend_ps(__mmask16(0xFF00), _mm512_permutex2var_ps(src[0], at, src[1]),
-                                      _mm512_permutex2var_ps(src[2], at, src[3]));
+        if (run.rows == 1) {
+          const int64_t y = y0 + r;
+          if (y < 0 || y >= s.in_h) {
+            for (int c = 0; c < 6; ++c) t[r][c] = _mm512_setzero_ps();
+            continue;
+          }
+          const float* row = p + y * s.in_w + x0;
+          __m512 a[4], b[4];
+          for (int j = 0; j < 4; ++j) {
+            a[j] = _mm512_maskz_loadu_ps(near[j], row + 16 * j);
+            b[j] = _mm512_maskz_loadu_ps(far[j], row + 4 + 16 * j);
+          }
+          for (int c = 0; c < 6; ++c) {
+            const __m512* src = c < 4 ? a : b;
+            const __m512i at = index[c < 4 ? c : c - 4];
+            d[c] =
+                _mm512_mask_blend_ps(__mmask16(0xFF00), _mm512_permutex2var_ps(src[0], at, src[1]),
+                                     _mm512_permutex2var_ps(src[2], at, src[3]));
+          }
+        } else {
+          // Tile row ty + k's lanes from its own input row (at most 8 tiles: 34 columns).
+          for (int c = 0; c < 6; ++c) d[c] = _mm512_setzero_ps();
+          for (int64_t k = 0; k < run.rows; ++k) {
+            const int64_t y = y0 + 4 * k + r;
+            if (y < 0 || y >= s.in_h) continue;
+            const float* row = p + y * s.in_w + x0;
+            const __m512 a0 = _mm512_maskz_loadu_ps(near[0], row);
+            const __m512 a1 = _mm512_maskz_loadu_ps(near[1], row + 16);
+            const __m512 b0 = _mm512_maskz_loadu_ps(far[0], row + 4);
+            const __m512 b1 = _mm512_maskz_loadu_ps(far[1], row + 20);
+            const __mmask16 lanes = stacked.row_lanes[k];
+            for (int c = 0; c < 6; ++c)
+              d[c] = _mm512_mask_blend_ps(
+                  lanes, d[c],
+                  c < 4 ? _mm512_permutex2var_ps(a0, stacked.index[c], a1)
+                        : _mm512_permutex2var_ps(b0, stacked.index[c - 4], b1));
+          }
         }
         input_row4(d, t[r]);
       }
@@ -484,6 +531,7 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
       {8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31}};
   const __m512i pair_lo = _mm512_load_si512(pairs[0]), pair_hi = _mm512_load_si512(pairs[1]);
   const __m512i quad_lo = _mm512_load_si512(quads[0]), quad_hi = _mm512_load_si512(quads[1]);
+  const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   for (int64_t oc = oc0; oc < oc1; ++oc) {
     const __m512 bv = _mm512_set1_ps(bias ? bias[oc] : 0.f);
     const float* in = m + oc * ldm;
@@ -501,7 +549,7 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
         output_row4(x, y);
         for (int k = 0; k < 4; ++k) q[k][c] = y[k];
       }
-      for (int k = 0; k < 4 && y0 + k < s.out_h; ++k) {
+      for (int k = 0; k < 4 && (run.rows > 1 || y0 + k < s.out_h); ++k) {
         __m512 y[4];
         output_row4(q[k], y);
         for (int j = 0; j < 4; ++j) {
@@ -512,14 +560,33 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
                                _mm512_permutex2var_ps(y[0], pair_hi, y[1])};
         const __m512 p23[2] = {_mm512_permutex2var_ps(y[2], pair_lo, y[3]),
                                _mm512_permutex2var_ps(y[2], pair_hi, y[3])};
-        float* dst = o + (y0 + k) * s.out_w + x0;
-        for (int h = 0; h < 2; ++h) {
-          _mm512_mask_storeu_ps(dst + 32 * h, first_lanes(count - 32 * h),
-                                _mm512_permutex2var_ps(p01[h], quad_lo, p23[h]));
-          _mm512_mask_storeu_ps(dst + 32 * h + 16, first_lanes(count - 32 * h - 16),
-                                _mm512_permutex2var_ps(p01[h], quad_hi, p23[h]));
+        // Row k of the 16 tiles' blocks, tile by tile: 64 outputs.
+        const __m512 row[4] = {_mm512_permutex2var_ps(p01[0], quad_lo, p23[0]),
+                               _mm512_permutex2var_ps(p01[0], quad_hi, p23[0]),
+                               _mm512_permutex2var_ps(p01[1], quad_lo, p23[1]),
+                               _mm512_permutex2var_ps(p01[1], quad_hi, p23[1])};
+        if (run.rows == 1) {
+          float* dst = o + (y0 + k) * s.out_w + x0;
+          for (int h = 0; h < 4; ++h)
+            _mm512_mask_storeu_ps(dst + 16 * h, first_lanes(count - 16 * h), row[h]);
+          if (!clamp.exact) apply_epilogue(epilogue, dst, count);
+          continue;
         }
-        if (!clamp.exact) apply_epilogue(epilogue, dst, count);
+        // A stacked run: tile row r's blocks are the 4 * cols outputs from 4 * cols * r on.
+        const int64_t cols = run.count / run.rows, width = std::min(4 * cols, s.out_w);
+        for (int64_t r = 0; r < run.rows && y0 + 4 * r + k < s.out_h; ++r) {
+          float* dst = o + (y0 + 4 * r + k) * s.out_w;
+          for (int64_t h = 0; h < 2 && 16 * h < width; ++h) {
+            const int64_t start = 4 * cols * r + 16 * h, a = start / 16, off = start % 16;
+            const __m512 part =
+                off == 0 ? row[a]
+                         : _mm512_permutex2var_ps(
+                               row[a], _mm512_add_epi32(iota, _mm512_set1_epi32(int(off))),
+                               row[std::min<int64_t>(a + 1, 3)]);
+            _mm512_mask_storeu_ps(dst + 16 * h, first_lanes(width - 16 * h), part);
+          }
+          if (!clamp.exact) apply_epilogue(epilogue, dst, width);
+        }
       }
     }
   }
@@ -574,10 +641,14 @@ template <int Tile>
 void run_winograd(const Conv2dShape& s, const float* input, const float* u, const float* bias,
                   float* output, ThreadPool* pool, const Epilogue& epilogue) {
   constexpr int64_t points = (Tile + 2) * (Tile + 2);
-  auto transform_in = [&s](const std::vector<Run>& runs, const float* x, int64_t c0, int64_t c1,
-                           const Panels& panels, float* v) {
+  const int64_t tile_rows = ceil_div(s.out_h, Tile), tile_cols = ceil_div(s.out_w, Tile);
+  const Tiling tiling{tile_rows, tile_cols, tile_rows * tile_cols};
+  // Whole tile rows stacked into one run's lanes on small planes (F(4x4, 3x3)'s transforms).
+  constexpr bool stack = Tile == 4;
+  auto transform_in = [&s, &tiling](const std::vector<Run>& runs, const float* x, int64_t c0,
+                                    int64_t c1, const Panels& panels, float* v) {
 #ifdef NNX_WINOGRAD_AVX512
-    if constexpr (Tile == 4) return transform_input4(s, runs, x, c0, c1, panels, v);
+    if constexpr (Tile == 4) return transform_input4(s, tiling, runs, x, c0, c1, panels, v);
 #endif
     transform_input(s, runs, x, c0, c1, panels, v);
   };
@@ -590,8 +661,6 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
 #endif
     transform_output(s, runs, m, panels, oc0, oc1, bias, epilogue, output);
   };
-  const int64_t tile_rows = ceil_div(s.out_h, Tile), tile_cols = ceil_div(s.out_w, Tile);
-  const Tiling tiling{tile_rows, tile_cols, tile_rows * tile_cols};
   const int64_t tiles = s.batch * tiling.per_image;
   const int64_t threads = pool ? pool->size() : 1;
 
@@ -602,7 +671,7 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
       (budget_floats / (points * (s.in_channels + s.out_channels))) / 32 * 32, 32, 512);
   int64_t blocks = ceil_div(tiles, block);
 
-  if (blocks >= 2 * threads) {
+  if (blocks >= threads) {
     // As many blocks as the threads divide, the tiles dealt out evenly in runs of 16: blocks of
     // a fixed size left one thread 128 of F(4x4)'s 196 tiles on a 56x56 plane (64, 64 | 64, 4).
     const int64_t units = ceil_div(tiles, 16);
@@ -616,7 +685,7 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
         const Panels panels = panels_for(count);
         float* v = v_buffer.get(points * v_point_floats(s, panels));
         float* m = m_buffer.get(points * m_point_floats(s, panels));
-        find_runs(tiling, first, first + count, panels, s.in_channels, runs);
+        find_runs(tiling, first, first + count, panels, s.in_channels, runs, stack);
         transform_in(runs, input, 0, s.in_channels, panels, v);
         multiply(s, points, u, v, panels, count, 0, out_panels(s), m);
         transform_out(runs, m, panels, 0, s.out_channels);
@@ -633,7 +702,7 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
   const Panels panels = panels_for(tiles);
   float* v = v_buffer.get(points * v_point_floats(s, panels));
   float* m = m_buffer.get(points * m_point_floats(s, panels));
-  find_runs(tiling, 0, tiles, panels, s.in_channels, all_runs);
+  find_runs(tiling, 0, tiles, panels, s.in_channels, all_runs, stack);
   parallel_for(pool, s.in_channels, 4,
                [&](int64_t c0, int64_t c1) { transform_in(runs, input, c0, c1, panels, v); });
   parallel_for(pool, out_panels(s), 1, [&](int64_t p0, int64_t p1) {

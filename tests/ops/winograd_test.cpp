@@ -105,6 +105,12 @@ const std::vector<Case> kCases = {
     {2, 48, 16, 31, 29, 1},  // blocks with odd edges
     {1, 64, 64, 5, 5, 1},    // fewer tiles than a panel
     {1, 16, 16, 3, 40, 0},   // one tile row
+    // Small planes, F(4x4, 3x3)'s tile rows stacked into one run's lanes: 7 (28x28), 5 (batch
+    // 2, rows stacked 3 and 2 per image), 6 and 8 tiles a row (a partial last tile row).
+    {1, 16, 24, 28, 28, 1},
+    {2, 16, 16, 20, 18, 1},
+    {1, 16, 16, 32, 24, 1},
+    {1, 16, 16, 9, 32, 1},
 };
 
 // The tiles to test, and the error each is held to (relative to the largest output).

@@ -168,15 +168,30 @@ alignas(64) constexpr int32_t kEvenLanes[16] = {0,  2,  4,  6,  8,  10, 12, 14,
 alignas(64) constexpr int32_t kOddLanes[16] = {1,  3,  5,  7,  9,  11, 13, 15,
                                                17, 19, 21, 23, 25, 27, 29, 31};
 
+// Lane i of a stacked run (Run::rows > 1, `cols` tiles a row, tiles `step` columns apart):
+// tile row i / cols, column step * (i % cols) + c of its rows' first 32 floats (F(4x4): c < 4;
+// c = 4, 5 from the 32 at the fifth), and the lanes of each tile row.
+struct StackedLanes {
+  __m512i index[4];
+  __mmask16 row_lanes[kLanes];
+  StackedLanes(int64_t cols, int step) {
+    alignas(64) int32_t at[4][16];
+    for (int c = 0; c < 4; ++c)
+      for (int64_t i = 0; i < kLanes; ++i) at[c][i] = int32_t(step * (i % cols) + c);
+    for (int c = 0; c < 4; ++c) index[c] = _mm512_load_si512(at[c]);
+    for (int64_t k = 0; k < kLanes; ++k) row_lanes[k] = range_mask(0, k * cols, (k + 1) * cols);
+  }
+};
 #endif
 
 // V for input channels [ic0, ic1) of a block's runs.
-void transform_input(const Conv2dShape& s, const std::vector<Run>& runs, const float* input,
-                     int64_t ic0, int64_t ic1, const Panels& panels, float* v) {
+void transform_input(const Conv2dShape& s, const Tiling& tiling, const std::vector<Run>& runs,
+                     const float* input, int64_t ic0, int64_t ic1, const Panels& panels, float* v) {
   const int64_t plane = s.in_h * s.in_w;
   const int64_t point_stride = v_point_floats(s, panels);
 #ifdef NNX_WINOGRAD_AVX512
   const __m512i even = _mm512_load_si512(kEvenLanes), odd = _mm512_load_si512(kOddLanes);
+  const StackedLanes stacked(std::min(tiling.cols, kLanes), 2);
 #endif
   for (int64_t ic = ic0; ic < ic1; ++ic) {
     float* row_base = v + ic * panels.width;
@@ -191,19 +206,38 @@ void transform_input(const Conv2dShape& s, const std::vector<Run>& runs, const f
       // d B row by row as each row is loaded (few registers live), then B^T (d B).
       __m512 t[4][4];
       for (int r = 0; r < 4; ++r) {
-        const int64_t y = y0 + r;
-        if (y < 0 || y >= s.in_h) {
-          for (int c = 0; c < 4; ++c) t[r][c] = _mm512_setzero_ps();
-          continue;
+        __m512 d0, d1, d2, d3;
+        if (run.rows == 1) {
+          const int64_t y = y0 + r;
+          if (y < 0 || y >= s.in_h) {
+            for (int c = 0; c < 4; ++c) t[r][c] = _mm512_setzero_ps();
+            continue;
+          }
+          const float* row = p + y * s.in_w + x0;
+          const __m512 a = _mm512_maskz_loadu_ps(m0, row);
+          const __m512 b = _mm512_maskz_loadu_ps(m1, row + 16);
+          const __m512 e = _mm512_maskz_loadu_ps(m2, row + 2);
+          const __m512 f = _mm512_maskz_loadu_ps(m3, row + 18);
+          d0 = _mm512_permutex2var_ps(a, even, b);
+          d1 = _mm512_permutex2var_ps(a, odd, b);
+          d2 = _mm512_permutex2var_ps(e, even, f);
+          d3 = _mm512_permutex2var_ps(e, odd, f);
+        } else {
+          // Tile row ty + k's lanes from its own input row (at most 8 tiles: 18 columns).
+          d0 = d1 = d2 = d3 = _mm512_setzero_ps();
+          for (int64_t k = 0; k < run.rows; ++k) {
+            const int64_t y = y0 + 2 * k + r;
+            if (y < 0 || y >= s.in_h) continue;
+            const float* row = p + y * s.in_w + x0;
+            const __m512 a = _mm512_maskz_loadu_ps(m0, row);
+            const __m512 b = _mm512_maskz_loadu_ps(m1, row + 16);
+            const __mmask16 lanes = stacked.row_lanes[k];
+            d0 = _mm512_mask_blend_ps(lanes, d0, _mm512_permutex2var_ps(a, stacked.index[0], b));
+            d1 = _mm512_mask_blend_ps(lanes, d1, _mm512_permutex2var_ps(a, stacked.index[1], b));
+            d2 = _mm512_mask_blend_ps(lanes, d2, _mm512_permutex2var_ps(a, stacked.index[2], b));
+            d3 = _mm512_mask_blend_ps(lanes, d3, _mm512_permutex2var_ps(a, stacked.index[3], b));
+          }
         }
-        const float* row = p + y * s.in_w + x0;
-        const __m512 a = _mm512_maskz_loadu_ps(m0, row), b = _mm512_maskz_loadu_ps(m1, row + 16);
-        const __m512 e = _mm512_maskz_loadu_ps(m2, row + 2);
-        const __m512 f = _mm512_maskz_loadu_ps(m3, row + 18);
-        const __m512 d0 = _mm512_permutex2var_ps(a, even, b);
-        const __m512 d1 = _mm512_permutex2var_ps(a, odd, b);
-        const __m512 d2 = _mm512_permutex2var_ps(e, even, f);
-        const __m512 d3 = _mm512_permutex2var_ps(e, odd, f);
         t[r][0] = _mm512_sub_ps(d0, d2);
         t[r][1] = _mm512_add_ps(d1, d2);
         t[r][2] = _mm512_sub_ps(d2, d1);
@@ -288,6 +322,7 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
                                                      12, 28, 13, 29, 14, 30, 15, 31};
   const __m512i low_index = _mm512_load_si512(low_lanes);
   const __m512i high_index = _mm512_load_si512(high_lanes);
+  const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
 #endif
   for (int64_t oc = oc0; oc < oc1; ++oc) {
     const float b = bias ? bias[oc] : 0.f;
@@ -302,7 +337,7 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
       for (int64_t i = 0; i < kPoints; ++i)
         x[i] = _mm512_maskz_loadu_ps(lanes, in + i * point_stride + run.at);
       const __m512 bv = _mm512_set1_ps(b);
-      for (int r = 0; r < 2 && y0 + r < s.out_h; ++r) {
+      for (int r = 0; r < 2 && (run.rows > 1 || y0 + r < s.out_h); ++r) {
         __m512 q[4];
         for (int c = 0; c < 4; ++c)
           q[c] = r == 0 ? _mm512_add_ps(_mm512_add_ps(x[c], x[4 + c]), x[8 + c])
@@ -313,12 +348,29 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
           y_0 = _mm512_min_ps(hi_v, _mm512_max_ps(lo_v, y_0));
           y_1 = _mm512_min_ps(hi_v, _mm512_max_ps(lo_v, y_1));
         }
-        float* dst = o + (y0 + r) * s.out_w + x0;
-        _mm512_mask_storeu_ps(dst, first_lanes(columns),
-                              _mm512_permutex2var_ps(y_0, low_index, y_1));
-        _mm512_mask_storeu_ps(dst + 16, first_lanes(columns - 16),
-                              _mm512_permutex2var_ps(y_0, high_index, y_1));
-        if (!clamp_in_registers) apply_epilogue(epilogue, dst, columns);
+        // Row r of the 16 tiles' blocks, tile by tile: 32 outputs.
+        const __m512 row[2] = {_mm512_permutex2var_ps(y_0, low_index, y_1),
+                               _mm512_permutex2var_ps(y_0, high_index, y_1)};
+        if (run.rows == 1) {
+          float* dst = o + (y0 + r) * s.out_w + x0;
+          _mm512_mask_storeu_ps(dst, first_lanes(columns), row[0]);
+          _mm512_mask_storeu_ps(dst + 16, first_lanes(columns - 16), row[1]);
+          if (!clamp_in_registers) apply_epilogue(epilogue, dst, columns);
+          continue;
+        }
+        // A stacked run: tile row k's blocks are the 2 * cols outputs from 2 * cols * k on.
+        const int64_t cols = run.count / run.rows, width = std::min(2 * cols, s.out_w);
+        for (int64_t k = 0; k < run.rows && y0 + 2 * k + r < s.out_h; ++k) {
+          float* dst = o + (y0 + 2 * k + r) * s.out_w;
+          const int64_t start = 2 * cols * k, a = start / 16, off = start % 16;
+          const __m512 part =
+              off == 0 ? row[a]
+                       : _mm512_permutex2var_ps(row[a],
+                                                _mm512_add_epi32(iota, _mm512_set1_epi32(int(off))),
+                                                row[std::min<int64_t>(a + 1, 1)]);
+          _mm512_mask_storeu_ps(dst, first_lanes(width), part);
+          if (!clamp_in_registers) apply_epilogue(epilogue, dst, width);
+        }
       }
 #else
       for (int64_t i = 0; i < run.count; ++i) {
@@ -394,21 +446,6 @@ inline void input_row4(const __m512 (&d)[6], __m512 (&t)[6]) {
   t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
 }
 
-// Lane i of a stacked run (Run::rows > 1, `cols` tiles a row): tile row i / cols, column
-// 4 * (i % cols) + c of its rows' first 32 floats (c < 4) or of the 32 from the fifth (c = 4, 5),
-// and the lanes of each tile row.
-struct StackedLanes {
-  __m512i index[4];
-  __mmask16 row_lanes[kLanes];
-  explicit StackedLanes(int64_t cols) {
-    alignas(64) int32_t at[4][16];
-    for (int c = 0; c < 4; ++c)
-      for (int64_t i = 0; i < kLanes; ++i) at[c][i] = int32_t(4 * (i % cols) + c);
-    for (int c = 0; c < 4; ++c) index[c] = _mm512_load_si512(at[c]);
-    for (int64_t k = 0; k < kLanes; ++k) row_lanes[k] = range_mask(0, k * cols, (k + 1) * cols);
-  }
-};
-
 // V for input channels [ic0, ic1) of a block's runs (as transform_input, 6x6 tiles 4 apart).
 void transform_input4(const Conv2dShape& s, const Tiling& tiling, const std::vector<Run>& runs,
                       const float* input, int64_t ic0, int64_t ic1, const Panels& panels,
@@ -424,7 +461,7 @@ void transform_input4(const Conv2dShape& s, const Tiling& tiling, const std::vec
       {3, 7, 11, 15, 19, 23, 27, 31, 3, 7, 11, 15, 19, 23, 27, 31}};
   __m512i index[4];
   for (int c = 0; c < 4; ++c) index[c] = _mm512_load_si512(columns[c]);
-  const StackedLanes stacked(std::min(tiling.cols, kLanes));
+  const StackedLanes stacked(std::min(tiling.cols, kLanes), 4);
   for (int64_t ic = ic0; ic < ic1; ++ic) {
     float* row_base = v + ic * panels.width;
     for (const Run& run : runs) {
@@ -643,14 +680,18 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
   constexpr int64_t points = (Tile + 2) * (Tile + 2);
   const int64_t tile_rows = ceil_div(s.out_h, Tile), tile_cols = ceil_div(s.out_w, Tile);
   const Tiling tiling{tile_rows, tile_cols, tile_rows * tile_cols};
-  // Whole tile rows stacked into one run's lanes on small planes (F(4x4, 3x3)'s transforms).
-  constexpr bool stack = Tile == 4;
+  // Whole tile rows stacked into one run's lanes on small planes (the AVX-512 transforms).
+#ifdef NNX_WINOGRAD_AVX512
+  constexpr bool stack = true;
+#else
+  constexpr bool stack = false;
+#endif
   auto transform_in = [&s, &tiling](const std::vector<Run>& runs, const float* x, int64_t c0,
                                     int64_t c1, const Panels& panels, float* v) {
 #ifdef NNX_WINOGRAD_AVX512
     if constexpr (Tile == 4) return transform_input4(s, tiling, runs, x, c0, c1, panels, v);
 #endif
-    transform_input(s, runs, x, c0, c1, panels, v);
+    transform_input(s, tiling, runs, x, c0, c1, panels, v);
   };
   auto transform_out = [&s, bias, &epilogue, output](const std::vector<Run>& runs, const float* m,
                                                      const Panels& panels, int64_t oc0,

@@ -905,7 +905,7 @@ void conv2d_max_pool(const Conv2dShape& s, const Pool2dShape& p, const float* in
 
   // Pooled rows [q0, q1) of image n, on `inner` (null: this thread alone).
   auto run_band = [&](int64_t n, int64_t q0, int64_t q1, ThreadPool* inner, AlignedBuffer& in_buf,
-                      AlignedBuffer& conv_buf, AlignedBuffer& pool_buf) {
+                      AlignedBuffer& conv_buf) {
     const int64_t w0 = q0 * p.stride_h - p.pad_h;  // first window row, in convolution rows
     const int64_t r0 = std::max<int64_t>(0, w0);
     const int64_t r1 =
@@ -930,28 +930,26 @@ void conv2d_max_pool(const Conv2dShape& s, const Pool2dShape& p, const float* in
     q.in_h = b.out_h;
     q.pad_h = r0 - w0;
     q.out_h = q1 - q0;
-    float* pooled = pool_buf.get(s.out_channels * q.out_h * p.out_w);
-    max_pool2d(q, conv_rows, pooled, inner);
-    for (int64_t oc = 0; oc < s.out_channels; ++oc)
-      std::copy(pooled + oc * q.out_h * p.out_w, pooled + (oc + 1) * q.out_h * p.out_w,
-                output + (n * s.out_channels + oc) * pool_plane + q0 * p.out_w);
+    // Pooled straight into the output's rows [q0, q1) of each plane.
+    max_pool2d(q, conv_rows, output + n * s.out_channels * pool_plane + q0 * p.out_w, inner,
+               pool_plane);
   };
 
   if (threads > 1 && tasks >= 2 * threads) {
     // Many bands: each thread runs whole bands on its own.
     parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {
-      thread_local AlignedBuffer in_buf, conv_buf, pool_buf;
+      thread_local AlignedBuffer in_buf, conv_buf;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / bands, q0 = (t % bands) * band;
-        run_band(n, q0, std::min(p.out_h, q0 + band), nullptr, in_buf, conv_buf, pool_buf);
+        run_band(n, q0, std::min(p.out_h, q0 + band), nullptr, in_buf, conv_buf);
       }
     });
     return;
   }
-  static thread_local AlignedBuffer in_buf, conv_buf, pool_buf;
+  static thread_local AlignedBuffer in_buf, conv_buf;
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t n = t / bands, q0 = (t % bands) * band;
-    run_band(n, q0, std::min(p.out_h, q0 + band), pool, in_buf, conv_buf, pool_buf);
+    run_band(n, q0, std::min(p.out_h, q0 + band), pool, in_buf, conv_buf);
   }
 }
 

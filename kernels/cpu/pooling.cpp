@@ -203,8 +203,10 @@ void pairwise_argmax(const float* m, const int32_t* index, int64_t n, float* out
 
 }  // namespace
 
-void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadPool* pool) {
+void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadPool* pool,
+                int64_t output_plane_stride) {
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
+  const int64_t out_stride = output_plane_stride > 0 ? output_plane_stride : out_plane;
   // The taps inside the input are the same for every plane: worked out once per call.
   std::vector<Taps> rows(static_cast<size_t>(s.out_h)), cols(static_cast<size_t>(s.out_w));
   for (int64_t oh = 0; oh < s.out_h; ++oh)
@@ -243,7 +245,7 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
     }
     for (int64_t p = begin; p < end; ++p) {
       const float* in = input + p * in_plane;
-      float* out = output + p * out_plane;
+      float* out = output + p * out_stride;
       for (int64_t oh = 0; oh < s.out_h; ++oh, out += s.out_w) {
         const int64_t h0 = oh * s.stride_h - s.pad_h;
         if (rows[oh].lo >= rows[oh].hi) {
@@ -251,9 +253,17 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
           continue;
         }
         float* m = column_max.data() + lead;
+        // The first two rows' maxima, or the one row, then the others'.
         const float* first = in + (h0 + rows[oh].lo * s.dilation_h) * s.in_w;
-        std::copy(first, first + s.in_w, m);
-        for (int64_t kh = rows[oh].lo + 1; kh < rows[oh].hi; ++kh) {
+        int64_t kh = rows[oh].lo + 1;
+        if (kh < rows[oh].hi) {
+          const float* second = first + s.dilation_h * s.in_w;
+          for (int64_t w = 0; w < s.in_w; ++w) m[w] = take(first[w], second[w]);
+          ++kh;
+        } else {
+          std::copy(first, first + s.in_w, m);
+        }
+        for (; kh < rows[oh].hi; ++kh) {
           const float* row = in + (h0 + kh * s.dilation_h) * s.in_w;
           for (int64_t w = 0; w < s.in_w; ++w) m[w] = take(m[w], row[w]);
         }

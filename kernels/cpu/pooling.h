@@ -19,8 +19,11 @@ struct Pool2dShape {
   int64_t dilation_h = 1, dilation_w = 1;
 };
 
-// Padding counts as -inf; NaN in a window wins, as in PyTorch.
-void max_pool2d(const Pool2dShape& shape, const float* input, float* output, ThreadPool* pool);
+// Padding counts as -inf; NaN in a window wins, as in PyTorch. Output plane p starts at
+// output + p * output_plane_stride (0: out_h * out_w, planes back to back), so that a band of
+// rows can be written straight into a larger tensor.
+void max_pool2d(const Pool2dShape& shape, const float* input, float* output, ThreadPool* pool,
+                int64_t output_plane_stride = 0);
 
 // Window sums divided by `divisor_override` when non-zero, else by the window's size within the
 // padded input (count_include_pad) or within the input itself.

@@ -97,6 +97,10 @@ TEST(ConvMaxPool, MatchesConvolutionThenPooling) {
       {1, 4, 6, 40, 36, 3, 1, 2, 3, 1, 1, 2},        // dilated pooling, stride 1
       {3, 5, 7, 9, 11, 3, 1, 1, 2, 3, 1},            // stride past the kernel
       {1, 4, 6, 10, 10, 1, 1, 1, 2, 2, 0},           // rows of padding alone: unbanded
+      // Wide enough rows for several bands (about 512 KiB of convolution rows each): 24 bands
+      // of 2 pooled rows, and bands of one pooled row in a batch (each thread whole bands).
+      {1, 3, 64, 96, 512, 3, 1, 1, 2, 2, 0},
+      {2, 3, 32, 40, 1100, 7, 1, 3, 4, 4, 0},
   };
   for (size_t i = 0; i < cases.size(); ++i)
     for (int threads : {1, 2, 3})

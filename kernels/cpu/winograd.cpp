@@ -13,8 +13,8 @@
 // transforms its inputs, runs the 16 products and transforms back while all of it is in cache;
 // with fewer (small planes at batch 1), all tiles at once: the input transform split over input
 // channels, then the products and the output transform over output channels, so that every
-// thread has work on every layer. (That split made ResNet-50's 28x28 layers, two blocks, 1.2x
-// faster on two threads than on one; a block each, 1.6x.)
+// thread has work on every layer. (On ResNet-50's 28x28 layers, two blocks, that split made two
+// threads 1.1-1.3x faster than one; a block each, about 1.5x.)
 #include "kernels/cpu/winograd.h"
 
 #include "kernels/cpu/avx512.h"

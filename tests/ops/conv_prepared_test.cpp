@@ -88,6 +88,14 @@ double difference(const Conv2dShape& s, int threads, bool with_bias, Epilogue ep
   return worst / scale;
 }
 
+// What two float summation orders over a layer's depth may leave between them, relative to the
+// largest output: about depth x epsilon at worst, 1e-6 at least. (The portable build's GEMM sums a
+// 320-deep 1x1 layer in another order than the prepared panels do: 1.1e-6 apart.) A wrong term
+// or a lost block is off by 1e-2 and more.
+double tolerance(const Conv2dShape& s) {
+  return std::max(1e-6, 1e-8 * double(s.in_channels / s.groups * s.kernel_h * s.kernel_w));
+}
+
 TEST(ConvPrepared, PointwiseMatchesUnprepared) {
   const std::vector<Conv2dShape> shapes = {
       pointwise(1, 64, 256, 56, 56, 1),    // many pixel blocks
@@ -101,7 +109,8 @@ TEST(ConvPrepared, PointwiseMatchesUnprepared) {
   };
   for (const Conv2dShape& s : shapes)
     for (int threads : {1, 2, 3})
-      EXPECT_LT(difference(s, threads, true, {}), 1e-6) << describe(s) << " threads " << threads;
+      EXPECT_LT(difference(s, threads, true, {}), tolerance(s))
+          << describe(s) << " threads " << threads;
 }
 
 TEST(ConvPrepared, LargerKernelsStridesAndPaddingMatchUnprepared) {
@@ -116,7 +125,8 @@ TEST(ConvPrepared, LargerKernelsStridesAndPaddingMatchUnprepared) {
   };
   for (const Conv2dShape& s : shapes)
     for (int threads : {1, 2, 3})
-      EXPECT_LT(difference(s, threads, true, {}), 1e-6) << describe(s) << " threads " << threads;
+      EXPECT_LT(difference(s, threads, true, {}), tolerance(s))
+          << describe(s) << " threads " << threads;
 }
 
 TEST(ConvPrepared, PointwiseEpiloguesAndNoBias) {
@@ -128,8 +138,8 @@ TEST(ConvPrepared, PointwiseEpiloguesAndNoBias) {
   for (const Conv2dShape& s : {pointwise(1, 32, 96, 28, 28, 1), pointwise(1, 320, 40, 7, 7, 1),
                                pointwise(1, 4, 50, 9, 9, 1)})
     for (const Epilogue& e : {relu, silu, relu6}) {
-      EXPECT_LT(difference(s, 2, false, e), 1e-6) << describe(s);
-      EXPECT_LT(difference(s, 1, true, e), 1e-6) << describe(s);
+      EXPECT_LT(difference(s, 2, false, e), tolerance(s)) << describe(s);
+      EXPECT_LT(difference(s, 1, true, e), tolerance(s)) << describe(s);
     }
 }
 
@@ -153,12 +163,13 @@ TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
   };
   for (const Conv2dShape& s : shapes)
     for (int threads : {1, 2, 3}) {
-      EXPECT_LT(difference(s, threads, true, none), 1e-6) << describe(s) << " threads " << threads;
-      EXPECT_LT(difference(s, threads, false, relu, true), 1e-6)
+      EXPECT_LT(difference(s, threads, true, none), tolerance(s))
           << describe(s) << " threads " << threads;
-      EXPECT_LT(difference(s, threads, true, silu, true), 1e-6)
+      EXPECT_LT(difference(s, threads, false, relu, true), tolerance(s))
           << describe(s) << " threads " << threads;
-      EXPECT_LT(difference(s, threads, true, none, true), 1e-6)
+      EXPECT_LT(difference(s, threads, true, silu, true), tolerance(s))
+          << describe(s) << " threads " << threads;
+      EXPECT_LT(difference(s, threads, true, none, true), tolerance(s))
           << describe(s) << " threads " << threads;
     }
 }

@@ -317,13 +317,7 @@ std::shared_ptr<Op> make_conv2d(const Call& call) {
 }
 
 #ifdef NNX_WITH_CUDA
-namespace {
-
-cuda::ConvIo reduced_io(const ExecContext& ctx) {
-  return ctx.conv_dtype == DType::f16 ? cuda::ConvIo::f16 : cuda::ConvIo::bf16;
-}
-
-cuda::Conv2dParams cuda_params(const cpu::Conv2dShape& s) {
+cuda::Conv2dParams cuda_conv_params(const cpu::Conv2dShape& s) {
   cuda::Conv2dParams p;
   p.batch = s.batch;
   p.in_channels = s.in_channels;
@@ -342,6 +336,12 @@ cuda::Conv2dParams cuda_params(const cpu::Conv2dShape& s) {
   p.dilation_w = s.dilation_w;
   p.groups = s.groups;
   return p;
+}
+
+namespace {
+
+cuda::ConvIo reduced_io(const ExecContext& ctx) {
+  return ctx.conv_dtype == DType::f16 ? cuda::ConvIo::f16 : cuda::ConvIo::bf16;
 }
 
 cuda::PadMode cuda_pad_mode(cpu::PadMode mode) {
@@ -390,7 +390,7 @@ void Conv2d::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs
   const Tensor bias = has_bias_ ? cuda::device_param(params()[1].value, scope.device()) : Tensor();
   cpu::Conv2dShape s = geometry(input.shape());
   input = padded_for_cudnn(scope, input, s);
-  cuda::Conv2dParams params = cuda_params(s);
+  cuda::Conv2dParams params = cuda_conv_params(s);
   params.allow_tf32 = ctx.allow_tf32;
   if (ctx.conv_dtype != DType::f32) {
     const Tensor rounded = cuda::device_param_as(weight, scope.device(), ctx.conv_dtype);
@@ -416,7 +416,7 @@ void Conv2d::forward_cuda_chain(const ExecContext& ctx, const Tensor& input, con
   float* y = scope.output(output);
   cpu::Conv2dShape s = geometry(x.shape());
   x = padded_for_cudnn(scope, x, s);
-  cuda::Conv2dParams params = cuda_params(s);
+  cuda::Conv2dParams params = cuda_conv_params(s);
   params.allow_tf32 = ctx.allow_tf32;
   const Tensor w = scope.input(weight), b = scope.input(bias);
   const Tensor z = skip != nullptr ? scope.input(*skip) : Tensor();
@@ -492,7 +492,7 @@ void Conv2d::backward_cuda(const ExecContext& ctx, std::span<const Tensor> input
     grad_input =
         copy_padded ? scope.empty(Shape{s.batch, s.in_channels, s.in_h, s.in_w}) : grad_inputs[0];
   cuda::conv2d_backward(
-      cuda_params(s), want_weight ? input.data<float>() : nullptr, weight.data<float>(),
+      cuda_conv_params(s), want_weight ? input.data<float>() : nullptr, weight.data<float>(),
       grad_output.data<float>(), want_input ? scope.output(grad_input) : nullptr,
       want_weight ? scope.output(grad_params[0]) : nullptr,
       want_bias ? scope.output(grad_params[1]) : nullptr, scope.device().index, scope.stream());

@@ -13,7 +13,8 @@ namespace nnx {
 class ActivationOp;
 namespace cuda {
 class OpScope;
-}
+struct Conv2dParams;
+}  // namespace cuda
 
 struct PoolWindow;
 
@@ -101,5 +102,11 @@ class Conv2d : public Op {
 };
 
 std::shared_ptr<Op> make_conv2d(const Call& call);
+
+#ifdef NNX_WITH_CUDA
+// The CUDA kernels' description of a convolution of this shape (zero padding, the same on both
+// sides: cuDNN's only form).
+cuda::Conv2dParams cuda_conv_params(const cpu::Conv2dShape& s);
+#endif
 
 }  // namespace nnx

@@ -31,11 +31,13 @@
 #include "nnx/optim.h"
 #include "nnx/registry.h"
 #include "test_util.h"
+#include "tests/ops/conv_reference.h"
 
 #ifdef NNX_WITH_CUDA
 #include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/conv_graph.h"
 #include "kernels/cuda/conv_igemm.h"
+#include "ops/conv2d.h"
 #include "runtime/cuda/conv_algo_cache.h"
 #endif
 
@@ -728,23 +730,8 @@ struct IgemmProblem {
 
 // Its parameters, with the output size PyTorch gives it.
 cuda::Conv2dParams problem_params(const IgemmProblem& q) {
-  cuda::Conv2dParams p;
-  p.batch = q.batch;
-  p.in_channels = q.in_c;
-  p.in_h = q.h;
-  p.in_w = q.w;
-  p.out_channels = q.out_c;
-  p.kernel_h = q.kh;
-  p.kernel_w = q.kw;
-  p.stride_h = q.sh;
-  p.stride_w = q.sw;
-  p.pad_h = q.ph;
-  p.pad_w = q.pw;
-  p.dilation_h = q.dh;
-  p.dilation_w = q.dw;
-  p.out_h = (q.h + 2 * q.ph - q.dh * (q.kh - 1) - 1) / q.sh + 1;
-  p.out_w = (q.w + 2 * q.pw - q.dw * (q.kw - 1) - 1) / q.sw + 1;
-  return p;
+  return cuda_conv_params(test::shape_of(
+      {q.batch, q.in_c, q.out_c, q.h, q.w, q.kh, q.kw, q.sh, q.sw, q.ph, q.pw, q.dh, q.dw}));
 }
 
 // A convolution problem with square kernel, stride, padding and dilation.

@@ -270,10 +270,12 @@ Graph build_graph(const json::Value& root, const std::string& source) {
     owner[next_free] = int(d);
     nodes_of[d].push_back(int(next_free));
   }
-  int num_nodes = owner.empty() ? 0 : int(owner.rbegin()->first);
-  if (num_nodes > 1000000)
+  // Checked before it is narrowed to int: [[9223372036854775807], ...] became -1 (fuzz_json).
+  const int64_t largest = owner.empty() ? 0 : owner.rbegin()->first;
+  if (largest > 1000000)
     fatal(Error(ErrorKind::format,
-                "node index " + std::to_string(num_nodes) + " is implausibly large"));
+                "node index " + std::to_string(largest) + " is implausibly large"));
+  const int num_nodes = int(largest);
   // A run of missing indices is one fault: [[1000000], ...] must not list a million lines.
   for (int i = 1; i <= num_nodes; ++i) {
     if (owner.count(i)) continue;

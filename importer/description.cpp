@@ -3,6 +3,7 @@
 #include "importer/description.h"
 
 #include <algorithm>
+#include <climits>
 #include <map>
 #include <optional>
 #include <set>
@@ -227,15 +228,16 @@ Graph build_graph(const json::Value& root, const std::string& source) {
       const json::Value& l = layers_json->array[i];
       const json::Value* first = l.is_array() && !l.array.empty() ? &l.array[0] : &l;
       const json::Value* call = first->is_array() && l.array.size() > 1 ? &l.array[1] : first;
-      int node = 0;
+      int64_t node = 0;
       if (first->is_array() && !first->array.empty() && first->array[0].is_int())
-        node = int(first->array[0].integer);
+        node = first->array[0].integer;
       else if (!any_indexed)
-        node = int(i) + 1;
+        node = int64_t(i) + 1;
       std::string name =
           node > 0 ? "layer " + std::to_string(node) : "layer description " + std::to_string(i);
       if (call->is_string()) name += " '" + call->str + "'";
-      faults.add(node, name + ": " + e.message());
+      // The node index is only the faults' sort key here; it has not been checked yet.
+      faults.add(int(std::clamp<int64_t>(node, 0, INT_MAX)), name + ": " + e.message());
     }
   }
   faults.throw_if_any();
@@ -250,9 +252,10 @@ Graph build_graph(const json::Value& root, const std::string& source) {
                           "': node index " + std::to_string(idx) +
                           " (layers are nodes 1..N; 0 is the input)");
       } else if (auto it = owner.find(idx); it != owner.end()) {
-        faults.add(int(idx), "layer " + std::to_string(idx) + " '" + raws[d].call_text +
-                                 "': node index " + std::to_string(idx) + " is already used by '" +
-                                 raws[size_t(it->second)].call_text + "'");
+        faults.add(int(std::min<int64_t>(idx, INT_MAX)),
+                   "layer " + std::to_string(idx) + " '" + raws[d].call_text + "': node index " +
+                       std::to_string(idx) + " is already used by '" +
+                       raws[size_t(it->second)].call_text + "'");
       } else {
         owner[idx] = int(d);
       }

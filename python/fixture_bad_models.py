@@ -154,6 +154,16 @@ def cases():
               [[4], "Tanh()", [[5], [5]]]], outputs_channels=[5]),
         ["3"],
         "node indices 1, 2, 4: node 3 is missing")
+    add("node_index_int64_max",
+        _net([[[1], "ReLU()", [[5], [5]]], [[9223372036854775807], "Sigmoid()", [[5], [5]]]],
+             outputs_channels=[5]),
+        ["node index 9223372036854775807", "implausibly large"],
+        "a node index of 2^63-1 (narrowed to int it was -1 and indexed an empty list; fuzz_json)")
+    add("node_index_huge_duplicate",
+        _net([[[1], "ReLU()", [[5], [5]]], [[4294967297], "Sigmoid()", [[5], [5]]],
+              [[4294967297], "Tanh()", [[5], [5]]]], outputs_channels=[5]),
+        ["layer 4294967297", "Tanh()", "implausibly large"],
+        "node index 2^32+1 given twice: the fault names it whole, not narrowed to int")
     add("output_index_gap",
         _net([["ReLU()"], ["Sigmoid()"]], outputs=[[1, 0, 0], [2, 0, 2]],
              outputs_channels=[5, 5, 5]),

@@ -190,12 +190,26 @@ def parse_description(arch, name="description"):
         for i in layer.nodes:
             node_layer.setdefault(i, layer)
     n = max(node_layer, default=0)
-    for i in range(1, n + 1):
-        if i not in node_layer:
-            faults.append(f"node index {i} is missing: node indices must be 1..{n} without gaps")
+    if n > 1_000_000:
+        faults.append(f"node index {n} is implausibly large")
+    else:
+        # A run of missing indices is one fault: [[1000000], ...] must not list a million.
+        i = 1
+        while i <= n:
+            if i in node_layer:
+                i += 1
+                continue
+            last = i
+            while last < n and last + 1 not in node_layer:
+                last += 1
+            what = f"node index {i} is" if last == i else f"node indices {i}..{last} are"
+            faults.append(f"{what} missing: node indices must be 1..{n} without gaps")
+            i = last + 1
 
     graph = Graph(inputs_channels, outputs_channels, layers, node_layer, {}, [], [], faults,
                   locals_)
+    if n > 1_000_000:
+        return graph  # as the runtime does: nothing is wired past an implausible index
     _wire(graph, arch)
     _resolve_outputs(graph, arch)
     _order(graph)

@@ -158,8 +158,18 @@ TEST(CudaNetworkParity, FiveStepsMatchPyTorchOnCuda) {
   cuda::init();
   if (!cuda::available()) GTEST_SKIP() << "no CUDA device: " << cuda::unavailable_reason();
   for (const char* name : {"seed_sgd", "seed_adamw_nobias", "seed_adamw_bias"}) {
-    std::string failures = train_case(name, 2, Device::cuda(0));
-    EXPECT_TRUE(failures.empty()) << name << " (cuda:0):" << failures;
+    std::string failures;
+#ifdef NNX_CUDA_EMULATOR
+    // On the host emulator (CI's ASan pass) the Trainer's path runs for one case only: each
+    // case costs 20 s there, and the Trainer shares its kernels with TrainStep.
+    const bool trainer_path = std::string(name) == "seed_sgd";
+#else
+    const bool trainer_path = true;
+#endif
+    if (trainer_path) {
+      failures = train_case(name, 2, Device::cuda(0));
+      EXPECT_TRUE(failures.empty()) << name << " (cuda:0):" << failures;
+    }
     // As TrainStep runs them: on its own stream, the loss queued on the device, the last two
     // replayed from a CUDA graph.
     failures = train_case(name, 2, Device::cuda(0), true);

@@ -21,7 +21,10 @@ namespace {
 class Faults {
  public:
   explicit Faults(std::string source) : source_(std::move(source)) {}
-  void add(int node, std::string message) { faults_.emplace_back(node, std::move(message)); }
+  // `node` may be any int64 a file gave, unchecked: clamped, it keeps its place in the order.
+  void add(int64_t node, std::string message) {
+    faults_.emplace_back(int(std::clamp<int64_t>(node, -1, INT_MAX)), std::move(message));
+  }
   std::vector<std::pair<int, std::string>>& list() { return faults_; }
   bool empty() const { return faults_.empty(); }
   // Throws one Error listing every fault, one line each.
@@ -236,8 +239,7 @@ Graph build_graph(const json::Value& root, const std::string& source) {
       std::string name =
           node > 0 ? "layer " + std::to_string(node) : "layer description " + std::to_string(i);
       if (call->is_string()) name += " '" + call->str + "'";
-      // The node index is only the faults' sort key here; it has not been checked yet.
-      faults.add(int(std::clamp<int64_t>(node, 0, INT_MAX)), name + ": " + e.message());
+      faults.add(node, name + ": " + e.message());
     }
   }
   faults.throw_if_any();
@@ -252,10 +254,9 @@ Graph build_graph(const json::Value& root, const std::string& source) {
                           "': node index " + std::to_string(idx) +
                           " (layers are nodes 1..N; 0 is the input)");
       } else if (auto it = owner.find(idx); it != owner.end()) {
-        faults.add(int(std::min<int64_t>(idx, INT_MAX)),
-                   "layer " + std::to_string(idx) + " '" + raws[d].call_text + "': node index " +
-                       std::to_string(idx) + " is already used by '" +
-                       raws[size_t(it->second)].call_text + "'");
+        faults.add(idx, "layer " + std::to_string(idx) + " '" + raws[d].call_text +
+                            "': node index " + std::to_string(idx) + " is already used by '" +
+                            raws[size_t(it->second)].call_text + "'");
       } else {
         owner[idx] = int(d);
       }

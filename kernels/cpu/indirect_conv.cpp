@@ -226,11 +226,13 @@ struct ImageBlock {
 // the input (rows `rows`, columns `cols`; the others add the padding's zeros): the input values
 // lie at `offset` (the tap's, plus c0) past each pixel's receptive field, the output gradient
 // channels-last in `grad` (row stride ld, this panel's first channel first). Stored into, or
-// added to, grad_weight ([out][in][tap], `columns` output channels of the panel kept).
+// added to, rows (c0 + p) * taps + tap of `sums` ([in][tap][ld], this panel's first channel
+// first), whole vectors: the weight gradient's own layout took a float at a time, 64 rows
+// apart, and that was half of a 512-channel 2x2 layer's time.
 template <int MR, int NV>
 void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows, Range cols,
-                 const float* grad, int64_t ld, float* grad_weight, int64_t c0, int64_t tap,
-                 int64_t columns, ImageBlock images) {
+                 const float* grad, int64_t ld, float* sums, int64_t c0, int64_t tap,
+                 ImageBlock images) {
   __m512 acc[MR][NV];
   static_for<MR>([&]<int P>() __attribute__((always_inline)) {
     static_for<NV>([&]<int V>()
@@ -253,24 +255,19 @@ void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Ran
         });
       }
     }
-  const int64_t taps = s.kernel_h * s.kernel_w, k = s.in_channels * taps;
-  static_for<NV>([&]<int V>() __attribute__((always_inline)) {
-    alignas(64) float t[MR][16];
-    static_for<MR>([&]<int P>()
-                       __attribute__((always_inline)) { _mm512_store_ps(t[P], acc[P][V]); });
-    const int64_t n = std::min<int64_t>(16, columns - V * 16);
-    for (int64_t j = 0; j < n; ++j) {
-      float* to = grad_weight + (V * 16 + j) * k + c0 * taps + tap;
-      if (images.accumulate)
-        for (int p = 0; p < MR; ++p) to[p * taps] += t[p][j];
-      else
-        for (int p = 0; p < MR; ++p) to[p * taps] = t[p][j];
-    }
+  const int64_t taps = s.kernel_h * s.kernel_w;
+  static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+    float* to = sums + ((c0 + P) * taps + tap) * ld;
+    static_for<NV>([&]<int V>() __attribute__((always_inline)) {
+      __m512 v = acc[P][V];
+      if (images.accumulate) v = _mm512_add_ps(v, _mm512_load_ps(to + V * 16));
+      _mm512_store_ps(to + V * 16, v);
+    });
   });
 }
 
 using WeightTile = void (*)(const Conv2dShape&, const PaddedInput&, int64_t, Range, Range,
-                            const float*, int64_t, float*, int64_t, int64_t, int64_t, ImageBlock);
+                            const float*, int64_t, float*, int64_t, int64_t, ImageBlock);
 template <int... M>
 constexpr std::array<std::array<WeightTile, 3>, sizeof...(M)> weight_tiles(
     std::integer_sequence<int, M...>) {
@@ -293,10 +290,10 @@ constexpr auto kWideWeightTiles =
 
 namespace {
 
-// The weights as panels of 48 output channels, [tap][channel][48] each (ld * k floats): 16 x 16
-// blocks transposed in L1, so that every cache line is read and written once and whole (a
-// weight read or a panel entry written at a time strode a power of two apart, into a few cache
-// sets, and took 9% of a ResNet-18 training step).
+// The weights as panels, [tap][channel][width] each (panel q at start(q) * k floats; ld * k
+// floats in all): 16 x 16 blocks transposed in registers, so that every cache line is read and
+// written once and whole (a weight read or a panel entry written at a time strode a power of two
+// apart, into a few cache sets, and took 9% of a ResNet-18 training step).
 void pack_weights(const Conv2dShape& s, const float* weight, float* packed, ThreadPool* pool) {
   const int64_t channels = s.in_channels, taps = s.kernel_h * s.kernel_w, k = channels * taps;
   const Panels panels(s.out_channels);
@@ -313,36 +310,53 @@ void pack_weights(const Conv2dShape& s, const float* weight, float* packed, Thre
                                       : _mm512_setzero_ps());
       const int64_t q = panels.of(j0), o0 = panels.start(q), width = panels.width(q);
       float* panel = packed + o0 * k + (j0 - o0);
-      for (int64_t i = 0; i < n; ++i) {
+      store_columns(block, n, 0xffff, [&](int64_t i) {
         const int64_t c = (i0 + i) / taps, t = (i0 + i) % taps;
-        float* to = panel + (t * channels + c) * width;
-        for (int64_t r = 0; r < 16; ++r) to[r] = block[r][i];
-      }
+        return panel + (t * channels + c) * width;
+      });
     }
   });
 }
 
-// The panels for a convolution that gives (part of) the input gradient of a convolution with
-// `outs` input and `channels` output channels and `weight_taps` taps: its input channels are
-// those `channels`, its outputs those `outs`, and its tap i's weight (j, c) is weight[c][j]
-// [source[i]] (the kernel flipped, or one stride phase of it), read from the weight in place. A
-// row of the weight holds one such input channel's taps for all outputs.
+// The panels (as pack_weights places them) for a convolution that gives (part of) the input
+// gradient of a convolution with `outs` input and `channels` output channels and
+// `weight_taps` taps: its input channels are those `channels`, its outputs those `outs`, and its
+// tap i's weight (j, c) is weight[c][j][source[i]] (the kernel flipped, or one stride phase of
+// it). A row of the weight holds one such input channel's taps for all outputs: 16 outputs' runs
+// of taps, one contiguous stretch of the weight, are a 16 x 16 block transposed in registers, a
+// vector per tap stored whole where the packing takes that tap.
 void pack_weights_transposed(int64_t channels, int64_t outs, int64_t weight_taps,
                              const int64_t* source, int64_t taps, const float* weight,
                              float* packed, ThreadPool* pool) {
   const int64_t k = channels * taps;
   const Panels panels(outs);
-  parallel_for(pool, panels.count * channels, 16, [&](int64_t b0, int64_t b1) {
+  const int64_t row_blocks = panels.ld / 16;
+  const int64_t tap_blocks = ceil_div(weight_taps, 16);
+  const float* end = weight + channels * outs * weight_taps;
+  parallel_for(pool, row_blocks * channels, 16, [&](int64_t b0, int64_t b1) {
     for (int64_t task = b0; task < b1; ++task) {
-      const int64_t q = task / channels, c = task % channels;
-      const int64_t o0 = panels.start(q), width = panels.width(q);
-      const int64_t live = std::min(width, outs - o0);
-      const float* from = weight + (c * outs + o0) * weight_taps;
-      for (int64_t tap = 0; tap < taps; ++tap) {
-        float* row = packed + o0 * k + (tap * channels + c) * width;
-        const float* src = from + source[tap];
-        for (int64_t j = 0; j < live; ++j) row[j] = src[j * weight_taps];
-        std::fill(row + live, row + width, 0.f);
+      const int64_t c = task / row_blocks, j0 = task % row_blocks * 16;
+      const int64_t q = panels.of(j0), o0 = panels.start(q), width = panels.width(q);
+      const int64_t live = std::clamp<int64_t>(outs - j0, 0, 16);
+      const float* from = weight + (c * outs + j0) * weight_taps;
+      float* panel = packed + o0 * k + (j0 - o0) + c * width;
+      for (int64_t tb = 0; tb < tap_blocks; ++tb) {
+        const int64_t u0 = tb * 16;
+        const __mmask16 mask = lanes_below(weight_taps - u0);
+        __m512 rows[16];
+        for (int64_t r = 0; r < 16; ++r) {
+          const float* at = from + r * weight_taps + u0;
+          // Whole vectors where the weight goes on past them (the lanes past the row are never
+          // stored): a masked load that leaves lanes out is slow on AMD's cores.
+          rows[r] = r >= live        ? _mm512_setzero_ps()
+                    : at + 16 <= end ? _mm512_loadu_ps(at)
+                                     : _mm512_maskz_loadu_ps(mask, at);
+        }
+        transpose16(rows);
+        for (int64_t tap = 0; tap < taps; ++tap) {
+          const int64_t u = source[tap] - u0;
+          if (u >= 0 && u < 16) _mm512_store_ps(panel + tap * channels * width, rows[u]);
+        }
       }
     }
   });
@@ -390,50 +404,75 @@ uint64_t taps_inside(const Conv2dShape& s, int64_t oh, int64_t ow) {
 
 // `pixels` output pixels located by locate(p) (a TilePixel; output at output + out + channel *
 // channel_stride), over `taps` taps `offset` apart and `channels` input channels, against the
-// packed weights of `outs` output channels; plus bias (or not), clamped by the epilogue's clamp
-// (a non-clamping epilogue is the caller's). A tile multiplies only the taps that read inside
-// the input for one of its pixels: with pixels ordered so that those of one border position
-// share tiles, a 2x2 plane does 4 of its 9 taps and a 4x4 one 6.25 on average.
+// packed weights of `outs` output channels; plus bias (padded to whole vectors, zeros for none),
+// clamped by the epilogue's clamp (a non-clamping epilogue is the caller's). Tap j's weights
+// are the packing's tap packed_tap[j] (null: j) of its `packed_taps`. A tile multiplies only the
+// taps that read inside the input for one of its pixels: with pixels ordered so that those of
+// one border position share tiles, a 2x2 plane does 4 of its 9 taps and a 4x4 one 6.25 on
+// average.
+struct TileJob {
+  int64_t pixels, taps;
+  const int64_t* offset;
+  const int64_t* packed_tap;
+  int64_t packed_taps, channels, outs;
+  const float* bias;
+  ClampEpilogue clamp;
+  float* output;
+  int64_t channel_stride;
+};
+
+// The bias as whole vectors (zeros past `outs`, or all zeros for none), in this thread's buffer.
+const float* padded_bias(const float* bias, int64_t outs) {
+  thread_local AlignedBuffer buffer;
+  const int64_t ld = ceil_div(outs, 16) * 16;
+  float* padded = buffer.get(ld);
+  for (int64_t o = 0; o < ld; ++o) padded[o] = bias != nullptr && o < outs ? bias[o] : 0.f;
+  return padded;
+}
+
+// Tiles [t0, t1) of the job against panel q, packed at `panel`.
 template <typename Locate>
-void run_tiles(int64_t pixels, int64_t taps, const int64_t* offset, int64_t channels, int64_t outs,
-               const float* packed, const float* bias, ClampEpilogue clamp, float* output,
-               int64_t channel_stride, ThreadPool* pool, Locate locate) {
-  const int64_t k = channels * taps;
-  const Panels panels(outs);
-  const int64_t ld = panels.ld;
-  thread_local AlignedBuffer bias_buffer;
-  float* padded_bias = bias_buffer.get(ld);
-  for (int64_t o = 0; o < ld; ++o) padded_bias[o] = bias != nullptr && o < outs ? bias[o] : 0.f;
-  const int64_t tile_count = ceil_div(pixels, kTilePixels);
-  const int64_t threads = pool ? pool->size() : 1;
-  // Tiles [t0, t1) x panels [q0, q1).
-  auto run = [&](int64_t t0, int64_t t1, int64_t q0, int64_t q1) {
-    const float* pixel[kTilePixels];
-    float* out[kTilePixels];
-    Offsets tap_offsets(taps), tap_weights(taps);
-    // Panels outside, so that a panel's weights stay in cache while the tiles go past them.
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t o0 = panels.start(q), width = panels.width(q);
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t p0 = t * kTilePixels, mr = std::min(kTilePixels, pixels - p0);
-        uint64_t mask = 0;
-        for (int64_t i = 0; i < mr; ++i) {
-          const TilePixel at = locate(p0 + i);
-          pixel[i] = at.in;
-          out[i] = output + at.out + o0 * channel_stride;
-          mask |= at.taps;
-        }
-        int64_t used = 0;
-        for (int64_t j = 0; j < taps; ++j)
-          if (taps > 64 || (mask >> j & 1)) {
-            tap_offsets.data[used] = offset[j];
-            tap_weights.data[used++] = j * channels * width;
-          }
-        kTiles[size_t(mr - 1)][size_t(width / 16 - 1)](
-            used, channels, tap_offsets.data, tap_weights.data, pixel, packed + o0 * k, width,
-            padded_bias + o0, clamp.lo, clamp.hi, out, channel_stride, outs - o0);
-      }
+void run_panel(const TileJob& job, const Locate& locate, int64_t q, const float* panel, int64_t t0,
+               int64_t t1) {
+  const Panels panels(job.outs);
+  const int64_t o0 = panels.start(q), width = panels.width(q);
+  const float* pixel[kTilePixels];
+  float* out[kTilePixels];
+  Offsets tap_offsets(job.taps), tap_weights(job.taps);
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t p0 = t * kTilePixels, mr = std::min(kTilePixels, job.pixels - p0);
+    uint64_t mask = 0;
+    for (int64_t i = 0; i < mr; ++i) {
+      const TilePixel at = locate(p0 + i);
+      pixel[i] = at.in;
+      out[i] = job.output + at.out + o0 * job.channel_stride;
+      mask |= at.taps;
     }
+    int64_t used = 0;
+    for (int64_t j = 0; j < job.taps; ++j)
+      if (job.taps > 64 || (mask >> j & 1)) {
+        tap_offsets.data[used] = job.offset[j];
+        tap_weights.data[used++] =
+            (job.packed_tap != nullptr ? job.packed_tap[j] : j) * job.channels * width;
+      }
+    kTiles[size_t(mr - 1)][size_t(width / 16 - 1)](
+        used, job.channels, tap_offsets.data, tap_weights.data, pixel, panel, width, job.bias + o0,
+        job.clamp.lo, job.clamp.hi, out, job.channel_stride, job.outs - o0);
+  }
+}
+
+// The job against all panels, packed at `packed` (panel q at start(q) * channels * packed_taps).
+template <typename Locate>
+void run_tiles(const TileJob& job, const Locate& locate, const float* packed, ThreadPool* pool) {
+  const Panels panels(job.outs);
+  const int64_t k = job.channels * job.packed_taps;
+  const int64_t tile_count = ceil_div(job.pixels, kTilePixels);
+  const int64_t threads = pool ? pool->size() : 1;
+  // Tiles [t0, t1) x panels [q0, q1), panels outside, so that a panel's weights stay in cache
+  // while the tiles go past them.
+  auto run = [&](int64_t t0, int64_t t1, int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q)
+      run_panel(job, locate, q, packed + panels.start(q) * k, t0, t1);
   };
   if (tile_count >= 4 * threads) {
     parallel_for(pool, tile_count, 1,
@@ -447,12 +486,11 @@ void run_tiles(int64_t pixels, int64_t taps, const int64_t* offset, int64_t chan
 // The convolution `s` of `padded` (its input, channels-last) with the packed weights.
 void run_convolution(const Conv2dShape& s, const PaddedInput& padded, const float* packed,
                      const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue) {
-  const int64_t plane = s.out_h * s.out_w;
-  Offsets offsets(s.kernel_h * s.kernel_w);
+  const int64_t plane = s.out_h * s.out_w, taps = s.kernel_h * s.kernel_w;
+  Offsets offsets(taps);
   for (int64_t kh = 0; kh < s.kernel_h; ++kh)
     for (int64_t kw = 0; kw < s.kernel_w; ++kw)
       offsets.data[kh * s.kernel_w + kw] = padded.offset(s, kh, kw);
-  const ClampEpilogue clamp = clamp_of(epilogue);
   // The plane's positions ordered by the taps that read inside the input for them (then by
   // position: the interior keeps its order), and each position's pixels of all images
   // together, so that a tile's pixels mostly share their border position and skip the same
@@ -463,14 +501,25 @@ void run_convolution(const Conv2dShape& s, const PaddedInput& padded, const floa
     order[size_t(r)] = {taps_inside(s, r / s.out_w, r % s.out_w), r};
   std::sort(order.begin(), order.end());
   const std::pair<uint64_t, int64_t>* positions = order.data();
-  run_tiles(s.batch * plane, s.kernel_h * s.kernel_w, offsets.data, s.in_channels, s.out_channels,
-            packed, bias, clamp, output, plane, pool, [&](int64_t p) {
-              const int64_t n = p % s.batch;
-              const auto [mask, r] = positions[p / s.batch];
-              return TilePixel{padded.at(s, n, r / s.out_w, r % s.out_w),
-                               n * s.out_channels * plane + r, mask};
-            });
-  if (!clamp.exact) {
+  const TileJob job{s.batch * plane,
+                    taps,
+                    offsets.data,
+                    nullptr,
+                    taps,
+                    s.in_channels,
+                    s.out_channels,
+                    padded_bias(bias, s.out_channels),
+                    clamp_of(epilogue),
+                    output,
+                    plane};
+  auto locate = [&](int64_t p) {
+    const int64_t n = p % s.batch;
+    const auto [mask, r] = positions[p / s.batch];
+    return TilePixel{padded.at(s, n, r / s.out_w, r % s.out_w), n * s.out_channels * plane + r,
+                     mask};
+  };
+  run_tiles(job, locate, packed, pool);
+  if (!job.clamp.exact) {
     parallel_for(pool, s.batch * s.out_channels, 1, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) apply_epilogue(epilogue, output + i * plane, plane);
     });
@@ -563,9 +612,15 @@ bool input_grad_by_phases(const Conv2dShape& s, const float* weight, const float
   g.out_w = b_end;
   thread_local AlignedBuffer input_buffer, weight_buffer;
   const PaddedInput padded = pad_channels_last(g, grad_output, input_buffer, pool);
-  const int64_t ld = ceil_div(s.in_channels, 16) * 16;
-  float* packed = weight_buffer.get(ld * s.out_channels * g.kernel_h * g.kernel_w);
+  // Every phase reads its taps from one packing of the whole kernel (packed tap u: weight tap u).
   const int64_t weight_taps = s.kernel_h * s.kernel_w;
+  Offsets identity(weight_taps);
+  for (int64_t u = 0; u < weight_taps; ++u) identity.data[u] = u;
+  float* packed =
+      weight_buffer.get(ceil_div(s.in_channels, 16) * 16 * s.out_channels * weight_taps);
+  pack_weights_transposed(s.out_channels, s.in_channels, weight_taps, identity.data, weight_taps,
+                          weight, packed, pool);
+  const float* bias = padded_bias(nullptr, s.in_channels);
   for (const Phase& f : phases) {
     const int64_t taps = f.kh * f.kw;
     Offsets offsets(taps), source(taps);
@@ -576,17 +631,20 @@ bool input_grad_by_phases(const Conv2dShape& s, const float* weight, const float
         source.data[i * f.kw + j] =
             (f.ry + sh * (f.kh - 1 - i)) * s.kernel_w + f.rx + sw * (f.kw - 1 - j);
       }
-    pack_weights_transposed(s.out_channels, s.in_channels, weight_taps, source.data, taps, weight,
-                            packed, pool);
     const int64_t rows = f.a1 - f.a0, cols = f.b1 - f.b0, per_image = rows * cols;
-    run_tiles(s.batch * per_image, taps, offsets.data, s.out_channels, s.in_channels, packed,
-              nullptr, {}, grad_input, in_plane, pool, [&](int64_t p) {
-                const int64_t n = p / per_image, r = p % per_image;
-                const int64_t a = f.a0 + r / cols, b = f.b0 + r % cols;
-                const int64_t ih = f.ry - s.pad_top + sh * a, iw = f.rx - s.pad_left + sw * b;
-                return TilePixel{padded.at(g, n, a, b),
-                                 n * s.in_channels * in_plane + ih * s.in_w + iw, ~uint64_t(0)};
-              });
+    const TileJob job{
+        s.batch * per_image, taps, offsets.data, source.data, weight_taps, s.out_channels,
+        s.in_channels,       bias, {},           grad_input,  in_plane};
+    run_tiles(
+        job,
+        [&](int64_t p) {
+          const int64_t n = p / per_image, r = p % per_image;
+          const int64_t a = f.a0 + r / cols, b = f.b0 + r % cols;
+          const int64_t ih = f.ry - s.pad_top + sh * a, iw = f.rx - s.pad_left + sw * b;
+          return TilePixel{padded.at(g, n, a, b), n * s.in_channels * in_plane + ih * s.in_w + iw,
+                           ~uint64_t(0)};
+        },
+        packed, pool);
   }
   return true;
 }
@@ -606,8 +664,8 @@ bool conv2d_indirect_input_grad(const Conv2dShape& s, const float* weight, const
   // batch 32: 2.0 against 3.5 ms).
   if (!indirect_suitable(t) || winograd_suitable(t, false)) return false;
   thread_local AlignedBuffer input_buffer, weight_buffer;
-  const int64_t ld = ceil_div(t.out_channels, 16) * 16, taps = t.kernel_h * t.kernel_w;
-  float* packed = weight_buffer.get(ld * t.in_channels * taps);
+  const int64_t taps = t.kernel_h * t.kernel_w;
+  float* packed = weight_buffer.get(indirect_weights_floats(t));
   Offsets flipped(taps);
   for (int64_t i = 0; i < taps; ++i) flipped.data[i] = taps - 1 - i;
   pack_weights_transposed(t.in_channels, t.out_channels, taps, flipped.data, taps, weight, packed,
@@ -623,7 +681,7 @@ void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const
   const int64_t plane = s.out_h * s.out_w, pixels = s.batch * plane;
   const Panels panels(s.out_channels);
   const int64_t ld = panels.ld;
-  thread_local AlignedBuffer input_buffer, grad_buffer;
+  thread_local AlignedBuffer input_buffer, grad_buffer, sums_buffer;
   const PaddedInput x = pad_channels_last(s, input, input_buffer, pool);
   // The output gradient channels-last, [pixel][ld] (zero past the last channel): 16 x 16
   // blocks transposed in L1.
@@ -671,6 +729,7 @@ void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const
   // faster (2.6 -> 2.2-2.4 ms, 2.2-2.4 -> 1.9-2.0 ms); 128 and 512 KiB blocks did no better.
   const int64_t block_images =
       std::clamp<int64_t>(kWeightGradBlockBytes / std::max<int64_t>(1, plane * ld * 4), 1, s.batch);
+  float* sums = sums_buffer.get(k * ld);
   for (int64_t n0 = 0; n0 < s.batch; n0 += block_images) {
     const ImageBlock images{n0, std::min(s.batch, n0 + block_images), n0 > 0};
     parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {
@@ -684,11 +743,26 @@ void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const
         const int64_t kh = tap / s.kernel_w, kw = tap % s.kernel_w;
         const Range rows = inside(s.out_h, s.in_h, s.stride_h, s.pad_top, kh * s.dilation_h);
         const Range cols = inside(s.out_w, s.in_w, s.stride_w, s.pad_left, kw * s.dilation_w);
-        run(s, x, offset[tap] + c0, rows, cols, grad + o0, ld, grad_weight + o0 * k, c0, tap,
-            s.out_channels - o0, images);
+        run(s, x, offset[tap] + c0, rows, cols, grad + o0, ld, sums + o0, c0, tap, images);
       }
     });
   }
+  // The sums ([in][tap][out], k rows of ld) into grad_weight ([out][in][tap]): 16 x 16 blocks
+  // transposed in registers, every cache line read and written whole.
+  const int64_t k_blocks = ceil_div(k, 16), out_blocks = ld / 16;
+  parallel_for(pool, k_blocks * out_blocks, 8, [&](int64_t b0, int64_t b1) {
+    for (int64_t task = b0; task < b1; ++task) {
+      const int64_t i0 = task / out_blocks * 16, o0 = task % out_blocks * 16;
+      const int64_t depth = std::min<int64_t>(16, k - i0);
+      __m512 block[16];
+      for (int64_t i = 0; i < 16; ++i)
+        block[i] = i < depth ? _mm512_load_ps(sums + (i0 + i) * ld + o0) : _mm512_setzero_ps();
+      transpose16(block);
+      const __mmask16 lanes = lanes_below(depth);
+      for (int64_t r = 0; r < std::min<int64_t>(16, s.out_channels - o0); ++r)
+        _mm512_mask_storeu_ps(grad_weight + (o0 + r) * k + i0, lanes, block[r]);
+    }
+  });
 }
 #endif
 

@@ -85,14 +85,33 @@ void tile(int64_t taps, int64_t channels, const int64_t* offsets, const int64_t*
     }
   }
   const __m512 lo = _mm512_set1_ps(lower), hi = _mm512_set1_ps(upper);
+  // The pixels' outputs one after another (out[P] = out[0] + P): each channel's run of pixels
+  // is one masked store, the sums transposed in registers.
+  bool contiguous = true;
+  static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+    contiguous = contiguous && out[P] == out[0] + P;
+  });
   static_for<NV>([&]<int V>() __attribute__((always_inline)) {
     const __m512 bias_v = _mm512_load_ps(bias + V * 16);
-    // Through a small transpose in cache: each channel's pixels are stored together.
+    const int64_t n = std::min<int64_t>(16, columns - V * 16);
+    if (contiguous) {
+      __m512 rows[16];
+      static_for<16>([&]<int P>() __attribute__((always_inline)) {
+        if constexpr (P < MR)
+          rows[P] = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[P][V], bias_v)));
+        else
+          rows[P] = _mm512_setzero_ps();
+      });
+      transpose16(rows);
+      for (int64_t j = 0; j < n; ++j)
+        _mm512_mask_storeu_ps(out[0] + (V * 16 + j) * plane, __mmask16((1u << MR) - 1), rows[j]);
+      return;
+    }
+    // Else through a small transpose in cache: each channel's pixels are stored together.
     alignas(64) float t[MR][16];
     static_for<MR>([&]<int P>() __attribute__((always_inline)) {
       _mm512_store_ps(t[P], _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[P][V], bias_v))));
     });
-    const int64_t n = std::min<int64_t>(16, columns - V * 16);
     for (int64_t j = 0; j < n; ++j)
       for (int p = 0; p < MR; ++p) out[p][(V * 16 + j) * plane] = t[p][j];
   });
@@ -491,16 +510,30 @@ void run_convolution(const Conv2dShape& s, const PaddedInput& padded, const floa
   for (int64_t kh = 0; kh < s.kernel_h; ++kh)
     for (int64_t kw = 0; kw < s.kernel_w; ++kw)
       offsets.data[kh * s.kernel_w + kw] = padded.offset(s, kh, kw);
-  // The plane's positions ordered by the taps that read inside the input for them (then by
-  // position: the interior keeps its order), and each position's pixels of all images
-  // together, so that a tile's pixels mostly share their border position and skip the same
-  // taps. (std::sort on the pairs, unlike std::stable_sort, allocates nothing per call.)
+  // The plane's positions grouped by the taps that read inside the input for them (then by
+  // position: the interior keeps its order), and a group's pixels image by image, so that a
+  // tile's pixels mostly share their border position and skip the same taps, and mostly lie
+  // one after another in their image (stored a channel's run at a time). (std::sort on the
+  // pairs, unlike std::stable_sort, allocates nothing per call.)
+  struct Group {
+    int64_t first_pixel, first_position, size;
+  };
   thread_local std::vector<std::pair<uint64_t, int64_t>> order;
+  thread_local std::vector<Group> groups;
   order.resize(size_t(plane));
   for (int64_t r = 0; r < plane; ++r)
     order[size_t(r)] = {taps_inside(s, r / s.out_w, r % s.out_w), r};
   std::sort(order.begin(), order.end());
+  groups.clear();
+  for (int64_t r = 0; r < plane; ++r)
+    if (r == 0 || order[size_t(r)].first != order[size_t(r - 1)].first)
+      groups.push_back({s.batch * r, r, 0});
+  for (size_t i = 0; i < groups.size(); ++i)
+    groups[i].size =
+        (i + 1 < groups.size() ? groups[i + 1].first_position : plane) - groups[i].first_position;
   const std::pair<uint64_t, int64_t>* positions = order.data();
+  const Group* group_of = groups.data();
+  const int64_t group_count = int64_t(groups.size());
   const TileJob job{s.batch * plane,
                     taps,
                     offsets.data,
@@ -513,8 +546,12 @@ void run_convolution(const Conv2dShape& s, const PaddedInput& padded, const floa
                     output,
                     plane};
   auto locate = [&](int64_t p) {
-    const int64_t n = p % s.batch;
-    const auto [mask, r] = positions[p / s.batch];
+    // The group that holds pixel p: the last whose first pixel is at or before it.
+    const Group* g = std::upper_bound(group_of, group_of + group_count, p,
+                                      [](int64_t v, const Group& x) { return v < x.first_pixel; }) -
+                     1;
+    const int64_t i = p - g->first_pixel, n = i / g->size;
+    const auto [mask, r] = positions[g->first_position + i % g->size];
     return TilePixel{padded.at(s, n, r / s.out_w, r % s.out_w), n * s.out_channels * plane + r,
                      mask};
   };

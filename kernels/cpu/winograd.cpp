@@ -658,6 +658,15 @@ int winograd_prepared_tile(const Conv2dShape& s) {
   return 2;
 }
 
+int winograd_unprepared_tile(const Conv2dShape& s) {
+#ifdef NNX_WINOGRAD_AVX512
+  const int64_t image_tiles = ceil_div(s.out_h, 4) * ceil_div(s.out_w, 4);
+  if (image_tiles >= 16 && s.batch * image_tiles >= 256) return 4;
+#endif
+  (void)s;
+  return 2;
+}
+
 bool winograd_suitable(const Conv2dShape& s, bool prepared) {
   if (s.kernel_h != 3 || s.kernel_w != 3 || s.stride_h != 1 || s.stride_w != 1 ||
       s.dilation_h != 1 || s.dilation_w != 1 || s.groups != 1 || s.in_channels < 16 ||
@@ -765,6 +774,14 @@ void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weig
     return run_winograd<4>(s, input, prepared, bias, output, pool, epilogue);
 #endif
   if (prepared != nullptr) return run_winograd<2>(s, input, prepared, bias, output, pool, epilogue);
+#ifdef NNX_WINOGRAD_AVX512
+  if (winograd_unprepared_tile(s) == 4) {
+    static thread_local AlignedBuffer u4_buffer;
+    float* u4 = u4_buffer.get(winograd_weights_floats(s, 4));
+    winograd_transform_weights(s, weight, u4, 4, pool);
+    return run_winograd<4>(s, input, u4, bias, output, pool, epilogue);
+  }
+#endif
   static thread_local AlignedBuffer u_buffer;
   float* u = u_buffer.get(kPoints * u_point_floats(s));
   parallel_for(pool, s.out_channels, 8,

@@ -20,14 +20,19 @@ void winograd_transform_weights(const Conv2dShape& shape, const float* weight, f
 // multiplies of a direct 4x4 block (4x fewer; F(2x2, 3x3) 2.25x); its float32 rounding differs
 // from the direct sum by a few 1e-6 relative, within PyTorch parity.
 int winograd_prepared_tile(const Conv2dShape& shape);
+// The tile weights transformed per call (conv2d_winograd without `prepared`) are transformed
+// for: 4 on AVX-512 builds where each image's 4x4 tiles fill a 16-wide panel and the batch has
+// 256 of them to amortise the larger transform over (ResNet-18's 16x16 layers in training at
+// batch 32: 1.17 -> 0.89 ms; its 8x8 ones, 4 tiles an image, took twice F(2x2)'s time), else 2.
+int winograd_unprepared_tile(const Conv2dShape& shape);
 
 // Whether `shape` is one this path serves (and pays off for); `prepared`: with weights
 // transformed beforehand (ConvPrepared).
 bool winograd_suitable(const Conv2dShape& shape, bool prepared);
 
 // As conv2d (see conv2d.h), for a shape that winograd_suitable accepts. `prepared` is null (the
-// weights transformed here, for F(2x2, 3x3)) or winograd_transform_weights's result for this
-// weight and `prepared_tile`.
+// weights transformed here, for winograd_unprepared_tile's tile) or winograd_transform_weights's
+// result for this weight and `prepared_tile`.
 void conv2d_winograd(const Conv2dShape& shape, const float* input, const float* weight,
                      const float* bias, float* output, ThreadPool* pool,
                      const Epilogue& epilogue = {}, const float* prepared = nullptr,

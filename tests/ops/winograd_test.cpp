@@ -111,6 +111,8 @@ const std::vector<Case> kCases = {
     {2, 16, 16, 20, 18, 1},
     {1, 16, 16, 32, 24, 1},
     {1, 16, 16, 9, 32, 1},
+    // 2 x 130 tiles of 4x4: weights transformed per call for F(4x4, 3x3) too.
+    {2, 16, 16, 40, 52, 1},
 };
 
 // The tiles to test, and the error each is held to (relative to the largest output).
@@ -119,7 +121,9 @@ const std::vector<int> kTiles = {0, 2, 4};
 #else
 const std::vector<int> kTiles = {0, 2};
 #endif
-double tolerance(int tile) {
+// `tile` 0: the weights transformed per call, for winograd_unprepared_tile's tile.
+double tolerance(const Case& c, int tile) {
+  if (tile == 0) tile = nnx::cpu::winograd_unprepared_tile(shape_of(c));
   return tile == 4 ? 1e-5 : 2e-6;
 }
 
@@ -127,7 +131,7 @@ TEST(Winograd, MatchesDirectSum) {
   for (const Case& c : kCases)
     for (int threads : {1, 2, 3})
       for (int tile : kTiles)
-        EXPECT_LT(worst_error(c, threads, tile, true, {}), tolerance(tile))
+        EXPECT_LT(worst_error(c, threads, tile, true, {}), tolerance(c, tile))
             << describe(c) << " threads " << threads << " tile " << tile;
 }
 
@@ -140,8 +144,8 @@ TEST(Winograd, NoBiasAndEpilogues) {
   for (const Case& c : {kCases[1], kCases[2], kCases[5]})
     for (const Epilogue& e : {relu, hardtanh, silu})
       for (int tile : kTiles) {
-        EXPECT_LT(worst_error(c, 2, tile, false, e), tolerance(tile)) << describe(c);
-        EXPECT_LT(worst_error(c, 1, tile, true, e), tolerance(tile)) << describe(c);
+        EXPECT_LT(worst_error(c, 2, tile, false, e), tolerance(c, tile)) << describe(c);
+        EXPECT_LT(worst_error(c, 1, tile, true, e), tolerance(c, tile)) << describe(c);
       }
 }
 
@@ -176,6 +180,21 @@ TEST(Winograd, PreparedTileFollowsTheFirstShape) {
   EXPECT_EQ(tile, nnx::cpu::winograd_prepared_tile(large));
   weights.winograd(small, weight.data());
   EXPECT_EQ(weights.winograd_tile(), tile);
+}
+
+// Transformed per call, F(4x4, 3x3) where an image's 4x4 tiles fill a panel and the batch has
+// 256 of them (AVX-512 builds).
+TEST(Winograd, UnpreparedTileNeedsFullPanelsAndEnoughTiles) {
+  Conv2dShape train = shape_of({32, 64, 64, 16, 16, 1});         // 16 tiles an image, 512 in all
+  Conv2dShape small_planes = shape_of({32, 128, 128, 8, 8, 1});  // 4 tiles an image
+  Conv2dShape one_image = shape_of({1, 64, 64, 56, 56, 1});      // 196 tiles
+#if defined(__AVX512F__)
+  EXPECT_EQ(nnx::cpu::winograd_unprepared_tile(train), 4);
+#else
+  EXPECT_EQ(nnx::cpu::winograd_unprepared_tile(train), 2);
+#endif
+  EXPECT_EQ(nnx::cpu::winograd_unprepared_tile(small_planes), 2);
+  EXPECT_EQ(nnx::cpu::winograd_unprepared_tile(one_image), 2);
 }
 
 TEST(Winograd, Suitability) {

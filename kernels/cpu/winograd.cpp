@@ -114,6 +114,40 @@ int64_t u_point_floats(const Conv2dShape& s) {
 void transform_weights(const Conv2dShape& s, const float* weight, int64_t oc0, int64_t oc1,
                        float* u) {
   const int64_t panel = s.in_channels * kPanelRows, point = u_point_floats(s);
+#ifdef NNX_WINOGRAD_AVX512
+  // As transform_weights4: a panel's outputs in the lanes, the same sums in the same order.
+  const __m512 half = _mm512_set1_ps(0.5f);
+  for (int64_t q = oc0 / kPanelRows; q * kPanelRows < oc1; ++q) {
+    const int64_t first = q * kPanelRows;
+    const int64_t lo = std::max(oc0, first) - first, hi = std::min(oc1, first + kPanelRows) - first;
+    const __mmask16 live = __mmask16(lanes_below(hi) & ~lanes_below(lo));
+    float* base = u + q * panel;
+    for (int64_t ic = 0; ic < s.in_channels; ++ic) {
+      __m512 g[16];
+      for (int64_t j = 0; j < 16; ++j)
+        g[j] = j >= lo && j < hi
+                   ? _mm512_maskz_loadu_ps(0x1ff, weight + ((first + j) * s.in_channels + ic) * 9)
+                   : _mm512_setzero_ps();
+      transpose16(g);
+      __m512 gg[4][3];
+      for (int c = 0; c < 3; ++c) {
+        gg[0][c] = g[c];
+        gg[1][c] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[c], g[3 + c]), g[6 + c]));
+        gg[2][c] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g[c], g[3 + c]), g[6 + c]));
+        gg[3][c] = g[6 + c];
+      }
+      for (int r = 0; r < 4; ++r) {
+        const __m512 v[4] = {
+            gg[r][0],
+            _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(gg[r][0], gg[r][1]), gg[r][2])),
+            _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(gg[r][0], gg[r][1]), gg[r][2])),
+            gg[r][2]};
+        for (int c = 0; c < 4; ++c)
+          _mm512_mask_storeu_ps(base + (r * 4 + c) * point + ic * kPanelRows, live, v[c]);
+      }
+    }
+  }
+#else
   for (int64_t oc = oc0; oc < oc1; ++oc) {
     float* base = u + (oc / kPanelRows) * panel + oc % kPanelRows;
     for (int64_t ic = 0; ic < s.in_channels; ++ic) {
@@ -132,6 +166,7 @@ void transform_weights(const Conv2dShape& s, const float* weight, int64_t oc0, i
       }
     }
   }
+#endif
 }
 
 // B^T d B with B^T = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]], on any lane type.

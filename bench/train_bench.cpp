@@ -124,7 +124,6 @@ int main(int argc, char** argv) {
     std::vector<double> times;
     double optimizer_ms = 0;
     auto step = [&] {
-      trainer.zero_grad();
       std::vector<nnx::Tensor> out = trainer.forward(x);
       if (targets.empty())
         for (const auto& o : out)  // on the outputs' device once, as PyTorch's side keeps them
@@ -132,7 +131,7 @@ int main(int argc, char** argv) {
       std::vector<nnx::Tensor> grads;
       for (size_t k = 0; k < out.size(); ++k)
         grads.push_back(nnx::compute_loss(out[k], targets[k], mse).grad);
-      trainer.backward(grads);
+      trainer.backward_replacing(grads);  // zero_grad() and backward(), as TrainStep
       auto start = std::chrono::steady_clock::now();
       optimizer->step(trainer.parameters(), &pool);
       if (on_cuda) nnx::cuda::synchronize(0);

@@ -117,7 +117,6 @@ std::vector<double> TrainStep::run(std::span<const Tensor> inputs,
 
 std::vector<double> TrainStep::Impl::run_host(std::span<const Tensor> inputs,
                                               std::span<const Tensor> targets) {
-  trainer.zero_grad();
   outputs = trainer.forward(inputs);
   std::vector<double> values(outputs.size(), 0.0);
   std::vector<Tensor> grads(outputs.size());
@@ -127,7 +126,7 @@ std::vector<double> TrainStep::Impl::run_host(std::span<const Tensor> inputs,
     values[k] = r.value;
     grads[k] = std::move(r.grad);
   }
-  trainer.backward(grads);
+  trainer.backward_replacing(grads);  // zero_grad() and backward()
   optimizer.step(trainer.parameters(), trainer.thread_pool());
   return values;
 }

@@ -72,6 +72,9 @@ struct Trainer::Impl {
   // while it runs the trainer.
   void* stream = nullptr;
   // Profiling on CUDA: the node's kernels waited for, so that the time is theirs.
+  // zero_grad(); `lazily`: the grads backward can write in place are left as they are, marked
+  // stale for it to overwrite.
+  void zero_grads(bool lazily);
   void settle() const {
     if (profiling && device.is_cuda()) cuda::synchronize(device.index);
   }
@@ -100,6 +103,10 @@ struct Trainer::Impl {
   // the first backward contribution is written straight into it instead of added.
   std::vector<bool> zeroed;
   std::vector<const Storage*> zeroed_storage;
+  // stale[k]: params[k].grad still holds an earlier step's values that backward_replacing() left
+  // for this backward to overwrite (zeroed[k] set too); what it does not overwrite is zeroed at
+  // its end.
+  std::vector<bool> stale;
   // param_index[layer][k]: index into params of the layer's k-th parameter, or -1 (buffers).
   std::vector<std::vector<int>> param_index;
 
@@ -272,13 +279,33 @@ Device Trainer::device() const {
 
 void Trainer::zero_grad() {
   Impl& m = *impl_;
+  m.zero_grads(false);
+}
+
+void Trainer::backward_replacing(std::span<const Tensor> grad_outputs) {
+  Impl& m = *impl_;
+  m.zero_grads(m.device.is_cpu());
+  try {
+    backward(grad_outputs);
+  } catch (...) {
+    m.zero_grads(false);  // no stale gradient outlives a failed backward
+    throw;
+  }
+}
+
+void Trainer::Impl::zero_grads(bool lazily) {
+  Impl& m = *this;
   m.zeroed.assign(m.params.size(), false);
   m.zeroed_storage.assign(m.params.size(), nullptr);
+  m.stale.assign(m.params.size(), false);
   for (size_t k = 0; k < m.params.size(); ++k) {
     Parameter& p = m.params[k];
     if (p.grad.defined() && p.grad.device() == m.device && p.grad.dtype() == DType::f32 &&
         p.grad.is_contiguous() && p.grad.shape() == p.value.shape()) {
-      zero_into(m.pool.get(), p.grad, m.stream);
+      if (lazily)
+        m.stale[k] = true;
+      else
+        zero_into(m.pool.get(), p.grad, m.stream);
       m.zeroed[k] = true;
       m.zeroed_storage[k] = p.grad.storage().get();
     } else if (p.grad.defined() && p.grad.device().is_cpu()) {
@@ -594,6 +621,11 @@ void Trainer::backward(std::span<const Tensor> grad_outputs) {
     }
   }
   m.release_all();
+  // What backward_replacing() left for this backward and it did not write: zeros now.
+  for (size_t k = 0; k < m.stale.size(); ++k)
+    if (m.stale[k] && m.zeroed[k] && m.params[k].grad.storage().get() == m.zeroed_storage[k])
+      zero_into(m.pool.get(), m.params[k].grad, m.stream);
+  m.stale.assign(m.stale.size(), false);
   // What backward did not reach stays zero, but later changes are the caller's: a next backward
   // adds.
   m.zeroed.assign(m.zeroed.size(), false);

@@ -127,6 +127,62 @@ TEST(TrainStep, MatchesTheCallsOneByOneOnTheCpu) {
   }
 }
 
+// Trainer::backward_replacing gives zero_grad() then backward(): over gradients set to NaN
+// beforehand (any it failed to overwrite would show), for a residual network with BatchNorm and
+// a plain CNN; and where no gradient reaches a layer's parameters, zeros.
+TEST(TrainStep, BackwardReplacingIsZeroGradThenBackward) {
+  for (const std::string& path : {kResnet, kCnn}) {
+    Model model = load(path);
+    Trainer a(model, {.threads = 2}), b(model, {.threads = 2});
+    const Batch d = batch(0);
+    a.zero_grad();
+    a.backward(compute_loss(a.forward(d.x)[0], d.y, cross_entropy()).grad);
+    auto poison = [&] {
+      for (Parameter& p : b.parameters()) {
+        if (!p.grad.defined()) p.grad = Tensor::empty(p.value.shape());
+        p.grad.fill(NAN);
+      }
+    };
+    poison();
+    b.backward_replacing(compute_loss(b.forward(d.x)[0], d.y, cross_entropy()).grad);
+    ASSERT_EQ(a.parameters().size(), b.parameters().size());
+    for (size_t k = 0; k < a.parameters().size(); ++k) {
+      const Tensor& x = a.parameters()[k].grad;
+      const Tensor& y = b.parameters()[k].grad;
+      ASSERT_EQ(x.shape(), y.shape()) << path << " " << a.parameters()[k].name;
+      int64_t differ = 0;
+      for (int64_t i = 0; i < x.numel(); ++i) differ += !(x.data<float>()[i] == y.data<float>()[i]);
+      EXPECT_EQ(differ, 0) << path << " " << a.parameters()[k].name;
+    }
+  }
+  // A layer no output depends on: no backward writes its gradients, which end as zeros.
+  Model model = load_memory(R"json({
+    "inputs_channels": [1], "outputs_channels": [4], "outputs": [[1, 0, 0]], "auto_connect": true,
+    "layers": [["torch.nn.Conv2d(1,4,3,padding=1)", 4], ["torch.nn.Conv2d(4,2,1)", 2]]})json",
+                            "", {}, "dead_branch.json");
+  Trainer t(model, {.threads = 2});
+  ASSERT_EQ(t.parameters().size(), 4u);
+  for (Parameter& p : t.parameters()) {
+    p.grad = Tensor::empty(p.value.shape());
+    p.grad.fill(NAN);
+  }
+  const Tensor x = batch(1).x;
+  t.backward_replacing(t.forward(x)[0]);  // the output itself as its gradient
+  for (const Parameter& p : t.parameters()) {
+    int64_t nan = 0, nonzero = 0;
+    for (int64_t i = 0; i < p.grad.numel(); ++i) {
+      nan += std::isnan(p.grad.data<float>()[i]);
+      nonzero += p.grad.data<float>()[i] != 0.f;
+    }
+    EXPECT_EQ(nan, 0) << p.name;
+    if (p.layer == 1) {
+      EXPECT_EQ(nonzero, 0) << p.name;
+    } else {
+      EXPECT_GT(nonzero, 0) << p.name;
+    }
+  }
+}
+
 TEST(TrainStep, CountsTargetsPerOutput) {
   Model model = load(kResnet);
   Trainer trainer(model, {.threads = 1});

@@ -520,20 +520,26 @@ void run_convolution(const Conv2dShape& s, const PaddedInput& padded, const floa
   };
   thread_local std::vector<std::pair<uint64_t, int64_t>> order;
   thread_local std::vector<Group> groups;
+  // The group of sorted position i: pixel p's is that of position p / batch (a group's first
+  // pixel is batch times its first position).
+  thread_local std::vector<int32_t> group_at;
   order.resize(size_t(plane));
+  group_at.resize(size_t(plane));
   for (int64_t r = 0; r < plane; ++r)
     order[size_t(r)] = {taps_inside(s, r / s.out_w, r % s.out_w), r};
   std::sort(order.begin(), order.end());
   groups.clear();
-  for (int64_t r = 0; r < plane; ++r)
+  for (int64_t r = 0; r < plane; ++r) {
     if (r == 0 || order[size_t(r)].first != order[size_t(r - 1)].first)
       groups.push_back({s.batch * r, r, 0});
+    group_at[size_t(r)] = int32_t(groups.size() - 1);
+  }
   for (size_t i = 0; i < groups.size(); ++i)
     groups[i].size =
         (i + 1 < groups.size() ? groups[i + 1].first_position : plane) - groups[i].first_position;
   const std::pair<uint64_t, int64_t>* positions = order.data();
   const Group* group_of = groups.data();
-  const int64_t group_count = int64_t(groups.size());
+  const int32_t* group_index = group_at.data();
   const TileJob job{s.batch * plane,
                     taps,
                     offsets.data,
@@ -546,10 +552,7 @@ void run_convolution(const Conv2dShape& s, const PaddedInput& padded, const floa
                     output,
                     plane};
   auto locate = [&](int64_t p) {
-    // The group that holds pixel p: the last whose first pixel is at or before it.
-    const Group* g = std::upper_bound(group_of, group_of + group_count, p,
-                                      [](int64_t v, const Group& x) { return v < x.first_pixel; }) -
-                     1;
+    const Group* g = group_of + group_index[p / s.batch];
     const int64_t i = p - g->first_pixel, n = i / g->size;
     const auto [mask, r] = positions[g->first_position + i % g->size];
     return TilePixel{padded.at(s, n, r / s.out_w, r % s.out_w), n * s.out_channels * plane + r,

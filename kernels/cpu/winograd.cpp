@@ -109,14 +109,16 @@ int64_t u_point_floats(const Conv2dShape& s) {
   return out_panels(s) * kPanelRows * s.in_channels;
 }
 
-// U[xi] = (G g G^T)[xi] for output channels [oc0, oc1), G = [[1,0,0], [1/2,1/2,1/2],
-// [1/2,-1/2,1/2], [0,0,1]], into panels of 12 output channels.
-void transform_weights(const Conv2dShape& s, const float* weight, int64_t oc0, int64_t oc1,
-                       float* u) {
-  const int64_t panel = s.in_channels * kPanelRows, point = u_point_floats(s);
 #ifdef NNX_WINOGRAD_AVX512
-  // As transform_weights4: a panel's outputs in the lanes, the same sums in the same order.
-  const __m512 half = _mm512_set1_ps(0.5f);
+// The weight transforms' frame: for each panel of 12 outputs within [oc0, oc1) and each input
+// channel, the 3x3 kernels as rows transposed in registers (g[k]: tap k, lane j: the panel's
+// output j; zeros outside [oc0, oc1)), handed to points(g, store), store(i, v) writing point i's
+// run of the panel's row (a float at a time, the points far apart, took a third of a 64-channel
+// 16x16 layer's time in training, where the weights are transformed every call).
+template <typename Points>
+void transform_kernels(const Conv2dShape& s, const float* weight, int64_t oc0, int64_t oc1,
+                       float* u, const Points& points) {
+  const int64_t panel = s.in_channels * kPanelRows, point = u_point_floats(s);
   for (int64_t q = oc0 / kPanelRows; q * kPanelRows < oc1; ++q) {
     const int64_t first = q * kPanelRows;
     const int64_t lo = std::max(oc0, first) - first, hi = std::min(oc1, first + kPanelRows) - first;
@@ -129,25 +131,39 @@ void transform_weights(const Conv2dShape& s, const float* weight, int64_t oc0, i
                    ? _mm512_maskz_loadu_ps(0x1ff, weight + ((first + j) * s.in_channels + ic) * 9)
                    : _mm512_setzero_ps();
       transpose16(g);
-      __m512 gg[4][3];
-      for (int c = 0; c < 3; ++c) {
-        gg[0][c] = g[c];
-        gg[1][c] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[c], g[3 + c]), g[6 + c]));
-        gg[2][c] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g[c], g[3 + c]), g[6 + c]));
-        gg[3][c] = g[6 + c];
-      }
-      for (int r = 0; r < 4; ++r) {
-        const __m512 v[4] = {
-            gg[r][0],
-            _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(gg[r][0], gg[r][1]), gg[r][2])),
-            _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(gg[r][0], gg[r][1]), gg[r][2])),
-            gg[r][2]};
-        for (int c = 0; c < 4; ++c)
-          _mm512_mask_storeu_ps(base + (r * 4 + c) * point + ic * kPanelRows, live, v[c]);
-      }
+      points(g, [&](int64_t i, __m512 v) {
+        _mm512_mask_storeu_ps(base + i * point + ic * kPanelRows, live, v);
+      });
     }
   }
+}
+#endif
+
+// U[xi] = (G g G^T)[xi] for output channels [oc0, oc1), G = [[1,0,0], [1/2,1/2,1/2],
+// [1/2,-1/2,1/2], [0,0,1]], into panels of 12 output channels.
+void transform_weights(const Conv2dShape& s, const float* weight, int64_t oc0, int64_t oc1,
+                       float* u) {
+#ifdef NNX_WINOGRAD_AVX512
+  // A panel's outputs in the lanes: the same sums in the same order as below.
+  const __m512 half = _mm512_set1_ps(0.5f);
+  transform_kernels(s, weight, oc0, oc1, u, [&](const __m512(&g)[16], auto store) {
+    __m512 gg[4][3];
+    for (int c = 0; c < 3; ++c) {
+      gg[0][c] = g[c];
+      gg[1][c] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[c], g[3 + c]), g[6 + c]));
+      gg[2][c] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g[c], g[3 + c]), g[6 + c]));
+      gg[3][c] = g[6 + c];
+    }
+    for (int r = 0; r < 4; ++r) {
+      const __m512 v[4] = {
+          gg[r][0], _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(gg[r][0], gg[r][1]), gg[r][2])),
+          _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(gg[r][0], gg[r][1]), gg[r][2])),
+          gg[r][2]};
+      for (int c = 0; c < 4; ++c) store(r * 4 + c, v[c]);
+    }
+  });
 #else
+  const int64_t panel = s.in_channels * kPanelRows, point = u_point_floats(s);
   for (int64_t oc = oc0; oc < oc1; ++oc) {
     float* base = u + (oc / kPanelRows) * panel + oc % kPanelRows;
     for (int64_t ic = 0; ic < s.in_channels; ++ic) {
@@ -443,48 +459,32 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
 
 // U[xi] = (G g G^T)[xi] for output channels [oc0, oc1), G = [[1/4, 0, 0], [-1/6, -1/6, -1/6],
 // [-1/6, 1/6, -1/6], [1/24, 1/12, 1/6], [1/24, -1/12, 1/6], [0, 0, 1]], computed in double.
+constexpr float kG4[6][3] = {{1.f / 4, 0, 0},
+                             {-1.f / 6, -1.f / 6, -1.f / 6},
+                             {-1.f / 6, 1.f / 6, -1.f / 6},
+                             {1.f / 24, 1.f / 12, 1.f / 6},
+                             {1.f / 24, -1.f / 12, 1.f / 6},
+                             {0, 0, 1}};
+
 void transform_weights4(const Conv2dShape& s, const float* weight, int64_t oc0, int64_t oc1,
                         float* u) {
-  static constexpr float G[6][3] = {{1.f / 4, 0, 0},
-                                    {-1.f / 6, -1.f / 6, -1.f / 6},
-                                    {-1.f / 6, 1.f / 6, -1.f / 6},
-                                    {1.f / 24, 1.f / 12, 1.f / 6},
-                                    {1.f / 24, -1.f / 12, 1.f / 6},
-                                    {0, 0, 1}};
-  const int64_t panel = s.in_channels * kPanelRows, point = u_point_floats(s);
-  // A panel's outputs (12 rows) in the vector lanes: each input channel's 12 kernels loaded as
-  // rows and transposed in registers (lane j: output j's tap), their 36 points each stored as
-  // one run of the panel's row (a float at a time, 36 points apart, took a third of a 64-channel
-  // 16x16 layer's time in training, where the weights are transformed every call).
-  for (int64_t q = oc0 / kPanelRows; q * kPanelRows < oc1; ++q) {
-    const int64_t first = q * kPanelRows;
-    const int64_t lo = std::max(oc0, first) - first, hi = std::min(oc1, first + kPanelRows) - first;
-    const __mmask16 live = __mmask16(lanes_below(hi) & ~lanes_below(lo));
-    float* base = u + q * panel;
-    for (int64_t ic = 0; ic < s.in_channels; ++ic) {
-      __m512 g[16];
-      for (int64_t j = 0; j < 16; ++j)
-        g[j] = j >= lo && j < hi
-                   ? _mm512_maskz_loadu_ps(0x1ff, weight + ((first + j) * s.in_channels + ic) * 9)
-                   : _mm512_setzero_ps();
-      transpose16(g);   // g[k]: tap k of the panel's outputs
-      __m512 gg[6][3];  // G g
-      for (int r = 0; r < 6; ++r)
-        for (int c = 0; c < 3; ++c)
-          gg[r][c] =
-              _mm512_fmadd_ps(_mm512_set1_ps(G[r][0]), g[c],
-                              _mm512_fmadd_ps(_mm512_set1_ps(G[r][1]), g[3 + c],
-                                              _mm512_mul_ps(_mm512_set1_ps(G[r][2]), g[6 + c])));
-      for (int r = 0; r < 6; ++r)
-        for (int c = 0; c < 6; ++c) {
-          const __m512 v =
+  // A panel's outputs in the vector lanes (transform_kernels).
+  transform_kernels(s, weight, oc0, oc1, u, [](const __m512(&g)[16], auto store) {
+    constexpr auto& G = kG4;
+    __m512 gg[6][3];  // G g
+    for (int r = 0; r < 6; ++r)
+      for (int c = 0; c < 3; ++c)
+        gg[r][c] =
+            _mm512_fmadd_ps(_mm512_set1_ps(G[r][0]), g[c],
+                            _mm512_fmadd_ps(_mm512_set1_ps(G[r][1]), g[3 + c],
+                                            _mm512_mul_ps(_mm512_set1_ps(G[r][2]), g[6 + c])));
+    for (int r = 0; r < 6; ++r)
+      for (int c = 0; c < 6; ++c)
+        store(r * 6 + c,
               _mm512_fmadd_ps(gg[r][0], _mm512_set1_ps(G[c][0]),
                               _mm512_fmadd_ps(gg[r][1], _mm512_set1_ps(G[c][1]),
-                                              _mm512_mul_ps(gg[r][2], _mm512_set1_ps(G[c][2]))));
-          _mm512_mask_storeu_ps(base + (r * 6 + c) * point + ic * kPanelRows, live, v);
-        }
-    }
-  }
+                                              _mm512_mul_ps(gg[r][2], _mm512_set1_ps(G[c][2])))));
+  });
 }
 
 // (d B)[j] for one row d of six, B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0],

@@ -366,7 +366,7 @@ void pack_weights_transposed(int64_t channels, int64_t outs, int64_t weight_taps
         for (int64_t r = 0; r < 16; ++r) {
           const float* at = from + r * weight_taps + u0;
           // Whole vectors where the weight goes on past them (the lanes past the row are never
-          // stored): a masked load that leaves lanes out is slow on AMD's cores.
+          // stored), masked at its end.
           rows[r] = r >= live        ? _mm512_setzero_ps()
                     : at + 16 <= end ? _mm512_loadu_ps(at)
                                      : _mm512_maskz_loadu_ps(mask, at);
@@ -516,7 +516,7 @@ void run_convolution(const Conv2dShape& s, const PaddedInput& padded, const floa
   // one after another in their image (stored a channel's run at a time). (std::sort on the
   // pairs, unlike std::stable_sort, allocates nothing per call.)
   struct Group {
-    int64_t first_pixel, first_position, size;
+    int64_t first_position, size;  // its first pixel: batch * first_position
   };
   thread_local std::vector<std::pair<uint64_t, int64_t>> order;
   thread_local std::vector<Group> groups;
@@ -530,8 +530,7 @@ void run_convolution(const Conv2dShape& s, const PaddedInput& padded, const floa
   std::sort(order.begin(), order.end());
   groups.clear();
   for (int64_t r = 0; r < plane; ++r) {
-    if (r == 0 || order[size_t(r)].first != order[size_t(r - 1)].first)
-      groups.push_back({s.batch * r, r, 0});
+    if (r == 0 || order[size_t(r)].first != order[size_t(r - 1)].first) groups.push_back({r, 0});
     group_at[size_t(r)] = int32_t(groups.size() - 1);
   }
   for (size_t i = 0; i < groups.size(); ++i)
@@ -553,7 +552,7 @@ void run_convolution(const Conv2dShape& s, const PaddedInput& padded, const floa
                     plane};
   auto locate = [&](int64_t p) {
     const Group* g = group_of + group_index[p / s.batch];
-    const int64_t i = p - g->first_pixel, n = i / g->size;
+    const int64_t i = p - s.batch * g->first_position, n = i / g->size;
     const auto [mask, r] = positions[g->first_position + i % g->size];
     return TilePixel{padded.at(s, n, r / s.out_w, r % s.out_w), n * s.out_channels * plane + r,
                      mask};
@@ -753,7 +752,7 @@ void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const
     }
   });
   // Tiles of 7 input channels of one tap x a panel of 48 output channels (6 x 64 where the
-  // channels fill 64-wide panels); each thread writes its own tiles of grad_weight.
+  // channels fill 64-wide panels); each thread writes its own tiles of the sums.
   const bool wide = ld % 64 == 0;
   const int64_t tile_channels = wide ? kWideChannels : kTilePixels;
   const int64_t panel_count = wide ? ld / 64 : panels.count;

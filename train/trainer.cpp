@@ -71,10 +71,10 @@ struct Trainer::Impl {
   // The CUDA stream the ops, fills and sums are queued on: the legacy one, or a TrainStep's own
   // while it runs the trainer.
   void* stream = nullptr;
-  // Profiling on CUDA: the node's kernels waited for, so that the time is theirs.
   // zero_grad(); `lazily`: the grads backward can write in place are left as they are, marked
   // stale for it to overwrite.
   void zero_grads(bool lazily);
+  // Profiling on CUDA: the node's kernels waited for, so that the time is theirs.
   void settle() const {
     if (profiling && device.is_cuda()) cuda::synchronize(device.index);
   }

@@ -458,7 +458,7 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
 // a few 1e-6 relative, within PyTorch parity (1e-4).
 
 // U[xi] = (G g G^T)[xi] for output channels [oc0, oc1), G = [[1/4, 0, 0], [-1/6, -1/6, -1/6],
-// [-1/6, 1/6, -1/6], [1/24, 1/12, 1/6], [1/24, -1/12, 1/6], [0, 0, 1]], computed in double.
+// [-1/6, 1/6, -1/6], [1/24, 1/12, 1/6], [1/24, -1/12, 1/6], [0, 0, 1]], in float32.
 constexpr float kG4[6][3] = {{1.f / 4, 0, 0},
                              {-1.f / 6, -1.f / 6, -1.f / 6},
                              {-1.f / 6, 1.f / 6, -1.f / 6},
@@ -823,24 +823,18 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
 void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weight,
                      const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue,
                      const float* prepared, int prepared_tile) {
-#ifdef NNX_WINOGRAD_AVX512
-  if (prepared != nullptr && prepared_tile == 4)
-    return run_winograd<4>(s, input, prepared, bias, output, pool, epilogue);
-#endif
-  if (prepared != nullptr) return run_winograd<2>(s, input, prepared, bias, output, pool, epilogue);
-#ifdef NNX_WINOGRAD_AVX512
-  if (winograd_unprepared_tile(s) == 4) {
-    static thread_local AlignedBuffer u4_buffer;
-    float* u4 = u4_buffer.get(winograd_weights_floats(s, 4));
-    winograd_transform_weights(s, weight, u4, 4, pool);
-    return run_winograd<4>(s, input, u4, bias, output, pool, epilogue);
+  if (prepared == nullptr) {
+    // Transformed here, for the tile winograd_unprepared_tile picks.
+    static thread_local AlignedBuffer u_buffer;
+    prepared_tile = winograd_unprepared_tile(s);
+    float* u = u_buffer.get(winograd_weights_floats(s, prepared_tile));
+    winograd_transform_weights(s, weight, u, prepared_tile, pool);
+    prepared = u;
   }
+#ifdef NNX_WINOGRAD_AVX512
+  if (prepared_tile == 4) return run_winograd<4>(s, input, prepared, bias, output, pool, epilogue);
 #endif
-  static thread_local AlignedBuffer u_buffer;
-  float* u = u_buffer.get(kPoints * u_point_floats(s));
-  parallel_for(pool, s.out_channels, 8,
-               [&](int64_t o0, int64_t o1) { transform_weights(s, weight, o0, o1, u); });
-  run_winograd<2>(s, input, u, bias, output, pool, epilogue);
+  run_winograd<2>(s, input, prepared, bias, output, pool, epilogue);
 }
 
 }  // namespace nnx::cpu

@@ -439,6 +439,11 @@ bool pointwise_preferred(const Conv2dShape& s) {
   return pointwise_suitable(s) && s.in_channels >= 128 && !channels_last_suitable(s) &&
          (s.out_channels <= s.in_channels || s.out_h * s.out_w <= 256);
 }
+#elif defined(NNX_POINTWISE_CONV)
+// AVX2 builds: every 1x1 layer of stride 1 (a strided one sampled first) reads its input in place.
+bool pointwise_preferred(const Conv2dShape& s) {
+  return pointwise_suitable(s);
+}
 #endif
 
 // Images per block when output planes are small: enough columns for the GEMM's register tile
@@ -540,6 +545,8 @@ bool conv2d_reads_prepared_only(const Conv2dShape& s) {
   if (indirect_suitable(s, true)) return true;
   // Whatever the plane: the channels-last GEMM, conv2d_pointwise or the panel path.
   if (pointwise_suitable(s) && s.in_channels >= 128) return true;
+#elif defined(NNX_POINTWISE_CONV)
+  if (pointwise_preferred(s)) return true;
 #endif
   // Not panels_suitable: made before the plane's size is known, this must hold for every size.
   return conv2d_uses_winograd_prepared(s) || (panels_suitable_any_size(s) && panels_enabled());
@@ -590,6 +597,10 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
   if (prepared != nullptr && channels_last_suitable(s))
     return conv2d_channels_last(s, input, prepared->channels_last(s, weight, pool), bias, output,
                                 pool, epilogue);
+#elif defined(NNX_POINTWISE_CONV)
+  if (prepared != nullptr && pointwise_preferred(s))
+    return conv2d_pointwise(s, input, prepared->panels(s, weight, pool), bias, output, pool,
+                            epilogue);
 #endif
   // Without weights (dropped where conv2d_reads_prepared_only) the panels are the only form.
   if (prepared != nullptr && panels_enabled() && (panels_suitable(s) || weight == nullptr))

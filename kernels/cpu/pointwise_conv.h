@@ -1,4 +1,5 @@
-// 1x1 convolutions without packing their input (AVX-512 builds). In NCHW a row of the GEMM's
+// 1x1 convolutions without packing their input (AVX-512 builds; AVX2 + FMA builds with tiles of
+// 6 output channels x 16 pixels, a 12-row weight panel in two halves). In NCHW a row of the GEMM's
 // right-hand side, one input channel's pixels, is already contiguous: each tile of 12 output
 // channels x 32 pixels reads its 32 pixels of every input channel straight from the image (row
 // stride: the plane), the weights broadcast from the 12-row panels prepared at load
@@ -12,7 +13,8 @@
 
 namespace nnx::cpu {
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#define NNX_POINTWISE_CONV 1
 // Whether conv2d_pointwise serves `shape`: ungrouped 1x1 layers of stride 1 without padding
 // (conv2d samples a strided one's pixels into such a layer's input first).
 bool pointwise_suitable(const Conv2dShape& shape);

@@ -267,23 +267,25 @@ constexpr int64_t kKC = 256, kMC = 96, kNC = 2048;
 template <int Rows>
 void kernel_16(int64_t kc, const float* a, int64_t a_step, const float* b, int64_t b_step, float* c,
                int64_t ldc, bool load_c) {
+  // Compile-time loops (static_for): with plain loops over the rows GCC kept the accumulators
+  // in memory and stored all twelve every step (ResNet-50's Winograd products at 47% of peak).
   __m256 lo[Rows], hi[Rows];
-  for (int r = 0; r < Rows; ++r) {
+  static_for<Rows>([&]<int r>() __attribute__((always_inline)) {
     lo[r] = load_c ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
     hi[r] = load_c ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
-  }
+  });
   for (int64_t p = 0; p < kc; ++p, a += a_step, b += b_step) {
     const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-    for (int r = 0; r < Rows; ++r) {
+    static_for<Rows>([&]<int r>() __attribute__((always_inline)) {
       const __m256 x = _mm256_broadcast_ss(a + r);
       lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
       hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
-    }
+    });
   }
-  for (int r = 0; r < Rows; ++r) {
+  static_for<Rows>([&]<int r>() __attribute__((always_inline)) {
     _mm256_storeu_ps(c + r * ldc, lo[r]);
     _mm256_storeu_ps(c + r * ldc + 8, hi[r]);
-  }
+  });
 }
 
 void kernel_rows_x16(int64_t rows, int64_t kc, const float* a, int64_t a_step, const float* b,

@@ -157,8 +157,40 @@ constexpr std::array<std::array<PointwiseTile, 2>, sizeof...(R)> pointwise_tiles
 }
 constexpr auto kTiles = pointwise_tiles(std::make_integer_sequence<int, kHalf>{});
 
+// A tail of at most 8 pixels: the whole 12-row panel against one vector (12 accumulators), half
+// the multiplies of two 6x16 tiles (a 7x7 plane's last tile holds one pixel).
+template <int R>
+void pointwise_tile8(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                     int64_t cols, const float* bias, const float* residual, float lo, float hi) {
+  __m256 acc[R];
+  static_for<R>([&]<int r>() __attribute__((always_inline)) { acc[r] = _mm256_setzero_ps(); });
+  const __m256i mask = lanes8(cols);
+  const int64_t jump = kAhead * ldb;
+  for (int64_t p = 0; p < k; ++p, a += kPanelRows, b += ldb) {
+    _mm_prefetch(reinterpret_cast<const char*>(b + jump), _MM_HINT_T0);
+    const __m256 x = _mm256_maskload_ps(b, mask);
+    static_for<R>([&]<int r>() __attribute__((always_inline)) {
+      acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), x, acc[r]);
+    });
+  }
+  const __m256 lo_v = _mm256_set1_ps(lo), hi_v = _mm256_set1_ps(hi);
+  static_for<R>([&]<int r>() __attribute__((always_inline)) {
+    __m256 y = _mm256_add_ps(acc[r], _mm256_set1_ps(bias != nullptr ? bias[r] : 0.f));
+    if (residual != nullptr) y = _mm256_add_ps(y, _mm256_maskload_ps(residual + r * ldc, mask));
+    _mm256_maskstore_ps(c + r * ldc, mask, _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y)));
+  });
+}
+
+template <int... R>
+constexpr std::array<PointwiseTile, sizeof...(R)> narrow_tiles(std::integer_sequence<int, R...>) {
+  return {&pointwise_tile8<R + 1>...};
+}
+constexpr auto kNarrowTiles = narrow_tiles(std::make_integer_sequence<int, int(kPanelRows)>{});
+
 void run_tile(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b, int64_t ldb,
               float* c, int64_t ldc, const float* bias, const float* residual, float lo, float hi) {
+  if (cols <= 8)
+    return kNarrowTiles[size_t(rows - 1)](k, a, b, ldb, c, ldc, cols, bias, residual, lo, hi);
   for (int64_t r0 = 0; r0 < rows; r0 += kHalf) {
     const int64_t half = std::min<int64_t>(kHalf, rows - r0);
     kTiles[size_t(half - 1)][cols == kTile ? 1 : 0](

@@ -31,6 +31,9 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define NNX_WINOGRAD_AVX512 1
+#elif defined(__AVX2__)
+#include <immintrin.h>
+#define NNX_WINOGRAD_AVX2 1
 #endif
 
 namespace nnx::cpu {
@@ -236,6 +239,31 @@ struct StackedLanes {
     for (int64_t k = 0; k < kLanes; ++k) row_lanes[k] = range_mask(0, k * cols, (k + 1) * cols);
   }
 };
+#elif defined(NNX_WINOGRAD_AVX2)
+// AVX2 builds transform 8 tiles of a run at a time, one per lane.
+constexpr int64_t kLanes8 = 8;
+
+// Lanes i < 8 with lo <= start + i < hi, as a maskload/maskstore mask.
+inline __m256i range_mask8(int64_t start, int64_t lo, int64_t hi) {
+  const int32_t first = int32_t(std::clamp<int64_t>(lo - start, 0, 8));
+  const int32_t end = int32_t(std::clamp<int64_t>(hi - start, 0, 8));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(first), lane),
+                             _mm256_cmpgt_epi32(_mm256_set1_epi32(end), lane));
+}
+inline __m256i first_lanes8(int64_t n) {
+  return range_mask8(0, 0, n);
+}
+
+// Lanes 0..7 of the even (odd) elements of the 16 floats a, b.
+inline __m256 even_of(__m256 a, __m256 b) {
+  return _mm256_castpd_ps(
+      _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+}
+inline __m256 odd_of(__m256 a, __m256 b) {
+  return _mm256_castpd_ps(
+      _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
 #endif
 
 // V for input channels [ic0, ic1) of a block's runs.
@@ -317,6 +345,52 @@ void transform_input(const Conv2dShape& s, const Tiling& tiling, const std::vect
           _mm512_mask_storeu_ps(next + xi * point_stride, tail,
                                 _mm512_maskz_compress_ps(rest, out[xi]));
       }
+#elif defined(NNX_WINOGRAD_AVX2)
+      for (int64_t i0 = 0; i0 < run.count; i0 += kLanes8) {
+        const int64_t n = std::min(kLanes8, run.count - i0), x = x0 + 2 * i0;
+        // Row r of the 8 tiles' patches: columns x + 2i + c for lane i, from 16 floats at x
+        // (and at x + 2), zero outside the input, split into even and odd.
+        const __m256i m0 = range_mask8(x, 0, s.in_w), m1 = range_mask8(x + 8, 0, s.in_w);
+        const __m256i m2 = range_mask8(x + 2, 0, s.in_w), m3 = range_mask8(x + 10, 0, s.in_w);
+        __m256 t[4][4];
+        for (int r = 0; r < 4; ++r) {
+          const int64_t y = y0 + r;
+          if (y < 0 || y >= s.in_h) {
+            for (int c = 0; c < 4; ++c) t[r][c] = _mm256_setzero_ps();
+            continue;
+          }
+          const float* row = p + y * s.in_w + x;
+          const __m256 a = _mm256_maskload_ps(row, m0), b = _mm256_maskload_ps(row + 8, m1);
+          const __m256 e = _mm256_maskload_ps(row + 2, m2), f = _mm256_maskload_ps(row + 10, m3);
+          const __m256 d0 = even_of(a, b), d1 = odd_of(a, b), d2 = even_of(e, f), d3 = odd_of(e, f);
+          t[r][0] = _mm256_sub_ps(d0, d2);
+          t[r][1] = _mm256_add_ps(d1, d2);
+          t[r][2] = _mm256_sub_ps(d2, d1);
+          t[r][3] = _mm256_sub_ps(d1, d3);
+        }
+        __m256 out[kPoints];
+        for (int c = 0; c < 4; ++c) {
+          out[0 * 4 + c] = _mm256_sub_ps(t[0][c], t[2][c]);
+          out[1 * 4 + c] = _mm256_add_ps(t[1][c], t[2][c]);
+          out[2 * 4 + c] = _mm256_sub_ps(t[2][c], t[1][c]);
+          out[3 * 4 + c] = _mm256_sub_ps(t[1][c], t[3][c]);
+        }
+        // Into the run's panel, or the next one's start; a chunk across the two a lane at a time.
+        if (i0 + n <= run.head || i0 >= run.head) {
+          float* dst = row_base + (i0 < run.head ? run.v_at + i0 : run.v_next + i0 - run.head);
+          const __m256i lanes = first_lanes8(n);
+          for (int64_t xi = 0; xi < kPoints; ++xi)
+            _mm256_maskstore_ps(dst + xi * point_stride, lanes, out[xi]);
+          continue;
+        }
+        for (int64_t xi = 0; xi < kPoints; ++xi) {
+          alignas(32) float lane[kLanes8];
+          _mm256_store_ps(lane, out[xi]);
+          for (int64_t i = i0; i < i0 + n; ++i)
+            row_base[(i < run.head ? run.v_at + i : run.v_next + i - run.head) +
+                     xi * point_stride] = lane[i - i0];
+        }
+      }
 #else
       for (int64_t i = 0; i < run.count; ++i) {
         float d[4][4];
@@ -377,6 +451,14 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
   const __m512i low_index = _mm512_load_si512(low_lanes);
   const __m512i high_index = _mm512_load_si512(high_lanes);
   const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+#elif defined(NNX_WINOGRAD_AVX2)
+  // As above: ReLU and clamps in registers where no residual comes first, other epilogues after.
+  const bool relu = epilogue.active && epilogue.kind == Activation::relu;
+  const bool clamp_in_registers =
+      epilogue.residual == nullptr &&
+      (relu || (epilogue.active && epilogue.kind == Activation::hardtanh));
+  const __m256 lo_v = _mm256_set1_ps(relu ? 0.f : epilogue.args.lo);
+  const __m256 hi_v = _mm256_set1_ps(relu ? INFINITY : epilogue.args.hi);
 #endif
   for (int64_t oc = oc0; oc < oc1; ++oc) {
     const float b = bias ? bias[oc] : 0.f;
@@ -426,6 +508,36 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
           if (!clamp_in_registers) apply_epilogue(epilogue, dst, width);
         }
       }
+#elif defined(NNX_WINOGRAD_AVX2)
+      for (int64_t i0 = 0; i0 < run.count; i0 += kLanes8) {
+        const int64_t n = std::min(kLanes8, run.count - i0), xo = x0 + 2 * i0;
+        const int64_t width = std::min(2 * n, s.out_w - xo);
+        const __m256i lanes = first_lanes8(n);
+        __m256 x[kPoints];
+        for (int64_t i = 0; i < kPoints; ++i)
+          x[i] = _mm256_maskload_ps(in + i * point_stride + run.at + i0, lanes);
+        const __m256 bv = _mm256_set1_ps(b);
+        for (int r = 0; r < 2 && y0 + r < s.out_h; ++r) {
+          __m256 q[4];
+          for (int c = 0; c < 4; ++c)
+            q[c] = r == 0 ? _mm256_add_ps(_mm256_add_ps(x[c], x[4 + c]), x[8 + c])
+                          : _mm256_sub_ps(_mm256_sub_ps(x[4 + c], x[8 + c]), x[12 + c]);
+          __m256 y_0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(q[0], q[1]), q[2]), bv);
+          __m256 y_1 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(q[1], q[2]), q[3]), bv);
+          if (clamp_in_registers) {  // max(lo, y) then min(hi, y) keep NaN as clamp_nan does
+            y_0 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y_0));
+            y_1 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y_1));
+          }
+          // Row r of the 8 tiles' blocks, tile by tile: 16 outputs.
+          const __m256 low = _mm256_unpacklo_ps(y_0, y_1), high = _mm256_unpackhi_ps(y_0, y_1);
+          float* dst = o + (y0 + r) * s.out_w + xo;
+          _mm256_maskstore_ps(dst, first_lanes8(width), _mm256_permute2f128_ps(low, high, 0x20));
+          _mm256_maskstore_ps(dst + 8, first_lanes8(width - 8),
+                              _mm256_permute2f128_ps(low, high, 0x31));
+          if (!clamp_in_registers) apply_epilogue(epilogue, dst, width);
+        }
+      }
+      (void)columns;
 #else
       for (int64_t i = 0; i < run.count; ++i) {
         float x[4][4];

@@ -2,14 +2,16 @@
 # Sets up, builds and runs every test:
 # 1. the main build (release; CUDA compiled for one architecture where nvcc is found): ctest,
 #    then the installed package and examples/embed against it (tools/embed-check.sh);
-# 2. the same tests under ASan+UBSan, with the CUDA backend built on the host emulator
+# 2. the kernels of processors without AVX-512 (tools/avx2.sh): the library and its op, model and
+#    training tests built for x86-64-v3 (AVX2 + FMA) and run against the same fixtures;
+# 3. the same tests under ASan+UBSan, with the CUDA backend built on the host emulator
 #    (tests/cuda_emulator: every CUDA test runs, its kernels checked by the sanitizers), and a
 #    LeakSanitizer check of `nnx run` on the example network; the CPU-only end-to-end training
-#    and pruning runs and the concurrency stress test, which pass 1 (and 3) run, are left out
+#    and pruning runs and the concurrency stress test, which pass 1 (and 4) run, are left out
 #    (CMakePresets.json, test preset "asan"): together they took 3.5 minutes of the 45;
-# 3. the threaded tests under ThreadSanitizer (tools/tsan.sh: 8 threads x 200 runs);
-# 4. every fuzz target for a fixed, seeded number of inputs (longer runs: tools/fuzz.sh SECONDS).
-# NNX_SKIP_ASAN=1 / NNX_SKIP_TSAN=1 / NNX_SKIP_FUZZ=1 skip passes 2 / 3 / 4.
+# 4. the threaded tests under ThreadSanitizer (tools/tsan.sh: 8 threads x 200 runs);
+# 5. every fuzz target for a fixed, seeded number of inputs (longer runs: tools/fuzz.sh SECONDS).
+# NNX_SKIP_AVX2=1 / NNX_SKIP_ASAN=1 / NNX_SKIP_TSAN=1 / NNX_SKIP_FUZZ=1 skip passes 2 / 3 / 4 / 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
@@ -19,6 +21,9 @@ cmake --preset ci -DNNX_FIXTURE_DIR="$fixtures" >/dev/null
 cmake --build --preset ci -j "$jobs"
 ctest --preset ci -j "$jobs"
 tools/embed-check.sh build/ci  # install, build examples/embed against it, compare outputs
+if [ "${NNX_SKIP_AVX2:-0}" != 1 ]; then
+  NNX_AVX2_JOBS="$jobs" tools/avx2.sh "$fixtures"
+fi
 if [ "${NNX_SKIP_ASAN:-0}" != 1 ]; then
   cmake --preset asan -DNNX_FIXTURE_DIR="$fixtures" >/dev/null
   cmake --build --preset asan -j "$jobs"

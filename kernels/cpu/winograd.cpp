@@ -31,9 +31,12 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define NNX_WINOGRAD_AVX512 1
-#elif defined(__AVX2__)
+#elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define NNX_WINOGRAD_AVX2 1
+#endif
+#if defined(NNX_WINOGRAD_AVX512) || defined(NNX_WINOGRAD_AVX2)
+#define NNX_WINOGRAD_F4 1  // F(4x4, 3x3) for prepared weights
 #endif
 
 namespace nnx::cpu {
@@ -264,6 +267,22 @@ inline __m256 odd_of(__m256 a, __m256 b) {
   return _mm256_castpd_ps(
       _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
+
+// Transformed point `at` (the offset of its matrix in V) of the run's tiles [i0, i0 + n), lane
+// i - i0 holding tile i: into the run's panel, or the next one's start; a chunk across the two
+// a lane at a time.
+inline void store_tiles8(float* row_base, const Run& run, int64_t i0, int64_t n, int64_t at,
+                         __m256 values) {
+  if (i0 + n <= run.head || i0 >= run.head) {
+    float* dst = row_base + at + (i0 < run.head ? run.v_at + i0 : run.v_next + i0 - run.head);
+    _mm256_maskstore_ps(dst, first_lanes8(n), values);
+    return;
+  }
+  alignas(32) float lane[kLanes8];
+  _mm256_store_ps(lane, values);
+  for (int64_t i = i0; i < i0 + n; ++i)
+    row_base[at + (i < run.head ? run.v_at + i : run.v_next + i - run.head)] = lane[i - i0];
+}
 #endif
 
 // V for input channels [ic0, ic1) of a block's runs.
@@ -375,21 +394,8 @@ void transform_input(const Conv2dShape& s, const Tiling& tiling, const std::vect
           out[2 * 4 + c] = _mm256_sub_ps(t[2][c], t[1][c]);
           out[3 * 4 + c] = _mm256_sub_ps(t[1][c], t[3][c]);
         }
-        // Into the run's panel, or the next one's start; a chunk across the two a lane at a time.
-        if (i0 + n <= run.head || i0 >= run.head) {
-          float* dst = row_base + (i0 < run.head ? run.v_at + i0 : run.v_next + i0 - run.head);
-          const __m256i lanes = first_lanes8(n);
-          for (int64_t xi = 0; xi < kPoints; ++xi)
-            _mm256_maskstore_ps(dst + xi * point_stride, lanes, out[xi]);
-          continue;
-        }
-        for (int64_t xi = 0; xi < kPoints; ++xi) {
-          alignas(32) float lane[kLanes8];
-          _mm256_store_ps(lane, out[xi]);
-          for (int64_t i = i0; i < i0 + n; ++i)
-            row_base[(i < run.head ? run.v_at + i : run.v_next + i - run.head) +
-                     xi * point_stride] = lane[i - i0];
-        }
+        for (int64_t xi = 0; xi < kPoints; ++xi)
+          store_tiles8(row_base, run, i0, n, xi * point_stride, out[xi]);
       }
 #else
       for (int64_t i = 0; i < run.count; ++i) {
@@ -561,10 +567,10 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
   }
 }
 
-#ifdef NNX_WINOGRAD_AVX512
+#if defined(NNX_WINOGRAD_AVX512) || defined(NNX_WINOGRAD_AVX2)
 
-// F(4x4, 3x3), for prepared weights on AVX-512 builds: each 4x4 block of outputs from a 6x6
-// input tile, Y = A^T [(G g G^T) . (B^T d B)] A with the points 0, 1, -1, 2, -2 and infinity:
+// F(4x4, 3x3), for prepared weights on AVX-512 and AVX2 builds: each 4x4 block of outputs from a
+// 6x6 input tile, Y = A^T [(G g G^T) . (B^T d B)] A with the points 0, 1, -1, 2, -2 and infinity:
 // 36 products for the 144 multiplies of a direct block (4x; F(2x2, 3x3) makes it 2.25x), the
 // transforms' cost per output about the same. Float32 rounding differs from the direct sum by
 // a few 1e-6 relative, within PyTorch parity (1e-4).
@@ -578,6 +584,7 @@ constexpr float kG4[6][3] = {{1.f / 4, 0, 0},
                              {1.f / 24, -1.f / 12, 1.f / 6},
                              {0, 0, 1}};
 
+#ifdef NNX_WINOGRAD_AVX512
 void transform_weights4(const Conv2dShape& s, const float* weight, int64_t oc0, int64_t oc1,
                         float* u) {
   // A panel's outputs in the vector lanes (transform_kernels).
@@ -798,6 +805,169 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
   }
 }
 
+#else  // AVX2: 8 tiles of a run at a time, one per lane (no stacked tile rows)
+
+// As the AVX-512 transform, one output channel at a time (the weights are prepared once).
+void transform_weights4(const Conv2dShape& s, const float* weight, int64_t oc0, int64_t oc1,
+                        float* u) {
+  constexpr auto& G = kG4;
+  const int64_t panel = s.in_channels * kPanelRows, point = u_point_floats(s);
+  for (int64_t oc = oc0; oc < oc1; ++oc) {
+    float* base = u + (oc / kPanelRows) * panel + oc % kPanelRows;
+    for (int64_t ic = 0; ic < s.in_channels; ++ic) {
+      const float* g = weight + (oc * s.in_channels + ic) * 9;
+      float gg[6][3];  // G g
+      for (int r = 0; r < 6; ++r)
+        for (int c = 0; c < 3; ++c)
+          gg[r][c] = std::fma(G[r][0], g[c], std::fma(G[r][1], g[3 + c], G[r][2] * g[6 + c]));
+      for (int r = 0; r < 6; ++r)
+        for (int c = 0; c < 6; ++c)
+          base[(r * 6 + c) * point + ic * kPanelRows] =
+              std::fma(gg[r][0], G[c][0], std::fma(gg[r][1], G[c][1], gg[r][2] * G[c][2]));
+    }
+  }
+}
+
+// (d B)[j] for one row d of six (B^T as for AVX-512 above).
+inline void input_row4(const __m256 (&d)[6], __m256 (&t)[6]) {
+  const __m256 four = _mm256_set1_ps(4.f), five = _mm256_set1_ps(5.f);
+  const __m256 a = _mm256_fnmadd_ps(four, d[2], d[4]);  // d4 - 4 d2
+  const __m256 b = _mm256_fnmadd_ps(four, d[1], d[3]);  // d3 - 4 d1
+  const __m256 c = _mm256_sub_ps(d[4], d[2]);
+  const __m256 e = _mm256_add_ps(_mm256_sub_ps(d[3], d[1]), _mm256_sub_ps(d[3], d[1]));
+  t[0] = _mm256_fmadd_ps(four, d[0], _mm256_fnmadd_ps(five, d[2], d[4]));
+  t[1] = _mm256_add_ps(a, b);
+  t[2] = _mm256_sub_ps(a, b);
+  t[3] = _mm256_add_ps(c, e);
+  t[4] = _mm256_sub_ps(c, e);
+  t[5] = _mm256_fmadd_ps(four, d[1], _mm256_fnmadd_ps(five, d[3], d[5]));
+}
+
+// Lanes i < 4 with lo <= start + i < hi, as a 128-bit maskload mask.
+inline __m128i range_mask4(int64_t start, int64_t lo, int64_t hi) {
+  const int32_t first = int32_t(std::clamp<int64_t>(lo - start, 0, 4));
+  const int32_t end = int32_t(std::clamp<int64_t>(hi - start, 0, 4));
+  const __m128i lane = _mm_setr_epi32(0, 1, 2, 3);
+  return _mm_andnot_si128(_mm_cmpgt_epi32(_mm_set1_epi32(first), lane),
+                          _mm_cmpgt_epi32(_mm_set1_epi32(end), lane));
+}
+
+// V for input channels [ic0, ic1) of a block's runs (6x6 tiles 4 apart). Row r of 8 tiles'
+// patches: the 4-float groups g_j at x + 4j (j = 0..8, zero outside the input), paired as
+// [g_k | g_k+4] and transposed, so that lane i gets column c of tile i (g_i, c < 4; g_i+1 for
+// c = 4, 5).
+void transform_input4(const Conv2dShape& s, const Tiling&, const std::vector<Run>& runs,
+                      const float* input, int64_t ic0, int64_t ic1, const Panels& panels,
+                      float* v) {
+  const int64_t plane = s.in_h * s.in_w;
+  const int64_t point_stride = v_point_floats(s, panels);
+  for (int64_t ic = ic0; ic < ic1; ++ic) {
+    float* row_base = v + ic * panels.width;
+    for (const Run& run : runs) {
+      const float* p = input + (run.n * s.in_channels + ic) * plane;
+      const int64_t y0 = run.ty * 4 - s.pad_top, x0 = run.tx * 4 - s.pad_left;
+      for (int64_t i0 = 0; i0 < run.count; i0 += kLanes8) {
+        const int64_t n = std::min(kLanes8, run.count - i0), x = x0 + 4 * i0;
+        __m128i mask[9];
+        for (int j = 0; j < 9; ++j) mask[j] = range_mask4(x + 4 * j, 0, s.in_w);
+        __m256 t[6][6];  // d B, row by row
+        for (int r = 0; r < 6; ++r) {
+          const int64_t y = y0 + r;
+          if (y < 0 || y >= s.in_h) {
+            for (int c = 0; c < 6; ++c) t[r][c] = _mm256_setzero_ps();
+            continue;
+          }
+          const float* row = p + y * s.in_w + x;
+          __m128 g[9];
+          for (int j = 0; j < 9; ++j) g[j] = _mm_maskload_ps(row + 4 * j, mask[j]);
+          __m256 a[5];
+          for (int k = 0; k < 5; ++k)
+            a[k] = _mm256_insertf128_ps(_mm256_castps128_ps256(g[k]), g[k + 4], 1);
+          const __m256 lo01 = _mm256_unpacklo_ps(a[0], a[1]), hi01 = _mm256_unpackhi_ps(a[0], a[1]);
+          const __m256 lo23 = _mm256_unpacklo_ps(a[2], a[3]), hi23 = _mm256_unpackhi_ps(a[2], a[3]);
+          const __m256 lo12 = _mm256_unpacklo_ps(a[1], a[2]), lo34 = _mm256_unpacklo_ps(a[3], a[4]);
+          const __m256 d[6] = {
+              _mm256_shuffle_ps(lo01, lo23, 0x44), _mm256_shuffle_ps(lo01, lo23, 0xEE),
+              _mm256_shuffle_ps(hi01, hi23, 0x44), _mm256_shuffle_ps(hi01, hi23, 0xEE),
+              _mm256_shuffle_ps(lo12, lo34, 0x44), _mm256_shuffle_ps(lo12, lo34, 0xEE)};
+          input_row4(d, t[r]);
+        }
+        // B^T (d B), column by column.
+        for (int c = 0; c < 6; ++c) {
+          const __m256 column[6] = {t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]};
+          __m256 out[6];
+          input_row4(column, out);
+          for (int r = 0; r < 6; ++r)
+            store_tiles8(row_base, run, i0, n, (r * 6 + c) * point_stride, out[r]);
+        }
+      }
+    }
+  }
+}
+
+// (x A) for one row x of six (A^T as for AVX-512 above).
+inline void output_row4(const __m256 (&x)[6], __m256 (&y)[4]) {
+  const __m256 s1 = _mm256_add_ps(x[1], x[2]), d1 = _mm256_sub_ps(x[1], x[2]);
+  const __m256 s2 = _mm256_add_ps(x[3], x[4]), d2 = _mm256_sub_ps(x[3], x[4]);
+  y[0] = _mm256_add_ps(_mm256_add_ps(x[0], s1), s2);
+  y[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.f), d2, d1);
+  y[2] = _mm256_fmadd_ps(_mm256_set1_ps(4.f), s2, s1);
+  y[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.f), d2, d1), x[5]);
+}
+
+// Y = A^T m A plus the bias and the epilogue, for output channels [oc0, oc1) of a block's runs
+// (8 tiles at a time: their 4 values of an output row transposed back into 32 outputs).
+void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const float* m,
+                       const Panels& panels, int64_t oc0, int64_t oc1, const float* bias,
+                       const Epilogue& epilogue, float* output) {
+  const int64_t plane = s.out_h * s.out_w, ldm = panels.columns();
+  const int64_t point_stride = m_point_floats(s, panels);
+  const ClampEpilogue clamp = clamp_of(epilogue);
+  const __m256 lo_v = _mm256_set1_ps(clamp.lo), hi_v = _mm256_set1_ps(clamp.hi);
+  for (int64_t oc = oc0; oc < oc1; ++oc) {
+    const __m256 bv = _mm256_set1_ps(bias ? bias[oc] : 0.f);
+    const float* in = m + oc * ldm;
+    for (const Run& run : runs) {
+      const int64_t y0 = run.ty * 4, x0 = run.tx * 4;
+      float* o = output + (run.n * s.out_channels + oc) * plane;
+      for (int64_t i0 = 0; i0 < run.count; i0 += kLanes8) {
+        const int64_t n = std::min(kLanes8, run.count - i0), xo = x0 + 4 * i0;
+        const int64_t width = std::min(4 * n, s.out_w - xo);
+        const __m256i lanes = first_lanes8(n);
+        __m256 q[4][6];  // A^T m, column by column
+        for (int c = 0; c < 6; ++c) {
+          __m256 x[6];
+          for (int r = 0; r < 6; ++r)
+            x[r] = _mm256_maskload_ps(in + (r * 6 + c) * point_stride + run.at + i0, lanes);
+          __m256 y[4];
+          output_row4(x, y);
+          for (int k = 0; k < 4; ++k) q[k][c] = y[k];
+        }
+        for (int k = 0; k < 4 && y0 + k < s.out_h; ++k) {
+          __m256 y[4];
+          output_row4(q[k], y);
+          for (int j = 0; j < 4; ++j) {
+            y[j] = _mm256_add_ps(y[j], bv);
+            if (clamp.exact) y[j] = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y[j]));
+          }
+          // Lane i of y[j] is output 4i + j of the row: pairs, then quads, then 128-bit halves.
+          const __m256 u0 = _mm256_unpacklo_ps(y[0], y[1]), u1 = _mm256_unpackhi_ps(y[0], y[1]);
+          const __m256 u2 = _mm256_unpacklo_ps(y[2], y[3]), u3 = _mm256_unpackhi_ps(y[2], y[3]);
+          const __m256 v0 = _mm256_shuffle_ps(u0, u2, 0x44), v1 = _mm256_shuffle_ps(u0, u2, 0xEE);
+          const __m256 v2 = _mm256_shuffle_ps(u1, u3, 0x44), v3 = _mm256_shuffle_ps(u1, u3, 0xEE);
+          const __m256 row[4] = {
+              _mm256_permute2f128_ps(v0, v1, 0x20), _mm256_permute2f128_ps(v2, v3, 0x20),
+              _mm256_permute2f128_ps(v0, v1, 0x31), _mm256_permute2f128_ps(v2, v3, 0x31)};
+          float* dst = o + (y0 + k) * s.out_w + xo;
+          for (int h = 0; h < 4; ++h)
+            _mm256_maskstore_ps(dst + 8 * h, first_lanes8(width - 8 * h), row[h]);
+          if (!clamp.exact) apply_epilogue(epilogue, dst, width);
+        }
+      }
+    }
+  }
+}
+#endif
 #endif
 }  // namespace
 
@@ -809,7 +979,7 @@ void winograd_transform_weights(const Conv2dShape& s, const float* weight, float
                                 ThreadPool* pool) {
   parallel_for(pool, out_panels(s), 1, [&](int64_t p0, int64_t p1) {
     const int64_t oc0 = p0 * kPanelRows, oc1 = std::min(s.out_channels, p1 * kPanelRows);
-#ifdef NNX_WINOGRAD_AVX512
+#ifdef NNX_WINOGRAD_F4
     if (tile == 4) return transform_weights4(s, weight, oc0, oc1, out);
 #endif
     transform_weights(s, weight, oc0, oc1, out);
@@ -817,7 +987,7 @@ void winograd_transform_weights(const Conv2dShape& s, const float* weight, float
 }
 
 int winograd_prepared_tile(const Conv2dShape& s) {
-#ifdef NNX_WINOGRAD_AVX512
+#ifdef NNX_WINOGRAD_F4
   if (s.batch * ceil_div(s.out_h, 4) * ceil_div(s.out_w, 4) >= 16) return 4;
 #endif
   (void)s;
@@ -866,7 +1036,7 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
 #endif
   auto transform_in = [&s, &tiling](const std::vector<Run>& runs, const float* x, int64_t c0,
                                     int64_t c1, const Panels& panels, float* v) {
-#ifdef NNX_WINOGRAD_AVX512
+#ifdef NNX_WINOGRAD_F4
     if constexpr (Tile == 4) return transform_input4(s, tiling, runs, x, c0, c1, panels, v);
 #endif
     transform_input(s, tiling, runs, x, c0, c1, panels, v);
@@ -874,7 +1044,7 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
   auto transform_out = [&s, bias, &epilogue, output](const std::vector<Run>& runs, const float* m,
                                                      const Panels& panels, int64_t oc0,
                                                      int64_t oc1) {
-#ifdef NNX_WINOGRAD_AVX512
+#ifdef NNX_WINOGRAD_F4
     if constexpr (Tile == 4)
       return transform_output4(s, runs, m, panels, oc0, oc1, bias, epilogue, output);
 #endif
@@ -943,7 +1113,7 @@ void conv2d_winograd(const Conv2dShape& s, const float* input, const float* weig
     winograd_transform_weights(s, weight, u, prepared_tile, pool);
     prepared = u;
   }
-#ifdef NNX_WINOGRAD_AVX512
+#ifdef NNX_WINOGRAD_F4
   if (prepared_tile == 4) return run_winograd<4>(s, input, prepared, bias, output, pool, epilogue);
 #endif
   run_winograd<2>(s, input, prepared, bias, output, pool, epilogue);

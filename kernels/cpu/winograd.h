@@ -9,12 +9,12 @@
 namespace nnx::cpu {
 
 // The transformed weights conv2d_winograd takes as `prepared` (ConvPrepared keeps them), for
-// output tiles of `tile` x `tile` (2: F(2x2, 3x3); 4: F(4x4, 3x3), AVX-512 builds only): their
+// output tiles of `tile` x `tile` (2: F(2x2, 3x3); 4: F(4x4, 3x3), AVX-512 and AVX2 builds): their
 // size in floats, and the transform, split over `pool`'s threads when given.
 int64_t winograd_weights_floats(const Conv2dShape& shape, int tile);
 void winograd_transform_weights(const Conv2dShape& shape, const float* weight, float* out, int tile,
                                 ThreadPool* pool = nullptr);
-// The tile prepared weights for `shape` are transformed for: 4 on AVX-512 builds where the
+// The tile prepared weights for `shape` are transformed for: 4 on AVX-512 and AVX2 builds where the
 // image's 4x4 tiles fill at least one 16-wide GEMM panel (a 7x7 plane's 4 would leave it three
 // quarters empty: twice F(2x2)'s time), else 2. F(4x4, 3x3) makes 36 products of the 144
 // multiplies of a direct 4x4 block (4x fewer; F(2x2, 3x3) 2.25x); its float32 rounding differs

@@ -1,6 +1,6 @@
 // The Winograd F(2x2, 3x3) and F(4x4, 3x3) convolutions (kernels/cpu/winograd.h) against a
 // double-precision direct sum: with weights transformed per call and prepared once for either
-// tile (F(4x4, 3x3) on AVX-512 builds), on 1 to 3 threads, over plane sizes
+// tile (F(4x4, 3x3) on AVX-512 and AVX2 builds), on 1 to 3 threads, over plane sizes
 // that exercise both work splits (many tiles in blocks, few tiles split over channels), tile runs
 // that cross the GEMM's 16- and 32-wide panels, odd edges, channel counts that are not multiples
 // of the 12-row panels, batches, padding 0 and 1, a bias or none, and fused epilogues.
@@ -116,7 +116,7 @@ const std::vector<Case> kCases = {
 };
 
 // The tiles to test, and the error each is held to (relative to the largest output).
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 const std::vector<int> kTiles = {0, 2, 4};
 #else
 const std::vector<int> kTiles = {0, 2};
@@ -160,12 +160,13 @@ TEST(Winograd, PreparedTransformIsMadeOnceAndShared) {
 }
 
 // The tile is the first shape's: F(4x4, 3x3) for planes whose 4x4 tiles fill a 16-wide panel
-// (AVX-512 builds), F(2x2, 3x3) for smaller ones, kept when a later call's plane differs.
+// (AVX-512 and AVX2 builds), F(2x2, 3x3) for smaller ones, kept when a later call's plane
+// differs.
 TEST(Winograd, PreparedTileFollowsTheFirstShape) {
   const Conv2dShape small = shape_of({1, 16, 16, 7, 7, 1}),
                     large = shape_of({1, 16, 16, 16, 16, 1});
   EXPECT_EQ(nnx::cpu::winograd_prepared_tile(small), 2);
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   EXPECT_EQ(nnx::cpu::winograd_prepared_tile(large), 4);
   Conv2dShape batch = small;
   batch.batch = 4;  // 16 tiles of 4x4 in all

@@ -911,6 +911,11 @@ void conv2d_max_pool(const Conv2dShape& s, const Pool2dShape& p, const float* in
     const int64_t even = ceil_div(ceil_div(p.out_h, band), threads) * threads;
     band = ceil_div(p.out_h, even);
   }
+  // A Winograd convolution's band holds at least 4 convolution rows, a whole F(4x4, 3x3) tile
+  // (or two of F(2x2)): with 2 (the seed network's 256 channels at 160 wide, pooled 2x2) half
+  // of every 4x4 tile fell outside the band.
+  if (winograd_enabled() && winograd_suitable(s, prepared != nullptr))
+    band = std::min(p.out_h, std::max(band, ceil_div(4, std::max<int64_t>(1, p.stride_h))));
   const int64_t bands = ceil_div(p.out_h, band), tasks = s.batch * bands;
   const int64_t in_plane = s.in_h * s.in_w;
 

@@ -101,6 +101,8 @@ TEST(ConvMaxPool, MatchesConvolutionThenPooling) {
       // of 2 pooled rows, and bands of one pooled row in a batch (each thread whole bands).
       {1, 3, 64, 96, 512, 3, 1, 1, 2, 2, 0},
       {2, 3, 32, 40, 1100, 7, 1, 3, 4, 4, 0},
+      // Winograd rows wide enough for bands of one pooled row: widened to 4 convolution rows.
+      {1, 16, 256, 8, 300, 3, 1, 1, 2, 2, 0},
   };
   for (size_t i = 0; i < cases.size(); ++i)
     for (int threads : {1, 2, 3})

@@ -426,18 +426,15 @@ void conv2d_channels_last(const Conv2dShape& s, const float* input, const float*
 }
 
 // 1x1 layers on planes too large for the channels-last GEMM read their input in place
-// (pointwise_conv.h) where they keep or reduce the channels, or have at most 256 pixels.
-// Measured against the panel path (alternating runs, 2-core Zen 5, ResNet-50's layers): 512 ->
-// 128 at 28x28 0.38 -> 0.30 ms, 512 -> 256 0.64-0.80 -> 0.58-0.61 ms, 256 -> 64 at 56x56
-// 0.33-0.46 -> 0.26-0.29 ms, at 14x14 256 -> 1024 with its residual 0.30 -> 0.28-0.29 ms and
-// the sampled downsampling 512 -> 1024 0.74 -> 0.65 ms; expanding layers on larger planes (128
-// -> 512 at 28x28 and 64 -> 256 at 56x56 with their residual) lost 0-30%, their input small
-// next to the work and its packing cheap, and stay on panels, as do layers of under 128 input
-// channels (64 -> 64 at 56x56: 0.103 -> 0.121 ms), whose tiles are too short to hide the first
-// rows' latency.
+// (pointwise_conv.h). Measured against the panel path (2-core Zen 5, ResNet-50's layers, per
+// node, 3 alternating profiled runs in one sitting): 64 -> 64 at 56x56 0.17-0.19 -> 0.10-0.12 ms,
+// 64 -> 256 at 56x56 0.55-0.57 -> 0.33-0.39 ms (0.49-0.52 -> 0.38-0.43 with its residual), 128 ->
+// 512 at 28x28 with its residual 0.45-0.50 -> 0.33-0.35 ms; the whole network 29.2 -> 27.7 ms
+// (medians of 15 alternating runs, a slow hour). An earlier sitting had measured the expanding
+// layers on large planes and those of under 128 input channels 0-30% slower in place, and kept
+// them on panels; these runs reverse that.
 bool pointwise_preferred(const Conv2dShape& s) {
-  return pointwise_suitable(s) && s.in_channels >= 128 && !channels_last_suitable(s) &&
-         (s.out_channels <= s.in_channels || s.out_h * s.out_w <= 256);
+  return pointwise_suitable(s) && !channels_last_suitable(s);
 }
 #elif defined(NNX_POINTWISE_CONV)
 // AVX2 builds: every 1x1 layer of stride 1 (a strided one sampled first) reads its input in place.

@@ -1,7 +1,8 @@
 // Convolutions with prepared weights (kernels/cpu/prepared.h: weights rearranged once for
 // inference) against the same convolutions without (whose results the op tests check against
-// PyTorch): the 1x1 panel path over both work splits, strides, batches, channel counts off the
-// 12-row panels, pixel counts off the 32-wide panels, bias or none, and fused epilogues.
+// PyTorch): 1x1 layers read in place (pointwise_conv.h) and the panel path for larger kernels,
+// over strides, batches, channel counts off the 12-row panels, pixel counts off the tiles, bias
+// or none, and fused epilogues.
 #include "kernels/cpu/prepared.h"
 
 #include <gtest/gtest.h>
@@ -98,11 +99,11 @@ double tolerance(const Conv2dShape& s) {
 
 TEST(ConvPrepared, PointwiseMatchesUnprepared) {
   const std::vector<Conv2dShape> shapes = {
-      pointwise(1, 64, 256, 56, 56, 1),    // many pixel blocks
-      pointwise(1, 512, 512, 28, 28, 1),   // blocks evened out over threads: 98 pixels each
-      pointwise(1, 256, 1024, 14, 14, 1),  // few: shared packing, weight panels split
-      pointwise(1, 1024, 256, 14, 14, 1),  // fewer outputs than inputs: the band path
-      pointwise(1, 512, 2048, 7, 7, 1),    // 49 pixels: a partial panel
+      pointwise(1, 64, 256, 56, 56, 1),    // many pixel tiles
+      pointwise(1, 512, 512, 28, 28, 1),   // tiles in L2-sized groups
+      pointwise(1, 256, 1024, 14, 14, 1),  // few pixels: weight panels split
+      pointwise(1, 1024, 256, 14, 14, 1),  // fewer outputs than inputs
+      pointwise(1, 512, 2048, 7, 7, 1),    // 49 pixels: channels-last on AVX-512
       pointwise(2, 24, 29, 9, 11, 1),      // channels off the panels, batch
       pointwise(1, 256, 512, 56, 56, 2),   // strided (ResNet's downsample)
       pointwise(3, 16, 40, 13, 10, 2),     // strided, odd sizes, batch
@@ -143,10 +144,10 @@ TEST(ConvPrepared, PointwiseEpiloguesAndNoBias) {
     }
 }
 
-// Layers that keep or reduce the channels on planes over 256 pixels, or have 101-256 pixels, read
-// their input in place (pointwise_conv.h): tiles ending part-way, channels off the panels, batches,
-// a strided layer (its pixels sampled first), few pixels per weight (each thread a run of weight
-// panels), depths past the L2 grouping, bias or none, and every kind of epilogue with a residual.
+// 1x1 layers on planes of over 100 pixels read their input in place (pointwise_conv.h): tiles
+// ending part-way, channels off the panels, batches, a strided layer (its pixels sampled first),
+// few pixels per weight (each thread a run of weight panels), depths past the L2 grouping, bias or
+// none, and every kind of epilogue with a residual.
 TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
   Epilogue none{};
   Epilogue relu{true, nnx::Activation::relu, {}};

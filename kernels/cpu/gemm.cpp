@@ -264,45 +264,71 @@ constexpr int64_t kKC = 256, kMC = 96, kNC = 2048;
 // C[Rows x 16] (+)= A panel [kc x a_step] * 16 columns of B panel [kc x b_step], panels as
 // pack_a / pack_b lay them out (steps kMR and kNR) or as panel_gemm's callers do (kPanelRows and
 // the panel width); Rows < 6 serves the last rows of A without a detour through a temporary.
-template <int Rows>
+// With `epilogue`, bias[r] (bias may be null) and the residual's element at C's position
+// (residual may be null; row stride ldc) are added and the sum clamped to [lo, hi] (NaN kept,
+// as torch.clamp) before the store.
+template <int Rows, bool Epilogue>
 void kernel_16(int64_t kc, const float* a, int64_t a_step, const float* b, int64_t b_step, float* c,
-               int64_t ldc, bool load_c) {
+               int64_t ldc, bool load_c, const float* bias, const float* residual, float lo,
+               float hi) {
   // Compile-time loops (static_for): with plain loops over the rows GCC kept the accumulators
   // in memory and stored all twelve every step (ResNet-50's Winograd products at 47% of peak).
-  __m256 lo[Rows], hi[Rows];
+  __m256 acc0[Rows], acc1[Rows];
   static_for<Rows>([&]<int r>() __attribute__((always_inline)) {
-    lo[r] = load_c ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
-    hi[r] = load_c ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
+    acc0[r] = load_c ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
+    acc1[r] = load_c ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
   });
   for (int64_t p = 0; p < kc; ++p, a += a_step, b += b_step) {
     const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
     static_for<Rows>([&]<int r>() __attribute__((always_inline)) {
       const __m256 x = _mm256_broadcast_ss(a + r);
-      lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
-      hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
+      acc0[r] = _mm256_fmadd_ps(x, b0, acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(x, b1, acc1[r]);
     });
   }
   static_for<Rows>([&]<int r>() __attribute__((always_inline)) {
-    _mm256_storeu_ps(c + r * ldc, lo[r]);
-    _mm256_storeu_ps(c + r * ldc + 8, hi[r]);
+    __m256 x0 = acc0[r], x1 = acc1[r];
+    if constexpr (Epilogue) {
+      const __m256 add = _mm256_set1_ps(bias != nullptr ? bias[r] : 0.f);
+      x0 = _mm256_add_ps(x0, add);
+      x1 = _mm256_add_ps(x1, add);
+      if (residual != nullptr) {
+        x0 = _mm256_add_ps(x0, _mm256_loadu_ps(residual + r * ldc));
+        x1 = _mm256_add_ps(x1, _mm256_loadu_ps(residual + r * ldc + 8));
+      }
+      const __m256 lo_v = _mm256_set1_ps(lo), hi_v = _mm256_set1_ps(hi);
+      x0 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, x0));
+      x1 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, x1));
+    }
+    _mm256_storeu_ps(c + r * ldc, x0);
+    _mm256_storeu_ps(c + r * ldc + 8, x1);
   });
 }
 
+template <bool Epilogue = false>
 void kernel_rows_x16(int64_t rows, int64_t kc, const float* a, int64_t a_step, const float* b,
-                     int64_t b_step, float* c, int64_t ldc, bool load_c) {
+                     int64_t b_step, float* c, int64_t ldc, bool load_c,
+                     const float* bias = nullptr, const float* residual = nullptr, float lo = 0.f,
+                     float hi = 0.f) {
   switch (rows) {
     case 6:
-      return kernel_16<6>(kc, a, a_step, b, b_step, c, ldc, load_c);
+      return kernel_16<6, Epilogue>(kc, a, a_step, b, b_step, c, ldc, load_c, bias, residual, lo,
+                                    hi);
     case 5:
-      return kernel_16<5>(kc, a, a_step, b, b_step, c, ldc, load_c);
+      return kernel_16<5, Epilogue>(kc, a, a_step, b, b_step, c, ldc, load_c, bias, residual, lo,
+                                    hi);
     case 4:
-      return kernel_16<4>(kc, a, a_step, b, b_step, c, ldc, load_c);
+      return kernel_16<4, Epilogue>(kc, a, a_step, b, b_step, c, ldc, load_c, bias, residual, lo,
+                                    hi);
     case 3:
-      return kernel_16<3>(kc, a, a_step, b, b_step, c, ldc, load_c);
+      return kernel_16<3, Epilogue>(kc, a, a_step, b, b_step, c, ldc, load_c, bias, residual, lo,
+                                    hi);
     case 2:
-      return kernel_16<2>(kc, a, a_step, b, b_step, c, ldc, load_c);
+      return kernel_16<2, Epilogue>(kc, a, a_step, b, b_step, c, ldc, load_c, bias, residual, lo,
+                                    hi);
     default:
-      return kernel_16<1>(kc, a, a_step, b, b_step, c, ldc, load_c);
+      return kernel_16<1, Epilogue>(kc, a, a_step, b, b_step, c, ldc, load_c, bias, residual, lo,
+                                    hi);
   }
 }
 
@@ -448,6 +474,32 @@ void panel_gemm_bias_clamp(int64_t rows, int64_t cols, int64_t k, const float* a
                                          bias, residual, lo, hi);
   return avx512::run_bias_clamp<1, 16>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols),
                                        bias, residual, lo, hi);
+#elif defined(NNX_PACKED_GEMM)
+  // AVX2: the 6x16 tiles with the epilogue in registers; a partial column block through a local
+  // tile, the epilogue applied as it is copied out.
+  for (int64_t r0 = 0; r0 < rows; r0 += 6)
+    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+      const int64_t tile_rows = std::min<int64_t>(6, rows - r0), tile_cols = cols - j0;
+      float* out = c + r0 * ldc + j0;
+      const float* add = bias != nullptr ? bias + r0 : nullptr;
+      const float* z = residual != nullptr ? residual + r0 * ldc + j0 : nullptr;
+      if (tile_cols >= 16) {
+        kernel_rows_x16<true>(tile_rows, k, a + r0, kPanelRows, b + j0, width, out, ldc, accumulate,
+                              add, z, lo, hi);
+        continue;
+      }
+      alignas(32) float tile[6 * 16] = {};
+      if (accumulate)
+        for (int64_t r = 0; r < tile_rows; ++r)
+          std::copy(out + r * ldc, out + r * ldc + tile_cols, tile + r * 16);
+      kernel_rows_x16(tile_rows, k, a + r0, kPanelRows, b + j0, width, tile, 16, accumulate);
+      for (int64_t r = 0; r < tile_rows; ++r)
+        for (int64_t j = 0; j < tile_cols; ++j) {
+          float x = tile[r * 16 + j] + (add != nullptr ? add[r] : 0.f);  // NaN stays NaN
+          if (z != nullptr) x += z[r * ldc + j];
+          out[r * ldc + j] = x < lo ? lo : (x > hi ? hi : x);
+        }
+    }
 #else
   panel_gemm(rows, cols, k, a, b, width, c, ldc, accumulate);
   for (int64_t r = 0; r < rows; ++r) {

@@ -6,6 +6,10 @@
 #include <algorithm>
 #include <cstdint>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/rows.h"
 
@@ -72,6 +76,56 @@ void depthwise_plane_fast(const Conv2dShape& s, const float* padded, int64_t pha
   __m512 w[K * K];
   for (int t = 0; t < K * K; ++t) w[t] = _mm512_set1_ps(weight[t]);
   const __m512 b = _mm512_set1_ps(bias), l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
+  const int64_t row_pitch = S * phase_pitch, ow = s.out_w;
+  int64_t oh = 0;
+  for (; oh + R <= s.out_h; oh += R)
+    depthwise_rows<K, S, R>(padded + oh * S * row_pitch, row_pitch, phase_pitch, w, b, l, h, ow,
+                            output + oh * ow);
+  for (; oh < s.out_h; ++oh)
+    depthwise_rows<K, S, 1>(padded + oh * S * row_pitch, row_pitch, phase_pitch, w, b, l, h, ow,
+                            output + oh * ow);
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+// AVX2: the same register blocking over 8 outputs, each tap loaded unaligned from its phase row
+// (AVX2 has no lane shift across the 128-bit halves); the row's last vector stored masked.
+template <int K, int S, int R>
+void depthwise_rows(const float* __restrict top, int64_t row_pitch, int64_t phase_pitch,
+                    const __m256* w, __m256 bias, __m256 lo, __m256 hi, int64_t ow,
+                    float* __restrict out) {
+  alignas(32) static const int32_t lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                                0,  0,  0,  0,  0,  0,  0,  0};
+  for (int64_t x = 0; x < ow; x += 8) {
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = bias;
+    static_for<(R - 1) * S + K>([&]<int IR>() {
+      const float* row = top + IR * row_pitch + x;
+      static_for<K>([&]<int KW>() {
+        const __m256 tap = _mm256_loadu_ps(row + (KW % S) * phase_pitch + KW / S);
+        static_for<R>([&]<int OR>() {
+          constexpr int KH = IR - OR * S;
+          if constexpr (KH >= 0 && KH < K) acc[OR] = _mm256_fmadd_ps(w[KH * K + KW], tap, acc[OR]);
+        });
+      });
+    });
+    // max(lo, x) and min(hi, x) return x where it is NaN, as torch.clamp leaves it.
+    if (ow - x >= 8) {
+      for (int r = 0; r < R; ++r)
+        _mm256_storeu_ps(out + r * ow + x, _mm256_min_ps(hi, _mm256_max_ps(lo, acc[r])));
+      continue;
+    }
+    const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes + 8 - (ow - x)));
+    for (int r = 0; r < R; ++r)
+      _mm256_maskstore_ps(out + r * ow + x, mask, _mm256_min_ps(hi, _mm256_max_ps(lo, acc[r])));
+  }
+}
+
+template <int K, int S>
+void depthwise_plane_fast(const Conv2dShape& s, const float* padded, int64_t phase_pitch,
+                          const float* weight, float bias, float lo, float hi, float* output) {
+  constexpr int R = K <= 3 ? 4 : 2;
+  __m256 w[K * K];
+  for (int t = 0; t < K * K; ++t) w[t] = _mm256_set1_ps(weight[t]);
+  const __m256 b = _mm256_set1_ps(bias), l = _mm256_set1_ps(lo), h = _mm256_set1_ps(hi);
   const int64_t row_pitch = S * phase_pitch, ow = s.out_w;
   int64_t oh = 0;
   for (; oh + R <= s.out_h; oh += R)
@@ -148,6 +202,15 @@ void pad_plane(const Conv2dShape& s, const float* input, int64_t rows, int64_t c
         _mm512_storeu_ps(even + c / 2, _mm512_permutex2var_ps(a, even_index, b));
         _mm512_storeu_ps(odd + c / 2, _mm512_permutex2var_ps(a, odd_index, b));
       }
+#elif defined(__AVX2__)
+      // 16 columns split within 128-bit halves, then the halves' 64-bit pairs put in order.
+      for (; c + 16 <= in_hi; c += 16) {
+        const __m256 a = _mm256_loadu_ps(from + c), b = _mm256_loadu_ps(from + c + 8);
+        _mm256_storeu_ps(even + c / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                           _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8)));
+        _mm256_storeu_ps(odd + c / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                          _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8)));
+      }
 #endif
       for (; c + 2 <= in_hi; c += 2) {
         even[c / 2] = from[c];
@@ -223,7 +286,7 @@ __attribute__((noinline)) void filter_plane_generic(const Conv2dShape& s, const 
 // The outputs of one padded plane.
 inline void filter_plane(const Conv2dShape& s, const float* padded, int64_t pitch,
                          const float* weight, float bias, float* output, float lo, float hi) {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   const int64_t sw = s.stride_w;
   const bool square =
       s.kernel_h == s.kernel_w && s.stride_h == sw && s.dilation_h == 1 && s.dilation_w == 1;

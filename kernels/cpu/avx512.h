@@ -1,5 +1,6 @@
-// What the vector kernel files share: <immintrin.h> (AVX-512 builds), the silencing of a GCC 12
-// false positive, a compile-time loop for register-blocked kernels, and lane masks.
+// What the vector kernel files share: <immintrin.h> (AVX-512 and AVX2 builds), the silencing of a
+// GCC 12 false positive, a compile-time loop for register-blocked kernels, lane masks, and the
+// AVX2 even/odd split of 16 floats.
 #pragma once
 
 // GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 intrinsics header for the
@@ -15,7 +16,7 @@
 #include <cstdint>
 #include <utility>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -63,6 +64,27 @@ inline void transpose16(__m512 rows[16]) {
     rows[4 + c] = _mm512_shuffle_f32x4(w, w2, 0x88);
     rows[12 + c] = _mm512_shuffle_f32x4(w, w2, 0xdd);
   }
+}
+#endif
+
+#if defined(__AVX2__)
+// Lanes [0, n) of 8 as a maskload/maskstore mask (none for n <= 0, all for n >= 8).
+inline __m256i lanes8(int64_t n) {
+  alignas(32) static const int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                                0,  0,  0,  0,  0,  0,  0,  0};
+  return _mm256_loadu_si256(
+      reinterpret_cast<const __m256i*>(table + 8 - std::clamp<int64_t>(n, 0, 8)));
+}
+
+// The even (odd) elements of the 16 floats a, b in order: split within the 128-bit halves, then
+// the halves' 64-bit pairs put in order.
+inline __m256 even_of(__m256 a, __m256 b) {
+  return _mm256_castpd_ps(
+      _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+}
+inline __m256 odd_of(__m256 a, __m256 b) {
+  return _mm256_castpd_ps(
+      _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 #endif
 

@@ -7,9 +7,7 @@
 // grad_output with the flipped kernels when the stride is 1, else W^T * grad_output then col2im.
 #include "kernels/cpu/conv2d.h"
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
+#include "kernels/cpu/avx512.h"
 
 #include <algorithm>
 #include <atomic>
@@ -77,13 +75,9 @@ Span valid_columns(int64_t offset, int64_t stride, int64_t width, int64_t out_w)
 inline void gather_even(const float* src, int64_t n, float* dst) {
   int64_t i = 0;
 #if defined(__AVX2__)
-  for (; i + 9 <= n; i += 8) {
-    const __m256 v0 = _mm256_loadu_ps(src + 2 * i), v1 = _mm256_loadu_ps(src + 2 * i + 8);
-    // Even elements of the 16 in order: shuffle within lanes, then put the lanes in order.
-    const __m256 even = _mm256_castpd_ps(
-        _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(v0, v1, 0x88)), 0xD8));
-    _mm256_storeu_ps(dst + i, even);
-  }
+  for (; i + 9 <= n; i += 8)
+    _mm256_storeu_ps(dst + i,
+                     even_of(_mm256_loadu_ps(src + 2 * i), _mm256_loadu_ps(src + 2 * i + 8)));
 #endif
   for (; i < n; ++i) dst[i] = src[2 * i];
 }
@@ -540,10 +534,10 @@ bool conv2d_reads_prepared_only(const Conv2dShape& s) {
     return false;  // the direct (depthwise) loop
 #if defined(__AVX512F__)
   if (indirect_suitable(s, true)) return true;
-  // Whatever the plane: the channels-last GEMM, conv2d_pointwise or the panel path.
-  if (pointwise_suitable(s) && s.in_channels >= 128) return true;
-#elif defined(NNX_POINTWISE_CONV)
-  if (pointwise_preferred(s)) return true;
+#endif
+#if defined(NNX_POINTWISE_CONV)
+  // Whatever the plane: conv2d_pointwise or (AVX-512, small planes) the channels-last GEMM.
+  if (pointwise_suitable(s)) return true;
 #endif
   // Not panels_suitable: made before the plane's size is known, this must hold for every size.
   return conv2d_uses_winograd_prepared(s) || (panels_suitable_any_size(s) && panels_enabled());
@@ -588,16 +582,16 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
   if (indirect_suitable(s, prepared != nullptr))
     return conv2d_indirect(s, input, weight, bias, output, pool, epilogue,
                            prepared ? prepared->indirect(s, weight, pool) : nullptr);
+#endif
+#if defined(NNX_POINTWISE_CONV)
   if (prepared != nullptr && pointwise_preferred(s))
     return conv2d_pointwise(s, input, prepared->panels(s, weight, pool), bias, output, pool,
                             epilogue);
+#endif
+#if defined(__AVX512F__)
   if (prepared != nullptr && channels_last_suitable(s))
     return conv2d_channels_last(s, input, prepared->channels_last(s, weight, pool), bias, output,
                                 pool, epilogue);
-#elif defined(NNX_POINTWISE_CONV)
-  if (prepared != nullptr && pointwise_preferred(s))
-    return conv2d_pointwise(s, input, prepared->panels(s, weight, pool), bias, output, pool,
-                            epilogue);
 #endif
   // Without weights (dropped where conv2d_reads_prepared_only) the panels are the only form.
   if (prepared != nullptr && panels_enabled() && (panels_suitable(s) || weight == nullptr))

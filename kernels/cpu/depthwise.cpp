@@ -6,10 +6,6 @@
 #include <algorithm>
 #include <cstdint>
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
 #include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/rows.h"
 
@@ -92,8 +88,6 @@ template <int K, int S, int R>
 void depthwise_rows(const float* __restrict top, int64_t row_pitch, int64_t phase_pitch,
                     const __m256* w, __m256 bias, __m256 lo, __m256 hi, int64_t ow,
                     float* __restrict out) {
-  alignas(32) static const int32_t lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                                0,  0,  0,  0,  0,  0,  0,  0};
   for (int64_t x = 0; x < ow; x += 8) {
     __m256 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = bias;
@@ -113,7 +107,7 @@ void depthwise_rows(const float* __restrict top, int64_t row_pitch, int64_t phas
         _mm256_storeu_ps(out + r * ow + x, _mm256_min_ps(hi, _mm256_max_ps(lo, acc[r])));
       continue;
     }
-    const __m256i mask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes + 8 - (ow - x)));
+    const __m256i mask = lanes8(ow - x);
     for (int r = 0; r < R; ++r)
       _mm256_maskstore_ps(out + r * ow + x, mask, _mm256_min_ps(hi, _mm256_max_ps(lo, acc[r])));
   }
@@ -203,13 +197,10 @@ void pad_plane(const Conv2dShape& s, const float* input, int64_t rows, int64_t c
         _mm512_storeu_ps(odd + c / 2, _mm512_permutex2var_ps(a, odd_index, b));
       }
 #elif defined(__AVX2__)
-      // 16 columns split within 128-bit halves, then the halves' 64-bit pairs put in order.
       for (; c + 16 <= in_hi; c += 16) {
         const __m256 a = _mm256_loadu_ps(from + c), b = _mm256_loadu_ps(from + c + 8);
-        _mm256_storeu_ps(even + c / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(
-                                           _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8)));
-        _mm256_storeu_ps(odd + c / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(
-                                          _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8)));
+        _mm256_storeu_ps(even + c / 2, even_of(a, b));
+        _mm256_storeu_ps(odd + c / 2, odd_of(a, b));
       }
 #endif
       for (; c + 2 <= in_hi; c += 2) {

@@ -332,6 +332,42 @@ void kernel_rows_x16(int64_t rows, int64_t kc, const float* a, int64_t a_step, c
   }
 }
 
+// panel_gemm (Epilogue false) and panel_gemm_bias_clamp on AVX2: 6-row x 16-column tiles over
+// the panel, the epilogue in registers; a partial column block through a local tile, the
+// epilogue applied as it is copied out.
+template <bool Epilogue>
+void panel_tiles(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b,
+                 int64_t width, float* c, int64_t ldc, bool accumulate, const float* bias,
+                 const float* residual, float lo, float hi) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 6)
+    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+      const int64_t tile_rows = std::min<int64_t>(6, rows - r0), tile_cols = cols - j0;
+      float* out = c + r0 * ldc + j0;
+      const float* add = bias != nullptr ? bias + r0 : nullptr;
+      const float* z = residual != nullptr ? residual + r0 * ldc + j0 : nullptr;
+      if (tile_cols >= 16) {
+        kernel_rows_x16<Epilogue>(tile_rows, k, a + r0, kPanelRows, b + j0, width, out, ldc,
+                                  accumulate, add, z, lo, hi);
+        continue;
+      }
+      alignas(32) float tile[6 * 16] = {};
+      if (accumulate)
+        for (int64_t r = 0; r < tile_rows; ++r)
+          std::copy(out + r * ldc, out + r * ldc + tile_cols, tile + r * 16);
+      kernel_rows_x16(tile_rows, k, a + r0, kPanelRows, b + j0, width, tile, 16, accumulate);
+      for (int64_t r = 0; r < tile_rows; ++r)
+        for (int64_t j = 0; j < tile_cols; ++j) {
+          float x = tile[r * 16 + j];
+          if constexpr (Epilogue) {
+            if (add != nullptr) x += add[r];  // NaN stays NaN
+            if (z != nullptr) x += z[r * ldc + j];
+            x = x < lo ? lo : (x > hi ? hi : x);
+          }
+          out[r * ldc + j] = x;
+        }
+    }
+}
+
 // A block [mc x kc] as panels of kMR rows, k-major within a panel; missing rows are zeros.
 void pack_a(int64_t mc, int64_t kc, const float* a, int64_t lda, float* out) {
   for (int64_t i = 0; i < mc; i += kMR) {
@@ -428,24 +464,7 @@ void panel_gemm(int64_t rows, int64_t cols, int64_t k, const float* a, const flo
     return avx512::run_kernel<1, 32>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols));
   return avx512::run_kernel<1, 16>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols));
 #elif defined(NNX_PACKED_GEMM)
-  // AVX2: 6-row x 16-column register tiles over the panel; a partial column block goes through
-  // a local tile.
-  for (int64_t r0 = 0; r0 < rows; r0 += 6)
-    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
-      const int64_t tile_rows = std::min<int64_t>(6, rows - r0), tile_cols = cols - j0;
-      float* out = c + r0 * ldc + j0;
-      if (tile_cols >= 16) {
-        kernel_rows_x16(tile_rows, k, a + r0, kPanelRows, b + j0, width, out, ldc, accumulate);
-        continue;
-      }
-      alignas(32) float tile[6 * 16] = {};
-      if (accumulate)
-        for (int64_t r = 0; r < tile_rows; ++r)
-          std::copy(out + r * ldc, out + r * ldc + tile_cols, tile + r * 16);
-      kernel_rows_x16(tile_rows, k, a + r0, kPanelRows, b + j0, width, tile, 16, accumulate);
-      for (int64_t r = 0; r < tile_rows; ++r)
-        std::copy(tile + r * 16, tile + r * 16 + tile_cols, out + r * ldc);
-    }
+  panel_tiles<false>(rows, cols, k, a, b, width, c, ldc, accumulate, nullptr, nullptr, 0.f, 0.f);
 #else
   // Portable form: rows of C accumulated in a local tile the compiler keeps in vectors.
   for (int64_t r = 0; r < rows; ++r) {
@@ -475,31 +494,7 @@ void panel_gemm_bias_clamp(int64_t rows, int64_t cols, int64_t k, const float* a
   return avx512::run_bias_clamp<1, 16>(rows, k, a, b, c, ldc, accumulate, avx512::tail_mask(cols),
                                        bias, residual, lo, hi);
 #elif defined(NNX_PACKED_GEMM)
-  // AVX2: the 6x16 tiles with the epilogue in registers; a partial column block through a local
-  // tile, the epilogue applied as it is copied out.
-  for (int64_t r0 = 0; r0 < rows; r0 += 6)
-    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
-      const int64_t tile_rows = std::min<int64_t>(6, rows - r0), tile_cols = cols - j0;
-      float* out = c + r0 * ldc + j0;
-      const float* add = bias != nullptr ? bias + r0 : nullptr;
-      const float* z = residual != nullptr ? residual + r0 * ldc + j0 : nullptr;
-      if (tile_cols >= 16) {
-        kernel_rows_x16<true>(tile_rows, k, a + r0, kPanelRows, b + j0, width, out, ldc, accumulate,
-                              add, z, lo, hi);
-        continue;
-      }
-      alignas(32) float tile[6 * 16] = {};
-      if (accumulate)
-        for (int64_t r = 0; r < tile_rows; ++r)
-          std::copy(out + r * ldc, out + r * ldc + tile_cols, tile + r * 16);
-      kernel_rows_x16(tile_rows, k, a + r0, kPanelRows, b + j0, width, tile, 16, accumulate);
-      for (int64_t r = 0; r < tile_rows; ++r)
-        for (int64_t j = 0; j < tile_cols; ++j) {
-          float x = tile[r * 16 + j] + (add != nullptr ? add[r] : 0.f);  // NaN stays NaN
-          if (z != nullptr) x += z[r * ldc + j];
-          out[r * ldc + j] = x < lo ? lo : (x > hi ? hi : x);
-        }
-    }
+  panel_tiles<true>(rows, cols, k, a, b, width, c, ldc, accumulate, bias, residual, lo, hi);
 #else
   panel_gemm(rows, cols, k, a, b, width, c, ldc, accumulate);
   for (int64_t r = 0; r < rows; ++r) {

@@ -6,10 +6,6 @@
 #include <algorithm>
 #include <array>
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
 #include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/gemm.h"
 #include "nnx/thread_pool.h"
@@ -93,14 +89,6 @@ void run_tile(int64_t rows, int64_t cols, int64_t k, const float* a, const float
 // reading the tile's pixels of every input channel again (from L1/L2).
 constexpr int64_t kTile = 16;
 constexpr int kHalf = 6;
-
-// Lanes [0, n) of 8 as a maskload/maskstore mask (none for n <= 0, all for n >= 8).
-inline __m256i lanes8(int64_t n) {
-  alignas(32) static const int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                                0,  0,  0,  0,  0,  0,  0,  0};
-  return _mm256_loadu_si256(
-      reinterpret_cast<const __m256i*>(table + 8 - std::clamp<int64_t>(n, 0, 8)));
-}
 
 // As the AVX-512 tile: C[R channels][16 pixels] = bias + sum over k of a[p * 12 + r] *
 // b[p * ldb + pixel] (+ the residual), clamped to [lo, hi] (NaN kept); with Full false only the

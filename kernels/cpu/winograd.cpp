@@ -32,7 +32,6 @@
 #include <immintrin.h>
 #define NNX_WINOGRAD_AVX512 1
 #elif defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
 #define NNX_WINOGRAD_AVX2 1
 #endif
 #if defined(NNX_WINOGRAD_AVX512) || defined(NNX_WINOGRAD_AVX2)
@@ -254,20 +253,6 @@ inline __m256i range_mask8(int64_t start, int64_t lo, int64_t hi) {
   return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(first), lane),
                              _mm256_cmpgt_epi32(_mm256_set1_epi32(end), lane));
 }
-inline __m256i first_lanes8(int64_t n) {
-  return range_mask8(0, 0, n);
-}
-
-// Lanes 0..7 of the even (odd) elements of the 16 floats a, b.
-inline __m256 even_of(__m256 a, __m256 b) {
-  return _mm256_castpd_ps(
-      _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
-}
-inline __m256 odd_of(__m256 a, __m256 b) {
-  return _mm256_castpd_ps(
-      _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
-}
-
 // Transformed point `at` (the offset of its matrix in V) of the run's tiles [i0, i0 + n), lane
 // i - i0 holding tile i: into the run's panel, or the next one's start; a chunk across the two
 // a lane at a time.
@@ -275,7 +260,7 @@ inline void store_tiles8(float* row_base, const Run& run, int64_t i0, int64_t n,
                          __m256 values) {
   if (i0 + n <= run.head || i0 >= run.head) {
     float* dst = row_base + at + (i0 < run.head ? run.v_at + i0 : run.v_next + i0 - run.head);
-    _mm256_maskstore_ps(dst, first_lanes8(n), values);
+    _mm256_maskstore_ps(dst, lanes8(n), values);
     return;
   }
   alignas(32) float lane[kLanes8];
@@ -518,7 +503,7 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
       for (int64_t i0 = 0; i0 < run.count; i0 += kLanes8) {
         const int64_t n = std::min(kLanes8, run.count - i0), xo = x0 + 2 * i0;
         const int64_t width = std::min(2 * n, s.out_w - xo);
-        const __m256i lanes = first_lanes8(n);
+        const __m256i lanes = lanes8(n);
         __m256 x[kPoints];
         for (int64_t i = 0; i < kPoints; ++i)
           x[i] = _mm256_maskload_ps(in + i * point_stride + run.at + i0, lanes);
@@ -537,9 +522,8 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
           // Row r of the 8 tiles' blocks, tile by tile: 16 outputs.
           const __m256 low = _mm256_unpacklo_ps(y_0, y_1), high = _mm256_unpackhi_ps(y_0, y_1);
           float* dst = o + (y0 + r) * s.out_w + xo;
-          _mm256_maskstore_ps(dst, first_lanes8(width), _mm256_permute2f128_ps(low, high, 0x20));
-          _mm256_maskstore_ps(dst + 8, first_lanes8(width - 8),
-                              _mm256_permute2f128_ps(low, high, 0x31));
+          _mm256_maskstore_ps(dst, lanes8(width), _mm256_permute2f128_ps(low, high, 0x20));
+          _mm256_maskstore_ps(dst + 8, lanes8(width - 8), _mm256_permute2f128_ps(low, high, 0x31));
           if (!clamp_in_registers) apply_epilogue(epilogue, dst, width);
         }
       }
@@ -933,7 +917,7 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
       for (int64_t i0 = 0; i0 < run.count; i0 += kLanes8) {
         const int64_t n = std::min(kLanes8, run.count - i0), xo = x0 + 4 * i0;
         const int64_t width = std::min(4 * n, s.out_w - xo);
-        const __m256i lanes = first_lanes8(n);
+        const __m256i lanes = lanes8(n);
         __m256 q[4][6];  // A^T m, column by column
         for (int c = 0; c < 6; ++c) {
           __m256 x[6];
@@ -960,7 +944,7 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
               _mm256_permute2f128_ps(v0, v1, 0x31), _mm256_permute2f128_ps(v2, v3, 0x31)};
           float* dst = o + (y0 + k) * s.out_w + xo;
           for (int h = 0; h < 4; ++h)
-            _mm256_maskstore_ps(dst + 8 * h, first_lanes8(width - 8 * h), row[h]);
+            _mm256_maskstore_ps(dst + 8 * h, lanes8(width - 8 * h), row[h]);
           if (!clamp.exact) apply_epilogue(epilogue, dst, width);
         }
       }

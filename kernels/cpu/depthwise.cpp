@@ -65,22 +65,6 @@ void depthwise_rows(const float* __restrict top, int64_t row_pitch, int64_t phas
   }
 }
 
-template <int K, int S>
-void depthwise_plane_fast(const Conv2dShape& s, const float* padded, int64_t phase_pitch,
-                          const float* weight, float bias, float lo, float hi, float* output) {
-  constexpr int R = K <= 3 ? 4 : 2;
-  __m512 w[K * K];
-  for (int t = 0; t < K * K; ++t) w[t] = _mm512_set1_ps(weight[t]);
-  const __m512 b = _mm512_set1_ps(bias), l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
-  const int64_t row_pitch = S * phase_pitch, ow = s.out_w;
-  int64_t oh = 0;
-  for (; oh + R <= s.out_h; oh += R)
-    depthwise_rows<K, S, R>(padded + oh * S * row_pitch, row_pitch, phase_pitch, w, b, l, h, ow,
-                            output + oh * ow);
-  for (; oh < s.out_h; ++oh)
-    depthwise_rows<K, S, 1>(padded + oh * S * row_pitch, row_pitch, phase_pitch, w, b, l, h, ow,
-                            output + oh * ow);
-}
 #elif defined(__AVX2__) && defined(__FMA__)
 // AVX2: the same register blocking over 8 outputs, each tap loaded unaligned from its phase row
 // (AVX2 has no lane shift across the 128-bit halves); the row's last vector stored masked.
@@ -113,13 +97,28 @@ void depthwise_rows(const float* __restrict top, int64_t row_pitch, int64_t phas
   }
 }
 
+#endif
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// The planes' outputs R rows at a time (depthwise_rows, for the build's vector width).
+#if defined(__AVX512F__)
+using DepthwiseLanes = __m512;
+inline DepthwiseLanes splat(float x) {
+  return _mm512_set1_ps(x);
+}
+#else
+using DepthwiseLanes = __m256;
+inline DepthwiseLanes splat(float x) {
+  return _mm256_set1_ps(x);
+}
+#endif
 template <int K, int S>
 void depthwise_plane_fast(const Conv2dShape& s, const float* padded, int64_t phase_pitch,
                           const float* weight, float bias, float lo, float hi, float* output) {
   constexpr int R = K <= 3 ? 4 : 2;
-  __m256 w[K * K];
-  for (int t = 0; t < K * K; ++t) w[t] = _mm256_set1_ps(weight[t]);
-  const __m256 b = _mm256_set1_ps(bias), l = _mm256_set1_ps(lo), h = _mm256_set1_ps(hi);
+  DepthwiseLanes w[K * K];
+  for (int t = 0; t < K * K; ++t) w[t] = splat(weight[t]);
+  const DepthwiseLanes b = splat(bias), l = splat(lo), h = splat(hi);
   const int64_t row_pitch = S * phase_pitch, ow = s.out_w;
   int64_t oh = 0;
   for (; oh + R <= s.out_h; oh += R)

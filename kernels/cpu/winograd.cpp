@@ -568,6 +568,70 @@ constexpr float kG4[6][3] = {{1.f / 4, 0, 0},
                              {1.f / 24, -1.f / 12, 1.f / 6},
                              {0, 0, 1}};
 
+// The build's vector of tiles for the F(4x4) row transforms below: 16 lanes on AVX-512, 8 on AVX2.
+#ifdef NNX_WINOGRAD_AVX512
+using Lanes = __m512;
+inline Lanes splat(float x) {
+  return _mm512_set1_ps(x);
+}
+inline Lanes add(Lanes a, Lanes b) {
+  return _mm512_add_ps(a, b);
+}
+inline Lanes sub(Lanes a, Lanes b) {
+  return _mm512_sub_ps(a, b);
+}
+inline Lanes fmadd(Lanes a, Lanes b, Lanes c) {
+  return _mm512_fmadd_ps(a, b, c);
+}
+inline Lanes fnmadd(Lanes a, Lanes b, Lanes c) {
+  return _mm512_fnmadd_ps(a, b, c);
+}
+#else
+using Lanes = __m256;
+inline Lanes splat(float x) {
+  return _mm256_set1_ps(x);
+}
+inline Lanes add(Lanes a, Lanes b) {
+  return _mm256_add_ps(a, b);
+}
+inline Lanes sub(Lanes a, Lanes b) {
+  return _mm256_sub_ps(a, b);
+}
+inline Lanes fmadd(Lanes a, Lanes b, Lanes c) {
+  return _mm256_fmadd_ps(a, b, c);
+}
+inline Lanes fnmadd(Lanes a, Lanes b, Lanes c) {
+  return _mm256_fnmadd_ps(a, b, c);
+}
+#endif
+
+// (d B)[j] for one row d of six, B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0],
+// [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]].
+inline void input_row4(const Lanes (&d)[6], Lanes (&t)[6]) {
+  const Lanes four = splat(4.f), five = splat(5.f);
+  const Lanes a = fnmadd(four, d[2], d[4]);  // d4 - 4 d2
+  const Lanes b = fnmadd(four, d[1], d[3]);  // d3 - 4 d1
+  const Lanes c = sub(d[4], d[2]);
+  const Lanes e = add(sub(d[3], d[1]), sub(d[3], d[1]));
+  t[0] = fmadd(four, d[0], fnmadd(five, d[2], d[4]));
+  t[1] = add(a, b);
+  t[2] = sub(a, b);
+  t[3] = add(c, e);
+  t[4] = sub(c, e);
+  t[5] = fmadd(four, d[1], fnmadd(five, d[3], d[5]));
+}
+
+// (x A) for one row x of six, A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0],
+// [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]].
+inline void output_row4(const Lanes (&x)[6], Lanes (&y)[4]) {
+  const Lanes s1 = add(x[1], x[2]), d1 = sub(x[1], x[2]);
+  const Lanes s2 = add(x[3], x[4]), d2 = sub(x[3], x[4]);
+  y[0] = add(add(x[0], s1), s2);
+  y[1] = fmadd(splat(2.f), d2, d1);
+  y[2] = fmadd(splat(4.f), s2, s1);
+  y[3] = add(fmadd(splat(8.f), d2, d1), x[5]);
+}
+
 #ifdef NNX_WINOGRAD_AVX512
 void transform_weights4(const Conv2dShape& s, const float* weight, int64_t oc0, int64_t oc1,
                         float* u) {
@@ -588,22 +652,6 @@ void transform_weights4(const Conv2dShape& s, const float* weight, int64_t oc0, 
                               _mm512_fmadd_ps(gg[r][1], _mm512_set1_ps(G[c][1]),
                                               _mm512_mul_ps(gg[r][2], _mm512_set1_ps(G[c][2])))));
   });
-}
-
-// (d B)[j] for one row d of six, B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0],
-// [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]].
-inline void input_row4(const __m512 (&d)[6], __m512 (&t)[6]) {
-  const __m512 four = _mm512_set1_ps(4.f), five = _mm512_set1_ps(5.f);
-  const __m512 a = _mm512_fnmadd_ps(four, d[2], d[4]);  // d4 - 4 d2
-  const __m512 b = _mm512_fnmadd_ps(four, d[1], d[3]);  // d3 - 4 d1
-  const __m512 c = _mm512_sub_ps(d[4], d[2]);
-  const __m512 e = _mm512_add_ps(_mm512_sub_ps(d[3], d[1]), _mm512_sub_ps(d[3], d[1]));
-  t[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
-  t[1] = _mm512_add_ps(a, b);
-  t[2] = _mm512_sub_ps(a, b);
-  t[3] = _mm512_add_ps(c, e);
-  t[4] = _mm512_sub_ps(c, e);
-  t[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
 }
 
 // V for input channels [ic0, ic1) of a block's runs (as transform_input, 6x6 tiles 4 apart).
@@ -696,17 +744,6 @@ void transform_input4(const Conv2dShape& s, const Tiling& tiling, const std::vec
       }
     }
   }
-}
-
-// (x A) for one row x of six, A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0],
-// [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]].
-inline void output_row4(const __m512 (&x)[6], __m512 (&y)[4]) {
-  const __m512 s1 = _mm512_add_ps(x[1], x[2]), d1 = _mm512_sub_ps(x[1], x[2]);
-  const __m512 s2 = _mm512_add_ps(x[3], x[4]), d2 = _mm512_sub_ps(x[3], x[4]);
-  y[0] = _mm512_add_ps(_mm512_add_ps(x[0], s1), s2);
-  y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.f), d2, d1);
-  y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.f), s2, s1);
-  y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.f), d2, d1), x[5]);
 }
 
 // Y = A^T m A plus the bias and the epilogue, for output channels [oc0, oc1) of a block's runs
@@ -812,21 +849,6 @@ void transform_weights4(const Conv2dShape& s, const float* weight, int64_t oc0, 
   }
 }
 
-// (d B)[j] for one row d of six (B^T as for AVX-512 above).
-inline void input_row4(const __m256 (&d)[6], __m256 (&t)[6]) {
-  const __m256 four = _mm256_set1_ps(4.f), five = _mm256_set1_ps(5.f);
-  const __m256 a = _mm256_fnmadd_ps(four, d[2], d[4]);  // d4 - 4 d2
-  const __m256 b = _mm256_fnmadd_ps(four, d[1], d[3]);  // d3 - 4 d1
-  const __m256 c = _mm256_sub_ps(d[4], d[2]);
-  const __m256 e = _mm256_add_ps(_mm256_sub_ps(d[3], d[1]), _mm256_sub_ps(d[3], d[1]));
-  t[0] = _mm256_fmadd_ps(four, d[0], _mm256_fnmadd_ps(five, d[2], d[4]));
-  t[1] = _mm256_add_ps(a, b);
-  t[2] = _mm256_sub_ps(a, b);
-  t[3] = _mm256_add_ps(c, e);
-  t[4] = _mm256_sub_ps(c, e);
-  t[5] = _mm256_fmadd_ps(four, d[1], _mm256_fnmadd_ps(five, d[3], d[5]));
-}
-
 // Lanes i < 4 with lo <= start + i < hi, as a 128-bit maskload mask.
 inline __m128i range_mask4(int64_t start, int64_t lo, int64_t hi) {
   const int32_t first = int32_t(std::clamp<int64_t>(lo - start, 0, 4));
@@ -887,16 +909,6 @@ void transform_input4(const Conv2dShape& s, const Tiling&, const std::vector<Run
       }
     }
   }
-}
-
-// (x A) for one row x of six (A^T as for AVX-512 above).
-inline void output_row4(const __m256 (&x)[6], __m256 (&y)[4]) {
-  const __m256 s1 = _mm256_add_ps(x[1], x[2]), d1 = _mm256_sub_ps(x[1], x[2]);
-  const __m256 s2 = _mm256_add_ps(x[3], x[4]), d2 = _mm256_sub_ps(x[3], x[4]);
-  y[0] = _mm256_add_ps(_mm256_add_ps(x[0], s1), s2);
-  y[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.f), d2, d1);
-  y[2] = _mm256_fmadd_ps(_mm256_set1_ps(4.f), s2, s1);
-  y[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.f), d2, d1), x[5]);
 }
 
 // Y = A^T m A plus the bias and the epilogue, for output channels [oc0, oc1) of a block's runs

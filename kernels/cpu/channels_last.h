@@ -1,6 +1,7 @@
-// A GEMM for 1x1 convolutions on planes of few pixels (AVX-512 builds): the pixels are the rows
-// of its tiles and the output channels the vector lanes, 7 pixels by 48 channels a tile, so no
-// lane idles on 7x7 and 14x14 planes (the 32-pixel panels of conv2d fill them to 77% and 94%).
+// A GEMM for 1x1 convolutions on planes of few pixels (AVX-512 and AVX2 builds): the pixels are
+// the rows of its tiles and the output channels the vector lanes, 7 pixels by 48 channels a tile
+// (AVX2: 6 by 16), so no lane idles on 7x7 and 14x14 planes (the 32-pixel panels of conv2d fill
+// them to 77% and 94%).
 // The right-hand side is the weight transposed and packed in panels of 48 output channels (the
 // last one 16 or 32 wide), each [input channel][panel width], so that a tile's weights stream
 // from memory in order.
@@ -12,6 +13,10 @@ namespace nnx::cpu {
 
 inline constexpr int64_t kClPanel = 48;
 
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#define NNX_CL_GEMM 1  // cl_gemm below is built (AVX-512: 7 x 48 tiles; AVX2: 6 x 16)
+#endif
+
 // The panels of B for a weight [m][k] (a 1x1 convolution's [out][in]): B[i][j] = weight[j][i],
 // zero for j >= m; round_up(m, 16) * k floats at `out` (64-byte aligned for cl_gemm).
 void pack_cl_panels(const float* weight, int64_t m, int64_t k, float* out);
@@ -22,7 +27,7 @@ void pack_cl_panels(const float* weight, int64_t m, int64_t k, float* out);
 // it out for ld = round_up(m, 16) columns; bias has ld entries, 64-byte aligned. Stored
 // channels-last, C[p][j] at c[p * ldc + j] (64-byte aligned, ldc a multiple of 16), or with
 // `channels_first`, channels-first, C[p][j] at c[j * ldc + p] for j < columns (the rest dropped).
-#if defined(__AVX512F__)
+#if defined(NNX_CL_GEMM)
 void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b,
              int64_t ld, const float* bias, float lo, float hi, int64_t g0, int64_t g1, float* c,
              int64_t ldc, bool channels_first = false, int64_t columns = 0);

@@ -368,7 +368,7 @@ void conv2d_panels(const Conv2dShape& s, const float* input, const float* panels
   }
 }
 
-#if defined(__AVX512F__)
+#if defined(NNX_CL_GEMM)
 // NNX_CONV_CHANNELS_LAST=0 turns the channels-last path for small planes off.
 bool channels_last_enabled() {
   static const bool enabled = env_switch("NNX_CONV_CHANNELS_LAST");
@@ -380,8 +380,17 @@ bool channels_last_enabled() {
 // of 64), the channels-last GEMM's 7-pixel tiles none. On 14x14 planes (196 pixels, 94% of
 // seven tiles) the in-place and panel paths won (alternating runs, 2-core Zen 5: ResNet-50's
 // 1024 -> 256 0.35-0.37 -> 0.32 ms, 256 -> 1024 with its residual 0.35-0.36 -> 0.30-0.31 ms).
+// AVX2 builds (no indirect convolution) take the larger kernels on 14x14 planes too: in
+// ResNet-50 (x86-64-v3 on Zen 5, per node, 5 alternating profiled runs) its 256 -> 256 3x3/2
+// 2.40 -> 1.81 ms; its 1x1 layers there lost (0.65 -> 0.72 ms) and stay in place.
 bool channels_last_suitable(const Conv2dShape& s) {
-  return channels_last_enabled() && s.groups == 1 && s.out_h * s.out_w <= 100;
+  const int64_t pixels = s.out_h * s.out_w;
+#if defined(__AVX512F__)
+  const bool small = pixels <= 100;
+#else
+  const bool small = pixels <= 100 || (pixels <= 196 && s.kernel_h * s.kernel_w > 1);
+#endif
+  return channels_last_enabled() && s.groups == 1 && small;
 }
 
 // Each thread takes a run of 16-channel groups of the output, computed from the whole input
@@ -429,11 +438,6 @@ void conv2d_channels_last(const Conv2dShape& s, const float* input, const float*
 // them on panels; these runs reverse that.
 bool pointwise_preferred(const Conv2dShape& s) {
   return pointwise_suitable(s) && !channels_last_suitable(s);
-}
-#elif defined(NNX_POINTWISE_CONV)
-// AVX2 builds: every 1x1 layer of stride 1 (a strided one sampled first) reads its input in place.
-bool pointwise_preferred(const Conv2dShape& s) {
-  return pointwise_suitable(s);
 }
 #endif
 
@@ -536,7 +540,7 @@ bool conv2d_reads_prepared_only(const Conv2dShape& s) {
   if (indirect_suitable(s, true)) return true;
 #endif
 #if defined(NNX_POINTWISE_CONV)
-  // Whatever the plane: conv2d_pointwise or (AVX-512, small planes) the channels-last GEMM.
+  // Whatever the plane: conv2d_pointwise or (small planes) the channels-last GEMM.
   if (pointwise_suitable(s)) return true;
 #endif
   // Not panels_suitable: made before the plane's size is known, this must hold for every size.
@@ -588,7 +592,7 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     return conv2d_pointwise(s, input, prepared->panels(s, weight, pool), bias, output, pool,
                             epilogue);
 #endif
-#if defined(__AVX512F__)
+#if defined(NNX_CL_GEMM)
   if (prepared != nullptr && channels_last_suitable(s))
     return conv2d_channels_last(s, input, prepared->channels_last(s, weight, pool), bias, output,
                                 pool, epilogue);

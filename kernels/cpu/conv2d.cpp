@@ -571,7 +571,7 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     });
     return conv2d(sampled_shape(s), sampled, weight, bias, output, pool, epilogue, prepared);
   }
-#if defined(__AVX512F__)
+#if defined(NNX_STEM_CONV)
   if (stem_suitable(s))
     return conv2d_stem(s, input, weight, prepared ? prepared->panels(s, weight, pool) : nullptr,
                        bias, output, pool, epilogue);

@@ -16,10 +16,14 @@
 
 namespace nnx::cpu {
 
-#if defined(__AVX512F__)
+#if defined(NNX_STEM_CONV)
 namespace {
 
+#if defined(__AVX512F__)
 constexpr int64_t kTile = 32;  // output pixels of one row per tile: two vectors
+#else
+constexpr int64_t kTile = 16;  // AVX2: two vectors of 8
+#endif
 
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -68,6 +72,7 @@ void pad_rows(const Conv2dShape& s, const Padded& p, const float* input, int64_t
   }
 }
 
+#if defined(__AVX512F__)
 // C[R channels][16V pixels] = bias + sum over taps t of a[t * 12 + r] * base[offsets[t] + pixel],
 // clamped to [lo, hi] (NaN kept) and stored with row stride ldc, the last vector masked.
 template <int R, int V>
@@ -107,6 +112,55 @@ constexpr std::array<std::array<StemTile, 2>, sizeof...(R)> stem_tiles(
   return {{{&stem_tile<R + 1, 1>, &stem_tile<R + 1, 2>}...}};
 }
 constexpr auto kStemTiles = stem_tiles(std::make_integer_sequence<int, int(kPanelRows)>{});
+#else
+// AVX2: C[R <= 6 channels][16 pixels] as the AVX-512 tile computes it (12 accumulators, the two
+// vectors of a tap's inputs and a broadcast weight fill the 16 ymm registers; a 12-row panel is
+// taken in two halves, each reading the taps' inputs again, from L1). The padded rows reach past
+// every tile, so only the stores are masked, to the first `cols` pixels when not Full.
+template <int R, bool Full>
+void stem_tile(int64_t taps, const int64_t* offsets, const float* base, const float* a, float* c,
+               int64_t ldc, int64_t cols, const float* bias, float lo, float hi) {
+  __m256 acc[R][2];
+  static_for<R>([&]<int r>() __attribute__((always_inline)) {
+    acc[r][0] = _mm256_setzero_ps();
+    acc[r][1] = _mm256_setzero_ps();
+  });
+  for (int64_t t = 0; t < taps; ++t, a += kPanelRows) {
+    const float* b = base + offsets[t];
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+    static_for<R>([&]<int r>() __attribute__((always_inline)) {
+      const __m256 x = _mm256_broadcast_ss(a + r);
+      acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+    });
+  }
+  const __m256 lo_v = _mm256_set1_ps(lo), hi_v = _mm256_set1_ps(hi);
+  const __m256i m0 = lanes8(cols), m1 = lanes8(cols - 8);
+  static_for<R>([&]<int r>() __attribute__((always_inline)) {
+    const __m256 add = _mm256_set1_ps(bias != nullptr ? bias[r] : 0.f);
+    const __m256 x0 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, _mm256_add_ps(acc[r][0], add)));
+    const __m256 x1 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, _mm256_add_ps(acc[r][1], add)));
+    float* out = c + r * ldc;
+    if (Full) {
+      _mm256_storeu_ps(out, x0);
+      _mm256_storeu_ps(out + 8, x1);
+    } else {
+      _mm256_maskstore_ps(out, m0, x0);
+      _mm256_maskstore_ps(out + 8, m1, x1);
+    }
+  });
+}
+
+constexpr int kHalf = 6;
+using StemTile = void (*)(int64_t, const int64_t*, const float*, const float*, float*, int64_t,
+                          int64_t, const float*, float, float);
+template <int... R>
+constexpr std::array<std::array<StemTile, 2>, sizeof...(R)> stem_tiles(
+    std::integer_sequence<int, R...>) {
+  return {{{&stem_tile<R + 1, false>, &stem_tile<R + 1, true>}...}};
+}
+constexpr auto kStemTiles = stem_tiles(std::make_integer_sequence<int, kHalf>{});
+#endif
 
 // NNX_CONV_STEM=0 in the environment turns this path off, for measuring against it.
 bool stem_enabled() {
@@ -118,9 +172,9 @@ bool stem_enabled() {
 
 bool stem_suitable(const Conv2dShape& s) {
   // Few input channels: with more, the input's copy is no longer small next to the work, and
-  // the GEMM paths' packing is amortised over enough taps. Rows of at least half a tile.
+  // the GEMM paths' packing is amortised over enough taps. Rows of at least 16 pixels.
   return stem_enabled() && s.groups == 1 && s.in_channels <= 4 && s.out_channels >= 8 &&
-         s.out_w >= kTile / 2 && s.in_channels * s.kernel_h * s.kernel_w <= 4096;
+         s.out_w >= 16 && s.in_channels * s.kernel_h * s.kernel_w <= 4096;
 }
 
 void conv2d_stem(const Conv2dShape& s, const float* input, const float* weight, const float* panels,
@@ -163,14 +217,26 @@ void conv2d_stem(const Conv2dShape& s, const float* input, const float* weight, 
       float* out_row = output + n * s.out_channels * out_plane + oh * s.out_w;
       for (int64_t ow0 = 0; ow0 < s.out_w; ow0 += kTile) {
         const int64_t cols = std::min(kTile, s.out_w - ow0);
+#if defined(__AVX512F__)
         const int64_t vectors = cols > 16 ? 2 : 1;
         const __mmask16 last = lanes_below(cols - 16 * (vectors - 1));
+#endif
         for (int64_t q = 0; q < panel_count; ++q) {
           const int64_t rows = std::min(kPanelRows, s.out_channels - q * kPanelRows);
           float* c = out_row + q * kPanelRows * out_plane + ow0;
-          kStemTiles[size_t(rows - 1)][size_t(vectors - 1)](
-              taps, offsets, row + ow0, panels + q * kPanelRows * taps, c, out_plane, last,
-              bias != nullptr ? bias + q * kPanelRows : nullptr, clamp.lo, clamp.hi);
+          const float* a = panels + q * kPanelRows * taps;
+          const float* b = bias != nullptr ? bias + q * kPanelRows : nullptr;
+#if defined(__AVX512F__)
+          kStemTiles[size_t(rows - 1)][size_t(vectors - 1)](taps, offsets, row + ow0, a, c,
+                                                            out_plane, last, b, clamp.lo, clamp.hi);
+#else
+          for (int64_t r0 = 0; r0 < rows; r0 += kHalf) {
+            const int64_t half = std::min<int64_t>(kHalf, rows - r0);
+            kStemTiles[size_t(half - 1)][cols == kTile ? 1 : 0](
+                taps, offsets, row + ow0, a + r0, c + r0 * out_plane, out_plane, cols,
+                b != nullptr ? b + r0 : nullptr, clamp.lo, clamp.hi);
+          }
+#endif
           if (!clamp.exact)
             for (int64_t r = 0; r < rows; ++r) apply_epilogue(epilogue, c + r * out_plane, cols);
         }

@@ -1,10 +1,10 @@
 // The few-channel direct convolution (kernels/cpu/stem_conv.h) against a direct sum in double
 // precision: strides 1-3 (phase-split copies), dilation, asymmetric padding, padding past the
 // kernel's reach, output channels off the 12-row panels, rows ending inside either vector of a
-// 32-pixel tile, batches, weights packed per call or prepared (ConvPrepared's panels), bias or
-// none, 1-3 threads, and every kind of epilogue: clamped in the store (ReLU, ReLU6), applied
-// after it (SiLU), and a residual added before the activation. (The op tests check conv2d,
-// which takes this path for such shapes, against PyTorch.)
+// 32-pixel tile (AVX2: of a 16-pixel one), batches, weights packed per call or prepared
+// (ConvPrepared's panels), bias or none, 1-3 threads, and every kind of epilogue: clamped in the
+// store (ReLU, ReLU6), applied after it (SiLU), and a residual added before the activation. (The
+// op tests check conv2d, which takes this path for such shapes, against PyTorch.)
 #include "kernels/cpu/stem_conv.h"
 
 #include <gtest/gtest.h>
@@ -19,7 +19,7 @@
 #include "nnx/thread_pool.h"
 #include "tests/ops/conv_reference.h"
 
-#if defined(__AVX512F__)
+#if defined(NNX_STEM_CONV)
 namespace {
 
 using nnx::cpu::Conv2dShape;
@@ -145,8 +145,8 @@ TEST(StemConv, TakesFewInputChannelsAndWideRows) {
 
 }  // namespace
 #else
-TEST(StemConv, NeedsAvx512) {
-  GTEST_SKIP() << "the few-channel direct convolution is built for AVX-512 only; this build has "
-                  "none";
+TEST(StemConv, NeedsAvx2) {
+  GTEST_SKIP() << "the few-channel direct convolution is built for AVX-512 and AVX2 with FMA "
+                  "only; this build has neither";
 }
 #endif

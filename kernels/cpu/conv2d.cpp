@@ -94,7 +94,7 @@ void im2col_band(const Conv2dShape& s, const float* group_input, int64_t oh0, in
     for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
       for (int64_t kw = 0; kw < s.kernel_w; ++kw, dst += band) {
         const int64_t offset = kw * s.dilation_w - s.pad_left;
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
         const bool vector_rows = s.stride_w <= 2;  // gather_row: no span needed
 #else
         const bool vector_rows = false;
@@ -114,7 +114,7 @@ void im2col_band(const Conv2dShape& s, const float* group_input, int64_t oh0, in
             continue;
           }
           const float* row = plane + ih * s.in_w;
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
           if (s.stride_w <= 2) {
             gather_row(row, offset, s.stride_w, s.in_w, s.out_w, out);
             continue;
@@ -255,7 +255,7 @@ void pack_patches(const Conv2dShape& s, const float* image, int64_t p0, int64_t 
             }
             const int64_t x0 = ow0 * s.stride_w - s.pad_left + kw * s.dilation_w;
             const float* row = plane + ih * s.in_w;
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
             // Strides 1 and 2 in registers: loads masked to the row's columns (zero in the
             // padding), even lanes picked for stride 2, stores masked to the run's n lanes.
             if (s.stride_w <= 2) {

@@ -86,6 +86,26 @@ inline __m256 odd_of(__m256 a, __m256 b) {
   return _mm256_castpd_ps(
       _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
+
+// rows[j][i] becomes rows[i][j] (an 8x8 block): pairs of rows interleaved as floats, then as
+// float pairs, then the 128-bit halves exchanged.
+inline void transpose8(__m256 rows[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(rows[i], rows[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(rows[i], rows[i + 1]);
+  }
+  for (int q = 0; q < 2; ++q) {
+    u[4 * q] = _mm256_shuffle_ps(t[4 * q], t[4 * q + 2], 0x44);
+    u[4 * q + 1] = _mm256_shuffle_ps(t[4 * q], t[4 * q + 2], 0xEE);
+    u[4 * q + 2] = _mm256_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0x44);
+    u[4 * q + 3] = _mm256_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    rows[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+    rows[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+  }
+}
 #endif
 
 // dst[0, 32) (64-byte aligned) = src[0, cols), then zeros (cols <= 32): one row of a 32-wide

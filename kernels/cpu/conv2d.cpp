@@ -476,23 +476,24 @@ void conv2d_image_blocks(const Conv2dShape& s, const float* input, const float* 
   const int64_t out_plane = s.out_h * s.out_w;
   const int64_t k = in_per_group * s.kernel_h * s.kernel_w;
   const int64_t per_block = images_per_block(s);
-  std::vector<float> columns, product;
+  // This thread's scratch, kept (the lambdas below see it through the locals).
+  static thread_local AlignedBuffer column_buffer, product_buffer;
+  float* columns = column_buffer.get(k * per_block * out_plane);
+  float* product = product_buffer.get(out_per_group * per_block * out_plane);
   for (int64_t g = 0; g < s.groups; ++g) {
     const float* w = weight + g * out_per_group * k;
     for (int64_t n0 = 0; n0 < s.batch; n0 += per_block) {
       const int64_t n1 = std::min(s.batch, n0 + per_block), cols = (n1 - n0) * out_plane;
-      columns.resize(size_t(k * cols));
-      product.resize(size_t(out_per_group * cols));
-      im2col_images(s, input, g, n0, n1, columns.data(), cols, pool);
+      im2col_images(s, input, g, n0, n1, columns, cols, pool);
       // Rows of output channels per thread: a GEMM, then each image's planes into place.
       parallel_for(pool, ceil_div(out_per_group, 8), 1, [&](int64_t b0, int64_t b1) {
         const int64_t m0 = b0 * 8, m1 = std::min(out_per_group, b1 * 8);
-        gemm(m1 - m0, cols, k, w + m0 * k, k, columns.data(), cols, false,
-             product.data() + m0 * cols, cols, false);
+        gemm(m1 - m0, cols, k, w + m0 * k, k, columns, cols, false, product + m0 * cols, cols,
+             false);
         for (int64_t m = m0; m < m1; ++m) {
           const float add = bias ? bias[g * out_per_group + m] : 0.f;
           for (int64_t n = n0; n < n1; ++n) {
-            const float* src = product.data() + m * cols + (n - n0) * out_plane;
+            const float* src = product + m * cols + (n - n0) * out_plane;
             float* dst = output + (n * s.out_channels + g * out_per_group + m) * out_plane;
             for (int64_t i = 0; i < out_plane; ++i) dst[i] = src[i] + add;
             apply_epilogue(epilogue, dst, out_plane);
@@ -871,15 +872,16 @@ bool input_gradient_as_convolution(const Conv2dShape& s, const float* weight,
   const int64_t out_per_group = s.out_channels / s.groups;
   const int64_t taps = s.kernel_h * s.kernel_w;
   // flipped[g * ipg + i][o][kh][kw] = weight[g * opg + o][i][K - 1 - kh][K - 1 - kw].
-  std::vector<float> flipped(static_cast<size_t>(s.in_channels * out_per_group * taps));
+  static thread_local AlignedBuffer flipped_buffer;  // kept: no allocation per call
+  float* flipped = flipped_buffer.get(s.in_channels * out_per_group * taps);
   for (int64_t g = 0; g < s.groups; ++g)
     for (int64_t o = 0; o < out_per_group; ++o)
       for (int64_t i = 0; i < in_per_group; ++i) {
         const float* src = weight + ((g * out_per_group + o) * in_per_group + i) * taps;
-        float* dst = flipped.data() + ((g * in_per_group + i) * out_per_group + o) * taps;
+        float* dst = flipped + ((g * in_per_group + i) * out_per_group + o) * taps;
         for (int64_t t2 = 0; t2 < taps; ++t2) dst[t2] = src[taps - 1 - t2];
       }
-  conv2d(t, grad_output, flipped.data(), nullptr, grad_input, pool);
+  conv2d(t, grad_output, flipped, nullptr, grad_input, pool);
   return true;
 }
 
@@ -1020,14 +1022,28 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
   const int64_t bands = ceil_div(s.out_h, band_rows);
 
   // W^T per group, [k x out_per_group]: the A operand of grad_columns = W^T * grad_output.
-  std::vector<float> weight_t;
+  // Transposed in 16 x 16 blocks, over the threads: element by element, the writes strode
+  // out_per_group floats apart, and a 512-channel 3x3 layer's transpose (1.2M floats) took a
+  // quarter of its backward pass where the indirect convolution does not serve it (AVX2 builds).
+  // The scratch below is this thread's and kept, so that a training step's steady state
+  // allocates (and faults in) nothing here; the lambdas see it through locals.
+  static thread_local AlignedBuffer weight_t_buffer;
+  float* weight_t = nullptr;
   if (grad_input != nullptr) {
-    weight_t.resize(size_t(s.groups * k * out_per_group));
-    for (int64_t g = 0; g < s.groups; ++g)
-      for (int64_t m = 0; m < out_per_group; ++m)
-        for (int64_t j = 0; j < k; ++j)
-          weight_t[size_t((g * k + j) * out_per_group + m)] =
-              weight[(g * out_per_group + m) * k + j];
+    weight_t = weight_t_buffer.get(s.groups * k * out_per_group);
+    constexpr int64_t kBlock = 16;
+    const int64_t row_blocks = ceil_div(out_per_group, kBlock);
+    parallel_for(pool, s.groups * row_blocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t g = b / row_blocks, m0 = b % row_blocks * kBlock;
+        const int64_t m1 = std::min(out_per_group, m0 + kBlock);
+        const float* w = weight + g * out_per_group * k;
+        float* t = weight_t + g * k * out_per_group;
+        for (int64_t j0 = 0; j0 < k; j0 += kBlock)
+          for (int64_t j = j0; j < std::min(k, j0 + kBlock); ++j)
+            for (int64_t m = m0; m < m1; ++m) t[j * out_per_group + m] = w[m * k + j];
+      }
+    });
   }
   auto group_input = [&](int64_t job) {
     return input + (job / s.groups * s.in_channels + job % s.groups * in_per_group) * in_plane;
@@ -1044,45 +1060,44 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
   if (s.batch > 1 && out_plane < kMinBandColumns) {
     // Small output planes: blocks of images side by side, so that grad_weight is read and
     // written once per block (not once per image) and the GEMMs get enough columns.
-    const int64_t per_block = images_per_block(s);
-    std::vector<float> columns, gy_block, grad_columns;
+    const int64_t per_block = images_per_block(s), most = per_block * out_plane;
+    static thread_local AlignedBuffer column_buffer, gy_buffer, grad_column_buffer;
+    float* columns = grad_weight ? column_buffer.get(k * most) : nullptr;
+    float* gy_block = gy_buffer.get(out_per_group * most);
+    float* grad_columns = grad_input ? grad_column_buffer.get(k * most) : nullptr;
     for (int64_t g = 0; g < s.groups; ++g) {
       float* dw = grad_weight ? grad_weight + g * out_per_group * k : nullptr;
-      const float* wt = grad_input ? weight_t.data() + g * k * out_per_group : nullptr;
+      const float* wt = grad_input ? weight_t + g * k * out_per_group : nullptr;
       for (int64_t n0 = 0; n0 < s.batch; n0 += per_block) {
         const int64_t n1 = std::min(s.batch, n0 + per_block), cols = (n1 - n0) * out_plane;
-        gy_block.resize(size_t(out_per_group * cols));
         parallel_for(pool, out_per_group, 16, [&](int64_t m0, int64_t m1) {
           for (int64_t m = m0; m < m1; ++m)
             for (int64_t n = n0; n < n1; ++n) {
               const float* src =
                   grad_output + (n * s.out_channels + g * out_per_group + m) * out_plane;
-              std::copy(src, src + out_plane, gy_block.data() + m * cols + (n - n0) * out_plane);
+              std::copy(src, src + out_plane, gy_block + m * cols + (n - n0) * out_plane);
             }
         });
         if (dw) {
-          columns.resize(size_t(k * cols));
-          im2col_images(s, input, g, n0, n1, columns.data(), cols, pool);
+          im2col_images(s, input, g, n0, n1, columns, cols, pool);
           parallel_for(pool, ceil_div(out_per_group, 8), 1, [&](int64_t b0, int64_t b1) {
             const int64_t m0 = b0 * 8, m1 = std::min(out_per_group, b1 * 8);
-            gemm(m1 - m0, k, cols, gy_block.data() + m0 * cols, cols, columns.data(), cols, true,
-                 dw + m0 * k, k, n0 > 0);
+            gemm(m1 - m0, k, cols, gy_block + m0 * cols, cols, columns, cols, true, dw + m0 * k, k,
+                 n0 > 0);
           });
         }
         if (grad_input) {
-          grad_columns.resize(size_t(k * cols));
           parallel_for(pool, ceil_div(k, 16), 1, [&](int64_t b0, int64_t b1) {
             const int64_t r0 = b0 * 16, r1 = std::min(k, b1 * 16);
-            gemm(r1 - r0, cols, out_per_group, wt + r0 * out_per_group, out_per_group,
-                 gy_block.data(), cols, false, grad_columns.data() + r0 * cols, cols, false);
+            gemm(r1 - r0, cols, out_per_group, wt + r0 * out_per_group, out_per_group, gy_block,
+                 cols, false, grad_columns + r0 * cols, cols, false);
           });
           parallel_for(pool, n1 - n0, 1, [&](int64_t i0, int64_t i1) {
             float* own = gradient_column_scratch(k * out_plane);
             for (int64_t i = i0; i < i1; ++i) {
               for (int64_t r = 0; r < k; ++r)
-                std::copy(grad_columns.data() + r * cols + i * out_plane,
-                          grad_columns.data() + r * cols + (i + 1) * out_plane,
-                          own + r * out_plane);
+                std::copy(grad_columns + r * cols + i * out_plane,
+                          grad_columns + r * cols + (i + 1) * out_plane, own + r * out_plane);
               float* gx = grad_input + ((n0 + i) * s.in_channels + g * in_per_group) * in_plane;
               std::fill(gx, gx + in_per_group * in_plane, 0.f);
               col2im_band(s, own, 0, s.out_h, 0, in_per_group, gx);
@@ -1097,14 +1112,20 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
   if (threads == 1 || jobs >= 2 * threads || jobs % threads == 0) {
     // Each thread takes whole (image, group) jobs: its own grad_input planes, and a partial
     // grad_weight summed after.
-    std::vector<std::vector<float>> partial(size_t(grad_weight ? threads : 0));
+    // A partial sum per chunk (the caller may run several chunks itself), in buffers of the
+    // calling thread's that are kept across calls.
+    static thread_local std::vector<AlignedBuffer> partial_kept;
+    if (partial_kept.size() < size_t(threads)) partial_kept.resize(size_t(threads));
+    std::vector<AlignedBuffer>& partial_buffers = partial_kept;  // the lambda runs elsewhere too
+    std::vector<float*> partial(size_t(grad_weight ? threads : 0));
     std::atomic<int64_t> next_slot{0};
     parallel_for(pool, jobs, 1, [&](int64_t begin, int64_t end) {
       float* dw = nullptr;
       if (grad_weight != nullptr) {
-        auto& buffer = partial[size_t(next_slot++)];
-        buffer.assign(size_t(weight_floats), 0.f);
-        dw = buffer.data();
+        const int64_t slot = next_slot++;
+        dw = partial_buffers[size_t(slot)].get(weight_floats);
+        std::fill(dw, dw + weight_floats, 0.f);
+        partial[size_t(slot)] = dw;
       }
       for (int64_t job = begin; job < end; ++job) {
         const int64_t g = job % s.groups;
@@ -1112,7 +1133,7 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
         const float* gy = group_grad_output(job);
         float* gx = grad_input ? group_grad_input(job) : nullptr;
         float* dw_g = dw ? dw + g * out_per_group * k : nullptr;
-        const float* wt = grad_input ? weight_t.data() + g * k * out_per_group : nullptr;
+        const float* wt = grad_input ? weight_t + g * k * out_per_group : nullptr;
         if (pointwise) {
           if (dw_g)
             gemm(out_per_group, k, out_plane, gy, out_plane, x, in_plane, true, dw_g, k, true);
@@ -1145,7 +1166,7 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
       parallel_for(pool, weight_floats, 4096, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           float sum = 0.f;
-          for (int64_t t = 0; t < used; ++t) sum += partial[size_t(t)][size_t(i)];
+          for (int64_t t = 0; t < used; ++t) sum += partial[size_t(t)][i];
           grad_weight[i] = sum;
         }
       });
@@ -1156,14 +1177,18 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
   // Few jobs (batch 1): the threads share each band, splitting grad_weight by output channels
   // (or columns when few) and grad_input by input channels.
   if (grad_weight != nullptr) std::fill(grad_weight, grad_weight + weight_floats, 0.f);
-  std::vector<float> columns, grad_columns;
+  static thread_local AlignedBuffer band_column_buffer, band_grad_column_buffer;
+  const int64_t most = k * band_rows * s.out_w;
+  float* columns = grad_weight != nullptr && !pointwise ? band_column_buffer.get(most) : nullptr;
+  float* grad_columns =
+      grad_input != nullptr && !pointwise ? band_grad_column_buffer.get(most) : nullptr;
   for (int64_t job = 0; job < jobs; ++job) {
     const int64_t g = job % s.groups;
     const float* x = grad_weight ? group_input(job) : nullptr;
     const float* gy = group_grad_output(job);
     float* gx = grad_input ? group_grad_input(job) : nullptr;
     float* dw_g = grad_weight ? grad_weight + g * out_per_group * k : nullptr;
-    const float* wt = grad_input ? weight_t.data() + g * k * out_per_group : nullptr;
+    const float* wt = grad_input ? weight_t + g * k * out_per_group : nullptr;
     if (gx && !pointwise) std::fill(gx, gx + in_per_group * in_plane, 0.f);
     for (int64_t band = 0; band < bands; ++band) {
       const int64_t oh0 = band * band_rows, oh1 = std::min(s.out_h, oh0 + band_rows);
@@ -1173,11 +1198,10 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
         const float* b = x;
         int64_t ldb = in_plane;
         if (!pointwise) {
-          columns.resize(size_t(k * cols));
           parallel_for(pool, in_per_group, 1, [&](int64_t ic0, int64_t ic1) {
-            im2col_band(s, x, oh0, oh1, ic0, ic1, columns.data());
+            im2col_band(s, x, oh0, oh1, ic0, ic1, columns);
           });
-          b = columns.data();
+          b = columns;
           ldb = cols;
         }
         if (out_per_group >= kGemmRowBlock * threads) {
@@ -1203,12 +1227,11 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
                  out_plane, false, gx + ic0 * in_plane, in_plane, false);
           });
         } else {
-          grad_columns.resize(size_t(k * cols));
           parallel_for(pool, in_per_group, 1, [&](int64_t ic0, int64_t ic1) {
             gemm((ic1 - ic0) * taps, cols, out_per_group, wt + ic0 * taps * out_per_group,
-                 out_per_group, gy_band, out_plane, false, grad_columns.data() + ic0 * taps * cols,
-                 cols, false);
-            col2im_band(s, grad_columns.data(), oh0, oh1, ic0, ic1, gx);
+                 out_per_group, gy_band, out_plane, false, grad_columns + ic0 * taps * cols, cols,
+                 false);
+            col2im_band(s, grad_columns, oh0, oh1, ic0, ic1, gx);
           });
         }
       }

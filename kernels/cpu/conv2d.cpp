@@ -537,7 +537,7 @@ bool conv2d_reads_prepared_only(const Conv2dShape& s) {
   if (sampled_pointwise(s)) return conv2d_reads_prepared_only(sampled_shape(s));
   if (s.in_channels / s.groups == 1 && s.out_channels / s.groups <= kDirectMaxMultiplier)
     return false;  // the direct (depthwise) loop
-#if defined(__AVX512F__)
+#if defined(NNX_INDIRECT_CONV)
   if (indirect_suitable(s, true)) return true;
 #endif
 #if defined(NNX_POINTWISE_CONV)
@@ -583,7 +583,7 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     return conv2d_winograd(s, input, weight, bias, output, pool, epilogue, u,
                            prepared ? prepared->winograd_tile() : 2);
   }
-#if defined(__AVX512F__)
+#if defined(NNX_INDIRECT_CONV)
   if (indirect_suitable(s, prepared != nullptr))
     return conv2d_indirect(s, input, weight, bias, output, pool, epilogue,
                            prepared ? prepared->indirect(s, weight, pool) : nullptr);
@@ -994,7 +994,7 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
     return;
   }
   const bool direct = in_per_group == 1 && out_per_group <= kDirectMaxMultiplier;
-#if defined(__AVX512F__)
+#if defined(NNX_INDIRECT_CONV)
   if (grad_input != nullptr && !direct &&
       conv2d_indirect_input_grad(s, weight, grad_output, grad_input, pool))
     grad_input = nullptr;
@@ -1003,7 +1003,7 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
       input_gradient_as_convolution(s, weight, grad_output, grad_input, pool))
     grad_input = nullptr;
   if (grad_input == nullptr && grad_weight == nullptr) return;
-#if defined(__AVX512F__)
+#if defined(NNX_INDIRECT_CONV)
   if (grad_weight != nullptr && !direct && indirect_suitable(s)) {
     conv2d_indirect_weight_grad(s, input, grad_output, grad_weight, pool);
     grad_weight = nullptr;

@@ -16,8 +16,97 @@
 
 namespace nnx::cpu {
 
-#if defined(__AVX512F__)
+#if defined(NNX_INDIRECT_CONV)
 namespace {
+
+// 16 floats (a channel group of the packed layouts) and a mask of 16 lanes: one register on
+// AVX-512, two on AVX2, for the packing and layout code below; the tiles are written per ISA.
+#if defined(__AVX512F__)
+using V16 = __m512;
+using Mask16 = __mmask16;
+inline Mask16 below16(int64_t n) {
+  return lanes_below(n);
+}
+inline V16 v_zero() {
+  return _mm512_setzero_ps();
+}
+inline V16 v_load(const float* p) {
+  return _mm512_load_ps(p);
+}
+inline V16 v_loadu(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+inline V16 v_loadz(Mask16 m, const float* p) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
+inline void v_store(float* p, V16 v) {
+  _mm512_store_ps(p, v);
+}
+inline void v_storem(float* p, Mask16 m, V16 v) {
+  _mm512_mask_storeu_ps(p, m, v);
+}
+inline void v_transpose16(V16 rows[16]) {
+  transpose16(rows);
+}
+#else
+struct V16 {
+  __m256 lo, hi;
+};
+using Mask16 = uint32_t;
+inline Mask16 below16(int64_t n) {
+  return n >= 16 ? 0xFFFFu : n <= 0 ? 0u : (1u << n) - 1;
+}
+// Lanes 8h .. 8h + 7 of a 16-lane mask as a maskload/maskstore mask.
+inline __m256i half_mask(Mask16 m, int h) {
+  const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(int32_t(m >> (8 * h))), bits), bits);
+}
+inline V16 v_zero() {
+  return {_mm256_setzero_ps(), _mm256_setzero_ps()};
+}
+inline V16 v_load(const float* p) {
+  return {_mm256_load_ps(p), _mm256_load_ps(p + 8)};
+}
+inline V16 v_loadu(const float* p) {
+  return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)};
+}
+inline V16 v_loadz(Mask16 m, const float* p) {
+  if (m == 0xFFFFu) return v_loadu(p);
+  return {(m & 0xFFu) ? _mm256_maskload_ps(p, half_mask(m, 0)) : _mm256_setzero_ps(),
+          (m >> 8) ? _mm256_maskload_ps(p + 8, half_mask(m, 1)) : _mm256_setzero_ps()};
+}
+inline void v_store(float* p, V16 v) {
+  _mm256_store_ps(p, v.lo);
+  _mm256_store_ps(p + 8, v.hi);
+}
+inline void v_storem(float* p, Mask16 m, V16 v) {
+  if (m == 0xFFFFu) {
+    _mm256_storeu_ps(p, v.lo);
+    _mm256_storeu_ps(p + 8, v.hi);
+    return;
+  }
+  if (m & 0xFFu) _mm256_maskstore_ps(p, half_mask(m, 0), v.lo);
+  if (m >> 8) _mm256_maskstore_ps(p + 8, half_mask(m, 1), v.hi);
+}
+// A 16x16 block as four 8x8 ones.
+inline void v_transpose16(V16 rows[16]) {
+  __m256 a[8], b[8], c[8], d[8];
+  for (int r = 0; r < 8; ++r) {
+    a[r] = rows[r].lo;
+    b[r] = rows[8 + r].lo;
+    c[r] = rows[r].hi;
+    d[r] = rows[8 + r].hi;
+  }
+  transpose8(a);
+  transpose8(b);
+  transpose8(c);
+  transpose8(d);
+  for (int r = 0; r < 8; ++r) {
+    rows[r] = {a[r], b[r]};
+    rows[8 + r] = {c[r], d[r]};
+  }
+}
+#endif
 
 constexpr int64_t kTilePixels = 7;
 constexpr int64_t kPanel = 48;  // output channels per weight panel
@@ -59,6 +148,7 @@ struct Panels {
 // and tap t's values lie `offsets[t]` floats on, its weights weights[t] floats into the panel b
 // ([tap][channel][width]). The sums plus bias, clamped to [lower, upper] (NaN kept), go
 // channels-first to out[P] + channel * plane for the first `columns` channels.
+#if defined(__AVX512F__)
 template <int MR, int NV>
 void tile(int64_t taps, int64_t channels, const int64_t* offsets, const int64_t* weights,
           const float* const* pixel, const float* panel, int64_t width, const float* bias,
@@ -117,6 +207,63 @@ void tile(int64_t taps, int64_t channels, const int64_t* offsets, const int64_t*
   });
 }
 
+#else
+// AVX2: a micro-tile of MR <= 6 pixels x 16 output channels (12 accumulators, the channel
+// group's two weight vectors and a broadcast input value), stored through a transpose in cache.
+template <int MR>
+void tile16(int64_t taps, int64_t channels, const int64_t* offsets, const int64_t* weights,
+            const float* const* pixel, const float* panel, int64_t width, const float* bias,
+            float lower, float upper, float* const* out, int64_t plane, int64_t columns) {
+  __m256 acc[MR][2];
+  static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+    acc[P][0] = _mm256_setzero_ps();
+    acc[P][1] = _mm256_setzero_ps();
+  });
+  for (int64_t t = 0; t < taps; ++t) {
+    const float* a[MR];
+    static_for<MR>([&]<int P>() __attribute__((always_inline)) { a[P] = pixel[P] + offsets[t]; });
+    const float* b = panel + weights[t];
+    for (int64_t c = 0; c < channels; ++c, b += width) {
+      const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+      static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+        const __m256 av = _mm256_broadcast_ss(a[P] + c);
+        acc[P][0] = _mm256_fmadd_ps(av, b0, acc[P][0]);
+        acc[P][1] = _mm256_fmadd_ps(av, b1, acc[P][1]);
+      });
+    }
+  }
+  const __m256 lo = _mm256_set1_ps(lower), hi = _mm256_set1_ps(upper);
+  const __m256 bias0 = _mm256_load_ps(bias), bias1 = _mm256_load_ps(bias + 8);
+  alignas(32) float t[MR][16];
+  static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+    _mm256_store_ps(t[P], _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_add_ps(acc[P][0], bias0))));
+    _mm256_store_ps(t[P] + 8,
+                    _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_add_ps(acc[P][1], bias1))));
+  });
+  const int64_t n = std::min<int64_t>(16, columns);
+  for (int64_t j = 0; j < n; ++j)
+    for (int p = 0; p < MR; ++p) out[p][j * plane] = t[p][j];
+}
+
+// The AVX-512 tile's work (MR <= 7 pixels x NV channel groups) as micro-tiles: a group at a
+// time, 7 pixels as 4 + 3.
+template <int MR, int NV>
+void tile(int64_t taps, int64_t channels, const int64_t* offsets, const int64_t* weights,
+          const float* const* pixel, const float* panel, int64_t width, const float* bias,
+          float lower, float upper, float* const* out, int64_t plane, int64_t columns) {
+  constexpr int kFirst = MR <= 6 ? MR : 4;
+  for (int64_t v = 0; v < NV && v * 16 < columns; ++v) {
+    float* to[MR];
+    for (int p = 0; p < MR; ++p) to[p] = out[p] + v * 16 * plane;
+    tile16<kFirst>(taps, channels, offsets, weights, pixel, panel + v * 16, width, bias + v * 16,
+                   lower, upper, to, plane, columns - v * 16);
+    if constexpr (MR > kFirst)
+      tile16<MR - kFirst>(taps, channels, offsets, weights, pixel + kFirst, panel + v * 16, width,
+                          bias + v * 16, lower, upper, to + kFirst, plane, columns - v * 16);
+  }
+}
+#endif
+
 using Tile = void (*)(int64_t, int64_t, const int64_t*, const int64_t*, const float* const*,
                       const float*, int64_t, const float*, float, float, float* const*, int64_t,
                       int64_t);
@@ -139,12 +286,19 @@ bool indirect_suitable(const Conv2dShape& s, bool prepared) {
     return false;
   // A dense 1x1 layer is a GEMM that reads its input in place already.
   if (reads_input_in_place(s)) return false;
-  // With the weights packed once (inference), any plane: against the prepared 12-row panels
-  // (im2col per block of pixels, depth blocks stored and reloaded) on a 2-core EPYC, ResNet's
-  // strided 3x3 layers 0.70 -> 0.60 ms (56 -> 28), 1.47 -> 1.27 ms (128 channels), 1.65 ->
-  // 1.39 ms on a 112 -> 56 plane, a dilated 3x3 at 28x28 5.5 -> 4.4 ms, a 5x5 4.2 -> 3.1 ms.
-  // Strided 1x1 layers neither gain nor lose (the downsampling of ResNet-50): left as they were.
+    // With the weights packed once (inference), any plane: against the prepared 12-row panels
+    // (im2col per block of pixels, depth blocks stored and reloaded) on a 2-core EPYC, ResNet's
+    // strided 3x3 layers 0.70 -> 0.60 ms (56 -> 28), 1.47 -> 1.27 ms (128 channels), 1.65 ->
+    // 1.39 ms on a 112 -> 56 plane, a dilated 3x3 at 28x28 5.5 -> 4.4 ms, a 5x5 4.2 -> 3.1 ms.
+    // Strided 1x1 layers neither gain nor lose (the downsampling of ResNet-50): left as they were.
+#if defined(__AVX512F__)
   if (prepared) return s.kernel_h * s.kernel_w > 1;
+#else
+  // AVX2: inference keeps the panel and channels-last paths, which its micro-tiles did not beat
+  // (ResNet-50, x86-64-v3 on Zen 5, per node: 128 -> 128 3x3/2 at 28x28 1.49 -> 1.66 ms, 512
+  // -> 512 at 7x7 1.85 -> 2.44 ms); training's small planes and gradients take it.
+  if (prepared) return false;
+#endif
   return s.out_h * s.out_w <= 256;
 }
 
@@ -154,11 +308,11 @@ namespace {
 // `lanes` stored: the block transposed in registers, each store one whole run of channels (a
 // gather per column from L1 made ResNet-50's strided 3x3 layers 0.76-0.79 ms, this 0.69-0.74).
 template <typename To>
-inline void store_columns(const float (&block)[16][16], int64_t count, __mmask16 lanes, To to) {
-  __m512 rows[16];
-  for (int j = 0; j < 16; ++j) rows[j] = _mm512_load_ps(block[j]);
-  transpose16(rows);
-  for (int64_t i = 0; i < count; ++i) _mm512_mask_storeu_ps(to(i), lanes, rows[i]);
+inline void store_columns(const float (&block)[16][16], int64_t count, Mask16 lanes, To to) {
+  V16 rows[16];
+  for (int j = 0; j < 16; ++j) rows[j] = v_load(block[j]);
+  v_transpose16(rows);
+  for (int64_t i = 0; i < count; ++i) v_storem(to(i), lanes, rows[i]);
 }
 
 // The input copied channels-last with its padding written out: rows x cols pixels of
@@ -206,12 +360,10 @@ PaddedInput pad_channels_last(const Conv2dShape& s, const float* input, AlignedB
         const int64_t nc = std::min<int64_t>(16, channels - c0);
         for (int64_t x0 = w0 - s.pad_left; x0 < w1 - s.pad_left; x0 += 16) {
           const int64_t nx = std::min<int64_t>(16, w1 - s.pad_left - x0);
-          const __mmask16 columns = lanes_below(nx);
+          const Mask16 columns = below16(nx);
           for (int64_t j = 0; j < 16; ++j)
-            _mm512_store_ps(block[j],
-                            j < nc ? _mm512_maskz_loadu_ps(columns, src + (c0 + j) * in_plane + x0)
-                                   : _mm512_setzero_ps());
-          store_columns(block, nx, lanes_below(nc),
+            v_store(block[j], j < nc ? v_loadz(columns, src + (c0 + j) * in_plane + x0) : v_zero());
+          store_columns(block, nx, below16(nc),
                         [&](int64_t i) { return dst + (x0 + s.pad_left + i) * channels + c0; });
         }
       }
@@ -248,6 +400,7 @@ struct ImageBlock {
 // added to, rows (c0 + p) * taps + tap of `sums` ([in][tap][ld], this panel's first channel
 // first), whole vectors: the weight gradient's own layout took a float at a time, 64 rows
 // apart, and that was half of a 512-channel 2x2 layer's time.
+#if defined(__AVX512F__)
 template <int MR, int NV>
 void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows, Range cols,
                  const float* grad, int64_t ld, float* sums, int64_t c0, int64_t tap,
@@ -284,6 +437,60 @@ void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Ran
     });
   });
 }
+
+#else
+// AVX2: MR <= 6 input channels x 16 output channels a micro-tile.
+template <int MR>
+void weight_tile16(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows,
+                   Range cols, const float* grad, int64_t ld, float* sums, int64_t c0, int64_t tap,
+                   ImageBlock images) {
+  __m256 acc[MR][2];
+  static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+    acc[P][0] = _mm256_setzero_ps();
+    acc[P][1] = _mm256_setzero_ps();
+  });
+  const int64_t step = s.stride_w * s.in_channels;
+  for (int64_t n = images.n0; n < images.n1; ++n)
+    for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+      const float* a = x.at(s, n, oh, cols.lo) + offset;
+      const float* g = grad + ((n * s.out_h + oh) * s.out_w + cols.lo) * ld;
+      for (int64_t ow = cols.lo; ow < cols.hi; ++ow, a += step, g += ld) {
+        const __m256 b0 = _mm256_load_ps(g), b1 = _mm256_load_ps(g + 8);
+        static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+          const __m256 av = _mm256_broadcast_ss(a + P);
+          acc[P][0] = _mm256_fmadd_ps(av, b0, acc[P][0]);
+          acc[P][1] = _mm256_fmadd_ps(av, b1, acc[P][1]);
+        });
+      }
+    }
+  const int64_t taps = s.kernel_h * s.kernel_w;
+  static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+    float* to = sums + ((c0 + P) * taps + tap) * ld;
+    __m256 v0 = acc[P][0], v1 = acc[P][1];
+    if (images.accumulate) {
+      v0 = _mm256_add_ps(v0, _mm256_load_ps(to));
+      v1 = _mm256_add_ps(v1, _mm256_load_ps(to + 8));
+    }
+    _mm256_store_ps(to, v0);
+    _mm256_store_ps(to + 8, v1);
+  });
+}
+
+// The AVX-512 tile's work as micro-tiles: a channel group at a time, 7 input channels as 4 + 3.
+template <int MR, int NV>
+void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows, Range cols,
+                 const float* grad, int64_t ld, float* sums, int64_t c0, int64_t tap,
+                 ImageBlock images) {
+  constexpr int kFirst = MR <= 6 ? MR : 4;
+  for (int64_t v = 0; v < NV; ++v) {
+    weight_tile16<kFirst>(s, x, offset, rows, cols, grad + v * 16, ld, sums + v * 16, c0, tap,
+                          images);
+    if constexpr (MR > kFirst)
+      weight_tile16<MR - kFirst>(s, x, offset + kFirst, rows, cols, grad + v * 16, ld,
+                                 sums + v * 16, c0 + kFirst, tap, images);
+  }
+}
+#endif
 
 using WeightTile = void (*)(const Conv2dShape&, const PaddedInput&, int64_t, Range, Range,
                             const float*, int64_t, float*, int64_t, int64_t, ImageBlock);
@@ -322,14 +529,13 @@ void pack_weights(const Conv2dShape& s, const float* weight, float* packed, Thre
     for (int64_t task = b0; task < b1; ++task) {
       const int64_t j0 = task / depth_blocks * 16, i0 = task % depth_blocks * 16;
       const int64_t n = std::min<int64_t>(16, k - i0);
-      const __mmask16 mask = lanes_below(n);
+      const Mask16 mask = below16(n);
       for (int64_t r = 0; r < 16; ++r)
-        _mm512_store_ps(block[r], j0 + r < s.out_channels
-                                      ? _mm512_maskz_loadu_ps(mask, weight + (j0 + r) * k + i0)
-                                      : _mm512_setzero_ps());
+        v_store(block[r],
+                j0 + r < s.out_channels ? v_loadz(mask, weight + (j0 + r) * k + i0) : v_zero());
       const int64_t q = panels.of(j0), o0 = panels.start(q), width = panels.width(q);
       float* panel = packed + o0 * k + (j0 - o0);
-      store_columns(block, n, 0xffff, [&](int64_t i) {
+      store_columns(block, n, below16(16), [&](int64_t i) {
         const int64_t c = (i0 + i) / taps, t = (i0 + i) % taps;
         return panel + (t * channels + c) * width;
       });
@@ -361,20 +567,18 @@ void pack_weights_transposed(int64_t channels, int64_t outs, int64_t weight_taps
       float* panel = packed + o0 * k + (j0 - o0) + c * width;
       for (int64_t tb = 0; tb < tap_blocks; ++tb) {
         const int64_t u0 = tb * 16;
-        const __mmask16 mask = lanes_below(weight_taps - u0);
-        __m512 rows[16];
+        const Mask16 mask = below16(weight_taps - u0);
+        V16 rows[16];
         for (int64_t r = 0; r < 16; ++r) {
           const float* at = from + r * weight_taps + u0;
           // Whole vectors where the weight goes on past them (the lanes past the row are never
           // stored), masked at its end.
-          rows[r] = r >= live        ? _mm512_setzero_ps()
-                    : at + 16 <= end ? _mm512_loadu_ps(at)
-                                     : _mm512_maskz_loadu_ps(mask, at);
+          rows[r] = r >= live ? v_zero() : at + 16 <= end ? v_loadu(at) : v_loadz(mask, at);
         }
-        transpose16(rows);
+        v_transpose16(rows);
         for (int64_t tap = 0; tap < taps; ++tap) {
           const int64_t u = source[tap] - u0;
-          if (u >= 0 && u < 16) _mm512_store_ps(panel + tap * channels * width, rows[u]);
+          if (u >= 0 && u < 16) v_store(panel + tap * channels * width, rows[u]);
         }
       }
     }
@@ -736,11 +940,10 @@ void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const
       // pixel's channels at a time.
       for (int64_t j = 0; j < 16; ++j) {
         if (o0 + j >= s.out_channels) {
-          _mm512_store_ps(block[j], _mm512_setzero_ps());
+          v_store(block[j], v_zero());
         } else if (r + count <= plane) {
-          _mm512_store_ps(block[j], _mm512_maskz_loadu_ps(
-                                        lanes_below(count),
-                                        grad_output + (n * s.out_channels + o0 + j) * plane + r));
+          v_store(block[j],
+                  v_loadz(below16(count), grad_output + (n * s.out_channels + o0 + j) * plane + r));
         } else {
           for (int64_t i = 0; i < count; ++i) {
             const int64_t p = p0 + i;
@@ -748,7 +951,8 @@ void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const
           }
         }
       }
-      store_columns(block, count, 0xffff, [&](int64_t i) { return grad + (p0 + i) * ld + o0; });
+      store_columns(block, count, below16(16),
+                    [&](int64_t i) { return grad + (p0 + i) * ld + o0; });
     }
   });
   // Tiles of 7 input channels of one tap x a panel of 48 output channels (6 x 64 where the
@@ -793,13 +997,13 @@ void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const
     for (int64_t task = b0; task < b1; ++task) {
       const int64_t i0 = task / out_blocks * 16, o0 = task % out_blocks * 16;
       const int64_t depth = std::min<int64_t>(16, k - i0);
-      __m512 block[16];
+      V16 block[16];
       for (int64_t i = 0; i < 16; ++i)
-        block[i] = i < depth ? _mm512_load_ps(sums + (i0 + i) * ld + o0) : _mm512_setzero_ps();
-      transpose16(block);
-      const __mmask16 lanes = lanes_below(depth);
+        block[i] = i < depth ? v_load(sums + (i0 + i) * ld + o0) : v_zero();
+      v_transpose16(block);
+      const Mask16 lanes = below16(depth);
       for (int64_t r = 0; r < std::min<int64_t>(16, s.out_channels - o0); ++r)
-        _mm512_mask_storeu_ps(grad_weight + (o0 + r) * k + i0, lanes, block[r]);
+        v_storem(grad_weight + (o0 + r) * k + i0, lanes, block[r]);
     }
   });
 }

@@ -1,5 +1,5 @@
-// Convolution without im2col for small output planes (AVX-512 builds): the input is copied once
-// channels-last with its padding written out, and each tile of 7 output pixels reads its
+// Convolution without im2col for small output planes (AVX-512 and AVX2 builds): the input is copied
+// once channels-last with its padding written out, and each tile of 7 output pixels reads its
 // receptive fields in place through one pointer per pixel (an indirect convolution), the
 // output channels in the vector lanes, 48 at a time, so neither im2col columns nor a packed copy
 // of them is made. The pixels of a tile may come from different rows and images: a 2x2 plane in
@@ -10,7 +10,8 @@
 
 namespace nnx::cpu {
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#define NNX_INDIRECT_CONV 1  // AVX-512: 7-pixel x 48-channel tiles; AVX2: 6 x 16 micro-tiles
 // Whether conv2d_indirect serves `shape` (and pays off for it); `prepared`: with the weights
 // packed beforehand (ConvPrepared), which decides for every plane size alike.
 bool indirect_suitable(const Conv2dShape& shape, bool prepared = false);

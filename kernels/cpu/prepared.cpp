@@ -110,7 +110,7 @@ const float* ConvPrepared::channels_last(const Conv2dShape& s, const float* weig
 
 const float* ConvPrepared::indirect(const Conv2dShape& s, const float* weight, ThreadPool* pool) {
   std::lock_guard<std::mutex> lock(mutex_);
-#if defined(__AVX512F__)
+#if defined(NNX_INDIRECT_CONV)
   if (!indirect_made_) {
     const int64_t m = s.out_channels, k = s.in_channels * s.kernel_h * s.kernel_w;
     std::vector<float> unpacked;
@@ -131,7 +131,7 @@ void ConvPrepared::prepare(const Conv2dShape& s, const float* weight, ThreadPool
     deferred_.assign(weight, weight + s.out_channels * s.in_channels / s.groups * 9);
     return;
   }
-#if defined(__AVX512F__)
+#if defined(NNX_INDIRECT_CONV)
   if (indirect_suitable(s, true)) {
     indirect(s, weight, pool);
     return;

@@ -87,6 +87,30 @@ inline __m256 odd_of(__m256 a, __m256 b) {
       _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 
+// One 16-float row of an AVX2 tile's epilogue: (x0, x1) plus `add`, plus the residual's row
+// where given, clamped to [lo, hi] (NaN kept, as torch.clamp) and stored: all 16 floats when
+// Full, else the lanes of the lanes8 masks m0, m1 (loads of the residual masked alike).
+template <bool Full>
+inline void store_row16(float* out, __m256 x0, __m256 x1, __m256 add, const float* residual,
+                        __m256 lo, __m256 hi, __m256i m0, __m256i m1) {
+  x0 = _mm256_add_ps(x0, add);
+  x1 = _mm256_add_ps(x1, add);
+  if (residual != nullptr) {
+    x0 = _mm256_add_ps(x0, Full ? _mm256_loadu_ps(residual) : _mm256_maskload_ps(residual, m0));
+    x1 = _mm256_add_ps(x1,
+                       Full ? _mm256_loadu_ps(residual + 8) : _mm256_maskload_ps(residual + 8, m1));
+  }
+  x0 = _mm256_min_ps(hi, _mm256_max_ps(lo, x0));
+  x1 = _mm256_min_ps(hi, _mm256_max_ps(lo, x1));
+  if (Full) {
+    _mm256_storeu_ps(out, x0);
+    _mm256_storeu_ps(out + 8, x1);
+  } else {
+    _mm256_maskstore_ps(out, m0, x0);
+    _mm256_maskstore_ps(out + 8, m1, x1);
+  }
+}
+
 // rows[j][i] becomes rows[i][j] (an 8x8 block): pairs of rows interleaved as floats, then as
 // float pairs, then the 128-bit halves exchanged.
 inline void transpose8(__m256 rows[8]) {

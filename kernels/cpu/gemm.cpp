@@ -287,21 +287,16 @@ void kernel_16(int64_t kc, const float* a, int64_t a_step, const float* b, int64
     });
   }
   static_for<Rows>([&]<int r>() __attribute__((always_inline)) {
-    __m256 x0 = acc0[r], x1 = acc1[r];
     if constexpr (Epilogue) {
-      const __m256 add = _mm256_set1_ps(bias != nullptr ? bias[r] : 0.f);
-      x0 = _mm256_add_ps(x0, add);
-      x1 = _mm256_add_ps(x1, add);
-      if (residual != nullptr) {
-        x0 = _mm256_add_ps(x0, _mm256_loadu_ps(residual + r * ldc));
-        x1 = _mm256_add_ps(x1, _mm256_loadu_ps(residual + r * ldc + 8));
-      }
-      const __m256 lo_v = _mm256_set1_ps(lo), hi_v = _mm256_set1_ps(hi);
-      x0 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, x0));
-      x1 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, x1));
+      const __m256i all = _mm256_set1_epi32(-1);
+      store_row16<true>(c + r * ldc, acc0[r], acc1[r],
+                        _mm256_set1_ps(bias != nullptr ? bias[r] : 0.f),
+                        residual != nullptr ? residual + r * ldc : nullptr, _mm256_set1_ps(lo),
+                        _mm256_set1_ps(hi), all, all);
+    } else {
+      _mm256_storeu_ps(c + r * ldc, acc0[r]);
+      _mm256_storeu_ps(c + r * ldc + 8, acc1[r]);
     }
-    _mm256_storeu_ps(c + r * ldc, x0);
-    _mm256_storeu_ps(c + r * ldc + 8, x1);
   });
 }
 

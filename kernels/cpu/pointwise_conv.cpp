@@ -116,23 +116,9 @@ void pointwise_tile(int64_t k, const float* a, const float* b, int64_t ldb, floa
   }
   const __m256 lo_v = _mm256_set1_ps(lo), hi_v = _mm256_set1_ps(hi);
   static_for<R>([&]<int r>() __attribute__((always_inline)) {
-    const __m256 add = _mm256_set1_ps(bias != nullptr ? bias[r] : 0.f);
-    float* out = c + r * ldc;
-    __m256 x0 = _mm256_add_ps(acc[r][0], add), x1 = _mm256_add_ps(acc[r][1], add);
-    if (residual != nullptr) {
-      const float* z = residual + r * ldc;
-      x0 = _mm256_add_ps(x0, Full ? _mm256_loadu_ps(z) : _mm256_maskload_ps(z, m0));
-      x1 = _mm256_add_ps(x1, Full ? _mm256_loadu_ps(z + 8) : _mm256_maskload_ps(z + 8, m1));
-    }
-    x0 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, x0));
-    x1 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, x1));
-    if (Full) {
-      _mm256_storeu_ps(out, x0);
-      _mm256_storeu_ps(out + 8, x1);
-    } else {
-      _mm256_maskstore_ps(out, m0, x0);
-      _mm256_maskstore_ps(out + 8, m1, x1);
-    }
+    store_row16<Full>(c + r * ldc, acc[r][0], acc[r][1],
+                      _mm256_set1_ps(bias != nullptr ? bias[r] : 0.f),
+                      residual != nullptr ? residual + r * ldc : nullptr, lo_v, hi_v, m0, m1);
   });
 }
 

@@ -137,17 +137,8 @@ void stem_tile(int64_t taps, const int64_t* offsets, const float* base, const fl
   const __m256 lo_v = _mm256_set1_ps(lo), hi_v = _mm256_set1_ps(hi);
   const __m256i m0 = lanes8(cols), m1 = lanes8(cols - 8);
   static_for<R>([&]<int r>() __attribute__((always_inline)) {
-    const __m256 add = _mm256_set1_ps(bias != nullptr ? bias[r] : 0.f);
-    const __m256 x0 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, _mm256_add_ps(acc[r][0], add)));
-    const __m256 x1 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, _mm256_add_ps(acc[r][1], add)));
-    float* out = c + r * ldc;
-    if (Full) {
-      _mm256_storeu_ps(out, x0);
-      _mm256_storeu_ps(out + 8, x1);
-    } else {
-      _mm256_maskstore_ps(out, m0, x0);
-      _mm256_maskstore_ps(out + 8, m1, x1);
-    }
+    store_row16<Full>(c + r * ldc, acc[r][0], acc[r][1],
+                      _mm256_set1_ps(bias != nullptr ? bias[r] : 0.f), nullptr, lo_v, hi_v, m0, m1);
   });
 }
 

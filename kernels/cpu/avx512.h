@@ -67,6 +67,81 @@ inline void transpose16(__m512 rows[16]) {
 }
 #endif
 
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// The build's widest float vector (16 lanes on AVX-512, 8 on AVX2) and the operations that the
+// kernels written once for both widths use on it: the one map from those operations to each
+// ISA's intrinsics.
+namespace vec {
+#if defined(__AVX512F__)
+using V = __m512;
+inline constexpr int kWidth = 16;
+inline V zero() {
+  return _mm512_setzero_ps();
+}
+inline V splat(float x) {
+  return _mm512_set1_ps(x);
+}
+inline V load(const float* p) {  // 64-byte aligned
+  return _mm512_load_ps(p);
+}
+inline void store(float* p, V v) {  // 64-byte aligned
+  _mm512_store_ps(p, v);
+}
+inline V add(V a, V b) {
+  return _mm512_add_ps(a, b);
+}
+inline V sub(V a, V b) {
+  return _mm512_sub_ps(a, b);
+}
+inline V fmadd(V a, V b, V c) {
+  return _mm512_fmadd_ps(a, b, c);
+}
+inline V fnmadd(V a, V b, V c) {
+  return _mm512_fnmadd_ps(a, b, c);
+}
+inline V min(V a, V b) {
+  return _mm512_min_ps(a, b);
+}
+inline V max(V a, V b) {
+  return _mm512_max_ps(a, b);
+}
+#else
+using V = __m256;
+inline constexpr int kWidth = 8;
+inline V zero() {
+  return _mm256_setzero_ps();
+}
+inline V splat(float x) {
+  return _mm256_set1_ps(x);
+}
+inline V load(const float* p) {  // 32-byte aligned
+  return _mm256_load_ps(p);
+}
+inline void store(float* p, V v) {  // 32-byte aligned
+  _mm256_store_ps(p, v);
+}
+inline V add(V a, V b) {
+  return _mm256_add_ps(a, b);
+}
+inline V sub(V a, V b) {
+  return _mm256_sub_ps(a, b);
+}
+inline V fmadd(V a, V b, V c) {
+  return _mm256_fmadd_ps(a, b, c);
+}
+inline V fnmadd(V a, V b, V c) {
+  return _mm256_fnmadd_ps(a, b, c);
+}
+inline V min(V a, V b) {
+  return _mm256_min_ps(a, b);
+}
+inline V max(V a, V b) {
+  return _mm256_max_ps(a, b);
+}
+#endif
+}  // namespace vec
+#endif
+
 #if defined(__AVX2__)
 // Lanes [0, n) of 8 as a maskload/maskstore mask (none for n <= 0, all for n >= 8).
 inline __m256i lanes8(int64_t n) {

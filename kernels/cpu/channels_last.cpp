@@ -10,63 +10,67 @@
 
 namespace nnx::cpu {
 
-#if defined(__AVX512F__)
+#if defined(NNX_CL_GEMM)
 namespace {
 
-// C[MR pixels][NV * 16 channels] = sum over k of a[p * a_ps + k * a_ks] * b[k * ldb + channel]
-// over one block of depth, added to the partial sums at `partial` ([MR][48]) where `resume`;
-// then either kept there for the next block or, with `last`, plus bias, clamped and stored as
-// cl_gemm describes (`columns`: the channels of this tile to keep, channels-first only).
-template <int MR, int NV>
+// C[MR pixels][NVEC vectors of output channels] = sum over k of a[p * a_ps + k * a_ks] *
+// b[k * ldb + channel] over one block of depth, added to the partial sums at `partial` ([MR][48])
+// where `resume`; then either kept there for the next block or, with `last`, plus bias, clamped
+// and stored as cl_gemm describes (`columns`: the channels of this tile to keep, channels-first
+// only). With Unit, a_ps is 1 (a channels-first A): the broadcasts at fixed offsets, no address
+// arithmetic per pixel in the loop. Written once for the build's vector (vec::V): AVX-512 tiles
+// are 7 pixels x 3 vectors of 16, AVX2 ones 6 x 2 of 8 (16 ymm registers: 12 accumulators, the
+// two weight vectors and a broadcast).
+template <int MR, int NVEC, bool Unit>
 void cl_tile(int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b, int64_t ldb,
              float* partial, bool resume, bool last, const float* bias, float lower, float upper,
              float* c, int64_t ldc, bool channels_first, int64_t columns) {
-  __m512 acc[MR][NV];
+  constexpr int W = vec::kWidth;
+  vec::V acc[MR][NVEC];
   static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-    static_for<NV>([&]<int V>() __attribute__((always_inline)) {
-      acc[P][V] = resume ? _mm512_load_ps(partial + P * 48 + V * 16) : _mm512_setzero_ps();
+    static_for<NVEC>([&]<int V>() __attribute__((always_inline)) {
+      acc[P][V] = resume ? vec::load(partial + P * 48 + V * W) : vec::zero();
     });
   });
   for (int64_t kk = 0; kk < k; ++kk) {
-    __m512 bv[NV];
-    static_for<NV>([&]<int V>() __attribute__((always_inline)) {
-      bv[V] = _mm512_load_ps(b + kk * ldb + V * 16);
+    vec::V bv[NVEC];
+    static_for<NVEC>([&]<int V>() __attribute__((always_inline)) {
+      bv[V] = vec::load(b + kk * ldb + V * W);
     });
     const float* ak = a + kk * a_ks;
-    // Each pixel's value broadcast once and used for all NV vectors.
+    // Each pixel's value broadcast once and used for all NVEC vectors.
     static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-      const __m512 av = _mm512_set1_ps(ak[P * a_ps]);
-      static_for<NV>([&]<int V>() __attribute__((always_inline)) {
-        acc[P][V] = _mm512_fmadd_ps(av, bv[V], acc[P][V]);
+      const vec::V av = vec::splat(ak[P * (Unit ? 1 : a_ps)]);
+      static_for<NVEC>([&]<int V>() __attribute__((always_inline)) {
+        acc[P][V] = vec::fmadd(av, bv[V], acc[P][V]);
       });
     });
   }
   if (!last) {
     static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-      static_for<NV>([&]<int V>() __attribute__((always_inline)) {
-        _mm512_store_ps(partial + P * 48 + V * 16, acc[P][V]);
+      static_for<NVEC>([&]<int V>() __attribute__((always_inline)) {
+        vec::store(partial + P * 48 + V * W, acc[P][V]);
       });
     });
     return;
   }
-  const __m512 lo = _mm512_set1_ps(lower), hi = _mm512_set1_ps(upper);
-  static_for<NV>([&]<int V>() __attribute__((always_inline)) {
-    const __m512 bias_v = _mm512_load_ps(bias + V * 16);
+  const vec::V lo = vec::splat(lower), hi = vec::splat(upper);
+  static_for<NVEC>([&]<int V>() __attribute__((always_inline)) {
+    const vec::V bias_v = vec::load(bias + V * W);
     if (!channels_first) {
       static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-        _mm512_store_ps(c + P * ldc + V * 16,
-                        _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[P][V], bias_v))));
+        vec::store(c + P * ldc + V * W, vec::min(hi, vec::max(lo, vec::add(acc[P][V], bias_v))));
       });
       return;
     }
     // Through a small transpose in cache: channel j's MR pixels are contiguous in c.
-    alignas(64) float t[MR][16];
+    alignas(64) float t[MR][W];
     static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-      _mm512_store_ps(t[P], _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(acc[P][V], bias_v))));
+      vec::store(t[P], vec::min(hi, vec::max(lo, vec::add(acc[P][V], bias_v))));
     });
-    const int64_t n = std::min<int64_t>(16, columns - V * 16);
+    const int64_t n = std::min<int64_t>(W, columns - V * W);
     for (int64_t j = 0; j < n; ++j) {
-      float* to = c + (V * 16 + j) * ldc;
+      float* to = c + (V * W + j) * ldc;
       for (int p = 0; p < MR; ++p) to[p] = t[p][j];
     }
   });
@@ -74,20 +78,37 @@ void cl_tile(int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float*
 
 using ClTile = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*,
                         bool, bool, const float*, float, float, float*, int64_t, bool, int64_t);
-template <int... M>
+#if defined(__AVX512F__)
+// [a_ps == 1][pixels - 1][16-channel vectors - 1].
+template <bool Unit, int... M>
 constexpr std::array<std::array<ClTile, 3>, sizeof...(M)> cl_tiles(
     std::integer_sequence<int, M...>) {
-  return {{{&cl_tile<M + 1, 1>, &cl_tile<M + 1, 2>, &cl_tile<M + 1, 3>}...}};
+  return {{{&cl_tile<M + 1, 1, Unit>, &cl_tile<M + 1, 2, Unit>, &cl_tile<M + 1, 3, Unit>}...}};
 }
-constexpr auto kClTiles = cl_tiles(std::make_integer_sequence<int, 7>{});
+constexpr std::array<std::array<std::array<ClTile, 3>, 7>, 2> kClTiles = {
+    cl_tiles<false>(std::make_integer_sequence<int, 7>{}),
+    cl_tiles<true>(std::make_integer_sequence<int, 7>{})};
 
 // Depth per block: a block of B (at most 128 x 48 floats, 24 KiB) stays in L1 while the pixel
 // tiles go past it, rather than coming from L2 again for each (a 2048-deep layer's B column is
 // 384 KiB).
 constexpr int64_t kDepthBlock = 128;
+#else
+// [a_ps == 1][pixels - 1], one 16-channel group (two vectors) a tile.
+template <bool Unit, int... M>
+constexpr std::array<ClTile, sizeof...(M)> cl_tiles(std::integer_sequence<int, M...>) {
+  return {&cl_tile<M + 1, 2, Unit>...};
+}
+constexpr int64_t kClPixels = 6;
+constexpr std::array<std::array<ClTile, kClPixels>, 2> kClTiles = {
+    cl_tiles<false>(std::make_integer_sequence<int, int(kClPixels)>{}),
+    cl_tiles<true>(std::make_integer_sequence<int, int(kClPixels)>{})};
+constexpr int64_t kDepthBlock = 128;  // a panel's block of B: 24 KiB, in L1 across the tiles
+#endif
 
 }  // namespace
 
+#if defined(__AVX512F__)
 void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b,
              int64_t ld, const float* bias, float lo, float hi, int64_t g0, int64_t g1, float* c,
              int64_t ldc, bool channels_first, int64_t columns) {
@@ -105,7 +126,7 @@ void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_
       for (int64_t p = 0; p < pixels; p += 7) {
         const int64_t mr = std::min<int64_t>(7, pixels - p);
         float* out = channels_first ? c + g * 16 * ldc + p : c + p * ldc + g * 16;
-        kClTiles[size_t(mr - 1)][size_t(nv - 1)](
+        kClTiles[a_ps == 1][size_t(mr - 1)][size_t(nv - 1)](
             kk, a + p * a_ps + k0 * a_ks, a_ps, a_ks, b_panel + k0 * width, width,
             partial != nullptr ? partial + p * 48 : nullptr, k0 > 0, k0 + kk == k, bias + g * 16,
             lo, hi, out, ldc, channels_first, columns - g * 16);
@@ -114,69 +135,7 @@ void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_
     g += nv;
   }
 }
-#elif defined(NNX_CL_GEMM)
-namespace {
-
-// AVX2: 16 ymm registers hold MR <= 6 pixels by one 16-channel group (12 accumulators, the
-// group's two weight vectors and a broadcast pixel value), the AVX-512 tile's work with a third
-// of its channels; otherwise as there (partial sums at `partial`, [MR][48], between depth blocks).
-// With Unit, a_ps is 1 (a channels-first A): the broadcasts at fixed offsets, no address
-// arithmetic per pixel in the loop.
-template <int MR, bool Unit>
-void cl_tile(int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b, int64_t ldb,
-             float* partial, bool resume, bool last, const float* bias, float lower, float upper,
-             float* c, int64_t ldc, bool channels_first, int64_t columns) {
-  __m256 acc[MR][2];
-  static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-    acc[P][0] = resume ? _mm256_load_ps(partial + P * 48) : _mm256_setzero_ps();
-    acc[P][1] = resume ? _mm256_load_ps(partial + P * 48 + 8) : _mm256_setzero_ps();
-  });
-  for (int64_t kk = 0; kk < k; ++kk) {
-    const __m256 b0 = _mm256_load_ps(b + kk * ldb), b1 = _mm256_load_ps(b + kk * ldb + 8);
-    const float* ak = a + kk * a_ks;
-    static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-      const __m256 av = _mm256_broadcast_ss(ak + P * (Unit ? 1 : a_ps));
-      acc[P][0] = _mm256_fmadd_ps(av, b0, acc[P][0]);
-      acc[P][1] = _mm256_fmadd_ps(av, b1, acc[P][1]);
-    });
-  }
-  if (!last) {
-    static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-      _mm256_store_ps(partial + P * 48, acc[P][0]);
-      _mm256_store_ps(partial + P * 48 + 8, acc[P][1]);
-    });
-    return;
-  }
-  const __m256 lo = _mm256_set1_ps(lower), hi = _mm256_set1_ps(upper);
-  const __m256 bias0 = _mm256_load_ps(bias), bias1 = _mm256_load_ps(bias + 8);
-  alignas(32) float t[MR][16];
-  static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-    float* to = channels_first ? t[P] : c + P * ldc;
-    _mm256_store_ps(to, _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_add_ps(acc[P][0], bias0))));
-    _mm256_store_ps(to + 8, _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_add_ps(acc[P][1], bias1))));
-  });
-  if (!channels_first) return;
-  // Through a small transpose in cache: channel j's MR pixels are contiguous in c.
-  const int64_t n = std::min<int64_t>(16, columns);
-  for (int64_t j = 0; j < n; ++j) {
-    float* to = c + j * ldc;
-    for (int p = 0; p < MR; ++p) to[p] = t[p][j];
-  }
-}
-
-using ClTile = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*,
-                        bool, bool, const float*, float, float, float*, int64_t, bool, int64_t);
-template <int... M>
-constexpr std::array<std::array<ClTile, sizeof...(M)>, 2> cl_tiles(
-    std::integer_sequence<int, M...>) {
-  return {{{&cl_tile<M + 1, false>...}, {&cl_tile<M + 1, true>...}}};
-}
-constexpr int64_t kClPixels = 6;
-constexpr auto kClTiles = cl_tiles(std::make_integer_sequence<int, int(kClPixels)>{});
-constexpr int64_t kDepthBlock = 128;  // a panel's block of B: 24 KiB, in L1 across the tiles
-
-}  // namespace
-
+#else
 void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b,
              int64_t ld, const float* bias, float lo, float hi, int64_t g0, int64_t g1, float* c,
              int64_t ldc, bool channels_first, int64_t columns) {
@@ -215,6 +174,7 @@ void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_
     g += nv;
   }
 }
+#endif
 #endif
 
 void pack_cl_panels(const float* weight, int64_t m, int64_t k, float* out) {

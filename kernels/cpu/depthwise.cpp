@@ -101,17 +101,8 @@ void depthwise_rows(const float* __restrict top, int64_t row_pitch, int64_t phas
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 // The planes' outputs R rows at a time (depthwise_rows, for the build's vector width).
-#if defined(__AVX512F__)
-using DepthwiseLanes = __m512;
-inline DepthwiseLanes splat(float x) {
-  return _mm512_set1_ps(x);
-}
-#else
-using DepthwiseLanes = __m256;
-inline DepthwiseLanes splat(float x) {
-  return _mm256_set1_ps(x);
-}
-#endif
+using DepthwiseLanes = vec::V;
+using vec::splat;
 template <int K, int S>
 void depthwise_plane_fast(const Conv2dShape& s, const float* padded, int64_t phase_pitch,
                           const float* weight, float bias, float lo, float hi, float* output) {

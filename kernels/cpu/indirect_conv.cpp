@@ -407,15 +407,15 @@ struct ImageBlock {
 // added to, rows (c0 + p) * taps + tap of `sums` ([in][tap][ld], this panel's first channel
 // first), whole vectors: the weight gradient's own layout took a float at a time, 64 rows
 // apart, and that was half of a 512-channel 2x2 layer's time.
-#if defined(__AVX512F__)
-template <int MR, int NV>
-void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows, Range cols,
-                 const float* grad, int64_t ld, float* sums, int64_t c0, int64_t tap,
-                 ImageBlock images) {
-  __m512 acc[MR][NV];
+// Written once for the build's vector (vec::V): NVEC vectors of output channels.
+template <int MR, int NVEC>
+void weight_tile_lanes(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows,
+                       Range cols, const float* grad, int64_t ld, float* sums, int64_t c0,
+                       int64_t tap, ImageBlock images) {
+  constexpr int W = vec::kWidth;
+  vec::V acc[MR][NVEC];
   static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-    static_for<NV>([&]<int V>()
-                       __attribute__((always_inline)) { acc[P][V] = _mm512_setzero_ps(); });
+    static_for<NVEC>([&]<int V>() __attribute__((always_inline)) { acc[P][V] = vec::zero(); });
   });
   const int64_t step = s.stride_w * s.in_channels;
   for (int64_t n = images.n0; n < images.n1; ++n)
@@ -423,13 +423,13 @@ void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Ran
       const float* a = x.at(s, n, oh, cols.lo) + offset;
       const float* g = grad + ((n * s.out_h + oh) * s.out_w + cols.lo) * ld;
       for (int64_t ow = cols.lo; ow < cols.hi; ++ow, a += step, g += ld) {
-        __m512 bv[NV];
-        static_for<NV>([&]<int V>()
-                           __attribute__((always_inline)) { bv[V] = _mm512_load_ps(g + V * 16); });
+        vec::V bv[NVEC];
+        static_for<NVEC>([&]<int V>()
+                             __attribute__((always_inline)) { bv[V] = vec::load(g + V * W); });
         static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-          const __m512 av = _mm512_set1_ps(a[P]);
-          static_for<NV>([&]<int V>() __attribute__((always_inline)) {
-            acc[P][V] = _mm512_fmadd_ps(av, bv[V], acc[P][V]);
+          const vec::V av = vec::splat(a[P]);
+          static_for<NVEC>([&]<int V>() __attribute__((always_inline)) {
+            acc[P][V] = vec::fmadd(av, bv[V], acc[P][V]);
           });
         });
       }
@@ -437,65 +437,35 @@ void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Ran
   const int64_t taps = s.kernel_h * s.kernel_w;
   static_for<MR>([&]<int P>() __attribute__((always_inline)) {
     float* to = sums + ((c0 + P) * taps + tap) * ld;
-    static_for<NV>([&]<int V>() __attribute__((always_inline)) {
-      __m512 v = acc[P][V];
-      if (images.accumulate) v = _mm512_add_ps(v, _mm512_load_ps(to + V * 16));
-      _mm512_store_ps(to + V * 16, v);
+    static_for<NVEC>([&]<int V>() __attribute__((always_inline)) {
+      vec::V v = acc[P][V];
+      if (images.accumulate) v = vec::add(v, vec::load(to + V * W));
+      vec::store(to + V * W, v);
     });
   });
 }
 
-#else
-// AVX2: MR <= 6 input channels x 16 output channels a micro-tile.
-template <int MR>
-void weight_tile16(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows,
-                   Range cols, const float* grad, int64_t ld, float* sums, int64_t c0, int64_t tap,
-                   ImageBlock images) {
-  __m256 acc[MR][2];
-  static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-    acc[P][0] = _mm256_setzero_ps();
-    acc[P][1] = _mm256_setzero_ps();
-  });
-  const int64_t step = s.stride_w * s.in_channels;
-  for (int64_t n = images.n0; n < images.n1; ++n)
-    for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
-      const float* a = x.at(s, n, oh, cols.lo) + offset;
-      const float* g = grad + ((n * s.out_h + oh) * s.out_w + cols.lo) * ld;
-      for (int64_t ow = cols.lo; ow < cols.hi; ++ow, a += step, g += ld) {
-        const __m256 b0 = _mm256_load_ps(g), b1 = _mm256_load_ps(g + 8);
-        static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-          const __m256 av = _mm256_broadcast_ss(a + P);
-          acc[P][0] = _mm256_fmadd_ps(av, b0, acc[P][0]);
-          acc[P][1] = _mm256_fmadd_ps(av, b1, acc[P][1]);
-        });
-      }
-    }
-  const int64_t taps = s.kernel_h * s.kernel_w;
-  static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-    float* to = sums + ((c0 + P) * taps + tap) * ld;
-    __m256 v0 = acc[P][0], v1 = acc[P][1];
-    if (images.accumulate) {
-      v0 = _mm256_add_ps(v0, _mm256_load_ps(to));
-      v1 = _mm256_add_ps(v1, _mm256_load_ps(to + 8));
-    }
-    _mm256_store_ps(to, v0);
-    _mm256_store_ps(to + 8, v1);
-  });
+#if defined(__AVX512F__)
+template <int MR, int NV>
+void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows, Range cols,
+                 const float* grad, int64_t ld, float* sums, int64_t c0, int64_t tap,
+                 ImageBlock images) {
+  weight_tile_lanes<MR, NV>(s, x, offset, rows, cols, grad, ld, sums, c0, tap, images);
 }
-
-// The AVX-512 tile's work as micro-tiles: a channel group at a time (more than 6 input channels
-// as two).
+#else
+// AVX2: a channel group (two vectors) at a time, more than 6 input channels as two tiles (16
+// ymm registers: 12 accumulators, two vectors of the gradient, a broadcast).
 template <int MR, int NV>
 void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows, Range cols,
                  const float* grad, int64_t ld, float* sums, int64_t c0, int64_t tap,
                  ImageBlock images) {
   constexpr int kFirst = MR <= 6 ? MR : 4;
   for (int64_t v = 0; v < NV; ++v) {
-    weight_tile16<kFirst>(s, x, offset, rows, cols, grad + v * 16, ld, sums + v * 16, c0, tap,
-                          images);
+    weight_tile_lanes<kFirst, 2>(s, x, offset, rows, cols, grad + v * 16, ld, sums + v * 16, c0,
+                                 tap, images);
     if constexpr (MR > kFirst)
-      weight_tile16<MR - kFirst>(s, x, offset + kFirst, rows, cols, grad + v * 16, ld,
-                                 sums + v * 16, c0 + kFirst, tap, images);
+      weight_tile_lanes<MR - kFirst, 2>(s, x, offset + kFirst, rows, cols, grad + v * 16, ld,
+                                        sums + v * 16, c0 + kFirst, tap, images);
   }
 }
 #endif

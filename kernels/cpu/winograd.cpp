@@ -569,41 +569,12 @@ constexpr float kG4[6][3] = {{1.f / 4, 0, 0},
                              {0, 0, 1}};
 
 // The build's vector of tiles for the F(4x4) row transforms below: 16 lanes on AVX-512, 8 on AVX2.
-#ifdef NNX_WINOGRAD_AVX512
-using Lanes = __m512;
-inline Lanes splat(float x) {
-  return _mm512_set1_ps(x);
-}
-inline Lanes add(Lanes a, Lanes b) {
-  return _mm512_add_ps(a, b);
-}
-inline Lanes sub(Lanes a, Lanes b) {
-  return _mm512_sub_ps(a, b);
-}
-inline Lanes fmadd(Lanes a, Lanes b, Lanes c) {
-  return _mm512_fmadd_ps(a, b, c);
-}
-inline Lanes fnmadd(Lanes a, Lanes b, Lanes c) {
-  return _mm512_fnmadd_ps(a, b, c);
-}
-#else
-using Lanes = __m256;
-inline Lanes splat(float x) {
-  return _mm256_set1_ps(x);
-}
-inline Lanes add(Lanes a, Lanes b) {
-  return _mm256_add_ps(a, b);
-}
-inline Lanes sub(Lanes a, Lanes b) {
-  return _mm256_sub_ps(a, b);
-}
-inline Lanes fmadd(Lanes a, Lanes b, Lanes c) {
-  return _mm256_fmadd_ps(a, b, c);
-}
-inline Lanes fnmadd(Lanes a, Lanes b, Lanes c) {
-  return _mm256_fnmadd_ps(a, b, c);
-}
-#endif
+using Lanes = vec::V;
+using vec::add;
+using vec::fmadd;
+using vec::fnmadd;
+using vec::splat;
+using vec::sub;
 
 // (d B)[j] for one row d of six, B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0],
 // [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]].

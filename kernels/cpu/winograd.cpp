@@ -270,6 +270,34 @@ inline void store_tiles8(float* row_base, const Run& run, int64_t i0, int64_t n,
 }
 #endif
 
+#if defined(NNX_WINOGRAD_AVX512) || defined(NNX_WINOGRAD_AVX2)
+// F(2x2)'s transforms on a vector of tiles (16 or 8), written once for both widths. Input
+// (B^T d B): row r's columns d0..d3 give t[r]; then out[4i + c] from column c of t.
+inline void input_row2(vec::V d0, vec::V d1, vec::V d2, vec::V d3, vec::V (&t)[4]) {
+  t[0] = vec::sub(d0, d2);
+  t[1] = vec::add(d1, d2);
+  t[2] = vec::sub(d2, d1);
+  t[3] = vec::sub(d1, d3);
+}
+inline void input_columns2(const vec::V (&t)[4][4], vec::V (&out)[16]) {
+  for (int c = 0; c < 4; ++c) {
+    out[0 * 4 + c] = vec::sub(t[0][c], t[2][c]);
+    out[1 * 4 + c] = vec::add(t[1][c], t[2][c]);
+    out[2 * 4 + c] = vec::sub(t[2][c], t[1][c]);
+    out[3 * 4 + c] = vec::sub(t[1][c], t[3][c]);
+  }
+}
+// Output (A^T m A): output row r (0 or 1) of the 16 products x, plus bias.
+inline void output_row2(const vec::V (&x)[16], int r, vec::V bias, vec::V& y0, vec::V& y1) {
+  vec::V q[4];
+  for (int c = 0; c < 4; ++c)
+    q[c] = r == 0 ? vec::add(vec::add(x[c], x[4 + c]), x[8 + c])
+                  : vec::sub(vec::sub(x[4 + c], x[8 + c]), x[12 + c]);
+  y0 = vec::add(vec::add(vec::add(q[0], q[1]), q[2]), bias);
+  y1 = vec::add(vec::sub(vec::sub(q[1], q[2]), q[3]), bias);
+}
+#endif
+
 // V for input channels [ic0, ic1) of a block's runs.
 void transform_input(const Conv2dShape& s, const Tiling& tiling, const std::vector<Run>& runs,
                      const float* input, int64_t ic0, int64_t ic1, const Panels& panels, float* v) {
@@ -324,18 +352,10 @@ void transform_input(const Conv2dShape& s, const Tiling& tiling, const std::vect
             d3 = _mm512_mask_blend_ps(lanes, d3, _mm512_permutex2var_ps(a, stacked.index[3], b));
           }
         }
-        t[r][0] = _mm512_sub_ps(d0, d2);
-        t[r][1] = _mm512_add_ps(d1, d2);
-        t[r][2] = _mm512_sub_ps(d2, d1);
-        t[r][3] = _mm512_sub_ps(d1, d3);
+        input_row2(d0, d1, d2, d3, t[r]);
       }
       __m512 out[kPoints];
-      for (int c = 0; c < 4; ++c) {
-        out[0 * 4 + c] = _mm512_sub_ps(t[0][c], t[2][c]);
-        out[1 * 4 + c] = _mm512_add_ps(t[1][c], t[2][c]);
-        out[2 * 4 + c] = _mm512_sub_ps(t[2][c], t[1][c]);
-        out[3 * 4 + c] = _mm512_sub_ps(t[1][c], t[3][c]);
-      }
+      input_columns2(t, out);
       // Into the run's panel; the tiles past the panel's end into the next one.
       const __mmask16 head = first_lanes(run.head);
       float* dst = row_base + run.v_at;
@@ -367,18 +387,10 @@ void transform_input(const Conv2dShape& s, const Tiling& tiling, const std::vect
           const __m256 a = _mm256_maskload_ps(row, m0), b = _mm256_maskload_ps(row + 8, m1);
           const __m256 e = _mm256_maskload_ps(row + 2, m2), f = _mm256_maskload_ps(row + 10, m3);
           const __m256 d0 = even_of(a, b), d1 = odd_of(a, b), d2 = even_of(e, f), d3 = odd_of(e, f);
-          t[r][0] = _mm256_sub_ps(d0, d2);
-          t[r][1] = _mm256_add_ps(d1, d2);
-          t[r][2] = _mm256_sub_ps(d2, d1);
-          t[r][3] = _mm256_sub_ps(d1, d3);
+          input_row2(d0, d1, d2, d3, t[r]);
         }
         __m256 out[kPoints];
-        for (int c = 0; c < 4; ++c) {
-          out[0 * 4 + c] = _mm256_sub_ps(t[0][c], t[2][c]);
-          out[1 * 4 + c] = _mm256_add_ps(t[1][c], t[2][c]);
-          out[2 * 4 + c] = _mm256_sub_ps(t[2][c], t[1][c]);
-          out[3 * 4 + c] = _mm256_sub_ps(t[1][c], t[3][c]);
-        }
+        input_columns2(t, out);
         for (int64_t xi = 0; xi < kPoints; ++xi)
           store_tiles8(row_base, run, i0, n, xi * point_stride, out[xi]);
       }
@@ -465,12 +477,8 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
         x[i] = _mm512_maskz_loadu_ps(lanes, in + i * point_stride + run.at);
       const __m512 bv = _mm512_set1_ps(b);
       for (int r = 0; r < 2 && (run.rows > 1 || y0 + r < s.out_h); ++r) {
-        __m512 q[4];
-        for (int c = 0; c < 4; ++c)
-          q[c] = r == 0 ? _mm512_add_ps(_mm512_add_ps(x[c], x[4 + c]), x[8 + c])
-                        : _mm512_sub_ps(_mm512_sub_ps(x[4 + c], x[8 + c]), x[12 + c]);
-        __m512 y_0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(q[0], q[1]), q[2]), bv);
-        __m512 y_1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(q[1], q[2]), q[3]), bv);
+        __m512 y_0, y_1;
+        output_row2(x, r, bv, y_0, y_1);
         if (clamp_in_registers) {  // max(lo, y) then min(hi, y) keep NaN as clamp_nan does
           y_0 = _mm512_min_ps(hi_v, _mm512_max_ps(lo_v, y_0));
           y_1 = _mm512_min_ps(hi_v, _mm512_max_ps(lo_v, y_1));
@@ -509,12 +517,8 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
           x[i] = _mm256_maskload_ps(in + i * point_stride + run.at + i0, lanes);
         const __m256 bv = _mm256_set1_ps(b);
         for (int r = 0; r < 2 && y0 + r < s.out_h; ++r) {
-          __m256 q[4];
-          for (int c = 0; c < 4; ++c)
-            q[c] = r == 0 ? _mm256_add_ps(_mm256_add_ps(x[c], x[4 + c]), x[8 + c])
-                          : _mm256_sub_ps(_mm256_sub_ps(x[4 + c], x[8 + c]), x[12 + c]);
-          __m256 y_0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(q[0], q[1]), q[2]), bv);
-          __m256 y_1 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(q[1], q[2]), q[3]), bv);
+          __m256 y_0, y_1;
+          output_row2(x, r, bv, y_0, y_1);
           if (clamp_in_registers) {  // max(lo, y) then min(hi, y) keep NaN as clamp_nan does
             y_0 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y_0));
             y_1 = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y_1));

@@ -252,21 +252,17 @@ void tile16(int64_t taps, int64_t channels, const int64_t* offsets, const int64_
     for (int p = 0; p < MR; ++p) out[p][j * plane] = t[p][j];
 }
 
-// The AVX-512 tile's work (MR <= 7 pixels x NV channel groups) as micro-tiles: a group at a
-// time (more than 6 pixels as two micro-tiles).
+// The AVX-512 tile's work (MR pixels x NV channel groups) as micro-tiles, a group at a time.
 template <int MR, int NV>
 void tile(int64_t taps, int64_t channels, const int64_t* offsets, const int64_t* weights,
           const float* const* pixel, const float* panel, int64_t width, const float* bias,
           float lower, float upper, float* const* out, int64_t plane, int64_t columns) {
-  constexpr int kFirst = MR <= 6 ? MR : 4;
+  static_assert(MR <= 6, "a micro-tile holds at most 6 pixels (kTilePixels)");
   for (int64_t v = 0; v < NV && v * 16 < columns; ++v) {
     float* to[MR];
     for (int p = 0; p < MR; ++p) to[p] = out[p] + v * 16 * plane;
-    tile16<kFirst>(taps, channels, offsets, weights, pixel, panel + v * 16, width, bias + v * 16,
-                   lower, upper, to, plane, columns - v * 16);
-    if constexpr (MR > kFirst)
-      tile16<MR - kFirst>(taps, channels, offsets, weights, pixel + kFirst, panel + v * 16, width,
-                          bias + v * 16, lower, upper, to + kFirst, plane, columns - v * 16);
+    tile16<MR>(taps, channels, offsets, weights, pixel, panel + v * 16, width, bias + v * 16, lower,
+               upper, to, plane, columns - v * 16);
   }
 }
 #endif
@@ -453,20 +449,16 @@ void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Ran
   weight_tile_lanes<MR, NV>(s, x, offset, rows, cols, grad, ld, sums, c0, tap, images);
 }
 #else
-// AVX2: a channel group (two vectors) at a time, more than 6 input channels as two tiles (16
-// ymm registers: 12 accumulators, two vectors of the gradient, a broadcast).
+// AVX2: a channel group (two vectors) at a time (16 ymm registers: 12 accumulators, two
+// vectors of the gradient, a broadcast).
 template <int MR, int NV>
 void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows, Range cols,
                  const float* grad, int64_t ld, float* sums, int64_t c0, int64_t tap,
                  ImageBlock images) {
-  constexpr int kFirst = MR <= 6 ? MR : 4;
-  for (int64_t v = 0; v < NV; ++v) {
-    weight_tile_lanes<kFirst, 2>(s, x, offset, rows, cols, grad + v * 16, ld, sums + v * 16, c0,
-                                 tap, images);
-    if constexpr (MR > kFirst)
-      weight_tile_lanes<MR - kFirst, 2>(s, x, offset + kFirst, rows, cols, grad + v * 16, ld,
-                                        sums + v * 16, c0 + kFirst, tap, images);
-  }
+  static_assert(MR <= 6, "a tile holds at most 6 input channels (kTilePixels, kWideChannels)");
+  for (int64_t v = 0; v < NV; ++v)
+    weight_tile_lanes<MR, 2>(s, x, offset, rows, cols, grad + v * 16, ld, sums + v * 16, c0, tap,
+                             images);
 }
 #endif
 

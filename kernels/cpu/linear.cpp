@@ -31,10 +31,13 @@ void linear(int64_t rows, int64_t in_features, int64_t out_features, const float
   const int64_t threads = pool ? pool->size() : 1;
   if (threads == 1 || rows * in_features * out_features < kMinParallelMacs)
     return block(0, rows, 0, out_features);
-  if (rows >= 4 * threads) {
+  // Each thread's GEMM packs the whole of the operand that it does not split: split the rows
+  // only where the input rows outnumber the weight's (a classifier at batch 8 split by rows had
+  // each of two threads pack all of its 2048 x 1000 weight: 1.4 ms against 0.2).
+  if (rows >= 4 * threads && rows >= out_features) {
     parallel_for(pool, rows, 1, [&](int64_t r0, int64_t r1) { block(r0, r1, 0, out_features); });
   } else {
-    // Few rows: split the output features, in multiples of 16 to keep GEMM panels whole.
+    // Split the output features, in multiples of 16 to keep GEMM panels whole.
     const int64_t chunks = (out_features + 15) / 16;
     parallel_for(pool, chunks, 1, [&](int64_t b, int64_t e) {
       block(0, rows, b * 16, std::min(out_features, e * 16));
@@ -62,7 +65,7 @@ void linear_backward(int64_t rows, int64_t in_features, int64_t out_features, co
   if (grad_x != nullptr) {
     if (rows <= 0 || out_features <= 0) {
       std::fill(grad_x, grad_x + std::max<int64_t>(0, rows) * in_features, 0.f);
-    } else if (rows >= 4 * threads) {
+    } else if (rows >= 4 * threads && rows >= in_features) {  // as in linear(): see there
       split(rows, 1, [&](int64_t r0, int64_t r1) {
         gemm(r1 - r0, in_features, out_features, grad_y + r0 * out_features, out_features, weight,
              in_features, false, grad_x + r0 * in_features, in_features, false);

@@ -548,14 +548,66 @@ bool conv2d_reads_prepared_only(const Conv2dShape& s) {
   return conv2d_uses_winograd_prepared(s) || (panels_suitable_any_size(s) && panels_enabled());
 }
 
+namespace {
+
+// The kernel conv2d runs a (dense, after sampled_pointwise's copy) shape on; the order is the
+// order of preference.
+enum class ConvPath { direct, stem, winograd, indirect, pointwise, channels_last, panels, bands };
+
+ConvPath conv_path(const Conv2dShape& s, bool prepared, bool has_weight) {
+  if (s.in_channels / s.groups == 1 && s.out_channels / s.groups <= kDirectMaxMultiplier)
+    return ConvPath::direct;
+#if defined(NNX_STEM_CONV)
+  if (stem_suitable(s)) return ConvPath::stem;
+#endif
+  if (winograd_enabled() && winograd_suitable(s, prepared)) return ConvPath::winograd;
+#if defined(NNX_INDIRECT_CONV)
+  if (indirect_suitable(s, prepared)) return ConvPath::indirect;
+#endif
+#if defined(NNX_POINTWISE_CONV)
+  if (prepared && pointwise_preferred(s)) return ConvPath::pointwise;
+#endif
+#if defined(NNX_CL_GEMM)
+  if (prepared && channels_last_suitable(s)) return ConvPath::channels_last;
+#endif
+  // Without weights (dropped where conv2d_reads_prepared_only) the panels are the only form.
+  if (prepared && panels_enabled() && (panels_suitable(s) || !has_weight)) return ConvPath::panels;
+  return ConvPath::bands;
+}
+
+}  // namespace
+
+bool conv2d_residual_in_place(const Conv2dShape& s, bool prepared, const Epilogue& epilogue) {
+  // The in-place 1x1 tiles add the residual in their store, which reads each element just before
+  // it writes the output there (with a clamping activation or none; others go after the store).
+  // The other paths store first and add the residual after (or, on panels, store partial sums).
+  const Conv2dShape d = prepared && sampled_pointwise(s) ? sampled_shape(s) : s;
+  return prepared && activation_clamp_of(epilogue).exact &&
+         conv_path(d, prepared, true) == ConvPath::pointwise;
+}
+
 void conv2d(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
             float* output, ThreadPool* pool, const Epilogue& epilogue, ConvPrepared* prepared) {
   const int64_t in_per_group = s.in_channels / s.groups;
   const int64_t out_per_group = s.out_channels / s.groups;
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   if (s.batch == 0 || s.out_channels == 0 || out_plane == 0) return;
-  if (in_per_group == 1 && out_per_group <= kDirectMaxMultiplier)
-    return conv2d_direct(s, input, weight, bias, output, pool, epilogue);
+  const int64_t out_floats = s.batch * s.out_channels * out_plane;
+  const float* residual =
+      epilogue.residual != nullptr ? epilogue.residual + (output - epilogue.output) : nullptr;
+  if (residual != nullptr && residual < output + out_floats && output < residual + out_floats &&
+      !conv2d_residual_in_place(s, prepared != nullptr, epilogue)) {
+    // A residual in the output's memory that this shape's kernel would overwrite before reading
+    // (the planner gives a fused Add's dying operand to the output only where it would not): a
+    // copy of it, and the epilogue reads that.
+    static thread_local AlignedBuffer residual_buffer;
+    float* copy = residual_buffer.get(out_floats);
+    std::copy(residual, residual + out_floats, copy);
+    Epilogue moved = epilogue;
+    moved.residual = copy;
+    moved.output = output;
+    return conv2d(s, input, weight, bias, output, pool, moved, prepared);
+  }
   if (prepared != nullptr && sampled_pointwise(s)) {
     static thread_local AlignedBuffer sample_buffer;
     const int64_t image = s.in_channels * out_plane;
@@ -572,35 +624,41 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     });
     return conv2d(sampled_shape(s), sampled, weight, bias, output, pool, epilogue, prepared);
   }
+  switch (conv_path(s, prepared != nullptr, weight != nullptr)) {
+    case ConvPath::direct:
+      return conv2d_direct(s, input, weight, bias, output, pool, epilogue);
 #if defined(NNX_STEM_CONV)
-  if (stem_suitable(s))
-    return conv2d_stem(s, input, weight, prepared ? prepared->panels(s, weight, pool) : nullptr,
-                       bias, output, pool, epilogue);
+    case ConvPath::stem:
+      return conv2d_stem(s, input, weight, prepared ? prepared->panels(s, weight, pool) : nullptr,
+                         bias, output, pool, epilogue);
 #endif
-  if (winograd_enabled() && winograd_suitable(s, prepared != nullptr)) {
-    // The transform first: it sets the tile.
-    const float* u = prepared ? prepared->winograd(s, weight, pool) : nullptr;
-    return conv2d_winograd(s, input, weight, bias, output, pool, epilogue, u,
-                           prepared ? prepared->winograd_tile() : 2);
-  }
+    case ConvPath::winograd: {
+      // The transform first: it sets the tile.
+      const float* u = prepared ? prepared->winograd(s, weight, pool) : nullptr;
+      return conv2d_winograd(s, input, weight, bias, output, pool, epilogue, u,
+                             prepared ? prepared->winograd_tile() : 2);
+    }
 #if defined(NNX_INDIRECT_CONV)
-  if (indirect_suitable(s, prepared != nullptr))
-    return conv2d_indirect(s, input, weight, bias, output, pool, epilogue,
-                           prepared ? prepared->indirect(s, weight, pool) : nullptr);
+    case ConvPath::indirect:
+      return conv2d_indirect(s, input, weight, bias, output, pool, epilogue,
+                             prepared ? prepared->indirect(s, weight, pool) : nullptr);
 #endif
 #if defined(NNX_POINTWISE_CONV)
-  if (prepared != nullptr && pointwise_preferred(s))
-    return conv2d_pointwise(s, input, prepared->panels(s, weight, pool), bias, output, pool,
-                            epilogue);
+    case ConvPath::pointwise:
+      return conv2d_pointwise(s, input, prepared->panels(s, weight, pool), bias, output, pool,
+                              epilogue);
 #endif
 #if defined(NNX_CL_GEMM)
-  if (prepared != nullptr && channels_last_suitable(s))
-    return conv2d_channels_last(s, input, prepared->channels_last(s, weight, pool), bias, output,
-                                pool, epilogue);
+    case ConvPath::channels_last:
+      return conv2d_channels_last(s, input, prepared->channels_last(s, weight, pool), bias, output,
+                                  pool, epilogue);
 #endif
-  // Without weights (dropped where conv2d_reads_prepared_only) the panels are the only form.
-  if (prepared != nullptr && panels_enabled() && (panels_suitable(s) || weight == nullptr))
-    return conv2d_panels(s, input, prepared->panels(s, weight, pool), bias, output, pool, epilogue);
+    case ConvPath::panels:
+      return conv2d_panels(s, input, prepared->panels(s, weight, pool), bias, output, pool,
+                           epilogue);
+    default:
+      break;
+  }
 
   const bool pointwise = reads_input_in_place(s);
   const int64_t k = in_per_group * s.kernel_h * s.kernel_w;

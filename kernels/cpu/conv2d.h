@@ -36,6 +36,13 @@ void conv2d(const Conv2dShape& shape, const float* input, const float* weight, c
             float* output, ThreadPool* pool, const Epilogue& epilogue = {},
             ConvPrepared* prepared = nullptr);
 
+// Whether conv2d, with prepared weights (or not) and `epilogue`'s residual, reads each residual
+// element only just before it writes the output element at the same position: then the residual
+// may lie in the output's own memory (the planner lets a fused Add's operand that dies there hold
+// the result). conv2d is correct either way: where this is false and the two overlap, it copies
+// the residual first.
+bool conv2d_residual_in_place(const Conv2dShape& shape, bool prepared, const Epilogue& epilogue);
+
 // conv2d followed by max_pool2d (pooling.h) over its output, `pool_shape` describing that
 // pooling (planes = batch * out_channels, in = the convolution's output): computed in bands of
 // pooled rows, each band's convolution rows made into a scratch that stays in cache, so the

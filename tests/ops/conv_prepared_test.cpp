@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/pointwise_conv.h"
 #include "nnx/thread_pool.h"
 
 namespace {
@@ -173,6 +174,59 @@ TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
       EXPECT_LT(difference(s, threads, true, none, true), tolerance(s))
           << describe(s) << " threads " << threads;
     }
+}
+
+// A residual that lies in the output's own memory (the planner gives a fused Add's dying operand
+// to the chain's value where conv2d_residual_in_place says so): the same numbers as from a
+// residual of its own, on the paths that read it in their stores and, through a copy, on those
+// that would overwrite it first (channels-last, Winograd, panels, GEMM bands, SiLU after it).
+TEST(ConvPrepared, ResidualInTheOutputsMemory) {
+  Epilogue none{};
+  Epilogue relu{true, nnx::Activation::relu, {}};
+  Epilogue silu{true, nnx::Activation::silu, {}};
+  const std::vector<Conv2dShape> shapes = {
+      pointwise(2, 64, 40, 12, 12, 1),         // in place on the 1x1 tiles
+      pointwise(1, 96, 64, 26, 26, 2),         // sampled to 13x13 first
+      pointwise(1, 128, 48, 7, 7, 1),          // channels-last on small planes
+      general(1, 16, 24, 12, 12, 3, 1, 1, 1),  // Winograd
+      general(2, 6, 20, 15, 13, 5, 2, 2, 1),   // panels or indirect
+      general(1, 300, 30, 9, 9, 3, 2, 1, 1),   // a depth past the panel path's blocks
+  };
+  for (const Conv2dShape& s : shapes)
+    for (bool prepare : {false, true})
+      for (const Epilogue& e : {none, relu, silu}) {
+        std::mt19937 rng(unsigned(s.in_channels + s.out_channels));
+        std::uniform_real_distribution<float> u(-1.f, 1.f);
+        std::vector<float> input(size_t(s.batch * s.in_channels * s.in_h * s.in_w));
+        std::vector<float> weight(size_t(s.out_channels * s.in_channels * s.kernel_h * s.kernel_w));
+        std::vector<float> bias(size_t(s.out_channels));
+        const size_t out_size = size_t(s.batch * s.out_channels * s.out_h * s.out_w);
+        std::vector<float> residual(out_size), apart(out_size), over(out_size);
+        for (auto* v : {&input, &weight, &bias, &residual})
+          for (float& x : *v) x = u(rng);
+        nnx::ThreadPool pool(2);
+        nnx::cpu::ConvPrepared cache;
+        nnx::cpu::ConvPrepared* prepared = prepare ? &cache : nullptr;
+        Epilogue own = e;
+        own.residual = residual.data();
+        own.output = apart.data();
+        nnx::cpu::conv2d(s, input.data(), weight.data(), bias.data(), apart.data(), &pool, own,
+                         prepared);
+        over = residual;
+        Epilogue shared = e;
+        shared.residual = shared.output = over.data();
+        nnx::cpu::conv2d(s, input.data(), weight.data(), bias.data(), over.data(), &pool, shared,
+                         prepared);
+        EXPECT_EQ(over, apart) << describe(s) << (prepare ? " prepared" : "") << " activation "
+                               << e.active << int(e.kind);
+      }
+#if defined(NNX_POINTWISE_CONV)
+  EXPECT_TRUE(nnx::cpu::conv2d_residual_in_place(shapes[0], true, relu));
+  EXPECT_TRUE(nnx::cpu::conv2d_residual_in_place(shapes[1], true, none));
+  EXPECT_FALSE(nnx::cpu::conv2d_residual_in_place(shapes[0], true, silu));
+  EXPECT_FALSE(nnx::cpu::conv2d_residual_in_place(shapes[0], false, relu));
+#endif
+  EXPECT_FALSE(nnx::cpu::conv2d_residual_in_place(shapes[3], true, relu));
 }
 
 // Prepared weights' blocks: small ones on a cache line, large ones on a huge page, all usable

@@ -190,6 +190,11 @@ bool conv_chain(const Graph& graph, const Readers& readers, const std::vector<in
     if (own.is_contiguous()) release_mapped_pages(own.raw_data(), own.nbytes());
   }
   const bool folded = bool(found.bn);
+  if (found.add)
+    chain.output_over_extra = [conv = found.conv, epilogue,
+                               prepared = bool(prepared)](std::span<const TensorSpec> inputs) {
+      return cpu::conv2d_residual_in_place(conv->geometry(inputs[0].shape), prepared, epilogue);
+    };
   chain.run = [found, folded, weight, bias, epilogue, prepared, window](
                   const ExecContext& ctx, std::span<const Tensor> inputs, Tensor& output) {
     Tensor own_weight, own_bias;

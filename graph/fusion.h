@@ -22,6 +22,11 @@ struct FusedChain {
   // before the head runs), passed to `run` after them.
   std::vector<PortRef> extra_inputs;
   std::function<void(const ExecContext&, std::span<const Tensor> inputs, Tensor& output)> run;
+  // Set where `run` may be given, for these input specs (the head's inputs, then the extra
+  // ones), an output that lies in the memory of its one extra input (a residual it reads at each
+  // element just before writing there): the planner then lets a residual that nothing reads
+  // later hold the chain's value (graph/planner.h).
+  std::function<bool(std::span<const TensorSpec> inputs)> output_over_extra;
 };
 
 struct Fusion {

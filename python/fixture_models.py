@@ -427,6 +427,36 @@ TWO_INPUTS = {
 }
 
 
+RESIDUAL_IN_PLACE = {
+    # Bottlenecks on 12x12 planes: node 3's value is the residual of the chain at node 6 and
+    # read by nothing after it (the runtime lets it hold that chain's value); node 9's goes
+    # under a SiLU; node 14's is read by its chain's own convolution (neither is shared).
+    "auto_connect": True,
+    "outputs": [[17, 0, 0]],
+    "inputs_channels": [8],
+    "outputs_channels": [16],
+    "layers": [
+        ["Conv2d(8,16,1)", 16],
+        ["BatchNorm2d(16)"],
+        ["ReLU()"],
+        ["Conv2d(16,16,3,padding=1)", 16],
+        ["ReLU()"],
+        ["Conv2d(16,16,1,bias=False)", 16],
+        ["BatchNorm2d(16)"],
+        ["Add(num=2)", [[16, 16], [16]], [[-1, 0], [-5, 0]]],
+        ["ReLU()"],
+        ["Conv2d(16,16,3,padding=1)", 16],
+        ["ReLU()"],
+        ["Conv2d(16,16,1)", 16],
+        ["Add(num=2)", [[16, 16], [16]], [[-1, 0], [-4, 0]]],
+        ["SiLU()"],
+        ["Conv2d(16,16,1)", 16],
+        ["Add(num=2)", [[16, 16], [16]], [[-1, 0], [-2, 0]]],
+        ["ReLU()"],
+    ],
+}
+
+
 def feature_cases(root):
     gen = torch.Generator().manual_seed(4)
 
@@ -472,6 +502,7 @@ def feature_cases(root):
         sds[0]["weight"] *= 4.0                                  # spread over the kinks
     two_file("activations", ACTIVATIONS, [rand(gen, 1, 3, 7, 9)], 19, edit=scale_conv)
     two_file("two_inputs", TWO_INPUTS, [rand(gen, 1, 3, 6, 5), rand(gen, 2, 6, 5)], 20)
+    two_file("residual_in_place", RESIDUAL_IN_PLACE, [rand(gen, 2, 8, 12, 12)], 21)
 
     # Weights as flat state dicts: .pth (shared weights appear once) and .safetensors.
     c = Case(root, "flat_keys_shared")

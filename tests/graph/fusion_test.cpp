@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "examples/embed/yolo_head.h"
+#include "graph/fusion.h"
 #include "graph/graph.h"
+#include "graph/planner.h"
 #include "nnx/nnx.hpp"
 #include "test_util.h"
 
@@ -259,6 +261,69 @@ TEST(FusionResidual, AddsFuseIntoTheConvolutionBeforeThem) {
         {1, {2, 3}},        {4, {5, 6, 7}}, {8, {9, 10}},  {11, {}},
         {12, {13, 14, 15}}, {16, {}},       {17, {18, 19}}};
     EXPECT_EQ(chains(profile), expected) << shape.str();
+  }
+}
+
+// Bottlenecks: node 3's value is the residual of chain 6-7-8-9 and read by nothing after it;
+// node 9's is the residual of chain 12-13-14, whose SiLU the 1x1 tiles do not apply in their
+// store; node 14's is read by chain 15-16-17's convolution itself.
+const char* kInPlaceDescription = R"json({
+  "auto_connect": true,
+  "inputs_channels": [8],
+  "outputs_channels": [16],
+  "outputs": [[17, 0, 0]],
+  "layers": [
+    ["torch.nn.Conv2d(8,16,1)", 16],
+    ["torch.nn.BatchNorm2d(16)"],
+    ["torch.nn.ReLU()"],
+    ["torch.nn.Conv2d(16,16,3,padding=1)", 16],
+    ["torch.nn.ReLU()"],
+    ["torch.nn.Conv2d(16,16,1)", 16],
+    ["torch.nn.BatchNorm2d(16)"],
+    ["nn_executor.models.Add(num=2)", [[16, 16], [16]], [[-1, 0], [-5, 0]]],
+    ["torch.nn.ReLU()"],
+    ["torch.nn.Conv2d(16,16,3,padding=1)", 16],
+    ["torch.nn.ReLU()"],
+    ["torch.nn.Conv2d(16,16,1)", 16],
+    ["nn_executor.models.Add(num=2)", [[16, 16], [16]], [[-1, 0], [-4, 0]]],
+    ["torch.nn.SiLU()"],
+    ["torch.nn.Conv2d(16,16,1)", 16],
+    ["nn_executor.models.Add(num=2)", [[16, 16], [16]], [[-1, 0], [-2, 0]]],
+    ["torch.nn.ReLU()"]
+  ]
+})json";
+
+// A chain whose residual dies there writes its value over it (the 1x1 tiles read each residual
+// element just before storing there) where its kernel allows: on 12x12 planes, not on 4x4 ones
+// (the channels-last GEMM adds the residual after its stores), nor under a SiLU, nor over the
+// convolution's own input. The numbers are the unfused run's either way.
+TEST(FusionResidual, AResidualReadLastByItsChainHoldsTheChainsValue) {
+  Model model = load_memory(kInPlaceDescription, "", {}, "in_place.json");
+  std::mt19937 rng(12);
+  for (const Layer& layer : model.graph().layers)
+    if (layer.op->type() == "BatchNorm2d")
+      for (const Param& p : layer.op->params())
+        if (p.name == "running_mean" || p.name == "bias")
+          layer.op->set_param(p.name, random_tensor(p.value.shape(), rng, -1, 1));
+  const Graph& graph = model.graph();
+  const std::shared_ptr<const nnx::Fusion> fusion = find_fusion(graph, true);
+  ASSERT_TRUE(fusion->is_head(6) && fusion->is_head(12) && fusion->is_head(15));
+  for (const Shape& shape : {Shape{2, 8, 12, 12}, Shape{1, 8, 4, 4}}) {
+    const bool large = shape[2] == 12;
+    const TensorSpec spec{shape, DType::f32};
+    const Plan fused = make_plan(graph, std::span(&spec, 1), fusion.get());
+    const int x1 = fused.buffer[1][0], x2 = fused.buffer[6][0];
+    EXPECT_EQ(x1 == x2, large) << shape.str();
+    EXPECT_NE(fused.buffer[12][0], x2) << shape.str();                   // SiLU after the Add
+    EXPECT_NE(fused.buffer[15][0], fused.buffer[12][0]) << shape.str();  // its own input
+    // Chain 6's value lives on in that buffer until chain 12's Add (step 4) reads it.
+    if (large) EXPECT_EQ(fused.buffers[size_t(x1)].last_step, 4);
+    Tensor input = random_tensor(shape, rng, -2, 2);
+    std::vector<Tensor> one = run(model, input, true, 1);
+    std::vector<Tensor> two = run(model, input, true, 2);
+    std::vector<Tensor> unfused = run(model, input, false, 2);
+    EXPECT_LE(relative_error(two[0], unfused[0]), 1e-5) << shape.str();
+    EXPECT_EQ(relative_error(two[0], one[0]), 0.0) << shape.str();
   }
 }
 

@@ -317,7 +317,9 @@ TEST(FusionResidual, AResidualReadLastByItsChainHoldsTheChainsValue) {
     EXPECT_NE(fused.buffer[12][0], x2) << shape.str();                   // SiLU after the Add
     EXPECT_NE(fused.buffer[15][0], fused.buffer[12][0]) << shape.str();  // its own input
     // Chain 6's value lives on in that buffer until chain 12's Add (step 4) reads it.
-    if (large) EXPECT_EQ(fused.buffers[size_t(x1)].last_step, 4);
+    if (large) {
+      EXPECT_EQ(fused.buffers[size_t(x1)].last_step, 4);
+    }
     Tensor input = random_tensor(shape, rng, -2, 2);
     std::vector<Tensor> one = run(model, input, true, 1);
     std::vector<Tensor> two = run(model, input, true, 2);

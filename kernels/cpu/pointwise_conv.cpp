@@ -76,9 +76,54 @@ constexpr std::array<std::array<PointwiseTile, 2>, sizeof...(R)> pointwise_tiles
 }
 constexpr auto kTiles = pointwise_tiles(std::make_integer_sequence<int, int(kPanelRows)>{});
 
+// A tail of at most kTailPixels pixels (a 14x14 plane's last 4 of 196): the panel's rows as the
+// vector and one accumulator per pixel, so each input channel costs a weight load, P broadcasts
+// and P multiply-adds, where a 16-pixel tile spent 12 of each on a quarter-full vector.
+// C[rows][P] as pointwise_tile computes it; the residual read (gathered) before the store.
+constexpr int64_t kTailPixels = 6;
+template <int P>
+void pointwise_tail(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                    __mmask16 rows, const float* bias, const float* residual, float lo, float hi) {
+  __m512 acc[P];
+  static_for<P>([&]<int j>() __attribute__((always_inline)) { acc[j] = _mm512_setzero_ps(); });
+  for (int64_t p = 0; p < k; ++p, a += kPanelRows, b += ldb) {
+    const __m512 w = _mm512_maskz_loadu_ps(rows, a);
+    static_for<P>([&]<int j>() __attribute__((always_inline)) {
+      acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(b[j]), w, acc[j]);
+    });
+  }
+  const __m512i at =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(int32_t(ldc)));
+  const __m512 add = bias != nullptr ? _mm512_maskz_loadu_ps(rows, bias) : _mm512_setzero_ps();
+  const __m512 lo_v = _mm512_set1_ps(lo), hi_v = _mm512_set1_ps(hi);
+  static_for<P>([&]<int j>() __attribute__((always_inline)) {
+    __m512 x = _mm512_add_ps(acc[j], add);
+    if (residual != nullptr)
+      x = _mm512_add_ps(x,
+                        _mm512_mask_i32gather_ps(_mm512_setzero_ps(), rows, at, residual + j, 4));
+    x = _mm512_min_ps(hi_v, _mm512_max_ps(lo_v, x));
+    _mm512_mask_i32scatter_ps(c + j, rows, at, x, 4);
+  });
+}
+
+using PointwiseTail = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t,
+                               __mmask16, const float*, const float*, float, float);
+template <int... P>
+constexpr std::array<PointwiseTail, sizeof...(P)> pointwise_tails(
+    std::integer_sequence<int, P...>) {
+  return {&pointwise_tail<P + 1>...};
+}
+constexpr auto kTails = pointwise_tails(std::make_integer_sequence<int, int(kTailPixels)>{});
+
 // Output channels [0, rows) x pixels [0, cols) of one tile (rows <= kPanelRows, cols <= kTile).
 void run_tile(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b, int64_t ldb,
               float* c, int64_t ldc, const float* bias, const float* residual, float lo, float hi) {
+  // NNX_POINTWISE_TAIL=0 runs tails on the 16-pixel tile instead, for measuring against it.
+  static const bool tails = env_switch("NNX_POINTWISE_TAIL");
+  if (cols <= kTailPixels && tails)
+    return kTails[size_t(cols - 1)](k, a, b, ldb, c, ldc, lanes_below(rows), bias, residual, lo,
+                                    hi);
   const int64_t vectors = cols > 16 ? 2 : 1;
   kTiles[size_t(rows - 1)][size_t(vectors - 1)](
       k, a, b, ldb, c, ldc, lanes_below(cols - 16 * (vectors - 1)), bias, residual, lo, hi);

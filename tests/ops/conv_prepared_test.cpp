@@ -161,6 +161,8 @@ TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
       pointwise(1, 640, 600, 17, 17, 1),  // more weight rows than pixels
       pointwise(3, 128, 128, 16, 18, 1),  // 288 pixels: the last tile's second vector empty
       pointwise(1, 128, 512, 14, 14, 1),  // an expanding layer on a small plane
+      pointwise(1, 100, 13, 15, 15, 1),   // 225 pixels: a 1-pixel tail, one row past a panel
+      pointwise(2, 70, 26, 11, 18, 1),    // 198 pixels: a 6-pixel tail, channels off the panels
       pointwise(2, 256, 400, 27, 28, 2),  // strided, sampled to 14x14: expanding, batch
   };
   for (const Conv2dShape& s : shapes)
@@ -191,6 +193,7 @@ TEST(ConvPrepared, ResidualInTheOutputsMemory) {
       general(1, 16, 24, 12, 12, 3, 1, 1, 1),  // Winograd
       general(2, 6, 20, 15, 13, 5, 2, 2, 1),   // panels or indirect
       general(1, 300, 30, 9, 9, 3, 2, 1, 1),   // a depth past the panel path's blocks
+      pointwise(1, 48, 30, 14, 14, 1),         // the 1x1 tiles' 4-pixel tail
   };
   for (const Conv2dShape& s : shapes)
     for (bool prepare : {false, true})
@@ -223,6 +226,7 @@ TEST(ConvPrepared, ResidualInTheOutputsMemory) {
 #if defined(NNX_POINTWISE_CONV)
   EXPECT_TRUE(nnx::cpu::conv2d_residual_in_place(shapes[0], true, relu));
   EXPECT_TRUE(nnx::cpu::conv2d_residual_in_place(shapes[1], true, none));
+  EXPECT_TRUE(nnx::cpu::conv2d_residual_in_place(shapes[6], true, relu));
   EXPECT_FALSE(nnx::cpu::conv2d_residual_in_place(shapes[0], true, silu));
   EXPECT_FALSE(nnx::cpu::conv2d_residual_in_place(shapes[0], false, relu));
 #endif

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 
 #include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/gemm.h"
@@ -121,7 +122,8 @@ void run_tile(int64_t rows, int64_t cols, int64_t k, const float* a, const float
               float* c, int64_t ldc, const float* bias, const float* residual, float lo, float hi) {
   // NNX_POINTWISE_TAIL=0 runs tails on the 16-pixel tile instead, for measuring against it.
   static const bool tails = env_switch("NNX_POINTWISE_TAIL");
-  if (cols <= kTailPixels && tails)
+  // Its 32-bit gather and scatter offsets (row * ldc) need planes under 2^31 / 12 floats.
+  if (cols <= kTailPixels && tails && ldc <= INT32_MAX / kPanelRows)
     return kTails[size_t(cols - 1)](k, a, b, ldb, c, ldc, lanes_below(rows), bias, residual, lo,
                                     hi);
   const int64_t vectors = cols > 16 ? 2 : 1;

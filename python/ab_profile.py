@@ -6,7 +6,7 @@ usage: /usr/bin/python3 python/ab_profile.py ARCH.json --weights W.pth --shape 1
 A CONFIG is a label, then `=` and what distinguishes it: an nnx binary and/or environment
 settings, comma-separated (`old=/tmp/nnx_old`, `off=NNX_CONV_CHANNELS_LAST=0`,
 `new=build/cpu/nnx,NNX_SPIN_US=0`). The configurations run `nnx bench --profile` in alternation,
-round after round; for each one the script prints the median of every round and the sum over
+round after round, every other round in reverse order; for each one the script prints the median of every round and the sum over
 nodes of each node's fastest time across the rounds, which a slow minute in one round does not
 move. With --diff, the nodes whose fastest times differ by more than that fraction are listed
 (by node number: meaningful where both configurations fuse the same nodes).
@@ -52,8 +52,11 @@ def main():
     configs = [parse_config(c) for c in args.configs]
     fastest = {label: collections.defaultdict(lambda: float("inf")) for label, _, _ in configs}
     names, medians = {}, {label: [] for label, _, _ in configs}
-    for _ in range(args.rounds):
-        for label, binary, env in configs:
+    for round_index in range(args.rounds):
+        # Every other round in reverse order: the process that runs second measured a few per
+        # cent slower or faster on some evenings (the same binary as old and new: 6% apart).
+        order = configs if round_index % 2 == 0 else configs[::-1]
+        for label, binary, env in order:
             cmd = [binary, "bench", args.arch, "--shape", args.shape, "--threads",
                    str(args.threads), "--iters", str(args.iters), "--warmup", "3", "--profile"]
             if args.weights:

@@ -46,12 +46,10 @@ void place_buffers(Plan& plan) {
 // A fused chain that may write its value over its residual operand (FusedChain::
 // output_over_extra) does so where nothing reads that operand after the chain: one buffer fewer
 // in the arena, and the chain's stores go to lines its residual reads just brought into cache,
-// where a buffer of its own had them fetched for the stores alone. `root` and `view`: each
-// value's buffer, and whether it is a view of it. Lifetimes are final (the merged buffer lives
-// as long as the chain's value).
+// where a buffer of its own had them fetched for the stores alone. `root`: the buffer each
+// value is stored in. Lifetimes are final (the merged buffer lives as long as the chain's value).
 void share_residual_buffers(const Graph& graph, const Fusion& fusion,
-                            const std::vector<std::vector<int>>& root,
-                            const std::vector<std::vector<char>>& view, Plan& plan) {
+                            const std::vector<std::vector<int>>& root, Plan& plan) {
   std::vector<int> into(plan.buffers.size());  // a buffer merged into another: that one
   for (size_t b = 0; b < into.size(); ++b) into[b] = int(b);
   auto find = [&](int b) {
@@ -65,8 +63,10 @@ void share_residual_buffers(const Graph& graph, const Fusion& fusion,
     if (!chain.output_over_extra || chain.extra_inputs.size() != 1) continue;
     const int out = plan.buffer[size_t(v)][0];
     const PortRef r = chain.extra_inputs[0];
-    if (out < 0 || view[size_t(r.node)][size_t(r.port)] || root[size_t(r.node)][size_t(r.port)] < 0)
-      continue;
+    // A view (no buffer of its own, not a chain's value) may not be all of its buffer.
+    const bool view =
+        plan.buffer[size_t(r.node)][size_t(r.port)] < 0 && fusion.alias_of[size_t(r.node)] < 0;
+    if (out < 0 || view || root[size_t(r.node)][size_t(r.port)] < 0) continue;
     const int residual = find(root[size_t(r.node)][size_t(r.port)]);
     const int last = chain.absorbed.empty() ? v : chain.absorbed.back();
     const PlannedBuffer& from = plan.buffers[size_t(out)];
@@ -133,8 +133,6 @@ Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs, const Fus
   // Shapes, and which buffer each port's value lives in (a view lives in its source's).
   std::vector<std::vector<int>> root(n);  // buffer the value is stored in, -1: a network input
   root[0].assign(inputs.size(), -1);
-  std::vector<std::vector<char>> view(n);  // whether the value is a view of another's buffer
-  view[0].assign(inputs.size(), 0);
   std::vector<int> step_of(n, -1);
   for (int v : order) {
     const int head = absorbed_by(v);
@@ -160,7 +158,6 @@ Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs, const Fus
     plan.specs[size_t(v)] = out_specs;
     plan.buffer[size_t(v)].assign(out_specs.size(), -1);
     root[size_t(v)].assign(out_specs.size(), -1);
-    view[size_t(v)].assign(out_specs.size(), 0);
     for (size_t p = 0; p < out_specs.size(); ++p) {
       if (head >= 0) {  // computed by the chain's head, into its buffer
         root[size_t(v)][p] = root[size_t(head)][p];
@@ -177,7 +174,6 @@ Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs, const Fus
       if (auto src = op.output_view_of(int(p))) {
         const PortRef& in = node.inputs[size_t(*src)];
         root[size_t(v)][p] = root[size_t(in.node)][size_t(in.port)];
-        view[size_t(v)][p] = 1;
         continue;
       }
       size_t bytes = size_t(out_specs[p].shape.numel()) * dtype_size(out_specs[p].dtype);
@@ -202,7 +198,7 @@ Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs, const Fus
     int b = root[size_t(o.node)][size_t(o.port)];
     if (b >= 0) plan.buffers[size_t(b)].last_step = INT_MAX;
   }
-  if (fusion != nullptr) share_residual_buffers(graph, *fusion, root, view, plan);
+  if (fusion != nullptr) share_residual_buffers(graph, *fusion, root, plan);
   place_buffers(plan);
   return plan;
 }

@@ -13,7 +13,8 @@ those:
   writes them (random seeded weights; nothing is downloaded);
 - PyTorch: the reference module of python/nnx_ref built from those files (eval, no_grad, 2
   threads, at its best: glibc keeps freed memory (mallopt) so large activations are not
-  page-faulted anew on every run; OpenBLAS where installed);
+  page-faulted anew on every run; OpenBLAS, which tools/setup.sh installs: the BLAS PyTorch
+  called is reported, with a warning where it is not OpenBLAS);
 - ONNX Runtime: that module exported with torch.onnx.export (opset 13), timed by
   ../shared/anchors/ort-bench.sh;
 - nnx: `nnx bench --json` and `nnx run` on the files.
@@ -51,6 +52,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+sys.path.insert(0, HERE)
+import torch_blas  # noqa: E402  (no torch import: which BLAS a PyTorch process called)
+
 YOLO_SPEC = "own_module.YOLO=" + os.path.join(ROOT, "examples", "seed", "yolo.py") + ":YOLO"
 
 # name -> (input shape, how the files are made)
@@ -83,6 +87,7 @@ def torch_worker(args):
     torch.set_num_threads(args.threads)
     sys.path.insert(0, HERE)
     import nnx_ref
+    import torch_blas
     from nnx_ref.cli import load_user_op
     import_ms = (time.perf_counter() - t0) * 1e3
     user_ops = dict(load_user_op(s) for s in args.user_op)
@@ -143,7 +148,7 @@ def torch_worker(args):
                       "peak_device_mb": torch.cuda.max_memory_allocated() / 2 ** 20
                       if cuda else None,
                       "device": torch.cuda.get_device_name() if cuda else "cpu",
-                      "blas": os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3")}))
+                      "blas": torch_blas.blas_in_use()}))
 
 
 def _pct(sorted_times, p):
@@ -436,6 +441,7 @@ def compare(args):
             # nnx's peak RSS as wait4 measures it, like the others' (not its own report).
             rss = "peak_rss_mb_wait4" if rt == "nnx" else "peak_rss_mb"
             row[rt] = summarise(rounds[rt], {**{k: k for k in TIMES}, "peak_rss_mb": rss})
+        row["torch"]["blas"] = rounds["torch"][0].get("blas")
         row["nnx_over_torch"] = row["nnx"]["median_ms"] / row["torch"]["median_ms"]
         row["nnx_over_ort"] = row["nnx"]["median_ms"] / row["ort"]["median_ms"]
         results.append(row)
@@ -544,8 +550,12 @@ def main(argv=None):
     except RuntimeError as e:  # a runtime that failed: its message, no traceback
         log(f"error: {e}")
         return 3
+    blas = next((r["torch"].get("blas") for r in results if r.get("torch", {}).get("blas")),
+                "unknown")
+    if not cuda and not torch_blas.at_its_best(blas):
+        log(torch_blas.warning(blas))
     machine = {"processor": processor_model(), "cores": os.cpu_count(), "device": args.device,
-               "precision": args.precision,
+               "precision": args.precision, "pytorch_blas": blas,
                "gpu": results[0].get("device") if cuda and results else None,
                "date": datetime.date.today().isoformat(), "threads": args.threads,
                "iters": args.iters, "warmup": args.warmup, "rounds": args.rounds,
@@ -562,7 +572,8 @@ def main(argv=None):
             what = ("PyTorch on CUDA" if cuda else "PyTorch and ONNX Runtime")
             where = (f"GPU {machine['gpu']}, host {machine['processor']}" if cuda else
                      f"{machine['processor']}, {machine['cores']} cores; {args.threads} threads "
-                     "each")
+                     f"each; PyTorch's BLAS {blas}"
+                     + ("" if torch_blas.at_its_best(blas) else " (NOT at its best)"))
             f.write(f"# nnx against {what} ({machine['date']})\n\n"
                     f"Machine: {where}, batch {args.batch or 1}, {machine['precision']}; {args.rounds} rounds of "
                     f"{args.iters} timed runs after {args.warmup} warm-up runs, in alternation."

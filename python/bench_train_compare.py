@@ -12,7 +12,9 @@ statistics and updates its running ones). The goal figures of the training issue
   initialisation), batch 16 x 3x128x160;
 - resnet18: torchvision's ResNet-18 as nnx-export writes it, batch 32 x 3x64x64.
 PyTorch runs the reference module of python/nnx_ref built from the same files, at its best
-(2 threads, glibc keeps freed memory: mallopt as ../shared/anchors/README.md says); nnx runs
+(2 threads, glibc keeps freed memory: mallopt as ../shared/anchors/README.md says; OpenBLAS,
+which tools/setup.sh installs: the BLAS PyTorch called is reported, with a warning where it is
+not OpenBLAS); nnx runs
 bench/train_bench.cpp (`nnx_train_bench`). Each runs in its own process (peak RSS is its own),
 rounds alternate PyTorch, nnx, PyTorch, ...; the figure is the median over rounds of each
 process's median step.
@@ -34,6 +36,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MODELS = {"seed": (16, 3, 128, 160), "resnet18": (32, 3, 64, 64)}
+sys.path.insert(0, HERE)
+import torch_blas  # noqa: E402  (no torch import: which BLAS a PyTorch process called)
 
 
 def prepare(name, work):
@@ -103,7 +107,8 @@ def torch_worker(arch, shape, threads, iters, warmup, device="cpu"):
         if it >= warmup:
             times.append((time.perf_counter() - start) * 1000)
     result = {"median_ms": statistics.median(times),
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "blas": torch_blas.blas_in_use()}
     if cuda:
         result["device_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
         result["device"] = torch.cuda.get_device_name(0)
@@ -160,14 +165,18 @@ def main():
                      "ratio": n / t,
                      "pytorch_peak_rss_mb": max(r["peak_rss_mb"] for r in torch_runs),
                      "nnx_peak_rss_mb": max(r["peak_rss_mb"] for r in nnx_runs),
-                     "nnx_peak_activation_mb": nnx_runs[-1]["peak_activation_mb"]})
+                     "nnx_peak_activation_mb": nnx_runs[-1]["peak_activation_mb"],
+                     "pytorch_blas": torch_runs[0].get("blas", "unknown")})
         if args.device == "cuda":
             rows[-1]["pytorch_device_peak_mb"] = max(r["device_peak_mb"] for r in torch_runs)
             rows[-1]["nnx_device_peak_mb"] = max(r["device_peak_mb"] for r in nnx_runs)
             rows[-1]["gpu"] = nnx_runs[-1].get("device", "")
             rows[-1]["nnx_cuda_graph"] = nnx_runs[-1].get("cuda_graph", "")
+    blas = rows[0]["pytorch_blas"] if rows else "unknown"
+    if args.device == "cpu" and not torch_blas.at_its_best(blas):
+        print(torch_blas.warning(blas), file=sys.stderr)
     if args.json:
-        print(json.dumps({"threads": args.threads, "rows": rows}))
+        print(json.dumps({"threads": args.threads, "pytorch_blas": blas, "rows": rows}))
     table = ["| network | batch | PyTorch ms | nnx ms | nnx / PyTorch | PyTorch peak RSS MB | "
              "nnx peak RSS MB | nnx peak activations MB |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -191,7 +200,9 @@ def main():
             pass
         with open(args.markdown, "w") as f:
             f.write(f"# Training step time: nnx against PyTorch\n\n{datetime.date.today()}, {cpu}, "
-                    f"{args.threads} threads, device {args.device}; `{' '.join(sys.argv)}`\n\n"
+                    f"{args.threads} threads, device {args.device}, PyTorch's BLAS {blas}"
+                    + ("" if torch_blas.at_its_best(blas) else " (NOT at its best)")
+                    + f"; `{' '.join(sys.argv)}`\n\n"
                     + "\n".join(table) + "\n")
 
 

@@ -3,9 +3,13 @@
 # there (idempotent; no download at build time). The CUDA toolkit, cuDNN and cuBLAS are used
 # from /usr/local/cuda when present; nothing here installs them.
 set -euo pipefail
+# libopenblas0-pthread: Debian's python3-torch calls whatever libblas.so.3 is installed; without
+# OpenBLAS that is the reference BLAS and PyTorch, the reference the benchmarks compare against,
+# runs several times slower than it can (python/torch_blas.py).
 packages=(cmake ninja-build g++ libeigen3-dev zlib1g-dev libgtest-dev libbenchmark-dev
           python3-torch python3-torchvision python3-numpy python3-sklearn clang
-          libclang-rt-dev openmpi-bin libopenmpi-dev)
+          libclang-rt-dev openmpi-bin libopenmpi-dev
+          libopenblas0-pthread)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -21,10 +21,13 @@ namespace {
 // arithmetic per pixel in the loop. Written once for the build's vector (vec::V): AVX-512 tiles
 // are 7 pixels x 3 vectors of 16, AVX2 ones 6 x 2 of 8 (16 ymm registers: 12 accumulators, the
 // two weight vectors and a broadcast).
+// `prefetch_lines` cache lines from `prefetch` on are requested into L2, one each step of depth
+// (the next block of B, while this tile reads the current one from L1).
 template <int MR, int NVEC, bool Unit>
 void cl_tile(int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b, int64_t ldb,
              float* partial, bool resume, bool last, const float* bias, float lower, float upper,
-             float* c, int64_t ldc, bool channels_first, int64_t columns) {
+             float* c, int64_t ldc, bool channels_first, int64_t columns, const char* prefetch,
+             int64_t prefetch_lines) {
   constexpr int W = vec::kWidth;
   vec::V acc[MR][NVEC];
   static_for<MR>([&]<int P>() __attribute__((always_inline)) {
@@ -33,6 +36,7 @@ void cl_tile(int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float*
     });
   });
   for (int64_t kk = 0; kk < k; ++kk) {
+    if (kk < prefetch_lines) _mm_prefetch(prefetch + 64 * kk, _MM_HINT_T1);
     vec::V bv[NVEC];
     static_for<NVEC>([&]<int V>() __attribute__((always_inline)) {
       bv[V] = vec::load(b + kk * ldb + V * W);
@@ -77,7 +81,8 @@ void cl_tile(int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float*
 }
 
 using ClTile = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*,
-                        bool, bool, const float*, float, float, float*, int64_t, bool, int64_t);
+                        bool, bool, const float*, float, float, float*, int64_t, bool, int64_t,
+                        const char*, int64_t);
 #if defined(__AVX512F__)
 // [a_ps == 1][pixels - 1][16-channel vectors - 1].
 template <bool Unit, int... M>
@@ -123,13 +128,25 @@ void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_
     const float* b_panel = b + panel * kClPanel * k + (g % 3) * 16;
     for (int64_t k0 = 0; k0 < k; k0 += depth) {
       const int64_t kk = std::min(depth, k - k0);
-      for (int64_t p = 0; p < pixels; p += 7) {
+      // The first pixel tile reads this block of B from memory where the weights are not
+      // cached (ResNet-50's 7x7 layers at batch 1: 100 MB of weights a run); the others,
+      // reading it from L1, request the block after it (the rest of the panel, then the next
+      // panel: B is one sequential stream), shared out between them.
+      const char* next =
+          reinterpret_cast<const char*>(b + panel * kClPanel * k + (k0 + kk) * width);
+      const int64_t followers = (pixels + 6) / 7 - 1;
+      const int64_t left = (ld * k - (panel * kClPanel * k + (k0 + kk) * width)) / 16;
+      const int64_t lines = std::min(kk * width / 16, left);
+      const int64_t share = followers > 0 ? (lines + followers - 1) / followers : 0;
+      for (int64_t p = 0, t = 0; p < pixels; p += 7, ++t) {
         const int64_t mr = std::min<int64_t>(7, pixels - p);
         float* out = channels_first ? c + g * 16 * ldc + p : c + p * ldc + g * 16;
+        const int64_t from = std::min(lines, t > 0 ? (t - 1) * share : lines);
         kClTiles[a_ps == 1][size_t(mr - 1)][size_t(nv - 1)](
             kk, a + p * a_ps + k0 * a_ks, a_ps, a_ks, b_panel + k0 * width, width,
             partial != nullptr ? partial + p * 48 : nullptr, k0 > 0, k0 + kk == k, bias + g * 16,
-            lo, hi, out, ldc, channels_first, columns - g * 16);
+            lo, hi, out, ldc, channels_first, columns - g * 16, next + 64 * from,
+            std::min(share, lines - from));
       }
     }
     g += nv;
@@ -166,7 +183,7 @@ void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_
           kClTiles[a_ps == 1][size_t(mr - 1)](
               kk, a + p * a_ps + k0 * a_ks, a_ps, a_ks, b_block, width,
               partial != nullptr ? partial + p * 48 + v * 16 : nullptr, k0 > 0, k0 + kk == k,
-              bias + gv * 16, lo, hi, out, ldc, channels_first, columns - gv * 16);
+              bias + gv * 16, lo, hi, out, ldc, channels_first, columns - gv * 16, nullptr, 0);
           p += mr;
         }
       }

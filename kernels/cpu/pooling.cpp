@@ -354,6 +354,28 @@ void avg_pool2d(const Pool2dShape& s, bool count_include_pad, int64_t divisor_ov
 void adaptive_avg_pool2d(int64_t planes, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
                          const float* input, float* output, ThreadPool* pool) {
   const int64_t in_plane = in_h * in_w, out_plane = out_h * out_w;
+  if (out_plane == 1) {
+    // Global pooling (ResNet's 2048 planes of 7x7): eight planes summed side by side, each in
+    // PyTorch's order; one at a time waited on every add's latency.
+    constexpr int64_t kSide = 8;
+    const float count = float(in_plane);
+    parallel_for(pool, planes, plane_grain(in_plane), [&](int64_t begin, int64_t end) {
+      int64_t p = begin;
+      for (; p + kSide <= end; p += kSide) {
+        const float* in = input + p * in_plane;
+        float sum[kSide] = {};
+        for (int64_t i = 0; i < in_plane; ++i)
+          for (int64_t j = 0; j < kSide; ++j) sum[j] += in[j * in_plane + i];
+        for (int64_t j = 0; j < kSide; ++j) output[p + j] = sum[j] / count;
+      }
+      for (; p < end; ++p) {
+        float sum = 0.f;
+        for (int64_t i = 0; i < in_plane; ++i) sum += input[p * in_plane + i];
+        output[p] = sum / count;
+      }
+    });
+    return;
+  }
   parallel_for(pool, planes, plane_grain(in_plane), [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const float* in = input + p * in_plane;

@@ -215,6 +215,8 @@ def _adaptive_cases():
     D = nn.AdaptiveAvgPool2d
     yield _case("adaptive_global", D(1), (2, 3, 7, 7))
     yield _case("adaptive_global_short", D((1, 1)), (1, 4, 5, 6), call="AdaptiveAvgPool2d((1, 1))")
+    # 26 planes: the global kernel's blocks of eight and the planes left over.
+    yield _case("adaptive_global_many", D(1), (2, 13, 7, 7))
     yield _case("adaptive_uneven", D((3, 4)), (1, 2, 7, 9))
     yield _case("adaptive_none_h", D((None, 3)), (1, 2, 5, 8))
     yield _case("adaptive_none_w", D((2, None)), (1, 2, 5, 8))

@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/avx512.h"
 #include "nnx/thread_pool.h"
 
 #if defined(__AVX2__)
@@ -60,6 +61,28 @@ void pairwise_max(const float* m, int64_t n, float* out) {
 #endif
   for (; i < n; ++i) out[i] = nan_max(m[2 * i], m[2 * i + 1]);
 }
+
+#if defined(__AVX512F__)
+// out[i] = the window maximum over taps kw < kernel of window[2i + kw], for i < n, taken in
+// PyTorch's order (a later tap replaces when strictly greater or NaN): the column step of a
+// stride-2 window, 16 outputs at a time, each tap's even-indexed elements gathered from two
+// loads by one permute. Reads window[0, 2n + kernel + 30): the caller's row is that long.
+void stride2_window_max(const float* window, int64_t n, int64_t kernel, float* out) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (int64_t i = 0; i < n; i += 16) {
+    const float* w = window + 2 * i;
+    __m512 best = _mm512_permutex2var_ps(_mm512_loadu_ps(w), even, _mm512_loadu_ps(w + 16));
+    for (int64_t kw = 1; kw < kernel; ++kw) {
+      const __m512 v =
+          _mm512_permutex2var_ps(_mm512_loadu_ps(w + kw), even, _mm512_loadu_ps(w + kw + 16));
+      const __mmask16 take =
+          _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+      best = _mm512_mask_mov_ps(best, take, v);
+    }
+    _mm512_mask_storeu_ps(out + i, lanes_below(n - i), best);
+  }
+}
+#endif
 
 // For each of the `width` columns: the maximum over `count` rows first_row, first_row +
 // step, ... of `plane` (row stride `width`) and the index in the plane (row * width + column) of
@@ -235,24 +258,51 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
     // to 2 * half: each phase is then a plain stride-2 copy (no test per column).
     thread_local std::vector<float> column_max, phases;
     const int64_t lead = phased ? s.pad_w : 0;
-    const size_t row_floats = size_t(std::max(s.in_w + lead, phased ? 2 * half : int64_t(0)));
-    if (column_max.size() < row_floats) column_max.resize(row_floats);
+#if defined(__AVX512F__)
+    // stride2_window_max reads up to 2 * out_w + kernel_w + 30 floats of the row.
+    const int64_t reach = phased ? 2 * s.out_w + s.kernel_w + 30 : 0;
+#else
+    const int64_t reach = 0;
+#endif
+    const int64_t row_floats = std::max({s.in_w + lead, phased ? 2 * half : int64_t(0), reach});
+#if defined(__AVX512F__)
+    // Rows of maxima in a ring, each row's window step taken two rows later: read straight
+    // after being stored, shifted by a float or two, a row's loads waited on the stores
+    // draining (a store cannot forward to a load that straddles two of them).
+    constexpr int64_t kRing = 4, kLag = 2;
+    const int64_t kept_rows = phased ? kRing : 1;
+    auto window_step = [&](int64_t plane, int64_t r) {
+      if (r >= 0 && rows[r].lo < rows[r].hi)
+        stride2_window_max(column_max.data() + (r % kRing) * row_floats, s.out_w, s.kernel_w,
+                           output + plane * out_stride + r * s.out_w);
+    };
+#else
+    const int64_t kept_rows = 1;
+#endif
+    if (column_max.size() < size_t(kept_rows * row_floats))
+      column_max.resize(size_t(kept_rows * row_floats));
     if (phased && phases.size() < static_cast<size_t>(2 * half)) phases.resize(size_t(2 * half));
     if (phased) {
-      std::fill(column_max.begin(), column_max.begin() + lead, lowest);
-      if (lead + s.in_w < 2 * half)  // else the window ends within the row
-        std::fill(column_max.begin() + lead + s.in_w, column_max.begin() + 2 * half, lowest);
+      for (int64_t r = 0; r < kept_rows; ++r) {
+        const auto row = column_max.begin() + r * row_floats;
+        std::fill(row, row + lead, lowest);
+        if (lead + s.in_w < 2 * half)  // else the window ends within the row
+          std::fill(row + lead + s.in_w, row + 2 * half, lowest);
+      }
     }
     for (int64_t p = begin; p < end; ++p) {
       const float* in = input + p * in_plane;
       float* out = output + p * out_stride;
       for (int64_t oh = 0; oh < s.out_h; ++oh, out += s.out_w) {
         const int64_t h0 = oh * s.stride_h - s.pad_h;
+#if defined(__AVX512F__)
+        if (phased) window_step(p, oh - kLag);
+#endif
         if (rows[oh].lo >= rows[oh].hi) {
           std::fill(out, out + s.out_w, lowest);
           continue;
         }
-        float* m = column_max.data() + lead;
+        float* m = column_max.data() + (oh % kept_rows) * row_floats + lead;
         // The first two rows' maxima, or the one row, then the others'.
         const float* first = in + (h0 + rows[oh].lo * s.dilation_h) * s.in_w;
         int64_t kh = rows[oh].lo + 1;
@@ -275,6 +325,9 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
           continue;
         }
         if (phased) {
+#if defined(__AVX512F__)
+          continue;  // window_step, kLag rows later
+#endif
           float* even = phases.data();
           float* odd = even + half;
           const float* window = column_max.data();  // window column c at window[c]
@@ -297,6 +350,10 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
           out[ow] = best;
         }
       }
+#if defined(__AVX512F__)
+      if (phased)
+        for (int64_t r = std::max<int64_t>(0, s.out_h - kLag); r < s.out_h; ++r) window_step(p, r);
+#endif
     }
   };
   parallel_for(pool, s.planes, plane_grain(out_plane * s.kernel_h * s.kernel_w), body);

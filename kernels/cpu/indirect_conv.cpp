@@ -156,10 +156,14 @@ struct Panels {
 // ([tap][channel][width]). The sums plus bias, clamped to [lower, upper] (NaN kept), go
 // channels-first to out[P] + channel * plane for the first `columns` channels.
 #if defined(__AVX512F__)
+// `prefetch_lines` cache lines from `prefetch` on are requested into L2, one each step of depth
+// (the next panel's weights, while this tile reads the current panel's from cache).
 template <int MR, int NV>
 void tile(int64_t taps, int64_t channels, const int64_t* offsets, const int64_t* weights,
           const float* const* pixel, const float* panel, int64_t width, const float* bias,
-          float lower, float upper, float* const* out, int64_t plane, int64_t columns) {
+          float lower, float upper, float* const* out, int64_t plane, int64_t columns,
+          const char* prefetch, int64_t prefetch_lines) {
+  const char* const prefetch_end = prefetch + 64 * prefetch_lines;
   __m512 acc[MR][NV];
   static_for<MR>([&]<int P>() __attribute__((always_inline)) {
     static_for<NV>([&]<int V>()
@@ -170,6 +174,10 @@ void tile(int64_t taps, int64_t channels, const int64_t* offsets, const int64_t*
     static_for<MR>([&]<int P>() __attribute__((always_inline)) { a[P] = pixel[P] + offsets[t]; });
     const float* b = panel + weights[t];
     for (int64_t c = 0; c < channels; ++c, b += width) {
+      if (prefetch < prefetch_end) {
+        _mm_prefetch(prefetch, _MM_HINT_T1);
+        prefetch += 64;
+      }
       __m512 bv[NV];
       static_for<NV>([&]<int V>()
                          __attribute__((always_inline)) { bv[V] = _mm512_load_ps(b + V * 16); });
@@ -256,7 +264,8 @@ void tile16(int64_t taps, int64_t channels, const int64_t* offsets, const int64_
 template <int MR, int NV>
 void tile(int64_t taps, int64_t channels, const int64_t* offsets, const int64_t* weights,
           const float* const* pixel, const float* panel, int64_t width, const float* bias,
-          float lower, float upper, float* const* out, int64_t plane, int64_t columns) {
+          float lower, float upper, float* const* out, int64_t plane, int64_t columns,
+          const char* /*prefetch*/, int64_t /*prefetch_lines*/) {
   static_assert(MR <= 6, "a micro-tile holds at most 6 pixels (kTilePixels)");
   for (int64_t v = 0; v < NV && v * 16 < columns; ++v) {
     float* to[MR];
@@ -269,7 +278,7 @@ void tile(int64_t taps, int64_t channels, const int64_t* offsets, const int64_t*
 
 using Tile = void (*)(int64_t, int64_t, const int64_t*, const int64_t*, const float* const*,
                       const float*, int64_t, const float*, float, float, float* const*, int64_t,
-                      int64_t);
+                      int64_t, const char*, int64_t);
 template <int... M>
 constexpr std::array<std::array<Tile, 3>, sizeof...(M)> tiles(std::integer_sequence<int, M...>) {
   return {{{&tile<M + 1, 1>, &tile<M + 1, 2>, &tile<M + 1, 3>}...}};
@@ -625,8 +634,11 @@ const float* padded_bias(const float* bias, int64_t outs) {
 
 // Tiles [t0, t1) of the job against panel q, packed at `panel`.
 template <typename Locate>
+// `next` (`next_floats` long): the weights this thread's next panel reads, which the tiles after
+// the first request into L2 while this panel's tiles run (the first reads this panel's from
+// memory where the weights are not cached: ResNet's wide 3x3 layers at batch 1).
 void run_panel(const TileJob& job, const Locate& locate, int64_t q, const float* panel, int64_t t0,
-               int64_t t1) {
+               int64_t t1, const float* next, int64_t next_floats) {
   const Panels panels(job.outs);
   const int64_t o0 = panels.start(q), width = panels.width(q);
   const float* pixel[kTilePixels];
@@ -648,9 +660,13 @@ void run_panel(const TileJob& job, const Locate& locate, int64_t q, const float*
         tap_weights.data[used++] =
             (job.packed_tap != nullptr ? job.packed_tap[j] : j) * job.channels * width;
       }
+    const int64_t lines = next != nullptr && t1 - t0 > 1 ? next_floats / 16 : 0;
+    const int64_t share = lines > 0 ? ceil_div(lines, t1 - t0 - 1) : 0;
+    const int64_t from = std::min(lines, t > t0 ? (t - t0 - 1) * share : lines);
     kTiles[size_t(mr - 1)][size_t(width / 16 - 1)](
         used, job.channels, tap_offsets.data, tap_weights.data, pixel, panel, width, job.bias + o0,
-        job.clamp.lo, job.clamp.hi, out, job.channel_stride, job.outs - o0);
+        job.clamp.lo, job.clamp.hi, out, job.channel_stride, job.outs - o0,
+        reinterpret_cast<const char*>(next) + 64 * from, std::min(share, lines - from));
   }
 }
 
@@ -665,7 +681,9 @@ void run_tiles(const TileJob& job, const Locate& locate, const float* packed, Th
   // while the tiles go past them.
   auto run = [&](int64_t t0, int64_t t1, int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q)
-      run_panel(job, locate, q, packed + panels.start(q) * k, t0, t1);
+      run_panel(job, locate, q, packed + panels.start(q) * k, t0, t1,
+                q + 1 < q1 ? packed + panels.start(q + 1) * k : nullptr,
+                q + 1 < q1 ? panels.width(q + 1) * k : 0);
   };
   if (tile_count >= 4 * threads) {
     parallel_for(pool, tile_count, 1,

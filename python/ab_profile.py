@@ -6,9 +6,9 @@ usage: /usr/bin/python3 python/ab_profile.py ARCH.json --weights W.pth --shape 1
 A CONFIG is a label, then `=` and what distinguishes it: an nnx binary and/or environment
 settings, comma-separated (`old=/tmp/nnx_old`, `off=NNX_CONV_CHANNELS_LAST=0`,
 `new=build/cpu/nnx,NNX_SPIN_US=0`). The configurations run `nnx bench --profile` in alternation,
-round after round, every other round in reverse order; for each one the script prints the median of every round and the sum over
-nodes of each node's fastest time across the rounds, which a slow minute in one round does not
-move. With --diff, the nodes whose fastest times differ by more than that fraction are listed
+round after round, every other round in reverse order; for each one the script prints the
+median of every round and the sum over nodes of each node's fastest time across the rounds,
+which a slow minute in one round does not move. With --diff, the nodes whose fastest times differ by more than that fraction are listed
 (by node number: meaningful where both configurations fuse the same nodes).
 """
 import argparse

@@ -87,7 +87,6 @@ def torch_worker(args):
     torch.set_num_threads(args.threads)
     sys.path.insert(0, HERE)
     import nnx_ref
-    import torch_blas
     from nnx_ref.cli import load_user_op
     import_ms = (time.perf_counter() - t0) * 1e3
     user_ops = dict(load_user_op(s) for s in args.user_op)

@@ -1,6 +1,6 @@
 // What the vector kernel files share: <immintrin.h> (AVX-512 and AVX2 builds), the silencing of a
-// GCC 12 false positive, a compile-time loop for register-blocked kernels, lane masks, and the
-// AVX2 even/odd split of 16 floats.
+// GCC 12 false positive, a compile-time loop for register-blocked kernels, the share-out of a
+// prefetch over tiles, lane masks, and the AVX2 even/odd split of 16 floats.
 #pragma once
 
 // GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 intrinsics header for the
@@ -29,6 +29,20 @@ inline __attribute__((always_inline)) void static_for(F&& f) {
     (f.template operator()<I>(), ...);
   }
   (std::make_integer_sequence<int, N>{});
+}
+
+// The cache lines of the next weight block that tile `index` of `tiles` requests while the
+// block in use goes past the tiles: none for the first tile (it reads the block in use from
+// memory where the weights are not cached), an even share of `lines` lines from `next` for each
+// of the others. A tile requests its share one line per step of its depth loop.
+struct PrefetchShare {
+  const char* from;
+  int64_t lines;
+};
+inline PrefetchShare prefetch_share(const void* next, int64_t lines, int64_t tiles, int64_t index) {
+  const int64_t share = tiles > 1 ? (lines + tiles - 2) / (tiles - 1) : 0;
+  const int64_t first = std::min(lines, index > 0 ? (index - 1) * share : lines);
+  return {static_cast<const char*>(next) + 64 * first, std::min(share, lines - first)};
 }
 
 #if defined(__AVX512F__)

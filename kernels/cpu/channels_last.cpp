@@ -22,7 +22,7 @@ namespace {
 // are 7 pixels x 3 vectors of 16, AVX2 ones 6 x 2 of 8 (16 ymm registers: 12 accumulators, the
 // two weight vectors and a broadcast).
 // `prefetch_lines` cache lines from `prefetch` on are requested into L2, one each step of depth
-// (the next block of B, while this tile reads the current one from L1).
+// (the tile's prefetch_share of the next block of B, while it reads the current one from L1).
 template <int MR, int NVEC, bool Unit>
 void cl_tile(int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b, int64_t ldb,
              float* partial, bool resume, bool last, const float* bias, float lower, float upper,
@@ -132,21 +132,16 @@ void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_
       // cached (ResNet-50's 7x7 layers at batch 1: 100 MB of weights a run); the others,
       // reading it from L1, request the block after it (the rest of the panel, then the next
       // panel: B is one sequential stream), shared out between them.
-      const char* next =
-          reinterpret_cast<const char*>(b + panel * kClPanel * k + (k0 + kk) * width);
-      const int64_t followers = (pixels + 6) / 7 - 1;
-      const int64_t left = (ld * k - (panel * kClPanel * k + (k0 + kk) * width)) / 16;
-      const int64_t lines = std::min(kk * width / 16, left);
-      const int64_t share = followers > 0 ? (lines + followers - 1) / followers : 0;
+      const int64_t next = panel * kClPanel * k + (k0 + kk) * width;  // floats into B
+      const int64_t lines = std::min(kk * width, ld * k - next) / 16;
       for (int64_t p = 0, t = 0; p < pixels; p += 7, ++t) {
         const int64_t mr = std::min<int64_t>(7, pixels - p);
         float* out = channels_first ? c + g * 16 * ldc + p : c + p * ldc + g * 16;
-        const int64_t from = std::min(lines, t > 0 ? (t - 1) * share : lines);
+        const PrefetchShare ahead = prefetch_share(b + next, lines, (pixels + 6) / 7, t);
         kClTiles[a_ps == 1][size_t(mr - 1)][size_t(nv - 1)](
             kk, a + p * a_ps + k0 * a_ks, a_ps, a_ks, b_panel + k0 * width, width,
             partial != nullptr ? partial + p * 48 : nullptr, k0 > 0, k0 + kk == k, bias + g * 16,
-            lo, hi, out, ldc, channels_first, columns - g * 16, next + 64 * from,
-            std::min(share, lines - from));
+            lo, hi, out, ldc, channels_first, columns - g * 16, ahead.from, ahead.lines);
       }
     }
     g += nv;

@@ -157,7 +157,7 @@ struct Panels {
 // channels-first to out[P] + channel * plane for the first `columns` channels.
 #if defined(__AVX512F__)
 // `prefetch_lines` cache lines from `prefetch` on are requested into L2, one each step of depth
-// (the next panel's weights, while this tile reads the current panel's from cache).
+// (the tile's prefetch_share of the next panel, while it reads the current panel from cache).
 template <int MR, int NV>
 void tile(int64_t taps, int64_t channels, const int64_t* offsets, const int64_t* weights,
           const float* const* pixel, const float* panel, int64_t width, const float* bias,
@@ -632,11 +632,11 @@ const float* padded_bias(const float* bias, int64_t outs) {
   return padded;
 }
 
-// Tiles [t0, t1) of the job against panel q, packed at `panel`.
+// Tiles [t0, t1) of the job against panel q, packed at `panel`. `next` (`next_floats` long):
+// the weights of this thread's next panel, which the tiles after the first request into L2
+// while this panel's run (the first reads this panel's from memory where the weights are not
+// cached: ResNet's wide 3x3 layers at batch 1).
 template <typename Locate>
-// `next` (`next_floats` long): the weights this thread's next panel reads, which the tiles after
-// the first request into L2 while this panel's tiles run (the first reads this panel's from
-// memory where the weights are not cached: ResNet's wide 3x3 layers at batch 1).
 void run_panel(const TileJob& job, const Locate& locate, int64_t q, const float* panel, int64_t t0,
                int64_t t1, const float* next, int64_t next_floats) {
   const Panels panels(job.outs);
@@ -660,13 +660,11 @@ void run_panel(const TileJob& job, const Locate& locate, int64_t q, const float*
         tap_weights.data[used++] =
             (job.packed_tap != nullptr ? job.packed_tap[j] : j) * job.channels * width;
       }
-    const int64_t lines = next != nullptr && t1 - t0 > 1 ? next_floats / 16 : 0;
-    const int64_t share = lines > 0 ? ceil_div(lines, t1 - t0 - 1) : 0;
-    const int64_t from = std::min(lines, t > t0 ? (t - t0 - 1) * share : lines);
+    const PrefetchShare ahead = prefetch_share(next, next_floats / 16, t1 - t0, t - t0);
     kTiles[size_t(mr - 1)][size_t(width / 16 - 1)](
         used, job.channels, tap_offsets.data, tap_weights.data, pixel, panel, width, job.bias + o0,
-        job.clamp.lo, job.clamp.hi, out, job.channel_stride, job.outs - o0,
-        reinterpret_cast<const char*>(next) + 64 * from, std::min(share, lines - from));
+        job.clamp.lo, job.clamp.hi, out, job.channel_stride, job.outs - o0, ahead.from,
+        ahead.lines);
   }
 }
 

@@ -253,19 +253,16 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
   auto body = [&](int64_t begin, int64_t end) {
     // Separably: the window's maximum down each input column of an output row (contiguous,
     // so it vectorises), then across the taps of each output column.
-    // One row of maxima per thread, grown once: steady-state runs allocate nothing here.
+    // One row of maxima per thread (a ring of four for the AVX-512 window step), grown once:
+    // steady-state runs allocate nothing here.
     // For the phased split the row sits after pad_w floats of -inf and is followed by -inf up
     // to 2 * half: each phase is then a plain stride-2 copy (no test per column).
     thread_local std::vector<float> column_max, phases;
     const int64_t lead = phased ? s.pad_w : 0;
 #if defined(__AVX512F__)
     // stride2_window_max reads up to 2 * out_w + kernel_w + 30 floats of the row.
-    const int64_t reach = phased ? 2 * s.out_w + s.kernel_w + 30 : 0;
-#else
-    const int64_t reach = 0;
-#endif
-    const int64_t row_floats = std::max({s.in_w + lead, phased ? 2 * half : int64_t(0), reach});
-#if defined(__AVX512F__)
+    const int64_t row_floats = std::max({s.in_w + lead, phased ? 2 * half : int64_t(0),
+                                         phased ? 2 * s.out_w + s.kernel_w + 30 : 0});
     // Rows of maxima in a ring, each row's window step taken two rows later: read straight
     // after being stored, shifted by a float or two, a row's loads waited on the stores
     // draining (a store cannot forward to a load that straddles two of them).
@@ -277,11 +274,12 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
                            output + plane * out_stride + r * s.out_w);
     };
 #else
+    const int64_t row_floats = std::max(s.in_w + lead, phased ? 2 * half : int64_t(0));
     const int64_t kept_rows = 1;
+    if (phased && phases.size() < static_cast<size_t>(2 * half)) phases.resize(size_t(2 * half));
 #endif
     if (column_max.size() < size_t(kept_rows * row_floats))
       column_max.resize(size_t(kept_rows * row_floats));
-    if (phased && phases.size() < static_cast<size_t>(2 * half)) phases.resize(size_t(2 * half));
     if (phased) {
       for (int64_t r = 0; r < kept_rows; ++r) {
         const auto row = column_max.begin() + r * row_floats;

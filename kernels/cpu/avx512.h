@@ -1,6 +1,7 @@
 // What the vector kernel files share: <immintrin.h> (AVX-512 and AVX2 builds), the silencing of a
 // GCC 12 false positive, a compile-time loop for register-blocked kernels, the share-out of a
-// prefetch over tiles, lane masks, and the AVX2 even/odd split of 16 floats.
+// prefetch over tiles, a prefetch for writing, lane masks, and the AVX2 even/odd split of 16
+// floats.
 #pragma once
 
 // GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 intrinsics header for the
@@ -30,6 +31,14 @@ inline __attribute__((always_inline)) void static_for(F&& f) {
   }
   (std::make_integer_sequence<int, N>{});
 }
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+// Requests the cache line at p in a writable state (PREFETCHW, which AVX2 processors decode; as
+// inline assembly because GCC dropped _mm_prefetch(p, _MM_HINT_ET0) where it was first tried).
+inline __attribute__((always_inline)) void prefetch_for_write(const void* p) {
+  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+}
+#endif
 
 // The cache lines of the next weight block that tile `index` of `tiles` requests while the
 // block in use goes past the tiles: none for the first tile (it reads the block in use from

@@ -342,13 +342,20 @@ struct PaddedInput {
   }
 };
 
+// The padded copy's rows and columns per image.
+int64_t padded_rows(const Conv2dShape& s) {
+  return std::max<int64_t>((s.out_h - 1) * s.stride_h + (s.kernel_h - 1) * s.dilation_h + 1,
+                           s.pad_top);
+}
+int64_t padded_cols(const Conv2dShape& s) {
+  return std::max<int64_t>((s.out_w - 1) * s.stride_w + (s.kernel_w - 1) * s.dilation_w + 1,
+                           s.pad_left);
+}
+
 PaddedInput pad_channels_last(const Conv2dShape& s, const float* input, AlignedBuffer& buffer,
                               ThreadPool* pool) {
   const int64_t channels = s.in_channels, in_plane = s.in_h * s.in_w;
-  const int64_t rows = std::max<int64_t>(
-      (s.out_h - 1) * s.stride_h + (s.kernel_h - 1) * s.dilation_h + 1, s.pad_top);
-  const int64_t cols = std::max<int64_t>(
-      (s.out_w - 1) * s.stride_w + (s.kernel_w - 1) * s.dilation_w + 1, s.pad_left);
+  const int64_t rows = padded_rows(s), cols = padded_cols(s);
   float* padded = buffer.get(s.batch * rows * cols * channels);
   // An image's rows per task.
   parallel_for(pool, s.batch * rows, 4, [&](int64_t r0, int64_t r1) {
@@ -774,6 +781,21 @@ void conv2d_indirect(const Conv2dShape& s, const float* input, const float* weig
     float* own = weight_buffer.get(indirect_weights_floats(s));
     pack_weights(s, weight, own, pool);
     packed = own;
+  }
+  // An image at a time where its padded copy outweighs the weights: the batch's copy went out to
+  // memory before the tiles read it back, and the weights are what a split streams again.
+  // ResNet-50's 128-channel 3x3/2 layer at batch 8 (each round's ratio of two alternating runs,
+  // median of 16): 7% faster, and its copy 1.7 instead of 13 MB.
+  const int64_t in_image = s.in_channels * s.in_h * s.in_w;
+  const int64_t out_image = s.out_channels * s.out_h * s.out_w;
+  const int64_t padded_image = padded_rows(s) * padded_cols(s) * s.in_channels;
+  if (s.batch > 1 && padded_image >= indirect_weights_floats(s)) {
+    Conv2dShape one = s;
+    one.batch = 1;
+    for (int64_t n = 0; n < s.batch; ++n)
+      run_convolution(one, pad_channels_last(one, input + n * in_image, input_buffer, pool), packed,
+                      bias, output + n * out_image, pool, epilogue);
+    return;
   }
   run_convolution(s, pad_channels_last(s, input, input_buffer, pool), packed, bias, output, pool,
                   epilogue);

@@ -20,9 +20,20 @@ int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
-// Input rows prefetched this many input channels ahead of the FMAs (alternating runs on
-// ResNet-50's layers: 16 ahead beat 0, 8 and 32).
+#if defined(__AVX512F__)
+// Input rows are prefetched this many input channels ahead of the FMAs: further for deep inputs,
+// whose tiles run longer and read more of their input from beyond L2. ResNet-50, per node, each
+// round's ratio of two alternating runs, medians over 12 rounds at batch 1: the 14x14 layers
+// with 1024 input channels 7-11% faster at 32 than at 16 and 4-8% faster again at 48 (64: 2-7%
+// slower than 48); those with 512 input channels 1-4% faster at 32, no faster at 48; 256 input
+// channels 2-4% slower at 32; 16 had beaten 0 and 8.
+int64_t ahead_rows(int64_t k) {
+  return k >= 1024 ? 48 : k >= 512 ? 32 : 16;
+}
+#else
+// The AVX2 tiles' distance (16 beat 0, 8 and 32 on ResNet-50's layers with AVX-512 tiles).
 constexpr int64_t kAhead = 16;
+#endif
 
 // Output rows prefetched this many tiles ahead of a tile's stores.
 constexpr int64_t kOutAhead = 2;
@@ -46,15 +57,17 @@ constexpr int64_t kTile = 32;  // pixels of one tile: two vectors
 
 // C[R channels][16V pixels] = bias + sum over k of a[p * 12 + r] * b[p * ldb + pixel] (+ the
 // residual at C's position), clamped to [lo, hi] (NaN kept), row stride ldc; the last vector's
-// loads and stores masked by `last`.
+// loads and stores masked by `last`; b's rows prefetched `ahead` rows ahead (ahead_rows: as an
+// argument, since the call inside had GCC spill the accumulators).
 template <int R, int V>
 void pointwise_tile(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
-                    __mmask16 last, const float* bias, const float* residual, float lo, float hi) {
+                    __mmask16 last, const float* bias, const float* residual, float lo, float hi,
+                    int64_t ahead) {
   __m512 acc[R][V];
   static_for<R>([&]<int r>() __attribute__((always_inline)) {
     static_for<V>([&]<int v>() __attribute__((always_inline)) { acc[r][v] = _mm512_setzero_ps(); });
   });
-  const int64_t jump = kAhead * ldb;
+  const int64_t jump = ahead * ldb;
   for (int64_t p = 0; p < k; ++p, a += kPanelRows, b += ldb) {
     _mm_prefetch(reinterpret_cast<const char*>(b + jump), _MM_HINT_T0);
     // The weights 64 channels (3 KiB) ahead: a panel's first tile reads them from memory.
@@ -86,7 +99,7 @@ void pointwise_tile(int64_t k, const float* a, const float* b, int64_t ldb, floa
 }
 
 using PointwiseTile = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t,
-                               __mmask16, const float*, const float*, float, float);
+                               __mmask16, const float*, const float*, float, float, int64_t);
 template <int... R>
 constexpr std::array<std::array<PointwiseTile, 2>, sizeof...(R)> pointwise_tiles(
     std::integer_sequence<int, R...>) {
@@ -145,8 +158,9 @@ void run_tile(int64_t rows, int64_t cols, int64_t k, const float* a, const float
                                     hi);
   prefetch_output(c, rows, ldc, kTile);
   const int64_t vectors = cols > 16 ? 2 : 1;
-  kTiles[size_t(rows - 1)][size_t(vectors - 1)](
-      k, a, b, ldb, c, ldc, lanes_below(cols - 16 * (vectors - 1)), bias, residual, lo, hi);
+  kTiles[size_t(rows - 1)][size_t(vectors - 1)](k, a, b, ldb, c, ldc,
+                                                lanes_below(cols - 16 * (vectors - 1)), bias,
+                                                residual, lo, hi, ahead_rows(k));
 }
 #else
 // AVX2: 16 ymm registers hold a 6-channel x 16-pixel tile (12 accumulators, the two vectors of

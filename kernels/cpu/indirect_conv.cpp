@@ -782,14 +782,16 @@ void conv2d_indirect(const Conv2dShape& s, const float* input, const float* weig
     pack_weights(s, weight, own, pool);
     packed = own;
   }
-  // An image at a time where its padded copy outweighs the weights: the batch's copy went out to
-  // memory before the tiles read it back, and the weights are what a split streams again.
+  // An image at a time where the batch's padded copy would not fit in L2 and an image's outweighs
+  // the weights: that copy went out to memory before the tiles read it back, and the weights are
+  // what a split streams again.
   // ResNet-50's 128-channel 3x3/2 layer at batch 8 (each round's ratio of two alternating runs,
   // median of 16): 7% faster, and its copy 1.7 instead of 13 MB.
   const int64_t in_image = s.in_channels * s.in_h * s.in_w;
   const int64_t out_image = s.out_channels * s.out_h * s.out_w;
   const int64_t padded_image = padded_rows(s) * padded_cols(s) * s.in_channels;
-  if (s.batch > 1 && padded_image >= indirect_weights_floats(s)) {
+  if (s.batch > 1 && s.batch * padded_image > (int64_t(2) << 20) / int64_t(sizeof(float)) &&
+      padded_image >= indirect_weights_floats(s)) {
     Conv2dShape one = s;
     one.batch = 1;
     for (int64_t n = 0; n < s.batch; ++n)

@@ -80,6 +80,9 @@ def _conv_cases():
     yield _case("conv_1x1_wide_plane", C(8, 100, 1), (1, 8, 48, 48))
     yield _case("conv_many_out_channels", C(16, 130, 3, padding=1, bias=False), (1, 16, 9, 7))
     yield _case("conv_batch3_rect_input", C(3, 8, 3, stride=(1, 2), padding=1), (3, 3, 5, 13))
+    # A batch whose padded channels-last copy passes 2 MB, each image's outweighing the weights:
+    # the indirect convolution takes it an image at a time.
+    yield _case("conv_indirect_per_image", C(64, 16, 3, stride=2, padding=1), (8, 64, 32, 32))
     yield _case("conv_kernel_equals_input", C(3, 4, (5, 4)), (2, 3, 5, 4))
     # Few input channels and rows of 16+ outputs take the direct "stem" path (stem_conv.h):
     # strides 1-3 (phase-split copies), dilation, asymmetric 'same' padding, output channels

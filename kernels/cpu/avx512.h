@@ -33,10 +33,16 @@ inline __attribute__((always_inline)) void static_for(F&& f) {
 }
 
 #if defined(__AVX512F__) || defined(__AVX2__)
-// Requests the cache line at p in a writable state (PREFETCHW, which AVX2 processors decode; as
-// inline assembly because GCC dropped _mm_prefetch(p, _MM_HINT_ET0) where it was first tried).
+// Requests the cache line at p in a writable state: PREFETCHW where the build's target has it
+// (-march=native on AMD since K8 and Intel since Broadwell; as inline assembly because GCC
+// dropped _mm_prefetch(p, _MM_HINT_ET0) where it was first tried), else a plain prefetch (the
+// x86-64-v3 build: Haswell lacks PREFETCHW).
 inline __attribute__((always_inline)) void prefetch_for_write(const void* p) {
+#if defined(__PRFCHW__)
   asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+#endif
 }
 #endif
 

@@ -250,15 +250,19 @@ void conv2d_stem(const Conv2dShape& s, const float* input, const float* weight, 
   const ClampEpilogue clamp = clamp_of(epilogue);
   const int64_t panel_count = ceil_div(s.out_channels, kPanelRows);
 #if defined(__AVX512F__)
-  // NNX_STEM_ROWS8=0 keeps the 12-row tiles, for measuring against them.
+  // Output channels a multiple of 8 take the 8-channel tiles (NNX_STEM_ROWS8=0 keeps the 12-row
+  // tiles, for measuring against them).
   static const bool rows8_enabled = env_switch("NNX_STEM_ROWS8");
-  if (rows8_enabled && s.out_channels % 8 == 0) {
-    const int64_t vectors_per_row = ceil_div(s.out_w, 16);
-    parallel_for(pool, s.batch * s.out_h, 1, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t n = i / s.out_h, oh = i % s.out_h;
-        const float* row = padded + n * image_floats + oh * s.stride_h * p.width;
-        float* out_row = output + n * s.out_channels * out_plane + oh * s.out_w;
+  const bool rows8 = rows8_enabled && s.out_channels % 8 == 0;
+  const int64_t vectors_per_row = ceil_div(s.out_w, 16);
+#endif
+  parallel_for(pool, s.batch * s.out_h, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / s.out_h, oh = i % s.out_h;
+      const float* row = padded + n * image_floats + oh * s.stride_h * p.width;
+      float* out_row = output + n * s.out_channels * out_plane + oh * s.out_w;
+#if defined(__AVX512F__)
+      if (rows8) {
         for (int64_t v0 = 0; v0 < vectors_per_row;) {
           const int64_t vectors = next_vectors(vectors_per_row - v0);
           const int64_t ow0 = 16 * v0, cols = std::min(16 * vectors, s.out_w - ow0);
@@ -275,16 +279,9 @@ void conv2d_stem(const Conv2dShape& s, const float* input, const float* weight, 
           }
           v0 += vectors;
         }
+        continue;
       }
-    });
-    return;
-  }
 #endif
-  parallel_for(pool, s.batch * s.out_h, 1, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t n = i / s.out_h, oh = i % s.out_h;
-      const float* row = padded + n * image_floats + oh * s.stride_h * p.width;
-      float* out_row = output + n * s.out_channels * out_plane + oh * s.out_w;
       for (int64_t ow0 = 0; ow0 < s.out_w; ow0 += kTile) {
         const int64_t cols = std::min(kTile, s.out_w - ow0);
 #if defined(__AVX512F__)

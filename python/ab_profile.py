@@ -96,16 +96,18 @@ def main():
     a, b = configs[0][0], configs[1][0]
 
     def ratio(node=None):
+        """Median of b/a over the rounds where both runs timed `node` (all nodes: None)."""
         pairs = [(ra.get(node) if node is not None else sum(ra.values()),
                   rb.get(node) if node is not None else sum(rb.values()))
                  for ra, rb in zip(rounds[a], rounds[b])]
-        return statistics.median(y / x for x, y in pairs if x and y)
+        ratios = [y / x for x, y in pairs if x and y]
+        return statistics.median(ratios) if ratios else float("nan")
 
     print(f"{b}/{a}: median over the rounds of each round's ratio, summed nodes {ratio():.3f}")
     if args.diff > 0:
         for node in sorted(fastest[a]):
             x, y = fastest[a][node], fastest[b].get(node, float("nan"))
-            r = ratio(node) if all(node in r for r in rounds[b]) else float("nan")
+            r = ratio(node)
             if abs(x - y) > args.diff * max(x, y) or abs(r - 1) > args.diff:
                 print(f"  node {node} {names[node]}: {x:.3f} -> {y:.3f} ms, "
                       f"per-round ratio {r:.3f}")

@@ -124,6 +124,9 @@ TEST(ConvPrepared, LargerKernelsStridesAndPaddingMatchUnprepared) {
       general(1, 4, 8, 40, 40, 3, 1, 1, 1),     // 3x3 too thin for Winograd
       general(1, 6, 10, 17, 17, 3, 3, 0, 1),    // stride 3
       general(1, 16, 24, 9, 9, 1, 1, 1, 1),     // 1x1 with padding
+      // A strided layer whose batch's padded copy passes 2 MB: whole images per thread, the
+      // images left over split between the threads.
+      general(5, 32, 24, 64, 64, 3, 2, 1, 1),
   };
   for (const Conv2dShape& s : shapes)
     for (int threads : {1, 2, 3})

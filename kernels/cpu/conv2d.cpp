@@ -1003,13 +1003,23 @@ void conv2d_max_pool(const Conv2dShape& s, const Pool2dShape& p, const float* in
     b.in_h = c1 - c0;
     b.pad_top = c0 - i0;
     b.out_h = r1 - r0;
-    float* rows = in_buf.get(s.in_channels * b.in_h * s.in_w);
-    for (int64_t ic = 0; ic < s.in_channels; ++ic) {
-      const float* src = input + (n * s.in_channels + ic) * in_plane + c0 * s.in_w;
-      std::copy(src, src + b.in_h * s.in_w, rows + ic * b.in_h * s.in_w);
-    }
     float* conv_rows = conv_buf.get(s.out_channels * b.out_h * s.out_w);
-    conv2d(b, rows, weight, bias, conv_rows, inner, epilogue, prepared);
+    const float* band_input = input + n * s.in_channels * in_plane + c0 * s.in_w;
+#if defined(NNX_STEM_CONV)
+    if (conv_path(b, prepared != nullptr, weight != nullptr) == ConvPath::stem) {
+      // The band's input rows read in place (the stem kernel copies them anyway).
+      conv2d_stem(b, band_input, weight, prepared ? prepared->panels(b, weight, inner) : nullptr,
+                  bias, conv_rows, inner, epilogue, in_plane);
+    } else
+#endif
+    {
+      float* rows = in_buf.get(s.in_channels * b.in_h * s.in_w);
+      for (int64_t ic = 0; ic < s.in_channels; ++ic) {
+        const float* src = band_input + ic * in_plane;
+        std::copy(src, src + b.in_h * s.in_w, rows + ic * b.in_h * s.in_w);
+      }
+      conv2d(b, rows, weight, bias, conv_rows, inner, epilogue, prepared);
+    }
     Pool2dShape q = p;
     q.planes = s.out_channels;
     q.in_h = b.out_h;

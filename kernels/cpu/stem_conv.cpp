@@ -46,9 +46,9 @@ Padded padded_layout(const Conv2dShape& s) {
 }
 
 // Rows [r0, r1) of the padded copy, counted over (image, channel, phase, row).
-void pad_rows(const Conv2dShape& s, const Padded& p, const float* input, int64_t r0, int64_t r1,
-              float* out) {
-  const int64_t in_plane = s.in_h * s.in_w, stride = s.stride_w;
+void pad_rows(const Conv2dShape& s, const Padded& p, const float* input, int64_t in_plane,
+              int64_t r0, int64_t r1, float* out) {
+  const int64_t stride = s.stride_w;
   for (int64_t i = r0; i < r1; ++i) {
     const int64_t row = i % p.rows, phase = (i / p.rows) % p.phases;
     const int64_t plane = i / (p.rows * p.phases);  // image * in_channels + channel
@@ -64,10 +64,28 @@ void pad_rows(const Conv2dShape& s, const Padded& p, const float* input, int64_t
     const int64_t lo = std::clamp<int64_t>(ceil_div(-first, stride), 0, p.width);
     const int64_t hi = std::clamp<int64_t>(ceil_div(s.in_w - first, stride), lo, p.width);
     std::fill(dst, dst + lo, 0.f);
-    if (stride == 1)
+    int64_t q = lo;
+    if (stride == 1) {
       std::memcpy(dst + lo, src + lo + first, size_t(hi - lo) * sizeof(float));
-    else
-      for (int64_t q = lo; q < hi; ++q) dst[q] = src[q * stride + first];
+      q = hi;
+    }
+#if defined(__AVX512F__)
+    // Stride 2 (ResNet's stem): every other column, 16 at a time from two loads.
+    if (stride == 2) {
+      const __m512i even =
+          _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+      for (; q + 16 <= hi; q += 16) {
+        // Columns q * 2 + first .. + 31 (the last one read is column (q + 15) * 2 + first + 1,
+        // within the row where q + 16 <= hi, except at the row's very end: loaded masked).
+        const float* from = src + 2 * q + first;
+        const int64_t left = s.in_w - (2 * q + first);  // columns of the row from `from` on
+        const __m512 a = _mm512_maskz_loadu_ps(lanes_below(left), from);
+        const __m512 b = _mm512_maskz_loadu_ps(lanes_below(left - 16), from + 16);
+        _mm512_storeu_ps(dst + q, _mm512_permutex2var_ps(a, even, b));
+      }
+    }
+#endif
+    for (; q < hi; ++q) dst[q] = src[q * stride + first];
     std::fill(dst + hi, dst + p.width, 0.f);
   }
 }
@@ -217,7 +235,9 @@ bool stem_suitable(const Conv2dShape& s) {
 }
 
 void conv2d_stem(const Conv2dShape& s, const float* input, const float* weight, const float* panels,
-                 const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue) {
+                 const float* bias, float* output, ThreadPool* pool, const Epilogue& epilogue,
+                 int64_t in_plane_stride) {
+  const int64_t in_plane = in_plane_stride > 0 ? in_plane_stride : s.in_h * s.in_w;
   const Padded p = padded_layout(s);
   const int64_t taps = s.in_channels * s.kernel_h * s.kernel_w;
   const int64_t out_plane = s.out_h * s.out_w;
@@ -245,7 +265,7 @@ void conv2d_stem(const Conv2dShape& s, const float* input, const float* weight, 
 
   const int64_t padded_rows = s.batch * s.in_channels * p.phases * p.rows;
   parallel_for(pool, padded_rows, 64,
-               [&](int64_t r0, int64_t r1) { pad_rows(s, p, input, r0, r1, padded); });
+               [&](int64_t r0, int64_t r1) { pad_rows(s, p, input, in_plane, r0, r1, padded); });
 
   const ClampEpilogue clamp = clamp_of(epilogue);
   const int64_t panel_count = ceil_div(s.out_channels, kPanelRows);

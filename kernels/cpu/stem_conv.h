@@ -19,10 +19,12 @@ bool stem_suitable(const Conv2dShape& shape);
 
 // As conv2d (see conv2d.h) for a shape that stem_suitable accepts; zero padding. `panels` is
 // the weight as pack_row_panels lays out an [out_channels x in_channels * kernel_h * kernel_w]
-// matrix (ConvPrepared::panels), or null to pack `weight` here.
+// matrix (ConvPrepared::panels), or null to pack `weight` here. With `in_plane_stride`, the
+// input's channel planes (in_h x in_w each) lie that many floats apart instead of back to back
+// (rows of a larger image, read in place); each image's then in_channels times that.
 void conv2d_stem(const Conv2dShape& shape, const float* input, const float* weight,
                  const float* panels, const float* bias, float* output, ThreadPool* pool,
-                 const Epilogue& epilogue = {});
+                 const Epilogue& epilogue = {}, int64_t in_plane_stride = 0);
 #endif
 
 }  // namespace nnx::cpu

@@ -82,6 +82,39 @@ void stride2_window_max(const float* window, int64_t n, int64_t kernel, float* o
     _mm512_mask_storeu_ps(out + i, lanes_below(n - i), best);
   }
 }
+// a where a is NaN, else max(a, b) with b's NaN kept: NaN from either side wins.
+inline __m512 nan_max16(__m512 a, __m512 b) {
+  return _mm512_mask_mov_ps(_mm512_max_ps(a, b), _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), a);
+}
+
+// One output row of a 3-wide, stride-2 window with one column of padding on each side
+// (ResNet's pooling): out[j] = the maximum of columns 2j - 1, 2j, 2j + 1 (those inside the row)
+// over the `count` rows `row[0..count)` of `width` floats, for j < n, NaN winning. All in
+// registers, 16 outputs from two vectors of each row: the even columns, the odd ones, and the
+// odd ones one lane on (the previous vector's last odd column first).
+void window3_stride2_row(const float* const* row, int count, int64_t width, int64_t n, float* out) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512 lowest = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  __m512 before = lowest;  // column -1 in lane 15: padding
+  for (int64_t j = 0; j < n; j += 16) {
+    const int64_t c = 2 * j;  // the two vectors' first column
+    const __mmask16 m0 = lanes_below(width - c), m1 = lanes_below(width - c - 16);
+    __m512 v0 = _mm512_mask_loadu_ps(lowest, m0, row[0] + c);
+    __m512 v1 = _mm512_mask_loadu_ps(lowest, m1, row[0] + c + 16);
+    for (int r = 1; r < count; ++r) {
+      v0 = nan_max16(v0, _mm512_mask_loadu_ps(lowest, m0, row[r] + c));
+      v1 = nan_max16(v1, _mm512_mask_loadu_ps(lowest, m1, row[r] + c + 16));
+    }
+    const __m512 e = _mm512_permutex2var_ps(v0, even, v1);  // columns c + 2i
+    const __m512 o = _mm512_permutex2var_ps(v0, odd, v1);   // columns c + 2i + 1
+    // Columns c + 2i - 1: o one lane on, lane 0 from the previous vector's last odd column.
+    const __m512 l = _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(o), _mm512_castps_si512(before), 15));
+    _mm512_mask_storeu_ps(out + j, lanes_below(n - j), nan_max16(nan_max16(l, e), o));
+    before = o;
+  }
+}
 #endif
 
 // For each of the `width` columns: the maximum over `count` rows first_row, first_row +
@@ -250,6 +283,31 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
   const bool phased = !halving && s.stride_w == 2 && s.dilation_w == 1;
   const int64_t span = (s.out_w - 1) * 2 + s.kernel_w;  // window columns, padding included
   const int64_t half = (span + 1) / 2;
+#if defined(__AVX512F__)
+  // ResNet's pooling (3x3, stride 2, a column of padding each side, any row padding): a row at
+  // a time in registers (window3_stride2_row), no row of maxima stored and read back.
+  if (s.kernel_w == 3 && s.stride_w == 2 && s.pad_w == 1 && s.dilation_w == 1 && s.kernel_h <= 3) {
+    parallel_for(pool, s.planes, plane_grain(out_plane * s.kernel_h * s.kernel_w),
+                 [&](int64_t begin, int64_t end) {
+                   for (int64_t p = begin; p < end; ++p) {
+                     const float* in = input + p * in_plane;
+                     float* out = output + p * out_stride;
+                     for (int64_t oh = 0; oh < s.out_h; ++oh, out += s.out_w) {
+                       const float* row[3];
+                       int count = 0;
+                       for (int64_t kh = rows[oh].lo; kh < rows[oh].hi; ++kh)
+                         row[count++] =
+                             in + (oh * s.stride_h - s.pad_h + kh * s.dilation_h) * s.in_w;
+                       if (count == 0)
+                         std::fill(out, out + s.out_w, lowest);
+                       else
+                         window3_stride2_row(row, count, s.in_w, s.out_w, out);
+                     }
+                   }
+                 });
+    return;
+  }
+#endif
   auto body = [&](int64_t begin, int64_t end) {
     // Separably: the window's maximum down each input column of an output row (contiguous,
     // so it vectorises), then across the taps of each output column.

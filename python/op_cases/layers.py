@@ -165,6 +165,16 @@ def _maxpool_cases():
     x[0, 1, 7, 13] = float("nan")
     yield _case("maxpool_stem_nan", M(3, 2, 1), inputs=[x])
     yield _case("maxpool_s2_short_window", M(3, 2), (1, 2, 6, 14))
+    # Rows of several 16-output vectors (AVX-512's 3x3/2 row kernel): NaNs on both sides of a
+    # vector seam (column 31 is the next vector's first window's left column), in its middle
+    # and in the last column; a ceil_mode row of odd width whose last window passes the edge.
+    x = torch.randn(2, 2, 5, 70)
+    x[0, 0, 2, 31] = float("nan")
+    x[0, 1, 0, 32] = float("nan")
+    x[1, 0, 4, 45] = float("nan")
+    x[1, 1, 3, 69] = float("nan")
+    yield _case("maxpool_stem_wide_nan", M(3, 2, 1), inputs=[x])
+    yield _case("maxpool_stem_wide_ceil", M(3, 2, 1, ceil_mode=True), (1, 2, 4, 67))
     x = torch.randn(1, 2, 6, 6)
     x[0, 0, 1, 1] = float("nan")
     x[0, 1, 4, 5] = float("nan")

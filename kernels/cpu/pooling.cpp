@@ -115,6 +115,68 @@ void window3_stride2_row(const float* const* row, int count, int64_t width, int6
     before = o;
   }
 }
+
+// As window3_stride2_row, with each output's index in the plane (row * width + column) of the
+// first maximum in PyTorch's scan order (rows, then columns), which is the maximum with the
+// smallest index: down the rows the first one strictly greater, then across the columns the
+// greater or the equal one with the smaller index. Rows row[r] are plane rows h[r]. Returns
+// false, with the outputs unspecified, where a value met is NaN (the caller's exact scan then
+// decides which NaN's index PyTorch keeps).
+bool window3_stride2_argmax_row(const float* const* row, const int64_t* h, int count, int64_t width,
+                                int64_t n, float* out, int32_t* out_index) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512 lowest = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  // Padding: -inf with an index past every real one, so a real -inf ties and wins.
+  const __m512i none = _mm512_set1_epi32(std::numeric_limits<int32_t>::max());
+  __m512 before = lowest;  // column -1 in lane 15
+  __m512i before_at = none;
+  __mmask16 nan = 0;
+  for (int64_t j = 0; j < n; j += 16) {
+    const int64_t c = 2 * j;
+    const __mmask16 m[2] = {lanes_below(width - c), lanes_below(width - c - 16)};
+    __m512 v[2];
+    __m512i at[2];
+    for (int k = 0; k < 2; ++k) {
+      const __m512i column = _mm512_add_epi32(iota, _mm512_set1_epi32(int32_t(c + 16 * k)));
+      v[k] = _mm512_mask_loadu_ps(lowest, m[k], row[0] + c + 16 * k);
+      at[k] = _mm512_mask_add_epi32(none, m[k], column, _mm512_set1_epi32(int32_t(h[0] * width)));
+      nan |= _mm512_mask_cmp_ps_mask(m[k], v[k], v[k], _CMP_UNORD_Q);
+      for (int r = 1; r < count; ++r) {
+        const __m512 x = _mm512_mask_loadu_ps(lowest, m[k], row[r] + c + 16 * k);
+        nan |= _mm512_mask_cmp_ps_mask(m[k], x, x, _CMP_UNORD_Q);
+        const __mmask16 take = _mm512_cmp_ps_mask(x, v[k], _CMP_GT_OQ);
+        v[k] = _mm512_mask_mov_ps(v[k], take, x);
+        at[k] =
+            _mm512_mask_add_epi32(at[k], take, column, _mm512_set1_epi32(int32_t(h[r] * width)));
+      }
+    }
+    if (nan) return false;
+    const __m512 e = _mm512_permutex2var_ps(v[0], even, v[1]);
+    const __m512i e_at = _mm512_permutex2var_epi32(at[0], even, at[1]);
+    const __m512 o = _mm512_permutex2var_ps(v[0], odd, v[1]);
+    const __m512i o_at = _mm512_permutex2var_epi32(at[0], odd, at[1]);
+    __m512 best = _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(o), _mm512_castps_si512(before), 15));
+    __m512i best_at = _mm512_alignr_epi32(o_at, before_at, 15);
+    auto merge = [&](__m512 x, __m512i x_at) {
+      const __mmask16 take =
+          _mm512_cmp_ps_mask(x, best, _CMP_GT_OQ) |
+          (_mm512_cmp_ps_mask(x, best, _CMP_EQ_OQ) & _mm512_cmplt_epi32_mask(x_at, best_at));
+      best = _mm512_mask_mov_ps(best, take, x);
+      best_at = _mm512_mask_mov_epi32(best_at, take, x_at);
+    };
+    merge(e, e_at);
+    merge(o, o_at);
+    const __mmask16 keep = lanes_below(n - j);
+    _mm512_mask_storeu_ps(out + j, keep, best);
+    _mm512_mask_storeu_epi32(out_index + j, keep, best_at);
+    before = o;
+    before_at = o_at;
+  }
+  return true;
+}
 #endif
 
 // For each of the `width` columns: the maximum over `count` rows first_row, first_row +
@@ -546,6 +608,37 @@ void max_pool2d_with_indices(const Pool2dShape& s, const float* input, float* ou
       index[ow] = int32_t(at);
     }
   };
+#if defined(__AVX512F__)
+  // ResNet's pooling (3x3, stride 2, a column of padding each side): a row at a time in
+  // registers (window3_stride2_argmax_row), a row that meets a NaN by the exact scan.
+  if (s.kernel_w == 3 && s.stride_w == 2 && s.pad_w == 1 && s.dilation_w == 1 && s.kernel_h <= 3) {
+    parallel_for(
+        pool, s.planes, plane_grain(out_plane * s.kernel_h * s.kernel_w),
+        [&](int64_t begin, int64_t end) {
+          for (int64_t p = begin; p < end; ++p) {
+            const float* in = input + p * in_plane;
+            float* out = output + p * out_plane;
+            int32_t* idx = indices + p * out_plane;
+            for (int64_t oh = 0; oh < s.out_h; ++oh, out += out_w, idx += out_w) {
+              const float* row[3];
+              int64_t h[3];
+              int count = 0;
+              for (int64_t kh = rows[oh].lo; kh < rows[oh].hi; ++kh, ++count) {
+                h[count] = oh * s.stride_h - s.pad_h + kh * s.dilation_h;
+                row[count] = in + h[count] * in_w;
+              }
+              if (count == 0) {
+                std::fill(out, out + out_w, lowest);
+                std::fill(idx, idx + out_w, int32_t(-1));
+              } else if (!window3_stride2_argmax_row(row, h, count, in_w, out_w, out, idx)) {
+                scan_row(in, oh, out, idx);
+              }
+            }
+          }
+        });
+    return;
+  }
+#endif
   auto body = [&](int64_t begin, int64_t end) {
     // Separably, as the first maximum in row-major order is the maximum with the smallest index
     // in the plane: down each input column the first maximum over the window's rows

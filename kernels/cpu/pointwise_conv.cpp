@@ -287,8 +287,8 @@ void conv2d_pointwise(const Conv2dShape& s, const float* input, const float* pan
   const ClampEpilogue clamp = in_store ? fused : clamp_of(epilogue);
   // Task t: image t / per_image, then (panel q, pixel group g) in the order chosen above. The
   // batch is one job: each thread takes its run of tasks across the images without waiting for
-  // the other at each image (ResNet-50 at batch 8, per node: the 14x14 layers 8-11% faster, the
-  // 28x28 ones 3-8%; the whole network 8%).
+  // the other at each image (ResNet-50 at batch 8, per node, each round's ratio: the 14x14
+  // layers 5-14% faster, the 28x28 ones 3-8%).
   const int64_t per_image = groups * weight_panels, tasks = s.batch * per_image;
   auto decompose = [&](int64_t t, int64_t& n, int64_t& q, int64_t& g) {
     n = t / per_image;

@@ -82,6 +82,7 @@ void stride2_window_max(const float* window, int64_t n, int64_t kernel, float* o
     _mm512_mask_storeu_ps(out + i, lanes_below(n - i), best);
   }
 }
+
 // a where a is NaN, else max(a, b) with b's NaN kept: NaN from either side wins.
 inline __m512 nan_max16(__m512 a, __m512 b) {
   return _mm512_mask_mov_ps(_mm512_max_ps(a, b), _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), a);

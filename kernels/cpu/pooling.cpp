@@ -327,7 +327,14 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   const int64_t out_stride = output_plane_stride > 0 ? output_plane_stride : out_plane;
   // The taps inside the input are the same for every plane: worked out once per call.
-  std::vector<Taps> rows(static_cast<size_t>(s.out_h)), cols(static_cast<size_t>(s.out_w));
+  // This thread's, grown once, so that steady-state runs allocate nothing (a fused
+  // convolution pools every band through here); the lambdas below, which may run on other
+  // threads, see them through these references.
+  static thread_local std::vector<Taps> rows_buffer, cols_buffer;
+  std::vector<Taps>& rows = rows_buffer;
+  std::vector<Taps>& cols = cols_buffer;
+  rows.resize(static_cast<size_t>(s.out_h));
+  cols.resize(static_cast<size_t>(s.out_w));
   for (int64_t oh = 0; oh < s.out_h; ++oh)
     rows[oh] = valid_taps(oh * s.stride_h - s.pad_h, s.kernel_h, s.dilation_h, s.in_h);
   for (int64_t ow = 0; ow < s.out_w; ++ow)
@@ -573,7 +580,14 @@ void adaptive_avg_pool2d(int64_t planes, int64_t in_h, int64_t in_w, int64_t out
 void max_pool2d_with_indices(const Pool2dShape& s, const float* input, float* output,
                              int32_t* indices, ThreadPool* pool) {
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
-  std::vector<Taps> rows(static_cast<size_t>(s.out_h)), cols(static_cast<size_t>(s.out_w));
+  // This thread's, grown once, so that steady-state runs allocate nothing (a fused
+  // convolution pools every band through here); the lambdas below, which may run on other
+  // threads, see them through these references.
+  static thread_local std::vector<Taps> rows_buffer, cols_buffer;
+  std::vector<Taps>& rows = rows_buffer;
+  std::vector<Taps>& cols = cols_buffer;
+  rows.resize(static_cast<size_t>(s.out_h));
+  cols.resize(static_cast<size_t>(s.out_w));
   for (int64_t oh = 0; oh < s.out_h; ++oh)
     rows[oh] = valid_taps(oh * s.stride_h - s.pad_h, s.kernel_h, s.dilation_h, s.in_h);
   for (int64_t ow = 0; ow < s.out_w; ++ow)

@@ -320,25 +320,53 @@ void pairwise_argmax(const float* m, const int32_t* index, int64_t n, float* out
   }
 }
 
+// Each output row's and column's taps inside the input, the same for every plane: in this
+// thread's vectors, grown once, so that steady-state runs allocate nothing (a fused convolution
+// pools every band through max_pool2d). Lambdas running on other threads must see them through
+// the reference returned, not by naming the thread_local.
+struct WindowTaps {
+  std::vector<Taps> rows, cols;
+};
+const WindowTaps& window_taps(const Pool2dShape& s) {
+  static thread_local WindowTaps taps;
+  taps.rows.resize(static_cast<size_t>(s.out_h));
+  taps.cols.resize(static_cast<size_t>(s.out_w));
+  for (int64_t oh = 0; oh < s.out_h; ++oh)
+    taps.rows[oh] = valid_taps(oh * s.stride_h - s.pad_h, s.kernel_h, s.dilation_h, s.in_h);
+  for (int64_t ow = 0; ow < s.out_w; ++ow)
+    taps.cols[ow] = valid_taps(ow * s.stride_w - s.pad_w, s.kernel_w, s.dilation_w, s.in_w);
+  return taps;
+}
+
+#if defined(__AVX512F__)
+// ResNet's pooling across the columns (3 wide, stride 2, a column of padding each side), at
+// most 3 rows: window3_stride2_row and its argmax variant take a row of outputs at a time.
+bool resnet_window(const Pool2dShape& s) {
+  return s.kernel_w == 3 && s.stride_w == 2 && s.pad_w == 1 && s.dilation_w == 1 && s.kernel_h <= 3;
+}
+
+// Output row oh's window rows inside the plane `in` (`taps`: its row taps): their pointers and
+// row numbers; returns how many.
+int window_rows(const Pool2dShape& s, const Taps& taps, int64_t oh, const float* in,
+                const float* (&row)[3], int64_t (&h)[3]) {
+  int count = 0;
+  for (int64_t kh = taps.lo; kh < taps.hi; ++kh, ++count) {
+    h[count] = oh * s.stride_h - s.pad_h + kh * s.dilation_h;
+    row[count] = in + h[count] * s.in_w;
+  }
+  return count;
+}
+#endif
+
 }  // namespace
 
 void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadPool* pool,
                 int64_t output_plane_stride) {
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   const int64_t out_stride = output_plane_stride > 0 ? output_plane_stride : out_plane;
-  // The taps inside the input are the same for every plane: worked out once per call.
-  // This thread's, grown once, so that steady-state runs allocate nothing (a fused
-  // convolution pools every band through here); the lambdas below, which may run on other
-  // threads, see them through these references.
-  static thread_local std::vector<Taps> rows_buffer, cols_buffer;
-  std::vector<Taps>& rows = rows_buffer;
-  std::vector<Taps>& cols = cols_buffer;
-  rows.resize(static_cast<size_t>(s.out_h));
-  cols.resize(static_cast<size_t>(s.out_w));
-  for (int64_t oh = 0; oh < s.out_h; ++oh)
-    rows[oh] = valid_taps(oh * s.stride_h - s.pad_h, s.kernel_h, s.dilation_h, s.in_h);
-  for (int64_t ow = 0; ow < s.out_w; ++ow)
-    cols[ow] = valid_taps(ow * s.stride_w - s.pad_w, s.kernel_w, s.dilation_w, s.in_w);
+  const WindowTaps& taps = window_taps(s);
+  const std::vector<Taps>& rows = taps.rows;
+  const std::vector<Taps>& cols = taps.cols;
   const float lowest = -std::numeric_limits<float>::infinity();
   // NaN wins, as in PyTorch: a NaN is taken, and nothing replaces it.
   auto take = [](float best, float v) { return nan_max(best, v); };
@@ -356,7 +384,7 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
 #if defined(__AVX512F__)
   // ResNet's pooling (3x3, stride 2, a column of padding each side, any row padding): a row at
   // a time in registers (window3_stride2_row), no row of maxima stored and read back.
-  if (s.kernel_w == 3 && s.stride_w == 2 && s.pad_w == 1 && s.dilation_w == 1 && s.kernel_h <= 3) {
+  if (resnet_window(s)) {
     parallel_for(pool, s.planes, plane_grain(out_plane * s.kernel_h * s.kernel_w),
                  [&](int64_t begin, int64_t end) {
                    for (int64_t p = begin; p < end; ++p) {
@@ -364,10 +392,8 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
                      float* out = output + p * out_stride;
                      for (int64_t oh = 0; oh < s.out_h; ++oh, out += s.out_w) {
                        const float* row[3];
-                       int count = 0;
-                       for (int64_t kh = rows[oh].lo; kh < rows[oh].hi; ++kh)
-                         row[count++] =
-                             in + (oh * s.stride_h - s.pad_h + kh * s.dilation_h) * s.in_w;
+                       int64_t h[3];
+                       const int count = window_rows(s, rows[oh], oh, in, row, h);
                        if (count == 0)
                          std::fill(out, out + s.out_w, lowest);
                        else
@@ -580,18 +606,9 @@ void adaptive_avg_pool2d(int64_t planes, int64_t in_h, int64_t in_w, int64_t out
 void max_pool2d_with_indices(const Pool2dShape& s, const float* input, float* output,
                              int32_t* indices, ThreadPool* pool) {
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
-  // This thread's, grown once, so that steady-state runs allocate nothing (a fused
-  // convolution pools every band through here); the lambdas below, which may run on other
-  // threads, see them through these references.
-  static thread_local std::vector<Taps> rows_buffer, cols_buffer;
-  std::vector<Taps>& rows = rows_buffer;
-  std::vector<Taps>& cols = cols_buffer;
-  rows.resize(static_cast<size_t>(s.out_h));
-  cols.resize(static_cast<size_t>(s.out_w));
-  for (int64_t oh = 0; oh < s.out_h; ++oh)
-    rows[oh] = valid_taps(oh * s.stride_h - s.pad_h, s.kernel_h, s.dilation_h, s.in_h);
-  for (int64_t ow = 0; ow < s.out_w; ++ow)
-    cols[ow] = valid_taps(ow * s.stride_w - s.pad_w, s.kernel_w, s.dilation_w, s.in_w);
+  const WindowTaps& taps = window_taps(s);
+  const std::vector<Taps>& rows = taps.rows;
+  const std::vector<Taps>& cols = taps.cols;
   const int64_t in_w = s.in_w, out_w = s.out_w;
   const float lowest = -std::numeric_limits<float>::infinity();
   const bool halving = (s.kernel_w == 2 || s.kernel_w == 4 || s.kernel_w == 8) &&
@@ -626,7 +643,7 @@ void max_pool2d_with_indices(const Pool2dShape& s, const float* input, float* ou
 #if defined(__AVX512F__)
   // ResNet's pooling (3x3, stride 2, a column of padding each side): a row at a time in
   // registers (window3_stride2_argmax_row), a row that meets a NaN by the exact scan.
-  if (s.kernel_w == 3 && s.stride_w == 2 && s.pad_w == 1 && s.dilation_w == 1 && s.kernel_h <= 3) {
+  if (resnet_window(s)) {
     parallel_for(
         pool, s.planes, plane_grain(out_plane * s.kernel_h * s.kernel_w),
         [&](int64_t begin, int64_t end) {
@@ -637,11 +654,7 @@ void max_pool2d_with_indices(const Pool2dShape& s, const float* input, float* ou
             for (int64_t oh = 0; oh < s.out_h; ++oh, out += out_w, idx += out_w) {
               const float* row[3];
               int64_t h[3];
-              int count = 0;
-              for (int64_t kh = rows[oh].lo; kh < rows[oh].hi; ++kh, ++count) {
-                h[count] = oh * s.stride_h - s.pad_h + kh * s.dilation_h;
-                row[count] = in + h[count] * in_w;
-              }
+              const int count = window_rows(s, rows[oh], oh, in, row, h);
               if (count == 0) {
                 std::fill(out, out + out_w, lowest);
                 std::fill(idx, idx + out_w, int32_t(-1));

@@ -157,13 +157,22 @@ void CatOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
   int64_t outer = 1, inner = 1;
   for (int k = 0; k < d; ++k) outer *= shape[k];
   for (int k = d + 1; k < shape.size(); ++k) inner *= shape[k];
-  std::vector<Tensor> held;  // keeps contiguous copies alive while the kernel reads them
-  std::vector<cpu::CatPiece> pieces;
-  held.reserve(inputs.size());
+  // This thread's lists, grown once (no allocation per run); `held` keeps contiguous copies of
+  // strided inputs alive while the kernel reads them, and is emptied on the way out.
+  static thread_local std::vector<Tensor> held;
+  static thread_local std::vector<cpu::CatPiece> pieces;
+  struct Release {
+    ~Release() {
+      held.clear();
+      pieces.clear();
+    }
+  } release;
+  held.clear();
+  pieces.clear();
   for (const Tensor& in : inputs) {
-    held.push_back(in.contiguous());
-    pieces.push_back({held.back().raw_data(),
-                      held.back().size(d) * inner * int64_t(held.back().element_size())});
+    const Tensor* piece = &in;
+    if (!in.is_contiguous()) piece = &held.emplace_back(in.contiguous());
+    pieces.push_back({piece->raw_data(), piece->size(d) * inner * int64_t(piece->element_size())});
   }
   cpu::cat_rows(pieces, outer, out.raw_data(), ctx.pool);
   if (ctx.saved != nullptr && inputs.size() > 1) {
@@ -297,13 +306,10 @@ std::vector<int64_t> FlattenOp::infer_channels(std::span<const int64_t> in_chann
   return {keeps_channels ? in_channels[0] : kUnknownChannels};
 }
 
-std::vector<TensorSpec> FlattenOp::infer_shapes(std::span<const TensorSpec> inputs,
-                                                int num_outputs) const {
-  check_arity(int(inputs.size()), num_outputs);
-  const Shape& in = inputs[0].shape;
+Shape FlattenOp::flattened(const Shape& in) const {
   const int rank = in.size();
   const int start = wrap_dim(start_dim_, rank), end = wrap_dim(end_dim_, rank);
-  if (rank == 0) return {{Shape{1}, inputs[0].dtype}};  // torch.flatten of a 0-d tensor
+  if (rank == 0) return Shape{1};  // torch.flatten of a 0-d tensor
   NNX_CHECK(start <= end, ErrorKind::shape, "Flatten: start_dim cannot come after end_dim (",
             start_dim_, " and ", end_dim_, " for input shape ", in.str(), ")");
   Shape out;
@@ -312,13 +318,18 @@ std::vector<TensorSpec> FlattenOp::infer_shapes(std::span<const TensorSpec> inpu
   for (int k = start; k <= end; ++k) merged *= in[k];
   out.push_back(merged);
   for (int k = end + 1; k < rank; ++k) out.push_back(in[k]);
-  return {{out, inputs[0].dtype}};
+  return out;
+}
+
+std::vector<TensorSpec> FlattenOp::infer_shapes(std::span<const TensorSpec> inputs,
+                                                int num_outputs) const {
+  check_arity(int(inputs.size()), num_outputs);
+  return {{flattened(inputs[0].shape), inputs[0].dtype}};
 }
 
 void FlattenOp::forward_cpu(const ExecContext&, std::span<const Tensor> inputs,
                             std::span<Tensor> outputs) const {
-  TensorSpec in{inputs[0].shape(), inputs[0].dtype()};
-  outputs[0] = inputs[0].reshape(infer_shapes({&in, 1}, 1)[0].shape);
+  outputs[0] = inputs[0].reshape(flattened(inputs[0].shape()));
 }
 
 // ---- Unflatten

@@ -118,6 +118,7 @@ class FlattenOp : public ViewOp {
                    std::span<Tensor> outputs) const override;
 
  private:
+  Shape flattened(const Shape& in) const;  // the output shape (no heap vector per run)
   int64_t start_dim_, end_dim_;
 };
 

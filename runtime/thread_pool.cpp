@@ -73,8 +73,7 @@ int ThreadPool::hardware_threads() {
   return n == 0 ? 1 : int(n);
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain,
-                              const std::function<void(int64_t, int64_t)>& fn) {
+void ThreadPool::parallel_for(int64_t n, int64_t grain, RangeFn fn) {
   if (n <= 0) return;
   int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(grain, 1));
   int64_t chunks = std::min<int64_t>(size(), max_chunks);

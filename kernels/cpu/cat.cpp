@@ -12,7 +12,9 @@ namespace nnx::cpu {
 void cat_rows(std::span<const CatPiece> pieces, int64_t outer, void* out, ThreadPool* pool) {
   const int64_t num = int64_t(pieces.size());
   if (outer == 0 || num == 0) return;
-  std::vector<int64_t> out_offset(num);
+  static thread_local std::vector<int64_t> offsets;  // grown once: no allocation per call
+  offsets.resize(size_t(num));
+  int64_t* out_offset = offsets.data();
   int64_t out_row = 0;
   for (int64_t p = 0; p < num; ++p) {
     out_offset[p] = out_row;

@@ -51,7 +51,7 @@ void linear_backward(int64_t rows, int64_t in_features, int64_t out_features, co
   const int64_t threads = pool ? pool->size() : 1;
   const bool parallel = threads > 1 && rows * in_features * out_features >= kMinParallelMacs;
   // Splits [0, n) into blocks of `unit` over the threads when worthwhile.
-  auto split = [&](int64_t n, int64_t unit, const std::function<void(int64_t, int64_t)>& fn) {
+  auto split = [&](int64_t n, int64_t unit, RangeFn fn) {
     if (!parallel || n <= unit) return fn(0, n);
     parallel_for(pool, (n + unit - 1) / unit, 1,
                  [&](int64_t b, int64_t e) { fn(b * unit, std::min(n, e * unit)); });

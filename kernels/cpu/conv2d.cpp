@@ -142,6 +142,11 @@ bool reads_input_in_place(const Conv2dShape& s) {
          s.pad_top == 0 && s.pad_left == 0 && s.out_h == s.in_h && s.out_w == s.in_w;
 }
 
+void sample_image(const Conv2dShape& s, const float* image, float* sampled) {
+  // For a 1x1 kernel without padding, im2col's columns are the sampled image.
+  im2col_band(s, image, 0, s.out_h, 0, s.in_channels, sampled);
+}
+
 namespace {
 
 void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight, const float* bias,
@@ -609,6 +614,15 @@ void conv2d(const Conv2dShape& s, const float* input, const float* weight, const
     return conv2d(s, input, weight, bias, output, pool, moved, prepared);
   }
   if (prepared != nullptr && sampled_pointwise(s)) {
+#if defined(NNX_POINTWISE_CONV)
+    // With at least two images per thread, each thread samples the images it convolves, just
+    // before their tiles: no pass over the batch first, and the samples read from L2.
+    const int64_t threads = pool != nullptr ? pool->size() : 1;
+    const Conv2dShape d = sampled_shape(s);
+    if (s.batch >= 2 * threads && conv_path(d, true, true) == ConvPath::pointwise)
+      return conv2d_pointwise_sampled(s, d, input, prepared->panels(d, weight, pool), bias, output,
+                                      pool, epilogue);
+#endif
     static thread_local AlignedBuffer sample_buffer;
     const int64_t image = s.in_channels * out_plane;
     float* sampled = sample_buffer.get(s.batch * image);

@@ -56,6 +56,10 @@ void conv2d_max_pool(const Conv2dShape& shape, const Pool2dShape& pool_shape, co
 // (a GEMM reads them in place).
 bool reads_input_in_place(const Conv2dShape& shape);
 
+// One image's pixels that a strided 1x1 convolution without padding reads (its im2col matrix,
+// [in_channels][out_h][out_w]), written to `sampled`.
+void sample_image(const Conv2dShape& shape, const float* image, float* sampled);
+
 // With stride 1 a convolution's input gradient is itself a convolution: the output gradient
 // (padded by the dilated kernel's extent less the padding) with the kernels flipped and their
 // input and output channels swapped. Sets `gradient` to that convolution's shape and returns

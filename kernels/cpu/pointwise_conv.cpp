@@ -1,6 +1,7 @@
 // 1x1 convolutions reading their input in place (see pointwise_conv.h).
 #include "kernels/cpu/pointwise_conv.h"
 
+#include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/avx512.h"
 
 #include <algorithm>
@@ -268,9 +269,13 @@ bool pointwise_suitable(const Conv2dShape& s) {
          s.out_h == s.in_h && s.out_w == s.in_w;
 }
 
-void conv2d_pointwise(const Conv2dShape& s, const float* input, const float* panels,
-                      const float* bias, float* output, ThreadPool* pool,
-                      const Epilogue& epilogue) {
+namespace {
+
+// conv2d_pointwise's body; with `strided`, each thread samples an image of `input` (a strided
+// layer's input) into its own buffer when its run of tasks reaches that image.
+void pointwise_batch(const Conv2dShape& s, const Conv2dShape* strided, const float* input,
+                     const float* panels, const float* bias, float* output, ThreadPool* pool,
+                     const Epilogue& epilogue) {
   const int64_t k = s.in_channels, plane = s.out_h * s.out_w;
   const int64_t weight_panels = ceil_div(s.out_channels, kPanelRows);
   const int64_t pixel_tiles = ceil_div(plane, kTile);
@@ -308,7 +313,9 @@ void conv2d_pointwise(const Conv2dShape& s, const float* input, const float* pan
   const int64_t threads = pool != nullptr ? pool->size() : 1;
   parallel_for(pool, threads, 1, [&](int64_t h0, int64_t h1) {
     const int64_t lo = h0 * total / threads, hi = h1 * total / threads;
-    int64_t done = 0;  // the work of the tasks before t
+    int64_t done = 0;      // the work of the tasks before t
+    int64_t sampled = -1;  // the image in this thread's sample buffer
+    static thread_local AlignedBuffer sample_buffer;
     for (int64_t t = 0; t < tasks; ++t) {
       int64_t n, q, g;
       decompose(t, n, q, g);
@@ -319,6 +326,15 @@ void conv2d_pointwise(const Conv2dShape& s, const float* input, const float* pan
       const int64_t rows = std::min(kPanelRows, s.out_channels - q * kPanelRows);
       const float* a = panels + q * kPanelRows * k;
       const float* image = input + n * s.in_channels * plane;
+      if (strided != nullptr) {
+        float* own = sample_buffer.get(s.in_channels * plane);
+        if (sampled != n) {
+          const int64_t in_image = strided->in_channels * strided->in_h * strided->in_w;
+          sample_image(*strided, input + n * in_image, own);
+          sampled = n;
+        }
+        image = own;
+      }
       float* out = output + n * s.out_channels * plane;
       for (int64_t j = g * pixel_tiles / groups; j < (g + 1) * pixel_tiles / groups; ++j) {
         const int64_t p0 = j * kTile, cols = std::min(kTile, plane - p0);
@@ -332,6 +348,20 @@ void conv2d_pointwise(const Conv2dShape& s, const float* input, const float* pan
       }
     }
   });
+}
+
+}  // namespace
+
+void conv2d_pointwise(const Conv2dShape& s, const float* input, const float* panels,
+                      const float* bias, float* output, ThreadPool* pool,
+                      const Epilogue& epilogue) {
+  pointwise_batch(s, nullptr, input, panels, bias, output, pool, epilogue);
+}
+
+void conv2d_pointwise_sampled(const Conv2dShape& strided, const Conv2dShape& s, const float* input,
+                              const float* panels, const float* bias, float* output,
+                              ThreadPool* pool, const Epilogue& epilogue) {
+  pointwise_batch(s, &strided, input, panels, bias, output, pool, epilogue);
 }
 #endif
 

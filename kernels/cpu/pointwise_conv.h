@@ -24,6 +24,14 @@ bool pointwise_suitable(const Conv2dShape& shape);
 void conv2d_pointwise(const Conv2dShape& shape, const float* input, const float* panels,
                       const float* bias, float* output, ThreadPool* pool,
                       const Epilogue& epilogue = {});
+
+// The same for a strided 1x1 layer without padding (`strided`; `shape` is the dense layer of its
+// output's size that conv2d runs on the sampled pixels): each thread samples the images it
+// convolves into a buffer of its own just before their tiles, rather than the batch being
+// sampled in one pass first. `input` is the strided layer's input.
+void conv2d_pointwise_sampled(const Conv2dShape& strided, const Conv2dShape& shape,
+                              const float* input, const float* panels, const float* bias,
+                              float* output, ThreadPool* pool, const Epilogue& epilogue = {});
 #endif
 
 }  // namespace nnx::cpu

@@ -167,6 +167,9 @@ TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
       pointwise(1, 100, 13, 15, 15, 1),    // 225 pixels: a 1-pixel tail, one row past a panel
       pointwise(2, 70, 26, 11, 18, 1),     // 198 pixels: a 6-pixel tail, channels off the panels
       pointwise(2, 256, 400, 27, 28, 2),   // strided, sampled to 14x14: expanding, batch
+      // Strided with at least two images per thread: each thread samples its own images, its
+      // run of tasks starting or ending part-way through one (7 images over 2 or 3 threads).
+      pointwise(7, 96, 200, 25, 23, 2),
       pointwise(3, 96, 300, 10, 12, 1),    // each thread a run of weight panels, across a batch
       pointwise(2, 1024, 200, 11, 11, 1),  // the same with two pixel groups per panel
   };
@@ -199,6 +202,7 @@ TEST(ConvPrepared, ResidualInTheOutputsMemory) {
       general(2, 6, 20, 15, 13, 5, 2, 2, 1),   // panels or indirect
       general(1, 300, 30, 9, 9, 3, 2, 1, 1),   // a depth past the panel path's blocks
       pointwise(1, 48, 30, 14, 14, 1),         // the 1x1 tiles' 4-pixel tail
+      pointwise(4, 96, 64, 26, 26, 2),         // sampled per image by the thread convolving it
   };
   for (const Conv2dShape& s : shapes)
     for (bool prepare : {false, true})

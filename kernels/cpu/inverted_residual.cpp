@@ -336,12 +336,33 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
     cl_band = std::clamp<int64_t>((cl_rows - reach) / d.stride_h + 1, 1, d.out_h);
   }
 #endif
-  for (int64_t n = 0; n < b.batch; ++n) {
+  const bool small_plane = d.out_h * d.out_w <= small;
+  // Small planes with at least an image per thread: each thread runs the whole block on its own
+  // images (no meeting between the passes of every image, its image's expanded planes in its
+  // own L2), the images left over split over the threads as below.
+  int64_t first = 0;
+  if (threads > 1 && small_plane && b.batch >= threads) {
+    first = b.batch / threads * threads;
+    parallel_for(pool, first, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const float* x = input + n * in_image;
+        float* y = output + n * out_image;
+#if defined(__AVX512F__)
+        if (b.channels_last != nullptr && b.expands) {
+          channels_last_pass(b, x, y, nullptr);
+          continue;
+        }
+#endif
+        channels_pass(b, x, y, nullptr);
+      }
+    });
+  }
+  for (int64_t n = first; n < b.batch; ++n) {
     const float* x = input + n * in_image;
     float* y = output + n * out_image;
 #if defined(__AVX512F__)
     if (b.channels_last != nullptr && b.expands) {
-      if (threads > 1 && d.out_h * d.out_w <= small) {
+      if (threads > 1 && small_plane) {
         channels_last_pass(b, x, y, pool);
         continue;
       }
@@ -351,7 +372,7 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
       continue;
     }
 #endif
-    if (threads > 1 && d.out_h * d.out_w <= small) {
+    if (threads > 1 && small_plane) {
       channels_pass(b, x, y, pool);
       continue;
     }

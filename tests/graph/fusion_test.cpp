@@ -392,5 +392,34 @@ TEST(FusionBlocks, InvertedResidualBlocksRunAsOneNodeEach) {
   EXPECT_EQ(sizes, (std::vector<size_t>{2, 4, 7, 8, 9, 8, 7, 7, 8, 7, 4}));
 }
 
+// A batch of at least one image per thread: on small planes each thread runs whole blocks on its
+// own images, the images left over split over the threads; the same bits as one thread, and each
+// image as it comes out alone.
+TEST(FusionBlocks, InvertedResidualBlocksOnWholeImagesPerThread) {
+  const std::string dir = std::string(NNX_FIXTURE_DIR) + "/export/inverted_residuals";
+  if (!std::filesystem::exists(dir + "/inverted_residuals.pth"))
+    GTEST_SKIP() << "no inverted-residual fixture in " << dir;
+  Model model = load(dir + "/inverted_residuals.json", dir + "/inverted_residuals.pth");
+  std::mt19937 rng(11);
+  Tensor batch = random_tensor(Shape{5, 3, 70, 66}, rng, -2, 2);
+  std::vector<Tensor> one = run(model, batch, true, 1);
+  const Tensor plain = run(model, batch, false, 2)[0];
+  EXPECT_LE(relative_error(one[0], plain), 1e-5);
+  for (int threads : {2, 3, 5})  // 4 images per thread + 1 split; 3 + 2 split; 1 each
+    EXPECT_EQ(relative_error(run(model, batch, true, threads)[0], one[0]), 0.0)
+        << threads << " threads";
+  const int64_t in_image = 3 * 70 * 66, out_image = one[0].numel() / 5;
+  for (int64_t n : {0, 4}) {
+    Tensor image = Tensor::empty(Shape{1, 3, 70, 66});
+    std::copy(batch.data<float>() + n * in_image, batch.data<float>() + (n + 1) * in_image,
+              image.data<float>());
+    const Tensor alone = run(model, image, true, 2)[0];
+    ASSERT_EQ(alone.numel(), out_image);
+    EXPECT_TRUE(std::equal(alone.data<float>(), alone.data<float>() + out_image,
+                           one[0].data<float>() + n * out_image))
+        << "image " << n;
+  }
+}
+
 }  // namespace
 }  // namespace nnx

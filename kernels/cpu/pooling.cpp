@@ -92,12 +92,15 @@ inline __m512 nan_max16(__m512 a, __m512 b) {
 // (ResNet's pooling): out[j] = the maximum of columns 2j - 1, 2j, 2j + 1 (those inside the row)
 // over the `count` rows `row[0..count)` of `width` floats, for j < n, NaN winning. All in
 // registers, 16 outputs from two vectors of each row: the even columns, the odd ones, and the
-// odd ones one lane on (the previous vector's last odd column first).
-void window3_stride2_row(const float* const* row, int count, int64_t width, int64_t n, float* out) {
+// odd ones one lane on (the previous vector's last odd column first). `column_before` is column
+// -1's maximum: -inf for the padding; a window without padding (columns 2j, 2j + 1, 2j + 2) is
+// this one over the rows from their column 1 on, with their column 0's maximum there.
+void window3_stride2_row(const float* const* row, int count, int64_t width, int64_t n, float* out,
+                         float column_before = -std::numeric_limits<float>::infinity()) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   const __m512 lowest = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  __m512 before = lowest;  // column -1 in lane 15: padding
+  __m512 before = _mm512_set1_ps(column_before);  // column -1 in lane 15
   for (int64_t j = 0; j < n; j += 16) {
     const int64_t c = 2 * j;  // the two vectors' first column
     const __mmask16 m0 = lanes_below(width - c), m1 = lanes_below(width - c - 16);
@@ -344,6 +347,12 @@ const WindowTaps& window_taps(const Pool2dShape& s) {
 bool resnet_window(const Pool2dShape& s) {
   return s.kernel_w == 3 && s.stride_w == 2 && s.pad_w == 1 && s.dilation_w == 1 && s.kernel_h <= 3;
 }
+// The same window without padding across the columns (SqueezeNet's 3x3, stride 2, ceil_mode
+// pooling), for max_pool2d: window3_stride2_row from each row's column 1 on.
+bool unpadded_window3(const Pool2dShape& s) {
+  return s.kernel_w == 3 && s.stride_w == 2 && s.pad_w == 0 && s.dilation_w == 1 &&
+         s.kernel_h <= 3 && s.in_w >= 3;
+}
 
 // Output row oh's window rows inside the plane `in` (`taps`: its row taps): their pointers and
 // row numbers; returns how many.
@@ -384,7 +393,8 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
 #if defined(__AVX512F__)
   // ResNet's pooling (3x3, stride 2, a column of padding each side, any row padding): a row at
   // a time in registers (window3_stride2_row), no row of maxima stored and read back.
-  if (resnet_window(s)) {
+  if (resnet_window(s) || unpadded_window3(s)) {
+    const bool unpadded = s.pad_w == 0;
     parallel_for(pool, s.planes, plane_grain(out_plane * s.kernel_h * s.kernel_w),
                  [&](int64_t begin, int64_t end) {
                    for (int64_t p = begin; p < end; ++p) {
@@ -394,10 +404,18 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
                        const float* row[3];
                        int64_t h[3];
                        const int count = window_rows(s, rows[oh], oh, in, row, h);
-                       if (count == 0)
+                       if (count == 0) {
                          std::fill(out, out + s.out_w, lowest);
-                       else
+                       } else if (unpadded) {
+                         float first = row[0][0];
+                         for (int r = 0; r < count; ++r) {
+                           if (r > 0) first = nan_max(first, row[r][0]);
+                           ++row[r];
+                         }
+                         window3_stride2_row(row, count, s.in_w - 1, s.out_w, out, first);
+                       } else {
                          window3_stride2_row(row, count, s.in_w, s.out_w, out);
+                       }
                      }
                    }
                  });

@@ -175,6 +175,18 @@ def _maxpool_cases():
     x[1, 1, 3, 69] = float("nan")
     yield _case("maxpool_stem_wide_nan", M(3, 2, 1), inputs=[x])
     yield _case("maxpool_stem_wide_ceil", M(3, 2, 1, ceil_mode=True), (1, 2, 4, 67))
+    # The same window without padding (SqueezeNet's 3x3/2 ceil_mode pools; AVX-512 runs it as
+    # the row kernel from column 1 on, column 0 carried in): NaNs in column 0, on both sides of
+    # that shifted row's vector seam (columns 32 and 33), and in the last column; an even width
+    # whose last ceil_mode window passes the edge; SqueezeNet's 55 -> 27 without ceil_mode.
+    x = torch.randn(2, 2, 5, 71)
+    x[0, 0, 1, 0] = float("nan")
+    x[0, 1, 2, 32] = float("nan")
+    x[1, 0, 0, 33] = float("nan")
+    x[1, 1, 4, 70] = float("nan")
+    yield _case("maxpool_s2_wide_ceil_nan", M(3, 2, ceil_mode=True), inputs=[x])
+    yield _case("maxpool_s2_wide_ceil_even", M(3, 2, ceil_mode=True), (1, 3, 6, 68))
+    yield _case("maxpool_s2_squeezenet", M(3, 2), (1, 2, 55, 55))
     x = torch.randn(1, 2, 6, 6)
     x[0, 0, 1, 1] = float("nan")
     x[0, 1, 4, 5] = float("nan")

@@ -155,15 +155,38 @@ void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   const int64_t taps = s.kernel_h * s.kernel_w;
   const ClampEpilogue clamp = clamp_of(epilogue);
-  if (out_per_group == 1 && clamp.exact) {
-    // One input plane per output plane: runs of planes of one image at once.
+#if defined(__AVX512F__)
+  if (out_per_group == 1 && depthwise_channels_last_suitable(s)) {
+    // Small planes: blocks of 16 channels channels-last, runs of blocks of one image at once.
+    const int64_t blocks = ceil_div(s.out_channels, 16);
+    parallel_for(pool, s.batch * blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end;) {
+        const int64_t n = t / blocks, b0 = t % blocks;
+        const int64_t run = std::min(end - t, blocks - b0);
+        const int64_t c0 = b0 * 16, count = std::min(run * 16, s.out_channels - c0);
+        const int64_t plane = n * s.out_channels + c0;
+        float* out = output + plane * out_plane;
+        depthwise_channels_last(s, count, input + plane * in_plane, in_plane, weight + c0 * taps,
+                                bias != nullptr ? bias + c0 : nullptr, out, out_plane, clamp.lo,
+                                clamp.hi);
+        if (!clamp.exact) apply_epilogue(epilogue, out, count * out_plane);
+        t += run;
+      }
+    });
+    return;
+  }
+#endif
+  if (out_per_group == 1) {
+    // One input plane per output plane: runs of planes of one image at once, then what the
+    // clamp did not apply (Hardswish, SiLU, ...) over the run's planes, still in cache.
     parallel_for(pool, s.batch * s.out_channels, 1, [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end;) {
         const int64_t oc = plane % s.out_channels;
         const int64_t count = std::min(end - plane, s.out_channels - oc);
+        float* out = output + plane * out_plane;
         depthwise_planes(s, count, input + plane * in_plane, in_plane, weight + oc * taps,
-                         bias != nullptr ? bias + oc : nullptr, output + plane * out_plane,
-                         out_plane, clamp.lo, clamp.hi);
+                         bias != nullptr ? bias + oc : nullptr, out, out_plane, clamp.lo, clamp.hi);
+        if (!clamp.exact) apply_epilogue(epilogue, out, count * out_plane);
         plane += count;
       }
     });

@@ -308,6 +308,99 @@ void depthwise_planes(const Conv2dShape& s, int64_t channels, const float* input
   }
 }
 
+#if defined(__AVX512F__)
+bool depthwise_channels_last_suitable(const Conv2dShape& s) {
+  return s.out_w <= 14 && s.kernel_h * s.kernel_w <= 49;
+}
+
+namespace {
+
+// Outputs [x, x + N) of output row `oy`, 16 channels each: bias + the taps' products over the
+// padded channels-last window `in` ([rows][cols][16]), weights [tap][16]; N chains at once.
+template <int N>
+inline void cl_outputs(const Conv2dShape& s, const float* in, int64_t cols, const float* w,
+                       __m512 bias, __m512 lo, __m512 hi, int64_t oy, int64_t x, float* out) {
+  __m512 acc[N];
+  for (int i = 0; i < N; ++i) acc[i] = bias;
+  for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+    const float* row = in + ((oy * s.stride_h + kh * s.dilation_h) * cols + x * s.stride_w) * 16;
+    for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+      const __m512 wt = _mm512_load_ps(w + (kh * s.kernel_w + kw) * 16);
+      const float* at = row + kw * s.dilation_w * 16;
+      for (int i = 0; i < N; ++i)
+        acc[i] = _mm512_fmadd_ps(wt, _mm512_load_ps(at + i * s.stride_w * 16), acc[i]);
+    }
+  }
+  for (int i = 0; i < N; ++i)
+    _mm512_store_ps(out + i * 16, _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i])));
+}
+
+}  // namespace
+
+void depthwise_channels_last(const Conv2dShape& s, int64_t channels, const float* input,
+                             int64_t in_stride, const float* weight, const float* bias,
+                             float* output, int64_t out_stride, float lo, float hi) {
+  const int64_t rows = (s.out_h - 1) * s.stride_h + (s.kernel_h - 1) * s.dilation_h + 1;
+  const int64_t cols = (s.out_w - 1) * s.stride_w + (s.kernel_w - 1) * s.dilation_w + 1;
+  const int64_t taps = s.kernel_h * s.kernel_w, out_plane = s.out_h * s.out_w;
+  // This thread's window (its padding zeroed once per call: each block rewrites the inside
+  // only), outputs and weights, 16 channels per float vector.
+  thread_local AlignedBuffer window_buffer, out_buffer, weight_buffer;
+  float* in = window_buffer.get(rows * cols * 16);
+  float* out = out_buffer.get(out_plane * 16);
+  float* w = weight_buffer.get(taps * 16);
+  std::fill(in, in + rows * cols * 16, 0.f);
+  // The input rows and columns inside the window.
+  const int64_t ih0 = std::max<int64_t>(0, -s.pad_top);
+  const int64_t ih1 = std::min<int64_t>(s.in_h, rows - s.pad_top);
+  const int64_t iw0 = std::max<int64_t>(0, -s.pad_left);
+  const int64_t iw1 = std::min<int64_t>(s.in_w, cols - s.pad_left);
+  const __m512 l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
+  for (int64_t c0 = 0; c0 < channels; c0 += 16) {
+    const int64_t count = std::min<int64_t>(16, channels - c0);
+    // Weights [tap][16] and bias, zero past the last channel.
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t k = 0; k < 16; ++k)
+        w[t * 16 + k] = k < count ? weight[(c0 + k) * taps + t] : 0.f;
+    alignas(64) float b[16] = {};
+    if (bias != nullptr) std::copy(bias + c0, bias + c0 + count, b);
+    const __m512 bv = _mm512_load_ps(b);
+    // Channels-last window: 16 pixels of a row from each of the 16 planes, transposed.
+    for (int64_t ih = ih0; ih < ih1; ++ih) {
+      float* row = in + ((ih + s.pad_top) * cols + s.pad_left) * 16;
+      for (int64_t x = iw0; x < iw1; x += 16) {
+        const __mmask16 m = lanes_below(iw1 - x);
+        __m512 v[16];
+        for (int64_t k = 0; k < 16; ++k)
+          v[k] = k < count
+                     ? _mm512_maskz_loadu_ps(m, input + (c0 + k) * in_stride + ih * s.in_w + x)
+                     : _mm512_setzero_ps();
+        transpose16(v);
+        for (int64_t j = 0; j < std::min<int64_t>(16, iw1 - x); ++j)
+          _mm512_store_ps(row + (x + j) * 16, v[j]);
+      }
+    }
+    for (int64_t oy = 0; oy < s.out_h; ++oy) {
+      float* o = out + oy * s.out_w * 16;
+      int64_t x = 0;
+      for (; x + 4 <= s.out_w; x += 4) cl_outputs<4>(s, in, cols, w, bv, l, h, oy, x, o + x * 16);
+      for (; x < s.out_w; ++x) cl_outputs<1>(s, in, cols, w, bv, l, h, oy, x, o + x * 16);
+    }
+    // Back to planes: 16 outputs' vectors transposed into 16 channels' rows of outputs.
+    for (int64_t p = 0; p < out_plane; p += 16) {
+      const int64_t n = std::min<int64_t>(16, out_plane - p);
+      __m512 v[16];
+      for (int64_t j = 0; j < 16; ++j)
+        v[j] = j < n ? _mm512_load_ps(out + (p + j) * 16) : _mm512_setzero_ps();
+      transpose16(v);
+      const __mmask16 m = lanes_below(n);
+      for (int64_t k = 0; k < count; ++k)
+        _mm512_mask_storeu_ps(output + (c0 + k) * out_stride + p, m, v[k]);
+    }
+  }
+}
+#endif
+
 void depthwise_plane(const Conv2dShape& s, const float* input, const float* weight, float bias,
                      float* output, float lo, float hi) {
   depthwise_planes(s, 1, input, 0, weight, &bias, output, 0, lo, hi);

@@ -22,4 +22,15 @@ void depthwise_planes(const Conv2dShape& shape, int64_t channels, const float* i
                       int64_t in_stride, const float* weight, const float* bias, float* output,
                       int64_t out_stride, float lo = -INFINITY, float hi = INFINITY);
 
+#if defined(__AVX512F__)
+// Small output planes (rows of at most 14 outputs, which fill a vector of one plane's row in
+// part): as depthwise_planes, 16 channels at a time channels-last, each output a vector of 16
+// channels. The planes are transposed into a zero-padded window in registers and back.
+bool depthwise_channels_last_suitable(const Conv2dShape& shape);
+void depthwise_channels_last(const Conv2dShape& shape, int64_t channels, const float* input,
+                             int64_t in_stride, const float* weight, const float* bias,
+                             float* output, int64_t out_stride, float lo = -INFINITY,
+                             float hi = INFINITY);
+#endif
+
 }  // namespace nnx::cpu

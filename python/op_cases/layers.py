@@ -41,7 +41,19 @@ def _conv_cases():
     yield _case("conv_depthwise_stride2", C(6, 6, 3, stride=2, padding=1, groups=6), (1, 6, 9, 10))
     yield _case("conv_depthwise_5x5_dil", C(4, 4, 5, padding=4, dilation=2, groups=4),
                 (1, 4, 8, 8))
-    yield _case("conv_depthwise_mult2", C(4, 8, 3, groups=4), (2, 4, 6, 5))
+    # Depthwise layers on small planes (rows of at most 14 outputs) run 16 channels at a time
+    # channels-last (AVX-512): channels off the 16 (37 = 2 x 16 + 5) over a batch with a 196-pixel
+    # plane's last 4 outputs; input rows past 16 columns (27 -> 14 at stride 2); a 7x7 kernel
+    # (49 taps) on a rectangular plane; an even kernel's uneven 'same' padding; a 3x5 kernel
+    # at stride (1, 2).
+    yield _case("conv_dw_small_tail", C(37, 37, 5, padding=2, groups=37), (3, 37, 14, 14))
+    yield _case("conv_dw_small_wide_input", C(20, 20, 3, stride=2, padding=1, groups=20),
+                (2, 20, 27, 28))
+    yield _case("conv_dw_small_7x7", C(18, 18, 7, padding=3, groups=18, bias=False),
+                (1, 18, 9, 12))
+    yield _case("conv_dw_small_same_even", C(17, 17, 4, padding="same", groups=17), (1, 17, 9, 9))
+    yield _case("conv_dw_small_rect", C(24, 24, (3, 5), stride=(1, 2), padding=(1, 2), groups=24),
+                (2, 24, 8, 23))
     yield _case("conv_depthwise_mult8", C(2, 16, 3, padding=1, groups=2), (1, 2, 6, 6))
     yield _case("conv_single_in_channel", C(1, 3, 3, padding=1), (2, 1, 6, 7))
     yield _case("conv_single_in_channel_wide", C(1, 8, 3), (1, 1, 6, 7))

@@ -170,6 +170,9 @@ TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
       // Strided with at least two images per thread: each thread samples its own images, its
       // run of tasks starting or ending part-way through one (7 images over 2 or 3 threads).
       pointwise(7, 96, 200, 25, 23, 2),
+      // 49 pixels (the channels-last GEMM) with weights that stay in L2, over a batch: whole
+      // images per thread, the images left over split (5 over 2 or 3 threads).
+      pointwise(5, 96, 200, 7, 7, 1),
       pointwise(3, 96, 300, 10, 12, 1),    // each thread a run of weight panels, across a batch
       pointwise(2, 1024, 200, 11, 11, 1),  // the same with two pixel groups per panel
   };

@@ -157,16 +157,16 @@ TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
   Epilogue relu{true, nnx::Activation::relu, {}};
   Epilogue silu{true, nnx::Activation::silu, {}};
   const std::vector<Conv2dShape> shapes = {
-      pointwise(1, 512, 128, 28, 28, 1),   // ResNet-50's: 24.5 tiles
-      pointwise(2, 160, 100, 19, 17, 1),   // 323 pixels: 3 in the last tile; 100 channels
-      pointwise(1, 300, 150, 33, 33, 2),   // strided
-      pointwise(1, 2048, 64, 20, 20, 1),   // one tile per group
-      pointwise(1, 640, 600, 17, 17, 1),   // more weight rows than pixels
-      pointwise(3, 128, 128, 16, 18, 1),   // 288 pixels: the last tile's second vector empty
-      pointwise(1, 128, 512, 14, 14, 1),   // an expanding layer on a small plane
-      pointwise(1, 100, 13, 15, 15, 1),    // 225 pixels: a 1-pixel tail, one row past a panel
-      pointwise(2, 70, 26, 11, 18, 1),     // 198 pixels: a 6-pixel tail, channels off the panels
-      pointwise(2, 256, 400, 27, 28, 2),   // strided, sampled to 14x14: expanding, batch
+      pointwise(1, 512, 128, 28, 28, 1),  // ResNet-50's: 24.5 tiles
+      pointwise(2, 160, 100, 19, 17, 1),  // 323 pixels: 3 in the last tile; 100 channels
+      pointwise(1, 300, 150, 33, 33, 2),  // strided
+      pointwise(1, 2048, 64, 20, 20, 1),  // one tile per group
+      pointwise(1, 640, 600, 17, 17, 1),  // more weight rows than pixels
+      pointwise(3, 128, 128, 16, 18, 1),  // 288 pixels: the last tile's second vector empty
+      pointwise(1, 128, 512, 14, 14, 1),  // an expanding layer on a small plane
+      pointwise(1, 100, 13, 15, 15, 1),   // 225 pixels: a 1-pixel tail, one row past a panel
+      pointwise(2, 70, 26, 11, 18, 1),    // 198 pixels: a 6-pixel tail, channels off the panels
+      pointwise(2, 256, 400, 27, 28, 2),  // strided, sampled to 14x14: expanding, batch
       // Strided with at least two images per thread: each thread samples its own images, its
       // run of tasks starting or ending part-way through one (7 images over 2 or 3 threads).
       pointwise(7, 96, 200, 25, 23, 2),

@@ -263,9 +263,12 @@ nnx_status nnx_executor_run(nnx_executor* executor) {
     for (size_t k = 0; k < e.inputs.size(); ++k)
       if (!e.inputs[k].defined())
         usage(fn, "input " + std::to_string(k) + " is not bound (nnx_executor_set_input)");
-    e.outputs.clear();
     e.ran = false;
-    for (nnx::Tensor& out : e.executor.run(e.inputs)) e.outputs.push_back(on_host(out));
+    // Into the last run's outputs (on the CPU, written in place: no allocation per run).
+    e.outputs.resize(size_t(e.executor.model().num_outputs()));
+    e.executor.run(e.inputs, e.outputs);
+    for (nnx::Tensor& out : e.outputs)
+      if (!out.device().is_cpu() || !out.is_contiguous()) out = on_host(out);
     e.ran = true;
   });
 }

@@ -47,6 +47,10 @@ struct Executor::Impl {
   std::shared_ptr<Storage> arena;
   std::vector<std::vector<Tensor>> values;       // values[node][port] for the current run
   std::vector<std::vector<Tensor>> node_inputs;  // reused argument lists
+  // A run's inputs as the kernels take them and their specs, kept so that a run allocates no
+  // list of its own (emptied of the caller's tensors after each run).
+  std::vector<Tensor> given;
+  std::vector<TensorSpec> given_specs;
   bool profile = false;
   std::vector<NodeTiming> timings;
   bool fuse = false;
@@ -354,6 +358,14 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) {
   return outputs;
 }
 
+void Executor::run(std::span<const Tensor> inputs, std::span<Tensor> outputs) {
+  const Graph& graph = impl_->model.graph();
+  NNX_CHECK(outputs.size() == graph.outputs.size(), ErrorKind::usage, graph.source, ": expected ",
+            graph.outputs.size(), " output tensor(s) to run into, found ", outputs.size());
+  run_into(inputs, outputs);
+  synchronize();
+}
+
 void Executor::synchronize() {
   if (impl_->stream == nullptr) return;
   cuda::synchronize_stream(impl_->stream);
@@ -366,6 +378,12 @@ void Executor::synchronize() {
 }
 
 std::vector<Tensor> Executor::run_async(std::span<const Tensor> inputs) {
+  std::vector<Tensor> outputs(impl_->model.graph().outputs.size());
+  run_into(inputs, outputs);
+  return outputs;
+}
+
+void Executor::run_into(std::span<const Tensor> inputs, std::span<Tensor> outputs) {
   Impl& m = *impl_;
   const Graph& graph = m.model.graph();
   NNX_CHECK(int(inputs.size()) == graph.num_inputs(), ErrorKind::shape, graph.source, ": expected ",
@@ -373,8 +391,19 @@ std::vector<Tensor> Executor::run_async(std::span<const Tensor> inputs) {
   // On CUDA the arena, the temporaries and the copies are ordered on this Executor's stream.
   std::optional<cuda::StreamGuard> stream_guard;
   if (m.stream != nullptr) stream_guard.emplace(m.stream, m.ctx.device.index);
-  std::vector<Tensor> given(inputs.size());  // float32 and contiguous, where the caller has it
-  std::vector<TensorSpec> specs(inputs.size());
+  std::vector<Tensor>& given = m.given;  // float32 and contiguous, where the caller has it
+  std::vector<TensorSpec>& specs = m.given_specs;
+  // However the run ends, it holds none of the caller's tensors afterwards.
+  struct Release {
+    Impl& m;
+    ~Release() {
+      for (auto& t : m.given) t = Tensor();
+      if (!m.values.empty())
+        for (auto& t : m.values[0]) t = Tensor();
+    }
+  } release{m};
+  given.resize(inputs.size());
+  specs.resize(inputs.size());
   for (size_t k = 0; k < inputs.size(); ++k) {
     NNX_CHECK(inputs[k].defined(), ErrorKind::usage, "input ", k, " is an undefined tensor");
     Tensor t = inputs[k];
@@ -397,21 +426,27 @@ std::vector<Tensor> Executor::run_async(std::span<const Tensor> inputs) {
   if (graphs && !m.segments.empty()) {
     m.replay(given);
   } else if (!(graphs && m.eager_runs > 0 && m.capture(given))) {
-    std::vector<Tensor> bound(given.size());
+    std::vector<Tensor>& bound = m.values[0];
+    bound.resize(given.size());
     for (size_t k = 0; k < given.size(); ++k) bound[k] = given[k].to(m.ctx.device);
-    m.values[0] = std::move(bound);
     m.run_steps(0, m.plan.steps.size());
     ++m.eager_runs;
   }
-  std::vector<Tensor> outputs;
-  outputs.reserve(graph.outputs.size());
-  for (const PortRef& o : graph.outputs)
-    outputs.push_back(m.values[size_t(o.node)][size_t(o.port)].clone());
-  // Drop references to the caller's inputs so their memory is not held between runs.
-  for (auto& t : m.values[0]) t = Tensor();
+  // Each output into the caller's tensor where that is a contiguous float32 tensor of its shape
+  // on the CPU (a device tensor's copy would not be ordered on this stream), else a new one.
+  for (size_t k = 0; k < graph.outputs.size(); ++k) {
+    const Tensor& value = m.values[size_t(graph.outputs[k].node)][size_t(graph.outputs[k].port)];
+    Tensor& out = outputs[k];
+    if (out.defined() && value.device().is_cpu() && out.device().is_cpu() &&
+        out.shape() == value.shape() && out.dtype() == value.dtype() && out.is_contiguous())
+      out.copy_from(value);
+    else
+      out = value.clone();
+  }
+  // Drop references to the caller's inputs (with `release`) and to the run's values in the
+  // argument lists, so their memory is not held between runs.
   for (int v : m.plan.steps)
     for (auto& t : m.node_inputs[size_t(v)]) t = Tensor();
-  return outputs;
 }
 
 }  // namespace nnx

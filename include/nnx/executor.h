@@ -80,6 +80,12 @@ class NNX_API Executor {
     return run(std::span(inputs.begin(), inputs.size()));
   }
 
+  // The same into `outputs`, one per network output in order: an output that is a contiguous
+  // tensor on the CPU with the output's shape and dtype (float32) is written in place, any other
+  // is replaced by a new tensor. Passed the tensors of its previous call again, a CPU run makes
+  // no heap allocation (tests/alloc). An output must not share memory with an input.
+  void run(std::span<const Tensor> inputs, std::span<Tensor> outputs);
+
   // CUDA: queues the run on this Executor's stream and returns at once; the outputs are device
   // tensors whose values are there after synchronize() (or the next run()). The inputs may be
   // changed or freed right away (host inputs are copied before this returns; device inputs are
@@ -101,6 +107,7 @@ class NNX_API Executor {
   const std::string& cuda_graph_state() const;
 
  private:
+  void run_into(std::span<const Tensor> inputs, std::span<Tensor> outputs);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -1,9 +1,9 @@
 // Steady-state inference makes no heap allocation of its own: after the first runs with given
 // shapes (which plan, pack weights and grow the kernels' thread-local buffers), a run of any
 // network allocates exactly what a one-node network allocates, which is what Executor::run's
-// interface itself needs (the returned vector and output tensors, the argument lists). A
-// per-node or per-kernel allocation (a std::function holding a lambda, a vector per call) makes
-// the count grow with the network and fails here.
+// interface itself needs (the returned vector and output tensors); run into the outputs of its
+// previous call, it allocates nothing. A per-node or per-kernel allocation (a std::function holding
+// a lambda, a vector per call) makes the count grow with the network and fails here.
 //
 // Counted through a replacement of the global operator new, so this folder is an executable of
 // its own; memory the allocators take from aligned_alloc is not counted (the arena and the
@@ -68,22 +68,28 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Heap allocations of each run on one Executor after `warmup` runs, until `clean` consecutive
-// runs have made exactly `expected` (or `limit` runs): the list of counts. Which pool thread takes
+// Heap allocations of each call of `run` after `warmup` calls, until `clean` consecutive calls
+// have made exactly `expected` (or `limit` calls): the list of counts. Which pool thread takes
 // which chunk of a loop varies from run to run, so a thread may first meet a kernel's thread-local
 // buffer, and grow it, a few runs in: a one-time allocation that this waits out, while one made
 // by every run never gives the clean runs.
-std::vector<long> counts_until_clean(Executor& net, const std::vector<Tensor>& inputs, int warmup,
-                                     long expected, int clean = 3, int limit = 30) {
-  for (int k = 0; k < warmup; ++k) net(inputs);
+template <typename Run>
+std::vector<long> counts_until_clean(Run&& run, int warmup, long expected, int clean = 3,
+                                     int limit = 30) {
+  for (int k = 0; k < warmup; ++k) run();
   std::vector<long> counts;
   for (int streak = 0; streak < clean && int(counts.size()) < limit;) {
     const long before = g_allocations.load();
-    std::vector<Tensor> outputs = net(inputs);
+    run();
     counts.push_back(g_allocations.load() - before);
     streak = counts.back() == expected ? streak + 1 : 0;
   }
   return counts;
+}
+
+bool ends_clean(const std::vector<long>& counts, long expected) {
+  return counts.size() >= 3 &&
+         std::all_of(counts.end() - 3, counts.end(), [&](long c) { return c == expected; });
 }
 
 std::string text(const std::vector<long>& counts) {
@@ -113,10 +119,9 @@ TEST(SteadyState, RunsAllocateNoMoreThanAOneNodeNetwork) {
     for (int64_t batch : {1, 3}) {
       const std::vector<Tensor> inputs = {pattern(Shape{batch, 3, 224, 224})};
       Executor base(one, {.threads = threads});
-      for (int k = 0; k < 2; ++k) base(inputs);
-      const long before = g_allocations.load();
-      std::vector<Tensor> outputs = base(inputs);
-      const long expected = g_allocations.load() - before;
+      // The one-node network's count: one call after two warm-up calls.
+      const long expected =
+          counts_until_clean([&] { std::vector<Tensor> out = base(inputs); }, 2, -1, 1, 1)[0];
       int cases = 0;
       for (const char* name :
            {"resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "squeezenet1_1"}) {
@@ -126,12 +131,21 @@ TEST(SteadyState, RunsAllocateNoMoreThanAOneNodeNetwork) {
         Model model = load((folder / meta.find("arch")->str).string(),
                            (folder / meta.find("weights")->str).string());
         Executor net(model, {.threads = threads});
-        const std::vector<long> counts = counts_until_clean(net, inputs, 2, expected);
-        EXPECT_TRUE(counts.size() >= 3 && std::all_of(counts.end() - 3, counts.end(),
-                                                      [&](long c) { return c == expected; }))
+        const std::vector<long> counts =
+            counts_until_clean([&] { std::vector<Tensor> out = net(inputs); }, 2, expected);
+        EXPECT_TRUE(ends_clean(counts, expected))
             << name << ", batch " << batch << ", " << threads
             << " thread(s): heap allocations in each run (" << text(counts) << "), against "
             << expected << " for a one-node network";
+        // Into the outputs of the previous call: nothing at all.
+        std::vector<Tensor> into(1);
+        const std::vector<long> into_counts =
+            counts_until_clean([&] { net.run(inputs, into); }, 2, 0);
+        EXPECT_TRUE(ends_clean(into_counts, 0))
+            << name << ", batch " << batch << ", " << threads
+            << " thread(s): heap allocations in each run into given outputs (" << text(into_counts)
+            << ")";
+        EXPECT_TRUE(into[0].bitwise_equal(net(inputs)[0])) << name;
         ++cases;
       }
       EXPECT_GE(cases, 3) << "export fixtures missing under " << root;

@@ -134,6 +134,21 @@ TEST(ConvPrepared, LargerKernelsStridesAndPaddingMatchUnprepared) {
           << describe(s) << " threads " << threads;
 }
 
+// Depthwise layers on small planes run 16 channels at a time (channels-last on AVX-512): a
+// batch whose channel count leaves a short last block writes nothing past its planes (the guard
+// after the output) on any thread count, with and without an activation the kernel cannot clamp.
+TEST(ConvPrepared, DepthwiseSmallPlanesStayInTheirPlanes) {
+  Epilogue silu{true, nnx::Activation::silu, {}};
+  for (Conv2dShape s :
+       {general(3, 37, 37, 14, 14, 5, 1, 2, 1), general(2, 20, 20, 15, 13, 3, 2, 1, 1)}) {
+    s.groups = s.in_channels;
+    for (int threads : {1, 2, 3}) {
+      EXPECT_LT(difference(s, threads, true, {}), 1e-6) << describe(s) << " threads " << threads;
+      EXPECT_LT(difference(s, threads, false, silu), 1e-6) << describe(s) << " threads " << threads;
+    }
+  }
+}
+
 TEST(ConvPrepared, PointwiseEpiloguesAndNoBias) {
   Epilogue relu{true, nnx::Activation::relu, {}};
   Epilogue silu{true, nnx::Activation::silu, {}};

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/cpu/aligned_buffer.h"
+#include "kernels/cpu/batch_split.h"
 #include "kernels/cpu/channels_last.h"
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/env_switch.h"
@@ -460,15 +461,7 @@ void conv2d_channels_last(const Conv2dShape& s, const float* input, const float*
   // (no meeting of the threads per image, twice for a lowered one, around a few microseconds of
   // work: MobileNetV3's 96 -> 576 layers at 7x7). Larger weights (ResNet's 7x7 layers, 2-8 MB)
   // keep the split, each thread streaming half of them per image.
-  const int64_t threads = pool != nullptr ? pool->size() : 1;
-  int64_t first = 0;
-  if (threads > 1 && s.batch >= threads && k * ld * int64_t(sizeof(float)) <= (512 << 10)) {
-    first = s.batch / threads * threads;
-    parallel_for(pool, first, 1, [&](int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) image(n, nullptr);
-    });
-  }
-  for (int64_t n = first; n < s.batch; ++n) image(n, pool);
+  for_each_image(pool, s.batch, k * ld * int64_t(sizeof(float)) <= (512 << 10), image);
 }
 
 // 1x1 layers on planes too large for the channels-last GEMM read their input in place

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/aligned_buffer.h"
+#include "kernels/cpu/batch_split.h"
 #include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/epilogue.h"
 #include "kernels/cpu/winograd.h"
@@ -796,21 +797,14 @@ void conv2d_indirect(const Conv2dShape& s, const float* input, const float* weig
       padded_image >= indirect_weights_floats(s)) {
     Conv2dShape one = s;
     one.batch = 1;
-    const int64_t threads = pool != nullptr ? pool->size() : 1;
     // Whole images per thread, each copied and convolved by the thread that takes it (its copy
     // stays in that core's cache, and no thread waits for the other at every image); the
     // images left over are split over the threads one at a time.
-    const int64_t shared_from = threads > 1 ? s.batch / threads * threads : 0;
-    if (shared_from > 0)
-      parallel_for(pool, shared_from, 1, [&](int64_t n0, int64_t n1) {
-        thread_local AlignedBuffer own_buffer;
-        for (int64_t n = n0; n < n1; ++n)
-          run_convolution(one, pad_channels_last(one, input + n * in_image, own_buffer, nullptr),
-                          packed, bias, output + n * out_image, nullptr, epilogue);
-      });
-    for (int64_t n = shared_from; n < s.batch; ++n)
-      run_convolution(one, pad_channels_last(one, input + n * in_image, input_buffer, pool), packed,
-                      bias, output + n * out_image, pool, epilogue);
+    for_each_image(pool, s.batch, true, [&](int64_t n, ThreadPool* p) {
+      thread_local AlignedBuffer own_buffer;
+      run_convolution(one, pad_channels_last(one, input + n * in_image, own_buffer, p), packed,
+                      bias, output + n * out_image, p, epilogue);
+    });
     return;
   }
   run_convolution(s, pad_channels_last(s, input, input_buffer, pool), packed, bias, output, pool,

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels/cpu/aligned_buffer.h"
+#include "kernels/cpu/batch_split.h"
 #include "kernels/cpu/channels_last.h"
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
@@ -340,46 +341,23 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
   // Small planes with at least an image per thread: each thread runs the whole block on its own
   // images (no meeting between the passes of every image, its image's expanded planes in its
   // own L2), the images left over split over the threads as below.
-  int64_t first = 0;
-  if (threads > 1 && small_plane && b.batch >= threads) {
-    first = b.batch / threads * threads;
-    parallel_for(pool, first, 1, [&](int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) {
-        const float* x = input + n * in_image;
-        float* y = output + n * out_image;
-#if defined(__AVX512F__)
-        if (b.channels_last != nullptr && b.expands) {
-          channels_last_pass(b, x, y, nullptr);
-          continue;
-        }
-#endif
-        channels_pass(b, x, y, nullptr);
-      }
-    });
-  }
-  for (int64_t n = first; n < b.batch; ++n) {
+  for_each_image(pool, b.batch, small_plane, [&](int64_t n, ThreadPool* p) {
     const float* x = input + n * in_image;
     float* y = output + n * out_image;
+    const bool alone = p == nullptr && threads > 1;  // this thread's own image
 #if defined(__AVX512F__)
     if (b.channels_last != nullptr && b.expands) {
-      if (threads > 1 && small_plane) {
-        channels_last_pass(b, x, y, pool);
-        continue;
-      }
-      parallel_for(pool, d.out_h, 1, [&](int64_t o0, int64_t o1) {
+      if (alone || (threads > 1 && small_plane)) return channels_last_pass(b, x, y, p);
+      return parallel_for(p, d.out_h, 1, [&](int64_t o0, int64_t o1) {
         channels_last_rows(b, x, y, o0, o1, std::min(cl_band, o1 - o0));
       });
-      continue;
     }
 #endif
-    if (threads > 1 && small_plane) {
-      channels_pass(b, x, y, pool);
-      continue;
-    }
-    parallel_for(pool, d.out_h, 1, [&](int64_t o0, int64_t o1) {
+    if (alone || (threads > 1 && small_plane)) return channels_pass(b, x, y, p);
+    parallel_for(p, d.out_h, 1, [&](int64_t o0, int64_t o1) {
       rows_pass(b, x, y, o0, o1, std::min(band, o1 - o0));
     });
-  }
+  });
 }
 
 bool channels_last_available() {

@@ -391,8 +391,9 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
   const int64_t span = (s.out_w - 1) * 2 + s.kernel_w;  // window columns, padding included
   const int64_t half = (span + 1) / 2;
 #if defined(__AVX512F__)
-  // ResNet's pooling (3x3, stride 2, a column of padding each side, any row padding): a row at
-  // a time in registers (window3_stride2_row), no row of maxima stored and read back.
+  // 3x3, stride-2 windows with a column of padding each side (ResNet's) or none (SqueezeNet's),
+  // any row padding: a row at a time in registers (window3_stride2_row), no row of maxima stored
+  // and read back.
   if (resnet_window(s) || unpadded_window3(s)) {
     const bool unpadded = s.pad_w == 0;
     parallel_for(pool, s.planes, plane_grain(out_plane * s.kernel_h * s.kernel_w),
@@ -407,11 +408,9 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
                        if (count == 0) {
                          std::fill(out, out + s.out_w, lowest);
                        } else if (unpadded) {
-                         float first = row[0][0];
-                         for (int r = 0; r < count; ++r) {
-                           if (r > 0) first = nan_max(first, row[r][0]);
-                           ++row[r];
-                         }
+                         float first = row[0][0];  // column 0's maximum, then from column 1
+                         for (int r = 1; r < count; ++r) first = nan_max(first, row[r][0]);
+                         for (int r = 0; r < count; ++r) ++row[r];
                          window3_stride2_row(row, count, s.in_w - 1, s.out_w, out, first);
                        } else {
                          window3_stride2_row(row, count, s.in_w, s.out_w, out);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <optional>
 
 #include "nnx/allocator.h"
 #include "nnx/error.h"
@@ -25,6 +26,7 @@ void place_buffers(Plan& plan) {
   std::vector<size_t> placed;
   for (size_t i : order) {
     PlannedBuffer& buf = plan.buffers[i];
+    if (buf.parent >= 0) continue;                // in its parent's memory
     std::vector<std::pair<size_t, size_t>> busy;  // [offset, end) of overlapping lifetimes
     for (size_t j : placed) {
       const PlannedBuffer& other = plan.buffers[j];
@@ -40,6 +42,86 @@ void place_buffers(Plan& plan) {
     buf.offset = offset;
     plan.arena_bytes = std::max(plan.arena_bytes, offset + buf.bytes);
     placed.push_back(i);
+  }
+  // Pieces of Cats, at their place in the parent (itself perhaps a piece of a later Cat).
+  for (PlannedBuffer& buf : plan.buffers) {
+    if (buf.parent < 0) continue;
+    size_t at = buf.within;
+    int p = buf.parent;
+    for (; plan.buffers[size_t(p)].parent >= 0; p = plan.buffers[size_t(p)].parent)
+      at += plan.buffers[size_t(p)].within;
+    buf.offset = plan.buffers[size_t(p)].offset + at;
+  }
+}
+
+// A Cat whose pieces are contiguous blocks of its output (nothing before the cat dimension but
+// sizes of 1: the channels at batch 1, SqueezeNet's fire modules) has each input that it alone
+// reads computed straight into its block: that input's buffer becomes part of the Cat's, which
+// lives from the first such input's step on, and the Cat finds the piece in place. Inputs that
+// are views, network inputs or outputs, read by another node too (a view of them included),
+// held in a buffer that two values share (share_residual_buffers), or whose block would start
+// off the allocator's alignment keep buffers of their own and are copied as before.
+void place_cat_inputs(const Graph& graph, const Fusion* fusion, const std::vector<int>& order,
+                      const std::vector<int>& step_of, const std::vector<std::vector<int>>& root,
+                      Plan& plan) {
+  const size_t count = plan.buffers.size();
+  std::vector<int> readers(count, 0), owners(count, 0);
+  auto head_of = [&](int v) { return fusion != nullptr ? fusion->alias_of[size_t(v)] : -1; };
+  for (int v : order)
+    for (const PortRef& in : graph.nodes[size_t(v)].inputs) {
+      // Within a chain, a node's input from the chain is not a read: the chain never stores it.
+      const int h = head_of(v);
+      if (h >= 0 && (in.node == h || head_of(in.node) == h)) continue;
+      const int b = root[size_t(in.node)][size_t(in.port)];
+      if (b >= 0) ++readers[size_t(b)];
+    }
+  for (const PortRef& o : graph.outputs) {
+    const int b = root[size_t(o.node)][size_t(o.port)];
+    if (b >= 0) readers[size_t(b)] += 2;  // read after the run: never a piece
+  }
+  for (const std::vector<int>& ports : plan.buffer)
+    for (int b : ports)
+      if (b >= 0) ++owners[size_t(b)];
+  for (int v : plan.steps) {
+    const Node& node = graph.nodes[size_t(v)];
+    if (fusion != nullptr && fusion->is_head(v)) continue;  // a chain runs its own kernel
+    const TensorSpec& out = plan.specs[size_t(v)][0];
+    const int rank = out.shape.size();
+    const std::optional<int> dim = graph.layer_of(v).op->concat_dim(rank);
+    const int cat = plan.buffer[size_t(v)].empty() ? -1 : plan.buffer[size_t(v)][0];
+    if (!dim || cat < 0 || plan.buffers[size_t(cat)].bytes == 0) continue;
+    int64_t outer = 1, inner = 1;
+    for (int k = 0; k < *dim; ++k) outer *= out.shape[k];
+    for (int k = *dim + 1; k < rank; ++k) inner *= out.shape[k];
+    if (outer != 1) continue;
+    size_t at = 0;  // the piece's byte offset in the output
+    for (const PortRef& in : node.inputs) {
+      const TensorSpec& spec = plan.specs[size_t(in.node)][size_t(in.port)];
+      const size_t bytes = size_t(spec.shape.numel()) * dtype_size(spec.dtype);
+      const size_t here = at;
+      at += bytes;
+      const int b = root[size_t(in.node)][size_t(in.port)];
+      if (b < 0 || b == cat || readers[size_t(b)] != 1 || owners[size_t(b)] != 1 ||
+          plan.buffers[size_t(b)].parent >= 0 || bytes == 0 || here % Allocator::kAlignment != 0 ||
+          aligned(bytes) != plan.buffers[size_t(b)].bytes)
+        continue;
+      // The buffer must hold this value whole: its own, or a chain's last (not a view of it).
+      const int head = head_of(in.node);
+      const int producer = head >= 0 ? head : in.node;
+      if (plan.buffer[size_t(producer)].size() <= size_t(in.port) ||
+          plan.buffer[size_t(producer)][size_t(in.port)] != b)
+        continue;
+      if (fusion != nullptr && fusion->is_head(producer)) {
+        const FusedChain& chain = fusion->chains[size_t(fusion->chain_of[size_t(producer)])];
+        if (in.node != (chain.absorbed.empty() ? producer : chain.absorbed.back())) continue;
+      }
+      PlannedBuffer& piece = plan.buffers[size_t(b)];
+      PlannedBuffer& whole = plan.buffers[size_t(cat)];
+      piece.parent = cat;
+      piece.within = here;
+      whole.first_step = std::min(whole.first_step, piece.first_step);
+      piece.last_step = std::max(piece.last_step, step_of[size_t(v)]);
+    }
   }
 }
 
@@ -199,6 +281,7 @@ Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs, const Fus
     if (b >= 0) plan.buffers[size_t(b)].last_step = INT_MAX;
   }
   if (fusion != nullptr) share_residual_buffers(graph, *fusion, root, plan);
+  place_cat_inputs(graph, fusion, order, step_of, root, plan);
   place_buffers(plan);
   return plan;
 }

@@ -16,6 +16,10 @@ namespace nnx {
 struct PlannedBuffer {
   size_t offset = 0, bytes = 0;
   int first_step = 0, last_step = 0;  // steps during which the buffer must hold its value
+  // A Cat's piece computed in its place (Op::concat_dim): buffer `parent` holds this one at
+  // byte `within` of it (offset is then parent's offset + within); -1: placed on its own.
+  int parent = -1;
+  size_t within = 0;
 };
 
 struct Plan {
@@ -32,7 +36,9 @@ struct Plan {
 // Throws Error(shape) naming the layer whose op refuses its input shapes, or the input whose
 // count or channels differ from the description's inputs_channels. With `fusion`, the nodes a
 // chain absorbs are not steps and get no buffer: their values are their chain head's (shapes
-// are still inferred, and flops counted, for every node).
+// are still inferred, and flops counted, for every node). An input that only a Cat reads, where
+// the Cat's pieces are contiguous blocks of its output (Op::concat_dim), lives in its block of the
+// Cat's buffer (PlannedBuffer::parent), so the Cat copies nothing for it.
 Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs,
                const Fusion* fusion = nullptr);
 

@@ -149,6 +149,11 @@ std::vector<TensorSpec> CatOp::infer_shapes(std::span<const TensorSpec> inputs,
   return {{out, first.dtype}};
 }
 
+std::optional<int> CatOp::concat_dim(int rank) const {
+  if (rank <= 0 || dim_ < -rank || dim_ >= rank) return std::nullopt;
+  return wrap_dim(dim_, rank);
+}
+
 void CatOp::forward_cpu(const ExecContext& ctx, std::span<const Tensor> inputs,
                         std::span<Tensor> outputs) const {
   Tensor& out = outputs[0];
@@ -549,7 +554,9 @@ void CatOp::forward_cuda(const ExecContext& ctx, std::span<const Tensor> inputs,
     NNX_CHECK(in.dtype() == out.dtype(), ErrorKind::unsupported, "Cat on CUDA: input dtype ",
               dtype_name(in.dtype()), " differs from the output's ", dtype_name(out.dtype()));
     const int64_t piece = in.size(d) * inner * element;
-    cuda::copy_rows(in.raw_data(), piece, output + offset, out_row, outer, piece, scope.stream());
+    // A piece the planner had computed in its place (Op::concat_dim) is left there.
+    if (outer != 1 || in.raw_data() != output + offset)
+      cuda::copy_rows(in.raw_data(), piece, output + offset, out_row, outer, piece, scope.stream());
     offset += piece;
   }
   if (ctx.saved != nullptr && inputs.size() > 1) {

@@ -27,6 +27,7 @@ class CatOp : public Op {
                                       int num_outputs) const override;
   std::vector<TensorSpec> infer_shapes(std::span<const TensorSpec> inputs,
                                        int num_outputs) const override;
+  std::optional<int> concat_dim(int rank) const override;
   // Backward needs only the inputs' sizes along dim: from the gradients asked for, else from
   // what the forward saved.
   BackwardNeeds backward_needs() const override { return {false, false}; }

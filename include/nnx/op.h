@@ -104,6 +104,13 @@ class NNX_API Op {
   // executor does not allocate that output and forward sets it to a view.
   virtual std::optional<int> output_view_of(int /*out*/) const { return std::nullopt; }
 
+  // If output 0 is the inputs laid one after another along a dimension (Cat), returns that
+  // dimension for inputs of `rank` (0 <= dim < rank). Where nothing precedes it but sizes of 1
+  // (Cat along the channels at batch 1), each piece is a contiguous block of the output: the
+  // planner may have an input that only this op reads computed straight into its block, and
+  // forward then leaves a piece it finds already in place.
+  virtual std::optional<int> concat_dim(int /*rank*/) const { return std::nullopt; }
+
   // Forward with outputs already allocated (contiguous, shapes from infer_shapes), except
   // view outputs, which forward assigns.
   void forward(const ExecContext& ctx, std::span<const Tensor> inputs,

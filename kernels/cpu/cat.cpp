@@ -21,15 +21,20 @@ void cat_rows(std::span<const CatPiece> pieces, int64_t outer, void* out, Thread
     out_row += pieces[p].row_bytes;
   }
   if (out_row == 0) return;
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) * num / out_row);
   auto* dst = static_cast<char*>(out);
+  if (outer == 1 && std::all_of(pieces.begin(), pieces.end(), [&](const CatPiece& piece) {
+        return piece.data == dst + out_offset[&piece - pieces.data()];
+      }))
+    return;  // the whole output computed in place: no meeting of the threads
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) * num / out_row);
   parallel_for(pool, outer * num, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t o = t / num, p = t % num;
       const CatPiece& piece = pieces[p];
-      if (piece.row_bytes == 0) continue;
-      std::memcpy(dst + o * out_row + out_offset[p],
-                  static_cast<const char*>(piece.data) + o * piece.row_bytes,
+      char* at = dst + o * out_row + out_offset[p];
+      // Empty, or (one row) computed in its place by the producer (Op::concat_dim): nothing to do.
+      if (piece.row_bytes == 0 || (outer == 1 && piece.data == at)) continue;
+      std::memcpy(at, static_cast<const char*>(piece.data) + o * piece.row_bytes,
                   size_t(piece.row_bytes));
     }
   });

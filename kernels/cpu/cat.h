@@ -17,7 +17,8 @@ struct CatPiece {
 };
 
 // For each outer index o, out row o is the pieces' rows o laid one after another. The output
-// must not overlap the inputs.
+// must not overlap the inputs, except that with one row (outer 1) a piece may already be where
+// it belongs in the output: it is left as it is.
 void cat_rows(std::span<const CatPiece> pieces, int64_t outer, void* out, ThreadPool* pool);
 
 }  // namespace nnx::cpu

@@ -1,0 +1,149 @@
+// The planner's arena (graph/planner.h): a Cat whose pieces are contiguous blocks of its output
+// has the inputs that it alone reads computed in their blocks (PlannedBuffer::parent), and the
+// network gives the same numbers as where the pieces are copied.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <span>
+#include <vector>
+
+#include "graph/fusion.h"
+#include "graph/graph.h"
+#include "graph/planner.h"
+#include "nnx/nnx.hpp"
+#include "test_util.h"
+
+namespace nnx {
+namespace {
+
+using testing_util::relative_error;
+
+// Node k is layer k. A fire module (SqueezeNet's): the squeeze 1-2, its two expansions 3-4 and
+// 5-6 (Conv+ReLU chains), Cat 7 of them (a network output too); then Cat 11 of chain 9-10 and of
+// node 8, which node 9 reads as well.
+const char* kFire = R"json({
+  "auto_connect": true,
+  "inputs_channels": [8],
+  "outputs_channels": [12, 16],
+  "outputs": [[11, 0, 0], [7, 0, 1]],
+  "layers": [
+    ["torch.nn.Conv2d(8,4,1)", 4],
+    ["torch.nn.ReLU()"],
+    ["torch.nn.Conv2d(4,8,1)", 8],
+    ["torch.nn.ReLU()"],
+    ["torch.nn.Conv2d(4,8,3,padding=1)", [[4], [8]], [[2, 0]]],
+    ["torch.nn.ReLU()"],
+    ["nn_executor.models.Cat(dim=1)", [[8, 8], [16]], [[4, 0], [6, 0]]],
+    ["torch.nn.Conv2d(16,4,1)", 4],
+    ["torch.nn.Conv2d(4,8,1)", 8],
+    ["torch.nn.ReLU()"],
+    ["nn_executor.models.Cat(dim=1)", [[8, 4], [12]], [[10, 0], [8, 0]]]
+  ]
+})json";
+
+Tensor random_tensor(const Shape& shape, std::mt19937& rng) {
+  Tensor t = Tensor::empty(shape);
+  std::uniform_real_distribution<float> dist(-2, 2);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(rng);
+  return t;
+}
+
+// The buffer of node v's value: its chain head's where it is absorbed.
+int buffer_of(const Plan& plan, const nnx::Fusion& fusion, int v) {
+  const int head = fusion.alias_of[size_t(v)];
+  return plan.buffer[size_t(head >= 0 ? head : v)][0];
+}
+
+TEST(PlannerCat, PiecesReadOnlyByTheCatAreComputedInTheirBlocks) {
+  Model model = load_memory(kFire, "", {}, "fire.json");
+  const Graph& graph = model.graph();
+  const std::shared_ptr<const nnx::Fusion> fusion = find_fusion(graph, true);
+  ASSERT_TRUE(fusion->is_head(3) && fusion->is_head(5) && fusion->is_head(9));
+  const TensorSpec spec{Shape{1, 8, 8, 8}, DType::f32};
+  const Plan plan = make_plan(graph, std::span(&spec, 1), fusion.get());
+  const size_t piece = 8 * 8 * 8 * sizeof(float);
+  const int cat = plan.buffer[7][0];
+  const PlannedBuffer& whole = plan.buffers[size_t(cat)];
+  for (int i = 0; i < 2; ++i) {
+    const PlannedBuffer& b = plan.buffers[size_t(buffer_of(plan, *fusion, i == 0 ? 4 : 6))];
+    EXPECT_EQ(b.parent, cat) << "input " << i;
+    EXPECT_EQ(b.within, i * piece) << "input " << i;
+    EXPECT_EQ(b.offset, whole.offset + i * piece) << "input " << i;
+    // The Cat's memory is held from the first piece's step, so nothing else is placed there.
+    EXPECT_LE(whole.first_step, b.first_step) << "input " << i;
+  }
+  // Cat 11: chain 9-10's value is its first piece; node 8, which chain 9 reads, is copied.
+  const int cat2 = plan.buffer[11][0];
+  EXPECT_EQ(plan.buffers[size_t(buffer_of(plan, *fusion, 10))].parent, cat2);
+  EXPECT_EQ(plan.buffers[size_t(plan.buffer[8][0])].parent, -1);
+  // No other live buffer overlaps a Cat's memory while any of its pieces lives.
+  for (size_t a = 0; a < plan.buffers.size(); ++a)
+    for (size_t b = 0; b < plan.buffers.size(); ++b) {
+      const PlannedBuffer &x = plan.buffers[a], &y = plan.buffers[b];
+      if (a == b || x.parent >= 0 || y.parent >= 0) continue;
+      const bool live = x.first_step <= y.last_step && y.first_step <= x.last_step;
+      const bool overlap = x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes;
+      EXPECT_FALSE(live && overlap) << "buffers " << a << " and " << b;
+    }
+
+  // At batch 2 a piece is two blocks apart: every input keeps a buffer of its own.
+  const TensorSpec two{Shape{2, 8, 8, 8}, DType::f32};
+  const Plan batched = make_plan(graph, std::span(&two, 1), fusion.get());
+  for (const PlannedBuffer& b : batched.buffers) EXPECT_EQ(b.parent, -1);
+}
+
+// A piece whose block would start off the allocator's alignment (5 channels of 3x3 after the
+// first: 180 bytes in) is copied; the first, at 0, is computed in place.
+TEST(PlannerCat, APieceOffTheAlignmentIsCopied) {
+  const char* description = R"json({
+    "auto_connect": true,
+    "inputs_channels": [3],
+    "outputs_channels": [10],
+    "outputs": [[3, 0, 0]],
+    "layers": [
+      ["torch.nn.Conv2d(3,5,1)", 5],
+      ["torch.nn.Conv2d(3,5,1)", [[3], [5]], [[0, 0]]],
+      ["nn_executor.models.Cat(dim=1)", [[5, 5], [10]], [[1, 0], [2, 0]]]
+    ]
+  })json";
+  Model model = load_memory(description, "", {}, "unaligned.json");
+  const std::shared_ptr<const nnx::Fusion> fusion = find_fusion(model.graph(), true);
+  const TensorSpec spec{Shape{1, 3, 3, 3}, DType::f32};
+  const Plan plan = make_plan(model.graph(), std::span(&spec, 1), fusion.get());
+  EXPECT_EQ(plan.buffers[size_t(plan.buffer[1][0])].parent, plan.buffer[3][0]);
+  EXPECT_EQ(plan.buffers[size_t(plan.buffer[2][0])].parent, -1);
+}
+
+// The numbers: image 0 at batch 1 (pieces in place) against the same image at batch 2 (pieces
+// copied), on one and two threads, fused and not. (ExportParity holds SqueezeNet at batch 1 to
+// PyTorch's outputs.)
+TEST(PlannerCat, PiecesInPlaceGiveTheCopiedPiecesNumbers) {
+  Model model = load_memory(kFire, "", {}, "fire.json");
+  std::mt19937 rng(3);
+  for (const Layer& layer : model.graph().layers)
+    for (const Param& p : layer.op->params())
+      layer.op->set_param(p.name, random_tensor(p.value.shape(), rng));
+  const Tensor image = random_tensor(Shape{1, 8, 8, 8}, rng);
+  Tensor pair = Tensor::empty(Shape{2, 8, 8, 8});
+  std::copy(image.data<float>(), image.data<float>() + image.numel(), pair.data<float>());
+  std::copy(image.data<float>(), image.data<float>() + image.numel(),
+            pair.data<float>() + image.numel());
+  for (bool fuse : {true, false})
+    for (int threads : {1, 2}) {
+      Executor one(model, {.threads = threads, .fuse = fuse});
+      Executor both(model, {.threads = threads, .fuse = fuse});
+      for (int run = 0; run < 2; ++run) {  // the second run on the kept plan
+        const std::vector<Tensor> a = one(image);
+        const std::vector<Tensor> b = both(pair);
+        ASSERT_EQ(a.size(), 2u);
+        for (size_t k = 0; k < a.size(); ++k) {
+          const Tensor first = b[k].slice(0, 0, 1).contiguous();
+          EXPECT_LE(relative_error(a[k], first), 1e-6)
+              << "output " << k << ", fuse " << fuse << ", " << threads << " thread(s)";
+        }
+      }
+    }
+}
+
+}  // namespace
+}  // namespace nnx

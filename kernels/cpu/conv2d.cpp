@@ -341,9 +341,12 @@ void multiply_pixels(const Conv2dShape& s, const float* panels, const float* pac
         panel_gemm_bias_clamp(rows, cols, depth, a, b, kPixelPanel, c, out_plane, !first,
                               bias != nullptr ? bias + q * kPanelRows : nullptr, clamp.lo, clamp.hi,
                               in_store ? epilogue.residual + (c - epilogue.output) : nullptr);
-        if (!clamp.exact)
-          for (int64_t r = 0; r < rows; ++r) apply_epilogue(epilogue, c + r * out_plane, cols);
       }
+      // Other activations once the panel's tiles are stored: not straight after a tile's masked
+      // stores, which a load cannot take before they reach the cache.
+      if (last && !clamp.exact)
+        for (int64_t r = 0; r < rows; ++r)
+          apply_epilogue(epilogue, image_out + (q * kPanelRows + r) * out_plane + p0, count);
     }
   }
 }

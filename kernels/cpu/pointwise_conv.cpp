@@ -335,16 +335,21 @@ void pointwise_batch(const Conv2dShape& s, const Conv2dShape* strided, const flo
         }
         image = own;
       }
-      float* out = output + n * s.out_channels * plane;
-      for (int64_t j = g * pixel_tiles / groups; j < (g + 1) * pixel_tiles / groups; ++j) {
+      float* out = output + n * s.out_channels * plane + q * kPanelRows * plane;
+      const int64_t j0 = g * pixel_tiles / groups, j1 = (g + 1) * pixel_tiles / groups;
+      for (int64_t j = j0; j < j1; ++j) {
         const int64_t p0 = j * kTile, cols = std::min(kTile, plane - p0);
-        float* c = out + q * kPanelRows * plane + p0;
+        float* c = out + p0;
         run_tile(rows, cols, k, a, image + p0, plane, c, plane,
                  bias != nullptr ? bias + q * kPanelRows : nullptr,
                  in_store ? epilogue.residual + (c - epilogue.output) : nullptr, clamp.lo,
                  clamp.hi);
-        if (!clamp.exact)
-          for (int64_t r = 0; r < rows; ++r) apply_epilogue(epilogue, c + r * plane, cols);
+      }
+      // Other activations once the group's tiles are stored (in L1/L2): just after a tile's
+      // masked stores, every load of them waited for the stores to reach the cache.
+      if (!clamp.exact) {
+        const int64_t p0 = j0 * kTile, p1 = std::min(plane, j1 * kTile);
+        for (int64_t r = 0; r < rows; ++r) apply_epilogue(epilogue, out + r * plane + p0, p1 - p0);
       }
     }
   });

@@ -62,8 +62,7 @@ void place_buffers(Plan& plan) {
 // held in a buffer that two values share (share_residual_buffers), or whose block would start
 // off the allocator's alignment keep buffers of their own and are copied as before.
 void place_cat_inputs(const Graph& graph, const Fusion* fusion, const std::vector<int>& order,
-                      const std::vector<int>& step_of, const std::vector<std::vector<int>>& root,
-                      Plan& plan) {
+                      const std::vector<std::vector<int>>& root, Plan& plan) {
   const size_t count = plan.buffers.size();
   std::vector<int> readers(count, 0), owners(count, 0);
   auto head_of = [&](int v) { return fusion != nullptr ? fusion->alias_of[size_t(v)] : -1; };
@@ -90,9 +89,8 @@ void place_cat_inputs(const Graph& graph, const Fusion* fusion, const std::vecto
     const std::optional<int> dim = graph.layer_of(v).op->concat_dim(rank);
     const int cat = plan.buffer[size_t(v)].empty() ? -1 : plan.buffer[size_t(v)][0];
     if (!dim || cat < 0 || plan.buffers[size_t(cat)].bytes == 0) continue;
-    int64_t outer = 1, inner = 1;
+    int64_t outer = 1;
     for (int k = 0; k < *dim; ++k) outer *= out.shape[k];
-    for (int k = *dim + 1; k < rank; ++k) inner *= out.shape[k];
     if (outer != 1) continue;
     size_t at = 0;  // the piece's byte offset in the output
     for (const PortRef& in : node.inputs) {
@@ -101,7 +99,7 @@ void place_cat_inputs(const Graph& graph, const Fusion* fusion, const std::vecto
       const size_t here = at;
       at += bytes;
       const int b = root[size_t(in.node)][size_t(in.port)];
-      if (b < 0 || b == cat || readers[size_t(b)] != 1 || owners[size_t(b)] != 1 ||
+      if (b < 0 || readers[size_t(b)] != 1 || owners[size_t(b)] != 1 ||
           plan.buffers[size_t(b)].parent >= 0 || bytes == 0 || here % Allocator::kAlignment != 0 ||
           aligned(bytes) != plan.buffers[size_t(b)].bytes)
         continue;
@@ -120,7 +118,6 @@ void place_cat_inputs(const Graph& graph, const Fusion* fusion, const std::vecto
       piece.parent = cat;
       piece.within = here;
       whole.first_step = std::min(whole.first_step, piece.first_step);
-      piece.last_step = std::max(piece.last_step, step_of[size_t(v)]);
     }
   }
 }
@@ -281,7 +278,7 @@ Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs, const Fus
     if (b >= 0) plan.buffers[size_t(b)].last_step = INT_MAX;
   }
   if (fusion != nullptr) share_residual_buffers(graph, *fusion, root, plan);
-  place_cat_inputs(graph, fusion, order, step_of, root, plan);
+  place_cat_inputs(graph, fusion, order, root, plan);
   place_buffers(plan);
   return plan;
 }

@@ -5,19 +5,14 @@
 
 #include <cmath>
 
+#include "kernels/cpu/logistic.h"
+
 #include "nnx/thread_pool.h"
 
 namespace nnx::cpu {
 namespace {
 
 constexpr int64_t kGrain = int64_t(1) << 14;
-
-// exp only ever sees a non-positive argument, so it cannot overflow.
-inline float stable_sigmoid(float x) {
-  if (x >= 0) return 1.0f / (1.0f + std::exp(-x));
-  float e = std::exp(x);
-  return e / (1.0f + e);
-}
 
 // PyTorch's softplus: linear above the threshold, log1p(exp(.)) below it.
 inline float softplus(float x, float beta, float threshold) {
@@ -39,6 +34,13 @@ void map(const float* x, float* y, int64_t n, ThreadPool* pool, F f) {
   });
 }
 
+// f(x + begin, y + begin, end - begin) over the pool: for the array forms of logistic.h.
+template <class F>
+void map_arrays(const float* x, float* y, int64_t n, ThreadPool* pool, F f) {
+  parallel_for(pool, n, kGrain,
+               [&](int64_t begin, int64_t end) { f(x + begin, y + begin, end - begin); });
+}
+
 }  // namespace
 
 void activation(Activation kind, const ActivationArgs& args, const float* x, float* y, int64_t n,
@@ -53,11 +55,11 @@ void activation(Activation kind, const ActivationArgs& args, const float* x, flo
     case Activation::hardtanh:
       return map(x, y, n, pool, [=](float v) { return clamp_nan(v, lo, hi); });
     case Activation::sigmoid:
-      return map(x, y, n, pool, [](float v) { return stable_sigmoid(v); });
+      return map_arrays(x, y, n, pool, sigmoid_array);
     case Activation::tanh:
       return map(x, y, n, pool, [](float v) { return std::tanh(v); });
     case Activation::silu:
-      return map(x, y, n, pool, [](float v) { return v * stable_sigmoid(v); });
+      return map_arrays(x, y, n, pool, silu_array);
     case Activation::hardswish:
       return map(x, y, n, pool, [](float v) { return v * clamp_nan(v + 3.0f, 0.0f, 6.0f) / 6.0f; });
     case Activation::hardsigmoid:

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "kernels/activation_kind.h"
+#include "kernels/cpu/logistic.h"
 
 namespace nnx::cpu {
 
@@ -35,11 +36,6 @@ inline float clamp_nan(float x, float lo, float hi) {
   if (x < lo) return lo;
   if (x > hi) return hi;
   return x;
-}
-inline float stable_sigmoid(float x) {
-  if (x >= 0) return 1.0f / (1.0f + std::exp(-x));
-  float e = std::exp(x);
-  return e / (1.0f + e);
 }
 }  // namespace epilogue_detail
 
@@ -85,7 +81,7 @@ inline void apply_epilogue(const Epilogue& e, float* __restrict p, int64_t n) {
       for (int64_t i = 0; i < n; ++i) p[i] = clamp_nan(p[i], lo, hi);
       return;
     case Activation::silu:
-      for (int64_t i = 0; i < n; ++i) p[i] = p[i] * stable_sigmoid(p[i]);
+      silu_array(p, p, n);  // logistic.h: the SiLU op's own formula
       return;
     case Activation::hardswish:
       for (int64_t i = 0; i < n; ++i) p[i] = p[i] * clamp_nan(p[i] + 3.0f, 0.0f, 6.0f) / 6.0f;

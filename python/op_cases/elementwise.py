@@ -148,6 +148,13 @@ def cases():
         yield OpCase(name, call, eval_module(module), [x])
     xb = activation_input(2, 16, 32, 32)
     yield OpCase("sigmoid_big", "Sigmoid()", nn.Sigmoid(), [xb])
+    # 105 values: the vector forms' masked tail, with infinities, NaN and values whose
+    # exponential is subnormal or zero.
+    xt = activation_input(1, 3, 5, 7)
+    xt.view(-1)[-9:] = torch.tensor([float("inf"), float("-inf"), float("nan"), -87.5, -95.0,
+                                     -104.5, 88.0, 1e-30, -1e-30])
+    yield OpCase("sigmoid_tail_special", "Sigmoid()", nn.Sigmoid(), [xt])
+    yield OpCase("silu_tail_special", "SiLU()", nn.SiLU(), [xt])
     yield OpCase("gelu_big", "GELU()", nn.GELU(), [xb])
 
     # -- softmax

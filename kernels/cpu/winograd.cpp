@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/aligned_buffer.h"
@@ -433,6 +434,15 @@ void multiply(const Conv2dShape& s, int64_t points, const float* u, const float*
 
 // Y = A^T m A with A^T = [[1,1,1,0], [0,1,-1,-1]], plus the bias and the epilogue, for output
 // channels [oc0, oc1) of a block's runs; outputs past the bottom and right edges are dropped.
+// The output rows of one channel whose activation (other than a clamp, or after a residual)
+// waits until all of the channel's tiles in this call are stored: applied straight after a
+// row's masked stores, every load of it waited for them to reach the cache. Grown once per
+// thread.
+std::vector<std::pair<float*, int64_t>>& pending_rows() {
+  static thread_local std::vector<std::pair<float*, int64_t>> rows;
+  return rows;
+}
+
 void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const float* m,
                       const Panels& panels, int64_t oc0, int64_t oc1, const float* bias,
                       const Epilogue& epilogue, float* output) {
@@ -463,9 +473,11 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
   const __m256 lo_v = _mm256_set1_ps(relu ? 0.f : epilogue.args.lo);
   const __m256 hi_v = _mm256_set1_ps(relu ? INFINITY : epilogue.args.hi);
 #endif
+  std::vector<std::pair<float*, int64_t>>& pending = pending_rows();
   for (int64_t oc = oc0; oc < oc1; ++oc) {
     const float b = bias ? bias[oc] : 0.f;
     const float* in = m + oc * ldm;
+    pending.clear();
     for (const Run& run : runs) {
       const int64_t y0 = run.ty * 2, x0 = run.tx * 2;
       float* o = output + (run.n * s.out_channels + oc) * plane;
@@ -490,7 +502,7 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
           float* dst = o + (y0 + r) * s.out_w + x0;
           _mm512_mask_storeu_ps(dst, first_lanes(columns), row[0]);
           _mm512_mask_storeu_ps(dst + 16, first_lanes(columns - 16), row[1]);
-          if (!clamp_in_registers) apply_epilogue(epilogue, dst, columns);
+          if (!clamp_in_registers) pending.emplace_back(dst, columns);
           continue;
         }
         // A stacked run: tile row k's blocks are the 2 * cols outputs from 2 * cols * k on.
@@ -504,7 +516,7 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
                                                 _mm512_add_epi32(iota, _mm512_set1_epi32(int(off))),
                                                 row[std::min<int64_t>(a + 1, 1)]);
           _mm512_mask_storeu_ps(dst, first_lanes(width), part);
-          if (!clamp_in_registers) apply_epilogue(epilogue, dst, width);
+          if (!clamp_in_registers) pending.emplace_back(dst, width);
         }
       }
 #elif defined(NNX_WINOGRAD_AVX2)
@@ -528,7 +540,7 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
           float* dst = o + (y0 + r) * s.out_w + xo;
           _mm256_maskstore_ps(dst, lanes8(width), _mm256_permute2f128_ps(low, high, 0x20));
           _mm256_maskstore_ps(dst + 8, lanes8(width - 8), _mm256_permute2f128_ps(low, high, 0x31));
-          if (!clamp_in_registers) apply_epilogue(epilogue, dst, width);
+          if (!clamp_in_registers) pending.emplace_back(dst, width);
         }
       }
       (void)columns;
@@ -552,6 +564,7 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
       (void)columns;
 #endif
     }
+    for (const auto& [dst, n] : pending) apply_epilogue(epilogue, dst, n);
   }
 }
 
@@ -741,9 +754,11 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
   const __m512i pair_lo = _mm512_load_si512(pairs[0]), pair_hi = _mm512_load_si512(pairs[1]);
   const __m512i quad_lo = _mm512_load_si512(quads[0]), quad_hi = _mm512_load_si512(quads[1]);
   const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  std::vector<std::pair<float*, int64_t>>& pending = pending_rows();
   for (int64_t oc = oc0; oc < oc1; ++oc) {
     const __m512 bv = _mm512_set1_ps(bias ? bias[oc] : 0.f);
     const float* in = m + oc * ldm;
+    pending.clear();
     for (const Run& run : runs) {
       const int64_t y0 = run.ty * 4, x0 = run.tx * 4;
       float* o = output + (run.n * s.out_channels + oc) * plane;
@@ -778,7 +793,7 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
           float* dst = o + (y0 + k) * s.out_w + x0;
           for (int h = 0; h < 4; ++h)
             _mm512_mask_storeu_ps(dst + 16 * h, first_lanes(count - 16 * h), row[h]);
-          if (!clamp.exact) apply_epilogue(epilogue, dst, count);
+          if (!clamp.exact) pending.emplace_back(dst, count);
           continue;
         }
         // A stacked run: tile row r's blocks are the 4 * cols outputs from 4 * cols * r on.
@@ -794,10 +809,11 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
                                row[std::min<int64_t>(a + 1, 3)]);
             _mm512_mask_storeu_ps(dst + 16 * h, first_lanes(width - 16 * h), part);
           }
-          if (!clamp.exact) apply_epilogue(epilogue, dst, width);
+          if (!clamp.exact) pending.emplace_back(dst, width);
         }
       }
     }
+    for (const auto& [dst, n] : pending) apply_epilogue(epilogue, dst, n);
   }
 }
 
@@ -895,9 +911,11 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
   const int64_t point_stride = m_point_floats(s, panels);
   const ClampEpilogue clamp = clamp_of(epilogue);
   const __m256 lo_v = _mm256_set1_ps(clamp.lo), hi_v = _mm256_set1_ps(clamp.hi);
+  std::vector<std::pair<float*, int64_t>>& pending = pending_rows();
   for (int64_t oc = oc0; oc < oc1; ++oc) {
     const __m256 bv = _mm256_set1_ps(bias ? bias[oc] : 0.f);
     const float* in = m + oc * ldm;
+    pending.clear();
     for (const Run& run : runs) {
       const int64_t y0 = run.ty * 4, x0 = run.tx * 4;
       float* o = output + (run.n * s.out_channels + oc) * plane;
@@ -932,10 +950,11 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
           float* dst = o + (y0 + k) * s.out_w + xo;
           for (int h = 0; h < 4; ++h)
             _mm256_maskstore_ps(dst + 8 * h, lanes8(width - 8 * h), row[h]);
-          if (!clamp.exact) apply_epilogue(epilogue, dst, width);
+          if (!clamp.exact) pending.emplace_back(dst, width);
         }
       }
     }
+    for (const auto& [dst, n] : pending) apply_epilogue(epilogue, dst, n);
   }
 }
 #endif

@@ -66,6 +66,7 @@ MODELS = {
     "mobilenet_v3_small": ((1, 3, 224, 224), "torchvision.models:mobilenet_v3_small"),
     "squeezenet1_1": ((1, 3, 224, 224), "torchvision.models:squeezenet1_1"),
     "vgg11": ((1, 3, 224, 224), "torchvision.models:vgg11"),
+    "efficientnet_b0": ((1, 3, 224, 224), "torchvision.models:efficientnet_b0"),  # SiLU, SE
 }
 
 

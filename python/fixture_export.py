@@ -43,6 +43,9 @@ CASES = [
     ("mobilenet_v2", "torchvision.models:mobilenet_v2", [(1, 3, 224, 224)]),
     ("mobilenet_v3_small", "torchvision.models:mobilenet_v3_small", [(1, 3, 224, 224)]),
     ("squeezenet1_1", "torchvision.models:squeezenet1_1", [(1, 3, 224, 224)]),
+    # SiLU after every kind of convolution (stem, depthwise on 112x112 to 7x7, 1x1), Sigmoid
+    # gates, StochasticDepth.
+    ("efficientnet_b0", "torchvision.models:efficientnet_b0", [(1, 3, 224, 224)]),
     ("two_branch", os.path.join(HERE, "export_cases", "two_branch.py") + ":TwoBranch",
      [(2, 3, 20, 24), (2, 2, 10, 12)]),
     ("inverted_residuals",

@@ -179,11 +179,16 @@ void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight
 #endif
   if (out_per_group == 1) {
     // One input plane per output plane: runs of planes of one image at once, then what the
-    // clamp did not apply (Hardswish, SiLU, ...) over the run's planes, still in cache.
+    // clamp did not apply (Hardswish, SiLU, ...) over the run's planes, still in cache: runs
+    // of at most 32 KB of output then (one plane from 91x91 on), else of the thread's share.
+    const int64_t most =
+        clamp.exact ? s.out_channels
+                    : std::clamp<int64_t>((32 << 10) / (out_plane * int64_t(sizeof(float))), 1,
+                                          s.out_channels);
     parallel_for(pool, s.batch * s.out_channels, 1, [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end;) {
         const int64_t oc = plane % s.out_channels;
-        const int64_t count = std::min(end - plane, s.out_channels - oc);
+        const int64_t count = std::min({end - plane, s.out_channels - oc, most});
         float* out = output + plane * out_plane;
         depthwise_planes(s, count, input + plane * in_plane, in_plane, weight + oc * taps,
                          bias != nullptr ? bias + oc : nullptr, out, out_plane, clamp.lo, clamp.hi);

@@ -54,6 +54,15 @@ def _conv_cases():
     yield _case("conv_dw_small_same_even", C(17, 17, 4, padding="same", groups=17), (1, 17, 9, 9))
     yield _case("conv_dw_small_rect", C(24, 24, (3, 5), stride=(1, 2), padding=(1, 2), groups=24),
                 (2, 24, 8, 23))
+    # Stride-2 3x3 and 5x5 depthwise layers on rows of 48+ columns read their input in place
+    # (AVX-512): an odd count of output rows (rows past the last block of 4), a tail vector,
+    # odd widths, no padding, uneven padding.
+    yield _case("conv_dw_s2_wide_3x3", C(5, 5, 3, stride=2, padding=1, groups=5), (2, 5, 23, 50))
+    yield _case("conv_dw_s2_wide_5x5", C(3, 3, 5, stride=2, padding=2, groups=3, bias=False),
+                (1, 3, 17, 67))
+    yield _case("conv_dw_s2_wide_nopad", C(4, 4, 3, stride=2, groups=4), (1, 4, 12, 49))
+    yield _case("conv_dw_s2_wide_rect_pad", C(4, 4, 3, stride=2, padding=(0, 1), groups=4),
+                (1, 4, 9, 64))
     yield _case("conv_depthwise_mult8", C(2, 16, 3, padding=1, groups=2), (1, 2, 6, 6))
     yield _case("conv_single_in_channel", C(1, 3, 3, padding=1), (2, 1, 6, 7))
     yield _case("conv_single_in_channel_wide", C(1, 8, 3), (1, 1, 6, 7))

@@ -122,6 +122,9 @@ inline V add(V a, V b) {
 inline V sub(V a, V b) {
   return _mm512_sub_ps(a, b);
 }
+inline V mul(V a, V b) {
+  return _mm512_mul_ps(a, b);
+}
 inline V fmadd(V a, V b, V c) {
   return _mm512_fmadd_ps(a, b, c);
 }
@@ -154,6 +157,9 @@ inline V add(V a, V b) {
 }
 inline V sub(V a, V b) {
   return _mm256_sub_ps(a, b);
+}
+inline V mul(V a, V b) {
+  return _mm256_mul_ps(a, b);
 }
 inline V fmadd(V a, V b, V c) {
   return _mm256_fmadd_ps(a, b, c);

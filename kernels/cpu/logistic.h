@@ -23,77 +23,68 @@ inline float sigmoid_scalar(float x) {
   return e / (1.0f + e);
 }
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 namespace logistic_detail {
+
+using vec::V;
+
+inline V round_to_nearest(V x) {
+#if defined(__AVX512F__)
+  return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+  return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#endif
+}
+
+// e * 2^n for whole n in [-150, 0], rounded once (subnormal results included). AVX2 has no
+// scalef: 2^n as 2^(n - n/2) 2^(n/2), each factor a normal float built in the exponent field.
+inline V times_power_of_two(V e, V n) {
+#if defined(__AVX512F__)
+  return _mm512_scalef_ps(e, n);
+#else
+  auto power = [](V k) {
+    return _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23));
+  };
+  const V half = _mm256_floor_ps(vec::mul(n, vec::splat(0.5f)));
+  return vec::mul(vec::mul(e, power(vec::sub(n, half))), power(half));
+#endif
+}
 
 // e^t for t <= 0 (NaN kept; below -104 the result is 0, as expf rounds it).
-inline __m512 exp_nonpositive(__m512 t) {
+inline V exp_nonpositive(V t) {
   // max(-104, t) keeps a NaN t (the second operand is returned when either is NaN).
-  t = _mm512_max_ps(_mm512_set1_ps(-104.0f), t);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  // ln 2 split so that n * kLn2High is exact for |n| < 2^9.
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), t);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  t = vec::max(vec::splat(-104.0f), t);
+  const V n = round_to_nearest(vec::mul(t, vec::splat(1.44269504088896341f)));
+  // ln 2 split so that n * 0.693359375 is exact for |n| < 2^9.
+  V r = vec::fnmadd(n, vec::splat(0.693359375f), t);
+  r = vec::fnmadd(n, vec::splat(-2.12194440e-4f), r);
   // e^r = 1 + r + r^2 (1/2 + r/6 + r^2/24 + ...): coefficients of the minimax fit of
   // (e^r - 1 - r) / r^2 on [-ln 2 / 2, ln 2 / 2].
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  const __m512 r2 = _mm512_mul_ps(r, r);
-  const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(e, n);  // e * 2^n, rounded once (subnormal results included)
+  V p = vec::splat(1.9875691500e-4f);
+  for (float c :
+       {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+    p = vec::fmadd(p, r, vec::splat(c));
+  const V e = vec::add(vec::fmadd(p, vec::mul(r, r), r), vec::splat(1.0f));
+  return times_power_of_two(e, n);
 }
 
-inline __m512 sigmoid16(__m512 x) {
-  const __m512 magnitude = _mm512_abs_ps(x);
-  const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), magnitude));
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __m512 denominator = _mm512_add_ps(one, e);
-  const __mmask16 nonnegative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
-  // x >= 0: 1 / (1 + e^-x); otherwise (NaN included) e^x / (1 + e^x).
-  return _mm512_div_ps(_mm512_mask_mov_ps(e, nonnegative, one), denominator);
-}
-
-}  // namespace logistic_detail
-#elif defined(__AVX2__) && defined(__FMA__)
-namespace logistic_detail {
-
-// 2^k for whole k in [-126, 127], built in the exponent field.
-inline __m256 power_of_two(__m256 k) {
-  return _mm256_castsi256_ps(
-      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23));
-}
-
-// As the AVX-512 form, 8 at a time; without scalef, 2^n is applied as 2^(n - n/2) 2^(n/2), each
-// factor a normal float, so a subnormal result is rounded once, as scalef rounds it.
-inline __m256 exp_nonpositive(__m256 t) {
-  t = _mm256_max_ps(_mm256_set1_ps(-104.0f), t);  // a NaN t is kept (the second operand)
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), t);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  const __m256 e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-  const __m256 half = _mm256_floor_ps(_mm256_mul_ps(n, _mm256_set1_ps(0.5f)));
-  return _mm256_mul_ps(_mm256_mul_ps(e, power_of_two(_mm256_sub_ps(n, half))), power_of_two(half));
-}
-
-inline __m256 sigmoid8(__m256 x) {
-  const __m256 magnitude = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
-  const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_setzero_ps(), magnitude));
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 nonnegative = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
-  // x >= 0: 1 / (1 + e^-x); otherwise (NaN included) e^x / (1 + e^x).
-  return _mm256_div_ps(_mm256_blendv_ps(e, one, nonnegative), _mm256_add_ps(one, e));
+// x >= 0: 1 / (1 + e^-x); otherwise (NaN included) e^x / (1 + e^x).
+inline V sigmoid(V x) {
+#if defined(__AVX512F__)
+  const V magnitude = _mm512_abs_ps(x);
+#else
+  const V magnitude = _mm256_andnot_ps(vec::splat(-0.0f), x);
+#endif
+  const V e = exp_nonpositive(vec::sub(vec::zero(), magnitude));
+  const V one = vec::splat(1.0f);
+#if defined(__AVX512F__)
+  const V numerator = _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(x, vec::zero(), _CMP_GE_OQ), one);
+  return _mm512_div_ps(numerator, vec::add(one, e));
+#else
+  const V numerator = _mm256_blendv_ps(e, one, _mm256_cmp_ps(x, vec::zero(), _CMP_GE_OQ));
+  return _mm256_div_ps(numerator, vec::add(one, e));
+#endif
 }
 
 }  // namespace logistic_detail
@@ -104,12 +95,12 @@ inline void sigmoid_array(const float* x, float* y, int64_t n) {
 #if defined(__AVX512F__)
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = lanes_below(n - i);
-    _mm512_mask_storeu_ps(y + i, m, logistic_detail::sigmoid16(_mm512_maskz_loadu_ps(m, x + i)));
+    _mm512_mask_storeu_ps(y + i, m, logistic_detail::sigmoid(_mm512_maskz_loadu_ps(m, x + i)));
   }
 #elif defined(__AVX2__) && defined(__FMA__)
   for (int64_t i = 0; i < n; i += 8) {
     const __m256i m = lanes8(n - i);
-    _mm256_maskstore_ps(y + i, m, logistic_detail::sigmoid8(_mm256_maskload_ps(x + i, m)));
+    _mm256_maskstore_ps(y + i, m, logistic_detail::sigmoid(_mm256_maskload_ps(x + i, m)));
   }
 #else
   for (int64_t i = 0; i < n; ++i) y[i] = sigmoid_scalar(x[i]);
@@ -122,13 +113,13 @@ inline void silu_array(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = lanes_below(n - i);
     const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
-    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, logistic_detail::sigmoid16(v)));
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, logistic_detail::sigmoid(v)));
   }
 #elif defined(__AVX2__) && defined(__FMA__)
   for (int64_t i = 0; i < n; i += 8) {
     const __m256i m = lanes8(n - i);
     const __m256 v = _mm256_maskload_ps(x + i, m);
-    _mm256_maskstore_ps(y + i, m, _mm256_mul_ps(v, logistic_detail::sigmoid8(v)));
+    _mm256_maskstore_ps(y + i, m, _mm256_mul_ps(v, logistic_detail::sigmoid(v)));
   }
 #else
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] * sigmoid_scalar(x[i]);

@@ -263,6 +263,10 @@ def _adaptive_cases():
     yield _case("adaptive_global_short", D((1, 1)), (1, 4, 5, 6), call="AdaptiveAvgPool2d((1, 1))")
     # 26 planes: the global kernel's blocks of eight and the planes left over.
     yield _case("adaptive_global_many", D(1), (2, 13, 7, 7))
+    # Planes of 64+ floats are summed in vectors: 108 = 64 + 16 + 16 + a masked 12 (AVX-512),
+    # 96 + 8 + 4 left (AVX2); 3136 is EfficientNet's 56x56.
+    yield _case("adaptive_global_vector", D(1), (2, 3, 9, 12))
+    yield _case("adaptive_global_56", D(1), (1, 2, 56, 56))
     yield _case("adaptive_uneven", D((3, 4)), (1, 2, 7, 9))
     yield _case("adaptive_none_h", D((None, 3)), (1, 2, 5, 8))
     yield _case("adaptive_none_w", D((2, None)), (1, 2, 5, 8))

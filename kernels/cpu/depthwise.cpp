@@ -25,15 +25,30 @@ inline void axpy3(float t0, const float* __restrict a, float t1, const float* __
 }
 
 #if defined(__AVX512F__)
+// R rows' vectors of outputs stored (masked to `mask`) at out, out + ow, ...: clamped to
+// [lo, hi], then `activation` applied in registers where given (activate16: the stored block is
+// not read back, which waited on the masked stores).
+template <int R>
+inline void store_rows(float* out, int64_t ow, __mmask16 mask, const __m512* acc, __m512 lo,
+                       __m512 hi, const Epilogue* activation) {
+  for (int r = 0; r < R; ++r) {
+    const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[r]));
+    _mm512_mask_storeu_ps(out + r * ow, mask,
+                          activation != nullptr ? activate16(*activation, y) : y);
+  }
+}
+
 // R output rows of a KxK, stride-S, undilated kernel: every 16 outputs of the R rows summed in
 // registers over the (R - 1) * S + K window rows they share, each window row's phase loaded
 // once, aligned, per 16 outputs and its shifted taps made in registers (valignd) rather than
 // loaded again unaligned; the weights stay in registers; bias and clamp applied before the one
 // store. `top` is the first window row (phase 0, column 0) of the first output row.
 template <int K, int S, int R>
-void depthwise_rows(const float* __restrict top, int64_t row_pitch, int64_t phase_pitch,
-                    const __m512* w, __m512 bias, __m512 lo, __m512 hi, int64_t ow,
-                    float* __restrict out) {
+__attribute__((flatten, noinline)) void depthwise_rows(const float* __restrict top,
+                                                       int64_t row_pitch, int64_t phase_pitch,
+                                                       const __m512* w, __m512 bias, __m512 lo,
+                                                       __m512 hi, const Epilogue* activation,
+                                                       int64_t ow, float* __restrict out) {
   for (int64_t x = 0; x < ow; x += 16) {
     const __mmask16 mask = lanes_below(ow - x);
     __m512 acc[R];
@@ -60,8 +75,7 @@ void depthwise_rows(const float* __restrict top, int64_t row_pitch, int64_t phas
       });
     });
     // max(lo, x) and min(hi, x) return x where it is NaN, as torch.clamp leaves it.
-    for (int r = 0; r < R; ++r)
-      _mm512_mask_storeu_ps(out + r * ow + x, mask, _mm512_min_ps(hi, _mm512_max_ps(lo, acc[r])));
+    store_rows<R>(out + x, ow, mask, acc, lo, hi, activation);
   }
 }
 
@@ -69,9 +83,11 @@ void depthwise_rows(const float* __restrict top, int64_t row_pitch, int64_t phas
 // AVX2: the same register blocking over 8 outputs, each tap loaded unaligned from its phase row
 // (AVX2 has no lane shift across the 128-bit halves); the row's last vector stored masked.
 template <int K, int S, int R>
-void depthwise_rows(const float* __restrict top, int64_t row_pitch, int64_t phase_pitch,
-                    const __m256* w, __m256 bias, __m256 lo, __m256 hi, int64_t ow,
-                    float* __restrict out) {
+__attribute__((flatten, noinline)) void depthwise_rows(const float* __restrict top,
+                                                       int64_t row_pitch, int64_t phase_pitch,
+                                                       const __m256* w, __m256 bias, __m256 lo,
+                                                       __m256 hi, const Epilogue*, int64_t ow,
+                                                       float* __restrict out) {
   for (int64_t x = 0; x < ow; x += 8) {
     __m256 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = bias;
@@ -105,7 +121,8 @@ using DepthwiseLanes = vec::V;
 using vec::splat;
 template <int K, int S>
 void depthwise_plane_fast(const Conv2dShape& s, const float* padded, int64_t phase_pitch,
-                          const float* weight, float bias, float lo, float hi, float* output) {
+                          const float* weight, float bias, float lo, float hi,
+                          const Epilogue* activation, float* output) {
   constexpr int R = K <= 3 ? 4 : 2;
   DepthwiseLanes w[K * K];
   for (int t = 0; t < K * K; ++t) w[t] = splat(weight[t]);
@@ -113,11 +130,15 @@ void depthwise_plane_fast(const Conv2dShape& s, const float* padded, int64_t pha
   const int64_t row_pitch = S * phase_pitch, ow = s.out_w;
   int64_t oh = 0;
   for (; oh + R <= s.out_h; oh += R)
-    depthwise_rows<K, S, R>(padded + oh * S * row_pitch, row_pitch, phase_pitch, w, b, l, h, ow,
-                            output + oh * ow);
+    depthwise_rows<K, S, R>(padded + oh * S * row_pitch, row_pitch, phase_pitch, w, b, l, h,
+                            activation, ow, output + oh * ow);
   for (; oh < s.out_h; ++oh)
-    depthwise_rows<K, S, 1>(padded + oh * S * row_pitch, row_pitch, phase_pitch, w, b, l, h, ow,
-                            output + oh * ow);
+    depthwise_rows<K, S, 1>(padded + oh * S * row_pitch, row_pitch, phase_pitch, w, b, l, h,
+                            activation, ow, output + oh * ow);
+#if !defined(__AVX512F__)
+  // AVX2: after the plane's stores (depthwise_rows applies it in registers on AVX-512).
+  if (activation != nullptr) apply_epilogue(*activation, output, s.out_h * ow);
+#endif
 }
 #endif
 
@@ -217,8 +238,11 @@ void pad_plane(const Conv2dShape& s, const float* input, int64_t rows, int64_t c
 // from column c + 2j, masked to the row (zero in the padding). `rows` are the window's input
 // rows, null where they fall in the padding.
 template <int K, int R>
-void depthwise_rows_s2(const float* const* rows, int64_t in_w, int64_t left, const __m512* w,
-                       __m512 bias, __m512 lo, __m512 hi, int64_t ow, float* __restrict out) {
+__attribute__((flatten, noinline)) void depthwise_rows_s2(const float* const* rows, int64_t in_w,
+                                                          int64_t left, const __m512* w,
+                                                          __m512 bias, __m512 lo, __m512 hi,
+                                                          const Epilogue* activation, int64_t ow,
+                                                          float* __restrict out) {
   const __m512i even = even_lanes();
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   for (int64_t x = 0; x < ow; x += 16) {
@@ -243,16 +267,14 @@ void depthwise_rows_s2(const float* const* rows, int64_t in_w, int64_t left, con
         });
       });
     });
-    const __mmask16 mask = lanes_below(ow - x);
-    for (int r = 0; r < R; ++r)
-      _mm512_mask_storeu_ps(out + r * ow + x, mask, _mm512_min_ps(hi, _mm512_max_ps(lo, acc[r])));
+    store_rows<R>(out + x, ow, lanes_below(ow - x), acc, lo, hi, activation);
   }
 }
 
 // One plane of a square KxK, stride-2, undilated layer by depthwise_rows_s2, R rows at a time.
 template <int K>
 void depthwise_plane_s2(const Conv2dShape& s, const float* input, const float* weight, float bias,
-                        float lo, float hi, float* output) {
+                        float lo, float hi, const Epilogue* activation, float* output) {
   constexpr int R = K <= 3 ? 4 : 2;
   __m512 w[K * K];
   for (int t = 0; t < K * K; ++t) w[t] = _mm512_set1_ps(weight[t]);
@@ -267,11 +289,13 @@ void depthwise_plane_s2(const Conv2dShape& s, const float* input, const float* w
   int64_t oh = 0;
   for (; oh + R <= s.out_h; oh += R) {
     window(oh, (R - 1) * 2 + K, rows);
-    depthwise_rows_s2<K, R>(rows, s.in_w, s.pad_left, w, b, l, h, s.out_w, output + oh * s.out_w);
+    depthwise_rows_s2<K, R>(rows, s.in_w, s.pad_left, w, b, l, h, activation, s.out_w,
+                            output + oh * s.out_w);
   }
   for (; oh < s.out_h; ++oh) {
     window(oh, K, rows);
-    depthwise_rows_s2<K, 1>(rows, s.in_w, s.pad_left, w, b, l, h, s.out_w, output + oh * s.out_w);
+    depthwise_rows_s2<K, 1>(rows, s.in_w, s.pad_left, w, b, l, h, activation, s.out_w,
+                            output + oh * s.out_w);
   }
 }
 
@@ -341,28 +365,30 @@ __attribute__((noinline)) void filter_plane_generic(const Conv2dShape& s, const 
 
 // The outputs of one padded plane.
 inline void filter_plane(const Conv2dShape& s, const float* padded, int64_t pitch,
-                         const float* weight, float bias, float* output, float lo, float hi) {
+                         const float* weight, float bias, float* output, float lo, float hi,
+                         const Epilogue* activation) {
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   const int64_t sw = s.stride_w;
   const bool square =
       s.kernel_h == s.kernel_w && s.stride_h == sw && s.dilation_h == 1 && s.dilation_w == 1;
   if (square && s.kernel_h == 3 && sw == 1)
-    return depthwise_plane_fast<3, 1>(s, padded, pitch, weight, bias, lo, hi, output);
+    return depthwise_plane_fast<3, 1>(s, padded, pitch, weight, bias, lo, hi, activation, output);
   if (square && s.kernel_h == 3 && sw == 2)
-    return depthwise_plane_fast<3, 2>(s, padded, pitch, weight, bias, lo, hi, output);
+    return depthwise_plane_fast<3, 2>(s, padded, pitch, weight, bias, lo, hi, activation, output);
   if (square && s.kernel_h == 5 && sw == 1)
-    return depthwise_plane_fast<5, 1>(s, padded, pitch, weight, bias, lo, hi, output);
+    return depthwise_plane_fast<5, 1>(s, padded, pitch, weight, bias, lo, hi, activation, output);
   if (square && s.kernel_h == 5 && sw == 2)
-    return depthwise_plane_fast<5, 2>(s, padded, pitch, weight, bias, lo, hi, output);
+    return depthwise_plane_fast<5, 2>(s, padded, pitch, weight, bias, lo, hi, activation, output);
 #endif
   filter_plane_generic(s, padded, pitch, weight, bias, output, lo, hi);
+  if (activation != nullptr) apply_epilogue(*activation, output, s.out_h * s.out_w);
 }
 
 }  // namespace
 
 void depthwise_planes(const Conv2dShape& s, int64_t channels, const float* input, int64_t in_stride,
                       const float* weight, const float* bias, float* output, int64_t out_stride,
-                      float lo, float hi) {
+                      float lo, float hi, const Epilogue* activation) {
 #if defined(__AVX512F__)
   if (in_place_stride2(s)) {
     const int64_t taps = s.kernel_h * s.kernel_w;
@@ -370,9 +396,11 @@ void depthwise_planes(const Conv2dShape& s, int64_t channels, const float* input
       const float* x = input + c * in_stride;
       const float b = bias != nullptr ? bias[c] : 0.f;
       if (s.kernel_h == 3)
-        depthwise_plane_s2<3>(s, x, weight + c * taps, b, lo, hi, output + c * out_stride);
+        depthwise_plane_s2<3>(s, x, weight + c * taps, b, lo, hi, activation,
+                              output + c * out_stride);
       else
-        depthwise_plane_s2<5>(s, x, weight + c * taps, b, lo, hi, output + c * out_stride);
+        depthwise_plane_s2<5>(s, x, weight + c * taps, b, lo, hi, activation,
+                              output + c * out_stride);
     }
     return;
   }
@@ -393,7 +421,7 @@ void depthwise_planes(const Conv2dShape& s, int64_t channels, const float* input
   for (int64_t c = 0; c < channels; ++c) {
     pad_plane(s, input + c * in_stride, rows, cols, pitch, padded, c == 0);
     filter_plane(s, padded, pitch, weight + c * taps, bias != nullptr ? bias[c] : 0.f,
-                 output + c * out_stride, lo, hi);
+                 output + c * out_stride, lo, hi, activation);
   }
 }
 
@@ -405,10 +433,12 @@ bool depthwise_channels_last_suitable(const Conv2dShape& s) {
 namespace {
 
 // Outputs [x, x + N) of output row `oy`, 16 channels each: bias + the taps' products over the
-// padded channels-last window `in` ([rows][cols][16]), weights [tap][16]; N chains at once.
+// padded channels-last window `in` ([rows][cols][16]), weights [tap][16]; N chains at once;
+// clamped, then `activation` applied (where given) in registers.
 template <int N>
 inline void cl_outputs(const Conv2dShape& s, const float* in, int64_t cols, const float* w,
-                       __m512 bias, __m512 lo, __m512 hi, int64_t oy, int64_t x, float* out) {
+                       __m512 bias, __m512 lo, __m512 hi, const Epilogue* activation, int64_t oy,
+                       int64_t x, float* out) {
   __m512 acc[N];
   for (int i = 0; i < N; ++i) acc[i] = bias;
   for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
@@ -420,15 +450,49 @@ inline void cl_outputs(const Conv2dShape& s, const float* in, int64_t cols, cons
         acc[i] = _mm512_fmadd_ps(wt, _mm512_load_ps(at + i * s.stride_w * 16), acc[i]);
     }
   }
-  for (int i = 0; i < N; ++i)
-    _mm512_store_ps(out + i * 16, _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i])));
+  for (int i = 0; i < N; ++i) {
+    const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i]));
+    _mm512_store_ps(out + i * 16, activation != nullptr ? activate16(*activation, y) : y);
+  }
+}
+
+// One output row of at most 14 outputs as one or two runs of independent chains (of at most 8):
+// a run of 4 left the last outputs of a 7-wide row to single chains, each waiting on the
+// multiply-add latency tap after tap.
+void cl_row(const Conv2dShape& s, const float* in, int64_t cols, const float* w, __m512 bias,
+            __m512 lo, __m512 hi, const Epilogue* activation, int64_t oy, float* out) {
+  auto run = [&](int64_t x, int64_t n) {
+    float* o = out + x * 16;
+    switch (n) {
+#define NNX_CL_RUN(N) \
+  case N:             \
+    return cl_outputs<N>(s, in, cols, w, bias, lo, hi, activation, oy, x, o);
+      NNX_CL_RUN(1)
+      NNX_CL_RUN(2)
+      NNX_CL_RUN(3)
+      NNX_CL_RUN(4)
+      NNX_CL_RUN(5)
+      NNX_CL_RUN(6)
+      NNX_CL_RUN(7)
+      NNX_CL_RUN(8)
+#undef NNX_CL_RUN
+    }
+  };
+  const int64_t ow = s.out_w;
+  for (int64_t x = 0; x < ow;) {
+    const int64_t left = ow - x;
+    const int64_t n = left <= 8 ? left : (left + 1) / 2 <= 8 ? (left + 1) / 2 : 8;
+    run(x, n);
+    x += n;
+  }
 }
 
 }  // namespace
 
 void depthwise_channels_last(const Conv2dShape& s, int64_t channels, const float* input,
                              int64_t in_stride, const float* weight, const float* bias,
-                             float* output, int64_t out_stride, float lo, float hi) {
+                             float* output, int64_t out_stride, float lo, float hi,
+                             const Epilogue* activation) {
   const int64_t rows = (s.out_h - 1) * s.stride_h + (s.kernel_h - 1) * s.dilation_h + 1;
   const int64_t cols = (s.out_w - 1) * s.stride_w + (s.kernel_w - 1) * s.dilation_w + 1;
   const int64_t taps = s.kernel_h * s.kernel_w, out_plane = s.out_h * s.out_w;
@@ -469,12 +533,8 @@ void depthwise_channels_last(const Conv2dShape& s, int64_t channels, const float
           _mm512_store_ps(row + (x + j) * 16, v[j]);
       }
     }
-    for (int64_t oy = 0; oy < s.out_h; ++oy) {
-      float* o = out + oy * s.out_w * 16;
-      int64_t x = 0;
-      for (; x + 4 <= s.out_w; x += 4) cl_outputs<4>(s, in, cols, w, bv, l, h, oy, x, o + x * 16);
-      for (; x < s.out_w; ++x) cl_outputs<1>(s, in, cols, w, bv, l, h, oy, x, o + x * 16);
-    }
+    for (int64_t oy = 0; oy < s.out_h; ++oy)
+      cl_row(s, in, cols, w, bv, l, h, activation, oy, out + oy * s.out_w * 16);
     // Back to planes: 16 outputs' vectors transposed into 16 channels' rows of outputs.
     for (int64_t p = 0; p < out_plane; p += 16) {
       const int64_t n = std::min<int64_t>(16, out_plane - p);

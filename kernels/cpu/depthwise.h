@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/epilogue.h"
 
 namespace nnx::cpu {
 
@@ -17,20 +18,25 @@ void depthwise_plane(const Conv2dShape& shape, const float* input, const float* 
 
 // `channels` such planes at once: plane c from input + c * in_stride with kernel weight + c *
 // kernel_h * kernel_w and bias[c] (bias may be null: none), into output + c * out_stride; the
-// set-up and the padding rows are done once for all of them.
+// set-up and the padding rows are done once for all of them. After the clamp, `activation`'s
+// activation (where given; its residual must be null) with apply_epilogue's formulas: in
+// registers before the store on the AVX-512 3x3 and 5x5 paths, else over each plane once stored.
 void depthwise_planes(const Conv2dShape& shape, int64_t channels, const float* input,
                       int64_t in_stride, const float* weight, const float* bias, float* output,
-                      int64_t out_stride, float lo = -INFINITY, float hi = INFINITY);
+                      int64_t out_stride, float lo = -INFINITY, float hi = INFINITY,
+                      const Epilogue* activation = nullptr);
 
 #if defined(__AVX512F__)
 // Small output planes (rows of at most 14 outputs, which fill a vector of one plane's row in
 // part): as depthwise_planes, 16 channels at a time channels-last, each output a vector of 16
-// channels. The planes are transposed into a zero-padded window in registers and back.
+// channels. The planes are transposed into a zero-padded window in registers and back. After
+// the clamp, `activation`'s activation (where given; its residual must be null) is applied in
+// registers, with apply_epilogue's formulas.
 bool depthwise_channels_last_suitable(const Conv2dShape& shape);
 void depthwise_channels_last(const Conv2dShape& shape, int64_t channels, const float* input,
                              int64_t in_stride, const float* weight, const float* bias,
                              float* output, int64_t out_stride, float lo = -INFINITY,
-                             float hi = INFINITY);
+                             float hi = INFINITY, const Epilogue* activation = nullptr);
 #endif
 
 }  // namespace nnx::cpu

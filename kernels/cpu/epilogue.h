@@ -91,4 +91,32 @@ inline void apply_epilogue(const Epilogue& e, float* __restrict p, int64_t n) {
   }
 }
 
+#if defined(__AVX512F__)
+// e's activation (not its residual) on 16 values in registers, by apply_epilogue's formulas
+// (the same operations in the same order, so the same bits), for kernels that apply it before
+// their store rather than over the stored block.
+inline __m512 activate16(const Epilogue& e, __m512 v) {
+  if (!e.active) return v;
+  const __m512 zero = _mm512_setzero_ps();
+  switch (e.kind) {
+    case Activation::relu:  // max returns its second operand for NaN, and for 0 against -0
+      return _mm512_max_ps(zero, v);
+    case Activation::leaky_relu:
+      return _mm512_mask_mov_ps(_mm512_mul_ps(v, _mm512_set1_ps(e.args.alpha)),
+                                _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ), v);
+    case Activation::hardtanh:
+      return _mm512_min_ps(_mm512_set1_ps(e.args.hi), _mm512_max_ps(_mm512_set1_ps(e.args.lo), v));
+    case Activation::silu:
+      return _mm512_mul_ps(v, logistic_detail::sigmoid(v));
+    case Activation::hardswish: {
+      const __m512 c = _mm512_min_ps(_mm512_set1_ps(6.0f),
+                                     _mm512_max_ps(zero, _mm512_add_ps(v, _mm512_set1_ps(3.0f))));
+      return _mm512_div_ps(_mm512_mul_ps(v, c), _mm512_set1_ps(6.0f));
+    }
+    default:
+      return v;  // not fused (epilogue_supports)
+  }
+}
+#endif
+
 }  // namespace nnx::cpu

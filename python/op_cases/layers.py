@@ -63,6 +63,13 @@ def _conv_cases():
     yield _case("conv_dw_s2_wide_nopad", C(4, 4, 3, stride=2, groups=4), (1, 4, 12, 49))
     yield _case("conv_dw_s2_wide_rect_pad", C(4, 4, 3, stride=2, padding=(0, 1), groups=4),
                 (1, 4, 9, 64))
+    # Stride 1 the same: odd row counts, tail vectors, no padding, padding past the kernel's
+    # reach (outputs wholly in it), uneven padding.
+    yield _case("conv_dw_s1_wide_3x3", C(5, 5, 3, padding=1, groups=5), (2, 5, 23, 50))
+    yield _case("conv_dw_s1_wide_5x5", C(3, 3, 5, padding=2, groups=3, bias=False), (1, 3, 11, 67))
+    yield _case("conv_dw_s1_wide_nopad", C(4, 4, 3, groups=4), (1, 4, 12, 49))
+    yield _case("conv_dw_s1_wide_big_pad", C(2, 2, 3, padding=3, groups=2), (1, 2, 6, 48))
+    yield _case("conv_dw_s1_wide_rect_pad", C(4, 4, 5, padding=(0, 2), groups=4), (1, 4, 9, 64))
     yield _case("conv_depthwise_mult8", C(2, 16, 3, padding=1, groups=2), (1, 2, 6, 6))
     yield _case("conv_single_in_channel", C(1, 3, 3, padding=1), (2, 1, 6, 7))
     yield _case("conv_single_in_channel_wide", C(1, 8, 3), (1, 1, 6, 7))

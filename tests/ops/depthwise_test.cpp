@@ -7,8 +7,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <string>
 #include <vector>
+
+#include "kernels/cpu/activation.h"
+#include "nnx/thread_pool.h"
 
 namespace {
 
@@ -117,6 +122,60 @@ TEST(Depthwise, ClampKeepsNaN) {
     EXPECT_TRUE(std::isnan(out[size_t(oh * s.out_w + ow)])) << "stride " << stride;
     EXPECT_EQ(out[0], 4.f);  // corner: 4 taps of 1 inside the input
     EXPECT_EQ(out[size_t((s.out_h - 1) * s.out_w + 1)], 6.f);  // 6 or 9 taps, clamped
+  }
+}
+
+// A depthwise convolution with a fused activation (applied in registers before the store where
+// the kernel can, else over each stored plane) gives the bits of the convolution followed by the
+// activation op, over the channels-last small planes (7x7, 14x14, a stride-2 13 -> 7, channel
+// counts off the blocks of 16) and the plane kernels; the inputs include large magnitudes and a
+// NaN.
+TEST(Depthwise, FusedActivationsGiveTheActivationOpsBits) {
+  struct Case {
+    int64_t batch, channels, h, k, stride;
+  };
+  const Case cases[] = {
+      {2, 37, 7, 5, 1}, {1, 20, 14, 3, 1}, {2, 17, 13, 3, 2}, {1, 5, 20, 3, 1}, {2, 3, 50, 5, 2}};
+  nnx::ActivationArgs leaky;
+  leaky.alpha = 0.1f;
+  nnx::ActivationArgs six;
+  six.lo = 0.f;
+  six.hi = 6.f;
+  const std::pair<nnx::Activation, nnx::ActivationArgs> activations[] = {
+      {nnx::Activation::silu, {}},
+      {nnx::Activation::hardswish, {}},
+      {nnx::Activation::leaky_relu, leaky},
+      {nnx::Activation::relu, {}},
+      {nnx::Activation::hardtanh, six}};
+  nnx::ThreadPool pool(2);
+  for (const Case& c : cases) {
+    Conv2dShape s = shape(c.h, c.h, c.k, c.stride, c.k / 2, 1);
+    s.batch = c.batch;
+    s.in_channels = s.out_channels = s.groups = c.channels;
+    std::mt19937 rng(unsigned(c.channels * 100 + c.h));
+    std::uniform_real_distribution<float> u(-3.f, 3.f);
+    std::vector<float> in(size_t(c.batch * c.channels * c.h * c.h));
+    std::vector<float> w(size_t(c.channels * c.k * c.k)), bias(size_t(c.channels));
+    for (float& v : in) v = u(rng);
+    for (float& v : w) v = u(rng);
+    for (float& v : bias) v = u(rng);
+    in[5] = 1e30f;
+    in[in.size() / 2] = -1e30f;
+    in[in.size() - 7] = NAN;
+    const size_t n = size_t(c.batch * c.channels * s.out_h * s.out_w);
+    for (const auto& [kind, args] : activations) {
+      nnx::cpu::Epilogue e;
+      e.active = true;
+      e.kind = kind;
+      e.args = args;
+      std::vector<float> fused(n), plain(n);
+      nnx::cpu::conv2d(s, in.data(), w.data(), bias.data(), fused.data(), &pool, e);
+      nnx::cpu::conv2d(s, in.data(), w.data(), bias.data(), plain.data(), &pool);
+      nnx::cpu::activation(kind, args, plain.data(), plain.data(), int64_t(n), &pool);
+      EXPECT_EQ(std::memcmp(fused.data(), plain.data(), n * sizeof(float)), 0)
+          << "activation " << int(kind) << ", " << c.batch << "x" << c.channels << "x" << c.h
+          << " kernel " << c.k << " stride " << c.stride;
+    }
   }
 }
 

@@ -113,6 +113,9 @@ inline V splat(float x) {
 inline V load(const float* p) {  // 64-byte aligned
   return _mm512_load_ps(p);
 }
+inline V loadu(const float* p) {
+  return _mm512_loadu_ps(p);
+}
 inline void store(float* p, V v) {  // 64-byte aligned
   _mm512_store_ps(p, v);
 }
@@ -148,6 +151,9 @@ inline V splat(float x) {
 }
 inline V load(const float* p) {  // 32-byte aligned
   return _mm256_load_ps(p);
+}
+inline V loadu(const float* p) {
+  return _mm256_loadu_ps(p);
 }
 inline void store(float* p, V v) {  // 32-byte aligned
   _mm256_store_ps(p, v);

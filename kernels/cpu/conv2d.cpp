@@ -156,12 +156,13 @@ void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight
   const int64_t in_plane = s.in_h * s.in_w, out_plane = s.out_h * s.out_w;
   const int64_t taps = s.kernel_h * s.kernel_w;
   const ClampEpilogue clamp = clamp_of(epilogue);
+  // An activation the clamp does not give (Hardswish, SiLU, ...) and no residual: the depthwise
+  // kernels apply it themselves.
+  const bool in_kernel = !clamp.exact && epilogue.residual == nullptr;
 #if defined(__AVX512F__)
   if (out_per_group == 1 && depthwise_channels_last_suitable(s)) {
-    // Small planes: blocks of 16 channels channels-last, runs of blocks of one image at once;
-    // an activation without a residual applied in registers.
+    // Small planes: blocks of 16 channels channels-last, runs of blocks of one image at once.
     const int64_t blocks = ceil_div(s.out_channels, 16);
-    const bool in_registers = !clamp.exact && epilogue.residual == nullptr;
     parallel_for(pool, s.batch * blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end;) {
         const int64_t n = t / blocks, b0 = t % blocks;
@@ -171,8 +172,8 @@ void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight
         float* out = output + plane * out_plane;
         depthwise_channels_last(s, count, input + plane * in_plane, in_plane, weight + c0 * taps,
                                 bias != nullptr ? bias + c0 : nullptr, out, out_plane, clamp.lo,
-                                clamp.hi, in_registers ? &epilogue : nullptr);
-        if (!clamp.exact && !in_registers) apply_epilogue(epilogue, out, count * out_plane);
+                                clamp.hi, in_kernel ? &epilogue : nullptr);
+        if (!clamp.exact && !in_kernel) apply_epilogue(epilogue, out, count * out_plane);
         t += run;
       }
     });
@@ -180,11 +181,9 @@ void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight
   }
 #endif
   if (out_per_group == 1) {
-    // One input plane per output plane: runs of planes of one image at once. An activation the
-    // clamp does not give (Hardswish, SiLU, ...) the kernel applies; with a residual, both go
-    // over the run's planes while in cache: runs of at most 32 KB of output then (one plane
-    // from 91x91 on), else of the thread's share.
-    const bool in_kernel = !clamp.exact && epilogue.residual == nullptr;
+    // One input plane per output plane: runs of planes of one image at once. With a residual,
+    // it and the activation go over the run's planes while in cache: runs of at most 32 KB of
+    // output then (one plane from 91x91 on), else of the thread's share.
     const int64_t most =
         clamp.exact || in_kernel
             ? s.out_channels

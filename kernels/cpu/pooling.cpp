@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cpu/avx512.h"
+#include "kernels/cpu/sums.h"
 #include "nnx/thread_pool.h"
 
 #if defined(__AVX2__)
@@ -37,39 +38,31 @@ int64_t plane_grain(int64_t plane_work) {
 }
 
 // Sum of one plane of n floats in four independent vector accumulators: a plane of 56x56 is
-// read at the memory's pace instead of one add's latency per element (or per eight).
+// read at the memory's pace instead of one add's latency per element (or per eight). AVX-512
+// adds the last partial vector masked; AVX2 the floats past the last whole vector one by one.
 float plane_sum(const float* x, int64_t n) {
   int64_t i = 0;
-#if defined(__AVX512F__)
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (; i + 64 <= n; i += 64) {
-    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(x + i));
-    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(x + i + 16));
-    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(x + i + 32));
-    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(x + i + 48));
-  }
-  for (; i + 16 <= n; i += 16) a0 = _mm512_add_ps(a0, _mm512_loadu_ps(x + i));
-  if (i < n) a1 = _mm512_add_ps(a1, _mm512_maskz_loadu_ps(lanes_below(n - i), x + i));
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-#else
   float total = 0.f;
-#if defined(__AVX2__)
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (; i + 32 <= n; i += 32) {
-    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(x + i));
-    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(x + i + 8));
-    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(x + i + 16));
-    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(x + i + 24));
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  constexpr int64_t W = vec::kWidth;
+  vec::V a0 = vec::zero(), a1 = a0, a2 = a0, a3 = a0;
+  for (; i + 4 * W <= n; i += 4 * W) {
+    a0 = vec::add(a0, vec::loadu(x + i));
+    a1 = vec::add(a1, vec::loadu(x + i + W));
+    a2 = vec::add(a2, vec::loadu(x + i + 2 * W));
+    a3 = vec::add(a3, vec::loadu(x + i + 3 * W));
   }
-  for (; i + 8 <= n; i += 8) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(x + i));
-  __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  total = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+  for (; i + W <= n; i += W) a0 = vec::add(a0, vec::loadu(x + i));
+#if defined(__AVX512F__)
+  if (i < n) a1 = vec::add(a1, _mm512_maskz_loadu_ps(lanes_below(n - i), x + i));
+  i = n;
+  total = _mm512_reduce_add_ps(vec::add(vec::add(a0, a1), vec::add(a2, a3)));
+#else
+  total = horizontal_sum(vec::add(vec::add(a0, a1), vec::add(a2, a3)));
+#endif
 #endif
   for (; i < n; ++i) total += x[i];
   return total;
-#endif
 }
 
 // max of a and b where a NaN in either wins (PyTorch's max pooling propagates NaN).

@@ -11,6 +11,7 @@
 #include "ops/conv2d.h"
 #include "ops/elementwise.h"
 #include "ops/pooling.h"
+#include "ops/structure.h"
 #include "runtime/mapped_file.h"
 
 #ifdef NNX_WITH_CUDA
@@ -43,6 +44,27 @@ int next_in_chain(const Graph& graph, const Readers& readers, int node) {
   if (graph.nodes[size_t(node)].num_outputs != 1 || readers.count[size_t(node)] != 1) return -1;
   const int next = readers.sole[size_t(node)];
   return graph.nodes[size_t(next)].inputs.size() == 1 ? next : -1;
+}
+
+// Whether `node` is the identity at inference (the Dropout family, StochasticDepth, a one-input
+// Identity): its output is its input's value, unchanged in shape.
+bool passes_through(const Graph& graph, int node) {
+  const Op* op = graph.layer_of(node).op.get();
+  if (dynamic_cast<const DropoutOp*>(op) != nullptr ||
+      dynamic_cast<const StochasticDepthOp*>(op) != nullptr)
+    return true;
+  return dynamic_cast<const IdentityOp*>(op) != nullptr &&
+         graph.nodes[size_t(node)].inputs.size() == 1;
+}
+
+// `node`, or the last of the nodes that pass its value on unchanged (passes_through), each the
+// sole reader of the one before; those are appended to `absorbed` (a chain that absorbs them
+// goes on past them: EfficientNet's StochasticDepth between a block's projection and its Add).
+int through_identities(const Graph& graph, const Readers& readers, int node,
+                       std::vector<int>& absorbed) {
+  for (int next; (next = next_in_chain(graph, readers, node)) >= 0 && passes_through(graph, next);)
+    absorbed.push_back(node = next);
+  return node;
 }
 
 // The two-input Add that is the sole reader of `node`'s output, when its other operand comes
@@ -126,31 +148,32 @@ bool conv_chain_nodes(const Graph& graph, const Readers& readers, const std::vec
   found.conv = std::dynamic_pointer_cast<const Conv2d>(graph.layer_of(head).op);
   if (!found.conv) return false;
   chain.head = head;
-  int next = next_in_chain(graph, readers, head);
+  // The node whose output holds the chain's value so far, past identities at inference.
+  int value = through_identities(graph, readers, head, chain.absorbed);
+  int next = next_in_chain(graph, readers, value);
+  auto take = [&](int node) {
+    chain.absorbed.push_back(node);
+    value = through_identities(graph, readers, node, chain.absorbed);
+    next = next_in_chain(graph, readers, value);
+  };
   if (fold_batchnorm && next >= 0) {
     auto bn = std::dynamic_pointer_cast<const BatchNorm2d>(graph.layer_of(next).op);
     if (bn && bn->inference_is_affine() && bn->num_features() == found.conv->out_channels()) {
       found.bn = bn;
-      chain.absorbed.push_back(next);
-      next = next_in_chain(graph, readers, next);
+      take(next);
     }
   }
   if (next < 0) {
     PortRef other;
-    const int value = chain.absorbed.empty() ? head : chain.absorbed.back();
     const int a = residual_add(graph, readers, value, head, position, other, found.conv_first);
     if (a >= 0) {
       found.add = std::dynamic_pointer_cast<const BroadcastFoldOp>(graph.layer_of(a).op);
-      chain.absorbed.push_back(a);
       chain.extra_inputs.push_back(other);
-      next = next_in_chain(graph, readers, a);
+      take(a);
     }
   }
   found.act = fusable_activation(graph, next);
-  if (found.act != nullptr) {
-    chain.absorbed.push_back(next);
-    next = next_in_chain(graph, readers, next);
-  }
+  if (found.act != nullptr) take(next);
   found.next = next;
   return true;
 }
@@ -169,7 +192,7 @@ bool conv_chain(const Graph& graph, const Readers& readers, const std::vector<in
   const PoolWindow* window = max_pool ? &max_pool->window() : nullptr;
   // With weights that no longer change, a lone convolution is a chain of its own too: the
   // chain keeps its transformed weights between runs.
-  if (chain.absorbed.empty() && !fold_batchnorm) return false;
+  if (!found.bn && !found.add && !found.act && !max_pool && !fold_batchnorm) return false;
   const cpu::Epilogue epilogue = epilogue_of(found.act);
   auto prepared = fold_batchnorm ? std::make_shared<cpu::ConvPrepared>() : nullptr;
   Tensor weight, bias;  // folded; undefined: the layer's own
@@ -430,7 +453,7 @@ bool cuda_conv_chain(const Graph& graph, const Readers& readers, const std::vect
                      int head, bool fold_batchnorm, FusedChain& chain) {
   ConvChainNodes found;
   if (!conv_chain_nodes(graph, readers, position, head, fold_batchnorm, chain, found)) return false;
-  if (chain.absorbed.empty()) return false;
+  if (!found.bn && !found.add && !found.act) return false;  // a lone convolution (or views)
   Tensor weight, bias;  // on the host: folded, else the layer's own bias or zeros
   if (found.bn) {
     fold(*found.conv, *found.bn, weight, bias);
@@ -521,7 +544,7 @@ std::shared_ptr<const Fusion> find_fusion(const Graph& graph, bool fold_batchnor
       // taken
     } else if (chain = FusedChain();
                !conv_chain(graph, readers, position, v, fold_batchnorm, pool, chain) &&
-               !fold_op_chain(graph, readers, v, chain)) {
+               !(chain = FusedChain(), fold_op_chain(graph, readers, v, chain))) {
       continue;
     }
     fusion->chain_of[size_t(v)] = int(fusion->chains.size());

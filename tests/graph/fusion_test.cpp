@@ -270,6 +270,49 @@ TEST(FusionResidual, AddsFuseIntoTheConvolutionBeforeThem) {
   }
 }
 
+// Nodes that are the identity at inference do not end a chain: Dropout and Identity between a
+// convolution, its BatchNorm and its activation, StochasticDepth and Dropout2d between a
+// projection's BatchNorm and its residual Add (EfficientNet's blocks), a Dropout after the
+// activation that two nodes read (12: the last of chain 6, the residual of chain 13).
+const char* kPassThroughDescription = R"json({
+  "auto_connect": true,
+  "inputs_channels": [3],
+  "outputs_channels": [16],
+  "outputs": [[14, 0, 0]],
+  "layers": [
+    ["torch.nn.Conv2d(3,16,3,padding=1)", 16],
+    ["torch.nn.modules.dropout.Dropout(p=0.2, inplace=True)"],
+    ["torch.nn.BatchNorm2d(16)"],
+    ["torch.nn.Identity()"],
+    ["torch.nn.SiLU()"],
+    ["torch.nn.Conv2d(16,16,1,bias=False)", 16],
+    ["torch.nn.BatchNorm2d(16)"],
+    ["nnx.StochasticDepth(p=0.1, mode=row)"],
+    ["torch.nn.Dropout2d(0.5)"],
+    ["nn_executor.models.Add(num=2)", [[16, 16], [16]], [[-1, 0], [-5, 0]]],
+    ["torch.nn.ReLU()"],
+    ["torch.nn.Dropout(0.3)"],
+    ["torch.nn.Conv2d(16,16,3,padding=1)", 16],
+    ["nn_executor.models.Add(num=2)", [[16, 16], [16]], [[-1, 0], [-2, 0]]]
+  ]
+})json";
+
+TEST(FusionPassThrough, IdentitiesAtInferenceAreAbsorbedIntoChains) {
+  Model model = load_memory(kPassThroughDescription, "", {}, "pass_through.json");
+  std::mt19937 rng(13);
+  shift_batchnorms(model, rng);
+  for (const Shape& shape : {Shape{1, 3, 20, 20}, Shape{2, 3, 9, 11}}) {
+    Tensor input = random_tensor(shape, rng, -2, 2);
+    std::vector<NodeTiming> profile;
+    std::vector<Tensor> fused = run(model, input, true, 2, &profile);
+    std::vector<Tensor> plain = run(model, input, false, 2);
+    EXPECT_LE(relative_error(fused[0], plain[0]), 1e-5) << shape.str();
+    const std::map<int, std::vector<int>> expected = {
+        {1, {2, 3, 4, 5}}, {6, {7, 8, 9, 10, 11, 12}}, {13, {14}}};
+    EXPECT_EQ(chains(profile), expected) << shape.str();
+  }
+}
+
 // Bottlenecks: node 3's value is the residual of chain 6-7-8-9 and read by nothing after it;
 // node 9's is the residual of chain 12-13-14, whose SiLU the 1x1 tiles do not apply in their
 // store; node 14's is read by chain 15-16-17's convolution itself.

@@ -27,6 +27,9 @@ struct FusedChain {
   // element just before writing there): the planner then lets a residual that nothing reads
   // later hold the chain's value (graph/planner.h).
   std::function<bool(std::span<const TensorSpec> inputs)> output_over_extra;
+  // Without output_over_extra, a plan in place (make_plan) may put the output over an input
+  // that the head's op names (Op::in_place_inputs): `run` must then allow it, as Add (Sub, Mul)
+  // + activation does (BroadcastFoldOp::forward_fused).
 };
 
 struct Fusion {

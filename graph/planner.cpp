@@ -59,7 +59,7 @@ void place_buffers(Plan& plan) {
 // reads computed straight into its block: that input's buffer becomes part of the Cat's, which
 // lives from the first such input's step on, and the Cat finds the piece in place. Inputs that
 // are views, network inputs or outputs, read by another node too (a view of them included),
-// held in a buffer that two values share (share_residual_buffers), or whose block would start
+// held in a buffer that two values share (share_buffers), or whose block would start
 // off the allocator's alignment keep buffers of their own and are copied as before.
 void place_cat_inputs(const Graph& graph, const Fusion* fusion, const std::vector<int>& order,
                       const std::vector<std::vector<int>>& root, Plan& plan) {
@@ -122,58 +122,85 @@ void place_cat_inputs(const Graph& graph, const Fusion* fusion, const std::vecto
   }
 }
 
-// A fused chain that may write its value over its residual operand (FusedChain::
-// output_over_extra) does so where nothing reads that operand after the chain: one buffer fewer
-// in the arena, and the chain's stores go to lines its residual reads just brought into cache,
-// where a buffer of its own had them fetched for the stores alone. `root`: the buffer each
-// value is stored in. Lifetimes are final (the merged buffer lives as long as the chain's value).
-void share_residual_buffers(const Graph& graph, const Fusion& fusion,
-                            const std::vector<std::vector<int>>& root, Plan& plan) {
+// A step writes its value over one of its inputs where nothing reads that input after the step
+// (one buffer fewer in the arena, and the stores go to lines the step's reads just brought into
+// cache, where a buffer of its own had them fetched for the stores alone):
+//  - a fused chain that may write over its residual operand (FusedChain::output_over_extra);
+//  - with `in_place`, a lone op over an input it names (Op::in_place_inputs: a squeeze-
+//    excitation's Mul, an Add not fused into a convolution).
+// `root`: the buffer each value is stored in. Lifetimes are final (the merged buffer lives as
+// long as the step's value).
+void share_buffers(const Graph& graph, const Fusion* fusion,
+                   const std::vector<std::vector<int>>& root, bool in_place, Plan& plan) {
   std::vector<int> into(plan.buffers.size());  // a buffer merged into another: that one
   for (size_t b = 0; b < into.size(); ++b) into[b] = int(b);
   auto find = [&](int b) {
     while (into[size_t(b)] != b) b = into[size_t(b)];
     return b;
   };
+  auto spec_of = [&](const PortRef& r) { return plan.specs[size_t(r.node)][size_t(r.port)]; };
   for (size_t step = 0; step < plan.steps.size(); ++step) {
     const int v = plan.steps[step];
-    if (!fusion.is_head(v)) continue;
-    const FusedChain& chain = fusion.chains[size_t(fusion.chain_of[size_t(v)])];
-    if (!chain.output_over_extra || chain.extra_inputs.size() != 1) continue;
-    const int out = plan.buffer[size_t(v)][0];
-    const PortRef r = chain.extra_inputs[0];
-    // A view (no buffer of its own, not a chain's value) may not be all of its buffer.
-    const bool view =
-        plan.buffer[size_t(r.node)][size_t(r.port)] < 0 && fusion.alias_of[size_t(r.node)] < 0;
-    if (out < 0 || view || root[size_t(r.node)][size_t(r.port)] < 0) continue;
-    const int residual = find(root[size_t(r.node)][size_t(r.port)]);
-    const int last = chain.absorbed.empty() ? v : chain.absorbed.back();
-    const PlannedBuffer& from = plan.buffers[size_t(out)];
-    PlannedBuffer& to = plan.buffers[size_t(residual)];
-    if (to.last_step != int(step) || to.bytes != from.bytes ||
-        !(plan.specs[size_t(r.node)][size_t(r.port)] == plan.specs[size_t(last)][0]))
-      continue;
-    // The head's own inputs must not be in it: the kernel reads them all along.
-    std::vector<TensorSpec> specs;
-    bool read_by_head = false;
-    for (const PortRef& in : graph.nodes[size_t(v)].inputs) {
-      const int b = root[size_t(in.node)][size_t(in.port)];
-      read_by_head = read_by_head || (b >= 0 && find(b) == residual);
-      specs.push_back(plan.specs[size_t(in.node)][size_t(in.port)]);
+    const Node& node = graph.nodes[size_t(v)];
+    const int out = plan.buffer[size_t(v)].empty() ? -1 : plan.buffer[size_t(v)][0];
+    if (out < 0) continue;
+    // Candidates: the input to write over, with its index among the node's inputs (-1: a chain's
+    // extra input, which the head does not read).
+    std::vector<std::pair<PortRef, int>> candidates;
+    TensorSpec value = plan.specs[size_t(v)][0];
+    const FusedChain* chain = nullptr;
+    if (fusion != nullptr && fusion->is_head(v)) {
+      chain = &fusion->chains[size_t(fusion->chain_of[size_t(v)])];
+      value = plan.specs[size_t(chain->absorbed.empty() ? v : chain->absorbed.back())][0];
     }
-    specs.push_back(plan.specs[size_t(r.node)][size_t(r.port)]);
-    if (read_by_head || !chain.output_over_extra(specs)) continue;
-    to.last_step = from.last_step;
-    plan.unplanned_bytes -= from.bytes;
-    plan.buffers[size_t(out)].bytes = 0;
-    into[size_t(out)] = residual;
-    plan.buffer[size_t(v)][0] = residual;
+    if (chain != nullptr && chain->output_over_extra) {
+      if (chain->extra_inputs.size() != 1) continue;
+      candidates.push_back({chain->extra_inputs[0], -1});
+    } else if (in_place && node.num_outputs == 1) {
+      // A lone op, or a chain whose head's kernel writes over that input (an Add + activation).
+      std::vector<TensorSpec> specs;
+      for (const PortRef& in : node.inputs) specs.push_back(spec_of(in));
+      for (int k : graph.layer_of(v).op->in_place_inputs(specs, value))
+        if (k >= 0 && size_t(k) < node.inputs.size())
+          candidates.push_back({node.inputs[size_t(k)], k});
+    }
+    for (const auto& [r, index] : candidates) {
+      // A view (no buffer of its own, not a chain's value) may not be all of its buffer.
+      const bool view = plan.buffer[size_t(r.node)][size_t(r.port)] < 0 &&
+                        (fusion == nullptr || fusion->alias_of[size_t(r.node)] < 0);
+      if (view || root[size_t(r.node)][size_t(r.port)] < 0) continue;
+      const int target = find(root[size_t(r.node)][size_t(r.port)]);
+      const PlannedBuffer& from = plan.buffers[size_t(out)];
+      PlannedBuffer& to = plan.buffers[size_t(target)];
+      if (to.last_step != int(step) || to.bytes != from.bytes || !(spec_of(r) == value)) continue;
+      // No other input of the step may be in it: the kernel reads them all along.
+      std::vector<TensorSpec> specs;
+      bool read_otherwise = false;
+      for (size_t i = 0; i < node.inputs.size(); ++i) {
+        const PortRef& in = node.inputs[i];
+        const int b = root[size_t(in.node)][size_t(in.port)];
+        read_otherwise = read_otherwise || (int(i) != index && b >= 0 && find(b) == target);
+        specs.push_back(spec_of(in));
+      }
+      if (read_otherwise) continue;
+      if (index < 0) {
+        specs.push_back(spec_of(r));
+        if (!chain->output_over_extra(specs)) continue;
+      }
+      to.last_step = from.last_step;
+      plan.unplanned_bytes -= from.bytes;
+      plan.buffers[size_t(out)].bytes = 0;
+      into[size_t(out)] = target;
+      plan.buffer[size_t(v)][0] = target;
+      break;
+    }
   }
 }
 
 }  // namespace
 
-Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs, const Fusion* fusion) {
+Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs, const Fusion* fusion,
+               bool in_place) {
   NNX_CHECK(int(inputs.size()) == graph.num_inputs(), ErrorKind::shape, graph.source, ": expected ",
             graph.num_inputs(), " input tensor(s) (inputs_channels has ", graph.num_inputs(),
             " entries), found ", inputs.size());
@@ -277,7 +304,7 @@ Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs, const Fus
     int b = root[size_t(o.node)][size_t(o.port)];
     if (b >= 0) plan.buffers[size_t(b)].last_step = INT_MAX;
   }
-  if (fusion != nullptr) share_residual_buffers(graph, *fusion, root, plan);
+  share_buffers(graph, fusion, root, in_place, plan);
   place_cat_inputs(graph, fusion, order, root, plan);
   place_buffers(plan);
   return plan;

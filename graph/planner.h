@@ -38,8 +38,10 @@ struct Plan {
 // chain absorbs are not steps and get no buffer: their values are their chain head's (shapes
 // are still inferred, and flops counted, for every node). An input that only a Cat reads, where
 // the Cat's pieces are contiguous blocks of its output (Op::concat_dim), lives in its block of the
-// Cat's buffer (PlannedBuffer::parent), so the Cat copies nothing for it.
+// Cat's buffer (PlannedBuffer::parent), so the Cat copies nothing for it. With `in_place`
+// (inference on the CPU), an op that names an input it may overwrite (Op::in_place_inputs) has
+// its output placed in that input's buffer where nothing reads the input afterwards.
 Plan make_plan(const Graph& graph, std::span<const TensorSpec> inputs,
-               const Fusion* fusion = nullptr);
+               const Fusion* fusion = nullptr, bool in_place = false);
 
 }  // namespace nnx

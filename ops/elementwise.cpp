@@ -114,13 +114,31 @@ void BroadcastFoldOp::forward_fused(const ExecContext& ctx, std::span<const Tens
   }
   Tensor a = inputs[0].contiguous(), b = inputs[1].contiguous();
   const auto last = [&](size_t i) { return i + 1 == inputs.size() ? epilogue : cpu::Epilogue{}; };
-  cpu::binary_broadcast(kind_, a.data<float>(), a.shape(), b.data<float>(), b.shape(),
-                        out.data<float>(), out.shape(), ctx.pool, last(1));
+  float* y = out.data<float>();
+  // The plan may have put the output over an operand (in_place_inputs): the other is folded
+  // into it, for the second operand as b op a (Add and Mul only: the same bits).
+  if (a.data<float>() == y || (b.data<float>() == y && kind_ != cpu::BinaryOp::sub)) {
+    const Tensor& other = a.data<float>() == y ? b : a;
+    cpu::binary_broadcast_inplace(kind_, y, out.shape(), other.data<float>(), other.shape(),
+                                  ctx.pool, last(1));
+  } else {
+    cpu::binary_broadcast(kind_, a.data<float>(), a.shape(), b.data<float>(), b.shape(), y,
+                          out.shape(), ctx.pool, last(1));
+  }
   for (size_t i = 2; i < inputs.size(); ++i) {
     Tensor next = inputs[i].contiguous();
     cpu::binary_broadcast_inplace(kind_, out.data<float>(), out.shape(), next.data<float>(),
                                   next.shape(), ctx.pool, last(i));
   }
+}
+
+std::vector<int> BroadcastFoldOp::in_place_inputs(std::span<const TensorSpec> inputs,
+                                                  const TensorSpec& output) const {
+  std::vector<int> k;
+  if (inputs.size() < 2 || output.dtype != DType::f32) return k;
+  for (int i = 0; i < 2; ++i)
+    if (inputs[size_t(i)] == output && (i == 0 || kind_ != cpu::BinaryOp::sub)) k.push_back(i);
+  return k;
 }
 
 BackwardNeeds BroadcastFoldOp::backward_needs() const {

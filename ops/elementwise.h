@@ -32,6 +32,11 @@ class BroadcastFoldOp : public Op {
                 std::span<const TensorSpec> outputs) const override;
   // Mul reads its inputs, Add and Sub nothing.
   BackwardNeeds backward_needs() const override;
+  // The first operand where it has the output's shape, and for Add and Mul (commutative to the
+  // bit) the second: forward folds the other operand into it in place. Later operands are
+  // read after the output's first write.
+  std::vector<int> in_place_inputs(std::span<const TensorSpec> inputs,
+                                   const TensorSpec& output) const override;
 
   // The forward on the CPU with `epilogue` applied to each stretch of the result as the last
   // input is folded in (Add+ReLU fused, graph/fusion.h).

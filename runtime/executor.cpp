@@ -99,7 +99,8 @@ struct Executor::Impl {
                    ? shared.fusion.get_cuda(shared.graph, !shared.weights_may_change)
                    : shared.fusion.get(shared.graph, !shared.weights_may_change, pool.get());
     }
-    plan = make_plan(graph, specs, fusion.get());
+    // Ops over inputs that die at them (Op::in_place_inputs): the CPU's kernels.
+    plan = make_plan(graph, specs, fusion.get(), !model.device().is_cuda());
     arena = Storage::allocate(std::max<size_t>(plan.arena_bytes, 1), allocator_for(model.device()));
     values.assign(graph.nodes.size(), {});
     node_inputs.assign(graph.nodes.size(), {});

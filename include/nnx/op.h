@@ -111,6 +111,17 @@ class NNX_API Op {
   // forward then leaves a piece it finds already in place.
   virtual std::optional<int> concat_dim(int /*rank*/) const { return std::nullopt; }
 
+  // Inputs over whose memory the CPU forward may write output 0, for these input and output
+  // specs, in order of preference: it reads each element of such an input only to write the
+  // output's element at the same index (same shape and dtype). An Executor's plan on the CPU
+  // puts the output there when nothing reads that input afterwards (one buffer fewer, and the
+  // stores go to lines the reads just brought into cache); forward then finds the two tensors on
+  // the same memory. None by default.
+  virtual std::vector<int> in_place_inputs(std::span<const TensorSpec> /*inputs*/,
+                                           const TensorSpec& /*output*/) const {
+    return {};
+  }
+
   // Forward with outputs already allocated (contiguous, shapes from infer_shapes), except
   // view outputs, which forward assigns.
   void forward(const ExecContext& ctx, std::span<const Tensor> inputs,

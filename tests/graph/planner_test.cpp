@@ -1,6 +1,7 @@
 // The planner's arena (graph/planner.h): a Cat whose pieces are contiguous blocks of its output
 // has the inputs that it alone reads computed in their blocks (PlannedBuffer::parent), and the
-// network gives the same numbers as where the pieces are copied.
+// network gives the same numbers as where the pieces are copied; ops that may write over an
+// input (Op::in_place_inputs) do so where nothing reads it later, with the same numbers.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -143,6 +144,83 @@ TEST(PlannerCat, PiecesInPlaceGiveTheCopiedPiecesNumbers) {
         }
       }
     }
+}
+
+// Ops over an input that dies at them (Op::in_place_inputs, make_plan's `in_place`): node k is
+// layer k. Mul 4 = s * x writes over x (its second operand: Mul commutes to the bit); Mul 5 reads
+// one value twice; Sub 7's operands are both read later; Sub 8's first operand is broadcast (and
+// its second is Sub's right-hand side); Add 9 writes over its first operand, Add 10 over its
+// second (its first is a network output).
+const char* kInPlace = R"json({
+  "inputs_channels": [4],
+  "outputs_channels": [8, 8],
+  "outputs": [[9, 0, 0], [10, 0, 1]],
+  "layers": [
+    ["torch.nn.Conv2d(4,8,3,padding=1)", [[4], [8]], [[0, 0]]],
+    ["torch.nn.AdaptiveAvgPool2d(1)", [[8], [8]], [[1, 0]]],
+    ["torch.nn.Sigmoid()", [[8], [8]], [[2, 0]]],
+    ["nn_executor.models.Mul(num=2)", [[8, 8], [8]], [[3, 0], [1, 0]]],
+    ["nn_executor.models.Mul(num=2)", [[8, 8], [8]], [[4, 0], [4, 0]]],
+    ["torch.nn.Conv2d(8,8,1)", [[8], [8]], [[5, 0]]],
+    ["nn_executor.models.Sub(num=2)", [[8, 8], [8]], [[6, 0], [5, 0]]],
+    ["nn_executor.models.Sub(num=2)", [[8, 8], [8]], [[3, 0], [7, 0]]],
+    ["nn_executor.models.Add(num=2)", [[8, 8], [8]], [[5, 0], [8, 0]]],
+    ["nn_executor.models.Add(num=2)", [[8, 8], [8]], [[9, 0], [6, 0]]]
+  ]
+})json";
+
+TEST(PlannerInPlace, OpsWriteOverInputsThatDieAtThem) {
+  Model model = load_memory(kInPlace, "", {}, "in_place.json");
+  const Graph& graph = model.graph();
+  const TensorSpec spec{Shape{2, 4, 6, 5}, DType::f32};
+  const Plan plan = make_plan(graph, std::span(&spec, 1), nullptr, true);
+  auto buffer = [&](int v) { return plan.buffer[size_t(v)][0]; };
+  EXPECT_EQ(buffer(4), buffer(1));
+  EXPECT_EQ(buffer(9), buffer(5));
+  EXPECT_EQ(buffer(10), buffer(6));
+  EXPECT_NE(buffer(5), buffer(4));
+  for (int v : {7, 8})
+    for (int u = 1; u <= 10; ++u) {
+      if (u == v) continue;
+      EXPECT_NE(buffer(v), buffer(u)) << "nodes " << v << " and " << u;
+    }
+  // Buffers that share memory are never live at once, merged ones included.
+  for (size_t a = 0; a < plan.buffers.size(); ++a)
+    for (size_t b = a + 1; b < plan.buffers.size(); ++b) {
+      const PlannedBuffer &x = plan.buffers[a], &y = plan.buffers[b];
+      const bool live = x.first_step <= y.last_step && y.first_step <= x.last_step;
+      const bool overlap = x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes;
+      EXPECT_FALSE(live && overlap) << "buffers " << a << " and " << b;
+    }
+  // Without `in_place` every value has a buffer of its own.
+  const Plan apart = make_plan(graph, std::span(&spec, 1), nullptr, false);
+  for (int v = 1; v <= 10; ++v)
+    for (int u = v + 1; u <= 10; ++u)
+      EXPECT_NE(apart.buffer[size_t(v)][0], apart.buffer[size_t(u)][0]);
+
+  // The numbers: each op run on tensors of its own, in schedule order, against the Executor's
+  // run (one thread, unfused: the same kernels, so the same bits).
+  std::mt19937 rng(5);
+  for (const Layer& layer : graph.layers)
+    for (const Param& p : layer.op->params())
+      layer.op->set_param(p.name, random_tensor(p.value.shape(), rng));
+  const Tensor input = random_tensor(spec.shape, rng);
+  std::vector<std::vector<Tensor>> values(graph.nodes.size());
+  values[0] = {input};
+  ExecContext ctx;
+  for (int v : graph.schedule) {
+    const Node& node = graph.nodes[size_t(v)];
+    std::vector<Tensor> in;
+    for (const PortRef& r : node.inputs) in.push_back(values[size_t(r.node)][size_t(r.port)]);
+    Tensor out = Tensor::empty(plan.specs[size_t(v)][0].shape);
+    graph.layer_of(v).op->forward(ctx, in, std::span(&out, 1));
+    values[size_t(v)] = {out};
+  }
+  Executor net(model, {.threads = 1, .fuse = false});
+  const std::vector<Tensor> got = net(input);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(relative_error(got[0], values[9][0]), 0.0);
+  EXPECT_EQ(relative_error(got[1], values[10][0]), 0.0);
 }
 
 }  // namespace

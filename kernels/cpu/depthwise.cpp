@@ -427,7 +427,18 @@ void depthwise_planes(const Conv2dShape& s, int64_t channels, const float* input
 
 #if defined(__AVX512F__)
 bool depthwise_channels_last_suitable(const Conv2dShape& s) {
-  return s.out_w <= 14 && s.kernel_h * s.kernel_w <= 49;
+  if (s.out_w <= 14) return s.kernel_h * s.kernel_w <= 49;
+  // Wider rows where cl_row_fixed serves and the padded plane kernels measured slower (AMD Zen 5,
+  // one thread, SiLU, batch 8): 5x5 up to 56 outputs a row (240x28x28 2.15 -> 1.09 ms, 144x56x56
+  // 4.99 -> 3.49, 144x56x56 stride 2 2.04 -> 1.35, 96x112x112 stride 2 8.7 -> 5.4), 3x3 of
+  // stride 1 up to 28 (192x28x28 0.97 -> 0.65); not 3x3 on 56x56 planes (2.9 against 3.3), nor
+  // fewer than 16 channels (a block of 16 would be part empty).
+  const bool fixed = s.kernel_h == s.kernel_w && s.stride_h == s.stride_w &&
+                     (s.stride_h == 1 || s.stride_h == 2) && s.dilation_h == 1 &&
+                     s.dilation_w == 1 && s.out_channels >= 16;
+  if (!fixed) return false;
+  if (s.kernel_h == 5) return s.out_w <= 56;
+  return s.kernel_h == 3 && s.stride_h == 1 && s.out_w <= 28;
 }
 
 namespace {
@@ -453,6 +464,66 @@ inline void cl_outputs(const Conv2dShape& s, const float* in, int64_t cols, cons
   for (int i = 0; i < N; ++i) {
     const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i]));
     _mm512_store_ps(out + i * 16, activation != nullptr ? activate16(*activation, y) : y);
+  }
+}
+
+// The same for a square KxK, stride-S, undilated kernel: each of the K window rows' (N - 1) * S
+// + K vectors loaded once and used by every tap that reads it (the generic loop loads each tap's
+// vectors anew, N * K loads a row, and the compiler cannot unroll the taps). Plain loops the
+// compiler unrolls whole: nested lambdas (static_for) were left as calls, with acc and v in memory.
+template <int K, int S, int N>
+__attribute__((always_inline)) inline void cl_outputs_fixed(const float* in, int64_t cols,
+                                                            const float* w, __m512 bias, __m512 lo,
+                                                            __m512 hi, const Epilogue* activation,
+                                                            int64_t oy, int64_t x, float* out) {
+  constexpr int V = (N - 1) * S + K;
+  __m512 acc[N];
+#pragma GCC unroll 8
+  for (int i = 0; i < N; ++i) acc[i] = bias;
+#pragma GCC unroll 5
+  for (int kh = 0; kh < K; ++kh) {
+    const float* row = in + ((oy * S + kh) * cols + x * S) * 16;
+    __m512 v[V];
+#pragma GCC unroll 24
+    for (int j = 0; j < V; ++j) v[j] = _mm512_load_ps(row + j * 16);
+#pragma GCC unroll 5
+    for (int kw = 0; kw < K; ++kw) {
+      const __m512 wt = _mm512_load_ps(w + (kh * K + kw) * 16);
+#pragma GCC unroll 8
+      for (int i = 0; i < N; ++i) acc[i] = _mm512_fmadd_ps(wt, v[i * S + kw], acc[i]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < N; ++i) {
+    const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i]));
+    _mm512_store_ps(out + i * 16, activation != nullptr ? activate16(*activation, y) : y);
+  }
+}
+
+// A row of outputs by cl_outputs_fixed in runs of 8 (the multiply-add latency over two pipes
+// wants 8 chains), the rest in one shorter run.
+template <int K, int S>
+__attribute__((flatten, noinline)) void cl_row_fixed(const float* in, int64_t cols, const float* w,
+                                                     __m512 bias, __m512 lo, __m512 hi,
+                                                     const Epilogue* activation, int64_t ow,
+                                                     int64_t oy, float* out) {
+  int64_t x = 0;
+  for (; x + 8 <= ow; x += 8)
+    cl_outputs_fixed<K, S, 8>(in, cols, w, bias, lo, hi, activation, oy, x, out + x * 16);
+  switch (ow - x) {
+#define NNX_CL_TAIL(N) \
+  case N:              \
+    return cl_outputs_fixed<K, S, N>(in, cols, w, bias, lo, hi, activation, oy, x, out + x * 16);
+    NNX_CL_TAIL(1)
+    NNX_CL_TAIL(2)
+    NNX_CL_TAIL(3)
+    NNX_CL_TAIL(4)
+    NNX_CL_TAIL(5)
+    NNX_CL_TAIL(6)
+    NNX_CL_TAIL(7)
+#undef NNX_CL_TAIL
+    default:
+      return;
   }
 }
 
@@ -509,6 +580,11 @@ void depthwise_channels_last(const Conv2dShape& s, int64_t channels, const float
   const int64_t iw0 = std::max<int64_t>(0, -s.pad_left);
   const int64_t iw1 = std::min<int64_t>(s.in_w, cols - s.pad_left);
   const __m512 l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
+  // 10 * K + S for the square, undilated 3x3 and 5x5 kernels of stride 1 or 2 (cl_row_fixed).
+  const bool square = s.kernel_h == s.kernel_w && s.stride_h == s.stride_w &&
+                      (s.stride_h == 1 || s.stride_h == 2) && s.dilation_h == 1 &&
+                      s.dilation_w == 1 && (s.kernel_h == 3 || s.kernel_h == 5);
+  const int fixed = square ? int(10 * s.kernel_h + s.stride_h) : 0;
   for (int64_t c0 = 0; c0 < channels; c0 += 16) {
     const int64_t count = std::min<int64_t>(16, channels - c0);
     // Weights [tap][16] and bias, zero past the last channel.
@@ -533,8 +609,25 @@ void depthwise_channels_last(const Conv2dShape& s, int64_t channels, const float
           _mm512_store_ps(row + (x + j) * 16, v[j]);
       }
     }
-    for (int64_t oy = 0; oy < s.out_h; ++oy)
-      cl_row(s, in, cols, w, bv, l, h, activation, oy, out + oy * s.out_w * 16);
+    for (int64_t oy = 0; oy < s.out_h; ++oy) {
+      float* o = out + oy * s.out_w * 16;
+      switch (fixed) {
+        case 31:
+          cl_row_fixed<3, 1>(in, cols, w, bv, l, h, activation, s.out_w, oy, o);
+          break;
+        case 32:
+          cl_row_fixed<3, 2>(in, cols, w, bv, l, h, activation, s.out_w, oy, o);
+          break;
+        case 51:
+          cl_row_fixed<5, 1>(in, cols, w, bv, l, h, activation, s.out_w, oy, o);
+          break;
+        case 52:
+          cl_row_fixed<5, 2>(in, cols, w, bv, l, h, activation, s.out_w, oy, o);
+          break;
+        default:
+          cl_row(s, in, cols, w, bv, l, h, activation, oy, o);
+      }
+    }
     // Back to planes: 16 outputs' vectors transposed into 16 channels' rows of outputs.
     for (int64_t p = 0; p < out_plane; p += 16) {
       const int64_t n = std::min<int64_t>(16, out_plane - p);

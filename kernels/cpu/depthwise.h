@@ -28,10 +28,11 @@ void depthwise_planes(const Conv2dShape& shape, int64_t channels, const float* i
 
 #if defined(__AVX512F__)
 // Small output planes (rows of at most 14 outputs, which fill a vector of one plane's row in
-// part): as depthwise_planes, 16 channels at a time channels-last, each output a vector of 16
-// channels. The planes are transposed into a zero-padded window in registers and back. After
-// the clamp, `activation`'s activation (where given; its residual must be null) is applied in
-// registers, with apply_epilogue's formulas.
+// part; and up to 56 outputs for 5x5 kernels, 28 for 3x3 of stride 1: see
+// depthwise_channels_last_suitable): as depthwise_planes, 16 channels at a time channels-last, each
+// output a vector of 16 channels. The planes are transposed into a zero-padded window in registers
+// and back. After the clamp, `activation`'s activation (where given; its residual must be null) is
+// applied in registers, with apply_epilogue's formulas.
 bool depthwise_channels_last_suitable(const Conv2dShape& shape);
 void depthwise_channels_last(const Conv2dShape& shape, int64_t channels, const float* input,
                              int64_t in_stride, const float* weight, const float* bias,

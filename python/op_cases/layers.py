@@ -54,6 +54,15 @@ def _conv_cases():
     yield _case("conv_dw_small_same_even", C(17, 17, 4, padding="same", groups=17), (1, 17, 9, 9))
     yield _case("conv_dw_small_rect", C(24, 24, (3, 5), stride=(1, 2), padding=(1, 2), groups=24),
                 (2, 24, 8, 23))
+    # And wider rows with 16+ channels (5x5 up to 56 outputs a row, 3x3 of stride 1 up to 28),
+    # by the kernels for square 3x3 and 5x5 windows: runs of 8 outputs and every tail length,
+    # stride 2 with uneven padding, padding past the kernel's reach, no padding.
+    yield _case("conv_dw_cl_5x5_s1", C(20, 20, 5, padding=2, groups=20), (2, 20, 9, 25))
+    yield _case("conv_dw_cl_5x5_s2", C(17, 17, 5, stride=2, padding=(1, 2), groups=17, bias=False),
+                (1, 17, 13, 45))
+    yield _case("conv_dw_cl_3x3_s1", C(33, 33, 3, padding=1, groups=33), (1, 33, 6, 18))
+    yield _case("conv_dw_cl_3x3_big_pad", C(16, 16, 3, padding=3, groups=16), (1, 16, 5, 17))
+    yield _case("conv_dw_cl_3x3_nopad", C(16, 16, 3, groups=16), (2, 16, 4, 30))
     # Stride-2 3x3 and 5x5 depthwise layers on rows of 48+ columns read their input in place
     # (AVX-512): an odd count of output rows (rows past the last block of 4), a tail vector,
     # odd widths, no padding, uneven padding.

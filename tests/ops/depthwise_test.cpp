@@ -128,14 +128,15 @@ TEST(Depthwise, ClampKeepsNaN) {
 // A depthwise convolution with a fused activation (applied in registers before the store where
 // the kernel can, else over each stored plane) gives the bits of the convolution followed by the
 // activation op, over the channels-last small planes (7x7, 14x14, a stride-2 13 -> 7, channel
-// counts off the blocks of 16) and the plane kernels; the inputs include large magnitudes and a
+// counts off the blocks of 16), its wider rows (3x3 on 27 columns, 5x5 on 30, 5x5 stride 2 on 40)
+// and the plane kernels; the inputs include large magnitudes and a
 // NaN.
 TEST(Depthwise, FusedActivationsGiveTheActivationOpsBits) {
   struct Case {
     int64_t batch, channels, h, k, stride;
   };
-  const Case cases[] = {
-      {2, 37, 7, 5, 1}, {1, 20, 14, 3, 1}, {2, 17, 13, 3, 2}, {1, 5, 20, 3, 1}, {2, 3, 50, 5, 2}};
+  const Case cases[] = {{2, 37, 7, 5, 1},  {1, 20, 14, 3, 1}, {2, 17, 13, 3, 2}, {1, 20, 27, 3, 1},
+                        {1, 33, 30, 5, 1}, {1, 17, 40, 5, 2}, {1, 5, 20, 3, 1},  {2, 3, 50, 5, 2}};
   nnx::ActivationArgs leaky;
   leaky.alpha = 0.1f;
   nnx::ActivationArgs six;

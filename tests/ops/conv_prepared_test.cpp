@@ -8,10 +8,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/pointwise_conv.h"
 #include "nnx/thread_pool.h"
 
@@ -161,6 +163,48 @@ TEST(ConvPrepared, PointwiseEpiloguesAndNoBias) {
       EXPECT_LT(difference(s, 2, false, e), tolerance(s)) << describe(s);
       EXPECT_LT(difference(s, 1, true, e), tolerance(s)) << describe(s);
     }
+}
+
+// On planes of at most 100 pixels (the channels-last GEMM with prepared weights) an activation
+// the clamp does not give goes over each stored channel: the bits of the layer followed by the
+// activation op, over full and partial pixel tiles, channels off the 16-channel groups, batches
+// and thread counts (whole images per thread and the split of larger weights).
+TEST(ConvPrepared, ChannelsLastActivationsGiveTheActivationOpsBits) {
+  nnx::ActivationArgs leaky;
+  leaky.alpha = 0.1f;
+  const std::pair<nnx::Activation, nnx::ActivationArgs> activations[] = {
+      {nnx::Activation::silu, {}},
+      {nnx::Activation::hardswish, {}},
+      {nnx::Activation::leaky_relu, leaky}};
+  for (const Conv2dShape& s : {pointwise(2, 40, 50, 7, 7, 1), pointwise(2, 192, 1152, 7, 7, 1),
+                               pointwise(3, 20, 33, 5, 9, 1)}) {
+    std::mt19937 rng(unsigned(s.in_channels + s.out_channels));
+    std::uniform_real_distribution<float> u(-2.f, 2.f);
+    std::vector<float> input(size_t(s.batch * s.in_channels * s.in_h * s.in_w));
+    std::vector<float> weight(size_t(s.out_channels * s.in_channels)), bias(size_t(s.out_channels));
+    for (float& v : input) v = u(rng);
+    for (float& v : weight) v = u(rng);
+    for (float& v : bias) v = u(rng);
+    const size_t n = size_t(s.batch * s.out_channels * s.out_h * s.out_w);
+    for (int threads : {1, 2}) {
+      nnx::ThreadPool pool(threads);
+      for (const auto& [kind, args] : activations) {
+        Epilogue e;
+        e.active = true;
+        e.kind = kind;
+        e.args = args;
+        std::vector<float> fused(n), plain(n);
+        nnx::cpu::ConvPrepared cache;
+        nnx::cpu::conv2d(s, input.data(), weight.data(), bias.data(), fused.data(), &pool, e,
+                         &cache);
+        nnx::cpu::conv2d(s, input.data(), weight.data(), bias.data(), plain.data(), &pool, {},
+                         &cache);
+        nnx::cpu::activation(kind, args, plain.data(), plain.data(), int64_t(n), &pool);
+        EXPECT_EQ(std::memcmp(fused.data(), plain.data(), n * sizeof(float)), 0)
+            << describe(s) << " activation " << int(kind) << " threads " << threads;
+      }
+    }
+  }
 }
 
 // 1x1 layers on planes of over 100 pixels read their input in place (pointwise_conv.h): tiles

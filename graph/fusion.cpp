@@ -140,6 +140,9 @@ struct ConvChainNodes {
   bool conv_first = true;  // the convolution is the Add's first operand
   const ActivationOp* act = nullptr;
   int next = -1;  // the node after the chain's last, if it could be absorbed
+
+  // Whether the convolution takes anything in (the identities it passes do not count).
+  bool takes_any() const { return bn || add || act != nullptr; }
 };
 
 // Fills chain.head, absorbed and extra_inputs from `head`; false when it is no Conv2d.
@@ -192,7 +195,7 @@ bool conv_chain(const Graph& graph, const Readers& readers, const std::vector<in
   const PoolWindow* window = max_pool ? &max_pool->window() : nullptr;
   // With weights that no longer change, a lone convolution is a chain of its own too: the
   // chain keeps its transformed weights between runs.
-  if (!found.bn && !found.add && !found.act && !max_pool && !fold_batchnorm) return false;
+  if (!found.takes_any() && !max_pool && !fold_batchnorm) return false;
   const cpu::Epilogue epilogue = epilogue_of(found.act);
   auto prepared = fold_batchnorm ? std::make_shared<cpu::ConvPrepared>() : nullptr;
   Tensor weight, bias;  // folded; undefined: the layer's own
@@ -453,8 +456,8 @@ bool cuda_conv_chain(const Graph& graph, const Readers& readers, const std::vect
                      int head, bool fold_batchnorm, FusedChain& chain) {
   ConvChainNodes found;
   if (!conv_chain_nodes(graph, readers, position, head, fold_batchnorm, chain, found)) return false;
-  if (!found.bn && !found.add && !found.act) return false;  // a lone convolution (or views)
-  Tensor weight, bias;  // on the host: folded, else the layer's own bias or zeros
+  if (!found.takes_any()) return false;  // a lone convolution (or views)
+  Tensor weight, bias;                   // on the host: folded, else the layer's own bias or zeros
   if (found.bn) {
     fold(*found.conv, *found.bn, weight, bias);
   } else if (!found.conv->has_bias()) {

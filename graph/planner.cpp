@@ -138,7 +138,9 @@ void share_buffers(const Graph& graph, const Fusion* fusion,
     while (into[size_t(b)] != b) b = into[size_t(b)];
     return b;
   };
-  auto spec_of = [&](const PortRef& r) { return plan.specs[size_t(r.node)][size_t(r.port)]; };
+  auto spec_of = [&](const PortRef& r) -> const TensorSpec& {
+    return plan.specs[size_t(r.node)][size_t(r.port)];
+  };
   for (size_t step = 0; step < plan.steps.size(); ++step) {
     const int v = plan.steps[step];
     const Node& node = graph.nodes[size_t(v)];

@@ -482,21 +482,6 @@ void depthwise_planes(const Conv2dShape& s, int64_t channels, const float* input
 }
 
 #if defined(__AVX512F__)
-bool depthwise_channels_last_suitable(const Conv2dShape& s) {
-  if (s.out_w <= 14) return s.kernel_h * s.kernel_w <= 49;
-  // Wider rows where cl_row_fixed serves and the padded plane kernels measured slower (AMD Zen 5,
-  // one thread, SiLU, batch 8): 5x5 up to 56 outputs a row (240x28x28 2.15 -> 1.09 ms, 144x56x56
-  // 4.99 -> 3.49, 144x56x56 stride 2 2.04 -> 1.35, 96x112x112 stride 2 8.7 -> 5.4), 3x3 of
-  // stride 1 up to 28 (192x28x28 0.97 -> 0.65); not 3x3 on 56x56 planes (2.9 against 3.3), nor
-  // fewer than 16 channels (a block of 16 would be part empty).
-  const bool fixed = s.kernel_h == s.kernel_w && s.stride_h == s.stride_w &&
-                     (s.stride_h == 1 || s.stride_h == 2) && s.dilation_h == 1 &&
-                     s.dilation_w == 1 && s.out_channels >= 16;
-  if (!fixed) return false;
-  if (s.kernel_h == 5) return s.out_w <= 56;
-  return s.kernel_h == 3 && s.stride_h == 1 && s.out_w <= 28;
-}
-
 namespace {
 
 // Outputs [x, x + N) of output row `oy`, 16 channels each: bias + the taps' products over the
@@ -614,7 +599,34 @@ void cl_row(const Conv2dShape& s, const float* in, int64_t cols, const float* w,
   }
 }
 
+// cl_row_fixed for a square, undilated 3x3 or 5x5 window of stride 1 or 2; null for any other
+// (cl_row's generic loop).
+using ClRow = void (*)(const float*, int64_t, const float*, __m512, __m512, __m512, const Epilogue*,
+                       int64_t, int64_t, float*);
+ClRow fixed_row(const Conv2dShape& s) {
+  if (s.kernel_h != s.kernel_w || s.stride_h != s.stride_w || s.dilation_h != 1 ||
+      s.dilation_w != 1)
+    return nullptr;
+  if (s.kernel_h == 3 && s.stride_h == 1) return &cl_row_fixed<3, 1>;
+  if (s.kernel_h == 3 && s.stride_h == 2) return &cl_row_fixed<3, 2>;
+  if (s.kernel_h == 5 && s.stride_h == 1) return &cl_row_fixed<5, 1>;
+  if (s.kernel_h == 5 && s.stride_h == 2) return &cl_row_fixed<5, 2>;
+  return nullptr;
+}
+
 }  // namespace
+
+bool depthwise_channels_last_suitable(const Conv2dShape& s) {
+  if (s.out_w <= 14) return s.kernel_h * s.kernel_w <= 49;
+  // Wider rows where cl_row_fixed serves and the padded plane kernels measured slower (AMD Zen 5,
+  // one thread, SiLU, batch 8): 5x5 up to 56 outputs a row (240x28x28 2.15 -> 1.09 ms, 144x56x56
+  // 4.99 -> 3.49, 144x56x56 stride 2 2.04 -> 1.35, 96x112x112 stride 2 8.7 -> 5.4), 3x3 of
+  // stride 1 up to 28 (192x28x28 0.97 -> 0.65); not 3x3 on 56x56 planes (2.9 against 3.3), nor
+  // fewer than 16 channels (a block of 16 would be part empty).
+  if (fixed_row(s) == nullptr || s.out_channels < 16) return false;
+  if (s.kernel_h == 5) return s.out_w <= 56;
+  return s.stride_h == 1 && s.out_w <= 28;
+}
 
 void depthwise_channels_last(const Conv2dShape& s, int64_t channels, const float* input,
                              int64_t in_stride, const float* weight, const float* bias,
@@ -636,11 +648,7 @@ void depthwise_channels_last(const Conv2dShape& s, int64_t channels, const float
   const int64_t iw0 = std::max<int64_t>(0, -s.pad_left);
   const int64_t iw1 = std::min<int64_t>(s.in_w, cols - s.pad_left);
   const __m512 l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
-  // 10 * K + S for the square, undilated 3x3 and 5x5 kernels of stride 1 or 2 (cl_row_fixed).
-  const bool square = s.kernel_h == s.kernel_w && s.stride_h == s.stride_w &&
-                      (s.stride_h == 1 || s.stride_h == 2) && s.dilation_h == 1 &&
-                      s.dilation_w == 1 && (s.kernel_h == 3 || s.kernel_h == 5);
-  const int fixed = square ? int(10 * s.kernel_h + s.stride_h) : 0;
+  const ClRow row_kernel = fixed_row(s);
   for (int64_t c0 = 0; c0 < channels; c0 += 16) {
     const int64_t count = std::min<int64_t>(16, channels - c0);
     // Weights [tap][16] and bias, zero past the last channel.
@@ -667,22 +675,10 @@ void depthwise_channels_last(const Conv2dShape& s, int64_t channels, const float
     }
     for (int64_t oy = 0; oy < s.out_h; ++oy) {
       float* o = out + oy * s.out_w * 16;
-      switch (fixed) {
-        case 31:
-          cl_row_fixed<3, 1>(in, cols, w, bv, l, h, activation, s.out_w, oy, o);
-          break;
-        case 32:
-          cl_row_fixed<3, 2>(in, cols, w, bv, l, h, activation, s.out_w, oy, o);
-          break;
-        case 51:
-          cl_row_fixed<5, 1>(in, cols, w, bv, l, h, activation, s.out_w, oy, o);
-          break;
-        case 52:
-          cl_row_fixed<5, 2>(in, cols, w, bv, l, h, activation, s.out_w, oy, o);
-          break;
-        default:
-          cl_row(s, in, cols, w, bv, l, h, activation, oy, o);
-      }
+      if (row_kernel != nullptr)
+        row_kernel(in, cols, w, bv, l, h, activation, s.out_w, oy, o);
+      else
+        cl_row(s, in, cols, w, bv, l, h, activation, oy, o);
     }
     // Back to planes: 16 outputs' vectors transposed into 16 channels' rows of outputs.
     for (int64_t p = 0; p < out_plane; p += 16) {

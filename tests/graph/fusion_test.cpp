@@ -251,11 +251,11 @@ void shift_batchnorms(const Model& model, std::mt19937& rng) {
           layer.op->set_param(p.name, random_tensor(p.value.shape(), rng, -1, 1));
 }
 
-TEST(FusionResidual, AddsFuseIntoTheConvolutionBeforeThem) {
-  Model model = load_memory(kResidualDescription, "", {}, "residual.json");
-  std::mt19937 rng(11);
-  shift_batchnorms(model, rng);
-  for (const Shape& shape : {Shape{1, 3, 64, 64}, Shape{2, 3, 17, 23}}) {
+// A one-output model fused at each of `shapes`: its output within float rounding of the
+// unfused run's, the same bits on one thread as on two, and the chains `expected`.
+void expect_fused(const Model& model, std::mt19937& rng, std::initializer_list<Shape> shapes,
+                  const std::map<int, std::vector<int>>& expected) {
+  for (const Shape& shape : shapes) {
     Tensor input = random_tensor(shape, rng, -2, 2);
     std::vector<NodeTiming> profile;
     std::vector<Tensor> fused = run(model, input, true, 2, &profile);
@@ -263,11 +263,22 @@ TEST(FusionResidual, AddsFuseIntoTheConvolutionBeforeThem) {
     std::vector<Tensor> plain = run(model, input, false, 2);
     EXPECT_LE(relative_error(fused[0], plain[0]), 1e-5) << shape.str();
     EXPECT_EQ(relative_error(fused[0], one_thread[0]), 0.0) << shape.str();
-    const std::map<int, std::vector<int>> expected = {
-        {1, {2, 3}},        {4, {5, 6, 7}}, {8, {9, 10}},  {11, {}},
-        {12, {13, 14, 15}}, {16, {}},       {17, {18, 19}}};
     EXPECT_EQ(chains(profile), expected) << shape.str();
   }
+}
+
+TEST(FusionResidual, AddsFuseIntoTheConvolutionBeforeThem) {
+  Model model = load_memory(kResidualDescription, "", {}, "residual.json");
+  std::mt19937 rng(11);
+  shift_batchnorms(model, rng);
+  expect_fused(model, rng, {Shape{1, 3, 64, 64}, Shape{2, 3, 17, 23}},
+               {{1, {2, 3}},
+                {4, {5, 6, 7}},
+                {8, {9, 10}},
+                {11, {}},
+                {12, {13, 14, 15}},
+                {16, {}},
+                {17, {18, 19}}});
 }
 
 // Nodes that are the identity at inference do not end a chain: Dropout and Identity between a
@@ -301,16 +312,8 @@ TEST(FusionPassThrough, IdentitiesAtInferenceAreAbsorbedIntoChains) {
   Model model = load_memory(kPassThroughDescription, "", {}, "pass_through.json");
   std::mt19937 rng(13);
   shift_batchnorms(model, rng);
-  for (const Shape& shape : {Shape{1, 3, 20, 20}, Shape{2, 3, 9, 11}}) {
-    Tensor input = random_tensor(shape, rng, -2, 2);
-    std::vector<NodeTiming> profile;
-    std::vector<Tensor> fused = run(model, input, true, 2, &profile);
-    std::vector<Tensor> plain = run(model, input, false, 2);
-    EXPECT_LE(relative_error(fused[0], plain[0]), 1e-5) << shape.str();
-    const std::map<int, std::vector<int>> expected = {
-        {1, {2, 3, 4, 5}}, {6, {7, 8, 9, 10, 11, 12}}, {13, {14}}};
-    EXPECT_EQ(chains(profile), expected) << shape.str();
-  }
+  expect_fused(model, rng, {Shape{1, 3, 20, 20}, Shape{2, 3, 9, 11}},
+               {{1, {2, 3, 4, 5}}, {6, {7, 8, 9, 10, 11, 12}}, {13, {14}}});
 }
 
 // Bottlenecks: node 3's value is the residual of chain 6-7-8-9 and read by nothing after it;

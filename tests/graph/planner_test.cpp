@@ -49,6 +49,19 @@ Tensor random_tensor(const Shape& shape, std::mt19937& rng) {
   return t;
 }
 
+// No two buffers that are live at once overlap in the arena (a Cat's pieces, which lie in its
+// buffer on purpose, aside).
+void expect_no_live_overlap(const Plan& plan) {
+  for (size_t a = 0; a < plan.buffers.size(); ++a)
+    for (size_t b = a + 1; b < plan.buffers.size(); ++b) {
+      const PlannedBuffer &x = plan.buffers[a], &y = plan.buffers[b];
+      if (x.parent >= 0 || y.parent >= 0) continue;
+      const bool live = x.first_step <= y.last_step && y.first_step <= x.last_step;
+      const bool overlap = x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes;
+      EXPECT_FALSE(live && overlap) << "buffers " << a << " and " << b;
+    }
+}
+
 // The buffer of node v's value: its chain head's where it is absorbed.
 int buffer_of(const Plan& plan, const nnx::Fusion& fusion, int v) {
   const int head = fusion.alias_of[size_t(v)];
@@ -78,14 +91,7 @@ TEST(PlannerCat, PiecesReadOnlyByTheCatAreComputedInTheirBlocks) {
   EXPECT_EQ(plan.buffers[size_t(buffer_of(plan, *fusion, 10))].parent, cat2);
   EXPECT_EQ(plan.buffers[size_t(plan.buffer[8][0])].parent, -1);
   // No other live buffer overlaps a Cat's memory while any of its pieces lives.
-  for (size_t a = 0; a < plan.buffers.size(); ++a)
-    for (size_t b = 0; b < plan.buffers.size(); ++b) {
-      const PlannedBuffer &x = plan.buffers[a], &y = plan.buffers[b];
-      if (a == b || x.parent >= 0 || y.parent >= 0) continue;
-      const bool live = x.first_step <= y.last_step && y.first_step <= x.last_step;
-      const bool overlap = x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes;
-      EXPECT_FALSE(live && overlap) << "buffers " << a << " and " << b;
-    }
+  expect_no_live_overlap(plan);
 
   // At batch 2 a piece is two blocks apart: every input keeps a buffer of its own.
   const TensorSpec two{Shape{2, 8, 8, 8}, DType::f32};
@@ -185,13 +191,7 @@ TEST(PlannerInPlace, OpsWriteOverInputsThatDieAtThem) {
       EXPECT_NE(buffer(v), buffer(u)) << "nodes " << v << " and " << u;
     }
   // Buffers that share memory are never live at once, merged ones included.
-  for (size_t a = 0; a < plan.buffers.size(); ++a)
-    for (size_t b = a + 1; b < plan.buffers.size(); ++b) {
-      const PlannedBuffer &x = plan.buffers[a], &y = plan.buffers[b];
-      const bool live = x.first_step <= y.last_step && y.first_step <= x.last_step;
-      const bool overlap = x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes;
-      EXPECT_FALSE(live && overlap) << "buffers " << a << " and " << b;
-    }
+  expect_no_live_overlap(plan);
   // Without `in_place` every value has a buffer of its own.
   const Plan apart = make_plan(graph, std::span(&spec, 1), nullptr, false);
   for (int v = 1; v <= 10; ++v)

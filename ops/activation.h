@@ -18,6 +18,7 @@ class ActivationOp : public Op {
                std::string extra_repr)
       : type_(std::move(type)), kind_(kind), args_(args), extra_repr_(std::move(extra_repr)) {}
 
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string type() const override { return type_; }
   std::string python_module() const override { return "torch.nn.modules.activation"; }
   std::string repr() const override { return type_ + "(" + extra_repr_ + ")"; }

@@ -12,6 +12,7 @@ class AffineOp : public Op {
  public:
   explicit AffineOp(const Call& call);
 
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string type() const override { return "Affine"; }
   std::string python_module() const override { return "nnx"; }
   // Both numbers as Python's repr(float) prints them: "Affine(scale=0.16666666666666666,

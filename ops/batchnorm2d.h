@@ -13,6 +13,8 @@ class BatchNorm2d : public Op {
  public:
   explicit BatchNorm2d(const Call& call);
 
+  // Inference only: a training forward (nnx::Trainer) normalises with the batch's statistics.
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string type() const override { return "BatchNorm2d"; }
   std::string python_module() const override { return "torch.nn.modules.batchnorm"; }
   std::string repr() const override;

@@ -22,6 +22,7 @@ class Conv2d : public Op {
  public:
   explicit Conv2d(const Call& call);
 
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string type() const override { return "Conv2d"; }
   std::string python_module() const override { return "torch.nn.modules.conv"; }
   std::string repr() const override;

@@ -18,6 +18,7 @@ class BroadcastFoldOp : public Op {
  public:
   BroadcastFoldOp(const Call& call, cpu::BinaryOp kind);
 
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string type() const override;
   std::string python_module() const override { return "nn_executor.models"; }
   std::string repr() const override;

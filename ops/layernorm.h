@@ -12,6 +12,9 @@ class LayerNormOp : public Op {
  public:
   explicit LayerNormOp(const Call& call);
 
+  bool batch_separable(std::span<const TensorSpec> inputs) const override {
+    return !inputs.empty() && normalized_shape_.size() < int(inputs[0].shape.size());
+  }
   std::string type() const override { return "LayerNorm"; }
   std::string python_module() const override { return "torch.nn.modules.normalization"; }
   std::string repr() const override;

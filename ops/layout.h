@@ -17,6 +17,9 @@ class ReshapeOp : public ViewOp {
  public:
   explicit ReshapeOp(const Call& call);
 
+  // Where the Executor finds the first dimension the batch at two batch sizes, each sample's
+  // elements (contiguous) are reshaped on their own.
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string type() const override { return "Reshape"; }
   std::string python_module() const override { return "nnx"; }
   std::string repr() const override;
@@ -43,6 +46,10 @@ class PermuteOp : public Op {
  public:
   explicit PermuteOp(const Call& call);
 
+  bool batch_separable(std::span<const TensorSpec> inputs) const override {
+    return !inputs.empty() && !dims_.empty() &&
+           wrap_dim(dims_[0], int(inputs[0].shape.size())) == 0;
+  }
   std::string type() const override { return "Permute"; }
   std::string python_module() const override { return "nnx"; }
   std::string repr() const override;
@@ -73,6 +80,9 @@ class SplitOp : public Op {
  public:
   explicit SplitOp(const Call& call);
 
+  bool batch_separable(std::span<const TensorSpec> inputs) const override {
+    return !inputs.empty() && wrap_dim(dim_, int(inputs[0].shape.size())) != 0;
+  }
   std::string type() const override { return "Split"; }
   std::string python_module() const override { return "nnx"; }
   std::string repr() const override;

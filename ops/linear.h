@@ -11,6 +11,7 @@ class Linear : public Op {
  public:
   explicit Linear(const Call& call);
 
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string type() const override { return "Linear"; }
   std::string python_module() const override { return "torch.nn.modules.linear"; }
   std::string repr() const override;

@@ -13,6 +13,12 @@ class MeanOp : public Op {
  public:
   explicit MeanOp(const Call& call);
 
+  bool batch_separable(std::span<const TensorSpec> inputs) const override {
+    if (inputs.empty() || dims_.empty()) return false;
+    for (int64_t d : dims_)
+      if (wrap_dim(d, int(inputs[0].shape.size())) == 0) return false;
+    return true;
+  }
   std::string type() const override { return "Mean"; }
   std::string python_module() const override { return "nnx"; }
   std::string repr() const override;

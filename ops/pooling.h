@@ -14,6 +14,7 @@ namespace nnx {
 // What the pooling ops share: one input, one output, channels pass through, rank-4 float32.
 class Pool2dOp : public Op {
  public:
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string python_module() const override { return "torch.nn.modules.pooling"; }
   void check_arity(int num_inputs, int num_outputs) const override;
   std::vector<int64_t> infer_channels(std::span<const int64_t> in_channels,

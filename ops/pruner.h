@@ -21,6 +21,7 @@ class PrunerOp : public Op {
  public:
   PrunerOp(const Call& call, bool all_or_nothing);
 
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string type() const override { return all_or_nothing_ ? "AllOrNothingPruner" : "Pruner"; }
   std::string python_module() const override {
     return all_or_nothing_ ? "nn_executor.pruning.pruners" : "nn_executor.models";

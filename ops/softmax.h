@@ -13,6 +13,9 @@ class SoftmaxOp : public Op {
  public:
   SoftmaxOp(const Call& call, bool log);
 
+  bool batch_separable(std::span<const TensorSpec> inputs) const override {
+    return !inputs.empty() && reduced_dim(int(inputs[0].shape.size())) != 0;
+  }
   std::string type() const override { return log_ ? "LogSoftmax" : "Softmax"; }
   std::string python_module() const override { return "torch.nn.modules.activation"; }
   std::string repr() const override;

@@ -16,6 +16,9 @@ class CatOp : public Op {
  public:
   explicit CatOp(const Call& call);
 
+  bool batch_separable(std::span<const TensorSpec> inputs) const override {
+    return !inputs.empty() && wrap_dim(dim_, int(inputs[0].shape.size())) != 0;
+  }
   std::string type() const override { return "Cat"; }
   std::string python_module() const override { return "nn_executor.models"; }
   std::string repr() const override;
@@ -81,6 +84,7 @@ class IdentityOp : public ViewOp {
  public:
   explicit IdentityOp(const Call& call);
 
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string type() const override { return "Identity"; }
   std::string python_module() const override { return module_; }
   std::string repr() const override { return "Identity()"; }
@@ -105,6 +109,9 @@ class FlattenOp : public ViewOp {
  public:
   explicit FlattenOp(const Call& call);
 
+  bool batch_separable(std::span<const TensorSpec> inputs) const override {
+    return !inputs.empty() && wrap_dim(start_dim_, int(inputs[0].shape.size())) != 0;
+  }
   std::string type() const override { return "Flatten"; }
   std::string python_module() const override { return "torch.nn.modules.flatten"; }
   std::string repr() const override;
@@ -127,6 +134,9 @@ class UnflattenOp : public ViewOp {
  public:
   explicit UnflattenOp(const Call& call);
 
+  bool batch_separable(std::span<const TensorSpec> inputs) const override {
+    return !inputs.empty() && wrap_dim(dim_, int(inputs[0].shape.size())) != 0;
+  }
   std::string type() const override { return "Unflatten"; }
   std::string python_module() const override { return "torch.nn.modules.flatten"; }
   std::string repr() const override;
@@ -153,6 +163,8 @@ class DropoutOp : public ViewOp {
  public:
   DropoutOp(const Call& call, std::string type);
 
+  // At inference the identity.
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string type() const override { return type_; }
   std::string python_module() const override { return "torch.nn.modules.dropout"; }
   std::string repr() const override;
@@ -186,6 +198,8 @@ class StochasticDepthOp : public ViewOp {
  public:
   explicit StochasticDepthOp(const Call& call);
 
+  // At inference the identity.
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string type() const override { return "StochasticDepth"; }
   std::string python_module() const override { return "nnx"; }
   std::string repr() const override;

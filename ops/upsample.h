@@ -16,6 +16,7 @@ class Upsample : public Op {
   // `type` is "Upsample", "UpsamplingNearest2d" or "UpsamplingBilinear2d".
   Upsample(const Call& call, std::string type);
 
+  bool batch_separable(std::span<const TensorSpec> /*inputs*/) const override { return true; }
   std::string type() const override { return type_; }
   std::string python_module() const override { return "torch.nn.modules.upsampling"; }
   std::string repr() const override { return repr_; }

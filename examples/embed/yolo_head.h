@@ -50,6 +50,9 @@ class YoloHead final : public nnx::Op {
                 " anchor(s), found ", in[0]);
     return {in[0]};
   }
+  // Each sample's boxes come from its own features (the image gives only the strides): an
+  // Executor may run parts of a batch on threads of their own.
+  bool batch_separable(std::span<const nnx::TensorSpec>) const override { return true; }
   std::vector<nnx::TensorSpec> infer_shapes(std::span<const nnx::TensorSpec> in,
                                             int) const override {
     nnx::op_util::expect_rank(in[0], 4);

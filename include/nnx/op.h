@@ -122,6 +122,14 @@ class NNX_API Op {
     return {};
   }
 
+  // Whether, for these input specs, at inference every output's sample n (index n of dimension
+  // 0, the batch) comes from the inputs' samples n alone, and the op computes it the same way
+  // whatever the batch's size (no statistics over the batch, no mixing across dimension 0). An
+  // Executor on the CPU may then run parts of a batch on threads of their own, each through the
+  // whole network (it also checks that every value's first dimension is the batch at two batch
+  // sizes). False by default: a user op that is separable says so.
+  virtual bool batch_separable(std::span<const TensorSpec> /*inputs*/) const { return false; }
+
   // Forward with outputs already allocated (contiguous, shapes from infer_shapes), except
   // view outputs, which forward assigns.
   void forward(const ExecContext& ctx, std::span<const Tensor> inputs,

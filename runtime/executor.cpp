@@ -3,6 +3,8 @@
 // tensors of their own.
 #include "nnx/executor.h"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <optional>
@@ -29,6 +31,50 @@ bool fuse_by_default() {
   return enabled;
 }
 
+namespace {
+
+// Whether the network runs as parts of `part` samples of its batch (run_split): every input's
+// and every value's first dimension is the batch, at the whole batch and at a part's (all else
+// the same), and every op says it is separable for its inputs (Op::batch_separable).
+bool batch_separable(const Graph& graph, std::span<const TensorSpec> inputs, int64_t part) {
+  const int64_t batch = inputs[0].shape[0];
+  std::vector<std::vector<TensorSpec>> whole(graph.nodes.size()), piece(graph.nodes.size());
+  for (const TensorSpec& in : inputs) {
+    if (in.shape.size() < 1 || in.shape[0] != batch) return false;
+    whole[0].push_back(in);
+    piece[0].push_back(in);
+    piece[0].back().shape[0] = part;
+  }
+  try {
+    for (int v : graph.schedule) {
+      const Node& node = graph.nodes[size_t(v)];
+      const Op& op = *graph.layer_of(v).op;
+      std::vector<TensorSpec> in_whole, in_piece;
+      for (const PortRef& in : node.inputs) {
+        in_whole.push_back(whole[size_t(in.node)][size_t(in.port)]);
+        in_piece.push_back(piece[size_t(in.node)][size_t(in.port)]);
+      }
+      if (!op.batch_separable(in_whole)) return false;
+      whole[size_t(v)] = op.infer_shapes(in_whole, node.num_outputs);
+      piece[size_t(v)] = op.infer_shapes(in_piece, node.num_outputs);
+      if (whole[size_t(v)].size() != piece[size_t(v)].size()) return false;
+      for (size_t p = 0; p < whole[size_t(v)].size(); ++p) {
+        TensorSpec expected = whole[size_t(v)][p];
+        if (expected.shape.size() < 1 || expected.shape[0] != batch) return false;
+        expected.shape[0] = part;
+        if (!(expected.shape == piece[size_t(v)][p].shape &&
+              expected.dtype == piece[size_t(v)][p].dtype))
+          return false;
+      }
+    }
+  } catch (const Error&) {
+    return false;  // shapes an op refuses: the whole run reports it
+  }
+  return true;
+}
+
+}  // namespace
+
 struct Executor::Impl {
   ~Impl() {
     try {
@@ -52,9 +98,17 @@ struct Executor::Impl {
   std::vector<Tensor> given;
   std::vector<TensorSpec> given_specs;
   bool profile = false;
+  bool batch_split = true;
   std::vector<NodeTiming> timings;
   bool fuse = false;
   std::shared_ptr<const Fusion> fusion;  // null: every node runs on its own
+
+  // Batch split (CPU): parts of the batch run whole on one thread each (see run_split).
+  std::vector<std::unique_ptr<Executor>> parts;                // one per thread, single-threaded
+  std::vector<std::vector<Tensor>> part_inputs, part_outputs;  // per task
+  std::vector<TensorSpec> split_checked;  // the input specs split_parts last looked at
+  int64_t split_choice = 0;               // and what it found
+  int64_t split_last = 0;                 // parts of the last run (0: not split)
 
   // CUDA graphs: the second run of a plan captures its steps, and later runs with the same
   // input shapes replay them. Steps that ran on the host in the first run (an op without a CUDA
@@ -140,6 +194,66 @@ struct Executor::Impl {
         if (fusion && fusion->is_head(v))
           timings.back().fused = fusion->chains[size_t(fusion->chain_of[size_t(v)])].absorbed;
       }
+  }
+
+  // How many parts run_split takes for these inputs (0: none, the batch runs whole): the fewest
+  // equal parts, at least two per thread (a thread that comes free takes the next), or one
+  // sample each where the batch has fewer; none for a batch smaller than the threads, or a
+  // network that mixes samples (batch_separable). Found once per input shapes.
+  int64_t split_parts(const std::vector<TensorSpec>& specs) {
+    const int64_t threads = pool->size();
+    if (!batch_split || threads < 2 || profile || model.device().is_cuda()) return 0;
+    if (specs == split_checked) return split_choice;
+    split_checked = specs;
+    split_choice = 0;
+    const int64_t batch = specs[0].shape[0];
+    if (batch < threads) return 0;
+    for (int64_t tasks = std::min(batch, 2 * threads); tasks <= batch; ++tasks)
+      if (batch % tasks == 0) {
+        if (batch_separable(model.graph(), specs, batch / tasks)) split_choice = tasks;
+        break;
+      }
+    return split_choice;
+  }
+
+  // The batch in `tasks` equal parts, each run whole by one single-threaded Executor on one of
+  // this pool's threads, the parts taken in turn as threads come free.
+  void run_split(const std::vector<Tensor>& given, int64_t tasks, std::span<Tensor> outputs) {
+    const int64_t threads = pool->size(), batch = given[0].shape()[0], part = batch / tasks;
+    while (int64_t(parts.size()) < threads) {
+      ExecutorOptions options;
+      options.threads = 1;
+      options.fuse = fuse;
+      parts.push_back(std::make_unique<Executor>(model, options));
+    }
+    part_inputs.resize(size_t(tasks));
+    part_outputs.resize(size_t(tasks));
+    for (int64_t t = 0; t < tasks; ++t) {
+      part_inputs[size_t(t)].resize(given.size());
+      for (size_t k = 0; k < given.size(); ++k)
+        part_inputs[size_t(t)][k] = given[k].slice(0, t * part, (t + 1) * part);
+      part_outputs[size_t(t)].resize(outputs.size());
+    }
+    split_last = tasks;
+    std::atomic<int64_t> next{0};
+    pool->parallel_for(threads, 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t slot = s0; slot < s1; ++slot)
+        for (int64_t t = next++; t < tasks; t = next++)
+          parts[size_t(slot)]->run(part_inputs[size_t(t)], part_outputs[size_t(t)]);
+    });
+    for (size_t k = 0; k < outputs.size(); ++k) {
+      const Tensor& first = part_outputs[0][k];
+      Shape shape = first.shape();
+      shape[0] = batch;
+      Tensor& out = outputs[k];
+      if (!(out.defined() && out.device().is_cpu() && out.shape() == shape &&
+            out.dtype() == first.dtype() && out.is_contiguous()))
+        out = Tensor::empty(shape, first.dtype());
+      for (int64_t t = 0; t < tasks; ++t)
+        out.slice(0, t * part, (t + 1) * part).copy_from(part_outputs[size_t(t)][k]);
+    }
+    for (auto& list : part_inputs)
+      for (auto& t : list) t = Tensor();
   }
 
   // Runs plan.steps[begin, end) (queues their kernels on CUDA); notes which ran on the host.
@@ -297,6 +411,7 @@ Executor::Executor(Model model, ExecutorOptions options) : impl_(std::make_uniqu
   }
   impl_->ctx.pool = impl_->pool.get();
   impl_->profile = options.profile;
+  impl_->batch_split = options.batch_split;
   // Not when profiling: the profile times each node on its own.
   // Nor for a model whose weights may change (Model::clone, the Trainer's and the pruner's
   // copies): a graph would go on reading the device copies of the weights it was captured with.
@@ -344,11 +459,28 @@ const std::vector<NodeTiming>& Executor::last_profile() const {
   return impl_->timings;
 }
 
+int64_t Executor::batch_parts() const {
+  return impl_->split_last;
+}
+
 const std::string& Executor::cuda_graph_state() const {
   return impl_->graph_state;
 }
 
 PlanStats Executor::plan_stats() const {
+  if (impl_->split_last > 0) {
+    // The parts' plans: an arena per thread, the flops of every part.
+    PlanStats stats;
+    for (const auto& part : impl_->parts) {
+      const PlanStats p = part->plan_stats();
+      stats.arena_bytes += p.arena_bytes;
+      stats.unplanned_bytes = std::max(stats.unplanned_bytes, p.unplanned_bytes);
+      stats.flops = std::max(stats.flops, p.flops);
+    }
+    stats.unplanned_bytes *= size_t(impl_->split_last);
+    stats.flops *= impl_->split_last;
+    return stats;
+  }
   if (!impl_->planned) return {};
   return {impl_->plan.arena_bytes, impl_->plan.unplanned_bytes, impl_->plan.flops};
 }
@@ -421,6 +553,11 @@ void Executor::run_into(std::span<const Tensor> inputs, std::span<Tensor> output
 #endif
     given[k] = std::move(t);
   }
+  if (const int64_t tasks = m.split_parts(specs); tasks > 0) {
+    m.run_split(given, tasks, outputs);
+    return;
+  }
+  m.split_last = 0;
   if (!m.planned || specs != m.planned_inputs) m.replan(specs);
 
   const bool graphs = m.cuda_graph && !m.graph_refused;

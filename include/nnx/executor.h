@@ -37,6 +37,15 @@ struct ExecutorOptions {
   // the same chains with a residual Add: one cuDNN convolution + bias + residual + ReLU call,
   // or the convolution and one elementwise kernel.
   bool fuse = fuse_by_default();
+  // On the CPU with two or more threads, a batch of at least one sample per thread whose network
+  // is separable (Op::batch_separable: no op mixes samples) runs as equal parts, each whole on
+  // one thread (the parts taken in turn as threads come free), instead of every op split over
+  // the threads: each part's values stay in its core's caches, no op waits for the slowest
+  // thread, and the arenas are the parts'. Parts of at least two per thread where the batch
+  // divides so (batch 8 on 2 threads: 4 parts of 2), else of one sample. Outputs match the
+  // unsplit run to float rounding (a part's kernels may pick another algorithm for its smaller
+  // batch). Not while profiling (the profile times whole-batch nodes).
+  bool batch_split = true;
   // Error(unsupported) from the constructor for anything but fp32 on the CPU.
   Precision precision = Precision::fp32;
   // CUDA: the second run with given input shapes captures the run's kernels as CUDA graphs,
@@ -105,6 +114,8 @@ class NNX_API Executor {
   // 80 nodes, 1 on the host between them (node 81 ...)", or "refused: <why>" (a capture failed;
   // this plan runs kernel by kernel).
   const std::string& cuda_graph_state() const;
+  // How many parts the last run's batch ran as (ExecutorOptions::batch_split); 0: whole.
+  int64_t batch_parts() const;
 
  private:
   void run_into(std::span<const Tensor> inputs, std::span<Tensor> outputs);

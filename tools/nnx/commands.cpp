@@ -177,6 +177,11 @@ int bench_command(const Args& args) {
     if (graph != "on" && graph != "off")
       throw UsageError("--cuda-graph must be on or off, found '" + graph + "'");
   }
+  if (args.has("--batch-split")) {
+    const std::string split = *args.value("--batch-split");
+    if (split != "on" && split != "off")
+      throw UsageError("--batch-split must be on or off, found '" + split + "'");
+  }
   auto load_start = Clock::now();
   Model model = load_model(args);
   double load_ms = ms_since(load_start);
@@ -193,6 +198,9 @@ int bench_command(const Args& args) {
   options.profile = profile;
   // CUDA: the runs after the first replay CUDA graphs unless --cuda-graph off (or --profile).
   options.cuda_graph = args.value("--cuda-graph").value_or("on") == "on";
+  // CPU, 2+ threads: a batch of one sample per thread or more runs as parts, each whole on one
+  // thread, where no op mixes samples (ExecutorOptions::batch_split), unless --batch-split off.
+  options.batch_split = args.value("--batch-split").value_or("on") == "on";
   // load_ms: file open to model ready; first_run_ms: executor set-up, planning and the first
   // run (pages of mapped weights fault in here), apart from the steady-state runs below.
   auto t0 = Clock::now();
@@ -316,6 +324,7 @@ int bench_command(const Args& args) {
         {"threads", json::integer(threads)},
         {"precision", json::string(args.value("--precision").value_or("fp32"))},
         {"cuda_graph", device.is_cuda() ? json::string(net.cuda_graph_state()) : json::null()},
+        {"batch_parts", json::integer(net.batch_parts())},
         {"shapes", json::array(std::move(shape_list))}};
     if (profile) {
       out.emplace_back("peak_gflops", json::number(peak_gflops));
@@ -327,8 +336,12 @@ int bench_command(const Args& args) {
     if (profile) std::cout << table.str() << "\n";
     std::cout << std::fixed << std::setprecision(2) << "median " << median << " ms, p10 "
               << pct(0.1) << " ms, p90 " << pct(0.9) << " ms, mean " << mean << " ms over " << iters
-              << " runs (" << device_name << ")\nload " << load_ms << " ms, first run " << first_ms
-              << " ms, peak RSS " << peak_rss_mb() << " MB";
+              << " runs (" << device_name
+              << (net.batch_parts() > 0
+                      ? ", the batch in " + std::to_string(net.batch_parts()) + " parts"
+                      : std::string())
+              << ")\nload " << load_ms << " ms, first run " << first_ms << " ms, peak RSS "
+              << peak_rss_mb() << " MB";
     if (device.is_cuda())
       std::cout << ", peak device memory " << peak_device_mb
                 << " MB\nCUDA graph: " << net.cuda_graph_state();

@@ -17,7 +17,8 @@ const char* kUsageText =
     "  convert ARCH [--weights W] [--no-strict] --out PATH(.json|.pth|.safetensors)\n"
     "  bench ARCH [--weights W] [--shape N,C,H,W]... [--batch N] [--device cpu|cuda]\n"
     "             [--threads N] [--precision fp32|tf32|fp16|bf16] [--cuda-graph on|off]\n"
-    "             [--iters N] [--warmup K] [--profile] [--progress] [--json]\n"
+    "             [--batch-split on|off] [--iters N] [--warmup K] [--profile] [--progress]\n"
+    "             [--json]\n"
     "  graph ARCH [--weights W] [--shape N,C,H,W]... [--no-strict] --out FILE(.svg|.png|.dot)\n"
     "  train ARCH [--weights W] --train X.npy Y.npy [--val X.npy Y.npy]\n"
     "        --loss cross_entropy|mse|l1|smooth_l1|bce_with_logits --optimizer sgd|adam|adamw\n"
@@ -58,9 +59,9 @@ int main(int argc, char** argv) {
     if (command == "convert")
       return convert_command(Args(argc, argv, 2, with({"--out"}), {"--no-strict"}));
     if (command == "bench")
-      return bench_command(Args(argc, argv, 2,
-                                with({"--batch", "--iters", "--warmup", "--cuda-graph"}),
-                                {"--no-strict", "--json", "--profile", "--progress"}));
+      return bench_command(Args(
+          argc, argv, 2, with({"--batch", "--iters", "--warmup", "--cuda-graph", "--batch-split"}),
+          {"--no-strict", "--json", "--profile", "--progress"}));
     if (command == "graph")
       return graph_command(Args(argc, argv, 2, with({"--out"}), {"--no-strict"}));
     if (command == "train")

@@ -1091,12 +1091,12 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
   // both threads and M one buffer (the input transform split over input channels, a meeting, then
   // the products over output channels), two threads took 1.07-1.5x the time on 2 Zen 5 cores
   // (32 -> 128 on 27x27: 133 against 93 us; 256 -> 256 on 14x14: 281 against 247; 512 -> 512 on
-  // 7x7: 400 against 376; SqueezeNet's 3x3 layers 0.75-0.85 of their time). Each thread's share
-  // is at least a quarter of the input channels, so that the transform it repeats stays small
-  // beside its products (many threads on few output channels leave some threads out).
+  // 7x7: 400 against 376; SqueezeNet's 3x3 layers 0.75-0.85 of their time). The transform each
+  // thread repeats costs the same whatever the threads (about 13 output channels' products on
+  // 32 -> 128), while each thread's share of the products shrinks with more of them: every
+  // thread takes a share, down to a panel each.
   const Panels panels = panels_for(tiles);
-  const int64_t grain = ceil_div(s.in_channels, 4 * kPanelRows);
-  parallel_for(pool, out_panels(s), grain, [&](int64_t p0, int64_t p1) {
+  parallel_for(pool, out_panels(s), 1, [&](int64_t p0, int64_t p1) {
     thread_local AlignedBuffer v_buffer, m_buffer;
     thread_local std::vector<Run> runs;
     const int64_t oc0 = p0 * kPanelRows, oc1 = std::min(s.out_channels, p1 * kPanelRows);

@@ -234,6 +234,14 @@ struct Executor::Impl {
         part_inputs[size_t(t)][k] = given[k].slice(0, t * part, (t + 1) * part);
       part_outputs[size_t(t)].resize(outputs.size());
     }
+    // However the run ends, the parts hold none of the caller's inputs afterwards.
+    struct Release {
+      std::vector<std::vector<Tensor>>& lists;
+      ~Release() {
+        for (auto& list : lists)
+          for (auto& t : list) t = Tensor();
+      }
+    } release{part_inputs};
     split_last = tasks;
     std::atomic<int64_t> next{0};
     pool->parallel_for(threads, 1, [&](int64_t s0, int64_t s1) {
@@ -252,8 +260,6 @@ struct Executor::Impl {
       for (int64_t t = 0; t < tasks; ++t)
         out.slice(0, t * part, (t + 1) * part).copy_from(part_outputs[size_t(t)][k]);
     }
-    for (auto& list : part_inputs)
-      for (auto& t : list) t = Tensor();
   }
 
   // Runs plan.steps[begin, end) (queues their kernels on CUDA); notes which ran on the host.

@@ -14,8 +14,8 @@
 // with fewer (small planes at batch 1), all tiles at once, the output channels split over the
 // threads, each of which transforms the whole input for itself, so that every thread has work on
 // every layer and no transformed data crosses between cores. (On ResNet-50's 28x28 layers, two
-// blocks, a split over channels made two threads 1.1-1.3x faster than one; a block each, about
-// 1.5x.)
+// blocks, an earlier split of all tiles over channels made two threads 1.1-1.3x faster than one;
+// a block each, about 1.5x: hence blocks wherever each thread has one.)
 #include "kernels/cpu/winograd.h"
 
 #include "kernels/cpu/avx512.h"
@@ -1037,12 +1037,14 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
 #else
   constexpr bool stack = false;
 #endif
-  auto transform_in = [&s, &tiling](const std::vector<Run>& runs, const float* x, int64_t c0,
-                                    int64_t c1, const Panels& panels, float* v) {
+  // Every input channel of the runs' tiles.
+  auto transform_in = [&s, &tiling, input](const std::vector<Run>& runs, const Panels& panels,
+                                           float* v) {
 #ifdef NNX_WINOGRAD_F4
-    if constexpr (Tile == 4) return transform_input4(s, tiling, runs, x, c0, c1, panels, v);
+    if constexpr (Tile == 4)
+      return transform_input4(s, tiling, runs, input, 0, s.in_channels, panels, v);
 #endif
-    transform_input(s, tiling, runs, x, c0, c1, panels, v);
+    transform_input(s, tiling, runs, input, 0, s.in_channels, panels, v);
   };
   auto transform_out = [&s, bias, &epilogue, output](const std::vector<Run>& runs, const MBlock& m,
                                                      const Panels& panels, int64_t oc0,
@@ -1078,7 +1080,7 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
         float* v = v_buffer.get(points * v_point_floats(s, panels));
         const MBlock m = MBlock::in(m_buffer, points, 0, s.out_channels, panels);
         find_runs(tiling, first, first + count, panels, s.in_channels, runs, stack);
-        transform_in(runs, input, 0, s.in_channels, panels, v);
+        transform_in(runs, panels, v);
         multiply(s, points, u, v, panels, count, 0, out_panels(s), m);
         transform_out(runs, m, panels, 0, s.out_channels);
       }
@@ -1103,7 +1105,7 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
     float* v = v_buffer.get(points * v_point_floats(s, panels));
     const MBlock m = MBlock::in(m_buffer, points, oc0, oc1 - oc0, panels);
     find_runs(tiling, 0, tiles, panels, s.in_channels, runs, stack);
-    transform_in(runs, input, 0, s.in_channels, panels, v);
+    transform_in(runs, panels, v);
     multiply(s, points, u, v, panels, tiles, p0, p1, m);
     transform_out(runs, m, panels, oc0, oc1);
   });

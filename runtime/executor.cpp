@@ -33,44 +33,47 @@ bool fuse_by_default() {
 
 namespace {
 
-// Whether the network runs as parts of `part` samples of its batch (run_split): every input's
-// and every value's first dimension is the batch, at the whole batch and at a part's (all else
-// the same), and every op says it is separable for its inputs (Op::batch_separable).
+// Whether the network runs as parts of `part` samples of its batch (run_split): the plans at the
+// whole batch and at a part's give every input and every value the batch as its first dimension
+// (all else the same), and every op they run says it is separable for its inputs
+// (Op::batch_separable).
 bool batch_separable(const Graph& graph, std::span<const TensorSpec> inputs, int64_t part) {
   const int64_t batch = inputs[0].shape[0];
-  std::vector<std::vector<TensorSpec>> whole(graph.nodes.size()), piece(graph.nodes.size());
-  for (const TensorSpec& in : inputs) {
+  std::vector<TensorSpec> piece(inputs.begin(), inputs.end());
+  for (TensorSpec& in : piece) {
     if (in.shape.size() < 1 || in.shape[0] != batch) return false;
-    whole[0].push_back(in);
-    piece[0].push_back(in);
-    piece[0].back().shape[0] = part;
+    in.shape[0] = part;
   }
+  Plan whole, parted;
   try {
-    for (int v : graph.schedule) {
-      const Node& node = graph.nodes[size_t(v)];
-      const Op& op = *graph.layer_of(v).op;
-      std::vector<TensorSpec> in_whole, in_piece;
-      for (const PortRef& in : node.inputs) {
-        in_whole.push_back(whole[size_t(in.node)][size_t(in.port)]);
-        in_piece.push_back(piece[size_t(in.node)][size_t(in.port)]);
-      }
-      if (!op.batch_separable(in_whole)) return false;
-      whole[size_t(v)] = op.infer_shapes(in_whole, node.num_outputs);
-      piece[size_t(v)] = op.infer_shapes(in_piece, node.num_outputs);
-      if (whole[size_t(v)].size() != piece[size_t(v)].size()) return false;
-      for (size_t p = 0; p < whole[size_t(v)].size(); ++p) {
-        TensorSpec expected = whole[size_t(v)][p];
-        if (expected.shape.size() < 1 || expected.shape[0] != batch) return false;
-        expected.shape[0] = part;
-        if (!(expected.shape == piece[size_t(v)][p].shape &&
-              expected.dtype == piece[size_t(v)][p].dtype))
-          return false;
-      }
-    }
+    whole = make_plan(graph, inputs);
+    parted = make_plan(graph, piece);
   } catch (const Error&) {
     return false;  // shapes an op refuses: the whole run reports it
   }
+  std::vector<TensorSpec> in_specs;
+  for (int v : whole.steps) {
+    const Node& node = graph.nodes[size_t(v)];
+    in_specs.clear();
+    for (const PortRef& in : node.inputs)
+      in_specs.push_back(whole.specs[size_t(in.node)][size_t(in.port)]);
+    if (!graph.layer_of(v).op->batch_separable(in_specs)) return false;
+    for (size_t p = 0; p < whole.specs[size_t(v)].size(); ++p) {
+      TensorSpec expected = whole.specs[size_t(v)][p];
+      if (expected.shape.size() < 1 || expected.shape[0] != batch) return false;
+      expected.shape[0] = part;
+      const TensorSpec& found = parted.specs[size_t(v)][p];
+      if (!(expected.shape == found.shape && expected.dtype == found.dtype)) return false;
+    }
+  }
   return true;
+}
+
+// Whether a run writes an output of this shape and dtype into the caller's tensor `out` (a
+// contiguous CPU tensor of that shape and dtype), rather than handing back a new one.
+bool writes_into(const Tensor& out, const Shape& shape, DType dtype) {
+  return out.defined() && out.device().is_cpu() && out.shape() == shape && out.dtype() == dtype &&
+         out.is_contiguous();
 }
 
 }  // namespace
@@ -254,9 +257,7 @@ struct Executor::Impl {
       Shape shape = first.shape();
       shape[0] = batch;
       Tensor& out = outputs[k];
-      if (!(out.defined() && out.device().is_cpu() && out.shape() == shape &&
-            out.dtype() == first.dtype() && out.is_contiguous()))
-        out = Tensor::empty(shape, first.dtype());
+      if (!writes_into(out, shape, first.dtype())) out = Tensor::empty(shape, first.dtype());
       for (int64_t t = 0; t < tasks; ++t)
         out.slice(0, t * part, (t + 1) * part).copy_from(part_outputs[size_t(t)][k]);
     }
@@ -581,8 +582,7 @@ void Executor::run_into(std::span<const Tensor> inputs, std::span<Tensor> output
   for (size_t k = 0; k < graph.outputs.size(); ++k) {
     const Tensor& value = m.values[size_t(graph.outputs[k].node)][size_t(graph.outputs[k].port)];
     Tensor& out = outputs[k];
-    if (out.defined() && value.device().is_cpu() && out.device().is_cpu() &&
-        out.shape() == value.shape() && out.dtype() == value.dtype() && out.is_contiguous())
+    if (value.device().is_cpu() && writes_into(out, value.shape(), value.dtype()))
       out.copy_from(value);
     else
       out = value.clone();

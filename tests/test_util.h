@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -19,6 +20,16 @@
 #include "nnx/tensor.h"
 
 namespace nnx::testing_util {
+
+// A float32 tensor of values uniform in [lo, hi), the same for the same seed.
+inline Tensor uniform_tensor(const Shape& shape, uint64_t seed, float lo = -2.f, float hi = 2.f) {
+  Tensor t = Tensor::empty(shape);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
+  return t;
+}
 
 // The project's agreement measure: max|got - ref| / max(1, max|ref|); NaN/shape mismatch -> inf.
 inline double relative_error(const Tensor& got, const Tensor& ref) {

@@ -313,16 +313,16 @@ inline void output_row2(const vec::V (&x)[16], int r, vec::V bias, vec::V& y0, v
 }
 #endif
 
-// V for input channels [ic0, ic1) of a block's runs.
+// V for every input channel of a block's runs.
 void transform_input(const Conv2dShape& s, const Tiling& tiling, const std::vector<Run>& runs,
-                     const float* input, int64_t ic0, int64_t ic1, const Panels& panels, float* v) {
+                     const float* input, const Panels& panels, float* v) {
   const int64_t plane = s.in_h * s.in_w;
   const int64_t point_stride = v_point_floats(s, panels);
 #ifdef NNX_WINOGRAD_AVX512
   const __m512i even = _mm512_load_si512(kEvenLanes), odd = _mm512_load_si512(kOddLanes);
   const StackedLanes stacked(std::min(tiling.cols, kLanes), 2);
 #endif
-  for (int64_t ic = ic0; ic < ic1; ++ic) {
+  for (int64_t ic = 0; ic < s.in_channels; ++ic) {
     float* row_base = v + ic * panels.width;
     for (const Run& run : runs) {
       const float* p = input + (run.n * s.in_channels + ic) * plane;
@@ -655,10 +655,9 @@ void transform_weights4(const Conv2dShape& s, const float* weight, int64_t oc0, 
   });
 }
 
-// V for input channels [ic0, ic1) of a block's runs (as transform_input, 6x6 tiles 4 apart).
+// V for every input channel of a block's runs (as transform_input, 6x6 tiles 4 apart).
 void transform_input4(const Conv2dShape& s, const Tiling& tiling, const std::vector<Run>& runs,
-                      const float* input, int64_t ic0, int64_t ic1, const Panels& panels,
-                      float* v) {
+                      const float* input, const Panels& panels, float* v) {
   const int64_t plane = s.in_h * s.in_w;
   const int64_t point_stride = v_point_floats(s, panels);
   // Lane i of column c: input column x0 + 4i + c, from the 64 floats at x0 (c < 4) or at x0 + 4
@@ -671,7 +670,7 @@ void transform_input4(const Conv2dShape& s, const Tiling& tiling, const std::vec
   __m512i index[4];
   for (int c = 0; c < 4; ++c) index[c] = _mm512_load_si512(columns[c]);
   const StackedLanes stacked(std::min(tiling.cols, kLanes), 4);
-  for (int64_t ic = ic0; ic < ic1; ++ic) {
+  for (int64_t ic = 0; ic < s.in_channels; ++ic) {
     float* row_base = v + ic * panels.width;
     for (const Run& run : runs) {
       const float* p = input + (run.n * s.in_channels + ic) * plane;
@@ -862,16 +861,15 @@ inline __m128i range_mask4(int64_t start, int64_t lo, int64_t hi) {
                           _mm_cmpgt_epi32(_mm_set1_epi32(end), lane));
 }
 
-// V for input channels [ic0, ic1) of a block's runs (6x6 tiles 4 apart). Row r of 8 tiles'
+// V for every input channel of a block's runs (6x6 tiles 4 apart). Row r of 8 tiles'
 // patches: the 4-float groups g_j at x + 4j (j = 0..8, zero outside the input), paired as
 // [g_k | g_k+4] and transposed, so that lane i gets column c of tile i (g_i, c < 4; g_i+1 for
 // c = 4, 5).
 void transform_input4(const Conv2dShape& s, const Tiling&, const std::vector<Run>& runs,
-                      const float* input, int64_t ic0, int64_t ic1, const Panels& panels,
-                      float* v) {
+                      const float* input, const Panels& panels, float* v) {
   const int64_t plane = s.in_h * s.in_w;
   const int64_t point_stride = v_point_floats(s, panels);
-  for (int64_t ic = ic0; ic < ic1; ++ic) {
+  for (int64_t ic = 0; ic < s.in_channels; ++ic) {
     float* row_base = v + ic * panels.width;
     for (const Run& run : runs) {
       const float* p = input + (run.n * s.in_channels + ic) * plane;
@@ -1037,14 +1035,12 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
 #else
   constexpr bool stack = false;
 #endif
-  // Every input channel of the runs' tiles.
   auto transform_in = [&s, &tiling, input](const std::vector<Run>& runs, const Panels& panels,
                                            float* v) {
 #ifdef NNX_WINOGRAD_F4
-    if constexpr (Tile == 4)
-      return transform_input4(s, tiling, runs, input, 0, s.in_channels, panels, v);
+    if constexpr (Tile == 4) return transform_input4(s, tiling, runs, input, panels, v);
 #endif
-    transform_input(s, tiling, runs, input, 0, s.in_channels, panels, v);
+    transform_input(s, tiling, runs, input, panels, v);
   };
   auto transform_out = [&s, bias, &epilogue, output](const std::vector<Run>& runs, const MBlock& m,
                                                      const Panels& panels, int64_t oc0,

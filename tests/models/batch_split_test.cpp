@@ -51,16 +51,6 @@ Tensor repeat_batch(const Tensor& t, int64_t times) {
   return out;
 }
 
-Tensor random_tensor(const Shape& shape, uint32_t seed) {
-  Tensor t = Tensor::empty(shape);
-  uint32_t x = seed;
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    x = x * 1664525u + 1013904223u;
-    t.data<float>()[i] = float(x >> 8) / float(1 << 24) * 4.f - 2.f;
-  }
-  return t;
-}
-
 bool skip_without_fixtures() {
   return std::string(NNX_PYTHON).empty() ||
          !fs::exists(fs::path(NNX_FIXTURE_DIR) / "models" / "seed_b2" / "case.json");
@@ -118,7 +108,7 @@ TEST(BatchSplit, NetworksThatMixSamplesRunWhole) {
       R"json(["nnx.Reshape(shape=(4, -1, 5, 6))"])json",
       R"json(["nnx.Mean(dim=(0,), keepdim=True)"])json",
   };
-  const Tensor input = random_tensor(Shape{4, 3, 5, 6}, 7);
+  const Tensor input = testing_util::uniform_tensor(Shape{4, 3, 5, 6}, 7);
   for (const std::string& layer : mixing) {
     Model model = load_memory(head + layer + "]}", "", {}, "mixing.json");
     Executor net(model, {.threads = 2});
@@ -139,8 +129,8 @@ TEST(BatchSplit, SmallBatchesOneThreadProfilesAndTheOptionOffRunWhole) {
   Model model = load_memory(
       R"json({"auto_connect": true, "inputs_channels": [3], "outputs_channels": [4], "outputs": [[2, 0, 0]], "layers": [["torch.nn.Conv2d(3,4,3,padding=1)", 4], ["torch.nn.ReLU()"]]})json",
       "", {}, "small.json");
-  const Tensor one = random_tensor(Shape{1, 3, 8, 8}, 1),
-               four = random_tensor(Shape{4, 3, 8, 8}, 2);
+  const Tensor one = testing_util::uniform_tensor(Shape{1, 3, 8, 8}, 1),
+               four = testing_util::uniform_tensor(Shape{4, 3, 8, 8}, 2);
   Executor two_threads(model, {.threads = 2});
   two_threads(one);
   EXPECT_EQ(two_threads.batch_parts(), 0);

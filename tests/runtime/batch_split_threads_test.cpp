@@ -4,7 +4,6 @@
 // ThreadSanitizer (the parts' first runs fold BatchNorm and prepare weights concurrently).
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <string>
 #include <vector>
 
@@ -13,13 +12,6 @@
 
 namespace nnx {
 namespace {
-
-Tensor pattern(const Shape& shape, double phase) {
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i)
-    t.data<float>()[i] = float(std::sin(0.37 * double(i) + phase));
-  return t;
-}
 
 TEST(BatchSplitThreads, PartsOnAPoolMatchOneThread) {
   const char* description = R"json({
@@ -41,7 +33,7 @@ TEST(BatchSplitThreads, PartsOnAPoolMatchOneThread) {
     int64_t batch;
   };
   for (const Run& r : {Run{2, 4}, Run{2, 6}, Run{3, 8}, Run{4, 4}}) {
-    const Tensor input = pattern(Shape{r.batch, 3, 20, 24}, double(r.batch));
+    const Tensor input = testing_util::uniform_tensor(Shape{r.batch, 3, 20, 24}, uint64_t(r.batch));
     Executor one(model, {.threads = 1});
     const Tensor ref = one(input)[0];
     Executor net(model, {.threads = r.threads});

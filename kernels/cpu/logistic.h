@@ -100,7 +100,7 @@ inline void sigmoid_array(const float* x, float* y, int64_t n) {
 #elif defined(__AVX2__) && defined(__FMA__)
   for (int64_t i = 0; i < n; i += 8) {
     const __m256i m = lanes8(n - i);
-    _mm256_maskstore_ps(y + i, m, logistic_detail::sigmoid(_mm256_maskload_ps(x + i, m)));
+    store_lanes8(y + i, logistic_detail::sigmoid(_mm256_maskload_ps(x + i, m)), n - i);
   }
 #else
   for (int64_t i = 0; i < n; ++i) y[i] = sigmoid_scalar(x[i]);
@@ -119,7 +119,7 @@ inline void silu_array(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; i += 8) {
     const __m256i m = lanes8(n - i);
     const __m256 v = _mm256_maskload_ps(x + i, m);
-    _mm256_maskstore_ps(y + i, m, _mm256_mul_ps(v, logistic_detail::sigmoid(v)));
+    store_lanes8(y + i, _mm256_mul_ps(v, logistic_detail::sigmoid(v)), n - i);
   }
 #else
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] * sigmoid_scalar(x[i]);

@@ -231,7 +231,7 @@ void pointwise_tile8(int64_t k, const float* a, const float* b, int64_t ldb, flo
   static_for<R>([&]<int r>() __attribute__((always_inline)) {
     __m256 y = _mm256_add_ps(acc[r], _mm256_set1_ps(bias != nullptr ? bias[r] : 0.f));
     if (residual != nullptr) y = _mm256_add_ps(y, _mm256_maskload_ps(residual + r * ldc, mask));
-    _mm256_maskstore_ps(c + r * ldc, mask, _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y)));
+    store_lanes8(c + r * ldc, _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y)), cols);
   });
 }
 

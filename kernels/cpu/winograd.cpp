@@ -275,7 +275,7 @@ inline void store_tiles8(float* row_base, const Run& run, int64_t i0, int64_t n,
                          __m256 values) {
   if (i0 + n <= run.head || i0 >= run.head) {
     float* dst = row_base + at + (i0 < run.head ? run.v_at + i0 : run.v_next + i0 - run.head);
-    _mm256_maskstore_ps(dst, lanes8(n), values);
+    store_lanes8(dst, values, n);
     return;
   }
   alignas(32) float lane[kLanes8];
@@ -551,8 +551,8 @@ void transform_output(const Conv2dShape& s, const std::vector<Run>& runs, const 
           // Row r of the 8 tiles' blocks, tile by tile: 16 outputs.
           const __m256 low = _mm256_unpacklo_ps(y_0, y_1), high = _mm256_unpackhi_ps(y_0, y_1);
           float* dst = o + (y0 + r) * s.out_w + xo;
-          _mm256_maskstore_ps(dst, lanes8(width), _mm256_permute2f128_ps(low, high, 0x20));
-          _mm256_maskstore_ps(dst + 8, lanes8(width - 8), _mm256_permute2f128_ps(low, high, 0x31));
+          store_lanes8(dst, _mm256_permute2f128_ps(low, high, 0x20), width);
+          store_lanes8(dst + 8, _mm256_permute2f128_ps(low, high, 0x31), width - 8);
           if (!clamp_in_registers) pending.emplace_back(dst, width);
         }
       }
@@ -959,8 +959,7 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
               _mm256_permute2f128_ps(v0, v1, 0x20), _mm256_permute2f128_ps(v2, v3, 0x20),
               _mm256_permute2f128_ps(v0, v1, 0x31), _mm256_permute2f128_ps(v2, v3, 0x31)};
           float* dst = o + (y0 + k) * s.out_w + xo;
-          for (int h = 0; h < 4; ++h)
-            _mm256_maskstore_ps(dst + 8 * h, lanes8(width - 8 * h), row[h]);
+          for (int h = 0; h < 4; ++h) store_lanes8(dst + 8 * h, row[h], width - 8 * h);
           if (!clamp.exact) pending.emplace_back(dst, width);
         }
       }

@@ -210,6 +210,44 @@ bool window3_stride2_argmax_row(const float* const* row, const int64_t* h, int c
   }
   return true;
 }
+#elif defined(__AVX2__)
+// a where a is NaN, else max(a, b) with b's NaN kept: NaN from either side wins (maxps returns
+// its second operand when either is NaN).
+inline __m256 nan_max8(__m256 a, __m256 b) {
+  return _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+}
+
+// Floats [c, c + 8) of a row of `width`, -inf past its end (nothing read there).
+inline __m256 load_or_lowest(const float* row, int64_t c, int64_t width) {
+  if (c + 8 <= width) return _mm256_loadu_ps(row + c);
+  const __m256i m = lanes8(width - c);
+  return _mm256_blendv_ps(_mm256_set1_ps(-std::numeric_limits<float>::infinity()),
+                          _mm256_maskload_ps(row + c, m), _mm256_castsi256_ps(m));
+}
+
+// The AVX-512 window3_stride2_row's 8-output form (the same maxima in the same order): the even
+// and odd columns of two vectors of each row's maxima, the odd ones one lane on for the columns
+// before.
+void window3_stride2_row(const float* const* row, int count, int64_t width, int64_t n, float* out,
+                         float column_before = -std::numeric_limits<float>::infinity()) {
+  const __m256i back = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
+  __m256 before = _mm256_set1_ps(column_before);  // column -1 in lane 7
+  for (int64_t j = 0; j < n; j += 8) {
+    const int64_t c = 2 * j;  // the two vectors' first column
+    __m256 v0 = load_or_lowest(row[0], c, width), v1 = load_or_lowest(row[0], c + 8, width);
+    for (int r = 1; r < count; ++r) {
+      v0 = nan_max8(v0, load_or_lowest(row[r], c, width));
+      v1 = nan_max8(v1, load_or_lowest(row[r], c + 8, width));
+    }
+    const __m256 e = even_of(v0, v1);  // columns c + 2i
+    const __m256 o = odd_of(v0, v1);   // columns c + 2i + 1
+    // Columns c + 2i - 1: o one lane on, lane 0 from the previous vector's last odd column.
+    const __m256 l = _mm256_blend_ps(_mm256_permutevar8x32_ps(o, back),
+                                     _mm256_permutevar8x32_ps(before, back), 0x01);
+    store_lanes8(out + j, nan_max8(nan_max8(l, e), o), n - j);
+    before = o;
+  }
+}
 #endif
 
 // For each of the `width` columns: the maximum over `count` rows first_row, first_row +
@@ -370,7 +408,7 @@ const WindowTaps& window_taps(const Pool2dShape& s) {
   return taps;
 }
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 // ResNet's pooling across the columns (3 wide, stride 2, a column of padding each side), at
 // most 3 rows: window3_stride2_row and its argmax variant take a row of outputs at a time.
 bool resnet_window(const Pool2dShape& s) {
@@ -419,7 +457,7 @@ void max_pool2d(const Pool2dShape& s, const float* input, float* output, ThreadP
   const bool phased = !halving && s.stride_w == 2 && s.dilation_w == 1;
   const int64_t span = (s.out_w - 1) * 2 + s.kernel_w;  // window columns, padding included
   const int64_t half = (span + 1) / 2;
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
   // 3x3, stride-2 windows with a column of padding each side (ResNet's) or none (SqueezeNet's),
   // any row padding: a row at a time in registers (window3_stride2_row), no row of maxima stored
   // and read back.

@@ -177,11 +177,12 @@ void channels_pass(const InvertedResidual& b, const float* x, float* y, ThreadPo
   });
 }
 
-#if defined(__AVX512F__)
+#if defined(NNX_CL_GEMM)
 // Channels-last blocks: a pixel's channels are contiguous, so a vector holds 16 channels of one
-// pixel; the 1x1 convolutions become GEMMs whose tiles are 7 pixels by 48 channels (no
-// lanes idle on 7x7 and 14x14 planes, which the 32-pixel panels fill to 77% and 94%), and the
-// depthwise convolution reads whole aligned vectors with no padded copy.
+// pixel (AVX2: 8, a 16-channel group in two); the 1x1 convolutions become GEMMs whose tiles are
+// 7 pixels by 48 channels (AVX2: 6 by 16; no lanes idle on 7x7 and 14x14 planes, which the
+// 32-pixel panels fill to 77% and 94%), and the depthwise convolution reads whole aligned vectors
+// with no padded copy.
 
 // Channel groups [g0, g1) of the depthwise convolution `d` on channels-last planes: input
 // [in_h * in_w][ld], weights [tap][ld], output [out_h * out_w][ld]. KxK undilated kernels at
@@ -190,27 +191,26 @@ void channels_pass(const InvertedResidual& b, const float* x, float* y, ThreadPo
 template <int K, int S>
 void cl_depthwise(const Conv2dShape& d, const float* in, int64_t ld, const float* weight,
                   const float* bias, float lo, float hi, int64_t g0, int64_t g1, float* out) {
-  const __m512 l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
+  using vec::V;
+  const V l = vec::splat(lo), h = vec::splat(hi);
   const int64_t kh_n = K > 0 ? K : d.kernel_h, kw_n = K > 0 ? K : d.kernel_w;
   const int64_t sh = K > 0 ? S : d.stride_h, sw = K > 0 ? S : d.stride_w;
   const int64_t dh = K > 0 ? 1 : d.dilation_h, dw = K > 0 ? 1 : d.dilation_w;
-  for (int64_t g = g0; g < g1; ++g) {
-    const int64_t c = g * 16;
-    const __m512 b = _mm512_load_ps(bias + c);
-    __m512 wk[K > 0 ? K * K : 1];
+  for (int64_t c = g0 * 16; c < g1 * 16; c += vec::kWidth) {
+    const V b = vec::load(bias + c);
+    V wk[K > 0 ? K * K : 1];
     if constexpr (K > 0)
-      for (int t = 0; t < K * K; ++t) wk[t] = _mm512_load_ps(weight + t * ld + c);
+      for (int t = 0; t < K * K; ++t) wk[t] = vec::load(weight + t * ld + c);
     for (int64_t oy = 0; oy < d.out_h; ++oy) {
       const int64_t iy0 = oy * sh - d.pad_top;
       for (int64_t ox = 0; ox < d.out_w; ++ox) {
         const int64_t ix0 = ox * sw - d.pad_left;
-        __m512 acc = b;
+        V acc = b;
         if (K > 0 && iy0 >= 0 && iy0 + K <= d.in_h && ix0 >= 0 && ix0 + K <= d.in_w) {
           const float* at = in + (iy0 * d.in_w + ix0) * ld + c;
           if constexpr (K > 0)
             static_for<K * K>([&]<int T>() __attribute__((always_inline)) {
-              acc =
-                  _mm512_fmadd_ps(wk[T], _mm512_load_ps(at + ((T / K) * d.in_w + T % K) * ld), acc);
+              acc = vec::fmadd(wk[T], vec::load(at + ((T / K) * d.in_w + T % K) * ld), acc);
             });
         } else {
           for (int64_t kh = 0; kh < kh_n; ++kh) {
@@ -219,13 +219,12 @@ void cl_depthwise(const Conv2dShape& d, const float* in, int64_t ld, const float
             for (int64_t kw = 0; kw < kw_n; ++kw) {
               const int64_t ix = ix0 + kw * dw;
               if (ix < 0 || ix >= d.in_w) continue;
-              acc = _mm512_fmadd_ps(_mm512_load_ps(weight + (kh * kw_n + kw) * ld + c),
-                                    _mm512_load_ps(in + (iy * d.in_w + ix) * ld + c), acc);
+              acc = vec::fmadd(vec::load(weight + (kh * kw_n + kw) * ld + c),
+                               vec::load(in + (iy * d.in_w + ix) * ld + c), acc);
             }
           }
         }
-        _mm512_store_ps(out + (oy * d.out_w + ox) * ld + c,
-                        _mm512_min_ps(h, _mm512_max_ps(l, acc)));
+        vec::store(out + (oy * d.out_w + ox) * ld + c, vec::min(h, vec::max(l, acc)));
       }
     }
   }
@@ -329,7 +328,7 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
   // Whole blocks of the depthwise kernel's 4 rows (2 for larger kernels) where that is possible.
   const int64_t step = d.kernel_h <= 3 ? 4 : 2;
   if (band > step) band = band / step * step;
-#if defined(__AVX512F__)
+#if defined(NNX_CL_GEMM)
   int64_t cl_band = 1;
   if (b.channels_last != nullptr) {
     const int64_t cl_rows = std::max<int64_t>(
@@ -345,7 +344,7 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
     const float* x = input + n * in_image;
     float* y = output + n * out_image;
     const bool alone = p == nullptr && threads > 1;  // this thread's own image
-#if defined(__AVX512F__)
+#if defined(NNX_CL_GEMM)
     if (b.channels_last != nullptr && b.expands) {
       if (alone || (threads > 1 && small_plane)) return channels_last_pass(b, x, y, p);
       return parallel_for(p, d.out_h, 1, [&](int64_t o0, int64_t o1) {
@@ -361,7 +360,7 @@ void inverted_residual(const InvertedResidual& b, const float* input, float* out
 }
 
 bool channels_last_available() {
-#if defined(__AVX512F__)
+#if defined(NNX_CL_GEMM)
   return true;
 #else
   return false;

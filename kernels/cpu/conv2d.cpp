@@ -159,7 +159,7 @@ void conv2d_direct(const Conv2dShape& s, const float* input, const float* weight
   // An activation the clamp does not give (Hardswish, SiLU, ...) and no residual: the depthwise
   // kernels apply it themselves.
   const bool in_kernel = !clamp.exact && epilogue.residual == nullptr;
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   if (out_per_group == 1 && depthwise_channels_last_suitable(s)) {
     // Small planes: blocks of 16 channels channels-last, runs of blocks of one image at once.
     const int64_t blocks = ceil_div(s.out_channels, 16);

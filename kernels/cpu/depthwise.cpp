@@ -554,31 +554,66 @@ void depthwise_planes(const Conv2dShape& s, int64_t channels, const float* input
   }
 }
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 namespace {
 
-// Outputs [x, x + N) of output row `oy`, 16 channels each: bias + the taps' products over the
-// padded channels-last window `in` ([rows][cols][16]), weights [tap][16]; N chains at once;
-// clamped, then `activation` applied (where given) in registers.
+// The channels-last kernels below hold kLanes channels a vector (16 on AVX-512, 8 on AVX2); the
+// activation goes in registers before the store on AVX-512 (activate16), over the planes once
+// stored on AVX2. Runs of kRun outputs: 8 independent chains cover the multiply-add latency on
+// two pipes; AVX2's 16 registers hold 6 chains with a 3x3 row's vectors.
+using vec::V;
+constexpr int64_t kLanes = vec::kWidth;
+#if defined(__AVX512F__)
+constexpr int kRun = 8;
+inline V finish(const Epilogue* activation, V y) {
+  return activation != nullptr ? activate16(*activation, y) : y;
+}
+// Lanes [0, n) of p, zero past them / stored at p.
+inline V load_lanes(const float* p, int64_t n) {
+  return _mm512_maskz_loadu_ps(lanes_below(n), p);
+}
+inline void store_lanes(float* p, V v, int64_t n) {
+  _mm512_mask_storeu_ps(p, lanes_below(n), v);
+}
+inline void transpose_lanes(V* rows) {
+  transpose16(rows);
+}
+#else
+constexpr int kRun = 6;
+inline V finish(const Epilogue*, V y) {
+  return y;
+}
+inline V load_lanes(const float* p, int64_t n) {
+  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes8(n));
+}
+inline void store_lanes(float* p, V v, int64_t n) {
+  store_lanes8(p, v, n);
+}
+inline void transpose_lanes(V* rows) {
+  transpose8(rows);
+}
+#endif
+
+// Outputs [x, x + N) of output row `oy`, kLanes channels each: bias + the taps' products over
+// the padded channels-last window `in` ([rows][cols][kLanes]), weights [tap][kLanes]; N chains
+// at once; clamped, then `activation` applied (where given, AVX-512) in registers.
 template <int N>
-inline void cl_outputs(const Conv2dShape& s, const float* in, int64_t cols, const float* w,
-                       __m512 bias, __m512 lo, __m512 hi, const Epilogue* activation, int64_t oy,
-                       int64_t x, float* out) {
-  __m512 acc[N];
+inline void cl_outputs(const Conv2dShape& s, const float* in, int64_t cols, const float* w, V bias,
+                       V lo, V hi, const Epilogue* activation, int64_t oy, int64_t x, float* out) {
+  V acc[N];
   for (int i = 0; i < N; ++i) acc[i] = bias;
   for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
-    const float* row = in + ((oy * s.stride_h + kh * s.dilation_h) * cols + x * s.stride_w) * 16;
+    const float* row =
+        in + ((oy * s.stride_h + kh * s.dilation_h) * cols + x * s.stride_w) * kLanes;
     for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
-      const __m512 wt = _mm512_load_ps(w + (kh * s.kernel_w + kw) * 16);
-      const float* at = row + kw * s.dilation_w * 16;
+      const V wt = vec::load(w + (kh * s.kernel_w + kw) * kLanes);
+      const float* at = row + kw * s.dilation_w * kLanes;
       for (int i = 0; i < N; ++i)
-        acc[i] = _mm512_fmadd_ps(wt, _mm512_load_ps(at + i * s.stride_w * 16), acc[i]);
+        acc[i] = vec::fmadd(wt, vec::load(at + i * s.stride_w * kLanes), acc[i]);
     }
   }
-  for (int i = 0; i < N; ++i) {
-    const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i]));
-    _mm512_store_ps(out + i * 16, activation != nullptr ? activate16(*activation, y) : y);
-  }
+  for (int i = 0; i < N; ++i)
+    vec::store(out + i * kLanes, finish(activation, vec::min(hi, vec::max(lo, acc[i]))));
 }
 
 // The same for a square KxK, stride-S, undilated kernel: each of the K window rows' (N - 1) * S
@@ -587,47 +622,44 @@ inline void cl_outputs(const Conv2dShape& s, const float* in, int64_t cols, cons
 // compiler unrolls whole: nested lambdas (static_for) were left as calls, with acc and v in memory.
 template <int K, int S, int N>
 __attribute__((always_inline)) inline void cl_outputs_fixed(const float* in, int64_t cols,
-                                                            const float* w, __m512 bias, __m512 lo,
-                                                            __m512 hi, const Epilogue* activation,
-                                                            int64_t oy, int64_t x, float* out) {
-  constexpr int V = (N - 1) * S + K;
-  __m512 acc[N];
+                                                            const float* w, V bias, V lo, V hi,
+                                                            const Epilogue* activation, int64_t oy,
+                                                            int64_t x, float* out) {
+  constexpr int kVectors = (N - 1) * S + K;
+  V acc[N];
 #pragma GCC unroll 8
   for (int i = 0; i < N; ++i) acc[i] = bias;
 #pragma GCC unroll 5
   for (int kh = 0; kh < K; ++kh) {
-    const float* row = in + ((oy * S + kh) * cols + x * S) * 16;
-    __m512 v[V];
+    const float* row = in + ((oy * S + kh) * cols + x * S) * kLanes;
+    V v[kVectors];
 #pragma GCC unroll 24
-    for (int j = 0; j < V; ++j) v[j] = _mm512_load_ps(row + j * 16);
+    for (int j = 0; j < kVectors; ++j) v[j] = vec::load(row + j * kLanes);
 #pragma GCC unroll 5
     for (int kw = 0; kw < K; ++kw) {
-      const __m512 wt = _mm512_load_ps(w + (kh * K + kw) * 16);
+      const V wt = vec::load(w + (kh * K + kw) * kLanes);
 #pragma GCC unroll 8
-      for (int i = 0; i < N; ++i) acc[i] = _mm512_fmadd_ps(wt, v[i * S + kw], acc[i]);
+      for (int i = 0; i < N; ++i) acc[i] = vec::fmadd(wt, v[i * S + kw], acc[i]);
     }
   }
 #pragma GCC unroll 8
-  for (int i = 0; i < N; ++i) {
-    const __m512 y = _mm512_min_ps(hi, _mm512_max_ps(lo, acc[i]));
-    _mm512_store_ps(out + i * 16, activation != nullptr ? activate16(*activation, y) : y);
-  }
+  for (int i = 0; i < N; ++i)
+    vec::store(out + i * kLanes, finish(activation, vec::min(hi, vec::max(lo, acc[i]))));
 }
 
-// A row of outputs by cl_outputs_fixed in runs of 8 (the multiply-add latency over two pipes
-// wants 8 chains), the rest in one shorter run.
+// A row of outputs by cl_outputs_fixed in runs of kRun, the rest in one shorter run.
 template <int K, int S>
 __attribute__((flatten, noinline)) void cl_row_fixed(const float* in, int64_t cols, const float* w,
-                                                     __m512 bias, __m512 lo, __m512 hi,
-                                                     const Epilogue* activation, int64_t ow,
-                                                     int64_t oy, float* out) {
+                                                     V bias, V lo, V hi, const Epilogue* activation,
+                                                     int64_t ow, int64_t oy, float* out) {
   int64_t x = 0;
-  for (; x + 8 <= ow; x += 8)
-    cl_outputs_fixed<K, S, 8>(in, cols, w, bias, lo, hi, activation, oy, x, out + x * 16);
+  for (; x + kRun <= ow; x += kRun)
+    cl_outputs_fixed<K, S, kRun>(in, cols, w, bias, lo, hi, activation, oy, x, out + x * kLanes);
   switch (ow - x) {
-#define NNX_CL_TAIL(N) \
-  case N:              \
-    return cl_outputs_fixed<K, S, N>(in, cols, w, bias, lo, hi, activation, oy, x, out + x * 16);
+#define NNX_CL_TAIL(N)                                                             \
+  case N:                                                                          \
+    return cl_outputs_fixed<K, S, N>(in, cols, w, bias, lo, hi, activation, oy, x, \
+                                     out + x * kLanes);
     NNX_CL_TAIL(1)
     NNX_CL_TAIL(2)
     NNX_CL_TAIL(3)
@@ -641,13 +673,13 @@ __attribute__((flatten, noinline)) void cl_row_fixed(const float* in, int64_t co
   }
 }
 
-// One output row of at most 14 outputs as one or two runs of independent chains (of at most 8):
-// a run of 4 left the last outputs of a 7-wide row to single chains, each waiting on the
+// One output row of at most 14 outputs as one or two runs of independent chains (of at most
+// kRun): a run of 4 left the last outputs of a 7-wide row to single chains, each waiting on the
 // multiply-add latency tap after tap.
-void cl_row(const Conv2dShape& s, const float* in, int64_t cols, const float* w, __m512 bias,
-            __m512 lo, __m512 hi, const Epilogue* activation, int64_t oy, float* out) {
+void cl_row(const Conv2dShape& s, const float* in, int64_t cols, const float* w, V bias, V lo, V hi,
+            const Epilogue* activation, int64_t oy, float* out) {
   auto run = [&](int64_t x, int64_t n) {
-    float* o = out + x * 16;
+    float* o = out + x * kLanes;
     switch (n) {
 #define NNX_CL_RUN(N) \
   case N:             \
@@ -666,7 +698,7 @@ void cl_row(const Conv2dShape& s, const float* in, int64_t cols, const float* w,
   const int64_t ow = s.out_w;
   for (int64_t x = 0; x < ow;) {
     const int64_t left = ow - x;
-    const int64_t n = left <= 8 ? left : (left + 1) / 2 <= 8 ? (left + 1) / 2 : 8;
+    const int64_t n = left <= kRun ? left : (left + 1) / 2 <= kRun ? (left + 1) / 2 : kRun;
     run(x, n);
     x += n;
   }
@@ -674,8 +706,8 @@ void cl_row(const Conv2dShape& s, const float* in, int64_t cols, const float* w,
 
 // cl_row_fixed for a square, undilated 3x3 or 5x5 window of stride 1 or 2; null for any other
 // (cl_row's generic loop).
-using ClRow = void (*)(const float*, int64_t, const float*, __m512, __m512, __m512, const Epilogue*,
-                       int64_t, int64_t, float*);
+using ClRow = void (*)(const float*, int64_t, const float*, V, V, V, const Epilogue*, int64_t,
+                       int64_t, float*);
 ClRow fixed_row(const Conv2dShape& s) {
   if (s.kernel_h != s.kernel_w || s.stride_h != s.stride_w || s.dilation_h != 1 ||
       s.dilation_w != 1)
@@ -709,61 +741,63 @@ void depthwise_channels_last(const Conv2dShape& s, int64_t channels, const float
   const int64_t cols = (s.out_w - 1) * s.stride_w + (s.kernel_w - 1) * s.dilation_w + 1;
   const int64_t taps = s.kernel_h * s.kernel_w, out_plane = s.out_h * s.out_w;
   // This thread's window (its padding zeroed once per call: each block rewrites the inside
-  // only), outputs and weights, 16 channels per float vector.
+  // only), outputs and weights, kLanes channels per float vector.
   thread_local AlignedBuffer window_buffer, out_buffer, weight_buffer;
-  float* in = window_buffer.get(rows * cols * 16);
-  float* out = out_buffer.get(out_plane * 16);
-  float* w = weight_buffer.get(taps * 16);
-  std::fill(in, in + rows * cols * 16, 0.f);
+  float* in = window_buffer.get(rows * cols * kLanes);
+  float* out = out_buffer.get(out_plane * kLanes);
+  float* w = weight_buffer.get(taps * kLanes);
+  std::fill(in, in + rows * cols * kLanes, 0.f);
   // The input rows and columns inside the window.
   const int64_t ih0 = std::max<int64_t>(0, -s.pad_top);
   const int64_t ih1 = std::min<int64_t>(s.in_h, rows - s.pad_top);
   const int64_t iw0 = std::max<int64_t>(0, -s.pad_left);
   const int64_t iw1 = std::min<int64_t>(s.in_w, cols - s.pad_left);
-  const __m512 l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
+  const V l = vec::splat(lo), h = vec::splat(hi);
   const ClRow row_kernel = fixed_row(s);
-  for (int64_t c0 = 0; c0 < channels; c0 += 16) {
-    const int64_t count = std::min<int64_t>(16, channels - c0);
-    // Weights [tap][16] and bias, zero past the last channel.
+  for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
+    const int64_t count = std::min<int64_t>(kLanes, channels - c0);
+    // Weights [tap][kLanes] and bias, zero past the last channel.
     for (int64_t t = 0; t < taps; ++t)
-      for (int64_t k = 0; k < 16; ++k)
-        w[t * 16 + k] = k < count ? weight[(c0 + k) * taps + t] : 0.f;
-    alignas(64) float b[16] = {};
+      for (int64_t k = 0; k < kLanes; ++k)
+        w[t * kLanes + k] = k < count ? weight[(c0 + k) * taps + t] : 0.f;
+    alignas(64) float b[kLanes] = {};
     if (bias != nullptr) std::copy(bias + c0, bias + c0 + count, b);
-    const __m512 bv = _mm512_load_ps(b);
-    // Channels-last window: 16 pixels of a row from each of the 16 planes, transposed.
+    const V bv = vec::load(b);
+    // Channels-last window: kLanes pixels of a row from each of the kLanes planes, transposed.
     for (int64_t ih = ih0; ih < ih1; ++ih) {
-      float* row = in + ((ih + s.pad_top) * cols + s.pad_left) * 16;
-      for (int64_t x = iw0; x < iw1; x += 16) {
-        const __mmask16 m = lanes_below(iw1 - x);
-        __m512 v[16];
-        for (int64_t k = 0; k < 16; ++k)
-          v[k] = k < count
-                     ? _mm512_maskz_loadu_ps(m, input + (c0 + k) * in_stride + ih * s.in_w + x)
-                     : _mm512_setzero_ps();
-        transpose16(v);
-        for (int64_t j = 0; j < std::min<int64_t>(16, iw1 - x); ++j)
-          _mm512_store_ps(row + (x + j) * 16, v[j]);
+      float* row = in + ((ih + s.pad_top) * cols + s.pad_left) * kLanes;
+      for (int64_t x = iw0; x < iw1; x += kLanes) {
+        V v[kLanes];
+        for (int64_t k = 0; k < kLanes; ++k)
+          v[k] = k < count ? load_lanes(input + (c0 + k) * in_stride + ih * s.in_w + x, iw1 - x)
+                           : vec::zero();
+        transpose_lanes(v);
+        for (int64_t j = 0; j < std::min<int64_t>(kLanes, iw1 - x); ++j)
+          vec::store(row + (x + j) * kLanes, v[j]);
       }
     }
     for (int64_t oy = 0; oy < s.out_h; ++oy) {
-      float* o = out + oy * s.out_w * 16;
+      float* o = out + oy * s.out_w * kLanes;
       if (row_kernel != nullptr)
         row_kernel(in, cols, w, bv, l, h, activation, s.out_w, oy, o);
       else
         cl_row(s, in, cols, w, bv, l, h, activation, oy, o);
     }
-    // Back to planes: 16 outputs' vectors transposed into 16 channels' rows of outputs.
-    for (int64_t p = 0; p < out_plane; p += 16) {
-      const int64_t n = std::min<int64_t>(16, out_plane - p);
-      __m512 v[16];
-      for (int64_t j = 0; j < 16; ++j)
-        v[j] = j < n ? _mm512_load_ps(out + (p + j) * 16) : _mm512_setzero_ps();
-      transpose16(v);
-      const __mmask16 m = lanes_below(n);
-      for (int64_t k = 0; k < count; ++k)
-        _mm512_mask_storeu_ps(output + (c0 + k) * out_stride + p, m, v[k]);
+    // Back to planes: kLanes outputs' vectors transposed into kLanes channels' rows of outputs.
+    for (int64_t p = 0; p < out_plane; p += kLanes) {
+      const int64_t n = std::min<int64_t>(kLanes, out_plane - p);
+      V v[kLanes];
+      for (int64_t j = 0; j < kLanes; ++j)
+        v[j] = j < n ? vec::load(out + (p + j) * kLanes) : vec::zero();
+      transpose_lanes(v);
+      for (int64_t k = 0; k < count; ++k) store_lanes(output + (c0 + k) * out_stride + p, v[k], n);
     }
+#if !defined(__AVX512F__)
+    // AVX2: the activation over the block's planes, in cache.
+    if (activation != nullptr)
+      for (int64_t k = 0; k < count; ++k)
+        apply_epilogue(*activation, output + (c0 + k) * out_stride, out_plane);
+#endif
   }
 }
 #endif

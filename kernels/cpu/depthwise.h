@@ -26,13 +26,14 @@ void depthwise_planes(const Conv2dShape& shape, int64_t channels, const float* i
                       int64_t out_stride, float lo = -INFINITY, float hi = INFINITY,
                       const Epilogue* activation = nullptr);
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 // Small output planes (rows of at most 14 outputs, which fill a vector of one plane's row in
 // part; and up to 56 outputs for 5x5 kernels, 28 for 3x3 of stride 1: see
-// depthwise_channels_last_suitable): as depthwise_planes, 16 channels at a time channels-last, each
-// output a vector of 16 channels. The planes are transposed into a zero-padded window in registers
-// and back. After the clamp, `activation`'s activation (where given; its residual must be null) is
-// applied in registers, with apply_epilogue's formulas.
+// depthwise_channels_last_suitable): as depthwise_planes, 16 channels at a time channels-last (8
+// on AVX2), each output a vector of them. The planes are transposed into a zero-padded window in
+// registers and back. After the clamp, `activation`'s activation (where given; its residual must
+// be null) is applied with apply_epilogue's formulas: in registers on AVX-512, over each block's
+// planes once stored on AVX2.
 bool depthwise_channels_last_suitable(const Conv2dShape& shape);
 void depthwise_channels_last(const Conv2dShape& shape, int64_t channels, const float* input,
                              int64_t in_stride, const float* weight, const float* bias,

@@ -37,7 +37,9 @@ inline V round_to_nearest(V x) {
 }
 
 // e * 2^n for whole n in [-150, 0], rounded once (subnormal results included). AVX2 has no
-// scalef: 2^n as 2^(n - n/2) 2^(n/2), each factor a normal float built in the exponent field.
+// scalef: 2^n as 2^(n - n/2) 2^(n/2), each factor a normal float built in the exponent field;
+// where every lane has n >= -126 (arguments above -87.3, nearly all), 2^n is one normal float and
+// one multiply gives the same single rounding (SiLU over 100k floats 0.80-0.88 of the time).
 inline V times_power_of_two(V e, V n) {
 #if defined(__AVX512F__)
   return _mm512_scalef_ps(e, n);
@@ -46,6 +48,8 @@ inline V times_power_of_two(V e, V n) {
     return _mm256_castsi256_ps(
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23));
   };
+  if (_mm256_movemask_ps(_mm256_cmp_ps(n, vec::splat(-126.0f), _CMP_LT_OQ)) == 0)
+    return vec::mul(e, power(n));
   const V half = _mm256_floor_ps(vec::mul(n, vec::splat(0.5f)));
   return vec::mul(vec::mul(e, power(vec::sub(n, half))), power(half));
 #endif

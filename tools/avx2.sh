@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Builds the library and its numeric tests for x86-64-v3 (AVX2 + FMA, no AVX-512) in build/avx2
-# and runs them: the kernels that AVX-512 builds never compile (the AVX2 GEMM and 1x1 tiles, the
-# portable Winograd transforms, the im2col paths) checked against the same PyTorch fixtures.
-# CPU only, no benchmarks. Needs a host with AVX2 and FMA (exit 0 with a message otherwise).
+# The other instruction-set level than the host's native build. On a host with AVX-512: builds
+# the library and its numeric tests for x86-64-v3 (AVX2 + FMA, no AVX-512) in build/avx2 and runs
+# them: the kernels that AVX-512 builds never compile (the AVX2 GEMM and 1x1 tiles, the portable
+# Winograd transforms, the im2col paths) checked against the same PyTorch fixtures. On a host
+# with AVX2 but no AVX-512 the native build already runs those; the library is compiled for
+# x86-64-v4 (AVX-512) instead, warnings as errors, so that the kernels such a host cannot run
+# still build (they run wherever CI lands on an AVX-512 machine). CPU only, no benchmarks. Needs
+# a host with AVX2 and FMA (exit 0 with a message otherwise).
 #
 #   tools/avx2.sh [FIXTURE_DIR]
 #
@@ -17,6 +21,16 @@ if ! grep -qw avx2 /proc/cpuinfo || ! grep -qw fma /proc/cpuinfo; then
 fi
 fixtures=${1:-$PWD/build/fixtures}
 build=${NNX_AVX2_DIR:-build/avx2}
+if ! grep -qw avx512f /proc/cpuinfo; then
+  echo "avx2.sh: no AVX-512 here (the native build's tests ran the AVX2 kernels); compiling the" \
+    "library for x86-64-v4 instead (it cannot run here)"
+  cmake -S . -B "$build-v4" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNNX_NATIVE=OFF \
+    -DCMAKE_CXX_FLAGS="-march=x86-64-v4" -DCMAKE_C_FLAGS="-march=x86-64-v4" -DNNX_CUDA=OFF \
+    -DNNX_MPI=OFF -DNNX_BUILD_BENCH=OFF -DNNX_WERROR=ON -DNNX_FIXTURE_DIR="$fixtures" >/dev/null
+  cmake --build "$build-v4" -j "${NNX_AVX2_JOBS:-$(nproc)}" --target nnx_objects
+  echo "avx2.sh: the x86-64-v4 (AVX-512) library compiled"
+  exit 0
+fi
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNNX_NATIVE=OFF \
   -DCMAKE_CXX_FLAGS="-march=x86-64-v3" -DCMAKE_C_FLAGS="-march=x86-64-v3" -DNNX_CUDA=OFF \
   -DNNX_MPI=OFF -DNNX_BUILD_BENCH=OFF -DNNX_WERROR=ON -DNNX_FIXTURE_DIR="$fixtures" >/dev/null

@@ -3,7 +3,8 @@
 # 1. the main build (release; CUDA compiled for one architecture where nvcc is found): ctest,
 #    then the installed package and examples/embed against it (tools/embed-check.sh);
 # 2. the kernels of processors without AVX-512 (tools/avx2.sh): the library and its op, model and
-#    training tests built for x86-64-v3 (AVX2 + FMA) and run against the same fixtures;
+#    training tests built for x86-64-v3 (AVX2 + FMA) and run against the same fixtures (on a host
+#    without AVX-512, whose native build runs those, the library compiled for x86-64-v4 instead);
 # 3. the same tests under ASan+UBSan, with the CUDA backend built on the host emulator
 #    (tests/cuda_emulator: every CUDA test runs, its kernels checked by the sanitizers), and a
 #    LeakSanitizer check of `nnx run` on the example network; the CPU-only end-to-end training

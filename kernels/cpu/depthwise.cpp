@@ -424,7 +424,7 @@ void depthwise_plane_s2(const Conv2dShape& s, const float* input, const float* w
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 // Where depthwise_plane_s2 serves: square 3x3 and 5x5 stride-2 windows on rows of at least 48
 // columns (narrower planes copy cheaply with gather_row, and those of at most 14 outputs a row
-// go channels-last on AVX-512).
+// go channels-last).
 bool in_place_stride2(const Conv2dShape& s) {
   return s.kernel_h == s.kernel_w && (s.kernel_h == 3 || s.kernel_h == 5) && s.stride_h == 2 &&
          s.stride_w == 2 && s.dilation_h == 1 && s.dilation_w == 1 && s.in_w >= 48;

@@ -1,7 +1,7 @@
 // An inverted-residual block (MobileNetV2's building block) in one pass: a 1x1 expansion, a
 // depthwise convolution and a 1x1 projection, each with its BatchNorm folded in, computed band
 // by band of output rows so that the expanded tensor, the widest of the block, never leaves the
-// cache (graph/fusion.h finds the blocks). With AVX-512 and an expansion the block runs
+// cache (graph/fusion.h finds the blocks). With AVX-512 or AVX2 and an expansion the block runs
 // channels-last inside (the channels-last GEMM of channels_last.h for the 1x1 convolutions, a
 // depthwise kernel on whole channel vectors), taking and giving channels-first tensors; the
 // other blocks run channels-first (12-row panels, depthwise_planes). Planes of at most 256
@@ -22,7 +22,7 @@ struct ChannelsLastWeights {
   int64_t hidden_pad = 0, out_pad = 0;
   AlignedVector<float> expand, expand_bias, depthwise, depthwise_bias, project, project_bias;
 };
-// Whether this build's kernels use the channels-last form (AVX-512 builds).
+// Whether this build's kernels use the channels-last form (AVX-512 and AVX2 + FMA builds).
 bool channels_last_available();
 // From the weights as the convolutions hold them ([out][in] for the 1x1 ones, [channel][tap] for
 // the depthwise one); biases may be null (none).
@@ -55,7 +55,7 @@ struct InvertedResidual {
   // Applied to the projection's output (a residual Add, an activation).
   Epilogue project_epilogue;
   // The same weights channels-last (null: none), used for blocks with an expansion where the
-  // processor has AVX-512 (channels_last_available()).
+  // build has the channels-last kernels (channels_last_available()).
   const ChannelsLastWeights* channels_last = nullptr;
 };
 

@@ -21,19 +21,21 @@ if ! grep -qw avx2 /proc/cpuinfo || ! grep -qw fma /proc/cpuinfo; then
 fi
 fixtures=${1:-$PWD/build/fixtures}
 build=${NNX_AVX2_DIR:-build/avx2}
+level=x86-64-v3
 if ! grep -qw avx512f /proc/cpuinfo; then
   echo "avx2.sh: no AVX-512 here (the native build's tests ran the AVX2 kernels); compiling the" \
     "library for x86-64-v4 instead (it cannot run here)"
-  cmake -S . -B "$build-v4" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNNX_NATIVE=OFF \
-    -DCMAKE_CXX_FLAGS="-march=x86-64-v4" -DCMAKE_C_FLAGS="-march=x86-64-v4" -DNNX_CUDA=OFF \
-    -DNNX_MPI=OFF -DNNX_BUILD_BENCH=OFF -DNNX_WERROR=ON -DNNX_FIXTURE_DIR="$fixtures" >/dev/null
-  cmake --build "$build-v4" -j "${NNX_AVX2_JOBS:-$(nproc)}" --target nnx_objects
+  level=x86-64-v4
+  build=$build-v4
+fi
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNNX_NATIVE=OFF \
+  -DCMAKE_CXX_FLAGS="-march=$level" -DCMAKE_C_FLAGS="-march=$level" -DNNX_CUDA=OFF \
+  -DNNX_MPI=OFF -DNNX_BUILD_BENCH=OFF -DNNX_WERROR=ON -DNNX_FIXTURE_DIR="$fixtures" >/dev/null
+if [ "$level" = x86-64-v4 ]; then
+  cmake --build "$build" -j "${NNX_AVX2_JOBS:-$(nproc)}" --target nnx_objects
   echo "avx2.sh: the x86-64-v4 (AVX-512) library compiled"
   exit 0
 fi
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNNX_NATIVE=OFF \
-  -DCMAKE_CXX_FLAGS="-march=x86-64-v3" -DCMAKE_C_FLAGS="-march=x86-64-v3" -DNNX_CUDA=OFF \
-  -DNNX_MPI=OFF -DNNX_BUILD_BENCH=OFF -DNNX_WERROR=ON -DNNX_FIXTURE_DIR="$fixtures" >/dev/null
 cmake --build "$build" -j "${NNX_AVX2_JOBS:-$(nproc)}" \
   --target nnx_ops_tests nnx_models_tests nnx_train_tests
 for suite in ops models train; do

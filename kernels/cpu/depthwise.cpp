@@ -318,37 +318,6 @@ __attribute__((flatten, noinline)) void depthwise_rows_s2(const float* const* ro
   }
 }
 
-// One plane of a square KxK, stride-2, undilated layer by depthwise_rows_s2, R rows at a time.
-template <int K>
-void depthwise_plane_s2(const Conv2dShape& s, const float* input, const float* weight, float bias,
-                        float lo, float hi, const Epilogue* activation, float* output,
-                        const float* next) {
-  constexpr int R = K <= 3 ? 4 : 2;
-  __m512 w[K * K];
-  for (int t = 0; t < K * K; ++t) w[t] = _mm512_set1_ps(weight[t]);
-  const __m512 b = _mm512_set1_ps(bias), l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
-  auto window = [&](int64_t oh, int count, const float** rows) {
-    for (int i = 0; i < count; ++i) {
-      const int64_t ih = oh * 2 - s.pad_top + i;
-      rows[i] = ih >= 0 && ih < s.in_h ? input + ih * s.in_w : nullptr;
-    }
-  };
-  const float* rows[(R - 1) * 2 + K];
-  PlaneAhead ahead(s, next, s.out_h / R);
-  int64_t oh = 0;
-  for (; oh + R <= s.out_h; oh += R) {
-    ahead.step();
-    window(oh, (R - 1) * 2 + K, rows);
-    depthwise_rows_s2<K, R>(rows, s.in_w, s.pad_left, w, b, l, h, activation, s.out_w,
-                            output + oh * s.out_w);
-  }
-  for (; oh < s.out_h; ++oh) {
-    window(oh, K, rows);
-    depthwise_rows_s2<K, 1>(rows, s.in_w, s.pad_left, w, b, l, h, activation, s.out_w,
-                            output + oh * s.out_w);
-  }
-}
-
 #elif defined(__AVX2__) && defined(__FMA__)
 // AVX2: the same, 8 outputs at a time, each tap the even or odd lanes of two vectors in the
 // order one in-lane shuffle leaves them (outputs 0 1 4 5 2 3 6 7: the cross-lane permute that
@@ -359,7 +328,8 @@ template <int K, int R>
 __attribute__((flatten, noinline)) void depthwise_rows_s2(const float* const* rows, int64_t in_w,
                                                           int64_t left, const __m256* w,
                                                           __m256 bias, __m256 lo, __m256 hi,
-                                                          int64_t ow, float* __restrict out) {
+                                                          const Epilogue*, int64_t ow,
+                                                          float* __restrict out) {
   for (int64_t x = 0; x < ow; x += 8) {
     __m256 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = bias;
@@ -389,15 +359,18 @@ __attribute__((flatten, noinline)) void depthwise_rows_s2(const float* const* ro
     }
   }
 }
+#endif
 
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// One plane of a square KxK, stride-2, undilated layer by depthwise_rows_s2, R rows at a time.
 template <int K>
 void depthwise_plane_s2(const Conv2dShape& s, const float* input, const float* weight, float bias,
                         float lo, float hi, const Epilogue* activation, float* output,
                         const float* next) {
   constexpr int R = K <= 3 ? 4 : 2;
-  __m256 w[K * K];
-  for (int t = 0; t < K * K; ++t) w[t] = _mm256_set1_ps(weight[t]);
-  const __m256 b = _mm256_set1_ps(bias), l = _mm256_set1_ps(lo), h = _mm256_set1_ps(hi);
+  vec::V w[K * K];
+  for (int t = 0; t < K * K; ++t) w[t] = vec::splat(weight[t]);
+  const vec::V b = vec::splat(bias), l = vec::splat(lo), h = vec::splat(hi);
   auto window = [&](int64_t oh, int count, const float** rows) {
     for (int i = 0; i < count; ++i) {
       const int64_t ih = oh * 2 - s.pad_top + i;
@@ -410,18 +383,20 @@ void depthwise_plane_s2(const Conv2dShape& s, const float* input, const float* w
   for (; oh + R <= s.out_h; oh += R) {
     ahead.step();
     window(oh, (R - 1) * 2 + K, rows);
-    depthwise_rows_s2<K, R>(rows, s.in_w, s.pad_left, w, b, l, h, s.out_w, output + oh * s.out_w);
+    depthwise_rows_s2<K, R>(rows, s.in_w, s.pad_left, w, b, l, h, activation, s.out_w,
+                            output + oh * s.out_w);
   }
   for (; oh < s.out_h; ++oh) {
     window(oh, K, rows);
-    depthwise_rows_s2<K, 1>(rows, s.in_w, s.pad_left, w, b, l, h, s.out_w, output + oh * s.out_w);
+    depthwise_rows_s2<K, 1>(rows, s.in_w, s.pad_left, w, b, l, h, activation, s.out_w,
+                            output + oh * s.out_w);
   }
-  // After the plane's stores, as depthwise_plane_fast does on AVX2.
+#if !defined(__AVX512F__)
+  // AVX2: after the plane's stores, as depthwise_plane_fast does.
   if (activation != nullptr) apply_epilogue(*activation, output, s.out_h * s.out_w);
-}
 #endif
+}
 
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 // Where depthwise_plane_s2 serves: square 3x3 and 5x5 stride-2 windows on rows of at least 48
 // columns (narrower planes copy cheaply with gather_row, and those of at most 14 outputs a row
 // go channels-last).

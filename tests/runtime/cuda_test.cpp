@@ -8,7 +8,6 @@
 #include <cmath>
 #include <functional>
 #include <iterator>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -38,15 +37,6 @@ class CudaDeviceTest : public ::testing::Test {
     if (!cuda::available()) GTEST_SKIP() << "no CUDA device: " << cuda::unavailable_reason();
   }
 };
-
-Tensor random_tensor(const Shape& shape, float lo, float hi, uint64_t seed) {
-  Tensor t = Tensor::empty(shape);
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  float* p = t.data<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
-  return t;
-}
 
 // A device tensor whose every element is NaN, so that an element a kernel skips shows up.
 Tensor poisoned_device_tensor(const Shape& shape) {
@@ -275,14 +265,14 @@ TEST_F(CudaDeviceTest, BlocksOutliveTheStreamTheyWereUsedOn) {
 
 TEST_F(CudaDeviceTest, TensorRoundTripIsBitExact) {
   for (int64_t n : {int64_t(1), int64_t(3), int64_t(1000), int64_t((1 << 20) + 7)}) {
-    Tensor x = random_tensor({n}, -1e3f, 1e3f, uint64_t(n));
+    Tensor x = testing_util::uniform_tensor({n}, uint64_t(n), -1e3f, 1e3f);
     Tensor on_device = x.to(Device::cuda());
     EXPECT_TRUE(on_device.device().is_cuda());
     EXPECT_TRUE(on_device.to(Device::cpu()).bitwise_equal(x)) << n;
     // Device to device through clone().
     EXPECT_TRUE(on_device.clone().to(Device::cpu()).bitwise_equal(x)) << n;
   }
-  Tensor bytes = random_tensor({2, 3, 5}, 0, 255, 7).to(DType::u8);
+  Tensor bytes = testing_util::uniform_tensor({2, 3, 5}, 7, 0, 255).to(DType::u8);
   EXPECT_TRUE(bytes.to(Device::cuda()).to(Device::cpu()).bitwise_equal(bytes));
 }
 
@@ -290,7 +280,7 @@ TEST_F(CudaDeviceTest, TensorRoundTripOnANonDefaultStream) {
   void* stream = cuda::create_stream();
   {
     cuda::StreamGuard guard(stream);
-    Tensor x = random_tensor({3, 17, 19}, -5, 5, 11);
+    Tensor x = testing_util::uniform_tensor({3, 17, 19}, 11, -5, 5);
     EXPECT_TRUE(x.to(Device::cuda()).to(Device::cpu()).bitwise_equal(x));
   }
   cuda::destroy_stream(stream);
@@ -346,7 +336,7 @@ cuda::ActivationArgs cuda_args(const ActivationCase& c) {
 
 TEST_F(CudaDeviceTest, ActivationsMatchTheCpu) {
   const int64_t n = 1000003;  // not a multiple of 4: the vector path's tail runs too
-  Tensor x = random_tensor({n}, -8, 8, 42);
+  Tensor x = testing_util::uniform_tensor({n}, 42, -8, 8);
   // Extremes where the stable forms matter, and NaN, which must come through.
   const float specials[] = {-90.0f, 90.0f, -0.0f, 0.0f, -3.0f, 3.0f, std::nanf("")};
   for (size_t i = 0; i < std::size(specials); ++i) x.data<float>()[i * 101] = specials[i];
@@ -408,8 +398,8 @@ TEST_F(CudaDeviceTest, BroadcastBinaryOpsMatchTheCpu) {
   uint64_t seed = 1;
   for (const auto& [a_shape, b_shape] : cases) {
     const Shape out_shape = broadcast_shape(a_shape, b_shape);
-    Tensor a = random_tensor(a_shape, -4, 4, seed++);
-    Tensor b = random_tensor(b_shape, -4, 4, seed++);
+    Tensor a = testing_util::uniform_tensor(a_shape, seed++, -4, 4);
+    Tensor b = testing_util::uniform_tensor(b_shape, seed++, -4, 4);
     Tensor a_device = a.to(Device::cuda()), b_device = b.to(Device::cuda());
     for (const auto& [cpu_op, cuda_op] : ops) {
       for (bool relu : {false, true}) {

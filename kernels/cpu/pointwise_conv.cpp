@@ -259,15 +259,15 @@ constexpr std::array<PointwiseTile, sizeof...(R)> narrow_tiles(std::integer_sequ
 }
 constexpr auto kNarrowTiles = narrow_tiles(std::make_integer_sequence<int, int(kPanelRows)>{});
 
-// A tail of at most kTailPixels pixels (a 7x7 plane's last 1 of 49, a 14x14 plane's last 4 of
-// 196): the panel's 12 rows as the vector (8 lanes and 4) and a pair of accumulators per pixel,
-// so each input channel costs 2P multiply-adds where the 8-pixel tile spent 12 on a vector with
-// P of its 8 lanes used (1152 -> 324 channels over 49 pixels, one core: the 49th pixel cost 16%
-// of the other 48's time). With few pixels the input channels are dealt round S sets of
-// accumulators (S = 4 for one pixel), else each pair would be one chain of dependent
-// multiply-adds, waiting on the last one's latency. C[rows][P] as pointwise_tile computes it,
-// the sets summed at the end; bias, residual and clamp applied as vectors, then stored a float
-// at a time.
+// A tail of at most kTailPixels pixels (a 14x14 plane's last 4 of 196; inference runs planes of
+// up to 100 pixels channels-last): the panel's 12 rows as the vector (8 lanes and 4) and a pair
+// of accumulators per pixel, so each input channel costs 2P multiply-adds where the 8-pixel tile
+// spent 12 on a vector with P of its 8 lanes used (1152 -> 324 channels, one core, the tail
+// alone: 4 pixels 95-102 -> 58 us, 1 pixel 76-96 -> 25-28 us). With few pixels the input channels
+// are dealt round S sets of accumulators (S = 4 for one pixel), else each pair would be one chain
+// of dependent multiply-adds, waiting on the last one's latency. C[rows][P] as pointwise_tile
+// computes it, the sets summed at the end; bias, residual and clamp applied as vectors, then stored
+// a float at a time.
 constexpr int64_t kTailPixels = 5;
 template <int P>
 void pointwise_tail(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,

@@ -60,30 +60,45 @@ void BM_ResNetConv3x3(benchmark::State& s) {
                            ", 3, padding=1, bias=False)";
   run_op(s, call.c_str(), {1, channels, size, size}, int(s.range(2)));
 }
-// The same layers as an inference model runs them: weights frozen, their Winograd transform
-// made once (the fusion chain's ConvPrepared), so only the per-call work is timed.
-void BM_ResNetConv3x3Prepared(benchmark::State& state) {
-  const int64_t channels = state.range(0), size = state.range(1);
-  const std::string call = "Conv2d(" + std::to_string(channels) + ", " + std::to_string(channels) +
-                           ", 3, padding=1, bias=False)";
+// A convolution as an inference model runs it: weights frozen, their prepared form (Winograd
+// transform or 12-row panels) made once (the fusion chain's ConvPrepared), so only the per-call
+// work is timed.
+void run_prepared(benchmark::State& state, const std::string& call, const nnx::Shape& input_shape,
+                  int threads) {
   auto op = nnx::make_op(nnx::parse_call(call));
   auto* conv = dynamic_cast<nnx::Conv2d*>(op.get());
   nnx::RandomEngine rng(0);
   op->init_params(rng);
-  const nnx::Shape input_shape{1, channels, size, size};
   nnx::Tensor input = random_tensor(input_shape);
-  nnx::Tensor output = nnx::Tensor::empty(input_shape);
-  nnx::ThreadPool pool(int(state.range(2)));
+  const std::vector<nnx::TensorSpec> specs = {{input_shape, nnx::DType::f32}};
+  const std::vector<nnx::TensorSpec> out_specs = op->infer_shapes(specs, 1);
+  nnx::Tensor output = nnx::Tensor::empty(out_specs[0].shape);
+  nnx::ThreadPool pool(threads);
   nnx::ExecContext ctx;
   ctx.pool = &pool;
   nnx::cpu::ConvPrepared prepared;
   const nnx::Tensor weight = op->params()[0].value;
   for (auto _ : state)
     conv->forward_fused(ctx, input, weight.data<float>(), nullptr, {}, output, &prepared);
-  const std::vector<nnx::TensorSpec> specs = {{input_shape, nnx::DType::f32}};
   state.counters["GFLOP/s"] =
-      benchmark::Counter(double(op->flops(specs, specs)) * double(state.iterations()),
+      benchmark::Counter(double(op->flops(specs, out_specs)) * double(state.iterations()),
                          benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+void BM_ResNetConv3x3Prepared(benchmark::State& state) {
+  const int64_t channels = state.range(0), size = state.range(1);
+  run_prepared(state,
+               "Conv2d(" + std::to_string(channels) + ", " + std::to_string(channels) +
+                   ", 3, padding=1, bias=False)",
+               {1, channels, size, size}, int(state.range(2)));
+}
+// 1x1 layers of EfficientNet-B0 and MobileNetV2 at batch 1 (input channels, output channels,
+// size, threads): few input channels on large planes (where the tiles' input prefetch must stay
+// within the input), and 14x14 and 7x7 planes, whose last 4 and 1 pixels are a tail.
+void BM_PointwisePrepared(benchmark::State& state) {
+  const int64_t in = state.range(0), out = state.range(1), size = state.range(2);
+  run_prepared(state,
+               "Conv2d(" + std::to_string(in) + ", " + std::to_string(out) + ", 1, bias=False)",
+               {1, in, size, size}, int(state.range(3)));
 }
 void BM_MaxPool(benchmark::State& s) {
   run_op(s, "MaxPool2d(2, 2)", {1, 64, 480, 640}, int(s.range(0)));
@@ -198,6 +213,16 @@ BENCHMARK(BM_ResNetConv3x3Prepared)
     ->Args({512, 7, 2})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PointwisePrepared)
+    ->ArgsProduct({{16}, {96}, {112}, {1, 2}})
+    ->Args({32, 16, 112, 2})
+    ->Args({24, 144, 56, 2})
+    ->Args({672, 112, 14, 2})
+    ->Args({1152, 320, 7, 1})
+    ->Args({1152, 320, 7, 2})
+    ->Args({320, 1280, 7, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_MaxPool)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv3x3_64_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Conv1x1_64_256_Backward)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);

@@ -38,12 +38,6 @@ int64_t ahead_rows(int64_t k) {
 // to nothing, each a miss to memory: 16 -> 96 channels at 112x112 (EfficientNet-B0), one core,
 // 0.74-0.94 -> 0.58 ms; 32 -> 16 there 0.30 -> 0.27.
 constexpr int64_t kAhead = 16;
-// The 16-pixel tile prefetches the weights this many input channels (3 KiB of a panel) ahead: a
-// panel's first tile reads them from memory, where a network's later layers find them
-// (EfficientNet-B0 per node, each round's ratio over 6 rounds: its 1x1 layers at 14x14 and 7x7
-// 0.85-0.94 of the time without; 128 channels ahead no better). The AVX-512 tile prefetches the
-// same distance. (The tails, whose weights stream in order, gained nothing from it.)
-constexpr int64_t kWeightsAhead = 64;
 #endif
 
 // Output rows prefetched this many tiles ahead of a tile's stores.
@@ -195,7 +189,6 @@ void pointwise_tile(int64_t k, const float* a, const float* b, int64_t ldb, floa
   auto step = [&](const float* ahead) __attribute__((always_inline)) {
     _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(ahead + 15), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(a + kWeightsAhead * kPanelRows), _MM_HINT_T0);
     const __m256 b0 = Full ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0);
     const __m256 b1 = Full ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
     static_for<R>([&]<int r>() __attribute__((always_inline)) {

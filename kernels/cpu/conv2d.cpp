@@ -424,13 +424,28 @@ bool channels_last_enabled() {
 // 1024 -> 256 0.35-0.37 -> 0.32 ms, 256 -> 1024 with its residual 0.35-0.36 -> 0.30-0.31 ms).
 // AVX2 builds (no indirect convolution) take the larger kernels on 14x14 planes too: in
 // ResNet-50 (x86-64-v3 on Zen 5, per node, 5 alternating profiled runs) its 256 -> 256 3x3/2
-// 2.40 -> 1.81 ms; its 1x1 layers there lost (0.65 -> 0.72 ms) and stay in place.
+// 2.40 -> 1.81 ms; its 1x1 layers there lost (0.65 -> 0.72 ms) and stay in place. Their 1x1
+// layers of up to 1152 input channels stay in place on small planes too, since the in-place tiles
+// take a plane's last pixels with the channels as the vector (pointwise_conv.cpp): on a Zen 3,
+// each round's ratio over 8-10 alternating rounds, EfficientNet-B0's 7x7 1x1 layers 0.8-0.95 and
+// its squeeze-and-excitation 1x1s 0.6-0.9, MobileNetV3-small's 0.65-0.95, ResNet-50's 512 ->
+// 2048 ones (with their residual) 0.82-0.98; its 2048 -> 512 ones lost (1.05-1.17, where its
+// other layers moved 0.90) and stay channels-last. NNX_POINTWISE_SMALL_PLANES=0 sends them all
+// channels-last, for measuring.
+#if !defined(__AVX512F__)
+bool pointwise_small_planes(const Conv2dShape& s) {
+  static const bool enabled = env_switch("NNX_POINTWISE_SMALL_PLANES");
+  return enabled && pointwise_suitable(s) && s.in_channels <= 1152;
+}
+#endif
+
 bool channels_last_suitable(const Conv2dShape& s) {
   const int64_t pixels = s.out_h * s.out_w;
 #if defined(__AVX512F__)
   const bool small = pixels <= 100;
 #else
-  const bool small = pixels <= 100 || (pixels <= 196 && s.kernel_h * s.kernel_w > 1);
+  const bool small = (pixels <= 100 && !pointwise_small_planes(s)) ||
+                     (pixels <= 196 && s.kernel_h * s.kernel_w > 1);
 #endif
   return channels_last_enabled() && s.groups == 1 && small;
 }

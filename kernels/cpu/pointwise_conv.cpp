@@ -197,10 +197,11 @@ void pointwise_tile(int64_t k, const float* a, const float* b, int64_t ldb, floa
       acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
     });
   };
+  // Input row p + d, then (the last d rows) the next tile's row p + d - k: all within the input.
+  const int64_t d = std::min(kAhead, k);
   int64_t p = 0;
-  for (const int64_t jump = kAhead * ldb; p < k - kAhead; ++p, a += kPanelRows, b += ldb)
-    step(b + jump);
-  for (const int64_t next = (kAhead - k) * ldb + kTile; p < k; ++p, a += kPanelRows, b += ldb)
+  for (const int64_t jump = d * ldb; p < k - d; ++p, a += kPanelRows, b += ldb) step(b + jump);
+  for (const int64_t next = (d - k) * ldb + kTile; p < k; ++p, a += kPanelRows, b += ldb)
     step(b + next);
   const __m256 lo_v = _mm256_set1_ps(lo), hi_v = _mm256_set1_ps(hi);
   static_for<R>([&]<int r>() __attribute__((always_inline)) {

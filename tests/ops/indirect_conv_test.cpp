@@ -172,14 +172,17 @@ TEST(IndirectConv, TakesSmallPlanesOrPreparedWeights) {
   // A dense 1x1 layer is a GEMM on the input in place.
   EXPECT_FALSE(nnx::cpu::indirect_suitable(shape_of({1, 64, 64, 8, 8, 1, 1, 1, 1, 0, 0, 1, 1})));
   // With prepared weights (inference) any plane, but no 1x1 layer, strided or not; on AVX2
-  // none (the panel and channels-last paths serve inference there).
+  // only strided kernels with more than 100 output pixels (the panel and channels-last paths
+  // serve the rest of inference there).
 #if defined(__AVX512F__)
   const bool any_plane = true;
 #else
   const bool any_plane = false;
 #endif
+  EXPECT_TRUE(
+      nnx::cpu::indirect_suitable(shape_of({1, 64, 128, 56, 56, 3, 3, 2, 2, 1, 1, 1, 1}), true));
   EXPECT_EQ(
-      nnx::cpu::indirect_suitable(shape_of({1, 64, 128, 56, 56, 3, 3, 2, 2, 1, 1, 1, 1}), true),
+      nnx::cpu::indirect_suitable(shape_of({1, 256, 512, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1}), true),
       any_plane);
   EXPECT_EQ(
       nnx::cpu::indirect_suitable(shape_of({1, 64, 64, 56, 56, 5, 5, 1, 1, 2, 2, 1, 1}), true),

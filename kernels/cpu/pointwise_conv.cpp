@@ -238,7 +238,9 @@ void pointwise_tile8(int64_t k, const float* a, const float* b, int64_t ldb, flo
   int64_t p = 0;
   for (const int64_t jump = kAhead * ldb; p < k - kAhead; ++p, a += kPanelRows, b += ldb)
     step(b + jump);
-  for (; p < k; ++p, a += kPanelRows, b += ldb) step(b);  // the plane's last tile
+  // The last rows request only the row they read: this tile ends its plane's pixels, or only
+  // the one-pixel tail follows it, in the lines it reads already.
+  for (; p < k; ++p, a += kPanelRows, b += ldb) step(b);
   const __m256 lo_v = _mm256_set1_ps(lo), hi_v = _mm256_set1_ps(hi);
   static_for<R>([&]<int r>() __attribute__((always_inline)) {
     __m256 y = _mm256_add_ps(acc[r], _mm256_set1_ps(bias != nullptr ? bias[r] : 0.f));

@@ -1193,7 +1193,7 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
     grad_input = nullptr;
   if (grad_input == nullptr && grad_weight == nullptr) return;
 #if defined(NNX_INDIRECT_CONV)
-  if (grad_weight != nullptr && !direct && indirect_suitable(s)) {
+  if (grad_weight != nullptr && !direct && indirect_weight_grad_suitable(s)) {
     conv2d_indirect_weight_grad(s, input, grad_output, grad_weight, pool);
     grad_weight = nullptr;
     if (grad_input == nullptr) return;

@@ -411,82 +411,83 @@ Range inside(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t at) {
   return {std::min(lo, hi), hi};
 }
 
-// Images [n0, n1) of the batch, and whether a weight tile adds to grad_weight (a later block of
-// images) or overwrites it (the first).
-struct ImageBlock {
-  int64_t n0, n1;
-  bool accumulate;
-};
-
-// One tile of the weight gradient: MR input channels [c0, c0 + MR) of one tap x NV * 16 output
-// channels, summed over the output pixels of the block's images for which the tap reads inside
-// the input (rows `rows`, columns `cols`; the others add the padding's zeros): the input values
-// lie at `offset` (the tap's, plus c0) past each pixel's receptive field, the output gradient
-// channels-last in `grad` (row stride ld, this panel's first channel first). Stored into, or
-// added to, rows (c0 + p) * taps + tap of `sums` ([in][tap][ld], this panel's first channel
-// first), whole vectors: the weight gradient's own layout took a float at a time, 64 rows
-// apart, and that was half of a 512-channel 2x2 layer's time.
-// Written once for the build's vector (vec::V): NVEC vectors of output channels.
+// One tile of the weight gradient: MR input channels [c0, c0 + MR) of one tap x NVEC vectors of
+// output channels, summed over `count` pixels of a chunk: pixel i's input values at
+// a + a_offset[i] (the tap's offset, plus c0, already in a; channels-last, padded), its output
+// gradient's 16 channels of block b at g + b * block_stride + pixel[i] * 16 (the chunk's
+// gradient of this panel, [channel / 16][pixel][16]: a pass over the pixels reads one stream
+// of whole cache lines, where rows of the panel's width, a line of each read per pass, 256 bytes
+// apart, used a quarter of L1's sets: the kernel alone 3.2 against 4.2 FMAs a ns). Stored
+// into, or added to (`accumulate`), rows P of `to` (row P at to + P * to_stride: the sums'
+// [in][tap][ld] rows), whole vectors. Written once for the build's vector (vec::V).
 template <int MR, int NVEC>
-void weight_tile_lanes(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows,
-                       Range cols, const float* grad, int64_t ld, float* sums, int64_t c0,
-                       int64_t tap, ImageBlock images) {
+void weight_tile_lanes(const float* a, const int32_t* a_offset, const int32_t* pixel, int64_t count,
+                       const float* g, int64_t block_stride, float* to, int64_t to_stride,
+                       bool accumulate) {
   constexpr int W = vec::kWidth;
   vec::V acc[MR][NVEC];
   static_for<MR>([&]<int P>() __attribute__((always_inline)) {
     static_for<NVEC>([&]<int V>() __attribute__((always_inline)) { acc[P][V] = vec::zero(); });
   });
-  const int64_t step = s.stride_w * s.in_channels;
-  for (int64_t n = images.n0; n < images.n1; ++n)
-    for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
-      const float* a = x.at(s, n, oh, cols.lo) + offset;
-      const float* g = grad + ((n * s.out_h + oh) * s.out_w + cols.lo) * ld;
-      for (int64_t ow = cols.lo; ow < cols.hi; ++ow, a += step, g += ld) {
-        vec::V bv[NVEC];
-        static_for<NVEC>([&]<int V>()
-                             __attribute__((always_inline)) { bv[V] = vec::load(g + V * W); });
-        static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-          const vec::V av = vec::splat(a[P]);
-          static_for<NVEC>([&]<int V>() __attribute__((always_inline)) {
-            acc[P][V] = vec::fmadd(av, bv[V], acc[P][V]);
-          });
-        });
-      }
-    }
-  const int64_t taps = s.kernel_h * s.kernel_w;
+  for (int64_t i = 0; i < count; ++i) {
+    const float* ai = a + a_offset[i];
+    const float* gi = g + int64_t(pixel[i]) * 16;
+    vec::V bv[NVEC];
+    static_for<NVEC>([&]<int V>() __attribute__((always_inline)) {
+      bv[V] = vec::load(gi + V * W / 16 * block_stride + V * W % 16);
+    });
+    static_for<MR>([&]<int P>() __attribute__((always_inline)) {
+      const vec::V av = vec::splat(ai[P]);
+      static_for<NVEC>([&]<int V>() __attribute__((always_inline)) {
+        acc[P][V] = vec::fmadd(av, bv[V], acc[P][V]);
+      });
+    });
+  }
   static_for<MR>([&]<int P>() __attribute__((always_inline)) {
-    float* to = sums + ((c0 + P) * taps + tap) * ld;
+    float* row = to + P * to_stride;
     static_for<NVEC>([&]<int V>() __attribute__((always_inline)) {
       vec::V v = acc[P][V];
-      if (images.accumulate) v = vec::add(v, vec::load(to + V * W));
-      vec::store(to + V * W, v);
+      if (accumulate) v = vec::add(v, vec::load(row + V * W));
+      vec::store(row + V * W, v);
     });
   });
 }
 
+// A tile over NV * 16 output channels: in one pass (AVX-512: NV vectors), or (AVX2) in passes of
+// two vectors (16 ymm registers: 12 accumulators, two vectors of the gradient, a broadcast), of
+// four where at most 3 input channels leave room (a tile of the last 1-3 channels).
 #if defined(__AVX512F__)
 template <int MR, int NV>
-void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows, Range cols,
-                 const float* grad, int64_t ld, float* sums, int64_t c0, int64_t tap,
-                 ImageBlock images) {
-  weight_tile_lanes<MR, NV>(s, x, offset, rows, cols, grad, ld, sums, c0, tap, images);
+void weight_tile(const float* a, const int32_t* a_offset, const int32_t* pixel, int64_t count,
+                 const float* g, int64_t block_stride, float* to, int64_t to_stride,
+                 bool accumulate) {
+  weight_tile_lanes<MR, NV>(a, a_offset, pixel, count, g, block_stride, to, to_stride, accumulate);
 }
 #else
-// AVX2: a channel group (two vectors) at a time (16 ymm registers: 12 accumulators, two
-// vectors of the gradient, a broadcast).
+template <int MR, int LANES>
+void weight_tile_passes(const float* a, const int32_t* a_offset, const int32_t* pixel,
+                        int64_t count, const float* g, int64_t block_stride, float* to,
+                        int64_t to_stride, bool accumulate) {
+  constexpr int kPass = MR <= 3 ? 4 : 2;  // whole 16-channel blocks
+  constexpr int kThis = LANES < kPass ? LANES : kPass;
+  weight_tile_lanes<MR, kThis>(a, a_offset, pixel, count, g, block_stride, to, to_stride,
+                               accumulate);
+  if constexpr (LANES > kThis)
+    weight_tile_passes<MR, LANES - kThis>(a, a_offset, pixel, count, g + kThis / 2 * block_stride,
+                                          block_stride, to + kThis * 8, to_stride, accumulate);
+}
 template <int MR, int NV>
-void weight_tile(const Conv2dShape& s, const PaddedInput& x, int64_t offset, Range rows, Range cols,
-                 const float* grad, int64_t ld, float* sums, int64_t c0, int64_t tap,
-                 ImageBlock images) {
+void weight_tile(const float* a, const int32_t* a_offset, const int32_t* pixel, int64_t count,
+                 const float* g, int64_t block_stride, float* to, int64_t to_stride,
+                 bool accumulate) {
   static_assert(MR <= 6, "a tile holds at most 6 input channels (kTilePixels, kWideChannels)");
-  for (int64_t v = 0; v < NV; ++v)
-    weight_tile_lanes<MR, 2>(s, x, offset, rows, cols, grad + v * 16, ld, sums + v * 16, c0, tap,
-                             images);
+  weight_tile_passes<MR, 2 * NV>(a, a_offset, pixel, count, g, block_stride, to, to_stride,
+                                 accumulate);
 }
 #endif
 
-using WeightTile = void (*)(const Conv2dShape&, const PaddedInput&, int64_t, Range, Range,
-                            const float*, int64_t, float*, int64_t, int64_t, ImageBlock);
+using WeightTile = void (*)(const float*, const int32_t*, const int32_t*, int64_t, const float*,
+                            int64_t, float*, int64_t, bool);
 template <int... M>
 constexpr std::array<std::array<WeightTile, 3>, sizeof...(M)> weight_tiles(
     std::integer_sequence<int, M...>) {
@@ -496,14 +497,15 @@ constexpr auto kWeightTiles = weight_tiles(std::make_integer_sequence<int, kTile
 // Output channels in whole 64-wide panels (64, 128, ... of them): 6 input channels x 4 vectors,
 // 24 FMAs for 10 loads (7 x 3 does 21; 64 channels made two 32-wide panels, 14 for 9).
 constexpr int64_t kWideChannels = 6;
-// The output gradient a block of the weight gradient sweeps: a quarter of a Zen 4/5 core's L2.
-constexpr int64_t kWeightGradBlockBytes = int64_t(256) << 10;
 template <int... M>
 constexpr std::array<WeightTile, sizeof...(M)> wide_weight_tiles(std::integer_sequence<int, M...>) {
   return {{&weight_tile<M + 1, 4>...}};
 }
 constexpr auto kWideWeightTiles =
     wide_weight_tiles(std::make_integer_sequence<int, kWideChannels>{});
+// Output pixels per chunk of the weight gradient: a 64-wide panel's gradient for them is 16 KiB,
+// half a core's L1, where every tile of the chunk reads it.
+constexpr int64_t kWeightGradChunk = 64;
 
 }  // namespace
 
@@ -942,78 +944,125 @@ bool conv2d_indirect_input_grad(const Conv2dShape& s, const float* weight, const
   return true;
 }
 
+bool indirect_weight_grad_suitable(const Conv2dShape& s) {
+  // The planes of indirect_suitable: on larger ones (a 2-core Zen 3, the seed network's 64x80
+  // and 32x40 layers at batch 16) the im2col GEMM was 1.12-1.15x faster, and on a 3-channel
+  // image's layer 1.9x. A chunk's pixels find their input values as 32-bit offsets from its
+  // first row.
+  if (!indirect_suitable(s)) return false;
+  const int64_t plane = s.out_h * s.out_w;
+  const int64_t image = padded_rows(s) * padded_cols(s) * s.in_channels;
+  return plane > 0 && (kWeightGradChunk / plane + 2) * image < (int64_t(1) << 31);
+}
+
 void conv2d_indirect_weight_grad(const Conv2dShape& s, const float* input, const float* grad_output,
                                  float* grad_weight, ThreadPool* pool) {
   const int64_t channels = s.in_channels, taps = s.kernel_h * s.kernel_w, k = channels * taps;
   const int64_t plane = s.out_h * s.out_w, pixels = s.batch * plane;
   const Panels panels(s.out_channels);
   const int64_t ld = panels.ld;
-  thread_local AlignedBuffer input_buffer, grad_buffer, sums_buffer;
+  thread_local AlignedBuffer input_buffer, sums_buffer;
   const PaddedInput x = pad_channels_last(s, input, input_buffer, pool);
-  // The output gradient channels-last, [pixel][ld] (zero past the last channel): 16 x 16
-  // blocks transposed in L1.
-  float* grad = grad_buffer.get(pixels * ld);
-  const int64_t pixel_blocks = ceil_div(pixels, 16), channel_blocks = ld / 16;
-  parallel_for(pool, pixel_blocks * channel_blocks, 8, [&](int64_t b0, int64_t b1) {
-    alignas(64) float block[16][16];
-    for (int64_t task = b0; task < b1; ++task) {
-      const int64_t p0 = task / channel_blocks * 16, o0 = task % channel_blocks * 16;
-      const int64_t count = std::min<int64_t>(16, pixels - p0);
-      const int64_t n = p0 / plane, r = p0 % plane;
-      // Each channel's run of pixels (one load when they lie in one image), then stored a
-      // pixel's channels at a time.
-      for (int64_t j = 0; j < 16; ++j) {
-        if (o0 + j >= s.out_channels) {
-          v_store(block[j], v_zero());
-        } else if (r + count <= plane) {
-          v_store(block[j],
-                  v_loadz(below16(count), grad_output + (n * s.out_channels + o0 + j) * plane + r));
-        } else {
-          for (int64_t i = 0; i < count; ++i) {
-            const int64_t p = p0 + i;
-            block[j][i] = grad_output[(p / plane * s.out_channels + o0 + j) * plane + p % plane];
-          }
-        }
-      }
-      store_columns(block, count, below16(16),
-                    [&](int64_t i) { return grad + (p0 + i) * ld + o0; });
-    }
-  });
   // Tiles of 7 input channels of one tap x a panel of 48 output channels (6 x 64 where the
-  // channels fill 64-wide panels); each thread writes its own tiles of the sums.
+  // channels fill 64-wide panels). Each thread takes a run of them, ordered by panel, then
+  // input channels, then tap (the tiles after one another read the same input), and goes
+  // through the batch's pixels in chunks, each tile adding a chunk's sum to its part of the
+  // sums: the chunk's output gradient for a panel (made channels-last here, 16 KiB for 64
+  // channels) stays in L1 for all of a thread's tiles, and the threads need no barrier between
+  // the chunks. Against each tile streaming the gradient of a block of images from L2, on a
+  // 2-core Zen 3 at batch 32 (two threads, best of 12 calls): 64 channels at 16x16 4.36 -> 3.73
+  // ms, 128 at 8x8 4.11 -> 4.02, 256 at 4x4 4.17 -> 3.22, 512 at 2x2 4.47 -> 3.50.
   const bool wide = ld % 64 == 0;
   const int64_t tile_channels = wide ? kWideChannels : kTilePixels;
   const int64_t panel_count = wide ? ld / 64 : panels.count;
   const int64_t channel_tiles = ceil_div(channels, tile_channels);
-  const int64_t tasks = taps * channel_tiles * panel_count;
+  const int64_t tasks = panel_count * channel_tiles * taps;
   Offsets offsets(taps);
   int64_t* offset = offsets.data;
   for (int64_t kh = 0; kh < s.kernel_h; ++kh)
     for (int64_t kw = 0; kw < s.kernel_w; ++kw) offset[kh * s.kernel_w + kw] = x.offset(s, kh, kw);
-  // Blocks of images whose output gradient fits in a core's L2, each swept by all the tiles
-  // before the next: each tile streamed the whole batch's from L3 before (64 channels at 16x16
-  // and batch 32 are 2 MiB, read once per tile). ResNet-18's 16x16 and 8x8 3x3 layers 10-15%
-  // faster (2.6 -> 2.2-2.4 ms, 2.2-2.4 -> 1.9-2.0 ms); 128 and 512 KiB blocks did no better.
-  const int64_t block_images =
-      std::clamp<int64_t>(kWeightGradBlockBytes / std::max<int64_t>(1, plane * ld * 4), 1, s.batch);
   float* sums = sums_buffer.get(k * ld);
-  for (int64_t n0 = 0; n0 < s.batch; n0 += block_images) {
-    const ImageBlock images{n0, std::min(s.batch, n0 + block_images), n0 > 0};
-    parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {
+  const int64_t chunk = kWeightGradChunk;
+  parallel_for(pool, tasks, 1, [&](int64_t t0, int64_t t1) {
+    // This thread's: the chunk's gradient of one panel, [channel / 16][pixel][16]; per tap, the
+    // chunk's pixels that read inside the input through it (their input offsets from the chunk's
+    // first row, then their indices in the chunk), and for which chunk they were made.
+    thread_local AlignedBuffer g_buffer;
+    thread_local std::vector<int32_t> lists;
+    thread_local std::vector<int64_t> made, counts;
+    float* g = g_buffer.get(chunk * 64);
+    lists.resize(size_t(taps * 2 * chunk));
+    made.assign(size_t(taps), -1);
+    counts.resize(size_t(taps));
+    for (int64_t p0 = 0, c = 0; p0 < pixels; p0 += chunk, ++c) {
+      const int64_t p1 = std::min(pixels, p0 + chunk);
+      const int64_t n0 = p0 / plane, oh0 = p0 % plane / s.out_w;
+      const float* base = x.at(s, n0, oh0, 0);
+      int64_t panel = -1, o0 = 0, width = 0;
       for (int64_t task = t0; task < t1; ++task) {
-        const int64_t q = task % panel_count, rest = task / panel_count;
+        const int64_t q = task / (channel_tiles * taps), rest = task % (channel_tiles * taps);
         const int64_t tap = rest % taps, c0 = rest / taps * tile_channels;
+        if (q != panel) {
+          panel = q;
+          o0 = wide ? q * 64 : panels.start(q);
+          width = wide ? 64 : panels.width(q);
+          // 16 x 16 blocks (channels x pixels) transposed in registers; channels past the
+          // last are zeros.
+          alignas(64) float block[16][16];
+          for (int64_t i0 = 0; i0 < p1 - p0; i0 += 16) {
+            const int64_t count = std::min<int64_t>(16, p1 - p0 - i0);
+            const int64_t n = (p0 + i0) / plane, r = (p0 + i0) % plane;
+            for (int64_t j0 = 0; j0 < width; j0 += 16) {
+              for (int64_t j = 0; j < 16; ++j) {
+                const int64_t o = o0 + j0 + j;
+                if (o >= s.out_channels) {
+                  v_store(block[j], v_zero());
+                } else if (r + count <= plane) {
+                  v_store(block[j], v_loadz(below16(count),
+                                            grad_output + (n * s.out_channels + o) * plane + r));
+                } else {
+                  for (int64_t i = 0; i < count; ++i) {
+                    const int64_t p = p0 + i0 + i;
+                    block[j][i] = grad_output[(p / plane * s.out_channels + o) * plane + p % plane];
+                  }
+                }
+              }
+              store_columns(block, count, below16(16),
+                            [&](int64_t i) { return g + j0 * chunk + (i0 + i) * 16; });
+            }
+          }
+        }
+        if (made[size_t(tap)] != c) {
+          made[size_t(tap)] = c;
+          const int64_t kh = tap / s.kernel_w, kw = tap % s.kernel_w;
+          const Range rows = inside(s.out_h, s.in_h, s.stride_h, s.pad_top, kh * s.dilation_h);
+          const Range cols = inside(s.out_w, s.in_w, s.stride_w, s.pad_left, kw * s.dilation_w);
+          int32_t* at = lists.data() + tap * 2 * chunk;
+          int32_t* index = at + chunk;
+          int64_t m = 0;
+          for (int64_t p = p0; p < p1;) {
+            const int64_t n = p / plane, r = p % plane, oh = r / s.out_w, ow0 = r % s.out_w;
+            const int64_t ow1 = std::min(s.out_w, ow0 + (p1 - p));
+            if (oh >= rows.lo && oh < rows.hi) {
+              const int64_t row = ((n - n0) * x.rows + (oh - oh0) * s.stride_h) * x.cols;
+              for (int64_t ow = std::max(ow0, cols.lo); ow < std::min(ow1, cols.hi); ++ow) {
+                at[m] = int32_t((row + ow * s.stride_w) * channels);
+                index[m++] = int32_t(p - p0 + ow - ow0);
+              }
+            }
+            p += ow1 - ow0;
+          }
+          counts[size_t(tap)] = m;
+        }
         const int64_t mr = std::min(tile_channels, channels - c0);
-        const int64_t o0 = wide ? q * 64 : panels.start(q), width = wide ? 64 : panels.width(q);
         const WeightTile run = wide ? kWideWeightTiles[size_t(mr - 1)]
                                     : kWeightTiles[size_t(mr - 1)][size_t(width / 16 - 1)];
-        const int64_t kh = tap / s.kernel_w, kw = tap % s.kernel_w;
-        const Range rows = inside(s.out_h, s.in_h, s.stride_h, s.pad_top, kh * s.dilation_h);
-        const Range cols = inside(s.out_w, s.in_w, s.stride_w, s.pad_left, kw * s.dilation_w);
-        run(s, x, offset[tap] + c0, rows, cols, grad + o0, ld, sums + o0, c0, tap, images);
+        const int32_t* at = lists.data() + tap * 2 * chunk;
+        run(base + offset[tap] + c0, at, at + chunk, counts[size_t(tap)], g, 16 * chunk,
+            sums + (c0 * taps + tap) * ld + o0, taps * ld, c > 0);
       }
-    });
-  }
+    }
+  });
   // The sums ([in][tap][out], k rows of ld) into grad_weight ([out][in][tap]): 16 x 16 blocks
   // transposed in registers, every cache line read and written whole.
   const int64_t k_blocks = ceil_div(k, 16), out_blocks = ld / 16;

@@ -34,9 +34,12 @@ void conv2d_indirect(const Conv2dShape& shape, const float* input, const float* 
 bool conv2d_indirect_input_grad(const Conv2dShape& shape, const float* weight,
                                 const float* grad_output, float* grad_input, ThreadPool* pool);
 
+// Whether conv2d_indirect_weight_grad serves `shape` (and pays off for it).
+bool indirect_weight_grad_suitable(const Conv2dShape& shape);
+
 // The weight gradient of such a convolution, [out][in][kernel_h][kernel_w] (overwritten): per
-// tile, 7 input channels of one tap against 48 output channels, summed over every output pixel
-// of the batch as it reads the channels-last input in place (no im2col columns).
+// tile, up to 7 input channels of one tap against 48 or 64 output channels, summed over every
+// output pixel of the batch as it reads the channels-last input in place (no im2col columns).
 void conv2d_indirect_weight_grad(const Conv2dShape& shape, const float* input,
                                  const float* grad_output, float* grad_weight, ThreadPool* pool);
 #endif

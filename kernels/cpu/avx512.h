@@ -140,6 +140,23 @@ inline V min(V a, V b) {
 inline V max(V a, V b) {
   return _mm512_max_ps(a, b);
 }
+inline void storeu(float* p, V v) {
+  _mm512_storeu_ps(p, v);
+}
+// Lane i: p[i] where lo <= start + i < hi, else zero; the others are not read.
+inline V load_range(const float* p, int64_t start, int64_t lo, int64_t hi) {
+  const int64_t first = std::clamp<int64_t>(lo - start, 0, 16);
+  const int64_t end = std::clamp<int64_t>(hi - start, 0, 16);
+  const uint32_t mask = ((uint32_t(1) << end) - 1) & ~((uint32_t(1) << first) - 1);
+  return _mm512_maskz_loadu_ps(__mmask16(mask), p);
+}
+// The even and the odd lanes of a then b (a0 a2 ... b14, a1 a3 ... b15).
+inline void deinterleave(V a, V b, V& even, V& odd) {
+  const __m512i e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i o = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  even = _mm512_permutex2var_ps(a, e, b);
+  odd = _mm512_permutex2var_ps(a, o, b);
+}
 #else
 using V = __m256;
 inline constexpr int kWidth = 8;
@@ -178,6 +195,25 @@ inline V min(V a, V b) {
 }
 inline V max(V a, V b) {
   return _mm256_max_ps(a, b);
+}
+inline void storeu(float* p, V v) {
+  _mm256_storeu_ps(p, v);
+}
+// Lane i: p[i] where lo <= start + i < hi, else zero; the others are not read.
+inline V load_range(const float* p, int64_t start, int64_t lo, int64_t hi) {
+  const int32_t first = int32_t(std::clamp<int64_t>(lo - start, 0, 8));
+  const int32_t end = int32_t(std::clamp<int64_t>(hi - start, 0, 8));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_maskload_ps(p,
+                            _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(first), lane),
+                                                _mm256_cmpgt_epi32(_mm256_set1_epi32(end), lane)));
+}
+// The even and the odd lanes of a then b (a0 a2 ... b6, a1 a3 ... b7).
+inline void deinterleave(V a, V b, V& even, V& odd) {
+  even = _mm256_castpd_ps(
+      _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+  odd = _mm256_castpd_ps(
+      _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 #endif
 }  // namespace vec

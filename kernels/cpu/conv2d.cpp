@@ -29,6 +29,7 @@
 #include "kernels/cpu/stem_conv.h"
 #include "kernels/cpu/sums.h"
 #include "kernels/cpu/winograd.h"
+#include "kernels/cpu/winograd_grad.h"
 #include "nnx/thread_pool.h"
 
 namespace nnx::cpu {
@@ -1192,6 +1193,13 @@ void conv2d_backward(const Conv2dShape& s, const float* input, const float* weig
       input_gradient_as_convolution(s, weight, grad_output, grad_input, pool))
     grad_input = nullptr;
   if (grad_input == nullptr && grad_weight == nullptr) return;
+#if defined(NNX_WINOGRAD_WEIGHT_GRAD)
+  if (grad_weight != nullptr && winograd_weight_grad_suitable(s)) {
+    conv2d_winograd_weight_grad(s, input, grad_output, grad_weight, pool);
+    grad_weight = nullptr;
+    if (grad_input == nullptr) return;
+  }
+#endif
 #if defined(NNX_INDIRECT_CONV)
   if (grad_weight != nullptr && !direct && indirect_weight_grad_suitable(s)) {
     conv2d_indirect_weight_grad(s, input, grad_output, grad_weight, pool);

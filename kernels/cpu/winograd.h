@@ -21,9 +21,11 @@ void winograd_transform_weights(const Conv2dShape& shape, const float* weight, f
 // from the direct sum by a few 1e-6 relative, within PyTorch parity.
 int winograd_prepared_tile(const Conv2dShape& shape);
 // The tile weights transformed per call (conv2d_winograd without `prepared`) are transformed
-// for: 4 on AVX-512 builds where each image's 4x4 tiles fill a 16-wide panel and the batch has
-// 256 of them to amortise the larger transform over (ResNet-18's 16x16 layers in training at
-// batch 32: 1.17 -> 0.89 ms; its 8x8 ones, 4 tiles an image, took twice F(2x2)'s time), else 2.
+// for: 4 where each image's 4x4 tiles fill a 16-wide panel (AVX-512 builds; AVX2 builds: more
+// than 16 of them) and the batch has 256 of them to amortise the larger transform over
+// (AVX-512: ResNet-18's 16x16 layers in training at batch 32: 1.17 -> 0.89 ms; its 8x8 ones, 4
+// tiles an image, took twice F(2x2)'s time; AVX2: the seed network's 64x80 and 32x40 layers
+// 0.63-0.66x F(2x2)'s time, 16x16 planes 1.12x), else 2.
 int winograd_unprepared_tile(const Conv2dShape& shape);
 
 // Whether `shape` is one this path serves (and pays off for); `prepared`: with weights

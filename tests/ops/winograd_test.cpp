@@ -183,16 +183,22 @@ TEST(Winograd, PreparedTileFollowsTheFirstShape) {
   EXPECT_EQ(weights.winograd_tile(), tile);
 }
 
-// Transformed per call, F(4x4, 3x3) where an image's 4x4 tiles fill a panel and the batch has
-// 256 of them (AVX-512 builds).
+// Transformed per call, F(4x4, 3x3) where an image's 4x4 tiles fill a panel (AVX-512 builds;
+// AVX2: more than 16 of them) and the batch has 256 of them.
 TEST(Winograd, UnpreparedTileNeedsFullPanelsAndEnoughTiles) {
   Conv2dShape train = shape_of({32, 64, 64, 16, 16, 1});         // 16 tiles an image, 512 in all
+  Conv2dShape wider = shape_of({16, 64, 128, 64, 80, 1});        // 320 tiles an image
   Conv2dShape small_planes = shape_of({32, 128, 128, 8, 8, 1});  // 4 tiles an image
   Conv2dShape one_image = shape_of({1, 64, 64, 56, 56, 1});      // 196 tiles
 #if defined(__AVX512F__)
   EXPECT_EQ(nnx::cpu::winograd_unprepared_tile(train), 4);
 #else
   EXPECT_EQ(nnx::cpu::winograd_unprepared_tile(train), 2);
+#endif
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  EXPECT_EQ(nnx::cpu::winograd_unprepared_tile(wider), 4);
+#else
+  EXPECT_EQ(nnx::cpu::winograd_unprepared_tile(wider), 2);
 #endif
   EXPECT_EQ(nnx::cpu::winograd_unprepared_tile(small_planes), 2);
   EXPECT_EQ(nnx::cpu::winograd_unprepared_tile(one_image), 2);

@@ -14,8 +14,8 @@ namespace nnx::cpu {
 #define NNX_WINOGRAD_WEIGHT_GRAD 1
 // Whether conv2d_winograd_weight_grad serves `shape` (and pays off for it): 3x3, stride 1,
 // undilated, ungrouped, at least 16 input and output channels (a 3-channel image's layer stays
-// an im2col GEMM), output planes of at least 4x4. NNX_WINOGRAD_GRAD=0 in the environment turns
-// it off.
+// an im2col GEMM), output planes of at least 4x4 (AVX-512: 4 rows of 8). NNX_WINOGRAD_GRAD=0 in
+// the environment turns it off.
 bool winograd_weight_grad_suitable(const Conv2dShape& shape);
 
 // grad_weight ([out][in][3][3], overwritten) of convolution `shape` with `input` and the output

@@ -72,7 +72,15 @@ TEST(WinogradWeightGrad, TakesStrideOne3x3FromFourByFourPlanes) {
   EXPECT_TRUE(
       winograd_weight_grad_suitable(shape_of({16, 64, 128, 64, 80, 3, 3, 1, 1, 1, 1, 1, 1})));
   EXPECT_TRUE(
+      winograd_weight_grad_suitable(shape_of({32, 128, 128, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1})));
+  // 4x4 planes: 2 blocks a row fill a quarter of an AVX2 vector, an eighth of an AVX-512 one.
+#if defined(__AVX512F__)
+  EXPECT_FALSE(
       winograd_weight_grad_suitable(shape_of({32, 256, 256, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1})));
+#else
+  EXPECT_TRUE(
+      winograd_weight_grad_suitable(shape_of({32, 256, 256, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1})));
+#endif
   // 2x2 planes: the indirect convolution's direct sums; a 3-channel image: the im2col GEMM.
   EXPECT_FALSE(
       winograd_weight_grad_suitable(shape_of({32, 512, 512, 2, 2, 3, 3, 1, 1, 1, 1, 1, 1})));

@@ -119,9 +119,12 @@ TEST(SteadyState, RunsAllocateNoMoreThanAOneNodeNetwork) {
     for (int64_t batch : {1, 3}) {
       const std::vector<Tensor> inputs = {pattern(Shape{batch, 3, 224, 224})};
       Executor base(one, {.threads = threads});
-      // The one-node network's count: one call after two warm-up calls.
-      const long expected =
-          counts_until_clean([&] { std::vector<Tensor> out = base(inputs); }, 2, -1, 1, 1)[0];
+      // The one-node network's count: the fewest of five calls after two warm-up calls (a
+      // thread's first use of something on one call can only add to it; one call alone, as
+      // before, failed the whole test twice in a session's full ctest runs, no message kept).
+      const std::vector<long> base_counts =
+          counts_until_clean([&] { std::vector<Tensor> out = base(inputs); }, 2, -1, 1, 5);
+      const long expected = *std::min_element(base_counts.begin(), base_counts.end());
       int cases = 0;
       for (const char* name :
            {"resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "squeezenet1_1"}) {

@@ -66,6 +66,14 @@ inline __mmask16 lanes_below(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
+// Lanes i < 16 with lo <= start + i < hi.
+inline __mmask16 range_mask(int64_t start, int64_t lo, int64_t hi) {
+  const int64_t first = std::clamp<int64_t>(lo - start, 0, 16);
+  const int64_t end = std::clamp<int64_t>(hi - start, 0, 16);
+  if (end <= first) return 0;
+  return __mmask16(((1u << end) - 1) & ~((1u << first) - 1));
+}
+
 // rows[j][i] becomes rows[i][j] (a 16x16 block): pairs of rows interleaved as floats, then as
 // float pairs, then 128-bit lanes gathered across four and then eight registers.
 inline void transpose16(__m512 rows[16]) {
@@ -96,129 +104,6 @@ inline void transpose16(__m512 rows[16]) {
 }
 #endif
 
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
-// The build's widest float vector (16 lanes on AVX-512, 8 on AVX2) and the operations that the
-// kernels written once for both widths use on it: the one map from those operations to each
-// ISA's intrinsics.
-namespace vec {
-#if defined(__AVX512F__)
-using V = __m512;
-inline constexpr int kWidth = 16;
-inline V zero() {
-  return _mm512_setzero_ps();
-}
-inline V splat(float x) {
-  return _mm512_set1_ps(x);
-}
-inline V load(const float* p) {  // 64-byte aligned
-  return _mm512_load_ps(p);
-}
-inline V loadu(const float* p) {
-  return _mm512_loadu_ps(p);
-}
-inline void store(float* p, V v) {  // 64-byte aligned
-  _mm512_store_ps(p, v);
-}
-inline V add(V a, V b) {
-  return _mm512_add_ps(a, b);
-}
-inline V sub(V a, V b) {
-  return _mm512_sub_ps(a, b);
-}
-inline V mul(V a, V b) {
-  return _mm512_mul_ps(a, b);
-}
-inline V fmadd(V a, V b, V c) {
-  return _mm512_fmadd_ps(a, b, c);
-}
-inline V fnmadd(V a, V b, V c) {
-  return _mm512_fnmadd_ps(a, b, c);
-}
-inline V min(V a, V b) {
-  return _mm512_min_ps(a, b);
-}
-inline V max(V a, V b) {
-  return _mm512_max_ps(a, b);
-}
-inline void storeu(float* p, V v) {
-  _mm512_storeu_ps(p, v);
-}
-// Lane i: p[i] where lo <= start + i < hi, else zero; the others are not read.
-inline V load_range(const float* p, int64_t start, int64_t lo, int64_t hi) {
-  const int64_t first = std::clamp<int64_t>(lo - start, 0, 16);
-  const int64_t end = std::clamp<int64_t>(hi - start, 0, 16);
-  const uint32_t mask = ((uint32_t(1) << end) - 1) & ~((uint32_t(1) << first) - 1);
-  return _mm512_maskz_loadu_ps(__mmask16(mask), p);
-}
-// The even and the odd lanes of a then b (a0 a2 ... b14, a1 a3 ... b15).
-inline void deinterleave(V a, V b, V& even, V& odd) {
-  const __m512i e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i o = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  even = _mm512_permutex2var_ps(a, e, b);
-  odd = _mm512_permutex2var_ps(a, o, b);
-}
-#else
-using V = __m256;
-inline constexpr int kWidth = 8;
-inline V zero() {
-  return _mm256_setzero_ps();
-}
-inline V splat(float x) {
-  return _mm256_set1_ps(x);
-}
-inline V load(const float* p) {  // 32-byte aligned
-  return _mm256_load_ps(p);
-}
-inline V loadu(const float* p) {
-  return _mm256_loadu_ps(p);
-}
-inline void store(float* p, V v) {  // 32-byte aligned
-  _mm256_store_ps(p, v);
-}
-inline V add(V a, V b) {
-  return _mm256_add_ps(a, b);
-}
-inline V sub(V a, V b) {
-  return _mm256_sub_ps(a, b);
-}
-inline V mul(V a, V b) {
-  return _mm256_mul_ps(a, b);
-}
-inline V fmadd(V a, V b, V c) {
-  return _mm256_fmadd_ps(a, b, c);
-}
-inline V fnmadd(V a, V b, V c) {
-  return _mm256_fnmadd_ps(a, b, c);
-}
-inline V min(V a, V b) {
-  return _mm256_min_ps(a, b);
-}
-inline V max(V a, V b) {
-  return _mm256_max_ps(a, b);
-}
-inline void storeu(float* p, V v) {
-  _mm256_storeu_ps(p, v);
-}
-// Lane i: p[i] where lo <= start + i < hi, else zero; the others are not read.
-inline V load_range(const float* p, int64_t start, int64_t lo, int64_t hi) {
-  const int32_t first = int32_t(std::clamp<int64_t>(lo - start, 0, 8));
-  const int32_t end = int32_t(std::clamp<int64_t>(hi - start, 0, 8));
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_maskload_ps(p,
-                            _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(first), lane),
-                                                _mm256_cmpgt_epi32(_mm256_set1_epi32(end), lane)));
-}
-// The even and the odd lanes of a then b (a0 a2 ... b6, a1 a3 ... b7).
-inline void deinterleave(V a, V b, V& even, V& odd) {
-  even = _mm256_castpd_ps(
-      _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
-  odd = _mm256_castpd_ps(
-      _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
-}
-#endif
-}  // namespace vec
-#endif
-
 #if defined(__AVX2__)
 // Lanes [0, n) of 8 as a maskload/maskstore mask (none for n <= 0, all for n >= 8).
 inline __m256i lanes8(int64_t n) {
@@ -226,6 +111,15 @@ inline __m256i lanes8(int64_t n) {
                                                 0,  0,  0,  0,  0,  0,  0,  0};
   return _mm256_loadu_si256(
       reinterpret_cast<const __m256i*>(table + 8 - std::clamp<int64_t>(n, 0, 8)));
+}
+
+// Lanes i < 8 with lo <= start + i < hi, as a maskload/maskstore mask.
+inline __m256i range_mask8(int64_t start, int64_t lo, int64_t hi) {
+  const int32_t first = int32_t(std::clamp<int64_t>(lo - start, 0, 8));
+  const int32_t end = int32_t(std::clamp<int64_t>(hi - start, 0, 8));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(first), lane),
+                             _mm256_cmpgt_epi32(_mm256_set1_epi32(end), lane));
 }
 
 // Stores lanes [0, n) of v at p (none for n <= 0): a plain store where all 8 are, masked only
@@ -296,6 +190,119 @@ inline void transpose8(__m256 rows[8]) {
     rows[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
   }
 }
+#endif
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// The build's widest float vector (16 lanes on AVX-512, 8 on AVX2) and the operations that the
+// kernels written once for both widths use on it: the one map from those operations to each
+// ISA's intrinsics.
+namespace vec {
+#if defined(__AVX512F__)
+using V = __m512;
+inline constexpr int kWidth = 16;
+inline V zero() {
+  return _mm512_setzero_ps();
+}
+inline V splat(float x) {
+  return _mm512_set1_ps(x);
+}
+inline V load(const float* p) {  // 64-byte aligned
+  return _mm512_load_ps(p);
+}
+inline V loadu(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+inline void store(float* p, V v) {  // 64-byte aligned
+  _mm512_store_ps(p, v);
+}
+inline V add(V a, V b) {
+  return _mm512_add_ps(a, b);
+}
+inline V sub(V a, V b) {
+  return _mm512_sub_ps(a, b);
+}
+inline V mul(V a, V b) {
+  return _mm512_mul_ps(a, b);
+}
+inline V fmadd(V a, V b, V c) {
+  return _mm512_fmadd_ps(a, b, c);
+}
+inline V fnmadd(V a, V b, V c) {
+  return _mm512_fnmadd_ps(a, b, c);
+}
+inline V min(V a, V b) {
+  return _mm512_min_ps(a, b);
+}
+inline V max(V a, V b) {
+  return _mm512_max_ps(a, b);
+}
+inline void storeu(float* p, V v) {
+  _mm512_storeu_ps(p, v);
+}
+// Lane i: p[i] where lo <= start + i < hi, else zero; the others are not read.
+inline V load_range(const float* p, int64_t start, int64_t lo, int64_t hi) {
+  return _mm512_maskz_loadu_ps(range_mask(start, lo, hi), p);
+}
+// The even and the odd lanes of a then b (a0 a2 ... b14, a1 a3 ... b15).
+inline void deinterleave(V a, V b, V& even, V& odd) {
+  const __m512i e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i o = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  even = _mm512_permutex2var_ps(a, e, b);
+  odd = _mm512_permutex2var_ps(a, o, b);
+}
+#else
+using V = __m256;
+inline constexpr int kWidth = 8;
+inline V zero() {
+  return _mm256_setzero_ps();
+}
+inline V splat(float x) {
+  return _mm256_set1_ps(x);
+}
+inline V load(const float* p) {  // 32-byte aligned
+  return _mm256_load_ps(p);
+}
+inline V loadu(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+inline void store(float* p, V v) {  // 32-byte aligned
+  _mm256_store_ps(p, v);
+}
+inline V add(V a, V b) {
+  return _mm256_add_ps(a, b);
+}
+inline V sub(V a, V b) {
+  return _mm256_sub_ps(a, b);
+}
+inline V mul(V a, V b) {
+  return _mm256_mul_ps(a, b);
+}
+inline V fmadd(V a, V b, V c) {
+  return _mm256_fmadd_ps(a, b, c);
+}
+inline V fnmadd(V a, V b, V c) {
+  return _mm256_fnmadd_ps(a, b, c);
+}
+inline V min(V a, V b) {
+  return _mm256_min_ps(a, b);
+}
+inline V max(V a, V b) {
+  return _mm256_max_ps(a, b);
+}
+inline void storeu(float* p, V v) {
+  _mm256_storeu_ps(p, v);
+}
+// Lane i: p[i] where lo <= start + i < hi, else zero; the others are not read.
+inline V load_range(const float* p, int64_t start, int64_t lo, int64_t hi) {
+  return _mm256_maskload_ps(p, range_mask8(start, lo, hi));
+}
+// The even and the odd lanes of a then b (a0 a2 ... b6, a1 a3 ... b7).
+inline void deinterleave(V a, V b, V& even, V& odd) {
+  even = even_of(a, b);
+  odd = odd_of(a, b);
+}
+#endif
+}  // namespace vec
 #endif
 
 // dst[0, 32) (64-byte aligned) = src[0, cols), then zeros (cols <= 32): one row of a 32-wide

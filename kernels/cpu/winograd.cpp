@@ -227,14 +227,6 @@ inline void input_points(const T (&d)[4][4], T (&out)[kPoints], Sub sub, Add add
 
 #ifdef NNX_WINOGRAD_AVX512
 
-// Lanes i < 16 with lo <= start + i < hi.
-inline __mmask16 range_mask(int64_t start, int64_t lo, int64_t hi) {
-  const int64_t first = std::clamp<int64_t>(lo - start, 0, 16);
-  const int64_t end = std::clamp<int64_t>(hi - start, 0, 16);
-  if (end <= first) return 0;
-  return __mmask16(((1u << end) - 1) & ~((1u << first) - 1));
-}
-
 inline __mmask16 first_lanes(int64_t n) {
   return range_mask(0, 0, n);
 }
@@ -262,14 +254,6 @@ struct StackedLanes {
 // AVX2 builds transform 8 tiles of a run at a time, one per lane.
 constexpr int64_t kLanes8 = 8;
 
-// Lanes i < 8 with lo <= start + i < hi, as a maskload/maskstore mask.
-inline __m256i range_mask8(int64_t start, int64_t lo, int64_t hi) {
-  const int32_t first = int32_t(std::clamp<int64_t>(lo - start, 0, 8));
-  const int32_t end = int32_t(std::clamp<int64_t>(hi - start, 0, 8));
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(first), lane),
-                             _mm256_cmpgt_epi32(_mm256_set1_epi32(end), lane));
-}
 // Transformed point `at` (the offset of its matrix in V) of the run's tiles [i0, i0 + n), lane
 // i - i0 holding tile i: into the run's panel, or the next one's start; a chunk across the two
 // a lane at a time.
@@ -1042,7 +1026,7 @@ int64_t block_budget_bytes() {
   return std::clamp<int64_t>(budget, int64_t(384) << 10, int64_t(8) << 20);
 }
 
-// Tile 2: F(2x2, 3x3); tile 4: F(4x4, 3x3) (AVX-512 builds), `u` transformed for it.
+// Tile 2: F(2x2, 3x3); tile 4: F(4x4, 3x3) (AVX-512 and AVX2 builds), `u` transformed for it.
 template <int Tile>
 void run_winograd(const Conv2dShape& s, const float* input, const float* u, const float* bias,
                   float* output, ThreadPool* pool, const Epilogue& epilogue) {

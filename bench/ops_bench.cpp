@@ -221,6 +221,11 @@ BENCHMARK(BM_PointwisePrepared)
     ->Args({1152, 320, 7, 1})
     ->Args({1152, 320, 7, 2})
     ->Args({320, 1280, 7, 2})
+    ->ArgsProduct({{512}, {2048}, {7}, {1, 2}})
+    ->ArgsProduct({{2048}, {512}, {7}, {1, 2}})
+    ->ArgsProduct({{256}, {64}, {56}, {1, 2}})
+    ->Args({64, 256, 56, 2})
+    ->Args({1024, 256, 14, 2})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_MaxPool)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);

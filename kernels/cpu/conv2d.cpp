@@ -431,12 +431,13 @@ bool channels_last_enabled() {
 // each round's ratio over 8-10 alternating rounds, EfficientNet-B0's 7x7 1x1 layers 0.8-0.95 and
 // its squeeze-and-excitation 1x1s 0.6-0.9, MobileNetV3-small's 0.65-0.95, ResNet-50's 512 ->
 // 2048 ones (with their residual) 0.82-0.98; its 2048 -> 512 ones lost (1.05-1.17, where its
-// other layers moved 0.90) and stay channels-last. NNX_POINTWISE_SMALL_PLANES=0 sends them all
-// channels-last, for measuring.
+// other layers moved 0.90) and stayed channels-last until the tiles packed small planes
+// (pointwise_packs): packed, 0.89-0.94 of the channels-last GEMM per round. NNX_POINTWISE_SMALL_
+// PLANES=0 sends them all channels-last, for measuring.
 #if !defined(__AVX512F__)
 bool pointwise_small_planes(const Conv2dShape& s) {
   static const bool enabled = env_switch("NNX_POINTWISE_SMALL_PLANES");
-  return enabled && pointwise_suitable(s) && s.in_channels <= 1152;
+  return enabled && pointwise_suitable(s) && (s.in_channels <= 1152 || pointwise_packs(s));
 }
 #endif
 

@@ -173,6 +173,8 @@ void run_tile(int64_t rows, int64_t cols, int64_t k, const float* a, const float
 // reading the tile's pixels of every input channel again (from L1/L2).
 constexpr int64_t kTile = 16;
 constexpr int kHalf = 6;
+// Planes of up to this many pixels are packed (pack_tiles) where the weights lead.
+constexpr int64_t kPackPlane = 64;
 
 // As the AVX-512 tile: C[R channels][16 pixels] = bias + sum over k of a[p * 12 + r] *
 // b[p * ldb + pixel] (+ the residual), clamped to [lo, hi] (NaN kept); with Full false only the
@@ -198,9 +200,12 @@ void pointwise_tile(int64_t k, const float* a, const float* b, int64_t ldb, floa
     });
   };
   // Input row p + d, then (the last d rows) the next tile's row p + d - k: all within the input.
+  // Packed tiles (ldb == kTile, see pack_tiles) follow one another: row p + d throughout.
   const int64_t d = std::min(kAhead, k);
+  const int64_t jump = d * ldb;
   int64_t p = 0;
-  for (const int64_t jump = d * ldb; p < k - d; ++p, a += kPanelRows, b += ldb) step(b + jump);
+  for (const int64_t end = ldb == kTile ? k : k - d; p < end; ++p, a += kPanelRows, b += ldb)
+    step(b + jump);
   for (const int64_t next = (d - k) * ldb + kTile; p < k; ++p, a += kPanelRows, b += ldb)
     step(b + next);
   const __m256 lo_v = _mm256_set1_ps(lo), hi_v = _mm256_set1_ps(hi);
@@ -362,6 +367,40 @@ void run_tile(int64_t rows, int64_t cols, int64_t k, const float* a, const float
 }
 #endif
 
+// An image's input as its pixel tiles one after another, each [k][kTile] (the last one's lanes
+// past the plane zero), for the tiles to read with ldb = kTile: a small plane's rows (7x7: 196
+// bytes) put most of a tile's 16-pixel reads across two cache lines, where packed they are one
+// line each, in one stream. Zen 3, two threads, minimum of 300 calls, median of 4 alternating
+// rounds' ratios: 7x7 planes 512 -> 2048 0.84, 2048 -> 512 0.80 (in place now; it was on the
+// channels-last GEMM), 320 -> 1280 and 1152 -> 320 0.91, 960 -> 160 0.97; but 13x13 512 -> 1000
+// 0.99 and 14x14 1024 -> 256 1.07, hence kPackPlane. Whole networks, per node: ResNet-50's 7x7
+// 1x1 layers 0.84-0.94, EfficientNet-B0's 0.78-0.87, MobileNetV2's last 0.93 (NNX_POINTWISE_PACK=0
+// against not, 8-10 rounds of python/ab_profile.py). AVX2 only: the AVX-512 tiles are unmeasured
+// with it.
+#if !defined(__AVX512F__)
+bool pack_suitable(int64_t plane, bool weights_major) {
+  static const bool enabled = env_switch("NNX_POINTWISE_PACK");
+  return enabled && weights_major && plane <= kPackPlane;
+}
+
+void pack_tiles(const float* image, int64_t k, int64_t plane, float* packed) {
+  for (int64_t p0 = 0; p0 < plane; p0 += kTile) {
+    const int64_t cols = std::min(kTile, plane - p0);
+    const __m256i m0 = lanes8(cols), m1 = lanes8(cols - 8);
+    const float* src = image + p0;
+    for (int64_t c = 0; c < k; ++c, packed += kTile, src += plane) {
+      _mm256_store_ps(packed, _mm256_maskload_ps(src, m0));
+      _mm256_store_ps(packed + 8, _mm256_maskload_ps(src + 8, m1));
+    }
+  }
+}
+#else
+bool pack_suitable(int64_t, bool) {
+  return false;
+}
+void pack_tiles(const float*, int64_t, int64_t, float*) {}
+#endif
+
 // NNX_CONV_POINTWISE=0 in the environment turns this path off, for measuring against it.
 bool pointwise_enabled() {
   static const bool enabled = env_switch("NNX_CONV_POINTWISE");
@@ -374,6 +413,11 @@ bool pointwise_suitable(const Conv2dShape& s) {
   return pointwise_enabled() && s.groups == 1 && s.kernel_h == 1 && s.kernel_w == 1 &&
          s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
          s.out_h == s.in_h && s.out_w == s.in_w;
+}
+
+bool pointwise_packs(const Conv2dShape& s) {
+  const int64_t plane = s.out_h * s.out_w;
+  return pack_suitable(plane, ceil_div(s.out_channels, kPanelRows) * kPanelRows > plane);
 }
 
 namespace {
@@ -393,7 +437,7 @@ void pointwise_batch(const Conv2dShape& s, const Conv2dShape* strided, const flo
   const int64_t groups = ceil_div(pixel_tiles, most);
   // Where the weights outweigh the input, each thread takes a run of weight panels over all
   // pixels (reading its weights once); else a run of (pixel group, weight panel) pairs.
-  const bool weights_major = weight_panels * kPanelRows > plane;
+  const bool weights_major = weight_panels * kPanelRows > plane;  // as pointwise_packs has it
   const ClampEpilogue fused = activation_clamp_of(epilogue);
   const bool in_store = epilogue.residual != nullptr && fused.exact;
   const ClampEpilogue clamp = in_store ? fused : clamp_of(epilogue);
@@ -416,13 +460,16 @@ void pointwise_batch(const Conv2dShape& s, const Conv2dShape* strided, const flo
     const int64_t p1 = std::min(plane, (g + 1) * pixel_tiles / groups * kTile);
     return rows * (p1 - p0);
   };
+  // Weights-major threads each read the whole image: each packs it for itself, no barrier.
+  const bool pack = pack_suitable(plane, weights_major);
   const int64_t total = s.batch * s.out_channels * plane;
   const int64_t threads = pool != nullptr ? pool->size() : 1;
   parallel_for(pool, threads, 1, [&](int64_t h0, int64_t h1) {
     const int64_t lo = h0 * total / threads, hi = h1 * total / threads;
     int64_t done = 0;      // the work of the tasks before t
     int64_t sampled = -1;  // the image in this thread's sample buffer
-    static thread_local AlignedBuffer sample_buffer;
+    int64_t packed = -1;   // the image in this thread's pack buffer
+    static thread_local AlignedBuffer sample_buffer, pack_buffer;
     for (int64_t t = 0; t < tasks; ++t) {
       int64_t n, q, g;
       decompose(t, n, q, g);
@@ -442,13 +489,21 @@ void pointwise_batch(const Conv2dShape& s, const Conv2dShape* strided, const flo
         }
         image = own;
       }
+      if (pack) {
+        float* own = pack_buffer.get(pixel_tiles * k * kTile);
+        if (packed != n) {
+          pack_tiles(image, k, plane, own);
+          packed = n;
+        }
+        image = own;
+      }
       float* out = output + n * s.out_channels * plane + q * kPanelRows * plane;
       const int64_t j0 = g * pixel_tiles / groups, j1 = (g + 1) * pixel_tiles / groups;
       for (int64_t j = j0; j < j1; ++j) {
         const int64_t p0 = j * kTile, cols = std::min(kTile, plane - p0);
         float* c = out + p0;
-        run_tile(rows, cols, k, a, image + p0, plane, c, plane,
-                 bias != nullptr ? bias + q * kPanelRows : nullptr,
+        run_tile(rows, cols, k, a, pack ? image + j * k * kTile : image + p0, pack ? kTile : plane,
+                 c, plane, bias != nullptr ? bias + q * kPanelRows : nullptr,
                  in_store ? epilogue.residual + (c - epilogue.output) : nullptr, clamp.lo,
                  clamp.hi);
       }

@@ -19,6 +19,10 @@ namespace nnx::cpu {
 // (conv2d samples a strided one's pixels into such a layer's input first).
 bool pointwise_suitable(const Conv2dShape& shape);
 
+// Whether conv2d_pointwise packs each image's input into contiguous pixel tiles first (AVX2
+// builds: small planes where the weights outweigh the input; see pointwise_conv.cpp).
+bool pointwise_packs(const Conv2dShape& shape);
+
 // As conv2d (see conv2d.h) for a shape that pointwise_suitable accepts; `panels` is the weight
 // as pack_row_panels lays out an [out_channels x in_channels] matrix.
 void conv2d_pointwise(const Conv2dShape& shape, const float* input, const float* panels,

@@ -234,6 +234,13 @@ TEST(ConvPrepared, PointwiseInPlaceMatchesUnprepared) {
       pointwise(5, 96, 200, 7, 7, 1),
       pointwise(3, 96, 300, 10, 12, 1),    // each thread a run of weight panels, across a batch
       pointwise(2, 1024, 200, 11, 11, 1),  // the same with two pixel groups per panel
+      // Planes of up to 64 pixels with more weight rows than pixels: AVX2 builds pack each
+      // image's tiles first (each thread its own copy, per image).
+      pointwise(3, 40, 100, 8, 8, 1),    // four whole tiles, a batch
+      pointwise(2, 33, 70, 3, 5, 1),     // one part-filled tile
+      pointwise(2, 50, 30, 3, 3, 1),     // 9 pixels: the 8-pixel tile and a 1-pixel tail
+      pointwise(3, 64, 130, 13, 13, 2),  // strided, sampled to 7x7, then packed
+      pointwise(1, 2048, 512, 7, 7, 1),  // deep: 2048 rows a tile
   };
   for (const Conv2dShape& s : shapes)
     for (int threads : {1, 2, 3}) {

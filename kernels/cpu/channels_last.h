@@ -27,10 +27,20 @@ void pack_cl_panels(const float* weight, int64_t m, int64_t k, float* out);
 // it out for ld = round_up(m, 16) columns; bias has ld entries, 64-byte aligned. Stored
 // channels-last, C[p][j] at c[p * ldc + j] (64-byte aligned, ldc a multiple of 16), or with
 // `channels_first`, channels-first, C[p][j] at c[j * ldc + p] for j < columns (the rest dropped).
+// With `tiled` (AVX2 builds only), A is laid out as cl_tile_rows deals the pixels out: tile i,
+// pixels [p, p + mr), is [k][mr] at a + p * k (a_ps and a_ks unused); see cl_tile_rows.
 #if defined(NNX_CL_GEMM)
 void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_ks, const float* b,
              int64_t ld, const float* bias, float lo, float hi, int64_t g0, int64_t g1, float* c,
-             int64_t ldc, bool channels_first = false, int64_t columns = 0);
+             int64_t ldc, bool channels_first = false, int64_t columns = 0, bool tiled = false);
+
+#if !defined(__AVX512F__)
+// AVX2: copies rows [r0, r1) of a channels-first A ([k][pixels], `rows` rows from row r0 at
+// `src`, row stride `pixels`) into the tiled layout that cl_gemm(..., tiled = true) reads, each
+// tile's pixels of a row contiguous: a small plane's rows (7x7: 196 bytes) put a tile's 6 pixels
+// of a row across two cache lines half the time and 49 floats from the next row's.
+void cl_tile_rows(const float* src, int64_t pixels, int64_t k, int64_t r0, int64_t r1, float* a);
+#endif
 #endif
 
 }  // namespace nnx::cpu

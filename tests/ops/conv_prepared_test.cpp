@@ -126,6 +126,10 @@ TEST(ConvPrepared, LargerKernelsStridesAndPaddingMatchUnprepared) {
       general(1, 4, 8, 40, 40, 3, 1, 1, 1),     // 3x3 too thin for Winograd
       general(1, 6, 10, 17, 17, 3, 3, 0, 1),    // stride 3
       general(1, 16, 24, 9, 9, 1, 1, 1, 1),     // 1x1 with padding
+      // Planes of up to 196 pixels (channels-last; AVX2 builds tile the columns by pixels):
+      // input channels off the blocks of 8, a batch, a larger kernel.
+      general(3, 13, 30, 13, 11, 3, 2, 1, 1),
+      general(2, 9, 17, 12, 12, 5, 1, 2, 1),
       // A strided layer whose batch's padded copy passes 2 MB: whole images per thread, the
       // images left over split between the threads.
       general(5, 32, 24, 64, 64, 3, 2, 1, 1),

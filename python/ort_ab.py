@@ -11,8 +11,9 @@ and python/ort_profile.py once each; convolution and Linear nodes are paired in 
 (a following pooling or other node is added to the convolution before it, in both), which holds
 where both fuse the same way: the ResNets (one node a convolution with its BatchNorm, ReLU and
 Add), not MobileNetV2, whose inverted-residual blocks nnx runs as one node. Printed per round: the
-summed times and their ratio; then per pair: each side's fastest time and the median over the
-rounds of the per-round ratio nnx / ORT.
+summed times and their ratio; then the sum of each node's fastest time on either side (each at
+its best) and per pair: each side's fastest time and the median over the rounds of the per-round
+ratio nnx / ORT.
 """
 import argparse
 import json
@@ -75,6 +76,10 @@ def main():
         print(f"round {r + 1}: nnx {sum(x[1] for x in a):.2f} ms, ORT {sum(y[1] for y in b):.2f} "
               f"ms, ratio {totals[-1]:.3f}", flush=True)
     print(f"median of the rounds' ratios {statistics.median(totals):.3f}")
+    best_mine = sum(min(m[i][1] for m in mine) for i in range(len(mine[0])))
+    best_theirs = sum(min(t[i][1] for t in theirs) for i in range(len(theirs[0])))
+    print(f"sum of each node's fastest time: nnx {best_mine:.2f} ms, ORT {best_theirs:.2f} ms, "
+          f"ratio {best_mine / best_theirs:.3f}")
     for i, (label, _) in enumerate(mine[0]):
         n = min(m[i][1] for m in mine)
         o = min(t[i][1] for t in theirs)

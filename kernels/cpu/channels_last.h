@@ -35,10 +35,10 @@ void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_
              int64_t ldc, bool channels_first = false, int64_t columns = 0, bool tiled = false);
 
 #if !defined(__AVX512F__)
-// AVX2: copies rows [r0, r1) of a channels-first A ([k][pixels], `rows` rows from row r0 at
-// `src`, row stride `pixels`) into the tiled layout that cl_gemm(..., tiled = true) reads, each
-// tile's pixels of a row contiguous: a small plane's rows (7x7: 196 bytes) put a tile's 6 pixels
-// of a row across two cache lines half the time and 49 floats from the next row's.
+// AVX2: copies rows [r0, r1) of a channels-first A ([k][pixels]; `src` holds those rows, row
+// r0 first, `pixels` floats apart) into the tiled layout that cl_gemm(..., tiled = true) reads,
+// each tile's pixels of a row contiguous: a small plane's rows (7x7: 196 bytes) put a tile's 6
+// pixels of a row across two cache lines half the time, 49 floats from the next row's.
 void cl_tile_rows(const float* src, int64_t pixels, int64_t k, int64_t r0, int64_t r1, float* a);
 #endif
 #endif

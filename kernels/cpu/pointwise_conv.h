@@ -6,7 +6,9 @@
 // (ConvPrepared::panels), and sums over all input channels in registers, so the output is
 // written once, bias, ReLU-like clamp and residual applied in the store. The panel path copies
 // each block of the input into 32-wide panels first, a pass as long as the multiply on layers
-// with few output channels per input channel (ResNet-50's 512 -> 128 at 28x28).
+// with few output channels per input channel (ResNet-50's 512 -> 128 at 28x28). (AVX2 builds do
+// copy the input of planes of up to 64 pixels into contiguous tiles, once per image and thread,
+// where the weights outweigh it: pointwise_packs.)
 #pragma once
 
 #include "kernels/cpu/conv2d.h"

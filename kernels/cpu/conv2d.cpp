@@ -22,6 +22,7 @@
 #include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/indirect_conv.h"
+#include "kernels/cpu/int_math.h"
 #include "kernels/cpu/pointwise_conv.h"
 #include "kernels/cpu/pooling.h"
 #include "kernels/cpu/prepared.h"
@@ -49,10 +50,6 @@ constexpr int64_t kEpilogueBlockFloats = 64 * 1024;
 // Depthwise-like convolutions (one input channel per group) with at most this many outputs
 // per group run the direct loop: as a GEMM they would have 1..4 rows and waste the kernel.
 constexpr int64_t kDirectMaxMultiplier = 4;
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
 
 // Grows but never shrinks, so steady-state inference allocates nothing here.
 float* column_scratch(int64_t floats) {

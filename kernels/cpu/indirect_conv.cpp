@@ -12,6 +12,7 @@
 #include "kernels/cpu/batch_split.h"
 #include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/epilogue.h"
+#include "kernels/cpu/int_math.h"
 #include "kernels/cpu/winograd.h"
 #include "nnx/thread_pool.h"
 
@@ -118,10 +119,6 @@ constexpr int64_t kTilePixels = 7;
 constexpr int64_t kTilePixels = 6;
 #endif
 constexpr int64_t kPanel = 48;  // output channels per weight panel
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
 
 // The output channels (rounded up to whole vectors, ld) in panels of kPanel = 3 vectors, the
 // tiles' widest; a last vector left alone joins the one before it as two panels of 2 vectors

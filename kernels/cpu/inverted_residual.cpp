@@ -11,6 +11,7 @@
 #include "kernels/cpu/channels_last.h"
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/int_math.h"
 #include "kernels/cpu/rows.h"
 #include "nnx/thread_pool.h"
 
@@ -19,10 +20,6 @@ namespace {
 
 constexpr int64_t kWidth = 32;  // pixels per panel of the GEMMs' right-hand side
 static_assert(kWidth == 32, "pack_columns fills panels with panel_row32");
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
 
 // Columns [0, count) of rows [0, k) of a row-major matrix (row stride ld) as panels of kWidth
 // columns, k-major ([k][32] each, 64-byte aligned when `out` is), zero past `count`.

@@ -10,16 +10,13 @@
 
 #include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/int_math.h"
 #include "nnx/thread_pool.h"
 
 namespace nnx::cpu {
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 namespace {
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
 
 #if defined(__AVX512F__)
 // Input rows are prefetched this many input channels ahead of the FMAs: further for deep inputs,

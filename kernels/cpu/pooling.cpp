@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cpu/avx512.h"
+#include "kernels/cpu/int_math.h"
 #include "kernels/cpu/sums.h"
 #include "nnx/thread_pool.h"
 
@@ -17,10 +18,6 @@
 namespace nnx::cpu {
 
 namespace {
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
 
 // Kernel taps [lo, hi) whose input index start + tap * dilation lies in [0, size).
 struct Taps {

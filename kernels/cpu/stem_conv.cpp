@@ -11,6 +11,7 @@
 #include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/int_math.h"
 #include "kernels/cpu/prepared.h"
 #include "nnx/thread_pool.h"
 
@@ -24,10 +25,6 @@ constexpr int64_t kTile = 32;  // output pixels of one row per tile: two vectors
 #else
 constexpr int64_t kTile = 16;  // AVX2: two vectors of 8
 #endif
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
 
 // The padded, phase-split copy of one image: [channel][phase][row][column], where phase p, row r,
 // column q holds the input at row r - pad_top, column q * stride_w + p - pad_left (zero outside).

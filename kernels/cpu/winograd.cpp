@@ -30,6 +30,7 @@
 
 #include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/int_math.h"
 #include "nnx/thread_pool.h"
 
 #if defined(__AVX512F__)
@@ -48,10 +49,6 @@ namespace {
 
 constexpr int64_t kPoints = 16;  // 4x4 transformed points per tile
 constexpr int64_t kLanes = 16;   // tiles per transform step
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
 
 struct Tiling {
   int64_t rows, cols, per_image;  // tiles of 2x2 outputs

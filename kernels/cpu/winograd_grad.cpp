@@ -24,6 +24,7 @@
 #include "kernels/cpu/aligned_buffer.h"
 #include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/int_math.h"
 #include "nnx/thread_pool.h"
 
 namespace nnx::cpu {
@@ -35,10 +36,6 @@ constexpr int64_t kPoints = 16;  // 4x4 transformed points per block
 constexpr int64_t W = vec::kWidth;
 // Blocks per GEMM (its depth): whole rows of blocks, about this many.
 constexpr int64_t kBlockTiles = 64;
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
 
 bool grad_enabled() {
   static const bool on = env_switch("NNX_WINOGRAD_GRAD");

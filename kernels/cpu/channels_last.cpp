@@ -7,6 +7,7 @@
 #include <array>
 
 #include "kernels/cpu/aligned_buffer.h"
+#include "kernels/cpu/int_math.h"
 
 namespace nnx::cpu {
 
@@ -109,6 +110,12 @@ constexpr std::array<std::array<ClTile, kClPixels>, 2> kClTiles = {
     cl_tiles<false>(std::make_integer_sequence<int, int(kClPixels)>{}),
     cl_tiles<true>(std::make_integer_sequence<int, int(kClPixels)>{})};
 constexpr int64_t kDepthBlock = 128;  // a panel's block of B: 24 KiB, in L1 across the tiles
+
+// The pixels of tile i of `tiles` over `pixels`, dealt out evenly (the first pixels % tiles
+// tiles one more): cl_gemm's tiles and cl_tile_rows's layout alike.
+int64_t tile_pixels(int64_t pixels, int64_t tiles, int64_t i) {
+  return pixels / tiles + (i < pixels % tiles ? 1 : 0);
+}
 #endif
 
 }  // namespace
@@ -149,9 +156,9 @@ void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_
 }
 #else
 void cl_tile_rows(const float* src, int64_t pixels, int64_t k, int64_t r0, int64_t r1, float* a) {
-  const int64_t tiles = (pixels + kClPixels - 1) / kClPixels;
+  const int64_t tiles = ceil_div(pixels, kClPixels);
   for (int64_t i = 0, p = 0; i < tiles; ++i) {
-    const int64_t mr = pixels / tiles + (i < pixels % tiles ? 1 : 0);
+    const int64_t mr = tile_pixels(pixels, tiles, i);
     float* dst = a + p * k + r0 * mr;
     const float* row = src + p;
     for (int64_t r = r0; r < r1; ++r, row += pixels, dst += mr)
@@ -169,7 +176,7 @@ void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_
   // The pixels dealt out evenly over the tiles: a tile of one or two pixels has too few
   // accumulators to hide the FMA latency and takes as long as one of four (7x7: 4 x 6 + 5 x 5
   // rather than 8 x 6 + 1).
-  const int64_t tiles = (pixels + kClPixels - 1) / kClPixels;
+  const int64_t tiles = ceil_div(pixels, kClPixels);
   for (int64_t g = g0; g < g1;) {
     // The groups of one panel together, a depth block at a time, so that the block's rows of B
     // (contiguous, up to 48 floats) are read in order and used up while in L1: group by group,
@@ -191,7 +198,7 @@ void cl_gemm(int64_t pixels, int64_t k, const float* a, int64_t a_ps, int64_t a_
         if (channels_first && gv * 16 >= columns) break;
         const float* b_block = b + panel * kClPanel * k + k0 * width + (gv % 3) * 16;
         for (int64_t i = 0, p = 0; i < tiles; ++i) {
-          const int64_t mr = pixels / tiles + (i < pixels % tiles ? 1 : 0);
+          const int64_t mr = tile_pixels(pixels, tiles, i);
           const PrefetchShare ahead = prefetch_share(b + next, lines, nv * tiles, v * tiles + i);
           float* out = channels_first ? c + gv * 16 * ldc + p : c + p * ldc + gv * 16;
           const float* at = tiled ? a + p * k + k0 * mr : a + p * a_ps + k0 * a_ks;

@@ -478,14 +478,11 @@ void conv2d_channels_last(const Conv2dShape& s, const float* input, const float*
     float* y = output + n * s.out_channels * plane;
     if (!dense) {
       float* columns = column_buffer.get(k * plane);
-#if defined(__AVX512F__)
-      parallel_for(p, s.in_channels, 8,
-                   [&](int64_t c0, int64_t c1) { im2col_band(s, x, 0, s.out_h, c0, c1, columns); });
-#else
-      // AVX2: the columns of 8 input channels at a time (in L1), then copied into cl_gemm's
-      // tiled layout (cl_tile_rows): ResNet-50's 512 -> 512 3x3/2 at 7x7, per node, 0.87-0.94
-      // of the columns read in place (ResNet-18's 0.87; the 14x14 ones 0.96-0.97).
       if (tiled) {
+#if !defined(__AVX512F__)
+        // AVX2: the columns of 8 input channels at a time (in L1), then copied into cl_gemm's
+        // tiled layout (cl_tile_rows): ResNet-50's 512 -> 512 3x3/2 at 7x7, per node, 0.87-0.94
+        // of the columns read in place (ResNet-18's 0.87; the 14x14 ones 0.96-0.97).
         parallel_for(p, s.in_channels, 8, [&](int64_t c0, int64_t c1) {
           thread_local AlignedBuffer chunk_buffer;
           const int64_t taps = s.kernel_h * s.kernel_w;
@@ -496,12 +493,12 @@ void conv2d_channels_last(const Conv2dShape& s, const float* input, const float*
             cl_tile_rows(chunk, plane, k, c * taps, e * taps, columns);
           }
         });
+#endif
       } else {
         parallel_for(p, s.in_channels, 8, [&](int64_t c0, int64_t c1) {
           im2col_band(s, x, 0, s.out_h, c0, c1, columns);
         });
       }
-#endif
       x = columns;
     }
     parallel_for(p, ld / 16, 1, [&](int64_t g0, int64_t g1) {

@@ -374,6 +374,12 @@ void run_tile(int64_t rows, int64_t cols, int64_t k, const float* a, const float
 // 1x1 layers 0.84-0.94, EfficientNet-B0's 0.78-0.87, MobileNetV2's last 0.93 (NNX_POINTWISE_PACK=0
 // against not, 8-10 rounds of python/ab_profile.py). AVX2 only: the AVX-512 tiles are unmeasured
 // with it.
+// Whether the layer's weight rows (whole panels) outnumber its pixels: the threads then take
+// runs of weight panels over all pixels (pointwise_batch), and AVX2 builds may pack.
+bool weights_lead(const Conv2dShape& s) {
+  return ceil_div(s.out_channels, kPanelRows) * kPanelRows > s.out_h * s.out_w;
+}
+
 #if !defined(__AVX512F__)
 bool pack_suitable(int64_t plane, bool weights_major) {
   static const bool enabled = env_switch("NNX_POINTWISE_PACK");
@@ -413,8 +419,7 @@ bool pointwise_suitable(const Conv2dShape& s) {
 }
 
 bool pointwise_packs(const Conv2dShape& s) {
-  const int64_t plane = s.out_h * s.out_w;
-  return pack_suitable(plane, ceil_div(s.out_channels, kPanelRows) * kPanelRows > plane);
+  return pack_suitable(s.out_h * s.out_w, weights_lead(s));
 }
 
 namespace {
@@ -434,7 +439,7 @@ void pointwise_batch(const Conv2dShape& s, const Conv2dShape* strided, const flo
   const int64_t groups = ceil_div(pixel_tiles, most);
   // Where the weights outweigh the input, each thread takes a run of weight panels over all
   // pixels (reading its weights once); else a run of (pixel group, weight panel) pairs.
-  const bool weights_major = weight_panels * kPanelRows > plane;  // as pointwise_packs has it
+  const bool weights_major = weights_lead(s);
   const ClampEpilogue fused = activation_clamp_of(epilogue);
   const bool in_store = epilogue.residual != nullptr && fused.exact;
   const ClampEpilogue clamp = in_store ? fused : clamp_of(epilogue);

@@ -35,7 +35,7 @@
 
 namespace nnx::emu {
 
-thread_local Coordinates here;
+thread_local constinit Coordinates here{};
 
 namespace {
 
@@ -127,8 +127,9 @@ struct Block {
   uint64_t epoch = 0;
   std::map<void*, uint64_t> shared_epoch;
 
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+
   Block() {
-    const size_t page = size_t(sysconf(_SC_PAGESIZE));
     const size_t each = kStackBytes + page;
     void* p = mmap(nullptr, each * kMaxThreads, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -136,12 +137,8 @@ struct Block {
     stacks = static_cast<char*>(p);
     for (int i = 0; i < kMaxThreads; ++i) mprotect(stacks + i * each, page, PROT_NONE);
   }
-  ~Block() {
-    const size_t page = size_t(sysconf(_SC_PAGESIZE));
-    munmap(stacks, (kStackBytes + page) * kMaxThreads);
-  }
-  char* stack(int i) const {
-    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  ~Block() { munmap(stacks, (kStackBytes + page) * kMaxThreads); }
+  char* stack(int i) const {  // called at every switch: `page` is read once
     return stacks + i * (kStackBytes + page) + page;
   }
 };
@@ -230,7 +227,8 @@ void run_block(Block& b, dim3 block_dim) {
       if (first == nullptr) {
         first = &f;
       } else if (f.barrier_line != first->barrier_line ||
-                 std::strcmp(f.barrier_file, first->barrier_file) != 0) {
+                 (f.barrier_file != first->barrier_file &&
+                  std::strcmp(f.barrier_file, first->barrier_file) != 0)) {
         die(std::string("__syncthreads in ") + b.kernel + ": thread " +
             std::to_string(first - b.fibers) + " waits at " + first->barrier_file + ":" +
             std::to_string(first->barrier_line) + ", thread " + std::to_string(i) + " at " +

@@ -21,14 +21,16 @@
 
 namespace nnx::emu {
 
-// The running fiber's coordinates, set by the scheduler before it resumes a fiber.
+// The running fiber's coordinates, set by the scheduler before it resumes a fiber. constinit:
+// every read of threadIdx and the rest is then a plain thread-local load, without a call to the
+// variable's initialisation wrapper first.
 struct Coordinates {
   uint3 thread_idx;
   uint3 block_idx;
   dim3 block_dim;
   dim3 grid_dim;
 };
-extern thread_local Coordinates here;
+extern thread_local constinit Coordinates here;
 
 // Runs body(arg) for every thread of every block (or records it while `stream` is captured
 // into a CUDA graph). Sets the thread's last error, as a launch does, for a bad configuration.

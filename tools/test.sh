@@ -13,9 +13,10 @@
 # 4. the threaded tests under ThreadSanitizer (tools/tsan.sh: 8 threads x 200 runs);
 # 5. every fuzz target for a fixed, seeded number of inputs (longer runs: tools/fuzz.sh SECONDS).
 # On a clean clone, 2 cores (AMD EPYC Zen 3, no AVX-512), 2026-12-07: main build 7.1 min, its
-# tests 3.0, embed check 0.1, the x86-64-v4 compile 1.6, ASan build 15.6, its tests 12.5, TSan 6.5,
-# fuzzing 4.5: 51 minutes (55-59 before the tests' own code lost ASan's instrumentation and -O3, the
-# fuzz build's kernels their -O1 and the v4 compile the files without vector code).
+# tests 3.0, embed check 0.1, the x86-64-v4 compile 1.6, ASan build 15.6, its tests 12.5,
+# TSan 6.5, fuzzing 4.5: 51 minutes (55-59 before the tests' own code lost ASan's
+# instrumentation and -O3, the fuzz build's kernels their -O1 and the v4 compile the files
+# without vector code).
 # NNX_SKIP_AVX2=1 / NNX_SKIP_ASAN=1 / NNX_SKIP_TSAN=1 / NNX_SKIP_FUZZ=1 skip passes 2 / 3 / 4 / 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -11,14 +11,12 @@
 #include <cuda_fp16.h>
 #include <cudnn.h>
 
-#include "kernels/cpu/avx512.h"  // first: silences a GCC 12 false positive in Eigen's headers
-
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
+#include "tests/cuda_emulator/host_gemm.h"
 #include "tests/cuda_emulator/host_work.h"
 
 struct cudnnContext {
@@ -51,9 +49,9 @@ struct cublasContext {
 
 namespace {
 
+using nnx::emu::host_gemm;
 using nnx::emu::is_device_memory;
 using nnx::emu::submit_host_work;
-using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 // The workspace every algorithm asks for, so that the runtime's workspace path runs.
 constexpr size_t kWorkspace = 4096;
@@ -137,10 +135,11 @@ Problem problem(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
   return p;
 }
 
-// The columns of image n, group g: [kc, out_h * out_w].
-Matrix im2col(const Problem& p, const std::vector<float>& x, int n, int g) {
+// The columns of image n, group g: [kc, out_h * out_w], row-major.
+std::vector<float> im2col(const Problem& p, const std::vector<float>& x, int n, int g) {
   const int oh = p.out_h, ow = p.out_w;
-  Matrix col = Matrix::Zero(p.kc(), int64_t(oh) * ow);
+  const int64_t cols = int64_t(oh) * ow;
+  std::vector<float> col(size_t(p.kc()) * cols, 0.0f);
   for (int c = 0; c < p.w.c; ++c) {
     const int ic = g * p.w.c + c;
     const float* plane = x.data() + (size_t(n) * p.x.c + ic) * p.x.h * p.x.w;
@@ -154,7 +153,8 @@ Matrix im2col(const Problem& p, const std::vector<float>& x, int n, int g) {
           if (ih < 0 || ih >= p.x.h) continue;
           for (int j = 0; j < ow; ++j) {
             const int iw = j * p.conv.stride_w - p.conv.pad_w + fw * p.conv.dil_w;
-            if (iw >= 0 && iw < p.x.w) col(row, int64_t(i) * ow + j) = plane[ih * p.x.w + iw];
+            if (iw >= 0 && iw < p.x.w)
+              col[row * cols + int64_t(i) * ow + j] = plane[ih * p.x.w + iw];
           }
         }
       }
@@ -164,8 +164,9 @@ Matrix im2col(const Problem& p, const std::vector<float>& x, int n, int g) {
 }
 
 // The reverse: columns added back into image n, group g of dx.
-void col2im(const Problem& p, const Matrix& col, std::vector<float>& dx, int n, int g) {
+void col2im(const Problem& p, const std::vector<float>& col, std::vector<float>& dx, int n, int g) {
   const int oh = p.out_h, ow = p.out_w;
+  const int64_t cols = int64_t(oh) * ow;
   for (int c = 0; c < p.w.c; ++c) {
     const int ic = g * p.w.c + c;
     float* plane = dx.data() + (size_t(n) * p.x.c + ic) * p.x.h * p.x.w;
@@ -179,7 +180,8 @@ void col2im(const Problem& p, const Matrix& col, std::vector<float>& dx, int n, 
           if (ih < 0 || ih >= p.x.h) continue;
           for (int j = 0; j < ow; ++j) {
             const int iw = j * p.conv.stride_w - p.conv.pad_w + fw * p.conv.dil_w;
-            if (iw >= 0 && iw < p.x.w) plane[ih * p.x.w + iw] += col(row, int64_t(i) * ow + j);
+            if (iw >= 0 && iw < p.x.w)
+              plane[ih * p.x.w + iw] += col[row * cols + int64_t(i) * ow + j];
           }
         }
       }
@@ -187,10 +189,9 @@ void col2im(const Problem& p, const Matrix& col, std::vector<float>& dx, int n, 
   }
 }
 
-// One group's weights as a [k / groups, kc] matrix.
-Matrix weights(const Problem& p, const std::vector<float>& w, int g) {
-  const int kg = p.w.k / p.conv.groups;
-  return Eigen::Map<const Matrix>(w.data() + size_t(g) * kg * p.kc(), kg, p.kc());
+// One group's weights: a row-major [k / groups, kc] matrix.
+const float* weights(const Problem& p, const std::vector<float>& w, int g) {
+  return w.data() + size_t(g) * (p.w.k / p.conv.groups) * p.kc();
 }
 
 std::vector<float> forward(const Problem& p, const std::vector<float>& x,
@@ -200,9 +201,9 @@ std::vector<float> forward(const Problem& p, const std::vector<float>& x,
   std::vector<float> y(count(p.y));
   for (int n = 0; n < p.x.n; ++n) {
     for (int g = 0; g < p.conv.groups; ++g) {
-      const Matrix out = weights(p, w, g) * im2col(p, x, n, g);
-      std::memcpy(y.data() + (size_t(n) * p.y.c + size_t(g) * kg) * plane, out.data(),
-                  sizeof(float) * size_t(out.size()));
+      const std::vector<float> col = im2col(p, x, n, g);
+      host_gemm(false, false, kg, plane, p.kc(), weights(p, w, g), p.kc(), col.data(), plane,
+                y.data() + (size_t(n) * p.y.c + size_t(g) * kg) * plane, plane, false);
     }
   }
   return y;
@@ -524,9 +525,10 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void* alp
     const int64_t plane = int64_t(p.out_h) * p.out_w;
     for (int n = 0; n < p.x.n; ++n) {
       for (int grp = 0; grp < p.conv.groups; ++grp) {
-        const Eigen::Map<const Matrix> gy(g.data() + (size_t(n) * p.y.c + size_t(grp) * kg) * plane,
-                                          kg, plane);
-        const Matrix col = weights(p, wv, grp).transpose() * gy;
+        const float* gy = g.data() + (size_t(n) * p.y.c + size_t(grp) * kg) * plane;
+        std::vector<float> col(size_t(p.kc()) * plane);
+        host_gemm(true, false, p.kc(), plane, kg, weights(p, wv, grp), p.kc(), gy, plane,
+                  col.data(), plane, false);
         col2im(p, col, out, n, grp);
       }
     }
@@ -554,11 +556,11 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void* a
     const int64_t plane = int64_t(p.out_h) * p.out_w;
     std::vector<float> out(count(p.w), 0.0f);
     for (int grp = 0; grp < p.conv.groups; ++grp) {
-      Eigen::Map<Matrix> gw(out.data() + size_t(grp) * kg * p.kc(), kg, p.kc());
+      float* gw = out.data() + size_t(grp) * kg * p.kc();
       for (int n = 0; n < p.x.n; ++n) {
-        const Eigen::Map<const Matrix> gy(g.data() + (size_t(n) * p.y.c + size_t(grp) * kg) * plane,
-                                          kg, plane);
-        gw.noalias() += gy * im2col(p, xv, n, grp).transpose();
+        const float* gy = g.data() + (size_t(n) * p.y.c + size_t(grp) * kg) * plane;
+        const std::vector<float> col = im2col(p, xv, n, grp);
+        host_gemm(false, true, kg, p.kc(), plane, gy, plane, col.data(), plane, gw, p.kc(), true);
       }
     }
     blend(dw, p.w.type, out, a, b);
@@ -680,25 +682,21 @@ cublasStatus_t cublasSgemm_v2(cublasHandle_t handle, cublasOperation_t transa,
       !on_device(C, sizeof(float) * (size_t(ldc) * (n - 1) + m)))
     return CUBLAS_STATUS_INVALID_VALUE;
   const float al = *alpha, be = *beta;
-  using ColMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
-  using Stride = Eigen::OuterStride<>;
   nnx::emu::count("cublasSgemm");
   const cudaError_t queued = nnx::emu::submit_host_work(handle->stream, [=] {
-    Eigen::Map<const ColMajor, 0, Stride> a(A, a_rows, a_cols, Stride(lda));
-    Eigen::Map<const ColMajor, 0, Stride> b(B, b_rows, b_cols, Stride(ldb));
-    Eigen::Map<ColMajor, 0, Stride> c(C, m, n, Stride(ldc));
-    ColMajor product = ColMajor::Zero(m, n);
-    if (k > 0) {
-      if (transa == CUBLAS_OP_N && transb == CUBLAS_OP_N) product.noalias() = a * b;
-      if (transa != CUBLAS_OP_N && transb == CUBLAS_OP_N) product.noalias() = a.transpose() * b;
-      if (transa == CUBLAS_OP_N && transb != CUBLAS_OP_N) product.noalias() = a * b.transpose();
-      if (transa != CUBLAS_OP_N && transb != CUBLAS_OP_N)
-        product.noalias() = a.transpose() * b.transpose();
+    // Column-major C [m, n] is row-major C^T [n, m] = op(B)^T op(A)^T, where a column-major
+    // operand read row-major is its transpose: the row-major product takes B and A with the
+    // same transpose flags, swapped.
+    std::vector<float> product(size_t(m) * n);
+    host_gemm(transb != CUBLAS_OP_N, transa != CUBLAS_OP_N, n, m, k, B, ldb, A, lda, product.data(),
+              m, false);
+    for (int j = 0; j < n; ++j) {
+      for (int i = 0; i < m; ++i) {
+        float& c = C[size_t(j) * ldc + i];
+        const float v = al * product[size_t(j) * m + i];
+        c = be == 0.0f ? v : v + be * c;
+      }
     }
-    if (be == 0.0f)
-      c = al * product;
-    else
-      c = al * product + be * c;
   });
   return queued == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }

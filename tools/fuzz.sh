@@ -9,8 +9,9 @@
 # scratch folder first, so it changes only with --merge, which adds the inputs that found new
 # coverage (minimised by libFuzzer's -merge). Findings (crash-*, leak-*, timeout-*, oom-*,
 # slow-unit-* files) go to build/fuzz/findings/TARGET/; the exit status is 1 if any target found
-# something, 2 on a usage error. Environment: NNX_FUZZ_JOBS (build jobs; default: all cores),
-# NNX_FUZZ_ARGS (more libFuzzer flags, e.g. "-max_len=65536").
+# something, 2 on a usage error. Environment: NNX_FUZZ_JOBS (build jobs, and targets fuzzed at
+# once, each on one core; default: all cores), NNX_FUZZ_ARGS (more libFuzzer flags, e.g.
+# "-max_len=65536").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,42 +63,57 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/nnx-fuzz.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
-summary=()
-found=0
-for t in "${targets[@]}"; do
-  format=${t#fuzz_}
-  corpus=tests/fuzz/corpus/$t
-  findings=$build/findings/$t
+# One target: its summary line in $scratch/$t.summary, and $scratch/$t.found if it found something.
+fuzz_one() {
+  local t=$1 format=${1#fuzz_}
+  local corpus=tests/fuzz/corpus/$t findings=$build/findings/$t log=$build/findings/$t.log
   mkdir -p "$findings" "$scratch/$t"
   [ -d "$corpus" ] && cp -R "$corpus/." "$scratch/$t/"
-  dict=()
+  local dict=()
   [ -f "tests/fuzz/dict/$format.dict" ] && dict=(-dict="tests/fuzz/dict/$format.dict")
-  log=$build/findings/$t.log
   echo "fuzz.sh: $t for ${seconds}s (log: $log)"
+  local before rc=0 execs new result
   before=$(find "$findings" -type f | wc -l)
-  set +e
   # shellcheck disable=SC2086
   "$build/tests/fuzz/$t" "$scratch/$t" "${dict[@]}" -max_total_time="$seconds" -timeout=10 \
     -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="$findings/" ${NNX_FUZZ_ARGS:-} >"$log" 2>&1
-  rc=$?
-  set -e
-  execs=$(grep -h '^stat::number_of_executed_units:' "$log" | awk '{s += $2} END {print s + 0}')
+    -artifact_prefix="$findings/" ${NNX_FUZZ_ARGS:-} >"$log" 2>&1 || rc=$?
+  execs=$( (grep -h '^stat::number_of_executed_units:' "$log" || true) | awk '{s += $2} END {print s + 0}')
   new=$(( $(find "$findings" -type f | wc -l) - before ))
   if [ "$rc" -ne 0 ] || [ "$new" -gt 0 ]; then
-    found=1
+    touch "$scratch/$t.found"
     result="FOUND: exit $rc, $new new file(s) in $findings/"
-    grep -m1 -E '^==[0-9]+==ERROR|runtime error|deadly signal|Timeout|out-of-memory|fuzz property' \
-      "$log" | sed 's/^/    /' || true
   else
     result="nothing found"
   fi
-  summary+=("$(printf '%-18s %6ss %12s execs  %s' "$t" "$seconds" "$execs" "$result")")
+  printf '%-18s %6ss %12s execs  %s\n' "$t" "$seconds" "$execs" "$result" >"$scratch/$t.summary"
+  if [ "$rc" -ne 0 ] || [ "$new" -gt 0 ]; then
+    grep -m1 -E '^==[0-9]+==ERROR|runtime error|deadly signal|Timeout|out-of-memory|fuzz property' \
+      "$log" | sed 's/^/    /' >>"$scratch/$t.summary" || true
+  fi
   if [ "$merge" -eq 1 ] && [ -d "$corpus" ]; then
     "$build/tests/fuzz/$t" -merge=1 "$corpus" "$scratch/$t" "${dict[@]}" -timeout=10 \
       -rss_limit_mb=2048 -malloc_limit_mb=2048 >>"$log" 2>&1 || true
   fi
+}
+
+# The targets run side by side, as many at once as there are cores (each is single-threaded).
+parallel=${NNX_FUZZ_JOBS:-$(nproc)}
+running=0
+for t in "${targets[@]}"; do
+  if [ "$running" -ge "$parallel" ]; then
+    wait -n || true  # a target's status is in its files
+    running=$((running - 1))
+  fi
+  fuzz_one "$t" &
+  running=$((running + 1))
 done
+wait || true
 echo
-printf '%s\n' "${summary[@]}"
+found=0
+for t in "${targets[@]}"; do
+  [ -f "$scratch/$t.found" ] && found=1
+  [ -f "$scratch/$t.summary" ] || { echo "fuzz.sh: $t did not finish" >&2; found=1; continue; }
+  cat "$scratch/$t.summary"
+done
 exit "$found"

@@ -10,7 +10,7 @@
 #    LeakSanitizer check of `nnx run` on the example network; the CPU-only end-to-end training
 #    and pruning runs and the concurrency stress test, which pass 1 (and 4) run, are left out
 #    (CMakePresets.json, test preset "asan"): together they took 3.5 minutes of the 45;
-# 4. the threaded tests under ThreadSanitizer (tools/tsan.sh: 8 threads x 200 runs);
+# 4. the threaded tests under ThreadSanitizer (tools/tsan.sh: 8 threads x 50 runs);
 # 5. every fuzz target for a fixed, seeded number of inputs (longer runs: tools/fuzz.sh SECONDS).
 # On a clean clone, 2 cores (AMD EPYC Zen 3, no AVX-512), 2026-12-07: main build 7.1 min, its
 # tests 3.0, embed check 0.1, the x86-64-v4 compile 1.6, ASan build 15.6, its tests 12.5,
@@ -42,7 +42,7 @@ if [ "${NNX_SKIP_ASAN:-0}" != 1 ]; then
   ctest --preset asan -j "$jobs"
 fi
 if [ "${NNX_SKIP_TSAN:-0}" != 1 ]; then
-  NNX_TSAN_JOBS="$jobs" tools/tsan.sh "$fixtures"  # 8 threads x 200 runs under ThreadSanitizer
+  NNX_TSAN_JOBS="$jobs" tools/tsan.sh "$fixtures"  # 8 threads x 50 runs under ThreadSanitizer
 fi
 if [ "${NNX_SKIP_FUZZ:-0}" != 1 ]; then
   NNX_FUZZ_ARGS="-seed=1 -runs=30000" tools/fuzz.sh 300

@@ -24,13 +24,7 @@ tools/setup.sh
 jobs=$(nproc)
 fixtures="$PWD/build/fixtures"
 cmake --preset ci -DNNX_FIXTURE_DIR="$fixtures" >/dev/null
-# The PyTorch fixtures (about 70 s on one core) are written while the main build compiles, not
-# after it with the second core idle; ctest's generate_fixtures step then finds them up to date
-# (or, where this failed, writes them and reports the error itself).
-/usr/bin/python3 python/gen_fixtures.py "$fixtures" >build/gen_fixtures.log 2>&1 &
-fixtures_pid=$!
 cmake --build --preset ci -j "$jobs"
-wait "$fixtures_pid" || echo "test.sh: writing the fixtures failed (build/gen_fixtures.log)" >&2
 ctest --preset ci -j "$jobs"
 tools/embed-check.sh build/ci  # install, build examples/embed against it, compare outputs
 if [ "${NNX_SKIP_AVX2:-0}" != 1 ]; then

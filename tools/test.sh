@@ -8,8 +8,9 @@
 # 3. the same tests under ASan+UBSan, with the CUDA backend built on the host emulator
 #    (tests/cuda_emulator: every CUDA test runs, its kernels checked by the sanitizers), and a
 #    LeakSanitizer check of `nnx run` on the example network; the CPU-only end-to-end training
-#    and pruning runs and the concurrency stress test, which pass 1 (and 4) run, are left out
-#    (CMakePresets.json, test preset "asan"): together they took 3.5 minutes of the 45;
+#    (one process and two) and pruning runs and the concurrency stress test, which pass 1 (and
+#    4) run, are left out (CMakePresets.json, test preset "asan"): together they took 4 minutes
+#    of the 45;
 # 4. the threaded tests under ThreadSanitizer (tools/tsan.sh: 8 threads x 50 runs);
 # 5. every fuzz target for a fixed, seeded number of inputs (longer runs: tools/fuzz.sh SECONDS).
 # On a clean clone, 2 cores (AMD EPYC Zen 3, no AVX-512), 2026-12-07: main build 7.1 min, its

@@ -155,7 +155,11 @@ def _one(root, name, arch, make_optimizer, hyper):
                   f, indent=1)
 
 
-def generate(root):
+# The three cases, each generated alone by python/gen_fixtures.py's workers (generate(root, part)).
+PARTS = ("seed_sgd", "seed_adamw_nobias", "seed_adamw_bias")
+
+
+def generate(root, part=None):
     torch.set_num_threads(1)
     seed_arch = nnx_ref.jsonc.load(os.path.join(fm.SEED_DIR, "seed.json"))
     # Learning rates small enough that the five steps stay out of the chaotic regime: at lr
@@ -164,15 +168,18 @@ def generate(root):
     # gradient's size, so its lr sets how far the weights move: 5e-4 over five steps, five
     # times the tolerance.
     sgd = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4}
-    _one(root, "seed_sgd", json.loads(json.dumps(seed_arch)),
-         lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, weight_decay=1e-4), sgd)
+    if part in (None, "seed_sgd"):
+        _one(root, "seed_sgd", json.loads(json.dumps(seed_arch)),
+             lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, weight_decay=1e-4), sgd)
     # Adam's first steps are lr * g / (|g| + eps): with PyTorch's eps of 1e-8 an element whose
     # gradient is rounding noise steps a full lr in the noise's direction, so PyTorch in float32
     # and in float64 already part by 7e-5 on layer 11's weight (and a different processor's
     # kernels, by 1.8e-4). eps 1e-6 leaves real gradients their full steps (the weights still
     # move 5e-4) and cuts that float32/float64 gap to 2.5e-6.
     adamw = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.01, "eps": 1e-6}
-    _one(root, "seed_adamw_nobias", _bias_false_before_bn(json.loads(json.dumps(seed_arch))),
-         lambda p: torch.optim.AdamW(p, lr=1e-4, weight_decay=0.01, eps=1e-6), adamw)
-    _one(root, "seed_adamw_bias", json.loads(json.dumps(seed_arch)),
-         lambda p: torch.optim.AdamW(p, lr=1e-4, weight_decay=0.01, eps=1e-6), adamw)
+    if part in (None, "seed_adamw_nobias"):
+        _one(root, "seed_adamw_nobias", _bias_false_before_bn(json.loads(json.dumps(seed_arch))),
+             lambda p: torch.optim.AdamW(p, lr=1e-4, weight_decay=0.01, eps=1e-6), adamw)
+    if part in (None, "seed_adamw_bias"):
+        _one(root, "seed_adamw_bias", json.loads(json.dumps(seed_arch)),
+             lambda p: torch.optim.AdamW(p, lr=1e-4, weight_decay=0.01, eps=1e-6), adamw)

@@ -7,6 +7,7 @@ usage: /usr/bin/python3 python/gen_fixtures.py OUT_DIR
 - every python/fixture_<name>.py module's generate(folder) -> OUT_DIR/<name>/
 
 Regeneration is skipped when OUT_DIR/stamp matches a hash of python/ and the shared fixtures.
+The modules run in parallel processes, one per core (NNX_FIXTURE_JOBS=N sets how many).
 """
 import glob
 import hashlib
@@ -37,10 +38,34 @@ def source_hash():
     return h.hexdigest()
 
 
-def main(out):
+def run_task(task):
+    """One unit of work, in a worker process: ("ops", module of op_cases/, None) or
+    ("fixture", name, part): a fixture module's generate(folder), or generate(folder, part) for
+    each part a module lists in PARTS."""
+    kind, name, part, out = task
     import torch
-    from op_cases import write_case
 
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    start = time.time()
+    if kind == "ops":
+        from op_cases import write_case
+
+        module = importlib.import_module(f"op_cases.{name}")
+        count = 0
+        for case in module.cases():
+            write_case(os.path.join(out, "ops"), name, case)
+            count += 1
+        return f"op cases: {name} ({count})", time.time() - start
+    module = importlib.import_module(f"fixture_{name}")
+    if part is None:
+        module.generate(os.path.join(out, name))
+        return f"fixtures: {name}", time.time() - start
+    module.generate(os.path.join(out, name), part)
+    return f"fixtures: {name}/{part}", time.time() - start
+
+
+def main(out):
     digest = source_hash()
     stamp = os.path.join(out, "stamp")
     if os.path.exists(stamp) and open(stamp).read() == digest:
@@ -49,23 +74,38 @@ def main(out):
     if os.path.exists(out):
         shutil.rmtree(out)
     os.makedirs(out)
-    torch.set_num_threads(1)
     start = time.time()
     import op_cases
-    count = 0
-    for info in pkgutil.iter_modules(op_cases.__path__):
-        module = importlib.import_module(f"op_cases.{info.name}")
-        torch.manual_seed(0)
-        for case in module.cases():
-            write_case(os.path.join(out, "ops"), info.name, case)
-            count += 1
-    print(f"{count} op cases")
+
+    tasks = [("ops", info.name, None, out) for info in pkgutil.iter_modules(op_cases.__path__)]
     for path in sorted(glob.glob(os.path.join(HERE, "fixture_*.py"))):
         name = os.path.basename(path)[len("fixture_"):-3]
-        module = importlib.import_module(f"fixture_{name}")
-        torch.manual_seed(0)
-        module.generate(os.path.join(out, name))
-        print(f"fixtures: {name}")
+        parts = getattr(importlib.import_module(f"fixture_{name}"), "PARTS", None)
+        tasks += [("fixture", name, part, out) for part in parts or [None]]
+    # The long ones first (train_parity's cases take 10-20 s each, export 15 s): one worker
+    # then fills in with the short ones while the others run.
+    tasks.sort(key=lambda t: t[0] != "fixture" or t[1] not in ("train_parity", "export"))
+    # Each task seeds torch itself and writes its own folder, so they run in any order and in
+    # several processes (one thread each; NNX_FIXTURE_JOBS, default: every core).
+    jobs = max(1, int(os.environ.get("NNX_FIXTURE_JOBS", "0")) or os.cpu_count() or 1)
+    if jobs == 1:
+        results = map(run_task, tasks)
+        pool = None
+    else:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)))
+        results = pool.imap_unordered(run_task, tasks)
+    try:
+        for what, seconds in results:
+            print(f"{what} in {seconds:.1f} s", flush=True)
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        raise
+    if pool is not None:
+        pool.close()
+        pool.join()
     with open(stamp, "w") as f:
         f.write(digest)
     print(f"fixtures written to {out} in {time.time() - start:.1f} s")

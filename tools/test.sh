@@ -13,11 +13,12 @@
 #    of the 45;
 # 4. the threaded tests under ThreadSanitizer (tools/tsan.sh: 8 threads x 50 runs);
 # 5. every fuzz target for a fixed, seeded number of inputs (longer runs: tools/fuzz.sh SECONDS).
-# On a clean clone, 2 cores (AMD EPYC Zen 3, no AVX-512), 2026-12-07: main build 7.1 min, its
-# tests 3.0, embed check 0.1, the x86-64-v4 compile 1.6, ASan build 15.6, its tests 12.5,
-# TSan 6.5, fuzzing 4.5: 51 minutes (55-59 before the tests' own code lost ASan's
-# instrumentation and -O3, the fuzz build's kernels their -O1 and the v4 compile the files
-# without vector code).
+# On a clean clone, 2 cores (AMD EPYC Zen 3, no AVX-512), 2026-12-07, at 0ec728a: main build
+# 8.3 min (the fixtures written beside it then, since reverted: 7.1 without), its tests 1.9,
+# embed check 0.1, the x86-64-v4 compile 1.7, ASan build 14.1, its tests 11.8, TSan 4.6,
+# fuzzing 4.1: 47 minutes (51 the day before, 55-59 before that). Later commits, measured alone:
+# the fixtures on two cores (71 -> 43 s of the main tests), one ASan test fewer (54 s of one
+# core), the parameterised tests' scheduling costs (the ASan pass had ended on a 60 s test alone).
 # NNX_SKIP_AVX2=1 / NNX_SKIP_ASAN=1 / NNX_SKIP_TSAN=1 / NNX_SKIP_FUZZ=1 skip passes 2 / 3 / 4 / 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -82,7 +82,7 @@ def main(out):
         name = os.path.basename(path)[len("fixture_"):-3]
         parts = getattr(importlib.import_module(f"fixture_{name}"), "PARTS", None)
         tasks += [("fixture", name, part, out) for part in parts or [None]]
-    # The long ones first (train_parity's cases take 10-20 s each, export 15 s): one worker
+    # The long ones first (train_parity's cases take 10-30 s each, export 15 s): one worker
     # then fills in with the short ones while the others run.
     tasks.sort(key=lambda t: t[0] != "fixture" or t[1] not in ("train_parity", "export"))
     # Each task seeds torch itself and writes its own folder, so they run in any order and in

@@ -87,25 +87,12 @@ def main(out):
     tasks.sort(key=lambda t: t[0] != "fixture" or t[1] not in ("train_parity", "export"))
     # Each task seeds torch itself and writes its own folder, so they run in any order and in
     # several processes (one thread each; NNX_FIXTURE_JOBS, default: every core).
-    jobs = max(1, int(os.environ.get("NNX_FIXTURE_JOBS", "0")) or os.cpu_count() or 1)
-    if jobs == 1:
-        results = map(run_task, tasks)
-        pool = None
-    else:
-        import multiprocessing
+    jobs = int(os.environ.get("NNX_FIXTURE_JOBS", "0")) or os.cpu_count() or 1
+    import multiprocessing
 
-        pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)))
-        results = pool.imap_unordered(run_task, tasks)
-    try:
-        for what, seconds in results:
+    with multiprocessing.get_context("spawn").Pool(max(1, min(jobs, len(tasks)))) as pool:
+        for what, seconds in pool.imap_unordered(run_task, tasks):
             print(f"{what} in {seconds:.1f} s", flush=True)
-    except BaseException:
-        if pool is not None:
-            pool.terminate()
-        raise
-    if pool is not None:
-        pool.close()
-        pool.join()
     with open(stamp, "w") as f:
         f.write(digest)
     print(f"fixtures written to {out} in {time.time() - start:.1f} s")

@@ -63,7 +63,7 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/nnx-fuzz.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
-# One target: its summary line in $scratch/$t.summary, and $scratch/$t.found if it found something.
+# One target: its summary in $scratch/$t.summary (a line, and for a finding the log's first error).
 fuzz_one() {
   local t=$1 format=${1#fuzz_}
   local corpus=tests/fuzz/corpus/$t findings=$build/findings/$t log=$build/findings/$t.log
@@ -72,7 +72,7 @@ fuzz_one() {
   local dict=()
   [ -f "tests/fuzz/dict/$format.dict" ] && dict=(-dict="tests/fuzz/dict/$format.dict")
   echo "fuzz.sh: $t for ${seconds}s (log: $log)"
-  local before rc=0 execs new result
+  local before rc=0 execs new result="nothing found" detail=""
   before=$(find "$findings" -type f | wc -l)
   # shellcheck disable=SC2086
   "$build/tests/fuzz/$t" "$scratch/$t" "${dict[@]}" -max_total_time="$seconds" -timeout=10 \
@@ -81,16 +81,14 @@ fuzz_one() {
   execs=$( (grep -h '^stat::number_of_executed_units:' "$log" || true) | awk '{s += $2} END {print s + 0}')
   new=$(( $(find "$findings" -type f | wc -l) - before ))
   if [ "$rc" -ne 0 ] || [ "$new" -gt 0 ]; then
-    touch "$scratch/$t.found"
     result="FOUND: exit $rc, $new new file(s) in $findings/"
-  else
-    result="nothing found"
+    detail=$(grep -m1 -E '^==[0-9]+==ERROR|runtime error|deadly signal|Timeout|out-of-memory|fuzz property' \
+      "$log" | sed 's/^/    /' || true)
   fi
-  printf '%-18s %6ss %12s execs  %s\n' "$t" "$seconds" "$execs" "$result" >"$scratch/$t.summary"
-  if [ "$rc" -ne 0 ] || [ "$new" -gt 0 ]; then
-    grep -m1 -E '^==[0-9]+==ERROR|runtime error|deadly signal|Timeout|out-of-memory|fuzz property' \
-      "$log" | sed 's/^/    /' >>"$scratch/$t.summary" || true
-  fi
+  {
+    printf '%-18s %6ss %12s execs  %s\n' "$t" "$seconds" "$execs" "$result"
+    [ -z "$detail" ] || printf '%s\n' "$detail"
+  } >"$scratch/$t.summary"
   if [ "$merge" -eq 1 ] && [ -d "$corpus" ]; then
     "$build/tests/fuzz/$t" -merge=1 "$corpus" "$scratch/$t" "${dict[@]}" -timeout=10 \
       -rss_limit_mb=2048 -malloc_limit_mb=2048 >>"$log" 2>&1 || true
@@ -112,8 +110,8 @@ wait || true
 echo
 found=0
 for t in "${targets[@]}"; do
-  [ -f "$scratch/$t.found" ] && found=1
   [ -f "$scratch/$t.summary" ] || { echo "fuzz.sh: $t did not finish" >&2; found=1; continue; }
   cat "$scratch/$t.summary"
+  if grep -q ' FOUND: ' "$scratch/$t.summary"; then found=1; fi
 done
 exit "$found"

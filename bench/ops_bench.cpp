@@ -91,6 +91,14 @@ void BM_ResNetConv3x3Prepared(benchmark::State& state) {
                    ", 3, padding=1, bias=False)",
                {1, channels, size, size}, int(state.range(2)));
 }
+// SqueezeNet 1.1's expand 3x3 layers at batch 1 (input channels, output channels, size,
+// threads): few input channels against the output's, on 55x55 down to 13x13 planes.
+void BM_SqueezeConv3x3Prepared(benchmark::State& state) {
+  const int64_t in = state.range(0), out = state.range(1), size = state.range(2);
+  run_prepared(state,
+               "Conv2d(" + std::to_string(in) + ", " + std::to_string(out) + ", 3, padding=1)",
+               {1, in, size, size}, int(state.range(3)));
+}
 // 1x1 layers of EfficientNet-B0 and MobileNetV2 at batch 1 (input channels, output channels,
 // size, threads): few input channels on large planes (where the tiles' input prefetch must stay
 // within the input), and 14x14 and 7x7 planes, whose last 4 and 1 pixels are a tail.
@@ -213,6 +221,13 @@ BENCHMARK(BM_ResNetConv3x3Prepared)
     ->Args({512, 7, 2})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SqueezeConv3x3Prepared)
+    ->Args({16, 64, 55, 2})
+    ->Args({32, 128, 27, 2})
+    ->Args({48, 192, 13, 2})
+    ->Args({64, 256, 13, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_PointwisePrepared)
     ->ArgsProduct({{16}, {96}, {112}, {1, 2}})
     ->Args({32, 16, 112, 2})
@@ -226,6 +241,8 @@ BENCHMARK(BM_PointwisePrepared)
     ->ArgsProduct({{256}, {64}, {56}, {1, 2}})
     ->Args({64, 256, 56, 2})
     ->Args({1024, 256, 14, 2})
+    ->Args({512, 1000, 13, 1})
+    ->Args({512, 1000, 13, 2})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_MaxPool)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);

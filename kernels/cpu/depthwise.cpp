@@ -107,9 +107,8 @@ __attribute__((flatten, noinline)) void depthwise_rows(const float* __restrict t
         _mm256_storeu_ps(out + r * ow + x, _mm256_min_ps(hi, _mm256_max_ps(lo, acc[r])));
       continue;
     }
-    const __m256i mask = lanes8(ow - x);
     for (int r = 0; r < R; ++r)
-      _mm256_maskstore_ps(out + r * ow + x, mask, _mm256_min_ps(hi, _mm256_max_ps(lo, acc[r])));
+      store_lanes8(out + r * ow + x, _mm256_min_ps(hi, _mm256_max_ps(lo, acc[r])), ow - x);
   }
 }
 

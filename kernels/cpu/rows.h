@@ -74,10 +74,7 @@ inline void gather_row(const float* row, int64_t first, int64_t stride, int64_t 
     const int64_t from = first + stride * i;
     __m256 v = load_row8(row, from, width);
     if (stride == 2) v = even_of(v, load_row8(row, from + 8, width));
-    if (n - i >= 8)
-      _mm256_storeu_ps(out + i, v);
-    else
-      _mm256_maskstore_ps(out + i, lanes8(n - i), v);
+    store_lanes8(out + i, v, n - i);
   }
 }
 

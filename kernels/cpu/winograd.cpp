@@ -21,6 +21,7 @@
 #include "kernels/cpu/avx512.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -29,6 +30,7 @@
 #include <unistd.h>
 
 #include "kernels/cpu/aligned_buffer.h"
+#include "kernels/cpu/env_switch.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/int_math.h"
 #include "nnx/thread_pool.h"
@@ -844,11 +846,68 @@ inline __m128i range_mask4(int64_t start, int64_t lo, int64_t hi) {
                           _mm_cmpgt_epi32(_mm_set1_epi32(end), lane));
 }
 
+// Stacked runs (whole tile rows of a plane at most 8 / cols tiles wide, cols dividing 8; see
+// find_runs): each 8-lane step holds 8 / cols tile rows, lane i tile i % cols of tile row i / cols,
+// so that 13x13 and 14x14 planes (4 tiles a row) fill the vectors instead of half of them. Each
+// lane's 4-float groups (columns 0-3 and 4-7 of its 6x6 patch, row by row) are loaded on their
+// own, then transposed as in the unstacked form.
+void stacked_input4(const Conv2dShape& s, int64_t cols, const Run& run, const float* p, int64_t y0,
+                    int64_t x0, float* row_base, int64_t point_stride) {
+  const int shift = std::countr_zero(uint64_t(cols));  // cols is 1, 2 or 4: no divisions
+  for (int64_t i0 = 0; i0 < run.count; i0 += kLanes8) {
+    const int64_t n = std::min(kLanes8, run.count - i0);
+    int64_t top[kLanes8], at[kLanes8];  // each lane's patch: first input row, its first float
+    __m128i near[kLanes8], far[kLanes8];
+    for (int64_t l = 0; l < kLanes8; ++l) {
+      const int64_t tile = i0 + std::min(l, n - 1);
+      const int64_t k = tile >> shift, x = x0 + 4 * (tile & (cols - 1));
+      top[l] = l < n ? y0 + 4 * k : s.in_h;  // lanes past the run read nothing
+      at[l] = top[l] * s.in_w + x;
+      near[l] = range_mask4(x, 0, s.in_w);
+      far[l] = range_mask4(x + 4, 0, s.in_w);
+    }
+    __m256 t[6][6];  // d B, row by row
+    for (int r = 0; r < 6; ++r) {
+      __m128 g[kLanes8], h[kLanes8];
+      for (int64_t l = 0; l < kLanes8; ++l) {
+        const int64_t y = top[l] + r;
+        if (y < 0 || y >= s.in_h) {
+          g[l] = h[l] = _mm_setzero_ps();
+          continue;
+        }
+        const float* src = p + at[l] + r * s.in_w;
+        g[l] = _mm_maskload_ps(src, near[l]);
+        h[l] = _mm_maskload_ps(src + 4, far[l]);
+      }
+      __m256 a[4], b[4];
+      for (int k = 0; k < 4; ++k) {
+        a[k] = _mm256_insertf128_ps(_mm256_castps128_ps256(g[k]), g[k + 4], 1);
+        b[k] = _mm256_insertf128_ps(_mm256_castps128_ps256(h[k]), h[k + 4], 1);
+      }
+      const __m256 lo01 = _mm256_unpacklo_ps(a[0], a[1]), hi01 = _mm256_unpackhi_ps(a[0], a[1]);
+      const __m256 lo23 = _mm256_unpacklo_ps(a[2], a[3]), hi23 = _mm256_unpackhi_ps(a[2], a[3]);
+      const __m256 far01 = _mm256_unpacklo_ps(b[0], b[1]), far23 = _mm256_unpacklo_ps(b[2], b[3]);
+      const __m256 d[6] = {
+          _mm256_shuffle_ps(lo01, lo23, 0x44),   _mm256_shuffle_ps(lo01, lo23, 0xEE),
+          _mm256_shuffle_ps(hi01, hi23, 0x44),   _mm256_shuffle_ps(hi01, hi23, 0xEE),
+          _mm256_shuffle_ps(far01, far23, 0x44), _mm256_shuffle_ps(far01, far23, 0xEE)};
+      input_row4(d, t[r]);
+    }
+    for (int c = 0; c < 6; ++c) {
+      const __m256 column[6] = {t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]};
+      __m256 out[6];
+      input_row4(column, out);
+      for (int r = 0; r < 6; ++r)
+        store_tiles8(row_base, run, i0, n, (r * 6 + c) * point_stride, out[r]);
+    }
+  }
+}
+
 // V for every input channel of a block's runs (6x6 tiles 4 apart). Row r of 8 tiles'
 // patches: the 4-float groups g_j at x + 4j (j = 0..8, zero outside the input), paired as
 // [g_k | g_k+4] and transposed, so that lane i gets column c of tile i (g_i, c < 4; g_i+1 for
 // c = 4, 5).
-void transform_input4(const Conv2dShape& s, const Tiling&, const std::vector<Run>& runs,
+void transform_input4(const Conv2dShape& s, const Tiling& tiling, const std::vector<Run>& runs,
                       const float* input, const Panels& panels, float* v) {
   const int64_t plane = s.in_h * s.in_w;
   const int64_t point_stride = v_point_floats(s, panels);
@@ -857,6 +916,10 @@ void transform_input4(const Conv2dShape& s, const Tiling&, const std::vector<Run
     for (const Run& run : runs) {
       const float* p = input + (run.n * s.in_channels + ic) * plane;
       const int64_t y0 = run.ty * 4 - s.pad_top, x0 = run.tx * 4 - s.pad_left;
+      if (run.rows > 1) {
+        stacked_input4(s, tiling.cols, run, p, y0, x0, row_base, point_stride);
+        continue;
+      }
       for (int64_t i0 = 0; i0 < run.count; i0 += kLanes8) {
         const int64_t n = std::min(kLanes8, run.count - i0), x = x0 + 4 * i0;
         __m128i mask[9];
@@ -896,6 +959,92 @@ void transform_input4(const Conv2dShape& s, const Tiling&, const std::vector<Run
   }
 }
 
+// The tiles of a stacked run per tile row (whole rows).
+inline int64_t tiling_cols(const Run& run) {
+  return run.count / run.rows;
+}
+
+// 4 floats of v at p, the first n of them where n < 4.
+inline void store_lanes4(float* p, __m128 v, int64_t n) {
+  if (n >= 4) return _mm_storeu_ps(p, v);
+  if (n & 2) {
+    _mm_storel_pi(reinterpret_cast<__m64*>(p), v);
+    p += 2;
+    v = _mm_movehl_ps(v, v);
+  }
+  if (n & 1) _mm_store_ss(p, v);
+}
+
+// transform_output4 for a stacked run (see stacked_input4): lane i's 4 outputs of a row go to its
+// own tile row and column.
+void stacked_output4(const Conv2dShape& s, int64_t cols, const Run& run, const float* in,
+                     int64_t point_stride, __m256 bv, const ClampEpilogue& clamp, __m256 lo_v,
+                     __m256 hi_v, float* o, int64_t y0,
+                     std::vector<std::pair<float*, int64_t>>& pending) {
+  const int shift = std::countr_zero(uint64_t(cols));  // cols is 1, 2 or 4: no divisions
+  for (int64_t i0 = 0; i0 < run.count; i0 += kLanes8) {
+    const int64_t n = std::min(kLanes8, run.count - i0);
+    const __m256i lanes = lanes8(n);
+    // Each lane's (pair's, with 2 or 4 tiles a row: n is then even) first output row, column
+    // and the outputs it stores of a row: 4 (8) or fewer at the plane's right edge.
+    const int64_t per = cols == 1 ? 1 : 2, stores = n / per;
+    int64_t first_row[kLanes8], column[kLanes8], width[kLanes8];
+    for (int64_t l = 0; l < stores; ++l) {
+      const int64_t tile = i0 + per * l;
+      first_row[l] = y0 + 4 * (tile >> shift);
+      column[l] = 4 * (tile & (cols - 1));
+      width[l] = std::min<int64_t>(4 * per, s.out_w - column[l]);
+    }
+    __m256 q[4][6];  // A^T m, column by column
+    for (int c = 0; c < 6; ++c) {
+      __m256 x[6];
+      for (int r = 0; r < 6; ++r)
+        x[r] = _mm256_maskload_ps(in + (r * 6 + c) * point_stride + run.at + i0, lanes);
+      __m256 y[4];
+      output_row4(x, y);
+      for (int k = 0; k < 4; ++k) q[k][c] = y[k];
+    }
+    for (int k = 0; k < 4; ++k) {
+      __m256 y[4];
+      output_row4(q[k], y);
+      for (int j = 0; j < 4; ++j) {
+        y[j] = _mm256_add_ps(y[j], bv);
+        if (clamp.exact) y[j] = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y[j]));
+      }
+      // Lane i of y[j] is output j of tile i's row: 4x4 transposes within the 128-bit halves
+      // give each tile its 4 outputs, tiles 0-3 in the low halves, 4-7 in the high ones; then
+      // (pairs) the halves exchanged so that pair[h] holds tiles 2h and 2h + 1.
+      const __m256 u0 = _mm256_unpacklo_ps(y[0], y[1]), u1 = _mm256_unpackhi_ps(y[0], y[1]);
+      const __m256 u2 = _mm256_unpacklo_ps(y[2], y[3]), u3 = _mm256_unpackhi_ps(y[2], y[3]);
+      const __m256 tile[4] = {_mm256_shuffle_ps(u0, u2, 0x44), _mm256_shuffle_ps(u0, u2, 0xEE),
+                              _mm256_shuffle_ps(u1, u3, 0x44), _mm256_shuffle_ps(u1, u3, 0xEE)};
+      if (per == 2) {
+        const __m256 pair[4] = {_mm256_permute2f128_ps(tile[0], tile[1], 0x20),
+                                _mm256_permute2f128_ps(tile[2], tile[3], 0x20),
+                                _mm256_permute2f128_ps(tile[0], tile[1], 0x31),
+                                _mm256_permute2f128_ps(tile[2], tile[3], 0x31)};
+        for (int64_t h = 0; h < stores; ++h) {
+          const int64_t row = first_row[h] + k;
+          if (row >= s.out_h) continue;
+          float* dst = o + row * s.out_w + column[h];
+          store_lanes8(dst, pair[h], width[h]);
+          if (!clamp.exact) pending.emplace_back(dst, width[h]);
+        }
+        continue;
+      }
+      for (int64_t l = 0; l < n; ++l) {
+        const int64_t row = first_row[l] + k;
+        if (row >= s.out_h) continue;
+        const __m128 values =
+            l < 4 ? _mm256_castps256_ps128(tile[l]) : _mm256_extractf128_ps(tile[l - 4], 1);
+        float* dst = o + row * s.out_w + column[l];
+        store_lanes4(dst, values, width[l]);
+        if (!clamp.exact) pending.emplace_back(dst, width[l]);
+      }
+    }
+  }
+}
+
 // Y = A^T m A plus the bias and the epilogue, for output channels [oc0, oc1) of a block's runs
 // (8 tiles at a time: their 4 values of an output row transposed back into 32 outputs).
 void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const MBlock& m,
@@ -913,6 +1062,11 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
     for (const Run& run : runs) {
       const int64_t y0 = run.ty * 4, x0 = run.tx * 4;
       float* o = output + (run.n * s.out_channels + oc) * plane;
+      if (run.rows > 1) {
+        stacked_output4(s, tiling_cols(run), run, in, point_stride, bv, clamp, lo_v, hi_v, o, y0,
+                        pending);
+        continue;
+      }
       for (int64_t i0 = 0; i0 < run.count; i0 += kLanes8) {
         const int64_t n = std::min(kLanes8, run.count - i0), xo = x0 + 4 * i0;
         const int64_t width = std::min(4 * n, s.out_w - xo);
@@ -1034,7 +1188,9 @@ void run_winograd(const Conv2dShape& s, const float* input, const float* u, cons
 #ifdef NNX_WINOGRAD_AVX512
   constexpr bool stack = true;
 #else
-  constexpr bool stack = false;
+  // AVX2: F(4x4)'s transforms take stacked runs whose rows fill 8 lanes (stacked_input4).
+  static const bool stacked = env_switch("NNX_WINOGRAD_STACK");
+  const bool stack = Tile == 4 && stacked && tiling.cols <= 4 && 8 % tiling.cols == 0;
 #endif
   auto transform_in = [&s, &tiling, input](const std::vector<Run>& runs, const Panels& panels,
                                            float* v) {

@@ -111,6 +111,12 @@ const std::vector<Case> kCases = {
     {2, 16, 16, 20, 18, 1},
     {1, 16, 16, 32, 24, 1},
     {1, 16, 16, 9, 32, 1},
+    // AVX2 stacks tile rows of 1, 2 or 4 tiles into its 8 lanes: SqueezeNet's 13x13 (4 tiles a
+    // row, 4 rows: two 8-lane steps), a batch of 16x13 planes (runs crossing images), 4-wide
+    // planes of 5 tile rows (one tile a row: 5 of 8 lanes).
+    {1, 48, 40, 13, 13, 1},
+    {3, 16, 20, 16, 13, 1},
+    {2, 16, 16, 18, 4, 1},
     // 2 x 130 tiles of 4x4: weights transformed per call for F(4x4, 3x3) too.
     {2, 16, 16, 40, 52, 1},
 };
@@ -141,7 +147,7 @@ TEST(Winograd, NoBiasAndEpilogues) {
   hardtanh.args.lo = -0.5f;
   hardtanh.args.hi = 0.75f;
   Epilogue silu{true, nnx::Activation::silu, {}};
-  for (const Case& c : {kCases[1], kCases[2], kCases[5]})
+  for (const Case& c : {kCases[1], kCases[2], kCases[5], kCases[14]})
     for (const Epilogue& e : {relu, hardtanh, silu})
       for (int tile : kTiles) {
         EXPECT_LT(worst_error(c, 2, tile, false, e), tolerance(c, tile)) << describe(c);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <utility>
 #include <vector>
 
@@ -85,6 +86,14 @@ inline void v_storem(float* p, Mask16 m, V16 v) {
   if (m == 0xFFFFu) {
     _mm256_storeu_ps(p, v.lo);
     _mm256_storeu_ps(p + 8, v.hi);
+    return;
+  }
+  // The masks here are lanes [0, n) (below16): plain stores of the parts (store_lanes8), as a
+  // masked store costs about three times as much on Zen 2/3.
+  if ((m & (m + 1u)) == 0) {
+    const int64_t n = std::popcount(unsigned(m));
+    store_lanes8(p, v.lo, n);
+    store_lanes8(p + 8, v.hi, n - 8);
     return;
   }
   if (m & 0xFFu) _mm256_maskstore_ps(p, half_mask(m, 0), v.lo);

@@ -151,7 +151,8 @@ constexpr auto kTails = pointwise_tails(std::make_integer_sequence<int, int(kTai
 
 // Output channels [0, rows) x pixels [0, cols) of one tile (rows <= kPanelRows, cols <= kTile).
 void run_tile(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b, int64_t ldb,
-              float* c, int64_t ldc, const float* bias, const float* residual, float lo, float hi) {
+              float* c, int64_t ldc, const float* bias, const float* residual, float lo, float hi,
+              bool /*first_of_task: the AVX-512 tiles always prefetch*/ = false) {
   // NNX_POINTWISE_TAIL=0 runs tails on the 16-pixel tile instead, for measuring against it.
   static const bool tails = env_switch("NNX_POINTWISE_TAIL");
   // Its 32-bit gather and scatter offsets (row * ldc) need planes under 2^31 / 12 floats.
@@ -175,8 +176,10 @@ constexpr int64_t kPackPlane = 64;
 
 // As the AVX-512 tile: C[R channels][16 pixels] = bias + sum over k of a[p * 12 + r] *
 // b[p * ldb + pixel] (+ the residual), clamped to [lo, hi] (NaN kept); with Full false only the
-// first `cols` pixels are loaded and stored.
-template <int R, bool Full>
+// first `cols` pixels are loaded and stored. With Ahead, the weights are prefetched 64 input
+// channels (3 KiB) ahead, as the AVX-512 tile always does: for the first tile of a deep panel,
+// which reads them from memory (see run_tile).
+template <int R, bool Full, bool Ahead = false>
 void pointwise_tile(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
                     int64_t cols, const float* bias, const float* residual, float lo, float hi) {
   __m256 acc[R][2];
@@ -188,6 +191,8 @@ void pointwise_tile(int64_t k, const float* a, const float* b, int64_t ldb, floa
   auto step = [&](const float* ahead) __attribute__((always_inline)) {
     _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(ahead + 15), _MM_HINT_T0);
+    if constexpr (Ahead)
+      _mm_prefetch(reinterpret_cast<const char*>(a + 64 * kPanelRows), _MM_HINT_T0);
     const __m256 b0 = Full ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0);
     const __m256 b1 = Full ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
     static_for<R>([&]<int r>() __attribute__((always_inline)) {
@@ -215,12 +220,13 @@ void pointwise_tile(int64_t k, const float* a, const float* b, int64_t ldb, floa
 
 using PointwiseTile = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t,
                                int64_t, const float*, const float*, float, float);
-template <int... R>
+template <bool Ahead, int... R>
 constexpr std::array<std::array<PointwiseTile, 2>, sizeof...(R)> pointwise_tiles(
     std::integer_sequence<int, R...>) {
-  return {{{&pointwise_tile<R + 1, false>, &pointwise_tile<R + 1, true>}...}};
+  return {{{&pointwise_tile<R + 1, false, Ahead>, &pointwise_tile<R + 1, true, Ahead>}...}};
 }
-constexpr auto kTiles = pointwise_tiles(std::make_integer_sequence<int, kHalf>{});
+constexpr auto kTiles = pointwise_tiles<false>(std::make_integer_sequence<int, kHalf>{});
+constexpr auto kTilesAhead = pointwise_tiles<true>(std::make_integer_sequence<int, kHalf>{});
 
 // A tail of at most 8 pixels: the whole 12-row panel against one vector (12 accumulators), half
 // the multiplies of two 6x16 tiles (a 7x7 plane's last tile holds one pixel).
@@ -338,7 +344,8 @@ constexpr std::array<PointwiseTail, sizeof...(P)> pointwise_tails(
 constexpr auto kTails = pointwise_tails(std::make_integer_sequence<int, int(kTailPixels)>{});
 
 void run_tile(int64_t rows, int64_t cols, int64_t k, const float* a, const float* b, int64_t ldb,
-              float* c, int64_t ldc, const float* bias, const float* residual, float lo, float hi) {
+              float* c, int64_t ldc, const float* bias, const float* residual, float lo, float hi,
+              bool first_of_task = false) {
   // NNX_POINTWISE_TAIL=0 runs tails on the 8-pixel tile instead, for measuring against it.
   static const bool tails = env_switch("NNX_POINTWISE_TAIL");
   if (cols <= kTailPixels && tails)
@@ -355,9 +362,15 @@ void run_tile(int64_t rows, int64_t cols, int64_t k, const float* a, const float
                      residual != nullptr ? residual + 8 : nullptr, lo, hi);
   }
   prefetch_output(c, rows, ldc, kTile);
+  // A task's first tile on a deep panel reads the weights from memory (a weights-major layer's
+  // panel, read once; ResNet-50's 7x7 and 14x14 layers stream 1-4 MB of them): its first half
+  // prefetches them (kTilesAhead). Ops bench, 2 threads, 4 alternating rounds, medians: 512 ->
+  // 2048 and 2048 -> 512 at 7x7 0.93-0.96, 1152 -> 320 0.94; prefetching in every tile made
+  // the shallow layers (16 -> 96 at 112x112, 64 -> 256 at 56x56) 7-11% slower.
+  const bool ahead = first_of_task && k >= 256;
   for (int64_t r0 = 0; r0 < rows; r0 += kHalf) {
     const int64_t half = std::min<int64_t>(kHalf, rows - r0);
-    kTiles[size_t(half - 1)][cols == kTile ? 1 : 0](
+    (ahead && r0 == 0 ? kTilesAhead : kTiles)[size_t(half - 1)][cols == kTile ? 1 : 0](
         k, a + r0, b, ldb, c + r0 * ldc, ldc, cols, bias != nullptr ? bias + r0 : nullptr,
         residual != nullptr ? residual + r0 * ldc : nullptr, lo, hi);
   }
@@ -506,8 +519,8 @@ void pointwise_batch(const Conv2dShape& s, const Conv2dShape* strided, const flo
         float* c = out + p0;
         run_tile(rows, cols, k, a, pack ? image + j * k * kTile : image + p0, pack ? kTile : plane,
                  c, plane, bias != nullptr ? bias + q * kPanelRows : nullptr,
-                 in_store ? epilogue.residual + (c - epilogue.output) : nullptr, clamp.lo,
-                 clamp.hi);
+                 in_store ? epilogue.residual + (c - epilogue.output) : nullptr, clamp.lo, clamp.hi,
+                 j == j0);
       }
       // Other activations once the group's tiles are stored (in L1/L2): just after a tile's
       // masked stores, every load of them waited for the stores to reach the cache.

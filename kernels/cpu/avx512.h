@@ -123,10 +123,11 @@ inline __m256i range_mask8(int64_t start, int64_t lo, int64_t hi) {
 }
 
 // Stores lanes [0, n) of v at p (none for n <= 0): a plain store where all 8 are; a tail as a
-// 4-, a 2- and a 1-float store as n's bits ask. On AMD Zen 2/3 a masked store (VMASKMOVPS) takes
-// about 18 cycles where a plain one takes one (a copy of 100k floats in masked stores 83 us, in
-// plain ones 18; masked loads cost nothing extra): the Winograd input transform's 4-tile runs on
-// 13x13 planes spent two thirds of their time in them. Every AVX2 kernel stores through this.
+// 4-, a 2- and a 1-float store as n's bits ask. On AMD Zen 2/3 a masked store (VMASKMOVPS) costs
+// many plain ones (a copy of 100k floats in masked stores 83 us, in plain ones 18; 4096 tails on
+// a Zen 3, minimum of 200 calls: 17 us masked, 5-6 us as these parts; masked loads cost nothing
+// extra): the Winograd input transform's 4-tile runs on 13x13 planes had spent two thirds of
+// their time in them. AVX2 kernels store their tails through this.
 inline void store_lanes8(float* p, __m256 v, int64_t n) {
   if (n >= 8) {
     _mm256_storeu_ps(p, v);

@@ -225,9 +225,9 @@ inline __m256 load_or_lowest(const float* row, int64_t c, int64_t width) {
 // The AVX-512 window3_stride2_row's 8-output form (the same maxima in the same order): the even
 // and odd columns of two vectors of each row's maxima, the odd ones one lane on for the columns
 // before. The rows' count is a template argument and the outputs whose 16 columns lie inside the
-// row take plain loads and a plain store, the last few masked loads and a scalar store of the
-// lanes kept (a masked store costs about 18 cycles on Zen 2/3): the loop that tested each load's
-// bounds and built its mask, with `count` read per vector, spent about 50 cycles per 8 outputs.
+// row take plain loads and a plain store, the last few masked loads and store_lanes8's parts:
+// the loop that tested each load's bounds and built its mask, with `count` read per vector, and
+// ended each row with a masked store, spent about 50 cycles per 8 outputs.
 template <int Count>
 void window3_stride2_row_of(const float* const* row, int64_t width, int64_t n, float* out,
                             float column_before) {
@@ -272,14 +272,7 @@ void window3_stride2_row_of(const float* const* row, int64_t width, int64_t n, f
       v0 = nan_max8(v0, load_or_lowest(r2, c, width));
       v1 = nan_max8(v1, load_or_lowest(r2, c + 8, width));
     }
-    const __m256 m = window(v0, v1);
-    if (j + 8 <= n) {
-      _mm256_storeu_ps(out + j, m);
-    } else {
-      alignas(32) float kept[8];
-      _mm256_store_ps(kept, m);
-      std::copy(kept, kept + (n - j), out + j);
-    }
+    store_lanes8(out + j, window(v0, v1), n - j);
   }
 }
 

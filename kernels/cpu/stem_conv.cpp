@@ -81,6 +81,20 @@ void pad_rows(const Conv2dShape& s, const Padded& p, const float* input, int64_t
         _mm512_storeu_ps(dst + q, _mm512_permutex2var_ps(a, even, b));
       }
     }
+#elif defined(__AVX2__)
+    // AVX2: 8 columns at a time, the even floats of two vectors (the column after the last one
+    // read is loaded masked at the row's very end). SqueezeNet's and ResNet's stems had copied
+    // these a float at a time (5-7% of the stem's samples).
+    if (stride == 2) {
+      for (; q + 8 <= hi; q += 8) {
+        const float* from = src + 2 * q + first;
+        const int64_t left = s.in_w - (2 * q + first);  // columns of the row from `from` on
+        const __m256 a = _mm256_loadu_ps(from);
+        const __m256 b =
+            left >= 16 ? _mm256_loadu_ps(from + 8) : _mm256_maskload_ps(from + 8, lanes8(left - 8));
+        _mm256_storeu_ps(dst + q, even_of(a, b));
+      }
+    }
 #endif
     for (; q < hi; ++q) dst[q] = src[q * stride + first];
     std::fill(dst + hi, dst + p.width, 0.f);

@@ -122,30 +122,28 @@ inline __m256i range_mask8(int64_t start, int64_t lo, int64_t hi) {
                              _mm256_cmpgt_epi32(_mm256_set1_epi32(end), lane));
 }
 
-// Stores lanes [0, n) of v at p (none for n <= 0): a plain store where all 8 are; a tail as a
-// 4-, a 2- and a 1-float store as n's bits ask. On AMD Zen 2/3 a masked store (VMASKMOVPS) costs
-// many plain ones (a copy of 100k floats in masked stores 83 us, in plain ones 18; 4096 tails on
-// a Zen 3, minimum of 200 calls: 17 us masked, 5-6 us as these parts; masked loads cost nothing
-// extra): the Winograd input transform's 4-tile runs on 13x13 planes had spent two thirds of
-// their time in them. AVX2 kernels store their tails through this.
-inline void store_lanes8(float* p, __m256 v, int64_t n) {
-  if (n >= 8) {
-    _mm256_storeu_ps(p, v);
-    return;
-  }
+// Stores lanes [0, n) of v at p (none for n <= 0; store_lanes4 the same for 4 lanes): a plain
+// store where all are; a tail as a 4-, a 2- and a 1-float store as n's bits ask. On AMD Zen 2/3 a
+// masked store (VMASKMOVPS) costs many plain ones (a copy of 100k floats in masked stores 83 us, in
+// plain ones 18; 4096 tails on a Zen 3, minimum of 200 calls: 17 us masked, 5-6 us as these parts;
+// masked loads cost nothing extra): the Winograd input transform's 4-tile runs on 13x13 planes had
+// spent two thirds of their time in them. AVX2 kernels store their tails through this.
+inline void store_lanes4(float* p, __m128 v, int64_t n) {
+  if (n >= 4) return _mm_storeu_ps(p, v);
   if (n <= 0) return;
-  __m128 x = _mm256_castps256_ps128(v);
-  if (n & 4) {
-    _mm_storeu_ps(p, x);
-    p += 4;
-    x = _mm256_extractf128_ps(v, 1);
-  }
   if (n & 2) {
-    _mm_storel_pi(reinterpret_cast<__m64*>(p), x);
+    _mm_storel_pi(reinterpret_cast<__m64*>(p), v);
     p += 2;
-    x = _mm_movehl_ps(x, x);
+    v = _mm_movehl_ps(v, v);
   }
-  if (n & 1) _mm_store_ss(p, x);
+  if (n & 1) _mm_store_ss(p, v);
+}
+inline void store_lanes8(float* p, __m256 v, int64_t n) {
+  if (n >= 8) return _mm256_storeu_ps(p, v);
+  if (n <= 0) return;
+  if (n < 4) return store_lanes4(p, _mm256_castps256_ps128(v), n);
+  _mm_storeu_ps(p, _mm256_castps256_ps128(v));
+  store_lanes4(p + 4, _mm256_extractf128_ps(v, 1), n - 4);
 }
 
 // How many lanes of a lanes8 mask are set.

@@ -846,6 +846,33 @@ inline __m128i range_mask4(int64_t start, int64_t lo, int64_t hi) {
                           _mm_cmpgt_epi32(_mm_set1_epi32(end), lane));
 }
 
+// One row of 8 tiles' patches: a[k] = [g_k | g_k+4], b[k] = [g'_k | g'_k+4], g_i the row's
+// columns 0-3 of tile i's patch and g'_i its columns 4-7 (g_i+1 where the tiles are neighbours).
+// 4x4 transposes within the 128-bit halves give d[c], lane i column c of tile i's patch.
+inline void patch_columns4(const __m256 (&a)[4], const __m256 (&b)[4], __m256 (&d)[6]) {
+  const __m256 lo01 = _mm256_unpacklo_ps(a[0], a[1]), hi01 = _mm256_unpackhi_ps(a[0], a[1]);
+  const __m256 lo23 = _mm256_unpacklo_ps(a[2], a[3]), hi23 = _mm256_unpackhi_ps(a[2], a[3]);
+  const __m256 far01 = _mm256_unpacklo_ps(b[0], b[1]), far23 = _mm256_unpacklo_ps(b[2], b[3]);
+  d[0] = _mm256_shuffle_ps(lo01, lo23, 0x44);
+  d[1] = _mm256_shuffle_ps(lo01, lo23, 0xEE);
+  d[2] = _mm256_shuffle_ps(hi01, hi23, 0x44);
+  d[3] = _mm256_shuffle_ps(hi01, hi23, 0xEE);
+  d[4] = _mm256_shuffle_ps(far01, far23, 0x44);
+  d[5] = _mm256_shuffle_ps(far01, far23, 0xEE);
+}
+
+// B^T (d B) of 8 tiles (t: d B row by row), column by column, into V (store_tiles8).
+inline void store_input4(const __m256 (&t)[6][6], float* row_base, const Run& run, int64_t i0,
+                         int64_t n, int64_t point_stride) {
+  for (int c = 0; c < 6; ++c) {
+    const __m256 column[6] = {t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]};
+    __m256 out[6];
+    input_row4(column, out);
+    for (int r = 0; r < 6; ++r)
+      store_tiles8(row_base, run, i0, n, (r * 6 + c) * point_stride, out[r]);
+  }
+}
+
 // Stacked runs (whole tile rows of a plane at most 8 / cols tiles wide, cols dividing 8; see
 // find_runs): each 8-lane step holds 8 / cols tile rows, lane i tile i % cols of tile row i / cols,
 // so that 13x13 and 14x14 planes (4 tiles a row) fill the vectors instead of half of them. Each
@@ -879,27 +906,15 @@ void stacked_input4(const Conv2dShape& s, int64_t cols, const Run& run, const fl
         g[l] = _mm_maskload_ps(src, near[l]);
         h[l] = _mm_maskload_ps(src + 4, far[l]);
       }
-      __m256 a[4], b[4];
+      __m256 a[4], b[4], d[6];
       for (int k = 0; k < 4; ++k) {
         a[k] = _mm256_insertf128_ps(_mm256_castps128_ps256(g[k]), g[k + 4], 1);
         b[k] = _mm256_insertf128_ps(_mm256_castps128_ps256(h[k]), h[k + 4], 1);
       }
-      const __m256 lo01 = _mm256_unpacklo_ps(a[0], a[1]), hi01 = _mm256_unpackhi_ps(a[0], a[1]);
-      const __m256 lo23 = _mm256_unpacklo_ps(a[2], a[3]), hi23 = _mm256_unpackhi_ps(a[2], a[3]);
-      const __m256 far01 = _mm256_unpacklo_ps(b[0], b[1]), far23 = _mm256_unpacklo_ps(b[2], b[3]);
-      const __m256 d[6] = {
-          _mm256_shuffle_ps(lo01, lo23, 0x44),   _mm256_shuffle_ps(lo01, lo23, 0xEE),
-          _mm256_shuffle_ps(hi01, hi23, 0x44),   _mm256_shuffle_ps(hi01, hi23, 0xEE),
-          _mm256_shuffle_ps(far01, far23, 0x44), _mm256_shuffle_ps(far01, far23, 0xEE)};
+      patch_columns4(a, b, d);
       input_row4(d, t[r]);
     }
-    for (int c = 0; c < 6; ++c) {
-      const __m256 column[6] = {t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]};
-      __m256 out[6];
-      input_row4(column, out);
-      for (int r = 0; r < 6; ++r)
-        store_tiles8(row_base, run, i0, n, (r * 6 + c) * point_stride, out[r]);
-    }
+    store_input4(t, row_base, run, i0, n, point_stride);
   }
 }
 
@@ -934,26 +949,13 @@ void transform_input4(const Conv2dShape& s, const Tiling& tiling, const std::vec
           const float* row = p + y * s.in_w + x;
           __m128 g[9];
           for (int j = 0; j < 9; ++j) g[j] = _mm_maskload_ps(row + 4 * j, mask[j]);
-          __m256 a[5];
+          __m256 a[5], d[6];
           for (int k = 0; k < 5; ++k)
             a[k] = _mm256_insertf128_ps(_mm256_castps128_ps256(g[k]), g[k + 4], 1);
-          const __m256 lo01 = _mm256_unpacklo_ps(a[0], a[1]), hi01 = _mm256_unpackhi_ps(a[0], a[1]);
-          const __m256 lo23 = _mm256_unpacklo_ps(a[2], a[3]), hi23 = _mm256_unpackhi_ps(a[2], a[3]);
-          const __m256 lo12 = _mm256_unpacklo_ps(a[1], a[2]), lo34 = _mm256_unpacklo_ps(a[3], a[4]);
-          const __m256 d[6] = {
-              _mm256_shuffle_ps(lo01, lo23, 0x44), _mm256_shuffle_ps(lo01, lo23, 0xEE),
-              _mm256_shuffle_ps(hi01, hi23, 0x44), _mm256_shuffle_ps(hi01, hi23, 0xEE),
-              _mm256_shuffle_ps(lo12, lo34, 0x44), _mm256_shuffle_ps(lo12, lo34, 0xEE)};
+          patch_columns4({a[0], a[1], a[2], a[3]}, {a[1], a[2], a[3], a[4]}, d);
           input_row4(d, t[r]);
         }
-        // B^T (d B), column by column.
-        for (int c = 0; c < 6; ++c) {
-          const __m256 column[6] = {t[0][c], t[1][c], t[2][c], t[3][c], t[4][c], t[5][c]};
-          __m256 out[6];
-          input_row4(column, out);
-          for (int r = 0; r < 6; ++r)
-            store_tiles8(row_base, run, i0, n, (r * 6 + c) * point_stride, out[r]);
-        }
+        store_input4(t, row_base, run, i0, n, point_stride);
       }
     }
   }
@@ -964,15 +966,47 @@ inline int64_t tiling_cols(const Run& run) {
   return run.count / run.rows;
 }
 
-// 4 floats of v at p, the first n of them where n < 4.
-inline void store_lanes4(float* p, __m128 v, int64_t n) {
-  if (n >= 4) return _mm_storeu_ps(p, v);
-  if (n & 2) {
-    _mm_storel_pi(reinterpret_cast<__m64*>(p), v);
-    p += 2;
-    v = _mm_movehl_ps(v, v);
+// A^T m for 8 tiles (lanes) from `at` in M, column by column: q[k][c].
+inline void output_products4(const float* in, int64_t point_stride, int64_t at, __m256i lanes,
+                             __m256 (&q)[4][6]) {
+  for (int c = 0; c < 6; ++c) {
+    __m256 x[6];
+    for (int r = 0; r < 6; ++r)
+      x[r] = _mm256_maskload_ps(in + (r * 6 + c) * point_stride + at, lanes);
+    __m256 y[4];
+    output_row4(x, y);
+    for (int k = 0; k < 4; ++k) q[k][c] = y[k];
   }
-  if (n & 1) _mm_store_ss(p, v);
+}
+
+// Output row k of 8 tiles ((A^T m) A, plus the bias, clamped where the epilogue is a clamp),
+// in 4-float groups: tile[i] holds tile i's 4 outputs in its low half and tile i + 4's in its
+// high half (4x4 transposes within the 128-bit halves); pairs[h], with the halves exchanged,
+// tiles 2h and 2h + 1, 8 outputs in order.
+struct OutputRow4 {
+  __m256 tile[4], pairs[4];
+};
+inline OutputRow4 output_row_of4(const __m256 (&q)[6], __m256 bv, bool clamp, __m256 lo_v,
+                                 __m256 hi_v) {
+  __m256 y[4];
+  output_row4(q, y);
+  for (int j = 0; j < 4; ++j) {
+    y[j] = _mm256_add_ps(y[j], bv);
+    if (clamp) y[j] = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y[j]));
+  }
+  // Lane i of y[j] is output j of tile i's row.
+  const __m256 u0 = _mm256_unpacklo_ps(y[0], y[1]), u1 = _mm256_unpackhi_ps(y[0], y[1]);
+  const __m256 u2 = _mm256_unpacklo_ps(y[2], y[3]), u3 = _mm256_unpackhi_ps(y[2], y[3]);
+  OutputRow4 row;
+  row.tile[0] = _mm256_shuffle_ps(u0, u2, 0x44);
+  row.tile[1] = _mm256_shuffle_ps(u0, u2, 0xEE);
+  row.tile[2] = _mm256_shuffle_ps(u1, u3, 0x44);
+  row.tile[3] = _mm256_shuffle_ps(u1, u3, 0xEE);
+  row.pairs[0] = _mm256_permute2f128_ps(row.tile[0], row.tile[1], 0x20);
+  row.pairs[1] = _mm256_permute2f128_ps(row.tile[2], row.tile[3], 0x20);
+  row.pairs[2] = _mm256_permute2f128_ps(row.tile[0], row.tile[1], 0x31);
+  row.pairs[3] = _mm256_permute2f128_ps(row.tile[2], row.tile[3], 0x31);
+  return row;
 }
 
 // transform_output4 for a stacked run (see stacked_input4): lane i's 4 outputs of a row go to its
@@ -995,50 +1029,21 @@ void stacked_output4(const Conv2dShape& s, int64_t cols, const Run& run, const f
       column[l] = 4 * (tile & (cols - 1));
       width[l] = std::min<int64_t>(4 * per, s.out_w - column[l]);
     }
-    __m256 q[4][6];  // A^T m, column by column
-    for (int c = 0; c < 6; ++c) {
-      __m256 x[6];
-      for (int r = 0; r < 6; ++r)
-        x[r] = _mm256_maskload_ps(in + (r * 6 + c) * point_stride + run.at + i0, lanes);
-      __m256 y[4];
-      output_row4(x, y);
-      for (int k = 0; k < 4; ++k) q[k][c] = y[k];
-    }
+    __m256 q[4][6];
+    output_products4(in, point_stride, run.at + i0, lanes, q);
     for (int k = 0; k < 4; ++k) {
-      __m256 y[4];
-      output_row4(q[k], y);
-      for (int j = 0; j < 4; ++j) {
-        y[j] = _mm256_add_ps(y[j], bv);
-        if (clamp.exact) y[j] = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y[j]));
-      }
-      // Lane i of y[j] is output j of tile i's row: 4x4 transposes within the 128-bit halves
-      // give each tile its 4 outputs, tiles 0-3 in the low halves, 4-7 in the high ones; then
-      // (pairs) the halves exchanged so that pair[h] holds tiles 2h and 2h + 1.
-      const __m256 u0 = _mm256_unpacklo_ps(y[0], y[1]), u1 = _mm256_unpackhi_ps(y[0], y[1]);
-      const __m256 u2 = _mm256_unpacklo_ps(y[2], y[3]), u3 = _mm256_unpackhi_ps(y[2], y[3]);
-      const __m256 tile[4] = {_mm256_shuffle_ps(u0, u2, 0x44), _mm256_shuffle_ps(u0, u2, 0xEE),
-                              _mm256_shuffle_ps(u1, u3, 0x44), _mm256_shuffle_ps(u1, u3, 0xEE)};
-      if (per == 2) {
-        const __m256 pair[4] = {_mm256_permute2f128_ps(tile[0], tile[1], 0x20),
-                                _mm256_permute2f128_ps(tile[2], tile[3], 0x20),
-                                _mm256_permute2f128_ps(tile[0], tile[1], 0x31),
-                                _mm256_permute2f128_ps(tile[2], tile[3], 0x31)};
-        for (int64_t h = 0; h < stores; ++h) {
-          const int64_t row = first_row[h] + k;
-          if (row >= s.out_h) continue;
-          float* dst = o + row * s.out_w + column[h];
-          store_lanes8(dst, pair[h], width[h]);
-          if (!clamp.exact) pending.emplace_back(dst, width[h]);
-        }
-        continue;
-      }
-      for (int64_t l = 0; l < n; ++l) {
+      const OutputRow4 out = output_row_of4(q[k], bv, clamp.exact, lo_v, hi_v);
+      for (int64_t l = 0; l < stores; ++l) {
         const int64_t row = first_row[l] + k;
         if (row >= s.out_h) continue;
-        const __m128 values =
-            l < 4 ? _mm256_castps256_ps128(tile[l]) : _mm256_extractf128_ps(tile[l - 4], 1);
         float* dst = o + row * s.out_w + column[l];
-        store_lanes4(dst, values, width[l]);
+        if (per == 2)
+          store_lanes8(dst, out.pairs[l], width[l]);
+        else
+          store_lanes4(dst,
+                       l < 4 ? _mm256_castps256_ps128(out.tile[l])
+                             : _mm256_extractf128_ps(out.tile[l - 4], 1),
+                       width[l]);
         if (!clamp.exact) pending.emplace_back(dst, width[l]);
       }
     }
@@ -1071,32 +1076,13 @@ void transform_output4(const Conv2dShape& s, const std::vector<Run>& runs, const
         const int64_t n = std::min(kLanes8, run.count - i0), xo = x0 + 4 * i0;
         const int64_t width = std::min(4 * n, s.out_w - xo);
         const __m256i lanes = lanes8(n);
-        __m256 q[4][6];  // A^T m, column by column
-        for (int c = 0; c < 6; ++c) {
-          __m256 x[6];
-          for (int r = 0; r < 6; ++r)
-            x[r] = _mm256_maskload_ps(in + (r * 6 + c) * point_stride + run.at + i0, lanes);
-          __m256 y[4];
-          output_row4(x, y);
-          for (int k = 0; k < 4; ++k) q[k][c] = y[k];
-        }
+        __m256 q[4][6];
+        output_products4(in, point_stride, run.at + i0, lanes, q);
         for (int k = 0; k < 4 && y0 + k < s.out_h; ++k) {
-          __m256 y[4];
-          output_row4(q[k], y);
-          for (int j = 0; j < 4; ++j) {
-            y[j] = _mm256_add_ps(y[j], bv);
-            if (clamp.exact) y[j] = _mm256_min_ps(hi_v, _mm256_max_ps(lo_v, y[j]));
-          }
-          // Lane i of y[j] is output 4i + j of the row: pairs, then quads, then 128-bit halves.
-          const __m256 u0 = _mm256_unpacklo_ps(y[0], y[1]), u1 = _mm256_unpackhi_ps(y[0], y[1]);
-          const __m256 u2 = _mm256_unpacklo_ps(y[2], y[3]), u3 = _mm256_unpackhi_ps(y[2], y[3]);
-          const __m256 v0 = _mm256_shuffle_ps(u0, u2, 0x44), v1 = _mm256_shuffle_ps(u0, u2, 0xEE);
-          const __m256 v2 = _mm256_shuffle_ps(u1, u3, 0x44), v3 = _mm256_shuffle_ps(u1, u3, 0xEE);
-          const __m256 row[4] = {
-              _mm256_permute2f128_ps(v0, v1, 0x20), _mm256_permute2f128_ps(v2, v3, 0x20),
-              _mm256_permute2f128_ps(v0, v1, 0x31), _mm256_permute2f128_ps(v2, v3, 0x31)};
+          // The run's tiles side by side: the pairs are its row's 32 outputs in order.
+          const OutputRow4 out = output_row_of4(q[k], bv, clamp.exact, lo_v, hi_v);
           float* dst = o + (y0 + k) * s.out_w + xo;
-          for (int h = 0; h < 4; ++h) store_lanes8(dst + 8 * h, row[h], width - 8 * h);
+          for (int h = 0; h < 4; ++h) store_lanes8(dst + 8 * h, out.pairs[h], width - 8 * h);
           if (!clamp.exact) pending.emplace_back(dst, width);
         }
       }
